@@ -1,0 +1,24 @@
+# Two entry points for a newcomer: `make run` and `make test`. Everything lives in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test bench clean
+
+$(BIN)/karta: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(BIN)/karta
+
+install: $(BIN)/karta
+
+run: install
+	@echo "Create a token in another shell:  $(BIN)/karta token create --name me --scope read --scope write --scope admin"
+	$(BIN)/karta serve --migrate
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,96 @@
+"""/api/v1/cis: configuration items."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from app.api.deps import IfMatch, ReadConnection, Reader, RegistryDep, Writer, parse_if_match, unit_of_work
+from app.api.responses import JSON
+from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
+from app.models.change import HistoryPage
+from app.services import changes, cis
+from app.services.errors import InvalidInput, field_error
+
+router = APIRouter(prefix="/api/v1/cis", tags=["configuration items"])
+
+LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "q", "limit", "cursor"}
+
+
+def _etag(ci: dict) -> dict[str, str]:
+    return {"ETag": f'"{ci["version"]}"'}
+
+
+@router.post("", status_code=201, response_model=CIPublic, response_model_by_alias=True)
+def create_ci(data: CICreate, request: Request, principal: Writer, registry: RegistryDep):
+    with unit_of_work(request, principal) as uow:
+        ci = cis.create_ci(uow, registry, data)
+    return JSON(ci, status_code=201, headers={**_etag(ci), "Location": f"/api/v1/cis/{ci['id']}"})
+
+
+@router.get("", response_model=CIPage)
+def list_cis(
+    request: Request,
+    principal: Reader,
+    conn: ReadConnection,
+    registry: RegistryDep,
+    ci_class: Annotated[str | None, Query(alias="class", description="Subclasses included")] = None,
+    status: CIStatus | None = None,
+    environment: str | None = None,
+    tag: str | None = None,
+    owner: str | None = None,
+    q: Annotated[str | None, Query(description="Text in the name, any case", max_length=200)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    cursor: str | None = None,
+):
+    """Filter with `attr.<key>=<value>` too (e.g. `attr.os_name=debian`); page with `cursor` = `next_cursor`."""
+    attributes = {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("attr.") and len(key) > 5:
+            attributes[key[5:]] = value
+        elif key not in LIST_PARAMS:
+            raise InvalidInput(
+                f"Unknown query parameter '{key}'. Filters: {', '.join(sorted(LIST_PARAMS))}, attr.<key>.",
+                [field_error(f"query.{key}", "unknown parameter")],
+            )
+    page = cis.list_cis(
+        conn, registry, ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, q=q,
+        attributes=attributes, limit=limit or request.app.state.settings.default_page_size, cursor=cursor,
+    )
+    return JSON(page)
+
+
+@router.get("/{ci_id}", response_model=CIDetail)
+def get_ci(ci_id: uuid.UUID, principal: Reader, conn: ReadConnection, registry: RegistryDep):
+    ci = cis.get_ci_detail(conn, registry, ci_id)
+    return JSON(ci, headers=_etag(ci))
+
+
+@router.patch("/{ci_id}", response_model=CIPublic)
+def update_ci(ci_id: uuid.UUID, data: CIUpdate, request: Request, principal: Writer, registry: RegistryDep,
+              if_match: IfMatch = None):
+    """Only the fields sent change; `attributes` merge key by key (a key sent as null is removed).
+    Send `If-Match` with the ETag you read to get 412 instead of overwriting someone else's change."""
+    with unit_of_work(request, principal) as uow:
+        ci = cis.update_ci(uow, registry, ci_id, data.model_dump(exclude_unset=True), parse_if_match(if_match))
+    return JSON(ci, headers=_etag(ci))
+
+
+@router.delete("/{ci_id}", status_code=204)
+def delete_ci(ci_id: uuid.UUID, request: Request, principal: Writer, if_match: IfMatch = None):
+    """Deletes the CI and ends its relationships; all of it stays in history."""
+    with unit_of_work(request, principal) as uow:
+        cis.delete_ci(uow, ci_id, parse_if_match(if_match))
+    return Response(status_code=204)
+
+
+@router.get("/{ci_id}/history", response_model=HistoryPage)
+def ci_history(
+    ci_id: uuid.UUID,
+    principal: Reader,
+    conn: ReadConnection,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+):
+    """The CI's change records, newest first; still readable after the CI is deleted."""
+    return JSON(changes.object_history(conn, ci_id, limit=limit, cursor=cursor))

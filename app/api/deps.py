@@ -1,0 +1,89 @@
+"""Request dependencies: the caller's token and scope, database connections, units of work."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
+
+from app.models.token import Scope
+from app.services.errors import KartaError
+from app.services.history import UnitOfWork
+from app.services.registry import RegistryCache
+from app.services.tokens import Principal, TokenVerifier
+
+_bearer = HTTPBearer(auto_error=False, description="A Karta API token: `karta token create` or POST /api/v1/tokens.")
+
+
+class Unauthorized(KartaError):
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+
+class Forbidden(KartaError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
+def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("Send 'Authorization: Bearer <token>'. Create a token with `karta token create`.")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = verifier.verify(credentials.credentials)
+    if principal is None:
+        raise Unauthorized("The token is unknown, revoked or expired.")
+    return principal
+
+
+def require(*scopes: Scope):
+    """A dependency that admits tokens holding any one of `scopes` (admin holds every scope)."""
+    wanted = " or ".join(scope.value for scope in scopes)
+
+    def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        principal = _authenticate(request, credentials)
+        if not any(principal.has(scope) for scope in scopes):
+            raise Forbidden(f"This needs a token with scope '{wanted}'; token '{principal.name}' has "
+                            f"{', '.join(sorted(principal.scopes)) or 'none'}.")
+        return principal
+
+    return Depends(dependency)
+
+
+Reader = Annotated[Principal, require(Scope.read)]
+Writer = Annotated[Principal, require(Scope.write)]
+Admin = Annotated[Principal, require(Scope.admin)]
+
+
+def get_connection(request: Request) -> Iterator[Connection]:
+    with request.app.state.engine.connect() as conn:
+        with conn.begin():
+            yield conn
+
+
+def get_registry(request: Request) -> RegistryCache:
+    return request.app.state.registry
+
+
+def unit_of_work(request: Request, actor: Principal) -> UnitOfWork:
+    return UnitOfWork(request.app.state.engine, actor.name)
+
+
+def parse_if_match(if_match: str | None) -> int | None:
+    """The CI version an If-Match names; -1 (never a version) when it names none we issued; None if absent or '*'."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = if_match.split(",")[0].strip().removeprefix("W/").strip('"')
+    try:
+        return int(tag)
+    except ValueError:
+        return -1
+
+
+ReadConnection = Annotated[Connection, Depends(get_connection)]
+RegistryDep = Annotated[RegistryCache, Depends(get_registry)]
+IfMatch = Annotated[str | None, Header(description='The CI version from its ETag, e.g. "3"; 412 if it changed since.')]

@@ -1,0 +1,30 @@
+"""/healthz (the process answers) and /readyz (the database answers and its schema is at head)."""
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+
+from app.api.responses import JSON, problem
+from app.core import migrations
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz():
+    return JSON({"status": "ok"})
+
+
+@router.get("/readyz")
+def readyz(request: Request):
+    engine = request.app.state.engine
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current = migrations.current_revision(engine)
+    except Exception as exc:  # any failure to reach the database means "not ready", never a 500
+        return problem(503, "Not ready", f"The database is unreachable: {type(exc).__name__}.", slug="not-ready")
+    head = migrations.head_revision()
+    if current != head:
+        return problem(503, "Not ready", f"The database schema is at {current or 'nothing'}, not {head}: "
+                       "run `karta db upgrade`.", slug="not-ready", current=current, head=head)
+    return JSON({"status": "ready", "schema": current})

@@ -1,0 +1,67 @@
+"""Exception handlers: every error leaves as application/problem+json saying what to fix.
+
+Malformed JSON is a 400; a body or query that parses but has wrong types or values is a 422 listing
+each offending field. Anything unexpected is logged and answered with a 500 problem (never a stack trace).
+"""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.responses import problem, problem_from_error
+from app.services.errors import KartaError
+
+log = logging.getLogger("karta.api")
+
+_HTTP_TITLES = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+                406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type"}
+
+
+def _field_path(loc: tuple) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(KartaError)
+    async def karta_error(request: Request, exc: KartaError):
+        return problem_from_error(exc, instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        malformed = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if malformed is not None:
+            reason = malformed.get("ctx", {}).get("error", "invalid JSON")
+            return problem(400, "Malformed JSON", f"The request body is not valid JSON: {reason}.",
+                           slug="malformed-json", instance=request.url.path)
+        fields = [{"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")} for e in errors]
+        first = fields[0] if fields else {"field": "body", "message": "invalid"}
+        return problem(422, "Invalid input", f"{first['field']}: {first['message']}", slug="invalid-input",
+                       instance=request.url.path, errors=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        title = _HTTP_TITLES.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No such endpoint: {request.method} {request.url.path}. See /docs."
+        return problem(exc.status_code, title, detail, slug=title.lower().replace(" ", "-"),
+                       instance=request.url.path, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError):
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+        return problem(503, "Database unavailable", "The database did not answer; try again shortly.",
+                       slug="database-unavailable", instance=request.url.path, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", "Karta failed unexpectedly; the error is in the server log.",
+                       slug="internal-error", instance=request.url.path)

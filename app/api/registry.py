@@ -1,0 +1,65 @@
+"""/api/v1/classes and /api/v1/relationship-types: the registry (reading needs `read`, changing `admin`)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter, Request
+from sqlalchemy import Connection
+
+from app.api.deps import Admin, Reader, RegistryDep
+from app.api.responses import JSON
+from app.core.db import WRITE_OPTION
+from app.models.ci_class import CIClassCreate, CIClassPublic, CIClassUpdate
+from app.models.relationship import RelationshipTypeCreate, RelationshipTypePublic
+from app.services import classes
+from app.services.registry import RegistryCache
+
+router = APIRouter(prefix="/api/v1", tags=["registry"])
+
+
+@contextmanager
+def _registry_write(request: Request, registry: RegistryCache) -> Iterator[Connection]:
+    """A write transaction on the registry; this worker's cache must not keep a change that rolled back."""
+    try:
+        with request.app.state.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+            yield conn
+    except BaseException:
+        registry.invalidate()
+        raise
+
+
+@router.get("/classes", response_model=list[CIClassPublic])
+def list_classes(principal: Reader, registry: RegistryDep):
+    return JSON([classes.class_to_public(info) for _, info in sorted(registry.get().classes.items())])
+
+
+@router.get("/classes/{name}", response_model=CIClassPublic)
+def get_class(name: str, principal: Reader, registry: RegistryDep):
+    return JSON(classes.class_to_public(classes.get_class(registry.knows_class(name), name)))
+
+
+@router.post("/classes", status_code=201, response_model=CIClassPublic)
+def create_class(data: CIClassCreate, request: Request, principal: Admin, registry: RegistryDep):
+    with _registry_write(request, registry) as conn:
+        info = classes.create_class(conn, registry, data)
+    return JSON(classes.class_to_public(info), status_code=201, headers={"Location": f"/api/v1/classes/{info.name}"})
+
+
+@router.patch("/classes/{name}", response_model=CIClassPublic)
+def update_class(name: str, data: CIClassUpdate, request: Request, principal: Admin, registry: RegistryDep):
+    """Changing identification rules re-indexes the class family's CIs; 409 (and no change) if they would clash."""
+    with _registry_write(request, registry) as conn:
+        info = classes.update_class(conn, registry, name, data)
+    return JSON(classes.class_to_public(info))
+
+
+@router.get("/relationship-types", response_model=list[RelationshipTypePublic])
+def list_relationship_types(principal: Reader, registry: RegistryDep):
+    return JSON([classes.type_to_public(info) for _, info in sorted(registry.get().relationship_types.items())])
+
+
+@router.post("/relationship-types", status_code=201, response_model=RelationshipTypePublic)
+def create_relationship_type(data: RelationshipTypeCreate, request: Request, principal: Admin, registry: RegistryDep):
+    with _registry_write(request, registry) as conn:
+        info = classes.create_relationship_type(conn, registry, data)
+    return JSON(classes.type_to_public(info), status_code=201)

@@ -1,0 +1,35 @@
+"""JSON responses rendered with orjson (UUIDs and datetimes natively), and RFC 9457 problem documents."""
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from app.services.errors import KartaError
+
+PROBLEM_TYPE_BASE = "urn:karta:problem:"
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def problem(status: int, title: str, detail: str, *, slug: str, instance: str | None = None,
+            headers: dict[str, str] | None = None, **extensions: Any) -> Response:
+    body = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extensions)
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def problem_from_error(error: KartaError, instance: str | None = None) -> Response:
+    return problem(error.status, error.title, error.detail, slug=error.slug, instance=instance, **error.extensions)

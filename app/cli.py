@@ -1,0 +1,110 @@
+"""The `karta` command: serve the API, migrate the database, manage tokens, run discovery."""
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from app.core import migrations
+from app.core.config import get_settings
+from app.core.db import WRITE_OPTION, make_engine
+from app.models.token import Scope
+from app.services import tokens
+from app.services.errors import KartaError
+
+cli = typer.Typer(help="Karta: a CMDB with discovery and impact analysis.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(token_cli, name="token")
+
+
+def _engine():
+    return make_engine(get_settings().database_url)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    migrate: Annotated[bool, typer.Option("--migrate", help="Apply pending migrations first")] = False,
+) -> None:
+    """Serve the API with uvicorn. Refuses to start on a database whose schema is behind."""
+    engine = _engine()
+    try:
+        if migrate:
+            migrations.upgrade(engine)
+        current, head = migrations.current_revision(engine), migrations.head_revision()
+    finally:
+        engine.dispose()
+    if current != head:
+        typer.echo(
+            f"The database schema is at {current or 'nothing (empty database)'}; Karta needs {head}.\n"
+            "Run `karta db upgrade` (or start with `karta serve --migrate`).",
+            err=True,
+        )
+        raise typer.Exit(1)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", proxy_headers=True)
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    engine = _engine()
+    try:
+        migrations.upgrade(engine, revision)
+        typer.echo(f"database schema at {migrations.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the database's schema revision and the newest one."""
+    engine = _engine()
+    try:
+        typer.echo(f"current: {migrations.current_revision(engine) or 'none'}\nhead:    {migrations.head_revision()}")
+    finally:
+        engine.dispose()
+
+
+@token_cli.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the token; shown as the actor in history")],
+    scope: Annotated[list[Scope], typer.Option(help="read, write, discovery or admin; repeat for several")],
+    expires: Annotated[datetime | None, typer.Option(help="Expiry time (ISO 8601, UTC)")] = None,
+) -> None:
+    """Create a token. Its secret is printed once, alone on the last line."""
+    engine = _engine()
+    try:
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+            created = tokens.create_token(conn, name, scope, expires)
+    except KartaError as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"token '{created['name']}' ({created['id']}) scopes: {', '.join(created['scopes'])}")
+    typer.echo("the secret follows; it is shown only now:")
+    typer.echo(created["secret"])
+
+
+@token_cli.command("list")
+def token_list() -> None:
+    """List tokens (never their secrets)."""
+    engine = _engine()
+    try:
+        with engine.connect() as conn:
+            for row in tokens.list_tokens(conn):
+                state = "revoked" if row["revoked_at"] else "active"
+                typer.echo(f"{row['id']}  {row['name']:<24} {','.join(row['scopes']):<28} {state}  "
+                           f"last used {row['last_used_at'] or 'never'}")
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,34 @@
+"""Service settings, read from the environment (prefix KARTA_) or a .env file.
+
+Defaults give a working single-machine install: SQLite under ./var, nothing else needed.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_PATH = Path("var") / "karta.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KARTA_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
+        description="SQLAlchemy URL; postgresql+psycopg://user@host/db for PostgreSQL.",
+    )
+    # How long a verified token is trusted without asking the database again.
+    # Revocation takes effect in every worker within this many seconds.
+    token_cache_seconds: float = 5.0
+    # The class registry is cached per worker; another worker's change to a class
+    # schema is seen within this many seconds (an unknown class forces a reload at once).
+    registry_cache_seconds: float = 5.0
+    max_page_size: int = 1000
+    default_page_size: int = 100
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

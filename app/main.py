@@ -1,0 +1,34 @@
+"""The Karta service: a FastAPI application over one database engine.
+
+`create_app()` is the uvicorn factory (`uvicorn --factory app.main:create_app`). It never creates
+tables; `karta serve` refuses to start on a database whose schema is behind.
+"""
+
+import logging
+
+from fastapi import FastAPI
+
+from app.api import changes, cis, health, problems, registry, relationships, tokens
+from app.core.config import Settings, get_settings
+from app.core.db import make_engine
+from app.services.registry import RegistryCache
+from app.services.tokens import TokenVerifier
+
+DESCRIPTION = """Karta stores configuration items (CIs), their relationships and every change to them.
+
+Authenticate with `Authorization: Bearer <token>`; errors are `application/problem+json` (RFC 9457)."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="Karta", version="0.1.0", description=DESCRIPTION)
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
+    app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
+    problems.install(app)
+    for module in (health, cis, relationships, changes, registry, tokens):
+        app.include_router(module.router)
+    logging.getLogger("karta").setLevel(logging.INFO)
+    return app

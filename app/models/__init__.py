@@ -1,0 +1,23 @@
+"""All tables, imported together so SQLModel.metadata knows every one of them."""
+
+from sqlmodel import SQLModel
+
+from app.models.change import ChangeRecord
+from app.models.ci import ConfigurationItem
+from app.models.ci_class import CIClass
+from app.models.identifier import CIIdentifier
+from app.models.relationship import Relationship, RelationshipType
+from app.models.token import ApiToken
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "ApiToken",
+    "ChangeRecord",
+    "CIClass",
+    "CIIdentifier",
+    "ConfigurationItem",
+    "Relationship",
+    "RelationshipType",
+    "metadata",
+]

@@ -1,0 +1,121 @@
+"""Configuration items: the table and the shapes the API accepts and returns."""
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field as PydanticField
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Uuid
+from sqlmodel import Field, SQLModel
+
+from app.models.types import JSONColumn, Timestamp, utcnow
+
+
+class CIStatus(StrEnum):
+    planned = "planned"
+    active = "active"
+    maintenance = "maintenance"
+    stale = "stale"
+    retired = "retired"
+
+
+class ConfigurationItem(SQLModel, table=True):
+    __tablename__ = "ci"
+    __table_args__ = (
+        CheckConstraint("criticality BETWEEN 1 AND 4", name="ck_ci_criticality"),
+        CheckConstraint(
+            "status IN ('planned','active','maintenance','stale','retired')", name="ck_ci_status"
+        ),
+        Index("ix_ci_class_id", "ci_class", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_column=Column(Uuid, primary_key=True))
+    ci_class: str = Field(sa_column=Column(String(64), ForeignKey("ci_class.name"), nullable=False))
+    name: str = Field(sa_column=Column(String(255), nullable=False, index=True))
+    status: str = Field(default=CIStatus.active, sa_column=Column(String(16), nullable=False, index=True))
+    environment: str | None = Field(default=None, sa_column=Column(String(64), nullable=True, index=True))
+    criticality: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    owner: str | None = Field(default=None, sa_column=Column(String(200), nullable=True, index=True))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONColumn, nullable=False))
+    first_seen: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
+    last_seen: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False))
+
+
+class _CIFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = PydanticField(min_length=1, max_length=255)
+    status: CIStatus = CIStatus.active
+    environment: str | None = PydanticField(default=None, max_length=64)
+    criticality: int | None = PydanticField(default=None, ge=1, le=4, description="1 = most critical .. 4")
+    owner: str | None = PydanticField(default=None, max_length=200, description="Team or person")
+    tags: list[str] = PydanticField(default_factory=list, max_length=100)
+    attributes: dict[str, Any] = PydanticField(default_factory=dict)
+
+
+class CICreate(_CIFields):
+    ci_class: str = PydanticField(alias="class", max_length=64)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class CIUpdate(BaseModel):
+    """A PATCH: only the fields present change. `attributes` is merged key by key; a key set to null is removed."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    ci_class: str | None = PydanticField(default=None, alias="class", max_length=64)
+    name: str | None = PydanticField(default=None, min_length=1, max_length=255)
+    status: CIStatus | None = None
+    environment: str | None = PydanticField(default=None, max_length=64)
+    criticality: int | None = PydanticField(default=None, ge=1, le=4)
+    owner: str | None = PydanticField(default=None, max_length=200)
+    tags: list[str] | None = PydanticField(default=None, max_length=100)
+    attributes: dict[str, Any] | None = None
+    last_seen: datetime | None = None
+
+
+class RelationshipView(BaseModel):
+    """A relationship as seen from one CI: the type's label reads from this CI's side."""
+
+    id: uuid.UUID
+    type: str
+    label: str
+    direction: str = PydanticField(description="outgoing (this CI is the source) or incoming")
+    ci: uuid.UUID = PydanticField(description="the CI at the other end")
+    ci_name: str
+    ci_class: str
+    attributes: dict[str, Any]
+
+
+class CIPublic(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: uuid.UUID
+    ci_class: str = PydanticField(alias="class")
+    name: str
+    status: CIStatus
+    environment: str | None
+    criticality: int | None
+    owner: str | None
+    tags: list[str]
+    attributes: dict[str, Any]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class CIDetail(CIPublic):
+    relationships: list[RelationshipView]
+
+
+class CIPage(BaseModel):
+    items: list[CIPublic]
+    next_cursor: str | None

@@ -1,0 +1,19 @@
+"""The identifier index: (class family, key, normalized value) -> CI, unique in the database.
+
+The primary key IS the uniqueness guarantee: two CIs of one family can never claim the same serial,
+machine-id, MAC or fqdn, whichever process tries, because the database refuses the second row.
+"""
+
+import uuid
+
+from sqlalchemy import Column, ForeignKey, String, Uuid
+from sqlmodel import Field, SQLModel
+
+
+class CIIdentifier(SQLModel, table=True):
+    __tablename__ = "ci_identifier"
+
+    family: str = Field(sa_column=Column(String(64), primary_key=True))
+    key: str = Field(sa_column=Column(String(128), primary_key=True))
+    value: str = Field(sa_column=Column(String(512), primary_key=True))
+    ci_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id"), nullable=False, index=True))

@@ -1,0 +1,53 @@
+"""API tokens: stored only as hashes, with scopes, an optional expiry and the time of last use."""
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field as PydanticField
+from sqlalchemy import Column, String, Uuid
+from sqlmodel import Field, SQLModel
+
+from app.models.types import JSONColumn, Timestamp, utcnow
+
+
+class Scope(StrEnum):
+    read = "read"
+    write = "write"
+    discovery = "discovery"
+    admin = "admin"
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_token"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_column=Column(Uuid, primary_key=True))
+    name: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    secret_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = PydanticField(min_length=1, max_length=200)
+    scopes: list[Scope] = PydanticField(min_length=1)
+    expires_at: datetime | None = None
+
+
+class TokenPublic(BaseModel):
+    id: uuid.UUID
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    secret: str = PydanticField(description="Shown once; only its hash is stored.")

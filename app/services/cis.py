@@ -1,0 +1,229 @@
+"""Configuration items: create, read, list, update and delete. Every write goes through a UnitOfWork
+and leaves a change record; identifiers are kept in the index in the same transaction."""
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, or_, select, update
+
+from app.models import CIIdentifier, ConfigurationItem, Relationship
+from app.models.ci import CICreate
+from app.models.types import as_utc
+from app.services.ci_filters import attribute_equals, has_tag
+from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
+from app.services.history import UnitOfWork, diff_fields
+from app.services.identity import claim_identifiers, identifying_facts
+from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.registry import ClassInfo, RegistryCache
+from app.services.relationships import end_relationships
+
+CI = ConfigurationItem.__table__
+REL = Relationship.__table__
+IDENT = CIIdentifier.__table__
+
+# The fields a change record diffs, by their public names.
+HISTORY_FIELDS = ["class", "name", "status", "environment", "criticality", "owner", "tags", "attributes",
+                  "first_seen", "last_seen"]
+NOT_NULLABLE = ("ci_class", "name", "status", "tags", "attributes")
+# A CI with more relationships than this shows the first ones; the rest are in /relationships?source=.
+DETAIL_RELATIONSHIP_LIMIT = 1000
+
+
+def to_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "class": row["ci_class"],
+        "name": row["name"],
+        "status": row["status"],
+        "environment": row["environment"],
+        "criticality": row["criticality"],
+        "owner": row["owner"],
+        "tags": row["tags"],
+        "attributes": row["attributes"],
+        "first_seen": as_utc(row["first_seen"]),
+        "last_seen": as_utc(row["last_seen"]),
+        "created_at": as_utc(row["created_at"]),
+        "updated_at": as_utc(row["updated_at"]),
+        "version": row["version"],
+    }
+
+
+def _validate(cls: ClassInfo, attributes: dict[str, Any]) -> None:
+    errors = cls.validation_errors(attributes)
+    if errors:
+        raise InvalidInput(
+            f"The attributes do not match the schema of class '{cls.name}': {errors[0]['field']}: {errors[0]['message']}",
+            errors,
+        )
+
+
+def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate) -> dict[str, Any]:
+    cls = registry_cache.knows_class(data.ci_class, conn=uow.conn).get_class(data.ci_class)
+    _validate(cls, data.attributes)
+    row = {
+        "id": uuid.uuid4(),
+        "ci_class": cls.name,
+        "name": data.name,
+        "status": data.status.value,
+        "environment": data.environment,
+        "criticality": data.criticality,
+        "owner": data.owner,
+        "tags": data.tags,
+        "attributes": data.attributes,
+        "first_seen": data.first_seen,
+        "last_seen": data.last_seen,
+        "created_at": uow.now,
+        "updated_at": uow.now,
+        "version": 1,
+    }
+    uow.conn.execute(insert(CI), row)
+    claim_identifiers(uow.conn, row["id"], cls, identifying_facts(data.name, data.environment, data.attributes))
+    public = to_public(row)
+    uow.record("ci", row["id"], "create", diff_fields(None, public, HISTORY_FIELDS))
+    return public
+
+
+def _locked_row(conn: Connection, ci_id: uuid.UUID) -> Any:
+    query = select(CI).where(CI.c.id == ci_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise NotFound(f"No CI with id {ci_id}.")
+    return row
+
+
+def _check_version(row: Any, if_match: int | None) -> None:
+    if if_match is not None and row["version"] != if_match:
+        raise PreconditionFailed(
+            f"CI {row['id']} is at version {row['version']}, not {if_match}: someone changed it since you read it. "
+            f"GET it again, reapply your change and send If-Match: \"{row['version']}\".",
+            current_version=row["version"],
+        )
+
+
+def update_ci(
+    uow: UnitOfWork, registry_cache: RegistryCache, ci_id: uuid.UUID, changes: dict[str, Any], if_match: int | None
+) -> dict[str, Any]:
+    """Apply a PATCH. `changes` holds only the fields the client sent; attributes merge key by key."""
+    for name in NOT_NULLABLE:
+        if name in changes and changes[name] is None:
+            public_name = "class" if name == "ci_class" else name
+            raise InvalidInput(f"'{public_name}' cannot be null.", [field_error(public_name, "cannot be null")])
+    row = _locked_row(uow.conn, ci_id)
+    _check_version(row, if_match)
+    new = dict(row)
+    for name, value in changes.items():
+        if name == "attributes":
+            merged = dict(row["attributes"])
+            for key, item in value.items():
+                if item is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = item
+            new["attributes"] = merged
+        else:
+            new[name] = value
+    cls = registry_cache.knows_class(new["ci_class"], conn=uow.conn).get_class(new["ci_class"])
+    _validate(cls, new["attributes"])
+    old_public = to_public(row)
+    diff = diff_fields(old_public, to_public(new), HISTORY_FIELDS)
+    if not diff:
+        return old_public
+    new["version"] = row["version"] + 1
+    new["updated_at"] = uow.now
+    values = {key: new[key] for key in new if key != "id"}
+    result = uow.conn.execute(update(CI).where(CI.c.id == ci_id, CI.c.version == row["version"]).values(values))
+    if result.rowcount != 1:
+        _check_version(_locked_row(uow.conn, ci_id), row["version"])
+    claim_identifiers(uow.conn, ci_id, cls, identifying_facts(new["name"], new["environment"], new["attributes"]))
+    uow.record("ci", ci_id, "update", diff)
+    return to_public(new)
+
+
+def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
+    """Delete a CI; its relationships end first, each with its own change record."""
+    row = _locked_row(uow.conn, ci_id)
+    _check_version(row, if_match)
+    relationships = uow.conn.execute(
+        select(REL).where(or_(REL.c.source_id == ci_id, REL.c.target_id == ci_id))
+    ).mappings().all()
+    end_relationships(uow, relationships)
+    uow.conn.execute(delete(IDENT).where(IDENT.c.ci_id == ci_id))
+    uow.conn.execute(delete(CI).where(CI.c.id == ci_id))
+    uow.record("ci", ci_id, "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
+
+
+def get_ci(conn: Connection, ci_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(select(CI).where(CI.c.id == ci_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"No CI with id {ci_id}.")
+    return to_public(row)
+
+
+def get_ci_detail(conn: Connection, registry_cache: RegistryCache, ci_id: uuid.UUID) -> dict[str, Any]:
+    """The CI and its relationships both ways, each labelled as read from this CI."""
+    ci = get_ci(conn, ci_id)
+    types = registry_cache.get(conn=conn).relationship_types
+    other = CI.alias("other")
+    views, truncated = [], False
+    for direction, own_end, other_end in (("outgoing", REL.c.source_id, REL.c.target_id),
+                                          ("incoming", REL.c.target_id, REL.c.source_id)):
+        rows = conn.execute(
+            select(REL.c.id, REL.c.type, REL.c.attributes, other.c.id.label("other_id"), other.c.name, other.c.ci_class)
+            .join(other, other.c.id == other_end)
+            .where(own_end == ci_id)
+            .order_by(REL.c.type, REL.c.id)
+            .limit(DETAIL_RELATIONSHIP_LIMIT + 1)
+        ).all()
+        if len(rows) > DETAIL_RELATIONSHIP_LIMIT:
+            truncated, rows = True, rows[:DETAIL_RELATIONSHIP_LIMIT]
+        for rel_id, rel_type, attributes, other_id, other_name, other_class in rows:
+            info = types.get(rel_type)
+            label = rel_type if info is None else (info.forward_label if direction == "outgoing" else info.reverse_label)
+            views.append({
+                "id": rel_id, "type": rel_type, "label": label, "direction": direction,
+                "ci": other_id, "ci_name": other_name, "ci_class": other_class, "attributes": attributes,
+            })
+    ci["relationships"] = views
+    ci["relationships_truncated"] = truncated
+    return ci
+
+
+def list_cis(
+    conn: Connection,
+    registry_cache: RegistryCache,
+    *,
+    ci_class: str | None = None,
+    status: str | None = None,
+    environment: str | None = None,
+    tag: str | None = None,
+    owner: str | None = None,
+    q: str | None = None,
+    attributes: dict[str, str] | None = None,
+    limit: int,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    query = select(CI).order_by(CI.c.id).limit(limit + 1)
+    if ci_class is not None:
+        cls = registry_cache.knows_class(ci_class, conn=conn).get_class(ci_class)
+        query = query.where(CI.c.ci_class.in_(sorted(cls.descendants)))
+    if status is not None:
+        query = query.where(CI.c.status == status)
+    if environment is not None:
+        query = query.where(CI.c.environment == environment)
+    if owner is not None:
+        query = query.where(CI.c.owner == owner)
+    if tag is not None:
+        query = query.where(has_tag(conn, tag))
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(CI.c.name.ilike(f"%{escaped}%", escape="\\"))
+    for key, value in (attributes or {}).items():
+        query = query.where(attribute_equals(conn, key, value))
+    if cursor:
+        query = query.where(CI.c.id > decode_uuid_cursor(cursor))
+    rows = conn.execute(query).mappings().all()
+    more = len(rows) > limit
+    items = [to_public(row) for row in rows[:limit]]
+    return {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}

@@ -1,0 +1,111 @@
+"""The one code path that writes change records, and the unit of work every write goes through.
+
+Every service that changes a CI or a relationship does it inside a `UnitOfWork` and calls
+`record(...)`; the records are inserted just before commit, in the same transaction, so a change and
+its history commit together or not at all.
+
+Sequence numbers must grow in *commit* order, or a tool tailing `/changes?since=N` could read N+1
+before N commits and skip N forever. So the records are written at the very end of the transaction
+under a global lock: a PostgreSQL transaction-scoped advisory lock (released by the commit), or on
+SQLite the database write lock that every writer already holds (BEGIN IMMEDIATE). Writers therefore
+serialize only for their last insert and the commit.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, text
+
+from app.core.db import WRITE_OPTION
+from app.models import ChangeRecord
+from app.models.types import utcnow
+
+# An arbitrary constant naming Karta's change-sequence lock among PostgreSQL advisory locks.
+CHANGE_SEQUENCE_LOCK = 0x4B415254  # "KART"
+
+_UNSET = object()
+
+
+def json_value(value: Any) -> Any:
+    """A diff value as JSON can hold it."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def diff_fields(old: dict[str, Any] | None, new: dict[str, Any] | None, fields: list[str]) -> dict[str, list[Any]]:
+    """{field: [old, new]} for the fields that differ; `attributes` is diffed key by key."""
+    old, new = old or {}, new or {}
+    diff: dict[str, list[Any]] = {}
+    for name in fields:
+        before, after = old.get(name, _UNSET), new.get(name, _UNSET)
+        if name == "attributes":
+            diff.update(_diff_attributes(before, after))
+            continue
+        before = None if before is _UNSET else json_value(before)
+        after = None if after is _UNSET else json_value(after)
+        if before != after:
+            diff[name] = [before, after]
+    return diff
+
+
+def _diff_attributes(before: Any, after: Any) -> dict[str, list[Any]]:
+    before = before if isinstance(before, dict) else {}
+    after = after if isinstance(after, dict) else {}
+    diff = {}
+    for key in before.keys() | after.keys():
+        if before.get(key, _UNSET) != after.get(key, _UNSET):
+            diff[f"attributes.{key}"] = [before.get(key), after.get(key)]
+    return dict(sorted(diff.items()))
+
+
+@dataclass
+class UnitOfWork:
+    engine: Engine
+    actor: str
+    conn: Connection = field(init=False)
+    now: datetime = field(default_factory=utcnow)
+    _records: list[dict[str, Any]] = field(default_factory=list, init=False)
+
+    def __enter__(self) -> "UnitOfWork":
+        self.conn = self.engine.connect().execution_options(**{WRITE_OPTION: True})
+        self.conn.begin()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._flush_records()
+                self.conn.commit()
+            else:
+                self.conn.rollback()
+        finally:
+            self.conn.close()
+
+    def record(self, object_type: str, object_id: uuid.UUID, action: str, diff: dict[str, Any]) -> None:
+        self._records.append(
+            {
+                "at": self.now,
+                "actor": self.actor,
+                "object_type": object_type,
+                "object_id": object_id,
+                "action": action,
+                "diff": diff,
+            }
+        )
+
+    @property
+    def pending_records(self) -> int:
+        return len(self._records)
+
+    def _flush_records(self) -> None:
+        if not self._records:
+            return
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_SEQUENCE_LOCK})
+        self.conn.execute(insert(ChangeRecord.__table__), self._records)
+        self._records.clear()

@@ -1,0 +1,187 @@
+"""The class and relationship-type registry, cached per worker process.
+
+Classes form a tree. A class's *family* is its root ancestor: identifiers are unique per family, so a
+`server` and a `virtual_machine` with one serial number are one CI. A class's effective attribute
+schema is its own schema AND every ancestor's; its effective identification rules are its own, or the
+nearest ancestor's when it has none.
+
+The cache is rebuilt after `registry_cache_seconds`, at once when a name is unknown (another worker may
+have just added it), and at once in the worker that changed the registry.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from sqlalchemy import Connection, Engine, select
+
+from app.models import CIClass, RelationshipType
+from app.services.errors import InvalidInput, field_error
+
+_FORMATS = FormatChecker()
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    name: str
+    parent: str | None
+    label: str
+    description: str
+    attribute_schema: dict[str, Any]
+    identification_rules: list[list[str]]
+    effective_rules: list[list[str]]
+    family: str
+    ancestors: tuple[str, ...]  # self first, root last
+    descendants: frozenset[str]  # self included
+    validators: tuple[Draft202012Validator, ...] = field(repr=False)
+    created_at: Any = None
+    updated_at: Any = None
+
+    def validation_errors(self, attributes: dict[str, Any]) -> list[dict[str, str]]:
+        errors = []
+        for validator in self.validators:
+            for error in validator.iter_errors(attributes):
+                path = ".".join(str(part) for part in error.absolute_path)
+                errors.append(field_error(f"attributes.{path}" if path else "attributes", error.message))
+        return errors
+
+
+@dataclass(frozen=True)
+class RelationshipTypeInfo:
+    name: str
+    forward_label: str
+    reverse_label: str
+    impact_direction: str
+    membership: bool
+    description: str
+
+
+class Registry:
+    def __init__(self, classes: dict[str, ClassInfo], types: dict[str, RelationshipTypeInfo]) -> None:
+        self.classes = classes
+        self.relationship_types = types
+
+    def get_class(self, name: str, *, field_name: str = "class") -> ClassInfo:
+        info = self.classes.get(name)
+        if info is None:
+            known = ", ".join(sorted(self.classes))
+            raise InvalidInput(
+                f"Unknown class '{name}'. Known classes: {known}.",
+                [field_error(field_name, f"unknown class '{name}'")],
+            )
+        return info
+
+    def get_type(self, name: str, *, field_name: str = "type") -> RelationshipTypeInfo:
+        info = self.relationship_types.get(name)
+        if info is None:
+            known = ", ".join(sorted(self.relationship_types))
+            raise InvalidInput(
+                f"Unknown relationship type '{name}'. Known types: {known}.",
+                [field_error(field_name, f"unknown relationship type '{name}'")],
+            )
+        return info
+
+
+def load_registry(conn: Connection) -> Registry:
+    rows = conn.execute(select(CIClass.__table__)).mappings().all()
+    by_name = {row["name"]: row for row in rows}
+    children: dict[str, list[str]] = {}
+    for row in rows:
+        if row["parent"]:
+            children.setdefault(row["parent"], []).append(row["name"])
+
+    def ancestors_of(name: str) -> tuple[str, ...]:
+        chain = [name]
+        while (parent := by_name[chain[-1]]["parent"]) is not None and len(chain) <= len(by_name):
+            chain.append(parent)
+        return tuple(chain)
+
+    def descendants_of(name: str) -> frozenset[str]:
+        found, stack = {name}, [name]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return frozenset(found)
+
+    validators: dict[str, Draft202012Validator | None] = {
+        name: Draft202012Validator(row["attribute_schema"], format_checker=_FORMATS)
+        if row["attribute_schema"]
+        else None
+        for name, row in by_name.items()
+    }
+    classes = {}
+    for name, row in by_name.items():
+        chain = ancestors_of(name)
+        rules = next((by_name[a]["identification_rules"] for a in chain if by_name[a]["identification_rules"]), [])
+        classes[name] = ClassInfo(
+            name=name,
+            parent=row["parent"],
+            label=row["label"],
+            description=row["description"],
+            attribute_schema=row["attribute_schema"],
+            identification_rules=row["identification_rules"],
+            effective_rules=rules,
+            family=chain[-1],
+            ancestors=chain,
+            descendants=descendants_of(name),
+            validators=tuple(v for a in chain if (v := validators[a]) is not None),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+    types = {
+        row["name"]: RelationshipTypeInfo(
+            name=row["name"],
+            forward_label=row["forward_label"],
+            reverse_label=row["reverse_label"],
+            impact_direction=row["impact_direction"],
+            membership=row["membership"],
+            description=row["description"],
+        )
+        for row in conn.execute(select(RelationshipType.__table__)).mappings()
+    }
+    return Registry(classes, types)
+
+
+class RegistryCache:
+    def __init__(self, engine: Engine, ttl_seconds: float) -> None:
+        self._engine = engine
+        self._ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._registry: Registry | None = None
+        self._loaded_at = 0.0
+
+    def get(self, *, conn: Connection | None = None) -> Registry:
+        registry = self._registry
+        if registry is not None and time.monotonic() - self._loaded_at < self._ttl:
+            return registry
+        return self.reload(conn=conn)
+
+    def reload(self, *, conn: Connection | None = None) -> Registry:
+        with self._lock:
+            if conn is not None:
+                registry = load_registry(conn)
+            else:
+                with self._engine.connect() as own:
+                    registry = load_registry(own)
+            self._registry, self._loaded_at = registry, time.monotonic()
+            return registry
+
+    def invalidate(self) -> None:
+        self._registry = None
+
+    def knows_class(self, name: str, *, conn: Connection | None = None) -> Registry:
+        """The registry, reloaded first if `name` is not in the cached copy."""
+        registry = self.get(conn=conn)
+        if name not in registry.classes:
+            registry = self.reload(conn=conn)
+        return registry
+
+    def knows_type(self, name: str, *, conn: Connection | None = None) -> Registry:
+        registry = self.get(conn=conn)
+        if name not in registry.relationship_types:
+            registry = self.reload(conn=conn)
+        return registry

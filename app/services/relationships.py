@@ -1,0 +1,126 @@
+"""Relationships between CIs: create, read, list, end. One relationship per (source, target, type)."""
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from app.models import ConfigurationItem, Relationship
+from app.models.relationship import RelationshipCreate
+from app.models.types import as_utc
+from app.services.errors import Conflict, InvalidInput, NotFound, field_error
+from app.services.history import UnitOfWork, diff_fields
+from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.registry import RegistryCache
+
+REL = Relationship.__table__
+CI = ConfigurationItem.__table__
+
+HISTORY_FIELDS = ["source", "target", "type", "attributes", "first_seen", "last_seen"]
+
+
+def to_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "source": row["source_id"],
+        "target": row["target_id"],
+        "type": row["type"],
+        "attributes": row["attributes"],
+        "first_seen": as_utc(row["first_seen"]),
+        "last_seen": as_utc(row["last_seen"]),
+        "created_at": as_utc(row["created_at"]),
+    }
+
+
+def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: RelationshipCreate) -> dict[str, Any]:
+    registry_cache.knows_type(data.type, conn=uow.conn).get_type(data.type)
+    if data.source == data.target:
+        raise InvalidInput(
+            "A CI cannot be related to itself.", [field_error("target", "equals source")]
+        )
+    found = set(uow.conn.execute(select(CI.c.id).where(CI.c.id.in_([data.source, data.target]))).scalars())
+    missing = [field_error(end, f"no CI with id {ci_id}")
+               for end, ci_id in (("source", data.source), ("target", data.target)) if ci_id not in found]
+    if missing:
+        raise InvalidInput(f"The relationship names a CI that does not exist: {missing[0]['message']}.", missing)
+    _refuse_duplicate(uow.conn, data.source, data.target, data.type)
+    row = {
+        "id": uuid.uuid4(),
+        "source_id": data.source,
+        "target_id": data.target,
+        "type": data.type,
+        "attributes": data.attributes,
+        "first_seen": None,
+        "last_seen": None,
+        "created_at": uow.now,
+    }
+    try:
+        with uow.conn.begin_nested():
+            uow.conn.execute(insert(REL), row)
+    except IntegrityError:
+        _refuse_duplicate(uow.conn, data.source, data.target, data.type)
+        raise
+    public = to_public(row)
+    uow.record("relationship", row["id"], "create", diff_fields(None, public, HISTORY_FIELDS))
+    return public
+
+
+def _refuse_duplicate(conn: Connection, source: uuid.UUID, target: uuid.UUID, rel_type: str) -> None:
+    existing = conn.execute(
+        select(REL.c.id).where(REL.c.source_id == source, REL.c.target_id == target, REL.c.type == rel_type)
+    ).scalar()
+    if existing is not None:
+        raise Conflict(
+            f"{source} already {rel_type} {target}: relationship {existing}.", existing_relationship=str(existing)
+        )
+
+
+def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> None:
+    """Delete relationships, recording each (the record keeps its ends and type, so history has it)."""
+    if not rows:
+        return
+    for row in rows:
+        uow.record("relationship", row["id"], "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
+    ids = [row["id"] for row in rows]
+    for start in range(0, len(ids), 500):
+        uow.conn.execute(delete(REL).where(REL.c.id.in_(ids[start : start + 500])))
+
+
+def delete_relationship(uow: UnitOfWork, relationship_id: uuid.UUID) -> None:
+    row = uow.conn.execute(select(REL).where(REL.c.id == relationship_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"No relationship with id {relationship_id}.")
+    end_relationships(uow, [row])
+
+
+def get_relationship(conn: Connection, relationship_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(select(REL).where(REL.c.id == relationship_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"No relationship with id {relationship_id}.")
+    return to_public(row)
+
+
+def list_relationships(
+    conn: Connection,
+    *,
+    rel_type: str | None = None,
+    source: uuid.UUID | None = None,
+    target: uuid.UUID | None = None,
+    limit: int,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    query = select(REL).order_by(REL.c.id).limit(limit + 1)
+    if rel_type is not None:
+        query = query.where(REL.c.type == rel_type)
+    if source is not None:
+        query = query.where(REL.c.source_id == source)
+    if target is not None:
+        query = query.where(REL.c.target_id == target)
+    if cursor:
+        query = query.where(REL.c.id > decode_uuid_cursor(cursor))
+    rows = conn.execute(query).mappings().all()
+    more = len(rows) > limit
+    items = [to_public(row) for row in rows[:limit]]
+    return {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}

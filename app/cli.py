@@ -61,6 +61,17 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
         engine.dispose()
 
 
+@db_cli.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 'base' empties the database")]) -> None:
+    """Undo migrations down to REVISION."""
+    engine = _engine()
+    try:
+        migrations.downgrade(engine, revision)
+        typer.echo(f"database schema at {migrations.current_revision(engine) or 'base'}")
+    finally:
+        engine.dispose()
+
+
 @db_cli.command("current")
 def db_current() -> None:
     """Show the database's schema revision and the newest one."""
@@ -108,3 +119,7 @@ def token_list() -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.responses import problem, problem_from_error
@@ -53,6 +53,13 @@ def install(app: FastAPI) -> None:
             detail = f"No such endpoint: {request.method} {request.url.path}. See /docs."
         return problem(exc.status_code, title, detail, slug=title.lower().replace(" ", "-"),
                        instance=request.url.path, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def unstorable_value(request: Request, exc: DataError):
+        # e.g. a NUL character in a query parameter, which PostgreSQL cannot hold in text
+        reason = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
+        return problem(422, "Invalid input", f"The database cannot store or compare a value sent: {reason}.",
+                       slug="invalid-input", instance=request.url.path, errors=[])
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(request: Request, exc: OperationalError):

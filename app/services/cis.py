@@ -10,7 +10,7 @@ from app.models import CIIdentifier, ConfigurationItem, Relationship
 from app.models.ci import CICreate
 from app.models.types import as_utc
 from app.services.ci_filters import attribute_equals, has_tag
-from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
+from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error, refuse_nul_characters
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import claim_identifiers, identifying_facts
 from app.services.pagination import decode_uuid_cursor, encode_cursor
@@ -58,6 +58,8 @@ def _validate(cls: ClassInfo, attributes: dict[str, Any]) -> None:
 
 
 def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate) -> dict[str, Any]:
+    for name in ("name", "environment", "owner", "tags", "attributes"):
+        refuse_nul_characters(getattr(data, name), name)
     cls = registry_cache.knows_class(data.ci_class, conn=uow.conn).get_class(data.ci_class)
     _validate(cls, data.attributes)
     row = {
@@ -106,6 +108,8 @@ def update_ci(
     uow: UnitOfWork, registry_cache: RegistryCache, ci_id: uuid.UUID, changes: dict[str, Any], if_match: int | None
 ) -> dict[str, Any]:
     """Apply a PATCH. `changes` holds only the fields the client sent; attributes merge key by key."""
+    for name, value in changes.items():
+        refuse_nul_characters(value, "class" if name == "ci_class" else name)
     for name in NOT_NULLABLE:
         if name in changes and changes[name] is None:
             public_name = "class" if name == "ci_class" else name

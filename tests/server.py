@@ -1,0 +1,55 @@
+"""Run the real `karta` command and a real uvicorn server in a subprocess, for tests about the server."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+
+KARTA = [sys.executable, "-m", "app.cli"]
+
+
+def karta(*args: str, database_url: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KARTA_DATABASE_URL": database_url}
+    return subprocess.run([*KARTA, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(database_url: str, *, workers: int = 1, startup_seconds: float = 30):
+    port = free_port()
+    env = {**os.environ, "KARTA_DATABASE_URL": database_url}
+    process = subprocess.Popen(
+        [*KARTA, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"karta serve exited with {process.returncode}: {process.stdout.read()}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("karta serve did not become ready in time")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

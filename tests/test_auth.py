@@ -1,0 +1,105 @@
+"""Auth: every endpoint but /healthz and /readyz needs a token; each needs its scope.
+
+One contract table lists every route with the scope it needs; a test fails if a route is added
+without an entry, so no endpoint can ship unprotected by accident.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import new_id
+
+ANY_ID = "00000000-0000-4000-8000-000000000000"
+# (method, path, minimal scope)
+CONTRACT = [
+    ("GET", "/api/v1/cis", "read"),
+    ("POST", "/api/v1/cis", "write"),
+    ("GET", "/api/v1/cis/{ci_id}", "read"),
+    ("PATCH", "/api/v1/cis/{ci_id}", "write"),
+    ("DELETE", "/api/v1/cis/{ci_id}", "write"),
+    ("GET", "/api/v1/cis/{ci_id}/history", "read"),
+    ("GET", "/api/v1/relationships", "read"),
+    ("POST", "/api/v1/relationships", "write"),
+    ("GET", "/api/v1/relationships/{relationship_id}", "read"),
+    ("DELETE", "/api/v1/relationships/{relationship_id}", "write"),
+    ("GET", "/api/v1/changes", "read"),
+    ("GET", "/api/v1/classes", "read"),
+    ("GET", "/api/v1/classes/{name}", "read"),
+    ("POST", "/api/v1/classes", "admin"),
+    ("PATCH", "/api/v1/classes/{name}", "admin"),
+    ("GET", "/api/v1/relationship-types", "read"),
+    ("POST", "/api/v1/relationship-types", "admin"),
+    ("POST", "/api/v1/tokens", "admin"),
+    ("GET", "/api/v1/tokens", "admin"),
+    ("DELETE", "/api/v1/tokens/{token_id}", "admin"),
+]
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
+GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},
+          "admin": {"read", "write", "discovery", "admin"}}
+
+
+def _url(path: str) -> str:
+    return path.replace("{ci_id}", ANY_ID).replace("{relationship_id}", ANY_ID).replace(
+        "{token_id}", ANY_ID).replace("{name}", "server")
+
+
+def test_contract_covers_every_route(app):
+    routes = {(method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations}
+    assert routes == {(m, p) for m, p, _ in CONTRACT} | PUBLIC
+
+
+@pytest.mark.parametrize(("method", "path", "needed"), CONTRACT)
+def test_scopes(api, method, path, needed):
+    url = _url(path)
+    no_token = api.request(method, url, as_=None, json={})
+    assert no_token.status_code == 401
+    assert no_token.headers["content-type"] == "application/problem+json"
+    bad_token = api.request(method, url, as_=None, json={}, headers={"Authorization": "Bearer karta_nope"})
+    assert bad_token.status_code == 401
+    for scope, grants in GRANTS.items():
+        status = api.request(method, url, as_=scope, json={}).status_code
+        if needed in grants:
+            assert status not in (401, 403), (scope, status)
+        else:
+            assert status == 403, (scope, status)
+
+
+def test_health_needs_no_token(api):
+    assert api.get("/healthz", as_=None).json() == {"status": "ok"}
+    assert api.get("/readyz", as_=None).json()["status"] == "ready"
+
+
+def test_token_lifecycle(api):
+    created = api.post("/api/v1/tokens", json={"name": "ci-bot", "scopes": ["read"]})
+    assert created.status_code == 201
+    secret = created.json()["secret"]
+    assert secret.startswith("karta_")
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert api.get("/api/v1/cis", as_=None, headers=headers).status_code == 200
+    listed = {t["name"]: t for t in api.get("/api/v1/tokens").json()}
+    assert "secret" not in listed["ci-bot"] and "secret_hash" not in listed["ci-bot"]
+    assert listed["ci-bot"]["last_used_at"] is not None
+    assert api.post("/api/v1/tokens", json={"name": "ci-bot", "scopes": ["read"]}).status_code == 409
+    assert api.delete(f"/api/v1/tokens/{created.json()['id']}").status_code == 204
+    assert api.get("/api/v1/cis", as_=None, headers=headers).status_code == 401
+    assert api.delete(f"/api/v1/tokens/{new_id()}").status_code == 404
+
+
+def test_secret_is_stored_only_as_hash(api, engine):
+    secret = api.post("/api/v1/tokens", json={"name": "h", "scopes": ["read"]}).json()["secret"]
+    with engine.connect() as conn:
+        dump = str(conn.exec_driver_sql("SELECT * FROM api_token").all())
+    assert secret not in dump
+
+
+def test_expired_token_is_refused(api):
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    secret = api.post("/api/v1/tokens", json={"name": "old", "scopes": ["read"], "expires_at": past}).json()["secret"]
+    assert api.get("/api/v1/cis", as_=None, headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_token_scopes_are_validated(api):
+    response = api.post("/api/v1/tokens", json={"name": "x", "scopes": ["root"]})
+    assert response.status_code == 422
+    assert api.post("/api/v1/tokens", json={"name": "x", "scopes": []}).status_code == 422

@@ -1,0 +1,245 @@
+"""The CI resource: create, read, update with optimistic concurrency, delete, list filters, pagination."""
+
+import pytest
+
+from tests.conftest import new_id
+
+PROBLEM = "application/problem+json"
+
+
+def test_create_and_read_back(api):
+    created = api.create_ci("server", "web-1", environment="prod", criticality=2, owner="team-web",
+                            tags=["web", "pci"], attributes={"serial_number": "SN-100", "cpu_count": 8})
+    assert created["class"] == "server"
+    assert created["version"] == 1
+    response = api.get(f"/api/v1/cis/{created['id']}", as_="read")
+    assert response.status_code == 200
+    assert response.headers["etag"] == '"1"'
+    body = response.json()
+    for field in ("id", "class", "name", "status", "environment", "criticality", "owner", "tags", "attributes",
+                  "first_seen", "last_seen", "version"):
+        assert body[field] == created[field]
+    assert body["status"] == "active"
+    assert body["relationships"] == []
+
+
+def test_create_returns_location(api):
+    response = api.post("/api/v1/cis", json={"class": "database", "name": "pg-main"})
+    assert response.status_code == 201
+    assert response.headers["location"] == f"/api/v1/cis/{response.json()['id']}"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"class": "nonesuch", "name": "x"}, "class"),
+        ({"class": "server", "name": "x", "attributes": {"cpu_count": "eight"}}, "attributes.cpu_count"),
+        ({"class": "server", "name": "x", "attributes": {"cpu_count": 0}}, "attributes.cpu_count"),
+        ({"class": "ip_address", "name": "x", "attributes": {"address": "not-an-ip"}}, "attributes.address"),
+        ({"class": "ip_address", "name": "x", "attributes": {}}, "attributes"),
+        ({"class": "server", "name": "x", "criticality": 7}, "criticality"),
+        ({"class": "server", "name": "x", "status": "gone"}, "status"),
+        ({"class": "server", "name": ""}, "name"),
+        ({"class": "server"}, "name"),
+        ({"class": "server", "name": "x", "bogus": 1}, "bogus"),
+        ({"class": "server", "name": "x", "tags": "web"}, "tags"),
+    ],
+)
+def test_create_refuses_bad_input_naming_the_field(api, body, field):
+    response = api.post("/api/v1/cis", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["status"] == 422
+    assert field in [error["field"] for error in problem["errors"]]
+    assert api.get("/api/v1/cis").json()["items"] == []
+
+
+def test_subclass_inherits_parent_schema(api):
+    response = api.post("/api/v1/cis", json={"class": "virtual_machine", "name": "vm", "attributes": {"memory_mb": -1}})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "attributes.memory_mb"
+
+
+def test_duplicate_identifier_is_refused_naming_the_existing_ci(api):
+    first = api.create_ci("server", "web-1", attributes={"serial_number": "SN-42"})
+    response = api.post("/api/v1/cis", json={"class": "virtual_machine", "name": "web-1-again",
+                                              "attributes": {"serial_number": " sn-42 "}})
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["existing_ci"] == first["id"]
+    assert first["id"] in problem["detail"] and "serial_number" in problem["detail"]
+    assert len(api.get("/api/v1/cis").json()["items"]) == 1
+
+
+def test_junk_identifiers_never_clash(api):
+    for name in ("a", "b", "c"):
+        api.create_ci("server", name, attributes={"serial_number": "To be filled by O.E.M.",
+                                                  "machine_id": "00000000-0000-0000-0000-000000000000",
+                                                  "mac_address": ["00:00:00:00:00:00"], "fqdn": "localhost"})
+    assert len(api.get("/api/v1/cis").json()["items"]) == 3
+
+
+def test_same_identifier_in_another_family_is_no_clash(api):
+    api.create_ci("server", "host", attributes={"serial_number": "SN-1"})
+    api.create_ci("network_device", "switch", attributes={"serial_number": "SN-1"})
+
+
+def test_patch_merges_attributes_and_bumps_version(api):
+    ci = api.create_ci("server", "web-1", attributes={"cpu_count": 2, "os_name": "debian"})
+    response = api.patch(f"/api/v1/cis/{ci['id']}", json={"attributes": {"cpu_count": 4, "os_name": None},
+                                                          "owner": "ops"}, headers={"If-Match": '"1"'})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["attributes"] == {"cpu_count": 4}
+    assert body["owner"] == "ops"
+    assert body["version"] == 2
+    assert response.headers["etag"] == '"2"'
+
+
+def test_patch_with_stale_etag_is_412_and_changes_nothing(api):
+    ci = api.create_ci("server", "web-1")
+    assert api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "a"}, headers={"If-Match": '"1"'}).status_code == 200
+    response = api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "b"}, headers={"If-Match": '"1"'})
+    assert response.status_code == 412
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["current_version"] == 2
+    assert api.get(f"/api/v1/cis/{ci['id']}").json()["owner"] == "a"
+
+
+def test_patch_that_changes_nothing_keeps_the_version(api):
+    ci = api.create_ci("server", "web-1", owner="ops")
+    body = api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "ops"}).json()
+    assert body["version"] == 1
+    history = api.get(f"/api/v1/cis/{ci['id']}/history").json()["items"]
+    assert [record["action"] for record in history] == ["create"]
+
+
+def test_patch_refuses_null_for_required_fields_and_schema_violations(api):
+    ci = api.create_ci("server", "web-1")
+    assert api.patch(f"/api/v1/cis/{ci['id']}", json={"name": None}).status_code == 422
+    response = api.patch(f"/api/v1/cis/{ci['id']}", json={"attributes": {"cpu_count": -3}})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "attributes.cpu_count"
+    assert api.get(f"/api/v1/cis/{ci['id']}").json()["version"] == 1
+
+
+def test_patch_into_a_duplicate_identifier_is_409(api):
+    api.create_ci("server", "a", attributes={"fqdn": "a.example.com"})
+    b = api.create_ci("server", "b", attributes={"fqdn": "b.example.com"})
+    response = api.patch(f"/api/v1/cis/{b['id']}", json={"attributes": {"fqdn": "A.example.com."}})
+    assert response.status_code == 409
+    assert api.get(f"/api/v1/cis/{b['id']}").json()["attributes"]["fqdn"] == "b.example.com"
+
+
+def test_changed_identifier_frees_the_old_value(api):
+    a = api.create_ci("server", "a", attributes={"fqdn": "a.example.com"})
+    api.patch(f"/api/v1/cis/{a['id']}", json={"attributes": {"fqdn": "z.example.com"}})
+    api.create_ci("server", "b", attributes={"fqdn": "a.example.com"})
+
+
+def test_delete_ends_relationships_and_keeps_history(api):
+    app_ci = api.create_ci("application", "shop")
+    host = api.create_ci("server", "web-1")
+    relationship = api.relate(app_ci["id"], "runs_on", host["id"])
+    assert api.delete(f"/api/v1/cis/{host['id']}", headers={"If-Match": '"1"'}).status_code == 204
+    assert api.get(f"/api/v1/cis/{host['id']}").status_code == 404
+    assert api.get(f"/api/v1/relationships/{relationship['id']}").status_code == 404
+    assert api.get(f"/api/v1/cis/{app_ci['id']}").json()["relationships"] == []
+    history = api.get(f"/api/v1/cis/{host['id']}/history").json()["items"]
+    assert [record["action"] for record in history] == ["delete", "create"]
+    assert history[0]["diff"]["name"] == ["web-1", None]
+    feed = api.get("/api/v1/changes").json()["items"]
+    ended = [r for r in feed if r["object_type"] == "relationship" and r["action"] == "delete"]
+    assert ended[0]["diff"]["source"] == [app_ci["id"], None]
+    assert ended[0]["diff"]["type"] == ["runs_on", None]
+    # the identifier is free again
+    api.create_ci("server", "web-1")
+
+
+def test_delete_with_stale_etag_is_412(api):
+    ci = api.create_ci("server", "web-1")
+    api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "x"})
+    assert api.delete(f"/api/v1/cis/{ci['id']}", headers={"If-Match": '"1"'}).status_code == 412
+    assert api.get(f"/api/v1/cis/{ci['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_unknown_id_is_404_problem(api, method):
+    response = api.request(method, f"/api/v1/cis/{new_id()}", json={"owner": "x"} if method == "PATCH" else None)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+
+
+def test_malformed_id_is_422(api):
+    response = api.get("/api/v1/cis/not-a-uuid")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "path.ci_id"
+
+
+def _names(page):
+    return sorted(item["name"] for item in page["items"])
+
+
+def test_list_filters(api):
+    api.create_ci("server", "web-1", environment="prod", owner="web", tags=["pci", "web"],
+                  attributes={"os_name": "debian", "cpu_count": 4})
+    api.create_ci("virtual_machine", "web-2", environment="prod", owner="web", tags=["web"],
+                  attributes={"os_name": "ubuntu", "cpu_count": 2})
+    api.create_ci("database", "pg-main", environment="stage", owner="dba", status="maintenance")
+    api.create_ci("application", "Shop-Web", environment="prod", owner="web")
+    get = lambda query: _names(api.get(f"/api/v1/cis?{query}", as_="read").json())  # noqa: E731
+    assert get("class=server") == ["web-1", "web-2"]
+    assert get("class=virtual_machine") == ["web-2"]
+    assert get("class=application") == ["Shop-Web", "pg-main"]
+    assert get("status=maintenance") == ["pg-main"]
+    assert get("environment=prod&owner=web") == ["Shop-Web", "web-1", "web-2"]
+    assert get("tag=pci") == ["web-1"]
+    assert get("tag=web") == ["web-1", "web-2"]
+    assert get("q=web") == ["Shop-Web", "web-1", "web-2"]
+    assert get("q=%25") == []
+    assert get("attr.os_name=debian") == ["web-1"]
+    assert get("attr.cpu_count=2") == ["web-2"]
+    assert get("class=server&attr.cpu_count=4&tag=pci") == ["web-1"]
+
+
+def test_list_refuses_unknown_filters_and_classes(api):
+    response = api.get("/api/v1/cis?clas=server")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.clas"
+    assert api.get("/api/v1/cis?class=nonesuch").status_code == 422
+    assert api.get("/api/v1/cis?limit=0").status_code == 422
+    assert api.get("/api/v1/cis?cursor=@@@").status_code == 422
+
+
+def test_cursor_pagination_is_stable_and_complete(api):
+    created = {api.create_ci("server", f"host-{i:02}")["id"] for i in range(23)}
+    seen, cursor, pages = [], None, 0
+    while pages < 10:
+        url = "/api/v1/cis?limit=5" + (f"&cursor={cursor}" if cursor else "")
+        page = api.get(url).json()
+        seen.extend(item["id"] for item in page["items"])
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        # a CI created mid-walk with an id before the cursor must not shift later pages
+        api.create_ci("service", f"late-{pages}")
+    assert cursor is None, "walk did not finish in 10 pages"
+    assert len(seen) == len(set(seen)), "a CI was repeated"
+    assert created <= set(seen), "a CI was skipped"
+    assert seen == sorted(seen)
+
+
+def test_detail_shows_relationships_both_ways_with_labels(api):
+    shop = api.create_ci("application", "shop")
+    db = api.create_ci("database", "pg")
+    host = api.create_ci("server", "db-host")
+    api.relate(shop["id"], "depends_on", db["id"], port=5432)
+    api.relate(db["id"], "runs_on", host["id"])
+    views = api.get(f"/api/v1/cis/{db['id']}").json()["relationships"]
+    summary = sorted((v["direction"], v["type"], v["label"], v["ci_name"]) for v in views)
+    assert summary == [("incoming", "depends_on", "used by", "shop"), ("outgoing", "runs_on", "runs on", "db-host")]
+    incoming = next(v for v in views if v["direction"] == "incoming")
+    assert incoming["attributes"] == {"port": 5432}
+    assert incoming["ci"] == shop["id"]

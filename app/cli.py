@@ -30,6 +30,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
     migrate: Annotated[bool, typer.Option("--migrate", help="Apply pending migrations first")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs ~10% throughput)")] = False,
 ) -> None:
     """Serve the API with uvicorn. Refuses to start on a database whose schema is behind."""
     engine = _engine()
@@ -47,7 +48,7 @@ def serve(
         )
         raise typer.Exit(1)
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", proxy_headers=True)
+                log_level="info", access_log=access_log, proxy_headers=True)
 
 
 @db_cli.command("upgrade")

@@ -5,7 +5,9 @@ tables; `karta serve` refuses to start on a database whose schema is behind.
 """
 
 import logging
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api import changes, cis, health, problems, registry, relationships, tokens
@@ -21,8 +23,15 @@ Authenticate with `Authorization: Bearer <token>`; errors are `application/probl
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Karta", version="0.1.0", description=DESCRIPTION)
-    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Karta", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    engine = make_engine(settings.database_url, pool_size=settings.threads)
     app.state.settings = settings
     app.state.engine = engine
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import IfMatch, ReadConnection, Reader, RegistryDep, Writer, parse_if_match, unit_of_work
+from app.api.deps import IfMatch, Reader, RegistryDep, Writer, parse_if_match, read_transaction, unit_of_work
 from app.api.responses import JSON
 from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
 from app.models.change import HistoryPage
@@ -32,7 +32,6 @@ def create_ci(data: CICreate, request: Request, principal: Writer, registry: Reg
 def list_cis(
     request: Request,
     principal: Reader,
-    conn: ReadConnection,
     registry: RegistryDep,
     ci_class: Annotated[str | None, Query(alias="class", description="Subclasses included")] = None,
     status: CIStatus | None = None,
@@ -53,16 +52,18 @@ def list_cis(
                 f"Unknown query parameter '{key}'. Filters: {', '.join(sorted(LIST_PARAMS))}, attr.<key>.",
                 [field_error(f"query.{key}", "unknown parameter")],
             )
-    page = cis.list_cis(
-        conn, registry, ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, q=q,
-        attributes=attributes, limit=limit or request.app.state.settings.default_page_size, cursor=cursor,
-    )
+    with read_transaction(request) as conn:
+        page = cis.list_cis(
+            conn, registry, ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, q=q,
+            attributes=attributes, limit=limit or request.app.state.settings.default_page_size, cursor=cursor,
+        )
     return JSON(page)
 
 
 @router.get("/{ci_id}", response_model=CIDetail)
-def get_ci(ci_id: uuid.UUID, principal: Reader, conn: ReadConnection, registry: RegistryDep):
-    ci = cis.get_ci_detail(conn, registry, ci_id)
+def get_ci(ci_id: uuid.UUID, request: Request, principal: Reader, registry: RegistryDep):
+    with read_transaction(request) as conn:
+        ci = cis.get_ci_detail(conn, registry, ci_id)
     return JSON(ci, headers=_etag(ci))
 
 
@@ -87,10 +88,11 @@ def delete_ci(ci_id: uuid.UUID, request: Request, principal: Writer, if_match: I
 @router.get("/{ci_id}/history", response_model=HistoryPage)
 def ci_history(
     ci_id: uuid.UUID,
+    request: Request,
     principal: Reader,
-    conn: ReadConnection,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ):
     """The CI's change records, newest first; still readable after the CI is deleted."""
-    return JSON(changes.object_history(conn, ci_id, limit=limit, cursor=cursor))
+    with read_transaction(request) as conn:
+        return JSON(changes.object_history(conn, ci_id, limit=limit, cursor=cursor))

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import ReadConnection, Reader, RegistryDep, Writer, unit_of_work
+from app.api.deps import Reader, RegistryDep, Writer, read_transaction, unit_of_work
 from app.api.responses import JSON
 from app.models.relationship import RelationshipCreate, RelationshipPage, RelationshipPublic
 from app.services import relationships
@@ -24,23 +24,24 @@ def create_relationship(data: RelationshipCreate, request: Request, principal: W
 def list_relationships(
     request: Request,
     principal: Reader,
-    conn: ReadConnection,
     type: str | None = None,
     source: uuid.UUID | None = None,
     target: uuid.UUID | None = None,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: str | None = None,
 ):
-    page = relationships.list_relationships(
-        conn, rel_type=type, source=source, target=target,
-        limit=limit or request.app.state.settings.default_page_size, cursor=cursor,
-    )
+    with read_transaction(request) as conn:
+        page = relationships.list_relationships(
+            conn, rel_type=type, source=source, target=target,
+            limit=limit or request.app.state.settings.default_page_size, cursor=cursor,
+        )
     return JSON(page)
 
 
 @router.get("/{relationship_id}", response_model=RelationshipPublic)
-def get_relationship(relationship_id: uuid.UUID, principal: Reader, conn: ReadConnection):
-    return JSON(relationships.get_relationship(conn, relationship_id))
+def get_relationship(relationship_id: uuid.UUID, request: Request, principal: Reader):
+    with read_transaction(request) as conn:
+        return JSON(relationships.get_relationship(conn, relationship_id))
 
 
 @router.delete("/{relationship_id}", status_code=204)

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     # The class registry is cached per worker; another worker's change to a class
     # schema is seen within this many seconds (an unknown class forces a reload at once).
     registry_cache_seconds: float = 5.0
-    max_page_size: int = 1000
+    # Threads serving blocking endpoints per worker, and database connections held per worker.
+    # One connection per thread, so no request waits for a connection or opens one of its own.
+    threads: int = 16
     default_page_size: int = 100
 
 

@@ -19,7 +19,10 @@ def _json_serializer(value) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
+    """An engine whose pool holds `pool_size` connections. The service sizes it to its thread pool:
+    a request that finds the pool empty would otherwise open (and later close) a connection of its own,
+    which costs more than the query it came for."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -29,6 +32,8 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
             json_serializer=_json_serializer,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
         )
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
@@ -39,7 +44,9 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it would add a round trip to every request. A connection broken by a server
+        # restart fails one request with 503 and the pool drops every connection of that generation.
+        pool_recycle=1800,
     )
 
 
@@ -57,10 +64,10 @@ def _begin_sqlite_transaction(conn) -> None:
     # pysqlite never emits BEGIN before a SELECT, so we emit it ourselves: a read-modify-write is
     # then one transaction. Writers (execution option karta_write) take the write lock up front
     # (IMMEDIATE) so they queue on busy_timeout instead of failing on a read-to-write upgrade.
-    if conn.get_execution_options().get(WRITE_OPTION):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("BEGIN")
+    # Straight to the driver: this runs on every request, and SQLAlchemy's statement machinery
+    # costs more than the BEGIN itself.
+    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN"
+    conn.connection.driver_connection.execute(statement)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -4,7 +4,7 @@ and leaves a change record; identifiers are kept in the index in the same transa
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, union_all, update
 
 from app.models import CIIdentifier, ConfigurationItem, Relationship
 from app.models.ci import CICreate
@@ -158,8 +158,30 @@ def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
     uow.record("ci", ci_id, "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
 
 
+_CI_BY_ID = select(CI).where(CI.c.id == bindparam("ci_id"))
+
+
+def _relationships_of_statement():
+    """Both directions of one CI's relationships with the CI at the other end, in one query.
+    Built once: constructing a compound select costs more than running it."""
+    other = CI.alias("other")
+    ends = [
+        select(literal(direction).label("direction"), REL.c.id, REL.c.type, REL.c.attributes,
+               other.c.id.label("other_id"), other.c.name, other.c.ci_class)
+        .join(other, other.c.id == other_end)
+        .where(own_end == bindparam("ci_id"))
+        for direction, own_end, other_end in (("outgoing", REL.c.source_id, REL.c.target_id),
+                                              ("incoming", REL.c.target_id, REL.c.source_id))
+    ]
+    both = union_all(*ends).subquery()
+    return select(both).order_by(both.c.direction.desc(), both.c.type, both.c.id).limit(DETAIL_RELATIONSHIP_LIMIT + 1)
+
+
+_RELATIONSHIPS_OF = _relationships_of_statement()
+
+
 def get_ci(conn: Connection, ci_id: uuid.UUID) -> dict[str, Any]:
-    row = conn.execute(select(CI).where(CI.c.id == ci_id)).mappings().first()
+    row = conn.execute(_CI_BY_ID, {"ci_id": ci_id}).mappings().first()
     if row is None:
         raise NotFound(f"No CI with id {ci_id}.")
     return to_public(row)
@@ -169,26 +191,16 @@ def get_ci_detail(conn: Connection, registry_cache: RegistryCache, ci_id: uuid.U
     """The CI and its relationships both ways, each labelled as read from this CI."""
     ci = get_ci(conn, ci_id)
     types = registry_cache.get(conn=conn).relationship_types
-    other = CI.alias("other")
-    views, truncated = [], False
-    for direction, own_end, other_end in (("outgoing", REL.c.source_id, REL.c.target_id),
-                                          ("incoming", REL.c.target_id, REL.c.source_id)):
-        rows = conn.execute(
-            select(REL.c.id, REL.c.type, REL.c.attributes, other.c.id.label("other_id"), other.c.name, other.c.ci_class)
-            .join(other, other.c.id == other_end)
-            .where(own_end == ci_id)
-            .order_by(REL.c.type, REL.c.id)
-            .limit(DETAIL_RELATIONSHIP_LIMIT + 1)
-        ).all()
-        if len(rows) > DETAIL_RELATIONSHIP_LIMIT:
-            truncated, rows = True, rows[:DETAIL_RELATIONSHIP_LIMIT]
-        for rel_id, rel_type, attributes, other_id, other_name, other_class in rows:
-            info = types.get(rel_type)
-            label = rel_type if info is None else (info.forward_label if direction == "outgoing" else info.reverse_label)
-            views.append({
-                "id": rel_id, "type": rel_type, "label": label, "direction": direction,
-                "ci": other_id, "ci_name": other_name, "ci_class": other_class, "attributes": attributes,
-            })
+    rows = conn.execute(_RELATIONSHIPS_OF, {"ci_id": ci_id}).all()
+    truncated = len(rows) > DETAIL_RELATIONSHIP_LIMIT
+    views = []
+    for direction, rel_id, rel_type, attributes, other_id, other_name, other_class in rows[:DETAIL_RELATIONSHIP_LIMIT]:
+        info = types.get(rel_type)
+        label = rel_type if info is None else (info.forward_label if direction == "outgoing" else info.reverse_label)
+        views.append({
+            "id": rel_id, "type": rel_type, "label": label, "direction": direction,
+            "ci": other_id, "ci_name": other_name, "ci_class": other_class, "attributes": attributes,
+        })
     ci["relationships"] = views
     ci["relationships_truncated"] = truncated
     return ci

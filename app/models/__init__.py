@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from app.models.change import ChangeRecord
 from app.models.ci import ConfigurationItem
 from app.models.ci_class import CIClass
+from app.models.discovery import CISource, DiscoveryRun, PrecedenceRule, RelationshipSource
 from app.models.identifier import CIIdentifier
 from app.models.relationship import Relationship, RelationshipType
 from app.models.token import ApiToken
@@ -16,6 +17,10 @@ __all__ = [
     "ChangeRecord",
     "CIClass",
     "CIIdentifier",
+    "CISource",
+    "DiscoveryRun",
+    "PrecedenceRule",
+    "RelationshipSource",
     "ConfigurationItem",
     "Relationship",
     "RelationshipType",

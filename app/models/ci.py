@@ -44,6 +44,8 @@ class ConfigurationItem(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
     version: int = Field(default=1, sa_column=Column(Integer, nullable=False))
+    # Who set each attribute (and the name) and when: {"cpu_count": {"source": "ssh", "at": "..."}}.
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONColumn, nullable=False))
 
 
 class _CIFields(BaseModel):
@@ -113,6 +115,7 @@ class CIPublic(BaseModel):
 
 
 class CIDetail(CIPublic):
+    provenance: dict[str, Any]
     relationships: list[RelationshipView]
 
 

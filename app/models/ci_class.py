@@ -28,6 +28,9 @@ class CIClass(SQLModel, table=True):
     identification_rules: list[list[str]] = Field(
         default_factory=list, sa_column=Column(JSONColumn, nullable=False)
     )
+    # Identifiers a CI holds only while it reports them (a host's IP addresses): the weakest rule;
+    # such a value moves to whichever CI reported it last instead of being refused as a duplicate.
+    held_identifiers: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
 
@@ -44,6 +47,7 @@ class CIClassCreate(BaseModel):
     description: str = PydanticField(default="", max_length=2000)
     attribute_schema: dict[str, Any] = PydanticField(default_factory=dict)
     identification_rules: IdentificationRules = PydanticField(default_factory=list)
+    held_identifiers: list[str] = PydanticField(default_factory=list)
 
 
 class CIClassUpdate(BaseModel):
@@ -53,6 +57,7 @@ class CIClassUpdate(BaseModel):
     description: str | None = PydanticField(default=None, max_length=2000)
     attribute_schema: dict[str, Any] | None = None
     identification_rules: IdentificationRules | None = None
+    held_identifiers: list[str] | None = None
 
 
 class CIClassPublic(BaseModel):
@@ -63,6 +68,8 @@ class CIClassPublic(BaseModel):
     attribute_schema: dict[str, Any]
     identification_rules: IdentificationRules
     effective_identification_rules: IdentificationRules
+    held_identifiers: list[str]
+    effective_held_identifiers: list[str]
     family: str
     created_at: datetime
     updated_at: datetime

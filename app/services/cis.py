@@ -2,6 +2,7 @@
 and leaves a change record; identifiers are kept in the index in the same transaction."""
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, union_all, update
@@ -21,6 +22,7 @@ CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 IDENT = CIIdentifier.__table__
 
+MANUAL_SOURCE = "manual"
 # The fields a change record diffs, by their public names.
 HISTORY_FIELDS = ["class", "name", "status", "environment", "criticality", "owner", "tags", "attributes",
                   "first_seen", "last_seen"]
@@ -46,6 +48,24 @@ def to_public(row: Any) -> dict[str, Any]:
         "updated_at": as_utc(row["updated_at"]),
         "version": row["version"],
     }
+
+
+def manual_provenance(fields: list[str], at: datetime) -> dict[str, dict[str, str]]:
+    """Edits through the CI API are the `manual` source, the highest by default."""
+    stamp = {"source": MANUAL_SOURCE, "at": at.isoformat()}
+    return {field: stamp for field in fields}
+
+
+def _provenance_after_edit(provenance: dict[str, Any], diff: dict[str, Any], at: datetime) -> dict[str, Any]:
+    updated = dict(provenance)
+    for field, (_, new_value) in diff.items():
+        if field == "name" or field.startswith("attributes."):
+            key = field.removeprefix("attributes.")
+            if new_value is None and field != "name":
+                updated.pop(key, None)
+            else:
+                updated.update(manual_provenance([key], at))
+    return updated
 
 
 def _validate(cls: ClassInfo, attributes: dict[str, Any]) -> None:
@@ -77,6 +97,7 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate) ->
         "created_at": uow.now,
         "updated_at": uow.now,
         "version": 1,
+        "provenance": manual_provenance(["name", *data.attributes], uow.now),
     }
     uow.conn.execute(insert(CI), row)
     claim_identifiers(uow.conn, row["id"], cls, identifying_facts(data.name, data.environment, data.attributes))
@@ -136,6 +157,7 @@ def update_ci(
         return old_public
     new["version"] = row["version"] + 1
     new["updated_at"] = uow.now
+    new["provenance"] = _provenance_after_edit(row["provenance"], diff, uow.now)
     values = {key: new[key] for key in new if key != "id"}
     result = uow.conn.execute(update(CI).where(CI.c.id == ci_id, CI.c.version == row["version"]).values(values))
     if result.rowcount != 1:
@@ -180,16 +202,22 @@ def _relationships_of_statement():
 _RELATIONSHIPS_OF = _relationships_of_statement()
 
 
-def get_ci(conn: Connection, ci_id: uuid.UUID) -> dict[str, Any]:
+def _ci_row(conn: Connection, ci_id: uuid.UUID) -> Any:
     row = conn.execute(_CI_BY_ID, {"ci_id": ci_id}).mappings().first()
     if row is None:
         raise NotFound(f"No CI with id {ci_id}.")
-    return to_public(row)
+    return row
+
+
+def get_ci(conn: Connection, ci_id: uuid.UUID) -> dict[str, Any]:
+    return to_public(_ci_row(conn, ci_id))
 
 
 def get_ci_detail(conn: Connection, registry_cache: RegistryCache, ci_id: uuid.UUID) -> dict[str, Any]:
-    """The CI and its relationships both ways, each labelled as read from this CI."""
-    ci = get_ci(conn, ci_id)
+    """The CI, its attributes' provenance, and its relationships both ways, labelled as read from this CI."""
+    row = _ci_row(conn, ci_id)
+    ci = to_public(row)
+    ci["provenance"] = row["provenance"]
     types = registry_cache.get(conn=conn).relationship_types
     rows = conn.execute(_RELATIONSHIPS_OF, {"ci_id": ci_id}).all()
     truncated = len(rows) > DETAIL_RELATIONSHIP_LIMIT

@@ -33,6 +33,8 @@ def class_to_public(info: ClassInfo) -> dict[str, Any]:
         "attribute_schema": info.attribute_schema,
         "identification_rules": info.identification_rules,
         "effective_identification_rules": info.effective_rules,
+        "held_identifiers": info.held_identifiers,
+        "effective_held_identifiers": info.effective_held,
         "family": info.family,
         "created_at": as_utc(info.created_at),
         "updated_at": as_utc(info.updated_at),
@@ -88,7 +90,8 @@ def create_class(conn: Connection, registry_cache: RegistryCache, data: CIClassC
     conn.execute(insert(CLASS), {
         "name": data.name, "parent": data.parent, "label": data.label or data.name.replace("_", " ").capitalize(),
         "description": data.description, "attribute_schema": data.attribute_schema,
-        "identification_rules": data.identification_rules, "created_at": now, "updated_at": now,
+        "identification_rules": data.identification_rules, "held_identifiers": data.held_identifiers,
+        "created_at": now, "updated_at": now,
     })
     return registry_cache.reload(conn=conn).classes[data.name]
 
@@ -97,7 +100,7 @@ def update_class(conn: Connection, registry_cache: RegistryCache, name: str, dat
     registry = registry_cache.reload(conn=conn)
     get_class(registry, name)
     changes = data.model_dump(exclude_unset=True)
-    for field in ("label", "description", "attribute_schema", "identification_rules"):
+    for field in ("label", "description", "attribute_schema", "identification_rules", "held_identifiers"):
         if field in changes and changes[field] is None:
             raise InvalidInput(f"'{field}' cannot be null.", [field_error(field, "cannot be null")])
     if "attribute_schema" in changes:
@@ -108,7 +111,7 @@ def update_class(conn: Connection, registry_cache: RegistryCache, name: str, dat
         return registry.classes[name]
     conn.execute(update(CLASS).where(CLASS.c.name == name).values(**changes, updated_at=utcnow()))
     registry = registry_cache.reload(conn=conn)
-    if "identification_rules" in changes:
+    if "identification_rules" in changes or "held_identifiers" in changes:
         reindex_family(conn, registry, registry.classes[name].family)
     return registry.classes[name]
 
@@ -117,6 +120,7 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
     """Rebuild the identifier index of one class family from the CIs' current facts."""
     members = [info for info in registry.classes.values() if info.family == family]
     rules_by_class = {info.name: info.effective_rules for info in members}
+    held_by_class = {info.name: info.effective_held for info in members}
     owners: dict[tuple[str, str], Any] = {}
     for ci_id, ci_class, name, environment, attributes in conn.execute(
         select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.environment, CI.c.attributes)
@@ -130,6 +134,8 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
                     "merge or correct them first. Nothing was changed.",
                     duplicates=[str(other), str(ci_id)],
                 )
+        for key, value in identifier_values([[key] for key in held_by_class[ci_class]], attributes):
+            owners.setdefault((key, value), ci_id)  # a held value that two CIs claim stays with one of them
     rows = [{"family": family, "key": key, "value": value, "ci_id": ci_id} for (key, value), ci_id in owners.items()]
     conn.execute(delete(IDENT).where(IDENT.c.family == family))
     for start in range(0, len(rows), 5000):

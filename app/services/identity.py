@@ -20,11 +20,24 @@ def identifying_facts(name: str, environment: str | None, attributes: dict[str, 
     return {**attributes, "name": name, "environment": environment}
 
 
+def held_values(cls: ClassInfo, facts: dict[str, Any]) -> list[tuple[str, str]]:
+    return identifier_values([[key] for key in cls.effective_held], facts)
+
+
 def claim_identifiers(conn: Connection, ci_id: uuid.UUID, cls: ClassInfo, facts: dict[str, Any]) -> None:
-    """Make the index hold exactly the identifiers `facts` give this CI; 409 if another CI holds one."""
+    """Make the index hold exactly the identifiers `facts` give this CI.
+
+    A strong identifier held by another CI is refused (409). A held one (a host's IP address) is taken
+    over from whichever CI reported it before: the address moved, and the newest report is the truth.
+    """
     wanted = {(cls.family, key, value) for key, value in identifier_values(cls.effective_rules, facts)}
     if wanted:
         _refuse_duplicates(conn, ci_id, cls.family, wanted)
+    held = {(cls.family, key, value) for key, value in held_values(cls, facts)} - wanted
+    if held:
+        conn.execute(delete(IDENT).where(
+            tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value).in_(sorted(held)), IDENT.c.ci_id != ci_id))
+        wanted |= held
     current = {tuple(row) for row in conn.execute(
         select(IDENT.c.family, IDENT.c.key, IDENT.c.value).where(IDENT.c.ci_id == ci_id)
     )}

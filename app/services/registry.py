@@ -32,6 +32,8 @@ class ClassInfo:
     attribute_schema: dict[str, Any]
     identification_rules: list[list[str]]
     effective_rules: list[list[str]]
+    held_identifiers: list[str]
+    effective_held: list[str]  # own, or the nearest ancestor's
     family: str
     ancestors: tuple[str, ...]  # self first, root last
     descendants: frozenset[str]  # self included
@@ -117,6 +119,7 @@ def load_registry(conn: Connection) -> Registry:
     for name, row in by_name.items():
         chain = ancestors_of(name)
         rules = next((by_name[a]["identification_rules"] for a in chain if by_name[a]["identification_rules"]), [])
+        held = next((by_name[a]["held_identifiers"] for a in chain if by_name[a]["held_identifiers"]), [])
         classes[name] = ClassInfo(
             name=name,
             parent=row["parent"],
@@ -125,6 +128,8 @@ def load_registry(conn: Connection) -> Registry:
             attribute_schema=row["attribute_schema"],
             identification_rules=row["identification_rules"],
             effective_rules=rules,
+            held_identifiers=row["held_identifiers"],
+            effective_held=held,
             family=chain[-1],
             ancestors=chain,
             descendants=descendants_of(name),

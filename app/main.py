@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app.api import changes, cis, health, problems, registry, relationships, tokens
+from app.api import changes, cis, health, ingest, problems, registry, relationships, tokens
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.services.registry import RegistryCache
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     problems.install(app)
-    for module in (health, cis, relationships, changes, registry, tokens):
+    for module in (health, cis, relationships, changes, registry, tokens, ingest):
         app.include_router(module.router)
     logging.getLogger("karta").setLevel(logging.INFO)
     return app

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # One connection per thread, so no request waits for a connection or opens one of its own.
     threads: int = 16
     default_page_size: int = 100
+    # Discovery: a CI a source no longer reports becomes stale after this many complete runs of that
+    # source over the same scope without it, or this many days since that source last saw it.
+    stale_after_runs: int = Field(default=3, ge=1)
+    stale_after_days: float = Field(default=14.0, gt=0)
 
 
 @lru_cache

@@ -9,6 +9,9 @@ from sqlmodel import Field, SQLModel
 
 from app.models.types import JSONColumn, Timestamp, utcnow
 
+# The source name of everything a person does through the CI and relationship API.
+MANUAL_SOURCE = "manual"
+
 
 class CISource(SQLModel, table=True):
     """One source's sightings of one CI, within one scope: what staleness is computed from."""

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, sele
 
 from app.models import CIIdentifier, ConfigurationItem, Relationship
 from app.models.ci import CICreate
+from app.models.discovery import MANUAL_SOURCE
 from app.models.types import as_utc
 from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error, refuse_nul_characters
@@ -22,7 +23,6 @@ CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 IDENT = CIIdentifier.__table__
 
-MANUAL_SOURCE = "manual"
 # The fields a change record diffs, by their public names.
 HISTORY_FIELDS = ["class", "name", "status", "environment", "criticality", "owner", "tags", "attributes",
                   "first_seen", "last_seen"]

@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.models import ConfigurationItem, Relationship
+from app.models import ConfigurationItem, Relationship, RelationshipSource
+from app.models.discovery import MANUAL_SOURCE
 from app.models.relationship import RelationshipCreate
 from app.models.types import as_utc
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error, refuse_nul_characters
@@ -16,6 +17,7 @@ from app.services.pagination import decode_uuid_cursor, encode_cursor
 from app.services.registry import RegistryCache
 
 REL = Relationship.__table__
+REL_SOURCE = RelationshipSource.__table__
 CI = ConfigurationItem.__table__
 
 HISTORY_FIELDS = ["source", "target", "type", "attributes", "first_seen", "last_seen"]
@@ -63,6 +65,9 @@ def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: Re
     except IntegrityError:
         _refuse_duplicate(uow.conn, data.source, data.target, data.type)
         raise
+    # A person asserted it: discovery that stops reporting it must not end it.
+    uow.conn.execute(insert(REL_SOURCE), {"relationship_id": row["id"], "source": MANUAL_SOURCE, "scope_key": "",
+                                          "last_seen": uow.now, "last_run_id": "api"})
     public = to_public(row)
     uow.record("relationship", row["id"], "create", diff_fields(None, public, HISTORY_FIELDS))
     return public

@@ -1,0 +1,94 @@
+"""/api/v1/ingest, /api/v1/discovery/runs and /api/v1/precedence: what discovery pushes, and its record."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import delete, insert, select
+
+from app.api.deps import Admin, Reader, RegistryDep, read_transaction, require
+from app.api.responses import JSON
+from app.core.db import WRITE_OPTION
+from app.models import PrecedenceRule
+from app.models.ingest import (MAX_ITEMS, MAX_RELATIONSHIPS, DiscoveryRunPage, DiscoveryRunPublic, IngestBatch,
+                               IngestOutcome, PrecedenceRuleModel)
+from app.models.token import Scope
+from app.services import discovery_runs
+from app.services.errors import InvalidInput, KartaError, field_error
+from app.services.ingest import StalenessPolicy, ingest
+from app.services.tokens import Principal
+
+router = APIRouter(prefix="/api/v1", tags=["discovery"])
+PRECEDENCE = PrecedenceRule.__table__
+
+
+class PayloadTooLarge(KartaError):
+    status = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+@router.post("/ingest", response_model=IngestOutcome)
+def ingest_batch(
+    batch: IngestBatch,
+    request: Request,
+    principal: Annotated[Principal, require(Scope.discovery, Scope.write)],
+    registry: RegistryDep,
+    dry_run: Annotated[bool, Query(description="Compute and return the outcome; write nothing")] = False,
+):
+    """Identify, reconcile and record what a source saw. Items are matched to existing CIs through their
+    class's identification rules; attributes follow source precedence; a `complete` run ages what it
+    did not see. The response maps every ref to its CI id and counts what happened, per class."""
+    if len(batch.items) > MAX_ITEMS:
+        raise PayloadTooLarge(f"{len(batch.items)} items in one batch; the limit is {MAX_ITEMS}. "
+                              "Split the run into several batches with the same run_id.", limit=MAX_ITEMS)
+    if len(batch.relationships) > MAX_RELATIONSHIPS:
+        raise PayloadTooLarge(f"{len(batch.relationships)} relationships in one batch; the limit is "
+                              f"{MAX_RELATIONSHIPS}.", limit=MAX_RELATIONSHIPS)
+    settings = request.app.state.settings
+    outcome = ingest(request.app.state.engine, registry, batch, actor=principal.name, dry_run=dry_run,
+                     staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days))
+    return JSON(outcome.as_dict())
+
+
+@router.get("/discovery/runs", response_model=DiscoveryRunPage)
+def list_runs(
+    request: Request,
+    principal: Reader,
+    source: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+):
+    """Newest first."""
+    with read_transaction(request) as conn:
+        return JSON(discovery_runs.list_runs(conn, source=source, limit=limit, cursor=cursor))
+
+
+@router.get("/discovery/runs/{run_id}", response_model=DiscoveryRunPublic)
+def get_run(run_id: str, request: Request, principal: Reader):
+    with read_transaction(request) as conn:
+        return JSON(discovery_runs.get_run(conn, run_id))
+
+
+@router.get("/precedence", response_model=list[PrecedenceRuleModel])
+def list_precedence(request: Request, principal: Reader):
+    """Source precedence rules, highest source first; class/attribute null means any."""
+    with read_transaction(request) as conn:
+        rows = conn.execute(select(PRECEDENCE).order_by(PRECEDENCE.c.id)).mappings().all()
+    return JSON([{"class": r["ci_class"], "attribute": r["attribute"], "sources": r["sources"]} for r in rows])
+
+
+@router.put("/precedence", response_model=list[PrecedenceRuleModel])
+def replace_precedence(rules: list[PrecedenceRuleModel], request: Request, principal: Admin):
+    """Replace all rules. A rule without class and attribute is the default; without one, the
+    manual > ssh > snmp > nmap > import default applies."""
+    seen = set()
+    for position, rule in enumerate(rules):
+        if (rule.ci_class, rule.attribute) in seen:
+            raise InvalidInput("Two rules for the same class and attribute.", [field_error(str(position), "duplicate")])
+        seen.add((rule.ci_class, rule.attribute))
+    with request.app.state.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        conn.execute(delete(PRECEDENCE))
+        if rules:
+            conn.execute(insert(PRECEDENCE), [{"ci_class": r.ci_class, "attribute": r.attribute, "sources": r.sources}
+                                              for r in rules])
+    return JSON([{"class": r.ci_class, "attribute": r.attribute, "sources": r.sources} for r in rules])

@@ -1,0 +1,392 @@
+"""Discovery ingest: identify, reconcile and age what sources report, in bulk.
+
+One batch is one transaction doing a fixed number of statements, whatever its size:
+parse -> identify (identification.py) -> reconcile (reconciliation.py) -> write in bulk (store.py)
+-> relationships -> record the run -> close the scope when the run is complete (staleness.py).
+
+Idempotence: an item whose reconciled values equal the stored ones changes nothing but last_seen:
+no version bump, no change record. Sending the same batch twice writes no history the second time.
+
+Concurrency: the identifier index's primary key is the guard. Two agents reporting the same new
+machine at once both try to index its serial number; the second transaction fails on the key, rolls
+back and runs again, and now finds the CI the first one created. CIs being updated are locked in id
+order (PostgreSQL), so overlapping batches serialize on them instead of losing an update or
+deadlocking; SQLite serializes writers anyway.
+
+Per-item errors (unknown class, no usable identifier, schema violation, a relationship to an unknown
+ref, id or type) are reported with the ref and the reason while the rest of the batch applies; with
+`atomic`, any error or conflict applies nothing.
+"""
+
+import hashlib
+import logging
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from app.models import DiscoveryRun, PrecedenceRule
+from app.models.ingest import IngestBatch
+from app.services import cis as ci_service
+from app.services.errors import Conflict, InvalidInput, field_error, refuse_nul_characters
+from app.services.history import UnitOfWork, diff_fields
+from app.services.identity import identifying_facts
+from app.services.identifiers import identifier_values
+from app.services.ingest import store
+from app.services.ingest.identification import PlannedItem, group_items, non_unique_held, resolve
+from app.services.ingest.reconciliation import PrecedenceTable, merge
+from app.services.ingest.staleness import close_scope
+from app.services.registry import Registry, RegistryCache
+from app.services.relationships import HISTORY_FIELDS as REL_HISTORY_FIELDS
+from app.services.relationships import to_public as relationship_public
+
+log = logging.getLogger("karta.ingest")
+RUN = DiscoveryRun.__table__
+PRECEDENCE = PrecedenceRule.__table__
+MAX_ATTEMPTS = 5
+# A run keeps at most this many conflicts and errors (a broken agent must not grow a row without bound).
+MAX_RECORDED_PROBLEMS = 1000
+
+
+class AtomicBatchFailed(InvalidInput):
+    pass
+
+
+@dataclass
+class StalenessPolicy:
+    after_runs: int = 3
+    after_days: float = 14.0
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    source: str
+    dry_run: bool
+    applied: bool = True
+    counts: dict[str, Any] = field(default_factory=dict)
+    relationships: dict[str, int] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    ended_relationships: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def scope_key(batch: IngestBatch) -> str:
+    canonical = orjson.dumps(batch.scope.model_dump(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def ingest(engine: Engine, registry_cache: RegistryCache, batch: IngestBatch, *, actor: str, dry_run: bool = False,
+           staleness: StalenessPolicy | None = None) -> Outcome:
+    """Apply one batch, retrying when a concurrent batch won a race on an identifier."""
+    staleness = staleness or StalenessPolicy()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness)
+        except (IntegrityError, DBAPIError) as exc:
+            retriable = isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
+            if not retriable or attempt == MAX_ATTEMPTS:
+                raise
+            log.info("ingest %s: concurrent batch won a race (%s); retrying, attempt %d", batch.run_id,
+                     type(exc.orig).__name__, attempt + 1)
+    raise AssertionError("unreachable")
+
+
+class _Rollback(Exception):
+    """Ends the unit of work without committing (dry runs, failed atomic batches)."""
+
+
+def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: IngestBatch, *, actor: str, dry_run: bool,
+                 staleness: StalenessPolicy) -> Outcome:
+    outcome = Outcome(run_id=batch.run_id, source=batch.source, dry_run=dry_run)
+    try:
+        with UnitOfWork(engine, actor) as uow:
+            _apply(uow, registry_cache.get(conn=uow.conn), batch, outcome, staleness)
+            failed = outcome.errors or outcome.conflicts
+            if batch.atomic and failed:
+                outcome.applied = False
+                raise _Rollback
+            if dry_run:
+                raise _Rollback
+    except _Rollback:
+        pass
+    if batch.atomic and not outcome.applied:
+        raise AtomicBatchFailed(
+            f"Atomic batch not applied: {len(outcome.errors)} error(s) and {len(outcome.conflicts)} conflict(s).",
+            [field_error(e.get("field", "items"), e["message"]) for e in outcome.errors],
+            conflicts=outcome.conflicts, outcome=outcome.as_dict(),
+        )
+    return outcome
+
+
+def _item_error(outcome: Outcome, index: int, ref: str, field_name: str, message: str) -> None:
+    outcome.errors.append({"ref": ref, "field": f"items.{index}.{field_name}", "message": message})
+
+
+def _plan_items(registry: Registry, batch: IngestBatch, outcome: Outcome,
+                counts: dict[str, Counter]) -> list[PlannedItem]:
+    planned, refs = [], set()
+    errors_before = len(outcome.errors)
+    for index, item in enumerate(batch.items):
+        if len(outcome.errors) > errors_before:
+            counts[batch.items[index - 1].ci_class]["errors"] += 1
+            errors_before = len(outcome.errors)
+        if item.ref in refs:
+            _item_error(outcome, index, item.ref, "ref", f"ref '{item.ref}' appears twice in the batch")
+            continue
+        refs.add(item.ref)
+        cls = registry.classes.get(item.ci_class)
+        if cls is None:
+            _item_error(outcome, index, item.ref, "class", f"unknown class '{item.ci_class}'")
+            continue
+        facts = {**item.attributes, **item.identifiers}
+        try:
+            refuse_nul_characters(facts, "attributes")
+            refuse_nul_characters(item.name, "name")
+        except InvalidInput as exc:
+            _item_error(outcome, index, item.ref, exc.extensions["errors"][0]["field"], "contains a NUL character")
+            continue
+        identifying = identifying_facts(item.name, item.environment, facts)
+        strong = [(cls.family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
+        held = [(cls.family, k, v) for k, v in identifier_values([[key] for key in cls.effective_held], facts)]
+        if not strong and not held:
+            usable = [" + ".join(rule) for rule in cls.effective_rules] + list(cls.effective_held)
+            _item_error(outcome, index, item.ref, "identifiers",
+                        f"no identifier usable for class '{cls.name}': give one of {', '.join(usable)} "
+                        "(placeholder values such as 'Default string' or loopback addresses do not count)")
+            continue
+        planned.append(PlannedItem(index=index, ref=item.ref, cls=cls, name=item.name, facts=facts,
+                                   environment=item.environment, owner=item.owner, strong=strong, held=held))
+    if len(outcome.errors) > errors_before:
+        counts[batch.items[-1].ci_class]["errors"] += 1
+    return planned
+
+
+def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, staleness: StalenessPolicy) -> None:
+    conn, now, source = uow.conn, uow.now, batch.source
+    key = scope_key(batch)
+    previous = conn.execute(select(RUN.c.source, RUN.c.scope_key, RUN.c.complete).where(RUN.c.id == batch.run_id)).first()
+    if previous is not None and (previous.source != source or previous.scope_key != key or previous.complete):
+        raise Conflict(
+            f"Run '{batch.run_id}' already exists with "
+            + ("another source" if previous.source != source else "another scope" if previous.scope_key != key
+               else "its last batch (complete: true)")
+            + "; a run's batches share source and scope, and nothing follows the complete one. Use a new run_id.",
+        )
+    counts: dict[str, Counter] = defaultdict(Counter)
+    precedence = PrecedenceTable.from_rows(conn.execute(
+        select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute, PRECEDENCE.c.sources)).all())
+
+    planned = _plan_items(registry, batch, outcome, counts)
+    groups = group_items(planned)
+    ignored_held = non_unique_held(planned)
+    index = store.find_identifiers(conn, sorted({t for item in planned for t in item.strong + item.held}))
+    held_found = {index[t] for item in planned for t in item.held if t in index}
+    held_keys = {k for cls in registry.classes.values() for k in cls.effective_held}
+    strong_cis = store.strongly_identified(conn, held_found, held_keys)
+    resolutions = [resolve(group, index, strong_cis, ignored_held) for group in groups]
+    rows = store.load_cis(conn, {r.ci_id for r in resolutions if r.ci_id is not None})
+
+    creates, updates, seen = [], [], set()
+    strong_claims, held_claims = [], []
+    for resolution in resolutions:
+        first = resolution.items[0]
+        if resolution.conflict:
+            for item in resolution.items:
+                outcome.conflicts.append({"ref": item.ref, "class": item.cls.name, "candidates": resolution.conflict,
+                                          "message": "its identifiers match several CIs; nothing was merged"})
+                counts[item.cls.name]["conflicts"] += 1
+            continue
+        row = rows.get(resolution.ci_id) if resolution.ci_id is not None else None
+        if resolution.ci_id is not None and row is None:
+            raise IntegrityError("identified CI vanished during the batch", None, Exception())  # retried
+        cls, name, attributes, provenance = first.cls, None, None, None
+        if row is None:
+            ci_id = uuid.uuid4()
+            merged_facts: dict[str, Any] = {}
+            for item in resolution.items:
+                merged_facts.update(item.facts)
+            name = resolution.items[-1].name
+            errors = cls.validation_errors(merged_facts)
+            if errors:
+                for item in resolution.items:
+                    _item_error(outcome, item.index, item.ref, errors[0]["field"], errors[0]["message"])
+                    counts[item.cls.name]["errors"] += 1
+                continue
+            stamp = {"source": source, "at": now.isoformat()}
+            new_row = {
+                "id": ci_id, "ci_class": cls.name, "name": name, "status": "active",
+                "environment": first.environment, "criticality": None, "owner": first.owner, "tags": [],
+                "attributes": merged_facts, "first_seen": now, "last_seen": now, "created_at": now,
+                "updated_at": now, "version": 1, "provenance": {k: stamp for k in ["name", *merged_facts]},
+            }
+            creates.append(new_row)
+            uow.record("ci", ci_id, "create", diff_fields(None, ci_service.to_public(new_row), ci_service.HISTORY_FIELDS))
+            action = "created"
+        else:
+            ci_id = row["id"]
+            stored_cls = registry.classes.get(row["ci_class"], cls)
+            # The more specific class wins (an SSH agent knows it is a virtual_machine; nmap says server).
+            new_class = cls if cls.name in stored_cls.descendants and cls.name != stored_cls.name else stored_cls
+            name, attributes, provenance = row["name"], row["attributes"], row["provenance"]
+            diff: dict[str, list[Any]] = {}
+            provenance_changed = False
+            for item in resolution.items:
+                result = merge(precedence, new_class, source, now, name, attributes, provenance, item.name, item.facts)
+                name, attributes, provenance = result.name, result.attributes, result.provenance
+                for field_name, (old, new) in result.diff.items():
+                    diff[field_name] = [diff[field_name][0] if field_name in diff else old, new]
+                provenance_changed |= result.provenance_changed
+            diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+            if new_class.name != row["ci_class"]:
+                diff["class"] = [row["ci_class"], new_class.name]
+            status = row["status"]
+            if status == "stale":
+                diff["status"], status = ["stale", "active"], "active"
+            if diff:
+                errors = new_class.validation_errors(attributes)
+                if errors:
+                    for item in resolution.items:
+                        _item_error(outcome, item.index, item.ref, errors[0]["field"], errors[0]["message"])
+                        counts[item.cls.name]["errors"] += 1
+                    continue
+            if diff or provenance_changed:
+                updates.append({"id": ci_id, "ci_class": new_class.name, "name": name, "status": status,
+                                "attributes": attributes, "provenance": provenance,
+                                "version": row["version"] + (1 if diff else 0),
+                                "updated_at": now if diff else row["updated_at"], "last_seen": now})
+            if diff:
+                uow.record("ci", ci_id, "update", dict(sorted(diff.items())))
+                action = "updated"
+            else:
+                action = "unchanged"
+        seen.add(ci_id)
+        for item in resolution.items:
+            outcome.refs[item.ref] = str(ci_id)
+            counts[item.cls.name][action] += 1
+            strong_claims.extend((t, ci_id) for t in item.strong if t not in index)
+            held_claims.extend((t, ci_id) for t in item.held if t not in ignored_held and index.get(t) != ci_id)
+
+    store.insert_cis(conn, creates)
+    store.update_cis(conn, updates)
+    store.touch_cis(conn, seen - {row["id"] for row in updates} - {row["id"] for row in creates}, now)
+    store.claim_identifiers(conn, strong_claims, held_claims)
+    store.record_ci_sightings(conn, seen, source, key, batch.run_id, now)
+    _apply_relationships(uow, registry, batch, outcome, key)
+
+    totals = Counter()
+    for per_class in counts.values():
+        totals.update(per_class)
+    outcome.counts = {name: totals.get(name, 0) for name in ("created", "updated", "unchanged", "conflicts", "errors")}
+    outcome.counts["by_class"] = {cls: dict(counter) for cls, counter in sorted(counts.items())}
+    if batch.complete:
+        stale, ended = close_scope(uow, source=source, scope_key=key, run_id=batch.run_id,
+                                   after_runs=staleness.after_runs, after_days=staleness.after_days)
+        outcome.stale, outcome.ended_relationships = [str(ci) for ci in stale], ended
+    _record_run(uow, batch, key, outcome)
+
+
+def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, key: str) -> None:
+    conn, now = uow.conn, uow.now
+    counts = Counter()
+    batch_refs = {item.ref for item in batch.items}
+
+    def end_id(value: str) -> uuid.UUID | None:
+        if value in outcome.refs:
+            return uuid.UUID(outcome.refs[value])
+        if value in batch_refs:
+            return None
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+
+    existing_ids = store.existing_ci_ids(conn, {
+        ci for rel in batch.relationships for value in (rel.source, rel.target)
+        if value not in batch_refs and (ci := end_id(value)) is not None})
+    wanted: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[int, dict[str, Any]]] = {}
+    for position, rel in enumerate(batch.relationships):
+        problem = None
+        ends = {}
+        for end in ("source", "target"):
+            value = getattr(rel, end)
+            ci = end_id(value)
+            if ci is None and value in batch_refs:
+                problem = (end, f"'{value}' is an item of this batch that was not applied (see its error or conflict)")
+            elif ci is None or (value not in outcome.refs and ci not in existing_ids):
+                problem = (end, f"'{value}' is neither a ref in this batch nor the id of an existing CI")
+            ends[end] = ci
+            if problem:
+                break
+        if problem is None and rel.type not in registry.relationship_types:
+            problem = ("type", f"unknown relationship type '{rel.type}'")
+        if problem is None and ends["source"] == ends["target"]:
+            problem = ("target", "a CI cannot be related to itself")
+        if problem:
+            outcome.errors.append({"relationship": position, "field": f"relationships.{position}.{problem[0]}",
+                                   "message": problem[1]})
+            counts["errors"] += 1
+            continue
+        wanted[(ends["source"], ends["target"], rel.type)] = (position, rel.attributes)
+    found = store.find_relationships(conn, sorted(wanted, key=lambda k: (str(k[0]), str(k[1]), k[2])))
+    inserts, attribute_updates, reported = [], [], set()
+    for rel_key, (_, attributes) in wanted.items():
+        existing = found.get(rel_key)
+        if existing is None:
+            row = {"id": uuid.uuid4(), "source_id": rel_key[0], "target_id": rel_key[1], "type": rel_key[2],
+                   "attributes": attributes, "first_seen": now, "last_seen": now, "created_at": now}
+            inserts.append(row)
+            uow.record("relationship", row["id"], "create",
+                       diff_fields(None, relationship_public(row), REL_HISTORY_FIELDS))
+            reported.add(row["id"])
+            counts["created"] += 1
+            continue
+        reported.add(existing.id)
+        merged = {**existing.attributes, **attributes}
+        if merged != existing.attributes:
+            attribute_updates.append((existing.id, merged))
+            uow.record("relationship", existing.id, "update",
+                       diff_fields({"attributes": existing.attributes}, {"attributes": merged}, ["attributes"]))
+            counts["updated"] += 1
+        else:
+            counts["unchanged"] += 1
+    store.insert_relationships(conn, inserts)
+    store.update_relationship_attributes(conn, attribute_updates)
+    store.touch_relationships(conn, reported - {row["id"] for row in inserts}, now)
+    store.record_relationship_sightings(conn, reported, outcome.source, key, outcome.run_id, now)
+    outcome.relationships = {name: counts.get(name, 0) for name in ("created", "updated", "unchanged", "errors")}
+
+
+def _record_run(uow: UnitOfWork, batch: IngestBatch, key: str, outcome: Outcome) -> None:
+    conn = uow.conn
+    row = conn.execute(select(RUN).where(RUN.c.id == batch.run_id)).mappings().first()
+    counts = {name: outcome.counts.get(name, 0) for name in ("created", "updated", "unchanged", "conflicts", "errors")}
+    counts["relationships_created"] = outcome.relationships.get("created", 0)
+    counts["stale"] = len(outcome.stale)
+    counts["ended_relationships"] = outcome.ended_relationships
+    if row is None:
+        conn.execute(RUN.insert(), {
+            "id": batch.run_id, "source": batch.source, "actor": uow.actor, "scope": batch.scope.model_dump(),
+            "scope_key": key, "started_at": uow.now, "finished_at": uow.now if batch.complete else None,
+            "complete": batch.complete, "batches": 1, "counts": counts,
+            "conflicts": outcome.conflicts[:MAX_RECORDED_PROBLEMS], "errors": outcome.errors[:MAX_RECORDED_PROBLEMS],
+        })
+        return
+    merged_counts = Counter(row["counts"])
+    merged_counts.update(counts)
+    conn.execute(RUN.update().where(RUN.c.id == batch.run_id).values(
+        batches=row["batches"] + 1, counts=dict(merged_counts),
+        conflicts=(row["conflicts"] + outcome.conflicts)[:MAX_RECORDED_PROBLEMS],
+        errors=(row["errors"] + outcome.errors)[:MAX_RECORDED_PROBLEMS],
+        complete=row["complete"] or batch.complete,
+        finished_at=uow.now if batch.complete else row["finished_at"],
+    ))

@@ -1,0 +1,137 @@
+"""Identification: which existing CI, if any, each reported item is.
+
+The rules, in the order they apply:
+
+1. An item's identifiers are read through its class family's identification rules (strongest first:
+   for hosts serial number, product UUID, machine-id, fqdn, MAC) after normalization; junk values
+   ("Default string", zero UUIDs and MACs, loopback and link-local addresses, "localhost") are dropped
+   and identify nothing. An item left with no usable identifier is an error for that item.
+2. Items of one batch that share a strong identifier are one machine: they become one CI.
+3. The identifier index is asked once for every value of the batch. If the item's strong identifiers
+   lead to exactly one CI, that is the item. If they lead to several different CIs, nothing is guessed
+   or merged: the item is a *conflict*, reported with the candidate ids, and left unapplied.
+4. Held identifiers (a host's IP addresses) are the last and weakest rule, used only when no strong
+   identifier matched:
+   - an item that knows nothing but an address (an nmap sighting) is the CI that currently holds that
+     address, whichever source reported it;
+   - an item with strong identifiers that match nothing takes over a CI that was only ever known by
+     that address (the nmap sighting that came first) — but never a CI that has strong identifiers of
+     its own: that is another machine, and the address has moved to this one.
+   In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
+   every host) is not unique and identifies nothing.
+5. No match: the item is a new CI.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.services.registry import ClassInfo
+
+Triple = tuple[str, str, str]  # (family, key, normalized value)
+
+
+@dataclass
+class PlannedItem:
+    index: int
+    ref: str
+    cls: ClassInfo
+    name: str
+    facts: dict[str, Any]  # attributes and identifiers together, as they will be stored
+    environment: str | None
+    owner: str | None
+    strong: list[Triple]
+    held: list[Triple]
+    group: int = -1
+
+
+@dataclass
+class Resolution:
+    """The outcome for one group of items that are one machine."""
+
+    items: list[PlannedItem]
+    ci_id: Any = None  # an existing CI, or None to create one
+    conflict: list[str] = field(default_factory=list)  # candidate CI ids when ambiguous
+    matched_by: str | None = None
+
+
+class _UnionFind:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, node: int) -> int:
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def union(self, a: int, b: int) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            self.parent[max(root_a, root_b)] = min(root_a, root_b)
+
+
+def group_items(items: list[PlannedItem]) -> list[list[PlannedItem]]:
+    """Rule 2 and the in-batch half of rule 4: items that are one machine, in batch order."""
+    forest = _UnionFind(len(items))
+    first_with: dict[Triple, int] = {}
+    for position, item in enumerate(items):
+        for triple in item.strong:
+            if triple in first_with:
+                forest.union(first_with[triple], position)
+            else:
+                first_with[triple] = position
+    strong_claimants: dict[Triple, set[int]] = defaultdict(set)
+    for position, item in enumerate(items):
+        if item.strong:
+            for triple in item.held:
+                strong_claimants[triple].add(forest.find(position))
+    for position, item in enumerate(items):
+        if item.strong:
+            continue
+        owners = {owner for triple in item.held for owner in strong_claimants.get(triple, ())}
+        if len(owners) == 1:
+            forest.union(owners.pop(), position)
+    groups: dict[int, list[PlannedItem]] = {}
+    for position, item in enumerate(items):
+        root = forest.find(position)
+        item.group = root
+        groups.setdefault(root, []).append(item)
+    return list(groups.values())
+
+
+def non_unique_held(items: list[PlannedItem]) -> set[Triple]:
+    """Addresses that several distinct strongly-identified machines of this batch report."""
+    claimants: dict[Triple, set[int]] = defaultdict(set)
+    for item in items:
+        if item.strong:
+            for triple in item.held:
+                claimants[triple].add(item.group)
+    return {triple for triple, groups in claimants.items() if len(groups) > 1}
+
+
+def resolve(
+    group: list[PlannedItem],
+    index: dict[Triple, Any],
+    strongly_identified: set[Any],
+    ignored_held: set[Triple],
+) -> Resolution:
+    """Rules 3-5 for one group. `index` maps each triple found to its CI; `strongly_identified` holds
+    the CIs (among those found by a held value) that have strong identifiers of their own."""
+    strong = [triple for item in group for triple in item.strong]
+    held = [triple for item in group for triple in item.held if triple not in ignored_held]
+    strong_matches = {index[t] for t in strong if t in index}
+    if len(strong_matches) > 1:
+        return Resolution(group, conflict=sorted(str(ci) for ci in strong_matches))
+    if strong_matches:
+        key = next(t[1] for t in strong if t in index)
+        return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
+    held_matches = {index[t] for t in held if t in index}
+    if strong:
+        # Only a CI known by nothing but the address may become this machine.
+        held_matches -= strongly_identified
+    if len(held_matches) > 1:
+        return Resolution(group, conflict=sorted(str(ci) for ci in held_matches))
+    if held_matches:
+        return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))
+    return Resolution(group)

@@ -1,0 +1,206 @@
+"""Bulk reads and writes for ingest: a fixed number of statements per batch, whatever its size.
+
+Lists of keys travel as one JSON parameter (PostgreSQL: jsonb_to_recordset; SQLite: json_each), so a
+lookup of 30,000 identifier values is one statement, not 30,000, and no driver parameter limit applies.
+"""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Uuid, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
+
+CI = ConfigurationItem.__table__
+IDENT = CIIdentifier.__table__
+REL = Relationship.__table__
+CI_SOURCE = CISource.__table__
+REL_SOURCE = RelationshipSource.__table__
+
+Triple = tuple[str, str, str]
+
+
+def _json(rows: Iterable[Any]) -> str:
+    return orjson.dumps(list(rows)).decode()
+
+
+def _postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple, uuid.UUID]:
+    if not triples:
+        return {}
+    if _postgres(conn):
+        statement = text(
+            "SELECT i.family, i.key, i.value, i.ci_id FROM jsonb_to_recordset(CAST(:wanted AS jsonb)) "
+            "AS w(f text, k text, v text) JOIN ci_identifier i ON i.family = w.f AND i.key = w.k AND i.value = w.v"
+        )
+        wanted = _json({"f": f, "k": k, "v": v} for f, k, v in triples)
+    else:
+        # CROSS JOIN keeps json_each the outer loop, so each value is one primary-key probe.
+        statement = text(
+            "SELECT i.family, i.key, i.value, i.ci_id FROM json_each(:wanted) AS w CROSS JOIN ci_identifier AS i "
+            "ON i.family = json_extract(w.value, '$[0]') AND i.key = json_extract(w.value, '$[1]') "
+            "AND i.value = json_extract(w.value, '$[2]')"
+        )
+        wanted = _json(triples)
+    rows = conn.execute(statement.columns(ci_id=Uuid), {"wanted": wanted}).all()
+    return {(family, key, value): ci_id for family, key, value, ci_id in rows}
+
+
+def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set[str]) -> set[uuid.UUID]:
+    """Those of `ci_ids` that hold some identifier other than a held one."""
+    if not ci_ids:
+        return set()
+    query = select(IDENT.c.ci_id).where(IDENT.c.ci_id.in_(sorted(ci_ids)), IDENT.c.key.not_in(sorted(held_keys) or [""]))
+    return set(conn.execute(query.distinct()).scalars())
+
+
+def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    if not ci_ids:
+        return {}
+    query = select(CI).where(CI.c.id.in_(sorted(ci_ids))).order_by(CI.c.id)
+    if _postgres(conn):
+        query = query.with_for_update()  # in id order, so two overlapping batches cannot deadlock
+    return {row["id"]: row for row in conn.execute(query).mappings()}
+
+
+def existing_ci_ids(conn: Connection, ci_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    if not ci_ids:
+        return set()
+    return set(conn.execute(select(CI.c.id).where(CI.c.id.in_(sorted(ci_ids)))).scalars())
+
+
+def insert_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(CI), rows)
+
+
+_UPDATE_CI = (
+    update(CI)
+    .where(CI.c.id == bindparam("_id"))
+    .values(
+        ci_class=bindparam("_class"), name=bindparam("_name"), status=bindparam("_status"),
+        attributes=bindparam("_attributes"), provenance=bindparam("_provenance"),
+        version=bindparam("_version"), updated_at=bindparam("_updated_at"), last_seen=bindparam("_last_seen"),
+    )
+)
+
+
+def update_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_UPDATE_CI, [{
+            "_id": row["id"], "_class": row["ci_class"], "_name": row["name"], "_status": row["status"],
+            "_attributes": row["attributes"], "_provenance": row["provenance"], "_version": row["version"],
+            "_updated_at": row["updated_at"], "_last_seen": row["last_seen"],
+        } for row in rows])
+
+
+def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
+    """Move last_seen only: no version, no history."""
+    if ci_ids:
+        conn.execute(update(CI).where(CI.c.id.in_(sorted(ci_ids))).values(last_seen=at))
+
+
+def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:
+    """Insert strong identifiers not yet indexed; move held ones to their new holder."""
+    if held:
+        if _postgres(conn):
+            conn.execute(text(
+                "DELETE FROM ci_identifier i USING jsonb_to_recordset(CAST(:moved AS jsonb)) AS m(f text, k text, v text, c uuid) "
+                "WHERE i.family = m.f AND i.key = m.k AND i.value = m.v AND i.ci_id <> m.c"
+            ), {"moved": _json({"f": f, "k": k, "v": v, "c": str(c)} for (f, k, v), c in held)})
+        else:
+            conn.execute(text(
+                "DELETE FROM ci_identifier WHERE EXISTS (SELECT 1 FROM json_each(:moved) AS m "
+                "WHERE ci_identifier.family = json_extract(m.value, '$[0]') AND ci_identifier.key = json_extract(m.value, '$[1]') "
+                "AND ci_identifier.value = json_extract(m.value, '$[2]') AND ci_identifier.ci_id <> json_extract(m.value, '$[3]'))"
+            ), {"moved": _json([f, k, v, c.hex] for (f, k, v), c in held)})
+    # A plain insert for strong identifiers: if a concurrent batch indexed one first, the primary key
+    # refuses this one and the whole batch is retried (it will then find that CI instead of making a twin).
+    strong_rows = [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(strong).items()]
+    if strong_rows:
+        conn.execute(insert(IDENT), strong_rows)
+    held_rows = [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(held).items()]
+    if held_rows:
+        conn.execute(_upsert(conn, IDENT).on_conflict_do_nothing(index_elements=["family", "key", "value"]), held_rows)
+
+
+def _upsert(conn: Connection, table):
+    return (pg_insert if _postgres(conn) else sqlite_insert)(table)
+
+
+def record_ci_sightings(conn: Connection, ci_ids: set[uuid.UUID], source: str, scope_key: str, run_id: str,
+                        at: datetime) -> None:
+    if not ci_ids:
+        return
+    statement = _upsert(conn, CI_SOURCE)
+    statement = statement.on_conflict_do_update(
+        index_elements=["ci_id", "source"],
+        set_={"scope_key": statement.excluded.scope_key, "last_seen": statement.excluded.last_seen,
+              "last_run_id": statement.excluded.last_run_id, "missed_runs": 0},
+    )
+    conn.execute(statement, [{"ci_id": ci_id, "source": source, "scope_key": scope_key, "first_seen": at,
+                              "last_seen": at, "last_run_id": run_id, "missed_runs": 0} for ci_id in sorted(ci_ids)])
+
+
+def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple, Any]:
+    if not keys:
+        return {}
+    if _postgres(conn):
+        statement = text(
+            "SELECT r.id, r.source_id, r.target_id, r.type, r.attributes FROM jsonb_to_recordset(CAST(:wanted AS jsonb)) "
+            "AS w(s uuid, t uuid, y text) JOIN relationship r ON r.source_id = w.s AND r.target_id = w.t AND r.type = w.y"
+        )
+        wanted = _json({"s": str(s), "t": str(t), "y": y} for s, t, y in keys)
+    else:
+        statement = text(
+            "SELECT r.id, r.source_id, r.target_id, r.type, r.attributes FROM json_each(:wanted) AS w CROSS JOIN relationship AS r "
+            "ON r.source_id = json_extract(w.value, '$[0]') AND r.target_id = json_extract(w.value, '$[1]') "
+            "AND r.type = json_extract(w.value, '$[2]')"
+        )
+        wanted = _json([s.hex, t.hex, y] for s, t, y in keys)
+    statement = statement.columns(id=Uuid, source_id=Uuid, target_id=Uuid, attributes=REL.c.attributes.type)
+    return {(row.source_id, row.target_id, row.type): row for row in conn.execute(statement, {"wanted": wanted})}
+
+
+def insert_relationships(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(REL), rows)
+
+
+_UPDATE_REL = update(REL).where(REL.c.id == bindparam("_id")).values(attributes=bindparam("_attributes"))
+
+
+def update_relationship_attributes(conn: Connection, rows: list[tuple[uuid.UUID, dict]]) -> None:
+    if rows:
+        conn.execute(_UPDATE_REL, [{"_id": rel_id, "_attributes": attributes} for rel_id, attributes in rows])
+
+
+def touch_relationships(conn: Connection, ids: set[uuid.UUID], at: datetime) -> None:
+    if ids:
+        conn.execute(update(REL).where(REL.c.id.in_(sorted(ids))).values(last_seen=at))
+
+
+def record_relationship_sightings(conn: Connection, ids: set[uuid.UUID], source: str, scope_key: str, run_id: str,
+                                  at: datetime) -> None:
+    if not ids:
+        return
+    statement = _upsert(conn, REL_SOURCE)
+    statement = statement.on_conflict_do_update(
+        index_elements=["relationship_id", "source"],
+        set_={"scope_key": statement.excluded.scope_key, "last_seen": statement.excluded.last_seen,
+              "last_run_id": statement.excluded.last_run_id},
+    )
+    conn.execute(statement, [{"relationship_id": rel_id, "source": source, "scope_key": scope_key, "last_seen": at,
+                              "last_run_id": run_id} for rel_id in sorted(ids)])
+
+
+def count_rows(conn: Connection, table) -> int:
+    return conn.execute(select(func.count()).select_from(table)).scalar_one()

@@ -1,0 +1,258 @@
+"""Discovery ingest: identification, reconciliation, idempotence, staleness, errors, runs."""
+
+import pytest
+
+RUN = iter(range(1, 10_000))
+
+
+def batch(source="ssh", items=(), relationships=(), complete=False, scope=None, run_id=None, **extra):
+    return {"source": source, "run_id": run_id or f"run-{next(RUN)}", "scope": scope or {"subnets": ["10.0.0.0/24"]},
+            "complete": complete, "items": list(items), "relationships": list(relationships), **extra}
+
+
+def host(ref, name, **identifiers):
+    attributes = identifiers.pop("attributes", {})
+    return {"ref": ref, "class": identifiers.pop("ci_class", "server"), "name": name,
+            "identifiers": identifiers, "attributes": attributes}
+
+
+def push(api, body, *, as_="discovery", expect=200, **params):
+    response = api.post("/api/v1/ingest", json=body, as_=as_, params=params)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def test_one_ci_from_three_sources_with_different_identifiers(api):
+    nmap = push(api, batch("nmap", [host("n1", "10.0.0.5", ip_address=["10.0.0.5"])]))
+    ssh = push(api, batch("ssh", [host("s1", "web-1", machine_id="0f8e7a1b2c3d4e5f60718293a4b5c6d7",
+                                       fqdn="web-1.example.com", ip_address=["10.0.0.5", "127.0.0.1"],
+                                       attributes={"os_name": "debian"})]))
+    manual = push(api, batch("import", [host("i1", "WEB-1", fqdn="web-1.example.com.", serial_number="CZ1234",
+                                             attributes={"cpu_count": 8})]), as_="write")
+    assert nmap["refs"]["n1"] == ssh["refs"]["s1"] == manual["refs"]["i1"]
+    assert nmap["counts"]["created"] == 1 and ssh["counts"]["updated"] == 1 and manual["counts"]["updated"] == 1
+    cis = api.get("/api/v1/cis?class=server").json()["items"]
+    assert len(cis) == 1
+    ci = api.get(f"/api/v1/cis/{cis[0]['id']}").json()
+    assert ci["name"] == "web-1"  # ssh outranks import; nmap's address-name was overwritten by ssh
+    assert ci["attributes"]["serial_number"] == "CZ1234"
+    assert ci["attributes"]["os_name"] == "debian"
+    assert ci["provenance"]["name"]["source"] == "ssh"
+    assert ci["provenance"]["cpu_count"]["source"] == "import"
+    # and the reverse order: SSH first, then an nmap sighting of its address
+    ssh2 = push(api, batch("ssh", [host("s", "db-1", machine_id="1f8e7a1b2c3d4e5f60718293a4b5c6d7",
+                                        ip_address=["10.0.0.9"])]))
+    nmap2 = push(api, batch("nmap", [host("n", "10.0.0.9", ip_address=["10.0.0.9"])]))
+    assert nmap2["refs"]["n"] == ssh2["refs"]["s"] and nmap2["counts"]["unchanged"] == 1
+
+
+def test_server_and_virtual_machine_with_one_serial_are_one_ci_and_the_specific_class_wins(api):
+    first = push(api, batch("nmap", [host("a", "h", serial_number="VMW-42")]))
+    second = push(api, batch("ssh", [host("b", "h", serial_number="vmw-42", ci_class="virtual_machine")]))
+    assert first["refs"]["a"] == second["refs"]["b"]
+    assert api.get(f"/api/v1/cis/{first['refs']['a']}").json()["class"] == "virtual_machine"
+
+
+def test_precedence_both_ways(api):
+    ci = api.create_ci("server", "app-1", attributes={"fqdn": "app-1.example.com", "os_version": "12.1"})
+    low = push(api, batch("nmap", [host("h", "app-1", fqdn="app-1.example.com",
+                                        attributes={"os_version": "12", "os_name": "linux"})]))
+    assert low["refs"]["h"] == ci["id"]
+    after = api.get(f"/api/v1/cis/{ci['id']}").json()
+    assert after["attributes"]["os_version"] == "12.1"  # manual beats nmap
+    assert after["attributes"]["os_name"] == "linux"  # but nmap fills what is empty
+    push(api, batch("ssh", [host("h", "app-1", fqdn="app-1.example.com", attributes={"os_name": "debian"})]))
+    assert api.get(f"/api/v1/cis/{ci['id']}").json()["attributes"]["os_name"] == "debian"  # ssh beats nmap
+    push(api, batch("nmap", [host("h", "app-1", fqdn="app-1.example.com", attributes={"os_name": "linux"})]))
+    assert api.get(f"/api/v1/cis/{ci['id']}").json()["attributes"]["os_name"] == "debian"  # nmap never beats ssh
+    api.patch(f"/api/v1/cis/{ci['id']}", json={"attributes": {"os_name": "debian-custom"}})
+    push(api, batch("ssh", [host("h", "app-1", fqdn="app-1.example.com", attributes={"os_name": "debian"})]))
+    assert api.get(f"/api/v1/cis/{ci['id']}").json()["attributes"]["os_name"] == "debian-custom"
+
+
+def test_precedence_is_configurable_per_attribute(api):
+    rules = [{"class": None, "attribute": None, "sources": ["manual", "ssh", "snmp", "nmap", "import"]},
+             {"class": "server", "attribute": "os_name", "sources": ["nmap", "ssh"]}]
+    assert api.request("PUT", "/api/v1/precedence", json=rules).status_code == 200
+    push(api, batch("ssh", [host("h", "x", fqdn="x.example.com", attributes={"os_name": "debian"})]))
+    out = push(api, batch("nmap", [host("h", "x", fqdn="x.example.com", attributes={"os_name": "linux"})]))
+    assert api.get(f"/api/v1/cis/{out['refs']['h']}").json()["attributes"]["os_name"] == "linux"
+
+
+def test_conflict_is_reported_not_merged(api):
+    a = api.create_ci("server", "a", attributes={"serial_number": "S-A"})
+    b = api.create_ci("server", "b", attributes={"fqdn": "b.example.com"})
+    out = push(api, batch("ssh", [host("x", "confused", serial_number="S-A", fqdn="b.example.com"),
+                                  host("ok", "fine", serial_number="S-C")]))
+    assert out["counts"]["conflicts"] == 1 and out["counts"]["created"] == 1
+    assert out["conflicts"][0]["ref"] == "x"
+    assert sorted(out["conflicts"][0]["candidates"]) == sorted([a["id"], b["id"]])
+    assert "x" not in out["refs"]
+    assert api.get(f"/api/v1/cis/{a['id']}").json()["version"] == 1
+    assert api.get(f"/api/v1/cis/{b['id']}").json()["version"] == 1
+    run = api.get(f"/api/v1/discovery/runs/{out['run_id']}").json()
+    assert run["conflicts"][0]["candidates"] == out["conflicts"][0]["candidates"]
+
+
+def test_junk_identifiers_never_merge(api):
+    junk = {"serial_number": "Default string", "product_uuid": "03000200-0400-0500-0006-000700080009"}
+    out = push(api, batch("ssh", [host("a", "a", machine_id="2f8e7a1b2c3d4e5f60718293a4b5c6d7", **junk),
+                                  host("b", "b", machine_id="3f8e7a1b2c3d4e5f60718293a4b5c6d7", **junk)]))
+    assert out["counts"]["created"] == 2 and out["refs"]["a"] != out["refs"]["b"]
+    only_junk = push(api, batch("ssh", [host("c", "c", ip_address=["127.0.0.1", "fe80::1"], **junk)]))
+    assert only_junk["counts"]["errors"] == 1
+    assert "no identifier usable" in only_junk["errors"][0]["message"]
+
+
+def test_shared_docker_bridge_address_does_not_merge_hosts(api):
+    out = push(api, batch("ssh", [host("a", "a", machine_id="4f8e7a1b2c3d4e5f60718293a4b5c6d7", ip_address=["172.17.0.1", "10.0.0.1"]),
+                                  host("b", "b", machine_id="5f8e7a1b2c3d4e5f60718293a4b5c6d7", ip_address=["172.17.0.1", "10.0.0.2"])]))
+    assert out["counts"]["created"] == 2
+    nmap = push(api, batch("nmap", [host("n", "172.17.0.1", ip_address=["172.17.0.1"])]))
+    assert nmap["refs"]["n"] not in (out["refs"]["a"], out["refs"]["b"])
+
+
+def test_second_identical_batch_writes_nothing(api):
+    items = [host("h", "web-1", machine_id="6f8e7a1b2c3d4e5f60718293a4b5c6d7", attributes={"cpu_count": 4}),
+             {"ref": "a", "class": "database", "name": "postgres", "identifiers": {"instance_key": "6f8e/postgres/5432"},
+              "attributes": {"port": 5432}}]
+    rels = [{"source": "a", "target": "h", "type": "runs_on"}]
+    first = push(api, batch("ssh", items, rels, run_id="r1"))
+    before = api.get("/api/v1/changes").json()["last_seq"]
+    ci_before = api.get(f"/api/v1/cis/{first['refs']['h']}").json()
+    second = push(api, batch("ssh", items, rels, run_id="r2"))
+    assert second["refs"] == first["refs"]
+    assert second["counts"] == {"created": 0, "updated": 0, "unchanged": 2, "conflicts": 0, "errors": 0,
+                                "by_class": {"database": {"unchanged": 1}, "server": {"unchanged": 1}}}
+    assert second["relationships"] == {"created": 0, "updated": 0, "unchanged": 1, "errors": 0}
+    assert api.get("/api/v1/changes").json()["last_seq"] == before
+    ci_after = api.get(f"/api/v1/cis/{first['refs']['h']}").json()
+    assert ci_after["version"] == ci_before["version"]
+    assert ci_after["last_seen"] > ci_before["last_seen"]
+
+
+def test_staleness_after_complete_runs_and_revival(api):
+    scope = {"subnets": ["10.1.0.0/24"]}
+    a = host("a", "a", machine_id="7f8e7a1b2c3d4e5f60718293a4b5c6d7")
+    b = host("b", "b", machine_id="8f8e7a1b2c3d4e5f60718293a4b5c6d7")
+    app_on_b = {"ref": "app", "class": "application", "name": "svc", "identifiers": {"instance_key": "8f8e/svc/80"}}
+    first = push(api, batch("ssh", [a, b, app_on_b], [{"source": "app", "target": "b", "type": "runs_on"}],
+                            complete=True, scope=scope))
+    b_id = first["refs"]["b"]
+    for run in range(3):
+        out = push(api, batch("ssh", [a], complete=True, scope=scope))
+        status = api.get(f"/api/v1/cis/{b_id}").json()["status"]
+        assert status == ("stale" if run == 2 else "active"), run
+    assert out["stale"] and b_id in out["stale"]
+    assert first["refs"]["app"] in out["stale"]
+    # the relationship ended on the first complete run that did not report it, and history keeps it
+    assert api.get(f"/api/v1/relationships?source={first['refs']['app']}").json()["items"] == []
+    # a run over another scope ages nothing here
+    push(api, batch("ssh", [], complete=True, scope={"subnets": ["10.2.0.0/24"]}))
+    revived = push(api, batch("ssh", [b], scope=scope))
+    assert revived["counts"]["updated"] == 1
+    ci = api.get(f"/api/v1/cis/{b_id}").json()
+    assert ci["status"] == "active"
+    assert [r["diff"].get("status") for r in api.get(f"/api/v1/cis/{b_id}/history").json()["items"][:2]] == [
+        ["stale", "active"], ["active", "stale"]]
+
+
+def test_not_stale_while_another_source_still_sees_it(api):
+    scope = {"subnets": ["10.3.0.0/24"]}
+    item = host("h", "h", machine_id="9f8e7a1b2c3d4e5f60718293a4b5c6d7", ip_address=["10.3.0.4"])
+    push(api, batch("nmap", [host("n", "10.3.0.4", ip_address=["10.3.0.4"])], complete=True, scope=scope))
+    out = push(api, batch("ssh", [item], complete=True, scope=scope))
+    for _ in range(3):
+        push(api, batch("nmap", [], complete=True, scope=scope))
+        push(api, batch("ssh", [item], complete=True, scope=scope))
+    assert api.get(f"/api/v1/cis/{out['refs']['h']}").json()["status"] == "active"
+
+
+def test_manual_relationship_survives_discovery_forgetting_it(api):
+    scope = {"hosts": ["h1"]}
+    items = [host("h", "h", machine_id="af8e7a1b2c3d4e5f60718293a4b5c6d7"),
+             {"ref": "a", "class": "application", "name": "a", "identifiers": {"instance_key": "af8e/a/1"}}]
+    out = push(api, batch("ssh", items, [{"source": "a", "target": "h", "type": "runs_on"}], complete=True, scope=scope))
+    manual = api.relate(out["refs"]["a"], "depends_on", out["refs"]["h"])
+    push(api, batch("ssh", items, [{"source": "a", "target": "h", "type": "depends_on"}], complete=True, scope=scope))
+    push(api, batch("ssh", items, [], complete=True, scope=scope))
+    assert api.get(f"/api/v1/relationships/{manual['id']}").status_code == 200
+    assert api.get(f"/api/v1/relationships?type=runs_on&source={out['refs']['a']}").json()["items"] == []
+
+
+def test_per_item_errors_and_the_rest_applies(api):
+    existing = api.create_ci("server", "existing")
+    items = [
+        {"ref": "bad-class", "class": "spaceship", "name": "x", "identifiers": {"serial_number": "1"}},
+        {"ref": "no-id", "class": "server", "name": "x", "identifiers": {}},
+        {"ref": "bad-schema", "class": "server", "name": "x", "identifiers": {"serial_number": "S-9"},
+         "attributes": {"cpu_count": "many"}},
+        host("good", "good", serial_number="S-10"),
+    ]
+    rels = [{"source": "good", "target": "nowhere", "type": "depends_on"},
+            {"source": "good", "target": existing["id"], "type": "loves"},
+            {"source": "good", "target": "bad-class", "type": "depends_on"},
+            {"source": "good", "target": existing["id"], "type": "connects_to"}]
+    out = push(api, batch("ssh", items, rels))
+    by_ref = {e.get("ref"): e for e in out["errors"] if "ref" in e}
+    assert set(by_ref) == {"bad-class", "no-id", "bad-schema"}
+    assert by_ref["bad-schema"]["field"] == "items.2.attributes.cpu_count"
+    rel_errors = sorted(e["field"] for e in out["errors"] if "relationship" in e)
+    assert rel_errors == ["relationships.0.target", "relationships.1.type", "relationships.2.target"]
+    assert out["counts"]["created"] == 1 and out["relationships"]["created"] == 1
+
+
+def test_atomic_applies_nothing_on_any_error(api):
+    items = [host("good", "good", serial_number="S-11"), {"ref": "bad", "class": "spaceship", "name": "x"}]
+    response = api.post("/api/v1/ingest", json=batch("ssh", items, atomic=True), as_="discovery")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert api.get("/api/v1/cis").json()["items"] == []
+
+
+def test_dry_run_writes_nothing(api):
+    out = push(api, batch("ssh", [host("h", "h", serial_number="S-12")]), dry_run="true")
+    assert out["dry_run"] is True and out["counts"]["created"] == 1
+    assert api.get("/api/v1/cis").json()["items"] == []
+    assert api.get("/api/v1/changes").json()["items"] == []
+    assert api.get(f"/api/v1/discovery/runs/{out['run_id']}").status_code == 404
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"source": "ssh", "run_id": "r", "items": [{"ref": "a"}]}, "items.0.class"),
+    ({"source": "SSH!", "run_id": "r"}, "source"),
+    ({"source": "ssh", "run_id": "r", "scope": {"subnets": ["10.0.0.0/33"]}}, "scope.subnets"),
+    ({"source": "ssh"}, "run_id"),
+    ({"source": "ssh", "run_id": "r", "items": "x"}, "items"),
+])
+def test_malformed_batch_is_422_with_the_path(api, body, field):
+    response = api.post("/api/v1/ingest", json=body, as_="discovery")
+    assert response.status_code == 422
+    assert any(e["field"].startswith(field) for e in response.json()["errors"]), response.json()
+
+
+def test_too_many_items_is_413(api):
+    items = [{"ref": f"r{i}", "class": "ip_address", "name": "x", "identifiers": {"address": "10.0.0.1"}}
+             for i in range(10_001)]
+    response = api.post("/api/v1/ingest", json=batch("nmap", items), as_="discovery")
+    assert response.status_code == 413
+    assert "10000" in response.json()["detail"]
+
+
+def test_scope_checks(api):
+    assert api.post("/api/v1/ingest", json=batch(), as_="read").status_code == 403
+    assert api.post("/api/v1/ingest", json=batch(), as_="write").status_code == 200
+    assert api.request("PUT", "/api/v1/precedence", json=[], as_="write").status_code == 403
+
+
+def test_runs_are_recorded_across_batches(api):
+    push(api, batch("ssh", [host("a", "a", serial_number="S-20")], run_id="big-run"))
+    out = push(api, batch("ssh", [host("b", "b", serial_number="S-21")], run_id="big-run", complete=True))
+    run = api.get("/api/v1/discovery/runs/big-run", as_="read").json()
+    assert run["batches"] == 2 and run["complete"] is True and run["finished_at"] is not None
+    assert run["counts"]["created"] == 2 and run["source"] == "ssh" and run["actor"] == "discovery-bot"
+    listed = api.get("/api/v1/discovery/runs?source=ssh").json()["items"]
+    assert [r["id"] for r in listed] == ["big-run"]
+    # a finished run takes no more batches, and a run id is one source's
+    assert api.post("/api/v1/ingest", json=batch("ssh", [], run_id="big-run"), as_="discovery").status_code == 409
+    assert api.post("/api/v1/ingest", json=batch("nmap", [], run_id=out["run_id"]), as_="discovery").status_code == 409

@@ -6,11 +6,12 @@ lookup of 30,000 identifier values is one statement, not 30,000, and no driver p
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Uuid, bindparam, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Connection, Uuid, any_, bindparam, func, insert, literal, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -31,6 +32,20 @@ def _json(rows: Iterable[Any]) -> str:
 
 def _postgres(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
+
+
+def _id_values(conn: Connection, ids: Iterable[uuid.UUID]):
+    """A list of ids as ONE bound value: a uuid[] on PostgreSQL, the rows of a JSON array on SQLite.
+    A statement then costs the same to build and send whether it names ten ids or ten thousand."""
+    if _postgres(conn):
+        return func.unnest(bindparam(None, list(ids), type_=ARRAY(Uuid)))
+    return func.json_each(bindparam(None, _json(i.hex for i in ids))).table_valued("value").c.value
+
+
+def id_in(conn: Connection, column, ids: Iterable[uuid.UUID]) -> ColumnElement[bool]:
+    if _postgres(conn):
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(Uuid)))
+    return column.in_(select(_id_values(conn, ids)).scalar_subquery())
 
 
 def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple, uuid.UUID]:
@@ -58,14 +73,14 @@ def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set
     """Those of `ci_ids` that hold some identifier other than a held one."""
     if not ci_ids:
         return set()
-    query = select(IDENT.c.ci_id).where(IDENT.c.ci_id.in_(sorted(ci_ids)), IDENT.c.key.not_in(sorted(held_keys) or [""]))
+    query = select(IDENT.c.ci_id).where(id_in(conn, IDENT.c.ci_id, ci_ids), IDENT.c.key.not_in(sorted(held_keys) or [""]))
     return set(conn.execute(query.distinct()).scalars())
 
 
 def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
     if not ci_ids:
         return {}
-    query = select(CI).where(CI.c.id.in_(sorted(ci_ids))).order_by(CI.c.id)
+    query = select(CI).where(id_in(conn, CI.c.id, ci_ids)).order_by(CI.c.id)
     if _postgres(conn):
         query = query.with_for_update()  # in id order, so two overlapping batches cannot deadlock
     return {row["id"]: row for row in conn.execute(query).mappings()}
@@ -74,7 +89,7 @@ def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
 def existing_ci_ids(conn: Connection, ci_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     if not ci_ids:
         return set()
-    return set(conn.execute(select(CI.c.id).where(CI.c.id.in_(sorted(ci_ids)))).scalars())
+    return set(conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, ci_ids))).scalars())
 
 
 def insert_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -105,7 +120,7 @@ def update_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
     """Move last_seen only: no version, no history."""
     if ci_ids:
-        conn.execute(update(CI).where(CI.c.id.in_(sorted(ci_ids))).values(last_seen=at))
+        conn.execute(update(CI).where(id_in(conn, CI.c.id, ci_ids)).values(last_seen=at))
 
 
 def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:
@@ -136,18 +151,28 @@ def _upsert(conn: Connection, table):
     return (pg_insert if _postgres(conn) else sqlite_insert)(table)
 
 
+def _record_sightings(conn: Connection, table, key_column: str, ids: set[uuid.UUID], values: dict[str, Any],
+                      refresh: list[str]) -> None:
+    """Upsert one sighting row per id, as one INSERT ... SELECT over the id list."""
+    if not ids:
+        return
+    columns = [key_column, *values]
+    rows = select(_id_values(conn, ids), *[literal(value, type_=table.c[name].type).label(name)
+                                            for name, value in values.items()])
+    if not _postgres(conn):
+        rows = rows.where(literal(True))  # SQLite's parser needs a WHERE before ON CONFLICT in INSERT ... SELECT
+    statement = _upsert(conn, table).from_select(columns, rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=[key_column, "source"], set_={name: statement.excluded[name] for name in refresh})
+    conn.execute(statement)
+
+
 def record_ci_sightings(conn: Connection, ci_ids: set[uuid.UUID], source: str, scope_key: str, run_id: str,
                         at: datetime) -> None:
-    if not ci_ids:
-        return
-    statement = _upsert(conn, CI_SOURCE)
-    statement = statement.on_conflict_do_update(
-        index_elements=["ci_id", "source"],
-        set_={"scope_key": statement.excluded.scope_key, "last_seen": statement.excluded.last_seen,
-              "last_run_id": statement.excluded.last_run_id, "missed_runs": 0},
-    )
-    conn.execute(statement, [{"ci_id": ci_id, "source": source, "scope_key": scope_key, "first_seen": at,
-                              "last_seen": at, "last_run_id": run_id, "missed_runs": 0} for ci_id in sorted(ci_ids)])
+    _record_sightings(conn, CI_SOURCE, "ci_id", ci_ids,
+                      {"source": source, "scope_key": scope_key, "first_seen": at, "last_seen": at,
+                       "last_run_id": run_id, "missed_runs": 0},
+                      refresh=["scope_key", "last_seen", "last_run_id", "missed_runs"])
 
 
 def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple, Any]:
@@ -167,7 +192,7 @@ def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UU
         )
         wanted = _json([s.hex, t.hex, y] for s, t, y in keys)
     statement = statement.columns(id=Uuid, source_id=Uuid, target_id=Uuid, attributes=REL.c.attributes.type)
-    return {(row.source_id, row.target_id, row.type): row for row in conn.execute(statement, {"wanted": wanted})}
+    return {(row.source_id, row.target_id, row.type): row for row in conn.execute(statement, {"wanted": wanted}).all()}
 
 
 def insert_relationships(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -183,24 +208,20 @@ def update_relationship_attributes(conn: Connection, rows: list[tuple[uuid.UUID,
         conn.execute(_UPDATE_REL, [{"_id": rel_id, "_attributes": attributes} for rel_id, attributes in rows])
 
 
+# A relationship's last_seen is refreshed at most this often: rewriting every relationship row on every
+# run was a third of an unchanged batch's database time. Each source's exact sighting time is kept in
+# relationship_source, which is what staleness reads.
+RELATIONSHIP_LAST_SEEN_RESOLUTION = timedelta(hours=1)
+
+
 def touch_relationships(conn: Connection, ids: set[uuid.UUID], at: datetime) -> None:
     if ids:
-        conn.execute(update(REL).where(REL.c.id.in_(sorted(ids))).values(last_seen=at))
+        conn.execute(update(REL).where(id_in(conn, REL.c.id, ids),
+                                       REL.c.last_seen < at - RELATIONSHIP_LAST_SEEN_RESOLUTION).values(last_seen=at))
 
 
 def record_relationship_sightings(conn: Connection, ids: set[uuid.UUID], source: str, scope_key: str, run_id: str,
                                   at: datetime) -> None:
-    if not ids:
-        return
-    statement = _upsert(conn, REL_SOURCE)
-    statement = statement.on_conflict_do_update(
-        index_elements=["relationship_id", "source"],
-        set_={"scope_key": statement.excluded.scope_key, "last_seen": statement.excluded.last_seen,
-              "last_run_id": statement.excluded.last_run_id},
-    )
-    conn.execute(statement, [{"relationship_id": rel_id, "source": source, "scope_key": scope_key, "last_seen": at,
-                              "last_run_id": run_id} for rel_id in sorted(ids)])
-
-
-def count_rows(conn: Connection, table) -> int:
-    return conn.execute(select(func.count()).select_from(table)).scalar_one()
+    _record_sightings(conn, REL_SOURCE, "relationship_id", ids,
+                      {"source": source, "scope_key": scope_key, "last_seen": at, "last_run_id": run_id},
+                      refresh=["scope_key", "last_seen", "last_run_id"])

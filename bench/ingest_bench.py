@@ -1,0 +1,220 @@
+"""Benchmark: discovery ingest of a realistic estate through the real HTTP API.
+
+100,000 items (network devices, clusters, servers, VMs, IP addresses, applications, databases, web
+servers, containers, services) and ~200,000 relationships, pushed in batches of 5,000 to a running
+`karta serve` (one worker), on SQLite and on PostgreSQL, side by side in one run:
+  1. first load (everything is created),
+  2. the same batches again (everything unchanged: only last_seen moves),
+  3. the same with 5% of the items changed.
+Reports items/s per pass and the server's peak resident memory. Prints a Markdown table and writes
+bench/results/ingest.md.
+
+    python bench/ingest_bench.py [--items 100000] [--batch 5000] [--backends sqlite,postgresql]
+"""
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.core import migrations  # noqa: E402
+from app.core.db import WRITE_OPTION, make_engine  # noqa: E402
+from app.services import tokens  # noqa: E402
+from tests.server import free_port  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PG_URL = os.environ.get("KARTA_BENCH_POSTGRES_URL", "postgresql+psycopg://@127.0.0.1:5432/test")
+
+
+def generate(total: int, rng: random.Random):
+    """Items in dependency order, each with the relationships whose later end it is."""
+    scale = total / 100_000
+    counts = {"network_device": 1000, "cluster": 500, "server": 16000, "virtual_machine": 24000, "ip_address": 30000,
+              "application": 12000, "database": 3000, "web_server": 5000, "container": 6500, "service": 2000}
+    items = []  # (item dict, [relationship dicts])
+    refs: dict[str, list[str]] = {}
+
+    def add(ci_class, name, identifiers, attributes, relationships):
+        ref = f"{ci_class}-{len(refs.setdefault(ci_class, []))}"
+        refs[ci_class].append(ref)
+        items.append(({"ref": ref, "class": ci_class, "name": name, "identifiers": identifiers,
+                       "attributes": attributes}, [{"source": s if s != "@" else ref, "target": t if t != "@" else ref,
+                                                    "type": y} for s, y, t in relationships]))
+        return ref
+
+    def hexid():
+        return uuid.UUID(int=rng.getrandbits(128)).hex
+
+    for n in range(int(counts["network_device"] * scale)):
+        add("network_device", f"sw-{n:04d}", {"serial_number": f"FOC{rng.getrandbits(40):010X}", "fqdn": f"sw-{n:04d}.net.example.com"},
+            {"vendor": "cisco", "model": "C9300"}, [])
+    for n in range(int(counts["cluster"] * scale)):
+        add("cluster", f"cluster-{n:03d}", {"cluster_id": f"cl-{n}"}, {"min_members": rng.choice([1, 2])}, [])
+    hosts = []
+    for ci_class in ("server", "virtual_machine"):
+        for n in range(int(counts[ci_class] * scale)):
+            name = f"{ci_class[:2]}-{n:05d}"
+            switches = rng.sample(refs["network_device"], 2)
+            rels = [("@", "connects_to", switches[0]), ("@", "connects_to", switches[1])]
+            if rng.random() < 0.3:
+                rels.append(("@", "member_of", rng.choice(refs["cluster"])))
+            hosts.append(add(ci_class, name, {"machine_id": hexid(), "serial_number": f"CZ{rng.getrandbits(40):010X}",
+                                              "fqdn": f"{name}.example.com",
+                                              "mac_address": ["52:54:00:" + ":".join(f"{rng.getrandbits(8):02x}" for _ in range(3))]},
+                             {"os_name": "debian", "os_version": "12", "cpu_count": rng.choice([2, 4, 8, 16]),
+                              "memory_mb": rng.choice([4096, 16384, 65536])}, rels))
+    for n in range(int(counts["ip_address"] * scale)):
+        address = f"10.{n // 65536}.{n // 256 % 256}.{n % 256 or 1}"
+        add("ip_address", address, {"address": address}, {}, [(hosts[n % len(hosts)], "contains", "@")])
+    apps = []
+    for ci_class in ("database", "application", "web_server"):
+        for n in range(int(counts[ci_class] * scale)):
+            rels = [("@", "runs_on", rng.choice(hosts))] + [("@", "depends_on", a) for a in rng.sample(apps, min(3, len(apps)))]
+            apps.append(add(ci_class, f"{ci_class}-{n}", {"instance_key": f"{hexid()}/{ci_class}/{n}"},
+                            {"port": rng.choice([80, 443, 5432, 8080]), "version": "1.0"}, rels))
+    for n in range(int(counts["container"] * scale)):
+        add("container", f"ctr-{n}", {"container_id": hexid()}, {"image": "registry/app:1"}, [("@", "runs_on", rng.choice(hosts))])
+    for n in range(int(counts["service"] * scale)):
+        add("service", f"service-{n}", {"service_id": f"SVC{n:05d}"}, {"sla": "gold"},
+            [("@", "depends_on", a) for a in rng.sample(apps, 5)])
+    return items
+
+
+def batches_of(items, size: int, run: str, id_of: dict[str, str]):
+    """Batches of `size` items; a relationship end from an earlier batch is sent as that CI's id."""
+    for start in range(0, len(items), size):
+        chunk = items[start:start + size]
+        in_batch = {item["ref"] for item, _ in chunk}
+        relationships = []
+        for _, rels in chunk:
+            for rel in rels:
+                relationships.append({**rel, "source": rel["source"] if rel["source"] in in_batch else id_of[rel["source"]],
+                                      "target": rel["target"] if rel["target"] in in_batch else id_of[rel["target"]]})
+        yield {"source": "ssh", "run_id": f"{run}-{start}", "scope": {"subnets": ["10.0.0.0/8"]},
+               "items": [item for item, _ in chunk], "relationships": relationships}
+
+
+class PeakMemory:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _rss(self) -> int:
+        total = 0
+        pids = [self.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True,
+                                                            text=True).stdout.split()]
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            self.peak = max(self.peak, self._rss())
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_backend(url: str, items, batch_size: int) -> list[tuple[str, float, int, int]]:
+    engine = make_engine(url)
+    migrations.upgrade(engine)
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        secret = tokens.create_token(conn, "bench", ["discovery"])["secret"]
+    engine.dispose()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                              env={**os.environ, "KARTA_DATABASE_URL": url}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        memory = PeakMemory(server.pid)
+        results, id_of = [], {}
+        rng = random.Random(7)
+        changed = [({**item, "attributes": {**item["attributes"], "version": "2.0", "patched": True}}
+                    if rng.random() < 0.05 else item, rels) for item, rels in items]
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=600) as http:
+            for label, data in (("first load", items), ("same again (unchanged)", items), ("5% changed", changed)):
+                started, totals = time.perf_counter(), {}
+                for body in batches_of(data, batch_size, label.split()[0], id_of):
+                    response = http.post("/api/v1/ingest", content=__import__("orjson").dumps(body),
+                                         headers={"Content-Type": "application/json"})
+                    response.raise_for_status()
+                    outcome = response.json()
+                    id_of.update(outcome["refs"])
+                    for key in ("created", "updated", "unchanged", "errors", "conflicts"):
+                        totals[key] = totals.get(key, 0) + outcome["counts"][key]
+                    totals["relationships"] = totals.get("relationships", 0) + sum(outcome["relationships"].values())
+                elapsed = time.perf_counter() - started
+                results.append((label, elapsed, totals))
+                print(f"  {label}: {len(data) / elapsed:,.0f} items/s ({elapsed:.1f} s) {totals}", file=sys.stderr)
+        return results, memory.stop()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    items = generate(args.items, random.Random(20261122))
+    relationship_count = sum(len(rels) for _, rels in items)
+    print(f"{len(items):,} items, {relationship_count:,} relationships", file=sys.stderr)
+    workdir = Path(tempfile.mkdtemp(prefix="karta-ingest-"))
+    lines = [f"Ingest through HTTP, {len(items):,} items and {relationship_count:,} relationships in batches of "
+             f"{args.batch:,}, one client, `karta serve` with one worker, {os.cpu_count()} cores", "",
+             "| backend | pass | items/s | seconds | created | updated | unchanged | errors | server peak RSS |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for backend in args.backends.split(","):
+        if backend == "sqlite":
+            url = f"sqlite:///{workdir / 'ingest.db'}"
+        else:
+            admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text("DROP DATABASE IF EXISTS karta_bench_ingest WITH (FORCE)"))
+                conn.execute(text("CREATE DATABASE karta_bench_ingest"))
+            admin.dispose()
+            url = make_url(PG_URL).set(database="karta_bench_ingest").render_as_string(hide_password=False)
+        print(backend, file=sys.stderr)
+        results, peak = run_backend(url, items, args.batch)
+        for label, elapsed, totals in results:
+            lines.append(f"| {backend} | {label} | {len(items) / elapsed:,.0f} | {elapsed:.1f} | {totals['created']:,} | "
+                         f"{totals['updated']:,} | {totals['unchanged']:,} | {totals['errors']} | {peak / 2**20:,.0f} MiB |")
+    shutil.rmtree(workdir, ignore_errors=True)
+    report = "\n".join(lines)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest.md").write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

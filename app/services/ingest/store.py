@@ -9,13 +9,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-from sqlalchemy import ColumnElement, Connection, Uuid, any_, bindparam, func, insert, literal, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Uuid, bindparam, insert, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
+from app.services.bulk import id_in, id_values, is_postgres, json_list
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__
@@ -26,37 +25,15 @@ REL_SOURCE = RelationshipSource.__table__
 Triple = tuple[str, str, str]
 
 
-def _json(rows: Iterable[Any]) -> str:
-    return orjson.dumps(list(rows)).decode()
-
-
-def _postgres(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
-def _id_values(conn: Connection, ids: Iterable[uuid.UUID]):
-    """A list of ids as ONE bound value: a uuid[] on PostgreSQL, the rows of a JSON array on SQLite.
-    A statement then costs the same to build and send whether it names ten ids or ten thousand."""
-    if _postgres(conn):
-        return func.unnest(bindparam(None, list(ids), type_=ARRAY(Uuid)))
-    return func.json_each(bindparam(None, _json(i.hex for i in ids))).table_valued("value").c.value
-
-
-def id_in(conn: Connection, column, ids: Iterable[uuid.UUID]) -> ColumnElement[bool]:
-    if _postgres(conn):
-        return column == any_(bindparam(None, list(ids), type_=ARRAY(Uuid)))
-    return column.in_(select(_id_values(conn, ids)).scalar_subquery())
-
-
 def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple, uuid.UUID]:
     if not triples:
         return {}
-    if _postgres(conn):
+    if is_postgres(conn):
         statement = text(
             "SELECT i.family, i.key, i.value, i.ci_id FROM jsonb_to_recordset(CAST(:wanted AS jsonb)) "
             "AS w(f text, k text, v text) JOIN ci_identifier i ON i.family = w.f AND i.key = w.k AND i.value = w.v"
         )
-        wanted = _json({"f": f, "k": k, "v": v} for f, k, v in triples)
+        wanted = json_list({"f": f, "k": k, "v": v} for f, k, v in triples)
     else:
         # CROSS JOIN keeps json_each the outer loop, so each value is one primary-key probe.
         statement = text(
@@ -64,7 +41,7 @@ def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple
             "ON i.family = json_extract(w.value, '$[0]') AND i.key = json_extract(w.value, '$[1]') "
             "AND i.value = json_extract(w.value, '$[2]')"
         )
-        wanted = _json(triples)
+        wanted = json_list(triples)
     rows = conn.execute(statement.columns(ci_id=Uuid), {"wanted": wanted}).all()
     return {(family, key, value): ci_id for family, key, value, ci_id in rows}
 
@@ -81,7 +58,7 @@ def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
     if not ci_ids:
         return {}
     query = select(CI).where(id_in(conn, CI.c.id, ci_ids)).order_by(CI.c.id)
-    if _postgres(conn):
+    if is_postgres(conn):
         query = query.with_for_update()  # in id order, so two overlapping batches cannot deadlock
     return {row["id"]: row for row in conn.execute(query).mappings()}
 
@@ -126,17 +103,17 @@ def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
 def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:
     """Insert strong identifiers not yet indexed; move held ones to their new holder."""
     if held:
-        if _postgres(conn):
+        if is_postgres(conn):
             conn.execute(text(
                 "DELETE FROM ci_identifier i USING jsonb_to_recordset(CAST(:moved AS jsonb)) AS m(f text, k text, v text, c uuid) "
                 "WHERE i.family = m.f AND i.key = m.k AND i.value = m.v AND i.ci_id <> m.c"
-            ), {"moved": _json({"f": f, "k": k, "v": v, "c": str(c)} for (f, k, v), c in held)})
+            ), {"moved": json_list({"f": f, "k": k, "v": v, "c": str(c)} for (f, k, v), c in held)})
         else:
             conn.execute(text(
                 "DELETE FROM ci_identifier WHERE EXISTS (SELECT 1 FROM json_each(:moved) AS m "
                 "WHERE ci_identifier.family = json_extract(m.value, '$[0]') AND ci_identifier.key = json_extract(m.value, '$[1]') "
                 "AND ci_identifier.value = json_extract(m.value, '$[2]') AND ci_identifier.ci_id <> json_extract(m.value, '$[3]'))"
-            ), {"moved": _json([f, k, v, c.hex] for (f, k, v), c in held)})
+            ), {"moved": json_list([f, k, v, c.hex] for (f, k, v), c in held)})
     # A plain insert for strong identifiers: if a concurrent batch indexed one first, the primary key
     # refuses this one and the whole batch is retried (it will then find that CI instead of making a twin).
     strong_rows = [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(strong).items()]
@@ -148,7 +125,7 @@ def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], 
 
 
 def _upsert(conn: Connection, table):
-    return (pg_insert if _postgres(conn) else sqlite_insert)(table)
+    return (pg_insert if is_postgres(conn) else sqlite_insert)(table)
 
 
 def _record_sightings(conn: Connection, table, key_column: str, ids: set[uuid.UUID], values: dict[str, Any],
@@ -157,9 +134,9 @@ def _record_sightings(conn: Connection, table, key_column: str, ids: set[uuid.UU
     if not ids:
         return
     columns = [key_column, *values]
-    rows = select(_id_values(conn, ids), *[literal(value, type_=table.c[name].type).label(name)
+    rows = select(id_values(conn, ids), *[literal(value, type_=table.c[name].type).label(name)
                                             for name, value in values.items()])
-    if not _postgres(conn):
+    if not is_postgres(conn):
         rows = rows.where(literal(True))  # SQLite's parser needs a WHERE before ON CONFLICT in INSERT ... SELECT
     statement = _upsert(conn, table).from_select(columns, rows)
     statement = statement.on_conflict_do_update(
@@ -178,19 +155,19 @@ def record_ci_sightings(conn: Connection, ci_ids: set[uuid.UUID], source: str, s
 def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple, Any]:
     if not keys:
         return {}
-    if _postgres(conn):
+    if is_postgres(conn):
         statement = text(
             "SELECT r.id, r.source_id, r.target_id, r.type, r.attributes FROM jsonb_to_recordset(CAST(:wanted AS jsonb)) "
             "AS w(s uuid, t uuid, y text) JOIN relationship r ON r.source_id = w.s AND r.target_id = w.t AND r.type = w.y"
         )
-        wanted = _json({"s": str(s), "t": str(t), "y": y} for s, t, y in keys)
+        wanted = json_list({"s": str(s), "t": str(t), "y": y} for s, t, y in keys)
     else:
         statement = text(
             "SELECT r.id, r.source_id, r.target_id, r.type, r.attributes FROM json_each(:wanted) AS w CROSS JOIN relationship AS r "
             "ON r.source_id = json_extract(w.value, '$[0]') AND r.target_id = json_extract(w.value, '$[1]') "
             "AND r.type = json_extract(w.value, '$[2]')"
         )
-        wanted = _json([s.hex, t.hex, y] for s, t, y in keys)
+        wanted = json_list([s.hex, t.hex, y] for s, t, y in keys)
     statement = statement.columns(id=Uuid, source_id=Uuid, target_id=Uuid, attributes=REL.c.attributes.type)
     return {(row.source_id, row.target_id, row.type): row for row in conn.execute(statement, {"wanted": wanted}).all()}
 

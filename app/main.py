@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app.api import changes, cis, health, ingest, problems, registry, relationships, tokens
+from app.api import changes, cis, health, impact, ingest, problems, registry, relationships, tokens
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
+from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache
 from app.services.tokens import TokenVerifier
 
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        if settings.load_graph_at_startup:
+            app.state.live_graph.warm_up()
         yield
         engine.dispose()
 
@@ -36,8 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
+    app.state.live_graph = LiveGraph(engine, app.state.registry)
     problems.install(app)
-    for module in (health, cis, relationships, changes, registry, tokens, ingest):
+    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
         app.include_router(module.router)
     logging.getLogger("karta").setLevel(logging.INFO)
     return app

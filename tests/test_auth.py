@@ -38,6 +38,11 @@ CONTRACT = [
     ("GET", "/api/v1/discovery/runs/{run_id}", "read"),
     ("GET", "/api/v1/precedence", "read"),
     ("PUT", "/api/v1/precedence", "admin"),
+    ("POST", "/api/v1/impact", "read"),
+    ("POST", "/api/v1/blast-radius", "read"),
+    ("POST", "/api/v1/root-cause", "read"),
+    ("GET", "/api/v1/cis/{ci_id}/spof", "read"),
+    ("GET", "/api/v1/cis/{ci_id}/neighborhood", "read"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # One connection per thread, so no request waits for a connection or opens one of its own.
     threads: int = 16
     default_page_size: int = 100
+    # Build the in-memory impact graph in the background as soon as the worker starts (otherwise the
+    # first impact question builds it).
+    load_graph_at_startup: bool = True
     # Discovery: a CI a source no longer reports becomes stale after this many complete runs of that
     # source over the same scope without it, or this many days since that source last saw it.
     stale_after_runs: int = Field(default=3, ge=1)

@@ -1,0 +1,98 @@
+"""Impact answers for people: the graph's states and paths, with names, owners and criticality from
+the database, services picked out, counts, a risk level, and who to notify."""
+
+import uuid
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from app.models import ConfigurationItem
+from app.services.bulk import id_in
+from app.services.errors import InvalidInput, NotFound, field_error
+from graph import ImpactGraph
+
+CI = ConfigurationItem.__table__
+# criticality of the most critical service down or degraded -> risk; a service of unknown criticality
+# counts as medium.
+RISK_BY_CRITICALITY = {1: "critical", 2: "high", 3: "medium", 4: "low", None: "medium"}
+RISK_ORDER = ["low", "medium", "high", "critical"]
+
+
+def describe(conn: Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    rows = conn.execute(select(CI.c.id, CI.c.name, CI.c.ci_class, CI.c.owner, CI.c.criticality, CI.c.status)
+                        .where(id_in(conn, CI.c.id, [uuid.UUID(i) for i in ids])))
+    return {str(row.id): {"name": row.name, "class": row.ci_class, "owner": row.owner,
+                          "criticality": row.criticality, "status": row.status} for row in rows}
+
+
+def require_known(graph: ImpactGraph, ids: list[uuid.UUID], field_name: str) -> list[str]:
+    keys = [str(i) for i in ids]
+    unknown = [(n, key) for n, key in enumerate(keys) if key not in graph]
+    if unknown:
+        raise InvalidInput(f"No CI with id {unknown[0][1]}.",
+                           [field_error(f"{field_name}.{n}", f"no CI with id {key}") for n, key in unknown])
+    return keys
+
+
+def impact_answer(conn: Connection, graph: ImpactGraph, failed: list[str], max_depth: int | None,
+                  types: list[str] | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    result = graph.impact(failed, max_depth=max_depth, types=types)
+    impacted = dict(result.impacted.items())
+    info = describe(conn, set(impacted) | set(result.failed))
+    entries, services, owners = [], [], set()
+    by_class, by_state = Counter(), Counter()
+    risk = "low"
+    for ci_id, hit in impacted.items():
+        ci = info.get(ci_id, {"name": None, "class": None, "owner": None, "criticality": None})
+        entries.append({"id": ci_id, "name": ci["name"], "class": ci["class"], "state": hit.state,
+                        "distance": hit.distance, "path": hit.path})
+        by_class[ci["class"]] += 1
+        by_state[hit.state] += 1
+        if ci["owner"]:
+            owners.add(ci["owner"])
+        if ci["class"] == "service":
+            services.append({"id": ci_id, "name": ci["name"], "criticality": ci["criticality"],
+                             "owner": ci["owner"], "state": hit.state})
+            if hit.state in ("down", "degraded"):
+                level = RISK_BY_CRITICALITY.get(ci["criticality"], "medium")
+                if hit.state == "degraded" and level != "low":
+                    level = RISK_ORDER[RISK_ORDER.index(level) - 1]  # degraded is one step short of down
+                risk = max(risk, level, key=RISK_ORDER.index)
+    answer = {
+        "failed": [{"id": ci_id, "name": info.get(ci_id, {}).get("name"), "class": info.get(ci_id, {}).get("class")}
+                   for ci_id in result.failed],
+        "impacted": entries,
+        "services": sorted(services, key=lambda s: (s["criticality"] or 5, s["name"] or "")),
+        "counts": {"total": len(entries), "by_class": dict(sorted(by_class.items(), key=lambda kv: str(kv[0]))),
+                   "by_state": {state: by_state.get(state, 0) for state in ("down", "degraded", "at_risk")}},
+        "risk": risk,
+        "owners": sorted(owners),
+    }
+    states = {ci_id: "failed" for ci_id in result.failed} | {e["id"]: e["state"] for e in entries}
+    return answer, {ci_id: {**info.get(ci_id, {}), "state": states.get(ci_id)} for ci_id in states}
+
+
+def root_cause_answer(conn: Connection, graph: ImpactGraph, symptoms: list[str], limit: int) -> dict[str, Any]:
+    candidates = graph.root_cause(symptoms, limit=limit)
+    info = describe(conn, {c.ci_id for c in candidates} | set(symptoms))
+    return {
+        "symptoms": [{"id": s, "name": info.get(s, {}).get("name")} for s in symptoms],
+        "candidates": [{"id": c.ci_id, "name": info.get(c.ci_id, {}).get("name"),
+                        "class": info.get(c.ci_id, {}).get("class"), "explains": c.explains,
+                        "explains_count": len(c.explains), "extra_down": c.extra_down,
+                        "extra_down_exact": c.extra_exact} for c in candidates],
+    }
+
+
+def spof_answer(conn: Connection, graph: ImpactGraph, ci_id: uuid.UUID) -> dict[str, Any]:
+    key = str(ci_id)
+    if key not in graph:
+        raise NotFound(f"No CI with id {ci_id}.")
+    points = graph.spof(key)
+    info = describe(conn, set(points))
+    return {"ci": key, "single_points_of_failure": [
+        {"id": p, "name": info.get(p, {}).get("name"), "class": info.get(p, {}).get("class"),
+         "owner": info.get(p, {}).get("owner")} for p in points]}

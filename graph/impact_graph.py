@@ -1,0 +1,328 @@
+"""The in-memory CMDB graph one service worker keeps, and the entry points of every analysis.
+
+The service builds one `ImpactGraph` per worker at start-up (`bulk_load`) and keeps it current by
+applying change records (`upsert_ci`, `add_relationship`, ...). This module owns the storage
+layout; the analyses live in `propagation` (impact) and `causes` (root cause, spof). It must never
+import `app/`, a web framework, an ORM or anything HTTP.
+
+Storage layout, chosen for a million CIs in a few hundred megabytes (rules in `graph.semantics`):
+  - a networkx DiGraph whose edges point the way impact flows (provider -> dependent);
+  - every node's data dict is shared by all CIs of the same (class, min_members), and every
+    edge's data dict by all edges with the same set of types, so neither is ever mutated in place
+    (a change swaps in another shared dict);
+  - the analyses walk `G._succ` / `G._pred` directly: the public views cost a call per step.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from collections import deque
+from typing import Iterable
+
+import networkx as nx
+
+from graph import causes, propagation
+from graph.semantics import TYPES_KEY, EdgeTypeSets, RelationshipSemantics
+
+CLASS_KEY = "ci_class"
+MIN_MEMBERS_KEY = "min_members"
+
+
+class ImpactGraph:
+    """CIs and relationships in memory, with impact, root cause, spof and neighborhood queries."""
+
+    def __init__(self, semantics: dict[str, RelationshipSemantics]):
+        self._g = nx.DiGraph()
+        self._types = EdgeTypeSets(semantics)
+        self._payloads: dict[tuple, dict] = {}
+        # kind key -> {group: members it can lose and stay up}, kept between questions and
+        # dropped per group by every change that touches its members or its min_members.
+        self._spares: dict[str, dict] = {}
+        # Serializes writers and readers: a worker may answer from threads while applying changes.
+        self._lock = threading.RLock()
+        self.applied_seq: int = 0
+
+    # ---- read-only views -------------------------------------------------------------------
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The underlying networkx graph (impact direction). Treat it, and its data dicts, as read-only."""
+        return self._g
+
+    @property
+    def semantics(self) -> dict[str, RelationshipSemantics]:
+        return dict(self._types.semantics)
+
+    def __len__(self) -> int:
+        return len(self._g._node)
+
+    def __contains__(self, ci_id) -> bool:
+        return ci_id in self._g._node
+
+    def number_of_relationships(self) -> int:
+        """Relationships counted one per type, as the database holds them."""
+        return sum(len(d[TYPES_KEY]) for nbrs in self._g._succ.values() for d in nbrs.values())
+
+    def ci(self, ci_id) -> tuple[str | None, int | None] | None:
+        """(ci_class, min_members) of a CI, or None if it is not in the graph."""
+        payload = self._g._node.get(ci_id)
+        return None if payload is None else (payload[CLASS_KEY], payload[MIN_MEMBERS_KEY])
+
+    # ---- loading and change records ---------------------------------------------------------
+
+    def set_semantics(self, semantics: dict[str, RelationshipSemantics]) -> None:
+        """Replace the relationship-type semantics. Edges whose type changed direction are re-laid."""
+        with self._lock:
+            old, new = self._types, EdgeTypeSets(semantics)
+            self._spares.clear()
+            if all(_flips(old, t) == _flips(new, t) for t in old.present_types()):
+                self._types = new
+                self._relink_edge_data()
+                return
+            relationships = list(self._relationships(self._g._succ))
+            self._types = new
+            for nbrs in self._g._succ.values():
+                nbrs.clear()
+            for nbrs in self._g._pred.values():
+                nbrs.clear()
+            for source, target, type_name in relationships:
+                self._link(source, target, type_name)
+            self._cache_changed()
+
+    def bulk_load(self, cis: Iterable[tuple], relationships: Iterable[tuple]) -> None:
+        """Start-up fast path: load CIs (ci_id, ci_class, min_members) then relationships
+        (source_id, target_id, type_name). Adds to what is there; ids seen only in a relationship
+        become CIs without a class.
+
+        The collector is paused while millions of small containers are created (each allocation
+        would otherwise trigger scans of everything built so far), then the loaded graph is frozen
+        out of the collector's reach so later traversals do not pay to rescan it.
+        """
+        with self._lock:
+            self._spares.clear()
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._bulk_load(cis, relationships)
+            finally:
+                if was_enabled:
+                    gc.enable()
+            gc.collect()
+            gc.freeze()
+
+    def _bulk_load(self, cis, relationships) -> None:
+        node, succ, pred = self._g._node, self._g._succ, self._g._pred
+        payload_of = self._payload
+        # One string object per id: the edge rows would otherwise keep millions of duplicates.
+        canonical: dict = {ci_id: ci_id for ci_id in node}
+        for ci_id, ci_class, min_members in cis:
+            ci_id = canonical.setdefault(ci_id, ci_id)
+            node[ci_id] = payload_of(ci_class, min_members)
+            if ci_id not in succ:
+                succ[ci_id] = {}
+                pred[ci_id] = {}
+        types = self._types
+        reverse = {}
+        single = {}
+        no_class = payload_of(None, None)
+        for source, target, type_name in relationships:
+            flip = reverse.get(type_name)
+            if flip is None:
+                flip = reverse[type_name] = _flips(types, type_name)
+                single[type_name] = types.single(type_name)
+            u, v = (target, source) if flip else (source, target)
+            cu = canonical.get(u)
+            if cu is None:
+                cu = canonical[u] = u
+                node[u], succ[u], pred[u] = no_class, {}, {}
+            cv = canonical.get(v)
+            if cv is None:
+                cv = canonical[v] = v
+                node[v], succ[v], pred[v] = no_class, {}, {}
+            nbrs = succ[cu]
+            data = nbrs.get(cv)
+            data = single[type_name] if data is None else types.with_type(data, type_name)
+            nbrs[cv] = data
+            pred[cv][cu] = data
+        self._cache_changed()
+
+    def upsert_ci(self, ci_id, ci_class: str | None, min_members: int | None = None) -> None:
+        with self._lock:
+            g = self._g
+            g._node[ci_id] = self._payload(ci_class, min_members)
+            self._group_changed(ci_id)
+            if ci_id not in g._succ:
+                g._succ[ci_id] = {}
+                g._pred[ci_id] = {}
+                self._cache_changed()
+
+    def remove_ci(self, ci_id) -> bool:
+        """Remove a CI and all its relationships; False if it was not there."""
+        with self._lock:
+            if ci_id not in self._g._node:
+                return False
+            for group in self._g._succ[ci_id]:
+                self._group_changed(group)
+            self._group_changed(ci_id)
+            self._g.remove_node(ci_id)
+            return True
+
+    def add_relationship(self, source_id, target_id, type_name: str) -> bool:
+        """Add one typed relationship; False if it was already there. Unknown ends become CIs
+        without a class (the service normally creates them first)."""
+        with self._lock:
+            for ci_id in (source_id, target_id):
+                if ci_id not in self._g._node:
+                    self.upsert_ci(ci_id, None, None)
+            return self._link(source_id, target_id, type_name)
+
+    def remove_relationship(self, source_id, target_id, type_name: str) -> bool:
+        """Remove one typed relationship, leaving other types between the pair; False if absent."""
+        with self._lock:
+            u, v = self._impact_ends(source_id, target_id, type_name)
+            data = self._g._succ.get(u, {}).get(v)
+            if data is None or type_name not in data[TYPES_KEY]:
+                return False
+            data = self._types.without_type(data, type_name)
+            self._group_changed(v)
+            if data is None:
+                del self._g._succ[u][v]
+                del self._g._pred[v][u]
+            else:
+                self._g._succ[u][v] = data
+                self._g._pred[v][u] = data
+            self._cache_changed()
+            return True
+
+    # ---- analyses -----------------------------------------------------------------------------
+
+    def impact(self, failed_ids: Iterable, max_depth: int | None = None, types: Iterable[str] | None = None):
+        """What the failed CIs, taken together, put down, degrade or put at risk."""
+        with self._lock:
+            kind_key = self._types.kind_key(types)
+            return propagation.impact(self._g, failed_ids, kind_key, max_depth, self._spares_for(kind_key))
+
+    def root_cause(self, symptom_ids: Iterable, limit: int = 10):
+        """CIs whose single failure best explains the symptoms being down, best first."""
+        with self._lock:
+            kind_key = self._types.kind_key(None)
+            return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key))
+
+    def spof(self, ci_id) -> list:
+        """CIs whose single failure takes `ci_id` down, nearest first; [] for an unknown CI."""
+        with self._lock:
+            kind_key = self._types.kind_key(None)
+            return causes.spof(self._g, ci_id, kind_key, self._spares_for(kind_key))
+
+    def neighborhood(self, ci_id, depth: int = 1, direction: str = "both", types: Iterable[str] | None = None):
+        """CIs within `depth` hops of `ci_id` and the relationships among them.
+
+        direction: "up" follows providers (what it depends on), "down" dependents (what it
+        impacts), "both" either way. Edges come back as (source, target, type) as the
+        relationships were recorded, one per type; `types` keeps only those relationship types.
+        Returns (set of CI ids, sorted list of edges); an unknown CI gives (set(), []).
+        """
+        if direction not in ("up", "down", "both"):
+            raise ValueError(f"direction must be up, down or both, not {direction!r}")
+        allowed = None if types is None else frozenset(types)
+        with self._lock:
+            succ, pred = self._g._succ, self._g._pred
+            if ci_id not in succ:
+                return set(), []
+            sides = {"up": (pred,), "down": (succ,), "both": (succ, pred)}[direction]
+            seen = {ci_id}
+            frontier = deque([(ci_id, 0)])
+            while frontier:
+                u, d = frontier.popleft()
+                if d >= depth:
+                    continue
+                for adj in sides:
+                    for v, data in adj[u].items():
+                        if v not in seen and (allowed is None or not allowed.isdisjoint(data[TYPES_KEY])):
+                            seen.add(v)
+                            frontier.append((v, d + 1))
+            among = {u: {v: d for v, d in succ[u].items() if v in seen} for u in seen}
+            edges = [e for e in self._relationships(among) if allowed is None or e[2] in allowed]
+            return seen, sorted(edges)
+
+    def edges_among(self, ci_ids: Iterable) -> list:
+        """The relationships whose two ends are both in `ci_ids`, as (source, target, type), sorted:
+        the edges of an answer's subgraph, for drawing it."""
+        with self._lock:
+            succ = self._g._succ
+            keep = {ci_id for ci_id in ci_ids if ci_id in succ}
+            among = {u: {v: data for v, data in succ[u].items() if v in keep} for u in keep}
+            return sorted(self._relationships(among))
+
+    def relationships(self):
+        """Every relationship as (source, target, type), as recorded."""
+        with self._lock:
+            return list(self._relationships(self._g._succ))
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _payload(self, ci_class, min_members) -> dict:
+        key = (ci_class, min_members)
+        payload = self._payloads.get(key)
+        if payload is None:
+            ci_class = sys.intern(ci_class) if isinstance(ci_class, str) else ci_class
+            payload = self._payloads[key] = {CLASS_KEY: ci_class, MIN_MEMBERS_KEY: min_members}
+        return payload
+
+    def _impact_ends(self, source_id, target_id, type_name):
+        return (target_id, source_id) if _flips(self._types, type_name) else (source_id, target_id)
+
+    def _link(self, source_id, target_id, type_name) -> bool:
+        u, v = self._impact_ends(source_id, target_id, type_name)
+        succ, pred = self._g._succ, self._g._pred
+        old = succ[u].get(v)
+        new = self._types.with_type(old, type_name)
+        if new is old:
+            return False
+        succ[u][v] = new
+        pred[v][u] = new
+        self._group_changed(v)
+        self._cache_changed()
+        return True
+
+    def _relationships(self, adjacency: dict):
+        types = self._types
+        for u, nbrs in adjacency.items():
+            for v, data in nbrs.items():
+                for type_name in data[TYPES_KEY]:
+                    if _flips(types, type_name):
+                        yield v, u, type_name
+                    else:
+                        yield u, v, type_name
+
+    def _relink_edge_data(self) -> None:
+        """Point every edge at the new type-set table's dicts (same types, fresh kinds)."""
+        succ, pred = self._g._succ, self._g._pred
+        of = self._types.of
+        for u, nbrs in succ.items():
+            for v, data in nbrs.items():
+                nbrs[v] = pred[v][u] = of(data[TYPES_KEY])
+
+    def _spares_for(self, kind_key: str) -> dict:
+        spares = self._spares.get(kind_key)
+        if spares is None:
+            if len(self._spares) >= EdgeTypeSets.MAX_FILTERS:
+                self._spares.clear()
+            spares = self._spares[kind_key] = {}
+        return spares
+
+    def _group_changed(self, ci_id) -> None:
+        for spares in self._spares.values():
+            spares.pop(ci_id, None)
+
+    def _cache_changed(self) -> None:
+        cache = getattr(self._g, "__networkx_cache__", None)
+        if cache:
+            cache.clear()
+
+
+def _flips(types: EdgeTypeSets, type_name: str) -> bool:
+    """Whether a relationship of this type is stored target -> source (impact flows that way)."""
+    return types.semantics_of(type_name).impact == "target_to_source"

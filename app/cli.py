@@ -12,12 +12,14 @@ from app.core.db import WRITE_OPTION, make_engine
 from app.models.token import Scope
 from app.services import tokens
 from app.services.errors import KartaError
+from discovery.cli import app as discover_cli
 
 cli = typer.Typer(help="Karta: a CMDB with discovery and impact analysis.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
+cli.add_typer(discover_cli, name="discover")
 
 
 def _engine():

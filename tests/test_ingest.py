@@ -255,4 +255,7 @@ def test_runs_are_recorded_across_batches(api):
     assert [r["id"] for r in listed] == ["big-run"]
     # a finished run takes no more batches, and a run id is one source's
     assert api.post("/api/v1/ingest", json=batch("ssh", [], run_id="big-run"), as_="discovery").status_code == 409
+    # but the final batch sent again (its response was lost) is applied again without closing the scope twice
+    again = push(api, batch("ssh", [host("b", "b", serial_number="S-21")], run_id="big-run", complete=True))
+    assert again["counts"]["unchanged"] == 1 and again["stale"] == []
     assert api.post("/api/v1/ingest", json=batch("nmap", [], run_id=out["run_id"]), as_="discovery").status_code == 409

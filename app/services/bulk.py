@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Uuid, any_, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Uuid, any_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
 
@@ -29,3 +29,27 @@ def id_in(conn: Connection, column, ids: Iterable[uuid.UUID]) -> ColumnElement[b
     if is_postgres(conn):
         return column == any_(bindparam(None, list(ids), type_=ARRAY(Uuid)))
     return column.in_(select(id_values(conn, ids)).scalar_subquery())
+
+
+def insert_rows(conn: Connection, table, rows: list[dict[str, Any]], *, on_conflict_do_nothing: bool = False) -> None:
+    """Insert many rows. On PostgreSQL the rows travel as one JSON document that the server unpacks
+    (jsonb_populate_recordset): one statement and one parameter, several times faster than a pipelined
+    executemany, whose per-row cost is mostly in the driver. SQLite's executemany is already a C loop."""
+    if not rows:
+        return
+    if not is_postgres(conn):
+        statement = table.insert()
+        if on_conflict_do_nothing:
+            statement = statement.prefix_with("OR IGNORE")
+        conn.execute(statement, rows)
+        return
+    columns = ", ".join(f'"{name}"' for name in rows[0])
+    sql = (f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '
+           f'FROM jsonb_populate_recordset(NULL::"{table.name}", CAST(:rows AS jsonb))')
+    if on_conflict_do_nothing:
+        sql += " ON CONFLICT DO NOTHING"
+    conn.execute(text(sql), {"rows": orjson.dumps(rows, default=_json_default).decode()})
+
+
+def _json_default(value: Any) -> Any:
+    raise TypeError(f"cannot store {type(value).__name__} in a bulk insert")

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, text
+from sqlalchemy import Connection, Engine, text
 
 from app.core.db import WRITE_OPTION
 from app.models import ChangeRecord
 from app.models.types import utcnow
+from app.services.bulk import insert_rows
 
 # An arbitrary constant naming Karta's change-sequence lock among PostgreSQL advisory locks.
 CHANGE_SEQUENCE_LOCK = 0x4B415254  # "KART"
@@ -107,5 +108,5 @@ class UnitOfWork:
             return
         if self.conn.dialect.name == "postgresql":
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_SEQUENCE_LOCK})
-        self.conn.execute(insert(ChangeRecord.__table__), self._records)
+        insert_rows(self.conn, ChangeRecord.__table__, self._records)
         self._records.clear()

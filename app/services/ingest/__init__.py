@@ -176,7 +176,11 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
     conn, now, source = uow.conn, uow.now, batch.source
     key = scope_key(batch)
     previous = conn.execute(select(RUN.c.source, RUN.c.scope_key, RUN.c.complete).where(RUN.c.id == batch.run_id)).first()
-    if previous is not None and (previous.source != source or previous.scope_key != key or previous.complete):
+    # An agent whose last request timed out after it was applied sends it again: that is harmless
+    # (items are idempotent) as long as the scope is not closed twice.
+    resent_final = previous is not None and previous.complete and batch.complete
+    if previous is not None and (previous.source != source or previous.scope_key != key
+                                 or (previous.complete and not batch.complete)):
         raise Conflict(
             f"Run '{batch.run_id}' already exists with "
             + ("another source" if previous.source != source else "another scope" if previous.scope_key != key
@@ -289,7 +293,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
         totals.update(per_class)
     outcome.counts = {name: totals.get(name, 0) for name in ("created", "updated", "unchanged", "conflicts", "errors")}
     outcome.counts["by_class"] = {cls: dict(counter) for cls, counter in sorted(counts.items())}
-    if batch.complete:
+    if batch.complete and not resent_final:
         stale, ended = close_scope(uow, source=source, scope_key=key, run_id=batch.run_id,
                                    after_runs=staleness.after_runs, after_days=staleness.after_days)
         outcome.stale, outcome.ended_relationships = [str(ci) for ci in stale], ended

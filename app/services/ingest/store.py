@@ -9,12 +9,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Uuid, bindparam, insert, literal, select, text, update
+from sqlalchemy import Connection, Uuid, bindparam, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
-from app.services.bulk import id_in, id_values, is_postgres, json_list
+from app.services.bulk import id_in, id_values, insert_rows, is_postgres, json_list
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__
@@ -70,8 +70,7 @@ def existing_ci_ids(conn: Connection, ci_ids: set[uuid.UUID]) -> set[uuid.UUID]:
 
 
 def insert_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(CI), rows)
+    insert_rows(conn, CI, rows)
 
 
 _UPDATE_CI = (
@@ -116,12 +115,9 @@ def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], 
             ), {"moved": json_list([f, k, v, c.hex] for (f, k, v), c in held)})
     # A plain insert for strong identifiers: if a concurrent batch indexed one first, the primary key
     # refuses this one and the whole batch is retried (it will then find that CI instead of making a twin).
-    strong_rows = [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(strong).items()]
-    if strong_rows:
-        conn.execute(insert(IDENT), strong_rows)
-    held_rows = [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(held).items()]
-    if held_rows:
-        conn.execute(_upsert(conn, IDENT).on_conflict_do_nothing(index_elements=["family", "key", "value"]), held_rows)
+    insert_rows(conn, IDENT, [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(strong).items()])
+    insert_rows(conn, IDENT, [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(held).items()],
+                on_conflict_do_nothing=True)
 
 
 def _upsert(conn: Connection, table):
@@ -173,8 +169,7 @@ def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UU
 
 
 def insert_relationships(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(REL), rows)
+    insert_rows(conn, REL, rows)
 
 
 _UPDATE_REL = update(REL).where(REL.c.id == bindparam("_id")).values(attributes=bindparam("_attributes"))

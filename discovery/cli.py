@@ -1,0 +1,246 @@
+"""``karta discover``: the discovery agent's command line (typer app ``discovery.cli:app``).
+
+Commands: ``scan`` (nmap), ``ssh`` (paramiko), ``local`` (this machine) and
+``run`` (every scope of a TOML config, for cron). Each either pushes its
+batch to the ingest API (``--api-url``/``--token`` or KARTA_API_URL /
+KARTA_TOKEN) or, with ``--dry-run``, prints it; ``--output`` also writes it.
+
+Exit status: 0 when the run did its job, even if some hosts were down or
+refused us; 1 when the run itself failed (nmap could not run, the key is
+unusable, the service refused the batch); 2 for bad arguments or config;
+75 (EX_TEMPFAIL) when another ``run`` holds the lock.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from discovery import runner
+from discovery.classify import effective_rules
+from discovery.nmapscan import DEFAULT_PORTS, NAME_RESOLUTION, validate_ports, validate_subnets
+from discovery.paths import default_known_hosts
+from discovery.sshcollect import SshSettings
+from discovery.targets import parse_targets
+
+app = typer.Typer(help="Discover hosts and applications and send them to Karta.",
+                  no_args_is_help=True, add_completion=False)
+EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 1, 2, 75
+
+ApiUrl = Annotated[str | None, typer.Option("--api-url", envvar="KARTA_API_URL",
+                                            help="Karta base URL, e.g. https://karta.example.org")]
+Token = Annotated[str | None, typer.Option("--token", envvar="KARTA_TOKEN", show_default=False,
+                                           help="Bearer token with scope 'discovery'.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the batch JSON instead of pushing it.")]
+Output = Annotated[Path | None, typer.Option("--output", help="Also write the batch JSON to this file.")]
+
+
+def _interactive() -> bool:
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"karta discover: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _need_api(api_url: str | None, token: str | None, dry_run: bool) -> None:
+    """Pushing (and looking up) needs the API; only a plain dry run does not."""
+    if not dry_run and (not api_url or not token):
+        raise _fail("--api-url (KARTA_API_URL) and --token (KARTA_TOKEN) are needed unless --dry-run",
+                    EXIT_USAGE)
+
+
+def _finish(outcome: runner.ScopeOutcome, *, api_url: str | None, token: str | None, dry_run: bool,
+            output: Path | None) -> None:
+    """Write, print or push one command's outcome, then exit with the right status."""
+    if outcome.batch is not None and not outcome.failed:
+        if output is not None:
+            runner.write_batch(outcome.batch, output)
+        if dry_run:
+            sys.stdout.buffer.write(runner.batch_json(outcome.batch))
+            sys.stdout.flush()
+        else:
+            with runner.ingest_client(api_url, token) as client:
+                runner.push_outcome(outcome, client)
+    typer.echo(outcome.summary_line(), err=True)
+    if outcome.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _progress(description: str, total: int | None):
+    """A rich progress bar on a terminal; nothing otherwise. Returns (context, advance)."""
+    if not _interactive():
+        return nullcontext(), lambda *_: None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    task = progress.add_task(description, total=total)
+    return progress, lambda *_: progress.advance(task)
+
+
+@app.command()
+def scan(
+    subnet: Annotated[list[str], typer.Option("--subnet", help="CIDR to scan; repeat for more.")],
+    ports: Annotated[str, typer.Option(help="TCP ports, e.g. 22,80,8000-8100.")] = DEFAULT_PORTS,
+    service_versions: Annotated[bool, typer.Option("--service-versions", help="Probe versions (nmap -sV).")] = False,
+    exclude: Annotated[str | None, typer.Option(help="Addresses to skip, comma-separated.")] = None,
+    names: Annotated[str, typer.Option(
+        help="Reverse DNS: system (nsswitch), nmap (its parallel resolver) or off.")] = "system",
+    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False, output: Output = None,
+) -> None:
+    """Find live addresses and open ports with nmap (OS guess when root)."""
+    try:
+        subnets = validate_subnets(subnet)
+        ports = validate_ports(ports)
+        if names not in NAME_RESOLUTION:
+            raise ValueError(f"--names must be one of {', '.join(NAME_RESOLUTION)}")
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    _need_api(api_url, token, dry_run)
+    context, _ = _progress("nmap " + " ".join(subnets), None)
+    with context:
+        outcome = runner.scan_scope("scan", subnets, ports=ports, service_versions=service_versions,
+                                    exclude=[a for a in (exclude or "").split(",") if a.strip()], names=names)
+    _finish(outcome, api_url=api_url, token=token, dry_run=dry_run, output=output)
+
+
+@app.command()
+def ssh(
+    targets: Annotated[list[str], typer.Option("--targets", help="FILE, CIDR, RANGE (10.0.0.5-20) or a,b,c.")],
+    user: Annotated[str, typer.Option(help="Remote user.")],
+    key: Annotated[Path, typer.Option(help="Private key file (passphrase in KARTA_SSH_KEY_PASSPHRASE).")],
+    known_hosts: Annotated[Path | None, typer.Option(
+        "--known-hosts", help="known_hosts file to verify against (default: the agent's own, "
+                              "/var/lib/karta/known_hosts as root).")] = None,
+    trust_on_first_use: Annotated[bool, typer.Option(
+        "--trust-on-first-use", help="Accept and pin keys of hosts not yet in known_hosts.")] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 22,
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 20,
+    connect_timeout: Annotated[float, typer.Option(min=0.1)] = 10.0,
+    command_timeout: Annotated[float, typer.Option(min=0.1)] = 120.0,
+    packages: Annotated[bool, typer.Option("--packages", help="Also list installed packages.")] = False,
+    resolve_remote: Annotated[bool, typer.Option(
+        "--resolve-remote", help="Place connections to hosts outside this run on applications the CMDB "
+                                 "already holds (a few GET requests per unknown address).")] = False,
+    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False, output: Output = None,
+) -> None:
+    """Collect facts from hosts over SSH: one session, one read-only script per host."""
+    try:
+        hosts = parse_targets(targets)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    _need_api(api_url, token, dry_run and not resolve_remote)
+    settings = SshSettings(user=user, key_path=key, known_hosts=known_hosts or default_known_hosts(),
+                           trust_on_first_use=trust_on_first_use, port=port, concurrency=concurrency,
+                           connect_timeout=connect_timeout, command_timeout=command_timeout, packages=packages)
+    context, advance = _progress("ssh", len(hosts))
+    with context:
+        outcome = runner.ssh_scope("ssh", hosts, settings, on_result=advance,
+                                   remote=(api_url, token) if resolve_remote else None)
+    _finish(outcome, api_url=api_url, token=token, dry_run=dry_run, output=output)
+
+
+@app.command()
+def local(
+    packages: Annotated[bool, typer.Option("--packages", help="Also list installed packages.")] = False,
+    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False, output: Output = None,
+) -> None:
+    """Collect facts from this machine with the same script, without SSH."""
+    _need_api(api_url, token, dry_run)
+    outcome = runner.local_scope("local", packages=packages)
+    _finish(outcome, api_url=api_url, token=token, dry_run=dry_run, output=output)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", help="TOML config with the scopes to run.")],
+    only: Annotated[list[str] | None, typer.Option("--scope", help="Run only this scope; repeatable.")] = None,
+    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="Also write each scope's batch to DIR/<scope>.json.")] = None,
+) -> None:
+    """Run every scope of a config (for cron). One summary line per scope when not on a terminal."""
+    from discovery.config import ConfigError, load_config  # pydantic: only ``run`` needs it
+
+    try:
+        settings = load_config(config)
+        token = token or settings.token()
+    except (ConfigError, OSError) as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    api_url = api_url or settings.api_url
+    _need_api(api_url, token, dry_run and not settings.resolve_remote)
+    scopes = [s for s in settings.scope if not only or s.name in only]
+    if only and len(scopes) != len(set(only)):
+        raise _fail(f"unknown scope in --scope; known: {', '.join(s.name for s in settings.scope)}", EXIT_USAGE)
+    rules = effective_rules(settings.extra_rules())
+    # Batches go to stdout on --dry-run, so the summary lines move to stderr.
+    say = (lambda line: typer.echo(line, err=True)) if dry_run else typer.echo
+    try:
+        with runner.run_lock(settings.lock_file):
+            failed = _run_all(scopes, settings, rules, api_url=api_url, token=token, dry_run=dry_run,
+                              output=output, say=say)
+    except runner.LockHeld as exc:
+        raise _fail(str(exc), EXIT_LOCKED) from None
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _run_all(scopes, settings, rules, *, api_url, token, dry_run, output, say) -> bool:
+    """Run the scopes one after the other; True when any of them failed."""
+    failed = False
+    client = None if dry_run else runner.ingest_client(api_url, token)
+    try:
+        for scope in scopes:
+            try:
+                outcome = _run_scope(scope, settings, rules, api_url, token)
+            except Exception as exc:  # noqa: BLE001 - a bug in one scope must not cost the others their run
+                outcome = runner.ScopeOutcome(scope.name, scope.type, error=f"internal error: {type(exc).__name__}")
+            if outcome.batch is not None and not outcome.failed:
+                if output is not None:
+                    runner.write_batch(outcome.batch, output / f"{scope.name}.json")
+                if client is None:
+                    sys.stdout.buffer.write(runner.batch_json(outcome.batch, indent=False))
+                    sys.stdout.flush()
+                else:
+                    runner.push_outcome(outcome, client)
+            failed |= outcome.failed
+            say(outcome.summary_line())
+    finally:
+        if client is not None:
+            client.close()
+    return failed
+
+
+def _run_scope(scope, settings, rules, api_url, token) -> runner.ScopeOutcome:
+    if scope.type == "nmap":
+        context, _ = _progress(f"{scope.name}: nmap", None)
+        with context:
+            return runner.scan_scope(scope.name, scope.subnets, ports=scope.ports,
+                                     service_versions=scope.service_versions, exclude=scope.exclude,
+                                     names=scope.names)
+    if scope.type == "local":
+        return runner.local_scope(scope.name, packages=scope.packages, rules=rules)
+    try:
+        hosts = parse_targets(scope.targets)
+    except (ValueError, OSError) as exc:
+        return runner.ScopeOutcome(scope.name, "ssh", error=str(exc))
+    ssh_settings = SshSettings(
+        user=scope.user or settings.user, key_path=scope.key or settings.key,
+        known_hosts=settings.known_hosts, trust_on_first_use=settings.trust_on_first_use,
+        port=scope.port, concurrency=settings.concurrency, connect_timeout=settings.connect_timeout,
+        command_timeout=settings.command_timeout, packages=scope.packages)
+    context, advance = _progress(f"{scope.name}: ssh", len(hosts))
+    with context:
+        return runner.ssh_scope(scope.name, hosts, ssh_settings, rules=rules, on_result=advance,
+                                remote=(api_url, token) if settings.resolve_remote else None)
+
+
+if __name__ == "__main__":
+    app()

@@ -40,6 +40,8 @@ def json_value(value: Any) -> Any:
 
 def diff_fields(old: dict[str, Any] | None, new: dict[str, Any] | None, fields: list[str]) -> dict[str, list[Any]]:
     """{field: [old, new]} for the fields that differ; `attributes` is diffed key by key."""
+    if old is None and new is not None:
+        return _creation_diff(new, fields)
     old, new = old or {}, new or {}
     diff: dict[str, list[Any]] = {}
     for name in fields:
@@ -51,6 +53,23 @@ def diff_fields(old: dict[str, Any] | None, new: dict[str, Any] | None, fields: 
         after = None if after is _UNSET else json_value(after)
         if before != after:
             diff[name] = [before, after]
+    return diff
+
+
+def _creation_diff(new: dict[str, Any], fields: list[str]) -> dict[str, list[Any]]:
+    # The common case of a bulk load, kept cheap: every present value is new. UUIDs and datetimes stay
+    # as they are; the JSON encoder (orjson) writes them exactly as json_value would.
+    diff: dict[str, list[Any]] = {}
+    for name in fields:
+        value = new.get(name)
+        if value is None:
+            continue
+        if name == "attributes":
+            for key in sorted(value):
+                if value[key] is not None:
+                    diff[f"attributes.{key}"] = [None, value[key]]
+        else:
+            diff[name] = [None, value]
     return diff
 
 

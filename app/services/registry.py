@@ -14,14 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+import jsonschema_rs
 from sqlalchemy import Connection, Engine, select
 
 from app.models import CIClass, RelationshipType
 from app.services.errors import InvalidInput, field_error
-
-_FORMATS = FormatChecker()
-
 
 @dataclass(frozen=True)
 class ClassInfo:
@@ -37,7 +34,9 @@ class ClassInfo:
     family: str
     ancestors: tuple[str, ...]  # self first, root last
     descendants: frozenset[str]  # self included
-    validators: tuple[Draft202012Validator, ...] = field(repr=False)
+    # jsonschema-rs: the same JSON Schema 2020-12 semantics as the reference `jsonschema`, ~300x faster,
+    # which matters when a discovery batch validates 10,000 items.
+    validators: tuple[Any, ...] = field(repr=False)
     created_at: Any = None
     updated_at: Any = None
 
@@ -45,7 +44,7 @@ class ClassInfo:
         errors = []
         for validator in self.validators:
             for error in validator.iter_errors(attributes):
-                path = ".".join(str(part) for part in error.absolute_path)
+                path = ".".join(str(part) for part in error.instance_path)
                 errors.append(field_error(f"attributes.{path}" if path else "attributes", error.message))
         return errors
 
@@ -109,8 +108,8 @@ def load_registry(conn: Connection) -> Registry:
                     stack.append(child)
         return frozenset(found)
 
-    validators: dict[str, Draft202012Validator | None] = {
-        name: Draft202012Validator(row["attribute_schema"], format_checker=_FORMATS)
+    validators: dict[str, Any] = {
+        name: jsonschema_rs.Draft202012Validator(row["attribute_schema"], validate_formats=True)
         if row["attribute_schema"]
         else None
         for name, row in by_name.items()

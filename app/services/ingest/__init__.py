@@ -110,7 +110,10 @@ def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: IngestBat
     outcome = Outcome(run_id=batch.run_id, source=batch.source, dry_run=dry_run)
     try:
         with UnitOfWork(engine, actor) as uow:
-            _apply(uow, registry_cache.get(conn=uow.conn), batch, outcome, staleness)
+            registry = registry_cache.get(conn=uow.conn)
+            if any(item.ci_class not in registry.classes for item in batch.items):
+                registry = registry_cache.reload(conn=uow.conn)  # another worker may have just added it
+            _apply(uow, registry, batch, outcome, staleness)
             failed = outcome.errors or outcome.conflicts
             if batch.atomic and failed:
                 outcome.applied = False

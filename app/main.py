@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api import changes, cis, health, impact, ingest, problems, registry, relationships, tokens
+from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.services.live_graph import LiveGraph
@@ -42,6 +43,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.live_graph = LiveGraph(engine, app.state.registry)
     problems.install(app)
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     logging.getLogger("karta").setLevel(logging.INFO)
     return app

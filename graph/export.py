@@ -34,10 +34,15 @@ class GraphvizFailed(RuntimeError):
     """`dot` ran but failed or timed out."""
 
 
+def _printable(text: str) -> str:
+    """Names come from discovered hosts: drop the control characters XML 1.0 cannot carry at all."""
+    return "".join(char for char in text if char >= " " or char in "\t\n\r")
+
+
 def _describe(ci_id, info: Mapping) -> dict:
     """The exported fields of one CI: id, name, class and state when known."""
     known = info.get(ci_id) or {}
-    fields = {"id": str(ci_id), "name": str(known.get("name") or ci_id), "class": known.get("class")}
+    fields = {"id": str(ci_id), "name": _printable(str(known.get("name") or ci_id)), "class": known.get("class")}
     if known.get("state"):
         fields["state"] = known["state"]
     return fields

@@ -66,3 +66,73 @@ def test_nul_characters_are_refused_alike_on_every_backend(api):
     assert body["errors"][0]["field"] == "attributes.kernel"
     ci = api.create_ci("server", "h")
     _assert_problem(api.patch(f"/api/v1/cis/{ci['id']}", json={"tags": ["a\x00"]}), 422)
+
+
+@pytest.mark.parametrize(("attributes", "field"), [
+    ({"n": 2**64}, "attributes.n"),
+    ({"n": -(2**63) - 1}, "attributes.n"),
+    ({"s": "\ud800"}, "attributes.s"),
+    ({"deep": __import__("functools").reduce(lambda inner, _: {"a": inner}, range(40), 1)}, "attributes.deep"),
+])
+def test_values_no_backend_can_hold_are_refused_by_field(api, attributes, field):
+    import orjson
+    body = {"class": "application", "name": "x", "attributes": attributes}
+    raw = __import__("json").dumps(body).encode()  # json, not orjson: orjson refuses to write these at all
+    response = api.post("/api/v1/cis", content=raw, headers={"content-type": "application/json"})
+    problem = _assert_problem(response, 422)
+    assert problem["errors"][0]["field"].startswith(field)
+    assert api.get("/api/v1/changes").json()["items"] == []
+    assert orjson.loads(api.get("/api/v1/cis").content)["items"] == []
+
+
+def test_non_finite_numbers_are_refused(api):
+    response = api.post("/api/v1/cis", content=b'{"class": "application", "name": "x", "attributes": {"n": NaN}}',
+                        headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422)
+
+
+@pytest.mark.parametrize("query", ["since=9223372036854775808", "since=-1"])
+def test_feed_bounds(api, query):
+    _assert_problem(api.get(f"/api/v1/changes?{query}"), 422)
+
+
+@pytest.mark.parametrize("query", ["attr.n=18446744073709551616", "attr.%00=x", "attr.a%22b=1",
+                                   "&".join(f"attr.k{n}=v" for n in range(25))])
+def test_attribute_filters_that_could_break_sql_are_refused_or_answered(api, query):
+    api.create_ci("application", "x", attributes={"n": 1})
+    assert api.get(f"/api/v1/cis?{query}").status_code in (200, 422)
+
+
+@pytest.mark.parametrize("schema", [
+    {"$ref": "http://127.0.0.1:9/remote.json"},
+    {"$schema": "http://example.invalid/meta", "type": "object"},
+    {"properties": {"a": {"pattern": "\\Z"}}},
+    {"$ref": "#/$defs/missing"},
+])
+def test_class_schemas_must_compile_offline(api, schema):
+    body = _assert_problem(api.post("/api/v1/classes", json={"name": "remote_thing", "attribute_schema": schema}), 422)
+    assert body["errors"][0]["field"].startswith("attribute_schema")
+    assert api.get("/api/v1/classes").status_code == 200
+
+
+def test_times_beyond_what_utc_can_hold_are_refused(api):
+    body = {"class": "application", "name": "y10k", "first_seen": "9999-12-31T23:59:59-14:00"}
+    _assert_problem(api.post("/api/v1/cis", json=body), 422)
+    assert api.get("/api/v1/cis").status_code == 200
+
+
+def test_bad_bytes_in_the_body_are_malformed_json(api):
+    response = api.post("/api/v1/cis", content=b'{"class": "\xff"}', headers={"content-type": "application/json"})
+    body = _assert_problem(response, 400)
+    assert body["title"] == "Malformed JSON"
+
+
+def test_ingest_refuses_unstorable_values_per_item_and_per_batch(api):
+    good = {"ref": "g", "class": "server", "name": "g", "identifiers": {"serial_number": "S-1"}}
+    bad = {"ref": "b", "class": "server", "name": "b", "identifiers": {"serial_number": "S-2"},
+           "attributes": {"n": 2**70}, "owner": "x"}
+    raw = __import__("json").dumps({"source": "ssh", "run_id": "r", "items": [good, bad]}).encode()
+    out = api.post("/api/v1/ingest", content=raw, headers={"content-type": "application/json"}).json()
+    assert out["counts"]["created"] == 1 and out["errors"][0]["ref"] == "b"
+    nul = {"source": "ssh", "run_id": "r2", "items": [{**good, "ref": "g\x00"}]}
+    _assert_problem(api.post("/api/v1/ingest", json=nul), 422)

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/changes", tags=["history"])
 def change_feed(
     request: Request,
     principal: Reader,
-    since: Annotated[int, Query(ge=0, description="Return records with seq greater than this")] = 0,
+    since: Annotated[int, Query(ge=0, le=2**63 - 1, description="Return records with seq greater than this")] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ):
     """Oldest first. Poll again with `since` = `last_seq`; sequence numbers grow in commit order, so

@@ -14,6 +14,7 @@ from app.services.errors import InvalidInput, field_error
 
 router = APIRouter(prefix="/api/v1/cis", tags=["configuration items"])
 
+MAX_ATTRIBUTE_FILTERS = 20
 LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "q", "limit", "cursor"}
 
 
@@ -46,7 +47,14 @@ def list_cis(
     attributes = {}
     for key, value in request.query_params.multi_items():
         if key.startswith("attr.") and len(key) > 5:
-            attributes[key[5:]] = value
+            name = key[5:]
+            if any(char in name for char in '"\\\x00') or "\x00" in value:
+                raise InvalidInput(f"Attribute filter '{key}' has a quote, backslash or NUL character.",
+                                   [field_error(f"query.{key}", "quote, backslash or NUL in the key or value")])
+            attributes[name] = value
+            if len(attributes) > MAX_ATTRIBUTE_FILTERS:
+                raise InvalidInput(f"At most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters per request.",
+                                   [field_error("query", "too many attribute filters")])
         elif key not in LIST_PARAMS:
             raise InvalidInput(
                 f"Unknown query parameter '{key}'. Filters: {', '.join(sorted(LIST_PARAMS))}, attr.<key>.",

@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Connection
 
 from app.models.token import Scope
 from app.services.errors import KartaError
 from app.services.history import UnitOfWork
 from app.services.registry import RegistryCache
-from app.services.tokens import Principal, TokenVerifier
+from app.services.tokens import NOT_CACHED, Principal, TokenVerifier
 
 _bearer = HTTPBearer(auto_error=False, description="A Karta API token: `karta token create` or POST /api/v1/tokens.")
 
@@ -29,11 +30,14 @@ class Forbidden(KartaError):
     slug = "forbidden"
 
 
-def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("Send 'Authorization: Bearer <token>'. Create a token with `karta token create`.")
     verifier: TokenVerifier = request.app.state.token_verifier
-    principal = verifier.verify(credentials.credentials)
+    principal = verifier.cached(credentials.credentials)
+    if principal is NOT_CACHED:
+        # A database read (and maybe a write): never on the event loop, which serves every request.
+        principal = await run_in_threadpool(verifier.verify, credentials.credentials)
     if principal is None:
         raise Unauthorized("The token is unknown, revoked or expired.")
     return principal
@@ -43,12 +47,12 @@ def require(*scopes: Scope):
     """A dependency that admits tokens holding any one of `scopes` (admin holds every scope)."""
     wanted = " or ".join(scope.value for scope in scopes)
 
-    # async so FastAPI runs it on the event loop: a cached token costs no thread hop (a cache miss
-    # does one indexed query, at most once per token_cache_seconds).
+    # async so FastAPI runs it on the event loop: a cached token costs no thread hop; a cache miss
+    # goes to the thread pool.
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
-        principal = _authenticate(request, credentials)
+        principal = await _authenticate(request, credentials)
         if not any(principal.has(scope) for scope in scopes):
             raise Forbidden(f"This needs a token with scope '{wanted}'; token '{principal.name}' has "
                             f"{', '.join(sorted(principal.scopes)) or 'none'}.")

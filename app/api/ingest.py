@@ -15,6 +15,7 @@ from app.models.token import Scope
 from app.services import discovery_runs
 from app.services.errors import InvalidInput, KartaError, field_error
 from app.services.ingest import StalenessPolicy, ingest
+from app.services.storable import require_storable
 from app.services.tokens import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["discovery"])
@@ -44,6 +45,12 @@ def ingest_batch(
     if len(batch.relationships) > MAX_RELATIONSHIPS:
         raise PayloadTooLarge(f"{len(batch.relationships)} relationships in one batch; the limit is "
                               f"{MAX_RELATIONSHIPS}.", limit=MAX_RELATIONSHIPS)
+    # Batch-level values must be storable as a whole (bad values inside an item are that item's error).
+    require_storable(batch.run_id, "run_id")
+    require_storable(batch.scope.model_dump(), "scope")
+    for index, item in enumerate(batch.items):
+        require_storable([item.ref, item.ci_class], f"items.{index}.ref")
+    require_storable([rel.model_dump() for rel in batch.relationships], "relationships")
     settings = request.app.state.settings
     outcome = ingest(request.app.state.engine, registry, batch, actor=principal.name, dry_run=dry_run,
                      staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days))
@@ -81,6 +88,7 @@ def list_precedence(request: Request, principal: Reader):
 def replace_precedence(rules: list[PrecedenceRuleModel], request: Request, principal: Admin):
     """Replace all rules. A rule without class and attribute is the default; without one, the
     manual > ssh > snmp > nmap > import default applies."""
+    require_storable([rule.model_dump() for rule in rules], "body")
     seen = set()
     for position, rule in enumerate(rules):
         if (rule.ci_class, rule.attribute) in seen:

@@ -5,6 +5,8 @@ each offending field. Anything unexpected is logged and answered with a 500 prob
 """
 
 import logging
+import re
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,8 +17,11 @@ from app.api.responses import problem, problem_from_error
 from app.services.errors import KartaError
 
 log = logging.getLogger("karta.api")
+# Errors that mean "try again later" rather than "this request cannot be answered".
+_UNAVAILABLE = re.compile(r"locked|busy|connection|server closed|terminat|timeout|could not connect|"
+                          r"too many clients|shutting down|disk i/o|unable to open", re.IGNORECASE)
 
-_HTTP_TITLES = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+_HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
                 406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type"}
 
 
@@ -49,6 +54,9 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         title = _HTTP_TITLES.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 400 and "parsing the body" in detail:
+            return problem(400, "Malformed JSON", "The request body is not valid JSON (or not UTF-8, or nested too deeply).",
+                           slug="malformed-json", instance=request.url.path)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No such endpoint: {request.method} {request.url.path}. See /docs."
         return problem(exc.status_code, title, detail, slug=title.lower().replace(" ", "-"),
@@ -62,9 +70,16 @@ def install(app: FastAPI) -> None:
                        slug="invalid-input", instance=request.url.path, errors=[])
 
     @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError):
-        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
-        return problem(503, "Database unavailable", "The database did not answer; try again shortly.",
+    @app.exception_handler(sqlite3.OperationalError)
+    async def database_error(request: Request, exc: Exception):
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if not _UNAVAILABLE.search(reason):
+            # The database could not evaluate what was asked (a SQLite JSON path, an expression too big).
+            log.warning("database refused %s %s: %s", request.method, request.url.path, reason)
+            return problem(422, "Invalid input", f"The database cannot evaluate this request: {reason}.",
+                           slug="invalid-input", instance=request.url.path, errors=[])
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+        return problem(503, "Database unavailable", "The database is busy or did not answer; try again shortly.",
                        slug="database-unavailable", instance=request.url.path, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

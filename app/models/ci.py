@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field as PydanticField
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Uuid
 from sqlmodel import Field, SQLModel
 
-from app.models.types import JSONColumn, Timestamp, utcnow
+from app.models.types import JSONColumn, Timestamp, UtcDatetime, utcnow
 
 
 class CIStatus(StrEnum):
@@ -62,8 +62,8 @@ class _CIFields(BaseModel):
 
 class CICreate(_CIFields):
     ci_class: str = PydanticField(alias="class", max_length=64)
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
+    first_seen: UtcDatetime | None = None
+    last_seen: UtcDatetime | None = None
 
 
 class CIUpdate(BaseModel):
@@ -79,7 +79,7 @@ class CIUpdate(BaseModel):
     owner: str | None = PydanticField(default=None, max_length=200)
     tags: list[str] | None = PydanticField(default=None, max_length=100)
     attributes: dict[str, Any] | None = None
-    last_seen: datetime | None = None
+    last_seen: UtcDatetime | None = None
 
 
 class RelationshipView(BaseModel):

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field as PydanticField
 from sqlalchemy import Column, String, Uuid
 from sqlmodel import Field, SQLModel
 
-from app.models.types import JSONColumn, Timestamp, utcnow
+from app.models.types import JSONColumn, Timestamp, UtcDatetime, utcnow
 
 
 class Scope(StrEnum):
@@ -36,7 +36,7 @@ class TokenCreate(BaseModel):
 
     name: str = PydanticField(min_length=1, max_length=200)
     scopes: list[Scope] = PydanticField(min_length=1)
-    expires_at: datetime | None = None
+    expires_at: UtcDatetime | None = None
 
 
 class TokenPublic(BaseModel):

@@ -1,6 +1,9 @@
 """Column types shared by the tables: JSON that is JSONB on PostgreSQL, and UTC timestamps."""
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.dialects.postgresql import JSONB
@@ -20,3 +23,15 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Every stored time is UTC; one that UTC cannot hold (year 10000 once shifted) is refused here,
+    not by the database later, where it would break every read of the row."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time out of range once converted to UTC") from exc
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]

@@ -41,6 +41,8 @@ def object_history(conn: Connection, object_id: uuid.UUID, *, limit: int, cursor
     if cursor:
         try:
             before = int(decode_cursor(cursor))
+            if not 0 < before < 2**63:
+                raise ValueError("out of range")
         except ValueError as exc:
             raise InvalidInput("The cursor is not one this API issued.", [field_error("cursor", "malformed cursor")]) from exc
         query = query.where(CHANGE.c.seq < before)

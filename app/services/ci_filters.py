@@ -41,9 +41,11 @@ def _typed_literal(value: str) -> int | float | bool | None:
     if value in ("true", "false"):
         return value == "true"
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         pass
+    else:
+        return number if -(2**63) <= number < 2**63 else None  # beyond 64 bits it can only match as text
     try:
         number = float(value)
     except ValueError:

@@ -12,7 +12,8 @@ from app.models.ci import CICreate
 from app.models.discovery import MANUAL_SOURCE
 from app.models.types import as_utc
 from app.services.ci_filters import attribute_equals, has_tag
-from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error, refuse_nul_characters
+from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
+from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import claim_identifiers, identifying_facts
 from app.services.pagination import decode_uuid_cursor, encode_cursor
@@ -79,7 +80,7 @@ def _validate(cls: ClassInfo, attributes: dict[str, Any]) -> None:
 
 def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate) -> dict[str, Any]:
     for name in ("name", "environment", "owner", "tags", "attributes"):
-        refuse_nul_characters(getattr(data, name), name)
+        require_storable(getattr(data, name), name)
     cls = registry_cache.knows_class(data.ci_class, conn=uow.conn).get_class(data.ci_class)
     _validate(cls, data.attributes)
     row = {
@@ -130,7 +131,7 @@ def update_ci(
 ) -> dict[str, Any]:
     """Apply a PATCH. `changes` holds only the fields the client sent; attributes merge key by key."""
     for name, value in changes.items():
-        refuse_nul_characters(value, "class" if name == "ci_class" else name)
+        require_storable(value, "class" if name == "ci_class" else name)
     for name in NOT_NULLABLE:
         if name in changes and changes[name] is None:
             public_name = "class" if name == "ci_class" else name

@@ -16,7 +16,8 @@ from app.models.types import as_utc, utcnow
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
 from app.services.identifiers import identifier_values
 from app.services.identity import identifying_facts
-from app.services.registry import ClassInfo, Registry, RegistryCache, RelationshipTypeInfo
+from app.services.registry import ClassInfo, Registry, RegistryCache, RelationshipTypeInfo, compile_schema
+from app.services.storable import require_storable
 
 CLASS = CIClass.__table__
 RTYPE = RelationshipType.__table__
@@ -59,7 +60,30 @@ def get_class(registry: Registry, name: str) -> ClassInfo:
     return info
 
 
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _remote_reference(node: Any, path: str = "attribute_schema") -> tuple[str, str] | None:
+    """The first $ref/$dynamicRef to another document, or a $schema other than 2020-12."""
+    stack = [(node, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in ("$ref", "$dynamicRef") and isinstance(value, str) and not value.startswith("#"):
+                    return f"{where}.{key}", f"'{value}' is another document; only local references (#...) are allowed"
+                if key == "$schema" and value != SCHEMA_DIALECT:
+                    return f"{where}.{key}", f"only {SCHEMA_DIALECT} is supported"
+                stack.append((value, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((value, f"{where}.{index}") for index, value in enumerate(item))
+    return None
+
+
 def _check_schema(schema: dict[str, Any]) -> None:
+    remote = _remote_reference(schema)
+    if remote:
+        raise InvalidInput(f"{remote[0]}: {remote[1]}.", [field_error(*remote)])
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -67,6 +91,11 @@ def _check_schema(schema: dict[str, Any]) -> None:
             f"attribute_schema is not a valid JSON Schema: {exc.message}",
             [field_error("attribute_schema", exc.message)],
         ) from exc
+    try:
+        compile_schema(schema)  # what validation will use: it must compile, and offline
+    except Exception as exc:
+        reason = str(exc).splitlines()[0]
+        raise InvalidInput(f"attribute_schema cannot be used: {reason}", [field_error("attribute_schema", reason)]) from exc
 
 
 def _check_rules(rules: list[list[str]]) -> None:
@@ -79,6 +108,8 @@ def _check_rules(rules: list[list[str]]) -> None:
 
 
 def create_class(conn: Connection, registry_cache: RegistryCache, data: CIClassCreate) -> ClassInfo:
+    for name in ("label", "description", "attribute_schema", "identification_rules", "held_identifiers"):
+        require_storable(getattr(data, name), name)
     registry = registry_cache.reload(conn=conn)
     if data.name in registry.classes:
         raise Conflict(f"A class named '{data.name}' already exists.")
@@ -100,6 +131,8 @@ def update_class(conn: Connection, registry_cache: RegistryCache, name: str, dat
     registry = registry_cache.reload(conn=conn)
     get_class(registry, name)
     changes = data.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        require_storable(value, field)
     for field in ("label", "description", "attribute_schema", "identification_rules", "held_identifiers"):
         if field in changes and changes[field] is None:
             raise InvalidInput(f"'{field}' cannot be null.", [field_error(field, "cannot be null")])
@@ -144,6 +177,7 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
 
 
 def create_relationship_type(conn: Connection, registry_cache: RegistryCache, data: RelationshipTypeCreate) -> RelationshipTypeInfo:
+    require_storable(data.model_dump(mode="json"), "body")
     if conn.execute(select(RTYPE.c.name).where(RTYPE.c.name == data.name)).first() is not None:
         raise Conflict(f"A relationship type named '{data.name}' already exists.")
     conn.execute(insert(RTYPE), {**data.model_dump(mode="json"), "created_at": utcnow()})

@@ -46,17 +46,3 @@ class PreconditionFailed(KartaError):
 def field_error(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message}
 
-
-def refuse_nul_characters(value, path: str) -> None:
-    """PostgreSQL cannot store U+0000 in text or JSON; refuse it on every backend alike, naming where."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidInput(f"{path} contains a NUL character, which cannot be stored.",
-                               [field_error(path, "contains a NUL character")])
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            refuse_nul_characters(key, path)
-            refuse_nul_characters(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            refuse_nul_characters(item, f"{path}.{index}")

@@ -93,7 +93,11 @@ class UnitOfWork:
 
     def __enter__(self) -> "UnitOfWork":
         self.conn = self.engine.connect().execution_options(**{WRITE_OPTION: True})
-        self.conn.begin()
+        try:
+            self.conn.begin()
+        except BaseException:
+            self.conn.close()
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -9,6 +9,7 @@ The cache is rebuilt after `registry_cache_seconds`, at once when a name is unkn
 have just added it), and at once in the worker that changed the registry.
 """
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from sqlalchemy import Connection, Engine, select
 
 from app.models import CIClass, RelationshipType
 from app.services.errors import InvalidInput, field_error
+
+log = logging.getLogger("karta.registry")
 
 @dataclass(frozen=True)
 class ClassInfo:
@@ -85,6 +88,43 @@ class Registry:
         return info
 
 
+def _refuse_remote(uri: str) -> Any:
+    # A schema that names another document would make every registry load fetch it: a hang when the
+    # host is slow, an outage when it is gone, and a way to make the server call any URL.
+    raise ValueError(f"attribute schemas cannot reference other documents ({uri})")
+
+
+def compile_schema(schema: dict[str, Any]) -> Any:
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=True, retriever=_refuse_remote)
+
+
+@dataclass(frozen=True)
+class _SchemaError:
+    instance_path: tuple = ()
+    message: str = ""
+
+
+class _UnusableSchema:
+    """Stands in for a stored schema that no longer compiles: writes to that class are refused with
+    the reason, and every other class keeps working."""
+
+    def __init__(self, class_name: str, reason: str) -> None:
+        self._error = _SchemaError(message=f"class '{class_name}' has an unusable attribute_schema ({reason}); "
+                                           "an admin must PATCH /api/v1/classes/" + class_name)
+
+    def iter_errors(self, _instance: Any):
+        yield self._error
+
+
+def _compile_or_report(name: str, schema: dict[str, Any]) -> Any:
+    try:
+        return compile_schema(schema)
+    except Exception as exc:  # any compile failure is this class's problem alone
+        reason = str(exc).splitlines()[0]
+        log.error("attribute_schema of class %s does not compile: %s", name, reason)
+        return _UnusableSchema(name, reason)
+
+
 def load_registry(conn: Connection) -> Registry:
     rows = conn.execute(select(CIClass.__table__)).mappings().all()
     by_name = {row["name"]: row for row in rows}
@@ -109,9 +149,7 @@ def load_registry(conn: Connection) -> Registry:
         return frozenset(found)
 
     validators: dict[str, Any] = {
-        name: jsonschema_rs.Draft202012Validator(row["attribute_schema"], validate_formats=True)
-        if row["attribute_schema"]
-        else None
+        name: _compile_or_report(name, row["attribute_schema"]) if row["attribute_schema"] else None
         for name, row in by_name.items()
     }
     classes = {}

@@ -11,7 +11,8 @@ from app.models import ConfigurationItem, Relationship, RelationshipSource
 from app.models.discovery import MANUAL_SOURCE
 from app.models.relationship import RelationshipCreate
 from app.models.types import as_utc
-from app.services.errors import Conflict, InvalidInput, NotFound, field_error, refuse_nul_characters
+from app.services.errors import Conflict, InvalidInput, NotFound, field_error
+from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.pagination import decode_uuid_cursor, encode_cursor
 from app.services.registry import RegistryCache
@@ -38,7 +39,7 @@ def to_public(row: Any) -> dict[str, Any]:
 
 def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: RelationshipCreate) -> dict[str, Any]:
     registry_cache.knows_type(data.type, conn=uow.conn).get_type(data.type)
-    refuse_nul_characters(data.attributes, "attributes")
+    require_storable(data.attributes, "attributes")
     if data.source == data.target:
         raise InvalidInput(
             "A CI cannot be related to itself.", [field_error("target", "equals source")]

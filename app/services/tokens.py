@@ -7,6 +7,7 @@ reach every worker within that many seconds. Last use is written at most once a 
 """
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -22,8 +23,11 @@ from app.models import ApiToken
 from app.models.token import Scope
 from app.models.types import as_utc, utcnow
 from app.services.errors import Conflict, NotFound
+from app.services.storable import require_storable
 
 TOKEN = ApiToken.__table__
+NOT_CACHED = object()
+log = logging.getLogger("karta.auth")
 SECRET_PREFIX = "karta_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -63,6 +67,7 @@ def to_public(row: Any) -> dict[str, Any]:
 
 
 def create_token(conn: Connection, name: str, scopes: list[Scope], expires_at: datetime | None = None) -> dict[str, Any]:
+    require_storable(name, "name")
     if conn.execute(select(TOKEN.c.id).where(TOKEN.c.name == name)).first() is not None:
         raise Conflict(f"A token named '{name}' already exists; revoke it or choose another name.")
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
@@ -100,15 +105,23 @@ class TokenVerifier:
         self._last_used_written: dict[uuid.UUID, datetime] = {}
         self._lock = threading.Lock()
 
+    def cached(self, secret: str) -> Principal | None | object:
+        """The answer without touching the database, or NOT_CACHED."""
+        cached = self._cache.get(hash_secret(secret))
+        if cached is None or time.monotonic() - cached[0] >= self._cache_seconds:
+            return NOT_CACHED
+        principal, expires_at = cached[1], cached[2]
+        if principal is None or (expires_at is not None and expires_at <= utcnow()):
+            return None
+        return principal
+
     def verify(self, secret: str) -> Principal | None:
+        """Blocking (it may read the database): call it from a worker thread, not the event loop."""
+        answer = self.cached(secret)
+        if answer is not NOT_CACHED:
+            return answer
         digest = hash_secret(secret)
         now_mono = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and now_mono - cached[0] < self._cache_seconds:
-            principal, expires_at = cached[1], cached[2]
-            if principal is None or (expires_at is not None and expires_at <= utcnow()):
-                return None
-            return principal
         principal, expires_at = self._load(digest)
         with self._lock:
             if len(self._cache) > 10_000:
@@ -131,7 +144,10 @@ class TokenVerifier:
         last_written = self._last_used_written.get(row["id"]) or as_utc(row["last_used_at"])
         if last_written is None or now - last_written >= LAST_USED_RESOLUTION:
             self._last_used_written[row["id"]] = now
-            with self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
-                conn.execute(update(TOKEN).where(TOKEN.c.id == row["id"]).values(last_used_at=now))
+            try:
+                with self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+                    conn.execute(update(TOKEN).where(TOKEN.c.id == row["id"]).values(last_used_at=now))
+            except Exception as exc:  # bookkeeping only: a busy database must not refuse the caller
+                log.warning("could not record the use of token %s: %s", row["name"], exc)
         scopes = frozenset(Scope(s) for s in row["scopes"] if s in Scope.__members__)
         return Principal(token_id=row["id"], name=row["name"], scopes=scopes), expires_at

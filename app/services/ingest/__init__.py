@@ -32,7 +32,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from app.models import DiscoveryRun, PrecedenceRule
 from app.models.ingest import IngestBatch
 from app.services import cis as ci_service
-from app.services.errors import Conflict, InvalidInput, field_error, refuse_nul_characters
+from app.services.errors import Conflict, InvalidInput, field_error
+from app.services.storable import require_storable, storable_problem
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import identifying_facts
 from app.services.identifiers import identifier_values
@@ -152,13 +153,13 @@ def _plan_items(registry: Registry, batch: IngestBatch, outcome: Outcome,
             _item_error(outcome, index, item.ref, "class", f"unknown class '{item.ci_class}'")
             continue
         facts = {**item.attributes, **item.identifiers}
-        if b"\\u0000" in orjson.dumps([item.name, facts]):  # one C-speed scan; the slow walk only to name the field
-            try:
-                refuse_nul_characters(facts, "attributes")
-                refuse_nul_characters(item.name, "name")
-            except InvalidInput as exc:
-                _item_error(outcome, index, item.ref, exc.extensions["errors"][0]["field"], "contains a NUL character")
-                continue
+        problem = storable_problem([item.name, item.environment, item.owner, facts], "item")
+        if problem:
+            where, reason = problem
+            field_name = {"item.0": "name", "item.1": "environment", "item.2": "owner"}.get(
+                where, where.replace("item.3", "attributes", 1))
+            _item_error(outcome, index, item.ref, field_name, reason)
+            continue
         identifying = identifying_facts(item.name, item.environment, facts)
         strong = [(cls.family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
         held = [(cls.family, k, v) for k, v in identifier_values([[key] for key in cls.effective_held], facts)]

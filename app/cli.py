@@ -8,7 +8,7 @@ import uvicorn
 
 from app.core import migrations
 from app.core.config import get_settings
-from app.core.db import WRITE_OPTION, make_engine
+from app.core.db import make_engine, write_transaction
 from app.models.token import Scope
 from app.services import tokens
 from app.services.errors import KartaError
@@ -94,7 +94,7 @@ def token_create(
     """Create a token. Its secret is printed once, alone on the last line."""
     engine = _engine()
     try:
-        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        with write_transaction(engine) as conn:
             created = tokens.create_token(conn, name, scope, expires)
     except KartaError as exc:
         typer.echo(exc.detail, err=True)

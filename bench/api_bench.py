@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core import migrations  # noqa: E402
-from app.core.db import WRITE_OPTION, make_engine  # noqa: E402
+from app.core.db import make_engine, write_transaction  # noqa: E402
 from app.models import CIIdentifier, ConfigurationItem, Relationship  # noqa: E402
 from app.services import tokens  # noqa: E402
 from app.services.identifiers import identifier_values  # noqa: E402
@@ -115,7 +115,7 @@ def generate_estate(count: int, rng: random.Random):
 def load(database_url: str, cis, relationships) -> None:
     engine = make_engine(database_url)
     migrations.upgrade(engine)
-    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+    with write_transaction(engine) as conn:
         registry = load_registry(conn)
         identifiers = {}
         for row in cis:
@@ -134,7 +134,7 @@ def load(database_url: str, cis, relationships) -> None:
 
 def make_token(database_url: str) -> str:
     engine = make_engine(database_url)
-    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+    with write_transaction(engine) as conn:
         secret = tokens.create_token(conn, f"bench-{uuid.uuid4().hex[:6]}", ["read"])["secret"]
     engine.dispose()
     return secret

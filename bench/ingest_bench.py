@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core import migrations  # noqa: E402
-from app.core.db import WRITE_OPTION, make_engine  # noqa: E402
+from app.core.db import make_engine, write_transaction  # noqa: E402
 from app.services import tokens  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
@@ -139,7 +139,7 @@ class PeakMemory:
 def run_backend(url: str, items, batch_size: int) -> list[tuple[str, float, int, int]]:
     engine = make_engine(url)
     migrations.upgrade(engine)
-    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+    with write_transaction(engine) as conn:
         secret = tokens.create_token(conn, "bench", ["discovery"])["secret"]
     engine.dispose()
     port = free_port()

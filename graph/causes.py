@@ -37,7 +37,7 @@ from collections import deque
 from typing import Iterable, NamedTuple
 
 from graph.propagation import spare_members, split_known
-from graph.semantics import MEMBER, ORDINARY
+from graph.semantics import ORDINARY
 
 
 class RootCauseCandidate(NamedTuple):

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from app.core import migrations
 from app.core.config import Settings
-from app.core.db import WRITE_OPTION, make_engine
+from app.core.db import make_engine, write_transaction
 from app.main import create_app
 from app.models.token import Scope
 from app.services import tokens as token_service
@@ -158,7 +158,7 @@ class Api:
 
 def create_tokens(engine) -> dict[str, str]:
     secrets = {}
-    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+    with write_transaction(engine) as conn:
         for scope in Scope:
             secrets[scope.value] = token_service.create_token(conn, f"{scope.value}-bot", [scope])["secret"]
     return secrets

@@ -5,7 +5,6 @@ import threading
 import httpx
 from sqlalchemy import event
 
-from app.core.db import WRITE_OPTION
 from app.models.ingest import IngestBatch
 from app.services.ingest import ingest
 from tests.conftest import create_tokens

@@ -7,7 +7,7 @@ from sqlalchemy import delete, insert, select
 
 from app.api.deps import Admin, Reader, RegistryDep, read_transaction, require
 from app.api.responses import JSON
-from app.core.db import WRITE_OPTION
+from app.core.db import write_transaction
 from app.models import PrecedenceRule
 from app.models.ingest import (MAX_ITEMS, MAX_RELATIONSHIPS, DiscoveryRunPage, DiscoveryRunPublic, IngestBatch,
                                IngestOutcome, PrecedenceRuleModel)
@@ -94,7 +94,7 @@ def replace_precedence(rules: list[PrecedenceRuleModel], request: Request, princ
         if (rule.ci_class, rule.attribute) in seen:
             raise InvalidInput("Two rules for the same class and attribute.", [field_error(str(position), "duplicate")])
         seen.add((rule.ci_class, rule.attribute))
-    with request.app.state.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+    with write_transaction(request.app.state.engine) as conn:
         conn.execute(delete(PRECEDENCE))
         if rules:
             conn.execute(insert(PRECEDENCE), [{"ci_class": r.ci_class, "attribute": r.attribute, "sources": r.sources}

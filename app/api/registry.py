@@ -8,7 +8,7 @@ from sqlalchemy import Connection
 
 from app.api.deps import Admin, Reader, RegistryDep
 from app.api.responses import JSON
-from app.core.db import WRITE_OPTION
+from app.core.db import write_transaction
 from app.models.ci_class import CIClassCreate, CIClassPublic, CIClassUpdate
 from app.models.relationship import RelationshipTypeCreate, RelationshipTypePublic
 from app.services import classes
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 def _registry_write(request: Request, registry: RegistryCache) -> Iterator[Connection]:
     """A write transaction on the registry; this worker's cache must not keep a change that rolled back."""
     try:
-        with request.app.state.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        with write_transaction(request.app.state.engine) as conn:
             yield conn
     except BaseException:
         registry.invalidate()

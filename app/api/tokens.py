@@ -6,20 +6,16 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import Admin
 from app.api.responses import JSON
-from app.core.db import WRITE_OPTION
+from app.core.db import write_transaction
 from app.models.token import TokenCreate, TokenCreated, TokenPublic
 from app.services import tokens
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
 
-def _write(request: Request):
-    return request.app.state.engine.connect().execution_options(**{WRITE_OPTION: True})
-
-
 @router.post("", status_code=201, response_model=TokenCreated)
 def create_token(data: TokenCreate, request: Request, principal: Admin):
-    with _write(request) as conn, conn.begin():
+    with write_transaction(request.app.state.engine) as conn:
         created = tokens.create_token(conn, data.name, data.scopes, data.expires_at)
     return JSON(created, status_code=201)
 
@@ -33,7 +29,7 @@ def list_tokens(request: Request, principal: Admin):
 @router.delete("/{token_id}", status_code=204)
 def revoke_token(token_id: uuid.UUID, request: Request, principal: Admin):
     """Revokes at once in this worker, and in the others within the token cache time."""
-    with _write(request) as conn, conn.begin():
+    with write_transaction(request.app.state.engine) as conn:
         tokens.revoke_token(conn, token_id)
     request.app.state.token_verifier.forget()
     return Response(status_code=204)

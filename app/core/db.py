@@ -4,10 +4,12 @@ SQLite runs in WAL mode with foreign keys on and a busy timeout, so several uvic
 discovery pushes can share one file. Nothing here creates tables: migrations own the schema.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -68,6 +70,13 @@ def _begin_sqlite_transaction(conn) -> None:
     # costs more than the BEGIN itself.
     statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN"
     conn.connection.driver_connection.execute(statement)
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        yield conn
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from app.core.db import WRITE_OPTION
+from app.core.db import write_transaction
 from app.models import ApiToken
 from app.models.token import Scope
 from app.models.types import as_utc, utcnow
@@ -145,7 +145,7 @@ class TokenVerifier:
         if last_written is None or now - last_written >= LAST_USED_RESOLUTION:
             self._last_used_written[row["id"]] = now
             try:
-                with self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+                with write_transaction(self._engine) as conn:
                     conn.execute(update(TOKEN).where(TOKEN.c.id == row["id"]).values(last_used_at=now))
             except Exception as exc:  # bookkeeping only: a busy database must not refuse the caller
                 log.warning("could not record the use of token %s: %s", row["name"], exc)

@@ -33,7 +33,7 @@ from app.models import DiscoveryRun, PrecedenceRule
 from app.models.ingest import IngestBatch
 from app.services import cis as ci_service
 from app.services.errors import Conflict, InvalidInput, field_error
-from app.services.storable import require_storable, storable_problem
+from app.services.storable import storable_problem
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import identifying_facts
 from app.services.identifiers import identifier_values

@@ -15,7 +15,7 @@ Discovery never deletes a CI.
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import Connection, and_, delete, exists, select, update
+from sqlalchemy import and_, delete, exists, select, update
 
 from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.services.cis import HISTORY_FIELDS, to_public

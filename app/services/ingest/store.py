@@ -5,7 +5,7 @@ lookup of 30,000 identifier values is one statement, not 30,000, and no driver p
 """
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 

@@ -4,9 +4,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from app.core import migrations
 from app.core.config import get_settings
 from app.core.db import make_engine, write_transaction
 from app.models.token import Scope
@@ -14,9 +12,15 @@ from app.services import tokens
 from app.services.errors import KartaError
 from discovery.cli import app as discover_cli
 
+# uvicorn and alembic are imported by the commands that need them: `karta discover` runs from cron on
+# machines that only push to the API, and should start fast.
 cli = typer.Typer(help="Karta: a CMDB with discovery and impact analysis.", no_args_is_help=True)
-db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
-token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+db_# uvicorn and alembic are imported by the commands that need them: `karta discover` runs from cron on
+# machines that only push to the API, and should start fast.
+cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_# uvicorn and alembic are imported by the commands that need them: `karta discover` runs from cron on
+# machines that only push to the API, and should start fast.
+cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(discover_cli, name="discover")
@@ -35,6 +39,10 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs ~10% throughput)")] = False,
 ) -> None:
     """Serve the API with uvicorn. Refuses to start on a database whose schema is behind."""
+    import uvicorn
+
+    from app.core import migrations
+
     engine = _engine()
     try:
         if migrate:
@@ -56,6 +64,8 @@ def serve(
 @db_cli.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
+    from app.core import migrations
+
     engine = _engine()
     try:
         migrations.upgrade(engine, revision)
@@ -67,6 +77,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
 @db_cli.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 'base' empties the database")]) -> None:
     """Undo migrations down to REVISION."""
+    from app.core import migrations
+
     engine = _engine()
     try:
         migrations.downgrade(engine, revision)
@@ -78,6 +90,8 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 
 @db_cli.command("current")
 def db_current() -> None:
     """Show the database's schema revision and the newest one."""
+    from app.core import migrations
+
     engine = _engine()
     try:
         typer.echo(f"current: {migrations.current_revision(engine) or 'none'}\nhead:    {migrations.head_revision()}")

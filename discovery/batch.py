@@ -116,8 +116,10 @@ def host_attributes(facts: HostFacts, unresolved: list[tuple[str, str, int]]) ->
                        for i in facts.interfaces if i.kind != "loopback"],
         "disks": [_compact({"name": d.name, "size_bytes": d.size_bytes, "model": d.model, "serial": d.serial,
                             "rotational": d.rotational}) for d in facts.disks],
+        # Sizes, not usage: usage moves every minute, and a CMDB records configuration, not metrics
+        # (each run would otherwise write a change record per host).
         "filesystems": [{"device": f.device, "type": f.fstype, "mountpoint": f.mountpoint,
-                         "size_kb": f.size_kb, "used_kb": f.used_kb} for f in facts.filesystems],
+                         "size_kb": f.size_kb} for f in facts.filesystems],
         "services": facts.services,
         "listening": [_compact({"address": s.address, "port": s.port, "process": s.process})
                       for s in sorted(facts.listeners, key=lambda s: (s.port, s.address))],
@@ -177,7 +179,7 @@ def build_ssh_batch(
     remote_lookup: RemoteLookup | None = None,
     complete: bool = True,
 ) -> dict:
-    """Hosts collected over SSH (or locally) -> one batch. Scope: the hosts read in full."""
+    """Hosts collected over SSH (or locally) -> one batch. Scope: every target asked for."""
     collected = [r for r in results if r.facts is not None]
     hosts = [(r.facts, classify_host(r.facts, rules)) for r in collected]
     deps: DependencyMap = map_dependencies(hosts, remote_lookup)
@@ -221,7 +223,12 @@ def build_ssh_batch(
         relationships.append({"source": app_refs[id(dep.source)], "target": target_ref,
                               "type": "depends_on", "attributes": {"port": dep.port}})
 
-    scope_hosts = [r.target for r in results if r.complete]
+    # The scope is every target asked for, reached or not: a host that is down must keep the scope (and
+    # so its key on the service) the same, or the service could never count it as missed and age it.
+    scope_hosts = sorted({r.target for r in results})
+    # A host that could not be read in full (down, partial reply, refused key) confirms nothing this run;
+    # its CIs go stale only after the service's stale_after_runs such runs in a row: stale means "not
+    # confirmed lately", never "deleted", and one flaky run ages nothing.
     return {"source": source, "run_id": run_id, "scope": {"subnets": [], "hosts": scope_hosts},
             "complete": complete, "items": items, "relationships": relationships}
 
@@ -245,8 +252,8 @@ def build_scan_batch(hosts: list[ScanHost], *, run_id: str, subnets: list[str], 
                 "listening": [_compact({"port": p.port, "protocol": p.protocol, "service": p.service,
                                         "product": p.product, "version": p.version})
                               for p in host.ports if p.state == "open"],
-                "os_guess": host.os_name,
-                "os_guess_accuracy": host.os_accuracy,
+                # The OS family only: nmap's exact match and its accuracy flip between identical scans.
+                "os_family": host.os_family,
                 "mac_vendor": host.vendor,
                 "vendor": (host.os_vendors[0] if host.os_vendors else host.vendor)
                 if host_class(scan=host) == "network_device" else None,

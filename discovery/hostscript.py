@@ -27,6 +27,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from discovery.sanitize import is_decimal
+
 # Bytes kept per section on the host side, and for a whole reply on our side.
 SECTION_CAP = 1_048_576
 REPLY_CAP = 8 * 1_048_576
@@ -184,7 +186,7 @@ def split_reply(text: str, token: str) -> Reply:
             current, body = None, []
             reply.finished = True
             continue
-        if current is not None and word == "rc" and arg.lstrip("-").isdigit():
+        if current is not None and word == "rc" and is_decimal(arg.lstrip("-")):
             current.rc = int(arg)
             continue
         if current is not None and word == "missing" and arg:

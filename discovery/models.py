@@ -143,5 +143,6 @@ class ScanHost:
     ports: list[ScanPort] = field(default_factory=list)
     os_name: str | None = None
     os_accuracy: int | None = None
+    os_family: str | None = None
     os_types: list[str] = field(default_factory=list)
     os_vendors: list[str] = field(default_factory=list)

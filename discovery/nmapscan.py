@@ -16,7 +16,7 @@ import nmap
 
 from discovery.models import ScanHost, ScanPort
 from discovery.parse_network import normalize_mac
-from discovery.sanitize import MAX_NAME, clean_text
+from discovery.sanitize import MAX_NAME, clean_text, is_decimal
 
 DEFAULT_PORTS = ("21,22,23,25,53,80,110,111,135,139,143,389,443,445,465,587,636,873,993,995,"
                  "1433,1521,2049,2375,2376,3000,3306,3389,5000,5432,5601,5672,5900,5984,6379,"
@@ -128,8 +128,10 @@ def parse_nmap(result: dict) -> list[ScanHost]:
             best = matches[0]
             host.os_name = clean_text(best.get("name", ""), MAX_NAME) or None
             accuracy = str(best.get("accuracy", ""))
-            host.os_accuracy = int(accuracy) if accuracy.isdigit() else None
+            host.os_accuracy = int(accuracy) if is_decimal(accuracy) else None
             for osclass in best.get("osclass") or []:
+                if osclass.get("osfamily") and host.os_family is None:
+                    host.os_family = clean_text(osclass["osfamily"], 64) or None
                 if osclass.get("type"):
                     host.os_types.append(clean_text(osclass["type"], 64))
                 if osclass.get("vendor"):

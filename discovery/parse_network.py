@@ -12,7 +12,7 @@ import ipaddress
 import re
 
 from discovery.models import Connection, Interface, InterfaceAddress, Listener
-from discovery.sanitize import MAX_LIST, clean_text
+from discovery.sanitize import MAX_LIST, clean_text, is_decimal
 
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 _LINK = re.compile(r"^\d+:\s+(?P<name>[^\s:@]+)(?:@\S*)?:\s+<(?P<flags>[^>]*)>(?P<rest>.*)$")
@@ -123,7 +123,7 @@ def _endpoint(text: str) -> tuple[str, int | None] | None:
             return None
     if port == "*":
         return address, None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_decimal(port) or not 0 < int(port) < 65536:
         return None
     return address, int(port)
 
@@ -142,10 +142,10 @@ def _socket_fields(line: str) -> tuple[str, str, str] | None:
     parts = line.split(None, 1)
     if not parts:
         return None
-    if not parts[0].isdigit():  # State column present (ss -l prints it)
+    if not is_decimal(parts[0]):  # State column present (ss -l prints it)
         line = parts[1] if len(parts) > 1 else ""
     fields = line.split(None, 4)
-    if len(fields) < 4 or not fields[0].isdigit() or not fields[1].isdigit():
+    if len(fields) < 4 or not is_decimal(fields[0]) or not is_decimal(fields[1]):
         return None
     return fields[2], fields[3], fields[4] if len(fields) > 4 else ""
 
@@ -189,7 +189,7 @@ def parse_established(text: str) -> list[Connection]:
 def parse_port_range(text: str) -> tuple[int, int] | None:
     """``/proc/sys/net/ipv4/ip_local_port_range``: the ephemeral port range."""
     numbers = text.split()
-    if len(numbers) >= 2 and numbers[0].isdigit() and numbers[1].isdigit():
+    if len(numbers) >= 2 and is_decimal(numbers[0]) and is_decimal(numbers[1]):
         low, high = int(numbers[0]), int(numbers[1])
         if 0 < low <= high < 65536:
             return low, high

@@ -12,7 +12,7 @@ import re
 import uuid
 
 from discovery.models import Disk, Filesystem
-from discovery.sanitize import MAX_LIST, MAX_NAME, clean_text
+from discovery.sanitize import MAX_LIST, MAX_NAME, clean_text, is_decimal
 
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _MACHINE_ID = re.compile(r"[0-9a-f]{32}")
@@ -123,7 +123,7 @@ def parse_dmi(text: str) -> dict[str, str]:
 
 def parse_int(text: str) -> int | None:
     value = first_line(text) or ""
-    return int(value) if value.isdigit() and len(value) < 10 else None
+    return int(value) if is_decimal(value) and len(value) < 10 else None
 
 
 def parse_cpu_model(text: str) -> str | None:
@@ -151,7 +151,7 @@ def parse_lsblk(text: str) -> list[Disk]:
         if pairs.get("TYPE") != "disk" or not pairs.get("NAME"):
             continue
         size = pairs.get("SIZE", "")
-        if not size.isdigit() or int(size) == 0:
+        if not is_decimal(size) or int(size) == 0:
             continue
         serial = clean_text(pairs.get("SERIAL", ""), MAX_NAME)
         model = clean_text(pairs.get("MODEL", ""), MAX_NAME)
@@ -172,7 +172,7 @@ def parse_df(text: str) -> list[Filesystem]:
     out: list[Filesystem] = []
     for line in text.splitlines()[1:]:
         parts = line.split(None, 6)
-        if len(parts) < 7 or not parts[2].isdigit() or not parts[3].isdigit():
+        if len(parts) < 7 or not is_decimal(parts[2]) or not is_decimal(parts[3]):
             continue
         if parts[1] in PSEUDO_FILESYSTEMS:
             continue
@@ -193,7 +193,7 @@ def parse_processes(text: str) -> dict[int, str]:
     out: dict[int, str] = {}
     for line in text.splitlines():
         pid, _, args = line.strip().partition(" ")
-        if pid.isdigit() and len(pid) < 10:
+        if is_decimal(pid) and len(pid) < 10:
             out[int(pid)] = clean_text(args, 4096)
             if len(out) >= 100_000:
                 break

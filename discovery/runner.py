@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from discovery.sanitize import is_decimal
 from discovery.batch import build_scan_batch, build_ssh_batch
 from discovery.classify import DEFAULT_RULES, ClassificationRule
 from discovery.collect import collect_local
@@ -182,7 +183,7 @@ def run_lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             raise LockHeld(f"another karta discover run holds {path}"
-                           + (f" (pid {holder})" if holder.isdigit() else "") + "; exiting") from None
+                           + (f" (pid {holder})" if is_decimal(holder) else "") + "; exiting") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -75,3 +75,9 @@ _TOKEN = re.compile(r"[^A-Za-z0-9._-]+")
 def clean_token(value: str, limit: int = 64) -> str:
     """A name fit for an identifier part: letters, digits, dot, dash, underscore."""
     return _TOKEN.sub("-", clean_text(value, MAX_NAME)).strip("-.")[:limit]
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only. str.isdigit() also accepts '²' or '٣', which int() then refuses: on hostile
+    output that turned one bad byte into a failed host."""
+    return text.isascii() and text.isdigit()

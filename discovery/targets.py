@@ -18,6 +18,8 @@ import ipaddress
 import re
 from pathlib import Path
 
+from discovery.sanitize import is_decimal
+
 MAX_TARGETS = 65_536
 _NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
@@ -38,7 +40,7 @@ def _expand(token: str) -> list[str]:
         if "." in end_text or ":" in end_text:
             end = ipaddress.ip_address(end_text)
         else:
-            if start.version != 4 or not end_text.isdigit() or int(end_text) > 255:
+            if start.version != 4 or not is_decimal(end_text) or int(end_text) > 255:
                 raise ValueError(f"not an address range: {token!r}")
             end = ipaddress.ip_address(str(start).rsplit(".", 1)[0] + "." + end_text)
         if end.version != start.version or int(end) < int(start):
@@ -50,7 +52,7 @@ def _expand(token: str) -> list[str]:
         return [str(ipaddress.ip_address(token))]
     except ValueError:
         pass
-    if _NAME.fullmatch(token) and not token.replace(".", "").isdigit():
+    if _NAME.fullmatch(token) and not is_decimal(token.replace(".", "")):
         return [token.rstrip(".").lower()]
     raise ValueError(f"not an address, network, range or host name: {token!r}")
 

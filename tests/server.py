@@ -17,28 +17,31 @@ def karta(*args: str, database_url: str, timeout: float = 60) -> subprocess.Comp
     return subprocess.run([*KARTA, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
 @contextmanager
-def running_server(database_url: str, *, workers: int = 1, startup_seconds: float = 30):
-    port = free_port()
-    env = {**os.environ, "KARTA_DATABASE_URL": database_url}
+def running_server(database_url: str, *, workers: int = 1, startup_seconds: float = 30, host: str = "127.0.0.1",
+                   env: dict[str, str] | None = None):
+    """`karta serve` on a free port of `host` (one of this machine's addresses); yields its base URL.
+    `env` adds settings (KARTA_STALE_AFTER_RUNS=2)."""
+    port = free_port(host)
+    env = {**os.environ, **(env or {}), "KARTA_DATABASE_URL": database_url}
     process = subprocess.Popen(
-        [*KARTA, "serve", "--port", str(port), "--workers", str(workers)],
+        [*KARTA, "serve", "--host", host, "--port", str(port), "--workers", str(workers)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + startup_seconds
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"karta serve exited with {process.returncode}: {process.stdout.read()}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -9,12 +9,14 @@ session and always torn down.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from discovery.facts import VIRTUAL_MACHINE_TYPES
 from tests.discovery.lab import Lab, missing_requirements
 from tests.discovery.lab_services import missing_service_binaries, standard_hosts, start_services
 
@@ -30,6 +32,14 @@ def require(missing: list[str]) -> None:
     if os.environ.get("KARTA_REQUIRE_ALL") == "1":
         pytest.fail(reason + " (KARTA_REQUIRE_ALL=1)", pytrace=False)
     pytest.skip(reason)
+
+
+def lab_host_class() -> str:
+    """The class the agent gives a lab host it logs into: the lab shares this machine's virtualization."""
+    if shutil.which("systemd-detect-virt") is None:
+        return "server"
+    virt = subprocess.run(["systemd-detect-virt", "--vm"], capture_output=True, text=True).stdout.strip()
+    return "virtual_machine" if virt in VIRTUAL_MACHINE_TYPES else "server"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,12 @@ machine's own network):
   with 10.77.0.1/24. The agent, nmap and Ansible run *in* it
   (``Lab.run``/``Lab.command``); it has no route anywhere but 10.77.0.0/24, and
   its resolv.conf points at its own loopback, so nothing can leave the lab.
+* on request (``Lab.open_service_link``), a point-to-point veth between the
+  machine's own namespace and the management namespace, on a /30 of its own
+  outside the lab subnet: a Karta server started here binds its end, so the
+  agent can push to it. Only the management namespace is on that link (the
+  hosts have no route to it, the management namespace does not forward), and
+  nmap's scans of 10.77.0.0/24 never see it.
 * one namespace per host, joined to the bridge by a veth pair, with its own
   UTS, PID, IPC and mount namespaces (``unshare``): its own hostname,
   /etc/machine-id, /etc/os-release, /etc/hosts and /root (with /etc/skel's
@@ -133,6 +139,7 @@ class Lab:
         self._procs: list[subprocess.Popen] = []
         self._logs: list = []
         self._netns: list[str] = []
+        self._service_link: str | None = None
         self._stopped = False
 
     # ---- building -------------------------------------------------------
@@ -323,6 +330,31 @@ class Lab:
         return subprocess.run(self.command(argv), capture_output=True, text=True, timeout=timeout,
                               env=env, input=input)
 
+    def open_service_link(self) -> tuple[str, str]:
+        """Link this machine's namespace to the management namespace; returns (our address, theirs).
+
+        A server bound to our address answers the agent and nobody else on the lab. The /30 is
+        picked from 10.77.1.0-10.77.255.255 by this process's pid, so two labs on one machine
+        (two test runs) do not claim the same address. The link dies with the management namespace.
+        """
+        if self._service_link is None:
+            block = 4 * (os.getpid() % 16320)  # 16,320 /30s above 10.77.0.0/24
+            ours = f"10.77.{1 + block // 256}.{block % 256 + 1}"
+            theirs = f"10.77.{1 + block // 256}.{block % 256 + 2}"
+            name = f"kl{os.getpid()}"[:15]
+            sh("ip", "link", "add", name, "type", "veth", "peer", "name", "svc0", "netns", self.mgmt)
+            self._service_link = name
+            sh("ip", "addr", "add", f"{ours}/30", "dev", name)
+            sh("ip", "link", "set", name, "up")
+            sh("ip", "-n", self.mgmt, "addr", "add", f"{theirs}/30", "dev", "svc0")
+            sh("ip", "-n", self.mgmt, "link", "set", "svc0", "up")
+            self.service_addresses = (ours, theirs)
+        return self.service_addresses
+
+    def link_up(self, name: str, up: bool) -> None:
+        """Cut (or restore) a host's cable: its bridge port in the management namespace."""
+        sh("ip", "-n", self.mgmt, "link", "set", f"v{self.hosts[name].octet}", "up" if up else "down")
+
     def host_command(self, name: str, argv: list[str]) -> list[str]:
         """argv run inside one lab host (all of its namespaces)."""
         return ["nsenter", "-t", str(self.hosts[name].pid1), "-n", "-u", "-p", "-m", "-i", "--", *argv]
@@ -360,6 +392,8 @@ class Lab:
                 print(f"lab: process {proc.pid} did not exit", file=sys.stderr)
         for log in self._logs:
             log.close()
+        if self._service_link is not None:
+            sh("ip", "link", "del", self._service_link, check=False)  # gone with the namespace anyway
         for name in reversed(self._netns):
             _destroy_netns(name)
         shutil.rmtree(f"/etc/netns/{self.mgmt}", ignore_errors=True)

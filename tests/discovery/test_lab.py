@@ -92,7 +92,8 @@ def test_scan_finds_exactly_the_lab_hosts(lab, agent):
 def test_ssh_collects_hosts_applications_and_the_dependency_edges(lab, ssh_run):
     _, batch = ssh_run
     assert batch["source"] == "ssh" and batch["complete"] is True
-    assert batch["scope"] == {"subnets": [], "hosts": GOOD + ["10.77.0.14"]}
+    # every target asked for, reached or not: a host that is down must not change the scope
+    assert batch["scope"] == {"subnets": [], "hosts": sorted(ALL_LAB + [UNREACHABLE])}
     cls = host_class()
     hosts = {(i["class"], i["name"]) for i in batch["items"] if i["class"] in ("server", "virtual_machine")}
     assert hosts == {(cls, "web-1"), (cls, "db-1"), (cls, "app-1"), (cls, "evil;$(touch /tmp/karta-pwned)`id`|&")}

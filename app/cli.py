@@ -15,12 +15,8 @@ from discovery.cli import app as discover_cli
 # uvicorn and alembic are imported by the commands that need them: `karta discover` runs from cron on
 # machines that only push to the API, and should start fast.
 cli = typer.Typer(help="Karta: a CMDB with discovery and impact analysis.", no_args_is_help=True)
-db_# uvicorn and alembic are imported by the commands that need them: `karta discover` runs from cron on
-# machines that only push to the API, and should start fast.
-cli = typer.Typer(help="Database schema.", no_args_is_help=True)
-token_# uvicorn and alembic are imported by the commands that need them: `karta discover` runs from cron on
-# machines that only push to the API, and should start fast.
-cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(discover_cli, name="discover")

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from app.api import changes, cis, health, impact, ingest, problems, registry, relationships, tokens
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
-from app.core.db import make_engine
+from app.core.db import make_engine, refresh_statistics
 from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache
 from app.services.tokens import TokenVerifier
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI):
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         if settings.load_graph_at_startup:
-            app.state.live_graph.warm_up()
+            app.state.live_graph.warm_up(before=lambda: refresh_statistics(engine))
         yield
         engine.dispose()
 

@@ -7,7 +7,7 @@ from sqlalchemy import delete, insert, select
 
 from app.api.deps import Admin, Reader, RegistryDep, read_transaction, require
 from app.api.responses import JSON
-from app.core.db import write_transaction
+from app.core.db import refresh_statistics, write_transaction
 from app.models import PrecedenceRule
 from app.models.ingest import (MAX_ITEMS, MAX_RELATIONSHIPS, DiscoveryRunPage, DiscoveryRunPublic, IngestBatch,
                                IngestOutcome, PrecedenceRuleModel)
@@ -20,6 +20,8 @@ from app.services.tokens import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["discovery"])
 PRECEDENCE = PrecedenceRule.__table__
+# A batch that creates this many CIs changes the tables enough to refresh SQLite's statistics.
+BULK_LOAD_ROWS = 1000
 
 
 class PayloadTooLarge(KartaError):
@@ -54,6 +56,8 @@ def ingest_batch(
     settings = request.app.state.settings
     outcome = ingest(request.app.state.engine, registry, batch, actor=principal.name, dry_run=dry_run,
                      staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days))
+    if not dry_run and outcome.counts.get("created", 0) >= BULK_LOAD_ROWS:
+        refresh_statistics(request.app.state.engine)  # throttled; SQLite only
     return JSON(outcome.as_dict())
 
 

@@ -4,6 +4,8 @@ SQLite runs in WAL mode with foreign keys on and a busy timeout, so several uvic
 discovery pushes can share one file. Nothing here creates tables: migrations own the schema.
 """
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,6 +79,29 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
     with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
         yield conn
+
+
+_statistics_lock = threading.Lock()
+_statistics_refreshed_at: dict[str, float] = {}
+STATISTICS_INTERVAL_SECONDS = 600.0
+
+
+def refresh_statistics(engine: Engine, *, force: bool = False) -> bool:
+    """Give SQLite's planner fresh table statistics (PostgreSQL's autovacuum does this by itself).
+
+    Without them SQLite answers a filtered, id-ordered page by sorting every row of one index's match
+    (40 ms at 100,000 CIs) instead of walking the primary key (6 ms). ANALYZE takes ~0.2 s at that size,
+    so it runs at start-up and after bulk loads, at most once per STATISTICS_INTERVAL_SECONDS."""
+    if engine.dialect.name != "sqlite":
+        return False
+    key = str(engine.url)
+    with _statistics_lock:
+        if not force and time.monotonic() - _statistics_refreshed_at.get(key, -1e9) < STATISTICS_INTERVAL_SECONDS:
+            return False
+        _statistics_refreshed_at[key] = time.monotonic()
+    with write_transaction(engine) as conn:
+        conn.exec_driver_sql("ANALYZE")
+    return True
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -60,11 +60,13 @@ class LiveGraph:
                 self._catch_up(self._graph)
             return self._graph
 
-    def warm_up(self) -> None:
-        threading.Thread(target=self._warm_up, name="karta-graph-load", daemon=True).start()
+    def warm_up(self, before=None) -> None:
+        threading.Thread(target=self._warm_up, args=(before,), name="karta-graph-load", daemon=True).start()
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, before) -> None:
         try:
+            if before is not None:
+                before()
             self.current()
         except Exception:  # the first question will try again and report the error itself
             log.exception("building the impact graph at start-up failed")

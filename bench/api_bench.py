@@ -237,7 +237,9 @@ def main() -> None:
         process, base = serve(url, args.workers)
         try:
             env = {"KARTA_TOKEN": secret, "KARTA_IDS": ids_file.name}
-            run_wrk(base, LUA_BY_ID, env, 3, args.connections)  # warm-up: caches, connection pools
+            # Warm-up: caches, connection pools, and each worker's start-up work (SQLite statistics, the
+            # impact graph load), which would otherwise compete with the first measurement.
+            run_wrk(base, LUA_BY_ID, env, 10, args.connections)
             for label, script in (("GET /api/v1/cis/{id}", LUA_BY_ID), ("GET /api/v1/cis?filters (5 kinds)", LUA_LIST)):
                 result = run_wrk(base, script, env, args.seconds, args.connections)
                 rows.append((backend, label, result))

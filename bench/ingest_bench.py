@@ -13,6 +13,7 @@ bench/results/ingest.md.
 """
 
 import argparse
+import ipaddress
 import os
 import random
 import shutil
@@ -73,11 +74,12 @@ def generate(total: int, rng: random.Random):
                 rels.append(("@", "member_of", rng.choice(refs["cluster"])))
             hosts.append(add(ci_class, name, {"machine_id": hexid(), "serial_number": f"CZ{rng.getrandbits(40):010X}",
                                               "fqdn": f"{name}.example.com",
-                                              "mac_address": ["52:54:00:" + ":".join(f"{rng.getrandbits(8):02x}" for _ in range(3))]},
+                                              # unique per host: random MACs collide (birthday) and merge hosts
+                                              "mac_address": ["52:54:%02x:%02x:%02x:%02x" % tuple((len(hosts) + 1).to_bytes(4, "big"))]},
                              {"os_name": "debian", "os_version": "12", "cpu_count": rng.choice([2, 4, 8, 16]),
                               "memory_mb": rng.choice([4096, 16384, 65536])}, rels))
     for n in range(int(counts["ip_address"] * scale)):
-        address = f"10.{n // 65536}.{n // 256 % 256}.{n % 256 or 1}"
+        address = str(ipaddress.IPv4Address("10.0.0.0") + n + 1)
         add("ip_address", address, {"address": address}, {}, [(hosts[n % len(hosts)], "contains", "@")])
     apps = []
     for ci_class in ("database", "application", "web_server"):

@@ -259,3 +259,34 @@ def test_runs_are_recorded_across_batches(api):
     again = push(api, batch("ssh", [host("b", "b", serial_number="S-21")], run_id="big-run", complete=True))
     assert again["counts"]["unchanged"] == 1 and again["stale"] == []
     assert api.post("/api/v1/ingest", json=batch("nmap", [], run_id=out["run_id"]), as_="discovery").status_code == 409
+
+
+def test_staleness_by_age_as_well_as_by_missed_runs(app, engine):
+    """D days since the source last saw it ages a CI even before N complete runs have missed it."""
+    import time
+
+    from app.models.ingest import IngestBatch
+    from app.services.ingest import StalenessPolicy, ingest
+
+    def run(run_id, items):
+        body = batch("ssh", items, complete=True, scope={"hosts": ["age"]}, run_id=run_id)
+        return ingest(engine, app.state.registry, IngestBatch.model_validate(body), actor="t",
+                      staleness=StalenessPolicy(after_runs=100, after_days=0.5 / 86400))
+
+    kept = host("k", "kept", machine_id="bf8e7a1b2c3d4e5f60718293a4b5c6d7")
+    gone = host("g", "gone", machine_id="cf8e7a1b2c3d4e5f60718293a4b5c6d7")
+    first = run("age-1", [kept, gone])
+    time.sleep(0.6)
+    second = run("age-2", [kept])
+    assert second.stale == [str(first.refs["g"])]
+
+
+def test_a_match_a_stronger_rule_contradicts_is_a_conflict(api):
+    first = push(api, batch("ssh", [host("a", "a", serial_number="SER-A", mac_address=["52:54:00:00:00:aa"])]))
+    clone = push(api, batch("ssh", [host("b", "b", serial_number="SER-B", mac_address=["52:54:00:00:00:aa"])]))
+    assert clone["counts"]["conflicts"] == 1 and clone["conflicts"][0]["candidates"] == [first["refs"]["a"]]
+    assert "serial_number" in clone["conflicts"][0]["message"]
+    # a re-imaged server keeps its serial and gets a new machine-id: the same CI
+    push(api, batch("ssh", [host("a", "a", serial_number="SER-A", machine_id="df8e7a1b2c3d4e5f60718293a4b5c6d7")]))
+    again = push(api, batch("ssh", [host("a", "a", serial_number="SER-A", machine_id="ef8e7a1b2c3d4e5f60718293a4b5c6d7")]))
+    assert again["refs"]["a"] == first["refs"]["a"] and again["counts"]["updated"] == 1

@@ -38,7 +38,8 @@ from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import identifying_facts
 from app.services.identifiers import identifier_values
 from app.services.ingest import store
-from app.services.ingest.identification import PlannedItem, group_items, non_unique_held, resolve
+from app.services.ingest.identification import (PlannedItem, contradicting_rule, group_items, non_unique_held,
+                                                 resolve)
 from app.services.ingest.reconciliation import PrecedenceTable, merge
 from app.services.ingest.staleness import close_scope
 from app.services.registry import Registry, RegistryCache
@@ -204,6 +205,12 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
     strong_cis = store.strongly_identified(conn, held_found, held_keys)
     resolutions = [resolve(group, index, strong_cis, ignored_held) for group in groups]
     rows = store.load_cis(conn, {r.ci_id for r in resolutions if r.ci_id is not None})
+    for resolution in resolutions:
+        if resolution.ci_id is not None and resolution.ci_id in rows:
+            contradiction = contradicting_rule(resolution, rows[resolution.ci_id])
+            if contradiction:
+                resolution.conflict = [str(resolution.ci_id)]
+                resolution.reason = contradiction
 
     creates, updates, seen = [], [], set()
     strong_claims, held_claims = [], []
@@ -212,7 +219,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
         if resolution.conflict:
             for item in resolution.items:
                 outcome.conflicts.append({"ref": item.ref, "class": item.cls.name, "candidates": resolution.conflict,
-                                          "message": "its identifiers match several CIs; nothing was merged"})
+                                          "message": resolution.reason or "its identifiers match several CIs; nothing was merged"})
                 counts[item.cls.name]["conflicts"] += 1
             continue
         row = rows.get(resolution.ci_id) if resolution.ci_id is not None else None

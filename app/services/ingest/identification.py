@@ -19,13 +19,18 @@ The rules, in the order they apply:
      its own: that is another machine, and the address has moved to this one.
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
-5. No match: the item is a new CI.
+5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI
+   holds another serial number than the item's, they are two machines sharing a MAC (a cloned VM); the
+   item is a conflict, not a merge. Weaker identifiers may differ: a re-imaged server keeps its serial
+   and gets a new machine-id, and is still the same CI.
+6. No match: the item is a new CI.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.services.identifiers import normalize
 from app.services.registry import ClassInfo
 
 Triple = tuple[str, str, str]  # (family, key, normalized value)
@@ -53,6 +58,7 @@ class Resolution:
     ci_id: Any = None  # an existing CI, or None to create one
     conflict: list[str] = field(default_factory=list)  # candidate CI ids when ambiguous
     matched_by: str | None = None
+    reason: str | None = None  # why it is a conflict, when not the plain "several CIs"
 
 
 class _UnionFind:
@@ -135,3 +141,23 @@ def resolve(
     if held_matches:
         return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))
     return Resolution(group)
+
+
+def contradicting_rule(resolution: Resolution, row: Any) -> str | None:
+    """Rule 5: the first stronger single-attribute rule on which the item and the matched CI disagree."""
+    if resolution.matched_by is None:
+        return None
+    cls = resolution.items[0].cls
+    keys = [rule[0] for rule in cls.effective_rules if len(rule) == 1]
+    if resolution.matched_by not in keys:
+        return None
+    stored = row["attributes"] or {}
+    for key in keys[: keys.index(resolution.matched_by)]:
+        if isinstance(stored.get(key), list):
+            continue  # multi-valued: holding one more value is no contradiction
+        theirs = normalize(key, stored.get(key))
+        ours = {normalize(key, item.facts.get(key)) for item in resolution.items} - {None}
+        if theirs is not None and ours and theirs not in ours:
+            return (f"found by {resolution.matched_by}, but the CI's {key} is '{theirs}' and the item's is "
+                    f"'{sorted(ours)[0]}': two machines share a {resolution.matched_by}; nothing was merged")
+    return None

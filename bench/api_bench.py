@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,10 +36,10 @@ from app.services import tokens  # noqa: E402
 from app.services.identifiers import identifier_values  # noqa: E402
 from app.services.identity import identifying_facts  # noqa: E402
 from app.services.registry import load_registry  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PG_URL = os.environ.get("KARTA_BENCH_POSTGRES_URL", "postgresql+psycopg://@127.0.0.1:5432/test")
 
 # Share of the estate per class, roughly what a mid-size company's CMDB holds.
 MIX = [("server", 0.15), ("virtual_machine", 0.25), ("ip_address", 0.25), ("application", 0.15),
@@ -221,15 +220,7 @@ def main() -> None:
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="karta-bench-"))
     for backend in args.backends.split(","):
-        if backend == "sqlite":
-            url = f"sqlite:///{workdir / 'bench.db'}"
-        else:
-            admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text("DROP DATABASE IF EXISTS karta_bench_api WITH (FORCE)"))
-                conn.execute(text("CREATE DATABASE karta_bench_api"))
-            admin.dispose()
-            url = make_url(PG_URL).set(database="karta_bench_api").render_as_string(hide_password=False)
+        url = fresh_database(backend, "karta_bench_api", workdir)
         started = time.perf_counter()
         load(url, cis, relationships)
         print(f"{backend}: loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)

@@ -26,18 +26,16 @@ import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core import migrations  # noqa: E402
 from app.core.db import make_engine, write_transaction  # noqa: E402
 from app.services import tokens  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PG_URL = os.environ.get("KARTA_BENCH_POSTGRES_URL", "postgresql+psycopg://@127.0.0.1:5432/test")
 
 
 def generate(total: int, rng: random.Random):
@@ -197,15 +195,7 @@ def main() -> None:
              "| backend | pass | items/s | seconds | created | updated | unchanged | errors | server peak RSS |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for backend in args.backends.split(","):
-        if backend == "sqlite":
-            url = f"sqlite:///{workdir / 'ingest.db'}"
-        else:
-            admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text("DROP DATABASE IF EXISTS karta_bench_ingest WITH (FORCE)"))
-                conn.execute(text("CREATE DATABASE karta_bench_ingest"))
-            admin.dispose()
-            url = make_url(PG_URL).set(database="karta_bench_ingest").render_as_string(hide_password=False)
+        url = fresh_database(backend, "karta_bench_ingest", workdir)
         print(backend, file=sys.stderr)
         results, peak = run_backend(url, items, args.batch)
         for label, elapsed, totals in results:

@@ -91,11 +91,10 @@ def sqlite_template(tmp_path_factory):
     return path
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path):
-    """A freshly migrated, empty database: each test runs once per backend."""
-    if request.param == "sqlite":
-        path = tmp_path / "karta.db"
+def fresh_database(request, backend: str, directory):
+    """Yield the URL of a freshly migrated, empty database of `backend`, then drop it."""
+    if backend == "sqlite":
+        path = directory / "karta.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
@@ -105,6 +104,12 @@ def database_url(request, tmp_path):
     name, url = databases.clone()
     yield url
     databases.drop(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    """A freshly migrated, empty database: each test runs once per backend."""
+    yield from fresh_database(request, request.param, tmp_path)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import httpx
 import pytest
 
 from app.core.db import make_engine
-from tests.conftest import create_tokens, missing_requirement
+from tests.conftest import create_tokens, fresh_database
 from tests.discovery.conftest import REPO, lab_host_class
 from tests.server import running_server
 
@@ -141,17 +140,7 @@ class Estate:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def karta_database(request, tmp_path_factory) -> Iterator[str]:
     """Like tests/conftest.py's database_url, but one database for the module: the rounds build on each other."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("e2e") / "karta.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        yield f"sqlite:///{path}"
-        return
-    databases = request.getfixturevalue("postgres_databases")
-    if databases.error:
-        missing_requirement(databases.error)
-    name, url = databases.clone()
-    yield url
-    databases.drop(name)
+    yield from fresh_database(request, request.param, tmp_path_factory.mktemp("e2e"))
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ from app.services.ingest.identification import (PlannedItem, contradicting_rule,
                                                  resolve)
 from app.services.ingest.reconciliation import PrecedenceTable, merge
 from app.services.ingest.staleness import close_scope
-from app.services.registry import Registry, RegistryCache
+from app.services.registry import ClassInfo, Registry, RegistryCache
 from app.services.relationships import HISTORY_FIELDS as REL_HISTORY_FIELDS
 from app.services.relationships import to_public as relationship_public
 
@@ -135,6 +135,16 @@ def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: IngestBat
 
 def _item_error(outcome: Outcome, index: int, ref: str, field_name: str, message: str) -> None:
     outcome.errors.append({"ref": ref, "field": f"items.{index}.{field_name}", "message": message})
+
+
+def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution, outcome: Outcome,
+                    counts: dict[str, Counter]) -> bool:
+    """Report a schema violation against every item of the group; True when there is one."""
+    errors = cls.validation_errors(attributes)
+    for item in resolution.items if errors else ():
+        _item_error(outcome, item.index, item.ref, errors[0]["field"], errors[0]["message"])
+        counts[item.cls.name]["errors"] += 1
+    return bool(errors)
 
 
 def _plan_items(registry: Registry, batch: IngestBatch, outcome: Outcome,
@@ -232,11 +242,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
             for item in resolution.items:
                 merged_facts.update(item.facts)
             name = resolution.items[-1].name
-            errors = cls.validation_errors(merged_facts)
-            if errors:
-                for item in resolution.items:
-                    _item_error(outcome, item.index, item.ref, errors[0]["field"], errors[0]["message"])
-                    counts[item.cls.name]["errors"] += 1
+            if _schema_refuses(cls, merged_facts, resolution, outcome, counts):
                 continue
             stamp = {"source": source, "at": now.isoformat()}
             new_row = {
@@ -268,13 +274,8 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
             status = row["status"]
             if status == "stale":
                 diff["status"], status = ["stale", "active"], "active"
-            if diff:
-                errors = new_class.validation_errors(attributes)
-                if errors:
-                    for item in resolution.items:
-                        _item_error(outcome, item.index, item.ref, errors[0]["field"], errors[0]["message"])
-                        counts[item.cls.name]["errors"] += 1
-                    continue
+            if diff and _schema_refuses(new_class, attributes, resolution, outcome, counts):
+                continue
             if diff or provenance_changed:
                 updates.append({"id": ci_id, "ci_class": new_class.name, "name": name, "status": status,
                                 "attributes": attributes, "provenance": provenance,

@@ -1,0 +1,21 @@
+"""What the benchmarks share: a fresh database of either backend."""
+
+import os
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+PG_URL = os.environ.get("KARTA_BENCH_POSTGRES_URL", "postgresql+psycopg://@127.0.0.1:5432/test")
+
+
+def fresh_database(backend: str, name: str, workdir: Path) -> str:
+    """The URL of an empty database named `name`: a file in `workdir`, or a PostgreSQL database made anew."""
+    if backend == "sqlite":
+        return f"sqlite:///{workdir / (name + '.db')}"
+    admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)

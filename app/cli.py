@@ -1,9 +1,12 @@
 """The `karta` command: serve the API, migrate the database, manage tokens, run discovery."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 from app.core.config import get_settings
 from app.core.db import make_engine, write_transaction
@@ -22,8 +25,14 @@ cli.add_typer(token_cli, name="token")
 cli.add_typer(discover_cli, name="discover")
 
 
-def _engine():
-    return make_engine(get_settings().database_url)
+@contextmanager
+def _database() -> Iterator[Engine]:
+    """An engine on the configured database, disposed when the command is done."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @cli.command()
@@ -39,13 +48,10 @@ def serve(
 
     from app.core import migrations
 
-    engine = _engine()
-    try:
+    with _database() as engine:
         if migrate:
             migrations.upgrade(engine)
         current, head = migrations.current_revision(engine), migrations.head_revision()
-    finally:
-        engine.dispose()
     if current != head:
         typer.echo(
             f"The database schema is at {current or 'nothing (empty database)'}; Karta needs {head}.\n"
@@ -62,12 +68,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     """Apply migrations up to REVISION (default: the newest)."""
     from app.core import migrations
 
-    engine = _engine()
-    try:
+    with _database() as engine:
         migrations.upgrade(engine, revision)
         typer.echo(f"database schema at {migrations.current_revision(engine)}")
-    finally:
-        engine.dispose()
 
 
 @db_cli.command("downgrade")
@@ -75,12 +78,9 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 
     """Undo migrations down to REVISION."""
     from app.core import migrations
 
-    engine = _engine()
-    try:
+    with _database() as engine:
         migrations.downgrade(engine, revision)
         typer.echo(f"database schema at {migrations.current_revision(engine) or 'base'}")
-    finally:
-        engine.dispose()
 
 
 @db_cli.command("current")
@@ -88,11 +88,8 @@ def db_current() -> None:
     """Show the database's schema revision and the newest one."""
     from app.core import migrations
 
-    engine = _engine()
-    try:
+    with _database() as engine:
         typer.echo(f"current: {migrations.current_revision(engine) or 'none'}\nhead:    {migrations.head_revision()}")
-    finally:
-        engine.dispose()
 
 
 @token_cli.command("create")
@@ -102,15 +99,12 @@ def token_create(
     expires: Annotated[datetime | None, typer.Option(help="Expiry time (ISO 8601, UTC)")] = None,
 ) -> None:
     """Create a token. Its secret is printed once, alone on the last line."""
-    engine = _engine()
     try:
-        with write_transaction(engine) as conn:
+        with _database() as engine, write_transaction(engine) as conn:
             created = tokens.create_token(conn, name, scope, expires)
     except KartaError as exc:
         typer.echo(exc.detail, err=True)
         raise typer.Exit(1) from exc
-    finally:
-        engine.dispose()
     typer.echo(f"token '{created['name']}' ({created['id']}) scopes: {', '.join(created['scopes'])}")
     typer.echo("the secret follows; it is shown only now:")
     typer.echo(created["secret"])
@@ -119,15 +113,11 @@ def token_create(
 @token_cli.command("list")
 def token_list() -> None:
     """List tokens (never their secrets)."""
-    engine = _engine()
-    try:
-        with engine.connect() as conn:
-            for row in tokens.list_tokens(conn):
-                state = "revoked" if row["revoked_at"] else "active"
-                typer.echo(f"{row['id']}  {row['name']:<24} {','.join(row['scopes']):<28} {state}  "
-                           f"last used {row['last_used_at'] or 'never'}")
-    finally:
-        engine.dispose()
+    with _database() as engine, engine.connect() as conn:
+        for row in tokens.list_tokens(conn):
+            state = "revoked" if row["revoked_at"] else "active"
+            typer.echo(f"{row['id']}  {row['name']:<24} {','.join(row['scopes']):<28} {state}  "
+                       f"last used {row['last_used_at'] or 'never'}")
 
 
 def main() -> None:

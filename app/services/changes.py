@@ -8,7 +8,7 @@ from sqlalchemy import Connection, select
 from app.models import ChangeRecord, ConfigurationItem
 from app.models.types import as_utc
 from app.services.errors import InvalidInput, NotFound, field_error
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services.pagination import decode_cursor, page
 
 CHANGE = ChangeRecord.__table__
 CI = ConfigurationItem.__table__
@@ -49,9 +49,7 @@ def object_history(conn: Connection, object_id: uuid.UUID, *, limit: int, cursor
     rows = conn.execute(query).mappings().all()
     if not rows and not cursor and conn.execute(select(CI.c.id).where(CI.c.id == object_id)).first() is None:
         raise NotFound(f"No CI with id {object_id}, and none ever had history.")
-    more = len(rows) > limit
-    items = [to_public(row) for row in rows[:limit]]
-    return {"items": items, "next_cursor": encode_cursor(items[-1]["seq"]) if more else None}
+    return page(rows, limit, to_public, "seq")
 
 
 def last_seq(conn: Connection) -> int:

@@ -16,7 +16,7 @@ from app.services.errors import InvalidInput, NotFound, PreconditionFailed, fiel
 from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import claim_identifiers, identifying_facts
-from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import ClassInfo, RegistryCache
 from app.services.relationships import end_relationships
 
@@ -269,6 +269,4 @@ def list_cis(
     if cursor:
         query = query.where(CI.c.id > decode_uuid_cursor(cursor))
     rows = conn.execute(query).mappings().all()
-    more = len(rows) > limit
-    items = [to_public(row) for row in rows[:limit]]
-    return {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}
+    return page(rows, limit, to_public, "id")

@@ -7,7 +7,7 @@ from sqlalchemy import Connection, select, tuple_
 from app.models import DiscoveryRun
 from app.models.types import as_utc
 from app.services.errors import InvalidInput, NotFound, field_error
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services.pagination import decode_cursor, page
 
 RUN = DiscoveryRun.__table__
 
@@ -38,7 +38,4 @@ def list_runs(conn: Connection, *, source: str | None, limit: int, cursor: str |
         if after is None:
             raise InvalidInput("The cursor names a run that does not exist.", [field_error("cursor", "unknown run")])
         query = query.where(tuple_(RUN.c.started_at, RUN.c.id) < tuple_(after, run_id))
-    rows = conn.execute(query).mappings().all()
-    items = [to_public(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    return {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}
+    return page(conn.execute(query).mappings().all(), limit, to_public, "id")

@@ -14,7 +14,7 @@ from app.models.types import as_utc
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
 from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
-from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import RegistryCache
 
 REL = Relationship.__table__
@@ -128,6 +128,4 @@ def list_relationships(
     if cursor:
         query = query.where(REL.c.id > decode_uuid_cursor(cursor))
     rows = conn.execute(query).mappings().all()
-    more = len(rows) > limit
-    items = [to_public(row) for row in rows[:limit]]
-    return {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}
+    return page(rows, limit, to_public, "id")

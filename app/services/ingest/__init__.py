@@ -35,7 +35,7 @@ from app.services import cis as ci_service
 from app.services.errors import Conflict, InvalidInput, field_error
 from app.services.storable import storable_problem
 from app.services.history import UnitOfWork, diff_fields
-from app.services.identity import identifying_facts
+from app.services.identity import held_values, identifying_facts
 from app.services.identifiers import identifier_values
 from app.services.ingest import store
 from app.services.ingest.identification import (PlannedItem, contradicting_rule, group_items, non_unique_held,
@@ -133,8 +133,10 @@ def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: IngestBat
     return outcome
 
 
-def _item_error(outcome: Outcome, index: int, ref: str, field_name: str, message: str) -> None:
+def _item_error(outcome: Outcome, counts: dict[str, Counter], ci_class: str, index: int, ref: str,
+                field_name: str, message: str) -> None:
     outcome.errors.append({"ref": ref, "field": f"items.{index}.{field_name}", "message": message})
+    counts[ci_class]["errors"] += 1
 
 
 def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution, outcome: Outcome,
@@ -142,26 +144,24 @@ def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution, outc
     """Report a schema violation against every item of the group; True when there is one."""
     errors = cls.validation_errors(attributes)
     for item in resolution.items if errors else ():
-        _item_error(outcome, item.index, item.ref, errors[0]["field"], errors[0]["message"])
-        counts[item.cls.name]["errors"] += 1
+        _item_error(outcome, counts, item.cls.name, item.index, item.ref, errors[0]["field"], errors[0]["message"])
     return bool(errors)
 
 
 def _plan_items(registry: Registry, batch: IngestBatch, outcome: Outcome,
                 counts: dict[str, Counter]) -> list[PlannedItem]:
     planned, refs = [], set()
-    errors_before = len(outcome.errors)
     for index, item in enumerate(batch.items):
-        if len(outcome.errors) > errors_before:
-            counts[batch.items[index - 1].ci_class]["errors"] += 1
-            errors_before = len(outcome.errors)
+        def refuse(field_name: str, message: str) -> None:
+            _item_error(outcome, counts, item.ci_class, index, item.ref, field_name, message)  # noqa: B023
+
         if item.ref in refs:
-            _item_error(outcome, index, item.ref, "ref", f"ref '{item.ref}' appears twice in the batch")
+            refuse("ref", f"ref '{item.ref}' appears twice in the batch")
             continue
         refs.add(item.ref)
         cls = registry.classes.get(item.ci_class)
         if cls is None:
-            _item_error(outcome, index, item.ref, "class", f"unknown class '{item.ci_class}'")
+            refuse("class", f"unknown class '{item.ci_class}'")
             continue
         facts = {**item.attributes, **item.identifiers}
         problem = storable_problem([item.name, item.environment, item.owner, facts], "item")
@@ -169,21 +169,19 @@ def _plan_items(registry: Registry, batch: IngestBatch, outcome: Outcome,
             where, reason = problem
             field_name = {"item.0": "name", "item.1": "environment", "item.2": "owner"}.get(
                 where, where.replace("item.3", "attributes", 1))
-            _item_error(outcome, index, item.ref, field_name, reason)
+            refuse(field_name, reason)
             continue
         identifying = identifying_facts(item.name, item.environment, facts)
         strong = [(cls.family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
-        held = [(cls.family, k, v) for k, v in identifier_values([[key] for key in cls.effective_held], facts)]
+        held = [(cls.family, k, v) for k, v in held_values(cls, facts)]
         if not strong and not held:
             usable = [" + ".join(rule) for rule in cls.effective_rules] + list(cls.effective_held)
-            _item_error(outcome, index, item.ref, "identifiers",
-                        f"no identifier usable for class '{cls.name}': give one of {', '.join(usable)} "
-                        "(placeholder values such as 'Default string' or loopback addresses do not count)")
+            refuse("identifiers",
+                   f"no identifier usable for class '{cls.name}': give one of {', '.join(usable)} "
+                   "(placeholder values such as 'Default string' or loopback addresses do not count)")
             continue
         planned.append(PlannedItem(index=index, ref=item.ref, cls=cls, name=item.name, facts=facts,
                                    environment=item.environment, owner=item.owner, strong=strong, held=held))
-    if len(outcome.errors) > errors_before:
-        counts[batch.items[-1].ci_class]["errors"] += 1
     return planned
 
 

@@ -17,7 +17,8 @@ class CISource(SQLModel, table=True):
     """One source's sightings of one CI, within one scope: what staleness is computed from."""
 
     __tablename__ = "ci_source"
-    __table_args__ = (Index("ix_ci_source_scope", "source", "scope_key"),)
+    __table_args__ = (Index("ix_ci_source_scope", "source", "scope_key"),
+                      Index("ix_ci_source_fingerprint", "source", "fingerprint"))
 
     ci_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id", ondelete="CASCADE"), primary_key=True))
     source: str = Field(sa_column=Column(String(64), primary_key=True))
@@ -27,11 +28,17 @@ class CISource(SQLModel, table=True):
     last_run_id: str = Field(sa_column=Column(String(100), nullable=False))
     # Complete runs of this source over this scope that did not report the CI, in a row.
     missed_runs: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    # What this source last reported about the CI (the item and the relationships anchored on it,
+    # hashed) and the CI's version once that report was applied. While both still hold, the same
+    # report again is known to change nothing, and ingest confirms it without re-deriving it.
+    fingerprint: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    ci_version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
 
 
 class RelationshipSource(SQLModel, table=True):
     __tablename__ = "relationship_source"
-    __table_args__ = (Index("ix_relationship_source_scope", "source", "scope_key"),)
+    __table_args__ = (Index("ix_relationship_source_scope", "source", "scope_key"),
+                      Index("ix_relationship_source_anchor", "anchor_ci_id"))
 
     relationship_id: uuid.UUID = Field(
         sa_column=Column(Uuid, ForeignKey("relationship.id", ondelete="CASCADE"), primary_key=True)
@@ -40,6 +47,10 @@ class RelationshipSource(SQLModel, table=True):
     scope_key: str = Field(sa_column=Column(String(64), nullable=False))
     last_seen: datetime = Field(sa_column=Column(Timestamp, nullable=False))
     last_run_id: str = Field(sa_column=Column(String(100), nullable=False))
+    # The item whose report carried this relationship, and that report's fingerprint: a run that
+    # confirms the anchor's fingerprint (ci_source) confirms this relationship without a write.
+    anchor_ci_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    anchor_fingerprint: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
 
 
 class DiscoveryRun(SQLModel, table=True):

@@ -5,9 +5,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, union_all, update
+from sqlalchemy import (Connection, bindparam, case, delete, func, insert, literal, or_, select, type_coerce, union_all,
+                        update)
 
-from app.models import CIIdentifier, ConfigurationItem, Relationship
+from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
 from app.models.discovery import MANUAL_SOURCE
 from app.models.types import as_utc
@@ -23,6 +24,14 @@ from app.services.relationships import end_relationships
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 IDENT = CIIdentifier.__table__
+CI_SOURCE = CISource.__table__
+
+# A CI's last_seen is the later of its own (set through the API) and its latest sighting by a source:
+# ingest records sightings only in ci_source, so confirming an unchanged CI does not rewrite its row.
+_LATEST_SIGHTING = select(func.max(CI_SOURCE.c.last_seen)).where(CI_SOURCE.c.ci_id == CI.c.id).scalar_subquery()
+CI_COLUMNS = [column for column in CI.c if column.name != "last_seen"] + [type_coerce(case(
+    (or_(CI.c.last_seen.is_(None), _LATEST_SIGHTING > CI.c.last_seen), _LATEST_SIGHTING), else_=CI.c.last_seen,
+), CI.c.last_seen.type).label("last_seen")]
 
 # The fields a change record diffs, by their public names.
 HISTORY_FIELDS = ["class", "name", "status", "environment", "criticality", "owner", "tags", "attributes",
@@ -108,9 +117,9 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate) ->
 
 
 def _locked_row(conn: Connection, ci_id: uuid.UUID) -> Any:
-    query = select(CI).where(CI.c.id == ci_id)
+    query = select(*CI_COLUMNS).where(CI.c.id == ci_id)
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+        query = query.with_for_update(of=CI)
     row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound(f"No CI with id {ci_id}.")
@@ -181,7 +190,7 @@ def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
     uow.record("ci", ci_id, "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
 
 
-_CI_BY_ID = select(CI).where(CI.c.id == bindparam("ci_id"))
+_CI_BY_ID = select(*CI_COLUMNS).where(CI.c.id == bindparam("ci_id"))
 
 
 def _relationships_of_statement():
@@ -249,7 +258,7 @@ def list_cis(
     limit: int,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    query = select(CI).order_by(CI.c.id).limit(limit + 1)
+    query = select(*CI_COLUMNS).order_by(CI.c.id).limit(limit + 1)
     if ci_class is not None:
         cls = registry_cache.knows_class(ci_class, conn=conn).get_class(ci_class)
         query = query.where(CI.c.ci_class.in_(sorted(cls.descendants)))

@@ -10,6 +10,7 @@ from app.models import CIIdentifier, ConfigurationItem
 from app.services.errors import Conflict
 from app.services.identifiers import identifier_values
 from app.services.registry import ClassInfo
+from app.services.sightings import forget_fingerprints
 
 IDENT = CIIdentifier.__table__
 CI = ConfigurationItem.__table__
@@ -35,8 +36,10 @@ def claim_identifiers(conn: Connection, ci_id: uuid.UUID, cls: ClassInfo, facts:
         _refuse_duplicates(conn, ci_id, cls.family, wanted)
     held = {(cls.family, key, value) for key, value in held_values(cls, facts)} - wanted
     if held:
-        conn.execute(delete(IDENT).where(
-            tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value).in_(sorted(held)), IDENT.c.ci_id != ci_id))
+        losers = conn.execute(delete(IDENT).where(
+            tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value).in_(sorted(held)), IDENT.c.ci_id != ci_id)
+            .returning(IDENT.c.ci_id)).scalars().all()
+        forget_fingerprints(conn, losers)
         wanted |= held
     current = {tuple(row) for row in conn.execute(
         select(IDENT.c.family, IDENT.c.key, IDENT.c.value).where(IDENT.c.ci_id == ci_id)

@@ -9,6 +9,8 @@ The cache is rebuilt after `registry_cache_seconds`, at once when a name is unkn
 have just added it), and at once in the worker that changed the registry.
 """
 
+import functools
+import hashlib
 import logging
 import threading
 import time
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema_rs
+import orjson
 from sqlalchemy import Connection, Engine, select
 
 from app.models import CIClass, RelationshipType
@@ -66,6 +69,16 @@ class Registry:
     def __init__(self, classes: dict[str, ClassInfo], types: dict[str, RelationshipTypeInfo]) -> None:
         self.classes = classes
         self.relationship_types = types
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """Changes whenever a class or relationship type does (what ingest fingerprints depend on)."""
+        described = (
+            [(c.name, c.parent, c.effective_rules, c.effective_held, c.attribute_schema, str(c.updated_at))
+             for c in sorted(self.classes.values(), key=lambda c: c.name)],
+            [(t.name, t.impact_direction, t.membership) for t in sorted(self.relationship_types.values(), key=lambda t: t.name)],
+        )
+        return hashlib.blake2b(orjson.dumps(described, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
     def get_class(self, name: str, *, field_name: str = "class") -> ClassInfo:
         info = self.classes.get(name)

@@ -16,6 +16,7 @@ from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import RegistryCache
+from app.services.sightings import forget_fingerprints
 
 REL = Relationship.__table__
 REL_SOURCE = RelationshipSource.__table__
@@ -91,6 +92,8 @@ def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> None:
     for row in rows:
         uow.record("relationship", row["id"], "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
     ids = [row["id"] for row in rows]
+    # A source that reported one of these would now report a relationship that is gone.
+    forget_fingerprints(uow.conn, [row[end] for row in rows for end in ("source_id", "target_id")])
     for start in range(0, len(ids), 500):
         uow.conn.execute(delete(REL).where(REL.c.id.in_(ids[start : start + 500])))
 

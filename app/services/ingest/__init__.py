@@ -1,8 +1,9 @@
 """Discovery ingest: identify, reconcile and age what sources report, in bulk.
 
 One batch is one transaction doing a fixed number of statements, whatever its size:
-parse -> identify (identification.py) -> reconcile (reconciliation.py) -> write in bulk (store.py)
--> relationships -> record the run -> close the scope when the run is complete (staleness.py).
+parse -> confirm what is reported unchanged (fingerprints.py) -> identify the rest (identification.py)
+-> reconcile (reconciliation.py) -> write in bulk (store.py) -> relationships -> record the run -> close
+the scope when the run is complete (staleness.py).
 
 Idempotence: an item whose reconciled values equal the stored ones changes nothing but last_seen:
 no version bump, no change record. Sending the same batch twice writes no history the second time.
@@ -30,14 +31,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.models import DiscoveryRun, PrecedenceRule
-from app.models.ingest import IngestBatch
+from app.models.ingest import IngestBatch, IngestItem, IngestRelationship
 from app.services import cis as ci_service
 from app.services.errors import Conflict, InvalidInput, field_error
 from app.services.storable import storable_problem
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import held_values, identifying_facts
 from app.services.identifiers import identifier_values
-from app.services.ingest import store
+from app.services.ingest import fingerprints, store
 from app.services.ingest.identification import (PlannedItem, contradicting_rule, group_items, non_unique_held,
                                                  resolve)
 from app.services.ingest.reconciliation import PrecedenceTable, merge
@@ -45,6 +46,7 @@ from app.services.ingest.staleness import close_scope
 from app.services.registry import ClassInfo, Registry, RegistryCache
 from app.services.relationships import HISTORY_FIELDS as REL_HISTORY_FIELDS
 from app.services.relationships import to_public as relationship_public
+from app.services.sightings import forget_fingerprints
 
 log = logging.getLogger("karta.ingest")
 RUN = DiscoveryRun.__table__
@@ -91,9 +93,13 @@ def ingest(engine: Engine, registry_cache: RegistryCache, batch: IngestBatch, *,
            staleness: StalenessPolicy | None = None) -> Outcome:
     """Apply one batch, retrying when a concurrent batch won a race on an identifier."""
     staleness = staleness or StalenessPolicy()
+    confirm = True
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness)
+            return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
+                                confirm=confirm)
+        except _ConfirmedOverlap:
+            confirm = False  # rare: derive the whole batch instead
         except (IntegrityError, DBAPIError) as exc:
             retriable = isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
             if not retriable or attempt == MAX_ATTEMPTS:
@@ -107,15 +113,20 @@ class _Rollback(Exception):
     """Ends the unit of work without committing (dry runs, failed atomic batches)."""
 
 
+class _ConfirmedOverlap(Exception):
+    """An item taking the full path is the same CI as an item confirmed by its fingerprint (two
+    reports of one machine in a batch): they must be reconciled together, in batch order."""
+
+
 def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: IngestBatch, *, actor: str, dry_run: bool,
-                 staleness: StalenessPolicy) -> Outcome:
+                 staleness: StalenessPolicy, confirm: bool) -> Outcome:
     outcome = Outcome(run_id=batch.run_id, source=batch.source, dry_run=dry_run)
     try:
         with UnitOfWork(engine, actor) as uow:
             registry = registry_cache.get(conn=uow.conn)
             if any(item.ci_class not in registry.classes for item in batch.items):
                 registry = registry_cache.reload(conn=uow.conn)  # another worker may have just added it
-            _apply(uow, registry, batch, outcome, staleness)
+            _apply(uow, registry, batch, outcome, staleness, confirm=confirm)
             failed = outcome.errors or outcome.conflicts
             if batch.atomic and failed:
                 outcome.applied = False
@@ -148,10 +159,10 @@ def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution, outc
     return bool(errors)
 
 
-def _plan_items(registry: Registry, batch: IngestBatch, outcome: Outcome,
+def _plan_items(registry: Registry, items: list[tuple[int, IngestItem]], outcome: Outcome,
                 counts: dict[str, Counter]) -> list[PlannedItem]:
     planned, refs = [], set()
-    for index, item in enumerate(batch.items):
+    for index, item in items:
         def refuse(field_name: str, message: str) -> None:
             _item_error(outcome, counts, item.ci_class, index, item.ref, field_name, message)  # noqa: B023
 
@@ -185,7 +196,8 @@ def _plan_items(registry: Registry, batch: IngestBatch, outcome: Outcome,
     return planned
 
 
-def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, staleness: StalenessPolicy) -> None:
+def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, staleness: StalenessPolicy, *,
+           confirm: bool) -> None:
     conn, now, source = uow.conn, uow.now, batch.source
     key = scope_key(batch)
     previous = conn.execute(select(RUN.c.source, RUN.c.scope_key, RUN.c.complete).where(RUN.c.id == batch.run_id)).first()
@@ -201,10 +213,15 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
             + "; a run's batches share source and scope, and nothing follows the complete one. Use a new run_id.",
         )
     counts: dict[str, Counter] = defaultdict(Counter)
-    precedence = PrecedenceTable.from_rows(conn.execute(
-        select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute, PRECEDENCE.c.sources)).all())
+    precedence_rows = [tuple(row) for row in conn.execute(
+        select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute, PRECEDENCE.c.sources)).all()]
+    precedence = PrecedenceTable.from_rows(precedence_rows)
+    salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or "")))
+    prints = fingerprints.of_batch(batch, salt)
+    confirmed = _confirmed(conn, source, prints) if confirm else {}
 
-    planned = _plan_items(registry, batch, outcome, counts)
+    planned = _plan_items(registry, [(index, item) for index, item in enumerate(batch.items) if item.ref not in confirmed],
+                          outcome, counts)
     groups = group_items(planned)
     ignored_held = non_unique_held(planned)
     index = store.find_identifiers(conn, list({t for item in planned for t in item.strong + item.held}))
@@ -220,7 +237,17 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
                 resolution.conflict = [str(resolution.ci_id)]
                 resolution.reason = contradiction
 
+    confirmed_cis = set(confirmed.values())
+    if any(resolution.ci_id in confirmed_cis for resolution in resolutions):
+        raise _ConfirmedOverlap
+    for item in batch.items:
+        if item.ref in confirmed:
+            outcome.refs[item.ref] = confirmed[item.ref]
+            counts[item.ci_class]["unchanged"] += 1
+
     creates, updates, seen = [], [], set()
+    versions: dict[uuid.UUID, int] = {}  # what each CI's version is once this batch is applied
+    reported_by: dict[uuid.UUID, list[str]] = defaultdict(list)
     strong_claims, held_claims = [], []
     for resolution in resolutions:
         first = resolution.items[0]
@@ -252,6 +279,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
             creates.append(new_row)
             uow.record("ci", ci_id, "create", diff_fields(None, ci_service.to_public(new_row), ci_service.HISTORY_FIELDS))
             action = "created"
+            versions[ci_id] = 1
         else:
             ci_id = row["id"]
             stored_cls = registry.classes.get(row["ci_class"], cls)
@@ -284,8 +312,10 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
                 action = "updated"
             else:
                 action = "unchanged"
+            versions[ci_id] = row["version"] + (1 if diff else 0)
         seen.add(ci_id)
         for item in resolution.items:
+            reported_by[ci_id].append(item.ref)
             outcome.refs[item.ref] = ci_id
             counts[item.cls.name][action] += 1
             strong_claims.extend((t, ci_id) for t in item.strong if t not in index)
@@ -295,8 +325,20 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
     store.update_cis(conn, updates)
     store.touch_cis(conn, seen - {row["id"] for row in updates} - {row["id"] for row in creates}, now)
     store.claim_identifiers(conn, strong_claims, held_claims)
-    store.record_ci_sightings(conn, seen, source, key, batch.run_id, now)
-    _apply_relationships(uow, registry, batch, outcome, key)
+    failed_anchors = _apply_relationships(uow, registry, batch, outcome, key, prints, confirmed)
+
+    # A fingerprint is kept only for a report that was applied whole: one item for the CI, and every
+    # relationship anchored on it applied. Anything less must be derived again next time.
+    sightings = []
+    for ci_id in seen:
+        refs = reported_by[ci_id]
+        whole = len(refs) == 1 and refs[0] not in failed_anchors
+        sightings.append({"ci_id": ci_id, "fingerprint": prints.by_ref.get(refs[0]) if whole else None,
+                          "ci_version": versions[ci_id]})
+    store.record_ci_sightings(conn, sightings, source, key, batch.run_id, now)
+    store.confirm_sightings(conn, confirmed_cis, source, key, batch.run_id, now)
+    forget_fingerprints(conn, {confirmed[ref] for ref in failed_anchors if ref in confirmed})
+    store.touch_anchored_relationships(conn, confirmed_cis, source, now)
 
     totals = Counter()
     for per_class in counts.values():
@@ -310,16 +352,37 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
     _record_run(uow, batch, key, outcome)
 
 
-def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, key: str) -> None:
+def _confirmed(conn, source: str, prints: fingerprints.BatchFingerprints) -> dict[str, uuid.UUID]:
+    """ref -> CI for the items whose report is confirmed unchanged (one item per CI)."""
+    found = store.confirmed_reports(conn, source, list(prints.by_ref.values()))
+    refs_of: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for ref, fingerprint in prints.by_ref.items():
+        if fingerprint in found:
+            refs_of[found[fingerprint]].append(ref)
+    return {refs[0]: ci_id for ci_id, refs in refs_of.items() if len(refs) == 1}
+
+
+def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, key: str,
+                         prints: fingerprints.BatchFingerprints, confirmed: dict[str, uuid.UUID]) -> set[str]:
+    """Returns the refs with a relationship anchored on them that failed."""
     conn, now = uow.conn, uow.now
     counts = Counter()
     batch_refs = {item.ref for item in batch.items}
+    failed_anchors: set[str] = set()
+    derived: list[tuple[int, IngestRelationship]] = []
+    for position, rel in enumerate(batch.relationships):
+        anchor = prints.anchors[position]
+        other = rel.target if anchor == rel.source else rel.source
+        if anchor in confirmed and (other in confirmed or other not in batch_refs):
+            counts["unchanged"] += 1  # carried by a confirmed report: it exists, as reported
+        else:
+            derived.append((position, rel))
 
     applied = outcome.refs
     # Each distinct end once: a ref applied in this batch, or the id of a CI from an earlier one.
     ends_by_value: dict[str, uuid.UUID | None] = {}
     outside: set[uuid.UUID] = set()
-    for rel in batch.relationships:
+    for _, rel in derived:
         for value in (rel.source, rel.target):
             if value in ends_by_value:
                 continue
@@ -334,8 +397,8 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch
                 except ValueError:
                     ends_by_value[value] = None
     existing_ids = store.existing_ci_ids(conn, outside)
-    wanted: dict[tuple[uuid.UUID, uuid.UUID, str], dict[str, Any]] = {}
-    for position, rel in enumerate(batch.relationships):
+    wanted: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[dict[str, Any], str | None]] = {}
+    for position, rel in derived:
         problem = None
         for end, value in (("source", rel.source), ("target", rel.target)):
             ci = ends_by_value[value]
@@ -354,23 +417,27 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch
             outcome.errors.append({"relationship": position, "field": f"relationships.{position}.{problem[0]}",
                                    "message": problem[1]})
             counts["errors"] += 1
+            if prints.anchors[position] is not None:
+                failed_anchors.add(prints.anchors[position])
             continue
-        wanted[(source_id, target_id, rel.type)] = rel.attributes
+        wanted[(source_id, target_id, rel.type)] = (rel.attributes, prints.anchors[position])
     found = store.find_relationships(conn, list(wanted))
-    inserts, attribute_updates, reported = [], [], set()
+    inserts, attribute_updates, sightings = [], [], []
     unchanged = 0
-    for rel_key, attributes in wanted.items():
+    for rel_key, (attributes, anchor) in wanted.items():
         existing = found.get(rel_key)
+        anchor_ci = outcome.refs.get(anchor) if anchor is not None else None
+        anchor_fingerprint = prints.by_ref.get(anchor) if anchor is not None else None
         if existing is None:
             row = {"id": uuid.uuid4(), "source_id": rel_key[0], "target_id": rel_key[1], "type": rel_key[2],
                    "attributes": attributes, "first_seen": now, "last_seen": now, "created_at": now}
             inserts.append(row)
             uow.record("relationship", row["id"], "create",
                        diff_fields(None, relationship_public(row), REL_HISTORY_FIELDS))
-            reported.add(row["id"])
+            sightings.append({"relationship_id": row["id"], "anchor_ci_id": anchor_ci, "anchor_fingerprint": anchor_fingerprint})
             counts["created"] += 1
             continue
-        reported.add(existing.id)
+        sightings.append({"relationship_id": existing.id, "anchor_ci_id": anchor_ci, "anchor_fingerprint": anchor_fingerprint})
         merged = {**existing.attributes, **attributes} if attributes else existing.attributes
         if merged != existing.attributes:
             attribute_updates.append((existing.id, merged))
@@ -379,12 +446,13 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch
             counts["updated"] += 1
         else:
             unchanged += 1
-    counts["unchanged"] = unchanged
+    counts["unchanged"] += unchanged
     store.insert_relationships(conn, inserts)
     store.update_relationship_attributes(conn, attribute_updates)
-    store.touch_relationships(conn, reported - {row["id"] for row in inserts}, now)
-    store.record_relationship_sightings(conn, reported, outcome.source, key, outcome.run_id, now)
+    store.touch_relationships(conn, {row["relationship_id"] for row in sightings} - {row["id"] for row in inserts}, now)
+    store.record_relationship_sightings(conn, sightings, outcome.source, key, outcome.run_id, now)
     outcome.relationships = {name: counts.get(name, 0) for name in ("created", "updated", "unchanged", "errors")}
+    return failed_anchors
 
 
 def _record_run(uow: UnitOfWork, batch: IngestBatch, key: str, outcome: Outcome) -> None:

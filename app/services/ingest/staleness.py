@@ -6,7 +6,8 @@ hosts as earlier runs; the scope's canonical form is its key). Then:
   has missed `stale_after_runs` complete runs in a row, or was last seen by that source more than
   `stale_after_days` ago, it becomes `stale` — unless another source has seen it since (a host that
   nmap no longer sees but SSH still logs into is not stale). A stale CI seen again becomes active.
-- every relationship that source had reported in that scope and this run did not is ended (deleted,
+- every relationship that source had reported in that scope and this run did not (neither row by row
+  nor as part of a report confirmed by its fingerprint, see fingerprints.py) is ended (deleted,
   with its change record), unless another source, or a person through the API, also asserts it: then
   only this source's claim is dropped.
 Discovery never deletes a CI.
@@ -58,8 +59,14 @@ def close_scope(uow: UnitOfWork, *, source: str, scope_key: str, run_id: str, af
 
 def _end_unreported_relationships(uow: UnitOfWork, source: str, scope_key: str, run_id: str) -> int:
     conn = uow.conn
+    # A relationship this run did not report row by row may still have come with a report the run
+    # confirmed by its fingerprint (the anchor's sighting carries this run and the same fingerprint).
+    anchor = CI_SOURCE.alias("anchor")
+    confirmed = exists(select(anchor.c.ci_id).where(
+        anchor.c.ci_id == REL_SOURCE.c.anchor_ci_id, anchor.c.source == source, anchor.c.last_run_id == run_id,
+        anchor.c.fingerprint == REL_SOURCE.c.anchor_fingerprint))
     unreported = and_(REL_SOURCE.c.source == source, REL_SOURCE.c.scope_key == scope_key,
-                      REL_SOURCE.c.last_run_id != run_id)
+                      REL_SOURCE.c.last_run_id != run_id, ~confirmed)
     other = REL_SOURCE.alias("other")
     claimed_elsewhere = exists(select(other.c.relationship_id).where(
         other.c.relationship_id == REL_SOURCE.c.relationship_id, other.c.source != source))

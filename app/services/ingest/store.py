@@ -9,12 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Uuid, bindparam, literal, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Uuid, bindparam, select, text, update
 
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
-from app.services.bulk import id_in, id_values, insert_rows, is_postgres, json_list
+from app.services.bulk import id_in, insert_rows, is_postgres, json_list
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__
@@ -120,32 +118,57 @@ def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], 
                 on_conflict_do_nothing=True)
 
 
-def _upsert(conn: Connection, table):
-    return (pg_insert if is_postgres(conn) else sqlite_insert)(table)
+def confirmed_reports(conn: Connection, source: str, fingerprints: Sequence[str]) -> dict[str, uuid.UUID]:
+    """The CI each fingerprint still confirms: the source's last report on it, at the version that
+    report left, not stale. A fingerprint found on two CIs confirms nothing."""
+    if not fingerprints:
+        return {}
+    if is_postgres(conn):
+        wanted = "s.fingerprint = ANY(string_to_array(:fingerprints, ','))"
+        values = ",".join(fingerprints)
+    else:
+        wanted = "s.fingerprint IN (SELECT value FROM json_each(:fingerprints))"
+        values = json_list(fingerprints)
+    rows = conn.execute(text(
+        "SELECT s.fingerprint, s.ci_id FROM ci_source AS s JOIN ci AS c ON c.id = s.ci_id "
+        f"WHERE s.source = :source AND {wanted} AND c.version = s.ci_version AND c.status <> 'stale'"
+    ).columns(ci_id=Uuid), {"source": source, "fingerprints": values}).all()
+    found: dict[str, uuid.UUID | None] = {}
+    for fingerprint, ci_id in rows:
+        found[fingerprint] = ci_id if fingerprint not in found else None
+    return {fingerprint: ci_id for fingerprint, ci_id in found.items() if ci_id is not None}
 
 
-def _record_sightings(conn: Connection, table, key_column: str, ids: set[uuid.UUID], values: dict[str, Any],
-                      refresh: list[str]) -> None:
-    """Upsert one sighting row per id, as one INSERT ... SELECT over the id list."""
-    if not ids:
-        return
-    columns = [key_column, *values]
-    rows = select(id_values(conn, ids), *[literal(value, type_=table.c[name].type).label(name)
-                                            for name, value in values.items()])
-    if not is_postgres(conn):
-        rows = rows.where(literal(True))  # SQLite's parser needs a WHERE before ON CONFLICT in INSERT ... SELECT
-    statement = _upsert(conn, table).from_select(columns, rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=[key_column, "source"], set_={name: statement.excluded[name] for name in refresh})
-    conn.execute(statement)
+def confirm_sightings(conn: Connection, ci_ids: set[uuid.UUID], source: str, scope_key: str, run_id: str,
+                      at: datetime) -> None:
+    """A confirmed report: the sighting moves, nothing else is written."""
+    if ci_ids:
+        conn.execute(update(CI_SOURCE).where(CI_SOURCE.c.source == source, id_in(conn, CI_SOURCE.c.ci_id, ci_ids))
+                     .values(scope_key=scope_key, last_seen=at, last_run_id=run_id, missed_runs=0))
 
 
-def record_ci_sightings(conn: Connection, ci_ids: set[uuid.UUID], source: str, scope_key: str, run_id: str,
+def record_ci_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str, run_id: str,
                         at: datetime) -> None:
-    _record_sightings(conn, CI_SOURCE, "ci_id", ci_ids,
-                      {"source": source, "scope_key": scope_key, "first_seen": at, "last_seen": at,
-                       "last_run_id": run_id, "missed_runs": 0},
-                      refresh=["scope_key", "last_seen", "last_run_id", "missed_runs"])
+    """Upsert one sighting per CI; rows are {"ci_id", "fingerprint", "ci_version"} (fingerprint may be None)."""
+    if not rows:
+        return
+    params = {"source": source, "scope_key": scope_key, "at": at, "run_id": run_id}
+    refresh = ("scope_key = excluded.scope_key, last_seen = excluded.last_seen, last_run_id = excluded.last_run_id, "
+               "missed_runs = 0, fingerprint = excluded.fingerprint, ci_version = excluded.ci_version")
+    columns = "(ci_id, source, scope_key, first_seen, last_seen, last_run_id, missed_runs, fingerprint, ci_version)"
+    if is_postgres(conn):
+        statement = (f"INSERT INTO ci_source {columns} SELECT r.ci_id, :source, :scope_key, :at, :at, :run_id, 0, "
+                     "r.fingerprint, r.ci_version FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                     "AS r(ci_id uuid, fingerprint text, ci_version int) ")
+        rows_value = json_list({"ci_id": str(r["ci_id"]), "fingerprint": r["fingerprint"], "ci_version": r["ci_version"]}
+                               for r in rows)
+    else:
+        statement = (f"INSERT INTO ci_source {columns} SELECT json_extract(r.value, '$[0]'), :source, :scope_key, :at, "
+                     ":at, :run_id, 0, json_extract(r.value, '$[1]'), json_extract(r.value, '$[2]') "
+                     "FROM json_each(:rows) AS r WHERE true ")
+        rows_value = json_list([r["ci_id"].hex, r["fingerprint"], r["ci_version"]] for r in rows)
+    conn.execute(text(statement + f"ON CONFLICT (ci_id, source) DO UPDATE SET {refresh}")
+                 .bindparams(bindparam("at", type_=CI_SOURCE.c.last_seen.type)), {**params, "rows": rows_value})
 
 
 def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple, Any]:
@@ -192,8 +215,36 @@ def touch_relationships(conn: Connection, ids: set[uuid.UUID], at: datetime) -> 
                                        REL.c.last_seen < at - RELATIONSHIP_LAST_SEEN_RESOLUTION).values(last_seen=at))
 
 
-def record_relationship_sightings(conn: Connection, ids: set[uuid.UUID], source: str, scope_key: str, run_id: str,
-                                  at: datetime) -> None:
-    _record_sightings(conn, REL_SOURCE, "relationship_id", ids,
-                      {"source": source, "scope_key": scope_key, "last_seen": at, "last_run_id": run_id},
-                      refresh=["scope_key", "last_seen", "last_run_id"])
+def touch_anchored_relationships(conn: Connection, anchors: set[uuid.UUID], source: str, at: datetime) -> None:
+    """last_seen of the relationships that confirmed reports carried, at the same resolution as above."""
+    if anchors:
+        sightings = select(REL_SOURCE.c.relationship_id).where(
+            REL_SOURCE.c.source == source, id_in(conn, REL_SOURCE.c.anchor_ci_id, anchors))
+        conn.execute(update(REL).where(REL.c.id.in_(sightings), REL.c.last_seen < at - RELATIONSHIP_LAST_SEEN_RESOLUTION)
+                     .values(last_seen=at))
+
+
+def record_relationship_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str,
+                                  run_id: str, at: datetime) -> None:
+    """Upsert one sighting per relationship; rows are {"relationship_id", "anchor_ci_id", "anchor_fingerprint"}."""
+    if not rows:
+        return
+    params = {"source": source, "scope_key": scope_key, "at": at, "run_id": run_id}
+    refresh = ("scope_key = excluded.scope_key, last_seen = excluded.last_seen, last_run_id = excluded.last_run_id, "
+               "anchor_ci_id = excluded.anchor_ci_id, anchor_fingerprint = excluded.anchor_fingerprint")
+    columns = "(relationship_id, source, scope_key, last_seen, last_run_id, anchor_ci_id, anchor_fingerprint)"
+    if is_postgres(conn):
+        statement = (f"INSERT INTO relationship_source {columns} SELECT r.relationship_id, :source, :scope_key, :at, "
+                     ":run_id, r.anchor_ci_id, r.anchor_fingerprint FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                     "AS r(relationship_id uuid, anchor_ci_id uuid, anchor_fingerprint text) ")
+        rows_value = json_list({"relationship_id": str(r["relationship_id"]),
+                                "anchor_ci_id": str(r["anchor_ci_id"]) if r["anchor_ci_id"] else None,
+                                "anchor_fingerprint": r["anchor_fingerprint"]} for r in rows)
+    else:
+        statement = (f"INSERT INTO relationship_source {columns} SELECT json_extract(r.value, '$[0]'), :source, "
+                     ":scope_key, :at, :run_id, json_extract(r.value, '$[1]'), json_extract(r.value, '$[2]') "
+                     "FROM json_each(:rows) AS r WHERE true ")
+        rows_value = json_list([r["relationship_id"].hex, r["anchor_ci_id"].hex if r["anchor_ci_id"] else None,
+                                r["anchor_fingerprint"]] for r in rows)
+    conn.execute(text(statement + f"ON CONFLICT (relationship_id, source) DO UPDATE SET {refresh}")
+                 .bindparams(bindparam("at", type_=REL_SOURCE.c.last_seen.type)), {**params, "rows": rows_value})

@@ -1,0 +1,24 @@
+"""What sources last confirmed about CIs (ci_source), and when that confirmation stops counting.
+
+Ingest keeps, per CI and source, a fingerprint of the source's last report and the CI version it led
+to. The same report again is then confirmed without being re-derived. That shortcut is sound only
+while nothing outside the CI's own row changed what the report would do: a relationship it carried
+ending, or an address it held moving to another CI. Those paths call `forget_fingerprints`, and the
+next report from that source is derived in full.
+"""
+
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, update
+
+from app.models import CISource
+
+CI_SOURCE = CISource.__table__
+
+
+def forget_fingerprints(conn: Connection, ci_ids: Iterable[uuid.UUID]) -> None:
+    ids = sorted(set(ci_ids))
+    for start in range(0, len(ids), 500):
+        conn.execute(update(CI_SOURCE).where(CI_SOURCE.c.ci_id.in_(ids[start:start + 500]), CI_SOURCE.c.fingerprint.is_not(None))
+                     .values(fingerprint=None))

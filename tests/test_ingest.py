@@ -290,3 +290,106 @@ def test_a_match_a_stronger_rule_contradicts_is_a_conflict(api):
     push(api, batch("ssh", [host("a", "a", serial_number="SER-A", machine_id="df8e7a1b2c3d4e5f60718293a4b5c6d7")]))
     again = push(api, batch("ssh", [host("a", "a", serial_number="SER-A", machine_id="ef8e7a1b2c3d4e5f60718293a4b5c6d7")]))
     assert again["refs"]["a"] == first["refs"]["a"] and again["counts"]["updated"] == 1
+
+
+# An unchanged report is confirmed by its fingerprint instead of being derived again (fingerprints.py).
+# Each test below changes something outside the CI's own row that the report depends on, and checks
+# that sending the same report again has the effect a full derivation has.
+
+def _app_on_host(suffix: str):
+    items = [host("h", f"h{suffix}", machine_id=f"{suffix}f8e7a1b2c3d4e5f60718293a4b5c6d7"[:32]),
+             {"ref": "a", "class": "application", "name": f"a{suffix}", "identifiers": {"instance_key": f"{suffix}/a/1"}}]
+    return items, [{"source": "a", "target": "h", "type": "runs_on"}]
+
+
+def test_confirmed_report_keeps_its_relationships_through_complete_runs(api):
+    scope = {"hosts": ["confirm-1"]}
+    items, rels = _app_on_host("c1")
+    first = push(api, batch("ssh", items, rels, complete=True, scope=scope))
+    for _ in range(4):  # more complete runs than the staleness threshold
+        again = push(api, batch("ssh", items, rels, complete=True, scope=scope))
+        assert again["counts"]["unchanged"] == 2 and again["relationships"]["unchanged"] == 1
+        assert again["ended_relationships"] == 0 and again["stale"] == []
+    listed = api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"]
+    assert [r["type"] for r in listed] == ["runs_on"]
+    # the relationship's last_seen follows the confirmed report's sighting
+    sighting = api.get(f"/api/v1/cis/{first['refs']['a']}").json()["last_seen"]
+    assert listed[0]["last_seen"] == sighting
+    # dropping the relationship from an otherwise identical report ends it at the next complete run
+    dropped = push(api, batch("ssh", items, [], complete=True, scope=scope))
+    assert dropped["ended_relationships"] == 1
+    assert api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"] == []
+
+
+def test_relationship_deleted_through_the_api_is_reported_again(api):
+    items, rels = _app_on_host("c2")
+    first = push(api, batch("ssh", items, rels))
+    [rel] = api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"]
+    assert api.delete(f"/api/v1/relationships/{rel['id']}", as_="write").status_code == 204
+    again = push(api, batch("ssh", items, rels))
+    assert again["relationships"]["created"] == 1
+    assert len(api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"]) == 1
+
+
+def test_an_address_taken_by_another_host_returns_to_the_latest_reporter(api):
+    a = host("a", "a", machine_id="c3f8e7a1b2c3d4e5f60718293a4b5c6d", ip_address=["10.9.0.7"])
+    b = host("b", "b", machine_id="c4f8e7a1b2c3d4e5f60718293a4b5c6d", ip_address=["10.9.0.7"])
+    first = push(api, batch("ssh", [a]))
+    push(api, batch("ssh", [a]))  # its fingerprint is now stored and confirmed
+    push(api, batch("ssh", [b]))  # the address moves to b
+    push(api, batch("ssh", [a]))  # a reports it again: it moves back
+    seen = push(api, batch("nmap", [host("n", "10.9.0.7", ip_address=["10.9.0.7"])]))
+    assert seen["refs"]["n"] == first["refs"]["a"]
+
+
+def test_a_precedence_change_applies_to_a_report_sent_again(api):
+    ssh = push(api, batch("ssh", [host("s", "p1", fqdn="p1.example.com", attributes={"os_name": "debian"})]))
+    nmap = [host("n", "p1", fqdn="p1.example.com", attributes={"os_name": "linux"})]
+    push(api, batch("nmap", nmap))
+    push(api, batch("nmap", nmap))
+    ci_id = ssh["refs"]["s"]
+    assert api.get(f"/api/v1/cis/{ci_id}").json()["attributes"]["os_name"] == "debian"
+    rules = [{"class": None, "attribute": "os_name", "sources": ["nmap", "ssh"]}]
+    assert api.request("PUT", "/api/v1/precedence", json=rules).status_code == 200
+    out = push(api, batch("nmap", nmap))
+    assert out["counts"]["updated"] == 1
+    assert api.get(f"/api/v1/cis/{ci_id}").json()["attributes"]["os_name"] == "linux"
+
+
+def test_an_api_edit_is_reconciled_against_the_report_sent_again(api):
+    report = [host("s", "e1", fqdn="e1.example.com", attributes={"os_version": "12"})]
+    first = push(api, batch("ssh", report))
+    push(api, batch("ssh", report))
+    ci_id = first["refs"]["s"]
+    api.patch(f"/api/v1/cis/{ci_id}", json={"attributes": {"os_version": "11", "rack": "R1"}}, as_="write")
+    out = push(api, batch("ssh", report))
+    ci = api.get(f"/api/v1/cis/{ci_id}").json()
+    assert ci["attributes"]["os_version"] == "11" and out["counts"]["unchanged"] == 1  # manual outranks ssh
+    # a lower edit is not protected: an import value is overwritten by the ssh report sent again
+    push(api, batch("import", [host("i", "e1", fqdn="e1.example.com", attributes={"cpu_count": 2})]), as_="write")
+    push(api, batch("ssh", [host("s", "e1", fqdn="e1.example.com", attributes={"os_version": "12", "cpu_count": 4})]))
+    push(api, batch("import", [host("i", "e1", fqdn="e1.example.com", attributes={"cpu_count": 2})]), as_="write")
+    assert api.get(f"/api/v1/cis/{ci_id}").json()["attributes"]["cpu_count"] == 4
+
+
+def test_a_confirmed_item_and_a_new_report_of_the_same_machine_reconcile_in_batch_order(api):
+    old = host("a", "m1", serial_number="SN-OVERLAP-1", attributes={"rack": "R1"})
+    first = push(api, batch("ssh", [old]))
+    push(api, batch("ssh", [old]))
+    newer = host("b", "m1", serial_number="SN-OVERLAP-1", attributes={"rack": "R2"})
+    out = push(api, batch("ssh", [old, newer]))
+    assert out["refs"]["a"] == out["refs"]["b"] == first["refs"]["a"]
+    assert api.get(f"/api/v1/cis/{first['refs']['a']}").json()["attributes"]["rack"] == "R2"
+
+
+def test_a_stale_ci_reported_unchanged_is_revived(api):
+    scope = {"hosts": ["confirm-stale"]}
+    item = host("h", "s1", machine_id="c7f8e7a1b2c3d4e5f60718293a4b5c6d")
+    first = push(api, batch("ssh", [item], complete=True, scope=scope))
+    push(api, batch("ssh", [item], complete=True, scope=scope))
+    for _ in range(3):
+        push(api, batch("ssh", [], complete=True, scope=scope))
+    assert api.get(f"/api/v1/cis/{first['refs']['h']}").json()["status"] == "stale"
+    out = push(api, batch("ssh", [item], complete=True, scope=scope))
+    assert out["counts"]["updated"] == 1
+    assert api.get(f"/api/v1/cis/{first['refs']['h']}").json()["status"] == "active"

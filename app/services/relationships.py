@@ -4,10 +4,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
-from app.models import ConfigurationItem, Relationship, RelationshipSource
+from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.models.discovery import MANUAL_SOURCE
 from app.models.relationship import RelationshipCreate
 from app.models.types import as_utc
@@ -23,6 +23,24 @@ REL_SOURCE = RelationshipSource.__table__
 CI = ConfigurationItem.__table__
 
 HISTORY_FIELDS = ["source", "target", "type", "attributes", "first_seen", "last_seen"]
+
+# A relationship's last_seen is the latest of its own and its sightings: each source's row (written
+# when the relationship was reported row by row) or, when the source's report carrying it was
+# confirmed by fingerprint, that report's sighting. Confirming a report rewrites no relationship row.
+_ANCHOR = CISource.__table__.alias("anchor")
+_LATEST_SIGHTING = (
+    select(func.max(case(
+        (and_(_ANCHOR.c.fingerprint == REL_SOURCE.c.anchor_fingerprint, _ANCHOR.c.last_seen > REL_SOURCE.c.last_seen),
+         _ANCHOR.c.last_seen),
+        else_=REL_SOURCE.c.last_seen)))
+    .select_from(REL_SOURCE.outerjoin(_ANCHOR, and_(_ANCHOR.c.ci_id == REL_SOURCE.c.anchor_ci_id,
+                                                    _ANCHOR.c.source == REL_SOURCE.c.source)))
+    .where(REL_SOURCE.c.relationship_id == REL.c.id, REL_SOURCE.c.source != MANUAL_SOURCE)  # a claim, not a sighting
+    .scalar_subquery()
+)
+REL_COLUMNS = [column for column in REL.c if column.name != "last_seen"] + [type_coerce(case(
+    (or_(REL.c.last_seen.is_(None), _LATEST_SIGHTING > REL.c.last_seen), _LATEST_SIGHTING), else_=REL.c.last_seen,
+), REL.c.last_seen.type).label("last_seen")]
 
 
 def to_public(row: Any) -> dict[str, Any]:
@@ -99,14 +117,14 @@ def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> None:
 
 
 def delete_relationship(uow: UnitOfWork, relationship_id: uuid.UUID) -> None:
-    row = uow.conn.execute(select(REL).where(REL.c.id == relationship_id)).mappings().first()
+    row = uow.conn.execute(select(*REL_COLUMNS).where(REL.c.id == relationship_id)).mappings().first()
     if row is None:
         raise NotFound(f"No relationship with id {relationship_id}.")
     end_relationships(uow, [row])
 
 
 def get_relationship(conn: Connection, relationship_id: uuid.UUID) -> dict[str, Any]:
-    row = conn.execute(select(REL).where(REL.c.id == relationship_id)).mappings().first()
+    row = conn.execute(select(*REL_COLUMNS).where(REL.c.id == relationship_id)).mappings().first()
     if row is None:
         raise NotFound(f"No relationship with id {relationship_id}.")
     return to_public(row)
@@ -121,7 +139,7 @@ def list_relationships(
     limit: int,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    query = select(REL).order_by(REL.c.id).limit(limit + 1)
+    query = select(*REL_COLUMNS).order_by(REL.c.id).limit(limit + 1)
     if rel_type is not None:
         query = query.where(REL.c.type == rel_type)
     if source is not None:

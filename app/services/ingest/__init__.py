@@ -338,7 +338,6 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
     store.record_ci_sightings(conn, sightings, source, key, batch.run_id, now)
     store.confirm_sightings(conn, confirmed_cis, source, key, batch.run_id, now)
     forget_fingerprints(conn, {confirmed[ref] for ref in failed_anchors if ref in confirmed})
-    store.touch_anchored_relationships(conn, confirmed_cis, source, now)
 
     totals = Counter()
     for per_class in counts.values():
@@ -449,7 +448,6 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch
     counts["unchanged"] += unchanged
     store.insert_relationships(conn, inserts)
     store.update_relationship_attributes(conn, attribute_updates)
-    store.touch_relationships(conn, {row["relationship_id"] for row in sightings} - {row["id"] for row in inserts}, now)
     store.record_relationship_sightings(conn, sightings, outcome.source, key, outcome.run_id, now)
     outcome.relationships = {name: counts.get(name, 0) for name in ("created", "updated", "unchanged", "errors")}
     return failed_anchors

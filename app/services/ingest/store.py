@@ -6,13 +6,14 @@ lookup of 30,000 identifier values is one statement, not 30,000, and no driver p
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Uuid, bindparam, select, text, update
 
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.services.bulk import id_in, insert_rows, is_postgres, json_list
+from app.services.sightings import forget_fingerprints
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__
@@ -101,16 +102,19 @@ def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], 
     """Insert strong identifiers not yet indexed; move held ones to their new holder."""
     if held:
         if is_postgres(conn):
-            conn.execute(text(
+            losers = conn.execute(text(
                 "DELETE FROM ci_identifier i USING jsonb_to_recordset(CAST(:moved AS jsonb)) AS m(f text, k text, v text, c uuid) "
-                "WHERE i.family = m.f AND i.key = m.k AND i.value = m.v AND i.ci_id <> m.c"
-            ), {"moved": json_list({"f": f, "k": k, "v": v, "c": str(c)} for (f, k, v), c in held)})
+                "WHERE i.family = m.f AND i.key = m.k AND i.value = m.v AND i.ci_id <> m.c RETURNING i.ci_id"
+            ).columns(ci_id=Uuid), {"moved": json_list({"f": f, "k": k, "v": v, "c": str(c)} for (f, k, v), c in held)})
         else:
-            conn.execute(text(
+            losers = conn.execute(text(
                 "DELETE FROM ci_identifier WHERE EXISTS (SELECT 1 FROM json_each(:moved) AS m "
                 "WHERE ci_identifier.family = json_extract(m.value, '$[0]') AND ci_identifier.key = json_extract(m.value, '$[1]') "
-                "AND ci_identifier.value = json_extract(m.value, '$[2]') AND ci_identifier.ci_id <> json_extract(m.value, '$[3]'))"
-            ), {"moved": json_list([f, k, v, c.hex] for (f, k, v), c in held)})
+                "AND ci_identifier.value = json_extract(m.value, '$[2]') AND ci_identifier.ci_id <> json_extract(m.value, '$[3]')) "
+                "RETURNING ci_id"
+            ).columns(ci_id=Uuid), {"moved": json_list([f, k, v, c.hex] for (f, k, v), c in held)})
+        # The CIs that lost an address would, reporting it again, take it back: derive them in full.
+        forget_fingerprints(conn, losers.scalars().all())
     # A plain insert for strong identifiers: if a concurrent batch indexed one first, the primary key
     # refuses this one and the whole batch is retried (it will then find that CI instead of making a twin).
     insert_rows(conn, IDENT, [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(strong).items()])
@@ -201,27 +205,6 @@ _UPDATE_REL = update(REL).where(REL.c.id == bindparam("_id")).values(attributes=
 def update_relationship_attributes(conn: Connection, rows: list[tuple[uuid.UUID, dict]]) -> None:
     if rows:
         conn.execute(_UPDATE_REL, [{"_id": rel_id, "_attributes": attributes} for rel_id, attributes in rows])
-
-
-# A relationship's last_seen is refreshed at most this often: rewriting every relationship row on every
-# run was a third of an unchanged batch's database time. Each source's exact sighting time is kept in
-# relationship_source, which is what staleness reads.
-RELATIONSHIP_LAST_SEEN_RESOLUTION = timedelta(hours=1)
-
-
-def touch_relationships(conn: Connection, ids: set[uuid.UUID], at: datetime) -> None:
-    if ids:
-        conn.execute(update(REL).where(id_in(conn, REL.c.id, ids),
-                                       REL.c.last_seen < at - RELATIONSHIP_LAST_SEEN_RESOLUTION).values(last_seen=at))
-
-
-def touch_anchored_relationships(conn: Connection, anchors: set[uuid.UUID], source: str, at: datetime) -> None:
-    """last_seen of the relationships that confirmed reports carried, at the same resolution as above."""
-    if anchors:
-        sightings = select(REL_SOURCE.c.relationship_id).where(
-            REL_SOURCE.c.source == source, id_in(conn, REL_SOURCE.c.anchor_ci_id, anchors))
-        conn.execute(update(REL).where(REL.c.id.in_(sightings), REL.c.last_seen < at - RELATIONSHIP_LAST_SEEN_RESOLUTION)
-                     .values(last_seen=at))
 
 
 def record_relationship_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str,

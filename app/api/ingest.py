@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import delete, insert, select
 
 from app.api.deps import Admin, Reader, RegistryDep, read_transaction, require
@@ -15,6 +16,7 @@ from app.models.token import Scope
 from app.services import discovery_runs
 from app.services.errors import InvalidInput, KartaError, field_error
 from app.services.ingest import StalenessPolicy, ingest
+from app.services.ingest.batch import Batch
 from app.services.storable import require_storable
 from app.services.tokens import Principal
 
@@ -30,9 +32,9 @@ class PayloadTooLarge(KartaError):
     slug = "payload-too-large"
 
 
-@router.post("/ingest", response_model=IngestOutcome)
-def ingest_batch(
-    batch: IngestBatch,
+@router.post("/ingest", response_model=IngestOutcome, openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": IngestBatch.model_json_schema(by_alias=True)}}}})
+async def ingest_batch(
     request: Request,
     principal: Annotated[Principal, require(Scope.discovery, Scope.write)],
     registry: RegistryDep,
@@ -41,18 +43,21 @@ def ingest_batch(
     """Identify, reconcile and record what a source saw. Items are matched to existing CIs through their
     class's identification rules; attributes follow source precedence; a `complete` run ages what it
     did not see. The response maps every ref to its CI id and counts what happened, per class."""
+    # The body is parsed here rather than declared: items a source reports unchanged are confirmed by
+    # their fingerprint and never need validating into models (services/ingest/fingerprints.py).
+    batch = Batch.from_json(await request.body())
     if len(batch.items) > MAX_ITEMS:
         raise PayloadTooLarge(f"{len(batch.items)} items in one batch; the limit is {MAX_ITEMS}. "
                               "Split the run into several batches with the same run_id.", limit=MAX_ITEMS)
     if len(batch.relationships) > MAX_RELATIONSHIPS:
         raise PayloadTooLarge(f"{len(batch.relationships)} relationships in one batch; the limit is "
                               f"{MAX_RELATIONSHIPS}.", limit=MAX_RELATIONSHIPS)
-    # Batch-level values must be storable as a whole (bad values inside an item are that item's error).
     require_storable(batch.run_id, "run_id")
     require_storable(batch.scope.model_dump(), "scope")
-    for index, item in enumerate(batch.items):
-        require_storable([item.ref, item.ci_class], f"items.{index}.ref")
-    require_storable([rel.model_dump() for rel in batch.relationships], "relationships")
+    return await run_in_threadpool(_ingest, request, principal, registry, batch, dry_run)
+
+
+def _ingest(request: Request, principal: Principal, registry, batch: Batch, dry_run: bool):
     settings = request.app.state.settings
     outcome = ingest(request.app.state.engine, registry, batch, actor=principal.name, dry_run=dry_run,
                      staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days))

@@ -67,6 +67,21 @@ class IngestBatch(BaseModel):
     relationships: list[IngestRelationship] = Field(default_factory=list)
 
 
+class IngestEnvelope(BaseModel):
+    """A batch with its items and relationships left as parsed: ingest validates each one it has to
+    derive, and a report confirmed unchanged by its fingerprint was validated when it was first sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(pattern=SOURCE_PATTERN)
+    run_id: str = Field(min_length=1, max_length=100)
+    scope: IngestScope = Field(default_factory=IngestScope)
+    complete: bool = False
+    atomic: bool = False
+    items: list[Any] = Field(default_factory=list)
+    relationships: list[Any] = Field(default_factory=list)
+
+
 class IngestOutcome(BaseModel):
     run_id: str
     source: str

@@ -32,9 +32,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.models import DiscoveryRun, PrecedenceRule
 from app.models.ingest import IngestBatch, IngestItem, IngestRelationship
+from app.services.ingest.batch import Batch
 from app.services import cis as ci_service
 from app.services.errors import Conflict, InvalidInput, field_error
-from app.services.storable import storable_problem
+from app.services.storable import require_storable, storable_problem
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import held_values, identifying_facts
 from app.services.identifiers import identifier_values
@@ -84,14 +85,16 @@ class Outcome:
         return dict(self.__dict__)
 
 
-def scope_key(batch: IngestBatch) -> str:
+def scope_key(batch: Batch) -> str:
     canonical = orjson.dumps(batch.scope.model_dump(), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:32]
 
 
-def ingest(engine: Engine, registry_cache: RegistryCache, batch: IngestBatch, *, actor: str, dry_run: bool = False,
-           staleness: StalenessPolicy | None = None) -> Outcome:
+def ingest(engine: Engine, registry_cache: RegistryCache, batch: Batch | IngestBatch, *, actor: str,
+           dry_run: bool = False, staleness: StalenessPolicy | None = None) -> Outcome:
     """Apply one batch, retrying when a concurrent batch won a race on an identifier."""
+    if isinstance(batch, IngestBatch):
+        batch = Batch.from_model(batch)
     staleness = staleness or StalenessPolicy()
     confirm = True
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -118,13 +121,13 @@ class _ConfirmedOverlap(Exception):
     reports of one machine in a batch): they must be reconciled together, in batch order."""
 
 
-def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: IngestBatch, *, actor: str, dry_run: bool,
+def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: Batch, *, actor: str, dry_run: bool,
                  staleness: StalenessPolicy, confirm: bool) -> Outcome:
     outcome = Outcome(run_id=batch.run_id, source=batch.source, dry_run=dry_run)
     try:
         with UnitOfWork(engine, actor) as uow:
             registry = registry_cache.get(conn=uow.conn)
-            if any(item.ci_class not in registry.classes for item in batch.items):
+            if any(isinstance(raw, dict) and raw.get("class") not in registry.classes for raw in batch.items):
                 registry = registry_cache.reload(conn=uow.conn)  # another worker may have just added it
             _apply(uow, registry, batch, outcome, staleness, confirm=confirm)
             failed = outcome.errors or outcome.conflicts
@@ -196,7 +199,7 @@ def _plan_items(registry: Registry, items: list[tuple[int, IngestItem]], outcome
     return planned
 
 
-def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, staleness: StalenessPolicy, *,
+def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, staleness: StalenessPolicy, *,
            confirm: bool) -> None:
     conn, now, source = uow.conn, uow.now, batch.source
     key = scope_key(batch)
@@ -217,11 +220,22 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
         select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute, PRECEDENCE.c.sources)).all()]
     precedence = PrecedenceTable.from_rows(precedence_rows)
     salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or "")))
-    prints = fingerprints.of_batch(batch, salt)
+    prints = fingerprints.of_batch(batch.items, batch.relationships, salt)
     confirmed = _confirmed(conn, source, prints) if confirm else {}
+    item_refs = set(prints.refs)
+    carried = []  # relationships that came with a confirmed report and end at a confirmed item or an id
+    for position, anchor in enumerate(prints.anchors):
+        if anchor in confirmed:
+            other = _other_end(batch.relationships[position], anchor)
+            if other in confirmed or other not in item_refs:
+                carried.append(position)
+    carried_set = set(carried)
+    items, relationships = batch.validated(
+        [index for index, ref in enumerate(prints.refs) if ref not in confirmed],
+        [position for position in range(len(batch.relationships)) if position not in carried_set])
+    _require_storable(items, relationships)
 
-    planned = _plan_items(registry, [(index, item) for index, item in enumerate(batch.items) if item.ref not in confirmed],
-                          outcome, counts)
+    planned = _plan_items(registry, items, outcome, counts)
     groups = group_items(planned)
     ignored_held = non_unique_held(planned)
     index = store.find_identifiers(conn, list({t for item in planned for t in item.strong + item.held}))
@@ -240,10 +254,10 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
     confirmed_cis = set(confirmed.values())
     if any(resolution.ci_id in confirmed_cis for resolution in resolutions):
         raise _ConfirmedOverlap
-    for item in batch.items:
-        if item.ref in confirmed:
-            outcome.refs[item.ref] = confirmed[item.ref]
-            counts[item.ci_class]["unchanged"] += 1
+    for ref, raw in zip(prints.refs, batch.items):
+        if ref in confirmed:
+            outcome.refs[ref] = confirmed[ref]
+            counts[raw["class"]]["unchanged"] += 1
 
     creates, updates, seen = [], [], set()
     versions: dict[uuid.UUID, int] = {}  # what each CI's version is once this batch is applied
@@ -325,7 +339,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Out
     store.update_cis(conn, updates)
     store.touch_cis(conn, seen - {row["id"] for row in updates} - {row["id"] for row in creates}, now)
     store.claim_identifiers(conn, strong_claims, held_claims)
-    failed_anchors = _apply_relationships(uow, registry, batch, outcome, key, prints, confirmed)
+    failed_anchors = _apply_relationships(uow, registry, item_refs, relationships, len(carried), outcome, key, prints)
 
     # A fingerprint is kept only for a report that was applied whole: one item for the CI, and every
     # relationship anchored on it applied. Anything less must be derived again next time.
@@ -361,21 +375,27 @@ def _confirmed(conn, source: str, prints: fingerprints.BatchFingerprints) -> dic
     return {refs[0]: ci_id for ci_id, refs in refs_of.items() if len(refs) == 1}
 
 
-def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch, outcome: Outcome, key: str,
-                         prints: fingerprints.BatchFingerprints, confirmed: dict[str, uuid.UUID]) -> set[str]:
-    """Returns the refs with a relationship anchored on them that failed."""
+def _other_end(raw: dict[str, Any], anchor: str) -> str | None:
+    return raw.get("target") if raw.get("source") == anchor else raw.get("source")
+
+
+def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[tuple[int, IngestRelationship]]) -> None:
+    # What identifies an item or a relationship must be storable (bad values inside an item's
+    # attributes are that item's error instead).
+    for index, item in items:
+        require_storable([item.ref, item.ci_class], f"items.{index}.ref")
+    for position, rel in relationships:
+        require_storable(rel.model_dump(), f"relationships.{position}")
+
+
+def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[str | None],
+                         derived: list[tuple[int, IngestRelationship]], carried: int, outcome: Outcome, key: str,
+                         prints: fingerprints.BatchFingerprints) -> set[str]:
+    """Applies the relationships to derive; `carried` others came with confirmed reports, as they
+    were. Returns the refs with a relationship anchored on them that failed."""
     conn, now = uow.conn, uow.now
-    counts = Counter()
-    batch_refs = {item.ref for item in batch.items}
+    counts = Counter(unchanged=carried)
     failed_anchors: set[str] = set()
-    derived: list[tuple[int, IngestRelationship]] = []
-    for position, rel in enumerate(batch.relationships):
-        anchor = prints.anchors[position]
-        other = rel.target if anchor == rel.source else rel.source
-        if anchor in confirmed and (other in confirmed or other not in batch_refs):
-            counts["unchanged"] += 1  # carried by a confirmed report: it exists, as reported
-        else:
-            derived.append((position, rel))
 
     applied = outcome.refs
     # Each distinct end once: a ref applied in this batch, or the id of a CI from an earlier one.
@@ -453,7 +473,7 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch: IngestBatch
     return failed_anchors
 
 
-def _record_run(uow: UnitOfWork, batch: IngestBatch, key: str, outcome: Outcome) -> None:
+def _record_run(uow: UnitOfWork, batch: Batch, key: str, outcome: Outcome) -> None:
     conn = uow.conn
     row = conn.execute(select(RUN).where(RUN.c.id == batch.run_id)).mappings().first()
     counts = {name: outcome.counts.get(name, 0) for name in ("created", "updated", "unchanged", "conflicts", "errors")}

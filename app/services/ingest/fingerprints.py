@@ -17,16 +17,23 @@ derivation; everything else takes the full path.
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
-from app.models.ingest import IngestBatch
+from app.models.ingest import IngestItem, IngestRelationship
+
+# Reports are hashed as sent; a new version of the batch's shape must not confirm a report the
+# earlier shape accepted.
+SHAPE = hashlib.blake2b(orjson.dumps([IngestItem.model_json_schema(), IngestRelationship.model_json_schema()],
+                                     option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
 @dataclass
 class BatchFingerprints:
     by_ref: dict[str, str] = field(default_factory=dict)  # refs that appear once and could be hashed
     anchors: list[str | None] = field(default_factory=list)  # per relationship: the ref it is anchored on
+    refs: list[str | None] = field(default_factory=list)  # per item: its ref, when it has a usable one
 
 
 def _digest(*parts: bytes) -> str:
@@ -37,41 +44,41 @@ def _digest(*parts: bytes) -> str:
     return hasher.hexdigest()
 
 
-def anchor_of(source: str, target: str, refs: set[str]) -> str | None:
-    if source in refs:
-        return source
-    return target if target in refs else None
+def ref_of(raw: Any, key: str = "ref") -> str | None:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
 
 
-def of_batch(batch: IngestBatch, salt: bytes) -> BatchFingerprints:
-    result = BatchFingerprints()
-    ref_counts = Counter(item.ref for item in batch.items)
-    refs = set(ref_counts)
+def of_batch(items: list[Any], relationships: list[Any], salt: bytes) -> BatchFingerprints:
+    """Fingerprints of the items (and relationships) as parsed, before they are validated: a report
+    byte-for-byte equal to one that was valid and applied is valid."""
+    result = BatchFingerprints(refs=[ref_of(raw) for raw in items])
+    ref_counts = Counter(result.refs)
+    salt += SHAPE
     content: dict[str, bytes] = {}
-    for item in batch.items:
-        if ref_counts[item.ref] != 1:
+    for ref, raw in zip(result.refs, items):
+        if ref is None or ref_counts[ref] != 1:
             continue
         try:
-            encoded = orjson.dumps((item.ci_class, item.name, item.identifiers, item.attributes, item.environment,
-                                    item.owner), option=orjson.OPT_SORT_KEYS)
+            encoded = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             continue  # a value orjson cannot encode takes the full path, which reports it
-        content[item.ref] = hashlib.blake2b(salt + encoded, digest_size=16).digest()
+        content[ref] = hashlib.blake2b(salt + encoded, digest_size=16).digest()
     anchored: dict[str, list[bytes]] = {}
-    for rel in batch.relationships:
-        anchor = anchor_of(rel.source, rel.target, refs)
+    for raw in relationships:
+        source, target = ref_of(raw, "source"), ref_of(raw, "target")
+        anchor = source if source in ref_counts else target if target in ref_counts else None
         result.anchors.append(anchor)
         if anchor is None:
             continue
-        outgoing = anchor == rel.source
-        other = rel.target if outgoing else rel.source
-        other_token = content.get(other, b"?" + other.encode()) if other in refs else b"#" + other.encode()
+        other = target if anchor == source else source
         try:
-            encoded = orjson.dumps((outgoing, rel.type, other_token.hex(), rel.attributes), option=orjson.OPT_SORT_KEYS)
+            encoded = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             content.pop(anchor, None)
             continue
-        anchored.setdefault(anchor, []).append(encoded)
+        # A ref is only the batch's name for an item: the other end enters as what that item is.
+        anchored.setdefault(anchor, []).append(encoded + content.get(other, b"?") if other in ref_counts else encoded)
     for ref, item_hash in content.items():
         result.by_ref[ref] = _digest(item_hash, *sorted(anchored.get(ref, ())))
     return result

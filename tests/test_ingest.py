@@ -393,3 +393,12 @@ def test_a_stale_ci_reported_unchanged_is_revived(api):
     out = push(api, batch("ssh", [item], complete=True, scope=scope))
     assert out["counts"]["updated"] == 1
     assert api.get(f"/api/v1/cis/{first['refs']['h']}").json()["status"] == "active"
+
+
+def test_a_value_json_cannot_write_is_never_confirmed_as_another(api):
+    item = host("n", "nan-1", serial_number="SN-NAN-1", attributes={"load": None})
+    push(api, batch("ssh", [item]))
+    push(api, batch("ssh", [item]))
+    body = __import__("json").dumps(batch("ssh", [{**item, "attributes": {"load": float("nan")}}])).encode()
+    out = api.post("/api/v1/ingest", content=body, headers={"content-type": "application/json"}, as_="discovery").json()
+    assert out["counts"]["errors"] == 1 and out["counts"]["unchanged"] == 0, out

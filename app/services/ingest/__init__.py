@@ -221,7 +221,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     precedence = PrecedenceTable.from_rows(precedence_rows)
     salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or "")))
     prints = fingerprints.of_batch(batch.items, batch.relationships, salt)
-    confirmed = _confirmed(conn, source, prints) if confirm else {}
+    confirmed = _confirmed(conn, source, prints) if confirm and batch.hashable else {}
     item_refs = set(prints.refs)
     carried = []  # relationships that came with a confirmed report and end at a confirmed item or an id
     for position, anchor in enumerate(prints.anchors):

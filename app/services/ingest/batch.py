@@ -2,19 +2,16 @@
 relationship validated only when ingest has to derive it (see fingerprints.py)."""
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from app.models.ingest import IngestBatch, IngestEnvelope, IngestItem, IngestRelationship, IngestScope
 from app.services.errors import InvalidInput, field_error
 
 _ITEMS = TypeAdapter(list[IngestItem])
-# An integer of 20 digits or more may not fit 64 bits (or is a long digit string, which costs only speed).
-_LONG_NUMBER = re.compile(rb"[0-9]{20,}")
 _RELATIONSHIPS = TypeAdapter(list[IngestRelationship])
 
 
@@ -22,13 +19,6 @@ class MalformedJson(InvalidInput):
     status = 400
     title = "Malformed JSON"
     slug = "malformed-json"
-
-
-def _exact_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
 
 
 def _field(loc: tuple) -> str:
@@ -47,19 +37,23 @@ class Batch:
     scope: IngestScope
     complete: bool
     atomic: bool
-    items: list[Any]  # as parsed; see item()
+    items: list[Any]  # as parsed; see validated()
     relationships: list[Any]
+    # False when the batch holds values JSON has no text for (NaN, Infinity): hashing writes them as
+    # null, so such a batch must not be confirmed by fingerprint.
+    hashable: bool = True
 
     @classmethod
     def from_json(cls, body: bytes) -> "Batch":
-        if _LONG_NUMBER.search(body):
-            data = _exact_json(body)  # orjson would read it as a float and lose digits
-        else:
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                data = _exact_json(body)  # NaN and the like: kept, and refused per item later
-        return cls.from_data(data)
+        try:
+            # pydantic-core's parser keeps integers beyond 64 bits exact (orjson turns them into floats);
+            # they, NaN and the like are refused per item later, not for the whole batch.
+            data = from_json(body, allow_inf_nan=True)
+        except ValueError as exc:
+            raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
+        batch = cls.from_data(data)
+        batch.hashable = b"NaN" not in body and b"Infinity" not in body
+        return batch
 
     @classmethod
     def from_data(cls, data: Any) -> "Batch":
@@ -72,7 +66,13 @@ class Batch:
 
     @classmethod
     def from_model(cls, batch: IngestBatch) -> "Batch":
-        return cls.from_data(batch.model_dump(by_alias=True))
+        data = batch.model_dump(by_alias=True)
+        parsed = cls.from_data(data)
+        try:
+            json.dumps(data, allow_nan=False)
+        except (ValueError, TypeError):
+            parsed.hashable = False
+        return parsed
 
     def validated(self, item_indexes: list[int], relationship_positions: list[int]
                   ) -> tuple[list[tuple[int, IngestItem]], list[tuple[int, IngestRelationship]]]:

@@ -36,49 +36,57 @@ class BatchFingerprints:
     refs: list[str | None] = field(default_factory=list)  # per item: its ref, when it has a usable one
 
 
-def _digest(*parts: bytes) -> str:
-    hasher = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        hasher.update(part)
-        hasher.update(b"\x00")
-    return hasher.hexdigest()
-
-
 def ref_of(raw: Any, key: str = "ref") -> str | None:
-    value = raw.get(key) if isinstance(raw, dict) else None
-    return value if isinstance(value, str) else None
+    value = raw.get(key) if type(raw) is dict else None
+    return value if type(value) is str else None
 
 
 def of_batch(items: list[Any], relationships: list[Any], salt: bytes) -> BatchFingerprints:
     """Fingerprints of the items (and relationships) as parsed, before they are validated: a report
     byte-for-byte equal to one that was valid and applied is valid."""
-    result = BatchFingerprints(refs=[ref_of(raw) for raw in items])
-    ref_counts = Counter(result.refs)
+    # This runs for every item of every batch, so it stays a flat loop over plain dicts.
+    dumps, sort_keys, blake2b = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.blake2b
+    refs = [ref_of(raw) for raw in items]
+    result = BatchFingerprints(refs=refs)
+    ref_counts = Counter(refs)
     salt += SHAPE
     content: dict[str, bytes] = {}
-    for ref, raw in zip(result.refs, items):
+    for ref, raw in zip(refs, items):
         if ref is None or ref_counts[ref] != 1:
             continue
         try:
-            encoded = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+            content[ref] = blake2b(salt + dumps(raw, option=sort_keys), digest_size=16).digest()
         except TypeError:
             continue  # a value orjson cannot encode takes the full path, which reports it
-        content[ref] = hashlib.blake2b(salt + encoded, digest_size=16).digest()
     anchored: dict[str, list[bytes]] = {}
+    anchors = result.anchors
     for raw in relationships:
-        source, target = ref_of(raw, "source"), ref_of(raw, "target")
-        anchor = source if source in ref_counts else target if target in ref_counts else None
-        result.anchors.append(anchor)
-        if anchor is None:
+        if type(raw) is not dict:
+            anchors.append(None)
             continue
-        other = target if anchor == source else source
+        source, target = raw.get("source"), raw.get("target")
+        if type(source) is str and source in ref_counts:
+            anchor, other = source, target
+        elif type(target) is str and target in ref_counts:
+            anchor, other = target, source
+        else:
+            anchors.append(None)
+            continue
+        anchors.append(anchor)
         try:
-            encoded = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+            encoded = dumps(raw, option=sort_keys)
         except TypeError:
             content.pop(anchor, None)
             continue
         # A ref is only the batch's name for an item: the other end enters as what that item is.
-        anchored.setdefault(anchor, []).append(encoded + content.get(other, b"?") if other in ref_counts else encoded)
+        if type(other) is str and other in ref_counts:
+            encoded += content.get(other, b"?")
+        anchored.setdefault(anchor, []).append(encoded)
     for ref, item_hash in content.items():
-        result.by_ref[ref] = _digest(item_hash, *sorted(anchored.get(ref, ())))
+        carried = anchored.get(ref)
+        if carried:
+            carried.sort()
+            item_hash = blake2b(item_hash + b"".join(len(e).to_bytes(4, "big") + e for e in carried),
+                                digest_size=16).digest()
+        result.by_ref[ref] = item_hash.hex()
     return result

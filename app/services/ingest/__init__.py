@@ -127,7 +127,7 @@ def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: Batch, *,
     try:
         with UnitOfWork(engine, actor) as uow:
             registry = registry_cache.get(conn=uow.conn)
-            if any(isinstance(raw, dict) and raw.get("class") not in registry.classes for raw in batch.items):
+            if any(ci_class not in registry.classes for ci_class in batch.classes):
                 registry = registry_cache.reload(conn=uow.conn)  # another worker may have just added it
             _apply(uow, registry, batch, outcome, staleness, confirm=confirm)
             failed = outcome.errors or outcome.conflicts
@@ -220,18 +220,19 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
         select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute, PRECEDENCE.c.sources)).all()]
     precedence = PrecedenceTable.from_rows(precedence_rows)
     salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or "")))
-    prints = fingerprints.of_batch(batch.items, batch.relationships, salt)
-    confirmed = _confirmed(conn, source, prints) if confirm and batch.hashable else {}
-    item_refs = set(prints.refs)
+    prints = fingerprints.of_batch(batch, salt)
+    confirmed = _confirmed(conn, source, prints) if confirm else {}
+    item_refs = set(batch.refs)
     carried = []  # relationships that came with a confirmed report and end at a confirmed item or an id
     for position, anchor in enumerate(prints.anchors):
         if anchor in confirmed:
-            other = _other_end(batch.relationships[position], anchor)
+            source_end, target_end = batch.ends[position]
+            other = target_end if source_end == anchor else source_end
             if other in confirmed or other not in item_refs:
                 carried.append(position)
     carried_set = set(carried)
     items, relationships = batch.validated(
-        [index for index, ref in enumerate(prints.refs) if ref not in confirmed],
+        [index for index, ref in enumerate(batch.refs) if ref not in confirmed],
         [position for position in range(len(batch.relationships)) if position not in carried_set])
     _require_storable(items, relationships)
 
@@ -254,10 +255,10 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     confirmed_cis = set(confirmed.values())
     if any(resolution.ci_id in confirmed_cis for resolution in resolutions):
         raise _ConfirmedOverlap
-    for ref, raw in zip(prints.refs, batch.items):
+    for ref, ci_class in zip(batch.refs, batch.classes):
         if ref in confirmed:
             outcome.refs[ref] = confirmed[ref]
-            counts[raw["class"]]["unchanged"] += 1
+            counts[ci_class]["unchanged"] += 1
 
     creates, updates, seen = [], [], set()
     versions: dict[uuid.UUID, int] = {}  # what each CI's version is once this batch is applied
@@ -373,10 +374,6 @@ def _confirmed(conn, source: str, prints: fingerprints.BatchFingerprints) -> dic
         if fingerprint in found:
             refs_of[found[fingerprint]].append(ref)
     return {refs[0]: ci_id for ci_id, refs in refs_of.items() if len(refs) == 1}
-
-
-def _other_end(raw: dict[str, Any], anchor: str) -> str | None:
-    return raw.get("target") if raw.get("source") == anchor else raw.get("source")
 
 
 def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[tuple[int, IngestRelationship]]) -> None:

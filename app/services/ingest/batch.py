@@ -1,10 +1,15 @@
-"""A discovery batch as parsed from the request: the envelope validated at once, each item and
-relationship validated only when ingest has to derive it (see fingerprints.py)."""
+"""A discovery batch as received: the envelope validated at once, each item and relationship kept as
+the bytes the source sent and validated only when ingest has to derive it (see fingerprints.py).
+
+Keeping the bytes is what makes an unchanged report cheap: it is hashed as sent, and an item
+confirmed by its hash is never parsed into objects at all.
+"""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
@@ -13,6 +18,22 @@ from app.services.errors import InvalidInput, field_error
 
 _ITEMS = TypeAdapter(list[IngestItem])
 _RELATIONSHIPS = TypeAdapter(list[IngestRelationship])
+_TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class _ItemHead(msgspec.Struct):
+    ref: Any = None
+    ci_class: Any = msgspec.field(default=None, name="class")
+
+
+class _Ends(msgspec.Struct):
+    source: Any = None
+    target: Any = None
+
+
+_HEAD = msgspec.json.Decoder(_ItemHead)
+_ENDS = msgspec.json.Decoder(_Ends)
 
 
 class MalformedJson(InvalidInput):
@@ -30,6 +51,22 @@ def _invalid(errors: list[dict[str, Any]]) -> InvalidInput:
     return InvalidInput(f"{first['field']}: {first['message']}", errors)
 
 
+def _parse(raw: bytes) -> Any:
+    # pydantic-core's parser keeps integers beyond 64 bits exact; they, NaN and the like are refused
+    # per item later, not for the whole batch.
+    try:
+        return from_json(raw, allow_inf_nan=True)
+    except ValueError as exc:
+        raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
+
+
+def _head(raw: bytes, decoder) -> Any:
+    try:
+        return decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None  # not an object, or NaN inside: validation reports it
+
+
 @dataclass
 class Batch:
     source: str
@@ -37,42 +74,63 @@ class Batch:
     scope: IngestScope
     complete: bool
     atomic: bool
-    items: list[Any]  # as parsed; see validated()
-    relationships: list[Any]
-    # False when the batch holds values JSON has no text for (NaN, Infinity): hashing writes them as
-    # null, so such a batch must not be confirmed by fingerprint.
-    hashable: bool = True
+    items: list[bytes]  # each as sent; see validated()
+    relationships: list[bytes]
+    refs: list[str | None] = field(default_factory=list)  # per item, when it has a string ref
+    classes: list[Any] = field(default_factory=list)  # per item, its class as sent
+    ends: list[tuple[Any, Any]] = field(default_factory=list)  # per relationship, (source, target) as sent
+
+    def __post_init__(self) -> None:
+        heads = [_head(raw, _HEAD) for raw in self.items]
+        self.refs = [h.ref if h is not None and type(h.ref) is str else None for h in heads]
+        self.classes = [h.ci_class if h is not None else None for h in heads]
+        ends = [_head(raw, _ENDS) for raw in self.relationships]
+        self.ends = [(e.source, e.target) if e is not None else (None, None) for e in ends]
 
     @classmethod
     def from_json(cls, body: bytes) -> "Batch":
         try:
-            # pydantic-core's parser keeps integers beyond 64 bits exact (orjson turns them into floats);
-            # they, NaN and the like are refused per item later, not for the whole batch.
-            data = from_json(body, allow_inf_nan=True)
-        except ValueError as exc:
-            raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
-        batch = cls.from_data(data)
-        batch.hashable = b"NaN" not in body and b"Infinity" not in body
-        return batch
+            top = _TOP.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            # Not an object, or JSON beyond the strict grammar (NaN): parse it whole and let
+            # validation speak (or refuse it as malformed).
+            return cls._from_data(_parse(body))
+        data: dict[str, Any] = {}
+        lists: dict[str, list[bytes]] = {"items": [], "relationships": []}
+        for key, raw in top.items():
+            if key in lists:
+                try:
+                    lists[key] = [bytes(item) for item in _LIST.decode(bytes(raw))]
+                    continue
+                except msgspec.ValidationError:
+                    pass  # not a list: the envelope's validation says so
+                except msgspec.DecodeError:
+                    return cls._from_data(_parse(body))  # NaN and the like, inside
+            data[key] = _parse(bytes(raw))
+        return cls._from_envelope(data, lists["items"], lists["relationships"])
 
     @classmethod
-    def from_data(cls, data: Any) -> "Batch":
+    def _from_data(cls, data: Any) -> "Batch":
+        lists: dict[str, list[bytes]] = {"items": [], "relationships": []}
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in lists:
+                if isinstance(data.get(key), list):
+                    lists[key] = [json.dumps(value).encode() for value in data.pop(key)]
+        return cls._from_envelope(data, lists["items"], lists["relationships"])
+
+    @classmethod
+    def _from_envelope(cls, data: Any, items: list[bytes], relationships: list[bytes]) -> "Batch":
         try:
             envelope = IngestEnvelope.model_validate(data)
         except ValidationError as exc:
             raise _invalid([field_error(_field(e["loc"]), e["msg"]) for e in exc.errors()]) from None
         return cls(envelope.source, envelope.run_id, envelope.scope, envelope.complete, envelope.atomic,
-                   envelope.items, envelope.relationships)
+                   items, relationships)
 
     @classmethod
     def from_model(cls, batch: IngestBatch) -> "Batch":
-        data = batch.model_dump(by_alias=True)
-        parsed = cls.from_data(data)
-        try:
-            json.dumps(data, allow_nan=False)
-        except (ValueError, TypeError):
-            parsed.hashable = False
-        return parsed
+        return cls._from_data(batch.model_dump(by_alias=True))
 
     def validated(self, item_indexes: list[int], relationship_positions: list[int]
                   ) -> tuple[list[tuple[int, IngestItem]], list[tuple[int, IngestRelationship]]]:
@@ -80,15 +138,16 @@ class Batch:
         errors = []
         items = relationships = []
         try:
-            items = _ITEMS.validate_python([self.items[i] for i in item_indexes])
+            items = _ITEMS.validate_python(_parse(b"[" + b",".join(self.items[i] for i in item_indexes) + b"]"))
         except ValidationError as exc:
             errors += [field_error(_field(("items", item_indexes[e["loc"][0]], *e["loc"][1:])), e["msg"])
                        for e in exc.errors()]
         try:
-            relationships = _RELATIONSHIPS.validate_python([self.relationships[p] for p in relationship_positions])
+            relationships = _RELATIONSHIPS.validate_python(
+                _parse(b"[" + b",".join(self.relationships[p] for p in relationship_positions) + b"]"))
         except ValidationError as exc:
-            errors += [field_error(_field(("relationships", relationship_positions[e["loc"][0]], *e["loc"][1:])), e["msg"])
-                       for e in exc.errors()]
+            errors += [field_error(_field(("relationships", relationship_positions[e["loc"][0]], *e["loc"][1:])),
+                                   e["msg"]) for e in exc.errors()]
         if errors:
             raise _invalid(errors)
         return list(zip(item_indexes, items)), list(zip(relationship_positions, relationships))

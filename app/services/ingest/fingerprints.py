@@ -43,7 +43,7 @@ def of_batch(batch: Batch, salt: bytes) -> BatchFingerprints:
     result = BatchFingerprints()
     ref_counts = Counter(batch.refs)
     salt += SHAPE
-    content = {ref: blake2b(salt + raw, digest_size=16).digest()
+    content = {ref: blake2b(salt + raw, digest_size=16).hexdigest().encode()
                for ref, raw in zip(batch.refs, batch.items) if ref is not None and ref_counts[ref] == 1}
     anchored: dict[str, list[bytes]] = {}
     anchors = result.anchors
@@ -58,13 +58,13 @@ def of_batch(batch: Batch, salt: bytes) -> BatchFingerprints:
         anchors.append(anchor)
         # A ref is only the batch's name for an item: the other end enters as what that item is.
         if type(other) is str and other in ref_counts:
-            raw = raw + content.get(other, b"?")
+            raw = raw + content.get(other, b"?")  # JSON text never holds a NUL: the join below is unambiguous
         anchored.setdefault(anchor, []).append(raw)
     for ref, item_hash in content.items():
         carried = anchored.get(ref)
         if carried:
             carried.sort()
-            item_hash = blake2b(item_hash + b"".join(len(e).to_bytes(4, "big") + e for e in carried),
-                                digest_size=16).digest()
-        result.by_ref[ref] = item_hash.hex()
+            result.by_ref[ref] = blake2b(item_hash + b"\x00" + b"\x00".join(carried), digest_size=16).hexdigest()
+        else:
+            result.by_ref[ref] = item_hash.decode()
     return result

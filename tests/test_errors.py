@@ -136,3 +136,10 @@ def test_ingest_refuses_unstorable_values_per_item_and_per_batch(api):
     assert out["counts"]["created"] == 1 and out["errors"][0]["ref"] == "b"
     nul = {"source": "ssh", "run_id": "r2", "items": [{**good, "ref": "g\x00"}]}
     _assert_problem(api.post("/api/v1/ingest", json=nul), 422)
+    for field, value in (("type", "runs\x00on"), ("attributes", {"k": 2**64})):
+        rel = {"source": "g", "target": "g2", "type": "runs_on", field: value}
+        body = {"source": "ssh", "run_id": f"r-{field}", "items": [good, {**good, "ref": "g2", "name": "g2"}],
+                "relationships": [rel]}
+        raw = __import__("json").dumps(body).encode()
+        problem = _assert_problem(api.post("/api/v1/ingest", content=raw, headers={"content-type": "application/json"}), 422)
+        assert problem["errors"][0]["field"].startswith(f"relationships.0.{field}"), problem

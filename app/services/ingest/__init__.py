@@ -35,7 +35,7 @@ from app.models.ingest import IngestBatch, IngestItem, IngestRelationship
 from app.services.ingest.batch import Batch
 from app.services import cis as ci_service
 from app.services.errors import Conflict, InvalidInput, field_error
-from app.services.storable import require_storable, storable_problem
+from app.services.storable import require_storable, storable_problem, text_problem
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import held_values, identifying_facts
 from app.services.identifiers import identifier_values
@@ -378,11 +378,21 @@ def _confirmed(conn, source: str, prints: fingerprints.BatchFingerprints) -> dic
 
 def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[tuple[int, IngestRelationship]]) -> None:
     # What identifies an item or a relationship must be storable (bad values inside an item's
-    # attributes are that item's error instead).
+    # attributes are that item's error instead). Names and refs are plain strings: only their text can
+    # be unstorable, which is far cheaper to check than walking a dump of each model.
     for index, item in items:
-        require_storable([item.ref, item.ci_class], f"items.{index}.ref")
+        for name, text in (("ref", item.ref), ("class", item.ci_class)):
+            reason = text_problem(text)
+            if reason:
+                raise InvalidInput(f"items.{index}.{name}: {reason}.", [field_error(f"items.{index}.{name}", reason)])
     for position, rel in relationships:
-        require_storable(rel.model_dump(), f"relationships.{position}")
+        for name, text in (("source", rel.source), ("target", rel.target), ("type", rel.type)):
+            reason = text_problem(text)
+            if reason:
+                where = f"relationships.{position}.{name}"
+                raise InvalidInput(f"{where}: {reason}.", [field_error(where, reason)])
+        if rel.attributes:
+            require_storable(rel.attributes, f"relationships.{position}.attributes")
 
 
 def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[str | None],

@@ -48,6 +48,12 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def nmap_program() -> None:
+    """python-nmap needs the nmap program even to read a recorded scan."""
+    require([] if shutil.which("nmap") else ["nmap"])
+
+
+@pytest.fixture(scope="session")
 def lab():
     """The standard lab (lab_services.standard_hosts), shared by the session."""
     require(missing_requirements() + missing_service_binaries())

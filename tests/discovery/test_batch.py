@@ -105,7 +105,7 @@ def test_identifiers_skip_loopback_link_local_and_host_local_interfaces():
                                        "ip_address": ["10.1.2.3", "2001:db8::3"]}
 
 
-def test_scan_batch_from_the_recorded_lab_scan(data_dir):
+def test_scan_batch_from_the_recorded_lab_scan(data_dir, nmap_program):
     hosts = parse_nmap(parse_nmap_xml((data_dir / "nmap_lab.xml").read_text()))
     batch = build_scan_batch(hosts, run_id=RUN, subnets=["10.77.0.0/24"])
     assert batch["scope"] == {"subnets": ["10.77.0.0/24"], "hosts": []}
@@ -121,7 +121,7 @@ def test_scan_batch_from_the_recorded_lab_scan(data_dir):
                        "os_family": "Linux", "mac_vendor": "QEMU virtual NIC"}}
 
 
-def test_scan_batch_network_device_and_a_hostile_ptr_name(data_dir):
+def test_scan_batch_network_device_and_a_hostile_ptr_name(data_dir, nmap_program):
     hosts = parse_nmap(parse_nmap_xml((data_dir / "nmap_router.xml").read_text()))
     batch = build_scan_batch(hosts, run_id=RUN, subnets=["192.0.2.0/29"])
     hosts_out = [i for i in batch["items"] if i["class"] != "ip_address"]

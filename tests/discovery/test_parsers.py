@@ -201,7 +201,7 @@ def test_clean_text_removes_controls_escapes_and_bidi_overrides():
     assert clean_text("\udcff lone surrogate") == "? lone surrogate"
 
 
-def test_nmap_lab_recording(data_dir):
+def test_nmap_lab_recording(data_dir, nmap_program):
     hosts = parse_nmap(parse_nmap_xml((data_dir / "nmap_lab.xml").read_text()))
     assert [(h.address, h.hostname, h.mac) for h in hosts] == [("10.77.0.1", None, None)] + [
         (f"10.77.0.{n}", f"{name}.lab", f"52:54:00:77:00:{n:02x}")
@@ -214,7 +214,7 @@ def test_nmap_lab_recording(data_dir):
         "Linux 5.3 - 5.4", 96, ["general purpose"], "QEMU virtual NIC")
 
 
-def test_nmap_router_and_hostile_service_strings(data_dir):
+def test_nmap_router_and_hostile_service_strings(data_dir, nmap_program):
     router, app = parse_nmap(parse_nmap_xml((data_dir / "nmap_router.xml").read_text()))
     assert (router.os_types, router.os_vendors, router.vendor) == (["router"], ["Cisco"], "Cisco Systems")
     assert [p.port for p in router.ports if p.state == "open"] == [22, 23]
@@ -222,6 +222,6 @@ def test_nmap_router_and_hostile_service_strings(data_dir):
     assert app.ports[0].version == "1.0 beta"
 
 
-def test_nmap_garbage_is_a_scan_error():
+def test_nmap_garbage_is_a_scan_error(nmap_program):
     with pytest.raises(ScanError):
         parse_nmap_xml("<nmaprun><host>")

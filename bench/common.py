@@ -12,7 +12,10 @@ PG_URL = os.environ.get("KARTA_BENCH_POSTGRES_URL", "postgresql+psycopg://@127.0
 def fresh_database(backend: str, name: str, workdir: Path) -> str:
     """The URL of an empty database named `name`: a file in `workdir`, or a PostgreSQL database made anew."""
     if backend == "sqlite":
-        return f"sqlite:///{workdir / (name + '.db')}"
+        path = workdir / (name + ".db")
+        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        return f"sqlite:///{path}"
     admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -9,7 +9,7 @@ servers, containers, services) and ~200,000 relationships, pushed in batches of 
 Reports items/s per pass and the server's peak resident memory. Prints a Markdown table and writes
 bench/results/ingest.md.
 
-    python bench/ingest_bench.py [--items 100000] [--batch 5000] [--backends sqlite,postgresql]
+    python bench/ingest_bench.py [--items 100000] [--batch 5000] [--backends sqlite,postgresql] [--baseline DIR]
 """
 
 import argparse
@@ -29,13 +29,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.core import migrations  # noqa: E402
-from app.core.db import make_engine, write_transaction  # noqa: E402
-from app.services import tokens  # noqa: E402
 from bench.common import fresh_database  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def generate(total: int, rng: random.Random):
@@ -136,16 +134,22 @@ class PeakMemory:
         return self.peak
 
 
-def run_backend(url: str, items, batch_size: int) -> list[tuple[str, float, int, int]]:
-    engine = make_engine(url)
-    migrations.upgrade(engine)
-    with write_transaction(engine) as conn:
-        secret = tokens.create_token(conn, "bench", ["discovery"])["secret"]
-    engine.dispose()
+def run_backend(url: str, items, batch_size: int, checkout: Path) -> list[tuple[str, float, int, int]]:
+    """Migrate, make a token and serve with the code of `checkout` (this one, or a baseline)."""
+    env = {**os.environ, "KARTA_DATABASE_URL": url, "PYTHONPATH": str(checkout)}
+
+    def karta(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=checkout, env=env, capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"karta {' '.join(args)} failed in {checkout}: {done.stderr.strip()[-2000:]}")
+        return done.stdout
+
+    karta("db", "upgrade")
+    secret = karta("token", "create", "--name", "bench", "--scope", "discovery").strip().splitlines()[-1]
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-                              env={**os.environ, "KARTA_DATABASE_URL": url}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=checkout, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -185,6 +189,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier version to run side by side "
+                        "(e.g. `git worktree add /tmp/karta-before <commit>`)")
     args = parser.parse_args()
     items = generate(args.items, random.Random(20261122))
     relationship_count = sum(len(rels) for _, rels in items)
@@ -192,15 +198,25 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="karta-ingest-"))
     lines = [f"Ingest through HTTP, {len(items):,} items and {relationship_count:,} relationships in batches of "
              f"{args.batch:,}, one client, `karta serve` with one worker, {os.cpu_count()} cores", "",
-             "| backend | pass | items/s | seconds | created | updated | unchanged | errors | server peak RSS |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| code | backend | pass | items/s | seconds | created | updated | unchanged | errors | server peak RSS |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    checkouts = [("this", REPO)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    rates: dict[tuple[str, str, str], float] = {}
     for backend in args.backends.split(","):
-        url = fresh_database(backend, "karta_bench_ingest", workdir)
-        print(backend, file=sys.stderr)
-        results, peak = run_backend(url, items, args.batch)
-        for label, elapsed, totals in results:
-            lines.append(f"| {backend} | {label} | {len(items) / elapsed:,.0f} | {elapsed:.1f} | {totals['created']:,} | "
-                         f"{totals['updated']:,} | {totals['unchanged']:,} | {totals['errors']} | {peak / 2**20:,.0f} MiB |")
+        for code, checkout in checkouts:
+            url = fresh_database(backend, "karta_bench_ingest", workdir)
+            print(f"{code} on {backend}", file=sys.stderr)
+            results, peak = run_backend(url, items, args.batch, checkout)
+            for label, elapsed, totals in results:
+                rates[(code, backend, label)] = len(items) / elapsed
+                lines.append(f"| {code} | {backend} | {label} | {len(items) / elapsed:,.0f} | {elapsed:.1f} | "
+                             f"{totals['created']:,} | {totals['updated']:,} | {totals['unchanged']:,} | "
+                             f"{totals['errors']} | {peak / 2**20:,.0f} MiB |")
+    if args.baseline:
+        lines += ["", "| backend | pass | this / baseline |", "|---|---|---:|"]
+        for (code, backend, label), rate in rates.items():
+            if code == "this":
+                lines.append(f"| {backend} | {label} | {rate / rates[('baseline', backend, label)]:.2f}x |")
     shutil.rmtree(workdir, ignore_errors=True)
     report = "\n".join(lines)
     print(report)

@@ -69,7 +69,8 @@ class IngestClient:
         self.close()
 
     def _post(self, body: dict) -> dict:
-        content = orjson.dumps(body)
+        # Sorted keys: the same report is the same bytes, which the service confirms without re-deriving.
+        content = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:

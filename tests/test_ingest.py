@@ -402,3 +402,66 @@ def test_a_value_json_cannot_write_is_never_confirmed_as_another(api):
     body = __import__("json").dumps(batch("ssh", [{**item, "attributes": {"load": float("nan")}}])).encode()
     out = api.post("/api/v1/ingest", content=body, headers={"content-type": "application/json"}, as_="discovery").json()
     assert out["counts"]["errors"] == 1 and out["counts"]["unchanged"] == 0, out
+
+
+def test_a_carried_relationship_to_an_item_that_now_is_another_ci_ends(api):
+    scope = {"hosts": ["moved-end"]}
+    a = host("a", "a", serial_number="SN-MOVED-A")
+    b = host("b", "10.0.5.9", ip_address=["10.0.5.9"])
+    rels = [{"source": "a", "target": "b", "type": "depends_on"}]
+    first = push(api, batch("scan", [a, b], rels, complete=True, scope=scope))
+    push(api, batch("scan", [a, b], rels, complete=True, scope=scope))
+    push(api, batch("ssh", [host("y", "y", machine_id="d1f8e7a1b2c3d4e5f60718293a4b5c6d")]))  # another machine
+    moved = push(api, batch("ssh", [host("y", "y", machine_id="d1f8e7a1b2c3d4e5f60718293a4b5c6d", ip_address=["10.0.5.9"])]))
+    again = push(api, batch("scan", [a, b], rels, complete=True, scope=scope))
+    assert again["refs"]["b"] == moved["refs"]["y"]
+    targets = {r["target"] for r in api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"]}
+    assert targets == {moved["refs"]["y"]} and again["ended_relationships"] == 1
+
+
+def test_a_report_moved_to_another_scope_takes_its_relationships_along(api):
+    items, rels = _app_on_host("c8")
+    first = push(api, batch("ssh", items, rels, complete=True, scope={"hosts": ["scope-one"]}))
+    push(api, batch("ssh", items, rels, complete=True, scope={"hosts": ["scope-two"]}))
+    out = push(api, batch("ssh", [], complete=True, scope={"hosts": ["scope-one"]}))
+    assert out["ended_relationships"] == 0
+    assert len(api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"]) == 1
+
+
+def test_a_class_that_is_not_text_is_a_422_and_ci_class_is_accepted(api):
+    bad = batch("ssh", [{"ref": "x", "class": ["server"], "name": "x", "identifiers": {"serial_number": "SN-LIST"}}])
+    assert api.post("/api/v1/ingest", json=bad, as_="discovery").status_code == 422
+    by_name = [{"ref": "x", "ci_class": "server", "name": "x", "identifiers": {"serial_number": "SN-BY-NAME"}},
+               host("y", "y", serial_number="SN-BY-NAME-2")]
+    push(api, batch("ssh", by_name))
+    again = push(api, batch("ssh", by_name))
+    assert again["counts"]["by_class"] == {"server": {"unchanged": 2}}
+
+
+def test_an_address_two_hosts_report_in_one_batch_stays_where_it_was(api):
+    a = host("a", "a", serial_number="SN-SHARED-A", ip_address=["10.0.6.6"])
+    first = push(api, batch("ssh", [a]))
+    push(api, batch("ssh", [a]))
+    push(api, batch("ssh", [a, host("b", "b", serial_number="SN-SHARED-B", ip_address=["10.0.6.6"])]))
+    seen = push(api, batch("nmap", [host("n", "10.0.6.6", ip_address=["10.0.6.6"])]))
+    assert seen["refs"]["n"] == first["refs"]["a"]
+
+
+def test_relationship_attributes_another_source_changed_are_reported_back(api):
+    items, _ = _app_on_host("c9")
+    rels = [{"source": "a", "target": "h", "type": "runs_on", "attributes": {"port": 80}}]
+    first = push(api, batch("ssh", items, rels))
+    push(api, batch("ssh", items, rels))
+    ends = {"source": first["refs"]["a"], "target": first["refs"]["h"], "type": "runs_on", "attributes": {"port": 8080}}
+    push(api, batch("snmp", [], [ends]))
+    again = push(api, batch("ssh", items, rels))
+    assert again["relationships"]["updated"] == 1
+    [rel] = api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"]
+    assert rel["attributes"] == {"port": 80}
+
+
+def test_a_relationship_listed_twice_counts_once_when_confirmed(api):
+    items, rels = _app_on_host("ca")
+    push(api, batch("ssh", items, rels + rels))
+    again = push(api, batch("ssh", items, rels + rels))
+    assert again["relationships"] == {"created": 0, "updated": 0, "unchanged": 1, "errors": 0}

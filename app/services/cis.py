@@ -19,7 +19,7 @@ from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import claim_identifiers, identifying_facts
 from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import ClassInfo, RegistryCache
-from app.services.relationships import end_relationships
+from app.services.relationships import REL_COLUMNS, end_relationships
 
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
@@ -182,7 +182,7 @@ def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
     row = _locked_row(uow.conn, ci_id)
     _check_version(row, if_match)
     relationships = uow.conn.execute(
-        select(REL).where(or_(REL.c.source_id == ci_id, REL.c.target_id == ci_id))
+        select(*REL_COLUMNS).where(or_(REL.c.source_id == ci_id, REL.c.target_id == ci_id))
     ).mappings().all()
     end_relationships(uow, relationships)
     uow.conn.execute(delete(IDENT).where(IDENT.c.ci_id == ci_id))

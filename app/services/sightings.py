@@ -10,15 +10,21 @@ next report from that source is derived in full.
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, select, update
 
-from app.models import CISource
+from app.models import CISource, ConfigurationItem
+from app.services.bulk import id_in
 
 CI_SOURCE = CISource.__table__
+CI = ConfigurationItem.__table__
 
 
 def forget_fingerprints(conn: Connection, ci_ids: Iterable[uuid.UUID]) -> None:
     ids = sorted(set(ci_ids))
+    if ids and conn.dialect.name == "postgresql":
+        # A batch deriving one of these CIs holds it locked and is about to store its fingerprint:
+        # wait for it, so the fingerprint is forgotten after it is stored, not before.
+        conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, ids)).order_by(CI.c.id).with_for_update())
     for start in range(0, len(ids), 500):
         conn.execute(update(CI_SOURCE).where(CI_SOURCE.c.ci_id.in_(ids[start:start + 500]), CI_SOURCE.c.fingerprint.is_not(None))
                      .values(fingerprint=None))

@@ -96,13 +96,14 @@ def ingest(engine: Engine, registry_cache: RegistryCache, batch: Batch | IngestB
     if isinstance(batch, IngestBatch):
         batch = Batch.from_model(batch)
     staleness = staleness or StalenessPolicy()
-    confirm = True
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
-                                confirm=confirm)
-        except _ConfirmedOverlap:
-            confirm = False  # rare: derive the whole batch instead
+            try:
+                return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
+                                    confirm=True)
+            except _ConfirmedOverlap:  # rare: derive the whole batch instead
+                return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
+                                    confirm=False)
         except (IntegrityError, DBAPIError) as exc:
             retriable = isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
             if not retriable or attempt == MAX_ATTEMPTS:
@@ -127,7 +128,7 @@ def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: Batch, *,
     try:
         with UnitOfWork(engine, actor) as uow:
             registry = registry_cache.get(conn=uow.conn)
-            if any(ci_class not in registry.classes for ci_class in batch.classes):
+            if any(ci_class is not None and ci_class not in registry.classes for ci_class in batch.classes):
                 registry = registry_cache.reload(conn=uow.conn)  # another worker may have just added it
             _apply(uow, registry, batch, outcome, staleness, confirm=confirm)
             failed = outcome.errors or outcome.conflicts
@@ -219,17 +220,22 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     precedence_rows = [tuple(row) for row in conn.execute(
         select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute, PRECEDENCE.c.sources)).all()]
     precedence = PrecedenceTable.from_rows(precedence_rows)
-    salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or "")))
+    # A report confirms only within its scope: its sightings and relationships belong to that scope.
+    salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or ""))) + key.encode()
     prints = fingerprints.of_batch(batch, salt)
     confirmed = _confirmed(conn, source, prints) if confirm else {}
     item_refs = set(batch.refs)
     carried = []  # relationships that came with a confirmed report and end at a confirmed item or an id
     for position, anchor in enumerate(prints.anchors):
         if anchor in confirmed:
-            source_end, target_end = batch.ends[position]
+            source_end, target_end, _ = batch.ends[position]
             other = target_end if source_end == anchor else source_end
             if other in confirmed or other not in item_refs:
                 carried.append(position)
+    # A confirmed report with any relationship to derive (its other end changed) has all of them
+    # derived and written, so the ones it no longer carries are not taken as confirmed.
+    deriving = {prints.anchors[position] for position in set(range(len(prints.anchors))) - set(carried)}
+    carried = [position for position in carried if prints.anchors[position] not in deriving]
     carried_set = set(carried)
     items, relationships = batch.validated(
         [index for index, ref in enumerate(batch.refs) if ref not in confirmed],
@@ -240,6 +246,8 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     groups = group_items(planned)
     ignored_held = non_unique_held(planned)
     index = store.find_identifiers(conn, list({t for item in planned for t in item.strong + item.held}))
+    if confirmed and _may_meet_confirmed(planned, index, set(confirmed.values())):
+        raise _ConfirmedOverlap
     held_found = {index[t] for item in planned for t in item.held if t in index}
     held_keys = {k for cls in registry.classes.values() for k in cls.effective_held}
     strong_cis = store.strongly_identified(conn, held_found, held_keys)
@@ -340,14 +348,23 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     store.update_cis(conn, updates)
     store.touch_cis(conn, seen - {row["id"] for row in updates} - {row["id"] for row in creates}, now)
     store.claim_identifiers(conn, strong_claims, held_claims)
-    failed_anchors = _apply_relationships(uow, registry, item_refs, relationships, len(carried), outcome, key, prints)
+    # Counted once per (source, target, type), as the derived ones are.
+    carried_count = len({batch.ends[position] for position in carried})
+    failed_anchors = _apply_relationships(uow, registry, item_refs, relationships, carried_count, outcome, key, prints)
 
     # A fingerprint is kept only for a report that was applied whole: one item for the CI, and every
     # relationship anchored on it applied. Anything less must be derived again next time.
+    # An address another batch took since this one read the index must be taken back by the next
+    # report, so that report cannot be confirmed.
+    planned_by_ref = {item.ref: item for item in planned}
+    expected = {t: ci_id for ci_id in seen for ref in reported_by[ci_id] for t in planned_by_ref[ref].held
+                if t not in ignored_held}
+    held_now = store.find_identifiers(conn, list(expected))
+    lost = {ci_id for t, ci_id in expected.items() if held_now.get(t) != ci_id}
     sightings = []
     for ci_id in seen:
         refs = reported_by[ci_id]
-        whole = len(refs) == 1 and refs[0] not in failed_anchors
+        whole = len(refs) == 1 and refs[0] not in failed_anchors and ci_id not in lost
         sightings.append({"ci_id": ci_id, "fingerprint": prints.by_ref.get(refs[0]) if whole else None,
                           "ci_version": versions[ci_id]})
     store.record_ci_sightings(conn, sightings, source, key, batch.run_id, now)
@@ -364,6 +381,17 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
                                    after_runs=staleness.after_runs, after_days=staleness.after_days)
         outcome.stale, outcome.ended_relationships = [str(ci) for ci in stale], ended
     _record_run(uow, batch, key, outcome)
+
+
+def _may_meet_confirmed(planned: list[PlannedItem], index: dict, confirmed_cis: set[uuid.UUID]) -> bool:
+    """Could an item to derive be grouped with, or take an address from, a confirmed one? Grouping
+    and the uniqueness of addresses are decided over the whole batch, so then it must be derived whole."""
+    for item in planned:
+        if any(index.get(triple) in confirmed_cis for triple in item.held):
+            return True
+        if not item.strong and any(triple not in index for triple in item.held):
+            return True  # an address-only sighting that a confirmed item may report (unindexed)
+    return False
 
 
 def _confirmed(conn, source: str, prints: fingerprints.BatchFingerprints) -> dict[str, uuid.UUID]:
@@ -449,6 +477,7 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[st
         wanted[(source_id, target_id, rel.type)] = (rel.attributes, prints.anchors[position])
     found = store.find_relationships(conn, list(wanted))
     inserts, attribute_updates, sightings = [], [], []
+    updated_ends: set[uuid.UUID] = set()
     unchanged = 0
     for rel_key, (attributes, anchor) in wanted.items():
         existing = found.get(rel_key)
@@ -467,6 +496,7 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[st
         merged = {**existing.attributes, **attributes} if attributes else existing.attributes
         if merged != existing.attributes:
             attribute_updates.append((existing.id, merged))
+            updated_ends.update(rel_key[:2])
             uow.record("relationship", existing.id, "update",
                        diff_fields({"attributes": existing.attributes}, {"attributes": merged}, ["attributes"]))
             counts["updated"] += 1
@@ -475,6 +505,11 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[st
     counts["unchanged"] += unchanged
     store.insert_relationships(conn, inserts)
     store.update_relationship_attributes(conn, attribute_updates)
+    # Another source's report carrying a relationship whose attributes changed would change them back.
+    forget_fingerprints(conn, updated_ends)
+    # What these reports carried before is confirmed again only by what they carry now (written below).
+    store.forget_anchored(conn, {outcome.refs[anchor] for _, (_, anchor) in wanted.items() if anchor in outcome.refs},
+                          outcome.source)
     store.record_relationship_sightings(conn, sightings, outcome.source, key, outcome.run_id, now)
     outcome.relationships = {name: counts.get(name, 0) for name in ("created", "updated", "unchanged", "errors")}
     return failed_anchors

@@ -25,11 +25,13 @@ _LIST = msgspec.json.Decoder(list[msgspec.Raw])
 class _ItemHead(msgspec.Struct):
     ref: Any = None
     ci_class: Any = msgspec.field(default=None, name="class")
+    ci_class_by_name: Any = msgspec.field(default=None, name="ci_class")  # the model accepts either
 
 
 class _Ends(msgspec.Struct):
     source: Any = None
     target: Any = None
+    type: Any = None
 
 
 _HEAD = msgspec.json.Decoder(_ItemHead)
@@ -67,6 +69,10 @@ def _head(raw: bytes, decoder) -> Any:
         return None  # not an object, or NaN inside: validation reports it
 
 
+def _text(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
 @dataclass
 class Batch:
     source: str
@@ -77,15 +83,16 @@ class Batch:
     items: list[bytes]  # each as sent; see validated()
     relationships: list[bytes]
     refs: list[str | None] = field(default_factory=list)  # per item, when it has a string ref
-    classes: list[Any] = field(default_factory=list)  # per item, its class as sent
-    ends: list[tuple[Any, Any]] = field(default_factory=list)  # per relationship, (source, target) as sent
+    classes: list[str | None] = field(default_factory=list)  # per item, its class when sent as a string
+    ends: list[tuple[Any, Any, Any]] = field(default_factory=list)  # per relationship, (source, target, type) as sent
 
     def __post_init__(self) -> None:
         heads = [_head(raw, _HEAD) for raw in self.items]
         self.refs = [h.ref if h is not None and type(h.ref) is str else None for h in heads]
-        self.classes = [h.ci_class if h is not None else None for h in heads]
+        self.classes = [_text(h.ci_class if h.ci_class is not None else h.ci_class_by_name) if h is not None else None
+                        for h in heads]
         ends = [_head(raw, _ENDS) for raw in self.relationships]
-        self.ends = [(e.source, e.target) if e is not None else (None, None) for e in ends]
+        self.ends = [(e.source, e.target, e.type) if e is not None else (None, None, None) for e in ends]
 
     @classmethod
     def from_json(cls, body: bytes) -> "Batch":

@@ -47,7 +47,7 @@ def of_batch(batch: Batch, salt: bytes) -> BatchFingerprints:
                for ref, raw in zip(batch.refs, batch.items) if ref is not None and ref_counts[ref] == 1}
     anchored: dict[str, list[bytes]] = {}
     anchors = result.anchors
-    for (source, target), raw in zip(batch.ends, batch.relationships):
+    for (source, target, _), raw in zip(batch.ends, batch.relationships):
         if type(source) is str and source in ref_counts:
             anchor, other = source, target
         elif type(target) is str and target in ref_counts:

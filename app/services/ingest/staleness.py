@@ -21,7 +21,7 @@ from sqlalchemy import and_, delete, exists, select, update
 from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.services.cis import HISTORY_FIELDS, to_public
 from app.services.history import UnitOfWork, diff_fields
-from app.services.relationships import end_relationships
+from app.services.relationships import REL_COLUMNS, end_relationships
 
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
@@ -71,7 +71,7 @@ def _end_unreported_relationships(uow: UnitOfWork, source: str, scope_key: str, 
     claimed_elsewhere = exists(select(other.c.relationship_id).where(
         other.c.relationship_id == REL_SOURCE.c.relationship_id, other.c.source != source))
     ending = conn.execute(
-        select(REL).join(REL_SOURCE, REL_SOURCE.c.relationship_id == REL.c.id).where(unreported, ~claimed_elsewhere)
+        select(*REL_COLUMNS).join(REL_SOURCE, REL_SOURCE.c.relationship_id == REL.c.id).where(unreported, ~claimed_elsewhere)
         .order_by(REL.c.id)
     ).mappings().all()
     conn.execute(delete(REL_SOURCE).where(unreported))

@@ -133,9 +133,12 @@ def confirmed_reports(conn: Connection, source: str, fingerprints: Sequence[str]
     else:
         wanted = "s.fingerprint IN (SELECT value FROM json_each(:fingerprints))"
         values = json_list(fingerprints)
+    # FOR SHARE: a concurrent batch cannot change (or make stale) a CI between this check and this
+    # batch's commit; it waits, and then sees this sighting.
+    lock = " FOR SHARE OF c" if is_postgres(conn) else ""
     rows = conn.execute(text(
         "SELECT s.fingerprint, s.ci_id FROM ci_source AS s JOIN ci AS c ON c.id = s.ci_id "
-        f"WHERE s.source = :source AND {wanted} AND c.version = s.ci_version AND c.status <> 'stale'"
+        f"WHERE s.source = :source AND {wanted} AND c.version = s.ci_version AND c.status <> 'stale' ORDER BY s.ci_id{lock}"
     ).columns(ci_id=Uuid), {"source": source, "fingerprints": values}).all()
     found: dict[str, uuid.UUID | None] = {}
     for fingerprint, ci_id in rows:
@@ -205,6 +208,14 @@ _UPDATE_REL = update(REL).where(REL.c.id == bindparam("_id")).values(attributes=
 def update_relationship_attributes(conn: Connection, rows: list[tuple[uuid.UUID, dict]]) -> None:
     if rows:
         conn.execute(_UPDATE_REL, [{"_id": rel_id, "_attributes": attributes} for rel_id, attributes in rows])
+
+
+def forget_anchored(conn: Connection, anchors: set[uuid.UUID], source: str) -> None:
+    """These CIs' reports are being derived: what they carried is no longer confirmed by their fingerprint."""
+    if anchors:
+        conn.execute(update(REL_SOURCE).where(REL_SOURCE.c.source == source, id_in(conn, REL_SOURCE.c.anchor_ci_id, anchors),
+                                              REL_SOURCE.c.anchor_fingerprint.is_not(None))
+                     .values(anchor_fingerprint=None))
 
 
 def record_relationship_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str,

@@ -38,7 +38,7 @@ class CISource(SQLModel, table=True):
 class RelationshipSource(SQLModel, table=True):
     __tablename__ = "relationship_source"
     __table_args__ = (Index("ix_relationship_source_scope", "source", "scope_key"),
-                      Index("ix_relationship_source_anchor", "anchor_ci_id"))
+                      Index("ix_relationship_source_anchor", "anchor_ci_id", "source"))
 
     relationship_id: uuid.UUID = Field(
         sa_column=Column(Uuid, ForeignKey("relationship.id", ondelete="CASCADE"), primary_key=True)

@@ -22,7 +22,7 @@ def upgrade() -> None:
     with op.batch_alter_table("relationship_source") as batch:
         batch.add_column(sa.Column("anchor_ci_id", sa.Uuid(), nullable=True))
         batch.add_column(sa.Column("anchor_fingerprint", sa.String(32), nullable=True))
-    op.create_index("ix_relationship_source_anchor", "relationship_source", ["anchor_ci_id"])
+    op.create_index("ix_relationship_source_anchor", "relationship_source", ["anchor_ci_id", "source"])
     if op.get_bind().dialect.name == "postgresql":
         # Every run rewrites each sighting's last_seen/last_run_id: free space on the page lets
         # PostgreSQL update in place (HOT) instead of adding index entries for every row.

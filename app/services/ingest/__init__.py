@@ -350,7 +350,8 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     store.claim_identifiers(conn, strong_claims, held_claims)
     # Counted once per (source, target, type), as the derived ones are.
     carried_count = len({batch.ends[position] for position in carried})
-    failed_anchors = _apply_relationships(uow, registry, item_refs, relationships, carried_count, outcome, key, prints)
+    failed_anchors = _apply_relationships(uow, registry, item_refs, relationships, carried_count, outcome, key, prints,
+                                          new_cis={row["id"] for row in creates})
 
     # A fingerprint is kept only for a report that was applied whole: one item for the CI, and every
     # relationship anchored on it applied. Anything less must be derived again next time.
@@ -425,7 +426,7 @@ def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[t
 
 def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[str | None],
                          derived: list[tuple[int, IngestRelationship]], carried: int, outcome: Outcome, key: str,
-                         prints: fingerprints.BatchFingerprints) -> set[str]:
+                         prints: fingerprints.BatchFingerprints, new_cis: set[uuid.UUID]) -> set[str]:
     """Applies the relationships to derive; `carried` others came with confirmed reports, as they
     were. Returns the refs with a relationship anchored on them that failed."""
     conn, now = uow.conn, uow.now
@@ -508,8 +509,8 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[st
     # Another source's report carrying a relationship whose attributes changed would change them back.
     forget_fingerprints(conn, updated_ends)
     # What these reports carried before is confirmed again only by what they carry now (written below).
-    store.forget_anchored(conn, {outcome.refs[anchor] for _, (_, anchor) in wanted.items() if anchor in outcome.refs},
-                          outcome.source)
+    store.forget_anchored(conn, {outcome.refs[anchor] for _, (_, anchor) in wanted.items() if anchor in outcome.refs}
+                          - new_cis, outcome.source)  # a CI created now carried nothing before
     store.record_relationship_sightings(conn, sightings, outcome.source, key, outcome.run_id, now)
     outcome.relationships = {name: counts.get(name, 0) for name in ("created", "updated", "unchanged", "errors")}
     return failed_anchors

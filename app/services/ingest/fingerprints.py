@@ -1,22 +1,24 @@
 """Fingerprints of what a source reports, so that the same report again costs almost nothing.
 
-An item's fingerprint hashes everything that decides what applying it does: the item as reported
-(class, name, identifiers, attributes, environment, owner), the relationships anchored on it in the
-batch (those whose source end, or else target end, is this item), the class registry and the
-precedence rules. A relationship's other end enters as that item's own content hash when it is an
-item of the batch (refs are only batch-local names) or as the literal CI id.
+An item's fingerprint hashes everything that decides what applying it does: the item's bytes as sent,
+the bytes of the relationships anchored on it in the batch (those whose source end, or else target
+end, is this item), the class registry, the precedence rules and the scope. A relationship's other end
+also enters as that item's own content hash when it is an item of the batch (refs are only
+batch-local names); a CI id is in the relationship's bytes.
 
 Ingest stores the fingerprint with the CI version that applying the report left (ci_source). A later
 report with the same fingerprint, for a CI still at that version and not stale, is known to change
 nothing: identification would find the same CI, reconciliation would produce the same values, and
-every anchored relationship still exists (ending one forgets the fingerprints of its ends, and so
-does an address moving to another CI). Such an item is confirmed with one sighting write and no
-derivation; everything else takes the full path.
+every anchored relationship still exists as it was (ending one or changing its attributes forgets the
+fingerprints of its ends, and so does an address moving to another CI). Such an item is confirmed with
+one sighting write and no derivation; everything else takes the full path, and so does the whole batch
+when an item to derive could be grouped with a confirmed one (ingest/__init__.py).
 """
 
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+
 import orjson
 
 from app.models.ingest import IngestItem, IngestRelationship

@@ -154,28 +154,39 @@ def confirm_sightings(conn: Connection, ci_ids: set[uuid.UUID], source: str, sco
                      .values(scope_key=scope_key, last_seen=at, last_run_id=run_id, missed_runs=0))
 
 
+def _upsert_sightings(conn: Connection, table, rows: list[tuple], per_row: dict[str, str], fixed: dict[str, str],
+                      params: dict[str, Any]) -> None:
+    """Insert or refresh one sighting per row, as one INSERT ... SELECT over the rows sent as one JSON
+    parameter. `per_row` names the values each row tuple holds, in order, with their PostgreSQL types;
+    `fixed` gives the SQL for the values every row shares. On conflict all but the key and first_seen
+    are refreshed."""
+    key = next(iter(per_row))
+    columns = [*per_row, *fixed]
+    if is_postgres(conn):
+        source_rows = ("jsonb_to_recordset(CAST(:rows AS jsonb)) AS r("
+                       + ", ".join(f"{name} {sql_type}" for name, sql_type in per_row.items()) + ")")
+        picked = [f"r.{name}" for name in per_row]
+        value = json_list(dict(zip(per_row, (str(v) if isinstance(v, uuid.UUID) else v for v in row))) for row in rows)
+    else:
+        source_rows = "json_each(:rows) AS r"
+        picked = [f"json_extract(r.value, '$[{position}]')" for position in range(len(per_row))]
+        value = json_list([v.hex if isinstance(v, uuid.UUID) else v for v in row] for row in rows)
+    refresh = ", ".join(f"{name} = excluded.{name}" for name in columns if name not in (key, "source", "first_seen"))
+    statement = (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(picked + list(fixed.values()))} "
+                 f"FROM {source_rows} WHERE true ON CONFLICT ({key}, source) DO UPDATE SET {refresh}")
+    conn.execute(text(statement).bindparams(bindparam("at", type_=table.c.last_seen.type)), {**params, "rows": value})
+
+
 def record_ci_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str, run_id: str,
                         at: datetime) -> None:
     """Upsert one sighting per CI; rows are {"ci_id", "fingerprint", "ci_version"} (fingerprint may be None)."""
-    if not rows:
-        return
-    params = {"source": source, "scope_key": scope_key, "at": at, "run_id": run_id}
-    refresh = ("scope_key = excluded.scope_key, last_seen = excluded.last_seen, last_run_id = excluded.last_run_id, "
-               "missed_runs = 0, fingerprint = excluded.fingerprint, ci_version = excluded.ci_version")
-    columns = "(ci_id, source, scope_key, first_seen, last_seen, last_run_id, missed_runs, fingerprint, ci_version)"
-    if is_postgres(conn):
-        statement = (f"INSERT INTO ci_source {columns} SELECT r.ci_id, :source, :scope_key, :at, :at, :run_id, 0, "
-                     "r.fingerprint, r.ci_version FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-                     "AS r(ci_id uuid, fingerprint text, ci_version int) ")
-        rows_value = json_list({"ci_id": str(r["ci_id"]), "fingerprint": r["fingerprint"], "ci_version": r["ci_version"]}
-                               for r in rows)
-    else:
-        statement = (f"INSERT INTO ci_source {columns} SELECT json_extract(r.value, '$[0]'), :source, :scope_key, :at, "
-                     ":at, :run_id, 0, json_extract(r.value, '$[1]'), json_extract(r.value, '$[2]') "
-                     "FROM json_each(:rows) AS r WHERE true ")
-        rows_value = json_list([r["ci_id"].hex, r["fingerprint"], r["ci_version"]] for r in rows)
-    conn.execute(text(statement + f"ON CONFLICT (ci_id, source) DO UPDATE SET {refresh}")
-                 .bindparams(bindparam("at", type_=CI_SOURCE.c.last_seen.type)), {**params, "rows": rows_value})
+    if rows:
+        _upsert_sightings(
+            conn, CI_SOURCE, [(r["ci_id"], r["fingerprint"], r["ci_version"]) for r in rows],
+            {"ci_id": "uuid", "fingerprint": "text", "ci_version": "int"},
+            {"source": ":source", "scope_key": ":scope_key", "first_seen": ":at", "last_seen": ":at",
+             "last_run_id": ":run_id", "missed_runs": "0"},
+            {"source": source, "scope_key": scope_key, "at": at, "run_id": run_id})
 
 
 def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple, Any]:
@@ -221,24 +232,9 @@ def forget_anchored(conn: Connection, anchors: set[uuid.UUID], source: str) -> N
 def record_relationship_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str,
                                   run_id: str, at: datetime) -> None:
     """Upsert one sighting per relationship; rows are {"relationship_id", "anchor_ci_id", "anchor_fingerprint"}."""
-    if not rows:
-        return
-    params = {"source": source, "scope_key": scope_key, "at": at, "run_id": run_id}
-    refresh = ("scope_key = excluded.scope_key, last_seen = excluded.last_seen, last_run_id = excluded.last_run_id, "
-               "anchor_ci_id = excluded.anchor_ci_id, anchor_fingerprint = excluded.anchor_fingerprint")
-    columns = "(relationship_id, source, scope_key, last_seen, last_run_id, anchor_ci_id, anchor_fingerprint)"
-    if is_postgres(conn):
-        statement = (f"INSERT INTO relationship_source {columns} SELECT r.relationship_id, :source, :scope_key, :at, "
-                     ":run_id, r.anchor_ci_id, r.anchor_fingerprint FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-                     "AS r(relationship_id uuid, anchor_ci_id uuid, anchor_fingerprint text) ")
-        rows_value = json_list({"relationship_id": str(r["relationship_id"]),
-                                "anchor_ci_id": str(r["anchor_ci_id"]) if r["anchor_ci_id"] else None,
-                                "anchor_fingerprint": r["anchor_fingerprint"]} for r in rows)
-    else:
-        statement = (f"INSERT INTO relationship_source {columns} SELECT json_extract(r.value, '$[0]'), :source, "
-                     ":scope_key, :at, :run_id, json_extract(r.value, '$[1]'), json_extract(r.value, '$[2]') "
-                     "FROM json_each(:rows) AS r WHERE true ")
-        rows_value = json_list([r["relationship_id"].hex, r["anchor_ci_id"].hex if r["anchor_ci_id"] else None,
-                                r["anchor_fingerprint"]] for r in rows)
-    conn.execute(text(statement + f"ON CONFLICT (relationship_id, source) DO UPDATE SET {refresh}")
-                 .bindparams(bindparam("at", type_=REL_SOURCE.c.last_seen.type)), {**params, "rows": rows_value})
+    if rows:
+        _upsert_sightings(
+            conn, REL_SOURCE, [(r["relationship_id"], r["anchor_ci_id"], r["anchor_fingerprint"]) for r in rows],
+            {"relationship_id": "uuid", "anchor_ci_id": "uuid", "anchor_fingerprint": "text"},
+            {"source": ":source", "scope_key": ":scope_key", "last_seen": ":at", "last_run_id": ":run_id"},
+            {"source": source, "scope_key": scope_key, "at": at, "run_id": run_id})

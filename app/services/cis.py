@@ -5,8 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (Connection, bindparam, case, delete, func, insert, literal, or_, select, type_coerce, union_all,
-                        update)
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, union_all, update
 
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
@@ -20,6 +19,7 @@ from app.services.identity import claim_identifiers, identifying_facts
 from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import ClassInfo, RegistryCache
 from app.services.relationships import REL_COLUMNS, end_relationships
+from app.services.sightings import columns_with_latest_sighting
 
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
@@ -29,9 +29,7 @@ CI_SOURCE = CISource.__table__
 # A CI's last_seen is the later of its own (set through the API) and its latest sighting by a source:
 # ingest records sightings only in ci_source, so confirming an unchanged CI does not rewrite its row.
 _LATEST_SIGHTING = select(func.max(CI_SOURCE.c.last_seen)).where(CI_SOURCE.c.ci_id == CI.c.id).scalar_subquery()
-CI_COLUMNS = [column for column in CI.c if column.name != "last_seen"] + [type_coerce(case(
-    (or_(CI.c.last_seen.is_(None), _LATEST_SIGHTING > CI.c.last_seen), _LATEST_SIGHTING), else_=CI.c.last_seen,
-), CI.c.last_seen.type).label("last_seen")]
+CI_COLUMNS = columns_with_latest_sighting(CI, _LATEST_SIGHTING)
 
 # The fields a change record diffs, by their public names.
 HISTORY_FIELDS = ["class", "name", "status", "environment", "criticality", "owner", "tags", "attributes",

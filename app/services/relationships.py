@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, type_coerce
+from sqlalchemy import Connection, and_, case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
@@ -16,7 +16,7 @@ from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import RegistryCache
-from app.services.sightings import forget_fingerprints
+from app.services.sightings import columns_with_latest_sighting, forget_fingerprints
 
 REL = Relationship.__table__
 REL_SOURCE = RelationshipSource.__table__
@@ -38,9 +38,7 @@ _LATEST_SIGHTING = (
     .where(REL_SOURCE.c.relationship_id == REL.c.id, REL_SOURCE.c.source != MANUAL_SOURCE)  # a claim, not a sighting
     .scalar_subquery()
 )
-REL_COLUMNS = [column for column in REL.c if column.name != "last_seen"] + [type_coerce(case(
-    (or_(REL.c.last_seen.is_(None), _LATEST_SIGHTING > REL.c.last_seen), _LATEST_SIGHTING), else_=REL.c.last_seen,
-), REL.c.last_seen.type).label("last_seen")]
+REL_COLUMNS = columns_with_latest_sighting(REL, _LATEST_SIGHTING)
 
 
 def to_public(row: Any) -> dict[str, Any]:

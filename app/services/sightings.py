@@ -10,7 +10,7 @@ next report from that source is derived in full.
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Column, Connection, Table, case, or_, select, type_coerce, update
 
 from app.models import CISource, ConfigurationItem
 from app.services.bulk import id_in
@@ -19,12 +19,20 @@ CI_SOURCE = CISource.__table__
 CI = ConfigurationItem.__table__
 
 
+def columns_with_latest_sighting(table: Table, latest_sighting) -> list[Column]:
+    """The table's columns, last_seen being the later of the row's own and `latest_sighting` (a
+    scalar subquery over the sightings): ingest records sightings without rewriting the row."""
+    own = table.c.last_seen
+    later = case((or_(own.is_(None), latest_sighting > own), latest_sighting), else_=own)
+    return [column for column in table.c if column.name != "last_seen"] + [type_coerce(later, own.type).label("last_seen")]
+
+
 def forget_fingerprints(conn: Connection, ci_ids: Iterable[uuid.UUID]) -> None:
     ids = sorted(set(ci_ids))
     if ids and conn.dialect.name == "postgresql":
         # A batch deriving one of these CIs holds it locked and is about to store its fingerprint:
         # wait for it, so the fingerprint is forgotten after it is stored, not before.
         conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, ids)).order_by(CI.c.id).with_for_update())
-    for start in range(0, len(ids), 500):
-        conn.execute(update(CI_SOURCE).where(CI_SOURCE.c.ci_id.in_(ids[start:start + 500]), CI_SOURCE.c.fingerprint.is_not(None))
+    if ids:
+        conn.execute(update(CI_SOURCE).where(id_in(conn, CI_SOURCE.c.ci_id, ids), CI_SOURCE.c.fingerprint.is_not(None))
                      .values(fingerprint=None))

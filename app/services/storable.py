@@ -16,7 +16,7 @@ MAX_DEPTH = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-def text_problem(text: str) -> str | None:
+def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains a NUL character"
     try:
@@ -32,7 +32,7 @@ def storable_problem(value: Any, path: str) -> tuple[str, str] | None:
     while stack:
         item, where, depth = stack.pop()
         if isinstance(item, str):
-            reason = text_problem(item)
+            reason = _text_problem(item)
             if reason:
                 return where, reason
         elif isinstance(item, bool) or item is None:
@@ -48,7 +48,7 @@ def storable_problem(value: Any, path: str) -> tuple[str, str] | None:
                 return where, f"nested deeper than {MAX_DEPTH} levels"
             if isinstance(item, dict):
                 for key, child in item.items():
-                    reason = text_problem(key) if isinstance(key, str) else None
+                    reason = _text_problem(key) if isinstance(key, str) else None
                     if reason:
                         return f"{where}.{key!r}", f"key {reason}"
                     stack.append((child, f"{where}.{key}", depth + 1))

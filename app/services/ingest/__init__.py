@@ -35,7 +35,7 @@ from app.models.ingest import IngestBatch, IngestItem, IngestRelationship
 from app.services.ingest.batch import Batch
 from app.services import cis as ci_service
 from app.services.errors import Conflict, InvalidInput, field_error
-from app.services.storable import require_storable, storable_problem, text_problem
+from app.services.storable import require_storable, storable_problem
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identity import held_values, identifying_facts
 from app.services.identifiers import identifier_values
@@ -224,6 +224,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or ""))) + key.encode()
     prints = fingerprints.of_batch(batch, salt)
     confirmed = _confirmed(conn, source, prints) if confirm else {}
+    confirmed_cis = set(confirmed.values())
     item_refs = set(batch.refs)
     carried = []  # relationships that came with a confirmed report and end at a confirmed item or an id
     for position, anchor in enumerate(prints.anchors):
@@ -246,7 +247,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     groups = group_items(planned)
     ignored_held = non_unique_held(planned)
     index = store.find_identifiers(conn, list({t for item in planned for t in item.strong + item.held}))
-    if confirmed and _may_meet_confirmed(planned, index, set(confirmed.values())):
+    if confirmed and _may_meet_confirmed(planned, index, confirmed_cis):
         raise _ConfirmedOverlap
     held_found = {index[t] for item in planned for t in item.held if t in index}
     held_keys = {k for cls in registry.classes.values() for k in cls.effective_held}
@@ -260,7 +261,6 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
                 resolution.conflict = [str(resolution.ci_id)]
                 resolution.reason = contradiction
 
-    confirmed_cis = set(confirmed.values())
     if any(resolution.ci_id in confirmed_cis for resolution in resolutions):
         raise _ConfirmedOverlap
     for ref, ci_class in zip(batch.refs, batch.classes):
@@ -408,18 +408,13 @@ def _confirmed(conn, source: str, prints: fingerprints.BatchFingerprints) -> dic
 def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[tuple[int, IngestRelationship]]) -> None:
     # What identifies an item or a relationship must be storable (bad values inside an item's
     # attributes are that item's error instead). Names and refs are plain strings: only their text can
-    # be unstorable, which is far cheaper to check than walking a dump of each model.
+    # be unstorable, which is far cheaper to check one by one than walking a dump of each model.
     for index, item in items:
-        for name, text in (("ref", item.ref), ("class", item.ci_class)):
-            reason = text_problem(text)
-            if reason:
-                raise InvalidInput(f"items.{index}.{name}: {reason}.", [field_error(f"items.{index}.{name}", reason)])
+        require_storable(item.ref, f"items.{index}.ref")
+        require_storable(item.ci_class, f"items.{index}.class")
     for position, rel in relationships:
-        for name, text in (("source", rel.source), ("target", rel.target), ("type", rel.type)):
-            reason = text_problem(text)
-            if reason:
-                where = f"relationships.{position}.{name}"
-                raise InvalidInput(f"{where}: {reason}.", [field_error(where, reason)])
+        for name in ("source", "target", "type"):
+            require_storable(getattr(rel, name), f"relationships.{position}.{name}")
         if rel.attributes:
             require_storable(rel.attributes, f"relationships.{position}.attributes")
 

@@ -6,8 +6,17 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+import psycopg
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import ColumnElement, Connection, String, Uuid, any_, bindparam, cast, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
+
+_POSTGRES = postgresql.dialect()
+_COPY_TYPES = {"UUID": "uuid", "JSONB": "jsonb", "JSON": "jsonb", "STRING": "varchar", "VARCHAR": "varchar",
+               "TEXT": "text", "DATETIME": "timestamptz", "TIMESTAMP": "timestamptz", "INTEGER": "int4",
+               "BIGINTEGER": "int8", "BIG_INTEGER": "int8", "BOOLEAN": "bool", "FLOAT": "float8"}
 
 
 def json_list(rows: Iterable[Any]) -> str:
@@ -38,9 +47,10 @@ def id_in(conn: Connection, column, ids: Iterable[uuid.UUID]) -> ColumnElement[b
 
 
 def insert_rows(conn: Connection, table, rows: list[dict[str, Any]], *, on_conflict_do_nothing: bool = False) -> None:
-    """Insert many rows. On PostgreSQL the rows travel as one JSON document that the server unpacks
-    (jsonb_populate_recordset): one statement and one parameter, several times faster than a pipelined
-    executemany, whose per-row cost is mostly in the driver. SQLite's executemany is already a C loop."""
+    """Insert many rows as one statement. PostgreSQL: COPY in binary format, or, when conflicts are to
+    be skipped (COPY cannot), one JSON document the server unpacks (jsonb_populate_recordset); both are
+    several times faster than a pipelined executemany, whose per-row cost is mostly in the driver.
+    SQLite's executemany is already a C loop."""
     if not rows:
         return
     if not is_postgres(conn):
@@ -49,13 +59,50 @@ def insert_rows(conn: Connection, table, rows: list[dict[str, Any]], *, on_confl
             statement = statement.prefix_with("OR IGNORE")
         conn.execute(statement, rows)
         return
+    if not on_conflict_do_nothing:
+        _copy_rows(conn, table, rows)
+        return
     columns = ", ".join(f'"{name}"' for name in rows[0])
     sql = (f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '
-           f'FROM jsonb_populate_recordset(NULL::"{table.name}", CAST(:rows AS jsonb))')
-    if on_conflict_do_nothing:
-        sql += " ON CONFLICT DO NOTHING"
+           f'FROM jsonb_populate_recordset(NULL::"{table.name}", CAST(:rows AS jsonb)) ON CONFLICT DO NOTHING')
     conn.execute(text(sql), {"rows": orjson.dumps(rows, default=_json_default).decode()})
 
 
 def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a bulk insert")
+
+
+def _copy_type(column) -> str:
+    """The PostgreSQL type COPY's binary format sends a column's values as."""
+    sql_type = column.type.dialect_impl(_POSTGRES)
+    kind = sql_type.__visit_name__.upper()
+    if kind in ("DATETIME", "TIMESTAMP") and not getattr(sql_type, "timezone", False):
+        return "timestamp"
+    return _COPY_TYPES.get(kind) or kind.lower()
+
+
+def _copy_rows(conn: Connection, table, rows: list[dict[str, Any]]) -> None:
+    # Binary COPY: about 35% less server time than unpacking a JSON document for rows with JSON
+    # columns (measured on `ci`), and the values are encoded by the driver's C dumpers.
+    names = list(rows[0])
+    columns = ", ".join(f'"{name}"' for name in names)
+    statement = f'COPY "{table.name}" ({columns}) FROM STDIN (FORMAT BINARY)'
+    cursor = conn.connection.dbapi_connection.cursor()
+    set_json_dumps(_dump_json, context=cursor)
+    try:
+        with cursor.copy(statement) as copy:
+            copy.set_types([_copy_type(table.c[name]) for name in names])
+            for row in rows:
+                copy.write_row(tuple(row.values()))
+    except psycopg.Error as exc:
+        # Raised as SQLAlchemy raises what the driver says, so callers (the retry on a lost identifier
+        # race, the 503 for an unavailable database) treat COPY like any other statement.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+    except TypeError as exc:
+        raise TypeError(f"cannot store a value in {table.name}: {exc}") from exc
+    finally:
+        cursor.close()
+
+
+def _dump_json(value: Any) -> bytes:
+    return orjson.dumps(value, default=_json_default)

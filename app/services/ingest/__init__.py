@@ -163,7 +163,7 @@ def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution, outc
     return bool(errors)
 
 
-def _plan_items(registry: Registry, items: list[tuple[int, IngestItem]], outcome: Outcome,
+def _plan_items(registry: Registry, batch: Batch, items: list[tuple[int, IngestItem]], outcome: Outcome,
                 counts: dict[str, Counter]) -> list[PlannedItem]:
     planned, refs = [], set()
     for index, item in items:
@@ -179,7 +179,8 @@ def _plan_items(registry: Registry, items: list[tuple[int, IngestItem]], outcome
             refuse("class", f"unknown class '{item.ci_class}'")
             continue
         facts = {**item.attributes, **item.identifiers}
-        problem = storable_problem([item.name, item.environment, item.owner, facts], "item")
+        problem = None if batch.item_storable(index) else storable_problem(
+            [item.name, item.environment, item.owner, facts], "item")
         if problem:
             where, reason = problem
             field_name = {"item.0": "name", "item.1": "environment", "item.2": "owner"}.get(
@@ -241,9 +242,9 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     items, relationships = batch.validated(
         [index for index, ref in enumerate(batch.refs) if ref not in confirmed],
         [position for position in range(len(batch.relationships)) if position not in carried_set])
-    _require_storable(items, relationships)
+    _require_storable(items, relationships, texts=not batch.text_storable)
 
-    planned = _plan_items(registry, items, outcome, counts)
+    planned = _plan_items(registry, batch, items, outcome, counts)
     groups = group_items(planned)
     ignored_held = non_unique_held(planned)
     index = store.find_identifiers(conn, list({t for item in planned for t in item.strong + item.held}))
@@ -368,7 +369,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
         whole = len(refs) == 1 and refs[0] not in failed_anchors and ci_id not in lost
         sightings.append({"ci_id": ci_id, "fingerprint": prints.by_ref.get(refs[0]) if whole else None,
                           "ci_version": versions[ci_id]})
-    store.record_ci_sightings(conn, sightings, source, key, batch.run_id, now)
+    store.record_ci_sightings(conn, sightings, source, key, batch.run_id, now, created={row["id"] for row in creates})
     store.confirm_sightings(conn, confirmed_cis, source, key, batch.run_id, now)
     forget_fingerprints(conn, {confirmed[ref] for ref in failed_anchors if ref in confirmed})
 
@@ -405,15 +406,16 @@ def _confirmed(conn, source: str, prints: fingerprints.BatchFingerprints) -> dic
     return {refs[0]: ci_id for ci_id, refs in refs_of.items() if len(refs) == 1}
 
 
-def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[tuple[int, IngestRelationship]]) -> None:
+def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[tuple[int, IngestRelationship]], *,
+                      texts: bool) -> None:
     # What identifies an item or a relationship must be storable (bad values inside an item's
     # attributes are that item's error instead). Names and refs are plain strings: only their text can
-    # be unstorable, which is far cheaper to check one by one than walking a dump of each model.
-    for index, item in items:
+    # be unstorable, and only when the batch's bytes say it may be (`texts`).
+    for index, item in items if texts else ():
         require_storable(item.ref, f"items.{index}.ref")
         require_storable(item.ci_class, f"items.{index}.class")
     for position, rel in relationships:
-        for name in ("source", "target", "type"):
+        for name in ("source", "target", "type") if texts else ():
             require_storable(getattr(rel, name), f"relationships.{position}.{name}")
         if rel.attributes:
             require_storable(rel.attributes, f"relationships.{position}.attributes")
@@ -506,7 +508,8 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[st
     # What these reports carried before is confirmed again only by what they carry now (written below).
     store.forget_anchored(conn, {outcome.refs[anchor] for _, (_, anchor) in wanted.items() if anchor in outcome.refs}
                           - new_cis, outcome.source)  # a CI created now carried nothing before
-    store.record_relationship_sightings(conn, sightings, outcome.source, key, outcome.run_id, now)
+    store.record_relationship_sightings(conn, sightings, outcome.source, key, outcome.run_id, now,
+                                        created={row["id"] for row in inserts})
     outcome.relationships = {name: counts.get(name, 0) for name in ("created", "updated", "unchanged", "errors")}
     return failed_anchors
 

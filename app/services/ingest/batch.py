@@ -6,6 +6,7 @@ confirmed by its hash is never parsed into objects at all.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic_core import from_json
 
 from app.models.ingest import IngestBatch, IngestEnvelope, IngestItem, IngestRelationship, IngestScope
 from app.services.errors import InvalidInput, field_error
+from app.services.storable import MAX_DEPTH
 
 _ITEMS = TypeAdapter(list[IngestItem])
 _RELATIONSHIPS = TypeAdapter(list[IngestRelationship])
@@ -34,6 +36,12 @@ class _Ends(msgspec.Struct):
     type: Any = None
 
 
+# What could make a parsed value unstorable (see storable.py) shows in its bytes: a NUL or surrogate
+# escape, an integer of 19 digits or more, NaN, an infinity or an exponent large enough to overflow.
+# Bytes without any of these (strings may trip it too: that only costs the full check) hold nothing
+# unstorable but, perhaps, deep nesting, which is bounded by the count of brackets.
+_TEXT_HAZARD = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
+_VALUE_HAZARD = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]|[0-9]{19}|NaN|Infinity|[eE][+-]?[0-9]{3}")
 _HEAD = msgspec.json.Decoder(_ItemHead)
 _ENDS = msgspec.json.Decoder(_Ends)
 
@@ -85,6 +93,7 @@ class Batch:
     refs: list[str | None] = field(default_factory=list)  # per item, when it has a string ref
     classes: list[str | None] = field(default_factory=list)  # per item, its class when sent as a string
     ends: list[tuple[Any, Any, Any]] = field(default_factory=list)  # per relationship, (source, target, type) as sent
+    _text_storable: bool | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         heads = [_head(raw, _HEAD) for raw in self.items]
@@ -93,6 +102,18 @@ class Batch:
                         for h in heads]
         ends = [_head(raw, _ENDS) for raw in self.relationships]
         self.ends = [(e.source, e.target, e.type) if e is not None else (None, None, None) for e in ends]
+
+    @property
+    def text_storable(self) -> bool:
+        """No string anywhere in the items and relationships can hold a NUL or a lone surrogate."""
+        if self._text_storable is None:
+            self._text_storable = not any(_TEXT_HAZARD.search(raw) for raw in (*self.items, *self.relationships))
+        return self._text_storable
+
+    def item_storable(self, index: int) -> bool:
+        """True when item `index` surely holds only storable values; False means: check it."""
+        raw = self.items[index]
+        return raw.count(b"[") + raw.count(b"{") < MAX_DEPTH and _VALUE_HAZARD.search(raw) is None
 
     @classmethod
     def from_json(cls, body: bytes) -> "Batch":

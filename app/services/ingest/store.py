@@ -178,8 +178,14 @@ def _upsert_sightings(conn: Connection, table, rows: list[tuple], per_row: dict[
 
 
 def record_ci_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str, run_id: str,
-                        at: datetime) -> None:
-    """Upsert one sighting per CI; rows are {"ci_id", "fingerprint", "ci_version"} (fingerprint may be None)."""
+                        at: datetime, *, created: set[uuid.UUID] = frozenset()) -> None:
+    """Upsert one sighting per CI; rows are {"ci_id", "fingerprint", "ci_version"} (fingerprint may be None).
+    A CI `created` by this batch has no sighting yet: its row is inserted without the upsert's lookup."""
+    fresh = [r for r in rows if r["ci_id"] in created]
+    insert_rows(conn, CI_SOURCE, [{"ci_id": r["ci_id"], "fingerprint": r["fingerprint"], "ci_version": r["ci_version"],
+                                   "source": source, "scope_key": scope_key, "first_seen": at, "last_seen": at,
+                                   "last_run_id": run_id, "missed_runs": 0} for r in fresh])
+    rows = [r for r in rows if r["ci_id"] not in created] if fresh else rows
     if rows:
         _upsert_sightings(
             conn, CI_SOURCE, [(r["ci_id"], r["fingerprint"], r["ci_version"]) for r in rows],
@@ -230,8 +236,13 @@ def forget_anchored(conn: Connection, anchors: set[uuid.UUID], source: str) -> N
 
 
 def record_relationship_sightings(conn: Connection, rows: list[dict[str, Any]], source: str, scope_key: str,
-                                  run_id: str, at: datetime) -> None:
-    """Upsert one sighting per relationship; rows are {"relationship_id", "anchor_ci_id", "anchor_fingerprint"}."""
+                                  run_id: str, at: datetime, *, created: set[uuid.UUID] = frozenset()) -> None:
+    """Upsert one sighting per relationship; rows are {"relationship_id", "anchor_ci_id", "anchor_fingerprint"}.
+    A relationship `created` by this batch has no sighting yet: its row is inserted without the upsert's lookup."""
+    fresh = [r for r in rows if r["relationship_id"] in created]
+    insert_rows(conn, REL_SOURCE, [{**r, "source": source, "scope_key": scope_key, "last_seen": at,
+                                    "last_run_id": run_id} for r in fresh])
+    rows = [r for r in rows if r["relationship_id"] not in created] if fresh else rows
     if rows:
         _upsert_sightings(
             conn, REL_SOURCE, [(r["relationship_id"], r["anchor_ci_id"], r["anchor_fingerprint"]) for r in rows],

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # source over the same scope without it, or this many days since that source last saw it.
     stale_after_runs: int = Field(default=3, ge=1)
     stale_after_days: float = Field(default=14.0, gt=0)
+    # Python's cyclic garbage collector thresholds for the worker (gc.set_threshold). At Python's
+    # defaults (700, 10, 10) an ingest batch, which allocates millions of short-lived objects, triggers
+    # thousands of collections, and the older ones walk every live object, the impact graph included:
+    # 25-40% of a first-load batch was spent there (measured, see BENCHMARKS.md).
+    gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
 
 @lru_cache

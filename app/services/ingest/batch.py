@@ -6,7 +6,6 @@ confirmed by its hash is never parsed into objects at all.
 """
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +38,21 @@ class _Ends(msgspec.Struct):
 # What could make a parsed value unstorable (see storable.py) shows in its bytes: a NUL or surrogate
 # escape, an integer of 19 digits or more, NaN, an infinity or an exponent large enough to overflow.
 # Bytes without any of these (strings may trip it too: that only costs the full check) hold nothing
-# unstorable but, perhaps, deep nesting, which is bounded by the count of brackets.
-_TEXT_HAZARD = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
-_VALUE_HAZARD = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]|[0-9]{19}|NaN|Infinity|[eE][+-]?[0-9]{3}")
+# unstorable but, perhaps, deep nesting, which is bounded by the count of brackets. Substring tests
+# on a copy with every digit made '0' cost a third of one regular expression.
+_DIGITS_AS_ZERO = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord("e") if c == ord("E") else c
+                        for c in range(256))
+_NUMBER_HAZARDS = (b"0" * 19, b"e000", b"e+000", b"e-000")
+_TEXT_HAZARDS = (b"\\u", b"\x00", b"NaN", b"Infinity")
+
+
+def _surely_storable(raw: bytes) -> bool:
+    if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH or any(hazard in raw for hazard in _TEXT_HAZARDS):
+        return False
+    digits = raw.translate(_DIGITS_AS_ZERO)
+    return not any(hazard in digits for hazard in _NUMBER_HAZARDS)
+
+
 _HEAD = msgspec.json.Decoder(_ItemHead)
 _ENDS = msgspec.json.Decoder(_Ends)
 
@@ -107,13 +118,13 @@ class Batch:
     def text_storable(self) -> bool:
         """No string anywhere in the items and relationships can hold a NUL or a lone surrogate."""
         if self._text_storable is None:
-            self._text_storable = not any(_TEXT_HAZARD.search(raw) for raw in (*self.items, *self.relationships))
+            # Any escape at all sends the batch to the full check: a NUL or a surrogate can only be one.
+            self._text_storable = not any(b"\\u" in raw or b"\x00" in raw for raw in (*self.items, *self.relationships))
         return self._text_storable
 
     def item_storable(self, index: int) -> bool:
         """True when item `index` surely holds only storable values; False means: check it."""
-        raw = self.items[index]
-        return raw.count(b"[") + raw.count(b"{") < MAX_DEPTH and _VALUE_HAZARD.search(raw) is None
+        return _surely_storable(self.items[index])
 
     @classmethod
     def from_json(cls, body: bytes) -> "Batch":

@@ -44,6 +44,7 @@ from app.services.ingest.identification import (PlannedItem, contradicting_rule,
                                                  resolve)
 from app.services.ingest.reconciliation import PrecedenceTable, merge
 from app.services.ingest.staleness import close_scope
+from app.services.ingest.writes import BackgroundWrites
 from app.services.registry import ClassInfo, Registry, RegistryCache
 from app.services.relationships import HISTORY_FIELDS as REL_HISTORY_FIELDS
 from app.services.relationships import to_public as relationship_public
@@ -345,33 +346,39 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
             strong_claims.extend((t, ci_id) for t in item.strong if t not in index)
             held_claims.extend((t, ci_id) for t in item.held if t not in ignored_held and index.get(t) != ci_id)
 
-    store.insert_cis(conn, creates)
-    store.update_cis(conn, updates)
-    store.touch_cis(conn, seen - {row["id"] for row in updates} - {row["id"] for row in creates}, now)
-    store.claim_identifiers(conn, strong_claims, held_claims)
-    # Counted once per (source, target, type), as the derived ones are.
-    carried_count = len({batch.ends[position] for position in carried})
-    failed_anchors = _apply_relationships(uow, registry, item_refs, relationships, carried_count, outcome, key, prints,
-                                          new_cis={row["id"] for row in creates})
-
-    # A fingerprint is kept only for a report that was applied whole: one item for the CI, and every
-    # relationship anchored on it applied. Anything less must be derived again next time.
-    # An address another batch took since this one read the index must be taken back by the next
-    # report, so that report cannot be confirmed.
+    # Reads first: from here on the writes run on the connection in the background (writes.py).
+    carried_count = len({batch.ends[position] for position in carried})  # once per (source, target, type)
+    plan = _read_relationships(conn, registry, item_refs, relationships, outcome, prints)
+    new_cis = {row["id"] for row in creates}
     planned_by_ref = {item.ref: item for item in planned}
-    expected = {t: ci_id for ci_id in seen for ref in reported_by[ci_id] for t in planned_by_ref[ref].held
-                if t not in ignored_held}
-    held_now = store.find_identifiers(conn, list(expected))
-    lost = {ci_id for t, ci_id in expected.items() if held_now.get(t) != ci_id}
-    sightings = []
-    for ci_id in seen:
-        refs = reported_by[ci_id]
-        whole = len(refs) == 1 and refs[0] not in failed_anchors and ci_id not in lost
-        sightings.append({"ci_id": ci_id, "fingerprint": prints.by_ref.get(refs[0]) if whole else None,
-                          "ci_version": versions[ci_id]})
-    store.record_ci_sightings(conn, sightings, source, key, batch.run_id, now, created={row["id"] for row in creates})
-    store.confirm_sightings(conn, confirmed_cis, source, key, batch.run_id, now)
-    forget_fingerprints(conn, {confirmed[ref] for ref in failed_anchors if ref in confirmed})
+    with BackgroundWrites(conn) as writes:
+        writes.submit(store.insert_cis, creates)
+        writes.submit(store.update_cis, updates)
+        writes.submit(store.touch_cis, seen - {row["id"] for row in updates} - new_cis, now)
+        writes.submit(store.claim_identifiers, strong_claims, held_claims)
+        _write_relationships(uow, writes, plan, carried_count, outcome, key, prints, new_cis=new_cis)
+        failed_anchors = plan.failed_anchors
+
+        def record_sightings(conn) -> None:
+            # A fingerprint is kept only for a report that was applied whole: one item for the CI, and
+            # every relationship anchored on it applied. Anything less must be derived again next time.
+            # An address another batch took since this one read the index must be taken back by the
+            # next report, so that report cannot be confirmed.
+            expected = {t: ci_id for ci_id in seen for ref in reported_by[ci_id] for t in planned_by_ref[ref].held
+                        if t not in ignored_held}
+            held_now = store.find_identifiers(conn, list(expected))
+            lost = {ci_id for t, ci_id in expected.items() if held_now.get(t) != ci_id}
+            sightings = []
+            for ci_id in seen:
+                refs = reported_by[ci_id]
+                whole = len(refs) == 1 and refs[0] not in failed_anchors and ci_id not in lost
+                sightings.append({"ci_id": ci_id, "fingerprint": prints.by_ref.get(refs[0]) if whole else None,
+                                  "ci_version": versions[ci_id]})
+            store.record_ci_sightings(conn, sightings, source, key, batch.run_id, now, created=new_cis)
+
+        writes.submit(record_sightings)
+        writes.submit(store.confirm_sightings, confirmed_cis, source, key, batch.run_id, now)
+        writes.submit(forget_fingerprints, {confirmed[ref] for ref in failed_anchors if ref in confirmed})
 
     totals = Counter()
     for per_class in counts.values():
@@ -421,16 +428,21 @@ def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[t
             require_storable(rel.attributes, f"relationships.{position}.attributes")
 
 
-def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[str | None],
-                         derived: list[tuple[int, IngestRelationship]], carried: int, outcome: Outcome, key: str,
-                         prints: fingerprints.BatchFingerprints, new_cis: set[uuid.UUID]) -> set[str]:
-    """Applies the relationships to derive; `carried` others came with confirmed reports, as they
-    were. Returns the refs with a relationship anchored on them that failed."""
-    conn, now = uow.conn, uow.now
-    counts = Counter(unchanged=carried)
-    failed_anchors: set[str] = set()
+@dataclass
+class _RelationshipPlan:
+    wanted: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[dict[str, Any], str | None]]  # key -> (attributes, anchor ref)
+    found: dict[tuple, Any]  # the wanted ones that exist
+    errors: int
+    failed_anchors: set[str]  # refs with a relationship anchored on them that failed
 
+
+def _read_relationships(conn, registry: Registry, batch_refs: set[str | None],
+                        derived: list[tuple[int, IngestRelationship]], outcome: Outcome,
+                        prints: fingerprints.BatchFingerprints) -> _RelationshipPlan:
+    """Checks the relationships to derive and reads what exists of them (before any write: the CIs
+    this batch creates have no relationship yet)."""
     applied = outcome.refs
+    errors, failed_anchors = 0, set()
     # Each distinct end once: a ref applied in this batch, or the id of a CI from an earlier one.
     ends_by_value: dict[str, uuid.UUID | None] = {}
     outside: set[uuid.UUID] = set()
@@ -468,17 +480,25 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[st
         if problem:
             outcome.errors.append({"relationship": position, "field": f"relationships.{position}.{problem[0]}",
                                    "message": problem[1]})
-            counts["errors"] += 1
+            errors += 1
             if prints.anchors[position] is not None:
                 failed_anchors.add(prints.anchors[position])
             continue
         wanted[(source_id, target_id, rel.type)] = (rel.attributes, prints.anchors[position])
-    found = store.find_relationships(conn, list(wanted))
+    return _RelationshipPlan(wanted, store.find_relationships(conn, list(wanted)), errors, failed_anchors)
+
+
+def _write_relationships(uow: UnitOfWork, writes: BackgroundWrites, plan: _RelationshipPlan, carried: int,
+                         outcome: Outcome, key: str, prints: fingerprints.BatchFingerprints,
+                         new_cis: set[uuid.UUID]) -> None:
+    """Queues the writes of the derived relationships; `carried` others came with confirmed reports,
+    as they were."""
+    now = uow.now
+    counts = Counter(unchanged=carried, errors=plan.errors)
     inserts, attribute_updates, sightings = [], [], []
     updated_ends: set[uuid.UUID] = set()
-    unchanged = 0
-    for rel_key, (attributes, anchor) in wanted.items():
-        existing = found.get(rel_key)
+    for rel_key, (attributes, anchor) in plan.wanted.items():
+        existing = plan.found.get(rel_key)
         anchor_ci = outcome.refs.get(anchor) if anchor is not None else None
         anchor_fingerprint = prints.by_ref.get(anchor) if anchor is not None else None
         if existing is None:
@@ -499,19 +519,18 @@ def _apply_relationships(uow: UnitOfWork, registry: Registry, batch_refs: set[st
                        diff_fields({"attributes": existing.attributes}, {"attributes": merged}, ["attributes"]))
             counts["updated"] += 1
         else:
-            unchanged += 1
-    counts["unchanged"] += unchanged
-    store.insert_relationships(conn, inserts)
-    store.update_relationship_attributes(conn, attribute_updates)
+            counts["unchanged"] += 1
+    writes.submit(store.insert_relationships, inserts)
+    writes.submit(store.update_relationship_attributes, attribute_updates)
     # Another source's report carrying a relationship whose attributes changed would change them back.
-    forget_fingerprints(conn, updated_ends)
+    writes.submit(forget_fingerprints, updated_ends)
     # What these reports carried before is confirmed again only by what they carry now (written below).
-    store.forget_anchored(conn, {outcome.refs[anchor] for _, (_, anchor) in wanted.items() if anchor in outcome.refs}
-                          - new_cis, outcome.source)  # a CI created now carried nothing before
-    store.record_relationship_sightings(conn, sightings, outcome.source, key, outcome.run_id, now,
-                                        created={row["id"] for row in inserts})
+    writes.submit(store.forget_anchored, {outcome.refs[anchor] for _, (_, anchor) in plan.wanted.items()
+                                          if anchor in outcome.refs} - new_cis,  # a CI created now carried nothing
+                  outcome.source)
+    writes.submit(store.record_relationship_sightings, sightings, outcome.source, key, outcome.run_id, now,
+                  created={row["id"] for row in inserts})
     outcome.relationships = {name: counts.get(name, 0) for name in ("created", "updated", "unchanged", "errors")}
-    return failed_anchors
 
 
 def _record_run(uow: UnitOfWork, batch: Batch, key: str, outcome: Outcome) -> None:

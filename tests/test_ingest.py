@@ -465,3 +465,21 @@ def test_a_relationship_listed_twice_counts_once_when_confirmed(api):
     push(api, batch("ssh", items, rels + rels))
     again = push(api, batch("ssh", items, rels + rels))
     assert again["relationships"] == {"created": 0, "updated": 0, "unchanged": 1, "errors": 0}
+
+
+def test_a_deleted_ci_leaves_no_identifier_or_sighting_and_is_reported_anew(api, engine):
+    # Neither the identifier index nor the sightings have a foreign key to ci (migration 0004):
+    # deleting the CI must remove both, or its identifiers would point at nothing and its
+    # fingerprint could confirm a report for a CI that is gone.
+    item = host("h", "gone-1", machine_id="d1f8e7a1b2c3d4e5f60718293a4b5c6d", ip_address=["10.9.0.8"])
+    first = push(api, batch("ssh", [item]))
+    push(api, batch("ssh", [item]))  # confirmed by its fingerprint from now on
+    ci_id = first["refs"]["h"]
+    assert api.delete(f"/api/v1/cis/{ci_id}", as_="write").status_code == 204
+    with engine.connect() as conn:
+        for table in ("ci_identifier", "ci_source"):
+            left = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+            assert left == 0, table
+    again = push(api, batch("ssh", [item]))
+    assert again["counts"]["created"] == 1 and again["refs"]["h"] != ci_id
+    assert api.get(f"/api/v1/cis/{again['refs']['h']}").status_code == 200

@@ -20,7 +20,8 @@ class CISource(SQLModel, table=True):
     __table_args__ = (Index("ix_ci_source_scope", "source", "scope_key"),
                       Index("ix_ci_source_fingerprint", "source", "fingerprint"))
 
-    ci_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id", ondelete="CASCADE"), primary_key=True))
+    # No foreign key: written only with the CI created or locked, deleted with it (migration 0004).
+    ci_id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
     source: str = Field(sa_column=Column(String(64), primary_key=True))
     scope_key: str = Field(sa_column=Column(String(64), nullable=False))
     first_seen: datetime = Field(sa_column=Column(Timestamp, nullable=False))

@@ -6,7 +6,7 @@ machine-id, MAC or fqdn, whichever process tries, because the database refuses t
 
 import uuid
 
-from sqlalchemy import Column, ForeignKey, String, Uuid
+from sqlalchemy import Column, String, Uuid
 from sqlmodel import Field, SQLModel
 
 
@@ -16,4 +16,5 @@ class CIIdentifier(SQLModel, table=True):
     family: str = Field(sa_column=Column(String(64), primary_key=True))
     key: str = Field(sa_column=Column(String(128), primary_key=True))
     value: str = Field(sa_column=Column(String(512), primary_key=True))
-    ci_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id"), nullable=False, index=True))
+    # No foreign key: written only with the CI created or locked, deleted with it (migration 0004).
+    ci_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))

@@ -69,7 +69,8 @@ class Relationship(SQLModel, table=True):
     # each one in history; the foreign key makes sure nothing is left dangling if that is skipped.
     source_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id"), nullable=False))
     target_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id"), nullable=False, index=True))
-    type: str = Field(sa_column=Column(String(64), ForeignKey("relationship_type.name"), nullable=False, index=True))
+    # No foreign key: types are never removed, and every write checks the type first (migration 0004).
+    type: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONColumn, nullable=False))
     first_seen: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
     last_seen: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))

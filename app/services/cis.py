@@ -184,6 +184,7 @@ def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
     ).mappings().all()
     end_relationships(uow, relationships)
     uow.conn.execute(delete(IDENT).where(IDENT.c.ci_id == ci_id))
+    uow.conn.execute(delete(CI_SOURCE).where(CI_SOURCE.c.ci_id == ci_id))
     uow.conn.execute(delete(CI).where(CI.c.id == ci_id))
     uow.record("ci", ci_id, "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
 

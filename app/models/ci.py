@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field as PydanticField
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Uuid
 from sqlmodel import Field, SQLModel
 
-from app.models.types import JSONColumn, Timestamp, UtcDatetime, utcnow
+from app.models.types import JSONColumn, Timestamp, UtcDatetime, new_id, utcnow
 
 
 class CIStatus(StrEnum):
@@ -30,7 +30,7 @@ class ConfigurationItem(SQLModel, table=True):
         Index("ix_ci_class_id", "ci_class", "id"),
     )
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_column=Column(Uuid, primary_key=True))
+    id: uuid.UUID = Field(default_factory=new_id, sa_column=Column(Uuid, primary_key=True))
     ci_class: str = Field(sa_column=Column(String(64), ForeignKey("ci_class.name"), nullable=False))
     name: str = Field(sa_column=Column(String(255), nullable=False, index=True))
     status: str = Field(default=CIStatus.active, sa_column=Column(String(16), nullable=False, index=True))

@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, CheckConstraint, Column, ForeignKey, String, Uni
 from sqlmodel import Field, SQLModel
 
 from app.models.ci_class import CLASS_NAME_PATTERN
-from app.models.types import JSONColumn, Timestamp, utcnow
+from app.models.types import JSONColumn, Timestamp, new_id, utcnow
 
 
 class ImpactDirection(StrEnum):
@@ -64,7 +64,7 @@ class Relationship(SQLModel, table=True):
     __tablename__ = "relationship"
     __table_args__ = (UniqueConstraint("source_id", "target_id", "type", name="uq_relationship_ends_type"),)
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_column=Column(Uuid, primary_key=True))
+    id: uuid.UUID = Field(default_factory=new_id, sa_column=Column(Uuid, primary_key=True))
     # No ON DELETE CASCADE: deleting a CI ends its relationships through the service, which records
     # each one in history; the foreign key makes sure nothing is left dangling if that is skipped.
     source_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id"), nullable=False))

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
 from app.models.discovery import MANUAL_SOURCE
-from app.models.types import as_utc
+from app.models.types import as_utc, new_id
 from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
 from app.services.storable import require_storable
@@ -91,7 +91,7 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate) ->
     cls = registry_cache.knows_class(data.ci_class, conn=uow.conn).get_class(data.ci_class)
     _validate(cls, data.attributes)
     row = {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "ci_class": cls.name,
         "name": data.name,
         "status": data.status.value,

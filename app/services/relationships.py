@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.models.discovery import MANUAL_SOURCE
 from app.models.relationship import RelationshipCreate
-from app.models.types import as_utc
+from app.models.types import as_utc, new_id
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
 from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
@@ -68,7 +68,7 @@ def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: Re
         raise InvalidInput(f"The relationship names a CI that does not exist: {missing[0]['message']}.", missing)
     _refuse_duplicate(uow.conn, data.source, data.target, data.type)
     row = {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "source_id": data.source,
         "target_id": data.target,
         "type": data.type,

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.models import DiscoveryRun, PrecedenceRule
+from app.models.types import new_id
 from app.models.ingest import IngestBatch, IngestItem, IngestRelationship
 from app.services.ingest.batch import Batch
 from app.services import cis as ci_service
@@ -287,7 +288,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
             raise IntegrityError("identified CI vanished during the batch", None, Exception())  # retried
         cls, name, attributes, provenance = first.cls, None, None, None
         if row is None:
-            ci_id = uuid.uuid4()
+            ci_id = new_id()
             merged_facts: dict[str, Any] = {}
             for item in resolution.items:
                 merged_facts.update(item.facts)
@@ -502,7 +503,7 @@ def _write_relationships(uow: UnitOfWork, writes: BackgroundWrites, plan: _Relat
         anchor_ci = outcome.refs.get(anchor) if anchor is not None else None
         anchor_fingerprint = prints.by_ref.get(anchor) if anchor is not None else None
         if existing is None:
-            row = {"id": uuid.uuid4(), "source_id": rel_key[0], "target_id": rel_key[1], "type": rel_key[2],
+            row = {"id": new_id(), "source_id": rel_key[0], "target_id": rel_key[1], "type": rel_key[2],
                    "attributes": attributes, "first_seen": now, "last_seen": now, "created_at": now}
             inserts.append(row)
             uow.record("relationship", row["id"], "create",

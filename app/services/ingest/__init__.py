@@ -241,10 +241,10 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
     deriving = {prints.anchors[position] for position in set(range(len(prints.anchors))) - set(carried)}
     carried = [position for position in carried if prints.anchors[position] not in deriving]
     carried_set = set(carried)
-    items, relationships = batch.validated(
-        [index for index, ref in enumerate(batch.refs) if ref not in confirmed],
-        [position for position in range(len(batch.relationships)) if position not in carried_set])
-    _require_storable(items, relationships, texts=not batch.text_storable)
+    derived_items = [index for index, ref in enumerate(batch.refs) if ref not in confirmed]
+    derived_relationships = [position for position in range(len(batch.relationships)) if position not in carried_set]
+    items, relationships = batch.validated(derived_items, derived_relationships)
+    _require_storable(items, relationships, texts=not batch.text_storable(derived_items, derived_relationships))
 
     planned = _plan_items(registry, batch, items, outcome, counts)
     groups = group_items(planned)

@@ -104,7 +104,6 @@ class Batch:
     refs: list[str | None] = field(default_factory=list)  # per item, when it has a string ref
     classes: list[str | None] = field(default_factory=list)  # per item, its class when sent as a string
     ends: list[tuple[Any, Any, Any]] = field(default_factory=list)  # per relationship, (source, target, type) as sent
-    _text_storable: bool | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         heads = [_head(raw, _HEAD) for raw in self.items]
@@ -114,13 +113,11 @@ class Batch:
         ends = [_head(raw, _ENDS) for raw in self.relationships]
         self.ends = [(e.source, e.target, e.type) if e is not None else (None, None, None) for e in ends]
 
-    @property
-    def text_storable(self) -> bool:
-        """No string anywhere in the items and relationships can hold a NUL or a lone surrogate."""
-        if self._text_storable is None:
-            # Any escape at all sends the batch to the full check: a NUL or a surrogate can only be one.
-            self._text_storable = not any(b"\\u" in raw or b"\x00" in raw for raw in (*self.items, *self.relationships))
-        return self._text_storable
+    def text_storable(self, item_indexes: list[int], relationship_positions: list[int]) -> bool:
+        """No string in these items and relationships can hold a NUL or a lone surrogate."""
+        # Any escape at all sends them to the full check: a NUL or a surrogate can only be one.
+        raws = [self.items[i] for i in item_indexes] + [self.relationships[p] for p in relationship_positions]
+        return not any(b"\\u" in raw or b"\x00" in raw for raw in raws)
 
     def item_storable(self, index: int) -> bool:
         """True when item `index` surely holds only storable values; False means: check it."""

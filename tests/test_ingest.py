@@ -192,13 +192,16 @@ def test_per_item_errors_and_the_rest_applies(api):
     rels = [{"source": "good", "target": "nowhere", "type": "depends_on"},
             {"source": "good", "target": existing["id"], "type": "loves"},
             {"source": "good", "target": "bad-class", "type": "depends_on"},
-            {"source": "good", "target": existing["id"], "type": "connects_to"}]
+            {"source": "good", "target": existing["id"], "type": "connects_to"},
+            {"source": "bad-schema", "target": "good", "type": "depends_on"}]  # refused after identification
     out = push(api, batch("ssh", items, rels))
     by_ref = {e.get("ref"): e for e in out["errors"] if "ref" in e}
     assert set(by_ref) == {"bad-class", "no-id", "bad-schema"}
     assert by_ref["bad-schema"]["field"] == "items.2.attributes.cpu_count"
     rel_errors = sorted(e["field"] for e in out["errors"] if "relationship" in e)
-    assert rel_errors == ["relationships.0.target", "relationships.1.type", "relationships.2.target"]
+    assert rel_errors == ["relationships.0.target", "relationships.1.type", "relationships.2.target",
+                          "relationships.4.source"]
+    assert "not applied" in next(e["message"] for e in out["errors"] if e.get("field") == "relationships.4.source")
     assert out["counts"]["created"] == 1 and out["relationships"]["created"] == 1
 
 

@@ -6,8 +6,9 @@ servers, containers, services) and ~200,000 relationships, pushed in batches of 
   1. first load (everything is created),
   2. the same batches again (everything unchanged: only last_seen moves),
   3. the same with 5% of the items changed.
-Reports items/s per pass and the server's peak resident memory. Prints a Markdown table and writes
-bench/results/ingest.md.
+Reports items/s per pass and the server's peak resident memory. With --baseline, an earlier checkout
+runs against its own database at the same time, the two taking turns pass by pass, and the ratios are
+printed. Prints a Markdown table and writes bench/results/ingest.md.
 
     python bench/ingest_bench.py [--items 100000] [--batch 5000] [--backends sqlite,postgresql] [--baseline DIR]
 """
@@ -134,8 +135,10 @@ class PeakMemory:
         return self.peak
 
 
-def run_backend(url: str, items, batch_size: int, checkout: Path) -> list[tuple[str, float, int, int]]:
-    """Migrate, make a token and serve with the code of `checkout` (this one, or a baseline)."""
+def run_passes(url: str, items, batch_size: int, checkout: Path):
+    """Migrate, make a token and serve with the code of `checkout` (this one, or a baseline); yields
+    (pass, seconds, totals, server peak RSS so far) after each pass, so that two checkouts can take
+    turns pass by pass (these machines' speed drifts over minutes)."""
     env = {**os.environ, "KARTA_DATABASE_URL": url, "PYTHONPATH": str(checkout)}
 
     def karta(*args: str) -> str:
@@ -151,6 +154,7 @@ def run_backend(url: str, items, batch_size: int, checkout: Path) -> list[tuple[
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=checkout, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
+    memory = None
     try:
         for _ in range(300):
             try:
@@ -159,7 +163,7 @@ def run_backend(url: str, items, batch_size: int, checkout: Path) -> list[tuple[
             except httpx.TransportError:
                 time.sleep(0.1)
         memory = PeakMemory(server.pid)
-        results, id_of = [], {}
+        id_of = {}
         rng = random.Random(7)
         changed = [({**item, "attributes": {**item["attributes"], "version": "2.0", "patched": True}}
                     if rng.random() < 0.05 else item, rels) for item, rels in items]
@@ -176,10 +180,12 @@ def run_backend(url: str, items, batch_size: int, checkout: Path) -> list[tuple[
                         totals[key] = totals.get(key, 0) + outcome["counts"][key]
                     totals["relationships"] = totals.get("relationships", 0) + sum(outcome["relationships"].values())
                 elapsed = time.perf_counter() - started
-                results.append((label, elapsed, totals))
-                print(f"  {label}: {len(data) / elapsed:,.0f} items/s ({elapsed:.1f} s) {totals}", file=sys.stderr)
-        return results, memory.stop()
+                print(f"  {checkout.name} {label}: {len(data) / elapsed:,.0f} items/s ({elapsed:.1f} s) {totals}",
+                      file=sys.stderr)
+                yield label, elapsed, totals, memory.peak
     finally:
+        if memory is not None:
+            memory.stop()
         server.terminate()
         server.wait(timeout=30)
 
@@ -203,15 +209,21 @@ def main() -> None:
     checkouts = [("this", REPO)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     rates: dict[tuple[str, str, str], float] = {}
     for backend in args.backends.split(","):
-        for code, checkout in checkouts:
-            url = fresh_database(backend, "karta_bench_ingest", workdir)
-            print(f"{code} on {backend}", file=sys.stderr)
-            results, peak = run_backend(url, items, args.batch, checkout)
-            for label, elapsed, totals in results:
+        print(f"on {backend}", file=sys.stderr)
+        runs = [(code, run_passes(fresh_database(backend, f"karta_bench_ingest_{code}", workdir), items, args.batch,
+                                  checkout)) for code, checkout in checkouts]
+        rows: dict[str, list[str]] = {code: [] for code, _ in checkouts}
+        for _ in range(3):  # the checkouts take turns, one pass each
+            for code, passes in runs:
+                label, elapsed, totals, peak = next(passes)
                 rates[(code, backend, label)] = len(items) / elapsed
-                lines.append(f"| {code} | {backend} | {label} | {len(items) / elapsed:,.0f} | {elapsed:.1f} | "
-                             f"{totals['created']:,} | {totals['updated']:,} | {totals['unchanged']:,} | "
-                             f"{totals['errors']} | {peak / 2**20:,.0f} MiB |")
+                rows[code].append(f"| {code} | {backend} | {label} | {len(items) / elapsed:,.0f} | {elapsed:.1f} | "
+                                  f"{totals['created']:,} | {totals['updated']:,} | {totals['unchanged']:,} | "
+                                  f"{totals['errors']} | {peak / 2**20:,.0f} MiB |")
+        for _, passes in runs:
+            passes.close()  # stops its server
+        for code, _ in checkouts:
+            lines += rows[code]
     if args.baseline:
         lines += ["", "| backend | pass | this / baseline |", "|---|---|---:|"]
         for (code, backend, label), rate in rates.items():

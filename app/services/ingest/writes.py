@@ -1,13 +1,13 @@
 """A batch's bulk writes, run in order on its connection by a second thread.
 
-A first load spends about half its time in the database and half in Python, one after the other:
-the database writes the CIs while the interpreter waits, then the interpreter builds the
+On PostgreSQL a first load spends about half its time in the database and half in Python, one after
+the other: the database writes the CIs while the interpreter waits, then the interpreter builds the
 relationships while the database waits. On two cores both can work at once. The writer thread spends
 its time waiting on the socket (the driver releases the GIL), so this thread keeps the interpreter.
 
-While writes are pending nothing else may use the connection: a read that depends on them goes
-through `call`, which runs it after them. After a failed write the later ones are skipped (the
-transaction is lost anyway) and the first error is raised by `call` or `wait`, in this thread.
+While writes are pending nothing else may use the connection: a read that depends on them is queued
+as a write is. After a failed write the later ones are skipped (the transaction is lost anyway) and
+the first error is raised by `wait` (or on leaving the block), in this thread.
 """
 
 from collections.abc import Callable
@@ -20,6 +20,9 @@ from sqlalchemy import Connection
 class BackgroundWrites:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        # SQLite's driver takes the GIL back for every row it binds, so a writer thread there only
+        # fights this one for it: run inline (measured slower in a thread, BENCHMARKS.md).
+        self._inline = conn.dialect.name == "sqlite"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="karta-ingest-writes")
         self._pending: list[Future] = []
         self._error: BaseException | None = None
@@ -36,12 +39,10 @@ class BackgroundWrites:
 
     def submit(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Queue `write(conn, *args, **kwargs)` after the writes queued before it."""
+        if self._inline:
+            self._run(write, args, kwargs)
+            return
         self._pending.append(self._executor.submit(self._run, write, args, kwargs))
-
-    def call(self, read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`read(conn, *args, **kwargs)` once every queued write is done; its result."""
-        self.wait()
-        return read(self._conn, *args, **kwargs)
 
     def wait(self) -> None:
         pending, self._pending = self._pending, []

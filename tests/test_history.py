@@ -84,3 +84,31 @@ def test_sequence_follows_commit_order_under_concurrent_writers(api):
     assert len(final) == 60
     for snapshot in snapshots:
         assert final[: len(snapshot)] == snapshot
+
+
+def test_creation_diffs_built_directly_equal_the_generic_ones():
+    # Ingest builds creation records directly (cis.creation_diff, relationships.creation_diff); they
+    # must be what the generic diff gives, key order included (SQLite keeps it in the stored JSON).
+    import random
+    import uuid
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from app.services import cis, relationships
+    from app.services.history import diff_fields
+
+    rng = random.Random(5)
+    values = [None, 0, 1, "x", "", [], {}, {"a": None}, [None], True, 2.5]
+    for _ in range(500):
+        at = datetime(2026, 11, 22, tzinfo=rng.choice([UTC, timezone(timedelta(hours=2))]))
+        attributes = {f"k{rng.randrange(20)}": rng.choice(values) for _ in range(rng.randrange(6))}
+        ci = {"id": uuid.uuid4(), "ci_class": "server", "name": rng.choice(["a", ""]), "status": "active",
+              "environment": rng.choice([None, "prod"]), "criticality": rng.choice([None, 1]),
+              "owner": rng.choice([None, "ops"]), "tags": rng.choice([[], ["t"]]), "attributes": attributes,
+              "first_seen": rng.choice([None, at]), "last_seen": rng.choice([None, at]), "created_at": at,
+              "updated_at": at, "version": 1}
+        generic = diff_fields(None, cis.to_public(ci), cis.HISTORY_FIELDS)
+        assert list(cis.creation_diff(ci).items()) == list(generic.items())
+        rel = {"id": uuid.uuid4(), "source_id": uuid.uuid4(), "target_id": uuid.uuid4(), "type": "runs_on",
+               "attributes": attributes, "first_seen": rng.choice([None, at]), "last_seen": at, "created_at": at}
+        generic = diff_fields(None, relationships.to_public(rel), relationships.HISTORY_FIELDS)
+        assert list(relationships.creation_diff(rel).items()) == list(generic.items())

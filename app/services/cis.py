@@ -58,6 +58,24 @@ def to_public(row: Any) -> dict[str, Any]:
     }
 
 
+_CREATED_FIELDS = (("class", "ci_class"), ("name", "name"), ("status", "status"), ("environment", "environment"),
+                   ("criticality", "criticality"), ("owner", "owner"), ("tags", "tags"))
+
+
+def creation_diff(row: Any) -> dict[str, list[Any]]:
+    """What diff_fields(None, to_public(row), HISTORY_FIELDS) gives a new row, built directly: a first
+    load records thousands of these per batch."""
+    diff = {public: [None, row[column]] for public, column in _CREATED_FIELDS if row[column] is not None}
+    attributes = row["attributes"]
+    for key in sorted(attributes) if attributes else ():
+        if attributes[key] is not None:
+            diff[f"attributes.{key}"] = [None, attributes[key]]
+    for name in ("first_seen", "last_seen"):
+        if row[name] is not None:
+            diff[name] = [None, as_utc(row[name])]
+    return diff
+
+
 def manual_provenance(fields: list[str], at: datetime) -> dict[str, dict[str, str]]:
     """Edits through the CI API are the `manual` source, the highest by default."""
     stamp = {"source": MANUAL_SOURCE, "at": at.isoformat()}

@@ -47,8 +47,7 @@ from app.services.ingest.reconciliation import PrecedenceTable, merge
 from app.services.ingest.staleness import close_scope
 from app.services.ingest.writes import BackgroundWrites
 from app.services.registry import ClassInfo, Registry, RegistryCache
-from app.services.relationships import HISTORY_FIELDS as REL_HISTORY_FIELDS
-from app.services.relationships import to_public as relationship_public
+from app.services.relationships import creation_diff as relationship_creation_diff
 from app.services.sightings import forget_fingerprints
 
 log = logging.getLogger("karta.ingest")
@@ -303,7 +302,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
                 "updated_at": now, "version": 1, "provenance": {k: stamp for k in ["name", *merged_facts]},
             }
             creates.append(new_row)
-            uow.record("ci", ci_id, "create", diff_fields(None, ci_service.to_public(new_row), ci_service.HISTORY_FIELDS))
+            uow.record("ci", ci_id, "create", ci_service.creation_diff(new_row))
             action = "created"
             versions[ci_id] = 1
         else:
@@ -445,47 +444,37 @@ def _read_relationships(conn, registry: Registry, batch_refs: set[str | None],
     applied = outcome.refs
     errors, failed_anchors = 0, set()
     # Each distinct end once: a ref applied in this batch, or the id of a CI from an earlier one.
-    ends_by_value: dict[str, uuid.UUID | None] = {}
-    outside: set[uuid.UUID] = set()
+    ids_sent: dict[str, uuid.UUID] = {}
     for _, rel in derived:
         for value in (rel.source, rel.target):
-            if value in ends_by_value:
-                continue
-            if value in applied:
-                ends_by_value[value] = applied[value]
-            elif value in batch_refs:
-                ends_by_value[value] = None
-            else:
+            if value not in applied and value not in batch_refs and value not in ids_sent:
                 try:
-                    ends_by_value[value] = uuid.UUID(value)
-                    outside.add(ends_by_value[value])
+                    ids_sent[value] = uuid.UUID(value)
                 except ValueError:
-                    ends_by_value[value] = None
-    existing_ids = store.existing_ci_ids(conn, outside)
+                    pass
+    existing_ids = store.existing_ci_ids(conn, set(ids_sent.values()))
+    ends = {**{value: ci for value, ci in ids_sent.items() if ci in existing_ids}, **applied}
+    types = registry.relationship_types
     wanted: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[dict[str, Any], str | None]] = {}
     for position, rel in derived:
-        problem = None
-        for end, value in (("source", rel.source), ("target", rel.target)):
-            ci = ends_by_value[value]
-            if ci is None and value in batch_refs:
-                problem = (end, f"'{value}' is an item of this batch that was not applied (see its error or conflict)")
-            elif ci is None or (value not in applied and ci not in existing_ids):
-                problem = (end, f"'{value}' is neither a ref in this batch nor the id of an existing CI")
-            if problem:
-                break
-        source_id, target_id = ends_by_value[rel.source], ends_by_value[rel.target]
-        if problem is None and rel.type not in registry.relationship_types:
-            problem = ("type", f"unknown relationship type '{rel.type}'")
-        if problem is None and source_id == target_id:
-            problem = ("target", "a CI cannot be related to itself")
-        if problem:
-            outcome.errors.append({"relationship": position, "field": f"relationships.{position}.{problem[0]}",
-                                   "message": problem[1]})
-            errors += 1
-            if prints.anchors[position] is not None:
-                failed_anchors.add(prints.anchors[position])
+        source_id, target_id = ends.get(rel.source), ends.get(rel.target)
+        if source_id is not None and target_id is not None and rel.type in types and source_id != target_id:
+            wanted[(source_id, target_id, rel.type)] = (rel.attributes, prints.anchors[position])
             continue
-        wanted[(source_id, target_id, rel.type)] = (rel.attributes, prints.anchors[position])
+        problem = None
+        for end, value, ci in (("source", rel.source, source_id), ("target", rel.target, target_id)):
+            if ci is None:
+                problem = (end, f"'{value}' is an item of this batch that was not applied (see its error or conflict)"
+                           if value in batch_refs else f"'{value}' is neither a ref in this batch nor the id of an existing CI")
+                break
+        if problem is None:
+            problem = ("type", f"unknown relationship type '{rel.type}'") if rel.type not in types else (
+                "target", "a CI cannot be related to itself")
+        outcome.errors.append({"relationship": position, "field": f"relationships.{position}.{problem[0]}",
+                               "message": problem[1]})
+        errors += 1
+        if prints.anchors[position] is not None:
+            failed_anchors.add(prints.anchors[position])
     return _RelationshipPlan(wanted, store.find_relationships(conn, list(wanted)), errors, failed_anchors)
 
 
@@ -506,8 +495,7 @@ def _write_relationships(uow: UnitOfWork, writes: BackgroundWrites, plan: _Relat
             row = {"id": new_id(), "source_id": rel_key[0], "target_id": rel_key[1], "type": rel_key[2],
                    "attributes": attributes, "first_seen": now, "last_seen": now, "created_at": now}
             inserts.append(row)
-            uow.record("relationship", row["id"], "create",
-                       diff_fields(None, relationship_public(row), REL_HISTORY_FIELDS))
+            uow.record("relationship", row["id"], "create", relationship_creation_diff(row))
             sightings.append({"relationship_id": row["id"], "anchor_ci_id": anchor_ci, "anchor_fingerprint": anchor_fingerprint})
             counts["created"] += 1
             continue

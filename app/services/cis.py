@@ -15,6 +15,7 @@ from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
 from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
+from app.services.history import creation_diff as history_creation_diff
 from app.services.identity import claim_identifiers, identifying_facts
 from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import ClassInfo, RegistryCache
@@ -63,17 +64,9 @@ _CREATED_FIELDS = (("class", "ci_class"), ("name", "name"), ("status", "status")
 
 
 def creation_diff(row: Any) -> dict[str, list[Any]]:
-    """What diff_fields(None, to_public(row), HISTORY_FIELDS) gives a new row, built directly: a first
-    load records thousands of these per batch."""
-    diff = {public: [None, row[column]] for public, column in _CREATED_FIELDS if row[column] is not None}
-    attributes = row["attributes"]
-    for key in sorted(attributes) if attributes else ():
-        if attributes[key] is not None:
-            diff[f"attributes.{key}"] = [None, attributes[key]]
-    for name in ("first_seen", "last_seen"):
-        if row[name] is not None:
-            diff[name] = [None, as_utc(row[name])]
-    return diff
+    """diff_fields(None, to_public(row), HISTORY_FIELDS), built directly."""
+    return history_creation_diff(((public, row[column]) for public, column in _CREATED_FIELDS), row["attributes"],
+                                 row["first_seen"], row["last_seen"])
 
 
 def manual_provenance(fields: list[str], at: datetime) -> dict[str, dict[str, str]]:

@@ -12,6 +12,7 @@ serialize only for their last insert and the commit.
 """
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import Connection, Engine, text
 
 from app.core.db import WRITE_OPTION
 from app.models import ChangeRecord
-from app.models.types import utcnow
+from app.models.types import as_utc, utcnow
 from app.services.bulk import insert_rows
 
 # An arbitrary constant naming Karta's change-sequence lock among PostgreSQL advisory locks.
@@ -70,6 +71,22 @@ def _creation_diff(new: dict[str, Any], fields: list[str]) -> dict[str, list[Any
                     diff[f"attributes.{key}"] = [None, value[key]]
         else:
             diff[name] = [None, value]
+    return diff
+
+
+def creation_diff(fields: Iterable[tuple[str, Any]], attributes: dict[str, Any] | None, first_seen: datetime | None,
+                  last_seen: datetime | None) -> dict[str, list[Any]]:
+    """A new object's diff as diff_fields gives it, built directly (ingest records tens of thousands
+    per batch): `fields` (name, value) in history order, then the attributes key by key, then when it
+    was first and last seen. Null values are left out."""
+    diff = {name: [None, value] for name, value in fields if value is not None}
+    for key in sorted(attributes) if attributes else ():
+        if attributes[key] is not None:
+            diff[f"attributes.{key}"] = [None, attributes[key]]
+    if first_seen is not None:
+        diff["first_seen"] = [None, as_utc(first_seen)]
+    if last_seen is not None:
+        diff["last_seen"] = [None, as_utc(last_seen)]
     return diff
 
 

@@ -14,6 +14,7 @@ from app.models.types import as_utc, new_id
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
 from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
+from app.services.history import creation_diff as history_creation_diff
 from app.services.pagination import decode_uuid_cursor, page
 from app.services.registry import RegistryCache
 from app.services.sightings import columns_with_latest_sighting, forget_fingerprints
@@ -55,18 +56,9 @@ def to_public(row: Any) -> dict[str, Any]:
 
 
 def creation_diff(row: Any) -> dict[str, list[Any]]:
-    """What diff_fields(None, to_public(row), HISTORY_FIELDS) gives a new row, built directly: a first
-    load records tens of thousands of these per batch."""
-    diff: dict[str, list[Any]] = {"source": [None, row["source_id"]], "target": [None, row["target_id"]],
-                                  "type": [None, row["type"]]}
-    attributes = row["attributes"]
-    for key in sorted(attributes) if attributes else ():
-        if attributes[key] is not None:
-            diff[f"attributes.{key}"] = [None, attributes[key]]
-    for name in ("first_seen", "last_seen"):
-        if row[name] is not None:
-            diff[name] = [None, as_utc(row[name])]
-    return diff
+    """diff_fields(None, to_public(row), HISTORY_FIELDS), built directly."""
+    return history_creation_diff((("source", row["source_id"]), ("target", row["target_id"]), ("type", row["type"])),
+                                 row["attributes"], row["first_seen"], row["last_seen"])
 
 
 def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: RelationshipCreate) -> dict[str, Any]:

@@ -243,3 +243,34 @@ def test_detail_shows_relationships_both_ways_with_labels(api):
     incoming = next(v for v in views if v["direction"] == "incoming")
     assert incoming["attributes"] == {"port": 5432}
     assert incoming["ci"] == shop["id"]
+
+
+def test_deleting_a_ci_while_its_family_is_reindexed_leaves_no_identifier_behind(api, engine):
+    # ci_identifier has no foreign key to ci (migration 0004). Re-indexing (PATCH /classes with new
+    # rules) rewrites every identifier of the family; a CI deleted meanwhile must not keep the new ones,
+    # or the value would point at nothing and every later report of it would fail.
+    import threading
+
+    from sqlalchemy import text
+
+    from app.services import classes
+    from app.services.registry import load_registry
+
+    ci = api.create_ci("container", "c1", attributes={"container_id": "abc123def"})
+    reindex = engine.connect()
+    reindex.begin()
+    classes.reindex_family(reindex, load_registry(reindex), "container")
+    deleted = {}
+    deleter = threading.Thread(target=lambda: deleted.setdefault("status", api.delete(f"/api/v1/cis/{ci['id']}").status_code))
+    deleter.start()
+    deleter.join(1.0)  # it waits for the re-index (PostgreSQL: the CI's lock; SQLite: the write lock)
+    reindex.commit()
+    reindex.close()
+    deleter.join(30)
+    assert deleted == {"status": 204}
+    with engine.connect() as conn:
+        orphans = conn.execute(text("SELECT i.value FROM ci_identifier i LEFT JOIN ci ON ci.id = i.ci_id "
+                                    "WHERE ci.id IS NULL")).all()
+    assert orphans == []
+    again = api.post("/api/v1/cis", json={"class": "container", "name": "c1", "attributes": {"container_id": "abc123def"}})
+    assert again.status_code == 201, again.text

@@ -68,3 +68,19 @@ def test_new_relationship_type(api):
         "name": "replicates_to", "forward_label": "x", "reverse_label": "y", "impact_direction": "none"}).status_code == 409
     assert api.post("/api/v1/relationship-types", json={
         "name": "y", "forward_label": "x", "reverse_label": "y", "impact_direction": "sideways"}).status_code == 422
+
+
+def test_a_new_relationship_type_is_not_served_before_it_commits(app, engine):
+    # relationship.type has no foreign key (migration 0004): no request may see a type that another
+    # transaction has not committed yet, so the worker's registry cache must not pick it up early.
+    from app.models.relationship import RelationshipTypeCreate
+    from app.services import classes
+
+    cache = app.state.registry
+    cache.get()
+    with engine.connect() as conn, conn.begin():
+        info = classes.create_relationship_type(conn, RelationshipTypeCreate(
+            name="mirrors", forward_label="mirrors", reverse_label="mirrored by", impact_direction="none"))
+        assert info.name == "mirrors"
+        assert "mirrors" not in cache.get().relationship_types
+    assert "mirrors" in cache.reload().relationship_types

@@ -19,13 +19,15 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 
 @contextmanager
 def _registry_write(request: Request, registry: RegistryCache) -> Iterator[Connection]:
-    """A write transaction on the registry; this worker's cache must not keep a change that rolled back."""
+    """A write transaction on the registry. The services read the registry inside it without touching
+    this worker's cache, which is dropped once the change committed (or not): nothing may use a class or
+    a relationship type before it exists for every other transaction (relationship.type has no foreign
+    key to wait on, migration 0004)."""
     try:
         with write_transaction(request.app.state.engine) as conn:
             yield conn
-    except BaseException:
+    finally:
         registry.invalidate()
-        raise
 
 
 @router.get("/classes", response_model=list[CIClassPublic])
@@ -41,7 +43,7 @@ def get_class(name: str, principal: Reader, registry: RegistryDep):
 @router.post("/classes", status_code=201, response_model=CIClassPublic)
 def create_class(data: CIClassCreate, request: Request, principal: Admin, registry: RegistryDep):
     with _registry_write(request, registry) as conn:
-        info = classes.create_class(conn, registry, data)
+        info = classes.create_class(conn, data)
     return JSON(classes.class_to_public(info), status_code=201, headers={"Location": f"/api/v1/classes/{info.name}"})
 
 
@@ -49,7 +51,7 @@ def create_class(data: CIClassCreate, request: Request, principal: Admin, regist
 def update_class(name: str, data: CIClassUpdate, request: Request, principal: Admin, registry: RegistryDep):
     """Changing identification rules re-indexes the class family's CIs; 409 (and no change) if they would clash."""
     with _registry_write(request, registry) as conn:
-        info = classes.update_class(conn, registry, name, data)
+        info = classes.update_class(conn, name, data)
     return JSON(classes.class_to_public(info))
 
 
@@ -61,5 +63,5 @@ def list_relationship_types(principal: Reader, registry: RegistryDep):
 @router.post("/relationship-types", status_code=201, response_model=RelationshipTypePublic)
 def create_relationship_type(data: RelationshipTypeCreate, request: Request, principal: Admin, registry: RegistryDep):
     with _registry_write(request, registry) as conn:
-        info = classes.create_relationship_type(conn, registry, data)
+        info = classes.create_relationship_type(conn, data)
     return JSON(classes.type_to_public(info), status_code=201)

@@ -3,6 +3,7 @@ thousand, and no driver limit on parameters applies: a uuid[] on PostgreSQL, a J
 
 import uuid
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -14,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 _POSTGRES = postgresql.dialect()
-_COPY_TYPES = {"UUID": "uuid", "JSONB": "jsonb", "JSON": "jsonb", "STRING": "varchar", "VARCHAR": "varchar",
+_COPY_TYPES = {"UUID": "uuid", "JSONB": "jsonb", "JSON": "json", "STRING": "varchar", "VARCHAR": "varchar",
                "TEXT": "text", "DATETIME": "timestamptz", "TIMESTAMP": "timestamptz", "INTEGER": "int4",
                "BIGINTEGER": "int8", "BIG_INTEGER": "int8", "BOOLEAN": "bool", "FLOAT": "float8"}
 
@@ -92,8 +93,9 @@ def _copy_rows(conn: Connection, table, rows: list[dict[str, Any]]) -> None:
     try:
         with cursor.copy(statement) as copy:
             copy.set_types([_copy_type(table.c[name]) for name in names])
+            values = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
             for row in rows:
-                copy.write_row(tuple(row.values()))
+                copy.write_row(values(row))
     except psycopg.Error as exc:
         # Raised as SQLAlchemy raises what the driver says, so callers (the retry on a lost identifier
         # race, the 503 for an unavailable database) treat COPY like any other statement.

@@ -16,7 +16,7 @@ from app.models.types import as_utc, utcnow
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
 from app.services.identifiers import identifier_values
 from app.services.identity import identifying_facts
-from app.services.registry import ClassInfo, Registry, RegistryCache, RelationshipTypeInfo, compile_schema
+from app.services.registry import ClassInfo, Registry, RelationshipTypeInfo, compile_schema, load_registry
 from app.services.storable import require_storable
 
 CLASS = CIClass.__table__
@@ -107,10 +107,10 @@ def _check_rules(rules: list[list[str]]) -> None:
             )
 
 
-def create_class(conn: Connection, registry_cache: RegistryCache, data: CIClassCreate) -> ClassInfo:
+def create_class(conn: Connection, data: CIClassCreate) -> ClassInfo:
     for name in ("label", "description", "attribute_schema", "identification_rules", "held_identifiers"):
         require_storable(getattr(data, name), name)
-    registry = registry_cache.reload(conn=conn)
+    registry = load_registry(conn)
     if data.name in registry.classes:
         raise Conflict(f"A class named '{data.name}' already exists.")
     if data.parent is not None and data.parent not in registry.classes:
@@ -124,11 +124,11 @@ def create_class(conn: Connection, registry_cache: RegistryCache, data: CIClassC
         "identification_rules": data.identification_rules, "held_identifiers": data.held_identifiers,
         "created_at": now, "updated_at": now,
     })
-    return registry_cache.reload(conn=conn).classes[data.name]
+    return load_registry(conn).classes[data.name]
 
 
-def update_class(conn: Connection, registry_cache: RegistryCache, name: str, data: CIClassUpdate) -> ClassInfo:
-    registry = registry_cache.reload(conn=conn)
+def update_class(conn: Connection, name: str, data: CIClassUpdate) -> ClassInfo:
+    registry = load_registry(conn)
     get_class(registry, name)
     changes = data.model_dump(exclude_unset=True)
     for field, value in changes.items():
@@ -143,7 +143,7 @@ def update_class(conn: Connection, registry_cache: RegistryCache, name: str, dat
     if not changes:
         return registry.classes[name]
     conn.execute(update(CLASS).where(CLASS.c.name == name).values(**changes, updated_at=utcnow()))
-    registry = registry_cache.reload(conn=conn)
+    registry = load_registry(conn)
     if "identification_rules" in changes or "held_identifiers" in changes:
         reindex_family(conn, registry, registry.classes[name].family)
     return registry.classes[name]
@@ -155,10 +155,13 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
     rules_by_class = {info.name: info.effective_rules for info in members}
     held_by_class = {info.name: info.effective_held for info in members}
     owners: dict[tuple[str, str], Any] = {}
-    for ci_id, ci_class, name, environment, attributes in conn.execute(
-        select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.environment, CI.c.attributes)
-        .where(CI.c.ci_class.in_(sorted(rules_by_class)))
-    ):
+    query = select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.environment, CI.c.attributes).where(
+        CI.c.ci_class.in_(sorted(rules_by_class)))
+    if conn.dialect.name == "postgresql":
+        # The index has no foreign key to ci (migration 0004): a CI deleted while this runs would keep
+        # the rows written here. Locked, its deletion waits for this commit and then removes them.
+        query = query.order_by(CI.c.id).with_for_update(read=True)
+    for ci_id, ci_class, name, environment, attributes in conn.execute(query):
         for key, value in identifier_values(rules_by_class[ci_class], identifying_facts(name, environment, attributes)):
             other = owners.setdefault((key, value), ci_id)
             if other != ci_id:
@@ -176,9 +179,9 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
     return len(rows)
 
 
-def create_relationship_type(conn: Connection, registry_cache: RegistryCache, data: RelationshipTypeCreate) -> RelationshipTypeInfo:
+def create_relationship_type(conn: Connection, data: RelationshipTypeCreate) -> RelationshipTypeInfo:
     require_storable(data.model_dump(mode="json"), "body")
     if conn.execute(select(RTYPE.c.name).where(RTYPE.c.name == data.name)).first() is not None:
         raise Conflict(f"A relationship type named '{data.name}' already exists.")
     conn.execute(insert(RTYPE), {**data.model_dump(mode="json"), "created_at": utcnow()})
-    return registry_cache.reload(conn=conn).relationship_types[data.name]
+    return load_registry(conn).relationship_types[data.name]

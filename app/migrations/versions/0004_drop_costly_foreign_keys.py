@@ -46,6 +46,7 @@ def downgrade() -> None:
     for table, column, referred, referred_column, ondelete, pg_name in KEYS:
         if postgres:
             op.create_foreign_key(pg_name, table, referred, [column], [referred_column], ondelete=ondelete)
-        else:
-            with op.batch_alter_table(table) as batch:
-                batch.create_foreign_key(pg_name, referred, [column], [referred_column], ondelete=ondelete)
+        else:  # named as upgrade() finds them
+            with op.batch_alter_table(table, naming_convention=SQLITE_NAMING) as batch:
+                batch.create_foreign_key(f"fk_{table}_{column}_{referred}", referred, [column], [referred_column],
+                                         ondelete=ondelete)

@@ -5,7 +5,7 @@
 - ci_identifier.ci_id and ci_source.ci_id -> ci: the identifier index and a CI's sightings are
   written only by a transaction that created the CI or holds it locked, and the one path that
   deletes a CI deletes them with it (cis.delete_ci).
-Checked row by row they were about a fifth of a first load's database time (BENCHMARKS.md). The keys
+Checked row by row they were about an eighth of a first load's database time (BENCHMARKS.md). The keys
 that guard the graph (relationship ends -> ci, relationship sightings -> relationship) and a CI's
 class stay.
 

@@ -36,7 +36,7 @@ def test_each_step_down_and_up_again(database_url):
     # (SQLite's unnamed foreign keys in 0004 included).
     engine = make_engine(database_url)
     try:
-        for revision in ("0003", "0002", "0001"):
+        for revision in ("0004", "0003", "0002", "0001"):
             migrations.downgrade(engine, revision)
             migrations.upgrade(engine)
             assert migrations.is_at_head(engine)

@@ -43,7 +43,8 @@ class _Ends(msgspec.Struct):
 _DIGITS_AS_ZERO = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord("e") if c == ord("E") else c
                         for c in range(256))
 _NUMBER_HAZARDS = (b"0" * 19, b"e000", b"e+000", b"e-000")
-_TEXT_HAZARDS = (b"\\u", b"\x00", b"NaN", b"Infinity")
+_ESCAPES = (b"\\u", b"\x00")  # a NUL or a surrogate can only arrive as one of these
+_TEXT_HAZARDS = (*_ESCAPES, b"NaN", b"Infinity")
 
 
 def _surely_storable(raw: bytes) -> bool:
@@ -115,9 +116,8 @@ class Batch:
 
     def text_storable(self, item_indexes: list[int], relationship_positions: list[int]) -> bool:
         """No string in these items and relationships can hold a NUL or a lone surrogate."""
-        # Any escape at all sends them to the full check: a NUL or a surrogate can only be one.
         raws = [self.items[i] for i in item_indexes] + [self.relationships[p] for p in relationship_positions]
-        return not any(b"\\u" in raw or b"\x00" in raw for raw in raws)
+        return not any(escape in raw for raw in raws for escape in _ESCAPES)
 
     def item_storable(self, index: int) -> bool:
         """True when item `index` surely holds only storable values; False means: check it."""

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.conftest import dangling_rows
+
 RUN = iter(range(1, 10_000))
 
 
@@ -486,3 +488,41 @@ def test_a_deleted_ci_leaves_no_identifier_or_sighting_and_is_reported_anew(api,
     again = push(api, batch("ssh", [item]))
     assert again["counts"]["created"] == 1 and again["refs"]["h"] != ci_id
     assert api.get(f"/api/v1/cis/{again['refs']['h']}").status_code == 200
+
+
+def test_a_ci_deleted_while_a_batch_relates_to_it_by_id_ends_that_relationship(api, engine, monkeypatch):
+    # Relationships have no foreign keys (migration 0006): a batch locks the CIs it was sent by id
+    # until it commits, so their deletion waits and then ends what the batch related to them.
+    import threading
+
+    from app.services.ingest import store
+
+    target = push(api, batch("ssh", [host("h", "db-host", serial_number="SN-DEL")]))["refs"]["h"]
+    reached, release = threading.Event(), threading.Event()
+    record_ci_sightings = store.record_ci_sightings
+
+    def paused(*args, **kwargs):  # after the relationships are written, before the commit
+        reached.set()
+        release.wait(30)
+        return record_ci_sightings(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_ci_sightings", paused)
+    item = {"ref": "a", "class": "application", "name": "svc", "identifiers": {"instance_key": "del/svc/80"}}
+    pushed, deleted = {}, {}
+    pusher = threading.Thread(target=lambda: pushed.setdefault("outcome", push(
+        api, batch("ssh", [item], [{"source": "a", "target": target, "type": "runs_on"}]))))
+    pusher.start()
+    try:
+        assert reached.wait(30)
+        deleter = threading.Thread(
+            target=lambda: deleted.setdefault("status", api.delete(f"/api/v1/cis/{target}").status_code))
+        deleter.start()
+        deleter.join(1.0)
+        assert deleter.is_alive(), "the deletion did not wait for the batch"
+    finally:
+        release.set()
+        pusher.join(30)
+    deleter.join(30)
+    assert pushed["outcome"]["relationships"]["created"] == 1
+    assert deleted == {"status": 204}
+    assert dangling_rows(engine) == {}

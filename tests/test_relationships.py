@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import new_id
+from tests.conftest import dangling_rows, new_id
 
 
 @pytest.fixture
@@ -65,3 +65,43 @@ def test_list_filters_and_pagination(api, trio):
     second = api.get(f"/api/v1/relationships?limit=2&cursor={first['next_cursor']}").json()
     assert second["next_cursor"] is None
     assert sorted(r["id"] for r in first["items"] + second["items"]) == sorted([a["id"], b["id"], c["id"]])
+
+
+def test_a_ci_deleted_while_a_relationship_to_it_is_created_ends_that_relationship(api, app, trio):
+    # Relationships have no foreign keys (migration 0006): creating one locks both ends until commit,
+    # so a deletion of an end waits and then ends the new relationship with the CI's others.
+    import threading
+
+    from app.models.relationship import RelationshipCreate
+    from app.services import relationships
+    from app.services.history import UnitOfWork
+
+    shop, db, _ = trio
+    deleted = {}
+    with UnitOfWork(app.state.engine, "test") as uow:
+        created = relationships.create_relationship(
+            uow, app.state.registry, RelationshipCreate(source=shop["id"], target=db["id"], type="depends_on"))
+        deleter = threading.Thread(
+            target=lambda: deleted.setdefault("status", api.delete(f"/api/v1/cis/{db['id']}").status_code))
+        deleter.start()
+        deleter.join(1.0)
+        assert deleter.is_alive(), "the deletion did not wait for the relationship's transaction"
+    deleter.join(30)
+    assert deleted == {"status": 204}
+    assert api.get(f"/api/v1/relationships/{created['id']}").status_code == 404
+    assert dangling_rows(app.state.engine) == {}
+
+
+def test_ending_a_relationship_deletes_its_sightings(api, engine):
+    body = {"source": "ssh", "run_id": "r1", "scope": {"hosts": ["h"]},
+            "items": [{"ref": "h", "class": "server", "name": "h", "identifiers": {"serial_number": "SN-1"}},
+                      {"ref": "a", "class": "application", "name": "a", "identifiers": {"instance_key": "h/a/80"}},
+                      {"ref": "d", "class": "database", "name": "d", "identifiers": {"instance_key": "h/d/5432"}}],
+            "relationships": [{"source": "a", "target": "h", "type": "runs_on"},
+                              {"source": "a", "target": "d", "type": "depends_on"}]}
+    outcome = api.post("/api/v1/ingest", json=body).json()
+    assert outcome["relationships"]["created"] == 2, (outcome["errors"], outcome["counts"])
+    runs_on = api.get(f"/api/v1/relationships?source={outcome['refs']['a']}&type=runs_on").json()["items"][0]
+    assert api.delete(f"/api/v1/relationships/{runs_on['id']}").status_code == 204
+    assert api.delete(f"/api/v1/cis/{outcome['refs']['d']}").status_code == 204  # ends depends_on
+    assert dangling_rows(engine) == {}

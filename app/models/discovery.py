@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import Boolean, Column, Index, Integer, String, UniqueConstraint, Uuid
 from sqlmodel import Field, SQLModel
 
 from app.models.types import JSONColumn, Timestamp, utcnow
@@ -41,9 +41,8 @@ class RelationshipSource(SQLModel, table=True):
     __table_args__ = (Index("ix_relationship_source_scope", "source", "scope_key"),
                       Index("ix_relationship_source_anchor", "anchor_ci_id", "source"))
 
-    relationship_id: uuid.UUID = Field(
-        sa_column=Column(Uuid, ForeignKey("relationship.id", ondelete="CASCADE"), primary_key=True)
-    )
+    # No foreign key (migration 0006): ending a relationship deletes its sightings with it.
+    relationship_id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
     source: str = Field(sa_column=Column(String(64), primary_key=True))
     scope_key: str = Field(sa_column=Column(String(64), nullable=False))
     last_seen: datetime = Field(sa_column=Column(Timestamp, nullable=False))

@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field as PydanticField
-from sqlalchemy import Boolean, CheckConstraint, Column, ForeignKey, String, UniqueConstraint, Uuid
+from sqlalchemy import Boolean, CheckConstraint, Column, String, UniqueConstraint, Uuid
 from sqlmodel import Field, SQLModel
 
 from app.models.ci_class import CLASS_NAME_PATTERN
@@ -65,10 +65,10 @@ class Relationship(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("source_id", "target_id", "type", name="uq_relationship_ends_type"),)
 
     id: uuid.UUID = Field(default_factory=new_id, sa_column=Column(Uuid, primary_key=True))
-    # No ON DELETE CASCADE: deleting a CI ends its relationships through the service, which records
-    # each one in history; the foreign key makes sure nothing is left dangling if that is skipped.
-    source_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id"), nullable=False))
-    target_id: uuid.UUID = Field(sa_column=Column(Uuid, ForeignKey("ci.id"), nullable=False, index=True))
+    # No foreign keys (migration 0006): a relationship is written only with its ends created or locked
+    # by the same transaction, and deleting a CI ends its relationships, each recorded in history.
+    source_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
+    target_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))
     # No foreign key: types are never removed, and every write checks the type first (migration 0004).
     type: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONColumn, nullable=False))

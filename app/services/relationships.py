@@ -68,7 +68,12 @@ def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: Re
         raise InvalidInput(
             "A CI cannot be related to itself.", [field_error("target", "equals source")]
         )
-    found = set(uow.conn.execute(select(CI.c.id).where(CI.c.id.in_([data.source, data.target]))).scalars())
+    # Both ends stay locked until commit (no foreign key, migration 0006): a CI being deleted waits,
+    # then ends this relationship with its others.
+    ends = select(CI.c.id).where(CI.c.id.in_([data.source, data.target]))
+    if uow.conn.dialect.name == "postgresql":
+        ends = ends.order_by(CI.c.id).with_for_update(read=True, key_share=True)
+    found = set(uow.conn.execute(ends).scalars())
     missing = [field_error(end, f"no CI with id {ci_id}")
                for end, ci_id in (("source", data.source), ("target", data.target)) if ci_id not in found]
     if missing:
@@ -118,7 +123,9 @@ def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> None:
     # A source that reported one of these would now report a relationship that is gone.
     forget_fingerprints(uow.conn, [row[end] for row in rows for end in ("source_id", "target_id")])
     for start in range(0, len(ids), 500):
-        uow.conn.execute(delete(REL).where(REL.c.id.in_(ids[start : start + 500])))
+        chunk = ids[start : start + 500]
+        uow.conn.execute(delete(REL_SOURCE).where(REL_SOURCE.c.relationship_id.in_(chunk)))  # no cascade (0006)
+        uow.conn.execute(delete(REL).where(REL.c.id.in_(chunk)))
 
 
 def delete_relationship(uow: UnitOfWork, relationship_id: uuid.UUID) -> None:

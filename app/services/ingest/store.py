@@ -58,14 +58,21 @@ def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
         return {}
     query = select(CI).where(id_in(conn, CI.c.id, ci_ids)).order_by(CI.c.id)
     if is_postgres(conn):
-        query = query.with_for_update()  # in id order, so two overlapping batches cannot deadlock
+        # In id order, so two overlapping batches cannot deadlock. NO KEY UPDATE, as the update itself
+        # takes: it keeps out other writers of these CIs and their deletion, not a batch relating to them.
+        query = query.with_for_update(key_share=True)
     return {row["id"]: row for row in conn.execute(query).mappings()}
 
 
 def existing_ci_ids(conn: Connection, ci_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `ci_ids` that exist, locked until commit so that none is deleted under a relationship
+    this batch writes to it (relationships have no foreign keys, migration 0006)."""
     if not ci_ids:
         return set()
-    return set(conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, ci_ids))).scalars())
+    query = select(CI.c.id).where(id_in(conn, CI.c.id, ci_ids))
+    if is_postgres(conn):
+        query = query.order_by(CI.c.id).with_for_update(read=True, key_share=True)
+    return set(conn.execute(query).scalars())
 
 
 def insert_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:

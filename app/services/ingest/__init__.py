@@ -348,8 +348,8 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
 
     # Reads first: from here on the writes run on the connection in the background (writes.py).
     carried_count = len({batch.ends[position] for position in carried})  # once per (source, target, type)
-    plan = _read_relationships(conn, registry, item_refs, relationships, outcome, prints)
     new_cis = {row["id"] for row in creates}
+    plan = _read_relationships(conn, registry, item_refs, relationships, outcome, prints, new_cis)
     planned_by_ref = {item.ref: item for item in planned}
     with BackgroundWrites(conn) as writes:
         writes.submit(store.insert_cis, creates)
@@ -438,9 +438,9 @@ class _RelationshipPlan:
 
 def _read_relationships(conn, registry: Registry, batch_refs: set[str | None],
                         derived: list[tuple[int, IngestRelationship]], outcome: Outcome,
-                        prints: fingerprints.BatchFingerprints) -> _RelationshipPlan:
-    """Checks the relationships to derive and reads what exists of them (before any write: the CIs
-    this batch creates have no relationship yet)."""
+                        prints: fingerprints.BatchFingerprints, new_cis: set[uuid.UUID]) -> _RelationshipPlan:
+    """Checks the relationships to derive and reads what exists of them, before any write. A
+    relationship with an end this batch creates cannot exist yet: it is not looked up."""
     applied = outcome.refs
     errors, failed_anchors = 0, set()
     # Each distinct end once: a ref applied in this batch, or the id of a CI from an earlier one.
@@ -475,7 +475,8 @@ def _read_relationships(conn, registry: Registry, batch_refs: set[str | None],
         errors += 1
         if prints.anchors[position] is not None:
             failed_anchors.add(prints.anchors[position])
-    return _RelationshipPlan(wanted, store.find_relationships(conn, list(wanted)), errors, failed_anchors)
+    existing = [key for key in wanted if key[0] not in new_cis and key[1] not in new_cis]
+    return _RelationshipPlan(wanted, store.find_relationships(conn, existing), errors, failed_anchors)
 
 
 def _write_relationships(uow: UnitOfWork, writes: BackgroundWrites, plan: _RelationshipPlan, carried: int,

@@ -269,6 +269,11 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
         if ref in confirmed:
             outcome.refs[ref] = confirmed[ref]
             counts[ci_class]["unchanged"] += 1
+    # Reads first: from the CI writes on, the connection works in the background (writes.py) while
+    # this thread plans the relationships.
+    identified = {item.ref: resolution.ci_id for resolution in resolutions if resolution.ci_id is not None
+                  and not resolution.conflict for item in resolution.items}
+    relationship_reads = _read_relationships(conn, registry, item_refs, relationships, {**identified, **outcome.refs})
 
     creates, updates, seen = [], [], set()
     versions: dict[uuid.UUID, int] = {}  # what each CI's version is once this batch is applied
@@ -346,16 +351,15 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
             strong_claims.extend((t, ci_id) for t in item.strong if t not in index)
             held_claims.extend((t, ci_id) for t in item.held if t not in ignored_held and index.get(t) != ci_id)
 
-    # Reads first: from here on the writes run on the connection in the background (writes.py).
     carried_count = len({batch.ends[position] for position in carried})  # once per (source, target, type)
     new_cis = {row["id"] for row in creates}
-    plan = _read_relationships(conn, registry, item_refs, relationships, outcome, prints, new_cis)
     planned_by_ref = {item.ref: item for item in planned}
     with BackgroundWrites(conn) as writes:
         writes.submit(store.insert_cis, creates)
         writes.submit(store.update_cis, updates)
         writes.submit(store.touch_cis, seen - {row["id"] for row in updates} - new_cis, now)
         writes.submit(store.claim_identifiers, strong_claims, held_claims)
+        plan = _plan_relationships(registry, item_refs, relationships, relationship_reads, outcome, prints)
         _write_relationships(uow, writes, plan, carried_count, outcome, key, prints, new_cis=new_cis)
         failed_anchors = plan.failed_anchors
 
@@ -429,6 +433,12 @@ def _require_storable(items: list[tuple[int, IngestItem]], relationships: list[t
 
 
 @dataclass
+class _RelationshipReads:
+    ids: dict[str, uuid.UUID]  # the ends sent as ids of existing CIs, locked (store.existing_ci_ids)
+    found: dict[tuple, Any]  # the relationships to derive that exist, by (source, target, type)
+
+
+@dataclass
 class _RelationshipPlan:
     wanted: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[dict[str, Any], str | None]]  # key -> (attributes, anchor ref)
     found: dict[tuple, Any]  # the wanted ones that exist
@@ -437,23 +447,38 @@ class _RelationshipPlan:
 
 
 def _read_relationships(conn, registry: Registry, batch_refs: set[str | None],
-                        derived: list[tuple[int, IngestRelationship]], outcome: Outcome,
-                        prints: fingerprints.BatchFingerprints, new_cis: set[uuid.UUID]) -> _RelationshipPlan:
-    """Checks the relationships to derive and reads what exists of them, before any write. A
-    relationship with an end this batch creates cannot exist yet: it is not looked up."""
-    applied = outcome.refs
-    errors, failed_anchors = 0, set()
-    # Each distinct end once: a ref applied in this batch, or the id of a CI from an earlier one.
+                        derived: list[tuple[int, IngestRelationship]], identified: dict[str, uuid.UUID]) -> _RelationshipReads:
+    """What the relationships to derive need from the database, read before any write: the CIs sent
+    by id, and which of the relationships exist. Only one between CIs that exist already can: the
+    refs `identified` with existing CIs (an item refused later only makes this read a little more)."""
+    # Each distinct end once: a ref of this batch, or the id of a CI from an earlier one.
     ids_sent: dict[str, uuid.UUID] = {}
     for _, rel in derived:
         for value in (rel.source, rel.target):
-            if value not in applied and value not in batch_refs and value not in ids_sent:
+            if value not in batch_refs and value not in ids_sent:
                 try:
                     ids_sent[value] = uuid.UUID(value)
                 except ValueError:
                     pass
     existing_ids = store.existing_ci_ids(conn, set(ids_sent.values()))
-    ends = {**{value: ci for value, ci in ids_sent.items() if ci in existing_ids}, **applied}
+    ids = {value: ci for value, ci in ids_sent.items() if ci in existing_ids}
+    types = registry.relationship_types
+    existing = set()
+    for _, rel in derived:
+        source_id = identified.get(rel.source) or ids.get(rel.source)
+        target_id = identified.get(rel.target) or ids.get(rel.target)
+        if source_id is not None and target_id is not None and rel.type in types and source_id != target_id:
+            existing.add((source_id, target_id, rel.type))
+    return _RelationshipReads(ids, store.find_relationships(conn, list(existing)))
+
+
+def _plan_relationships(registry: Registry, batch_refs: set[str | None], derived: list[tuple[int, IngestRelationship]],
+                        reads: _RelationshipReads, outcome: Outcome, prints: fingerprints.BatchFingerprints
+                        ) -> _RelationshipPlan:
+    """Checks the relationships to derive against the refs applied and the ids found."""
+    applied = outcome.refs
+    errors, failed_anchors = 0, set()
+    ends = {**reads.ids, **applied}
     types = registry.relationship_types
     wanted: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[dict[str, Any], str | None]] = {}
     for position, rel in derived:
@@ -475,8 +500,7 @@ def _read_relationships(conn, registry: Registry, batch_refs: set[str | None],
         errors += 1
         if prints.anchors[position] is not None:
             failed_anchors.add(prints.anchors[position])
-    existing = [key for key in wanted if key[0] not in new_cis and key[1] not in new_cis]
-    return _RelationshipPlan(wanted, store.find_relationships(conn, existing), errors, failed_anchors)
+    return _RelationshipPlan(wanted, reads.found, errors, failed_anchors)
 
 
 def _write_relationships(uow: UnitOfWork, writes: BackgroundWrites, plan: _RelationshipPlan, carried: int,

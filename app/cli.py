@@ -92,6 +92,31 @@ def db_current() -> None:
         typer.echo(f"current: {migrations.current_revision(engine) or 'none'}\nhead:    {migrations.head_revision()}")
 
 
+@db_cli.command("check")
+def db_check(
+    repair: Annotated[bool, typer.Option("--repair", help="End relationships to nothing, delete identifiers and "
+                                                           "sightings of what is gone")] = False,
+) -> None:
+    """Find rows that point at nothing (relationships, identifiers, sightings); exit 1 if any, unless repaired."""
+    from app.services import integrity
+    from app.services.history import UnitOfWork
+
+    with _database() as engine:
+        if repair:
+            with UnitOfWork(engine, "karta db check --repair") as uow:
+                findings = integrity.repair(uow)
+        else:
+            with engine.connect() as conn:
+                findings = integrity.find_dangling(conn)
+    for finding in findings:
+        typer.echo(("repaired: " if repair else "") + str(finding))
+    if not findings:
+        typer.echo("no dangling references")
+    elif not repair:
+        typer.echo("run `karta db check --repair` to end or delete them", err=True)
+        raise typer.Exit(1)
+
+
 @token_cli.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token; shown as the actor in history")],

@@ -198,3 +198,16 @@ def dangling_rows(engine) -> dict[str, list]:
     with engine.connect() as conn:
         found = {kind: conn.execute(text(query)).scalars().all() for kind, query in _DANGLING.items()}
     return {kind: rows for kind, rows in found.items() if rows}
+
+
+def discovered_app_host_and_database(api) -> dict[str, str]:
+    """Ingest an application `a` that runs on a server `h` and depends on a database `d`; their ids by ref."""
+    body = {"source": "ssh", "run_id": f"small-estate-{new_id()}", "scope": {"hosts": ["h"]},
+            "items": [{"ref": "h", "class": "server", "name": "h", "identifiers": {"serial_number": "SN-1"}},
+                      {"ref": "a", "class": "application", "name": "a", "identifiers": {"instance_key": "h/a/80"}},
+                      {"ref": "d", "class": "database", "name": "d", "identifiers": {"instance_key": "h/d/5432"}}],
+            "relationships": [{"source": "a", "target": "h", "type": "runs_on"},
+                              {"source": "a", "target": "d", "type": "depends_on"}]}
+    response = api.post("/api/v1/ingest", json=body)
+    assert response.status_code == 200 and response.json()["relationships"]["created"] == 2, response.text
+    return response.json()["refs"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import dangling_rows, new_id
+from tests.conftest import dangling_rows, discovered_app_host_and_database, new_id
 
 
 @pytest.fixture
@@ -93,15 +93,8 @@ def test_a_ci_deleted_while_a_relationship_to_it_is_created_ends_that_relationsh
 
 
 def test_ending_a_relationship_deletes_its_sightings(api, engine):
-    body = {"source": "ssh", "run_id": "r1", "scope": {"hosts": ["h"]},
-            "items": [{"ref": "h", "class": "server", "name": "h", "identifiers": {"serial_number": "SN-1"}},
-                      {"ref": "a", "class": "application", "name": "a", "identifiers": {"instance_key": "h/a/80"}},
-                      {"ref": "d", "class": "database", "name": "d", "identifiers": {"instance_key": "h/d/5432"}}],
-            "relationships": [{"source": "a", "target": "h", "type": "runs_on"},
-                              {"source": "a", "target": "d", "type": "depends_on"}]}
-    outcome = api.post("/api/v1/ingest", json=body).json()
-    assert outcome["relationships"]["created"] == 2, (outcome["errors"], outcome["counts"])
-    runs_on = api.get(f"/api/v1/relationships?source={outcome['refs']['a']}&type=runs_on").json()["items"][0]
+    refs = discovered_app_host_and_database(api)
+    runs_on = api.get(f"/api/v1/relationships?source={refs['a']}&type=runs_on").json()["items"][0]
     assert api.delete(f"/api/v1/relationships/{runs_on['id']}").status_code == 204
-    assert api.delete(f"/api/v1/cis/{outcome['refs']['d']}").status_code == 204  # ends depends_on
+    assert api.delete(f"/api/v1/cis/{refs['d']}").status_code == 204  # ends depends_on
     assert dangling_rows(engine) == {}

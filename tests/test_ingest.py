@@ -490,32 +490,28 @@ def test_a_deleted_ci_leaves_no_identifier_or_sighting_and_is_reported_anew(api,
     assert api.get(f"/api/v1/cis/{again['refs']['h']}").status_code == 200
 
 
-def test_a_ci_deleted_while_a_batch_relates_to_it_by_id_ends_that_relationship(api, engine, monkeypatch):
-    # Relationships have no foreign keys (migration 0006): a batch locks the CIs it was sent by id
-    # until it commits, so their deletion waits and then ends what the batch related to them.
+def _push_paused_before_commit(api, monkeypatch, body, delete_url: str) -> tuple[dict, int]:
+    """Push `body`, and while its relationships and their sightings are written but not committed,
+    DELETE `delete_url`: the deletion must wait for the batch. Returns the outcome and the status."""
     import threading
 
     from app.services.ingest import store
 
-    target = push(api, batch("ssh", [host("h", "db-host", serial_number="SN-DEL")]))["refs"]["h"]
     reached, release = threading.Event(), threading.Event()
     record_ci_sightings = store.record_ci_sightings
 
-    def paused(*args, **kwargs):  # after the relationships are written, before the commit
+    def paused(*args, **kwargs):  # the last write before the commit
         reached.set()
         release.wait(30)
         return record_ci_sightings(*args, **kwargs)
 
     monkeypatch.setattr(store, "record_ci_sightings", paused)
-    item = {"ref": "a", "class": "application", "name": "svc", "identifiers": {"instance_key": "del/svc/80"}}
     pushed, deleted = {}, {}
-    pusher = threading.Thread(target=lambda: pushed.setdefault("outcome", push(
-        api, batch("ssh", [item], [{"source": "a", "target": target, "type": "runs_on"}]))))
+    pusher = threading.Thread(target=lambda: pushed.setdefault("outcome", push(api, body)))
     pusher.start()
     try:
         assert reached.wait(30)
-        deleter = threading.Thread(
-            target=lambda: deleted.setdefault("status", api.delete(f"/api/v1/cis/{target}").status_code))
+        deleter = threading.Thread(target=lambda: deleted.setdefault("status", api.delete(delete_url).status_code))
         deleter.start()
         deleter.join(1.0)
         assert deleter.is_alive(), "the deletion did not wait for the batch"
@@ -523,6 +519,32 @@ def test_a_ci_deleted_while_a_batch_relates_to_it_by_id_ends_that_relationship(a
         release.set()
         pusher.join(30)
     deleter.join(30)
-    assert pushed["outcome"]["relationships"]["created"] == 1
-    assert deleted == {"status": 204}
+    return pushed["outcome"], deleted["status"]
+
+
+def test_a_ci_deleted_while_a_batch_relates_to_it_by_id_ends_that_relationship(api, engine, monkeypatch):
+    # Relationships have no foreign keys (migration 0006): a batch locks the CIs it was sent by id
+    # until it commits, so their deletion waits and then ends what the batch related to them.
+    target = push(api, batch("ssh", [host("h", "db-host", serial_number="SN-DEL")]))["refs"]["h"]
+    item = {"ref": "a", "class": "application", "name": "svc", "identifiers": {"instance_key": "del/svc/80"}}
+    outcome, status = _push_paused_before_commit(
+        api, monkeypatch, batch("ssh", [item], [{"source": "a", "target": target, "type": "runs_on"}]),
+        f"/api/v1/cis/{target}")
+    assert outcome["relationships"]["created"] == 1
+    assert status == 204
+    assert dangling_rows(engine) == {}
+
+
+def test_a_relationship_ended_while_another_source_reports_it_loses_that_sighting_too(api, engine, monkeypatch):
+    # Sightings have no foreign key either: ending the relationship waits for the batch writing one
+    # (it holds the ends locked), then deletes it with the others.
+    items = [host("h", "app-host", serial_number="SN-END"),
+             {"ref": "a", "class": "application", "name": "svc", "identifiers": {"instance_key": "end/svc/80"}}]
+    relationships = [{"source": "a", "target": "h", "type": "runs_on"}]
+    first = push(api, batch("ssh", items, relationships))
+    relationship = api.get(f"/api/v1/relationships?source={first['refs']['a']}").json()["items"][0]
+    outcome, status = _push_paused_before_commit(api, monkeypatch, batch("snmp", items, relationships),
+                                                 f"/api/v1/relationships/{relationship['id']}")
+    assert outcome["relationships"]["unchanged"] == 1
+    assert status == 204
     assert dangling_rows(engine) == {}

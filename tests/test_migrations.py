@@ -2,6 +2,7 @@
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from app.core import migrations
@@ -35,10 +36,46 @@ def test_each_step_down_and_up_again(database_url):
     # Down one migration at a time and back: a downgrade must leave what its upgrade expects to find
     # (SQLite's unnamed foreign keys in 0004 included).
     engine = make_engine(database_url)
+    revisions = [script.down_revision for script in ScriptDirectory.from_config(migrations._config()).walk_revisions()
+                 if script.down_revision is not None]
     try:
-        for revision in ("0004", "0003", "0002", "0001"):
+        for revision in revisions:
             migrations.downgrade(engine, revision)
             migrations.upgrade(engine)
             assert migrations.is_at_head(engine)
     finally:
         engine.dispose()
+
+
+def test_plain_alembic_upgrade_on_sqlite_keeps_the_rows_of_rebuilt_tables(tmp_path):
+    # `alembic upgrade head` (as alembic.ini allows) must not enforce foreign keys while batch mode
+    # rebuilds a table: dropping the old `relationship` would cascade into its sightings (0006).
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    database = tmp_path / "karta.db"
+    env = {"KARTA_DATABASE_URL": f"sqlite:///{database}", "PATH": "/usr/bin:/bin"}
+    repo = Path(__file__).resolve().parent.parent
+
+    def alembic(revision: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "alembic", "upgrade", revision], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    alembic("0005")
+    with sqlite3.connect(database) as db:
+        now = "2026-11-22 00:00:00.000000"
+        for ci_id, name in (("a" * 32, "app"), ("b" * 32, "host")):
+            db.execute("INSERT INTO ci (id, ci_class, name, status, tags, attributes, provenance, version, "
+                       "first_seen, last_seen, created_at, updated_at) VALUES (?, 'server', ?, 'active', '[]', '{}', "
+                       "'{}', 1, ?, ?, ?, ?)", (ci_id, name, now, now, now, now))
+        db.execute("INSERT INTO relationship (id, source_id, target_id, type, attributes, created_at) "
+                   "VALUES (?, ?, ?, 'runs_on', '{}', ?)", ("c" * 32, "a" * 32, "b" * 32, now))
+        db.execute("INSERT INTO relationship_source (relationship_id, source, scope_key, last_seen, last_run_id) "
+                   "VALUES (?, 'ssh', 'k', ?, 'r1')", ("c" * 32, now))
+    alembic("head")
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM relationship_source").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM relationship").fetchone() == (1,)

@@ -17,6 +17,10 @@ def run_migrations() -> None:
     engine = make_engine(get_settings().database_url)
     try:
         with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # As app.core.migrations does: batch mode alters a table by copying it, and with foreign
+                # keys enforced, dropping the old copy would cascade into the tables referring to it.
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
             _run(conn)
             conn.commit()
     finally:

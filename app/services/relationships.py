@@ -120,7 +120,10 @@ def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> None:
     for row in rows:
         uow.record("relationship", row["id"], "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
     ids = [row["id"] for row in rows]
-    # A source that reported one of these would now report a relationship that is gone.
+    # A source that reported one of these would now report a relationship that is gone. Forgetting
+    # locks both ends FOR UPDATE, which also keeps the sightings whole without a foreign key (0006):
+    # a batch writing a sighting of one of these holds an end locked, so this waits for its commit
+    # and then deletes that sighting too.
     forget_fingerprints(uow.conn, [row[end] for row in rows for end in ("source_id", "target_id")])
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]

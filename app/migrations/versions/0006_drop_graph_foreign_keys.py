@@ -9,7 +9,8 @@ guarded is now kept by the service, in bulk:
   FOR UPDATE, so it waits for them, and then ends the relationships they committed.
 - Deleting a CI ends its relationships first (cis.delete_ci), each with its change record.
 - Ending a relationship deletes its sightings with it (relationships.end_relationships), which the
-  ON DELETE CASCADE did.
+  ON DELETE CASCADE did, after locking both its ends FOR UPDATE: a batch writing a sighting of it
+  holds an end locked, so the ending waits for that sighting and deletes it too.
 A future path that deletes CIs or relationships, or writes relationships, must keep these rules.
 A CI's class keeps its foreign key.
 

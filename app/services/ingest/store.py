@@ -58,9 +58,10 @@ def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
         return {}
     query = select(CI).where(id_in(conn, CI.c.id, ci_ids)).order_by(CI.c.id)
     if is_postgres(conn):
-        # In id order, so two overlapping batches cannot deadlock. NO KEY UPDATE, as the update itself
-        # takes: it keeps out other writers of these CIs and their deletion, not a batch relating to them.
-        query = query.with_for_update(key_share=True)
+        # In id order, so two overlapping batches cannot deadlock. FOR UPDATE, not the weaker NO KEY
+        # UPDATE: a batch relating to these CIs (FOR KEY SHARE) then waits here instead of deadlocking
+        # later, when this batch takes FOR UPDATE to forget a fingerprint of a relationship both change.
+        query = query.with_for_update()
     return {row["id"]: row for row in conn.execute(query).mappings()}
 
 

@@ -548,3 +548,21 @@ def test_a_relationship_ended_while_another_source_reports_it_loses_that_sightin
     assert outcome["relationships"]["unchanged"] == 1
     assert status == 204
     assert dangling_rows(engine) == {}
+
+
+@pytest.mark.parametrize("host_report", ["changed", "the same"])
+def test_a_ci_deleted_while_a_batch_relates_to_it_by_ref_ends_that_relationship(api, engine, monkeypatch, host_report):
+    # The end is an item of the batch that is an existing CI: identified and updated (locked FOR
+    # UPDATE) or confirmed unchanged by its fingerprint (locked FOR SHARE); either way its deletion
+    # waits for the batch.
+    first = push(api, batch("ssh", [host("h", "db-host", serial_number="SN-REF")], scope={"hosts": ["db-host"]}))
+    again = host("h", "db-host", serial_number="SN-REF", attributes={"os_name": "debian"} if host_report == "changed" else {})
+    item = {"ref": "a", "class": "application", "name": "svc", "identifiers": {"instance_key": "ref/svc/80"}}
+    outcome, status = _push_paused_before_commit(
+        api, monkeypatch, batch("ssh", [again, item], [{"source": "a", "target": "h", "type": "runs_on"}],
+                                scope={"hosts": ["db-host"]}),
+        f"/api/v1/cis/{first['refs']['h']}")
+    assert outcome["counts"]["updated" if host_report == "changed" else "unchanged"] == 1
+    assert outcome["relationships"]["created"] == 1
+    assert status == 204
+    assert dangling_rows(engine) == {}

@@ -462,14 +462,12 @@ def _read_relationships(conn, registry: Registry, batch_refs: set[str | None],
                     pass
     existing_ids = store.existing_ci_ids(conn, set(ids_sent.values()))
     ids = {value: ci for value, ci in ids_sent.items() if ci in existing_ids}
-    types = registry.relationship_types
-    existing = set()
-    for _, rel in derived:
-        source_id = identified.get(rel.source) or ids.get(rel.source)
-        target_id = identified.get(rel.target) or ids.get(rel.target)
-        if source_id is not None and target_id is not None and rel.type in types and source_id != target_id:
-            existing.add((source_id, target_id, rel.type))
-    return _RelationshipReads(ids, store.find_relationships(conn, list(existing)))
+    types, ends = registry.relationship_types, {**ids, **identified}
+    # A list, not a set: a key sent twice only repeats a row, and hashing UUIDs is not free.
+    existing = [(source_id, target_id, rel.type) for _, rel in derived
+                if (source_id := ends.get(rel.source)) is not None and (target_id := ends.get(rel.target)) is not None
+                and source_id != target_id and rel.type in types]
+    return _RelationshipReads(ids, store.find_relationships(conn, existing))
 
 
 def _plan_relationships(registry: Registry, batch_refs: set[str | None], derived: list[tuple[int, IngestRelationship]],

@@ -184,25 +184,13 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-# Rows that would point at nothing: the foreign keys these references once had were dropped
-# (migrations 0004 and 0006), and the service keeps them instead.
-_DANGLING = {
-    "relationship ends": "SELECT r.id FROM relationship r WHERE NOT EXISTS (SELECT 1 FROM ci WHERE ci.id = r.source_id) "
-                         "OR NOT EXISTS (SELECT 1 FROM ci WHERE ci.id = r.target_id)",
-    "relationship sightings": "SELECT s.relationship_id FROM relationship_source s "
-                              "WHERE NOT EXISTS (SELECT 1 FROM relationship r WHERE r.id = s.relationship_id)",
-    "identifiers": "SELECT i.ci_id FROM ci_identifier i WHERE NOT EXISTS (SELECT 1 FROM ci WHERE ci.id = i.ci_id)",
-    "CI sightings": "SELECT s.ci_id FROM ci_source s WHERE NOT EXISTS (SELECT 1 FROM ci WHERE ci.id = s.ci_id)",
-}
-
-
-def dangling_rows(engine) -> dict[str, list]:
-    """What of each kind points at a row that no longer exists (empty when all is well)."""
-    from sqlalchemy import text
+def dangling_rows(engine) -> dict[str, int]:
+    """How many rows of each kind point at nothing (`karta db check`'s checks; empty when all is well):
+    the foreign keys that would have refused them were dropped (migrations 0004 and 0006)."""
+    from app.services import integrity
 
     with engine.connect() as conn:
-        found = {kind: conn.execute(text(query)).scalars().all() for kind, query in _DANGLING.items()}
-    return {kind: rows for kind, rows in found.items() if rows}
+        return {finding.check.name: finding.count for finding in integrity.find_dangling(conn)}
 
 
 def discovered_app_host_and_database(api) -> dict[str, str]:

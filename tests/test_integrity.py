@@ -1,25 +1,28 @@
 """`karta db check`: rows that point at nothing, found and repaired (the foreign keys dropped in 0004/0006)."""
 
+import uuid
+
 from sqlalchemy import text
 
 from app.services import integrity
 from app.services.history import UnitOfWork
-from tests.conftest import dangling_rows, discovered_app_host_and_database
+from tests.conftest import discovered_app_host_and_database
 from tests.server import karta
 
 
 def _break(engine, refs) -> None:
-    """What a hand edit of the tables could leave: a CI deleted without its relationships, identifiers
-    and sightings; a relationship deleted without its sightings."""
+    """What hand edits of the tables could leave: a CI deleted without its relationships, identifiers
+    and sightings; a relationship deleted without its sightings; one added with a type that does not exist."""
     with engine.begin() as conn:
-        for table, column in (("ci", "id"), ("ci_identifier", "ci_id")):
-            conn.execute(text(f"DELETE FROM {table} WHERE {column} = :id"), {"id": _db_id(engine, refs["d"])})
+        conn.execute(text("DELETE FROM ci WHERE id = :id"), {"id": _db_id(engine, refs["d"])})
         conn.execute(text("DELETE FROM relationship WHERE type = 'runs_on'"))
+        conn.execute(text("INSERT INTO relationship (id, source_id, target_id, type, attributes, created_at) "
+                          "VALUES (:id, :source, :target, 'retired_type', '{}', CURRENT_TIMESTAMP)"),
+                     {"id": _db_id(engine, str(uuid.uuid4())), "source": _db_id(engine, refs["a"]),
+                      "target": _db_id(engine, refs["h"])})
 
 
 def _db_id(engine, value: str):
-    import uuid
-
     return uuid.UUID(value) if engine.dialect.name == "postgresql" else uuid.UUID(value).hex
 
 
@@ -30,17 +33,17 @@ def test_check_finds_what_points_at_nothing_and_repair_ends_it_with_history(api,
     _break(engine, refs)
     with engine.connect() as conn:
         found = {f.check.name: f.count for f in integrity.find_dangling(conn)}
-    # depends_on lost its target (and its sighting stays); runs_on's sighting lost its relationship;
-    # the database's sighting lost its CI
-    assert found == {"relationship_ends": 1, "relationship_sightings": 1, "ci_sightings": 1}
+    # depends_on lost its target, whose identifier and sighting stay; runs_on's sighting lost its
+    # relationship; the added relationship's type does not exist
+    assert found == {"relationship_ends": 1, "relationship_types": 1, "relationship_sightings": 1,
+                     "identifiers": 1, "ci_sightings": 1}
     with UnitOfWork(engine, "test") as uow:
         integrity.repair(uow)
-    assert dangling_rows(engine) == {}
     with engine.connect() as conn:
         assert integrity.find_dangling(conn) == []
     feed = api.get("/api/v1/changes").json()["items"]
     ended = [r for r in feed if (r["object_type"], r["action"]) == ("relationship", "delete")]
-    assert [record["diff"]["type"][0] for record in ended] == ["depends_on"]
+    assert sorted(record["diff"]["type"][0] for record in ended) == ["depends_on", "retired_type"]
     assert api.get(f"/api/v1/cis/{refs['a']}").json()["relationships"] == []
 
 

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 
@@ -30,16 +31,24 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
     `env` adds settings (KARTA_STALE_AFTER_RUNS=2)."""
     port = free_port(host)
     env = {**os.environ, **(env or {}), "KARTA_DATABASE_URL": database_url}
+    # The server's log goes to a file (a pipe nobody reads would stall it once full) and is printed
+    # when the block fails, so a 500 in a test comes with its traceback.
+    log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
         [*KARTA, "serve", "--host", host, "--port", str(port), "--workers", str(workers)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://{host}:{port}"
+
+    def server_log() -> str:
+        log.seek(0)
+        return log.read()[-20_000:]
+
     try:
         deadline = time.monotonic() + startup_seconds
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"karta serve exited with {process.returncode}: {process.stdout.read()}")
+                raise RuntimeError(f"karta serve exited with {process.returncode}: {server_log()}")
             try:
                 if httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200:
                     break
@@ -49,6 +58,9 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
                 raise RuntimeError("karta serve did not become ready in time")
             time.sleep(0.1)
         yield base
+    except BaseException:
+        print(f"log of karta serve on {base}:\n{server_log()}", file=sys.stderr)
+        raise
     finally:
         process.terminate()
         try:
@@ -56,3 +68,4 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+        log.close()

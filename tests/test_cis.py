@@ -274,3 +274,35 @@ def test_deleting_a_ci_while_its_family_is_reindexed_leaves_no_identifier_behind
     assert orphans == []
     again = api.post("/api/v1/cis", json={"class": "container", "name": "c1", "attributes": {"container_id": "abc123def"}})
     assert again.status_code == 201, again.text
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_deleting_a_ci_waits_for_its_neighbours_before_it_takes_the_ci(api, engine):
+    # PostgreSQL only: SQLite writers take one lock for the whole database. Ingest locks a batch's CIs
+    # in id order. A deletion that locked its CI first and the CIs related to it afterwards deadlocked
+    # with a batch that held a related CI of smaller id and waited for the deleted one.
+    import threading
+    import uuid
+
+    from sqlalchemy import text
+
+    first, second = api.create_ci("server", "n1"), api.create_ci("application", "a1")
+    api.relate(second["id"], "runs_on", first["id"])
+    neighbour, doomed = sorted((first, second), key=lambda ci: uuid.UUID(ci["id"]))
+    batch = engine.connect()
+    batch.begin()
+    deleted = {}
+    try:
+        batch.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE"), {"id": neighbour["id"]})
+        deleter = threading.Thread(
+            target=lambda: deleted.setdefault("status", api.delete(f"/api/v1/cis/{doomed['id']}").status_code))
+        deleter.start()
+        deleter.join(1.0)
+        assert deleter.is_alive(), "the deletion did not wait for the related CI"
+        # The batch can still take the CI being deleted: the deletion waits, holding nothing the batch needs.
+        batch.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE NOWAIT"), {"id": doomed["id"]})
+    finally:
+        batch.rollback()
+        batch.close()
+    deleter.join(30)
+    assert deleted == {"status": 204}

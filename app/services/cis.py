@@ -188,6 +188,15 @@ def update_ci(
 
 def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
     """Delete a CI; its relationships end first, each with its own change record."""
+    if uow.conn.dialect.name == "postgresql":
+        # Ending the relationships locks their other ends too. Taken one by one after this CI, those
+        # locks deadlocked with a batch locking the same machines in id order (it holds a neighbour and
+        # waits for this CI): take them all at once, in id order as ingest does. A CI related to this
+        # one meanwhile is locked later, as before.
+        ends = uow.conn.execute(select(REL.c.source_id, REL.c.target_id)
+                                .where(or_(REL.c.source_id == ci_id, REL.c.target_id == ci_id))).all()
+        uow.conn.execute(select(CI.c.id).where(CI.c.id.in_({ci_id, *(end for pair in ends for end in pair)}))
+                         .order_by(CI.c.id).with_for_update())
     row = _locked_row(uow.conn, ci_id)
     _check_version(row, if_match)
     relationships = uow.conn.execute(

@@ -1,6 +1,7 @@
 """History: every write leaves a change record with a field diff; the feed is ordered and complete."""
 
 import threading
+import time
 
 import pytest
 
@@ -112,3 +113,41 @@ def test_creation_diffs_built_directly_equal_the_generic_ones():
                "attributes": attributes, "first_seen": rng.choice([None, at]), "last_seen": at, "created_at": at}
         generic = diff_fields(None, relationships.to_public(rel), relationships.HISTORY_FIELDS)
         assert list(relationships.creation_diff(rel).items()) == list(generic.items())
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_a_write_the_database_aborts_to_break_a_deadlock_runs_again(api, engine):
+    # PostgreSQL only (SQLite writers never hold row locks against each other). A real deadlock: this
+    # write locks CI a then b; another transaction holds b and asks for a. The database aborts the
+    # write (it waited first), which then runs again, once the other one has committed.
+    from sqlalchemy import text
+
+    from app.services.history import in_unit_of_work
+
+    a, b = (api.create_ci("service", name)["id"] for name in ("a", "b"))
+    other = engine.connect()
+    other.begin()
+    first_lock_taken, attempts = threading.Event(), []
+
+    def work(uow):
+        attempts.append(1)
+        uow.conn.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE"), {"id": a})
+        first_lock_taken.set()
+        uow.conn.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE"), {"id": b})
+        return "done"
+
+    def other_transaction() -> None:
+        assert first_lock_taken.wait(30)
+        time.sleep(0.3)  # the write is now waiting for b
+        other.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE"), {"id": a})  # the cycle
+        other.commit()
+
+    try:
+        other.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE"), {"id": b})
+        thread = threading.Thread(target=other_transaction)
+        thread.start()
+        assert in_unit_of_work(engine, "test", work) == "done"
+        thread.join(30)
+    finally:
+        other.close()
+    assert len(attempts) == 2

@@ -7,7 +7,7 @@ from sqlalchemy import event
 
 from app.models.ingest import IngestBatch
 from app.services.ingest import ingest
-from tests.conftest import create_tokens
+from tests.conftest import create_tokens, dangling_rows
 from tests.server import running_server
 
 MACHINES = 40
@@ -89,3 +89,54 @@ def test_statements_per_batch_do_not_grow_with_its_size(app, engine):
         counts[size] = (first, again)
     assert counts[50] == counts[1000], counts
     assert counts[1000][0] <= 25, counts
+
+
+def test_parallel_agents_relating_machines_while_some_are_deleted_leave_nothing_dangling(app, engine, database_url):
+    # Relationships have no foreign keys (migration 0006): agents relating the same machines at once,
+    # while an operator deletes some of them, must leave one relationship per pair and none to nothing.
+    secrets = create_tokens(engine)
+    clients, rounds, machines = 3, 3, 20
+    failures = []
+    with running_server(database_url, workers=2) as base:
+        def push(http: httpx.Client, client: int, round_number: int) -> dict:
+            body = {"source": "ssh", "run_id": f"rel-c{client}-r{round_number}", "scope": {"hosts": [f"c{client}"]},
+                    "items": [_machine(n, client) for n in range(machines)],
+                    "relationships": [{"source": f"m{n}", "target": f"m{n + 1}", "type": "connects_to"}
+                                      for n in range(machines - 1)]}
+            response = http.post("/api/v1/ingest", json=body)
+            if response.status_code != 200 or response.json()["counts"]["errors"] or response.json()["counts"]["conflicts"]:
+                failures.append(response.text[:500])
+                return {}
+            return response.json()["refs"]
+
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['admin']}"}, timeout=60) as http:
+            first = push(http, 0, -1)
+
+        def agent(client: int) -> None:
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['discovery']}"},
+                              timeout=60) as http:
+                for round_number in range(rounds):
+                    push(http, client, round_number)
+
+        def operator() -> None:
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['admin']}"}, timeout=60) as http:
+                for n in range(0, machines, 4):
+                    response = http.delete(f"/api/v1/cis/{first[f'm{n}']}")
+                    if response.status_code != 204:
+                        failures.append(f"delete m{n}: {response.status_code} {response.text[:300]}")
+
+        threads = [threading.Thread(target=agent, args=(client,)) for client in range(clients)]
+        threads.append(threading.Thread(target=operator))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads)
+        assert not failures, failures[:3]
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['admin']}"}, timeout=60) as http:
+            final = push(http, 0, rounds)  # whatever was deleted is reported again, and related again
+            relationships = http.get("/api/v1/relationships?type=connects_to&limit=1000").json()["items"]
+    assert not failures, failures[:3]
+    pairs = [(r["source"], r["target"]) for r in relationships]
+    assert sorted(pairs) == sorted((final[f"m{n}"], final[f"m{n + 1}"]) for n in range(machines - 1))
+    assert dangling_rows(engine) == {}

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import IfMatch, Reader, RegistryDep, Writer, parse_if_match, read_transaction, unit_of_work
+from app.api.deps import IfMatch, Reader, RegistryDep, Writer, parse_if_match, read_transaction, write
 from app.api.responses import JSON
 from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
 from app.models.change import HistoryPage
@@ -24,8 +24,7 @@ def _etag(ci: dict) -> dict[str, str]:
 
 @router.post("", status_code=201, response_model=CIPublic, response_model_by_alias=True)
 def create_ci(data: CICreate, request: Request, principal: Writer, registry: RegistryDep):
-    with unit_of_work(request, principal) as uow:
-        ci = cis.create_ci(uow, registry, data)
+    ci = write(request, principal, lambda uow: cis.create_ci(uow, registry, data))
     return JSON(ci, status_code=201, headers={**_etag(ci), "Location": f"/api/v1/cis/{ci['id']}"})
 
 
@@ -80,16 +79,15 @@ def update_ci(ci_id: uuid.UUID, data: CIUpdate, request: Request, principal: Wri
               if_match: IfMatch = None):
     """Only the fields sent change; `attributes` merge key by key (a key sent as null is removed).
     Send `If-Match` with the ETag you read to get 412 instead of overwriting someone else's change."""
-    with unit_of_work(request, principal) as uow:
-        ci = cis.update_ci(uow, registry, ci_id, data.model_dump(exclude_unset=True), parse_if_match(if_match))
+    ci = write(request, principal, lambda uow: cis.update_ci(uow, registry, ci_id, data.model_dump(exclude_unset=True),
+                                                          parse_if_match(if_match)))
     return JSON(ci, headers=_etag(ci))
 
 
 @router.delete("/{ci_id}", status_code=204)
 def delete_ci(ci_id: uuid.UUID, request: Request, principal: Writer, if_match: IfMatch = None):
     """Deletes the CI and ends its relationships; all of it stays in history."""
-    with unit_of_work(request, principal) as uow:
-        cis.delete_ci(uow, ci_id, parse_if_match(if_match))
+    write(request, principal, lambda uow: cis.delete_ci(uow, ci_id, parse_if_match(if_match)))
     return Response(status_code=204)
 
 

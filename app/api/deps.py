@@ -1,8 +1,8 @@
 """Request dependencies: the caller's token and scope, database connections, units of work."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,9 +11,11 @@ from sqlalchemy import Connection
 
 from app.models.token import Scope
 from app.services.errors import KartaError
-from app.services.history import UnitOfWork
+from app.services.history import UnitOfWork, in_unit_of_work
 from app.services.registry import RegistryCache
 from app.services.tokens import NOT_CACHED, Principal, TokenVerifier
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="A Karta API token: `karta token create` or POST /api/v1/tokens.")
 
@@ -87,8 +89,9 @@ async def get_registry(request: Request) -> RegistryCache:
     return request.app.state.registry
 
 
-def unit_of_work(request: Request, actor: Principal) -> UnitOfWork:
-    return UnitOfWork(request.app.state.engine, actor.name)
+def write(request: Request, actor: Principal, work: Callable[[UnitOfWork], T]) -> T:
+    """Run `work(uow)` as one transaction, again if the database aborted it to break a deadlock."""
+    return in_unit_of_work(request.app.state.engine, actor.name, work)
 
 
 def parse_if_match(if_match: str | None) -> int | None:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import Reader, RegistryDep, Writer, read_transaction, unit_of_work
+from app.api.deps import Reader, RegistryDep, Writer, read_transaction, write
 from app.api.responses import JSON
 from app.models.relationship import RelationshipCreate, RelationshipPage, RelationshipPublic
 from app.services import relationships
@@ -15,8 +15,7 @@ router = APIRouter(prefix="/api/v1/relationships", tags=["relationships"])
 
 @router.post("", status_code=201, response_model=RelationshipPublic)
 def create_relationship(data: RelationshipCreate, request: Request, principal: Writer, registry: RegistryDep):
-    with unit_of_work(request, principal) as uow:
-        relationship = relationships.create_relationship(uow, registry, data)
+    relationship = write(request, principal, lambda uow: relationships.create_relationship(uow, registry, data))
     return JSON(relationship, status_code=201, headers={"Location": f"/api/v1/relationships/{relationship['id']}"})
 
 
@@ -47,6 +46,5 @@ def get_relationship(relationship_id: uuid.UUID, request: Request, principal: Re
 @router.delete("/{relationship_id}", status_code=204)
 def delete_relationship(relationship_id: uuid.UUID, request: Request, principal: Writer):
     """Ends the relationship; its change record keeps the ends and type."""
-    with unit_of_work(request, principal) as uow:
-        relationships.delete_relationship(uow, relationship_id)
+    write(request, principal, lambda uow: relationships.delete_relationship(uow, relationship_id))
     return Response(status_code=204)

@@ -37,6 +37,14 @@ class Conflict(KartaError):
     slug = "conflict"
 
 
+class Unavailable(KartaError):
+    """503: nothing was applied because of what other writers were doing; the same request may succeed later."""
+
+    status = 503
+    title = "Database unavailable"
+    slug = "database-unavailable"
+
+
 class PreconditionFailed(KartaError):
     status = 412
     title = "Precondition failed"

@@ -11,13 +11,15 @@ SQLite the database write lock that every writer already holds (BEGIN IMMEDIATE)
 serialize only for their last insert and the commit.
 """
 
+import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from app.core.db import WRITE_OPTION
 from app.models import ChangeRecord
@@ -26,6 +28,8 @@ from app.services.bulk import insert_rows
 
 # An arbitrary constant naming Karta's change-sequence lock among PostgreSQL advisory locks.
 CHANGE_SEQUENCE_LOCK = 0x4B415254  # "KART"
+log = logging.getLogger("karta.history")
+T = TypeVar("T")
 
 _UNSET = object()
 
@@ -150,3 +154,29 @@ class UnitOfWork:
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_SEQUENCE_LOCK})
         insert_rows(self.conn, ChangeRecord.__table__, self._records)
         self._records.clear()
+
+
+# Deadlock detected, serialization failure: the database aborted the transaction to let another one
+# finish, and running it again is the documented answer.
+_TRANSIENT_SQLSTATES = ("40P01", "40001")
+WRITE_ATTEMPTS = 3
+
+
+def aborted_to_let_another_finish(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+def in_unit_of_work(engine: Engine, actor: str, work: Callable[[UnitOfWork], T]) -> T:
+    """`work(uow)` in one unit of work, run again when the database aborted it to break a deadlock
+    (two writers locking the same CIs in different orders: a deletion ending relationships while a
+    batch relates the same machines). After WRITE_ATTEMPTS the error stands (503, try again)."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            with UnitOfWork(engine, actor) as uow:
+                return work(uow)
+        except DBAPIError as exc:
+            if not aborted_to_let_another_finish(exc) or attempt == WRITE_ATTEMPTS:
+                raise
+            log.info("%s: transaction aborted by the database (%s); running it again, attempt %d",
+                     actor, type(exc.orig).__name__, attempt + 1)
+    raise AssertionError("unreachable")

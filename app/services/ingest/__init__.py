@@ -35,9 +35,9 @@ from app.models.types import new_id
 from app.models.ingest import IngestBatch, IngestItem, IngestRelationship
 from app.services.ingest.batch import Batch
 from app.services import cis as ci_service
-from app.services.errors import Conflict, InvalidInput, field_error
+from app.services.errors import Conflict, InvalidInput, Unavailable, field_error
 from app.services.storable import require_storable, storable_problem
-from app.services.history import UnitOfWork, diff_fields
+from app.services.history import UnitOfWork, aborted_to_let_another_finish, diff_fields
 from app.services.identity import held_values, identifying_facts
 from app.services.identifiers import identifier_values
 from app.services.ingest import fingerprints, store
@@ -53,7 +53,10 @@ from app.services.sightings import forget_fingerprints
 log = logging.getLogger("karta.ingest")
 RUN = DiscoveryRun.__table__
 PRECEDENCE = PrecedenceRule.__table__
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5  # a batch the database aborted this often to break deadlocks fails (503)
+# Each race lost is a change another transaction committed, so the next attempt moves on; an operator
+# deleting machines one by one while agents report them costs a batch one attempt per deletion.
+MAX_RACES = 20
 # A run keeps at most this many conflicts and errors (a broken agent must not grow a row without bound).
 MAX_RECORDED_PROBLEMS = 1000
 
@@ -97,7 +100,8 @@ def ingest(engine: Engine, registry_cache: RegistryCache, batch: Batch | IngestB
     if isinstance(batch, IngestBatch):
         batch = Batch.from_model(batch)
     staleness = staleness or StalenessPolicy()
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    deadlocks = 0
+    for attempt in range(1, MAX_RACES + 1):
         try:
             try:
                 return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
@@ -105,13 +109,19 @@ def ingest(engine: Engine, registry_cache: RegistryCache, batch: Batch | IngestB
             except _ConfirmedOverlap:  # rare: derive the whole batch instead
                 return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
                                     confirm=False)
-        except (IntegrityError, DBAPIError) as exc:
-            retriable = isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
-            if not retriable or attempt == MAX_ATTEMPTS:
+        except IntegrityError as exc:
+            # Another transaction committed what this one raced: an identifier it indexed first, or
+            # the deletion of a CI this one identified. The next attempt sees it.
+            log.info("ingest %s: lost a race to a concurrent change (%s); attempt %d", batch.run_id, exc.orig,
+                     attempt + 1)
+        except DBAPIError as exc:
+            deadlocks += 1
+            if not aborted_to_let_another_finish(exc) or deadlocks == MAX_ATTEMPTS:
                 raise
-            log.info("ingest %s: concurrent batch won a race (%s); retrying, attempt %d", batch.run_id,
-                     type(exc.orig).__name__, attempt + 1)
-    raise AssertionError("unreachable")
+            log.info("ingest %s: aborted by the database (%s); attempt %d", batch.run_id, type(exc.orig).__name__,
+                     attempt + 1)
+    raise Unavailable(f"The CIs of this batch changed under it {MAX_RACES} times in a row (other batches or "
+                      "deletions of the same machines); nothing was applied. Send it again.")
 
 
 class _Rollback(Exception):

@@ -33,7 +33,7 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
     env = {**os.environ, **(env or {}), "KARTA_DATABASE_URL": database_url}
     # The server's log goes to a file (a pipe nobody reads would stall it once full) and is printed
     # when the block fails, so a 500 in a test comes with its traceback.
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.TemporaryFile(mode="a+")  # appending: reading it while the server writes moves no write
     process = subprocess.Popen(
         [*KARTA, "serve", "--host", host, "--port", str(port), "--workers", str(workers)],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
@@ -48,7 +48,7 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
         deadline = time.monotonic() + startup_seconds
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"karta serve exited with {process.returncode}: {server_log()}")
+                raise RuntimeError(f"karta serve exited with {process.returncode} (its log follows)")
             try:
                 if httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200:
                     break

@@ -19,7 +19,7 @@ from app.services.errors import KartaError
 log = logging.getLogger("karta.api")
 # Errors that mean "try again later" rather than "this request cannot be answered".
 _UNAVAILABLE = re.compile(r"deadlock|locked|busy|connection|server closed|terminat|timeout|could not connect|"
-                          r"too many clients|shutting down|disk i/o|unable to open", re.IGNORECASE)
+                          r"too many clients|shutting down|disk i/o|unable to open|could not serialize", re.IGNORECASE)
 
 _HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
                 406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type"}

@@ -11,6 +11,7 @@ from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
 from app.models.discovery import MANUAL_SOURCE
 from app.models.types import as_utc, new_id
+from app.services.bulk import id_in
 from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
 from app.services.storable import require_storable
@@ -195,8 +196,8 @@ def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
         # one meanwhile is locked later, as before.
         ends = uow.conn.execute(select(REL.c.source_id, REL.c.target_id)
                                 .where(or_(REL.c.source_id == ci_id, REL.c.target_id == ci_id))).all()
-        uow.conn.execute(select(CI.c.id).where(CI.c.id.in_({ci_id, *(end for pair in ends for end in pair)}))
-                         .order_by(CI.c.id).with_for_update())
+        related = {ci_id, *(end for pair in ends for end in pair)}
+        uow.conn.execute(select(CI.c.id).where(id_in(uow.conn, CI.c.id, related)).order_by(CI.c.id).with_for_update())
     row = _locked_row(uow.conn, ci_id)
     _check_version(row, if_match)
     relationships = uow.conn.execute(

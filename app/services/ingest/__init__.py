@@ -57,6 +57,7 @@ MAX_ATTEMPTS = 5  # a batch the database aborted this often to break deadlocks f
 # Each race lost is a change another transaction committed, so the next attempt moves on; an operator
 # deleting machines one by one while agents report them costs a batch one attempt per deletion.
 MAX_RACES = 20
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's; SQLite serializes writers, so it cannot lose such a race
 # A run keeps at most this many conflicts and errors (a broken agent must not grow a row without bound).
 MAX_RECORDED_PROBLEMS = 1000
 
@@ -109,11 +110,14 @@ def ingest(engine: Engine, registry_cache: RegistryCache, batch: Batch | IngestB
             except _ConfirmedOverlap:  # rare: derive the whole batch instead
                 return _ingest_once(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
                                     confirm=False)
-        except IntegrityError as exc:
-            # Another transaction committed what this one raced: an identifier it indexed first, or
-            # the deletion of a CI this one identified. The next attempt sees it.
-            log.info("ingest %s: lost a race to a concurrent change (%s); attempt %d", batch.run_id, exc.orig,
-                     attempt + 1)
+        except (_LostRace, IntegrityError) as exc:
+            # Another transaction committed what this one raced: an identifier or a relationship it
+            # inserted first (a unique key refused this one's), or the deletion of a CI this one
+            # identified. The next attempt sees it. Any other integrity error is a fault: raised.
+            if isinstance(exc, IntegrityError) and getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            log.info("ingest %s: lost a race to a concurrent change (%s); attempt %d", batch.run_id,
+                     getattr(exc, "orig", exc), attempt + 1)
         except DBAPIError as exc:
             deadlocks += 1
             if not aborted_to_let_another_finish(exc) or deadlocks == MAX_ATTEMPTS:
@@ -122,6 +126,10 @@ def ingest(engine: Engine, registry_cache: RegistryCache, batch: Batch | IngestB
                      attempt + 1)
     raise Unavailable(f"The CIs of this batch changed under it {MAX_RACES} times in a row (other batches or "
                       "deletions of the same machines); nothing was applied. Send it again.")
+
+
+class _LostRace(Exception):
+    """A concurrent transaction committed a change this batch read before it (the batch runs again)."""
 
 
 class _Rollback(Exception):
@@ -299,7 +307,7 @@ def _apply(uow: UnitOfWork, registry: Registry, batch: Batch, outcome: Outcome, 
             continue
         row = rows.get(resolution.ci_id) if resolution.ci_id is not None else None
         if resolution.ci_id is not None and row is None:
-            raise IntegrityError("identified CI vanished during the batch", None, Exception())  # retried
+            raise _LostRace(f"CI {resolution.ci_id} was deleted while this batch identified it")
         cls, name, attributes, provenance = first.cls, None, None, None
         if row is None:
             ci_id = new_id()

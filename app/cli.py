@@ -1,18 +1,21 @@
 """The `karta` command: serve the API, migrate the database, manage tokens, run discovery."""
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from app.core.config import get_settings
-from app.core.db import make_engine, write_transaction
+from app.core.db import make_engine
 from app.models.token import Scope
 from app.services import tokens
 from app.services.errors import KartaError
+from app.services.history import in_unit_of_work
 from discovery.cli import app as discover_cli
 
 # uvicorn and alembic are imported by the commands that need them: `karta discover` runs from cron on
@@ -121,28 +124,66 @@ def db_check(
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token; shown as the actor in history")],
     scope: Annotated[list[Scope], typer.Option(help="read, write, discovery or admin; repeat for several")],
-    expires: Annotated[datetime | None, typer.Option(help="Expiry time (ISO 8601, UTC)")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        help="A discovery source the token may send to ingest (ssh, nmap, ...); repeat for several. "
+             "Without it: any source but manual")] = None,
+    expires: Annotated[datetime | None, typer.Option(help="Expiry time (ISO 8601, UTC), in the future")] = None,
 ) -> None:
     """Create a token. Its secret is printed once, alone on the last line."""
+    from app.models.token import TokenCreate
+
     try:
-        with _database() as engine, write_transaction(engine) as conn:
-            created = tokens.create_token(conn, name, scope, expires)
+        data = TokenCreate(name=name, scopes=scope, sources=source or None,
+                           expires_at=expires.replace(tzinfo=expires.tzinfo or UTC) if expires else None)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        typer.echo(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        with _database() as engine:
+            created = in_unit_of_work(engine, tokens.cli_actor("karta token create"), lambda uow: tokens.create_token(
+                uow, data.name, data.scopes, data.expires_at, data.sources))
     except KartaError as exc:
         typer.echo(exc.detail, err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"token '{created['name']}' ({created['id']}) scopes: {', '.join(created['scopes'])}")
+    typer.echo(f"token '{created['name']}' ({created['id']}) scopes: {', '.join(created['scopes'])}; "
+               f"sources: {_sources(created['sources'])}")
     typer.echo("the secret follows; it is shown only now:")
     typer.echo(created["secret"])
 
 
+def _sources(sources: list[str] | None) -> str:
+    return ",".join(sources) if sources is not None else tokens.ANY_SOURCE_BUT_MANUAL
+
+
 @token_cli.command("list")
 def token_list() -> None:
-    """List tokens (never their secrets)."""
+    """List tokens (never their secrets): state (active, expired, revoked), scopes, sources."""
     with _database() as engine, engine.connect() as conn:
         for row in tokens.list_tokens(conn):
-            state = "revoked" if row["revoked_at"] else "active"
-            typer.echo(f"{row['id']}  {row['name']:<24} {','.join(row['scopes']):<28} {state}  "
-                       f"last used {row['last_used_at'] or 'never'}")
+            typer.echo(f"{row['id']}  {row['name']:<24} {row['state']:<8} scopes {','.join(row['scopes']):<24} "
+                       f"sources {_sources(row['sources'])}  last used {row['last_used_at'] or 'never'}")
+
+
+@token_cli.command("revoke")
+def token_revoke(
+    token: Annotated[str, typer.Argument(help="The token's id or name")],
+) -> None:
+    """Revoke a token. Returns once no worker sharing this configuration's token cache time accepts it."""
+    settings = get_settings()
+    try:
+        with _database() as engine:
+            found = tokens.find_token_by_id_or_name(engine, token)
+            changed = in_unit_of_work(engine, tokens.cli_actor("karta token revoke"),
+                                      lambda uow: tokens.revoke_token(uow, found["id"]))
+    except KartaError as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from exc
+    if not changed:
+        typer.echo(f"token '{found['name']}' ({found['id']}) was already revoked")
+        return
+    time.sleep(tokens.revocation_settled(settings.token_cache_seconds))
+    typer.echo(f"token '{found['name']}' ({found['id']}) revoked")
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core import migrations  # noqa: E402
 from app.core.db import make_engine, write_transaction  # noqa: E402
+from app.services.history import UnitOfWork  # noqa: E402
 from app.models import CIIdentifier, ConfigurationItem, Relationship  # noqa: E402
 from app.services import tokens  # noqa: E402
 from app.services.identifiers import identifier_values  # noqa: E402
@@ -133,8 +134,8 @@ def load(database_url: str, cis, relationships) -> None:
 
 def make_token(database_url: str) -> str:
     engine = make_engine(database_url)
-    with write_transaction(engine) as conn:
-        secret = tokens.create_token(conn, f"bench-{uuid.uuid4().hex[:6]}", ["read"])["secret"]
+    with UnitOfWork(engine, "bench") as uow:
+        secret = tokens.create_token(uow, f"bench-{uuid.uuid4().hex[:6]}", ["read"])["secret"]
     engine.dispose()
     return secret
 

@@ -18,10 +18,11 @@ from sqlalchemy.engine import make_url
 
 from app.core import migrations
 from app.core.config import Settings
-from app.core.db import make_engine, write_transaction
+from app.core.db import make_engine
 from app.main import create_app
 from app.models.token import Scope
 from app.services import tokens as token_service
+from app.services.history import UnitOfWork
 
 REQUIRE_ALL = os.environ.get("KARTA_REQUIRE_ALL") == "1" or os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("KARTA_TEST_POSTGRES_URL", "postgresql+psycopg://@127.0.0.1:5432/test")
@@ -114,7 +115,8 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def app(database_url):
-    application = create_app(Settings(database_url=database_url))
+    # A short token cache: revoking waits for it (app.services.tokens), and tests revoke often.
+    application = create_app(Settings(database_url=database_url, token_cache_seconds=0.3))
     yield application
     try:
         # Whatever a test did through the service, nothing may point at nothing afterwards (the
@@ -168,9 +170,9 @@ class Api:
 
 def create_tokens(engine) -> dict[str, str]:
     secrets = {}
-    with write_transaction(engine) as conn:
+    with UnitOfWork(engine, "tests") as uow:
         for scope in Scope:
-            secrets[scope.value] = token_service.create_token(conn, f"{scope.value}-bot", [scope])["secret"]
+            secrets[scope.value] = token_service.create_token(uow, f"{scope.value}-bot", [scope])["secret"]
     return secrets
 
 

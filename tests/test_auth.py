@@ -4,6 +4,7 @@ One contract table lists every route with the scope it needs; a test fails if a 
 without an entry, so no endpoint can ship unprotected by accident.
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -104,9 +105,14 @@ def test_secret_is_stored_only_as_hash(api, engine):
 
 
 def test_expired_token_is_refused(api):
-    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
-    secret = api.post("/api/v1/tokens", json={"name": "old", "scopes": ["read"], "expires_at": past}).json()["secret"]
-    assert api.get("/api/v1/cis", as_=None, headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    secret = api.post("/api/v1/tokens", json={"name": "old", "scopes": ["read"],
+                                             "expires_at": soon.isoformat()}).json()["secret"]
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert api.get("/api/v1/cis", as_=None, headers=headers).status_code == 200  # cached from here on
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.05)
+    assert api.get("/api/v1/cis", as_=None, headers=headers).status_code == 401
+    assert {t["name"]: t["state"] for t in api.get("/api/v1/tokens").json()}["old"] == "expired"
 
 
 def test_token_scopes_are_validated(api):

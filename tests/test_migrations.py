@@ -10,11 +10,20 @@ from app.core.db import make_engine
 from app.models import metadata
 
 
+# Expression indexes whose SQL differs per database live in their migration only (0007: the ends of
+# relationship creation records); test_history's relationship tests exercise them.
+MIGRATION_ONLY_INDEXES = {"ix_change_record_rel_source", "ix_change_record_rel_target"}
+
+
+def _in_models(name, type_, parent_names) -> bool:
+    return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)
+
+
 def test_models_match_migrations(database_url):
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": _in_models})
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()

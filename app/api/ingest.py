@@ -6,10 +6,11 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy import delete, insert, select
 
-from app.api.deps import Admin, Reader, RegistryDep, read_transaction, require
+from app.api.deps import Admin, Forbidden, Reader, RegistryDep, read_transaction, require
 from app.api.responses import JSON
 from app.core.db import refresh_statistics, write_transaction
 from app.models import PrecedenceRule
+from app.models.discovery import MANUAL_SOURCE
 from app.models.ingest import (MAX_ITEMS, MAX_RELATIONSHIPS, DiscoveryRunPage, DiscoveryRunPublic, IngestBatch,
                                IngestOutcome, PrecedenceRuleModel)
 from app.models.token import Scope
@@ -45,7 +46,9 @@ async def ingest_batch(
     did not see. The response maps every ref to its CI id and counts what happened, per class."""
     # The body is parsed here rather than declared: items a source reports unchanged are confirmed by
     # their fingerprint and never need validating into models (services/ingest/fingerprints.py).
-    batch = Batch.from_json(await request.body())
+    batch = await run_in_threadpool(Batch.from_json, await request.body())  # a big batch: off the event loop
+    if not principal.may_report_as(batch.source):
+        raise Forbidden(_refused_source(principal, batch.source), source=batch.source)
     if len(batch.items) > MAX_ITEMS:
         raise PayloadTooLarge(f"{len(batch.items)} items in one batch; the limit is {MAX_ITEMS}. "
                               "Split the run into several batches with the same run_id.", limit=MAX_ITEMS)
@@ -55,6 +58,14 @@ async def ingest_batch(
     require_storable(batch.run_id, "run_id")
     require_storable(batch.scope.model_dump(), "scope")
     return await run_in_threadpool(_ingest, request, principal, registry, batch, dry_run)
+
+
+def _refused_source(principal: Principal, source: str) -> str:
+    if source == MANUAL_SOURCE:
+        return ("Source 'manual' is reserved for edits through the CI API (/api/v1/cis), which outrank "
+                "every discovery source; ingest never accepts it. Report as the source that saw it (ssh, nmap, ...).")
+    return (f"Token '{principal.name}' may report as {', '.join(sorted(principal.sources or ()))}, "
+            f"not as source '{source}'. Create a token with `--source {source}` for it.")
 
 
 def _ingest(request: Request, principal: Principal, registry, batch: Batch, dry_run: bool):

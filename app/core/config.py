@@ -19,9 +19,9 @@ class Settings(BaseSettings):
         default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
         description="SQLAlchemy URL; postgresql+psycopg://user@host/db for PostgreSQL.",
     )
-    # How long a verified token is trusted without asking the database again.
-    # Revocation takes effect in every worker within this many seconds.
-    token_cache_seconds: float = 5.0
+    # How long a verified token is trusted without asking the database again. Revoking a token waits
+    # this long after its commit before answering, so that once it answers no worker accepts the token.
+    token_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     # The class registry is cached per worker; another worker's change to a class
     # schema is seen within this many seconds (an unknown class forces a reload at once).
     registry_cache_seconds: float = 5.0

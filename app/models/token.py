@@ -3,11 +3,13 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field as PydanticField
 from sqlalchemy import Column, String, Uuid
 from sqlmodel import Field, SQLModel
 
+from app.models.ingest import SOURCE_PATTERN
 from app.models.types import JSONColumn, Timestamp, UtcDatetime, utcnow
 
 
@@ -29,6 +31,10 @@ class ApiToken(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
     last_used_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
+    # The sources a token may report as on /api/v1/ingest; null: any but `manual` (migration 0007).
+    sources: list[str] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
+
+
 
 
 class TokenCreate(BaseModel):
@@ -37,6 +43,10 @@ class TokenCreate(BaseModel):
     name: str = PydanticField(min_length=1, max_length=200)
     scopes: list[Scope] = PydanticField(min_length=1)
     expires_at: UtcDatetime | None = None
+    sources: list[Annotated[str, PydanticField(pattern=SOURCE_PATTERN)]] | None = PydanticField(
+        default=None, min_length=1, max_length=50,
+        description="The discovery sources this token may send to /api/v1/ingest (e.g. ssh, nmap); "
+                    "omitted: any source but `manual`, which is reserved for edits through the CI API.")
 
 
 class TokenPublic(BaseModel):
@@ -47,6 +57,8 @@ class TokenPublic(BaseModel):
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    sources: list[str] | None = PydanticField(description="null: any source but `manual`")
+    state: str = PydanticField(description="active, expired or revoked")
 
 
 class TokenCreated(TokenPublic):

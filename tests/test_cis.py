@@ -147,7 +147,9 @@ def test_delete_ends_relationships_and_keeps_history(api):
     assert api.get(f"/api/v1/relationships/{relationship['id']}").status_code == 404
     assert api.get(f"/api/v1/cis/{app_ci['id']}").json()["relationships"] == []
     history = api.get(f"/api/v1/cis/{host['id']}/history").json()["items"]
-    assert [record["action"] for record in history] == ["delete", "create"]
+    # the relationship's records are in the CI's history too: it ended before the CI went
+    assert [(record["object_type"], record["action"]) for record in history] == [
+        ("ci", "delete"), ("relationship", "delete"), ("relationship", "create"), ("ci", "create")]
     assert history[0]["diff"]["name"] == ["web-1", None]
     feed = api.get("/api/v1/changes").json()["items"]
     ended = [r for r in feed if r["object_type"] == "relationship" and r["action"] == "delete"]

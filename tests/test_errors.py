@@ -83,7 +83,7 @@ def test_values_no_backend_can_hold_are_refused_by_field(api, attributes, field)
     response = api.post("/api/v1/cis", content=raw, headers={"content-type": "application/json"})
     problem = _assert_problem(response, 422)
     assert problem["errors"][0]["field"].startswith(field)
-    assert api.get("/api/v1/changes").json()["items"] == []
+    assert api.get("/api/v1/changes?object_type=ci").json()["items"] == []
     assert orjson.loads(api.get("/api/v1/cis").content)["items"] == []
 
 

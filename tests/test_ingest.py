@@ -219,7 +219,7 @@ def test_dry_run_writes_nothing(api):
     out = push(api, batch("ssh", [host("h", "h", serial_number="S-12")]), dry_run="true")
     assert out["dry_run"] is True and out["counts"]["created"] == 1
     assert api.get("/api/v1/cis").json()["items"] == []
-    assert api.get("/api/v1/changes").json()["items"] == []
+    assert api.get("/api/v1/changes?object_type=ci").json()["items"] == []
     assert api.get(f"/api/v1/discovery/runs/{out['run_id']}").status_code == 404
 
 

@@ -41,7 +41,7 @@ def test_class_refusals(api):
     assert api.post("/api/v1/classes", json={"name": "x", "parent": "nope"}).status_code == 422
     assert api.post("/api/v1/classes", json={"name": "Bad Name"}).status_code == 422
     response = api.post("/api/v1/classes", json={"name": "x", "attribute_schema": {"type": "nonsense"}})
-    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "attribute_schema"
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "attribute_schema.type"
     assert api.post("/api/v1/classes", json={"name": "x", "identification_rules": [[]]}).status_code == 422
     assert api.patch("/api/v1/classes/nope", json={"label": "x"}).status_code == 404
 
@@ -75,11 +75,12 @@ def test_a_new_relationship_type_is_not_served_before_it_commits(app, engine):
     # transaction has not committed yet, so the worker's registry cache must not pick it up early.
     from app.models.relationship import RelationshipTypeCreate
     from app.services import classes
+    from app.services.history import UnitOfWork
 
     cache = app.state.registry
     cache.get()
-    with engine.connect() as conn, conn.begin():
-        info = classes.create_relationship_type(conn, RelationshipTypeCreate(
+    with UnitOfWork(engine, "tests") as uow:
+        info = classes.create_relationship_type(uow, RelationshipTypeCreate(
             name="mirrors", forward_label="mirrors", reverse_label="mirrored by", impact_direction="none"))
         assert info.name == "mirrors"
         assert "mirrors" not in cache.get().relationship_types

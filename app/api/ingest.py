@@ -2,27 +2,24 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from starlette.concurrency import run_in_threadpool
-from sqlalchemy import delete, insert, select
 
-from app.api.deps import Admin, Forbidden, Reader, RegistryDep, read_transaction, require
+from app.api.deps import Admin, Forbidden, Reader, RegistryDep, read_transaction, require, write
 from app.api.responses import JSON
-from app.core.db import refresh_statistics, write_transaction
-from app.models import PrecedenceRule
+from app.core.db import refresh_statistics
 from app.models.discovery import MANUAL_SOURCE
 from app.models.ingest import (MAX_ITEMS, MAX_RELATIONSHIPS, DiscoveryRunPage, DiscoveryRunPublic, IngestBatch,
                                IngestOutcome, PrecedenceRuleModel)
 from app.models.token import Scope
-from app.services import discovery_runs
-from app.services.errors import InvalidInput, KartaError, field_error
+from app.services import discovery_runs, precedence
+from app.services.errors import KartaError
 from app.services.ingest import StalenessPolicy, ingest
 from app.services.ingest.batch import Batch
 from app.services.storable import require_storable
 from app.services.tokens import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["discovery"])
-PRECEDENCE = PrecedenceRule.__table__
 # A batch that creates this many CIs changes the tables enough to refresh SQLite's statistics.
 BULK_LOAD_ROWS = 1000
 
@@ -100,23 +97,13 @@ def get_run(run_id: str, request: Request, principal: Reader):
 def list_precedence(request: Request, principal: Reader):
     """Source precedence rules, highest source first; class/attribute null means any."""
     with read_transaction(request) as conn:
-        rows = conn.execute(select(PRECEDENCE).order_by(PRECEDENCE.c.id)).mappings().all()
-    return JSON([{"class": r["ci_class"], "attribute": r["attribute"], "sources": r["sources"]} for r in rows])
+        return JSON(precedence.list_rules(conn))
 
 
 @router.put("/precedence", response_model=list[PrecedenceRuleModel])
-def replace_precedence(rules: list[PrecedenceRuleModel], request: Request, principal: Admin):
+def replace_precedence(rules: Annotated[list[PrecedenceRuleModel], Body(max_length=1000)], request: Request,
+                       principal: Admin):
     """Replace all rules. A rule without class and attribute is the default; without one, the
-    manual > ssh > snmp > nmap > import default applies."""
-    require_storable([rule.model_dump() for rule in rules], "body")
-    seen = set()
-    for position, rule in enumerate(rules):
-        if (rule.ci_class, rule.attribute) in seen:
-            raise InvalidInput("Two rules for the same class and attribute.", [field_error(str(position), "duplicate")])
-        seen.add((rule.ci_class, rule.attribute))
-    with write_transaction(request.app.state.engine) as conn:
-        conn.execute(delete(PRECEDENCE))
-        if rules:
-            conn.execute(insert(PRECEDENCE), [{"ci_class": r.ci_class, "attribute": r.attribute, "sources": r.sources}
-                                              for r in rules])
-    return JSON([{"class": r.ci_class, "attribute": r.attribute, "sources": r.sources} for r in rules])
+    manual > ssh > snmp > nmap > import default applies. Unknown classes and a source named twice in
+    one rule are refused. The change feed records the set before and after."""
+    return JSON(write(request, principal, lambda uow: precedence.replace_rules(uow, rules)))

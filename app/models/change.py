@@ -1,14 +1,17 @@
 """Append-only change records: every create, update and delete of a CI or relationship.
 
 The sequence number is global and increases in commit order (see app.services.history), so a tool
-that tails `GET /api/v1/changes?since=N` never misses a record that commits late.
+that tails `GET /api/v1/changes?since=N` never misses a record that commits late. It is not dense: on
+PostgreSQL a transaction that took numbers and did not commit leaves a gap, never a missing record.
+
+Object types: ci, relationship, class, relationship_type, precedence, token.
 """
 
 import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field as PydanticField
 from sqlalchemy import Column, Index, String, Uuid
 from sqlmodel import Field, SQLModel
 
@@ -41,7 +44,8 @@ class ChangeRecordPublic(BaseModel):
 
 class ChangePage(BaseModel):
     items: list[ChangeRecordPublic]
-    last_seq: int
+    last_seq: int = PydanticField(description="Send as `since` next time")
+    head_seq: int = PydanticField(description="The newest record's sequence number when this page was read")
 
 
 class HistoryPage(BaseModel):

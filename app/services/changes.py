@@ -1,17 +1,35 @@
-"""Reading history: the global change feed and one object's history."""
+"""Reading history: the global change feed (filtered or not) and one CI's history.
+
+Sequence numbers increase in commit order but are not dense: on PostgreSQL a transaction that takes
+numbers and then does not commit (a server killed mid-batch, a rollback) leaves a gap. A gap is never
+a missing record.
+
+A filtered feed without an object id cannot use an index for its filter (object type, actor, time);
+rather than scan the table without bound, one request looks at most SCAN_WINDOW sequence numbers past
+`since`, and `last_seq` says where it stopped: a page may be empty while `last_seq` moves on, and a
+client reads on until `last_seq` reaches `head_seq`.
+
+A CI's history holds its own records and those of every relationship that touches or touched it: the
+relationships are found by their creation records, which name both ends (migration 0007 indexes them),
+and their later records by object id.
+"""
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, or_, select, text
 
 from app.models import ChangeRecord, ConfigurationItem
 from app.models.types import as_utc
+from app.services.bulk import id_in
 from app.services.errors import InvalidInput, NotFound, field_error
 from app.services.pagination import decode_cursor, page
 
 CHANGE = ChangeRecord.__table__
 CI = ConfigurationItem.__table__
+SCAN_WINDOW = 100_000
+OBJECT_TYPES = ("ci", "relationship", "class", "relationship_type", "precedence", "token")
 
 
 def to_public(row: Any) -> dict[str, Any]:
@@ -26,18 +44,66 @@ def to_public(row: Any) -> dict[str, Any]:
     }
 
 
-def change_feed(conn: Connection, *, since: int, limit: int) -> dict[str, Any]:
-    """Records after `since`, oldest first; `last_seq` is the `since` to send next time."""
-    rows = conn.execute(
-        select(CHANGE).where(CHANGE.c.seq > since).order_by(CHANGE.c.seq).limit(limit)
-    ).mappings().all()
+def change_feed(conn: Connection, *, since: int, limit: int, object_type: str | None = None,
+                object_id: uuid.UUID | None = None, actor: str | None = None, at_from: datetime | None = None,
+                until: datetime | None = None) -> dict[str, Any]:
+    """Records after `since`, oldest first, matching every filter given; `last_seq` is the `since` to
+    send next time, `head_seq` the newest record's."""
+    if at_from is not None and until is not None and until <= at_from:
+        raise InvalidInput("'until' must be later than 'from'.", [field_error("until", "not after 'from'")])
+    query = select(CHANGE).where(CHANGE.c.seq > since).order_by(CHANGE.c.seq).limit(limit)
+    conditions = []
+    if object_type is not None:
+        conditions.append(CHANGE.c.object_type == object_type)
+    if actor is not None:
+        conditions.append(CHANGE.c.actor == actor)
+    if at_from is not None:
+        conditions.append(CHANGE.c.at >= at_from)
+    if until is not None:
+        conditions.append(CHANGE.c.at < until)
+    head = last_seq(conn)
+    window_end = None
+    if object_id is not None:
+        query = query.where(CHANGE.c.object_id == object_id)  # ix_change_record_object: no window needed
+    elif conditions:
+        window_end = since + SCAN_WINDOW
+        query = query.where(CHANGE.c.seq <= window_end)
+    rows = conn.execute(query.where(*conditions)).mappings().all()
     items = [to_public(row) for row in rows]
-    return {"items": items, "last_seq": items[-1]["seq"] if items else since}
+    if len(items) == limit:
+        next_since = items[-1]["seq"]
+    else:
+        # Everything up to `head` was looked at (numbers are taken in commit order: whatever commits
+        # later gets a larger one), or up to the window's end when that comes first.
+        next_since = max(since, head, items[-1]["seq"] if items else since)
+        if window_end is not None:
+            next_since = max(since, min(window_end, next_since))
+    return {"items": items, "last_seq": next_since, "head_seq": head}
+
+
+def relationship_end_sql(dialect: str, end: str) -> str:
+    """The SQL reading the `end` ("source" or "target") a relationship creation record names: the
+    expression migration 0007 indexes (a query must use the same text for the index to serve it)."""
+    if dialect == "postgresql":
+        return f"(diff -> '{end}' ->> 1)"
+    return f"json_extract(diff, '$.{end}[1]')"
+
+
+def relationships_touching(conn: Connection, ci_id: uuid.UUID) -> list[uuid.UUID]:
+    """Every relationship that touches or touched the CI, ended ones included."""
+    dialect = conn.dialect.name
+    ends = or_(*(text(f"{relationship_end_sql(dialect, end)} = :ci_text") for end in ("source", "target")))
+    query = select(CHANGE.c.object_id).where(CHANGE.c.object_type == "relationship", CHANGE.c.action == "create",
+                                             ends)
+    return list(conn.execute(query, {"ci_text": str(ci_id)}).scalars())
 
 
 def object_history(conn: Connection, object_id: uuid.UUID, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    """One CI's change records, newest first; still readable after the CI was deleted."""
-    query = select(CHANGE).where(CHANGE.c.object_id == object_id).order_by(CHANGE.c.seq.desc()).limit(limit + 1)
+    """One CI's change records and those of the relationships that touch or touched it, newest first;
+    still readable after the CI was deleted."""
+    related = relationships_touching(conn, object_id)
+    subject = id_in(conn, CHANGE.c.object_id, [object_id, *related]) if related else CHANGE.c.object_id == object_id
+    query = select(CHANGE).where(subject).order_by(CHANGE.c.seq.desc()).limit(limit + 1)
     if cursor:
         try:
             before = int(decode_cursor(cursor))
@@ -53,4 +119,4 @@ def object_history(conn: Connection, object_id: uuid.UUID, *, limit: int, cursor
 
 
 def last_seq(conn: Connection) -> int:
-    return conn.execute(select(CHANGE.c.seq).order_by(CHANGE.c.seq.desc()).limit(1)).scalar() or 0
+    return conn.execute(select(func.max(CHANGE.c.seq))).scalar() or 0

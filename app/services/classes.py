@@ -1,12 +1,19 @@
 """Changing the registry: CI classes and relationship types (admin only).
 
+Every change is a change record in the same transaction (object types `class` and
+`relationship_type`, ids from app.services.registry_ids).
+
 Changing a class's identification rules re-indexes every CI of its family in the same transaction;
 if the new rules would make two CIs claim one identifier, nothing changes and the 409 names them.
+Changing its attribute schema checks the CIs of the class and its subclasses against the new
+schemas: if any would no longer be valid (so could no longer be edited), nothing changes and the 409
+says how many and names the first few. Identification rules and held identifiers may only name the
+CI's name, its environment, or attributes a schema of the class's line declares.
 """
 
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
+import jsonschema_rs
 from sqlalchemy import Connection, delete, insert, select, update
 
 from app.models import CIClass, CIIdentifier, ConfigurationItem, RelationshipType
@@ -14,9 +21,11 @@ from app.models.ci_class import CIClassCreate, CIClassUpdate
 from app.models.relationship import RelationshipTypeCreate
 from app.models.types import as_utc, utcnow
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
+from app.services.history import UnitOfWork, diff_fields
 from app.services.identifiers import identifier_values
 from app.services.identity import identifying_facts
 from app.services.registry import ClassInfo, Registry, RelationshipTypeInfo, compile_schema, load_registry
+from app.services.registry_ids import registry_object_id
 from app.services.storable import require_storable
 
 CLASS = CIClass.__table__
@@ -85,12 +94,11 @@ def _check_schema(schema: dict[str, Any]) -> None:
     if remote:
         raise InvalidInput(f"{remote[0]}: {remote[1]}.", [field_error(*remote)])
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidInput(
-            f"attribute_schema is not a valid JSON Schema: {exc.message}",
-            [field_error("attribute_schema", exc.message)],
-        ) from exc
+        jsonschema_rs.meta.validate(schema)  # the engine that validates CIs checks schemas too
+    except jsonschema_rs.ValidationError as exc:
+        path = ".".join(["attribute_schema", *(str(part) for part in exc.instance_path)])
+        raise InvalidInput(f"attribute_schema is not a valid JSON Schema: {path}: {exc.message}",
+                           [field_error(path, exc.message)]) from exc
     try:
         compile_schema(schema)  # what validation will use: it must compile, and offline
     except Exception as exc:
@@ -107,7 +115,19 @@ def _check_rules(rules: list[list[str]]) -> None:
             )
 
 
-def create_class(conn: Connection, data: CIClassCreate) -> ClassInfo:
+CLASS_HISTORY_FIELDS = ["name", "parent", "label", "description", "attribute_schema", "identification_rules",
+                        "held_identifiers"]
+TYPE_HISTORY_FIELDS = ["name", "forward_label", "reverse_label", "impact_direction", "membership", "description"]
+# A schema change that existing CIs violate names this many of them.
+VIOLATIONS_SHOWN = 5
+
+
+def _audited(info: ClassInfo) -> dict[str, Any]:
+    return {name: getattr(info, name) for name in CLASS_HISTORY_FIELDS}
+
+
+def create_class(uow: UnitOfWork, data: CIClassCreate) -> ClassInfo:
+    conn = uow.conn
     for name in ("label", "description", "attribute_schema", "identification_rules", "held_identifiers"):
         require_storable(getattr(data, name), name)
     registry = load_registry(conn)
@@ -124,12 +144,18 @@ def create_class(conn: Connection, data: CIClassCreate) -> ClassInfo:
         "identification_rules": data.identification_rules, "held_identifiers": data.held_identifiers,
         "created_at": now, "updated_at": now,
     })
-    return load_registry(conn).classes[data.name]
-
-
-def update_class(conn: Connection, name: str, data: CIClassUpdate) -> ClassInfo:
     registry = load_registry(conn)
-    get_class(registry, name)
+    info = registry.classes[data.name]
+    _check_named_attributes(registry, info)
+    uow.record("class", registry_object_id("class", info.name), "create",
+               diff_fields(None, _audited(info), CLASS_HISTORY_FIELDS))
+    return info
+
+
+def update_class(uow: UnitOfWork, name: str, data: CIClassUpdate) -> ClassInfo:
+    conn = uow.conn
+    registry = load_registry(conn)
+    before = get_class(registry, name)
     changes = data.model_dump(exclude_unset=True)
     for field, value in changes.items():
         require_storable(value, field)
@@ -144,9 +170,63 @@ def update_class(conn: Connection, name: str, data: CIClassUpdate) -> ClassInfo:
         return registry.classes[name]
     conn.execute(update(CLASS).where(CLASS.c.name == name).values(**changes, updated_at=utcnow()))
     registry = load_registry(conn)
+    after = registry.classes[name]
+    if {"identification_rules", "held_identifiers", "attribute_schema"} & changes.keys():
+        for member in after.descendants:
+            _check_named_attributes(registry, registry.classes[member])
+    if "attribute_schema" in changes:
+        _refuse_invalidated_cis(conn, registry, after)
     if "identification_rules" in changes or "held_identifiers" in changes:
-        reindex_family(conn, registry, registry.classes[name].family)
-    return registry.classes[name]
+        reindex_family(conn, registry, after.family)
+    diff = diff_fields(_audited(before), _audited(after), CLASS_HISTORY_FIELDS)
+    if diff:
+        uow.record("class", registry_object_id("class", name), "update", diff)
+    return after
+
+
+def _declared_attributes(registry: Registry, info: ClassInfo) -> set[str]:
+    """Attribute names a schema of the class's line declares (its ancestors' and its own)."""
+    declared: set[str] = set()
+    for ancestor in info.ancestors:
+        properties = registry.classes[ancestor].attribute_schema.get("properties")
+        if isinstance(properties, dict):
+            declared.update(properties)
+    return declared
+
+
+def _check_named_attributes(registry: Registry, info: ClassInfo) -> None:
+    """Identification rules and held identifiers name only what a CI of the class can have: a rule on
+    an attribute no schema declares would silently identify nothing."""
+    declared = _declared_attributes(registry, info) | {"name", "environment"}
+    named = [(f"identification_rules.{n}", key) for n, rule in enumerate(info.effective_rules) for key in rule]
+    named += [(f"held_identifiers.{n}", key) for n, key in enumerate(info.effective_held)]
+    for where, key in named:
+        if key not in declared:
+            raise InvalidInput(
+                f"Class '{info.name}': {where} names '{key}', which no attribute schema of its line declares "
+                f"({', '.join(info.ancestors)}); add it to attribute_schema.properties first.",
+                [field_error(where, f"'{key}' is not a declared attribute")])
+
+
+def _refuse_invalidated_cis(conn: Connection, registry: Registry, info: ClassInfo) -> None:
+    """409 if a CI of the class or a subclass breaks the new schemas: it could no longer be edited."""
+    members = sorted(info.descendants)
+    query = (select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.attributes).where(CI.c.ci_class.in_(members))
+             .order_by(CI.c.id).execution_options(yield_per=2000))
+    count, shown = 0, []
+    for ci_id, ci_class, ci_name, attributes in conn.execute(query):
+        errors = registry.classes[ci_class].validation_errors(attributes)
+        if errors:
+            count += 1
+            if len(shown) < VIOLATIONS_SHOWN:
+                shown.append({"id": str(ci_id), "name": ci_name, "class": ci_class,
+                              "field": errors[0]["field"], "message": errors[0]["message"]})
+    if count:
+        first = shown[0]
+        raise Conflict(
+            f"{count} existing CI(s) would break the new attribute_schema of '{info.name}' and could no longer be "
+            f"edited, e.g. '{first['name']}' ({first['id']}): {first['field']}: {first['message']}. Correct them "
+            "first, or loosen the schema. Nothing was changed.", violations=count, examples=shown)
 
 
 def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
@@ -179,9 +259,13 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
     return len(rows)
 
 
-def create_relationship_type(conn: Connection, data: RelationshipTypeCreate) -> RelationshipTypeInfo:
+def create_relationship_type(uow: UnitOfWork, data: RelationshipTypeCreate) -> RelationshipTypeInfo:
+    conn = uow.conn
     require_storable(data.model_dump(mode="json"), "body")
     if conn.execute(select(RTYPE.c.name).where(RTYPE.c.name == data.name)).first() is not None:
         raise Conflict(f"A relationship type named '{data.name}' already exists.")
     conn.execute(insert(RTYPE), {**data.model_dump(mode="json"), "created_at": utcnow()})
-    return load_registry(conn).relationship_types[data.name]
+    info = load_registry(conn).relationship_types[data.name]
+    uow.record("relationship_type", registry_object_id("relationship_type", info.name), "create",
+               diff_fields(None, {name: getattr(info, name) for name in TYPE_HISTORY_FIELDS}, TYPE_HISTORY_FIELDS))
+    return info

@@ -113,29 +113,33 @@ def _refuse_duplicate(conn: Connection, source: uuid.UUID, target: uuid.UUID, re
         )
 
 
-def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> None:
-    """Delete relationships, recording each (the record keeps its ends and type, so history has it)."""
+def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> list[Any]:
+    """Delete relationships, recording each that this transaction deleted (the record keeps its ends and
+    type, so history has it); returns those rows. One a concurrent transaction deleted first is
+    neither deleted nor recorded again: its DELETE waits for that commit and then finds nothing."""
     if not rows:
-        return
-    for row in rows:
-        uow.record("relationship", row["id"], "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
+        return []
     ids = [row["id"] for row in rows]
     # A source that reported one of these would now report a relationship that is gone. Forgetting
     # locks both ends FOR UPDATE, which also keeps the sightings whole without a foreign key (0006):
     # a batch writing a sighting of one of these holds an end locked, so this waits for its commit
     # and then deletes that sighting too.
     forget_fingerprints(uow.conn, [row[end] for row in rows for end in ("source_id", "target_id")])
+    deleted: set[uuid.UUID] = set()
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         uow.conn.execute(delete(REL_SOURCE).where(REL_SOURCE.c.relationship_id.in_(chunk)))  # no cascade (0006)
-        uow.conn.execute(delete(REL).where(REL.c.id.in_(chunk)))
+        deleted.update(uow.conn.execute(delete(REL).where(REL.c.id.in_(chunk)).returning(REL.c.id)).scalars())
+    ended = [row for row in rows if row["id"] in deleted]
+    for row in ended:
+        uow.record("relationship", row["id"], "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
+    return ended
 
 
 def delete_relationship(uow: UnitOfWork, relationship_id: uuid.UUID) -> None:
     row = uow.conn.execute(select(*REL_COLUMNS).where(REL.c.id == relationship_id)).mappings().first()
-    if row is None:
+    if row is None or not end_relationships(uow, [row]):
         raise NotFound(f"No relationship with id {relationship_id}.")
-    end_relationships(uow, [row])
 
 
 def get_relationship(conn: Connection, relationship_id: uuid.UUID) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""Every change is audited: registry objects, precedence and tokens in the change feed; the feed's
+filters; a CI's history with its relationships' records; a deletion recorded only by whoever deleted."""
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.services import changes as change_service
+from app.services import relationships
+from app.services.errors import NotFound
+from app.services.history import UnitOfWork, in_unit_of_work
+from app.services.registry_ids import KARTA_NAMESPACE, PRECEDENCE_ID
+
+
+def _records(api, **filters) -> list[dict]:
+    query = "&".join(f"{key}={value}" for key, value in {"since": 0, **filters}.items())
+    response = api.get(f"/api/v1/changes?{query}")
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def test_registry_and_precedence_changes_are_recorded(api):
+    schema = {"type": "object", "properties": {"broker_id": {"type": "integer"}}}
+    assert api.post("/api/v1/classes", json={"name": "broker", "parent": "application",
+                                             "attribute_schema": schema}).status_code == 201
+    assert api.patch("/api/v1/classes/broker", json={"label": "Kafka broker"}).status_code == 200
+    assert api.patch("/api/v1/classes/broker", json={"label": "Kafka broker"}).status_code == 200  # no change
+    assert api.post("/api/v1/relationship-types", json={"name": "mirrors", "forward_label": "mirrors",
+                                                        "reverse_label": "mirrored by",
+                                                        "impact_direction": "none"}).status_code == 201
+    rules = [{"class": "server", "attribute": "os_name", "sources": ["ssh", "manual"]}]
+    default = api.get("/api/v1/precedence").json()
+    assert api.request("PUT", "/api/v1/precedence", json=rules).status_code == 200
+    class_id = str(uuid.uuid5(KARTA_NAMESPACE, "class:broker"))
+    records = _records(api, object_id=class_id)
+    assert [(r["object_type"], r["action"]) for r in records] == [("class", "create"), ("class", "update")]
+    assert records[0]["diff"]["attribute_schema"] == [None, schema]
+    assert records[1]["diff"] == {"label": ["Broker", "Kafka broker"]}
+    mirrors = _records(api, object_type="relationship_type")
+    assert [(r["object_id"], r["diff"]["impact_direction"]) for r in mirrors] == [
+        (str(uuid.uuid5(KARTA_NAMESPACE, "relationship_type:mirrors")), [None, "none"])]
+    (precedence,) = _records(api, object_type="precedence")
+    assert precedence["object_id"] == str(PRECEDENCE_ID) and precedence["diff"]["rules"] == [default, rules]
+    assert {r["actor"] for r in _records(api)} == {"admin-bot", "tests"}
+
+
+def test_precedence_refuses_unknown_classes_and_repeated_sources(api):
+    unknown = api.request("PUT", "/api/v1/precedence", json=[{"class": "nope", "sources": ["ssh"]}])
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "0.class"
+    twice = api.request("PUT", "/api/v1/precedence", json=[{"sources": ["ssh", "nmap", "ssh"]}])
+    assert twice.status_code == 422 and twice.json()["errors"][0]["field"] == "0.sources"
+    assert _records(api, object_type="precedence") == []
+
+
+def test_feed_filters_by_kind_actor_and_time(api):
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    web = api.create_ci("server", "web-1")
+    other = api.post("/api/v1/cis", as_="write", json={"class": "server", "name": "web-2"}).json()
+    assert [r["object_id"] for r in _records(api, actor="write-bot")] == [other["id"]]
+    assert [r["object_id"] for r in _records(api, object_type="ci")] == [web["id"], other["id"]]
+    assert _records(api, object_type="ci", **{"from": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+                                              .replace("+", "%2B")}) == []
+    assert len(_records(api, object_type="ci", **{"from": before.isoformat().replace("+", "%2B")})) == 2
+    assert api.get("/api/v1/changes?object_type=nonsense").status_code == 422
+    later = before + timedelta(hours=1)
+    swapped = api.get(f"/api/v1/changes?from={later.isoformat().replace('+', '%2B')}"
+                      f"&until={before.isoformat().replace('+', '%2B')}")
+    assert swapped.status_code == 422 and swapped.json()["errors"][0]["field"] == "until"
+
+
+def test_a_filtered_feed_scans_a_bounded_window_and_says_where_it_stopped(api, monkeypatch):
+    monkeypatch.setattr(change_service, "SCAN_WINDOW", 3)
+    ids = [api.create_ci("server", f"s{n}")["id"] for n in range(5)]  # tokens' records come first
+    since, seen, pages = 0, [], 0
+    while True:
+        page = api.get(f"/api/v1/changes?since={since}&object_type=ci").json()
+        pages += 1
+        assert len(page["items"]) <= 3 and page["last_seq"] - since <= 3
+        seen += [r["object_id"] for r in page["items"]]
+        since = page["last_seq"]
+        if since == page["head_seq"]:
+            break
+        assert pages < 20
+    assert seen == ids and pages >= 3
+
+
+def test_a_cis_history_holds_the_relationships_that_touch_it(api):
+    app_ci, host, other = (api.create_ci("application", "a")["id"], api.create_ci("server", "h")["id"],
+                           api.create_ci("server", "x")["id"])
+    runs_on = api.relate(app_ci, "runs_on", host)
+    unrelated = api.relate(app_ci, "depends_on", other)
+    assert api.delete(f"/api/v1/relationships/{runs_on['id']}").status_code == 204
+    history = api.get(f"/api/v1/cis/{host}/history").json()["items"]
+    assert [(r["object_type"], r["object_id"], r["action"]) for r in history] == [
+        ("relationship", runs_on["id"], "delete"), ("relationship", runs_on["id"], "create"), ("ci", host, "create")]
+    assert unrelated["id"] not in {r["object_id"] for r in history}
+    paged = api.get(f"/api/v1/cis/{host}/history?limit=2").json()
+    assert len(paged["items"]) == 2
+    assert api.get(f"/api/v1/cis/{host}/history?limit=2&cursor={paged['next_cursor']}").json()["items"] == history[2:]
+
+
+def test_two_deletions_of_one_relationship_record_one_delete(api, engine):
+    first, second = api.create_ci("server", "a")["id"], api.create_ci("server", "b")["id"]
+    rel = uuid.UUID(api.relate(first, "connects_to", second)["id"])
+    outcome: dict[str, object] = {}
+
+    def delete_again() -> None:
+        try:
+            in_unit_of_work(engine, "second", lambda uow: relationships.delete_relationship(uow, rel))
+            outcome["second"] = "deleted"
+        except NotFound:
+            outcome["second"] = "not found"
+
+    with UnitOfWork(engine, "first") as uow:
+        relationships.delete_relationship(uow, rel)
+        racer = threading.Thread(target=delete_again)
+        racer.start()
+        time.sleep(0.5)  # the second deletion has read the row and waits for this one's commit
+        assert "second" not in outcome
+    racer.join(timeout=30)
+    assert outcome == {"second": "not found"}
+    deletes = [r for r in _records(api, object_id=str(rel)) if r["action"] == "delete"]
+    assert [r["actor"] for r in deletes] == ["first"]
+
+
+def test_relationship_history_is_found_through_the_index(api, engine):
+    dialect = engine.dialect.name
+    query = (f"SELECT object_id FROM change_record WHERE object_type = 'relationship' AND action = 'create' "
+             f"AND {change_service.relationship_end_sql(dialect, 'target')} = 'x'")
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: only whether it can
+            plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {query}"))
+        else:
+            plan = "\n".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+    assert "ix_change_record_rel_target" in plan, plan

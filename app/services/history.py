@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from app.core.db import WRITE_OPTION
+from app.core.db_errors import aborted_for_another
 from app.models import ChangeRecord
 from app.models.types import as_utc, utcnow
 from app.services.bulk import insert_rows
@@ -156,14 +157,10 @@ class UnitOfWork:
         self._records.clear()
 
 
+WRITE_ATTEMPTS = 3
 # Deadlock detected, serialization failure: the database aborted the transaction to let another one
 # finish, and running it again is the documented answer.
-_TRANSIENT_SQLSTATES = ("40P01", "40001")
-WRITE_ATTEMPTS = 3
-
-
-def aborted_to_let_another_finish(exc: BaseException) -> bool:
-    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+aborted_to_let_another_finish = aborted_for_another
 
 
 def in_unit_of_work(engine: Engine, actor: str, work: Callable[[UnitOfWork], T]) -> T:

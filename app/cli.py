@@ -63,7 +63,8 @@ def serve(
         )
         raise typer.Exit(1)
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=access_log, proxy_headers=True)
+                log_level="info", access_log=access_log, proxy_headers=True,
+                http="app.core.http_protocol:HeaderDeadlineProtocol")
 
 
 @db_cli.command("upgrade")

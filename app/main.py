@@ -12,6 +12,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api import changes, cis, health, impact, ingest, problems, registry, relationships, tokens
+from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.live_graph = LiveGraph(engine, app.state.registry)
     problems.install(app)
+    app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     logging.getLogger("karta").setLevel(logging.INFO)

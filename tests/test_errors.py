@@ -58,7 +58,9 @@ def test_huge_integer_criticality_and_long_names(api):
 
 def test_if_match_garbage_is_412_not_500(api):
     ci = api.create_ci("server", "h")
-    _assert_problem(api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "x"}, headers={"If-Match": "garbage"}), 412)
+    _assert_problem(api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "x"}, headers={"If-Match": "banana"}), 400)
+    _assert_problem(api.delete(f"/api/v1/cis/{ci['id']}", headers={"If-Match": "1"}), 400)  # unquoted
+    _assert_problem(api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "x"}, headers={"If-Match": '"banana"'}), 412)
     assert api.patch(f"/api/v1/cis/{ci['id']}", json={"owner": "x"}, headers={"If-Match": "*"}).status_code == 200
 
 

@@ -24,7 +24,8 @@ def _etag(ci: dict) -> dict[str, str]:
 
 @router.post("", status_code=201, response_model=CIPublic, response_model_by_alias=True)
 def create_ci(data: CICreate, request: Request, principal: Writer, registry: RegistryDep):
-    ci = write(request, principal, lambda uow: cis.create_ci(uow, registry, data))
+    limit = request.app.state.settings.max_attributes_bytes
+    ci = write(request, principal, lambda uow: cis.create_ci(uow, registry, data, max_attributes_bytes=limit))
     return JSON(ci, status_code=201, headers={**_etag(ci), "Location": f"/api/v1/cis/{ci['id']}"})
 
 
@@ -79,15 +80,17 @@ def update_ci(ci_id: uuid.UUID, data: CIUpdate, request: Request, principal: Wri
               if_match: IfMatch = None):
     """Only the fields sent change; `attributes` merge key by key (a key sent as null is removed).
     Send `If-Match` with the ETag you read to get 412 instead of overwriting someone else's change."""
+    version, limit = parse_if_match(if_match), request.app.state.settings.max_attributes_bytes
     ci = write(request, principal, lambda uow: cis.update_ci(uow, registry, ci_id, data.model_dump(exclude_unset=True),
-                                                          parse_if_match(if_match)))
+                                                          version, max_attributes_bytes=limit))
     return JSON(ci, headers=_etag(ci))
 
 
 @router.delete("/{ci_id}", status_code=204)
 def delete_ci(ci_id: uuid.UUID, request: Request, principal: Writer, if_match: IfMatch = None):
     """Deletes the CI and ends its relationships; all of it stays in history."""
-    write(request, principal, lambda uow: cis.delete_ci(uow, ci_id, parse_if_match(if_match)))
+    version = parse_if_match(if_match)
+    write(request, principal, lambda uow: cis.delete_ci(uow, ci_id, version))
     return Response(status_code=204)
 
 

@@ -1,5 +1,6 @@
 """Request dependencies: the caller's token and scope, database connections, units of work."""
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, TypeVar
@@ -10,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Connection
 
 from app.models.token import Scope
-from app.services.errors import KartaError
+from app.services.errors import KartaError, field_error
 from app.services.history import UnitOfWork, in_unit_of_work
 from app.services.registry import RegistryCache
 from app.services.tokens import NOT_CACHED, Principal, TokenVerifier
@@ -94,13 +95,22 @@ def write(request: Request, actor: Principal, work: Callable[[UnitOfWork], T]) -
     return in_unit_of_work(request.app.state.engine, actor.name, work)
 
 
+_ENTITY_TAG = re.compile(r'^(W/)?"([\x21\x23-\x7e]*)"$')
+
+
 def parse_if_match(if_match: str | None) -> int | None:
-    """The CI version an If-Match names; -1 (never a version) when it names none we issued; None if absent or '*'."""
+    """The CI version an If-Match names; None if absent or '*'; -1 (never a version, so 412) for a
+    well-formed entity tag we never issued. A malformed one (`banana`: RFC 9110 entity tags are quoted)
+    is a 400: the client has a bug, not a stale copy."""
     if if_match is None or if_match.strip() == "*":
         return None
-    tag = if_match.split(",")[0].strip().removeprefix("W/").strip('"')
+    first = if_match.split(",")[0].strip()
+    match = _ENTITY_TAG.match(first)
+    if match is None:
+        raise KartaError(f"If-Match {first[:50]!r} is not an entity tag: send the ETag as read, quotes included "
+                         '(e.g. If-Match: "3").', errors=[field_error("header.If-Match", "not a quoted entity tag")])
     try:
-        return int(tag)
+        return int(match.group(2))
     except ValueError:
         return -1
 

@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     # One connection per thread, so no request waits for a connection or opens one of its own.
     threads: int = 16
     default_page_size: int = 100
+    # Bounds on what a client sends: the body's size (413 beyond), the time to send the body (408
+    # beyond) and the headers (the connection is closed beyond), so slow clients cannot hold workers.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The largest a CI's attributes may be, as JSON (a CI is a record, not a file store).
+    max_attributes_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Build the in-memory impact graph in the background as soon as the worker starts (otherwise the
     # first impact question builds it).
     load_graph_at_startup: bool = True

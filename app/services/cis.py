@@ -14,7 +14,7 @@ from app.models.types import as_utc, new_id
 from app.services.bulk import id_in
 from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
-from app.services.storable import require_storable
+from app.services.storable import require_size, require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.history import creation_diff as history_creation_diff
 from app.services.identity import claim_identifiers, identifying_facts
@@ -37,6 +37,7 @@ CI_COLUMNS = columns_with_latest_sighting(CI, _LATEST_SIGHTING)
 HISTORY_FIELDS = ["class", "name", "status", "environment", "criticality", "owner", "tags", "attributes",
                   "first_seen", "last_seen"]
 NOT_NULLABLE = ("ci_class", "name", "status", "tags", "attributes")
+DEFAULT_MAX_ATTRIBUTES_BYTES = 1024 * 1024  # the service passes KARTA_MAX_ATTRIBUTES_BYTES
 # A CI with more relationships than this shows the first ones; the rest are in /relationships?source=.
 DETAIL_RELATIONSHIP_LIMIT = 1000
 
@@ -97,9 +98,11 @@ def _validate(cls: ClassInfo, attributes: dict[str, Any]) -> None:
         )
 
 
-def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate) -> dict[str, Any]:
+def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate, *,
+              max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES) -> dict[str, Any]:
     for name in ("name", "environment", "owner", "tags", "attributes"):
         require_storable(getattr(data, name), name)
+    require_size(data.attributes, max_attributes_bytes, "attributes")
     cls = registry_cache.knows_class(data.ci_class, conn=uow.conn).get_class(data.ci_class)
     _validate(cls, data.attributes)
     row = {
@@ -146,7 +149,8 @@ def _check_version(row: Any, if_match: int | None) -> None:
 
 
 def update_ci(
-    uow: UnitOfWork, registry_cache: RegistryCache, ci_id: uuid.UUID, changes: dict[str, Any], if_match: int | None
+    uow: UnitOfWork, registry_cache: RegistryCache, ci_id: uuid.UUID, changes: dict[str, Any], if_match: int | None,
+    *, max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
 ) -> dict[str, Any]:
     """Apply a PATCH. `changes` holds only the fields the client sent; attributes merge key by key."""
     for name, value in changes.items():
@@ -170,6 +174,8 @@ def update_ci(
         else:
             new[name] = value
     cls = registry_cache.knows_class(new["ci_class"], conn=uow.conn).get_class(new["ci_class"])
+    if "attributes" in changes:
+        require_size(new["attributes"], max_attributes_bytes, "attributes")
     _validate(cls, new["attributes"])
     old_public = to_public(row)
     diff = diff_fields(old_public, to_public(new), HISTORY_FIELDS)

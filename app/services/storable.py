@@ -10,6 +10,8 @@ edge, so nothing half-stored can break the change feed or a list later.
 import math
 from typing import Any
 
+import orjson
+
 from app.services.errors import InvalidInput, field_error
 
 MAX_DEPTH = 32
@@ -62,3 +64,11 @@ def require_storable(value: Any, path: str) -> None:
     if problem:
         field, reason = problem
         raise InvalidInput(f"{field}: {reason}.", [field_error(field, reason)])
+
+
+def require_size(value: Any, limit: int, field: str) -> None:
+    """422 when `value`, as JSON, is longer than `limit` bytes (a CI's attributes: a record, not a file)."""
+    size = len(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+    if size > limit:
+        raise InvalidInput(f"{field} take {size:,} bytes as JSON; the limit is {limit:,} (KARTA_MAX_ATTRIBUTES_BYTES).",
+                           [field_error(field, f"{size} bytes, more than {limit}")])

@@ -1,0 +1,48 @@
+"""uvicorn's HTTP protocol with a deadline on a request's headers.
+
+uvicorn closes a connection idle between requests (keep-alive timeout) but waits forever for the
+headers of a request that has begun, or for the first byte of a new connection: a client trickling
+header bytes holds a connection (and its file descriptor) for as long as it likes. This protocol
+closes a connection whose request headers are not complete `header_timeout_seconds` after the
+connection opened or the request began. The body's deadline is app.api.limits'.
+"""
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.core.config import get_settings
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_deadline()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(get_settings().header_timeout_seconds, self._headers_late)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_late(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -98,3 +98,14 @@ def test_ending_a_relationship_deletes_its_sightings(api, engine):
     assert api.delete(f"/api/v1/relationships/{runs_on['id']}").status_code == 204
     assert api.delete(f"/api/v1/cis/{refs['d']}").status_code == 204  # ends depends_on
     assert dangling_rows(engine) == {}
+
+
+def test_membership_only_towards_a_redundancy_group(api):
+    web, app_ci = api.create_ci("server", "web-1")["id"], api.create_ci("application", "shop")["id"]
+    refused = api.post("/api/v1/relationships", json={"source": web, "target": app_ci, "type": "member_of"})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "target"
+    assert "redundancy group" in refused.json()["detail"]
+    cluster = api.create_ci("cluster", "web")["id"]
+    api.relate(web, "member_of", cluster)
+    pool = api.create_ci("application", "pool", attributes={"min_members": 1})["id"]  # a group by its attribute
+    api.relate(web, "member_of", pool)

@@ -62,7 +62,7 @@ def creation_diff(row: Any) -> dict[str, list[Any]]:
 
 
 def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: RelationshipCreate) -> dict[str, Any]:
-    registry_cache.knows_type(data.type, conn=uow.conn).get_type(data.type)
+    rtype = registry_cache.knows_type(data.type, conn=uow.conn).get_type(data.type)
     require_storable(data.attributes, "attributes")
     if data.source == data.target:
         raise InvalidInput(
@@ -78,6 +78,8 @@ def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: Re
                for end, ci_id in (("source", data.source), ("target", data.target)) if ci_id not in found]
     if missing:
         raise InvalidInput(f"The relationship names a CI that does not exist: {missing[0]['message']}.", missing)
+    if rtype.membership:
+        _require_redundancy_group(uow.conn, registry_cache, data.target, data.type)
     _refuse_duplicate(uow.conn, data.source, data.target, data.type)
     row = {
         "id": new_id(),
@@ -101,6 +103,20 @@ def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: Re
     public = to_public(row)
     uow.record("relationship", row["id"], "create", diff_fields(None, public, HISTORY_FIELDS))
     return public
+
+
+def _require_redundancy_group(conn: Connection, registry_cache: RegistryCache, target: uuid.UUID, rel_type: str) -> None:
+    """A membership relationship makes its target a redundancy group in every impact answer (down only
+    when fewer than min_members members are up): refused unless the target is one, a CI of the
+    `cluster` family or one with a `min_members` attribute, so that no typo turns an application into
+    a group and silently changes what impact says."""
+    ci_class, attributes = conn.execute(select(CI.c.ci_class, CI.c.attributes).where(CI.c.id == target)).one()
+    family = registry_cache.knows_class(ci_class, conn=conn).classes[ci_class].family
+    if family != "cluster" and "min_members" not in attributes:
+        raise InvalidInput(
+            f"'{rel_type}' makes its target a redundancy group, but CI {target} is a {ci_class} without "
+            "min_members. Relate members to a CI of class cluster (or give the target a min_members attribute).",
+            [field_error("target", "not a redundancy group")])
 
 
 def _refuse_duplicate(conn: Connection, source: uuid.UUID, target: uuid.UUID, rel_type: str) -> None:

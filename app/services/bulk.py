@@ -25,6 +25,7 @@ def json_list(rows: Iterable[Any]) -> str:
 
 
 def is_postgres(conn: Connection) -> bool:
+    """PostgreSQL's array and COPY paths apply (every other engine Karta runs on is SQLite)."""
     return conn.dialect.name == "postgresql"
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, union_all, update
 
+from app.core.dialect import locked, row_locks
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
 from app.models.discovery import MANUAL_SOURCE
@@ -130,10 +131,7 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate, *,
 
 
 def _locked_row(conn: Connection, ci_id: uuid.UUID) -> Any:
-    query = select(*CI_COLUMNS).where(CI.c.id == ci_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(of=CI)
-    row = conn.execute(query).mappings().first()
+    row = conn.execute(locked(conn, select(*CI_COLUMNS).where(CI.c.id == ci_id), of=CI)).mappings().first()
     if row is None:
         raise NotFound(f"No CI with id {ci_id}.")
     return row
@@ -195,7 +193,7 @@ def update_ci(
 
 def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
     """Delete a CI; its relationships end first, each with its own change record."""
-    if uow.conn.dialect.name == "postgresql":
+    if row_locks(uow.conn):
         # Ending the relationships locks their other ends too. Taken one by one after this CI, those
         # locks deadlocked with a batch locking the same machines in id order (it holds a neighbour and
         # waits for this CI): take them all at once, in id order as ingest does. A CI related to this
@@ -203,7 +201,7 @@ def delete_ci(uow: UnitOfWork, ci_id: uuid.UUID, if_match: int | None) -> None:
         ends = uow.conn.execute(select(REL.c.source_id, REL.c.target_id)
                                 .where(or_(REL.c.source_id == ci_id, REL.c.target_id == ci_id))).all()
         related = {ci_id, *(end for pair in ends for end in pair)}
-        uow.conn.execute(select(CI.c.id).where(id_in(uow.conn, CI.c.id, related)).order_by(CI.c.id).with_for_update())
+        uow.conn.execute(locked(uow.conn, select(CI.c.id).where(id_in(uow.conn, CI.c.id, related)), order_by=CI.c.id))
     row = _locked_row(uow.conn, ci_id)
     _check_version(row, if_match)
     relationships = uow.conn.execute(

@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema_rs
 from sqlalchemy import Connection, delete, insert, select, update
 
+from app.core.dialect import locked
 from app.models import CIClass, CIIdentifier, ConfigurationItem, RelationshipType
 from app.models.ci_class import CIClassCreate, CIClassUpdate
 from app.models.relationship import RelationshipTypeCreate
@@ -237,10 +238,9 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
     owners: dict[tuple[str, str], Any] = {}
     query = select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.environment, CI.c.attributes).where(
         CI.c.ci_class.in_(sorted(rules_by_class)))
-    if conn.dialect.name == "postgresql":
-        # The index has no foreign key to ci (migration 0004): a CI deleted while this runs would keep
-        # the rows written here. Locked, its deletion waits for this commit and then removes them.
-        query = query.order_by(CI.c.id).with_for_update(read=True)
+    # The index has no foreign key to ci (migration 0004): a CI deleted while this runs would keep
+    # the rows written here. Locked, its deletion waits for this commit and then removes them.
+    query = locked(conn, query, order_by=CI.c.id, read=True)
     for ci_id, ci_class, name, environment, attributes in conn.execute(query):
         for key, value in identifier_values(rules_by_class[ci_class], identifying_facts(name, environment, attributes)):
             other = owners.setdefault((key, value), ci_id)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.core.db import WRITE_OPTION
 from app.core.db_errors import aborted_for_another
+from app.core.dialect import row_locks
 from app.models import ChangeRecord
 from app.models.types import as_utc, utcnow
 from app.services.bulk import insert_rows
@@ -151,7 +152,7 @@ class UnitOfWork:
     def _flush_records(self) -> None:
         if not self._records:
             return
-        if self.conn.dialect.name == "postgresql":
+        if row_locks(self.conn):  # SQLite's writer already holds the database's write lock
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_SEQUENCE_LOCK})
         insert_rows(self.conn, ChangeRecord.__table__, self._records)
         self._records.clear()

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from app.core.dialect import locked
 from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.models.discovery import MANUAL_SOURCE
 from app.models.relationship import RelationshipCreate
@@ -70,9 +71,8 @@ def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: Re
         )
     # Both ends stay locked until commit (no foreign key, migration 0006): a CI being deleted waits,
     # then ends this relationship with its others.
-    ends = select(CI.c.id).where(CI.c.id.in_([data.source, data.target]))
-    if uow.conn.dialect.name == "postgresql":
-        ends = ends.order_by(CI.c.id).with_for_update(read=True, key_share=True)
+    ends = locked(uow.conn, select(CI.c.id).where(CI.c.id.in_([data.source, data.target])), order_by=CI.c.id,
+                  read=True, key_share=True)
     found = set(uow.conn.execute(ends).scalars())
     missing = [field_error(end, f"no CI with id {ci_id}")
                for end, ci_id in (("source", data.source), ("target", data.target)) if ci_id not in found]

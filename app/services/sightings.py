@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Column, Connection, Table, case, or_, select, type_coerce, update
 
+from app.core.dialect import locked, row_locks
 from app.models import CISource, ConfigurationItem
 from app.services.bulk import id_in
 
@@ -29,10 +30,10 @@ def columns_with_latest_sighting(table: Table, latest_sighting) -> list[Column]:
 
 def forget_fingerprints(conn: Connection, ci_ids: Iterable[uuid.UUID]) -> None:
     ids = sorted(set(ci_ids))
-    if ids and conn.dialect.name == "postgresql":
+    if ids and row_locks(conn):
         # A batch deriving one of these CIs holds it locked and is about to store its fingerprint:
         # wait for it, so the fingerprint is forgotten after it is stored, not before.
-        conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, ids)).order_by(CI.c.id).with_for_update())
+        conn.execute(locked(conn, select(CI.c.id).where(id_in(conn, CI.c.id, ids)), order_by=CI.c.id))
     if ids:
         conn.execute(update(CI_SOURCE).where(id_in(conn, CI_SOURCE.c.ci_id, ids), CI_SOURCE.c.fingerprint.is_not(None))
                      .values(fingerprint=None))

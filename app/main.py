@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app.api import changes, cis, health, impact, ingest, problems, registry, relationships, tokens
+from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, tokens
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
@@ -46,5 +46,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
+    openapi.install(app)
     logging.getLogger("karta").setLevel(logging.INFO)
     return app

@@ -226,10 +226,13 @@ def test_attributes_are_documented_as_the_api_stores_them(document, http):
 def test_class_and_type_names_follow_the_registry_pattern(document, http):
     ci = http.post("/api/v1/cis", json={"class": "server", "name": "pattern-a"}).json()
     other = http.post("/api/v1/cis", json={"class": "server", "name": "pattern-b"}).json()
-    for url, body, field in (
-        ("/api/v1/cis", {"class": "Server", "name": "x"}, "class"),
-        ("/api/v1/relationships", {"source": ci["id"], "target": other["id"], "type": "Depends On"}, "type"),
-        ("/api/v1/impact", {"ci_ids": [ci["id"]], "types": ["x\x00"]}, "types.0"),
+    for url, body, field, component in (
+        ("/api/v1/cis", {"class": "Server", "name": "x"}, "class", "CICreate"),
+        ("/api/v1/relationships", {"source": ci["id"], "target": other["id"], "type": "Depends On"}, "type",
+         "RelationshipCreate"),
+        ("/api/v1/impact", {"ci_ids": [ci["id"]], "types": ["x\x00"]}, "types.0", "ImpactRequest"),
     ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(body, _component(document, component))
         response = http.post(url, json=body)
         assert response.status_code == 422 and response.json()["errors"][0]["field"] == field, response.text

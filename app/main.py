@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app.api import changes, cis, health, impact, ingest, problems, registry, relationships, tokens
+from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, tokens
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
@@ -48,5 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
+    openapi.install(app)
     logging.getLogger("karta").setLevel(logging.INFO)
     return app

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from app.api.deps import Reader, read_transaction
 from app.api.responses import JSON
+from app.models.ci_class import CLASS_NAME_PATTERN
 from app.services import impact
 from app.services.errors import InvalidInput, KartaError, NotFound, field_error
 from graph import export
@@ -23,7 +24,8 @@ class _Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_depth: int | None = Field(default=None, ge=0, le=1000, description="Stop propagating after this many hops")
-    types: list[str] | None = Field(default=None, max_length=100, description="Follow only these relationship types")
+    types: list[Annotated[str, Field(pattern=CLASS_NAME_PATTERN)]] | None = Field(
+        default=None, max_length=100, description="Follow only these relationship types")
 
 
 class ImpactRequest(_Query):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field as PydanticField
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Uuid
 from sqlmodel import Field, SQLModel
 
+from app.models.ci_class import ABSENT, CLASS_NAME_PATTERN, Name, StorableObject, Text
 from app.models.types import JSONColumn, Timestamp, UtcDatetime, new_id, utcnow
 
 
@@ -51,17 +52,17 @@ class ConfigurationItem(SQLModel, table=True):
 class _CIFields(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    name: str = PydanticField(min_length=1, max_length=255)
+    name: Name = PydanticField(min_length=1, max_length=255)
     status: CIStatus = CIStatus.active
-    environment: str | None = PydanticField(default=None, max_length=64)
+    environment: Text | None = PydanticField(default=None, max_length=64)
     criticality: int | None = PydanticField(default=None, ge=1, le=4, description="1 = most critical .. 4")
-    owner: str | None = PydanticField(default=None, max_length=200, description="Team or person")
-    tags: list[str] = PydanticField(default_factory=list, max_length=100)
-    attributes: dict[str, Any] = PydanticField(default_factory=dict)
+    owner: Text | None = PydanticField(default=None, max_length=200, description="Team or person")
+    tags: list[Text] = PydanticField(default_factory=list, max_length=100)
+    attributes: StorableObject = PydanticField(default_factory=dict)
 
 
 class CICreate(_CIFields):
-    ci_class: str = PydanticField(alias="class", max_length=64)
+    ci_class: str = PydanticField(alias="class", pattern=CLASS_NAME_PATTERN)
     first_seen: UtcDatetime | None = None
     last_seen: UtcDatetime | None = None
 
@@ -71,14 +72,16 @@ class CIUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    ci_class: str | None = PydanticField(default=None, alias="class", max_length=64)
-    name: str | None = PydanticField(default=None, min_length=1, max_length=255)
-    status: CIStatus | None = None
-    environment: str | None = PydanticField(default=None, max_length=64)
+    # class, name, status, tags and attributes cannot be null; environment, criticality, owner and
+    # last_seen can (null clears them).
+    ci_class: str = PydanticField(**ABSENT, alias="class", pattern=CLASS_NAME_PATTERN)
+    name: Name = PydanticField(**ABSENT, min_length=1, max_length=255)
+    status: CIStatus = PydanticField(**ABSENT)
+    environment: Text | None = PydanticField(default=None, max_length=64)
     criticality: int | None = PydanticField(default=None, ge=1, le=4)
-    owner: str | None = PydanticField(default=None, max_length=200)
-    tags: list[str] | None = PydanticField(default=None, max_length=100)
-    attributes: dict[str, Any] | None = None
+    owner: Text | None = PydanticField(default=None, max_length=200)
+    tags: list[Text] = PydanticField(**ABSENT, max_length=100)
+    attributes: StorableObject = PydanticField(**ABSENT, description="Merged key by key; a key set to null is removed")
     last_seen: UtcDatetime | None = None
 
 

@@ -5,11 +5,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field as PydanticField
+from pydantic import BaseModel, ConfigDict, Field as PydanticField, StrictBool
 from sqlalchemy import Boolean, CheckConstraint, Column, String, UniqueConstraint, Uuid
 from sqlmodel import Field, SQLModel
 
-from app.models.ci_class import CLASS_NAME_PATTERN
+from app.models.ci_class import CLASS_NAME_PATTERN, StorableObject, Text
 from app.models.types import JSONColumn, Timestamp, new_id, utcnow
 
 
@@ -44,11 +44,11 @@ class RelationshipTypeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = PydanticField(pattern=CLASS_NAME_PATTERN)
-    forward_label: str = PydanticField(min_length=1, max_length=100)
-    reverse_label: str = PydanticField(min_length=1, max_length=100)
+    forward_label: Text = PydanticField(min_length=1, max_length=100)
+    reverse_label: Text = PydanticField(min_length=1, max_length=100)
     impact_direction: ImpactDirection
-    membership: bool = False
-    description: str = PydanticField(default="", max_length=2000)
+    membership: StrictBool = False  # true or false, as documented: not "yes" or 1
+    description: Text = PydanticField(default="", max_length=2000)
 
 
 class RelationshipTypePublic(BaseModel):
@@ -82,8 +82,8 @@ class RelationshipCreate(BaseModel):
 
     source: uuid.UUID
     target: uuid.UUID
-    type: str = PydanticField(max_length=64)
-    attributes: dict[str, Any] = PydanticField(default_factory=dict)
+    type: str = PydanticField(pattern=CLASS_NAME_PATTERN, description="A relationship type's name")
+    attributes: StorableObject = PydanticField(default_factory=dict)
 
 
 class RelationshipPublic(BaseModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field as PydanticField
 from sqlalchemy import Column, String, Uuid
 from sqlmodel import Field, SQLModel
 
+from app.models.ci_class import Name
 from app.models.ingest import SOURCE_PATTERN
 from app.models.types import JSONColumn, Timestamp, UtcDatetime, utcnow
 
@@ -40,7 +41,7 @@ class ApiToken(SQLModel, table=True):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = PydanticField(min_length=1, max_length=200)
+    name: Name = PydanticField(min_length=1, max_length=200)
     scopes: list[Scope] = PydanticField(min_length=1)
     expires_at: UtcDatetime | None = None
     sources: list[Annotated[str, PydanticField(pattern=SOURCE_PATTERN)]] | None = PydanticField(

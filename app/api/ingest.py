@@ -8,10 +8,10 @@ from sqlalchemy import delete, insert, select
 
 from app.api.deps import Admin, Reader, RegistryDep, read_transaction, require
 from app.api.responses import JSON
+from app.core.batch_contract import MAX_ITEMS, MAX_RELATIONSHIPS
 from app.core.db import refresh_statistics, write_transaction
 from app.models import PrecedenceRule
-from app.models.ingest import (MAX_ITEMS, MAX_RELATIONSHIPS, DiscoveryRunPage, DiscoveryRunPublic, IngestBatch,
-                               IngestOutcome, PrecedenceRuleModel)
+from app.models.ingest import DiscoveryRunPage, DiscoveryRunPublic, IngestBatch, IngestOutcome, PrecedenceRuleModel
 from app.models.token import Scope
 from app.services import discovery_runs
 from app.services.errors import InvalidInput, KartaError, field_error

@@ -188,6 +188,8 @@ def run(
                               output=output, say=say)
     except runner.LockHeld as exc:
         raise _fail(str(exc), EXIT_LOCKED) from None
+    except runner.LockUnsafe as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
     if failed:
         raise typer.Exit(EXIT_FAILED)
 

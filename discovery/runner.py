@@ -8,8 +8,10 @@ status and output from outcomes; nothing here prints.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import time
 import uuid
 from collections import Counter
@@ -172,11 +174,36 @@ class LockHeld(RuntimeError):
     pass
 
 
+class LockUnsafe(RuntimeError):
+    """The lock path is not a file this user can safely lock and write: someone may have planted it."""
+
+
+def _open_lock(path: Path) -> int:
+    # The default lock lives in /tmp when XDG_RUNTIME_DIR is unset: whoever can write there may plant a
+    # symlink (or a hard link) at our path, pointing at a file we would then create or truncate.
+    # O_NOFOLLOW refuses a symlink as the last component; the checks on the opened file refuse the rest.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockUnsafe(f"lock file {path} is a symbolic link; refusing to follow it (remove it if "
+                             "you did not put it there)") from None
+        raise LockUnsafe(f"cannot open lock file {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
+               else "belongs to another user" if info.st_uid != os.geteuid()
+               else "has other hard links" if info.st_nlink != 1 else None)
+    if problem:
+        os.close(fd)
+        raise LockUnsafe(f"lock file {path} {problem}; refusing to use it")
+    return fd
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking fcntl lock for the whole run."""
+    """Hold an exclusive, non-blocking fcntl lock for the whole run (LockHeld if another run has it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -6,7 +6,9 @@ last carries ``complete``. A request that
 fails on the network or with 429/502/503/504 is retried a bounded number of
 times with backoff; any other error status ends the push with the server's
 problem+json title and detail. The token goes in the Authorization header and
-nowhere else: not in messages, not in logs, not in the batch.
+nowhere else: not in messages, not in logs, not in the batch; and never over
+plain http to another machine unless the operator said ``insecure``
+(``api_access.check_api_url``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 import orjson
 
 from app.core.batch_contract import MAX_ITEMS
+from discovery.api_access import check_api_url
 from discovery.batch import split_batch
 from discovery.sanitize import clean_text
 
@@ -78,10 +81,9 @@ def _problem(response: httpx.Response) -> str:
 
 
 class IngestClient:
-    def __init__(self, api_url: str, token: str, *, timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 1.0, transport: httpx.BaseTransport | None = None) -> None:
-        if not api_url.startswith(("http://", "https://")):
-            raise ValueError("api_url must start with http:// or https://")
+    def __init__(self, api_url: str, token: str, *, insecure: bool = False, timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 1.0, transport: httpx.BaseTransport | None = None) -> None:
+        check_api_url(api_url, insecure=insecure)
         self.url = api_url.rstrip("/") + "/api/v1/ingest"
         self.retries = max(0, retries)
         self.backoff = backoff

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from discovery.sanitize import is_decimal
+from discovery.api_access import Endpoint
 from discovery.batch import build_scan_batch, build_ssh_batch
 from discovery.classify import DEFAULT_RULES, ClassificationRule
 from discovery.collect import collect_local
 from discovery.models import HostResult
 from discovery.nmapscan import DEFAULT_PORTS, ScanError, parse_nmap, run_nmap
 from discovery.remote import ApiApplicationLookup
+from discovery.sanitize import is_decimal
 from discovery.sshcollect import PrivateKeyError, SshSettings, collect_hosts
 
 if TYPE_CHECKING:
@@ -100,8 +101,8 @@ def scan_scope(name: str, subnets: list[str], *, ports: str = DEFAULT_PORTS, ser
 def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
               rules: tuple[ClassificationRule, ...] = DEFAULT_RULES,
               on_result: Callable[[HostResult], None] | None = None,
-              remote: tuple[str, str] | None = None) -> ScopeOutcome:
-    """``remote``: (api_url, token) to place connections to hosts outside the run (remote.py)."""
+              remote: Endpoint | None = None) -> ScopeOutcome:
+    """``remote``: the service, to place connections to hosts outside the run (remote.py)."""
     started = time.monotonic()
     outcome = ScopeOutcome(name, "ssh")
     try:
@@ -109,7 +110,7 @@ def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
         if remote is None:
             outcome.batch = build_ssh_batch(outcome.results, run_id=new_run_id(), rules=rules)
         else:
-            with _api_client(*remote) as client:
+            with _api_client(remote) as client:
                 lookup = ApiApplicationLookup(client)
                 outcome.batch = build_ssh_batch(outcome.results, run_id=new_run_id(), rules=rules,
                                                 remote_lookup=lookup)
@@ -121,11 +122,11 @@ def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
     return outcome
 
 
-def _api_client(api_url: str, token: str):
+def _api_client(endpoint: Endpoint):
     import httpx  # only runs that look things up pay for it
 
-    return httpx.Client(base_url=api_url.rstrip("/"), timeout=30.0,
-                        headers={"Authorization": f"Bearer {token}", "User-Agent": "karta-discovery"})
+    return httpx.Client(base_url=endpoint.url.rstrip("/"), timeout=30.0,
+                        headers={"Authorization": f"Bearer {endpoint.token}", "User-Agent": "karta-discovery"})
 
 
 def local_scope(name: str, *, packages: bool = False,
@@ -149,11 +150,11 @@ def write_batch(batch: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def ingest_client(api_url: str, token: str) -> IngestClient:
+def ingest_client(endpoint: Endpoint) -> IngestClient:
     # Imported here: httpx costs a tenth of a second at start-up, and dry runs never push.
     from discovery.push import IngestClient
 
-    return IngestClient(api_url, token)
+    return IngestClient(endpoint.url, endpoint.token, insecure=endpoint.insecure)
 
 
 def push_outcome(outcome: ScopeOutcome, client: IngestClient) -> None:

@@ -179,11 +179,14 @@ def test_config_paths_are_relative_to_the_file_and_rules_extend_the_table(tmp_pa
     (tmp_path / "hosts.txt").write_text("10.77.0.11\n")
     path = tmp_path / "c.toml"
     path.write_text('key = "keys/id"\nknown_hosts = "kh"\ntrust_on_first_use = true\n'
-                    '[[scope]]\nname = "s"\ntype = "ssh"\ntargets = ["hosts.txt", "10.77.0.12"]\nschedule = "hourly"\n'
+                    '[[scope]]\nname = "s"\ntype = "ssh"\ntargets = ["@hosts.txt", "10.77.0.12,@hosts.txt", "hosts.txt"]\n'
+                    'schedule = "hourly"\n'
                     '[[classification.rules]]\nclass = "application"\nkind = "billing"\nprocess = ["billingd"]\n')
     config = load_config(path)
     assert config.key == tmp_path / "keys" / "id" and config.known_hosts == tmp_path / "kh"
-    assert config.scope[0].targets == [str(tmp_path / "hosts.txt"), "10.77.0.12"]
+    # '@' files are relative to the config; a bare word is a host name, whatever files exist
+    assert config.scope[0].targets == [f"@{tmp_path / 'hosts.txt'}", f"10.77.0.12,@{tmp_path / 'hosts.txt'}",
+                                       "hosts.txt"]
     assert config.trust_on_first_use is True and config.scope[0].schedule == "hourly"
     rules = [(r.ci_class, r.kind, r.process) for r in config.extra_rules()]
     assert rules == [("application", "billing", ("billingd",))]

@@ -188,8 +188,8 @@ def test_local_runs_the_same_collector_inside_a_host(lab):
 
 
 def test_run_pushes_every_scope_and_prints_one_line_per_scope(lab, tmp_path, api, database_url):
-    """``run`` as cron runs it, pushing to the real service over the lab's service link, with the token
-    in a file the config names."""
+    """``run`` as cron runs it, pushing to the real service over the lab's service link (plain http to
+    another address: the config says ``insecure``), with the token in a file the config names."""
     server_address, _ = lab.open_service_link()
     token = tmp_path / "discovery.token"
     token.write_text(api.secrets["discovery"] + "\n")
@@ -199,6 +199,7 @@ def test_run_pushes_every_scope_and_prints_one_line_per_scope(lab, tmp_path, api
     with running_server(database_url, host=server_address) as base:
         config.write_text(f"""
 api_url = "{base}"
+insecure = true
 token_file = "{token.name}"
 user = "root"
 key = "{lab.key_path}"

@@ -12,11 +12,12 @@ where the host key is the machine-id, else the product UUID, else the FQDN,
 else the IP (port 0 for a client-only application). Command lines, keys and
 passwords are never put in a batch.
 
-``split_batch`` cuts a batch into requests of at most ``MAX_ITEMS`` items that
-share the run_id; a host travels with its addresses and applications, and an
-edge whose ends fall in different requests carries a copy of the missing end
-(items are upserted by identifiers, so a copy is harmless). Only the last
-request carries the run's ``complete`` flag.
+``split_batch`` cuts a batch into requests within the service's limits
+(``app/core/batch_contract.py``, which both sides import) that share the
+run_id; a host travels with its addresses and applications, and an edge whose
+ends fall in different requests carries a copy of the missing end (items are
+upserted by identifiers, so a copy is harmless). Only the last request carries
+the run's ``complete`` flag.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ import copy
 import fnmatch
 import ipaddress
 
+from app.core.batch_contract import MAX_ITEMS, MAX_NAME, MAX_RELATIONSHIPS, MAX_SCOPE_HOSTS, MAX_SCOPE_SUBNETS
 from discovery.classify import DEFAULT_RULES, AppInstance, ClassificationRule, classify_host, host_class
 from discovery.dependencies import DependencyMap, RemoteApplication, RemoteLookup, map_dependencies
 from discovery.models import HostFacts, HostResult, ScanHost
 from discovery.parse_network import is_routable_host_address
 from discovery.parse_system import is_dns_name
 
-MAX_ITEMS = 10_000
-MAX_RELATIONSHIPS = 50_000  # per request, as the ingest accepts
-MAX_NAME = 255  # a CI's name
 MAX_IDENTIFIER_VALUES = 256  # entries in one list identifier (mac_address, ip_address)
 # Interfaces whose addresses are local to the host (container bridges, tunnels):
 # the same address exists on many hosts, so it identifies none of them.
@@ -294,6 +293,10 @@ def split_batch(batch: dict, limit: int = MAX_ITEMS, rel_limit: int = MAX_RELATI
     """
     if limit < 2 or rel_limit < 1:
         raise ValueError("a request must hold at least one edge and its two ends")
+    # Every request carries the run's whole scope: a scope beyond the limits cannot be split.
+    scope = batch["scope"]
+    if len(scope.get("hosts", [])) > MAX_SCOPE_HOSTS or len(scope.get("subnets", [])) > MAX_SCOPE_SUBNETS:
+        raise ValueError(f"a run's scope holds at most {MAX_SCOPE_HOSTS} hosts and {MAX_SCOPE_SUBNETS} subnets")
     by_ref = {item["ref"]: item for item in batch["items"]}
     chunks: list[list[str]] = [[]]
     for group in _groups(batch):

@@ -2,8 +2,9 @@
 
 Commands: ``scan`` (nmap), ``ssh`` (paramiko), ``local`` (this machine) and
 ``run`` (every scope of a TOML config, for cron). Each either pushes its
-batch to the ingest API (``--api-url``/``--token`` or KARTA_API_URL /
-KARTA_TOKEN) or, with ``--dry-run``, prints it; ``--output`` also writes it.
+batch to the ingest API (``--api-url`` or KARTA_API_URL; the token from
+KARTA_TOKEN or ``--token-file``, see api_access.py) or, with ``--dry-run``,
+prints it; ``--output`` also writes it.
 
 Exit status: 0 when the run did its job, even if some hosts were down or
 refused us; 1 when the run itself failed (nmap could not run, the key is
@@ -21,6 +22,7 @@ from typing import Annotated
 import typer
 
 from discovery import runner
+from discovery.api_access import TOKEN_ON_COMMAND_LINE, Endpoint, resolve_token
 from discovery.classify import effective_rules
 from discovery.nmapscan import DEFAULT_PORTS, NAME_RESOLUTION, validate_ports, validate_subnets
 from discovery.paths import default_known_hosts
@@ -33,8 +35,14 @@ EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 1, 2, 75
 
 ApiUrl = Annotated[str | None, typer.Option("--api-url", envvar="KARTA_API_URL",
                                             help="Karta base URL, e.g. https://karta.example.org")]
-Token = Annotated[str | None, typer.Option("--token", envvar="KARTA_TOKEN", show_default=False,
-                                           help="Bearer token with scope 'discovery'.")]
+# No envvar on --token: KARTA_TOKEN is read by resolve_token, so only a token typed on the command line
+# (visible in ps) earns the deprecation warning.
+Token = Annotated[str | None, typer.Option("--token", show_default=False,
+                                           help="Deprecated (visible in ps): use KARTA_TOKEN or --token-file.")]
+TokenFile = Annotated[Path | None, typer.Option(
+    "--token-file", help="File holding the bearer token (scope 'discovery'); else KARTA_TOKEN.")]
+Insecure = Annotated[bool, typer.Option(
+    "--insecure", help="Allow plain http:// to another machine: the token then travels in clear text.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the batch JSON instead of pushing it.")]
 Output = Annotated[Path | None, typer.Option("--output", help="Also write the batch JSON to this file.")]
 
@@ -48,15 +56,30 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _need_api(api_url: str | None, token: str | None, dry_run: bool) -> None:
-    """Pushing (and looking up) needs the API; only a plain dry run does not."""
-    if not dry_run and (not api_url or not token):
-        raise _fail("--api-url (KARTA_API_URL) and --token (KARTA_TOKEN) are needed unless --dry-run",
-                    EXIT_USAGE)
+def _warn(message: str) -> None:
+    typer.echo(f"karta discover: warning: {message}", err=True)
 
 
-def _finish(outcome: runner.ScopeOutcome, *, api_url: str | None, token: str | None, dry_run: bool,
-            output: Path | None) -> None:
+def _endpoint(api_url: str | None, token: str | None, token_file: Path | None, *, insecure: bool, needed: bool,
+              config_token_file: Path | None = None) -> Endpoint | None:
+    """The service to push to (and look up in), checked; None when it is not needed (a plain dry run)."""
+    if not needed:
+        if token is not None:
+            _warn(TOKEN_ON_COMMAND_LINE)  # unused, but shown in ps all the same
+        return None
+    try:
+        token, warnings = resolve_token(option=token, token_file=token_file, config_token_file=config_token_file)
+        for warning in warnings:
+            _warn(warning)
+        if not api_url or not token:
+            raise ValueError("--api-url (KARTA_API_URL) and a token (KARTA_TOKEN or --token-file) are needed "
+                             "unless --dry-run")
+        return Endpoint(api_url, token, insecure)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+def _finish(outcome: runner.ScopeOutcome, *, endpoint: Endpoint | None, dry_run: bool, output: Path | None) -> None:
     """Write, print or push one command's outcome, then exit with the right status."""
     if outcome.batch is not None and not outcome.failed:
         if output is not None:
@@ -65,7 +88,7 @@ def _finish(outcome: runner.ScopeOutcome, *, api_url: str | None, token: str | N
             sys.stdout.buffer.write(runner.batch_json(outcome.batch))
             sys.stdout.flush()
         else:
-            with runner.ingest_client(api_url, token) as client:
+            with runner.ingest_client(endpoint) as client:
                 runner.push_outcome(outcome, client)
     typer.echo(outcome.summary_line(), err=True)
     if outcome.failed:
@@ -93,7 +116,8 @@ def scan(
     exclude: Annotated[str | None, typer.Option(help="Addresses to skip, comma-separated.")] = None,
     names: Annotated[str, typer.Option(
         help="Reverse DNS: system (nsswitch), nmap (its parallel resolver) or off.")] = "system",
-    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False, output: Output = None,
+    api_url: ApiUrl = None, token_file: TokenFile = None, insecure: Insecure = False, token: Token = None,
+    dry_run: DryRun = False, output: Output = None,
 ) -> None:
     """Find live addresses and open ports with nmap (OS guess when root)."""
     try:
@@ -103,17 +127,18 @@ def scan(
             raise ValueError(f"--names must be one of {', '.join(NAME_RESOLUTION)}")
     except ValueError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    _need_api(api_url, token, dry_run)
+    endpoint = _endpoint(api_url, token, token_file, insecure=insecure, needed=not dry_run)
     context, _ = _progress("nmap " + " ".join(subnets), None)
     with context:
         outcome = runner.scan_scope("scan", subnets, ports=ports, service_versions=service_versions,
                                     exclude=[a for a in (exclude or "").split(",") if a.strip()], names=names)
-    _finish(outcome, api_url=api_url, token=token, dry_run=dry_run, output=output)
+    _finish(outcome, endpoint=endpoint, dry_run=dry_run, output=output)
 
 
 @app.command()
 def ssh(
-    targets: Annotated[list[str], typer.Option("--targets", help="FILE, CIDR, RANGE (10.0.0.5-20) or a,b,c.")],
+    targets: Annotated[list[str], typer.Option(
+        "--targets", help="HOST, CIDR, RANGE (10.0.0.5-20), @FILE of those, or a,b,c.")],
     user: Annotated[str, typer.Option(help="Remote user.")],
     key: Annotated[Path, typer.Option(help="Private key file (passphrase in KARTA_SSH_KEY_PASSPHRASE).")],
     known_hosts: Annotated[Path | None, typer.Option(
@@ -129,40 +154,46 @@ def ssh(
     resolve_remote: Annotated[bool, typer.Option(
         "--resolve-remote", help="Place connections to hosts outside this run on applications the CMDB "
                                  "already holds (a few GET requests per unknown address).")] = False,
-    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False, output: Output = None,
+    api_url: ApiUrl = None, token_file: TokenFile = None, insecure: Insecure = False, token: Token = None,
+    dry_run: DryRun = False, output: Output = None,
 ) -> None:
     """Collect facts from hosts over SSH: one session, one read-only script per host."""
+    notes: list[str] = []
     try:
-        hosts = parse_targets(targets)
+        hosts = parse_targets(targets, notes)
     except (ValueError, OSError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    _need_api(api_url, token, dry_run and not resolve_remote)
+    for note in notes:
+        _warn(note)
+    endpoint = _endpoint(api_url, token, token_file, insecure=insecure, needed=not dry_run or resolve_remote)
     settings = SshSettings(user=user, key_path=key, known_hosts=known_hosts or default_known_hosts(),
                            trust_on_first_use=trust_on_first_use, port=port, concurrency=concurrency,
                            connect_timeout=connect_timeout, command_timeout=command_timeout, packages=packages)
     context, advance = _progress("ssh", len(hosts))
     with context:
         outcome = runner.ssh_scope("ssh", hosts, settings, on_result=advance,
-                                   remote=(api_url, token) if resolve_remote else None)
-    _finish(outcome, api_url=api_url, token=token, dry_run=dry_run, output=output)
+                                   remote=endpoint if resolve_remote else None)
+    _finish(outcome, endpoint=endpoint, dry_run=dry_run, output=output)
 
 
 @app.command()
 def local(
     packages: Annotated[bool, typer.Option("--packages", help="Also list installed packages.")] = False,
-    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False, output: Output = None,
+    api_url: ApiUrl = None, token_file: TokenFile = None, insecure: Insecure = False, token: Token = None,
+    dry_run: DryRun = False, output: Output = None,
 ) -> None:
     """Collect facts from this machine with the same script, without SSH."""
-    _need_api(api_url, token, dry_run)
+    endpoint = _endpoint(api_url, token, token_file, insecure=insecure, needed=not dry_run)
     outcome = runner.local_scope("local", packages=packages)
-    _finish(outcome, api_url=api_url, token=token, dry_run=dry_run, output=output)
+    _finish(outcome, endpoint=endpoint, dry_run=dry_run, output=output)
 
 
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", help="TOML config with the scopes to run.")],
     only: Annotated[list[str] | None, typer.Option("--scope", help="Run only this scope; repeatable.")] = None,
-    api_url: ApiUrl = None, token: Token = None, dry_run: DryRun = False,
+    api_url: ApiUrl = None, token_file: TokenFile = None, insecure: Insecure = False, token: Token = None,
+    dry_run: DryRun = False,
     output: Annotated[Path | None, typer.Option(
         "--output", help="Also write each scope's batch to DIR/<scope>.json.")] = None,
 ) -> None:
@@ -171,11 +202,10 @@ def run(
 
     try:
         settings = load_config(config)
-        token = token or settings.token()
     except (ConfigError, OSError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    api_url = api_url or settings.api_url
-    _need_api(api_url, token, dry_run and not settings.resolve_remote)
+    endpoint = _endpoint(api_url or settings.api_url, token, token_file, insecure=insecure or settings.insecure,
+                         needed=not dry_run or settings.resolve_remote, config_token_file=settings.token_file)
     scopes = [s for s in settings.scope if not only or s.name in only]
     if only and len(scopes) != len(set(only)):
         raise _fail(f"unknown scope in --scope; known: {', '.join(s.name for s in settings.scope)}", EXIT_USAGE)
@@ -184,22 +214,23 @@ def run(
     say = (lambda line: typer.echo(line, err=True)) if dry_run else typer.echo
     try:
         with runner.run_lock(settings.lock_file):
-            failed = _run_all(scopes, settings, rules, api_url=api_url, token=token, dry_run=dry_run,
-                              output=output, say=say)
+            failed = _run_all(scopes, settings, rules, endpoint=endpoint, dry_run=dry_run, output=output, say=say)
     except runner.LockHeld as exc:
         raise _fail(str(exc), EXIT_LOCKED) from None
+    except runner.LockUnsafe as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _run_all(scopes, settings, rules, *, api_url, token, dry_run, output, say) -> bool:
+def _run_all(scopes, settings, rules, *, endpoint, dry_run, output, say) -> bool:
     """Run the scopes one after the other; True when any of them failed."""
     failed = False
-    client = None if dry_run else runner.ingest_client(api_url, token)
+    client = None if dry_run else runner.ingest_client(endpoint)
     try:
         for scope in scopes:
             try:
-                outcome = _run_scope(scope, settings, rules, api_url, token)
+                outcome = _run_scope(scope, settings, rules, endpoint)
             except Exception as exc:  # noqa: BLE001 - a bug in one scope must not cost the others their run
                 outcome = runner.ScopeOutcome(scope.name, scope.type, error=f"internal error: {type(exc).__name__}")
             if outcome.batch is not None and not outcome.failed:
@@ -218,7 +249,7 @@ def _run_all(scopes, settings, rules, *, api_url, token, dry_run, output, say) -
     return failed
 
 
-def _run_scope(scope, settings, rules, api_url, token) -> runner.ScopeOutcome:
+def _run_scope(scope, settings, rules, endpoint) -> runner.ScopeOutcome:
     if scope.type == "nmap":
         context, _ = _progress(f"{scope.name}: nmap", None)
         with context:
@@ -227,8 +258,9 @@ def _run_scope(scope, settings, rules, api_url, token) -> runner.ScopeOutcome:
                                      names=scope.names)
     if scope.type == "local":
         return runner.local_scope(scope.name, packages=scope.packages, rules=rules)
+    notes: list[str] = []
     try:
-        hosts = parse_targets(scope.targets)
+        hosts = parse_targets(scope.targets, notes)
     except (ValueError, OSError) as exc:
         return runner.ScopeOutcome(scope.name, "ssh", error=str(exc))
     ssh_settings = SshSettings(
@@ -238,8 +270,10 @@ def _run_scope(scope, settings, rules, api_url, token) -> runner.ScopeOutcome:
         command_timeout=settings.command_timeout, packages=scope.packages)
     context, advance = _progress(f"{scope.name}: ssh", len(hosts))
     with context:
-        return runner.ssh_scope(scope.name, hosts, ssh_settings, rules=rules, on_result=advance,
-                                remote=(api_url, token) if settings.resolve_remote else None)
+        outcome = runner.ssh_scope(scope.name, hosts, ssh_settings, rules=rules, on_result=advance,
+                                   remote=endpoint if settings.resolve_remote else None)
+    outcome.notes[:0] = notes
+    return outcome
 
 
 if __name__ == "__main__":

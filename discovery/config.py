@@ -3,7 +3,8 @@
 Example::
 
     api_url = "https://karta.example.org"      # or KARTA_API_URL / --api-url
-    token_file = "/etc/karta/discovery.token"  # or KARTA_TOKEN / --token
+    token_file = "/etc/karta/discovery.token"  # mode 0600; or KARTA_TOKEN / --token-file
+    insecure = false                           # true allows http:// to another machine (clear text)
     user = "karta"
     key = "/etc/karta/id_ed25519"
     known_hosts = "/var/lib/karta/known_hosts"
@@ -19,7 +20,7 @@ Example::
     [[scope]]
     name = "dc1-hosts"
     type = "ssh"
-    targets = ["/etc/karta/hosts.txt", "10.77.0.10-20"]
+    targets = ["@/etc/karta/hosts.txt", "10.77.0.10-20"]   # @: a file of targets
 
     [[classification.rules]]
     class = "application"
@@ -27,7 +28,8 @@ Example::
     process = ["billingd"]
 
 Unknown keys are errors, so a typo does not silently fall back to a default.
-The token itself is never written in this file; ``token_file`` points at it.
+The token itself is never written in this file; ``token_file`` points at it
+(read and checked by api_access.py, which also explains ``insecure``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class ScopeConfig(_Strict):
 class AgentConfig(_Strict):
     api_url: str | None = None
     token_file: Path | None = None
+    insecure: bool = False  # plain http:// to another machine (api_access.py)
     user: str = "root"
     key: Path | None = None
     known_hosts: Path = Field(default_factory=default_known_hosts)
@@ -126,11 +129,6 @@ class AgentConfig(_Strict):
 
     def extra_rules(self) -> list[ClassificationRule]:
         return rules_from_config([r.model_dump(by_alias=True) for r in self.classification.rules])
-
-    def token(self) -> str | None:
-        if self.token_file is None:
-            return None
-        return self.token_file.read_text(encoding="utf-8").strip() or None
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -165,6 +163,8 @@ def _relative_to(config: AgentConfig, base: Path) -> AgentConfig:
     config.lock_file = fix(config.lock_file)
     for scope in config.scope:
         scope.key = fix(scope.key)
-        scope.targets = [str(base / t) if (base / t).is_file() and not Path(t).is_absolute() else t
-                         for t in scope.targets]
+        # Only '@file' targets are files (targets.py); a bare word is a host whatever files exist.
+        scope.targets = [",".join(f"@{fix(Path(word[1:]))}" if word.startswith("@") and word[1:] else word
+                                  for word in (w.strip() for w in entry.split(",")))
+                         for entry in scope.targets]
     return config

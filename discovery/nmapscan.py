@@ -69,23 +69,40 @@ def scan_arguments(*, service_versions: bool, privileged: bool, host_timeout: in
     return " ".join(args)
 
 
+def scan_plan(subnets: list[str], exclude: list[str] | None = None) -> list[tuple[list[str], list[str], bool]]:
+    """One nmap run per address family: (targets, addresses to skip, IPv6?), IPv4 first.
+
+    nmap scans one family per run: ``-6`` makes it skip every IPv4 target (and a run without it
+    skips IPv6 ones), so a scope with both families needs two runs, each with its own excludes.
+    """
+    targets = validate_subnets(subnets)
+    skipped = [ipaddress.ip_address(a.strip()) for a in exclude or [] if a.strip()]
+    plan = []
+    for version in (4, 6):
+        family = [t for t in targets if ipaddress.ip_network(t).version == version]
+        if family:
+            plan.append((family, [str(a) for a in skipped if a.version == version], version == 6))
+    return plan
+
+
 def run_nmap(subnets: list[str], *, ports: str = DEFAULT_PORTS, service_versions: bool = False,
              exclude: list[str] | None = None, names: str = "system", timeout: int = 1800) -> dict:
-    """Run nmap on the subnets and return python-nmap's result dict."""
-    targets = validate_subnets(subnets)
+    """Run nmap on the subnets (once per address family) and return python-nmap's result dict."""
     ports = validate_ports(ports)
-    arguments = scan_arguments(service_versions=service_versions, privileged=os.geteuid() == 0, names=names)
-    if exclude:
-        arguments += " --exclude " + ",".join(str(ipaddress.ip_address(a.strip())) for a in exclude)
-    if any(ipaddress.ip_network(t).version == 6 for t in targets):
-        arguments += " -6"
-    try:
-        scanner = nmap.PortScanner()
-        return scanner.scan(hosts=" ".join(targets), ports=ports, arguments=arguments, timeout=timeout)
-    except nmap.PortScannerTimeout as exc:
-        raise ScanError(f"nmap did not finish within {timeout}s") from exc
-    except nmap.PortScannerError as exc:
-        raise ScanError(clean_text(str(exc), 500)) from exc
+    base = scan_arguments(service_versions=service_versions, privileged=os.geteuid() == 0, names=names)
+    merged: dict = {"nmap": {}, "scan": {}}
+    for targets, skipped, ipv6 in scan_plan(subnets, exclude):
+        arguments = base + (" --exclude " + ",".join(skipped) if skipped else "") + (" -6" if ipv6 else "")
+        try:
+            result = nmap.PortScanner().scan(hosts=" ".join(targets), ports=ports, arguments=arguments,
+                                             timeout=timeout)
+        except nmap.PortScannerTimeout as exc:
+            raise ScanError(f"nmap did not finish within {timeout}s") from exc
+        except nmap.PortScannerError as exc:
+            raise ScanError(clean_text(str(exc), 500)) from exc
+        merged["nmap"] = result.get("nmap") or merged["nmap"]
+        merged["scan"].update(result.get("scan") or {})
+    return merged
 
 
 def parse_nmap_xml(xml: str) -> dict:

@@ -1,11 +1,14 @@
 """Push step: send a batch to ``POST {api_url}/api/v1/ingest`` with the discovery token.
 
-The batch is split (``batch.split_batch``) into requests of at most 10,000
-items sharing one run_id; only the last carries ``complete``. A request that
+The batch is split (``batch.split_batch``) into requests within the limits the
+service enforces (``app/core/batch_contract.py``) sharing one run_id; only the
+last carries ``complete``. A request that
 fails on the network or with 429/502/503/504 is retried a bounded number of
 times with backoff; any other error status ends the push with the server's
 problem+json title and detail. The token goes in the Authorization header and
-nowhere else: not in messages, not in logs, not in the batch.
+nowhere else: not in messages, not in logs, not in the batch; and never over
+plain http to another machine unless the operator said ``insecure``
+(``api_access.check_api_url``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from discovery.batch import MAX_ITEMS, split_batch
+from app.core.batch_contract import MAX_ITEMS
+from discovery.api_access import check_api_url
+from discovery.batch import split_batch
 from discovery.sanitize import clean_text
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
@@ -28,11 +33,40 @@ class PushError(RuntimeError):
 
 @dataclass
 class PushReport:
+    """What the service answered (IngestOutcome, app/models/ingest.py), summed over the run's requests.
+
+    An item copied into two requests (the far end of an edge, see split_batch) is counted by each.
+    """
+
     requests: int = 0
     refs: dict[str, str] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # created, updated, unchanged, conflicts, errors
+    by_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    relationships: dict[str, int] = field(default_factory=dict)  # created, updated, unchanged, errors
     errors: list = field(default_factory=list)
     conflicts: list = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    ended_relationships: int = 0
+
+    def add(self, answer: dict) -> None:
+        self.requests += 1
+        self.refs.update(answer.get("refs") or {})
+        counts = dict(answer.get("counts") or {})
+        for ci_class, per_class in (counts.pop("by_class", None) or {}).items():
+            _add(self.by_class.setdefault(ci_class, {}), per_class)
+        _add(self.counts, counts)
+        _add(self.relationships, answer.get("relationships") or {})
+        self.errors += list(answer.get("errors") or [])
+        self.conflicts += list(answer.get("conflicts") or [])
+        self.stale += list(answer.get("stale") or [])
+        ended = answer.get("ended_relationships")
+        self.ended_relationships += ended if isinstance(ended, int) else 0
+
+
+def _add(totals: dict[str, int], counts: dict) -> None:
+    for key, value in counts.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            totals[key] = totals.get(key, 0) + value
 
 
 def _problem(response: httpx.Response) -> str:
@@ -47,10 +81,9 @@ def _problem(response: httpx.Response) -> str:
 
 
 class IngestClient:
-    def __init__(self, api_url: str, token: str, *, timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 1.0, transport: httpx.BaseTransport | None = None) -> None:
-        if not api_url.startswith(("http://", "https://")):
-            raise ValueError("api_url must start with http:// or https://")
+    def __init__(self, api_url: str, token: str, *, insecure: bool = False, timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 1.0, transport: httpx.BaseTransport | None = None) -> None:
+        check_api_url(api_url, insecure=insecure)
         self.url = api_url.rstrip("/") + "/api/v1/ingest"
         self.retries = max(0, retries)
         self.backoff = backoff
@@ -92,12 +125,5 @@ class IngestClient:
     def push(self, batch: dict, *, limit: int = MAX_ITEMS) -> PushReport:
         report = PushReport()
         for body in split_batch(batch, limit):
-            answer = self._post(body)
-            report.requests += 1
-            report.refs.update(answer.get("refs") or {})
-            for key, value in (answer.get("counts") or {}).items():
-                if isinstance(value, int):
-                    report.counts[key] = report.counts.get(key, 0) + value
-            report.errors += list(answer.get("errors") or [])
-            report.conflicts += list(answer.get("conflicts") or [])
+            report.add(self._post(body))
         return report

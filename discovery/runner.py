@@ -8,8 +8,10 @@ status and output from outcomes; nothing here prints.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import time
 import uuid
 from collections import Counter
@@ -21,13 +23,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from discovery.sanitize import is_decimal
+from discovery.api_access import Endpoint
 from discovery.batch import build_scan_batch, build_ssh_batch
 from discovery.classify import DEFAULT_RULES, ClassificationRule
 from discovery.collect import collect_local
 from discovery.models import HostResult
 from discovery.nmapscan import DEFAULT_PORTS, ScanError, parse_nmap, run_nmap
 from discovery.remote import ApiApplicationLookup
+from discovery.sanitize import is_decimal
 from discovery.sshcollect import PrivateKeyError, SshSettings, collect_hosts
 
 if TYPE_CHECKING:
@@ -98,8 +101,8 @@ def scan_scope(name: str, subnets: list[str], *, ports: str = DEFAULT_PORTS, ser
 def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
               rules: tuple[ClassificationRule, ...] = DEFAULT_RULES,
               on_result: Callable[[HostResult], None] | None = None,
-              remote: tuple[str, str] | None = None) -> ScopeOutcome:
-    """``remote``: (api_url, token) to place connections to hosts outside the run (remote.py)."""
+              remote: Endpoint | None = None) -> ScopeOutcome:
+    """``remote``: the service, to place connections to hosts outside the run (remote.py)."""
     started = time.monotonic()
     outcome = ScopeOutcome(name, "ssh")
     try:
@@ -107,7 +110,7 @@ def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
         if remote is None:
             outcome.batch = build_ssh_batch(outcome.results, run_id=new_run_id(), rules=rules)
         else:
-            with _api_client(*remote) as client:
+            with _api_client(remote) as client:
                 lookup = ApiApplicationLookup(client)
                 outcome.batch = build_ssh_batch(outcome.results, run_id=new_run_id(), rules=rules,
                                                 remote_lookup=lookup)
@@ -119,11 +122,11 @@ def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
     return outcome
 
 
-def _api_client(api_url: str, token: str):
+def _api_client(endpoint: Endpoint):
     import httpx  # only runs that look things up pay for it
 
-    return httpx.Client(base_url=api_url.rstrip("/"), timeout=30.0,
-                        headers={"Authorization": f"Bearer {token}", "User-Agent": "karta-discovery"})
+    return httpx.Client(base_url=endpoint.url.rstrip("/"), timeout=30.0,
+                        headers={"Authorization": f"Bearer {endpoint.token}", "User-Agent": "karta-discovery"})
 
 
 def local_scope(name: str, *, packages: bool = False,
@@ -147,11 +150,11 @@ def write_batch(batch: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def ingest_client(api_url: str, token: str) -> IngestClient:
+def ingest_client(endpoint: Endpoint) -> IngestClient:
     # Imported here: httpx costs a tenth of a second at start-up, and dry runs never push.
     from discovery.push import IngestClient
 
-    return IngestClient(api_url, token)
+    return IngestClient(endpoint.url, endpoint.token, insecure=endpoint.insecure)
 
 
 def push_outcome(outcome: ScopeOutcome, client: IngestClient) -> None:
@@ -172,11 +175,36 @@ class LockHeld(RuntimeError):
     pass
 
 
+class LockUnsafe(RuntimeError):
+    """The lock path is not a file this user can safely lock and write: someone may have planted it."""
+
+
+def _open_lock(path: Path) -> int:
+    # The default lock lives in /tmp when XDG_RUNTIME_DIR is unset: whoever can write there may plant a
+    # symlink (or a hard link) at our path, pointing at a file we would then create or truncate.
+    # O_NOFOLLOW refuses a symlink as the last component; the checks on the opened file refuse the rest.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockUnsafe(f"lock file {path} is a symbolic link; refusing to follow it (remove it if "
+                             "you did not put it there)") from None
+        raise LockUnsafe(f"cannot open lock file {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
+               else "belongs to another user" if info.st_uid != os.geteuid()
+               else "has other hard links" if info.st_nlink != 1 else None)
+    if problem:
+        os.close(fd)
+        raise LockUnsafe(f"lock file {path} {problem}; refusing to use it")
+    return fd
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking fcntl lock for the whole run."""
+    """Hold an exclusive, non-blocking fcntl lock for the whole run (LockHeld if another run has it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 
-# Longest value kept for one field; names are shorter than free text.
-MAX_NAME = 255
+from app.core.batch_contract import MAX_NAME  # noqa: F401 - names kept here become CI names
+
+# Longest value kept for one field (names, MAX_NAME, are shorter than free text).
 MAX_VALUE = 1024
 # Most entries kept in one list attribute (packages, services, sockets...).
 MAX_LIST = 5000

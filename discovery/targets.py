@@ -1,4 +1,4 @@
-"""SSH target lists: a file, a CIDR, a range, or a comma-separated list of them.
+"""SSH target lists: a file (``@path``), a CIDR, a range, or a comma-separated list of them.
 
 Accepted forms, mixed freely (in a file: one or more per line, ``#`` comments):
 
@@ -6,10 +6,14 @@ Accepted forms, mixed freely (in a file: one or more per line, ``#`` comments):
 * ``10.77.0.0/28`` (every host address of the network)
 * ``10.77.0.10-20`` (last-octet range) or ``10.77.0.10-10.77.0.20``
 * ``a,b,c`` (any of the above)
+* ``@hosts.txt`` (a file of the above; only on the command line or in the config, not inside a file)
 
-A spec that names an existing file is read as a file. The expansion is capped
-(``MAX_TARGETS``) so a typo like ``/8`` fails at once instead of queueing
-sixteen million hosts. Anything that is not one of these shapes is refused.
+A file is read only when asked for with ``@``: a bare word is always a host, so a host named like a
+file that happens to sit in the working directory (``web-1``) is scanned, not read. A bare word that
+is no valid target but names a file is refused with a hint to write ``@``; a valid host name that
+also names a file is taken as the host, with a note saying so (``notes``). The expansion is capped
+(``MAX_TARGETS``) so a typo like ``/8`` fails at once instead of queueing sixteen million hosts.
+Anything that is not one of these shapes is refused.
 """
 
 from __future__ import annotations
@@ -57,24 +61,51 @@ def _expand(token: str) -> list[str]:
     raise ValueError(f"not an address, network, range or host name: {token!r}")
 
 
-def parse_targets(spec: str | list[str]) -> list[str]:
-    """Expand a target spec (or several) into unique targets, in order."""
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except OSError:  # a name too long for the file system is no file
+        return False
+
+
+def _file_tokens(spec: str) -> list[str]:
+    if not spec[1:]:
+        raise ValueError("'@' needs a file name: --targets @hosts.txt")
+    tokens = []
+    for line in Path(spec[1:]).read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.split("#", 1)[0]
+        tokens += [t for t in re.split(r"[\s,]+", line) if t]
+    return tokens
+
+
+def _expand_bare(token: str, notes: list[str] | None) -> list[str]:
+    """A bare word from the command line or the config: a host, never a file (see the docstring)."""
+    try:
+        targets = _expand(token)
+    except ValueError as exc:
+        if _is_file(token):
+            raise ValueError(f"{exc}; a file by that name exists: write @{token} to read targets from it") from None
+        raise
+    if notes is not None and _is_file(token):
+        notes.append(f"target {token!r} is taken as a host name; to read the file by that name, write @{token}")
+    return targets
+
+
+def parse_targets(spec: str | list[str], notes: list[str] | None = None) -> list[str]:
+    """Expand a target spec (or several) into unique targets, in order; ``notes`` gets what is worth saying."""
     specs = [spec] if isinstance(spec, str) else list(spec)
-    tokens: list[str] = []
-    for item in specs:
-        path = Path(item)
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                line = line.split("#", 1)[0]
-                tokens += [t for t in re.split(r"[\s,]+", line) if t]
-        else:
-            tokens += [t.strip() for t in item.split(",") if t.strip()]
     out: dict[str, None] = {}
-    for token in tokens:
-        for target in _expand(token):
-            out.setdefault(target, None)
-            if len(out) > MAX_TARGETS:
-                raise ValueError(f"more than {MAX_TARGETS} targets")
+    for item in specs:
+        for word in (t.strip() for t in item.split(",")):
+            if not word:
+                continue
+            # Targets inside a file are expanded strictly: no '@' there, and no file lookups either.
+            expanded = ((t for token in _file_tokens(word) for t in _expand(token)) if word.startswith("@")
+                        else _expand_bare(word, notes))
+            for target in expanded:
+                out.setdefault(target, None)
+                if len(out) > MAX_TARGETS:
+                    raise ValueError(f"more than {MAX_TARGETS} targets")
     if not out:
         raise ValueError("no targets given")
     return list(out)

@@ -7,10 +7,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Admin, Forbidden, Reader, RegistryDep, read_transaction, require, write
 from app.api.responses import JSON
+from app.core.batch_contract import MAX_ITEMS, MAX_RELATIONSHIPS
 from app.core.db import refresh_statistics
 from app.models.discovery import MANUAL_SOURCE
-from app.models.ingest import (MAX_ITEMS, MAX_RELATIONSHIPS, DiscoveryRunPage, DiscoveryRunPublic, IngestBatch,
-                               IngestOutcome, PrecedenceRuleModel)
+from app.models.ingest import DiscoveryRunPage, DiscoveryRunPublic, IngestBatch, IngestOutcome, PrecedenceRuleModel
 from app.models.token import Scope
 from app.services import discovery_runs, precedence
 from app.services.errors import KartaError

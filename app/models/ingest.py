@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.core.batch_contract import MAX_ITEMS, MAX_RELATIONSHIPS  # noqa: F401 - shared with the agent
+
 SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
-MAX_ITEMS = 10_000
-MAX_RELATIONSHIPS = 50_000
 
 
 class IngestItem(BaseModel):

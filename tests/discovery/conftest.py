@@ -1,4 +1,4 @@
-"""Fixtures for the discovery tests: recorded data, and the network-namespace lab.
+"""Fixtures for the discovery tests: recorded data, the real service, and the network-namespace lab.
 
 Tests that need the lab (root, nmap, sshd, the service binaries) are skipped
 with the reason when something is missing, except when KARTA_REQUIRE_ALL=1
@@ -19,6 +19,7 @@ import pytest
 from discovery.facts import VIRTUAL_MACHINE_TYPES
 from tests.discovery.lab import Lab, missing_requirements
 from tests.discovery.lab_services import missing_service_binaries, standard_hosts, start_services
+from tests.server import running_server
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +52,16 @@ def data_dir() -> Path:
 def nmap_program() -> None:
     """python-nmap needs the nmap program even to read a recorded scan."""
     require([] if shutil.which("nmap") else ["nmap"])
+
+
+@pytest.fixture
+def karta_url(api, database_url):
+    """A real ``karta serve`` (uvicorn) on the test's database, for the agent to push to over HTTP.
+
+    Tokens of every scope are in ``api.secrets``; ``api`` reads back what landed (same database).
+    """
+    with running_server(database_url) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")

@@ -1,34 +1,42 @@
-"""A stand-in for Karta's ``POST /api/v1/ingest`` until the real endpoint lands.
+"""A stand-in for ``POST /api/v1/ingest`` that fails on the network the way the real service cannot be
+made to on demand: 503 for the first ``fail_first`` requests, or an answer ``delay`` seconds late.
 
-It checks the bearer token, records every request body, and answers like the
-contract says (refs for every item, counts). ``fail_first`` answers 503 to the
-first N requests, ``status`` forces an error status with a problem+json body.
-Runs in a thread (``FakeIngest``) or as a process inside a lab namespace:
-
-    python -m tests.discovery.fake_ingest --port 8790 --token T --record FILE --lifetime 300
+Everything else (what the service accepts, refuses and answers) is tested against the real service
+(test_push.py, test_cli.py). So that the stand-in cannot drift into a shape the service never sends,
+its 200 answer is validated by the service's own response model (IngestOutcome).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from app.models.ingest import IngestOutcome
+
+
+def accepted(body: dict) -> dict:
+    """An answer of the real shape: every item created."""
+    created = len(body["items"])
+    return IngestOutcome(
+        run_id=body["run_id"], source=body["source"], dry_run=False, applied=True,
+        counts={"created": created, "updated": 0, "unchanged": 0, "conflicts": 0, "errors": 0, "by_class": {}},
+        relationships={"created": len(body["relationships"]), "updated": 0, "unchanged": 0, "errors": 0},
+        refs={item["ref"]: str(uuid.uuid4()) for item in body["items"]},
+        conflicts=[], errors=[], stale=[], ended_relationships=0,
+    ).model_dump()
+
 
 class FakeIngest:
-    def __init__(self, *, token: str = "test-token", host: str = "127.0.0.1", port: int = 0,
-                 fail_first: int = 0, status: int = 200, record: str | None = None) -> None:
-        self.token = token
+    def __init__(self, *, fail_first: int = 0, delay: float = 0.0) -> None:
         self.fail_first = fail_first
-        self.status = status
-        self.record = record
-        self.requests: list[dict] = []
+        self.delay = delay
         self.attempts = 0
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True  # a late answer must not hold up stop()
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
 
@@ -37,20 +45,14 @@ class FakeIngest:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> FakeIngest:
+    def __enter__(self) -> FakeIngest:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
-
-    def __enter__(self) -> FakeIngest:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def _handler(self):
         fake = self
@@ -59,7 +61,7 @@ class FakeIngest:
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
 
-            def _answer(self, status: int, body: dict, content_type: str = "application/json") -> None:
+            def _answer(self, status: int, body: dict, content_type: str) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -68,50 +70,14 @@ class FakeIngest:
                 self.wfile.write(data)
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(min(length, 64 * 1024 * 1024))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 with fake._lock:
                     fake.attempts += 1
                     attempt = fake.attempts
-                if self.path != "/api/v1/ingest":
-                    return self._answer(404, {"title": "Not Found"}, "application/problem+json")
-                if self.headers.get("Authorization") != f"Bearer {fake.token}":
-                    return self._answer(401, {"title": "Unauthorized", "detail": "bad token"},
-                                        "application/problem+json")
                 if attempt <= fake.fail_first:
-                    return self._answer(503, {"title": "Service Unavailable"}, "application/problem+json")
-                if fake.status != 200:
-                    return self._answer(fake.status, {"title": "Unprocessable", "detail": "items[0]: bad class"},
+                    return self._answer(503, {"title": "Service Unavailable", "status": 503},
                                         "application/problem+json")
-                body = json.loads(raw)
-                with fake._lock:
-                    fake.requests.append(body)
-                    if fake.record:
-                        with open(fake.record, "a", encoding="utf-8") as handle:
-                            handle.write(json.dumps(body) + "\n")
-                self._answer(200, {
-                    "run_id": body["run_id"],
-                    "refs": {item["ref"]: str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(item["identifiers"],
-                                                                                      sort_keys=True)))
-                             for item in body["items"]},
-                    "counts": {"items": len(body["items"]), "relationships": len(body["relationships"])},
-                    "errors": [], "conflicts": [],
-                })
+                time.sleep(fake.delay)
+                self._answer(200, accepted(body), "application/json")
 
         return Handler
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--record", required=True)
-    parser.add_argument("--lifetime", type=float, default=300)
-    args = parser.parse_args()
-    with FakeIngest(token=args.token, host=args.host, port=args.port, record=args.record):
-        time.sleep(args.lifetime)
-
-
-if __name__ == "__main__":
-    main()

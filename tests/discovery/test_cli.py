@@ -1,4 +1,7 @@
-"""The command line as cron and people use it: exit codes, output, config, the run lock."""
+"""The command line as cron and people use it: exit codes, output, config, the token, the run lock.
+
+Pushes go to the real service (``karta_url``: ``karta serve`` on the test's database).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +19,18 @@ import pytest
 
 from discovery.config import ConfigError, load_config
 from tests.discovery.conftest import REPO
-from tests.discovery.fake_ingest import FakeIngest
 
 
-def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path = REPO,
+        prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
                 "HOME": os.environ.get("HOME", "/root"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "discovery.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=REPO)
+    return subprocess.run([*prefix, sys.executable, "-m", "discovery.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+def run_ids(api) -> set[str]:
+    return {run["id"] for run in api.get("/api/v1/discovery/runs").json()["items"]}
 
 
 def write_config(tmp_path: Path, body: str) -> Path:
@@ -43,13 +50,15 @@ def test_local_dry_run_prints_a_batch_and_a_summary():
     assert result.stderr.startswith("scope=local source=ssh hosts=1/1 ok ")
 
 
-def test_local_pushes_to_the_api_with_the_token_from_the_environment(tmp_path):
-    with FakeIngest(token="env-token") as server:
-        result = cli("local", "--output", str(tmp_path / "b.json"),
-                     env={"KARTA_API_URL": server.url, "KARTA_TOKEN": "env-token"})
-        assert result.returncode == 0, result.stderr
-        assert result.stdout == "" and "pushed=1 request(s)" in result.stderr
-        assert server.requests == [json.loads((tmp_path / "b.json").read_text())]
+def test_local_pushes_to_the_api_with_the_token_from_the_environment(tmp_path, api, karta_url):
+    result = cli("local", "--output", str(tmp_path / "b.json"),
+                 env={"KARTA_API_URL": karta_url, "KARTA_TOKEN": api.secrets["discovery"]})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and "pushed=1 request(s)" in result.stderr and "warning" not in result.stderr
+    sent = json.loads((tmp_path / "b.json").read_text())
+    assert run_ids(api) == {sent["run_id"]}
+    landed = {(ci["class"], ci["name"]) for ci in api.get("/api/v1/cis", params={"limit": 1000}).json()["items"]}
+    assert landed == {(item["class"], item["name"]) for item in sent["items"]}
 
 
 def test_usage_errors_exit_2():
@@ -63,10 +72,9 @@ def test_usage_errors_exit_2():
                "--resolve-remote").returncode == 2
 
 
-def test_a_refused_push_or_an_unusable_key_fails_the_run(tmp_path):
-    with FakeIngest(token="right") as server:
-        refused = cli("local", "--api-url", server.url, "--token", "wrong")
-    assert refused.returncode == 1 and "HTTP 401" in refused.stderr and "wrong" not in refused.stderr
+def test_a_refused_push_or_an_unusable_key_fails_the_run(tmp_path, karta_url):
+    refused = cli("local", "--api-url", karta_url, env={"KARTA_TOKEN": "karta_wrong"})
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr and "karta_wrong" not in refused.stderr
     key = tmp_path / "key"
     key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n")
     bad_key = cli("ssh", "--targets", "127.0.0.1", "--user", "root", "--key", str(key), "--dry-run")
@@ -84,15 +92,15 @@ def test_hosts_that_are_down_do_not_fail_the_run(tmp_path):
     assert "hosts=0/1 ok unreachable=1" in result.stderr
 
 
-def test_run_prints_one_line_per_scope_and_nothing_else_when_not_a_tty(tmp_path):
+def test_run_prints_one_line_per_scope_and_nothing_else_when_not_a_tty(tmp_path, api, karta_url):
     config = write_config(tmp_path, LOCAL_SCOPE + '\n[[scope]]\nname = "me-again"\ntype = "local"\n')
-    with FakeIngest(token="t") as server:
-        result = cli("run", "--config", str(config), "--api-url", server.url, "--token", "t")
-        assert result.returncode == 0, result.stderr
-        assert len(server.requests) == 2
+    result = cli("run", "--config", str(config), "--api-url", karta_url,
+                 env={"KARTA_TOKEN": api.secrets["discovery"]})
+    assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["scope=me", "scope=me-again"]
     assert result.stderr == ""
+    assert run_ids(api) == {line.split("run_id=")[1].split()[0] for line in lines}
 
 
 def test_run_dry_run_writes_json_lines_and_per_scope_files(tmp_path):
@@ -118,34 +126,33 @@ def test_an_overlapping_run_exits_at_once_with_a_clear_message(tmp_path):
     assert cli("run", "--config", str(config), "--dry-run").returncode == 0  # released: runs again
 
 
-def test_run_shows_progress_on_a_terminal(tmp_path):
+def test_run_shows_progress_on_a_terminal(tmp_path, api, karta_url):
     config = write_config(tmp_path, LOCAL_SCOPE)
     leader, follower = pty.openpty()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "TERM": "xterm",
-           "COLUMNS": "120", "KARTA_TOKEN": "t"}
-    with FakeIngest(token="t") as server:
-        proc = subprocess.Popen([sys.executable, "-m", "discovery.cli", "run", "--config", str(config),
-                                 "--api-url", server.url], stdin=follower, stdout=follower, stderr=follower,
-                                env=env, cwd=REPO)
-        os.close(follower)
-        output = b""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            elif proc.poll() is not None:
+           "COLUMNS": "120", "KARTA_TOKEN": api.secrets["discovery"]}
+    proc = subprocess.Popen([sys.executable, "-m", "discovery.cli", "run", "--config", str(config),
+                             "--api-url", karta_url], stdin=follower, stdout=follower, stderr=follower,
+                            env=env, cwd=REPO)
+    os.close(follower)
+    output = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
                 break
-        proc.wait(timeout=30)
-        os.close(leader)
+            if not chunk:
+                break
+            output += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=30)
+    os.close(leader)
     assert proc.returncode == 0
-    assert b"scope=me source=ssh hosts=1/1 ok" in output
+    assert b"scope=me source=ssh hosts=1/1 ok" in output and b"pushed=1 request(s)" in output
 
 
 def test_config_errors_are_clear(tmp_path):
@@ -172,11 +179,14 @@ def test_config_paths_are_relative_to_the_file_and_rules_extend_the_table(tmp_pa
     (tmp_path / "hosts.txt").write_text("10.77.0.11\n")
     path = tmp_path / "c.toml"
     path.write_text('key = "keys/id"\nknown_hosts = "kh"\ntrust_on_first_use = true\n'
-                    '[[scope]]\nname = "s"\ntype = "ssh"\ntargets = ["hosts.txt", "10.77.0.12"]\nschedule = "hourly"\n'
+                    '[[scope]]\nname = "s"\ntype = "ssh"\ntargets = ["@hosts.txt", "10.77.0.12,@hosts.txt", "hosts.txt"]\n'
+                    'schedule = "hourly"\n'
                     '[[classification.rules]]\nclass = "application"\nkind = "billing"\nprocess = ["billingd"]\n')
     config = load_config(path)
     assert config.key == tmp_path / "keys" / "id" and config.known_hosts == tmp_path / "kh"
-    assert config.scope[0].targets == [str(tmp_path / "hosts.txt"), "10.77.0.12"]
+    # '@' files are relative to the config; a bare word is a host name, whatever files exist
+    assert config.scope[0].targets == [f"@{tmp_path / 'hosts.txt'}", f"10.77.0.12,@{tmp_path / 'hosts.txt'}",
+                                       "hosts.txt"]
     assert config.trust_on_first_use is True and config.scope[0].schedule == "hourly"
     rules = [(r.ci_class, r.kind, r.process) for r in config.extra_rules()]
     assert rules == [("application", "billing", ("billingd",))]

@@ -3,7 +3,8 @@
 Every round runs ``karta discover scan`` and then ``karta discover ssh`` (the console script, as
 subprocesses, in the lab's management namespace, token and URL from the environment as a crontab
 would set them). They push to a real ``karta serve`` (uvicorn) that binds this machine's end of the
-lab's service link (lab.py: ``open_service_link``), with KARTA_STALE_AFTER_RUNS=2. After each round
+lab's service link (lab.py: ``open_service_link``), with KARTA_STALE_AFTER_RUNS=2; that is plain http
+to another address, which the agent refuses unless told ``--insecure``. After each round
 the API's view is kept (CIs, relationships, change records, run records, impact of db-1), then:
 
 round 1  first sight of the standard lab (lab_services.standard_hosts)
@@ -106,10 +107,10 @@ class Estate:
     def discover(self) -> Round:
         commands = {
             # The agent's own address is not a lab host; evil-1 is left to nmap (see the docstring).
-            "nmap": ["scan", "--subnet", SUBNET, "--exclude", "10.77.0.1"],
+            "nmap": ["scan", "--subnet", SUBNET, "--exclude", "10.77.0.1", "--insecure"],
             "ssh": ["ssh", "--targets", "10.77.0.11-13,10.77.0.15-17", "--user", "root",
                     "--key", str(self.lab.key_path), "--known-hosts", str(self.lab.known_hosts),
-                    "--connect-timeout", "2", "--command-timeout", "30"],
+                    "--connect-timeout", "2", "--command-timeout", "30", "--insecure"],
         }
         summaries = {}
         for source, args in commands.items():

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from discovery.facts import VIRTUAL_MACHINE_TYPES
 from tests.discovery.conftest import REPO
 from tests.discovery.lab import MGMT_ADDRESS
 from tests.discovery.lab_services import UNREACHABLE
+from tests.server import running_server
 
 pytestmark = pytest.mark.lab
 
@@ -187,11 +187,20 @@ def test_local_runs_the_same_collector_inside_a_host(lab):
     assert edges(batch, "depends_on") == set()
 
 
-def test_run_pushes_every_scope_and_prints_one_line_per_scope(lab, tmp_path):
-    record = tmp_path / "requests.jsonl"
+def test_run_pushes_every_scope_and_prints_one_line_per_scope(lab, tmp_path, api, database_url):
+    """``run`` as cron runs it, pushing to the real service over the lab's service link (plain http to
+    another address: the config says ``insecure``), with the token in a file the config names."""
+    server_address, _ = lab.open_service_link()
+    token = tmp_path / "discovery.token"
+    token.write_text(api.secrets["discovery"] + "\n")
+    token.chmod(0o600)
     config = tmp_path / "discovery.toml"
-    config.write_text(f"""
-api_url = "http://127.0.0.1:8790"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    with running_server(database_url, host=server_address) as base:
+        config.write_text(f"""
+api_url = "{base}"
+insecure = true
+token_file = "{token.name}"
 user = "root"
 key = "{lab.key_path}"
 known_hosts = "{lab.known_hosts}"
@@ -209,28 +218,15 @@ name = "lab-ssh"
 type = "ssh"
 targets = ["10.77.0.11-13"]
 """)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "KARTA_TOKEN": "lab-token"}
-    server = subprocess.Popen(lab.command([sys.executable, "-m", "tests.discovery.fake_ingest", "--port", "8790",
-                                           "--token", "lab-token", "--record", str(record), "--lifetime", "120"]),
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        probe = "import socket; socket.create_connection(('127.0.0.1', 8790), timeout=1).close()"
-        deadline = time.monotonic() + 20
-        while lab.run([sys.executable, "-c", probe], timeout=10).returncode != 0:
-            assert time.monotonic() < deadline, "fake ingest did not start"
-            time.sleep(0.1)
         result = lab.run([sys.executable, "-m", "discovery.cli", "run", "--config", str(config)], env=env,
                          timeout=240)
-    finally:
-        server.kill()
-        server.wait(timeout=10)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and result.stderr == ""
     assert lines[0].startswith("scope=lab-scan source=nmap hosts=5 ")
     assert lines[1].startswith("scope=lab-ssh source=ssh hosts=3/3 ok ")
-    assert all("pushed=1 request(s)" in line for line in lines)
-    requests = [json.loads(line) for line in record.read_text().splitlines()]
-    assert [(r["source"], r["complete"]) for r in requests] == [("nmap", True), ("ssh", True)]
-    assert {i["name"] for i in requests[1]["items"] if i["class"] == "database"} == {
-        "postgresql@db-1:5432", "redis@db-1:6379"}
+    assert all("pushed=1 request(s)" in line and "ingest_errors" not in line for line in lines)
+    runs = api.get("/api/v1/discovery/runs").json()["items"]
+    assert sorted((r["source"], r["complete"], r["batches"]) for r in runs) == [("nmap", True, 1), ("ssh", True, 1)]
+    databases = api.get("/api/v1/cis", params={"class": "database"}).json()["items"]
+    assert {ci["name"] for ci in databases} == {"postgresql@db-1:5432", "redis@db-1:6379"}

@@ -1,4 +1,4 @@
-"""SSH target specs: file, CIDR, range, list, and what is refused."""
+"""SSH target specs: @file, CIDR, range, list, and what is refused."""
 
 from __future__ import annotations
 
@@ -26,8 +26,36 @@ def test_lists_mix_forms_and_keep_order_without_duplicates():
 def test_a_file_with_comments_and_several_per_line(tmp_path):
     path = tmp_path / "hosts.txt"
     path.write_text("# lab hosts\n10.77.0.11  10.77.0.12 # db\n\nweb-1.lab,10.77.0.20-21\n2001:db8::5\n")
-    assert parse_targets(str(path)) == ["10.77.0.11", "10.77.0.12", "web-1.lab", "10.77.0.20", "10.77.0.21",
-                                        "2001:db8::5"]
+    assert parse_targets(f"@{path}") == ["10.77.0.11", "10.77.0.12", "web-1.lab", "10.77.0.20", "10.77.0.21",
+                                         "2001:db8::5"]
+    assert parse_targets(f"10.77.0.9,@{path}")[:2] == ["10.77.0.9", "10.77.0.11"]
+
+
+def test_a_bare_word_is_a_host_even_when_a_file_has_its_name(tmp_path, monkeypatch):
+    # A host whose name is also a file in the working directory was read as that file.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "web-1").write_text("10.77.0.99\n")
+    notes: list[str] = []
+    assert parse_targets(["web-1", "10.77.0.11"], notes) == ["web-1", "10.77.0.11"]
+    assert notes == ["target 'web-1' is taken as a host name; to read the file by that name, write @web-1"]
+    assert parse_targets("@web-1") == ["10.77.0.99"]
+
+
+def test_a_file_named_without_at_is_refused_with_a_hint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hosts_list").mkdir()
+    (tmp_path / "hosts_list" / "dc1").write_text("10.77.0.11\n")
+    with pytest.raises(ValueError, match="a file by that name exists: write @hosts_list/dc1 to read targets from it"):
+        parse_targets("hosts_list/dc1")
+    with pytest.raises(ValueError, match="not a CIDR network: 'elsewhere/dc1'$"):
+        parse_targets("elsewhere/dc1")  # no such file: no hint
+    with pytest.raises(ValueError, match="'@' needs a file name"):
+        parse_targets("@")
+    with pytest.raises(OSError):
+        parse_targets("@missing.txt")
+    (tmp_path / "nested").write_text("@hosts_list/dc1\n")
+    with pytest.raises(ValueError, match="not a CIDR network: '@hosts_list/dc1'"):
+        parse_targets("@nested")  # no files inside files
 
 
 @pytest.mark.parametrize("bad", [

@@ -6,7 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.core.batch_contract import MAX_ITEMS, MAX_RELATIONSHIPS  # noqa: F401 - shared with the agent
+from app.models.ci_class import Text
+
+from app.core.batch_contract import (MAX_ITEMS, MAX_NAME, MAX_REF, MAX_RELATIONSHIPS, MAX_RUN_ID,  # noqa: F401
+                                      MAX_SCOPE_HOSTS, MAX_SCOPE_SUBNETS)  # shared with the agent
 
 SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
@@ -14,9 +17,9 @@ SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 class IngestItem(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    ref: str = Field(min_length=1, max_length=200, description="The batch's own name for this item")
+    ref: str = Field(min_length=1, max_length=MAX_REF, description="The batch's own name for this item")
     ci_class: str = Field(alias="class", max_length=64)
-    name: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     identifiers: dict[str, Any] = Field(default_factory=dict, description="Values the class's identification rules use")
     attributes: dict[str, Any] = Field(default_factory=dict)
     environment: str | None = Field(default=None, max_length=64, description="Set on creation only")
@@ -26,8 +29,8 @@ class IngestItem(BaseModel):
 class IngestRelationship(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, max_length=200, description="A ref in this batch or an existing CI's id")
-    target: str = Field(min_length=1, max_length=200)
+    source: str = Field(min_length=1, max_length=MAX_REF, description="A ref in this batch or an existing CI's id")
+    target: str = Field(min_length=1, max_length=MAX_REF)
     type: str = Field(max_length=64)
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -35,8 +38,8 @@ class IngestRelationship(BaseModel):
 class IngestScope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subnets: list[str] = Field(default_factory=list, max_length=10_000)
-    hosts: list[str] = Field(default_factory=list, max_length=100_000)
+    subnets: list[str] = Field(default_factory=list, max_length=MAX_SCOPE_SUBNETS)
+    hosts: list[str] = Field(default_factory=list, max_length=MAX_SCOPE_HOSTS)
 
     @field_validator("subnets")
     @classmethod
@@ -59,7 +62,7 @@ class IngestBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(pattern=SOURCE_PATTERN, description="Who saw this: ssh, nmap, snmp, import, ...")
-    run_id: str = Field(min_length=1, max_length=100, description="Batches of one run share it")
+    run_id: Text = Field(min_length=1, max_length=MAX_RUN_ID, description="Batches of one run share it")
     scope: IngestScope = Field(default_factory=IngestScope)
     complete: bool = Field(default=False, description="This batch ends a run that covered its whole scope")
     atomic: bool = Field(default=False, description="Apply nothing if any item or relationship fails")
@@ -74,7 +77,7 @@ class IngestEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(pattern=SOURCE_PATTERN)
-    run_id: str = Field(min_length=1, max_length=100)
+    run_id: Text = Field(min_length=1, max_length=MAX_RUN_ID)
     scope: IngestScope = Field(default_factory=IngestScope)
     complete: bool = False
     atomic: bool = False

@@ -323,3 +323,24 @@ def test_openapi_documents_the_picture_answers(app):
             assert responses[status]["content"]["application/problem+json"]["schema"] == {
                 "$ref": "#/components/schemas/Problem"}
     assert "X-Karta-As-Of-Seq" in paths["/api/v1/cis/{ci_id}/neighborhood"]["get"]["responses"]["200"]["headers"]
+
+
+def test_discovered_hostile_names_come_out_intact(api):
+    """A name is whatever a discovered host reported: each export keeps it inside its own text."""
+    name = 'web\r1\x1b[31m "quoted" \\N\ufffe & <b>'
+    body = {"source": "ssh", "run_id": f"hostile-{new_id()}",
+            "items": [{"ref": "h", "class": "server", "name": name, "identifiers": {"serial_number": "SN-H"}},
+                      {"ref": "a", "class": "application", "name": "a\u202egnp", "identifiers": {"instance_key": "h/a"}}],
+            "relationships": [{"source": "a", "target": "h", "type": "runs_on"}]}
+    refs = api.post("/api/v1/ingest", json=body).json()["refs"]
+    graphml = api.get(f"/api/v1/cis/{refs['h']}/neighborhood?format=graphml")
+    nodes = {n.get("id"): [d.text for d in n] for n in ElementTree.fromstring(graphml.text).iter(
+        "{http://graphml.graphdrawing.org/xmlns}node")}
+    assert nodes[refs["h"]][0] == name.replace("\x1b", "\ufffd").replace("\ufffe", "\ufffd")
+    assert nodes[refs["a"]][0] == "a\u202egnp"
+    require_dot()
+    svg = api.post("/api/v1/impact?format=svg", json={"ci_ids": [refs["h"]]})
+    assert svg.status_code == 200, svg.text
+    texts = [t.text for t in ElementTree.fromstring(svg.content).iter("{http://www.w3.org/2000/svg}text")]
+    assert sorted(texts) == sorted(['web\u240d1\u241b[31m "quoted" \\N\ufffd & <b>', "server", "a\ufffdgnp",
+                                    "application", "runs_on"])

@@ -1,6 +1,11 @@
 """Impact analysis: change impact, incident blast radius, root cause, single points of failure,
 and neighborhood export (scope `read`). Answers come from this worker's in-memory graph, brought up
-to date with the change feed before each one."""
+to date with the change feed before each one; each says the change sequence it reflects
+(`as_of_seq` in JSON, the `X-Karta-As-Of-Seq` header on every answer).
+
+SVG is drawn by Graphviz `dot` in the endpoint's worker thread (never on the event loop), within
+limits: past `SvgLimits` the answer is a 422 naming the counts and the limits rather than a layout
+that could take minutes; without `dot` it is a 503. Both are problem+json, so `curl -f` fails."""
 
 import uuid
 from enum import StrEnum
@@ -14,7 +19,7 @@ from app.api.deps import Reader, read_transaction
 from app.api.responses import JSON
 from app.models.ci_class import CLASS_NAME_PATTERN
 from app.services import impact
-from app.services.errors import InvalidInput, KartaError, NotFound, field_error
+from app.services.errors import InvalidInput, KartaError, field_error
 from graph import export
 
 router = APIRouter(prefix="/api/v1", tags=["impact"])
@@ -68,6 +73,70 @@ class GraphvizUnavailable(KartaError):
     slug = "graphviz-unavailable"
 
 
+class TooLargeToDraw(InvalidInput):
+    title = "Picture too large"
+    slug = "picture-too-large"
+
+
+SMALLER = "Ask with a smaller max_depth, or for format=dot (and render it yourself) or format=json."
+
+
+AS_OF_SEQ = "X-Karta-As-Of-Seq"
+_AS_OF_HEADER = {AS_OF_SEQ: {"description": "The change sequence (`/changes` seq) the answer reflects: every "
+                                            "change up to it, none after.", "schema": {"type": "integer"}}}
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+PICTURE_RESPONSES = {
+    200: {"description": "The answer as JSON, or its subgraph as DOT or SVG (`format`)", "headers": _AS_OF_HEADER,
+          "content": {"application/json": {}, "text/vnd.graphviz": {"schema": {"type": "string"}},
+                      "image/svg+xml": {"schema": {"type": "string"}}}},
+    422: {"description": "Invalid input; or format=svg and the picture has more CIs or relationships than the "
+                         "server draws, or took longer than it allows (`picture-too-large`: ask with a smaller "
+                         "max_depth, or for format=dot or json)", "content": _PROBLEM},
+    503: {"description": "format=svg and Graphviz `dot` is not installed on the server (`graphviz-unavailable`)",
+          "content": _PROBLEM},
+}
+EXPORT_RESPONSES = {200: {"description": "The subgraph as JSON, GraphML, DOT or Cytoscape.js elements (`format`)",
+                          "headers": _AS_OF_HEADER,
+                          "content": {"application/json": {}, "application/graphml+xml": {"schema": {"type": "string"}},
+                                      "text/vnd.graphviz": {"schema": {"type": "string"}}}}}
+JSON_RESPONSES = {200: {"description": "The answer", "headers": _AS_OF_HEADER}}
+
+
+def _svg_limits(request: Request) -> export.SvgLimits:
+    """The drawing limits from the settings (KARTA_SVG_MAX_NODES, KARTA_SVG_MAX_EDGES,
+    KARTA_SVG_TIMEOUT_SECONDS, KARTA_GRAPHVIZ_DOT); a setting app.core.config does not declare keeps
+    its default."""
+    settings, default = request.app.state.settings, export.SvgLimits()
+    return export.SvgLimits(
+        max_nodes=getattr(settings, "svg_max_nodes", default.max_nodes),
+        max_edges=getattr(settings, "svg_max_edges", default.max_edges),
+        timeout_seconds=getattr(settings, "svg_timeout_seconds", default.timeout_seconds),
+        dot=getattr(settings, "graphviz_dot", default.dot),
+    )
+
+
+def _too_large(exc: export.PictureTooLarge) -> TooLargeToDraw:
+    limits = exc.limits
+    return TooLargeToDraw(
+        f"Not drawn: {exc}. {SMALLER}",
+        [field_error("format", f"svg is drawn for at most {limits.max_nodes} CIs and {limits.max_edges} relationships")],
+        nodes=exc.nodes, edges=exc.edges, max_nodes=limits.max_nodes, max_edges=limits.max_edges)
+
+
+def _svg(nodes: list[str], edges: list[tuple], info: dict, limits: export.SvgLimits) -> bytes:
+    try:
+        return export.as_svg(nodes, edges, info, limits).encode()
+    except export.PictureTooLarge as exc:
+        raise _too_large(exc) from exc
+    except export.GraphvizTimeout as exc:
+        raise TooLargeToDraw(
+            f"Not drawn: {exc}. {SMALLER}",
+            [field_error("format", f"svg must be drawn within {limits.timeout_seconds:g} s")],
+            nodes=len(nodes), edges=len(edges), timeout_seconds=limits.timeout_seconds) from exc
+    except (export.GraphvizMissing, export.GraphvizFailed) as exc:
+        raise GraphvizUnavailable(f"Cannot draw SVG here ({exc}); ask for format=dot and render it yourself.") from exc
+
+
 def _check_types(request: Request, types: list[str] | None) -> None:
     known = request.app.state.registry.get().relationship_types
     for n, name in enumerate(types or []):
@@ -75,25 +144,34 @@ def _check_types(request: Request, types: list[str] | None) -> None:
             raise InvalidInput(f"Unknown relationship type '{name}'.", [field_error(f"types.{n}", "unknown type")])
 
 
+def _as_of(as_of_seq: int) -> dict[str, str]:
+    return {AS_OF_SEQ: str(as_of_seq)}
+
+
 def _answer(request: Request, ids: list[uuid.UUID], field_name: str, query: _Query, picture: Picture):
     _check_types(request, query.types)
-    graph = request.app.state.live_graph.current()
-    failed = impact.require_known(graph, ids, field_name)
+    limits = _svg_limits(request)
+    with request.app.state.live_graph.reading() as graph:
+        failed = impact.require_known(graph, ids, field_name)
+        result = graph.impact(failed, max_depth=query.max_depth, types=query.types)
+        as_of_seq = graph.applied_seq
+        drawn = [*result.failed, *result.impacted]
+        if picture is Picture.svg:
+            try:  # before listing the relationships of a huge answer
+                limits.check(len(drawn))
+            except export.PictureTooLarge as exc:
+                raise _too_large(exc) from exc
+        edges = graph.edges_among(drawn) if picture is not Picture.json else []
     with read_transaction(request) as conn:
-        answer, info = impact.impact_answer(conn, graph, failed, query.max_depth, query.types)
+        answer, info = impact.impact_answer(conn, result)
     if picture is Picture.json:
-        return JSON(answer)
-    nodes = list(info)
-    edges = graph.edges_among(nodes)
+        return JSON({**answer, "as_of_seq": as_of_seq}, headers=_as_of(as_of_seq))
     if picture is Picture.dot:
-        return Response(export.as_dot(nodes, edges, info), media_type="text/vnd.graphviz")
-    try:
-        return Response(export.as_svg(nodes, edges, info), media_type="image/svg+xml")
-    except (export.GraphvizMissing, export.GraphvizFailed) as exc:
-        raise GraphvizUnavailable(f"Cannot draw SVG here ({exc}); ask for format=dot and render it yourself.") from exc
+        return Response(export.as_dot(drawn, edges, info), media_type="text/vnd.graphviz", headers=_as_of(as_of_seq))
+    return Response(_svg(drawn, edges, info, limits), media_type="image/svg+xml", headers=_as_of(as_of_seq))
 
 
-@router.post("/impact")
+@router.post("/impact", responses=PICTURE_RESPONSES)
 def impact_of_change(body: ImpactRequest, request: Request, principal: Reader,
                      format: Annotated[Picture, Query(description="json, or the impacted subgraph as dot or svg")] = Picture.json):
     """Change review: treat the CIs as failing and say what is impacted, how (state), how far
@@ -101,33 +179,40 @@ def impact_of_change(body: ImpactRequest, request: Request, principal: Reader,
     return _answer(request, body.ci_ids, "ci_ids", body, format)
 
 
-@router.post("/blast-radius")
+@router.post("/blast-radius", responses=PICTURE_RESPONSES)
 def blast_radius(body: BlastRadiusRequest, request: Request, principal: Reader,
-                 format: Annotated[Picture, Query()] = Picture.json):
+                 format: Annotated[Picture, Query(description="json, or the impacted subgraph as dot or svg")] = Picture.json):
     """Incident: what is down, degraded or at risk because these CIs failed together (redundancy
     counted: two of three nodes of a cluster that needs two take it down; one degrades it)."""
     return _answer(request, body.failed, "failed", body, format)
 
 
-@router.post("/root-cause")
+@router.post("/root-cause", responses=JSON_RESPONSES)
 def root_cause(body: RootCauseRequest, request: Request, principal: Reader):
     """The CIs upstream of the symptoms whose single failure would put the most of them down; ties go
     to the one that would take down fewest other CIs (the most specific explanation)."""
-    graph = request.app.state.live_graph.current()
-    symptoms = impact.require_known(graph, body.symptoms, "symptoms")
+    with request.app.state.live_graph.reading() as graph:
+        symptoms = impact.require_known(graph, body.symptoms, "symptoms")
+        candidates = graph.root_cause(symptoms, limit=body.limit)
+        as_of_seq = graph.applied_seq
     with read_transaction(request) as conn:
-        return JSON(impact.root_cause_answer(conn, graph, symptoms, body.limit))
+        answer = impact.root_cause_answer(conn, symptoms, candidates)
+    return JSON({**answer, "as_of_seq": as_of_seq}, headers=_as_of(as_of_seq))
 
 
-@router.get("/cis/{ci_id}/spof")
+@router.get("/cis/{ci_id}/spof", responses=JSON_RESPONSES)
 def single_points_of_failure(ci_id: uuid.UUID, request: Request, principal: Reader):
     """The CIs whose failure alone takes this CI down, redundancy considered."""
-    graph = request.app.state.live_graph.current()
+    with request.app.state.live_graph.reading() as graph:
+        key = impact.require_ci(graph, ci_id)
+        points = graph.spof(key)
+        as_of_seq = graph.applied_seq
     with read_transaction(request) as conn:
-        return JSON(impact.spof_answer(conn, graph, ci_id))
+        answer = impact.spof_answer(conn, key, points)
+    return JSON({**answer, "as_of_seq": as_of_seq}, headers=_as_of(as_of_seq))
 
 
-@router.get("/cis/{ci_id}/neighborhood")
+@router.get("/cis/{ci_id}/neighborhood", responses=EXPORT_RESPONSES)
 def neighborhood(
     ci_id: uuid.UUID,
     request: Request,
@@ -139,18 +224,18 @@ def neighborhood(
 ):
     """The CI's surroundings as a subgraph, for other tools."""
     _check_types(request, types)
-    graph = request.app.state.live_graph.current()
-    key = str(ci_id)
-    if key not in graph:
-        raise NotFound(f"No CI with id {ci_id}.")
-    nodes, edges = graph.neighborhood(key, depth=depth, direction=direction.value, types=types)
+    with request.app.state.live_graph.reading() as graph:
+        key = impact.require_ci(graph, ci_id)
+        nodes, edges = graph.neighborhood(key, depth=depth, direction=direction.value, types=types)
+        as_of_seq = graph.applied_seq
     with read_transaction(request) as conn:
         info = impact.describe(conn, set(nodes))
     nodes = sorted(nodes)
+    headers = _as_of(as_of_seq)
     if format is Export.graphml:
-        return Response(export.as_graphml(nodes, edges, info), media_type="application/graphml+xml")
+        return Response(export.as_graphml(nodes, edges, info), media_type="application/graphml+xml", headers=headers)
     if format is Export.dot:
-        return Response(export.as_dot(nodes, edges, info), media_type="text/vnd.graphviz")
+        return Response(export.as_dot(nodes, edges, info), media_type="text/vnd.graphviz", headers=headers)
     if format is Export.cytoscape:
-        return JSON({"elements": export.as_cytoscape(nodes, edges, info)})
-    return JSON(export.as_json(nodes, edges, info))
+        return JSON({"elements": export.as_cytoscape(nodes, edges, info), "as_of_seq": as_of_seq}, headers=headers)
+    return JSON({**export.as_json(nodes, edges, info), "as_of_seq": as_of_seq}, headers=headers)

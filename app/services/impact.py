@@ -1,5 +1,8 @@
 """Impact answers for people: the graph's states and paths, with names, owners and criticality from
-the database, services picked out, counts, a risk level, and who to notify."""
+the database, services picked out, counts, a risk level, and who to notify.
+
+The graph's results come in computed (under `LiveGraph.reading()`); these functions only read the
+database, so the graph is not held while they do."""
 
 import uuid
 from collections import Counter
@@ -10,7 +13,7 @@ from sqlalchemy import Connection, select
 from app.models import ConfigurationItem
 from app.services.bulk import id_in
 from app.services.errors import InvalidInput, NotFound, field_error
-from graph import ImpactGraph
+from graph import ImpactGraph, ImpactResult, RootCauseCandidate
 
 CI = ConfigurationItem.__table__
 # criticality of the most critical service down or degraded -> risk; a service of unknown criticality
@@ -37,9 +40,8 @@ def require_known(graph: ImpactGraph, ids: list[uuid.UUID], field_name: str) -> 
     return keys
 
 
-def impact_answer(conn: Connection, graph: ImpactGraph, failed: list[str], max_depth: int | None,
-                  types: list[str] | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    result = graph.impact(failed, max_depth=max_depth, types=types)
+def impact_answer(conn: Connection, result: ImpactResult) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The answer, and per CI in it (failed first) its name, class, owner and state, for drawing."""
     impacted = dict(result.impacted.items())
     info = describe(conn, set(impacted) | set(result.failed))
     entries, services, owners = [], [], set()
@@ -75,8 +77,7 @@ def impact_answer(conn: Connection, graph: ImpactGraph, failed: list[str], max_d
     return answer, {ci_id: {**info.get(ci_id, {}), "state": states.get(ci_id)} for ci_id in states}
 
 
-def root_cause_answer(conn: Connection, graph: ImpactGraph, symptoms: list[str], limit: int) -> dict[str, Any]:
-    candidates = graph.root_cause(symptoms, limit=limit)
+def root_cause_answer(conn: Connection, symptoms: list[str], candidates: list[RootCauseCandidate]) -> dict[str, Any]:
     info = describe(conn, {c.ci_id for c in candidates} | set(symptoms))
     return {
         "symptoms": [{"id": s, "name": info.get(s, {}).get("name")} for s in symptoms],
@@ -87,11 +88,14 @@ def root_cause_answer(conn: Connection, graph: ImpactGraph, symptoms: list[str],
     }
 
 
-def spof_answer(conn: Connection, graph: ImpactGraph, ci_id: uuid.UUID) -> dict[str, Any]:
+def require_ci(graph: ImpactGraph, ci_id: uuid.UUID) -> str:
     key = str(ci_id)
     if key not in graph:
         raise NotFound(f"No CI with id {ci_id}.")
-    points = graph.spof(key)
+    return key
+
+
+def spof_answer(conn: Connection, key: str, points: list[str]) -> dict[str, Any]:
     info = describe(conn, set(points))
     return {"ci": key, "single_points_of_failure": [
         {"id": p, "name": info.get(p, {}).get("name"), "class": info.get(p, {}).get("class"),

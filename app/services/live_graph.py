@@ -1,19 +1,31 @@
 """The impact graph of one worker process, kept in step with the database through the change feed.
 
 Built once (in the background at start-up, or by the first question), then, before every answer,
-the worker applies the change records newer than the last one it applied: a single indexed query
-when nothing is new. Every uvicorn worker keeps its own copy this way and answers from memory; no
-query rebuilds the graph. Relationship types are read from the registry so a new type's impact
+the worker reads the last committed sequence number and applies the change records up to it: a
+single indexed query when nothing is new. Every uvicorn worker keeps its own copy this way and
+answers from memory. Relationship types are read from the registry so a new type's impact
 direction is known as soon as the registry is.
+
+An answer must never come from a graph older than it says. So:
+  - the sequence read before catching up is the one the answer reflects (`applied_seq`, shown as
+    `as_of_seq`); since sequence numbers grow in commit order (app.services.history), every change
+    committed before the question arrived is at or below it: a worker reads its own writes;
+  - more than `catch_up_max` records behind (a worker idle through a bulk load), applying them one by
+    one would cost more than loading afresh, so the graph is rebuilt; it never stops half way;
+  - `reading()` holds the graph still while an answer is computed from it, so another thread's
+    catch-up cannot slip changes in between its parts (nor move `applied_seq` under it).
 
 The graph holds only what the algorithms need: CI ids (as strings), class and min_members.
 Names, owners and criticality come from the database for the CIs in an answer.
 """
 
+import gc
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, String, cast, select
@@ -29,7 +41,10 @@ CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 CHANGE = ChangeRecord.__table__
 CATCH_UP_PAGE = 10_000
-CATCH_UP_MAX_PAGES = 1_000
+# Past this many records behind, the graph is rebuilt rather than caught up. Measured: catching up
+# costs ~20 us a record (120,000 in 2.3 s on SQLite, reads included), a million-CI graph loads in
+# 22 s (BENCHMARKS.md): at the cap, catching up still takes a fifth of a big graph's rebuild.
+CATCH_UP_MAX = 200_000
 
 
 def min_members_of(attributes_value: Any) -> int | None:
@@ -41,24 +56,24 @@ def min_members_of(attributes_value: Any) -> int | None:
 
 
 class LiveGraph:
-    def __init__(self, engine: Engine, registry_cache: RegistryCache) -> None:
+    def __init__(self, engine: Engine, registry_cache: RegistryCache, *, catch_up_max: int = CATCH_UP_MAX,
+                 catch_up_page: int = CATCH_UP_PAGE) -> None:
         self._engine = engine
         self._registry = registry_cache
         self._graph: ImpactGraph | None = None
         self._lock = threading.Lock()
+        self.catch_up_max = catch_up_max
+        self.catch_up_page = catch_up_page
         self.load_seconds: float | None = None
+        self.builds = 0
 
-    def current(self) -> ImpactGraph:
-        """The graph with every committed change applied."""
+    @contextmanager
+    def reading(self) -> Iterator[ImpactGraph]:
+        """The graph with every change committed before the call applied, held still until the block
+        ends: an answer computed inside reflects exactly `graph.applied_seq`. Keep the block to graph
+        work; database reads and drawing belong after it."""
         with self._lock:
-            semantics = self._semantics()
-            if self._graph is None:
-                self._graph = self._build(semantics)
-            else:
-                if semantics != self._graph.semantics:
-                    self._graph.set_semantics(semantics)
-                self._catch_up(self._graph)
-            return self._graph
+            yield self._refresh()
 
     def warm_up(self, before=None) -> None:
         threading.Thread(target=self._warm_up, args=(before,), name="karta-graph-load", daemon=True).start()
@@ -67,9 +82,27 @@ class LiveGraph:
         try:
             if before is not None:
                 before()
-            self.current()
+            with self.reading():
+                pass
         except Exception:  # the first question will try again and report the error itself
             log.exception("building the impact graph at start-up failed")
+
+    def _refresh(self) -> ImpactGraph:
+        semantics = self._semantics()
+        graph = self._graph
+        if graph is not None:
+            if semantics != graph.semantics:
+                graph.set_semantics(semantics)
+            if self._catch_up(graph):
+                return graph
+            log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
+                        self.catch_up_max, graph.applied_seq)
+            # Let the old graph go before loading the new one (never two in memory); the load froze it
+            # out of the collector's reach, so hand its cycles back to the collector.
+            self._graph = graph = None
+            gc.unfreeze()
+        self._graph = self._build(semantics)
+        return self._graph
 
     def _semantics(self) -> dict[str, RelationshipSemantics]:
         return {
@@ -85,6 +118,8 @@ class LiveGraph:
         started = time.perf_counter()
         graph = ImpactGraph(semantics)
         with self._engine.connect() as conn, conn.begin():
+            # Read first: whatever commits while the tables stream in is at most applied twice, and
+            # applying a record again changes nothing.
             seq = last_seq(conn)
             stream = conn.execution_options(stream_results=True, yield_per=50_000)
             cis = stream.execute(select(self._id_column(CI.c.id, conn), CI.c.ci_class,
@@ -96,20 +131,34 @@ class LiveGraph:
                 ((str(source), str(target), rel_type) for source, target, rel_type in relationships),
             )
         graph.applied_seq = seq
+        self.builds += 1
         self.load_seconds = time.perf_counter() - started
         log.info("impact graph loaded: %d CIs, %d relationships in %.1f s", len(graph),
                  graph.number_of_relationships(), self.load_seconds)
         return graph
 
-    def _catch_up(self, graph: ImpactGraph) -> None:
-        for _ in range(CATCH_UP_MAX_PAGES):
+    def _catch_up(self, graph: ImpactGraph) -> bool:
+        """Apply every record up to the last committed one; False, having applied none, when there
+        are more than `catch_up_max` of them."""
+        with self._engine.connect() as conn, conn.begin():
+            target = last_seq(conn)
+            if target <= graph.applied_seq:
+                return True
+            if target - graph.applied_seq > self.catch_up_max and conn.execute(
+                select(CHANGE.c.seq).where(CHANGE.c.seq > graph.applied_seq).order_by(CHANGE.c.seq)
+                .offset(self.catch_up_max).limit(1)  # sequence numbers have gaps: count the records
+            ).first() is not None:
+                return False
+        # At most catch_up_max records lie at or below target: the pages are bounded.
+        for _ in range(self.catch_up_max // self.catch_up_page + 1):
             with self._engine.connect() as conn, conn.begin():
                 records = conn.execute(
                     select(CHANGE.c.seq, CHANGE.c.object_type, CHANGE.c.object_id, CHANGE.c.action, CHANGE.c.diff)
-                    .where(CHANGE.c.seq > graph.applied_seq).order_by(CHANGE.c.seq).limit(CATCH_UP_PAGE)
+                    .where(CHANGE.c.seq > graph.applied_seq, CHANGE.c.seq <= target)
+                    .order_by(CHANGE.c.seq).limit(self.catch_up_page)
                 ).all()
                 if not records:
-                    return
+                    break
                 touched = {r.object_id for r in records if r.object_type == "ci" and r.action != "delete"}
                 current = {}
                 if touched:
@@ -119,8 +168,10 @@ class LiveGraph:
             for record in records:
                 _apply(graph, record, current)
             graph.applied_seq = records[-1].seq
-            if len(records) < CATCH_UP_PAGE:
-                return
+            if len(records) < self.catch_up_page:
+                break
+        graph.applied_seq = target  # every record up to it is applied (the rest of the way are gaps)
+        return True
 
 
 def _apply(graph: ImpactGraph, record: Any, current: dict[uuid.UUID, tuple[str, int | None]]) -> None:

@@ -11,12 +11,3 @@ def test_edges_among_keeps_recorded_direction_and_every_type():
                                                      ("h", "c", "member_of")]
     assert g.edges_among({"a"}) == []
 
-
-def test_graphml_survives_control_characters_in_names():
-    import xml.etree.ElementTree as ElementTree
-
-    from graph import export
-
-    text = export.as_graphml(["a"], [], {"a": {"name": "web\x01\x1b[31m-1", "class": "server"}})
-    assert "web[31m-1" in text
-    ElementTree.fromstring(text)

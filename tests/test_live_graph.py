@@ -1,0 +1,116 @@
+"""The live graph answers from every change committed before the question, and says which.
+
+Each answer's `as_of_seq` is the sequence of the last change it reflects. A worker behind by more
+than its catch-up cap rebuilds rather than answering from a graph only partly caught up; one within
+the cap applies the records page by page without rebuilding.
+"""
+
+import threading
+import time
+
+from tests.conftest import new_id
+
+
+def last_seq(api) -> int:
+    return api.get("/api/v1/changes?since=0&limit=1000").json()["last_seq"]
+
+
+def impacted_names(api, ci_id: str) -> tuple[set[str], int]:
+    response = api.post("/api/v1/impact", json={"ci_ids": [ci_id]})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert response.headers["X-Karta-As-Of-Seq"] == str(answer["as_of_seq"])
+    return {item["name"] for item in answer["impacted"]}, answer["as_of_seq"]
+
+
+def test_past_the_catch_up_cap_the_graph_is_rebuilt_and_the_answer_complete(app, api):
+    live = app.state.live_graph
+    live.catch_up_max, live.catch_up_page = 3, 2
+    db = api.create_ci("database", "db")["id"]
+    assert impacted_names(api, db) == (set(), last_seq(api))
+    builds = live.builds
+    for n in range(4):  # 8 changes: twice the cap and more
+        api.relate(api.create_ci("application", f"app{n}")["id"], "depends_on", db)
+    assert impacted_names(api, db) == ({"app0", "app1", "app2", "app3"}, last_seq(api))
+    assert live.builds == builds + 1
+    # back within the cap, it catches up again
+    api.relate(api.create_ci("application", "app4")["id"], "depends_on", db)
+    assert impacted_names(api, db) == ({"app0", "app1", "app2", "app3", "app4"}, last_seq(api))
+    assert live.builds == builds + 1
+
+
+def test_within_the_cap_it_catches_up_page_by_page_without_rebuilding(app, api):
+    live = app.state.live_graph
+    live.catch_up_max, live.catch_up_page = 100, 2
+    db = api.create_ci("database", "db")["id"]
+    assert impacted_names(api, db)[0] == set()
+    builds = live.builds
+    apps = [api.create_ci("application", f"app{n}")["id"] for n in range(3)]
+    for app_id in apps:
+        api.relate(app_id, "depends_on", db)
+    link = api.get(f"/api/v1/relationships?source={apps[0]}&target={db}").json()["items"][0]
+    assert api.delete(f"/api/v1/relationships/{link['id']}").status_code == 204  # 7 changes, 4 pages
+    assert impacted_names(api, db) == ({"app1", "app2"}, last_seq(api))
+    assert live.builds == builds
+
+
+def test_every_write_is_in_the_next_answer_while_other_threads_read(app, api):
+    """Read-your-writes in one worker, with other questions taking the graph all along."""
+    live = app.state.live_graph
+    db = api.create_ci("database", "db")["id"]
+    stop = threading.Event()
+
+    def keep_asking():
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            with live.reading() as graph:
+                graph.impact([db])
+
+    readers = [threading.Thread(target=keep_asking) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        expected = set()
+        for n in range(6):
+            app_id = api.create_ci("application", f"app{n}")["id"]
+            api.relate(app_id, "depends_on", db)
+            expected.add(f"app{n}")
+            seq = last_seq(api)  # the write committed at or before this
+            names, as_of_seq = impacted_names(api, db)
+            assert names == expected and as_of_seq >= seq
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=30)
+
+
+def test_every_impact_answer_says_its_sequence(api):
+    db = api.create_ci("database", "db", owner="team-dba")["id"]
+    web = api.create_ci("application", "web")["id"]
+    api.relate(web, "depends_on", db)
+    seq = last_seq(api)
+    json_answers = [
+        api.post("/api/v1/impact", json={"ci_ids": [db]}),
+        api.post("/api/v1/blast-radius", json={"failed": [db]}),
+        api.post("/api/v1/root-cause", json={"symptoms": [web]}),
+        api.get(f"/api/v1/cis/{web}/spof"),
+        api.get(f"/api/v1/cis/{web}/neighborhood"),
+        api.get(f"/api/v1/cis/{web}/neighborhood?format=cytoscape"),
+    ]
+    for response in json_answers:
+        assert response.status_code == 200, response.text
+        assert response.json()["as_of_seq"] == seq, response.request.url
+        assert response.headers["X-Karta-As-Of-Seq"] == str(seq)
+    pictures = [
+        api.post("/api/v1/impact?format=dot", json={"ci_ids": [db]}),
+        api.post("/api/v1/blast-radius?format=dot", json={"failed": [db]}),
+        api.get(f"/api/v1/cis/{web}/neighborhood?format=dot"),
+        api.get(f"/api/v1/cis/{web}/neighborhood?format=graphml"),
+    ]
+    for response in pictures:
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Karta-As-Of-Seq"] == str(seq), response.request.url
+    api.delete(f"/api/v1/cis/{web}")
+    after = api.post("/api/v1/impact", json={"ci_ids": [db]})
+    assert after.json()["impacted"] == [] and after.json()["as_of_seq"] == last_seq(api) > seq
+    assert api.post("/api/v1/impact", json={"ci_ids": [new_id()]}).status_code == 422

@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
-    app.state.live_graph = LiveGraph(engine, app.state.registry)
+    app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
     problems.install(app)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):

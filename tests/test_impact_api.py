@@ -188,20 +188,12 @@ def test_every_worker_sees_a_deleted_relationship_at_once(app, engine, database_
         assert {ask() for _ in range(12)} == {frozenset({"dbr", "reporting"})}
 
 
-class PictureSettings(Settings):
-    """The drawing limits as settings (KARTA_SVG_MAX_NODES, KARTA_SVG_MAX_EDGES, KARTA_SVG_TIMEOUT_SECONDS,
-    KARTA_GRAPHVIZ_DOT), declared here as app.core.config is to declare them."""
-
-    svg_max_nodes: int = 1000
-    svg_max_edges: int = 2000
-    svg_timeout_seconds: float = 20.0
-    graphviz_dot: str = "dot"
 
 
 @contextmanager
 def picture_api(database_url: str, secrets: dict[str, str] | None = None, **limits):
     """An Api on an app with these drawing limits; `secrets` of another one on the same database."""
-    application = create_app(PictureSettings(database_url=database_url, **limits))
+    application = create_app(Settings(database_url=database_url, **limits))
     try:
         with TestClient(application, raise_server_exceptions=False) as client:
             yield Api(client, secrets or create_tokens(application.state.engine))

@@ -104,14 +104,11 @@ JSON_RESPONSES = {200: {"description": "The answer", "headers": _AS_OF_HEADER}}
 
 def _svg_limits(request: Request) -> export.SvgLimits:
     """The drawing limits from the settings (KARTA_SVG_MAX_NODES, KARTA_SVG_MAX_EDGES,
-    KARTA_SVG_TIMEOUT_SECONDS, KARTA_GRAPHVIZ_DOT); a setting app.core.config does not declare keeps
-    its default."""
-    settings, default = request.app.state.settings, export.SvgLimits()
+    KARTA_SVG_TIMEOUT_SECONDS, KARTA_GRAPHVIZ_DOT)."""
+    settings = request.app.state.settings
     return export.SvgLimits(
-        max_nodes=getattr(settings, "svg_max_nodes", default.max_nodes),
-        max_edges=getattr(settings, "svg_max_edges", default.max_edges),
-        timeout_seconds=getattr(settings, "svg_timeout_seconds", default.timeout_seconds),
-        dot=getattr(settings, "graphviz_dot", default.dot),
+        max_nodes=settings.svg_max_nodes, max_edges=settings.svg_max_edges,
+        timeout_seconds=settings.svg_timeout_seconds, dot=settings.graphviz_dot,
     )
 
 

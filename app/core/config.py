@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     # source over the same scope without it, or this many days since that source last saw it.
     stale_after_runs: int = Field(default=3, ge=1)
     stale_after_days: float = Field(default=14.0, gt=0)
+    # Pictures (format=svg): larger answers are refused (422, use max_depth or format=dot/json), and
+    # Graphviz's dot is stopped after the timeout. `graphviz_dot` names the program.
+    svg_max_nodes: int = Field(default=1000, ge=1)
+    svg_max_edges: int = Field(default=2000, ge=0)
+    svg_timeout_seconds: float = Field(default=20.0, gt=0)
+    graphviz_dot: str = "dot"
+    # A worker more than this many change records behind rebuilds its impact graph instead of applying
+    # them one by one (a rebuild is faster past it; see app/services/live_graph.py).
+    graph_catch_up_max: int = Field(default=200_000, ge=0)
     # Python's cyclic garbage collector thresholds for the worker (gc.set_threshold). At Python's
     # defaults (700, 10, 10) an ingest batch, which allocates millions of short-lived objects, triggers
     # thousands of collections, and the older ones walk every live object, the impact graph included:

@@ -49,7 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.lab_karta import KARTA, agent_env, karta_server, refuse_lab_clash
+from bench.lab_karta import KARTA, agent_env, karta_server, publish, refuse_lab_clash
 from discovery import hostscript
 from tests.discovery.lab import SUBNET, Lab, LabHost, missing_requirements
 
@@ -237,9 +237,7 @@ def main() -> int:
         | what | median (s) | best (s) |
         | --- | ---: | ---: |
         """) + rows + ratios
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table)
+    publish(table, RESULTS)
     return 0
 
 

@@ -56,6 +56,13 @@ def karta(database_url: str, *args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
+def publish(text: str, path: Path) -> None:
+    """Print a benchmark's Markdown and keep it in bench/results/ (git-ignored)."""
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 @dataclass
 class Server:
     base: str  # the URL the agent pushes to (from inside the lab)

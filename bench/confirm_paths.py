@@ -76,6 +76,12 @@ def sightings(engine: Engine, source: str) -> dict[object, Sighting]:
         return {row[0]: Sighting(*row) for row in conn.execute(query).all()}
 
 
+def confirmed_of_run(engine: Engine, source: str, run_id: str) -> tuple[int, int]:
+    """(CIs of this run confirmed by fingerprint, CIs it reported), read right after its push."""
+    seen = [s for s in sightings(engine, source).values() if s.run_id == run_id]
+    return sum(1 for s in seen if s.ci_written != s.sighting_seen), len(seen)
+
+
 def _key(item: dict) -> tuple[str, str]:
     return item["class"], item["name"]
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -44,16 +45,21 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sqlalchemy import create_engine
+
+from bench.confirm_paths import confirmed_of_run
 from bench.lab_karta import KARTA, agent_env, karta_server, publish, refuse_lab_clash
 from discovery import hostscript
 from tests.discovery.lab import SUBNET, Lab, LabHost, missing_requirements
 
 RESULTS = REPO / "bench" / "results" / "discovery.md"
+RUN_ID = re.compile(r"run_id=(\S+)")  # in the agent's summary line
 FORKS = 20
 
 
@@ -130,13 +136,17 @@ def run_ansible(lab: Lab, ansible: str, work: Path, env: dict, what: str, module
     return seconds
 
 
-def run_karta_ssh(lab: Lab, hosts: list[LabHost], env: dict, *, push: bool, console: bool) -> float:
+def run_karta_ssh(lab: Lab, hosts: list[LabHost], env: dict, *, push: bool, console: bool,
+                  on_summary: Callable[[str], None] | None = None) -> float:
+    """One timed ssh run; `on_summary` then gets the agent's summary line (outside the timing)."""
     targets = ",".join(h.address for h in hosts)
     command = [str(KARTA), "discover"] if console else [sys.executable, "-m", "discovery.cli"]
     argv = [*command, "ssh", "--targets", targets, "--user", "root", "--key", str(lab.key_path),
             "--known-hosts", str(lab.known_hosts), "--concurrency", str(FORKS), *([] if push else ["--dry-run"])]
     seconds, result = timed(lab, argv, env, timeout=300)
-    check_summary(result, "ssh", f"hosts={len(hosts)}/{len(hosts)} ok", push)
+    summary = check_summary(result, "ssh", f"hosts={len(hosts)}/{len(hosts)} ok", push)
+    if on_summary is not None:
+        on_summary(summary)
     return seconds
 
 
@@ -146,12 +156,13 @@ def run_karta_scan(lab: Lab, env: dict, expected_hosts: int) -> float:
     return seconds
 
 
-def check_summary(result: subprocess.CompletedProcess, what: str, expected: str, push: bool) -> None:
+def check_summary(result: subprocess.CompletedProcess, what: str, expected: str, push: bool) -> str:
     """The agent's summary line (last line of stderr) must show every host and, when pushing, an accepted push."""
     summary = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
     pushed = not push or ("pushed=1 request(s)" in summary and "ingest_errors" not in summary)
     if result.returncode != 0 or expected not in summary or not pushed:
         raise SystemExit(f"karta {what} failed (rc {result.returncode}): {result.stderr[-2000:]}")
+    return summary
 
 
 def tool_version(argv: list[str]) -> str:
@@ -193,6 +204,7 @@ def main() -> int:
     env = agent_env()
     timings: dict[str, list[float]] = {key: [] for key in ROWS}
     load_before = os.getloadavg()[0]
+    confirmed: list[tuple[int, int]] = []  # per timed ssh push: (items confirmed by fingerprint, items)
     with Lab(hosts, lifetime=1200) as lab, tempfile.TemporaryDirectory(prefix="karta-bench-") as tmp:
         work = Path(tmp)
         ansible_setup(lab, hosts, work, env)
@@ -206,15 +218,25 @@ def main() -> int:
                      "push": run_karta_ssh(lab, hosts, push_env, push=True, console=True)}
             print(f"first runs (create the estate): scan {first['scan']:.2f}s, ssh {first['push']:.2f}s",
                   file=sys.stderr)
-            for run in range(1, args.runs + 1):
-                timings["push"].append(run_karta_ssh(lab, hosts, push_env, push=True, console=True))
-                timings["push_module"].append(run_karta_ssh(lab, hosts, push_env, push=True, console=False))
-                timings["dry"].append(run_karta_ssh(lab, hosts, env, push=False, console=False))
-                timings["setup"].append(run_ansible(lab, ansible, work, env, "setup", ["-m", "setup"], names))
-                timings["script"].append(run_ansible(lab, ansible, work, env, "script", script_args, names,
-                                                     must_print=f"@@KARTA-{token} end"))
-                timings["scan"].append(run_karta_scan(lab, push_env, len(hosts) + 1))
-                print(f"run {run}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in timings.items()), file=sys.stderr)
+            engine = create_engine(server.database_url)
+
+            def count_confirmed(summary: str) -> None:
+                confirmed.append(confirmed_of_run(engine, "ssh", RUN_ID.search(summary).group(1)))
+
+            try:
+                for run in range(1, args.runs + 1):
+                    timings["push"].append(run_karta_ssh(lab, hosts, push_env, push=True, console=True,
+                                                         on_summary=count_confirmed))
+                    timings["push_module"].append(run_karta_ssh(lab, hosts, push_env, push=True, console=False,
+                                                                on_summary=count_confirmed))
+                    timings["dry"].append(run_karta_ssh(lab, hosts, env, push=False, console=False))
+                    timings["setup"].append(run_ansible(lab, ansible, work, env, "setup", ["-m", "setup"], names))
+                    timings["script"].append(run_ansible(lab, ansible, work, env, "script", script_args, names,
+                                                         must_print=f"@@KARTA-{token} end"))
+                    timings["scan"].append(run_karta_scan(lab, push_env, len(hosts) + 1))
+                    print(f"run {run}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in timings.items()), file=sys.stderr)
+            finally:
+                engine.dispose()
 
     med = {k: statistics.median(v) for k, v in timings.items()}
     best = {k: min(v) for k, v in timings.items()}
@@ -233,6 +255,8 @@ def main() -> int:
         {args.hosts} lab hosts (network namespaces, one sshd each), {args.runs} runs, wall clock of whole commands.
         First runs (untimed in the table, they create the estate): scan {first['scan']:.2f} s, ssh {first['push']:.2f} s.
         Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}.
+        Items of each timed ssh push that the server confirmed by fingerprint (bench/confirm_paths.py):
+        {', '.join(f'{c}/{n}' for c, n in confirmed)}.
 
         | what | median (s) | best (s) |
         | --- | ---: | ---: |

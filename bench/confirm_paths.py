@@ -157,7 +157,8 @@ class PushPaths:
     items: int
     confirmed: Counter  # class -> items confirmed
     derived: dict[tuple[str, str], list[str]]  # (class, reason) -> names of the items derived
-    unmatched: int  # items whose CI could not be found by fingerprint (a report not kept whole)
+    unmatched: list[str]  # items whose CI has no sighting with their fingerprint: none was kept (two
+    # items of the batch were the same CI, or a relationship it carried failed), so their path is unknown
     run_counts: dict  # what the run record says (GET /api/v1/discovery/runs/{run_id}), for comparison
 
 
@@ -169,11 +170,11 @@ def paths_of_push(engine: Engine, source: str, run_id: str, batch: dict, previou
     reasons = why_derived(previous, batch)
     with engine.connect() as conn:
         counts = conn.execute(select(RUN.c.counts).where(RUN.c.id == run_id)).scalar_one()
-    result = PushPaths(len(batch["items"]), Counter(), {}, 0, counts)
+    result = PushPaths(len(batch["items"]), Counter(), {}, [], counts)
     for item in batch["items"]:
         seen = by_fingerprint.get(prints.get(item["ref"]))
         if seen is None:
-            result.unmatched += 1
+            result.unmatched.append(item["name"])
             continue
         if seen.ci_written != seen.sighting_seen:
             result.confirmed[item["class"]] += 1

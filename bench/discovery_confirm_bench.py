@@ -12,7 +12,8 @@ host, both pushing to the server, and right after each push measures which of it
 confirmed path and which the full one (bench/confirm_paths.py says how), with the reason for each
 item derived. Round 1 is first sight; then ``--unchanged-rounds`` rounds with nothing changed; then
 one round after Redis was started on ``--change-on`` (a service started between two runs), and one
-after ``--address-on`` was given a second address, and a last one with nothing changed.
+after ``--address-on`` was given a second address, one with nothing changed, and a last one after
+a new host (a MAC and an address of its own) came online.
 Writes bench/results/discovery_confirm.md (git-ignored). Needs root, nmap, sshd, nginx, redis,
 PostgreSQL's server binaries.
 """
@@ -42,6 +43,7 @@ from tests.discovery.lab_services import (
 RESULTS = REPO / "bench" / "results" / "discovery_confirm.md"
 RUN_ID = re.compile(r"run_id=(\S+)")
 SECOND_ADDRESS = "10.77.0.112"  # in the lab subnet, no host there (hosts are .11-.13 and .21 on)
+LATE = "late-01"  # a host whose cable is cut from the start and plugged in before the last round
 
 
 class Rounds:
@@ -139,6 +141,7 @@ def main() -> int:
     refuse_lab_clash()
     hosts = [h for h in standard_hosts() if h.name in ("web-1", "db-1", "app-1")]
     hosts += [LabHost(f"plain-{n:02d}", 20 + n) for n in range(1, args.plain + 1)]
+    hosts.append(LabHost(LATE, 60))  # after every other host: its ssh items renumber nothing
     if not {args.change_on, args.address_on} <= {h.name for h in hosts}:
         parser.error(f"--change-on and --address-on must be among {', '.join(h.name for h in hosts)}")
 
@@ -147,6 +150,7 @@ def main() -> int:
     with Lab(hosts, lifetime=900, setup=start_services) as lab, \
             tempfile.TemporaryDirectory(prefix="karta-confirm-") as tmp:
         work = Path(tmp)
+        lab.link_up(LATE, False)  # ssh asks for it every round (it is in the scope), nmap cannot see it
         with karta_server(lab, work, args.backend) as server:
             engine = create_engine(server.database_url)
             try:
@@ -159,6 +163,9 @@ def main() -> int:
                 add_address(lab, args.address_on, SECOND_ADDRESS)
                 rounds.round(f"{args.unchanged_rounds + 3} ({args.address_on} given {SECOND_ADDRESS})")
                 rounds.round(f"{args.unchanged_rounds + 4} (nothing changed)")
+                lab.link_up(LATE, True)
+                lab.wait_for_tcp([(lab.hosts[LATE].address, 22)], timeout=30)
+                rounds.round(f"{args.unchanged_rounds + 5} (new host {LATE} comes online)")
             finally:
                 engine.dispose()
 

@@ -11,14 +11,8 @@ from sqlmodel import Field, SQLModel
 
 from app.models.ci_class import Name
 from app.models.ingest import SOURCE_PATTERN
+from app.core.scopes import Scope  # noqa: F401 - re-exported: the models name it
 from app.models.types import JSONColumn, Timestamp, UtcDatetime, utcnow
-
-
-class Scope(StrEnum):
-    read = "read"
-    write = "write"
-    discovery = "discovery"
-    admin = "admin"
 
 
 class ApiToken(SQLModel, table=True):

@@ -49,7 +49,6 @@ KNOWN_CACHE_SIZE = 10_000
 UNKNOWN_CACHE_SIZE = 10_000
 # Unknown secrets are remembered briefly: long enough to absorb a burst, short enough to be harmless.
 UNKNOWN_CACHE_SECONDS = 1.0
-ANY_SOURCE_BUT_MANUAL = "any source but manual"
 
 # What each scope grants beyond itself.
 IMPLIED_SCOPES = {

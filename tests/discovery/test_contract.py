@@ -56,9 +56,10 @@ def test_the_services_field_limits_agree_with_the_contract():
     assert MAX_TARGETS <= contract.MAX_SCOPE_HOSTS  # an ssh run's scope is its targets
 
 
-def test_the_agent_starts_without_the_service_stack():
+@pytest.mark.parametrize("module", ["discovery.cli", "app.cli"])  # the agent alone, and as `karta discover`
+def test_the_agent_starts_without_the_service_stack(module):
     modules = subprocess.run(
-        [sys.executable, "-c", "import sys, discovery.cli; print(sorted(sys.modules))"],
+        [sys.executable, "-c", f"import sys, {module}; print(sorted(sys.modules))"],
         capture_output=True, text=True, cwd=REPO, check=True, timeout=60).stdout
     loaded = set(json.loads(modules.replace("'", '"')))
     assert "app.core.batch_contract" in loaded

@@ -26,7 +26,8 @@ import copy
 import fnmatch
 import ipaddress
 
-from app.core.batch_contract import MAX_ITEMS, MAX_NAME, MAX_RELATIONSHIPS, MAX_SCOPE_HOSTS, MAX_SCOPE_SUBNETS
+from app.core.batch_contract import (MAX_ITEMS, MAX_NAME, MAX_REF, MAX_RELATIONSHIPS, MAX_SCOPE_HOSTS,
+                                     MAX_SCOPE_SUBNETS)
 from discovery.classify import DEFAULT_RULES, AppInstance, ClassificationRule, classify_host, host_class
 from discovery.dependencies import DependencyMap, RemoteApplication, RemoteLookup, map_dependencies
 from discovery.models import HostFacts, HostResult, ScanHost
@@ -156,12 +157,22 @@ def app_item(ref: str, app: AppInstance) -> dict:
 
 
 class _Refs:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+    """Refs named after what each item is (`h:<target>`, `ip:<address>`, `a:<instance key>`), not numbered
+    in batch order: the service recognises a report sent again unchanged by a hash of its bytes, refs
+    included, and numbered refs shifted every later item's when one was added (a service started on one
+    host re-derived the unchanged items of every host after it, BENCHMARKS.md)."""
 
-    def new(self, prefix: str) -> str:
-        self.counts[prefix] = self.counts.get(prefix, 0) + 1
-        return f"{prefix}{self.counts[prefix]}"
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+
+    def new(self, prefix: str, key: str) -> str:
+        base = f"{prefix}:{key}"[:MAX_REF - 8]
+        ref, n = base, 1
+        while ref in self.taken:  # the same key twice in one batch (bounded by the batch's size)
+            n += 1
+            ref = f"{base}#{n}"
+        self.taken.add(ref)
+        return ref
 
 
 def _ip_item(ref: str, address: str, attributes: dict) -> dict:
@@ -193,7 +204,7 @@ def build_ssh_batch(
         clients_by_host.setdefault(id(client.host), []).append(client)
 
     for facts, apps in hosts:
-        href = refs.new("h")
+        href = refs.new("h", facts.target)
         items.append({
             "ref": href,
             "class": host_class(facts),
@@ -205,14 +216,14 @@ def build_ssh_batch(
             if not is_routable_host_address(entry.address) or _host_local(entry.interface):
                 continue
             if entry.address not in ip_refs:
-                ip_refs[entry.address] = refs.new("ip")
+                ip_refs[entry.address] = refs.new("ip", entry.address)
                 items.append(_ip_item(ip_refs[entry.address], entry.address, {
                     "family": "ipv6" if entry.family == "inet6" else "ipv4",
                     "prefix_length": entry.prefix_length, "interface": entry.interface}))
             relationships.append({"source": href, "target": ip_refs[entry.address],
                                   "type": "contains", "attributes": {}})
         for app in apps + clients_by_host.get(id(facts), []):
-            aref = app_refs[id(app)] = refs.new("a")
+            aref = app_refs[id(app)] = refs.new("a", instance_key(app))
             items.append(app_item(aref, app))
             relationships.append({"source": aref, "target": href, "type": "runs_on", "attributes": {}})
 
@@ -238,7 +249,7 @@ def build_scan_batch(hosts: list[ScanHost], *, run_id: str, subnets: list[str], 
     items: list[dict] = []
     relationships: list[dict] = []
     for host in sorted(hosts, key=lambda h: ipaddress.ip_address(h.address)):
-        href, iref = refs.new("h"), refs.new("ip")
+        href, iref = refs.new("h", host.address), refs.new("ip", host.address)
         dns_name = host.hostname if is_dns_name(host.hostname) else None
         fqdn = dns_name if dns_name and "." in dns_name else None
         items.append({

@@ -29,6 +29,21 @@ def lab_results(data_dir):
 
 
 def test_ssh_batch_from_recorded_replies(lab_results):
+    # refs name what each item is (its target, address or instance key), never its place in the batch
+    R = {
+        "h1": "h:10.77.0.11",
+        "ip1": "ip:10.77.0.11",
+        "a1": "a:9514a130521e1b23b3f94074d8b33026/nginx/80",
+        "a2": "a:9514a130521e1b23b3f94074d8b33026/orders_api/8080",
+        "h2": "h:10.77.0.12",
+        "ip2": "ip:10.77.0.12",
+        "a3": "a:226ea11ed6c5225df34ceae5a27e5df3/postgresql/5432",
+        "a4": "a:226ea11ed6c5225df34ceae5a27e5df3/redis/6379",
+        "h3": "h:10.77.0.13",
+        "ip3": "ip:10.77.0.13",
+        "a5": "a:5e1c09b265482f8337bb1d5798234cb7/psql/0",
+        "h4": "h:10.77.0.20",
+    }
     batch = build_ssh_batch(lab_results, run_id=RUN)
     assert set(batch) == {"source", "run_id", "scope", "complete", "items", "relationships"}
     # Every target is in scope, read or not: a host that is down keeps the scope (and its key) stable,
@@ -38,32 +53,32 @@ def test_ssh_batch_from_recorded_replies(lab_results):
                                                         "10.77.0.99"]}
     items = {i["ref"]: i for i in batch["items"]}
     assert [(i["ref"], i["class"], i["name"]) for i in batch["items"]] == [
-        ("h1", "virtual_machine", "web-1"), ("ip1", "ip_address", "10.77.0.11"),
-        ("a1", "web_server", "nginx@web-1:80"), ("a2", "application", "orders_api@web-1:8080"),
-        ("h2", "virtual_machine", "db-1"), ("ip2", "ip_address", "10.77.0.12"),
-        ("a3", "database", "postgresql@db-1:5432"), ("a4", "database", "redis@db-1:6379"),
-        ("h3", "virtual_machine", "app-1"), ("ip3", "ip_address", "10.77.0.13"),
-        ("a5", "application", "psql@app-1"),
-        ("h4", "server", "half"),
+        (R["h1"], "virtual_machine", "web-1"), (R["ip1"], "ip_address", "10.77.0.11"),
+        (R["a1"], "web_server", "nginx@web-1:80"), (R["a2"], "application", "orders_api@web-1:8080"),
+        (R["h2"], "virtual_machine", "db-1"), (R["ip2"], "ip_address", "10.77.0.12"),
+        (R["a3"], "database", "postgresql@db-1:5432"), (R["a4"], "database", "redis@db-1:6379"),
+        (R["h3"], "virtual_machine", "app-1"), (R["ip3"], "ip_address", "10.77.0.13"),
+        (R["a5"], "application", "psql@app-1"),
+        (R["h4"], "server", "half"),
     ]
     rels = {(r["source"], r["target"], r["type"], json.dumps(r["attributes"])) for r in batch["relationships"]}
     assert rels == {
-        ("h1", "ip1", "contains", "{}"), ("h2", "ip2", "contains", "{}"), ("h3", "ip3", "contains", "{}"),
-        ("a1", "h1", "runs_on", "{}"), ("a2", "h1", "runs_on", "{}"), ("a3", "h2", "runs_on", "{}"),
-        ("a4", "h2", "runs_on", "{}"), ("a5", "h3", "runs_on", "{}"),
-        ("a2", "a4", "depends_on", '{"port": 6379}'), ("a5", "a3", "depends_on", '{"port": 5432}'),
+        (R["h1"], R["ip1"], "contains", "{}"), (R["h2"], R["ip2"], "contains", "{}"), (R["h3"], R["ip3"], "contains", "{}"),
+        (R["a1"], R["h1"], "runs_on", "{}"), (R["a2"], R["h1"], "runs_on", "{}"), (R["a3"], R["h2"], "runs_on", "{}"),
+        (R["a4"], R["h2"], "runs_on", "{}"), (R["a5"], R["h3"], "runs_on", "{}"),
+        (R["a2"], R["a4"], "depends_on", '{"port": 6379}'), (R["a5"], R["a3"], "depends_on", '{"port": 5432}'),
     }
-    assert items["h2"]["identifiers"] == {"machine_id": "226ea11ed6c5225df34ceae5a27e5df3", "fqdn": "db-1.lab",
+    assert items[R["h2"]]["identifiers"] == {"machine_id": "226ea11ed6c5225df34ceae5a27e5df3", "fqdn": "db-1.lab",
                                           "mac_address": ["52:54:00:77:00:0c"], "ip_address": ["10.77.0.12"]}
-    assert items["a3"]["identifiers"] == {"instance_key": "226ea11ed6c5225df34ceae5a27e5df3/postgresql/5432"}
-    assert items["a3"]["attributes"] == {"kind": "postgresql", "engine": "postgresql", "process": "postgres",
+    assert items[R["a3"]]["identifiers"] == {"instance_key": "226ea11ed6c5225df34ceae5a27e5df3/postgresql/5432"}
+    assert items[R["a3"]]["attributes"] == {"kind": "postgresql", "engine": "postgresql", "process": "postgres",
                                          "port": 5432,
                                          "ports": [5432], "listen": ["10.77.0.12:5432", "127.0.0.1:5432"]}
-    assert items["a5"]["attributes"] == {"kind": "psql", "process": "psql", "client_only": True}
-    assert items["ip2"] == {"ref": "ip2", "class": "ip_address", "name": "10.77.0.12",
+    assert items[R["a5"]]["attributes"] == {"kind": "psql", "process": "psql", "client_only": True}
+    assert items[R["ip2"]] == {"ref": R["ip2"], "class": "ip_address", "name": "10.77.0.12",
                             "identifiers": {"address": "10.77.0.12"},
                             "attributes": {"family": "ipv4", "prefix_length": 24, "interface": "eth0"}}
-    db = items["h2"]["attributes"]
+    db = items[R["h2"]]["attributes"]
     assert (db["os_name"], db["os_version"], db["cpu_count"], db["memory_mb"]) == ("ubuntu", "24.04", 2, 24105)
     assert (db["virtualization"], db["hypervisor"]) == ("kvm", "kvm")
     assert db["interfaces"] == [{"name": "eth0", "mac_address": "52:54:00:77:00:0c", "state": "UP", "mtu": 1500,
@@ -113,7 +128,7 @@ def test_scan_batch_from_the_recorded_lab_scan(data_dir, nmap_program):
     assert len(batch["items"]) == 16 and len(batch["relationships"]) == 8
     web = next(i for i in batch["items"] if i["name"] == "web-1.lab")
     assert web == {
-        "ref": "h2", "class": "server", "name": "web-1.lab",
+        "ref": "h:10.77.0.11", "class": "server", "name": "web-1.lab",
         "identifiers": {"fqdn": "web-1.lab", "mac_address": ["52:54:00:77:00:0b"], "ip_address": ["10.77.0.11"]},
         "attributes": {"listening": [{"port": 22, "protocol": "tcp", "service": "ssh"},
                                      {"port": 80, "protocol": "tcp", "service": "http"},
@@ -220,3 +235,14 @@ def test_names_and_identifier_lists_fit_the_ingest_limits():
     host, app = batch["items"][0], next(i for i in batch["items"] if i["class"] == "database")
     assert len(host["name"]) == 255 and len(host["identifiers"]["ip_address"]) == 256
     assert app["name"] == "postgresql@" + "h" * 239 + ":5432"  # 255 characters, port kept
+
+
+def test_a_hosts_items_do_not_change_when_other_hosts_come_or_go(lab_results):
+    # The service confirms a report sent again unchanged by a hash of its bytes, refs included: what one
+    # host reports must not depend on which hosts came before it in the batch.
+    def items_of(results, address):
+        batch = build_ssh_batch(results, run_id=RUN)
+        return [i for i in batch["items"] if i["ref"].endswith(address) or address in str(i["identifiers"])]
+
+    db = next(r for r in lab_results if r.target == "10.77.0.12")
+    assert items_of([db], "10.77.0.12") == items_of(lab_results, "10.77.0.12") != []

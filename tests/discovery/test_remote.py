@@ -51,7 +51,8 @@ def test_connections_to_hosts_of_an_earlier_run_reach_their_applications(api, da
     assert ingest(api, batch)["relationships"]["errors"] == 0
     stored = api.get("/api/v1/relationships", params={"type": "depends_on"}).json()["items"]
     assert {(r["target"], r["attributes"]["port"]) for r in stored} == {
-        (first_run["refs"]["a1"], 5432), (first_run["refs"]["a2"], 6379)}
+        (first_run["refs"]["a:226ea11ed6c5225df34ceae5a27e5df3/postgresql/5432"], 5432),
+        (first_run["refs"]["a:226ea11ed6c5225df34ceae5a27e5df3/redis/6379"], 6379)}
 
 
 def test_a_refused_lookup_switches_itself_off_and_keeps_outbound_facts(api, data_dir, first_run):

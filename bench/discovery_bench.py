@@ -142,7 +142,8 @@ def run_karta_ssh(lab: Lab, hosts: list[LabHost], env: dict, *, push: bool, cons
     targets = ",".join(h.address for h in hosts)
     command = [str(KARTA), "discover"] if console else [sys.executable, "-m", "discovery.cli"]
     argv = [*command, "ssh", "--targets", targets, "--user", "root", "--key", str(lab.key_path),
-            "--known-hosts", str(lab.known_hosts), "--concurrency", str(FORKS), *([] if push else ["--dry-run"])]
+            "--known-hosts", str(lab.known_hosts), "--concurrency", str(FORKS),
+            *(["--insecure"] if push else ["--dry-run"])]  # the lab's server is plain http on the lab's link
     seconds, result = timed(lab, argv, env, timeout=300)
     summary = check_summary(result, "ssh", f"hosts={len(hosts)}/{len(hosts)} ok", push)
     if on_summary is not None:
@@ -151,7 +152,7 @@ def run_karta_ssh(lab: Lab, hosts: list[LabHost], env: dict, *, push: bool, cons
 
 
 def run_karta_scan(lab: Lab, env: dict, expected_hosts: int) -> float:
-    seconds, result = timed(lab, [str(KARTA), "discover", "scan", "--subnet", SUBNET], env, timeout=600)
+    seconds, result = timed(lab, [str(KARTA), "discover", "scan", "--subnet", SUBNET, "--insecure"], env, timeout=600)
     check_summary(result, "scan", f"hosts={expected_hosts} ", True)
     return seconds
 

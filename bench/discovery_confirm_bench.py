@@ -57,11 +57,11 @@ class Rounds:
     def command(self, source: str, output: Path) -> list[str]:
         if source == "nmap":
             return [str(KARTA), "discover", "scan", "--subnet", SUBNET, "--exclude", MGMT_ADDRESS,
-                    "--output", str(output)]
+                    "--output", str(output), "--insecure"]  # the lab's server is plain http on the lab's link
         targets = ",".join(h.address for h in self.lab.hosts.values())
         return [str(KARTA), "discover", "ssh", "--targets", targets, "--user", "root", "--key",
                 str(self.lab.key_path), "--known-hosts", str(self.lab.known_hosts), "--connect-timeout", "5",
-                "--command-timeout", "60", "--output", str(output)]
+                "--command-timeout", "60", "--output", str(output), "--insecure"]
 
     def round(self, label: str) -> None:
         paths, runs = {}, {}

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Uuid, bindparam, select, text, update
+from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
 
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.services.bulk import id_in, insert_rows, is_postgres, json_list
@@ -87,6 +87,8 @@ _UPDATE_CI = (
         ci_class=bindparam("_class"), name=bindparam("_name"), status=bindparam("_status"),
         attributes=bindparam("_attributes"), provenance=bindparam("_provenance"),
         version=bindparam("_version"), updated_at=bindparam("_updated_at"), last_seen=bindparam("_last_seen"),
+        # A CI made through the API has none: discovery seeing it first is its first sighting.
+        first_seen=func.coalesce(CI.c.first_seen, bindparam("_last_seen")),
     )
 )
 
@@ -101,9 +103,10 @@ def update_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
-    """Move last_seen only: no version, no history."""
+    """Move last_seen (and set a missing first_seen) only: no version, no history."""
     if ci_ids:
-        conn.execute(update(CI).where(id_in(conn, CI.c.id, ci_ids)).values(last_seen=at))
+        conn.execute(update(CI).where(id_in(conn, CI.c.id, ci_ids))
+                     .values(last_seen=at, first_seen=func.coalesce(CI.c.first_seen, at)))
 
 
 def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:

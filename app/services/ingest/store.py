@@ -2,6 +2,10 @@
 
 Lists of keys travel as one JSON parameter (PostgreSQL: jsonb_to_recordset; SQLite: json_each), so a
 lookup of 30,000 identifier values is one statement, not 30,000, and no driver parameter limit applies.
+
+The phases (phases.py) reach the database only through this module, which keeps the performance
+shortcuts out of their sight, each tested to agree with the plain way (tests/test_ingest_shortcuts.py):
+rows inserted by COPY (bulk.insert_rows), writes queued on a second thread (`Writes`, writes.py).
 """
 
 import uuid
@@ -13,7 +17,11 @@ from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
 
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
 from app.services.bulk import id_in, insert_rows, is_postgres, json_list
+from app.services.ingest.writes import BackgroundWrites
 from app.services.sightings import forget_fingerprints
+
+# A batch's writes, queued in order on its connection (by a second thread on PostgreSQL, writes.py).
+Writes = BackgroundWrites
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__

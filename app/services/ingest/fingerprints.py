@@ -82,10 +82,10 @@ class Confirmation:
 
     refs: dict[str, uuid.UUID] = field(default_factory=dict)  # ref -> CI, one item per CI
     carried: list[int] = field(default_factory=list)  # positions of the relationships taken as they were
+    cis: set[uuid.UUID] = field(init=False)  # the CIs confirmed
 
-    @property
-    def cis(self) -> set[uuid.UUID]:
-        return set(self.refs.values())
+    def __post_init__(self) -> None:
+        self.cis = set(self.refs.values())
 
 
 def confirm(conn: Connection, batch: Batch, prints: BatchFingerprints) -> Confirmation:

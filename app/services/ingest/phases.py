@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from app.models import PrecedenceRule
 from app.models.ingest import IngestItem, IngestRelationship
 from app.models.types import new_id
 from app.services import cis as ci_service
@@ -40,9 +39,6 @@ from app.services.ingest.reconciliation import PrecedenceTable, merge
 from app.services.ingest.staleness import close_scope
 from app.services.registry import ClassInfo, Registry
 from app.services.storable import require_storable
-
-PRECEDENCE = PrecedenceRule.__table__
-
 
 class LostRace(Exception):
     """A concurrent transaction committed a change this batch read before it (the batch runs again)."""
@@ -70,8 +66,7 @@ def plan(conn: Connection, registry: Registry, batch: Batch, outcome: Outcome, *
     and read into planned items (the ones refused are reported as the batch's errors)."""
     key = runs.scope_key(batch)
     closes = runs.closes_scope(conn, batch, key)
-    precedence_rows = [tuple(row) for row in conn.execute(
-        select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute, PRECEDENCE.c.sources)).all()]
+    precedence_rows = store.precedence_rules(conn)
     # A report confirms only within its scope: its sightings and relationships belong to that scope.
     salt = registry.digest + orjson.dumps(sorted(precedence_rows, key=lambda r: (r[0] or "", r[1] or ""))) + key.encode()
     prints = fingerprints.of_batch(batch, salt)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
 
-from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
+from app.models import CIIdentifier, CISource, ConfigurationItem, PrecedenceRule, Relationship, RelationshipSource
 from app.services.bulk import id_in, insert_rows, is_postgres, json_list
 from app.services.ingest.writes import BackgroundWrites
 from app.services.sightings import forget_fingerprints
@@ -28,8 +28,15 @@ IDENT = CIIdentifier.__table__
 REL = Relationship.__table__
 CI_SOURCE = CISource.__table__
 REL_SOURCE = RelationshipSource.__table__
+PRECEDENCE = PrecedenceRule.__table__
 
 Triple = tuple[str, str, str]
+
+
+def precedence_rules(conn: Connection) -> list[tuple[str | None, str | None, list[str]]]:
+    """(class, attribute, sources) of every precedence rule."""
+    return [tuple(row) for row in conn.execute(select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute,
+                                                      PRECEDENCE.c.sources)).all()]
 
 
 def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple, uuid.UUID]:

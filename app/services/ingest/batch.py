@@ -6,6 +6,7 @@ confirmed by its hash is never parsed into objects at all.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from app.models.ingest import IngestBatch, IngestEnvelope, IngestItem, IngestRelationship, IngestScope
-from app.services.errors import InvalidInput, field_error
+from app.services.errors import InvalidInput, KartaError, field_error
 from app.services.storable import MAX_DEPTH
 
 _ITEMS = TypeAdapter(list[IngestItem])
@@ -64,6 +65,46 @@ class MalformedJson(InvalidInput):
     slug = "malformed-json"
 
 
+class NestedTooDeeply(InvalidInput):
+    """A value nested deeper than any field may be (422, naming it), as the CI API answers."""
+
+
+# Every value of a batch starts at most this many levels below the body (body, relationships, one
+# relationship, its attributes): a container opened deeper is inside a value nested beyond MAX_DEPTH.
+_ENVELOPE_DEPTH = 4
+_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]|[\]}]')
+
+
+def _too_deep(raw: bytes, where: str) -> KartaError:
+    """The error for JSON too deep to decode (the decoders recurse once per level): it names the first
+    value nested beyond MAX_DEPTH, found without recursing. Only a refused body pays for this."""
+    path = where.split(".") if where else []
+    limit, depth = MAX_DEPTH + _ENVELOPE_DEPTH - len(path), 0  # `raw` sits len(path) levels below the body
+    for match in _STRING_OR_BRACKET.finditer(raw):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                break
+        elif token in (b"]", b"}"):
+            depth -= 1
+    else:
+        return MalformedJson("The request body is not valid JSON: nested too deeply.")
+    # The body up to there, closed by the partial parser, shows the path: the last key or index of
+    # each level (a key sent twice in one object may name the earlier place).
+    try:
+        node = from_json(raw[:match.end()], allow_inf_nan=True, allow_partial=True)
+    except ValueError:  # malformed before it gets that deep
+        return MalformedJson("The request body is not valid JSON: nested too deeply.")
+    while isinstance(node, dict | list) and node:
+        key = next(reversed(node)) if isinstance(node, dict) else len(node) - 1
+        path.append(str(key))
+        node = node[key]
+    field_name = ".".join(path) or "body"
+    reason = f"nested deeper than {MAX_DEPTH} levels"
+    return NestedTooDeeply(f"{field_name}: {reason}.", [field_error(field_name, reason)])
+
+
 def _field(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "body"
 
@@ -73,12 +114,14 @@ def _invalid(errors: list[dict[str, Any]]) -> InvalidInput:
     return InvalidInput(f"{first['field']}: {first['message']}", errors)
 
 
-def _parse(raw: bytes) -> Any:
+def _parse(raw: bytes, where: str = "") -> Any:
     # pydantic-core's parser keeps integers beyond 64 bits exact; they, NaN and the like are refused
-    # per item later, not for the whole batch.
+    # per item later, not for the whole batch. It stops at 200 levels, far beyond what is storable.
     try:
         return from_json(raw, allow_inf_nan=True)
     except ValueError as exc:
+        if "recursion limit exceeded" in str(exc):
+            raise _too_deep(raw, where) from None
         raise MalformedJson(f"The request body is not valid JSON: {exc}.") from None
 
 
@@ -126,6 +169,14 @@ class Batch:
     @classmethod
     def from_json(cls, body: bytes) -> "Batch":
         try:
+            return cls._decode(body)
+        except RecursionError:
+            # msgspec recurses once per level on Python's stack (about 950 levels in a request).
+            raise _too_deep(body, "") from None
+
+    @classmethod
+    def _decode(cls, body: bytes) -> "Batch":
+        try:
             top = _TOP.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError):
             # Not an object, or JSON beyond the strict grammar (NaN): parse it whole and let
@@ -142,7 +193,7 @@ class Batch:
                     pass  # not a list: the envelope's validation says so
                 except msgspec.DecodeError:
                     return cls._from_data(_parse(body))  # NaN and the like, inside
-            data[key] = _parse(bytes(raw))
+            data[key] = _parse(bytes(raw), key)
         return cls._from_envelope(data, lists["items"], lists["relationships"])
 
     @classmethod
@@ -174,16 +225,26 @@ class Batch:
         errors = []
         items = relationships = []
         try:
-            items = _ITEMS.validate_python(_parse(b"[" + b",".join(self.items[i] for i in item_indexes) + b"]"))
+            items = _ITEMS.validate_python(_parse_list(self.items, item_indexes, "items"))
         except ValidationError as exc:
             errors += [field_error(_field(("items", item_indexes[e["loc"][0]], *e["loc"][1:])), e["msg"])
                        for e in exc.errors()]
         try:
             relationships = _RELATIONSHIPS.validate_python(
-                _parse(b"[" + b",".join(self.relationships[p] for p in relationship_positions) + b"]"))
+                _parse_list(self.relationships, relationship_positions, "relationships"))
         except ValidationError as exc:
             errors += [field_error(_field(("relationships", relationship_positions[e["loc"][0]], *e["loc"][1:])),
                                    e["msg"]) for e in exc.errors()]
         if errors:
             raise _invalid(errors)
         return list(zip(item_indexes, items)), list(zip(relationship_positions, relationships))
+
+
+def _parse_list(raws: list[bytes], positions: list[int], name: str) -> list[Any]:
+    """The values at `positions`, parsed as one list; one nested too deeply is named by its position."""
+    try:
+        return _parse(b"[" + b",".join(raws[p] for p in positions) + b"]")
+    except NestedTooDeeply:
+        for position in positions:
+            _parse(raws[position], f"{name}.{position}")
+        raise

@@ -12,17 +12,21 @@ nothing: identification would find the same CI, reconciliation would produce the
 every anchored relationship still exists as it was (ending one or changing its attributes forgets the
 fingerprints of its ends, and so does an address moving to another CI). Such an item is confirmed with
 one sighting write and no derivation; everything else takes the full path, and so does the whole batch
-when an item to derive could be grouped with a confirmed one (ingest/__init__.py).
+when an item to derive could be grouped with a confirmed one (`may_meet_confirmed`, phases.py).
 """
 
 import hashlib
-from collections import Counter
+import uuid
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import orjson
+from sqlalchemy import Connection
 
 from app.models.ingest import IngestItem, IngestRelationship
+from app.services.ingest import store
 from app.services.ingest.batch import Batch
+from app.services.ingest.identification import PlannedItem, Triple
 
 # Reports are hashed as sent; a new version of the batch's shape must not confirm a report the
 # earlier shape accepted.
@@ -70,3 +74,53 @@ def of_batch(batch: Batch, salt: bytes) -> BatchFingerprints:
         else:
             result.by_ref[ref] = item_hash.decode()
     return result
+
+
+@dataclass
+class Confirmation:
+    """What a batch's fingerprints confirm: the items not to derive and the relationships they carry."""
+
+    refs: dict[str, uuid.UUID] = field(default_factory=dict)  # ref -> CI, one item per CI
+    carried: list[int] = field(default_factory=list)  # positions of the relationships taken as they were
+    cis: set[uuid.UUID] = field(init=False)  # the CIs confirmed
+
+    def __post_init__(self) -> None:
+        self.cis = set(self.refs.values())
+
+
+def confirm(conn: Connection, batch: Batch, prints: BatchFingerprints) -> Confirmation:
+    """The reports of this batch that the database confirms unchanged (store.confirmed_reports)."""
+    found = store.confirmed_reports(conn, batch.source, list(prints.by_ref.values()))
+    refs_of: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for ref, fingerprint in prints.by_ref.items():
+        if fingerprint in found:
+            refs_of[found[fingerprint]].append(ref)
+    confirmed = {refs[0]: ci_id for ci_id, refs in refs_of.items() if len(refs) == 1}
+    return Confirmation(confirmed, carried_relationships(batch, prints, confirmed))
+
+
+def carried_relationships(batch: Batch, prints: BatchFingerprints, confirmed: dict[str, uuid.UUID]) -> list[int]:
+    """The relationships that came with a confirmed report and end at a confirmed item or an id: taken
+    as they were. A confirmed report with any relationship to derive (its other end changed) has all
+    of them derived and written, so the ones it no longer carries are not taken as confirmed."""
+    item_refs = set(batch.refs)
+    carried = []
+    for position, anchor in enumerate(prints.anchors):
+        if anchor in confirmed:
+            source_end, target_end, _ = batch.ends[position]
+            other = target_end if source_end == anchor else source_end
+            if other in confirmed or other not in item_refs:
+                carried.append(position)
+    deriving = {prints.anchors[position] for position in set(range(len(prints.anchors))) - set(carried)}
+    return [position for position in carried if prints.anchors[position] not in deriving]
+
+
+def may_meet_confirmed(planned: list[PlannedItem], index: dict[Triple, uuid.UUID], confirmed_cis: set[uuid.UUID]) -> bool:
+    """Could an item to derive be grouped with, or take an address from, a confirmed one? Grouping
+    and the uniqueness of addresses are decided over the whole batch, so then it must be derived whole."""
+    for item in planned:
+        if any(index.get(triple) in confirmed_cis for triple in item.held):
+            return True
+        if not item.strong and any(triple not in index for triple in item.held):
+            return True  # an address-only sighting that a confirmed item may report (unindexed)
+    return False

@@ -27,11 +27,15 @@ The rules, in the order they apply:
 """
 
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from app.services.identifiers import normalize
-from app.services.registry import ClassInfo
+from app.models.ingest import IngestItem
+from app.services.identifiers import identifier_values, normalize
+from app.services.identity import held_values, identifying_facts
+from app.services.registry import ClassInfo, Registry
+from app.services.storable import storable_problem
 
 Triple = tuple[str, str, str]  # (family, key, normalized value)
 
@@ -59,6 +63,56 @@ class Resolution:
     conflict: list[str] = field(default_factory=list)  # candidate CI ids when ambiguous
     matched_by: str | None = None
     reason: str | None = None  # why it is a conflict, when not the plain "several CIs"
+
+
+class ItemError(NamedTuple):
+    ci_class: str
+    index: int
+    ref: str
+    field: str  # within the item
+    message: str
+
+
+# Where storable_problem's path over [name, environment, owner, facts] points, as the item's field.
+_CHECKED_FIELDS = {"item.0": "name", "item.1": "environment", "item.2": "owner"}
+
+
+def plan_items(registry: Registry, items: Iterable[tuple[int, IngestItem]], surely_storable: Callable[[int], bool]
+               ) -> tuple[list[PlannedItem], list[ItemError]]:
+    """Rule 1 for each item (in batch order): its class, storable facts and usable identifiers, or
+    why not. `surely_storable(index)` says the item's bytes need no storable check (batch.py)."""
+    planned, errors, refs = [], [], set()
+    for index, item in items:
+        def refuse(field_name: str, message: str) -> None:
+            errors.append(ItemError(item.ci_class, index, item.ref, field_name, message))  # noqa: B023
+
+        if item.ref in refs:
+            refuse("ref", f"ref '{item.ref}' appears twice in the batch")
+            continue
+        refs.add(item.ref)
+        cls = registry.classes.get(item.ci_class)
+        if cls is None:
+            refuse("class", f"unknown class '{item.ci_class}'")
+            continue
+        facts = {**item.attributes, **item.identifiers}
+        problem = None if surely_storable(index) else storable_problem(
+            [item.name, item.environment, item.owner, facts], "item")
+        if problem:
+            where, reason = problem
+            refuse(_CHECKED_FIELDS.get(where, where.replace("item.3", "attributes", 1)), reason)
+            continue
+        identifying = identifying_facts(item.name, item.environment, facts)
+        strong = [(cls.family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
+        held = [(cls.family, k, v) for k, v in held_values(cls, facts)]
+        if not strong and not held:
+            usable = [" + ".join(rule) for rule in cls.effective_rules] + list(cls.effective_held)
+            refuse("identifiers",
+                   f"no identifier usable for class '{cls.name}': give one of {', '.join(usable)} "
+                   "(placeholder values such as 'Default string' or loopback addresses do not count)")
+            continue
+        planned.append(PlannedItem(index=index, ref=item.ref, cls=cls, name=item.name, facts=facts,
+                                   environment=item.environment, owner=item.owner, strong=strong, held=held))
+    return planned, errors
 
 
 class _UnionFind:

@@ -98,7 +98,8 @@ def merge(
             if old != value:
                 diff[f"attributes.{key}"] = [old, value]
                 attributes[key] = value
-            if owner(key) != source and (old != value or _outranks(table, ci_class, key, source, owner(key))):
+            # A changed value is stamped with its setter and now, even when that source set the old one.
+            if old != value or (owner(key) != source and _outranks(table, ci_class, key, source, owner(key))):
                 new_provenance[key] = stamp
                 provenance_changed = True
     return Merge(name, attributes, new_provenance, dict(sorted(diff.items())), provenance_changed)

@@ -19,6 +19,7 @@ from datetime import timedelta
 from sqlalchemy import and_, delete, exists, select, update
 
 from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
+from app.services.bulk import id_in
 from app.services.cis import HISTORY_FIELDS, to_public
 from app.services.history import UnitOfWork, diff_fields
 from app.services.relationships import REL_COLUMNS, end_relationships
@@ -52,7 +53,9 @@ def close_scope(uow: UnitOfWork, *, source: str, scope_key: str, run_id: str, af
         after = {**before, "status": "stale"}
         uow.record("ci", row["id"], "update", diff_fields(before, after, HISTORY_FIELDS))
     if stale:
-        conn.execute(update(CI).where(CI.c.id.in_([row["id"] for row in stale]))
+        # One parameter however many (an array on PostgreSQL): a scope of 100,000 CIs going stale at once
+        # would otherwise be one statement with a bound value per CI.
+        conn.execute(update(CI).where(id_in(conn, CI.c.id, [row["id"] for row in stale]))
                      .values(status="stale", version=CI.c.version + 1, updated_at=uow.now))
     return [row["id"] for row in stale], _end_unreported_relationships(uow, source, scope_key, run_id)
 

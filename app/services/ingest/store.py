@@ -2,6 +2,10 @@
 
 Lists of keys travel as one JSON parameter (PostgreSQL: jsonb_to_recordset; SQLite: json_each), so a
 lookup of 30,000 identifier values is one statement, not 30,000, and no driver parameter limit applies.
+
+The phases (phases.py) reach the database only through this module, which keeps the performance
+shortcuts out of their sight, each tested to agree with the plain way (tests/test_ingest_shortcuts.py):
+rows inserted by COPY (bulk.insert_rows), writes queued on a second thread (`Writes`, writes.py).
 """
 
 import uuid
@@ -9,19 +13,30 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Uuid, bindparam, select, text, update
+from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
 
-from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship, RelationshipSource
+from app.models import CIIdentifier, CISource, ConfigurationItem, PrecedenceRule, Relationship, RelationshipSource
 from app.services.bulk import id_in, insert_rows, is_postgres, json_list
+from app.services.ingest.writes import BackgroundWrites
 from app.services.sightings import forget_fingerprints
+
+# A batch's writes, queued in order on its connection (by a second thread on PostgreSQL, writes.py).
+Writes = BackgroundWrites
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__
 REL = Relationship.__table__
 CI_SOURCE = CISource.__table__
 REL_SOURCE = RelationshipSource.__table__
+PRECEDENCE = PrecedenceRule.__table__
 
 Triple = tuple[str, str, str]
+
+
+def precedence_rules(conn: Connection) -> list[tuple[str | None, str | None, list[str]]]:
+    """(class, attribute, sources) of every precedence rule."""
+    return [tuple(row) for row in conn.execute(select(PRECEDENCE.c.ci_class, PRECEDENCE.c.attribute,
+                                                      PRECEDENCE.c.sources)).all()]
 
 
 def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple, uuid.UUID]:
@@ -87,6 +102,8 @@ _UPDATE_CI = (
         ci_class=bindparam("_class"), name=bindparam("_name"), status=bindparam("_status"),
         attributes=bindparam("_attributes"), provenance=bindparam("_provenance"),
         version=bindparam("_version"), updated_at=bindparam("_updated_at"), last_seen=bindparam("_last_seen"),
+        # A CI made through the API has none: discovery seeing it first is its first sighting.
+        first_seen=func.coalesce(CI.c.first_seen, bindparam("_last_seen")),
     )
 )
 
@@ -101,9 +118,10 @@ def update_cis(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
-    """Move last_seen only: no version, no history."""
+    """Move last_seen (and set a missing first_seen) only: no version, no history."""
     if ci_ids:
-        conn.execute(update(CI).where(id_in(conn, CI.c.id, ci_ids)).values(last_seen=at))
+        conn.execute(update(CI).where(id_in(conn, CI.c.id, ci_ids))
+                     .values(last_seen=at, first_seen=func.coalesce(CI.c.first_seen, at)))
 
 
 def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:

@@ -18,11 +18,11 @@ from sqlalchemy import Connection
 
 
 class BackgroundWrites:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, background: bool = True) -> None:
         self._conn = conn
         # SQLite's driver takes the GIL back for every row it binds, so a writer thread there only
         # fights this one for it: run inline (measured slower in a thread, BENCHMARKS.md).
-        self._inline = conn.dialect.name == "sqlite"
+        self._inline = conn.dialect.name == "sqlite" or not background
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="karta-ingest-writes")
         self._pending: list[Future] = []
         self._error: BaseException | None = None

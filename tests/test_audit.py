@@ -137,3 +137,30 @@ def test_relationship_history_is_found_through_the_index(api, engine):
         else:
             plan = "\n".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
     assert "ix_change_record_rel_target" in plan, plan
+
+
+def test_ingest_ending_a_relationship_an_operator_deletes_records_one_delete(api, engine, app):
+    def run(relationships: list, run_id: str, names=("a", "b")) -> dict:
+        body = {"source": "ssh", "run_id": run_id, "scope": {"hosts": ["a", "b"]}, "complete": True,
+                "items": [{"ref": name, "class": "server", "name": name, "identifiers": {"serial_number": f"SN-{name}"}}
+                          for name in names],
+                "relationships": relationships}
+        response = api.post("/api/v1/ingest", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    run([{"source": "a", "target": "b", "type": "connects_to"}], "first")
+    (rel,) = api.get("/api/v1/relationships?type=connects_to").json()["items"]
+    outcome: dict[str, object] = {}
+    with UnitOfWork(engine, "operator") as uow:
+        relationships.delete_relationship(uow, uuid.UUID(rel["id"]))
+        # A run that sees neither end (the hosts were down). On PostgreSQL it waits for the operator's
+        # commit on the sightings both touch before it reads what to end; were it to read first, ending
+        # records only what its own DELETE removed (test_two_deletions_of_one_relationship_record_one_delete).
+        racer = threading.Thread(target=lambda: outcome.update(run([], "second", names=())))
+        racer.start()
+        time.sleep(0.5)  # the batch ending it waits for the operator's commit
+    racer.join(timeout=60)
+    assert outcome["ended_relationships"] == 0
+    deletes = [r for r in _records(api, object_id=rel["id"]) if r["action"] == "delete"]
+    assert [r["actor"] for r in deletes] == ["operator"]

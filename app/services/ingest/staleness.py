@@ -78,5 +78,4 @@ def _end_unreported_relationships(uow: UnitOfWork, source: str, scope_key: str, 
         .order_by(REL.c.id)
     ).mappings().all()
     conn.execute(delete(REL_SOURCE).where(unreported))
-    end_relationships(uow, ending)
-    return len(ending)
+    return len(end_relationships(uow, ending))  # not those a concurrent deletion ended first

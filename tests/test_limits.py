@@ -86,3 +86,13 @@ def test_one_cis_attributes_are_bounded(server):
     grown = httpx.patch(f"{base}/api/v1/cis/{ci['id']}", headers=auth, timeout=10,
                         json={"attributes": {"more": "y" * 1500}})  # merged with what is there
     assert grown.status_code == 422 and "limit is 2,048" in grown.json()["detail"]
+
+
+def test_one_ingest_item_is_bounded_like_one_cis_attributes(server):
+    base, secret = server
+    auth = {"Authorization": f"Bearer {secret}"}
+    item = {"ref": "h", "class": "service", "name": "big", "identifiers": {"service_id": "S-1"}}
+    big = httpx.post(f"{base}/api/v1/ingest", headers=auth, timeout=10, json={
+        "source": "import", "run_id": "r1", "items": [item, {**item, "ref": "g", "attributes": {"notes": "x" * 3000}}]})
+    assert big.status_code == 422 and big.json()["errors"][0]["field"] == "items.1"
+    assert httpx.get(f"{base}/api/v1/cis", headers=auth, timeout=10).json()["items"] == []

@@ -13,7 +13,7 @@ from app.models.discovery import MANUAL_SOURCE
 from app.models.ingest import DiscoveryRunPage, DiscoveryRunPublic, IngestBatch, IngestOutcome, PrecedenceRuleModel
 from app.models.token import Scope
 from app.services import discovery_runs, precedence
-from app.services.errors import KartaError
+from app.services.errors import InvalidInput, KartaError, field_error
 from app.services.ingest import StalenessPolicy, ingest
 from app.services.ingest.batch import Batch
 from app.services.storable import require_storable
@@ -46,6 +46,7 @@ async def ingest_batch(
     batch = await run_in_threadpool(Batch.from_json, await request.body())  # a big batch: off the event loop
     if not principal.may_report_as(batch.source):
         raise Forbidden(_refused_source(principal, batch.source), source=batch.source)
+    _refuse_oversized_items(batch, request.app.state.settings.max_attributes_bytes)
     if len(batch.items) > MAX_ITEMS:
         raise PayloadTooLarge(f"{len(batch.items)} items in one batch; the limit is {MAX_ITEMS}. "
                               "Split the run into several batches with the same run_id.", limit=MAX_ITEMS)
@@ -55,6 +56,15 @@ async def ingest_batch(
     require_storable(batch.run_id, "run_id")
     require_storable(batch.scope.model_dump(), "scope")
     return await run_in_threadpool(_ingest, request, principal, registry, batch, dry_run)
+
+
+def _refuse_oversized_items(batch: Batch, limit: int) -> None:
+    """One item, as sent, is bounded like one CI's attributes (KARTA_MAX_ATTRIBUTES_BYTES): a CI is a
+    record, not a file store. Refused for the whole batch, naming the item, before anything is derived."""
+    for index, raw in enumerate(batch.items):
+        if len(raw) > limit:
+            raise InvalidInput(f"items.{index} takes {len(raw):,} bytes; one item may take {limit:,} "
+                               "(KARTA_MAX_ATTRIBUTES_BYTES).", [field_error(f"items.{index}", "too large")])
 
 
 def _refused_source(principal: Principal, source: str) -> str:

@@ -79,7 +79,7 @@ def install(app: FastAPI) -> None:
     async def karta_error(request: Request, exc: KartaError):
         response = problem_from_error(exc, instance=request.url.path)
         if isinstance(exc, Unavailable):
-            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+            response.headers["Retry-After"] = str(exc.extensions.get("retry_after", RETRY_AFTER_SECONDS))
         return response
 
     @app.exception_handler(RequestValidationError)

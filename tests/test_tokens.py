@@ -1,17 +1,20 @@
 """Who may say what: tokens bound to the sources they report as, revocation that holds across workers,
 a verifier cache that random secrets cannot flush, and the `karta token` commands."""
 
+import json
 import secrets
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import httpx
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.main import create_app
 from app.services.tokens import NOT_CACHED, TokenVerifier
-from tests.server import karta
+from tests.server import karta, running_server
 
 
 def _batch(source: str) -> dict:
@@ -122,3 +125,27 @@ def test_token_commands(database_url):
     listed = karta("token", "list", database_url=database_url).stdout
     lines = {line.split()[1]: line for line in listed.splitlines()}
     assert " revoked " in lines["old-bot"] and "sources nmap,ssh" in lines["zone-b"] and " active " in lines["zone-b"]
+
+
+def test_a_write_accepted_before_a_revocation_cannot_commit_after_it(database_url):
+    """The token is checked again inside the write's transaction: an ingest whose body was still
+    arriving when the token was revoked applies nothing (the auth dependency had let it in)."""
+    admin = karta("token", "create", "--name", "admin", "--scope", "admin", database_url=database_url)
+    leaked = karta("token", "create", "--name", "leaked", "--scope", "discovery", database_url=database_url)
+    admin, leaked = (made.stdout.strip().splitlines()[-1] for made in (admin, leaked))
+    env = {"KARTA_LOAD_GRAPH_AT_STARTUP": "false", "KARTA_TOKEN_CACHE_SECONDS": "0.5"}
+    with running_server(database_url, env=env) as base:
+        auth = {"Authorization": f"Bearer {admin}"}
+        (token_id,) = [t["id"] for t in httpx.get(f"{base}/api/v1/tokens", headers=auth).json() if t["name"] == "leaked"]
+        body = json.dumps({"source": "ssh", "run_id": "r1", "scope": {"hosts": ["h"]}, "items": [
+            {"ref": "h", "class": "server", "name": "after-revocation", "identifiers": {"serial_number": "SN-R"}}]})
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"POST /api/v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {leaked}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body[:10]}".encode())
+            time.sleep(0.5)  # accepted: the endpoint waits for the rest of its body
+            assert httpx.delete(f"{base}/api/v1/tokens/{token_id}", headers=auth).status_code == 204
+            sock.sendall(body[10:].encode())
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:300]
+        assert httpx.get(f"{base}/api/v1/cis", headers=auth).json()["items"] == []

@@ -92,7 +92,7 @@ async def get_registry(request: Request) -> RegistryCache:
 
 def write(request: Request, actor: Principal, work: Callable[[UnitOfWork], T]) -> T:
     """Run `work(uow)` as one transaction, again if the database aborted it to break a deadlock."""
-    return in_unit_of_work(request.app.state.engine, actor.name, work)
+    return in_unit_of_work(request.app.state.engine, actor.name, work, token_id=actor.token_id)
 
 
 _ENTITY_TAG = re.compile(r'^(W/)?"([\x21\x23-\x7e]*)"$')

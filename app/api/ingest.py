@@ -78,7 +78,8 @@ def _refused_source(principal: Principal, source: str) -> str:
 def _ingest(request: Request, principal: Principal, registry, batch: Batch, dry_run: bool):
     settings = request.app.state.settings
     outcome = ingest(request.app.state.engine, registry, batch, actor=principal.name, dry_run=dry_run,
-                     staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days))
+                     staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days),
+                     token_id=principal.token_id)
     if not dry_run and outcome.counts.get("created", 0) >= BULK_LOAD_ROWS:
         refresh_statistics(request.app.state.engine)  # throttled; SQLite only
     return JSON(outcome.as_dict())

@@ -45,6 +45,14 @@ class Unavailable(KartaError):
     slug = "database-unavailable"
 
 
+class TokenRevoked(KartaError):
+    """401: the token was revoked or expired after the request was accepted, before it could write."""
+
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+
 class PreconditionFailed(KartaError):
     status = 412
     title = "Precondition failed"

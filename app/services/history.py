@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, or_, select, text
 from sqlalchemy.exc import DBAPIError
 
 from app.core.db import WRITE_OPTION
 from app.core.db_errors import aborted_for_another
-from app.core.dialect import row_locks
-from app.models import ChangeRecord
+from app.core.dialect import locked, row_locks
+from app.models import ApiToken, ChangeRecord
 from app.models.types import as_utc, utcnow
 from app.services.bulk import insert_rows
+from app.services.errors import TokenRevoked
 
 # An arbitrary constant naming Karta's change-sequence lock among PostgreSQL advisory locks.
 CHANGE_SEQUENCE_LOCK = 0x4B415254  # "KART"
@@ -110,6 +111,9 @@ def _diff_attributes(before: Any, after: Any) -> dict[str, list[Any]]:
 class UnitOfWork:
     engine: Engine
     actor: str
+    # The API token the change is made with: checked still valid inside the transaction (see
+    # require_live_token), so a write accepted before a revocation cannot commit after it answered.
+    token_id: uuid.UUID | None = None
     conn: Connection = field(init=False)
     now: datetime = field(default_factory=utcnow)
     _records: list[dict[str, Any]] = field(default_factory=list, init=False)
@@ -118,7 +122,10 @@ class UnitOfWork:
         self.conn = self.engine.connect().execution_options(**{WRITE_OPTION: True})
         try:
             self.conn.begin()
+            if self.token_id is not None:
+                require_live_token(self.conn, self.token_id, self.now)
         except BaseException:
+            self.conn.rollback()
             self.conn.close()
             raise
         return self
@@ -158,19 +165,35 @@ class UnitOfWork:
         self._records.clear()
 
 
+def require_live_token(conn: Connection, token_id: uuid.UUID, now: datetime) -> None:
+    """401 unless the token is still neither revoked nor expired, read inside the write's transaction.
+
+    On PostgreSQL the row is held FOR KEY SHARE until commit, and revoking locks it FOR UPDATE first, so
+    a revocation waits for the writes in flight with the token, and a write that starts after it sees
+    it. (KEY SHARE lets the verifier's last-use update, a non-key UPDATE, pass.) SQLite runs one writer
+    at a time, so the read alone is enough there."""
+    token = ApiToken.__table__
+    query = locked(conn, select(token.c.id).where(
+        token.c.id == token_id, token.c.revoked_at.is_(None),
+        or_(token.c.expires_at.is_(None), token.c.expires_at > now)), read=True, key_share=True)
+    if conn.execute(query).first() is None:
+        raise TokenRevoked("The token was revoked or expired while this request waited; nothing was applied.")
+
+
 WRITE_ATTEMPTS = 3
 # Deadlock detected, serialization failure: the database aborted the transaction to let another one
 # finish, and running it again is the documented answer.
 aborted_to_let_another_finish = aborted_for_another
 
 
-def in_unit_of_work(engine: Engine, actor: str, work: Callable[[UnitOfWork], T]) -> T:
+def in_unit_of_work(engine: Engine, actor: str, work: Callable[[UnitOfWork], T], *,
+                    token_id: uuid.UUID | None = None) -> T:
     """`work(uow)` in one unit of work, run again when the database aborted it to break a deadlock
     (two writers locking the same CIs in different orders: a deletion ending relationships while a
     batch relates the same machines). After WRITE_ATTEMPTS the error stands (503, try again)."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            with UnitOfWork(engine, actor) as uow:
+            with UnitOfWork(engine, actor, token_id) as uow:
                 return work(uow)
         except DBAPIError as exc:
             if not aborted_to_let_another_finish(exc) or attempt == WRITE_ATTEMPTS:

@@ -32,6 +32,7 @@ from cachetools import TTLCache
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from app.core.db import write_transaction
+from app.core.dialect import locked
 from app.models import ApiToken
 from app.models.discovery import MANUAL_SOURCE
 from app.models.token import Scope
@@ -160,7 +161,9 @@ def find_token_by_id_or_name(engine: Engine, id_or_name: str) -> dict[str, Any]:
 
 
 def revoke_token(uow: UnitOfWork, token_id: uuid.UUID) -> bool:
-    """Revoke; False if it already was. Callers answer only after `revocation_settled`."""
+    """Revoke; False if it already was. Callers answer only after `revocation_settled`. The row is locked
+    FOR UPDATE first: that waits for the writes in flight with the token (history.require_live_token)."""
+    uow.conn.execute(locked(uow.conn, select(TOKEN.c.id).where(TOKEN.c.id == token_id)))
     result = uow.conn.execute(
         update(TOKEN).where(TOKEN.c.id == token_id, TOKEN.c.revoked_at.is_(None)).values(revoked_at=uow.now)
     )

@@ -12,6 +12,7 @@ nothing applied, send it again); one the database kept aborting raises that erro
 """
 
 import logging
+import uuid
 from dataclasses import replace
 from functools import partial
 
@@ -75,12 +76,13 @@ def retry_policy(run_id: str) -> Retrying:
 
 def ingest(engine: Engine, registry_cache: RegistryCache, batch: Batch | IngestBatch, *, actor: str,
            dry_run: bool = False, staleness: StalenessPolicy | None = None,
-           shortcuts: Shortcuts = ALL_SHORTCUTS) -> Outcome:
+           shortcuts: Shortcuts = ALL_SHORTCUTS, token_id: uuid.UUID | None = None) -> Outcome:
     """Apply one batch, retrying when a concurrent batch won a race on an identifier."""
     if isinstance(batch, IngestBatch):
         batch = Batch.from_model(batch)
     return retry_policy(batch.run_id)(_ingest_once, engine, registry_cache, batch, actor=actor, dry_run=dry_run,
-                                      staleness=staleness or StalenessPolicy(), shortcuts=shortcuts)
+                                      staleness=staleness or StalenessPolicy(), shortcuts=shortcuts,
+                                      token_id=token_id)
 
 
 class _Rollback(Exception):
@@ -88,20 +90,20 @@ class _Rollback(Exception):
 
 
 def _ingest_once(engine: Engine, registry_cache: RegistryCache, batch: Batch, *, actor: str, dry_run: bool,
-                 staleness: StalenessPolicy, shortcuts: Shortcuts) -> Outcome:
+                 staleness: StalenessPolicy, shortcuts: Shortcuts, token_id: uuid.UUID | None) -> Outcome:
     try:
         return _in_unit_of_work(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
-                                shortcuts=shortcuts)
+                                shortcuts=shortcuts, token_id=token_id)
     except phases.ConfirmedOverlap:  # rare: derive the whole batch instead
         return _in_unit_of_work(engine, registry_cache, batch, actor=actor, dry_run=dry_run, staleness=staleness,
-                                shortcuts=replace(shortcuts, confirm_fingerprints=False))
+                                shortcuts=replace(shortcuts, confirm_fingerprints=False), token_id=token_id)
 
 
 def _in_unit_of_work(engine: Engine, registry_cache: RegistryCache, batch: Batch, *, actor: str, dry_run: bool,
-                     staleness: StalenessPolicy, shortcuts: Shortcuts) -> Outcome:
+                     staleness: StalenessPolicy, shortcuts: Shortcuts, token_id: uuid.UUID | None) -> Outcome:
     outcome = Outcome(run_id=batch.run_id, source=batch.source, dry_run=dry_run)
     try:
-        with UnitOfWork(engine, actor) as uow:
+        with UnitOfWork(engine, actor, token_id) as uow:
             registry = registry_cache.get(conn=uow.conn)
             if any(ci_class is not None and ci_class not in registry.classes for ci_class in batch.classes):
                 registry = registry_cache.reload(conn=uow.conn)  # another worker may have just added it

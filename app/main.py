@@ -44,8 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
-    problems.install(app)
-    app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
+    app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
+                       larger={"/api/v1/ingest": settings.max_ingest_body_bytes})
+    problems.install(app)  # last: its request ids are the outermost layer, on every answer
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)

@@ -33,7 +33,8 @@ def _read_all(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
 
 @pytest.fixture
 def server(database_url):
-    env = {"KARTA_MAX_BODY_BYTES": "100000", "KARTA_BODY_TIMEOUT_SECONDS": "1", "KARTA_HEADER_TIMEOUT_SECONDS": "1",
+    env = {"KARTA_MAX_BODY_BYTES": "20000", "KARTA_MAX_INGEST_BODY_BYTES": "100000", "KARTA_BODY_TIMEOUT_SECONDS": "1",
+           "KARTA_HEADER_TIMEOUT_SECONDS": "1",
            "KARTA_MAX_ATTRIBUTES_BYTES": "2048", "KARTA_LOAD_GRAPH_AT_STARTUP": "false"}
     with running_server(database_url, env=env) as base:
         yield base, _token(database_url)
@@ -52,6 +53,8 @@ def test_bodies_are_bounded_in_size_and_time(server):
 
     streamed = httpx.post(f"{base}/api/v1/cis", content=chunks(), headers=auth, timeout=10)  # chunked: no length
     assert streamed.status_code == 413, streamed.text
+    assert streamed.json()["detail"].startswith("The request body is larger than 20,000 bytes")  # not ingest's
+    assert streamed.headers["connection"] == "close"  # the rest of an endless body is never read
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(f"POST /api/v1/cis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
@@ -96,3 +99,40 @@ def test_one_ingest_item_is_bounded_like_one_cis_attributes(server):
         "source": "import", "run_id": "r1", "items": [item, {**item, "ref": "g", "attributes": {"notes": "x" * 3000}}]})
     assert big.status_code == 422 and big.json()["errors"][0]["field"] == "items.1"
     assert httpx.get(f"{base}/api/v1/cis", headers=auth, timeout=10).json()["items"] == []
+
+
+def test_a_connection_refused_mid_body_or_idling_with_crlf_does_not_stay_open(server):
+    base, secret = server
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:  # refused mid-body, body still coming
+        sock.sendall(f"POST /api/v1/cis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        deadline, answer = time.monotonic() + 15, b""
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(b"4000\r\n" + b" " * 0x4000 + b"\r\n")
+                answer += sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # closed by the server: what we want
+                break
+        else:
+            raise AssertionError("the server kept reading an endless body")
+    assert answer.startswith(b"HTTP/1.1 413")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:  # keep-alive, then bare CRLFs
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            for _ in range(20):  # a CRLF every 0.5 s: never a request, and past the deadline of 1 s
+                sock.sendall(b"\r\n")
+                time.sleep(0.5)
+                sock.settimeout(0.01)
+                try:
+                    if sock.recv(1) == b"":
+                        raise ConnectionResetError("closed")
+                except TimeoutError:
+                    pass
+        assert time.monotonic() - started < 5

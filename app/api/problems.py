@@ -59,17 +59,20 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    message["headers"] = [*headers, (b"x-request-id", rid.encode())]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
 
 
 def _internal_error(request: Request) -> object:
+    # Sent by Starlette's outermost error middleware, past the request-id middleware: the header too.
     rid = request_id(request)
     return problem(500, "Internal error", f"Karta failed unexpectedly; the error is in the server log under request "
-                   f"id {rid}.", slug="internal-error", instance=request.url.path, request_id=rid)
+                   f"id {rid}.", slug="internal-error", instance=request.url.path, request_id=rid,
+                   headers={"X-Request-Id": rid})
 
 
 def install(app: FastAPI) -> None:

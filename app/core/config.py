@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     default_page_size: int = 100
     # Bounds on what a client sends: the body's size (413 beyond), the time to send the body (408
     # beyond) and the headers (the connection is closed beyond), so slow clients cannot hold workers.
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_ingest_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     body_timeout_seconds: float = Field(default=60.0, gt=0)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     # The largest a CI's attributes may be, as JSON (a CI is a record, not a file store).

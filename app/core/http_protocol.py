@@ -4,7 +4,7 @@ uvicorn closes a connection idle between requests (keep-alive timeout) but waits
 headers of a request that has begun, or for the first byte of a new connection: a client trickling
 header bytes holds a connection (and its file descriptor) for as long as it likes. This protocol
 closes a connection whose request headers are not complete `header_timeout_seconds` after the
-connection opened or the request began. The body's deadline is app.api.limits'.
+connection opened, or the first byte after the last response arrived. The body's deadline is app.api.limits'.
 """
 
 import asyncio
@@ -20,6 +20,13 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        # Bytes between requests (a bare CRLF, which the parser swallows without beginning a message)
+        # cancel uvicorn's keep-alive timer: between requests, any byte arms the header deadline.
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm_header_deadline()
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

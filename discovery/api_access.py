@@ -68,6 +68,13 @@ def check_api_url(url: str, *, insecure: bool = False) -> str:
     return url
 
 
+def uses_proxy(url: str) -> bool:
+    """Whether an HTTP client may go through the environment's proxy (HTTP_PROXY) for `url`: never for
+    plain http to this machine, which is allowed only because the token then stays on it."""
+    parts = urlsplit(url)
+    return not (parts.scheme == "http" and is_loopback(parts.hostname or ""))
+
+
 def read_token_file(path: Path) -> tuple[str, list[str]]:
     """The token in ``path`` and warnings about the file; OSError or ValueError when it is unusable."""
     # O_NOFOLLOW is not used: Kubernetes mounts secrets as symlinks. The mode is read from the file opened.

@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from app.core.batch_contract import MAX_ITEMS
-from discovery.api_access import check_api_url
+from discovery.api_access import check_api_url, uses_proxy
 from discovery.batch import split_batch
 from discovery.sanitize import clean_text
 
@@ -88,7 +88,7 @@ class IngestClient:
         self.retries = max(0, retries)
         self.backoff = backoff
         self._client = httpx.Client(
-            timeout=timeout, transport=transport,
+            timeout=timeout, transport=transport, trust_env=uses_proxy(api_url),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                      "User-Agent": "karta-discovery"})
 

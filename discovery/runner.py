@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from discovery.api_access import Endpoint
+from discovery.api_access import Endpoint, uses_proxy
 from discovery.batch import build_scan_batch, build_ssh_batch
 from discovery.classify import DEFAULT_RULES, ClassificationRule
 from discovery.collect import collect_local
@@ -125,7 +125,7 @@ def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
 def _api_client(endpoint: Endpoint):
     import httpx  # only runs that look things up pay for it
 
-    return httpx.Client(base_url=endpoint.url.rstrip("/"), timeout=30.0,
+    return httpx.Client(base_url=endpoint.url.rstrip("/"), timeout=30.0, trust_env=uses_proxy(endpoint.url),
                         headers={"Authorization": f"Bearer {endpoint.token}", "User-Agent": "karta-discovery"})
 
 

@@ -122,8 +122,9 @@ def install(app: FastAPI) -> None:
         if kind is DatabaseFault.retry:
             log.error("database unavailable on %s %s [%s]: %s", request.method, request.url.path, request_id(request),
                       reason)
-            return problem(503, "Database unavailable", "The database is busy or did not answer; nothing was applied. "
-                           "Try again shortly.", slug="database-unavailable", instance=request.url.path,
+            return problem(503, "Database unavailable", "The database is busy or did not answer. Nothing was applied, "
+                           "unless the connection broke while the change was committing: read before sending a "
+                           "creation again. Try again shortly.", slug="database-unavailable", instance=request.url.path,
                            headers={"Retry-After": RETRY_AFTER_SECONDS})
         if kind is DatabaseFault.value:
             # e.g. a NUL character in a query parameter, which PostgreSQL cannot hold in text

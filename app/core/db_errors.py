@@ -37,8 +37,10 @@ _RETRY_SQLSTATES = ABORTED_FOR_ANOTHER | {
     "58000", "58030",  # system error, io error
 }
 _RETRY_SQLSTATE_CLASSES = ("08",)  # connection exceptions
-_SQLITE_RETRY = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL",
-                           "SQLITE_NOMEM", "SQLITE_PROTOCOL", "SQLITE_INTERRUPT"})
+# Busy or locked by another writer, or a passing I/O or memory fault. SQLITE_CANTOPEN (a path or a
+# permission wrong) is the deployment's fault, not a moment's: a 500.
+_SQLITE_RETRY = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOMEM",
+                           "SQLITE_PROTOCOL", "SQLITE_INTERRUPT"})
 _SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 _SQLITE_VALUE = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_RANGE"})
 

@@ -4,6 +4,9 @@ Sequence numbers increase in commit order but are not dense: on PostgreSQL a tra
 numbers and then does not commit (a server killed mid-batch, a rollback) leaves a gap. A gap is never
 a missing record.
 
+`from` and `until` filter on a record's `at`: when its transaction began, not when it committed (a
+long batch that began before `until` may commit after a client read up to the head).
+
 A filtered feed without an object id cannot use an index for its filter (object type, actor, time);
 rather than scan the table without bound, one request looks at most SCAN_WINDOW sequence numbers past
 `since`, and `last_seq` says where it stopped: a page may be empty while `last_seq` moves on, and a
@@ -18,7 +21,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, text
+from sqlalchemy import Connection, func, select, text, union
 
 from app.models import ChangeRecord, ConfigurationItem
 from app.models.types import as_utc
@@ -29,6 +32,7 @@ from app.services.pagination import decode_cursor, page
 CHANGE = ChangeRecord.__table__
 CI = ConfigurationItem.__table__
 SCAN_WINDOW = 100_000
+MAX_SEQ = 2**63 - 1
 OBJECT_TYPES = ("ci", "relationship", "class", "relationship_type", "precedence", "token")
 
 
@@ -49,6 +53,7 @@ def change_feed(conn: Connection, *, since: int, limit: int, object_type: str | 
                 until: datetime | None = None) -> dict[str, Any]:
     """Records after `since`, oldest first, matching every filter given; `last_seq` is the `since` to
     send next time, `head_seq` the newest record's."""
+    at_from, until = as_utc(at_from), as_utc(until)  # a time sent without an offset is UTC
     if at_from is not None and until is not None and until <= at_from:
         raise InvalidInput("'until' must be later than 'from'.", [field_error("until", "not after 'from'")])
     query = select(CHANGE).where(CHANGE.c.seq > since).order_by(CHANGE.c.seq).limit(limit)
@@ -66,7 +71,7 @@ def change_feed(conn: Connection, *, since: int, limit: int, object_type: str | 
     if object_id is not None:
         query = query.where(CHANGE.c.object_id == object_id)  # ix_change_record_object: no window needed
     elif conditions:
-        window_end = since + SCAN_WINDOW
+        window_end = min(since + SCAN_WINDOW, MAX_SEQ)
         query = query.where(CHANGE.c.seq <= window_end)
     rows = conn.execute(query.where(*conditions)).mappings().all()
     items = [to_public(row) for row in rows]
@@ -89,13 +94,19 @@ def relationship_end_sql(dialect: str, end: str) -> str:
     return f"json_extract(diff, '$.{end}[1]')"
 
 
+def relationships_touching_query(dialect: str, ci_id: uuid.UUID):
+    """The ids of every relationship that touches or touched the CI, ended ones included: one select
+    per end, each matching its partial index (an OR of the two ends makes SQLite scan the table)."""
+    selects = [select(CHANGE.c.object_id).where(
+        CHANGE.c.object_type == "relationship", CHANGE.c.action == "create",
+        text(f"{relationship_end_sql(dialect, end)} = :ci_{end}").bindparams(**{f"ci_{end}": str(ci_id)}))
+        for end in ("source", "target")]
+    return union(*selects)
+
+
 def relationships_touching(conn: Connection, ci_id: uuid.UUID) -> list[uuid.UUID]:
     """Every relationship that touches or touched the CI, ended ones included."""
-    dialect = conn.dialect.name
-    ends = or_(*(text(f"{relationship_end_sql(dialect, end)} = :ci_text") for end in ("source", "target")))
-    query = select(CHANGE.c.object_id).where(CHANGE.c.object_type == "relationship", CHANGE.c.action == "create",
-                                             ends)
-    return list(conn.execute(query, {"ci_text": str(ci_id)}).scalars())
+    return list(conn.execute(relationships_touching_query(conn.dialect.name, ci_id)).scalars())
 
 
 def object_history(conn: Connection, object_id: uuid.UUID, *, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -252,9 +252,12 @@ class TokenVerifier:
         if row is None or token_state(row) != "active":
             return None, None
         now = utcnow()
-        last_written = self._last_used_written.get(row["id"]) or as_utc(row["last_used_at"])
-        if last_written is None or now - last_written >= LAST_USED_RESOLUTION:
-            self._last_used_written[row["id"]] = now
+        with self._lock:  # cachetools caches are not thread-safe, and verify runs on many threads
+            last_written = self._last_used_written.get(row["id"]) or as_utc(row["last_used_at"])
+            due = last_written is None or now - last_written >= LAST_USED_RESOLUTION
+            if due:
+                self._last_used_written[row["id"]] = now
+        if due:
             try:
                 with write_transaction(self._engine) as conn:
                     conn.execute(update(TOKEN).where(TOKEN.c.id == row["id"]).values(last_used_at=now))

@@ -80,3 +80,11 @@ def test_a_token_file_must_hold_one_token(tmp_path):
             read_token_file(path)
     with pytest.raises(ValueError, match="is not a regular file"):
         read_token_file(Path("/dev/null"))
+
+
+def test_plain_http_to_this_machine_never_goes_through_a_proxy():
+    from discovery.api_access import uses_proxy
+
+    assert not uses_proxy("http://localhost:8000") and not uses_proxy("http://127.0.0.1:8000")
+    assert not uses_proxy("http://[::1]:8000")
+    assert uses_proxy("https://karta.example.org") and uses_proxy("https://localhost:8443")

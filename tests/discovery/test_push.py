@@ -128,3 +128,24 @@ def test_an_unreachable_service_is_a_push_error():
     assert "cannot reach http://127.0.0.1:9/api/v1/ingest" in str(exc.value)
     with pytest.raises(ValueError):
         IngestClient("ftp://karta", "t")
+
+
+def test_the_token_never_goes_to_a_proxy_on_plain_http_to_this_machine(monkeypatch):
+    """HTTP_PROXY set in cron's environment: plain http to loopback (allowed because the token stays on
+    this machine) must not be sent through it."""
+    import socket
+
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen(5)
+        proxy.settimeout(0.2)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with FakeIngest() as server:
+            url = server.url.replace("127.0.0.1", "localhost")
+            with IngestClient(url, "karta_secret", retries=0) as client:
+                report = client.push(estate_batch(1, 1, []))
+            assert server.attempts == 1 and report.counts["created"] == 2
+        with pytest.raises(TimeoutError):
+            proxy.accept()  # nobody came through the proxy

@@ -50,7 +50,7 @@ def test_a_value_nested_too_deeply_is_refused_naming_it(api, where, field, level
     else:
         assert (cis.status_code, cis.json()["type"]) == (400, "urn:karta:problem:malformed-json")
     assert api.get("/api/v1/discovery/runs").json()["items"] == []
-    assert api.get("/api/v1/changes").json()["items"] == []
+    assert api.get("/api/v1/changes?object_type=ci").json()["items"] == []
 
 
 def test_the_same_batch_not_so_deep_applies(api):

@@ -19,6 +19,7 @@ import pytest
 
 from discovery.config import ConfigError, load_config
 from tests.discovery.conftest import REPO
+from tests.discovery.keys import write_ed25519_key
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path = REPO,
@@ -83,7 +84,7 @@ def test_a_refused_push_or_an_unusable_key_fails_the_run(tmp_path, karta_url):
 
 
 def test_hosts_that_are_down_do_not_fail_the_run(tmp_path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    write_ed25519_key(tmp_path / "k")
     # Loopback port 1: nothing listens, the connection is refused at once.
     result = cli("ssh", "--targets", "127.0.0.1", "--port", "1", "--user", "root", "--key", str(tmp_path / "k"),
                  "--known-hosts", str(tmp_path / "known"), "--dry-run")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.discovery.test_cli import LOCAL_SCOPE, cli, run_ids, write_config
+from tests.discovery.keys import write_ed25519_key
 
 ELSEWHERE = "http://203.0.113.7:8000"  # TEST-NET-3: never reached, see the docstring
 DEPRECATED = "warning: --token is deprecated: a token on the command line is visible to every user"
@@ -103,7 +103,7 @@ def test_insecure_lets_plain_http_through(isolated, tmp_path):
 
 
 def test_lookups_for_remote_applications_go_only_where_pushes_may(isolated, tmp_path, api, karta_url):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    write_ed25519_key(tmp_path / "k")
     args = ["ssh", "--targets", "127.0.0.1", "--port", "1", "--user", "root", "--key", str(tmp_path / "k"),
             "--known-hosts", str(tmp_path / "known"), "--dry-run", "--resolve-remote"]
     env = {"KARTA_TOKEN": api.secrets["discovery"]}

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 
 import paramiko
 import pytest
 
 from discovery.knownhosts import HostKeyRejected, HostKeyVerifier
 from tests.discovery.conftest import require
+from tests.discovery.keys import write_ed25519_key
 
 
 def ed25519(tmp_path, name: str) -> paramiko.PKey:
     path = tmp_path / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    write_ed25519_key(path)
     return paramiko.PKey.from_path(str(path))
 
 

@@ -10,20 +10,11 @@ from app.core.db import make_engine
 from app.models import metadata
 
 
-# Expression indexes whose SQL differs per database live in their migration only (0007: the ends of
-# relationship creation records); test_history's relationship tests exercise them.
-MIGRATION_ONLY_INDEXES = {"ix_change_record_rel_source", "ix_change_record_rel_target"}
-
-
-def _in_models(name, type_, parent_names) -> bool:
-    return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)
-
-
 def test_models_match_migrations(database_url):
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": _in_models})
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()
@@ -88,3 +79,29 @@ def test_plain_alembic_upgrade_on_sqlite_keeps_the_rows_of_rebuilt_tables(tmp_pa
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT count(*) FROM relationship_source").fetchone() == (1,)
         assert db.execute("SELECT count(*) FROM relationship").fetchone() == (1,)
+
+
+def test_0007_fills_ended_relationships_from_the_feed(database_url):
+    # Relationships ended before 0007 stay in the histories of the CIs they touched.
+    import json
+    import uuid
+
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    rel, source, target = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    try:
+        migrations.downgrade(engine, "0006")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO change_record (at, actor, object_type, object_id, action, diff) VALUES "
+                              "(CURRENT_TIMESTAMP, 'old', 'relationship', :id, 'delete', :diff)"),
+                         {"id": rel.hex if engine.dialect.name == "sqlite" else rel,
+                          "diff": json.dumps({"source": [str(source), None], "target": [str(target), None],
+                                              "type": ["runs_on", None]})})
+        migrations.upgrade(engine)
+        with engine.connect() as conn:
+            from app.services.changes import relationships_touching
+
+            assert relationships_touching(conn, source) == [rel] and relationships_touching(conn, target) == [rel]
+    finally:
+        engine.dispose()

@@ -7,7 +7,7 @@ from app.models.ci import ConfigurationItem
 from app.models.ci_class import CIClass
 from app.models.discovery import CISource, DiscoveryRun, PrecedenceRule, RelationshipSource
 from app.models.identifier import CIIdentifier
-from app.models.relationship import Relationship, RelationshipType
+from app.models.relationship import EndedRelationship, Relationship, RelationshipType
 from app.models.token import ApiToken
 
 metadata = SQLModel.metadata
@@ -19,6 +19,7 @@ __all__ = [
     "CIIdentifier",
     "CISource",
     "DiscoveryRun",
+    "EndedRelationship",
     "PrecedenceRule",
     "RelationshipSource",
     "ConfigurationItem",

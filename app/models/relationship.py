@@ -77,6 +77,18 @@ class Relationship(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
 
 
+class EndedRelationship(SQLModel, table=True):
+    """The ends of every relationship that ended, so that a CI's history finds the relationships that
+    touched it after they are gone (live ones: the relationship table's own indexes). Written by the
+    deletion, in its transaction; a first load, which ends nothing, pays nothing for it."""
+
+    __tablename__ = "ended_relationship"
+
+    relationship_id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    source_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))
+    target_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))
+
+
 class RelationshipCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

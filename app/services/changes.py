@@ -13,17 +13,17 @@ rather than scan the table without bound, one request looks at most SCAN_WINDOW 
 client reads on until `last_seq` reaches `head_seq`.
 
 A CI's history holds its own records and those of every relationship that touches or touched it: the
-relationships are found by their creation records, which name both ends (migration 0007 indexes them),
-and their later records by object id.
+live ones are found by their ends in the relationship table, the ended ones in ended_relationship
+(migration 0007), and all their records by object id.
 """
 
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text, union
+from sqlalchemy import Connection, func, select, union
 
-from app.models import ChangeRecord, ConfigurationItem
+from app.models import ChangeRecord, ConfigurationItem, EndedRelationship, Relationship
 from app.models.types import as_utc
 from app.services.bulk import id_in
 from app.services.errors import InvalidInput, NotFound, field_error
@@ -31,6 +31,8 @@ from app.services.pagination import decode_cursor, page
 
 CHANGE = ChangeRecord.__table__
 CI = ConfigurationItem.__table__
+REL = Relationship.__table__
+ENDED = EndedRelationship.__table__
 SCAN_WINDOW = 100_000
 MAX_SEQ = 2**63 - 1
 OBJECT_TYPES = ("ci", "relationship", "class", "relationship_type", "precedence", "token")
@@ -86,27 +88,18 @@ def change_feed(conn: Connection, *, since: int, limit: int, object_type: str | 
     return {"items": items, "last_seq": next_since, "head_seq": head}
 
 
-def relationship_end_sql(dialect: str, end: str) -> str:
-    """The SQL reading the `end` ("source" or "target") a relationship creation record names: the
-    expression migration 0007 indexes (a query must use the same text for the index to serve it)."""
-    if dialect == "postgresql":
-        return f"(diff -> '{end}' ->> 1)"
-    return f"json_extract(diff, '$.{end}[1]')"
-
-
-def relationships_touching_query(dialect: str, ci_id: uuid.UUID):
-    """The ids of every relationship that touches or touched the CI, ended ones included: one select
-    per end, each matching its partial index (an OR of the two ends makes SQLite scan the table)."""
-    selects = [select(CHANGE.c.object_id).where(
-        CHANGE.c.object_type == "relationship", CHANGE.c.action == "create",
-        text(f"{relationship_end_sql(dialect, end)} = :ci_{end}").bindparams(**{f"ci_{end}": str(ci_id)}))
-        for end in ("source", "target")]
-    return union(*selects)
+def relationships_touching_query(ci_id: uuid.UUID):
+    """The ids of every relationship that touches or touched the CI: live ones through the relationship
+    table's indexes on its ends, ended ones through ended_relationship's (written by each deletion). One
+    select per end, each served by its index."""
+    return union(select(REL.c.id).where(REL.c.source_id == ci_id), select(REL.c.id).where(REL.c.target_id == ci_id),
+                 select(ENDED.c.relationship_id).where(ENDED.c.source_id == ci_id),
+                 select(ENDED.c.relationship_id).where(ENDED.c.target_id == ci_id))
 
 
 def relationships_touching(conn: Connection, ci_id: uuid.UUID) -> list[uuid.UUID]:
     """Every relationship that touches or touched the CI, ended ones included."""
-    return list(conn.execute(relationships_touching_query(conn.dialect.name, ci_id)).scalars())
+    return list(conn.execute(relationships_touching_query(ci_id)).scalars())
 
 
 def object_history(conn: Connection, object_id: uuid.UUID, *, limit: int, cursor: str | None) -> dict[str, Any]:

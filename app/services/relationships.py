@@ -8,10 +8,11 @@ from sqlalchemy import Connection, and_, case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.core.dialect import locked
-from app.models import CISource, ConfigurationItem, Relationship, RelationshipSource
+from app.models import CISource, ConfigurationItem, EndedRelationship, Relationship, RelationshipSource
 from app.models.discovery import MANUAL_SOURCE
 from app.models.relationship import RelationshipCreate
 from app.models.types import as_utc, new_id
+from app.services.bulk import insert_rows
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
 from app.services.storable import require_storable
 from app.services.history import UnitOfWork, diff_fields
@@ -22,6 +23,7 @@ from app.services.sightings import columns_with_latest_sighting, forget_fingerpr
 
 REL = Relationship.__table__
 REL_SOURCE = RelationshipSource.__table__
+ENDED = EndedRelationship.__table__
 CI = ConfigurationItem.__table__
 
 HISTORY_FIELDS = ["source", "target", "type", "attributes", "first_seen", "last_seen"]
@@ -149,6 +151,9 @@ def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> list[Any]:
     ended = [row for row in rows if row["id"] in deleted]
     for row in ended:
         uow.record("relationship", row["id"], "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
+    # Its ends, for the histories of the CIs it touched (changes.relationships_touching).
+    insert_rows(uow.conn, ENDED, [{"relationship_id": row["id"], "source_id": row["source_id"],
+                                   "target_id": row["target_id"]} for row in ended])
     return ended
 
 

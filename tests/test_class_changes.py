@@ -37,3 +37,31 @@ def test_identification_rules_name_only_declared_attributes(api):
     assert ok.status_code == 201, ok.text
     # a subclass inherits the rules: its own schema may not drop what they name (it cannot: schemas add up)
     assert api.post("/api/v1/classes", json={"name": "appliance_x", "parent": "appliance"}).status_code == 201
+
+
+def test_a_worker_with_an_older_cache_cannot_write_what_a_new_schema_refuses(api, database_url):
+    """Two workers on one database: the second tightens a schema while the first still caches the old
+    one. The first's next write is checked against the schema as it stands in the database."""
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.main import create_app
+    from tests.conftest import Api
+
+    api.create_ci("service", "warm-up", attributes={"sla": "gold"})  # the first worker's cache is loaded
+    other = create_app(Settings(database_url=database_url, load_graph_at_startup=False))
+    try:
+        with TestClient(other, raise_server_exceptions=False) as client:
+            second = Api(client, api.secrets)
+            schema = api.get("/api/v1/classes/service").json()["attribute_schema"]
+            tighter = {**schema, "properties": {**schema["properties"], "sla": {"enum": ["gold", "silver"]}}}
+            assert second.patch("/api/v1/classes/service", json={"attribute_schema": tighter}).status_code == 200
+    finally:
+        other.state.engine.dispose()
+    refused = api.post("/api/v1/cis", json={"class": "service", "name": "late", "attributes": {"sla": "bronze"}})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "attributes.sla"
+    batch = {"source": "import", "run_id": "r", "items": [
+        {"ref": "s", "class": "service", "name": "late", "identifiers": {"service_id": "S-9"},
+         "attributes": {"sla": "bronze"}}]}
+    ingested = api.post("/api/v1/ingest", json=batch).json()
+    assert ingested["counts"]["errors"] == 1 and ingested["counts"]["created"] == 0

@@ -104,7 +104,7 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate, *,
     for name in ("name", "environment", "owner", "tags", "attributes"):
         require_storable(getattr(data, name), name)
     require_size(data.attributes, max_attributes_bytes, "attributes")
-    cls = registry_cache.knows_class(data.ci_class, conn=uow.conn).get_class(data.ci_class)
+    cls = registry_cache.for_write(uow.conn, [data.ci_class]).get_class(data.ci_class)
     _validate(cls, data.attributes)
     row = {
         "id": new_id(),
@@ -171,7 +171,7 @@ def update_ci(
             new["attributes"] = merged
         else:
             new[name] = value
-    cls = registry_cache.knows_class(new["ci_class"], conn=uow.conn).get_class(new["ci_class"])
+    cls = registry_cache.for_write(uow.conn, [new["ci_class"]]).get_class(new["ci_class"])
     if "attributes" in changes:
         require_size(new["attributes"], max_attributes_bytes, "attributes")
     _validate(cls, new["attributes"])

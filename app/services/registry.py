@@ -10,6 +10,7 @@ have just added it), and at once in the worker that changed the registry.
 """
 
 import functools
+from collections.abc import Iterable
 import hashlib
 import logging
 import threading
@@ -21,7 +22,10 @@ import jsonschema_rs
 import orjson
 from sqlalchemy import Connection, Engine, select
 
+from app.core.dialect import locked
+
 from app.models import CIClass, RelationshipType
+from app.models.types import as_utc
 from app.services.errors import InvalidInput, field_error
 
 log = logging.getLogger("karta.registry")
@@ -232,6 +236,27 @@ class RegistryCache:
         """The registry, reloaded first if `name` is not in the cached copy."""
         registry = self.get(conn=conn)
         if name not in registry.classes:
+            registry = self.reload(conn=conn)
+        return registry
+
+    def for_write(self, conn: Connection, class_names: Iterable[str | None]) -> Registry:
+        """The registry as it stands for a transaction writing CIs of these classes: their rows (and
+        their ancestors', whose schemas they must also satisfy) are read inside the transaction, FOR
+        SHARE on PostgreSQL, and the cache is reloaded if any changed since it was loaded. A class
+        change (which updates its row, so waits for these writers, and makes later ones wait for it)
+        then never meets a CI written against the schema it replaced (classes.update_class)."""
+        registry = self.get(conn=conn)
+        names = {name for name in class_names if name is not None}
+        if names - registry.classes.keys():
+            registry = self.reload(conn=conn)  # another worker may have just added it
+        lineage = sorted({ancestor for name in names if name in registry.classes
+                          for ancestor in registry.classes[name].ancestors})
+        if not lineage:
+            return registry
+        rows = conn.execute(locked(conn, select(CIClass.__table__.c.name, CIClass.__table__.c.updated_at)
+                                   .where(CIClass.__table__.c.name.in_(lineage)),
+                                   order_by=CIClass.__table__.c.name, read=True)).all()
+        if any(as_utc(updated) != as_utc(registry.classes[name].updated_at) for name, updated in rows):
             registry = self.reload(conn=conn)
         return registry
 

@@ -104,9 +104,9 @@ def _in_unit_of_work(engine: Engine, registry_cache: RegistryCache, batch: Batch
     outcome = Outcome(run_id=batch.run_id, source=batch.source, dry_run=dry_run)
     try:
         with UnitOfWork(engine, actor, token_id) as uow:
-            registry = registry_cache.get(conn=uow.conn)
-            if any(ci_class is not None and ci_class not in registry.classes for ci_class in batch.classes):
-                registry = registry_cache.reload(conn=uow.conn)  # another worker may have just added it
+            # The classes as they stand for this transaction (a class changed by another worker since
+            # this one cached it is reloaded; a change waits for this batch: RegistryCache.for_write).
+            registry = registry_cache.for_write(uow.conn, set(batch.classes))
             plan = phases.plan(uow.conn, registry, batch, outcome, confirm=shortcuts.confirm_fingerprints)
             found = phases.identify(uow.conn, registry, batch, plan, outcome)
             changes = phases.reconcile(registry, plan, found, outcome, source=batch.source, now=uow.now)

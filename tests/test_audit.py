@@ -175,3 +175,26 @@ def test_ingest_ending_a_relationship_an_operator_deletes_records_one_delete(api
     assert outcome["ended_relationships"] == 0
     deletes = [r for r in _records(api, object_id=rel["id"]) if r["action"] == "delete"]
     assert [r["actor"] for r in deletes] == ["operator"]
+
+
+def test_a_delete_record_shows_the_relationship_as_it_was_deleted(api, engine):
+    # The rows to end are read before the locks; an update committed in between must not be lost
+    # from the record.
+    from sqlalchemy import select
+
+    def report(port: int) -> None:
+        body = {"source": "ssh", "run_id": f"r{port}", "scope": {"hosts": ["a"]},
+                "items": [{"ref": n, "class": "application", "name": n, "identifiers": {"instance_key": f"h1/{n}/80"}}
+                          for n in ("a", "b")],
+                "relationships": [{"source": "a", "target": "b", "type": "depends_on", "attributes": {"port": port}}]}
+        response = api.post("/api/v1/ingest", json=body)
+        assert response.status_code == 200 and response.json()["relationships"]["errors"] == 0, response.text
+
+    report(1)
+    with engine.connect() as conn:
+        stale = conn.execute(select(*relationships.REL_COLUMNS)).mappings().one()
+    report(2)
+    with UnitOfWork(engine, "operator") as uow:
+        assert len(relationships.end_relationships(uow, [stale])) == 1
+    (deleted,) = [r for r in _records(api, object_id=str(stale["id"])) if r["action"] == "delete"]
+    assert deleted["diff"]["attributes.port"] == [2, None]

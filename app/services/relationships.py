@@ -143,12 +143,17 @@ def end_relationships(uow: UnitOfWork, rows: Sequence[Any]) -> list[Any]:
     # a batch writing a sighting of one of these holds an end locked, so this waits for its commit
     # and then deletes that sighting too.
     forget_fingerprints(uow.conn, [row[end] for row in rows for end in ("source_id", "target_id")])
-    deleted: set[uuid.UUID] = set()
+    # What the DELETE removed, as it was then: `rows` were read before the locks were taken, and an
+    # update committed meanwhile would otherwise leave the record with attributes it no longer had.
+    deleted: dict[uuid.UUID, Any] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         uow.conn.execute(delete(REL_SOURCE).where(REL_SOURCE.c.relationship_id.in_(chunk)))  # no cascade (0006)
-        deleted.update(uow.conn.execute(delete(REL).where(REL.c.id.in_(chunk)).returning(REL.c.id)).scalars())
-    ended = [row for row in rows if row["id"] in deleted]
+        returned = uow.conn.execute(delete(REL).where(REL.c.id.in_(chunk))
+                                    .returning(REL.c.id, REL.c.attributes, REL.c.first_seen))
+        deleted.update((row.id, row) for row in returned)
+    ended = [{**row, "attributes": deleted[row["id"]].attributes, "first_seen": deleted[row["id"]].first_seen}
+             for row in rows if row["id"] in deleted]
     for row in ended:
         uow.record("relationship", row["id"], "delete", diff_fields(to_public(row), None, HISTORY_FIELDS))
     # Its ends, for the histories of the CIs it touched (changes.relationships_touching).

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
 
+from app.core.dialect import locked
 from app.models import CIIdentifier, CISource, ConfigurationItem, PrecedenceRule, Relationship, RelationshipSource
 from app.services.bulk import id_in, insert_rows, is_postgres, json_list
 from app.services.ingest.writes import BackgroundWrites
@@ -71,12 +72,10 @@ def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set
 def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
     if not ci_ids:
         return {}
-    query = select(CI).where(id_in(conn, CI.c.id, ci_ids)).order_by(CI.c.id)
-    if is_postgres(conn):
-        # In id order, so two overlapping batches cannot deadlock. FOR UPDATE, not the weaker NO KEY
-        # UPDATE: a batch relating to these CIs (FOR KEY SHARE) then waits here instead of deadlocking
-        # later, when this batch takes FOR UPDATE to forget a fingerprint of a relationship both change.
-        query = query.with_for_update()
+    # In id order, so two overlapping batches cannot deadlock. FOR UPDATE, not the weaker NO KEY
+    # UPDATE: a batch relating to these CIs (FOR KEY SHARE) then waits here instead of deadlocking
+    # later, when this batch takes FOR UPDATE to forget a fingerprint of a relationship both change.
+    query = locked(conn, select(CI).where(id_in(conn, CI.c.id, ci_ids)).order_by(CI.c.id))
     return {row["id"]: row for row in conn.execute(query).mappings()}
 
 
@@ -85,9 +84,8 @@ def existing_ci_ids(conn: Connection, ci_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     this batch writes to it (relationships have no foreign keys, migration 0006)."""
     if not ci_ids:
         return set()
-    query = select(CI.c.id).where(id_in(conn, CI.c.id, ci_ids))
-    if is_postgres(conn):
-        query = query.order_by(CI.c.id).with_for_update(read=True, key_share=True)
+    query = locked(conn, select(CI.c.id).where(id_in(conn, CI.c.id, ci_ids)), order_by=CI.c.id, read=True,
+                   key_share=True)
     return set(conn.execute(query).scalars())
 
 

@@ -21,6 +21,11 @@ def row_locks(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+def locking_clause(conn: Connection, clause: str) -> str:
+    """A row-locking clause (" FOR SHARE OF c") to append to a written statement, where there are row locks."""
+    return f" {clause}" if row_locks(conn) else ""
+
+
 def locked(conn: Connection, query: Q, *, order_by: Any = None, **for_update: Any) -> Q:
     """`query` with FOR UPDATE (or `read=True`: FOR SHARE; `key_share=True` with it: FOR KEY SHARE;
     `of=table`) where the database has row locks, ordered by `order_by` first so that concurrent

@@ -2,7 +2,8 @@
 thousand, and no driver limit on parameters applies: a uuid[] on PostgreSQL, a JSON array on SQLite."""
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -46,6 +47,36 @@ def id_in(conn: Connection, column, ids: Iterable[uuid.UUID]) -> ColumnElement[b
     if is_postgres(conn):
         return column == any_(_id_array(ids))
     return column.in_(select(id_values(conn, ids)).scalar_subquery())
+
+
+@dataclass(frozen=True)
+class JsonRows:
+    """Rows of values sent as one JSON parameter, for a statement written once for both databases:
+    `source` goes in its FROM clause, `columns` names the SQL reading each value, `join` is the join
+    that keeps these rows the outer loop (SQLite plans a CROSS JOIN in the written order: one index
+    probe per row), `value` is the parameter to bind."""
+
+    source: str
+    columns: dict[str, str]
+    join: str
+    value: str
+
+
+def json_rows(conn: Connection, alias: str, parameter: str, columns: dict[str, str],
+              rows: Iterable[Sequence[Any]]) -> JsonRows:
+    """`columns` maps each value's name to its PostgreSQL type (text, uuid, int); each row holds the
+    values in that order. PostgreSQL: jsonb_to_recordset of objects; SQLite: json_each of arrays, UUIDs
+    as the 32 hex digits its Uuid columns store."""
+    if is_postgres(conn):
+        typed = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+        value = json_list({name: str(v) if isinstance(v, uuid.UUID) else v for name, v in zip(columns, row)}
+                          for row in rows)
+        return JsonRows(f"jsonb_to_recordset(CAST(:{parameter} AS jsonb)) AS {alias}({typed})",
+                        {name: f"{alias}.{name}" for name in columns}, "JOIN", value)
+    value = json_list([v.hex if isinstance(v, uuid.UUID) else v for v in row] for row in rows)
+    return JsonRows(f"json_each(:{parameter}) AS {alias}",
+                    {name: f"json_extract({alias}.value, '$[{position}]')" for position, name in enumerate(columns)},
+                    "CROSS JOIN", value)
 
 
 def insert_rows(conn: Connection, table, rows: list[dict[str, Any]], *, on_conflict_do_nothing: bool = False) -> None:

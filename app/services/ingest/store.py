@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
 
-from app.core.dialect import locked
+from app.core.dialect import locked, locking_clause
 from app.models import CIIdentifier, CISource, ConfigurationItem, PrecedenceRule, Relationship, RelationshipSource
-from app.services.bulk import id_in, insert_rows, is_postgres, json_list
+from app.services.bulk import id_in, insert_rows, is_postgres, json_list, json_rows
 from app.services.ingest.writes import BackgroundWrites
 from app.services.sightings import forget_fingerprints
 
@@ -43,21 +43,11 @@ def precedence_rules(conn: Connection) -> list[tuple[str | None, str | None, lis
 def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple, uuid.UUID]:
     if not triples:
         return {}
-    if is_postgres(conn):
-        statement = text(
-            "SELECT i.family, i.key, i.value, i.ci_id FROM jsonb_to_recordset(CAST(:wanted AS jsonb)) "
-            "AS w(f text, k text, v text) JOIN ci_identifier i ON i.family = w.f AND i.key = w.k AND i.value = w.v"
-        )
-        wanted = json_list({"f": f, "k": k, "v": v} for f, k, v in triples)
-    else:
-        # CROSS JOIN keeps json_each the outer loop, so each value is one primary-key probe.
-        statement = text(
-            "SELECT i.family, i.key, i.value, i.ci_id FROM json_each(:wanted) AS w CROSS JOIN ci_identifier AS i "
-            "ON i.family = json_extract(w.value, '$[0]') AND i.key = json_extract(w.value, '$[1]') "
-            "AND i.value = json_extract(w.value, '$[2]')"
-        )
-        wanted = json_list(triples)
-    rows = conn.execute(statement.columns(ci_id=Uuid), {"wanted": wanted}).all()
+    w = json_rows(conn, "w", "wanted", {"f": "text", "k": "text", "v": "text"}, triples)
+    statement = text(
+        f"SELECT i.family, i.key, i.value, i.ci_id FROM {w.source} {w.join} ci_identifier AS i "
+        f"ON i.family = {w.columns['f']} AND i.key = {w.columns['k']} AND i.value = {w.columns['v']}")
+    rows = conn.execute(statement.columns(ci_id=Uuid), {"wanted": w.value}).all()
     return {(family, key, value): ci_id for family, key, value, ci_id in rows}
 
 
@@ -125,18 +115,13 @@ def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
 def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:
     """Insert strong identifiers not yet indexed; move held ones to their new holder."""
     if held:
-        if is_postgres(conn):
-            losers = conn.execute(text(
-                "DELETE FROM ci_identifier i USING jsonb_to_recordset(CAST(:moved AS jsonb)) AS m(f text, k text, v text, c uuid) "
-                "WHERE i.family = m.f AND i.key = m.k AND i.value = m.v AND i.ci_id <> m.c RETURNING i.ci_id"
-            ).columns(ci_id=Uuid), {"moved": json_list({"f": f, "k": k, "v": v, "c": str(c)} for (f, k, v), c in held)})
-        else:
-            losers = conn.execute(text(
-                "DELETE FROM ci_identifier WHERE EXISTS (SELECT 1 FROM json_each(:moved) AS m "
-                "WHERE ci_identifier.family = json_extract(m.value, '$[0]') AND ci_identifier.key = json_extract(m.value, '$[1]') "
-                "AND ci_identifier.value = json_extract(m.value, '$[2]') AND ci_identifier.ci_id <> json_extract(m.value, '$[3]')) "
-                "RETURNING ci_id"
-            ).columns(ci_id=Uuid), {"moved": json_list([f, k, v, c.hex] for (f, k, v), c in held)})
+        m = json_rows(conn, "m", "moved", {"f": "text", "k": "text", "v": "text", "c": "uuid"},
+                      ((f, k, v, c) for (f, k, v), c in held))
+        losers = conn.execute(text(
+            f"DELETE FROM ci_identifier WHERE EXISTS (SELECT 1 FROM {m.source} WHERE ci_identifier.family = "
+            f"{m.columns['f']} AND ci_identifier.key = {m.columns['k']} AND ci_identifier.value = {m.columns['v']} "
+            f"AND ci_identifier.ci_id <> {m.columns['c']}) RETURNING ci_id"
+        ).columns(ci_id=Uuid), {"moved": m.value})
         # The CIs that lost an address would, reporting it again, take it back: derive them in full.
         forget_fingerprints(conn, losers.scalars().all())
     # A plain insert for strong identifiers: if a concurrent batch indexed one first, the primary key
@@ -151,15 +136,15 @@ def confirmed_reports(conn: Connection, source: str, fingerprints: Sequence[str]
     report left, not stale. A fingerprint found on two CIs confirms nothing."""
     if not fingerprints:
         return {}
+    # The fingerprints as one array on PostgreSQL (= ANY: one index scan), a JSON list on SQLite: the
+    # unchanged pass's hot statement, measured in this form (BENCHMARKS.md).
     if is_postgres(conn):
-        wanted = "s.fingerprint = ANY(string_to_array(:fingerprints, ','))"
-        values = ",".join(fingerprints)
+        wanted, values = "s.fingerprint = ANY(string_to_array(:fingerprints, ','))", ",".join(fingerprints)
     else:
-        wanted = "s.fingerprint IN (SELECT value FROM json_each(:fingerprints))"
-        values = json_list(fingerprints)
+        wanted, values = "s.fingerprint IN (SELECT value FROM json_each(:fingerprints))", json_list(fingerprints)
     # FOR SHARE: a concurrent batch cannot change (or make stale) a CI between this check and this
     # batch's commit; it waits, and then sees this sighting.
-    lock = " FOR SHARE OF c" if is_postgres(conn) else ""
+    lock = locking_clause(conn, "FOR SHARE OF c")
     rows = conn.execute(text(
         "SELECT s.fingerprint, s.ci_id FROM ci_source AS s JOIN ci AS c ON c.id = s.ci_id "
         f"WHERE s.source = :source AND {wanted} AND c.version = s.ci_version AND c.status <> 'stale' ORDER BY s.ci_id{lock}"
@@ -186,15 +171,8 @@ def _upsert_sightings(conn: Connection, table, rows: list[tuple], per_row: dict[
     are refreshed."""
     key = next(iter(per_row))
     columns = [*per_row, *fixed]
-    if is_postgres(conn):
-        source_rows = ("jsonb_to_recordset(CAST(:rows AS jsonb)) AS r("
-                       + ", ".join(f"{name} {sql_type}" for name, sql_type in per_row.items()) + ")")
-        picked = [f"r.{name}" for name in per_row]
-        value = json_list(dict(zip(per_row, (str(v) if isinstance(v, uuid.UUID) else v for v in row))) for row in rows)
-    else:
-        source_rows = "json_each(:rows) AS r"
-        picked = [f"json_extract(r.value, '$[{position}]')" for position in range(len(per_row))]
-        value = json_list([v.hex if isinstance(v, uuid.UUID) else v for v in row] for row in rows)
+    r = json_rows(conn, "r", "rows", per_row, rows)
+    source_rows, picked, value = r.source, list(r.columns.values()), r.value
     refresh = ", ".join(f"{name} = excluded.{name}" for name in columns if name not in (key, "source", "first_seen"))
     statement = (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(picked + list(fixed.values()))} "
                  f"FROM {source_rows} WHERE true ON CONFLICT ({key}, source) DO UPDATE SET {refresh}")
@@ -222,19 +200,11 @@ def record_ci_sightings(conn: Connection, rows: list[dict[str, Any]], source: st
 def find_relationships(conn: Connection, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple, Any]:
     if not keys:
         return {}
-    if is_postgres(conn):
-        statement = text(
-            "SELECT r.id, r.source_id, r.target_id, r.type, r.attributes FROM jsonb_to_recordset(CAST(:wanted AS jsonb)) "
-            "AS w(s uuid, t uuid, y text) JOIN relationship r ON r.source_id = w.s AND r.target_id = w.t AND r.type = w.y"
-        )
-        wanted = json_list({"s": str(s), "t": str(t), "y": y} for s, t, y in keys)
-    else:
-        statement = text(
-            "SELECT r.id, r.source_id, r.target_id, r.type, r.attributes FROM json_each(:wanted) AS w CROSS JOIN relationship AS r "
-            "ON r.source_id = json_extract(w.value, '$[0]') AND r.target_id = json_extract(w.value, '$[1]') "
-            "AND r.type = json_extract(w.value, '$[2]')"
-        )
-        wanted = json_list([s.hex, t.hex, y] for s, t, y in keys)
+    w = json_rows(conn, "w", "wanted", {"s": "uuid", "t": "uuid", "y": "text"}, keys)
+    statement = text(
+        f"SELECT r.id, r.source_id, r.target_id, r.type, r.attributes FROM {w.source} {w.join} relationship AS r "
+        f"ON r.source_id = {w.columns['s']} AND r.target_id = {w.columns['t']} AND r.type = {w.columns['y']}")
+    wanted = w.value
     statement = statement.columns(id=Uuid, source_id=Uuid, target_id=Uuid, attributes=REL.c.attributes.type)
     return {(row.source_id, row.target_id, row.type): row for row in conn.execute(statement, {"wanted": wanted}).all()}
 

@@ -24,6 +24,7 @@ from app.services.errors import KartaError, Unavailable
 
 log = logging.getLogger("karta.api")
 REQUEST_ID_HEADER = "X-Request-Id"
+_HEADER_KEY = REQUEST_ID_HEADER.lower().encode()  # as ASGI carries header names
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 RETRY_AFTER_SECONDS = "2"
 
@@ -53,15 +54,15 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        sent = dict(scope["headers"]).get(_HEADER_KEY, b"").decode("latin-1")
         rid = sent if _CLIENT_REQUEST_ID.match(sent) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == b"x-request-id" for name, _ in headers):
-                    message["headers"] = [*headers, (b"x-request-id", rid.encode())]
+                if not any(name.lower() == _HEADER_KEY for name, _ in headers):
+                    message["headers"] = [*headers, (_HEADER_KEY, rid.encode())]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -72,7 +73,7 @@ def _internal_error(request: Request) -> object:
     rid = request_id(request)
     return problem(500, "Internal error", f"Karta failed unexpectedly; the error is in the server log under request "
                    f"id {rid}.", slug="internal-error", instance=request.url.path, request_id=rid,
-                   headers={"X-Request-Id": rid})
+                   headers={REQUEST_ID_HEADER: rid})
 
 
 def install(app: FastAPI) -> None:

@@ -5,8 +5,9 @@ FOR SHARE, FOR KEY SHARE) so they cannot change or vanish before its commit. SQL
 at a time (every writer takes the database's write lock at BEGIN IMMEDIATE, app.core.db), so nothing
 can change under it, and it has no row locks: `locked` returns the query unchanged there.
 
-The other differences live in modules of their own: bulk inserts and id lists (app.services.bulk),
-JSON predicates (app.services.ci_filters), the change-sequence lock (app.services.history).
+The other differences live in modules of their own: bulk inserts, id lists and rows sent as one JSON
+parameter (app.services.bulk), JSON predicates (app.services.ci_filters), the change-sequence lock
+(app.services.history).
 """
 
 from typing import Any, TypeVar

@@ -35,7 +35,6 @@ REL = Relationship.__table__
 ENDED = EndedRelationship.__table__
 SCAN_WINDOW = 100_000
 MAX_SEQ = 2**63 - 1
-OBJECT_TYPES = ("ci", "relationship", "class", "relationship_type", "precedence", "token")
 
 
 def to_public(row: Any) -> dict[str, Any]:

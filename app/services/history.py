@@ -181,9 +181,6 @@ def require_live_token(conn: Connection, token_id: uuid.UUID, now: datetime) -> 
 
 
 WRITE_ATTEMPTS = 3
-# Deadlock detected, serialization failure: the database aborted the transaction to let another one
-# finish, and running it again is the documented answer.
-aborted_to_let_another_finish = aborted_for_another
 
 
 def in_unit_of_work(engine: Engine, actor: str, work: Callable[[UnitOfWork], T], *,
@@ -196,7 +193,7 @@ def in_unit_of_work(engine: Engine, actor: str, work: Callable[[UnitOfWork], T],
             with UnitOfWork(engine, actor, token_id) as uow:
                 return work(uow)
         except DBAPIError as exc:
-            if not aborted_to_let_another_finish(exc) or attempt == WRITE_ATTEMPTS:
+            if not aborted_for_another(exc) or attempt == WRITE_ATTEMPTS:
                 raise
             log.info("%s: transaction aborted by the database (%s); running it again, attempt %d",
                      actor, type(exc.orig).__name__, attempt + 1)

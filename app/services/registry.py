@@ -10,11 +10,11 @@ have just added it), and at once in the worker that changed the registry.
 """
 
 import functools
-from collections.abc import Iterable
 import hashlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,6 @@ import orjson
 from sqlalchemy import Connection, Engine, select
 
 from app.core.dialect import locked
-
 from app.models import CIClass, RelationshipType
 from app.models.types import as_utc
 from app.services.errors import InvalidInput, field_error

@@ -163,13 +163,12 @@ def find_token_by_id_or_name(engine: Engine, id_or_name: str) -> dict[str, Any]:
 def revoke_token(uow: UnitOfWork, token_id: uuid.UUID) -> bool:
     """Revoke; False if it already was. Callers answer only after `revocation_settled`. The row is locked
     FOR UPDATE first: that waits for the writes in flight with the token (history.require_live_token)."""
-    uow.conn.execute(locked(uow.conn, select(TOKEN.c.id).where(TOKEN.c.id == token_id)))
+    if uow.conn.execute(locked(uow.conn, select(TOKEN.c.id).where(TOKEN.c.id == token_id))).first() is None:
+        raise NotFound(f"No token with id {token_id}.")
     result = uow.conn.execute(
         update(TOKEN).where(TOKEN.c.id == token_id, TOKEN.c.revoked_at.is_(None)).values(revoked_at=uow.now)
     )
     if result.rowcount == 0:
-        if uow.conn.execute(select(TOKEN.c.id).where(TOKEN.c.id == token_id)).first() is None:
-            raise NotFound(f"No token with id {token_id}.")
         return False
     uow.record("token", token_id, "update", {"revoked_at": [None, uow.now.isoformat()]})
     return True

@@ -22,7 +22,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from app.models.ingest import IngestBatch
 from app.services.errors import Unavailable, field_error
-from app.services.history import UnitOfWork, aborted_to_let_another_finish
+from app.core.db_errors import UNIQUE_VIOLATION, aborted_for_another
+from app.services.history import UnitOfWork
 from app.services.ingest import phases
 from app.services.ingest.batch import Batch
 from app.services.ingest.outcome import AtomicBatchFailed, Outcome, Shortcuts, StalenessPolicy
@@ -31,13 +32,13 @@ from app.services.registry import RegistryCache
 log = logging.getLogger("karta.ingest")
 MAX_ATTEMPTS = 20  # in all: each race lost is a change another transaction committed
 MAX_ABORTS = 5  # of them aborted by the database to break a deadlock
-UNIQUE_VIOLATION = "23505"  # PostgreSQL's; SQLite serializes writers, so it cannot lose such a race
 ALL_SHORTCUTS = Shortcuts()
 RETRY_AFTER_SECONDS = 1  # what a 503 suggests: the batches it lost to are committed by then
 
 
 def lost_race(exc: BaseException | None) -> bool:
-    """Another transaction committed what this one raced for (any other integrity error is a fault)."""
+    """Another transaction committed what this one raced for (any other integrity error is a fault).
+    PostgreSQL's unique violation only: SQLite serializes writers, so it cannot lose such a race."""
     return isinstance(exc, phases.LostRace) or (
         isinstance(exc, IntegrityError) and getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION)
 
@@ -70,7 +71,7 @@ def _exhausted(state: RetryCallState):
 
 
 def retry_policy(run_id: str) -> Retrying:
-    return Retrying(retry=retry_if_exception(lambda exc: lost_race(exc) or aborted_to_let_another_finish(exc)),
+    return Retrying(retry=retry_if_exception(lambda exc: lost_race(exc) or aborted_for_another(exc)),
                     stop=_Budgets(), before_sleep=partial(_log_retry, run_id), retry_error_callback=_exhausted)
 
 

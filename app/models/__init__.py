@@ -9,6 +9,7 @@ from app.models.discovery import CISource, DiscoveryRun, PrecedenceRule, Relatio
 from app.models.identifier import CIIdentifier
 from app.models.relationship import EndedRelationship, Relationship, RelationshipType
 from app.models.token import ApiToken
+from app.models.web import ServiceSecret
 
 metadata = SQLModel.metadata
 
@@ -25,5 +26,6 @@ __all__ = [
     "ConfigurationItem",
     "Relationship",
     "RelationshipType",
+    "ServiceSecret",
     "metadata",
 ]

@@ -12,6 +12,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, tokens
+from app import web
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
@@ -37,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title="Karta", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by app.web from vendored assets (FastAPI's own loads Swagger UI from a CDN).
+    app = FastAPI(title="Karta", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     engine = make_engine(settings.database_url, pool_size=settings.threads)
     app.state.settings = settings
     app.state.engine = engine
@@ -50,5 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
+    web.install(app)
     logging.getLogger("karta").setLevel(logging.INFO)
     return app

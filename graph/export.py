@@ -22,7 +22,8 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from collections import Counter
+from typing import Callable, Iterable, Mapping
 
 import networkx as nx
 
@@ -161,9 +162,10 @@ def _dot_label(*lines) -> str:
     return '"' + "\\n".join(_dot_text(line).replace("&", "&amp;") for line in lines) + '"'
 
 
-def as_dot(nodes: Iterable, edges: Iterable[tuple], info: Mapping, title: str = "karta") -> str:
+def as_dot(nodes: Iterable, edges: Iterable[tuple], info: Mapping, title: str = "karta",
+           link: Callable[[str], str | None] | None = None) -> str:
     """Graphviz DOT, CIs filled by state: down red, degraded orange, at_risk yellow,
-    failed/changed dark red and bold."""
+    failed/changed dark red and bold. `link(ci_id)` may give a node a URL (a page about it)."""
     lines = [
         f"digraph {_dot_id(title)} {{",
         "  rankdir=LR;",
@@ -174,6 +176,9 @@ def as_dot(nodes: Iterable, edges: Iterable[tuple], info: Mapping, title: str = 
         fields = _describe(n, info)
         label = (fields["name"],) if not fields["class"] else (fields["name"], fields["class"])
         attrs = f"label={_dot_label(*label)}"
+        url = link(fields["id"]) if link is not None else None
+        if url:
+            attrs += f", URL={_dot_id(url)}, tooltip={_dot_label(fields['name'])}"
         style = STATE_STYLE.get(fields.get("state"))
         if style:
             fill, font, extra = style
@@ -185,7 +190,8 @@ def as_dot(nodes: Iterable, edges: Iterable[tuple], info: Mapping, title: str = 
     return "\n".join(lines) + "\n"
 
 
-def as_svg(nodes: Iterable, edges: Iterable[tuple], info: Mapping, limits: SvgLimits = SvgLimits()) -> str:
+def as_svg(nodes: Iterable, edges: Iterable[tuple], info: Mapping, limits: SvgLimits = SvgLimits(),
+           link: Callable[[str], str | None] | None = None) -> str:
     """SVG drawn by piping `as_dot` to `dot -Tsvg`: PictureTooLarge past the limits (before `dot`
     runs), GraphvizMissing without `dot`, GraphvizTimeout when it runs out of time (it is killed)."""
     nodes, edges = list(nodes), list(edges)
@@ -194,7 +200,7 @@ def as_svg(nodes: Iterable, edges: Iterable[tuple], info: Mapping, limits: SvgLi
     if dot is None:
         raise GraphvizMissing(f"the Graphviz program {limits.dot!r} is not installed (or not on PATH); "
                               "install graphviz to draw SVG")
-    source = as_dot(nodes, edges, info)
+    source = as_dot(nodes, edges, info, link=link)
     try:
         done = subprocess.run([dot, "-Tsvg"], input=source.encode(), capture_output=True,
                               timeout=limits.timeout_seconds, check=False)
@@ -204,6 +210,43 @@ def as_svg(nodes: Iterable, edges: Iterable[tuple], info: Mapping, limits: SvgLi
     if done.returncode != 0:
         raise GraphvizFailed(f"dot exited with {done.returncode}: {done.stderr.decode(errors='replace')[:500]}")
     return done.stdout.decode()
+
+
+GROUP_PREFIX = "group:"
+
+
+def collapse_by_class(nodes: Iterable, edges: Iterable[tuple] | None, info: Mapping, *, keep: Iterable = (),
+                      keep_at_most: int = 20) -> tuple[list, list[tuple], dict]:
+    """A picture too big to read, made readable: CIs grouped by class and state into one node each
+    ("41 server", coloured by the state), relationships between groups merged with their count
+    ("depends_on ×12"), and relationships inside a group left out. Up to `keep_at_most` CIs of
+    `keep` (the changed or failed ones) stay themselves. `edges` None (not listed: too many) gives
+    the groups alone. Returns nodes, edges and info in the exporters' shape; a group's id starts
+    with GROUP_PREFIX."""
+    kept = set(list(dict.fromkeys(keep))[:keep_at_most])
+    group_of: dict = {}
+    sizes: Counter = Counter()
+    for node in nodes:
+        if node in kept:
+            group_of[node] = node
+            continue
+        fields = info.get(node) or {}
+        key = f"{GROUP_PREFIX}{fields.get('class') or 'unknown'}:{fields.get('state') or ''}"
+        group_of[node] = key
+        sizes[key] += 1
+    new_info = {node: dict(info.get(node) or {}) for node in kept if node in group_of}
+    for key, size in sizes.items():
+        ci_class, state = key[len(GROUP_PREFIX):].rsplit(":", 1)
+        new_info[key] = {"name": f"{size} {ci_class}", "class": "group" if size > 1 else ci_class, "state": state or None}
+    merged: Counter = Counter()
+    for source, target, type_name in edges or ():
+        a, b = group_of.get(source), group_of.get(target)
+        if a is not None and b is not None and a != b:
+            merged[(a, b, type_name)] += 1
+    new_edges = [(a, b, type_name if count == 1 else f"{type_name} ×{count}")
+                 for (a, b, type_name), count in sorted(merged.items())]
+    new_nodes = [node for node in dict.fromkeys(group_of.values())]
+    return new_nodes, new_edges, new_info
 
 
 # format name -> (exporter, media type); the service can offer exactly these.

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Connection
 
+from app.core import db
 from app.models.token import Scope
 from app.services.errors import KartaError, field_error
 from app.services.history import UnitOfWork, in_unit_of_work
@@ -72,17 +73,8 @@ Admin = Annotated[Principal, require(Scope.admin)]
 @contextmanager
 def read_transaction(request: Request) -> Iterator[Connection]:
     """A read-only transaction, opened inside the (threaded) endpoint rather than as a generator
-    dependency: FastAPI would run such a dependency's enter and exit on two more thread hops.
-
-    On PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its own snapshot
-    anyway, so BEGIN and COMMIT would only add a round trip each. SQLite's BEGIN does give the
-    statements one snapshot, and costs nothing on the wire."""
-    engine = request.app.state.engine
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
-        return
-    with engine.connect() as conn, conn.begin():
+    dependency: FastAPI would run such a dependency's enter and exit on two more thread hops."""
+    with db.read_transaction(request.app.state.engine) as conn:
         yield conn
 
 

@@ -135,10 +135,7 @@ def _svg(nodes: list[str], edges: list[tuple], info: dict, limits: export.SvgLim
 
 
 def _check_types(request: Request, types: list[str] | None) -> None:
-    known = request.app.state.registry.get().relationship_types
-    for n, name in enumerate(types or []):
-        if name not in known:
-            raise InvalidInput(f"Unknown relationship type '{name}'.", [field_error(f"types.{n}", "unknown type")])
+    impact.require_types(request.app.state.registry, types)
 
 
 def _as_of(as_of_seq: int) -> dict[str, str]:
@@ -148,21 +145,20 @@ def _as_of(as_of_seq: int) -> dict[str, str]:
 def _answer(request: Request, ids: list[uuid.UUID], field_name: str, query: _Query, picture: Picture):
     _check_types(request, query.types)
     limits = _svg_limits(request)
-    with request.app.state.live_graph.reading() as graph:
-        failed = impact.require_known(graph, ids, field_name)
-        result = graph.impact(failed, max_depth=query.max_depth, types=query.types)
-        as_of_seq = graph.applied_seq
-        drawn = [*result.failed, *result.impacted]
+
+    def drawable(count: int) -> None:  # before listing the relationships of a huge answer
         if picture is Picture.svg:
-            try:  # before listing the relationships of a huge answer
-                limits.check(len(drawn))
+            try:
+                limits.check(count)
             except export.PictureTooLarge as exc:
                 raise _too_large(exc) from exc
-        edges = graph.edges_among(drawn) if picture is not Picture.json else []
-    with read_transaction(request) as conn:
-        answer, info = impact.impact_answer(conn, result)
+
+    analysis = impact.analyse(request.app.state.live_graph, request.app.state.engine, ids, field_name,
+                              max_depth=query.max_depth, types=query.types, before_edges=drawable,
+                              with_edges=picture is not Picture.json)
+    as_of_seq, drawn, edges, info = analysis.as_of_seq, analysis.drawn, analysis.edges, analysis.info
     if picture is Picture.json:
-        return JSON({**answer, "as_of_seq": as_of_seq}, headers=_as_of(as_of_seq))
+        return JSON({**analysis.answer, "as_of_seq": as_of_seq}, headers=_as_of(as_of_seq))
     if picture is Picture.dot:
         return Response(export.as_dot(drawn, edges, info), media_type="text/vnd.graphviz", headers=_as_of(as_of_seq))
     return Response(_svg(drawn, edges, info, limits), media_type="image/svg+xml", headers=_as_of(as_of_seq))

@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     # A worker more than this many change records behind rebuilds its impact graph instead of applying
     # them one by one (a rebuild is faster past it; see app/services/live_graph.py).
     graph_catch_up_max: int = Field(default=200_000, ge=0)
+    # The web UI (/ui): a session is an encrypted, signed cookie holding the token it was opened with,
+    # valid this many hours (and never past the token's own expiry). Its key is KARTA_SESSION_SECRET
+    # when set (the same on every host), else one Karta generates once and keeps in the database.
+    session_secret: str | None = Field(default=None, min_length=16, repr=False)
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    # Pictures on pages: above this many CIs the picture groups CIs by class and state (with counts)
+    # instead of drawing each one. `ui_pictures`: "auto" draws SVG on the server when Graphviz's dot
+    # is there and otherwise lets the browser draw the same DOT (vendored Viz.js); "browser" always
+    # leaves it to the browser.
+    ui_picture_max_nodes: int = Field(default=120, ge=2, le=1000)
+    ui_pictures: str = Field(default="auto", pattern="^(auto|browser)$")
     # Python's cyclic garbage collector thresholds for the worker (gc.set_threshold). At Python's
     # defaults (700, 10, 10) an ingest batch, which allocates millions of short-lived objects, triggers
     # thousands of collections, and the older ones walk every live object, the impact graph included:

@@ -86,6 +86,21 @@ _statistics_refreshed_at: dict[str, float] = {}
 STATISTICS_INTERVAL_SECONDS = 600.0
 
 
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction for one answer (an API endpoint or a page).
+
+    On PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its own snapshot
+    anyway, so BEGIN and COMMIT would only add a round trip each. SQLite's BEGIN does give the
+    statements one snapshot, and costs nothing on the wire."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+        return
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
 def refresh_statistics(engine: Engine, *, force: bool = False) -> bool:
     """Give SQLite's planner fresh table statistics (PostgreSQL's autovacuum does this by itself).
 

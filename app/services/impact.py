@@ -6,10 +6,12 @@ database, so the graph is not held while they do."""
 
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 
+from app.core.db import read_transaction
 from app.models import ConfigurationItem
 from app.services.bulk import id_in
 from app.services.errors import InvalidInput, NotFound, field_error
@@ -100,3 +102,45 @@ def spof_answer(conn: Connection, key: str, points: list[str]) -> dict[str, Any]
     return {"ci": key, "single_points_of_failure": [
         {"id": p, "name": info.get(p, {}).get("name"), "class": info.get(p, {}).get("class"),
          "owner": info.get(p, {}).get("owner")} for p in points]}
+
+
+def require_types(registry_cache, types: list[str] | None, field_name: str = "types") -> None:
+    """Every relationship type named must exist (422 naming the first unknown one)."""
+    known = registry_cache.get().relationship_types
+    for n, name in enumerate(types or []):
+        if name not in known:
+            raise InvalidInput(f"Unknown relationship type '{name}'.", [field_error(f"{field_name}.{n}", "unknown type")])
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An impact answer (change review or incident) with what drawing it needs: the CIs to draw
+    (failed first), the relationships among them (None when not asked for, or when there are
+    more CIs than `edges_up_to`), per CI its name, class, owner and state, and the change sequence it reflects."""
+
+    answer: dict[str, Any]
+    info: dict[str, dict[str, Any]]
+    drawn: list[str]
+    edges: list[tuple] | None
+    as_of_seq: int
+
+
+def analyse(live_graph, engine: Engine, ids: list[uuid.UUID], field_name: str, *, max_depth: int | None,
+            types: list[str] | None, with_edges: bool = False, edges_up_to: int | None = None,
+            before_edges=None) -> Analysis:
+    """Treat `ids` as failing together and answer: the API's /impact and /blast-radius and the web
+    UI's change review and incident pages all call this. `before_edges(count)` may refuse (raise)
+    once the number of CIs to draw is known, before the relationships among them are listed."""
+    with live_graph.reading() as graph:
+        failed = require_known(graph, ids, field_name)
+        result = graph.impact(failed, max_depth=max_depth, types=types)
+        as_of_seq = graph.applied_seq
+        drawn = [*result.failed, *result.impacted]
+        if before_edges is not None:
+            before_edges(len(drawn))
+        edges = None
+        if with_edges and (edges_up_to is None or len(drawn) <= edges_up_to):
+            edges = graph.edges_among(drawn)
+    with read_transaction(engine) as conn:
+        answer, info = impact_answer(conn, result)
+    return Analysis(answer, info, drawn, edges, as_of_seq)

@@ -66,6 +66,7 @@ class Principal:
     name: str
     scopes: frozenset[Scope]
     sources: frozenset[str] | None = None  # None: any source but manual
+    expires_at: datetime | None = None  # the web UI's session ends with the token
 
     def has(self, scope: Scope) -> bool:
         return any(scope in IMPLIED_SCOPES[own] for own in self.scopes)
@@ -264,4 +265,6 @@ class TokenVerifier:
                 log.warning("could not record the use of token %s: %s", row["name"], exc)
         scopes = frozenset(Scope(s) for s in row["scopes"] if s in Scope.__members__)
         sources = frozenset(row["sources"]) if row["sources"] is not None else None
-        return Principal(token_id=row["id"], name=row["name"], scopes=scopes, sources=sources), as_utc(row["expires_at"])
+        expires_at = as_utc(row["expires_at"])
+        return Principal(token_id=row["id"], name=row["name"], scopes=scopes, sources=sources,
+                         expires_at=expires_at), expires_at

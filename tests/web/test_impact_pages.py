@@ -274,3 +274,35 @@ def test_a_big_answer_is_bounded_and_grouped(client, api):
     assert "and 30 more: the CSV and JSON downloads hold them all." in page.text
     assert "grouped by class and state" in page.text
     assert len(client.get(f"/ui/impact.csv?ci={hub}").text.strip().split("\r\n")) == TABLE_LIMIT + 30 + 2
+
+
+def test_suggest_answers_a_fragment_of_checkboxes(client, api, shop):
+    ids = add_hostile(poster(api), shop)
+    answer = client.get("/ui/search/suggest?q=db&field=failed", headers={"HX-Request": "true"})
+    assert answer.status_code == 200 and "<html" not in answer.text
+    boxes = re.findall(r'<input type="checkbox" name="(\w+)" value="([^"]+)" data-choose="\w+"> ([^<]*?) <span', answer.text)
+    assert boxes[0] == ("failed", shop["db"], "db")  # the exact name first
+    assert {name for _, _, name in boxes} == {"db", "db-host"}
+    hostile = client.get("/ui/search/suggest?q=onerror&field=ci").text
+    assert HOSTILE_IMG not in hostile and f'value="{ids["hostile"]}"' in hostile
+    assert html.escape(HOSTILE_IMG, quote=False) in hostile
+    assert "No CI matches “zzz-nothing”." in client.get("/ui/search/suggest?q=zzz-nothing").text
+    assert client.get("/ui/search/suggest?q=").text.strip() == ""
+    bad = client.get("/ui/search/suggest?q=db&field=<x>")
+    assert bad.status_code == 422 and "field must be one of ci, failed, symptom" in bad.text
+
+
+def test_without_javascript_the_search_box_reloads_the_page_with_matches(client, shop):
+    page = client.get(f"/ui/impact?ci={shop['db']}&q=reporting")
+    assert page.status_code == 200 and 'value="reporting"' in page.text
+    assert f'<input type="checkbox" name="ci" value="{shop["reporting"]}" data-choose="ci"> reporting' in page.text
+    assert f'name="ci" value="{shop["db"]}" checked' in page.text  # the question stays
+    root = client.get("/ui/root-cause?q=shop")
+    assert f'<input type="checkbox" name="symptom" value="{shop["shop"]}" data-choose="symptom"> shop' in root.text
+
+
+def test_the_pages_need_a_session(api):
+    for path in ("/ui/impact", "/ui/blast-radius", "/ui/root-cause", "/ui/search/suggest?q=x"):
+        assert api.client.get(path, follow_redirects=False).status_code == 303
+    answer = api.client.get("/ui/search/suggest?q=x", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert answer.headers["HX-Redirect"].startswith("/ui/login?next=")

@@ -42,7 +42,7 @@ class Choice:
 def parse_ids(values: list[str], field_name: str) -> list[uuid.UUID]:
     """The ids in order, without repeats; InvalidInput naming every value that is not a CI id."""
     if len(values) > MAX_IDS:
-        raise InvalidInput(f"At most {MAX_IDS} CIs at once; this asks for {len(values)}.",
+        raise InvalidInput(f"At most {MAX_IDS} CIs at once; this asks for more.",
                            [field_error(field_name, f"at most {MAX_IDS} ids")])
     ids, bad = [], []
     for n, value in enumerate(values):
@@ -55,18 +55,21 @@ def parse_ids(values: list[str], field_name: str) -> list[uuid.UUID]:
     return list(dict.fromkeys(ids))
 
 
+def parse_depth(value: str | None) -> int | None:
+    """None (no limit) for nothing or an empty field, else a whole number from 0 to MAX_DEPTH."""
+    if value is None or value.strip() == "":
+        return None
+    text = value.strip()
+    if len(text) <= 4 and text.isascii() and text.isdigit() and int(text) <= MAX_DEPTH:
+        return int(text)
+    raise InvalidInput(f"max_depth must be a whole number from 0 to {MAX_DEPTH}, or empty for no limit.",
+                       [field_error("max_depth", f"'{value[:50]}' is not a depth from 0 to {MAX_DEPTH}")])
+
+
 def parse_choice(registry_cache, values: list[str], field_name: str, max_depth: str | None,
                  types: list[str]) -> Choice:
     ids = parse_ids(values, field_name)
-    depth = None
-    if max_depth is not None and max_depth.strip() != "":
-        try:
-            depth = int(max_depth)
-        except ValueError:
-            depth = -1
-        if not 0 <= depth <= MAX_DEPTH:
-            raise InvalidInput(f"max_depth must be a whole number from 0 to {MAX_DEPTH}, or empty for no limit.",
-                               [field_error("max_depth", f"'{max_depth[:50]}' is not a depth from 0 to {MAX_DEPTH}")])
+    depth = parse_depth(max_depth)
     chosen_types = list(dict.fromkeys(t for t in types if t)) or None
     if chosen_types and len(chosen_types) > MAX_TYPES:
         raise InvalidInput(f"At most {MAX_TYPES} relationship types.", [field_error("type", "too many")])

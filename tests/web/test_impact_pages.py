@@ -171,6 +171,12 @@ def test_bad_ids_are_named_on_the_page(client, shop):
 def test_bad_depth_and_type_are_named_on_the_page(client, shop):
     page = client.get(f"/ui/impact?ci={shop['db']}&max_depth=deep")
     assert page.status_code == 422 and "<code>max_depth</code>: &#39;deep&#39; is not a depth from 0 to 1000" in page.text
+    for depth in ("-1", "1001", "9" * 5000, "１"):
+        page = client.get(f"/ui/impact?ci={shop['db']}&max_depth={depth}")
+        assert page.status_code == 422 and "<code>max_depth</code>" in page.text
+    many = "&".join(f"ci={shop['db']}" for _ in range(1001))
+    page = client.get(f"/ui/impact?{many}")
+    assert page.status_code == 422 and "At most 1000 CIs at once" in page.text
     page = client.get(f"/ui/impact?ci={shop['db']}&type=<b>x</b>")
     assert page.status_code == 422 and "Unknown relationship type &#39;&lt;b&gt;x&lt;/b&gt;&#39;" in page.text
     assert "<code>type.0</code>: unknown type" in page.text

@@ -13,10 +13,12 @@ from fastapi.staticfiles import StaticFiles
 
 from app.web import errors
 from app.web.pages import account, docs, home
+from app.web.pages import impact, impact_downloads, suggest
 from app.web.security import SecurityHeaders
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = (account, docs, home)
+PAGES += (impact, impact_downloads, suggest)
 
 
 def install(app: FastAPI) -> None:

@@ -60,6 +60,22 @@
     });
   });
 
+  // --- impact pages (change review, incident, root cause) ---
+  // A ticked match of the type-ahead moves into the list of chosen CIs, so typing another search
+  // (which replaces the matches) keeps it in the form.
+  document.addEventListener("change", function (event) {
+    var box = event.target;
+    if (!box.matches || !box.matches("input[type=checkbox][data-choose]") || !box.checked) { return; }
+    var chosen = document.getElementById("chosen-" + box.dataset.choose);
+    var item = box.closest("li");
+    if (!chosen || !item) { return; }
+    var none = chosen.querySelector("li.none");
+    if (none) { none.remove(); }
+    box.removeAttribute("data-choose");
+    chosen.appendChild(item);
+  });
+  // --- end of impact pages ---
+
   document.addEventListener("DOMContentLoaded", function () { drawPictures(document); });
   document.addEventListener("htmx:afterSettle", function (event) { drawPictures(event.target); });
 })();

@@ -17,7 +17,7 @@ from app.services import changes, ci_page, cis, impact
 from app.services.errors import NotFound
 from app.web import pictures
 from app.web.auth import CurrentUser
-from app.web.render import render
+from app.web.render import render, when
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,6 +32,7 @@ ACTIONS = {("ci", "create"): "created", ("ci", "update"): "changed", ("ci", "del
            ("relationship", "delete"): "relationship ended"}
 # A relationship's own fields in its history: shown as the sentence "a depends on b", not as rows.
 RELATIONSHIP_ENDS = ("source", "target", "type")
+TIMESTAMPS = ("first_seen", "last_seen")
 
 
 def shown(value: Any, limit: int = MAX_VALUE_CHARS) -> str | None:
@@ -69,8 +70,7 @@ def timeline(conn, registry, records: list[dict]) -> list[dict]:
         entry = {"seq": record["seq"], "at": record["at"], "actor": record["actor"],
                  "what": ACTIONS.get((record["object_type"], record["action"]), record["action"]),
                  "relationship": None,
-                 "fields": [(name, shown(old), shown(new)) for name, (old, new) in diff.items()
-                            if record["object_type"] == "ci" or name not in RELATIONSHIP_ENDS]}
+                 "fields": diff_rows(diff, skip=RELATIONSHIP_ENDS if record["object_type"] == "relationship" else ())}
         if record["object_type"] == "relationship":
             ends_of = mentioned[record["seq"]]
             rel_type = ends_of["type"]
@@ -80,6 +80,17 @@ def timeline(conn, registry, records: list[dict]) -> list[dict]:
                 "label": info.forward_label if info else (rel_type or "related to")}
         entries.append(entry)
     return entries
+
+
+def diff_rows(diff: dict, skip: tuple = ()) -> list[tuple[str, str | None, str | None]]:
+    """A change record's diff as (field, old, new) text; timestamps as people read them."""
+    rows = []
+    for name, (old, new) in diff.items():
+        if name in skip:
+            continue
+        show = (lambda v: None if v is None else when(v)) if name in TIMESTAMPS else shown
+        rows.append((name, show(old), show(new)))
+    return rows
 
 
 def _named(ci_id: Any, names: dict[str, str]) -> dict | None:

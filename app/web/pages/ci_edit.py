@@ -22,7 +22,7 @@ from app.services import ci_page, cis
 from app.services.errors import InvalidInput, PreconditionFailed, field_error
 from app.services.history import in_unit_of_work
 from app.web.auth import CurrentUser, FormWriter
-from app.web.pages.ci import shown, timeline
+from app.web.pages.ci import diff_rows, timeline
 from app.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -113,7 +113,7 @@ def _conflict(request: Request, ci_id: uuid.UUID, seen_version: int) -> tuple[di
         ci = cis.get_ci(conn, ci_id)
         since = ci_page.changes_since(conn, ci_id, seen_version, ci["version"])
         entries = timeline(conn, state.registry.get(), since["items"])
-    fields = [(name, shown(old), shown(new)) for name, (old, new) in since["fields"].items()]
+    fields = diff_rows(since["fields"])
     return ci, {"seen_version": seen_version, "version": ci["version"], "fields": fields, "entries": entries,
                 "more": since["more"]}
 

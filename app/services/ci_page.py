@@ -21,7 +21,8 @@ REL = Relationship.__table__
 ENDED = EndedRelationship.__table__
 
 MAX_IDENTIFIERS = 200
-MAX_CHANGES_SINCE = 50
+# An edit that met other changes merges over at most this many of them (each one small).
+MAX_CHANGES_SINCE = 1000
 # How a composite identification rule's parts are joined in the index (app.services.identifiers).
 PART_SEPARATOR = "\x1f"
 
@@ -64,7 +65,7 @@ def changes_since(conn: Connection, ci_id: uuid.UUID, version: int, current_vers
                   limit: int = MAX_CHANGES_SINCE) -> dict[str, Any]:
     """What changed on the CI after `version`, up to `current_version`: {"items": its change records,
     newest first (at most `limit`), "more": how many older ones were left out, "fields": {field:
-    [value at `version`, value now]} over the records listed}.
+    [value at `version`, value now]} over the records listed (complete when "more" is 0)}.
 
     Every version step is exactly one change record of the CI itself (the API's edits, ingest's
     updates, staleness), so the records since `version` are the CI's newest `current - version`."""

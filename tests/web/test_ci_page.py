@@ -2,6 +2,7 @@
 browser): what it shows, the history's pages, the edit's If-Match semantics (a stale form shows what
 changed and keeps the input), schema errors by field, scopes and CSRF, and hostile text as text."""
 
+import json
 import re
 
 import pytest
@@ -71,7 +72,7 @@ def test_the_page_shows_the_ci_its_attributes_identifiers_and_relationships(api)
     rows = [(texts(row, "th")[0], *texts(row, "td")) for row in _rows(page.text, "ci-attributes")]
     assert [(key, value, source) for key, value, source, _ in rows] == [
         ("ip_address", '["10.0.0.11"]', "ssh"), ("os_name", "ubuntu", "manual"), ("serial_number", "SN-WEB-1", "ssh")]
-    identifiers = texts(page.text, "section")[2]
+    identifiers = texts(page.text, "section")[3]
     assert identifiers == "Identifiers Identifier Value (as matched) ip_address 10.0.0.11 serial_number sn-web-1"
     assert texts(page.text, "h3.ci-group") == ["web-1 member of 1"]
     assert "Single points of failure" not in page.text  # not a service
@@ -133,14 +134,18 @@ def test_history_shows_field_diffs_and_relationships_and_loads_older_pages(api):
 def _edit_form(client, ci_id: str) -> tuple[str, dict[str, str]]:
     page = client.get(f"/ui/cis/{ci_id}/edit")
     assert page.status_code == 200
-    values = {e["attrs"]["name"]: e["attrs"].get("value", "") for e in elements(page.text, "input")
-              if e["attrs"].get("name")}
+    return _edit_form_from(page.text)
+
+
+def _edit_form_from(html: str) -> tuple[str, dict[str, str]]:
+    """What a browser would send from the edit form in `html`."""
+    values = {e["attrs"]["name"]: e["attrs"].get("value", "") for e in elements(html, "input") if e["attrs"].get("name")}
     for area in ("tags", "attributes"):
-        values[area] = _textarea(page.text, area)
+        values[area] = _textarea(html, area)
     for select in ("status", "criticality"):
-        chosen = re.search(rf'<select id="{select}".*?<option value="([^"]*)" selected', page.text, re.S)
+        chosen = re.search(rf'<select id="{select}".*?<option value="([^"]*)" selected', html, re.S)
         values[select] = chosen.group(1)
-    return page.text, values
+    return html, values
 
 
 def _textarea(html: str, name: str) -> str:
@@ -183,27 +188,47 @@ def test_a_stale_form_shows_what_changed_since_and_keeps_the_input(api):
     client = signed_in(api)
     _, values = _edit_form(client, ids["shop"])
     assert api.patch(f"/api/v1/cis/{ids['shop']}", json={"owner": "team-ops", "attributes": {"sla": "silver"}}).status_code == 200
-    assert api.patch(f"/api/v1/cis/{ids['shop']}", json={"status": "maintenance"}).status_code == 200
+    assert api.patch(f"/api/v1/cis/{ids['shop']}", json={"status": "maintenance", "tags": ["b2c"]}).status_code == 200
     values.update(name="shop (renamed)", owner="team-mine", attributes='{"service_id": "SHOP", "sla": "bronze", "tier": 1}')
     answer = client.post(f"/ui/cis/{ids['shop']}/edit", data=values)
     assert answer.status_code == 409
     notice = texts(answer.text, "div.ci-conflict")[0]
     assert notice.startswith("Someone changed this CI since you opened it You opened it at version 1; it is now at version 3.")
     assert texts(answer.text, "ul.ci-conflict-fields") == [
-        "attributes.sla: gold → silver owner: team-shop → team-ops status: active → maintenance"]
+        'attributes.sla: gold → silver owner: team-shop → team-ops status: active → maintenance '
+        'tags: ["customer-facing"] → ["b2c"]']
     assert [t.split(" · ")[1:] for t in texts(answer.text, "div.ci-conflict p.ci-when")] == [
         ["admin-bot", "changed"], ["admin-bot", "changed"]]
+    assert texts(answer.text, "p.ci-conflict-mine") == [
+        "Your edits are kept in the form below: name, owner, attributes.sla, attributes.tier. "
+        "Every other field now shows the current value."]
+    assert texts(answer.text, "p.ci-conflict-both") == [
+        "You both changed owner, attributes.sla: the form holds your value; check it before saving."]
     kept = {e["attrs"]["name"]: e["attrs"].get("value") for e in elements(answer.text, "input") if e["attrs"].get("name")}
     assert (kept["name"], kept["owner"], kept["version"]) == ("shop (renamed)", "team-mine", "3")
-    assert _textarea(answer.text, "attributes") == '{"service_id": "SHOP", "sla": "bronze", "tier": 1}'
+    assert re.search(r'<option value="maintenance" selected>', answer.text) and _textarea(answer.text, "tags") == "b2c"
+    assert json.loads(_textarea(answer.text, "attributes")) == {"service_id": "SHOP", "sla": "bronze", "tier": 1}
     ci = api.get(f"/api/v1/cis/{ids['shop']}").json()
     assert (ci["name"], ci["owner"], ci["version"]) == ("shop", "team-ops", 3)  # nothing of the stale form written
-    # having seen the changes, saving again applies the form over them
-    values["version"] = "3"
-    assert client.post(f"/ui/cis/{ids['shop']}/edit", data=values, follow_redirects=False).status_code == 303
+    # having seen the changes, saving the form applies the user's edits on top of them
+    _, again = _edit_form_from(answer.text)
+    assert client.post(f"/ui/cis/{ids['shop']}/edit", data=again, follow_redirects=False).status_code == 303
     ci = api.get(f"/api/v1/cis/{ids['shop']}").json()
-    assert (ci["name"], ci["owner"], ci["status"], ci["attributes"], ci["version"]) == (
-        "shop (renamed)", "team-mine", "active", {"service_id": "SHOP", "sla": "bronze", "tier": 1}, 4)
+    assert (ci["name"], ci["owner"], ci["status"], ci["tags"], ci["attributes"], ci["version"]) == (
+        "shop (renamed)", "team-mine", "maintenance", ["b2c"], {"service_id": "SHOP", "sla": "bronze", "tier": 1}, 4)
+
+
+def test_a_stale_form_the_user_did_not_change_takes_the_new_values(api):
+    ids = web_shop(api)
+    client = signed_in(api)
+    _, values = _edit_form(client, ids["web-1"])
+    assert api.patch(f"/api/v1/cis/{ids['web-1']}", json={"attributes": {"os_name": None, "cpu_count": 8}}).status_code == 200
+    values["attributes"] = values["attributes"].replace('"SN-WEB-1"', '"SN-WEB-1B"')
+    answer = client.post(f"/ui/cis/{ids['web-1']}/edit", data=values)
+    assert answer.status_code == 409
+    assert json.loads(_textarea(answer.text, "attributes")) == {
+        "cpu_count": 8, "ip_address": ["10.0.0.11"], "serial_number": "SN-WEB-1B"}
+    assert texts(answer.text, "p.ci-conflict-both") == []
 
 
 def test_invalid_input_comes_back_with_the_errors_by_field(api):

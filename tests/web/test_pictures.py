@@ -1,22 +1,22 @@
 """Pictures on pages, both ways: SVG drawn by Graphviz `dot` on the server (and checked by
 app.web.svg), and the same DOT drawn in Chromium by the vendored Viz.js when the server does not
 draw (KARTA_UI_PICTURES=browser, or no `dot`). A picture with more CIs than
-KARTA_UI_PICTURE_MAX_NODES is grouped by class with counts. Hostile names stay text both ways."""
+KARTA_UI_PICTURE_MAX_NODES is grouped by class with counts. Hostile names stay text both ways.
+
+The browser's own drawing (Viz.js in Chromium, hostile names included) is tested on the CI page by
+tests/web/test_browser_ci.py::test_a_read_token_sees_no_edit_controls_and_hostile_names_stay_text,
+on a server that leaves every picture to the browser: one server start for both concerns."""
 
 import shutil
 import xml.etree.ElementTree as ET
 
-import httpx
 import pytest
-from sqlalchemy import create_engine
 
 from app.core.config import Settings
 from app.web import pictures, svg
 from graph import export
-from tests.conftest import Api, create_tokens, missing_requirement
-from tests.server import running_server
+from tests.conftest import missing_requirement
 from tests.test_impact_api import picture_api
-from tests.web.conftest import Site, accessibility_violations, sign_in as browser_sign_in
 from tests.web.html_text import elements, texts
 from tests.web.test_ci_page import HOSTILE, web_shop
 from tests.web.test_session import sign_in
@@ -138,45 +138,3 @@ def test_the_svg_check_refuses_what_a_picture_never_holds():
     cleaned = svg.clean(base.format('<g onload="alert(1)" style="x"><text onclick="alert(1)">&lt;b&gt;</text></g>'))
     assert "onload" not in cleaned and "onclick" not in cleaned and "style" not in cleaned
     assert "&lt;b&gt;" in cleaned
-
-
-# ---- in Chromium: the browser draws the DOT with Viz.js ----------------------------------------------
-
-
-@pytest.fixture
-def browser_drawing_site(database_url):
-    """A running Karta that leaves every picture to the browser."""
-    engine = create_engine(database_url)
-    tokens = create_tokens(engine)
-    engine.dispose()
-    with running_server(database_url, env={"KARTA_UI_PICTURES": "browser", "KARTA_TOKEN_CACHE_SECONDS": "0.3"}) as base:
-        site = Site(base, database_url, tokens)
-        yield site
-        site.engine.dispose()
-
-
-@pytest.mark.browser
-def test_viz_js_draws_the_picture_in_the_browser_and_hostile_names_stay_text(browser_drawing_site, page):
-    site = browser_drawing_site
-    with httpx.Client(base_url=site.base, trust_env=False, timeout=30) as http:
-        api = Api(http, site.tokens)
-        ids = web_shop(api)
-        bad = api.create_ci("server", HOSTILE[0], owner=HOSTILE[1], tags=[HOSTILE[1]])
-        api.relate(bad["id"], "connects_to", ids["web-1"])
-        worse = api.create_ci("application", HOSTILE[1])
-        api.relate(worse["id"], "runs_on", ids["web-1"])
-    dialogs = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    browser_sign_in(page, site, "read", f"/ui/cis/{ids['web-1']}")
-    figure = page.locator('#ci-picture figure.picture[data-drawn="browser"]')
-    figure.locator("svg").wait_for()
-    assert figure.get_attribute("data-render") == "browser"
-    drawn = figure.locator("svg text").all_text_contents()
-    assert {"web-1", "web-pool", HOSTILE[0], HOSTILE[1]} <= set(drawn)
-    assert figure.locator("svg script, svg foreignObject, img").count() == 0
-    page.select_option("#ci-depth", "2")
-    page.get_by_role("button", name="Draw").click()
-    page.locator('#ci-picture figure[data-drawn="browser"] svg text', has_text="shop-app").first.wait_for()
-    assert page.locator("#ci-depth").input_value() == "2"
-    assert accessibility_violations(page) == []
-    assert dialogs == [] and page.script_errors == []

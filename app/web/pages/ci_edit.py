@@ -2,10 +2,11 @@
 (cis.update_ci in a unit of work, as the token's actor), with If-Match semantics.
 
 The form carries the version it was rendered at. When the CI changed since, nothing is written: the
-form comes back with the user's input as typed, a message that someone changed the CI, and what
-changed (field by field, from the history since that version); saving again then applies the form
-over those changes knowingly. Never a lost update. Input the class's schema refuses comes back
-with the errors by field."""
+form comes back with a message that someone changed the CI and what changed (field by field, from
+the history since that version), holding their values where the user changed nothing and the
+user's edits everywhere else (attributes key by key), at the current version: saving again applies
+the user's edits on top of the other change, and a field both changed is pointed out. Neither side's
+change is lost. Input the class's schema refuses comes back with the errors by field."""
 
 import json
 import uuid
@@ -33,6 +34,9 @@ MAX_FIELD_CHARS = 1000
 MAX_TAGS_CHARS = 20_000
 MAX_ATTRIBUTES_CHARS = 4 * 1024 * 1024
 _MISSING = object()
+# The changes a stale form's message lists (all of them, up to ci_page.MAX_CHANGES_SINCE, are merged).
+MAX_CHANGES_LISTED = 50
+SCALARS = ("name", "status", "environment", "criticality", "owner", "tags")
 
 
 def form_values(ci: dict) -> dict[str, str]:
@@ -106,16 +110,91 @@ def _form_page(request: Request, ci: dict, values: dict[str, str], version: int,
     }, status_code=status_code)
 
 
-def _conflict(request: Request, ci_id: uuid.UUID, seen_version: int) -> tuple[dict, dict]:
-    """The CI now, and what changed on it since `seen_version`."""
+def _comparable(name: str, text: str) -> Any:
+    """A form field's text as the value it stands for, so that retyping the same value is no edit."""
+    if name in ("environment", "owner", "criticality"):
+        return text.strip() or None
+    if name == "tags":
+        return [tag.strip() for tag in text.splitlines() if tag.strip()]
+    return text
+
+
+def _at_version(current: dict, fields: dict[str, list]) -> dict:
+    """The CI as it was at the version the form was rendered at: now, with the changes undone."""
+    base = {**current, "attributes": dict(current["attributes"])}
+    for name, (old, _) in fields.items():
+        if name.startswith("attributes."):
+            key = name.removeprefix("attributes.")
+            if old is None:
+                base["attributes"].pop(key, None)
+            else:
+                base["attributes"][key] = old
+        elif name in SCALARS:
+            base[name] = old
+    return base
+
+
+def merge(values: dict[str, str], base: dict, current: dict) -> tuple[dict[str, str], list[str], list[str]]:
+    """The form to show after a conflict: their value where the user left the field as it was at
+    `base`, the user's input elsewhere; attributes key by key. Returns it, the fields the user
+    edited, and those both sides changed to different values (the user's kept: they must look)."""
+    at_base, now = form_values(base), form_values(current)
+    merged, mine, both = {}, [], []
+    for name in SCALARS:
+        edited = _comparable(name, values[name]) != _comparable(name, at_base[name])
+        merged[name] = values[name] if edited else now[name]
+        if edited:
+            mine.append(name)
+            theirs = _comparable(name, now[name])
+            if theirs != _comparable(name, at_base[name]) and theirs != _comparable(name, values[name]):
+                both.append(name)
+    try:
+        typed = json.loads(values["attributes"] or "{}")
+    except ValueError:
+        typed = None
+    if not isinstance(typed, dict):  # not JSON the form can merge: kept as typed
+        merged["attributes"] = values["attributes"]
+        mine.append("attributes")
+        if current["attributes"] != base["attributes"]:
+            both.append("attributes")
+        return merged, mine, both
+    old, theirs = base["attributes"], current["attributes"]
+    attributes = dict(theirs)
+    for key in sorted(typed.keys() | old.keys()):
+        value = typed.get(key, _MISSING)
+        if value == old.get(key, _MISSING):
+            continue
+        mine.append(f"attributes.{key}")
+        if theirs.get(key, _MISSING) not in (old.get(key, _MISSING), value):
+            both.append(f"attributes.{key}")
+        if value is _MISSING:
+            attributes.pop(key, None)
+        else:
+            attributes[key] = value
+    merged["attributes"] = json.dumps(attributes, ensure_ascii=False, indent=2, sort_keys=True)
+    return merged, mine, both
+
+
+def _conflict(request: Request, ci_id: uuid.UUID, seen_version: int, values: dict[str, str]):
+    """The CI now, the form merged over what changed on it since `seen_version`, and what to say."""
     state = request.app.state
     with read_transaction(state.engine) as conn:
         ci = cis.get_ci(conn, ci_id)
         since = ci_page.changes_since(conn, ci_id, seen_version, ci["version"])
-        entries = timeline(conn, state.registry.get(), since["items"])
-    fields = diff_rows(since["fields"])
-    return ci, {"seen_version": seen_version, "version": ci["version"], "fields": fields, "entries": entries,
-                "more": since["more"]}
+        entries = timeline(conn, state.registry.get(), since["items"][:MAX_CHANGES_LISTED])
+    complete = since["more"] == 0
+    if complete:
+        merged, mine, both = merge(values, _at_version(ci, since["fields"]), ci)
+    else:  # too many changes to undo them all: the input stays as typed, and the message says so
+        merged, mine, both = values, [], []
+    return ci, merged, {"seen_version": seen_version, "version": ci["version"], "fields": diff_rows(since["fields"]),
+                        "entries": entries, "more": len(since["items"]) - len(entries) + since["more"],
+                        "complete": complete, "mine": mine, "both": both}
+
+
+def _conflict_page(request: Request, ci_id: uuid.UUID, seen_version: int, values: dict[str, str]):
+    current, merged, conflict = _conflict(request, ci_id, seen_version, values)
+    return _form_page(request, current, merged, current["version"], conflict=conflict, status_code=409)
 
 
 @router.get("/ui/cis/{ci_id}/edit")
@@ -151,8 +230,7 @@ def edit(ci_id: uuid.UUID, request: Request, user: FormWriter,
         return _form_page(request, current, values, current["version"], status_code=422, errors=[
             field_error("form", "The form did not say which version of the CI it edits; check the values and save again.")])
     if seen_version != current["version"]:
-        current, conflict = _conflict(request, ci_id, seen_version)
-        return _form_page(request, current, values, current["version"], conflict=conflict, status_code=409)
+        return _conflict_page(request, ci_id, seen_version, values)
     parsed, errors = _parse(values)
     if errors:
         return _form_page(request, current, values, seen_version, errors=errors, status_code=422)
@@ -165,8 +243,7 @@ def edit(ci_id: uuid.UUID, request: Request, user: FormWriter,
                                                       max_attributes_bytes=limit),
                             token_id=user.principal.token_id)
         except PreconditionFailed:  # changed between our read and the write
-            current, conflict = _conflict(request, ci_id, seen_version)
-            return _form_page(request, current, values, current["version"], conflict=conflict, status_code=409)
+            return _conflict_page(request, ci_id, seen_version, values)
         except InvalidInput as exc:
             errors = exc.extensions.get("errors") or [field_error("form", exc.detail)]
             return _form_page(request, current, values, seen_version, errors=errors, status_code=422)

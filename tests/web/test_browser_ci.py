@@ -55,6 +55,7 @@ def test_open_a_ci_from_a_link_edit_it_and_meet_a_conflict(page, site):
     sign_in(page, site, "write", f"/ui/cis/{ids['shop']}?depth=3")
     page.locator('#ci-picture figure[data-render="server"] svg').wait_for()
     assert page.locator("#ci-depth").input_value() == "3"
+    page.locator("ul.ci-spof li").first.wait_for()
     assert page.locator("ul.ci-spof li").all_text_contents() == [
         "shop-app application", "web-pool cluster", "shop-db database", "db-1 server"]
     assert accessibility_violations(page) == []

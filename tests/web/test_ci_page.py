@@ -75,7 +75,7 @@ def test_the_page_shows_the_ci_its_attributes_identifiers_and_relationships(api)
     identifiers = texts(page.text, "section")[3]
     assert identifiers == "Identifiers Identifier Value (as matched) ip_address 10.0.0.11 serial_number sn-web-1"
     assert texts(page.text, "h3.ci-group") == ["web-1 member of 1"]
-    assert "Single points of failure" not in page.text  # not a service
+    assert "Single points of failure" not in page.text and "ci-service" not in page.text  # not a service
 
     app_page = client.get(f"/ui/cis/{ids['shop-app']}").text
     assert texts(app_page, "h3.ci-group") == ["shop-app depends on 1", "shop-app runs on 1", "shop-app used by 1"]
@@ -91,16 +91,24 @@ def _rows(html: str, table_class: str) -> list[str]:
 
 def test_a_service_shows_its_single_points_of_failure_and_what_it_depends_on(api):
     ids = web_shop(api)
-    page = signed_in(api).get(f"/ui/cis/{ids['shop']}").text
-    shown = fields(page)
+    client = signed_in(api)
+    whole = client.get(f"/ui/cis/{ids['shop']}").text
+    shown = fields(whole)
     assert (shown["Owner"], shown["Environment"], shown["Tags"]) == ("team-shop", "prod", "customer-facing")
     assert shown["Criticality"] == "1 (1 = most critical)"
+    loader = elements(whole, "#ci-service")[0]["attrs"]
+    assert (loader["hx-get"], loader["hx-trigger"]) == (f"/ui/cis/{ids['shop']}/dependencies", "load")
+    page = client.get(loader["hx-get"], headers={"HX-Request": "true"}).text
+    assert "<html" not in page
     assert [e["text"] for e in elements(page, "ul.ci-spof")[0:1]] == [
         "shop-app application web-pool cluster shop-db database db-1 server"]
     tree = texts(page, "div.ci-tree")[0]
     assert tree == ("depends on shop-app application depends on shop-db database runs on db-1 server "
                     "runs on web-pool cluster has member web-1 server has member web-2 server")
     assert texts(page, "div.ci-tree li")[0].startswith("depends on shop-app")
+    alone = client.get(loader["hx-get"]).text  # without JavaScript: a page of its own
+    assert texts(alone, "h1") == ["Dependencies of shop"] and texts(alone, "div.ci-tree") == [tree]
+    assert client.get(f"/ui/cis/{ids['web-1']}/dependencies").status_code == 404  # not a service
 
 
 def test_history_shows_field_diffs_and_relationships_and_loads_older_pages(api):

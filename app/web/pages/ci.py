@@ -1,8 +1,11 @@
 """/ui/cis/{id}: one CI, as the people who keep the map read it: its fields, attributes with who set
 them and when, identifiers, relationships both ways grouped by label, its history as field diffs
 (its relationships' included, older pages loaded by htmx), and for a service its single points of
-failure and the tree of what it depends on. The neighbourhood picture is a request of its own
-(/ui/cis/{id}/picture, loaded by htmx once the page is shown): drawing costs more than the page.
+failure and the tree of what it depends on. The neighbourhood picture (/ui/cis/{id}/picture) and a
+service's dependencies (/ui/cis/{id}/dependencies) are requests of their own, loaded by htmx once
+the page is shown: drawing, and the single points of failure of a service with thousands of CIs
+upstream, cost more than the rest of the page (tens of milliseconds on a big estate), which stays
+a few bounded queries. Without JavaScript each is a link to a page of its own.
 
 The edit form is in ci_edit.py."""
 
@@ -120,18 +123,20 @@ def _relationship_groups(relationships: list[dict]) -> list[dict]:
             for (direction, label), members in groups.items()]
 
 
-def _service_view(request: Request, key: str) -> dict | None:
-    """For a CI of class service (or a subclass): its single points of failure and what it depends
-    on, from the live graph; None for other CIs. The names come later, in the page's transaction."""
-    registry = request.app.state.registry.get()
+def _service_classes(registry) -> frozenset[str]:
     service = registry.classes.get("service")
-    if service is None:
-        return None
+    return frozenset() if service is None else service.descendants
+
+
+def _service_view(request: Request, key: str) -> dict:
+    """For a CI of class service (or a subclass): its single points of failure and what it depends
+    on, from the live graph (NotFound for another CI). The names come later, from the database."""
+    registry = request.app.state.registry.get()
     types = registry.relationship_types
     with request.app.state.live_graph.reading() as graph:
         found = graph.ci(key)
-        if found is None or found[0] not in service.descendants:
-            return None
+        if found is None or found[0] not in _service_classes(registry):
+            raise NotFound(f"No service with id {key}.")
         points = graph.spof(key)
         _, edges = graph.neighborhood(key, depth=TREE_DEPTH, direction="up")
         semantics = graph.semantics
@@ -161,24 +166,33 @@ def ci_page_view(ci_id: uuid.UUID, request: Request, user: CurrentUser,
                  depth: Annotated[int, Query(ge=1, le=3, description="of the neighbourhood picture")] = 1):
     state = request.app.state
     key = str(ci_id)
-    service = _service_view(request, key)
     with read_transaction(state.engine) as conn:
         ci = cis.get_ci_detail(conn, state.registry, ci_id)
         identifiers = ci_page.identifiers_of(conn, ci_id)
         history = changes.object_history(conn, ci_id, limit=HISTORY_PAGE, cursor=None)
         entries = timeline(conn, state.registry.get(), history["items"])
-        if service is not None:
-            info = impact.describe(conn, {*service["tree"].shown, *service["spof"]})
-            service = {"spof": [{"id": p, **info.get(p, {})} for p in service["spof"]],
-                       "spof_total": service["spof_total"], "tree": _tree_view(service["tree"].children, info),
-                       "tree_truncated": service["tree"].truncated, "tree_depth": TREE_DEPTH}
     return render(request, "ci.html", {
         "ci": ci, "attributes": _attribute_rows(ci), "name_source": (ci["provenance"] or {}).get("name"),
         "identifiers": identifiers, "groups": _relationship_groups(ci["relationships"]),
         "relationships_truncated": ci["relationships_truncated"], "relationship_limit": cis.DETAIL_RELATIONSHIP_LIMIT,
         "entries": entries, "next_cursor": history["next_cursor"], "ci_id": key, "depth": depth,
-        "service": service,
+        "is_service": ci["class"] in _service_classes(state.registry.get()),
     })
+
+
+@router.get("/ui/cis/{ci_id}/dependencies")
+def ci_dependencies(ci_id: uuid.UUID, request: Request, user: CurrentUser):
+    """A service's single points of failure and the tree of what it depends on."""
+    state = request.app.state
+    key = str(ci_id)
+    service = _service_view(request, key)
+    with read_transaction(state.engine) as conn:
+        info = impact.describe(conn, {key, *service["tree"].shown, *service["spof"]})
+    return render(request, "_ci_service.html", {
+        "ci_id": key, "name": info.get(key, {}).get("name") or key,
+        "spof": [{"id": p, **info.get(p, {})} for p in service["spof"]], "spof_total": service["spof_total"],
+        "tree": _tree_view(service["tree"].children, info), "tree_truncated": service["tree"].truncated,
+        "tree_depth": TREE_DEPTH})
 
 
 @router.get("/ui/cis/{ci_id}/history")

@@ -5,12 +5,19 @@ identifiers, the ends of the relationships its history names, the CI's own chang
 Every read is one indexed query, bounded in rows: the page must stay fast on a big estate."""
 
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from sqlalchemy import Connection, select
 
-from app.models import ChangeRecord, CIIdentifier, ConfigurationItem, EndedRelationship, Relationship
+from app.models import (
+    ChangeRecord,
+    CIIdentifier,
+    ConfigurationItem,
+    EndedRelationship,
+    Relationship,
+)
 from app.services.bulk import id_in
 from app.services.changes import to_public as change_to_public
 

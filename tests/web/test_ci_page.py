@@ -80,13 +80,13 @@ def test_the_page_shows_the_ci_its_attributes_identifiers_and_relationships(api)
     app_page = client.get(f"/ui/cis/{ids['shop-app']}").text
     assert texts(app_page, "h3.ci-group") == ["shop-app depends on 1", "shop-app runs on 1", "shop-app used by 1"]
     assert texts(app_page, "ul.ci-related") == ["shop-db database", "web-pool cluster", "shop service"]
-    assert 'href="/ui/cis/%s"' % ids["shop-db"] in app_page
+    assert f'href="/ui/cis/{ids["shop-db"]}"' in app_page
     assert 'class="button ci-edit-link"' not in app_page  # a read token sees no edit controls
 
 
 def _rows(html: str, table_class: str) -> list[str]:
-    table = re.search(rf'<table class="{table_class}">(.*?)</table>', html, re.S).group(1)
-    return re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+    table = re.search(rf'<table class="{table_class}">(.*?)</table>', html, re.DOTALL).group(1)
+    return re.findall(r"<tr>(.*?)</tr>", table, re.DOTALL)[1:]
 
 
 def test_a_service_shows_its_single_points_of_failure_and_what_it_depends_on(api):
@@ -151,7 +151,7 @@ def _edit_form_from(html: str) -> tuple[str, dict[str, str]]:
     for area in ("tags", "attributes"):
         values[area] = _textarea(html, area)
     for select in ("status", "criticality"):
-        chosen = re.search(rf'<select id="{select}".*?<option value="([^"]*)" selected', html, re.S)
+        chosen = re.search(rf'<select id="{select}".*?<option value="([^"]*)" selected', html, re.DOTALL)
         values[select] = chosen.group(1)
     return html, values
 
@@ -159,7 +159,7 @@ def _edit_form_from(html: str) -> tuple[str, dict[str, str]]:
 def _textarea(html: str, name: str) -> str:
     import html as html_module
 
-    return html_module.unescape(re.search(rf'<textarea id="{name}"[^>]*>(.*?)</textarea>', html, re.S).group(1))
+    return html_module.unescape(re.search(rf'<textarea id="{name}"[^>]*>(.*?)</textarea>', html, re.DOTALL).group(1))
 
 
 def test_an_edit_is_saved_through_the_service_as_the_token(api):
@@ -203,13 +203,13 @@ def test_a_stale_form_shows_what_changed_since_and_keeps_the_input(api):
     notice = texts(answer.text, "div.ci-conflict")[0]
     assert notice.startswith("Someone changed this CI since you opened it You opened it at version 1; it is now at version 3.")
     assert texts(answer.text, "ul.ci-conflict-fields") == [
-        'attributes.sla: gold → silver owner: team-shop → team-ops status: active → maintenance '
-        'tags: ["customer-facing"] → ["b2c"]']
+        ('attributes.sla: gold → silver owner: team-shop → team-ops status: active → maintenance '
+         'tags: ["customer-facing"] → ["b2c"]')]
     assert [t.split(" · ")[1:] for t in texts(answer.text, "div.ci-conflict p.ci-when")] == [
         ["admin-bot", "changed"], ["admin-bot", "changed"]]
     assert texts(answer.text, "p.ci-conflict-mine") == [
-        "Your edits are kept in the form below: name, owner, attributes.sla, attributes.tier. "
-        "Every other field now shows the current value."]
+        ("Your edits are kept in the form below: name, owner, attributes.sla, attributes.tier. "
+         "Every other field now shows the current value.")]
     assert texts(answer.text, "p.ci-conflict-both") == [
         "You both changed owner, attributes.sla: the form holds your value; check it before saving."]
     kept = {e["attrs"]["name"]: e["attrs"].get("value") for e in elements(answer.text, "input") if e["attrs"].get("name")}

@@ -34,6 +34,7 @@ STATE_STYLE = {
     "at_risk": ("yellow", "black", ""),
     "failed": ("darkred", "white", ', penwidth=3, style="filled,bold"'),
     "changed": ("darkred", "white", ', penwidth=3, style="filled,bold"'),
+    "focus": ("navy", "white", ', penwidth=3, style="filled,bold"'),  # the CI a page is about
 }
 
 # What XML 1.0 cannot carry, not even as a character reference.
@@ -165,7 +166,8 @@ def _dot_label(*lines) -> str:
 def as_dot(nodes: Iterable, edges: Iterable[tuple], info: Mapping, title: str = "karta",
            link: Callable[[str], str | None] | None = None) -> str:
     """Graphviz DOT, CIs filled by state: down red, degraded orange, at_risk yellow,
-    failed/changed dark red and bold. `link(ci_id)` may give a node a URL (a page about it)."""
+    failed/changed dark red and bold, focus (the CI a page is about) navy and bold. `link(ci_id)`
+    may give a node a URL (a page about it)."""
     lines = [
         f"digraph {_dot_id(title)} {{",
         "  rankdir=LR;",

@@ -43,9 +43,11 @@ def draw(nodes: Iterable[str], edges: Iterable[tuple] | None, info: Mapping, set
     collapsed = total > limit or edges is None
     note = None
     if collapsed:
-        nodes, edges, info = export.collapse_by_class(nodes, edges, info, keep=highlight)
-        if edges == [] and total > 1:
+        # Said only when the relationships were not listed: grouping alone may leave none to draw
+        # (all of them inside one group), and then nothing was held back.
+        if edges is None and total > 1:
             note = "Relationships between the groups are not drawn for an answer this large."
+        nodes, edges, info = export.collapse_by_class(nodes, edges, info, keep=highlight)
     dot = export.as_dot(nodes, edges or [], info, title=title, link=ci_link)
     picture = None
     if settings.ui_pictures == "auto":

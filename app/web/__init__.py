@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.web import errors
-from app.web.pages import account, docs, home
+from app.web.pages import account, cis_list, discovery, docs, home
 from app.web.security import SecurityHeaders
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = (account, docs, home)
+PAGES = (account, docs, home, cis_list, discovery)
 
 
 def install(app: FastAPI) -> None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, tokens
+from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, search, tokens
 from app import web
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes})
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
-    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact):
+    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

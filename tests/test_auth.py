@@ -44,6 +44,7 @@ CONTRACT = [
     ("POST", "/api/v1/root-cause", "read"),
     ("GET", "/api/v1/cis/{ci_id}/spof", "read"),
     ("GET", "/api/v1/cis/{ci_id}/neighborhood", "read"),
+    ("GET", "/api/v1/search", "read"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},

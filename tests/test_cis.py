@@ -205,6 +205,29 @@ def test_list_filters(api):
     assert get("class=server&attr.cpu_count=4&tag=pci") == ["web-1"]
 
 
+def test_attribute_filter_matches_an_element_of_a_list(api):
+    api.create_ci("server", "two-nics", attributes={"ip_address": ["10.0.0.5", "10.0.0.6"], "os_name": "debian"})
+    api.create_ci("server", "one-ip", attributes={"ip_address": "10.0.0.7"})
+    api.create_ci("server", "prefix-only", attributes={"ip_address": ["10.0.0.50"]})
+    # Members of an object are not elements of a list.
+    api.create_ci("application", "nested", attributes={"version": "10.0.0.5", "process": "x"})
+    api.create_ci("container", "tagged", attributes={"container_id": "c1", "image": "x", "ports": [443, 8443],
+                                                     "flags": [True], "labels": {"ip_address": "10.0.0.6"}})
+    get = lambda query: _names(api.get(f"/api/v1/cis?{query}", as_="read").json())  # noqa: E731
+    assert get("attr.ip_address=10.0.0.5") == ["two-nics"]
+    assert get("attr.ip_address=10.0.0.6") == ["two-nics"]
+    assert get("attr.ip_address=10.0.0.7") == ["one-ip"]  # a scalar matches as before
+    assert get("attr.ip_address=10.0.0") == []
+    assert get("attr.version=10.0.0.5") == ["nested"]
+    assert get("attr.ports=443") == ["tagged"]  # a number in a list, spelled in the URL
+    assert get("attr.ports=44") == []
+    assert get("attr.flags=true") == ["tagged"]
+    assert get("attr.flags=1") == []
+    assert get("attr.labels=10.0.0.6") == []
+    assert get("attr.ip_address=10.0.0.5&attr.os_name=debian") == ["two-nics"]
+    assert get("attr.ip_address=10.0.0.5&attr.os_name=ubuntu") == []
+
+
 def test_list_refuses_unknown_filters_and_classes(api):
     response = api.get("/api/v1/cis?clas=server")
     assert response.status_code == 422

@@ -5,8 +5,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field as PydanticField
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Uuid
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Uuid,
+    func,
+    literal_column,
+)
 from sqlmodel import Field, SQLModel
 
 from app.models.ci_class import ABSENT, CLASS_NAME_PATTERN, Name, StorableObject, Text
@@ -21,6 +32,28 @@ class CIStatus(StrEnum):
     retired = "retired"
 
 
+# What GET /api/v1/search reads on PostgreSQL (migration 0009 makes them, app/services/search.py queries
+# the same expressions). SQLite's are an expression index, which reflection cannot compare, and an FTS5
+# table kept by triggers: the migration alone declares those.
+# Written as PostgreSQL prints it back, so that comparing the models with the database finds them equal.
+ATTRIBUTE_VALUES_SQL = ("lower(jsonb_path_query_array(attributes, "
+                        "'strict $.**?(@.type() == \"string\" || @.type() == \"number\")'::jsonpath)::text)")
+
+
+def search_indexes() -> list[Index]:
+    name = literal_column("name")
+    return [
+        # text_pattern_ops: compares by bytes whatever the database's collation, so LIKE 'abc%' is a range
+        # of it, read in order with ORDER BY lower(name) USING ~<~.
+        Index("ix_ci_name_search", func.lower(name).label("name_lower"), "id",
+              postgresql_ops={"name_lower": "text_pattern_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_ci_name_trgm", func.lower(name).label("name_lower"), postgresql_using="gin",
+              postgresql_ops={"name_lower": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_ci_attribute_values_trgm", literal_column(ATTRIBUTE_VALUES_SQL).label("attribute_values"),
+              postgresql_using="gin", postgresql_ops={"attribute_values": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+    ]
+
+
 class ConfigurationItem(SQLModel, table=True):
     __tablename__ = "ci"
     __table_args__ = (
@@ -29,6 +62,7 @@ class ConfigurationItem(SQLModel, table=True):
             "status IN ('planned','active','maintenance','stale','retired')", name="ck_ci_status"
         ),
         Index("ix_ci_class_id", "ci_class", "id"),
+        *search_indexes(),
     )
 
     id: uuid.UUID = Field(default_factory=new_id, sa_column=Column(Uuid, primary_key=True))

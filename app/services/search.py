@@ -1,0 +1,221 @@
+"""Finding CIs by what a person types: a name, an identifier, an attribute value (GET /api/v1/search).
+
+Best matches first, in tiers; each tier adds only CIs no earlier tier found, and the search stops as
+soon as it holds `limit` + 1 (the last one only says the answer is truncated):
+  1. exact identifier: the query, normalized the way identification normalizes each kind (a MAC in
+     any case or notation, an IP address, an fqdn without its trailing dot, a serial or machine-id in
+     any case), is a value in the identifier index (ci_identifier) for a kind some class identifies
+     or holds by; `matched` is identifier.<kind> with the indexed value. Ordered by kind, then value.
+  2. exact name, any case; ordered by id.
+  3. name prefix, any case; in name order (bytes of the lower-cased name), then id.
+  4. name substring, any case.
+  5. attribute value: some string or number in `attributes` (in lists and nested objects too; keys
+     do not count) contains the query, any case; `matched` is attributes.<top-level key> with that value.
+Tiers 4 and 5 take the first matches their index yields, shown in name order: ordering every CI whose
+name contains "prod" would mean reading them all. They need 3 characters or more (trigram indexes
+cannot narrow a shorter query), so a one- or two-letter query finds identifiers, names and prefixes.
+
+Indexes (migration 0009): the identifier index's primary key; on PostgreSQL a text_pattern_ops btree
+on (lower(name), id) and pg_trgm GIN indexes on lower(name) and on the attribute values' text; on
+SQLite a btree on (lower(name), id) and an FTS5 trigram table (ci_search) kept by triggers.
+"""
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    String,
+    Uuid,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+
+from app.models import CIIdentifier, ConfigurationItem
+from app.models.ci import ATTRIBUTE_VALUES_SQL
+from app.services.bulk import is_postgres, json_rows
+from app.services.identifiers import normalize
+from app.services.registry import Registry, RegistryCache
+
+CI = ConfigurationItem.__table__
+IDENT = CIIdentifier.__table__
+# SQLite's FTS5 table and the shadow tables FTS5 keeps for it (migration 0009): not models.
+SQLITE_FTS_TABLES = frozenset({"ci_search", "ci_search_data", "ci_search_idx", "ci_search_docsize", "ci_search_config"})
+MIN_SUBSTRING = 3  # a trigram
+MAX_QUERY_LENGTH = 200
+_MAX_CHAR = "\U0010ffff"  # sorts after every character: a prefix's upper bound
+_MAX_SCALARS = 10_000  # a recheck of one CI's attributes stops here
+
+_COLUMNS = (CI.c.id, CI.c.name, CI.c.ci_class, CI.c.status, CI.c.owner)
+
+
+def search_cis(conn: Connection, registry_cache: RegistryCache, q: str, *, limit: int = 20,
+               ci_class: str | None = None) -> dict[str, Any]:
+    """{"query", "results": [{"id", "name", "class", "status", "owner", "matched": {"field", "value"}}],
+    "truncated"}. `ci_class` keeps that class and its subclasses."""
+    registry = registry_cache.knows_class(ci_class, conn=conn) if ci_class else registry_cache.get(conn=conn)
+    classes = sorted(registry.get_class(ci_class).descendants) if ci_class else None
+    wanted = limit + 1
+    found: dict[uuid.UUID, dict[str, Any]] = {}
+    tiers = [_identifiers, _exact_names, _name_prefixes]
+    if len(q) >= MIN_SUBSTRING:
+        tiers += [_name_substrings, _attribute_values]
+    for tier in tiers:
+        if len(found) >= wanted:
+            break
+        # `wanted` rows from each tier: at most len(found) of them were found before, so this tier adds
+        # all it can up to `wanted`.
+        for row, field, value in tier(conn, registry, q, classes, wanted):
+            if row.id not in found and len(found) < wanted:
+                found[row.id] = {"id": str(row.id), "name": row.name, "class": row.ci_class, "status": row.status,
+                                 "owner": row.owner, "matched": {"field": field, "value": value}}
+    results = list(found.values())
+    return {"query": q, "results": results[:limit], "truncated": len(results) > limit}
+
+
+def _in_classes(query, classes: list[str] | None):
+    return query if classes is None else query.where(CI.c.ci_class.in_(classes))
+
+
+def _identifier_keys(registry: Registry, classes: list[str] | None) -> set[tuple[str, str]]:
+    """(family, key) of every single-value identifier some class identifies or holds by (a name is
+    searched as a name; composite rules join several values and nobody types them)."""
+    pairs = set()
+    for info in registry.classes.values():
+        if classes is not None and info.name not in classes:
+            continue
+        for rule in [*info.effective_rules, *([key] for key in info.effective_held)]:
+            if len(rule) == 1 and rule[0] not in ("name", "environment"):
+                pairs.add((info.family, rule[0]))
+    return pairs
+
+
+def _identifiers(conn, registry, q, classes, wanted) -> Iterator[tuple[Any, str, str]]:
+    triples = sorted({(family, key, value) for family, key in _identifier_keys(registry, classes)
+                      if (value := normalize(key, q)) is not None})
+    if not triples:
+        return
+    # One primary-key probe per (family, key, value), the wanted rows as one JSON parameter (as ingest
+    # looks identifiers up): SQLite plans a row-value IN list as a scan of the whole index.
+    w = json_rows(conn, "w", "wanted", {"f": "text", "k": "text", "v": "text"}, triples)
+    in_classes = "" if classes is None else " WHERE ci.ci_class IN (SELECT value FROM json_each(:classes))"
+    if classes is not None and is_postgres(conn):
+        in_classes = " WHERE ci.ci_class = ANY(string_to_array(:classes, ','))"
+    statement = text(
+        f"SELECT ci.id, ci.name, ci.ci_class, ci.status, ci.owner, i.key, i.value FROM {w.source} {w.join} "
+        f"ci_identifier AS i ON i.family = {w.columns['f']} AND i.key = {w.columns['k']} AND i.value = {w.columns['v']} "
+        f"JOIN ci ON ci.id = i.ci_id{in_classes} ORDER BY i.key, i.value, ci.id LIMIT :limit")
+    params = {"wanted": w.value, "limit": wanted}
+    if classes is not None:
+        params["classes"] = ",".join(classes) if is_postgres(conn) else orjson.dumps(classes).decode()
+    for row in conn.execute(statement.columns(id=Uuid), params):
+        yield row, f"identifier.{row.key}", row.value
+
+
+def _lower_name():
+    return func.lower(CI.c.name)
+
+
+def _exact_names(conn, registry, q, classes, wanted):
+    query = select(*_COLUMNS).where(_lower_name() == func.lower(bindparam("q", q))).order_by(CI.c.id).limit(wanted)
+    for row in conn.execute(_in_classes(query, classes)):
+        yield row, "name", row.name
+
+
+def _name_prefixes(conn, registry, q, classes, wanted):
+    low = func.lower(bindparam("q", q, type_=String))
+    high = (low + _MAX_CHAR).self_group()
+    if is_postgres(conn):
+        # The operators of text_pattern_ops (byte order), which ix_ci_name_search is built with.
+        name = _lower_name()
+        where = [name.op("~>=~", is_comparison=True)(low), name.op("~<~", is_comparison=True)(high)]
+        order = [text("lower(ci.name) USING ~<~"), CI.c.id]
+    else:
+        where, order = [_lower_name() >= low, _lower_name() < high], [_lower_name(), CI.c.id]
+    query = select(*_COLUMNS).where(*where).order_by(*order).limit(wanted)
+    for row in conn.execute(_in_classes(query, classes)):
+        yield row, "name", row.name
+
+
+def _like_pattern(value: str) -> str:
+    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _fts_phrase(column: str, q: str) -> str:
+    return f'{column} : "' + q.replace('"', '""') + '"'
+
+
+def _sqlite_fts(column: str, q: str, classes: list[str] | None, wanted: int):
+    # CROSS JOIN: SQLite keeps the written order, the FTS5 match first and each CI read by its rowid.
+    in_classes = "" if classes is None else " AND ci.ci_class IN (SELECT value FROM json_each(:classes))"
+    statement = text(
+        "SELECT ci.id, ci.name, ci.ci_class, ci.status, ci.owner, ci.attributes FROM ci_search "
+        f"CROSS JOIN ci ON ci.rowid = ci_search.rowid WHERE ci_search MATCH :match{in_classes} LIMIT :wanted")
+    params = {"match": _fts_phrase(column, q), "wanted": wanted}
+    if classes is not None:
+        params["classes"] = orjson.dumps(classes).decode()
+    return statement.columns(id=Uuid, attributes=CI.c.attributes.type).bindparams(**params)
+
+
+def _name_substrings(conn, registry, q, classes, wanted):
+    if is_postgres(conn):
+        query = select(*_COLUMNS).where(_lower_name().like(func.lower(literal(_like_pattern(q))), escape="\\"))
+        query = _in_classes(query, classes).limit(wanted)
+    else:
+        query = _sqlite_fts("name", q, classes, wanted)
+    for row in sorted(conn.execute(query), key=lambda row: (row.name.lower(), row.id)):
+        yield row, "name", row.name
+
+
+def _attribute_values(conn, registry, q, classes, wanted):
+    if is_postgres(conn):
+        # The values' text is a JSON array: quotes and backslashes in it are escaped as JSON escapes them.
+        escaped = orjson.dumps(q).decode()[1:-1]
+        values = literal_column(ATTRIBUTE_VALUES_SQL)
+        query = select(*_COLUMNS, CI.c.attributes).where(
+            values.like(func.lower(literal(_like_pattern(escaped))), escape="\\"))
+        query = _in_classes(query, classes).limit(wanted)
+    else:
+        query = _sqlite_fts("vals", q, classes, wanted)
+    needle = q.lower()
+    hits = []
+    for row in conn.execute(query):
+        # The index finds candidates; which value matched is read here (and a match across two values,
+        # or inside a JSON escape, is dropped).
+        match = attribute_match(row.attributes, needle)
+        if match is not None:
+            hits.append((row, *match))
+    for row, key, value in sorted(hits, key=lambda hit: (hit[0].name.lower(), hit[0].id)):
+        yield row, f"attributes.{key}", value
+
+
+def attribute_match(attributes: dict[str, Any], needle: str) -> tuple[str, str] | None:
+    """(top-level key, value as text) of the first string or number containing `needle` (lower case)."""
+    for key in sorted(attributes):
+        for value in _scalars(attributes[key]):
+            if needle in value.lower():
+                return key, value
+    return None
+
+
+def _scalars(value: Any) -> Iterator[str]:
+    stack, seen = [value], 0
+    while stack and seen < _MAX_SCALARS:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, int | float):
+            yield orjson.dumps(item).decode()
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            stack.extend(item[key] for key in sorted(item, reverse=True))

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (ColumnElement, Connection, bindparam, delete, false, func, insert, literal, or_, select,
-                        union_all, update)
+                        text, union_all, update)
 
 from app.core.dialect import locked, row_locks
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
 from app.models.discovery import MANUAL_SOURCE
 from app.models.types import as_utc, new_id
-from app.services.bulk import id_in
+from app.services.bulk import id_in, is_postgres
 from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
 from app.services.storable import require_size, require_storable
@@ -281,7 +281,21 @@ _NEVER = datetime(1, 1, 1, tzinfo=UTC)  # a CI never seen sorts as the oldest
 def _sort_expression(key: str):
     if key == "last_seen":
         return func.coalesce(CI_COLUMNS[-1].element, literal(_NEVER, CI.c.last_seen.type))
-    return {"name": CI.c.name, "class": CI.c.ci_class, "status": CI.c.status, "updated_at": CI.c.updated_at}[key]
+    if key == "name":
+        return func.lower(CI.c.name)  # any case, in byte order on both databases: ix_ci_name_search (0009)
+    return {"class": CI.c.ci_class, "status": CI.c.status, "updated_at": CI.c.updated_at}[key]
+
+
+def _byte_order(conn: Connection, key: str) -> bool:
+    # PostgreSQL compares text by the database's collation unless told otherwise: the name sort uses the
+    # operators of text_pattern_ops (bytes), as its index does and as SQLite always compares.
+    return key == "name" and is_postgres(conn)
+
+
+def _compare(conn: Connection, key: str, expression, operator: str, value):
+    if _byte_order(conn, key):
+        return expression.op(f"~{operator}~", is_comparison=True)(value)
+    return {"<": expression < value, ">": expression > value, "<=": expression <= value, ">=": expression >= value}[operator]
 
 
 def parse_sort(sort: str | None) -> tuple[str, bool] | None:
@@ -361,25 +375,31 @@ def _sorted_page(conn: Connection, conditions: list, key: str, descending: bool,
             f"Sorting by last_seen reads every matching CI: it needs filters that leave at most "
             f"{LAST_SEEN_SORT_MAX:,} CIs (these leave {total:,}).", [field_error("sort", "too many CIs to sort by last_seen")])
     expression = _sort_expression(key)
-    ordered = (expression.desc(), CI.c.id.desc()) if descending else (expression, CI.c.id)
-    query = select(*CI_COLUMNS).where(*conditions).order_by(*ordered).limit(limit + 1)
+    if _byte_order(conn, key):
+        ordered = (text("lower(ci.name) USING " + ("~>~" if descending else "~<~")), CI.c.id.desc() if descending else CI.c.id)
+    else:
+        ordered = (expression.desc(), CI.c.id.desc()) if descending else (expression, CI.c.id)
+    query = select(*CI_COLUMNS, expression.label("sort_value")).where(*conditions).order_by(*ordered).limit(limit + 1)
     if cursor:
         value, after = decode_keyset(cursor, sort)
         if key in ("last_seen", "updated_at"):
-            if not isinstance(value, datetime) and not (key == "last_seen" and value is None):
+            if not isinstance(value, datetime):
                 raise InvalidInput("The cursor is not one this API issued.", [field_error("cursor", "malformed cursor")])
-            value = as_utc(value) or _NEVER
+            value = as_utc(value)
         elif not isinstance(value, str):
             raise InvalidInput("The cursor is not one this API issued.", [field_error("cursor", "malformed cursor")])
         # (value, id) past the cursor, said so that an index on the sort column alone still bounds the scan.
         if descending:
-            query = query.where(expression <= value, or_(expression < value, CI.c.id < after))
+            query = query.where(_compare(conn, key, expression, "<=", value),
+                                or_(_compare(conn, key, expression, "<", value), CI.c.id < after))
         else:
-            query = query.where(expression >= value, or_(expression > value, CI.c.id > after))
+            query = query.where(_compare(conn, key, expression, ">=", value),
+                                or_(_compare(conn, key, expression, ">", value), CI.c.id > after))
     rows = conn.execute(query).mappings().all()
     items = [to_public(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        last = items[-1]
-        next_cursor = encode_keyset(sort, last[key], last["id"])
+        # The value as the database computed it (lower(name), last_seen with never as the oldest).
+        last = rows[limit - 1]
+        next_cursor = encode_keyset(sort, last["sort_value"], last["id"])
     return {"items": items, "next_cursor": next_cursor}

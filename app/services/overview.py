@@ -247,10 +247,10 @@ RUNS_PER_PAGE = 20
 RUN_CONFLICTS_SHOWN = 10  # conflicts named per run on the discovery page
 
 
-def discovery(conn: Connection, *, source: str | None, cursor: str | None, limit: int = RUNS_PER_PAGE) -> dict[str, Any]:
+def discovery(conn: Connection, *, source: str | None, cursor: str | None, limit: int | None = None) -> dict[str, Any]:
     """The discovery page: the open conflicts, and a page of runs (newest first), each with its first
     conflicts and their candidates named (one query for the whole page)."""
-    runs = discovery_runs.list_runs(conn, source=source, limit=limit, cursor=cursor)
+    runs = discovery_runs.list_runs(conn, source=source, limit=limit or RUNS_PER_PAGE, cursor=cursor)
     shown = [{"run_id": run["id"], **conflict} for run in runs["items"]
              for conflict in run["conflicts"][:RUN_CONFLICTS_SHOWN] if isinstance(conflict, dict)]
     named = with_candidates(conn, shown)

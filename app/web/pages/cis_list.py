@@ -4,9 +4,10 @@ bookmark or paste into a ticket. htmx swaps the filters and the table together (
 without JavaScript the same URL gives the whole page.
 
 The search box (`q`) asks app.services.search (names, identifiers such as an IP address or a MAC, and
-attribute values) for its best matches and lists those, filtered and sorted like any list. Where that
-service is not installed, `q` is a part of the name, as in the API's list."""
+attribute values) for its best SEARCH_LIMIT matches and lists those, filtered and sorted like any list,
+each with what it matched."""
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -15,13 +16,9 @@ from app.core.db import read_transaction
 from app.models.ci import CIStatus
 from app.services import cis
 from app.services.errors import InvalidInput, field_error
+from app.services.search import search_cis
 from app.web.auth import CurrentUser
 from app.web.render import is_htmx, render
-
-try:
-    from app.services.search import search_cis
-except ImportError:  # pragma: no cover - the search service arrives on its own branch
-    search_cis = None
 
 router = APIRouter(include_in_schema=False)
 
@@ -65,11 +62,9 @@ def cis_list(
     q = (q or "").strip() or None
     state, notice, search = request.app.state, None, None
     with read_transaction(state.engine) as conn:
-        if q and search_cis is not None:
+        if q:
             search = search_cis(conn, state.registry, q, limit=SEARCH_LIMIT, ci_class=filters["ci_class"])
-            filters["ids"] = [result["id"] for result in search["results"]]
-        elif q:
-            filters["q"] = q
+            filters["ids"] = [uuid.UUID(str(result["id"])) for result in search["results"]]
         try:
             result = cis.list_cis(conn, state.registry, limit=limit, cursor=cursor or None, sort=sort, with_total=True,
                                   **filters)

@@ -30,8 +30,8 @@ CHANGE = ChangeRecord.__table__
 RUN = DiscoveryRun.__table__
 
 SERVICE_CLASS = "service"
-SERVICES_EXAMINED = 200  # services whose single points of failure one view computes
-SPOF_SECONDS = 1.0  # and the time it may spend on them
+SERVICES_EXAMINED = 100  # services whose single points of failure one view computes
+SPOF_SECONDS = 0.3  # and the time it may spend on them (a page, not a report)
 SHOWN = 8  # rows per panel
 SPOF_SHOWN = 5  # single points of failure named per service
 RUNS_EXAMINED = 100  # recent runs read for open conflicts

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import new_id
+from tests.conftest import discovered_app_host_and_database, new_id
 
 PROBLEM = "application/problem+json"
 
@@ -254,6 +254,66 @@ def test_cursor_pagination_is_stable_and_complete(api):
     assert len(seen) == len(set(seen)), "a CI was repeated"
     assert created <= set(seen), "a CI was skipped"
     assert seen == sorted(seen)
+
+
+def _walk(api, query: str, limit: int = 2, max_pages: int = 20) -> list[dict]:
+    """Every item of a sorted list, page by page with its cursors."""
+    items, cursor = [], None
+    for _ in range(max_pages):
+        response = api.get(f"/api/v1/cis?{query}&limit={limit}" + (f"&cursor={cursor}" if cursor else ""), as_="read")
+        assert response.status_code == 200, response.text
+        items.extend(response.json()["items"])
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("the walk did not end")
+
+
+def test_sorted_lists_page_on_the_sort_value_and_the_id(api):
+    # Equal names make the id decide; a page boundary falls inside the tie with limit 2.
+    made = [api.create_ci("server", name, status=status, owner=owner) for name, status, owner in (
+        ("b", "active", "web"), ("a", "stale", None), ("b", "maintenance", "web"), ("c", "active", None),
+        ("b", "planned", "dba"))]
+    by_name = sorted(made, key=lambda ci: (ci["name"], ci["id"]))
+    assert [ci["id"] for ci in _walk(api, "sort=name")] == [ci["id"] for ci in by_name]
+    assert [ci["id"] for ci in _walk(api, "sort=-name")] == [ci["id"] for ci in reversed(by_name)]
+    assert [ci["status"] for ci in _walk(api, "sort=status")] == ["active", "active", "maintenance", "planned", "stale"]
+    assert [ci["id"] for ci in _walk(api, "sort=-updated_at")] == [ci["id"] for ci in reversed(made)]
+    assert [ci["name"] for ci in _walk(api, "sort=name&class=server&status=active")] == ["b", "c"]
+    assert [ci["name"] for ci in _walk(api, "sort=-name&no_owner=true")] == ["c", "a"]
+    # Without a sort the list is by id, its cursor as before.
+    assert [ci["id"] for ci in _walk(api, "no_owner=false")] == sorted(ci["id"] for ci in made)
+
+
+def test_sorting_by_last_seen_counts_sightings_and_puts_never_seen_last(api):
+    old = api.create_ci("server", "old", last_seen="2024-01-01T00:00:00Z")
+    never = api.create_ci("server", "never")
+    new = api.create_ci("server", "new", last_seen="2024-06-01T00:00:00Z")
+    refs = discovered_app_host_and_database(api)  # seen now, through ingest's sightings only
+    newest_first = [ci["id"] for ci in _walk(api, "sort=-last_seen")]
+    assert newest_first[3:] == [new["id"], old["id"], never["id"]]
+    assert set(newest_first[:3]) == set(refs.values())
+    assert [ci["id"] for ci in _walk(api, "sort=last_seen")] == list(reversed(newest_first))
+
+
+def test_sort_and_cursor_mistakes_are_422(api, monkeypatch):
+    from app.services import cis
+
+    for n in range(3):
+        api.create_ci("server", f"s{n}")
+    first = api.get("/api/v1/cis?sort=name&limit=1").json()
+    assert [ci["name"] for ci in first["items"]] == ["s0"]
+    assert api.get(f"/api/v1/cis?sort=name&limit=1&cursor={first['next_cursor']}").json()["items"][0]["name"] == "s1"
+    for query, field in ((f"sort=-name&cursor={first['next_cursor']}", "cursor"),  # made for another sort
+                         (f"cursor={first['next_cursor']}", "cursor"), ("sort=name&cursor=bm9wZQ", "cursor"),
+                         ("sort=size", "sort"), ("sort=" + "n" * 21, "query.sort"), ("no_owner=maybe", "query.no_owner")):
+        response = api.get(f"/api/v1/cis?{query}")
+        assert response.status_code == 422 and response.headers["content-type"] == PROBLEM, query
+        assert response.json()["errors"][0]["field"] == field, query
+    monkeypatch.setattr(cis, "LAST_SEEN_SORT_MAX", 2)
+    refused = api.get("/api/v1/cis?sort=-last_seen")
+    assert refused.status_code == 422 and "at most 2 CIs (these leave 3)" in refused.json()["detail"]
+    assert len(api.get("/api/v1/cis?sort=-last_seen&q=s1").json()["items"]) == 1
 
 
 def test_detail_shows_relationships_both_ways_with_labels(api):

@@ -15,7 +15,7 @@ from app.services.errors import InvalidInput, field_error
 router = APIRouter(prefix="/api/v1/cis", tags=["configuration items"])
 
 MAX_ATTRIBUTE_FILTERS = 20
-LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "q", "limit", "cursor"}
+LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "no_owner", "q", "sort", "limit", "cursor"}
 
 
 def _etag(ci: dict) -> dict[str, str]:
@@ -39,11 +39,17 @@ def list_cis(
     environment: str | None = None,
     tag: str | None = None,
     owner: str | None = None,
+    no_owner: Annotated[bool, Query(description="Only CIs without an owner")] = False,
     q: Annotated[str | None, Query(description="Text in the name, any case", max_length=200)] = None,
+    sort: Annotated[str | None, Query(
+        description="name, class, status, last_seen or updated_at; a leading '-' reverses (`-updated_at`: newest "
+                    f"first). Without it, by id. last_seen needs filters leaving at most {cis.LAST_SEEN_SORT_MAX:,} CIs",
+        max_length=20)] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: str | None = None,
 ):
-    """Filter with `attr.<key>=<value>` too (e.g. `attr.os_name=debian`); page with `cursor` = `next_cursor`."""
+    """Filter with `attr.<key>=<value>` too (e.g. `attr.os_name=debian`); page with `cursor` = `next_cursor`
+    (a cursor belongs to the sort it was made with)."""
     attributes = {}
     for key, value in request.query_params.multi_items():
         if key.startswith("attr.") and len(key) > 5:
@@ -62,8 +68,9 @@ def list_cis(
             )
     with read_transaction(request) as conn:
         page = cis.list_cis(
-            conn, registry, ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, q=q,
-            attributes=attributes, limit=limit or request.app.state.settings.default_page_size, cursor=cursor,
+            conn, registry, ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, no_owner=no_owner,
+            q=q, attributes=attributes, sort=sort, limit=limit or request.app.state.settings.default_page_size,
+            cursor=cursor,
         )
     return JSON(page)
 

@@ -62,6 +62,9 @@ class ConfigurationItem(SQLModel, table=True):
             "status IN ('planned','active','maintenance','stale','retired')", name="ck_ci_status"
         ),
         Index("ix_ci_class_id", "ci_class", "id"),
+        # The CI list's keyset sorts (migration 0010).
+        Index("ix_ci_status_id", "status", "id"),
+        Index("ix_ci_updated_at_id", "updated_at", "id"),
         *search_indexes(),
     )
 

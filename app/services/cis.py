@@ -2,24 +2,26 @@
 and leaves a change record; identifiers are kept in the index in the same transaction."""
 
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, union_all, update
+from sqlalchemy import (ColumnElement, Connection, bindparam, delete, false, func, insert, literal, or_, select,
+                        text, union_all, update)
 
 from app.core.dialect import locked, row_locks
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
 from app.models.discovery import MANUAL_SOURCE
 from app.models.types import as_utc, new_id
-from app.services.bulk import id_in
+from app.services.bulk import id_in, is_postgres
 from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
 from app.services.storable import require_size, require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.history import creation_diff as history_creation_diff
 from app.services.identity import claim_identifiers, identifying_facts
-from app.services.pagination import decode_uuid_cursor, page
+from app.services.pagination import decode_keyset, decode_uuid_cursor, encode_keyset, page
 from app.services.registry import ClassInfo, RegistryCache
 from app.services.relationships import REL_COLUMNS, end_relationships
 from app.services.sightings import columns_with_latest_sighting
@@ -268,38 +270,136 @@ def get_ci_detail(conn: Connection, registry_cache: RegistryCache, ci_id: uuid.U
     return ci
 
 
+# The sorts of the CI list (a leading "-" reverses one). Each pages on (sort value, id): see pagination.py.
+SORT_KEYS = ("name", "class", "status", "last_seen", "updated_at")
+# last_seen is computed per CI (its own and its latest sighting): sorting by it reads every matching CI,
+# so it is refused for more CIs than this; a filter brings it under.
+LAST_SEEN_SORT_MAX = 5_000
+_NEVER = datetime(1, 1, 1, tzinfo=UTC)  # a CI never seen sorts as the oldest
+
+
+def _sort_expression(key: str):
+    if key == "last_seen":
+        return func.coalesce(CI_COLUMNS[-1].element, literal(_NEVER, CI.c.last_seen.type))
+    if key == "name":
+        return func.lower(CI.c.name)  # any case, in byte order on both databases: ix_ci_name_search (0009)
+    return {"class": CI.c.ci_class, "status": CI.c.status, "updated_at": CI.c.updated_at}[key]
+
+
+def _byte_order(conn: Connection, key: str) -> bool:
+    # PostgreSQL compares text by the database's collation unless told otherwise: the name sort uses the
+    # operators of text_pattern_ops (bytes), as its index does and as SQLite always compares.
+    return key == "name" and is_postgres(conn)
+
+
+def _compare(conn: Connection, key: str, expression, operator: str, value):
+    if _byte_order(conn, key):
+        return expression.op(f"~{operator}~", is_comparison=True)(value)
+    return {"<": expression < value, ">": expression > value, "<=": expression <= value, ">=": expression >= value}[operator]
+
+
+def parse_sort(sort: str | None) -> tuple[str, bool] | None:
+    """("name", False) for "name", ("updated_at", True) for "-updated_at"; None for no sort; 422 otherwise."""
+    if sort is None:
+        return None
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    if key not in SORT_KEYS:
+        raise InvalidInput(f"Unknown sort '{sort}'. Sorts: {', '.join(SORT_KEYS)} (a leading '-' reverses).",
+                           [field_error("sort", "unknown sort")])
+    return key, descending
+
+
+def list_filters(
+    conn: Connection, registry_cache: RegistryCache, *, ci_class: str | None = None, status: str | None = None,
+    environment: str | None = None, tag: str | None = None, owner: str | None = None, no_owner: bool = False,
+    q: str | None = None, attributes: dict[str, str] | None = None, ids: Sequence[uuid.UUID] | None = None,
+) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of a CI list; `ids` keeps only those CIs (the matches of a search)."""
+    conditions = []
+    if ci_class is not None:
+        cls = registry_cache.knows_class(ci_class, conn=conn).get_class(ci_class)
+        conditions.append(CI.c.ci_class.in_(sorted(cls.descendants)))
+    if status is not None:
+        conditions.append(CI.c.status == status)
+    if environment is not None:
+        conditions.append(CI.c.environment == environment)
+    if owner is not None:
+        conditions.append(CI.c.owner == owner)
+    if no_owner:
+        conditions.append(CI.c.owner.is_(None))
+    if tag is not None:
+        conditions.append(has_tag(conn, tag))
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(CI.c.name.ilike(f"%{escaped}%", escape="\\"))
+    for key, value in (attributes or {}).items():
+        conditions.append(attribute_equals(conn, key, value))
+    if ids is not None:
+        conditions.append(id_in(conn, CI.c.id, ids) if ids else false())
+    return conditions
+
+
+def count_cis(conn: Connection, conditions: list[ColumnElement[bool]]) -> int:
+    return conn.execute(select(func.count()).select_from(CI).where(*conditions)).scalar_one()
+
+
 def list_cis(
     conn: Connection,
     registry_cache: RegistryCache,
     *,
-    ci_class: str | None = None,
-    status: str | None = None,
-    environment: str | None = None,
-    tag: str | None = None,
-    owner: str | None = None,
-    q: str | None = None,
-    attributes: dict[str, str] | None = None,
     limit: int,
     cursor: str | None = None,
+    sort: str | None = None,
+    with_total: bool = False,
+    **filters: Any,
 ) -> dict[str, Any]:
-    query = select(*CI_COLUMNS).order_by(CI.c.id).limit(limit + 1)
-    if ci_class is not None:
-        cls = registry_cache.knows_class(ci_class, conn=conn).get_class(ci_class)
-        query = query.where(CI.c.ci_class.in_(sorted(cls.descendants)))
-    if status is not None:
-        query = query.where(CI.c.status == status)
-    if environment is not None:
-        query = query.where(CI.c.environment == environment)
-    if owner is not None:
-        query = query.where(CI.c.owner == owner)
-    if tag is not None:
-        query = query.where(has_tag(conn, tag))
-    if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(CI.c.name.ilike(f"%{escaped}%", escape="\\"))
-    for key, value in (attributes or {}).items():
-        query = query.where(attribute_equals(conn, key, value))
+    """A page of CIs matching `filters` (see list_filters), in `sort` order ("name", "-updated_at", ...;
+    by id when None, as the API always did), with `total` (one COUNT with the same filters) when asked."""
+    order = parse_sort(sort)
+    conditions = list_filters(conn, registry_cache, **filters)
+    total = count_cis(conn, conditions) if with_total or (order and order[0] == "last_seen") else None
+    if order is None:
+        query = select(*CI_COLUMNS).where(*conditions).order_by(CI.c.id).limit(limit + 1)
+        if cursor:
+            query = query.where(CI.c.id > decode_uuid_cursor(cursor))
+        result = page(conn.execute(query).mappings().all(), limit, to_public, "id")
+    else:
+        result = _sorted_page(conn, conditions, *order, sort=sort, total=total, limit=limit, cursor=cursor)
+    return {**result, "total": total} if with_total else result
+
+
+def _sorted_page(conn: Connection, conditions: list, key: str, descending: bool, *, sort: str, total: int | None,
+                 limit: int, cursor: str | None) -> dict[str, Any]:
+    if key == "last_seen" and total is not None and total > LAST_SEEN_SORT_MAX:
+        raise InvalidInput(
+            f"Sorting by last_seen reads every matching CI: it needs filters that leave at most "
+            f"{LAST_SEEN_SORT_MAX:,} CIs (these leave {total:,}).", [field_error("sort", "too many CIs to sort by last_seen")])
+    expression = _sort_expression(key)
+    if _byte_order(conn, key):
+        ordered = (text("lower(ci.name) USING " + ("~>~" if descending else "~<~")), CI.c.id.desc() if descending else CI.c.id)
+    else:
+        ordered = (expression.desc(), CI.c.id.desc()) if descending else (expression, CI.c.id)
+    query = select(*CI_COLUMNS, expression.label("sort_value")).where(*conditions).order_by(*ordered).limit(limit + 1)
     if cursor:
-        query = query.where(CI.c.id > decode_uuid_cursor(cursor))
+        value, after = decode_keyset(cursor, sort)
+        if key in ("last_seen", "updated_at"):
+            if not isinstance(value, datetime):
+                raise InvalidInput("The cursor is not one this API issued.", [field_error("cursor", "malformed cursor")])
+            value = as_utc(value)
+        elif not isinstance(value, str):
+            raise InvalidInput("The cursor is not one this API issued.", [field_error("cursor", "malformed cursor")])
+        # (value, id) past the cursor, said so that an index on the sort column alone still bounds the scan.
+        if descending:
+            query = query.where(_compare(conn, key, expression, "<=", value),
+                                or_(_compare(conn, key, expression, "<", value), CI.c.id < after))
+        else:
+            query = query.where(_compare(conn, key, expression, ">=", value),
+                                or_(_compare(conn, key, expression, ">", value), CI.c.id > after))
     rows = conn.execute(query).mappings().all()
-    return page(rows, limit, to_public, "id")
+    items = [to_public(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        # The value as the database computed it (lower(name), last_seen with never as the oldest).
+        last = rows[limit - 1]
+        next_cursor = encode_keyset(sort, last["sort_value"], last["id"])
+    return {"items": items, "next_cursor": next_cursor}

@@ -1,7 +1,8 @@
-"""/ui/: the service manager's view."""
+"""/ui/: the service manager's view of the estate (app/services/overview.py gathers it)."""
 
 from fastapi import APIRouter, Request
 
+from app.services import overview
 from app.web.auth import CurrentUser
 from app.web.render import render
 
@@ -10,4 +11,6 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/ui/")
 def home(request: Request, user: CurrentUser):
-    return render(request, "home.html")
+    state = request.app.state
+    data = overview.home(state.live_graph, state.engine, state.registry)
+    return render(request, "home.html", {**data, "shown": overview.SHOWN})

@@ -18,6 +18,7 @@ from graph import export
 
 # The most relationships listed for a picture that will be grouped anyway (merging is linear).
 MAX_EDGES_TO_GROUP = 200_000
+LEGEND_ORDER = ("focus", "changed", "failed", "down", "degraded", "at_risk")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Drawing:
     total_nodes: int
     max_nodes: int
     note: str | None = None
+    states: tuple[str, ...] = ()  # the states drawn, in legend order: the legend shows only these
 
 
 def ci_link(ci_id: str) -> str | None:
@@ -57,4 +59,7 @@ def draw(nodes: Iterable[str], edges: Iterable[tuple] | None, info: Mapping, set
             picture = svg_check.clean(export.as_svg(nodes, edges or [], info, limits, link=ci_link))
         except (export.GraphvizMissing, export.GraphvizFailed, export.PictureTooLarge, svg_check.UnsafeSvg):
             picture = None  # the browser draws the DOT instead
-    return Drawing(dot=dot, svg=picture, collapsed=collapsed, total_nodes=total, max_nodes=limit, note=note)
+    drawn_states = {(info.get(node) or {}).get("state") for node in nodes}
+    states = tuple(state for state in LEGEND_ORDER if state in drawn_states)
+    return Drawing(dot=dot, svg=picture, collapsed=collapsed, total_nodes=total, max_nodes=limit, note=note,
+                   states=states)

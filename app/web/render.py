@@ -24,7 +24,8 @@ environment = Environment(
     lstrip_blocks=True,
 )
 
-STATE_LABELS = {"down": "down", "degraded": "degraded", "at_risk": "at risk", "failed": "failed", "changed": "changed"}
+STATE_LABELS = {"down": "down", "degraded": "degraded", "at_risk": "at risk", "failed": "failed", "changed": "changed",
+                "focus": "this CI"}
 
 
 def when(value: Any) -> str:

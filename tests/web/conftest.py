@@ -7,6 +7,7 @@ accessibility check. Without Chromium or Playwright, browser tests skip and say 
 import os
 import re
 import shutil
+from urllib.parse import quote
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def page(browser):
 
 
 def sign_in(page, site: Site, scope: str = "write", next_path: str = "/ui/") -> None:
-    page.goto(site.url(f"/ui/login?next={next_path}"))
+    page.goto(site.url("/ui/login?next=" + quote(next_path, safe="/")))
     page.get_by_label("API token").fill(site.tokens[scope])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(".*" + re.escape(next_path.split("?")[0]) + ".*"))

@@ -312,7 +312,7 @@ def test_sort_and_cursor_mistakes_are_422(api, monkeypatch):
         assert response.json()["errors"][0]["field"] == field, query
     monkeypatch.setattr(cis, "LAST_SEEN_SORT_MAX", 2)
     refused = api.get("/api/v1/cis?sort=-last_seen")
-    assert refused.status_code == 422 and "at most 2 CIs (these leave 3)" in refused.json()["detail"]
+    assert refused.status_code == 422 and "at most 2 CIs (these leave more)" in refused.json()["detail"]
     assert len(api.get("/api/v1/cis?sort=-last_seen&q=s1").json()["items"]) == 1
 
 

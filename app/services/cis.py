@@ -339,8 +339,13 @@ def list_filters(
     return conditions
 
 
-def count_cis(conn: Connection, conditions: list[ColumnElement[bool]]) -> int:
-    return conn.execute(select(func.count()).select_from(CI).where(*conditions)).scalar_one()
+def count_cis(conn: Connection, conditions: list[ColumnElement[bool]], up_to: int | None = None) -> int:
+    """How many CIs match; with `up_to`, counting stops past it (the answer is then up_to + 1): a
+    count reads every matching row, and tens of thousands of them cost more than a page."""
+    if up_to is None:
+        return conn.execute(select(func.count()).select_from(CI).where(*conditions)).scalar_one()
+    matching = select(literal(1)).select_from(CI).where(*conditions).limit(up_to + 1).subquery()
+    return conn.execute(select(func.count()).select_from(matching)).scalar_one()
 
 
 def list_cis(
@@ -351,29 +356,38 @@ def list_cis(
     cursor: str | None = None,
     sort: str | None = None,
     with_total: bool = False,
+    total_up_to: int | None = None,
     **filters: Any,
 ) -> dict[str, Any]:
     """A page of CIs matching `filters` (see list_filters), in `sort` order ("name", "-updated_at", ...;
-    by id when None, as the API always did), with `total` (one COUNT with the same filters) when asked."""
+    by id when None, as the API always did), with `total` (one COUNT with the same filters) when asked.
+    With `total_up_to` the count stops past that many and `total_exact` says whether it did not."""
     order = parse_sort(sort)
     conditions = list_filters(conn, registry_cache, **filters)
-    total = count_cis(conn, conditions) if with_total or (order and order[0] == "last_seen") else None
+    total, exact = None, True
+    if with_total:
+        total = count_cis(conn, conditions, up_to=total_up_to)
+        if total_up_to is not None and total > total_up_to:
+            total, exact = total_up_to, False
+    matching = None  # how many match, as far as sorting by last_seen needs to know (more than its limit?)
+    if order and order[0] == "last_seen":
+        matching = total if with_total and exact else count_cis(conn, conditions, up_to=LAST_SEEN_SORT_MAX)
     if order is None:
         query = select(*CI_COLUMNS).where(*conditions).order_by(CI.c.id).limit(limit + 1)
         if cursor:
             query = query.where(CI.c.id > decode_uuid_cursor(cursor))
         result = page(conn.execute(query).mappings().all(), limit, to_public, "id")
     else:
-        result = _sorted_page(conn, conditions, *order, sort=sort, total=total, limit=limit, cursor=cursor)
-    return {**result, "total": total} if with_total else result
+        result = _sorted_page(conn, conditions, *order, sort=sort, matching=matching, limit=limit, cursor=cursor)
+    return {**result, "total": total, "total_exact": exact} if with_total else result
 
 
-def _sorted_page(conn: Connection, conditions: list, key: str, descending: bool, *, sort: str, total: int | None,
-                 limit: int, cursor: str | None) -> dict[str, Any]:
-    if key == "last_seen" and total is not None and total > LAST_SEEN_SORT_MAX:
+def _sorted_page(conn: Connection, conditions: list, key: str, descending: bool, *, sort: str,
+                 matching: int | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    if key == "last_seen" and matching is not None and matching > LAST_SEEN_SORT_MAX:
         raise InvalidInput(
             f"Sorting by last_seen reads every matching CI: it needs filters that leave at most "
-            f"{LAST_SEEN_SORT_MAX:,} CIs (these leave {total:,}).", [field_error("sort", "too many CIs to sort by last_seen")])
+            f"{LAST_SEEN_SORT_MAX:,} CIs (these leave more).", [field_error("sort", "too many CIs to sort by last_seen")])
     expression = _sort_expression(key)
     if _byte_order(conn, key):
         ordered = (text("lower(ci.name) USING " + ("~>~" if descending else "~<~")), CI.c.id.desc() if descending else CI.c.id)

@@ -110,7 +110,7 @@ def test_bad_input_is_a_page_that_says_why(estate, query, message):
 def test_sorting_too_many_by_last_seen_falls_back_to_names(estate, monkeypatch):
     monkeypatch.setattr(cis, "LAST_SEEN_SORT_MAX", 3)
     html = _list(estate, "?sort=-last_seen")
-    assert "at most 3 CIs (these leave 5)" in html and "Sorted by name instead." in html
+    assert "at most 3 CIs (these leave more)" in html and "Sorted by name instead." in html
     assert _names(html) == ["old-box", "pg-main", "Shop-Web", "web-1", "web-2"]
     assert _names(_list(estate, "?sort=-last_seen&class=server")) != []  # three: allowed
 
@@ -132,3 +132,17 @@ def test_search_by_an_ip_address_finds_the_host(api):
     html = _list(api, "?q=10.9.8.7")
     assert f'<a href="/ui/cis/{host["id"]}">db-7</a>' in html
     assert "ip_address: 10.9.8.7" in html
+
+
+def test_the_total_is_counted_up_to_a_bound_and_in_full_on_request(estate, monkeypatch):
+    from app.web.pages import cis_list
+
+    monkeypatch.setattr(cis_list, "COUNT_UP_TO", 3)
+    html = _list(estate, "?class=server&environment=")
+    assert "More than <strong>3</strong> CIs" not in html and _total(html) == 3  # exactly 3: counted
+    html = _list(estate)
+    assert "More than <strong>3</strong> CIs" in html and len(_names(html)) == 5
+    assert 'href="/ui/cis?count=all">count them all</a>' in html
+    assert _total(_list(estate, "?count=all")) == 5
+    answer = estate.get("/api/v1/cis?limit=2", as_="read").json()  # the API's list is not bounded by the page's count
+    assert len(answer["items"]) == 2

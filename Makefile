@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench clean
+.PHONY: install run test screenshots clean
 
 $(BIN)/karta: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README's pictures of the pages, taken by the browser tests (needs Chromium).
+screenshots: install
+	KARTA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/web -k "browser and sqlite" -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

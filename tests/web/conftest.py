@@ -7,6 +7,7 @@ accessibility check. Without Chromium or Playwright, browser tests skip and say 
 import os
 import re
 import shutil
+import tempfile
 from urllib.parse import quote
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def accessibility_violations(page) -> list[dict]:
 
 
 def screenshot(page, name: str) -> None:
-    """Keep a picture of the page for the README (docs/screenshots/NAME.png)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+    """A picture of the page for the README: written to docs/screenshots/NAME.png when
+    KARTA_UPDATE_SCREENSHOTS=1 (`make screenshots`), else to a temporary folder, so that a test run
+    leaves the checkout as it was while still taking the picture the same way."""
+    folder = SCREENSHOTS if os.environ.get("KARTA_UPDATE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "karta-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=False)

@@ -15,6 +15,7 @@ install: $(BIN)/karta
 
 run: install
 	@echo "Create a token in another shell:  $(BIN)/karta token create --name me --scope read --scope write --scope admin"
+	@echo "then open http://127.0.0.1:8000/ and sign in with the secret it prints (its last line)."
 	$(BIN)/karta serve --migrate
 
 test: install

@@ -157,6 +157,10 @@ def test_bad_queries_are_problems(api):
     unknown = api.get("/api/v1/search", params={"q": "x", "class": "nonesuch"}, as_="read")
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "class"
     assert api.get("/api/v1/search", params={"q": "x" * 200}, as_="read").status_code == 200
+    # No stored text holds a NUL (storable.py), and SQLite's FTS5 cannot parse one: a 422, not a 500.
+    for q in ("\x00\x00\x00", "ab\x00", "\x00"):
+        response = api.get("/api/v1/search", params={"q": q}, as_="read")
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "q", (q, response.text)
 
 
 def test_openapi_documents_the_answer(api):

@@ -77,6 +77,10 @@ def classify(exc: BaseException) -> DatabaseFault:
         if name in _SQLITE_VALUE:
             return DatabaseFault.value
         return DatabaseFault.fault
+    # psycopg refuses some values itself, before the statement is sent (a NUL in text: PostgreSQL cannot
+    # hold one), raising DataError without a SQLSTATE.
+    if type(error).__name__ == "DataError" and type(error).__module__.startswith("psycopg"):
+        return DatabaseFault.value
     # psycopg raises OperationalError without a SQLSTATE when it cannot reach the server at all.
     if type(error).__name__ == "OperationalError" and type(error).__module__.startswith("psycopg"):
         return DatabaseFault.retry

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from app.models import CIIdentifier, ConfigurationItem
 from app.models.ci import ATTRIBUTE_VALUES_SQL
 from app.services.bulk import is_postgres, json_rows
+from app.services.errors import InvalidInput, field_error
 from app.services.identifiers import normalize
 from app.services.registry import Registry, RegistryCache
 
@@ -59,6 +60,9 @@ def search_cis(conn: Connection, registry_cache: RegistryCache, q: str, *, limit
                ci_class: str | None = None) -> dict[str, Any]:
     """{"query", "results": [{"id", "name", "class", "status", "owner", "matched": {"field", "value"}}],
     "truncated"}. `ci_class` keeps that class and its subclasses."""
+    if "\x00" in q:  # no stored text holds one (storable.py), and SQLite's FTS5 cannot parse it
+        raise InvalidInput("The query holds a NUL character, which no name or value can contain.",
+                           [field_error("q", "contains a NUL character")])
     registry = registry_cache.knows_class(ci_class, conn=conn) if ci_class else registry_cache.get(conn=conn)
     classes = sorted(registry.get_class(ci_class).descendants) if ci_class else None
     wanted = limit + 1

@@ -98,6 +98,17 @@ def test_sign_out_needs_the_session_csrf_token(client, tokens):
     assert client.get("/ui/", follow_redirects=False).status_code == 303
 
 
+def test_the_sign_out_page_offers_the_button_to_whoever_is_signed_in(client, tokens):
+    assert "You are not signed in" in client.get("/ui/logout").text
+    sign_in(client, tokens["read"])
+    page = client.get("/ui/logout")
+    assert page.status_code == 200 and "You are not signed in" not in page.text
+    csrf = re.search(r'<form method="post" action="/ui/logout">\s*<input type="hidden" name="csrf_token" value="([^"]+)"',
+                     page.text.split('<main id="main">', 1)[1]).group(1)
+    out = client.post("/ui/logout", data={"csrf_token": csrf}, follow_redirects=False)
+    assert out.status_code == 303 and client.get("/ui/", follow_redirects=False).status_code == 303
+
+
 def test_every_answer_carries_the_security_headers(client, tokens):
     sign_in(client, tokens["read"])
     for url in ("/ui/", "/ui/login", "/docs", "/api/v1/cis", "/ui/static/karta.css"):

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
-from app.web.auth import CSRF_FIELD, FormUser, local_path, principal_for, session_codec
+from app.web.auth import CSRF_FIELD, FormUser, SignInRequired, current_user, local_path, principal_for, session_codec
 from app.web.render import render
 from app.web.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE, same_token
 
@@ -74,9 +74,14 @@ async def login(request: Request, token: Annotated[str, Form(max_length=MAX_TOKE
 
 
 @router.get("/ui/logout")
-def logout_form(request: Request):
+async def logout_form(request: Request):
     """A page with the sign-out button: signing out is a POST with the session's CSRF token, so no
-    other site can sign someone out with a link or an image."""
+    other site can sign someone out with a link or an image. Anyone may open it: without a session
+    it says so (rather than sending them to sign in first)."""
+    try:
+        await current_user(request)  # the page needs the session's user and its CSRF token
+    except SignInRequired:
+        pass
     return render(request, "logout.html", {"signed_in": SESSION_COOKIE in request.cookies})
 
 

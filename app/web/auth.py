@@ -84,6 +84,8 @@ async def current_user(request: Request) -> WebUser:
     principal = await principal_for(request, session.token)
     if principal is None:  # revoked or expired since the session began
         raise SignInRequired(_here(request), ended=True)
+    if not principal.has(Scope.read):  # as the API: every page reads
+        raise Forbidden(f"Token '{principal.name}' has no scope that reads.")
     user = WebUser(principal, session, session.csrf_token(codec.key))
     request.state.web_user = user
     return user

@@ -62,7 +62,8 @@ def stored_key(engine: Engine) -> bytes:
                 return value.encode()
             try:
                 value = Fernet.generate_key().decode()
-                conn.execute(insert(SECRET).values(name=SESSION_KEY_NAME, value=value))
+                with conn.begin_nested():  # a savepoint: losing the race leaves the transaction usable
+                    conn.execute(insert(SECRET).values(name=SESSION_KEY_NAME, value=value))
                 return value.encode()
             except IntegrityError:
                 continue

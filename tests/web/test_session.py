@@ -132,3 +132,16 @@ def test_a_page_error_is_a_page(client, tokens):
     answer = client.get("/ui/no-such-page")
     assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
     assert "404" in answer.text
+
+
+def test_the_session_key_is_made_once_and_shared_by_every_worker(database_url):
+    from app.core.db import make_engine
+    from app.web.session import stored_key
+
+    first, second = make_engine(database_url), make_engine(database_url)
+    try:
+        key = stored_key(first)
+        assert stored_key(second) == key and stored_key(first) == key
+    finally:
+        first.dispose()
+        second.dispose()

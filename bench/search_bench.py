@@ -41,7 +41,7 @@ from app.services.identifiers import identifier_values  # noqa: E402
 from app.services.identity import held_values, identifying_facts  # noqa: E402
 from app.services.registry import load_registry  # noqa: E402
 from bench.api_bench import make_token, serve  # noqa: E402
-from bench.common import fresh_database  # noqa: E402
+from bench.common import PG_URL, fresh_database  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIX = [("server", 0.15), ("virtual_machine", 0.25), ("ip_address", 0.25), ("application", 0.15),
@@ -237,6 +237,11 @@ def measure(base: str, secret: str, queries: list[tuple[str, str]]) -> dict[str,
             if kind == "nothing" and response.json()["results"]:
                 raise RuntimeError(f"{q!r} was meant to match nothing")
             times.setdefault(kind, []).append(elapsed)
+        # The floor on this machine at this moment: an answer with no database work and no token check.
+        for _ in range(len(queries) // 7):
+            started = time.perf_counter()
+            client.get("/healthz")
+            times.setdefault("(floor: GET /healthz)", []).append((time.perf_counter() - started) * 1000)
     return times
 
 
@@ -250,20 +255,28 @@ def main() -> None:
     parser.add_argument("--cis", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200, help="per kind")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--keep", type=Path, help="load into this directory (SQLite) and keep the databases")
+    parser.add_argument("--reuse", action="store_true", help="measure the databases --keep left, loading nothing")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="karta-search-bench-"))
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="karta-search-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     lines = [f"GET /api/v1/search, {args.cis:,} CIs, {args.queries} queries per kind sent one at a time to "
              f"`karta serve` (1 worker), latency measured by the client, on {os.cpu_count()} cores", "",
              "| backend | query kind | p50 ms | p95 ms | p99 ms | max ms | mean results |", "|---|---|---:|---:|---:|---:|---:|"]
     notes = []
     for backend in args.backends.split(","):
         estate = Estate(args.cis, 20261203)
-        url = fresh_database(backend, "karta_bench_search", workdir)
-        figures = load(url, estate)
-        notes.append(f"{backend}: loaded in {figures['load_s']:.0f} s; migration 0009 on the full table took "
-                     f"{figures['migrate_s']:.0f} s; database {figures['size_before_mb']:,.0f} MiB -> "
-                     f"{figures['size_after_mb']:,.0f} MiB")
-        print(notes[-1], file=sys.stderr)
+        if args.reuse:
+            url = kept_database(backend, workdir)
+            for _ in estate.chunks(_registry(url)):
+                pass  # the same samples as the load drew
+        else:
+            url = fresh_database(backend, "karta_bench_search", workdir)
+            figures = load(url, estate)
+            notes.append(f"{backend}: loaded in {figures['load_s']:.0f} s; migration 0009 on the full table took "
+                         f"{figures['migrate_s']:.0f} s; database {figures['size_before_mb']:,.0f} MiB -> "
+                         f"{figures['size_after_mb']:,.0f} MiB")
+            print(notes[-1], file=sys.stderr)
         queries = estate.queries(args.queries)
         secret = make_token(url)
         process, base = serve(url, 1)
@@ -273,17 +286,38 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=20)
-        everything = [t for values in times.values() for t in values]
+        for kind, values in sorted(times.items()):
+            print(f"{backend} {kind}: p50 {statistics.median(values):.1f} p99 {percentile(values, 0.99):.1f} ms",
+                  file=sys.stderr)
+        everything = [t for kind, values in times.items() if not kind.startswith("(") for t in values]
         for kind, values in [*sorted(times.items()), ("all", everything)]:
+            results = f"{counts[kind]:.1f}" if kind in counts else ""
             lines.append(f"| {backend} | {kind} | {statistics.median(values):.1f} | {percentile(values, 0.95):.1f} | "
-                         f"{percentile(values, 0.99):.1f} | {max(values):.1f} | {counts.get(kind, 0):.1f} |")
-        if backend == "postgresql":
+                         f"{percentile(values, 0.99):.1f} | {max(values):.1f} | {results} |")
+        if backend == "postgresql" and not args.keep:
             _drop_postgres(url)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     report = "\n".join(lines + [""] + notes)
     print(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "search.md").write_text(report + "\n")
+
+
+def kept_database(backend: str, workdir: Path) -> str:
+    from sqlalchemy.engine import make_url
+
+    if backend == "sqlite":
+        return f"sqlite:///{workdir / 'karta_bench_search.db'}"
+    return make_url(PG_URL).set(database="karta_bench_search").render_as_string(hide_password=False)
+
+
+def _registry(url: str):
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        registry = load_registry(conn)
+    engine.dispose()
+    return registry
 
 
 def _result_counts(base: str, secret: str, queries: list[tuple[str, str]]) -> dict[str, float]:
@@ -291,7 +325,9 @@ def _result_counts(base: str, secret: str, queries: list[tuple[str, str]]) -> di
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client:
         for kind, q in queries[: 7 * 20]:
             counts.setdefault(kind, []).append(len(client.get("/api/v1/search", params={"q": q}).json()["results"]))
-    return {kind: statistics.mean(values) for kind, values in counts.items()}
+    means = {kind: statistics.mean(values) for kind, values in counts.items()}
+    means["all"] = statistics.mean(v for values in counts.values() for v in values)
+    return means
 
 
 def _drop_postgres(url: str) -> None:

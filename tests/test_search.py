@@ -21,7 +21,6 @@ def found(api, q, **params):
 
 
 def test_best_matches_first(api):
-    api.create_ci("server", "db-main", attributes={"serial_number": "WEB01"})
     api.create_ci("application", "Web01", owner="team-web")
     api.create_ci("server", "web01-backup")
     api.create_ci("application", "shop-web01")
@@ -30,15 +29,18 @@ def test_best_matches_first(api):
     answer = search(api, "  web01 ")
     assert answer["query"] == "web01" and answer["truncated"] is False
     assert [(r["name"], r["matched"]["field"], r["matched"]["value"]) for r in answer["results"]] == [
-        ("db-main", "identifier.serial_number", "web01"),
         ("Web01", "name", "Web01"),
         ("web01-backup", "name", "web01-backup"),
         ("shop-web01", "name", "shop-web01"),
         ("unrelated", "attributes.process", "/usr/bin/WEB01d"),
     ]
-    exact = answer["results"][1]
+    exact = answer["results"][0]
     assert set(exact) == {"id", "name", "class", "status", "owner", "matched"}
     assert (exact["class"], exact["status"], exact["owner"]) == ("application", "active", "team-web")
+    # An exact identifier comes first, and then names only: parts of names and values are not searched.
+    api.create_ci("server", "db-main", attributes={"serial_number": "WEB01"})
+    assert found(api, "web01") == [("db-main", "identifier.serial_number", "web01"), ("Web01", "name", "Web01"),
+                                    ("web01-backup", "name", "web01-backup")]
 
 
 def test_identifiers_in_any_notation_and_case(api):
@@ -174,7 +176,7 @@ def test_openapi_documents_the_answer(api):
 # (bench/search_bench.py shows its primary-key probes at scale); SQLite's planner does not guess.
 TIER_INDEXES = {
     "postgresql": {"ix_ci_name_search", "ix_ci_name_trgm", "ix_ci_attribute_values_trgm"},
-    "sqlite": {"sqlite_autoindex_ci_identifier_1", "ix_ci_name_search", "ci_search VIRTUAL TABLE"},
+    "sqlite": {"sqlite_autoindex_ci_identifier_1", "ix_ci_name_search", "fts VIRTUAL TABLE"},
 }
 
 
@@ -201,8 +203,8 @@ def test_every_tier_reads_its_index(api, engine):
         if postgres:
             conn.execute(text("SET enable_seqscan = off"))
         for statement, parameters in statements:
-            if "ci_class" in statement and "FROM ci_class" in statement:
-                continue  # the registry's own read
+            if ("FROM ci_class" in statement) or not statement.lstrip().upper().startswith("SELECT"):
+                continue  # the registry's own read; settings
             explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
             plans.append(" ".join(str(row) for row in conn.exec_driver_sql(explain + statement, parameters)))
     used = {index for index in TIER_INDEXES[engine.dialect.name] if any(index in plan for plan in plans)}
@@ -210,7 +212,8 @@ def test_every_tier_reads_its_index(api, engine):
     assert not any("SCAN ci " in plan or plan.endswith("SCAN ci") for plan in plans), plans
 
 
-@pytest.mark.parametrize("trigger", ["ci_search_insert", "ci_search_update", "ci_search_delete"])
+@pytest.mark.parametrize("trigger", ["ci_search_insert", "ci_search_update_name", "ci_search_update_values",
+                                     "ci_search_delete"])
 def test_sqlite_keeps_the_search_triggers(engine, trigger):
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite's FTS5 table is kept by triggers; PostgreSQL's indexes keep themselves")
@@ -229,4 +232,4 @@ def test_sqlite_statistics_leave_the_search_index_out(engine):
     assert refresh_statistics(engine, force=True)
     with engine.connect() as conn:
         analyzed = set(conn.execute(text("SELECT DISTINCT tbl FROM sqlite_stat1")).scalars())
-    assert "ci_class" in analyzed and not {name for name in analyzed if name.startswith("ci_search")}
+    assert "ci_class" in analyzed and not {name for name in analyzed if name.startswith("ci_fts_")}

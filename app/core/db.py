@@ -121,7 +121,7 @@ def refresh_statistics(engine: Engine, *, force: bool = False) -> bool:
         # (0.27x at 20,000 items). Without statistics the planner assumes a big table.
         tables = conn.exec_driver_sql(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-            "AND name NOT LIKE 'ci\\_search%' ESCAPE '\\'").scalars().all()
+            "AND name NOT LIKE 'ci\\_fts\\_%' ESCAPE '\\'").scalars().all()
         for table in tables:
             conn.exec_driver_sql(f'ANALYZE "{table}"')
     return True

@@ -33,11 +33,19 @@ class CIStatus(StrEnum):
 
 
 # What GET /api/v1/search reads on PostgreSQL (migration 0009 makes them, app/services/search.py queries
-# the same expressions). SQLite's are an expression index, which reflection cannot compare, and an FTS5
-# table kept by triggers: the migration alone declares those.
-# Written as PostgreSQL prints it back, so that comparing the models with the database finds them equal.
-ATTRIBUTE_VALUES_SQL = ("lower(jsonb_path_query_array(attributes, "
-                        "'strict $.**?(@.type() == \"string\" || @.type() == \"number\")'::jsonpath)::text)")
+# the same expressions). SQLite's are an expression index, which reflection cannot compare, and FTS5
+# tables kept by triggers: the migration alone declares those.
+# pg_trgm makes trigrams of words, and a word is letters and digits only: "6.1.0-18-amd64" would be
+# the trigrams of "6", "1", "0", "18" and "amd64", found in most CIs. Punctuation and spaces become
+# upper-case letters (never in the lower-cased text) so that the whole value is one word, and its
+# trigrams select the CIs that hold it. Search translates the query the same way.
+TRIGRAM_PUNCTUATION, TRIGRAM_LETTERS = ".-:/_@ ", "DHCSUAW"
+_TRANSLATE = f"'{TRIGRAM_PUNCTUATION}'::text, '{TRIGRAM_LETTERS}'::text"
+# Written as PostgreSQL prints them back (as Alembic normalizes them): comparing the models with the
+# database then finds them equal.
+NAME_TRIGRAMS_SQL = f"translate(lower(name::text), {_TRANSLATE})"
+VALUE_TRIGRAMS_SQL = ("translate(lower(jsonb_path_query_array(attributes, 'strict $.**?(@.type() == \"string\" "
+                      f"|| @.type() == \"number\")'::jsonpath)::text), {_TRANSLATE})")
 
 
 def search_indexes() -> list[Index]:
@@ -47,10 +55,10 @@ def search_indexes() -> list[Index]:
         # of it, read in order with ORDER BY lower(name) USING ~<~.
         Index("ix_ci_name_search", func.lower(name).label("name_lower"), "id",
               postgresql_ops={"name_lower": "text_pattern_ops"}).ddl_if(dialect="postgresql"),
-        Index("ix_ci_name_trgm", func.lower(name).label("name_lower"), postgresql_using="gin",
-              postgresql_ops={"name_lower": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
-        Index("ix_ci_attribute_values_trgm", literal_column(ATTRIBUTE_VALUES_SQL).label("attribute_values"),
-              postgresql_using="gin", postgresql_ops={"attribute_values": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_ci_name_trgm", literal_column(NAME_TRIGRAMS_SQL).label("name_trigrams"), postgresql_using="gin",
+              postgresql_ops={"name_trigrams": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_ci_attribute_values_trgm", literal_column(VALUE_TRIGRAMS_SQL).label("value_trigrams"),
+              postgresql_using="gin", postgresql_ops={"value_trigrams": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     ]
 
 

@@ -262,7 +262,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     lines = [f"GET /api/v1/search, {args.cis:,} CIs, {args.queries} queries per kind sent one at a time to "
              f"`karta serve` (1 worker), latency measured by the client, on {os.cpu_count()} cores", "",
-             "| backend | query kind | p50 ms | p95 ms | p99 ms | max ms | mean results |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| backend | query kind | p50 ms | p95 ms | p99 ms | max ms | mean results | cut by the time budget |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     notes = []
     for backend in args.backends.split(","):
         estate = Estate(args.cis, 20261203)
@@ -282,7 +283,7 @@ def main() -> None:
         process, base = serve(url, 1)
         try:
             times = measure(base, secret, queries)
-            counts = _result_counts(base, secret, queries)
+            counts, cut = _result_counts(base, secret, queries)
         finally:
             process.terminate()
             process.wait(timeout=20)
@@ -291,7 +292,7 @@ def main() -> None:
                   file=sys.stderr)
         everything = [t for kind, values in times.items() if not kind.startswith("(") for t in values]
         for kind, values in [*sorted(times.items()), ("all", everything)]:
-            results = f"{counts[kind]:.1f}" if kind in counts else ""
+            results = f"{counts[kind]:.1f} | {cut[kind]:.0f}%" if kind in counts else " | "
             lines.append(f"| {backend} | {kind} | {statistics.median(values):.1f} | {percentile(values, 0.95):.1f} | "
                          f"{percentile(values, 0.99):.1f} | {max(values):.1f} | {results} |")
         if backend == "postgresql" and not args.keep:
@@ -320,14 +321,20 @@ def _registry(url: str):
     return registry
 
 
-def _result_counts(base: str, secret: str, queries: list[tuple[str, str]]) -> dict[str, float]:
+def _result_counts(base: str, secret: str, queries: list[tuple[str, str]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean results per kind, and the share of answers the time budget cut (truncated with fewer than
+    the limit of 20), over every query of the run."""
     counts: dict[str, list[int]] = {}
+    cut: dict[str, list[bool]] = {}
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client:
-        for kind, q in queries[: 7 * 20]:
-            counts.setdefault(kind, []).append(len(client.get("/api/v1/search", params={"q": q}).json()["results"]))
-    means = {kind: statistics.mean(values) for kind, values in counts.items()}
-    means["all"] = statistics.mean(v for values in counts.values() for v in values)
-    return means
+        for kind, q in queries:
+            answer = client.get("/api/v1/search", params={"q": q}).json()
+            counts.setdefault(kind, []).append(len(answer["results"]))
+            cut.setdefault(kind, []).append(answer["truncated"] and len(answer["results"]) < 20)
+    for table in (counts, cut):
+        table["all"] = [v for values in list(table.values()) for v in values]
+    return ({kind: statistics.mean(values) for kind, values in counts.items()},
+            {kind: 100 * statistics.mean(values) for kind, values in cut.items()})
 
 
 def _drop_postgres(url: str) -> None:

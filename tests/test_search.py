@@ -233,3 +233,33 @@ def test_sqlite_statistics_leave_the_search_index_out(engine):
     with engine.connect() as conn:
         analyzed = set(conn.execute(text("SELECT DISTINCT tbl FROM sqlite_stat1")).scalars())
     assert "ci_class" in analyzed and not {name for name in analyzed if name.startswith("ci_fts_")}
+
+
+def test_a_search_out_of_time_says_truncated(api, monkeypatch):
+    api.create_ci("application", "shop-web01")
+    api.create_ci("application", "web01-api")
+    monkeypatch.setattr("app.services.search.SEARCH_BUDGET_SECONDS", 0.0)
+    answer = search(api, "web01")
+    assert [r["name"] for r in answer["results"]] == ["web01-api"] and answer["truncated"] is True
+
+
+def test_a_slow_trigram_statement_is_cancelled_and_the_connection_stays_usable(engine):
+    import time
+
+    from app.services.search import _bounded_rows, _OutOfTime
+
+    postgres = engine.dialect.name == "postgresql"
+    slow = text("SELECT pg_sleep(5)" if postgres else
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) SELECT count(*) FROM n")
+    # As the API reads (PostgreSQL: autocommit) and inside a transaction (which must survive it).
+    for options in ({"isolation_level": "AUTOCOMMIT"} if postgres else {}, {}):
+        with engine.connect().execution_options(**options) as conn:
+            before = conn.exec_driver_sql("SHOW statement_timeout").scalar() if postgres else None
+            started = time.monotonic()
+            with pytest.raises(_OutOfTime):
+                _bounded_rows(conn, slow, time.monotonic() + 0.1)
+            assert time.monotonic() - started < 2
+            if postgres:
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == before
+                assert conn.exec_driver_sql("SHOW enable_seqscan").scalar() == "on"
+            assert conn.execute(text("SELECT 1")).scalar() == 1

@@ -15,7 +15,9 @@ Tiers 4 and 5 take the first matches their index yields, shown in name order: or
 name contains "prod" would mean reading them all. They need 3 characters or more (trigram indexes
 cannot narrow a shorter query), so a one- or two-letter query finds identifiers, names and prefixes.
 They are skipped too once the query is an exact identifier: someone who pastes an address, a MAC or an
-fqdn wants that CI, not every address it is a part of (10.0.0.5 in 10.0.0.50).
+fqdn wants that CI, not every address it is a part of (10.0.0.5 in 10.0.0.50). And they are bounded in
+time (SEARCH_BUDGET_SECONDS): a part found in hundreds of thousands of CIs can cost more to read from
+the index than a search may take; the answer then holds what the earlier tiers found, truncated.
 
 Indexes (migration 0009): the identifier index's primary key; on PostgreSQL a text_pattern_ops btree
 on (lower(name), id) and pg_trgm GIN indexes on lower(name) and on the attribute values' text (with
@@ -23,9 +25,9 @@ punctuation turned into letters, app/models/ci.py), always read through the inde
 SQLite a btree on (lower(name), id) and FTS5 trigram tables of names and of values kept by triggers.
 """
 
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -39,6 +41,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 
 from app.models import CIIdentifier, ConfigurationItem
 from app.models.ci import (
@@ -59,6 +62,10 @@ SQLITE_FTS_TABLES = frozenset(f"ci_fts_{kind}{shadow}" for kind in ("name", "val
                               for shadow in ("", "_data", "_idx", "_config"))
 MIN_SUBSTRING = 3  # a trigram
 MAX_QUERY_LENGTH = 200
+# The time a search may take reading trigram indexes, from its start: a part of names or values found in
+# hundreds of thousands of CIs can cost more (PostgreSQL reads a bitmap of all of them). Past it, what
+# was found is the answer, marked truncated.
+SEARCH_BUDGET_SECONDS = 0.08
 _MAX_CHAR = "\U0010ffff"  # sorts after every character: a prefix's upper bound
 _TRIGRAM_TRANSLATION = str.maketrans(TRIGRAM_PUNCTUATION, TRIGRAM_LETTERS)
 _MAX_SCALARS = 10_000  # a recheck of one CI's attributes stops here
@@ -77,20 +84,29 @@ def search_cis(conn: Connection, registry_cache: RegistryCache, q: str, *, limit
     classes = sorted(registry.get_class(ci_class).descendants) if ci_class else None
     wanted = limit + 1
     found: dict[uuid.UUID, dict[str, Any]] = {}
+    deadline, cut = time.monotonic() + SEARCH_BUDGET_SECONDS, False
     # Parts of names and values: for 3 characters or more, and only when no identifier matched exactly.
     substrings = len(q) >= MIN_SUBSTRING
     for tier in (_identifiers, _exact_names, _name_prefixes, _name_substrings, _attribute_values):
         if len(found) >= wanted or (tier in (_name_substrings, _attribute_values) and not substrings):
             break
-        # `wanted` rows from each tier: at most len(found) of them were found before, so this tier adds
-        # all it can up to `wanted`.
-        for row, field, value in tier(conn, registry, q, classes, wanted):
-            if row.id not in found and len(found) < wanted:
-                found[row.id] = {"id": str(row.id), "name": row.name, "class": row.ci_class, "status": row.status,
-                                 "owner": row.owner, "matched": {"field": field, "value": value}}
+        try:
+            # `wanted` rows from each tier: at most len(found) of them were found before, so this tier
+            # adds all it can up to `wanted`.
+            for row, field, value in tier(conn, registry, q, classes, wanted, deadline):
+                if row.id not in found and len(found) < wanted:
+                    found[row.id] = {"id": str(row.id), "name": row.name, "class": row.ci_class, "status": row.status,
+                                     "owner": row.owner, "matched": {"field": field, "value": value}}
+        except _OutOfTime:
+            cut = True
+            break
         substrings = substrings and not (tier is _identifiers and found)
     results = list(found.values())
-    return {"query": q, "results": results[:limit], "truncated": len(results) > limit}
+    return {"query": q, "results": results[:limit], "truncated": cut or len(results) > limit}
+
+
+class _OutOfTime(Exception):
+    """A trigram search did not finish by the deadline."""
 
 
 def _in_classes(query, classes: list[str] | None):
@@ -110,7 +126,7 @@ def _identifier_keys(registry: Registry, classes: list[str] | None) -> set[tuple
     return pairs
 
 
-def _identifiers(conn, registry, q, classes, wanted) -> Iterator[tuple[Any, str, str]]:
+def _identifiers(conn, registry, q, classes, wanted, deadline) -> Iterator[tuple[Any, str, str]]:
     triples = sorted({(family, key, value) for family, key in _identifier_keys(registry, classes)
                       if (value := normalize(key, q)) is not None})
     if not triples:
@@ -136,13 +152,13 @@ def _lower_name():
     return func.lower(CI.c.name)
 
 
-def _exact_names(conn, registry, q, classes, wanted):
+def _exact_names(conn, registry, q, classes, wanted, deadline):
     query = select(*_COLUMNS).where(_lower_name() == func.lower(bindparam("q", q))).order_by(CI.c.id).limit(wanted)
     for row in conn.execute(_in_classes(query, classes)):
         yield row, "name", row.name
 
 
-def _name_prefixes(conn, registry, q, classes, wanted):
+def _name_prefixes(conn, registry, q, classes, wanted, deadline):
     low = func.lower(bindparam("q", q, type_=String))
     high = (low + _MAX_CHAR).self_group()
     if is_postgres(conn):
@@ -157,23 +173,43 @@ def _name_prefixes(conn, registry, q, classes, wanted):
         yield row, "name", row.name
 
 
-@contextmanager
-def _trigram_index_only(conn: Connection) -> Iterator[None]:
-    """PostgreSQL reads the trigram index, never the whole table, for the statement run inside.
+def _bounded_rows(conn: Connection, query, deadline: float) -> list[Any]:
+    """The rows of a trigram search, read through its index, or _OutOfTime at the deadline.
 
-    For a common pattern the planner prefers a sequential scan that stops at the first `wanted`
-    matches, assuming they are spread evenly. They are not (CIs lie in the order they were loaded:
-    every database after every server) and the scan may start anywhere (synchronized scans): one such
-    scan read 800,000 rows, 6 s, for "PostgreSQL 15.4". The index costs at most the bitmap of its
-    candidates (70 ms for a pattern in 440,000 CIs, at 1,000,000)."""
-    if not is_postgres(conn):
-        yield
-        return
-    conn.exec_driver_sql("SET enable_seqscan = off")
+    PostgreSQL: for a common pattern the planner prefers a sequential scan that stops at the first
+    `wanted` matches, assuming they are spread evenly. They are not (CIs lie in the order they were
+    loaded: every database after every server) and the scan may start anywhere (synchronized scans):
+    one such scan read 800,000 rows, 6 s, for "PostgreSQL 15.4". The index costs the bitmap of its
+    candidates instead: 70 ms for a pattern in 440,000 of 1,000,000 CIs, more for a long one whose
+    every trigram is that common ("example.com"); past the deadline the search gives up on it."""
+    remaining = deadline - time.monotonic()
+    if remaining < 0.005:
+        raise _OutOfTime
+    if is_postgres(conn):
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        conn.exec_driver_sql(f"SET statement_timeout = {int(remaining * 1000)}")
+        try:
+            if conn.connection.driver_connection.autocommit:  # the API's reads
+                return conn.execute(query).all()
+            with conn.begin_nested():  # in a transaction, a cancelled statement must not abort it
+                return conn.execute(query).all()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled: the timeout
+                raise _OutOfTime from exc
+            raise
+        finally:
+            conn.exec_driver_sql("RESET statement_timeout")
+            conn.exec_driver_sql("RESET enable_seqscan")
+    sqlite = conn.connection.driver_connection
+    sqlite.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)  # every 10,000 VM steps
     try:
-        yield
+        return conn.execute(query).all()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_INTERRUPT":
+            raise _OutOfTime from exc
+        raise
     finally:
-        conn.exec_driver_sql("RESET enable_seqscan")
+        sqlite.set_progress_handler(None, 0)
 
 
 def _trigram_pattern(value: str) -> str:
@@ -201,19 +237,18 @@ def _sqlite_fts(table: str, q: str, classes: list[str] | None, wanted: int):
     return statement.columns(id=Uuid, attributes=CI.c.attributes.type).bindparams(**params)
 
 
-def _name_substrings(conn, registry, q, classes, wanted):
+def _name_substrings(conn, registry, q, classes, wanted, deadline):
     if is_postgres(conn):
         query = select(*_COLUMNS).where(literal_column(NAME_TRIGRAMS_SQL).like(_trigram_pattern(q), escape="\\"))
         query = _in_classes(query, classes).limit(wanted)
     else:
         query = _sqlite_fts("ci_fts_name", q, classes, wanted)
-    with _trigram_index_only(conn):
-        rows = conn.execute(query).all()
+    rows = _bounded_rows(conn, query, deadline)
     for row in sorted(rows, key=lambda row: (row.name.lower(), row.id)):
         yield row, "name", row.name
 
 
-def _attribute_values(conn, registry, q, classes, wanted):
+def _attribute_values(conn, registry, q, classes, wanted, deadline):
     if is_postgres(conn):
         # The values' text is a JSON array: quotes and backslashes in it are escaped as JSON escapes them.
         escaped = orjson.dumps(q).decode()[1:-1]
@@ -224,9 +259,7 @@ def _attribute_values(conn, registry, q, classes, wanted):
         query = _sqlite_fts("ci_fts_values", q, classes, wanted)
     needle = q.lower()
     hits = []
-    with _trigram_index_only(conn):
-        rows = conn.execute(query).all()
-    for row in rows:
+    for row in _bounded_rows(conn, query, deadline):
         # The index finds candidates; which value matched is read here (and a match across two values,
         # or inside a JSON escape, is dropped).
         match = attribute_match(row.attributes, needle)

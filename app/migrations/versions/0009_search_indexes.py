@@ -12,8 +12,10 @@ PostgreSQL (indexes the database keeps by itself):
   Both trigram indexes read the text with punctuation and spaces turned into upper-case letters, so
   that pg_trgm, which splits words at them, indexes "6.1.0-18-amd64" as itself (app/models/ci.py).
 Cost on an existing estate: each index is built in one pass over `ci` while writes to it wait (a SHARE
-lock; reads go on). Measured at 1,000,000 CIs with realistic attributes (BENCHMARKS.md, "Search"): the
-three indexes took about a minute on 2 cores; the attribute trigrams are the large one.
+lock; reads go on), with the default maintenance_work_mem. Measured at 1,000,000 CIs with realistic
+attributes (bench/search_bench.py, BENCHMARKS.md "Search"), on 2 cores shared with other work: 71-103 s
+and 320 MiB more on disk (a 1.2 GiB database); the attribute trigrams are most of both. Writes to `ci`
+wait that long: run it in a quiet hour.
 
 SQLite (3.34 or later, for FTS5's trigram tokenizer):
 - ix_ci_name_search: btree on (lower(name), id);
@@ -26,6 +28,8 @@ SQLite (3.34 or later, for FTS5's trigram tokenizer):
   reads its content with virtual tables disabled, and json_tree is one.)
 - triggers on ci (insert; update of name; update of attributes; delete) keep them exact in the writing
   transaction, whichever path writes: the CI API, ingest's bulk statements, or plain SQL.
+Cost at 1,000,000 CIs, same bench: 82-151 s holding the write lock (the service writes nothing
+meanwhile), 700 MiB more on disk (1.2 -> 1.9 GiB).
 Statistics must leave their shadow tables out (app.core.db.refresh_statistics): counted while small,
 they make SQLite plan FTS5's own deletes as scans.
 Two things rewrite rowids and so need REBUILD afterwards: VACUUM (for a table whose key is

@@ -4,7 +4,8 @@ every write path (CI API, ingest), on SQLite and PostgreSQL."""
 import pytest
 from sqlalchemy import event, text
 
-from tests.conftest import new_id
+from app.core.db import make_engine
+from tests.conftest import fresh_database, new_id
 
 PROBLEM = "application/problem+json"
 
@@ -212,21 +213,28 @@ def test_every_tier_reads_its_index(api, engine):
     assert not any("SCAN ci " in plan or plan.endswith("SCAN ci") for plan in plans), plans
 
 
+@pytest.fixture
+def sqlite_engine(request, tmp_path):
+    """For what exists on SQLite only (PostgreSQL's indexes keep themselves; its statistics are its own)."""
+    for url in fresh_database(request, "sqlite", tmp_path):
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
+
+
 @pytest.mark.parametrize("trigger", ["ci_search_insert", "ci_search_update_name", "ci_search_update_values",
                                      "ci_search_delete"])
-def test_sqlite_keeps_the_search_triggers(engine, trigger):
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's FTS5 table is kept by triggers; PostgreSQL's indexes keep themselves")
+def test_sqlite_keeps_the_search_triggers(sqlite_engine, trigger):
+    engine = sqlite_engine
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = :n"),
                             {"n": trigger}).scalar() == 1
 
 
-def test_sqlite_statistics_leave_the_search_index_out(engine):
+def test_sqlite_statistics_leave_the_search_index_out(sqlite_engine):
     # Counted while small, FTS5's shadow tables would make SQLite plan FTS5's own deletes as scans, and
     # the next big load would slow down quadratically (app.core.db.refresh_statistics).
-    if engine.dialect.name != "sqlite":
-        pytest.skip("statistics are refreshed by hand on SQLite only")
+    engine = sqlite_engine
     from app.core.db import refresh_statistics
 
     assert refresh_statistics(engine, force=True)

@@ -212,7 +212,7 @@ def test_every_tier_reads_its_index(api, engine):
                                      "ci_search_delete"])
 def test_sqlite_keeps_the_search_triggers(engine, trigger):
     if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's FTS5 table is kept by triggers; PostgreSQL's indexes keep themselves")
+        pytest.skip("SQLite's FTS5 tables are kept by triggers; PostgreSQL's indexes keep themselves")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = :n"),
                             {"n": trigger}).scalar() == 1

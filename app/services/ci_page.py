@@ -20,6 +20,7 @@ from app.models import (
 )
 from app.services.bulk import id_in
 from app.services.changes import to_public as change_to_public
+from app.services.identifiers import PART_SEPARATOR
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__
@@ -30,8 +31,6 @@ ENDED = EndedRelationship.__table__
 MAX_IDENTIFIERS = 200
 # An edit that met other changes merges over at most this many of them (each one small).
 MAX_CHANGES_SINCE = 1000
-# How a composite identification rule's parts are joined in the index (app.services.identifiers).
-PART_SEPARATOR = "\x1f"
 
 
 def ci_name(conn: Connection, ci_id: uuid.UUID) -> str | None:

@@ -30,6 +30,8 @@ _MAC = re.compile(r"^[0-9a-f]{12}$")
 _SHARED_MAC_PREFIXES = ("00005e0001", "00005e0002", "00000c07ac", "00000c9ff")
 
 MAX_IDENTIFIER_LENGTH = 512
+# Joins the parts of a composite identification rule's value in the index (name + environment).
+PART_SEPARATOR = "\x1f"
 
 
 def _collapse(value: str) -> str:
@@ -151,5 +153,5 @@ def identifier_values(rules: list[list[str]], facts: Mapping[str, Any]) -> list[
                 break
             parts.append(normalized)
         else:
-            pairs.append((rule_key(rule), "\x1f".join(parts)))
+            pairs.append((rule_key(rule), PART_SEPARATOR.join(parts)))
     return pairs

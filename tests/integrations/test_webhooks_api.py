@@ -1,0 +1,108 @@
+"""/api/v1/webhooks: subscriptions validated, recorded in the change feed, their secret encrypted at
+rest and never returned; the filters' matching rules. (Deliveries: test_webhooks_delivery.py.)"""
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from app.models import Webhook
+from app.services.webhooks import SecretBox, matches
+
+SECRET = "s3cret-of-the-receiver-0123"
+
+
+def _feed(api, since=0):
+    return [r for r in api.get(f"/api/v1/changes?since={since}&limit=1000").json()["items"] if r["object_type"] == "webhook"]
+
+
+def test_create_read_update_delete_with_change_records(api, engine):
+    created = api.post("/api/v1/webhooks", json={"url": "https://tickets.example.com/hook?x=1", "secret": SECRET,
+                                                  "filters": {"classes": ["server", "server"], "fields": ["owner"]}})
+    assert created.status_code == 201, created.text
+    hook = created.json()
+    assert created.headers["Location"] == f"/api/v1/webhooks/{hook['id']}"
+    assert hook["filters"] == {"classes": ["server"], "fields": ["owner"]}
+    assert (hook["state"], hook["failures"], hook["disabled_reason"]) == ("active", 0, None)
+    assert "secret" not in hook and "secret_encrypted" not in hook
+    assert api.get(f"/api/v1/webhooks/{hook['id']}").json() == hook
+    assert [h["id"] for h in api.get("/api/v1/webhooks").json()] == [hook["id"]]
+
+    # Encrypted at rest with the service's key, and nowhere in the answers or the feed.
+    with engine.connect() as conn:
+        sealed = conn.execute(select(Webhook.__table__.c.secret_encrypted)).scalar_one()
+    assert SECRET not in sealed and SecretBox(engine).open(sealed) == SECRET
+
+    patched = api.patch(f"/api/v1/webhooks/{hook['id']}", json={"state": "disabled", "secret": "another-secret-1234567"})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["state"], patched.json()["disabled_reason"]) == ("disabled", "disabled through the API")
+    assert api.patch(f"/api/v1/webhooks/{hook['id']}", json={"state": "active", "filters": {}}).json()["filters"] == {}
+    assert api.delete(f"/api/v1/webhooks/{hook['id']}").status_code == 204
+    assert api.get(f"/api/v1/webhooks/{hook['id']}").status_code == 404
+    assert api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").status_code == 404
+
+    records = _feed(api)
+    assert [(r["action"], sorted(r["diff"])) for r in records] == [
+        ("create", ["filters", "state", "url"]), ("update", ["secret", "state"]), ("update", ["filters", "state"]),
+        ("delete", ["filters", "state", "url"])]
+    assert all(r["object_id"] == hook["id"] and r["actor"] == "admin-bot" for r in records)
+    assert records[1]["diff"]["secret"] == [None, "replaced"]
+    everything = api.get("/api/v1/changes?limit=1000").text
+    assert SECRET not in everything and "another-secret" not in everything
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"url": "ftp://example.com/x", "secret": SECRET}, "url"),
+    ({"url": "not a url", "secret": SECRET}, "url"),
+    ({"url": "https://example.com/" + "a" * 2000, "secret": SECRET}, "url"),
+    ({"url": "https://example.com/", "secret": "short"}, "secret"),
+    ({"url": "https://example.com/", "secret": "x" * 201}, "secret"),
+    ({"url": "https://example.com/"}, "secret"),
+    ({"url": "https://example.com/", "secret": SECRET, "filters": {"kinds": ["ci"]}}, "filters.kinds"),
+    ({"url": "https://example.com/", "secret": SECRET, "filters": {"classes": []}}, "filters.classes"),
+    ({"url": "https://example.com/", "secret": SECRET, "filters": {"fields": ["a\nb"]}}, "filters.fields.0"),
+    ({"url": "https://example.com/", "secret": SECRET, "extra": 1}, "extra"),
+])
+def test_bad_subscriptions_are_refused_naming_the_field(api, body, field):
+    response = api.post("/api/v1/webhooks", json=body)
+    assert response.status_code == 422, response.text
+    assert field in {e["field"] for e in response.json()["errors"]}
+    assert _feed(api) == []
+
+
+def test_only_admin_tokens_manage_webhooks(api):
+    for scope in ("read", "write", "discovery"):
+        assert api.post("/api/v1/webhooks", json={"url": "https://e.com/", "secret": SECRET}, as_=scope).status_code == 403
+        assert api.get("/api/v1/webhooks", as_=scope).status_code == 403
+    assert api.get(f"/api/v1/webhooks/{uuid.uuid4()}").status_code == 404
+    assert api.patch(f"/api/v1/webhooks/{uuid.uuid4()}", json={"state": "active"}).status_code == 404
+
+
+def _record(object_type, diff, action="update"):
+    return {"object_type": object_type, "object_id": uuid.uuid4(), "action": action, "diff": diff}
+
+
+def test_filter_rules():
+    server_owner = _record("ci", {"owner": ["a", "b"]})
+    server_os = _record("ci", {"attributes.os_name": [None, "debian"]})
+    runs_on = _record("relationship", {"type": [None, "runs_on"]}, "create")
+    token = _record("token", {"revoked_at": [None, "2026-01-01"]})
+    cases = {
+        "everything": ({}, [(server_owner, "server"), (server_os, "server"), (runs_on, "runs_on"), (token, None)]),
+    }
+    assert all(matches({}, r, k) for r, k in cases["everything"][1])
+    assert matches({"classes": ["server"]}, server_owner, "server")
+    assert not matches({"classes": ["server"]}, server_owner, "application")
+    assert not matches({"classes": ["server"]}, token, None)  # classes alone: CIs only
+    assert matches({"classes": ["server"], "object_types": ["token"]}, token, None)
+    assert not matches({"classes": ["server"], "object_types": ["ci"]}, server_owner, "application")  # narrowed
+    assert matches({"relationship_types": ["runs_on"]}, runs_on, "runs_on")
+    assert not matches({"relationship_types": ["depends_on"]}, runs_on, "runs_on")
+    assert matches({"object_types": ["relationship"]}, runs_on, "runs_on")
+    assert not matches({"object_types": ["relationship"]}, server_owner, "server")
+    assert matches({"fields": ["owner"]}, server_owner, "server")
+    assert not matches({"fields": ["owner"]}, server_os, "server")
+    assert matches({"fields": ["attributes"]}, server_os, "server")
+    assert matches({"fields": ["attributes.os_name"]}, server_os, "server")
+    assert not matches({"fields": ["attributes.cpu"]}, server_os, "server")
+    assert not matches({"classes": ["server"], "fields": ["owner"]}, server_os, "server")

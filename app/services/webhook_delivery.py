@@ -92,11 +92,11 @@ def _kinds(conn, records: list[dict[str, Any]]) -> dict[uuid.UUID, str]:
     for ids, column, key in ((wanted["ci"], CI.c.ci_class, CI.c.id), (wanted["relationship"], REL.c.type, REL.c.id)):
         ids -= kinds.keys()
         if ids:
-            kinds.update(conn.execute(select(key, column).where(id_in(conn, key, ids))).tuples())
+            kinds.update(conn.execute(select(key, column).where(id_in(conn, key, ids))).all())
     gone = (wanted["ci"] | wanted["relationship"]) - kinds.keys()
     if gone:
         for object_id, diff in conn.execute(select(CHANGE.c.object_id, CHANGE.c.diff).where(
-                id_in(conn, CHANGE.c.object_id, gone), CHANGE.c.action == "delete")).tuples():
+                id_in(conn, CHANGE.c.object_id, gone), CHANGE.c.action == "delete")):
             value = diff.get("class") or diff.get("type")
             if isinstance(value, list) and value and value[0]:
                 kinds[object_id] = value[0]

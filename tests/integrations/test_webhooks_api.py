@@ -3,10 +3,12 @@ rest and never returned; the filters' matching rules. (Deliveries: test_webhooks
 
 import uuid
 
+import orjson
 import pytest
 from sqlalchemy import select
 
 from app.models import Webhook
+from app.services.webhook_delivery import next_batch
 from app.services.webhooks import SecretBox, matches
 
 SECRET = "s3cret-of-the-receiver-0123"
@@ -106,3 +108,25 @@ def test_filter_rules():
     assert matches({"fields": ["attributes.os_name"]}, server_os, "server")
     assert not matches({"fields": ["attributes.cpu"]}, server_os, "server")
     assert not matches({"classes": ["server"], "fields": ["owner"]}, server_os, "server")
+
+
+def test_a_batch_finds_the_class_of_a_ci_its_records_do_not_name(api, engine):
+    """An update's diff does not name the CI's class: the worker reads it from the CI, or from the CI's
+    deletion record once it is gone (even when that deletion is past the records being read)."""
+    live = api.create_ci("server", "live")["id"]
+    gone = api.create_ci("server", "gone")["id"]
+    app = api.create_ci("application", "app")["id"]
+    start = api.get("/api/v1/changes?limit=1").json()["head_seq"]
+    for ci in (live, gone, app):
+        assert api.patch(f"/api/v1/cis/{ci}", json={"owner": "team"}).status_code == 200
+    updates = api.get(f"/api/v1/changes?since={start}").json()["items"]
+    assert api.delete(f"/api/v1/cis/{gone}").status_code == 204
+    with engine.connect() as conn:
+        batch = next_batch(conn, {"classes": ["server"]}, start, updates[-1]["seq"], 100, 1 << 20)
+    assert [orjson.loads(r)["object_id"] for r in batch.records] == [live, gone]
+    assert (batch.first_seq, batch.last_seq, batch.cursor_after) == (updates[0]["seq"], updates[1]["seq"],
+                                                                      updates[2]["seq"])
+    with engine.connect() as conn:  # bounded by count, then by bytes: the cursor stops at the last record sent
+        assert next_batch(conn, {}, start, updates[-1]["seq"], 1, 1 << 20).cursor_after == updates[0]["seq"]
+        assert next_batch(conn, {}, start, updates[-1]["seq"], 100, 10).cursor_after == updates[0]["seq"]
+        assert next_batch(conn, {}, updates[-1]["seq"], updates[-1]["seq"], 100, 1 << 20) is None

@@ -9,7 +9,12 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import Admin, read_transaction, write
 from app.api.responses import JSON
-from app.models.webhook import WebhookCreate, WebhookDeliveryPage, WebhookPublic, WebhookUpdate
+from app.models.webhook import (
+    WebhookCreate,
+    WebhookDeliveryPage,
+    WebhookPublic,
+    WebhookUpdate,
+)
 from app.services import webhooks
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])

@@ -16,7 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field as PydanticField, UrlConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, UrlConstraints
+from pydantic import Field as PydanticField
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Uuid
 from sqlmodel import Field, SQLModel
 

@@ -10,7 +10,10 @@ One deliverer per subscription, whatever the number of workers and hosts: a work
 subscription's lease (UPDATE ... WHERE leased_until < now, a plain row update that works the same on
 SQLite and PostgreSQL) and gives it back with the cursor. A lease outlives the longest attempt (twice
 the HTTP timeout plus a margin), so a worker killed mid-delivery holds it only that long. Hosts'
-clocks must agree to well within that margin.
+clocks must agree to well within that margin. The timeout bounds each network step (connect, send,
+each read of the answer's head), not their sum: a receiver dribbling its status line a byte at a time
+could stretch one attempt past the lease, and another worker could then send the same batch; the
+first one's outcome is then not recorded (its lease is gone), so the cursor never goes back.
 
 Failures are retried with exponential backoff and jitter (KARTA_WEBHOOK_RETRY_BASE_SECONDS doubling
 up to KARTA_WEBHOOK_RETRY_MAX_SECONDS, each wait a random 50-100% of that), kept in the database as
@@ -20,8 +23,8 @@ subscription is disabled, with a change record.
 
 Bounded everywhere: each HTTP call has a timeout and its answer's body is never read; a batch holds
 at most KARTA_WEBHOOK_BATCH_RECORDS records and about KARTA_WEBHOOK_BATCH_BYTES; the feed is read
-SCAN_ROWS records at a time; the loop polls every KARTA_WEBHOOK_POLL_SECONDS and stops within about
-one HTTP timeout at shutdown; the delivery log keeps the last KARTA_WEBHOOK_LOG_KEEP attempts of each
+SCAN_ROWS records at a time, at most SCAN_MAX for one batch; the loop polls every
+KARTA_WEBHOOK_POLL_SECONDS and stops within about one HTTP timeout at shutdown; the delivery log keeps the last KARTA_WEBHOOK_LOG_KEEP attempts of each
 subscription. This module never logs a secret or a body.
 """
 
@@ -55,6 +58,9 @@ CHANGE = ChangeRecord.__table__
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 SCAN_ROWS = 1000
+# At most this many records are looked at for one batch: a rare filter over a long backlog moves the
+# cursor on in steps (a batch with no records) instead of reading the whole feed under one lease.
+SCAN_MAX = 20_000
 # How long one task keeps delivering a subscription's backlog before giving its thread to others.
 SLICE_SECONDS = 5.0
 ACTOR = "webhook-delivery"
@@ -110,9 +116,13 @@ def next_batch(conn, filters: dict[str, list[str]], cursor: int, head: int, max_
     encoded: list[bytes] = []
     size, first, last, scanned = 0, 0, 0, cursor
     need_kinds = "classes" in filters or "relationship_types" in filters
-    while scanned < head:
+    # The first read is the batch's size (all of it, when nothing is filtered out); each further read
+    # doubles, up to SCAN_ROWS. Reading SCAN_ROWS at once for a batch of 100 cost 34 ms of 82 per delivery.
+    chunk, looked = min(max_records, SCAN_ROWS), 0
+    while scanned < head and looked < SCAN_MAX:
         rows = conn.execute(select(CHANGE).where(CHANGE.c.seq > scanned, CHANGE.c.seq <= head)
-                            .order_by(CHANGE.c.seq).limit(SCAN_ROWS)).mappings().all()
+                            .order_by(CHANGE.c.seq).limit(chunk)).mappings().all()
+        looked, chunk = looked + len(rows), min(chunk * 2, SCAN_ROWS)
         if not rows:
             scanned = head
             break
@@ -144,6 +154,7 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._in_flight: set[uuid.UUID] = set()
         self._lock = threading.Lock()
+        self._secrets: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="karta-webhook")
         self._client = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False,
                                     limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2))
@@ -163,7 +174,7 @@ class DeliveryWorker:
         while not self._stop.is_set():
             try:
                 self.poll()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end deliveries for good
+            except Exception:
                 log.exception("webhook poll failed; polling again")
             self._stop.wait(self.settings.webhook_poll_seconds)
 
@@ -189,11 +200,22 @@ class DeliveryWorker:
             while not self._stop.is_set() and time.monotonic() - started < SLICE_SECONDS:
                 if not self.deliver_once(webhook_id):
                     break
-        except Exception:  # noqa: BLE001 - logged; the lease expires and the next poll tries again
+        except Exception:
             log.exception("webhook %s: delivery failed unexpectedly", webhook_id)
         finally:
             with self._lock:
                 self._in_flight.discard(webhook_id)
+
+    def _secret(self, sealed: str) -> str:
+        """Decrypted once per sealed value (a PATCHed secret is another value): Fernet costs
+        milliseconds per call here, a delivery should not pay it each time."""
+        secret = self._secrets.get(sealed)
+        if secret is None:
+            secret = self.box.open(sealed)
+            if len(self._secrets) >= 10_000:
+                self._secrets.clear()
+            self._secrets[sealed] = secret
+        return secret
 
     def _take_lease(self, webhook_id: uuid.UUID) -> bool:
         now = utcnow()
@@ -225,7 +247,7 @@ class DeliveryWorker:
         payload = wire.body(webhook_id, delivery_id, attempt, batch.records, batch.first_seq, batch.last_seq)
         status, error, attempted_at, began = None, None, utcnow(), time.monotonic()
         try:
-            secret = self.box.open(row["secret_encrypted"])
+            secret = self._secret(row["secret_encrypted"])
             with self._client.stream("POST", row["url"], content=payload,
                                      headers=wire.headers(webhook_id, delivery_id, secret, payload)) as response:
                 status = response.status_code  # the body is never read: nothing to bound

@@ -23,8 +23,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from app.core.dialect import locked
-from app.models.webhook import Webhook, WebhookDelivery, WebhookState
 from app.models.types import as_utc
+from app.models.webhook import Webhook, WebhookDelivery, WebhookState
 from app.services.changes import last_seq
 from app.services.errors import NotFound
 from app.services.history import UnitOfWork

@@ -22,7 +22,7 @@ def readme_snippet(readme: Path) -> str:
     text = readme.read_text()
     section = text[text.index("### Webhooks: changes go out"):]
     section = section[:section.index("\n## ")]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self):  # noqa: N802 - http.server's naming
+        def do_POST(self):
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(min(length, MAX_BODY))
             status = int(status_file.read_text().strip() or 200) if status_file and status_file.exists() else 200

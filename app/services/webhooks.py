@@ -37,7 +37,9 @@ FILTER_KEYS = ("object_types", "classes", "relationship_types", "fields")
 
 
 class SecretBox:
-    """Encrypts and decrypts webhook secrets with the service's key (read once per worker)."""
+    """Encrypts and decrypts webhook secrets with the service's key (read once per worker). Seal before
+    opening a unit of work: on SQLite, the first use may write the key, which would wait for the
+    unit of work's own lock."""
 
     def __init__(self, engine: Engine, operator_key: str | None = None) -> None:
         self._engine = engine

@@ -1,15 +1,21 @@
 """/api/v1/webhooks: subscriptions validated, recorded in the change feed, their secret encrypted at
 rest and never returned; the filters' matching rules. (Deliveries: test_webhooks_delivery.py.)"""
 
+import socket
+import time
 import uuid
 
 import orjson
 import pytest
 from sqlalchemy import select
 
+from app.core.config import Settings
+from app.core.db import make_engine
 from app.models import Webhook
-from app.services.webhook_delivery import next_batch
-from app.services.webhooks import SecretBox, matches
+from app.services.history import UnitOfWork
+from app.services.webhook_delivery import DeliveryWorker, next_batch
+from app.services.webhooks import SecretBox, create_webhook, list_deliveries, matches
+from tests.conftest import create_tokens
 
 SECRET = "s3cret-of-the-receiver-0123"
 
@@ -130,3 +136,46 @@ def test_a_batch_finds_the_class_of_a_ci_its_records_do_not_name(api, engine):
         assert next_batch(conn, {}, start, updates[-1]["seq"], 1, 1 << 20).cursor_after == updates[0]["seq"]
         assert next_batch(conn, {}, start, updates[-1]["seq"], 100, 10).cursor_after == updates[0]["seq"]
         assert next_batch(conn, {}, updates[-1]["seq"], updates[-1]["seq"], 100, 1 << 20) is None
+
+
+def test_a_receiver_that_never_answers_times_out_and_shutdown_waits_no_longer(database_url):
+    """A listening socket that never answers: the attempt ends at the timeout, is logged as such, and
+    stopping the worker mid-attempt returns within about that timeout. (No app here: its own worker
+    would deliver too, with the default timeout.)"""
+    engine = make_engine(database_url)
+    settings = Settings(database_url=database_url, webhook_timeout_seconds=1.0, webhook_poll_seconds=0.1,
+                        webhook_retry_base_seconds=0.05, webhook_retry_max_seconds=0.05)
+    worker = DeliveryWorker(engine, settings)
+    try:
+        with socket.socket() as hung:
+            hung.bind(("127.0.0.1", 0))
+            hung.listen(8)  # connections complete in the backlog; nobody ever reads or answers
+            url = f"http://127.0.0.1:{hung.getsockname()[1]}/"
+            sealed = SecretBox(engine).seal(SECRET)  # before the unit of work: the key may be made now
+            with UnitOfWork(engine, "tests") as uow:
+                hook = create_webhook(uow, url, sealed, {})
+            create_tokens(engine)  # four change records after the subscription's own
+            worker.start()
+            try:
+                deadline = time.monotonic() + 30
+                while not _deliveries(engine, hook["id"]):
+                    assert time.monotonic() < deadline, "no attempt logged"
+                    time.sleep(0.05)
+                time.sleep(0.4)  # the second attempt is in flight: it began ~0.2 s after the first ended
+            finally:
+                began = time.monotonic()
+                worker.stop()
+                stopped_in = time.monotonic() - began
+        assert stopped_in < 2.5
+        attempts = _deliveries(engine, hook["id"])
+        assert len(attempts) >= 2  # the one in flight at stop() ended, and was logged, before it returned
+        first = attempts[-1]
+        assert (first["outcome"], first["status_code"], first["error"].split(":")[0]) == ("failed", None, "ReadTimeout")
+        assert 900 <= first["duration_ms"] < 2500 and (first["records"], first["attempt"]) == (5, 1)
+    finally:
+        engine.dispose()
+
+
+def _deliveries(engine, webhook_id):
+    with engine.connect() as conn:
+        return list_deliveries(conn, webhook_id, 100)["items"]

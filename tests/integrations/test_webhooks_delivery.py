@@ -9,6 +9,8 @@ SIGKILL between the receiver's answer and Karta's commit; its records must come 
 """
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import httpx
 import pytest
 
 from app.core.db import make_engine
-from tests.conftest import create_tokens
+from tests.conftest import create_tokens, missing_requirement
 from tests.server import free_port, running_server
 
 pytestmark = pytest.mark.tools
@@ -235,3 +237,22 @@ def test_disabled_after_a_run_of_failures_then_resumed_without_a_gap(database_ur
         expected = [r["seq"] for r in feed_after(client, webhook["cursor_seq"]) if r["object_type"] == "ci"]
         wait_until(lambda: client.get(url).json()["cursor_seq"] >= expected[-1], "the backlog delivered")
         assert delivered_in_order(client, receiver, webhook) == expected and len(expected) == 2
+
+
+def test_the_readme_subscription_command_runs_as_written(database_url, admin):
+    """The README's curl, against a real server that delivers nothing (its URL is not ours to call)."""
+    if shutil.which("curl") is None:
+        missing_requirement("the README's subscription command needs curl")
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Webhooks: changes go out"):]
+    command = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    with running_server(database_url, env={"KARTA_WEBHOOKS_DELIVER": "false"}) as base:
+        run = subprocess.run(["bash", "-euo", "pipefail", "-c", command.replace("http://127.0.0.1:8000", base)],
+                             capture_output=True, text=True, timeout=60,
+                             env={"ADMIN_TOKEN": admin["Authorization"].removeprefix("Bearer "), "PATH": "/usr/bin:/bin"})
+        assert run.returncode == 0, run.stderr
+        made = json.loads(run.stdout)
+        assert (made["url"], made["filters"], made["state"]) == (
+            "https://tickets.example.com/karta", {"classes": ["server"], "fields": ["owner", "status"]}, "active")
+        listed = httpx.get(f"{base}/api/v1/webhooks", headers=admin, timeout=10).json()
+        assert [hook["id"] for hook in listed] == [made["id"]]

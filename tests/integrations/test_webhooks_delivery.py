@@ -245,7 +245,7 @@ def test_the_readme_subscription_command_runs_as_written(database_url, admin):
         missing_requirement("the README's subscription command needs curl")
     text = (ROOT / "README.md").read_text()
     section = text[text.index("### Webhooks: changes go out"):]
-    command = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    command = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
     with running_server(database_url, env={"KARTA_WEBHOOKS_DELIVER": "false"}) as base:
         run = subprocess.run(["bash", "-euo", "pipefail", "-c", command.replace("http://127.0.0.1:8000", base)],
                              capture_output=True, text=True, timeout=60,

@@ -4,17 +4,24 @@ rest and never returned; the filters' matching rules. (Deliveries: test_webhooks
 import socket
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from app.core.config import Settings
-from app.core.db import make_engine
+from app.core.db import make_engine, write_transaction
 from app.models import Webhook
 from app.services.history import UnitOfWork
 from app.services.webhook_delivery import DeliveryWorker, next_batch
-from app.services.webhooks import SecretBox, create_webhook, list_deliveries, matches
+from app.services.webhooks import (
+    DELIVERY,
+    SecretBox,
+    create_webhook,
+    list_deliveries,
+    matches,
+)
 from tests.conftest import create_tokens
 
 SECRET = "s3cret-of-the-receiver-0123"
@@ -179,3 +186,23 @@ def test_a_receiver_that_never_answers_times_out_and_shutdown_waits_no_longer(da
 def _deliveries(engine, webhook_id):
     with engine.connect() as conn:
         return list_deliveries(conn, webhook_id, 100)["items"]
+
+
+def test_the_delivery_log_keeps_the_last_attempts_only(database_url):
+    engine = make_engine(database_url)
+    try:
+        worker = DeliveryWorker(engine, Settings(database_url=database_url, webhook_log_keep=3))
+        sealed = SecretBox(engine).seal(SECRET)
+        with UnitOfWork(engine, "tests") as uow:
+            hook = create_webhook(uow, "http://127.0.0.1:9/", sealed, {})
+        base = datetime(2026, 12, 1, tzinfo=UTC)
+        for minute in range(6):
+            with write_transaction(engine) as conn:
+                conn.execute(insert(DELIVERY), {
+                    "id": uuid.uuid4(), "webhook_id": hook["id"], "attempted_at": base + timedelta(minutes=minute),
+                    "attempt": minute + 1, "first_seq": 1, "last_seq": 1, "records": 1, "status_code": 503,
+                    "error": "HTTP 503", "duration_ms": 3, "outcome": "failed"})
+                worker._prune(conn, hook["id"])
+        assert [d["attempt"] for d in _deliveries(engine, hook["id"])] == [6, 5, 4]
+    finally:
+        engine.dispose()

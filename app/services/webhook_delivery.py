@@ -275,12 +275,12 @@ class DeliveryWorker:
                 values.update(cursor_seq=batch.cursor_after, failures=0, next_attempt_at=None)
                 if log_row is not None:
                     values["last_success_at"] = log_row["attempted_at"]
-            failures = None
+            failures, active = None, False
             if failed:
-                failures = uow.conn.execute(select(WEBHOOK.c.failures).where(mine)).scalar()
-                if failures is None:
+                row = uow.conn.execute(select(WEBHOOK.c.failures, WEBHOOK.c.state).where(mine)).first()
+                if row is None:
                     return
-                failures += 1
+                failures, active = row.failures + 1, row.state == WebhookState.active.value
                 wait = backoff_seconds(failures, settings.webhook_retry_base_seconds, settings.webhook_retry_max_seconds)
                 values.update(failures=failures, next_attempt_at=uow.now + timedelta(seconds=wait))
             if uow.conn.execute(update(WEBHOOK).where(mine).values(**values)).rowcount != 1:
@@ -288,7 +288,7 @@ class DeliveryWorker:
             if log_row is not None:
                 uow.conn.execute(insert(DELIVERY), log_row)
                 self._prune(uow.conn, webhook_id)
-            if failures is not None and failures >= settings.webhook_max_failures:
+            if active and failures >= settings.webhook_max_failures:  # not when disabled by hand meanwhile
                 disable(uow, webhook_id, f"{failures} failed deliveries in a row; last: {log_row['error']}")
                 log.warning("webhook %s disabled after %d failed deliveries in a row", webhook_id, failures)
 

@@ -25,7 +25,6 @@ from app.core.db import make_engine
 from tests.conftest import create_tokens, missing_requirement
 from tests.server import free_port, running_server
 
-pytestmark = pytest.mark.tools
 ROOT = Path(__file__).resolve().parents[2]
 RECEIVER = Path(__file__).with_name("webhook_receiver.py")
 SECRET = "receiver-secret-0123456789"
@@ -239,6 +238,7 @@ def test_disabled_after_a_run_of_failures_then_resumed_without_a_gap(database_ur
         assert delivered_in_order(client, receiver, webhook) == expected and len(expected) == 2
 
 
+@pytest.mark.tools  # curl
 def test_the_readme_subscription_command_runs_as_written(database_url, admin):
     """The README's curl, against a real server that delivers nothing (its URL is not ours to call)."""
     if shutil.which("curl") is None:

@@ -206,3 +206,12 @@ def test_the_delivery_log_keeps_the_last_attempts_only(database_url):
         assert [d["attempt"] for d in _deliveries(engine, hook["id"])] == [6, 5, 4]
     finally:
         engine.dispose()
+
+
+def test_an_operator_key_seals_secrets_instead_of_the_stored_one(engine):
+    sealed = SecretBox(engine, "an-operator-key-kept-outside").seal(SECRET)
+    assert SecretBox(engine, "an-operator-key-kept-outside").open(sealed) == SECRET
+    with pytest.raises(ValueError, match="cannot be decrypted"):
+        SecretBox(engine).open(sealed)  # the key kept in the database is another one
+    with pytest.raises(ValueError, match="cannot be decrypted"):
+        SecretBox(engine, "another-operator-key-0000").open(sealed)

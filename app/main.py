@@ -12,7 +12,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import web
-from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, search, tokens
+from app.api import (changes, cis, health, impact, ingest, openapi, problems, registry, relationships, search, tokens,
+                     webhooks)
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
@@ -20,6 +21,8 @@ from app.core.db import make_engine, refresh_statistics
 from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache
 from app.services.tokens import TokenVerifier
+from app.services.webhook_delivery import DeliveryWorker
+from app.services.webhooks import SecretBox
 
 DESCRIPTION = """Karta stores configuration items (CIs), their relationships and every change to them.
 
@@ -35,7 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.set_threshold(*settings.gc_thresholds)
         if settings.load_graph_at_startup:
             app.state.live_graph.warm_up(before=lambda: refresh_statistics(engine))
+        deliverer = DeliveryWorker(engine, settings) if settings.webhooks_deliver else None
+        if deliverer:
+            deliverer.start()
         yield
+        if deliverer:
+            deliverer.stop()
         engine.dispose()
 
     # /docs is served by app.web from vendored assets (FastAPI's own loads Swagger UI from a CDN).
@@ -46,11 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
+    app.state.webhook_secrets = SecretBox(engine, settings.webhook_key)
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes})
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
-    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search):
+    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

@@ -24,6 +24,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+class ServerUrl(str):
+    """The server's base URL, with its process (a test may kill it: SIGKILL mid-delivery)."""
+
+    process: subprocess.Popen
+
+
 @contextmanager
 def running_server(database_url: str, *, workers: int = 1, startup_seconds: float = 30, host: str = "127.0.0.1",
                    env: dict[str, str] | None = None):
@@ -38,7 +44,8 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
         [*KARTA, "serve", "--host", host, "--port", str(port), "--workers", str(workers)],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
-    base = f"http://{host}:{port}"
+    base = ServerUrl(f"http://{host}:{port}")
+    base.process = process
 
     def server_log() -> str:
         log.seek(0)

@@ -45,6 +45,12 @@ CONTRACT = [
     ("GET", "/api/v1/cis/{ci_id}/spof", "read"),
     ("GET", "/api/v1/cis/{ci_id}/neighborhood", "read"),
     ("GET", "/api/v1/search", "read"),
+    ("POST", "/api/v1/webhooks", "admin"),
+    ("GET", "/api/v1/webhooks", "admin"),
+    ("GET", "/api/v1/webhooks/{webhook_id}", "admin"),
+    ("PATCH", "/api/v1/webhooks/{webhook_id}", "admin"),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}", "admin"),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries", "admin"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},
@@ -53,7 +59,7 @@ GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "d
 
 def _url(path: str) -> str:
     return path.replace("{ci_id}", ANY_ID).replace("{relationship_id}", ANY_ID).replace(
-        "{token_id}", ANY_ID).replace("{name}", "server").replace("{run_id}", "r1")
+        "{token_id}", ANY_ID).replace("{webhook_id}", ANY_ID).replace("{name}", "server").replace("{run_id}", "r1")
 
 
 def test_contract_covers_every_route(app):

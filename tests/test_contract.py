@@ -91,6 +91,24 @@ def _ingest(api):
     return "/api/v1/ingest", body, {("ci", "create"): 2, ("ci", "update"): 1, ("relationship", "create"): 2}
 
 
+def _create_webhook(api):
+    return "/api/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "secret": "a-secret-of-16-chars"}, {
+        ("webhook", "create"): 1}
+
+
+def _webhook(api):
+    made = api.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "secret": "a-secret-of-16-chars"})
+    return made.json()["id"]
+
+
+def _update_webhook(api):
+    return f"/api/v1/webhooks/{_webhook(api)}", {"filters": {"classes": ["server"]}}, {("webhook", "update"): 1}
+
+
+def _delete_webhook(api):
+    return f"/api/v1/webhooks/{_webhook(api)}", None, {("webhook", "delete"): 1}
+
+
 CONTRACT = [
     Operation("POST", "/api/v1/cis", _create_ci, 201),
     Operation("PATCH", "/api/v1/cis/{ci_id}", _patch_ci, 200),
@@ -104,6 +122,9 @@ CONTRACT = [
     Operation("POST", "/api/v1/tokens", _create_token, 201),
     Operation("DELETE", "/api/v1/tokens/{token_id}", _revoke_token, 204),
     Operation("POST", "/api/v1/ingest", _ingest, 200),
+    Operation("POST", "/api/v1/webhooks", _create_webhook, 201),
+    Operation("PATCH", "/api/v1/webhooks/{webhook_id}", _update_webhook, 200),
+    Operation("DELETE", "/api/v1/webhooks/{webhook_id}", _delete_webhook, 204),
 ]
 # Mutating routes that change nothing stored: questions asked with a body.
 READ_ONLY_POSTS = {("POST", "/api/v1/impact"), ("POST", "/api/v1/blast-radius"), ("POST", "/api/v1/root-cause")}

@@ -69,6 +69,26 @@ class Settings(BaseSettings):
     # thousands of collections, and the older ones walk every live object, the impact graph included:
     # 25-40% of a first-load batch was spent there (measured, see BENCHMARKS.md).
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
+    # Webhooks (app/services/webhook_delivery.py). `webhooks_deliver`: this worker delivers (false on
+    # API-only hosts; another host's workers deliver). A subscription is disabled after
+    # `webhook_max_failures` failed attempts in a row; between failures it waits base * 2^(n-1) seconds,
+    # at most `webhook_retry_max_seconds`, each wait a random 50-100% of that. Every HTTP call is bounded
+    # by `webhook_timeout_seconds`; a delivery holds at most `webhook_batch_records` change records and
+    # about `webhook_batch_bytes` of JSON; the feed is polled every `webhook_poll_seconds`; at most
+    # `webhook_concurrency` deliveries run at once per worker; the log keeps `webhook_log_keep` attempts
+    # per subscription. `webhook_key` encrypts the subscriptions' secrets (the same on every host);
+    # unset, Karta generates a key once and keeps it in the database.
+    webhooks_deliver: bool = True
+    webhook_max_failures: int = Field(default=10, ge=1, le=1000)
+    webhook_retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
+    webhook_retry_max_seconds: float = Field(default=600.0, gt=0, le=86400)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_batch_records: int = Field(default=100, ge=1, le=1000)
+    webhook_batch_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    webhook_poll_seconds: float = Field(default=0.5, ge=0.05, le=5)
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)
+    webhook_log_keep: int = Field(default=200, ge=1, le=100_000)
+    webhook_key: str | None = Field(default=None, min_length=16, repr=False)
 
 
 @lru_cache

@@ -10,6 +10,7 @@ from app.models.identifier import CIIdentifier
 from app.models.relationship import EndedRelationship, Relationship, RelationshipType
 from app.models.token import ApiToken
 from app.models.web import ServiceSecret
+from app.models.webhook import Webhook, WebhookDelivery
 
 metadata = SQLModel.metadata
 
@@ -27,5 +28,7 @@ __all__ = [
     "Relationship",
     "RelationshipType",
     "ServiceSecret",
+    "Webhook",
+    "WebhookDelivery",
     "metadata",
 ]

@@ -53,21 +53,22 @@ def key_from_secret(secret: str) -> bytes:
     return base64.urlsafe_b64encode(hashlib.sha256(b"karta-session:" + secret.encode()).digest())
 
 
-def stored_key(engine: Engine) -> bytes:
-    """The generated key kept in the database; made by whichever worker asks first."""
+def stored_key(engine: Engine, name: str = SESSION_KEY_NAME) -> bytes:
+    """The generated key kept in the database under `name`; made by whichever worker asks first.
+    (`webhook_secrets` encrypts webhook secrets, app.services.webhooks.)"""
     for _ in range(3):  # a concurrent worker may insert between our read and our insert: read again
         with write_transaction(engine) as conn:
-            value = conn.execute(select(SECRET.c.value).where(SECRET.c.name == SESSION_KEY_NAME)).scalar()
+            value = conn.execute(select(SECRET.c.value).where(SECRET.c.name == name)).scalar()
             if value is not None:
                 return value.encode()
             try:
                 value = Fernet.generate_key().decode()
                 with conn.begin_nested():  # a savepoint: losing the race leaves the transaction usable
-                    conn.execute(insert(SECRET).values(name=SESSION_KEY_NAME, value=value))
+                    conn.execute(insert(SECRET).values(name=name, value=value))
                 return value.encode()
             except IntegrityError:
                 continue
-    raise RuntimeError("could not read or create the web session key")
+    raise RuntimeError(f"could not read or create the service key {name}")
 
 
 class SessionCodec:

@@ -28,7 +28,7 @@ from app.models.webhook import Webhook, WebhookDelivery, WebhookState
 from app.services.changes import last_seq
 from app.services.errors import NotFound
 from app.services.history import UnitOfWork
-from app.web.session import stored_key
+from app.services.service_keys import stored_key
 
 WEBHOOK = Webhook.__table__
 DELIVERY = WebhookDelivery.__table__

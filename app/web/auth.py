@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import Forbidden
 from app.core.scopes import Scope
 from app.services.tokens import NOT_CACHED, Principal
-from app.web.session import SESSION_COOKIE, SessionCodec, WebSession, key_from_secret, same_token, stored_key
+from app.services.service_keys import stored_key
+from app.web.session import SESSION_COOKIE, SESSION_KEY_NAME, SessionCodec, WebSession, key_from_secret, same_token
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -49,7 +50,7 @@ async def session_codec(request: Request) -> SessionCodec:
     codec = getattr(state, "session_codec", None)
     if codec is None:
         secret = state.settings.session_secret
-        key = key_from_secret(secret) if secret else await run_in_threadpool(stored_key, state.engine)
+        key = key_from_secret(secret) if secret else await run_in_threadpool(stored_key, state.engine, SESSION_KEY_NAME)
         codec = state.session_codec = SessionCodec(key)
     return codec
 

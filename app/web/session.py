@@ -22,13 +22,7 @@ import time
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Engine, insert, select
-from sqlalchemy.exc import IntegrityError
 
-from app.core.db import write_transaction
-from app.models.web import ServiceSecret
-
-SECRET = ServiceSecret.__table__
 SESSION_KEY_NAME = "web_session"
 SESSION_COOKIE = "karta_session"
 LOGIN_CSRF_COOKIE = "karta_login_csrf"
@@ -51,24 +45,6 @@ class WebSession:
 def key_from_secret(secret: str) -> bytes:
     """A Fernet key derived from an operator's secret string (KARTA_SESSION_SECRET)."""
     return base64.urlsafe_b64encode(hashlib.sha256(b"karta-session:" + secret.encode()).digest())
-
-
-def stored_key(engine: Engine, name: str = SESSION_KEY_NAME) -> bytes:
-    """The generated key kept in the database under `name`; made by whichever worker asks first.
-    (`webhook_secrets` encrypts webhook secrets, app.services.webhooks.)"""
-    for _ in range(3):  # a concurrent worker may insert between our read and our insert: read again
-        with write_transaction(engine) as conn:
-            value = conn.execute(select(SECRET.c.value).where(SECRET.c.name == name)).scalar()
-            if value is not None:
-                return value.encode()
-            try:
-                value = Fernet.generate_key().decode()
-                with conn.begin_nested():  # a savepoint: losing the race leaves the transaction usable
-                    conn.execute(insert(SECRET).values(name=name, value=value))
-                return value.encode()
-            except IntegrityError:
-                continue
-    raise RuntimeError(f"could not read or create the service key {name}")
 
 
 class SessionCodec:

@@ -136,12 +136,13 @@ def test_a_page_error_is_a_page(client, tokens):
 
 def test_the_session_key_is_made_once_and_shared_by_every_worker(database_url):
     from app.core.db import make_engine
-    from app.web.session import stored_key
+    from app.services.service_keys import stored_key
+    from app.web.session import SESSION_KEY_NAME
 
     first, second = make_engine(database_url), make_engine(database_url)
     try:
-        key = stored_key(first)
-        assert stored_key(second) == key and stored_key(first) == key
+        key = stored_key(first, SESSION_KEY_NAME)
+        assert stored_key(second, SESSION_KEY_NAME) == key and stored_key(first, SESSION_KEY_NAME) == key
     finally:
         first.dispose()
         second.dispose()

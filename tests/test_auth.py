@@ -45,6 +45,10 @@ CONTRACT = [
     ("GET", "/api/v1/cis/{ci_id}/spof", "read"),
     ("GET", "/api/v1/cis/{ci_id}/neighborhood", "read"),
     ("GET", "/api/v1/search", "read"),
+    ("POST", "/api/v1/integrations/alertmanager", "write"),
+    ("POST", "/api/v1/integrations/alerts", "write"),
+    ("GET", "/api/v1/incidents", "read"),
+    ("GET", "/api/v1/incidents/{incident_id}", "read"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},
@@ -53,7 +57,7 @@ GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "d
 
 def _url(path: str) -> str:
     return path.replace("{ci_id}", ANY_ID).replace("{relationship_id}", ANY_ID).replace(
-        "{token_id}", ANY_ID).replace("{name}", "server").replace("{run_id}", "r1")
+        "{token_id}", ANY_ID).replace("{incident_id}", ANY_ID).replace("{name}", "server").replace("{run_id}", "r1")
 
 
 def test_contract_covers_every_route(app):

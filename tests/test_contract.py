@@ -91,6 +91,18 @@ def _ingest(api):
     return "/api/v1/ingest", body, {("ci", "create"): 2, ("ci", "update"): 1, ("relationship", "create"): 2}
 
 
+def _alertmanager(api):
+    alert = {"status": "firing", "labels": {"alertname": "Down", "instance": "10.0.0.1:9100"}, "annotations": {},
+             "startsAt": "2026-12-02T15:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "f1"}
+    return "/api/v1/integrations/alertmanager", {"version": "4", "groupKey": "{}:{}", "status": "firing",
+                                                 "receiver": "karta", "alerts": [alert]}, {("incident", "create"): 1}
+
+
+def _generic_alert(api):
+    return "/api/v1/integrations/alerts", {"host": "db-1", "service": "PostgreSQL", "state": "CRITICAL"}, {
+        ("incident", "create"): 1}
+
+
 CONTRACT = [
     Operation("POST", "/api/v1/cis", _create_ci, 201),
     Operation("PATCH", "/api/v1/cis/{ci_id}", _patch_ci, 200),
@@ -104,6 +116,8 @@ CONTRACT = [
     Operation("POST", "/api/v1/tokens", _create_token, 201),
     Operation("DELETE", "/api/v1/tokens/{token_id}", _revoke_token, 204),
     Operation("POST", "/api/v1/ingest", _ingest, 200),
+    Operation("POST", "/api/v1/integrations/alertmanager", _alertmanager, 200),
+    Operation("POST", "/api/v1/integrations/alerts", _generic_alert, 200),
 ]
 # Mutating routes that change nothing stored: questions asked with a body.
 READ_ONLY_POSTS = {("POST", "/api/v1/impact"), ("POST", "/api/v1/blast-radius"), ("POST", "/api/v1/root-cause")}

@@ -76,13 +76,18 @@ def running_alertmanager(directory: Path, karta: str, token: str):
         print("alertmanager log:\n" + log.read()[-10_000:])
         raise
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         log.close()
+
+
+def stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    """Terminate, and kill what does not end within `timeout`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 def wait_for(read, done, what: str, seconds: float = WAIT_SECONDS):

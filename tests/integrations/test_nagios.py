@@ -23,7 +23,7 @@ import pytest
 
 from app.core.db import make_engine
 from tests.conftest import Api, create_tokens, missing_requirement
-from tests.integrations.test_alertmanager import wait_for
+from tests.integrations.test_alertmanager import stop, wait_for
 from tests.integrations.test_incidents import radius_view
 from tests.server import running_server
 
@@ -170,8 +170,7 @@ def listening(namespace: str, address: str, port: int):
             time.sleep(0.1)
         yield
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
 @contextmanager
@@ -192,12 +191,7 @@ def running_nagios(directory: Path, address: str, env: dict[str, str]):
         print("nagios.log:\n" + (directory / "nagios.log").read_text()[-5000:])
         raise
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         out.close()
 
 

@@ -9,13 +9,33 @@ The topology (built through the API, as an operator would):
 """
 
 import json
+from pathlib import Path
 
 import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 HOSTS = {
     "web-1": {"fqdn": "web-1.example.com", "ip_address": "10.0.0.11"},
     "db-1": {"fqdn": "db-1.example.com", "ip_address": ["10.0.0.21", "2001:db8::21"]},
 }
+
+
+def readme_block(language: str, containing: str) -> str:
+    """A code block of the README's alerts section, as an operator pastes it."""
+    text = README.read_text()
+    section = text[text.index("### Alerts become incidents"):text.index("### Ansible inventory")]
+    blocks, block, opened = [], [], None
+    for line in section.splitlines():
+        if line.startswith("```"):
+            if opened is None:
+                opened, block = line[3:], []
+            else:
+                blocks.append((opened, "\n".join(block) + "\n"))
+                opened = None
+        elif opened is not None:
+            block.append(line)
+    return next(text for kind, text in blocks if kind == language and containing in text)
 
 
 def build_topology(api) -> dict[str, str]:

@@ -4,9 +4,9 @@ The lab host is a network namespace of its own joined to this machine by a veth 
 this test's two addresses); a TCP listener inside it plays PostgreSQL. Nagios runs as root here
 (nagios_user/nagios_group root: it only warns; it refuses nothing), with every file it writes in a
 temporary directory (lock file, check results, status, query socket), checks every second
-(interval_length=1) with check_tcp, and its notification command runs `karta alert` as the README
-shows (`<python> -m app.cli alert ...` with PYTHONPATH at this checkout, so this code runs), the
-token and URL in Nagios's environment, never on the command line. Stopping the listener makes the
+(interval_length=1) with check_tcp, and its notification commands and contact are the README's, pasted, with
+`karta` run as `<python> -m app.cli` (PYTHONPATH at this checkout, so this code runs), the URL in
+Nagios's environment and the token in a file, never on the command line. Stopping the listener makes the
 check CRITICAL and Karta opens an incident with the expected blast radius; starting it again makes
 it OK and the incident resolves.
 """
@@ -24,7 +24,7 @@ import pytest
 from app.core.db import make_engine
 from tests.conftest import Api, create_tokens, missing_requirement
 from tests.integrations.test_alertmanager import stop, wait_for
-from tests.integrations.test_incidents import radius_view
+from tests.integrations.test_incidents import radius_view, readme_block
 from tests.server import running_server
 
 NAGIOS = "/usr/sbin/nagios4"
@@ -63,7 +63,7 @@ log_initial_states=1
 illegal_macro_output_chars=`~$&|'"<>
 """
 
-# What an operator pastes (README), with the python that runs this checkout.
+# The lab's host and service; the notification commands and contact are the README's.
 OBJECTS_CFG = """\
 define timeperiod {{
   timeperiod_name 24x7
@@ -83,23 +83,6 @@ define command {{
 define command {{
   command_name check-tcp
   command_line {check_tcp} -H $HOSTADDRESS$ -p $ARG1$ -t 2
-}}
-define command {{
-  command_name notify-karta-service
-  command_line {karta} alert --host '$HOSTADDRESS$' --service '$SERVICEDESC$' --state '$SERVICESTATE$' --output '$SERVICEOUTPUT$'
-}}
-define command {{
-  command_name notify-karta-host
-  command_line {karta} alert --host '$HOSTADDRESS$' --state '$HOSTSTATE$' --output '$HOSTOUTPUT$'
-}}
-define contact {{
-  contact_name karta
-  service_notification_period 24x7
-  host_notification_period 24x7
-  service_notification_options w,u,c,r
-  host_notification_options d,u,r
-  service_notification_commands notify-karta-service
-  host_notification_commands notify-karta-host
 }}
 define host {{
   host_name lab-db
@@ -174,12 +157,13 @@ def listening(namespace: str, address: str, port: int):
 
 
 @contextmanager
-def running_nagios(directory: Path, address: str, env: dict[str, str]):
+def running_nagios(directory: Path, address: str, env: dict[str, str], token_file: Path):
     (directory / "checkresults").mkdir()
     karta = f"{sys.executable} -m app.cli"
     (directory / "nagios.cfg").write_text(NAGIOS_CFG.format(d=directory))
-    (directory / "objects.cfg").write_text(OBJECTS_CFG.format(check_tcp=CHECK_TCP, karta=karta, address=address,
-                                                             port=PORT))
+    pasted = readme_block("", "notify-karta-service").replace("/usr/local/bin/karta", karta).replace(
+        "/etc/nagios4/karta-token", str(token_file))
+    (directory / "objects.cfg").write_text(OBJECTS_CFG.format(check_tcp=CHECK_TCP, address=address, port=PORT) + pasted)
     check = subprocess.run([NAGIOS, "-v", str(directory / "nagios.cfg")], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout[-3000:]
     out = (directory / "nagios.out").open("w")
@@ -214,7 +198,10 @@ def test_nagios_notifies_karta_through_karta_alert(database_url, tmp_path):
         billing = api.create_ci("service", "billing", owner="billing-team", criticality=2)["id"]
         api.relate(pg, "runs_on", lab_db)
         api.relate(billing, "depends_on", pg)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(WORKTREE), "KARTA_URL": karta, "KARTA_TOKEN": secrets["write"]}
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(WORKTREE), "KARTA_URL": karta}
+        token_file = tmp_path / "karta-token"
+        token_file.write_text(secrets["write"])
+        token_file.chmod(0o600)
 
         def incident() -> dict | None:
             items = api.get("/api/v1/incidents", as_="read").json()["items"]
@@ -222,7 +209,7 @@ def test_nagios_notifies_karta_through_karta_alert(database_url, tmp_path):
 
         listener = listening(namespace, address, PORT)
         listener.__enter__()  # up before Nagios's first check
-        with running_nagios(tmp_path, address, env) as log:
+        with running_nagios(tmp_path, address, env, token_file) as log:
             try:
                 wait_for(lambda: log.read_text() if log.exists() else "",
                          lambda text: "INITIAL SERVICE STATE: lab-db;PostgreSQL;OK" in text, "Nagios started")

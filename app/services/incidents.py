@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.core.db import read_transaction
 from app.core.dialect import locked
-from app.models import Incident, IncidentAlert
+from app.models import ChangeRecord, Incident, IncidentAlert
 from app.models.types import as_utc, new_id
 from app.services import alert_binding, impact
 from app.services.bulk import insert_rows
@@ -41,6 +41,9 @@ from app.services.pagination import decode_uuid_cursor, page
 
 INCIDENT = Incident.__table__
 ALERT = IncidentAlert.__table__
+CHANGE = ChangeRecord.__table__
+# What the graph and the descriptions of CIs are made of: a change to any of them means recomputing.
+GRAPH_OBJECTS = ("ci", "relationship", "class", "relationship_type")
 ROOT_CAUSE_LIMIT = 10
 # An incident keeps at most this many alerts: past it, the resolved ones that ended first are dropped
 # (a group that churns through new fingerprints for months must not grow without end).
@@ -138,7 +141,13 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict) -> 
         merged.pop(fingerprint)
         changed.pop(fingerprint, None)
     failed = sorted({str(a["ci_id"]) for a in merged.values() if a["status"] == "firing" and a["ci_id"]})
-    summary, as_of_seq = compute(ctx, conn, failed)
+    if not created and failed == [ci["id"] for ci in row["summary"].get("failed", [])] \
+            and not graph_changed_since(conn, row["as_of_seq"]):
+        # The same CIs failing on the same graph (Alertmanager repeating a group, one more alert on an
+        # already failed host): the stored computation still holds, and says when it was made.
+        summary, as_of_seq = dict(row["summary"]), row["as_of_seq"]
+    else:
+        summary, as_of_seq = compute(ctx, conn, failed)
     summary["counts"] = _counts(merged.values())
     status = "open" if summary["counts"]["firing"] else "resolved"
     before = None if created else _feed_view(row["status"], row["summary"])
@@ -224,6 +233,12 @@ def _feed_view(status: str, summary: dict[str, Any]) -> dict[str, Any]:
     return {"status": status, "alerts_firing": counts.get("firing", 0), "alerts_resolved": counts.get("resolved", 0),
             "alerts_unbound": counts.get("unbound", 0), "failed_cis": [ci["id"] for ci in summary.get("failed", [])],
             "impacted": radius.get("counts", {}).get("total", 0), "risk": radius.get("risk")}
+
+
+def graph_changed_since(conn: Connection, seq: int) -> bool:
+    """Whether a CI or relationship changed after `seq` (incident records, also in the feed, do not count)."""
+    return conn.execute(select(CHANGE.c.seq).where(CHANGE.c.seq > seq, CHANGE.c.object_type.in_(GRAPH_OBJECTS))
+                        .limit(1)).first() is not None
 
 
 def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str, Any], int]:

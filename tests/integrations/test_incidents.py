@@ -266,3 +266,19 @@ def test_generic_alerts_raise_and_resolve_per_host(api):
     assert (host_down["group_key"], names(host_down["failed"])) == ("web", {"web-1"})
     assert api.post("/api/v1/integrations/alerts", json={**body, "state": "BROKEN"}, as_="write").status_code == 422
     assert api.post("/api/v1/integrations/alerts", json={**body, "extra": 1}, as_="write").status_code == 422
+
+
+def test_a_repeated_group_is_recomputed_once_the_map_changed(api):
+    ids = build_topology(api)
+    payload = am_payload("g", [am_alert("db", instance="10.0.0.21:9100")])
+    first = post_am(api, payload).json()
+    assert post_am(api, payload).json()["as_of_seq"] == first["as_of_seq"]  # nothing changed: kept as computed
+    audit = api.create_ci("service", "audit", owner="audit-team", criticality=2)["id"]
+    api.relate(audit, "depends_on", ids["shop-db"])
+    again = post_am(api, payload).json()
+    assert again["as_of_seq"] > first["as_of_seq"]
+    assert {s["name"] for s in again["blast_radius"]["services"]} == {"shop", "reports", "audit"}
+    assert again["owners"] == ["audit-team", "bi-team", "infra", "shop-team"]
+    feed = api.get(f"/api/v1/changes?since={again['as_of_seq'] - 1}", as_="read").json()["items"]
+    assert [(r["object_type"], r["diff"]) for r in feed if r["object_type"] == "incident"] == [
+        ("incident", {"impacted": [4, 5]})]

@@ -190,6 +190,47 @@ def measure(base: str, secret: str, hosts: dict[str, str], groups: int, seed: in
     return times, {"first_s": first, **{k: statistics.mean(v) for k, v in sizes.items()}}
 
 
+def breakdown(url: str, hosts: dict[str, str], groups: int, seed: int) -> list[str]:
+    """Where a new group's time goes, in this process (no HTTP): the graph's impact and root cause,
+    and the database reads that name what they found (app.services.incidents.compute's parts)."""
+    from app.core.config import Settings
+    from app.core.db import read_transaction
+    from app.main import create_app
+    from app.services import impact
+
+    app = create_app(Settings(database_url=url, load_graph_at_startup=False))
+    rng, ids = random.Random(seed + 2), list(hosts)
+    parts: dict[str, dict[str, list[float]]] = {}
+    with app.state.live_graph.reading() as graph:
+        shapes = {"random hosts": [rng.sample(ids, 20) for _ in range(groups)], "one cause": []}
+        while len(shapes["one cause"]) < groups:
+            down = [i for i in graph.impact([rng.choice(ids)]).impacted if i in hosts]
+            if len(down) >= 20:
+                shapes["one cause"].append(rng.sample(down, 20))
+    for shape, sets in shapes.items():
+        for failed in sets:
+            timings = parts.setdefault(shape, {})
+            with app.state.live_graph.reading() as graph:
+                started = time.perf_counter()
+                result = graph.impact(failed)
+                timings.setdefault("graph impact", []).append(time.perf_counter() - started)
+                started = time.perf_counter()
+                candidates = graph.root_cause(failed, limit=10)
+                timings.setdefault("graph root_cause (10)", []).append(time.perf_counter() - started)
+            started = time.perf_counter()
+            with read_transaction(app.state.engine) as conn:
+                impact.impact_answer(conn, result)
+                impact.root_cause_answer(conn, failed, candidates)
+            timings.setdefault("naming them (database)", []).append(time.perf_counter() - started)
+    app.state.engine.dispose()
+    lines = ["| shape | part | p50 ms | p99 ms |", "|---|---|---:|---:|"]
+    for shape, timings in parts.items():
+        for part, values in timings.items():
+            lines.append(f"| {shape} | {part} | {statistics.median(values) * 1000:.1f} | "
+                         f"{percentile(values, 0.99) * 1000:.1f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cis", type=int, default=1_000_000)
@@ -197,6 +238,7 @@ def main() -> None:
     parser.add_argument("--backends", default="postgresql")
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--reuse", action="store_true", help="measure the PostgreSQL database a previous run left")
+    parser.add_argument("--breakdown", action="store_true", help="also time the parts of a new group in-process")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="karta-incident-bench-"))
     lines = [f"POST /api/v1/integrations/alertmanager, 20-alert groups, {args.cis:,} CIs (bench/graph_synthetic.py), "
@@ -221,6 +263,8 @@ def main() -> None:
             lines.append(f"| {backend} | {kind} | {statistics.median(values):.1f} | {percentile(values, 0.95):.1f} | "
                          f"{percentile(values, 0.99):.1f} | {max(values):.1f} |")
             print(lines[-1], file=sys.stderr)
+        if args.breakdown:
+            notes += ["", f"{backend}, where a new group's time goes:", ""] + breakdown(url, hosts, args.groups, args.seed)
         notes.append(f"{backend}: first webhook (graph built) {sizes.pop('first_s'):.1f} s; per new group on average: "
                      + "; ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
     report = "\n".join(lines + [""] + notes)

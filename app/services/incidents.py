@@ -92,10 +92,37 @@ def receive(ctx: Context, actor: str, group: AlertGroup, *, token_id: uuid.UUID 
     group = _clean_group(group)
     # One entry per fingerprint: a source that repeats one in a payload means its last word.
     alerts = list({alert.fingerprint: alert for alert in group.alerts}.values())
+    # Everything that only reads comes first, outside the write transaction: the graph's root cause
+    # can take seconds, and a writer holding its locks (SQLite's is the whole database's) that long
+    # would stall every other write.
     with read_transaction(ctx.engine) as conn:
         bindings = alert_binding.bind(conn, ctx.registry.get(conn=conn), ctx.rules, (a.labels for a in alerts))
-    incoming = {alert.fingerprint: (alert, binding) for alert, binding in zip(alerts, bindings)}
-    return in_unit_of_work(ctx.engine, actor, lambda uow: _apply(ctx, uow, group, incoming), token_id=token_id)
+        incoming = {alert.fingerprint: (alert, binding) for alert, binding in zip(alerts, bindings)}
+        row = conn.execute(select(INCIDENT).where(INCIDENT.c.group_key_hash == key_hash(group.group_key))
+                           ).mappings().first()
+        stored = _stored_alerts(conn, row["id"]) if row is not None else {}
+        failed = _failed({**stored, **{f: {"status": a.status, "ci_id": b.ci_id if b else None}
+                                       for f, (a, b) in incoming.items()}})
+        computed = None if row is not None and _still_holds(conn, row, failed) else (failed, *compute(ctx, conn, failed))
+    return in_unit_of_work(ctx.engine, actor, lambda uow: _apply(ctx, uow, group, incoming, computed),
+                           token_id=token_id)
+
+
+def _stored_alerts(conn: Connection, incident_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+    return {r["fingerprint"]: dict(r) for r in conn.execute(
+        select(ALERT).where(ALERT.c.incident_id == incident_id)).mappings()}
+
+
+def _failed(alerts: dict[str, dict[str, Any]]) -> list[str]:
+    """The failed CIs: those of the firing alerts."""
+    return sorted({str(a["ci_id"]) for a in alerts.values() if a["status"] == "firing" and a["ci_id"]})
+
+
+def _still_holds(conn: Connection, row, failed: list[str]) -> bool:
+    """Whether the incident's stored computation is still true: the same CIs failing on the same graph
+    (Alertmanager repeating a group, one more alert on an already failed host)."""
+    return failed == [ci["id"] for ci in row["summary"].get("failed", [])] and not graph_changed_since(
+        conn, row["as_of_seq"])
 
 
 def _text(value: str | None) -> str | None:
@@ -119,12 +146,11 @@ def _clean_group(group: AlertGroup) -> AlertGroup:
                         generator_url=_text(a.generator_url)) for a in group.alerts])
 
 
-def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict) -> dict[str, Any]:
+def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, computed: tuple | None) -> dict[str, Any]:
     conn, now = uow.conn, uow.now
     row, created = _lock_or_create(uow, group)
     incident_id = row["id"]
-    stored = {r["fingerprint"]: dict(r) for r in conn.execute(
-        select(ALERT).where(ALERT.c.incident_id == incident_id)).mappings()}
+    stored = _stored_alerts(conn, incident_id)
     changed = {}
     for fingerprint, (alert, binding) in incoming.items():
         new = {"incident_id": incident_id, "fingerprint": fingerprint, "status": alert.status,
@@ -140,13 +166,12 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict) -> 
     for fingerprint in dropped:
         merged.pop(fingerprint)
         changed.pop(fingerprint, None)
-    failed = sorted({str(a["ci_id"]) for a in merged.values() if a["status"] == "firing" and a["ci_id"]})
-    if not created and failed == [ci["id"] for ci in row["summary"].get("failed", [])] \
-            and not graph_changed_since(conn, row["as_of_seq"]):
-        # The same CIs failing on the same graph (Alertmanager repeating a group, one more alert on an
-        # already failed host): the stored computation still holds, and says when it was made.
-        summary, as_of_seq = dict(row["summary"]), row["as_of_seq"]
-    else:
+    failed = _failed(merged)
+    if not created and _still_holds(conn, row, failed):
+        summary, as_of_seq = dict(row["summary"]), row["as_of_seq"]  # it says when it was computed
+    elif computed is not None and computed[0] == failed:
+        summary, as_of_seq = dict(computed[1]), computed[2]
+    else:  # another notification of the group changed its alerts meanwhile: compute under the lock
         summary, as_of_seq = compute(ctx, conn, failed)
     summary["counts"] = _counts(merged.values())
     status = "open" if summary["counts"]["firing"] else "resolved"

@@ -48,6 +48,10 @@ ROOT_CAUSE_LIMIT = 10
 # An incident keeps at most this many alerts: past it, the resolved ones that ended first are dropped
 # (a group that churns through new fingerprints for months must not grow without end).
 MAX_ALERTS = 10_000
+# The change feed names at most this many failed CIs per record (the first by id; the incident has them all).
+FEED_FAILED_MAX = 100
+# A page of incidents names at most this many failed CIs and services of each.
+LIST_NAMED_MAX = 20
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,8 @@ def _feed_view(status: str, summary: dict[str, Any]) -> dict[str, Any]:
     counts = summary.get("counts", {})
     radius = summary.get("blast_radius", {})
     return {"status": status, "alerts_firing": counts.get("firing", 0), "alerts_resolved": counts.get("resolved", 0),
-            "alerts_unbound": counts.get("unbound", 0), "failed_cis": [ci["id"] for ci in summary.get("failed", [])],
+            "alerts_unbound": counts.get("unbound", 0),
+            "failed_cis": [ci["id"] for ci in summary.get("failed", [])[:FEED_FAILED_MAX]],
             "impacted": radius.get("counts", {}).get("total", 0), "risk": radius.get("risk")}
 
 
@@ -313,8 +318,10 @@ def list_incidents(conn: Connection, status: str | None, limit: int, cursor: str
         full = _public(dict(row), row["summary"], row["as_of_seq"])
         radius = full.pop("blast_radius")
         full.pop("root_cause")
-        return {**full, "risk": radius.get("risk"), "impacted": radius.get("counts", {}).get("total", 0),
-                "services": [{"id": s["id"], "name": s["name"], "state": s["state"]} for s in radius.get("services", [])][:20]}
+        return {**full, "failed": full["failed"][:LIST_NAMED_MAX], "failed_count": len(full["failed"]),
+                "risk": radius.get("risk"), "impacted": radius.get("counts", {}).get("total", 0),
+                "services": [{"id": s["id"], "name": s["name"], "state": s["state"]}
+                             for s in radius.get("services", [])[:LIST_NAMED_MAX]]}
 
     return page(rows, limit, brief, "id")
 

@@ -202,6 +202,7 @@ def test_lists_page_and_filter_and_reads_need_read_scope(api):
     assert [i["id"] for i in api.get("/api/v1/incidents?status=resolved", as_="read").json()["items"]] == [second["id"]]
     listed = page2["items"][0]
     assert (listed["risk"], listed["impacted"], listed["owners"]) == ("critical", 2, ["infra", "shop-team"])
+    assert (names(listed["failed"]), listed["failed_count"], names(listed["services"])) == ({"web-1"}, 1, {"shop"})
     assert api.get("/api/v1/incidents?status=closed", as_="read").status_code == 422
     assert api.get("/api/v1/incidents?cursor=!!", as_="read").status_code == 422
     assert api.get(f"/api/v1/incidents/{'0' * 8}-0000-0000-0000-{'0' * 12}", as_="read").status_code == 404
@@ -282,3 +283,26 @@ def test_a_repeated_group_is_recomputed_once_the_map_changed(api):
     feed = api.get(f"/api/v1/changes?since={again['as_of_seq'] - 1}", as_="read").json()["items"]
     assert [(r["object_type"], r["diff"]) for r in feed if r["object_type"] == "incident"] == [
         ("incident", {"impacted": [4, 5]})]
+
+
+def test_a_group_of_thousands_of_alerts_is_taken_whole(api):
+    ids = build_topology(api)
+    alerts = [am_alert(f"n{n}", instance=f"10.1.{n // 250}.{n % 250}:9100") for n in range(3000)]
+    alerts += [am_alert("db", instance="10.0.0.21:9100"), am_alert("web", instance="web-1.example.com:9100")]
+    response = post_am(api, am_payload("big", alerts))
+    assert response.status_code == 200, response.text[:500]
+    incident = response.json()
+    assert incident["counts"] == {"firing": 3002, "resolved": 0, "unbound": 3000}
+    assert {ci["id"] for ci in incident["failed"]} == {ids["db-1"], ids["web-1"]}
+
+
+def test_an_incident_keeps_its_latest_alerts(api, monkeypatch):
+    from app.services import incidents
+
+    monkeypatch.setattr(incidents, "MAX_ALERTS", 3)
+    build_topology(api)
+    post_am(api, am_payload("g", [am_alert("a", "resolved"), am_alert("b", "resolved")]))
+    incident = post_am(api, am_payload("g", [am_alert("c"), am_alert("d")])).json()
+    assert incident["counts"] == {"firing": 2, "resolved": 1, "unbound": 3}
+    kept = api.get(f"/api/v1/incidents/{incident['id']}", as_="read").json()["alerts"]
+    assert {a["fingerprint"] for a in kept} == {"b", "c", "d"}  # a and b ended together: a goes first (by name)

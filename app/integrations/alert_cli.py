@@ -92,7 +92,11 @@ def _post(url: str, token: str, body: dict, timeout: float, *, trust_env: bool) 
                 last = f"cannot reach Karta: {type(exc).__name__}"
             else:
                 if response.status_code == 200:
-                    print(_summary(response.json()))
+                    try:
+                        print(_summary(response.json()))
+                    except (ValueError, AttributeError, TypeError):  # 200 from something that is not Karta
+                        _say(f"the answer from {url} is not Karta's: is KARTA_URL right?")
+                        return REFUSED
                     return OK
                 if response.status_code not in RETRY_STATUS and response.status_code < 500:
                     _say(f"refused ({response.status_code}): {_problem(response)}")
@@ -110,14 +114,16 @@ def _problem(response) -> str:
         return response.text[:300].replace("\n", " ")
     if not isinstance(problem, dict):
         return str(problem)[:300]
-    errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors") or [] if isinstance(e, dict))
+    errors = "; ".join(f"{e.get('field')}: {e.get('message')}"
+                       for e in problem.get("errors") or [] if isinstance(e, dict))
     return " ".join(str(part) for part in (problem.get("title"), problem.get("detail"), errors) if part)[:500]
 
 
 def _summary(incident: dict) -> str:
     counts = incident.get("counts") or {}
     failed = ", ".join(str(ci.get("name") or ci.get("id")) for ci in incident.get("failed") or [])
-    services = ", ".join(f"{s.get('name')} {s.get('state')}" for s in (incident.get("blast_radius") or {}).get("services") or [])
+    radius = incident.get("blast_radius") or {}
+    services = ", ".join(f"{s.get('name')} {s.get('state')}" for s in radius.get("services") or [])
     return (f"incident {incident.get('id')} {incident.get('status')}: {counts.get('firing', 0)} firing; "
-            f"failed: {failed or 'none'}; services: {services or 'none'}; risk: "
-            f"{(incident.get('blast_radius') or {}).get('risk') or 'none'}").replace("\n", " ")
+            f"failed: {failed or 'none'}; services: {services or 'none'}; risk: {radius.get('risk') or 'none'}"
+            ).replace("\n", " ")

@@ -11,9 +11,11 @@ incident is recomputed from the firing alerts' CIs, the *failed CIs*, taken toge
 It is open while one alert fires, resolved when all are resolved, and reopens when one fires again.
 
 Each change goes through one unit of work and one change record (object_type "incident"): the diff of
-status, alert counts, failed CIs and risk. Alerts get no records of their own, so the feed says
-"incident X: 2 -> 0 firing, open -> resolved" once, not once per alert. A webhook that changes none of
-those (Alertmanager repeating itself) writes nothing.
+status, alert counts, failed CIs (the first 100), impacted count and risk. Alerts get no records of
+their own, so the feed says "incident X: 2 -> 0 firing, open -> resolved" once, not once per alert;
+an alert whose labels or annotations alone changed updates its row without a record (monitoring's
+text, not the incident's state). A webhook that changes nothing (Alertmanager repeating itself)
+writes nothing.
 
 The graph is read under `live_graph.reading()` only for the graph's own work; names and owners are
 read from the database after it. This module never talks HTTP and never parses an outside format.
@@ -205,7 +207,8 @@ def _fill_times(new: dict[str, Any], old: dict[str, Any] | None, now: datetime) 
     """Times a source did not give (Nagios says only "CRITICAL" or "OK"): an alert started when it first
     fired (a repeated notification does not move it) and ended when it was reported resolved."""
     if new["starts_at"] is None:
-        new["starts_at"] = old["starts_at"] if old is not None and (old["status"] == "firing" or new["status"] == "resolved") else now
+        kept = old is not None and (old["status"] == "firing" or new["status"] == "resolved")
+        new["starts_at"] = old["starts_at"] if kept else now
     if new["status"] == "resolved" and new["ends_at"] is None:
         new["ends_at"] = old["ends_at"] if old is not None and old["status"] == "resolved" else now
 

@@ -4,6 +4,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -197,6 +198,27 @@ def token_revoke(
         return
     time.sleep(tokens.revocation_settled(settings.token_cache_seconds))
     typer.echo(f"token '{found['name']}' ({found['id']}) revoked")
+
+
+@cli.command("alert")
+def alert(
+    host: Annotated[str, typer.Option(help="The host checked: address, fqdn or hostname ($HOSTADDRESS$ / $HOSTNAME$)")],
+    state: Annotated[str, typer.Option(help="CRITICAL, WARNING, UNKNOWN, OK; host checks: DOWN, UNREACHABLE, UP")],
+    service: Annotated[str | None, typer.Option(help="The service check's name ($SERVICEDESC$); none for a host check")] = None,
+    output: Annotated[str | None, typer.Option(help="The check's output ($SERVICEOUTPUT$)")] = None,
+    group: Annotated[str | None, typer.Option(help="The incident's group key (default: one incident per host)")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="key=value, repeat for several (cmdb_ci=<id> binds exactly)")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="A file holding the token (else KARTA_TOKEN)")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain http to another machine")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, max=300, help="Give up after this many seconds")] = 10.0,
+) -> None:
+    """Send a check's state to Karta (POST /api/v1/integrations/alerts), for a Nagios or Zabbix notification
+    command. KARTA_URL and KARTA_TOKEN from the environment. Exit 0 accepted, 3 configuration, 4 refused,
+    5 unreachable (app/integrations/alert_cli.py)."""
+    from app.integrations.alert_cli import run
+
+    raise typer.Exit(run(host=host, service=service, state=state, output=output, group=group, labels=label or [],
+                         token_file=token_file, insecure=insecure, timeout=timeout))
 
 
 def main() -> None:

@@ -51,6 +51,10 @@ CONTRACT = [
     ("PATCH", "/api/v1/webhooks/{webhook_id}", "admin"),
     ("DELETE", "/api/v1/webhooks/{webhook_id}", "admin"),
     ("GET", "/api/v1/webhooks/{webhook_id}/deliveries", "admin"),
+    ("POST", "/api/v1/integrations/alertmanager", "write"),
+    ("POST", "/api/v1/integrations/alerts", "write"),
+    ("GET", "/api/v1/incidents", "read"),
+    ("GET", "/api/v1/incidents/{incident_id}", "read"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},
@@ -59,7 +63,8 @@ GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "d
 
 def _url(path: str) -> str:
     return path.replace("{ci_id}", ANY_ID).replace("{relationship_id}", ANY_ID).replace(
-        "{token_id}", ANY_ID).replace("{webhook_id}", ANY_ID).replace("{name}", "server").replace("{run_id}", "r1")
+        "{token_id}", ANY_ID).replace("{webhook_id}", ANY_ID).replace("{incident_id}", ANY_ID).replace(
+        "{name}", "server").replace("{run_id}", "r1")
 
 
 def test_contract_covers_every_route(app):

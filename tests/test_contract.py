@@ -107,6 +107,16 @@ def _update_webhook(api):
 
 def _delete_webhook(api):
     return f"/api/v1/webhooks/{_webhook(api)}", None, {("webhook", "delete"): 1}
+def _alertmanager(api):
+    alert = {"status": "firing", "labels": {"alertname": "Down", "instance": "10.0.0.1:9100"}, "annotations": {},
+             "startsAt": "2026-12-02T15:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "f1"}
+    return "/api/v1/integrations/alertmanager", {"version": "4", "groupKey": "{}:{}", "status": "firing",
+                                                 "receiver": "karta", "alerts": [alert]}, {("incident", "create"): 1}
+
+
+def _generic_alert(api):
+    return "/api/v1/integrations/alerts", {"host": "db-1", "service": "PostgreSQL", "state": "CRITICAL"}, {
+        ("incident", "create"): 1}
 
 
 CONTRACT = [
@@ -125,6 +135,8 @@ CONTRACT = [
     Operation("POST", "/api/v1/webhooks", _create_webhook, 201),
     Operation("PATCH", "/api/v1/webhooks/{webhook_id}", _update_webhook, 200),
     Operation("DELETE", "/api/v1/webhooks/{webhook_id}", _delete_webhook, 204),
+    Operation("POST", "/api/v1/integrations/alertmanager", _alertmanager, 200),
+    Operation("POST", "/api/v1/integrations/alerts", _generic_alert, 200),
 ]
 # Mutating routes that change nothing stored: questions asked with a body.
 READ_ONLY_POSTS = {("POST", "/api/v1/impact"), ("POST", "/api/v1/blast-radius"), ("POST", "/api/v1/root-cause")}

@@ -13,7 +13,7 @@ from app.services import changes
 from app.services.storable import require_storable
 
 router = APIRouter(prefix="/api/v1/changes", tags=["history"])
-ObjectType = Literal["ci", "relationship", "class", "relationship_type", "precedence", "token", "webhook"]
+ObjectType = Literal["ci", "relationship", "class", "relationship_type", "precedence", "token", "webhook", "incident"]
 
 
 @router.get("", response_model=ChangePage)

@@ -6,7 +6,7 @@ Defaults give a working single-machine install: SQLite under ./var, nothing else
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "karta.db"
@@ -89,6 +89,26 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=4, ge=1, le=64)
     webhook_log_keep: int = Field(default=200, ge=1, le=100_000)
     webhook_key: str | None = Field(default=None, min_length=16, repr=False)
+    # Alerts become incidents (app/services/alert_binding.py): the ordered rules that bind an alert to a
+    # CI, as JSON, e.g. KARTA_ALERT_BINDINGS='[{"label": "cmdb_ci", "match": "ci_id"}, {"label": "instance",
+    # "match": "host"}]'. `match` is ci_id (the label holds a CI id), host (an address, fqdn or hostname,
+    # port stripped, looked up among host identifiers and names) or service (the name of a CI of class
+    # service). The first rule that binds wins. None: the defaults (cmdb_ci, instance, service, job).
+    alert_bindings: list[dict[str, str]] | None = None
+    # Alertmanager's webhook carries a whole group; a few thousand alerts with their labels can pass 4 MB.
+    max_alert_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # An incident stores at most this many impacted CIs (failed ones first, then nearest); counts,
+    # services and risk always cover the whole blast radius.
+    incident_impacted_max: int = Field(default=500, ge=0, le=100_000)
+
+    @field_validator("alert_bindings")
+    @classmethod
+    def _alert_bindings(cls, rules: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+        # Refused when Karta starts, not at the first alert (whose webhook would then fail).
+        for n, rule in enumerate(rules or []):
+            if set(rule) != {"label", "match"} or not rule["label"] or rule["match"] not in ("ci_id", "host", "service"):
+                raise ValueError(f"alert_bindings[{n}] must be {{\"label\": <name>, \"match\": ci_id|host|service}}")
+        return rules
 
 
 @lru_cache

@@ -7,6 +7,7 @@ from app.models.ci import ConfigurationItem
 from app.models.ci_class import CIClass
 from app.models.discovery import CISource, DiscoveryRun, PrecedenceRule, RelationshipSource
 from app.models.identifier import CIIdentifier
+from app.models.incident import Incident, IncidentAlert
 from app.models.relationship import EndedRelationship, Relationship, RelationshipType
 from app.models.token import ApiToken
 from app.models.web import ServiceSecret
@@ -22,6 +23,8 @@ __all__ = [
     "CISource",
     "DiscoveryRun",
     "EndedRelationship",
+    "Incident",
+    "IncidentAlert",
     "PrecedenceRule",
     "RelationshipSource",
     "ConfigurationItem",

@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.web import errors
-from app.web.pages import account, ci, ci_edit, cis_list, discovery, docs, home, impact, impact_downloads, suggest
+from app.web.pages import (account, ci, ci_edit, cis_list, discovery, docs, home, impact, impact_downloads, incidents,
+                           suggest)
 from app.web.security import SecurityHeaders
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = (account, docs, home, cis_list, discovery, ci, ci_edit, impact, impact_downloads, suggest)
+PAGES = (account, docs, home, cis_list, discovery, ci, ci_edit, impact, impact_downloads, suggest, incidents)
 
 
 def install(app: FastAPI) -> None:

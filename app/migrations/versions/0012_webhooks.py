@@ -2,7 +2,7 @@
 delivery log.
 
 Revision ID: 0012
-Revises: 0010 (the lead re-chains it after 0011 at merge; nothing here depends on 0011)
+Revises: 0011 (the lead re-chains it after 0011 at merge; nothing here depends on 0011)
 Create Date: 2026-12-02
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

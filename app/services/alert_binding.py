@@ -1,0 +1,174 @@
+"""Binding alerts to CIs: an ordered list of rules, each reading one label of an alert.
+
+The default rules (KARTA_ALERT_BINDINGS replaces them):
+  1. `cmdb_ci` holds a CI id (Prometheus targets discovered from Karta carry it): exact.
+  2. `instance` is a host: the port is stripped (`10.0.0.5:9100`, `[2001:db8::5]:9100`, `web-1:9100`),
+     then the value is looked up, normalized as identification normalizes it (lower case, canonical
+     address), among the identifiers of host CIs (classes of the server and network_device
+     families): ip_address, fqdn; and as a hostname: a host CI's name, or an fqdn `<hostname>.<domain>`.
+  3. `service`, then 4. `job`: the name of a CI of class service (any case).
+The first rule whose label names exactly one CI binds the alert; a value that names several CIs
+binds nothing (Karta does not guess), and the next rule is tried. An alert no rule binds is kept,
+unbound. Each bound alert records its rule as "<label>:<match>".
+
+All values of a webhook are looked up together: one query per kind of rule, never one per alert.
+This module only reads; it never writes, and never fails on a label's content.
+"""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from app.models import CIIdentifier, ConfigurationItem
+from app.services.bulk import id_in
+from app.services.identifiers import MAX_IDENTIFIER_LENGTH, normalize_address, normalize_fqdn
+from app.services.registry import Registry
+
+CI = ConfigurationItem.__table__
+IDENT = CIIdentifier.__table__
+
+DEFAULT_RULES = [
+    {"label": "cmdb_ci", "match": "ci_id"},
+    {"label": "instance", "match": "host"},
+    {"label": "service", "match": "service"},
+    {"label": "job", "match": "service"},
+]
+HOST_FAMILIES = ("server", "network_device")
+SERVICE_FAMILY = "service"
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Binding:
+    ci_id: uuid.UUID
+    rule: str  # "<label>:<match>"
+
+
+def strip_port(instance: str) -> str:
+    """The host part of an `instance` label: `[v6]:port` -> v6, `host:port` -> host; a bare IPv6 address
+    (several colons, no brackets) stays whole."""
+    value = instance.strip()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else value[1:]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+def host_keys(value: str) -> tuple[str | None, str | None, str | None]:
+    """(address, fqdn, hostname) forms of a host label value, each None when it cannot be one."""
+    host = strip_port(value)
+    if not host or len(host) > MAX_IDENTIFIER_LENGTH:
+        return None, None, None
+    address = normalize_address(host)
+    if address is not None:
+        return address, None, None
+    fqdn = normalize_fqdn(host)
+    if fqdn is None:
+        return None, None, None
+    return None, fqdn if "." in fqdn else None, fqdn if "." not in fqdn else fqdn.split(".", 1)[0]
+
+
+def _chunks(values: set[str]) -> Iterable[list[str]]:
+    """Sorted values in lists of at most CHUNK: a webhook of thousands of alerts stays within every
+    database's limit on bound parameters."""
+    ordered = sorted(values)
+    for start in range(0, len(ordered), CHUNK):
+        yield ordered[start:start + CHUNK]
+
+
+def _ci_ids(conn: Connection, values: set[str]) -> dict[str, uuid.UUID]:
+    parsed = {}
+    for value in values:
+        try:
+            parsed[value] = uuid.UUID(value.strip())
+        except (ValueError, AttributeError):
+            continue
+    if not parsed:
+        return {}
+    existing = set(conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, list(set(parsed.values()))))).scalars())
+    return {value: ci_id for value, ci_id in parsed.items() if ci_id in existing}
+
+
+def _hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
+    forms = {value: host_keys(value) for value in values}
+    addresses = {f[0] for f in forms.values() if f[0]}
+    fqdns = {f[1] for f in forms.values() if f[1]}
+    names = {f[2] for f in forms.values() if f[2]} | fqdns  # a host may be named by its fqdn
+    found: dict[tuple[str, str], set[uuid.UUID]] = defaultdict(set)
+    for key, wanted in (("ip_address", addresses), ("fqdn", fqdns)):
+        for chunk in _chunks(wanted):
+            for value, ci_id in conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
+                    IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == key, IDENT.c.value.in_(chunk))):
+                found[(key, value)].add(ci_id)
+    host_classes = [name for name, info in registry.classes.items() if info.family in HOST_FAMILIES]
+    if names and host_classes:
+        for chunk in _chunks(names):
+            for name, ci_id in conn.execute(select(func.lower(CI.c.name), CI.c.id).where(
+                    func.lower(CI.c.name).in_(chunk), CI.c.ci_class.in_(host_classes))):
+                found[("name", name)].add(ci_id)
+        short = {f[2] for f in forms.values() if f[2] and not f[1]}
+        for hostname in sorted(short)[:CHUNK]:  # web-1 is web-1.example.com: a range of the identifier index
+            for value, ci_id in conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
+                    IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == "fqdn",
+                    IDENT.c.value >= hostname + ".", IDENT.c.value < hostname + "/").limit(10)):
+                found[("name", hostname)].add(ci_id)
+    bound = {}
+    for value, (address, fqdn, hostname) in forms.items():
+        if address:
+            ids = found.get(("ip_address", address), set())
+        elif fqdn:
+            ids = found.get(("fqdn", fqdn), set()) or found.get(("name", fqdn), set())
+        elif hostname:
+            ids = found.get(("name", hostname), set())
+        else:
+            ids = set()
+        if len(ids) == 1:
+            bound[value] = next(iter(ids))
+    return bound
+
+
+def _services(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
+    classes = [name for name, info in registry.classes.items() if info.family == SERVICE_FAMILY]
+    wanted = {value: value.strip().lower() for value in values if value.strip()}
+    if not wanted or not classes:
+        return {}
+    found: dict[str, set[uuid.UUID]] = defaultdict(set)
+    for chunk in _chunks(set(wanted.values())):
+        for name, ci_id in conn.execute(select(func.lower(CI.c.name), CI.c.id).where(
+                func.lower(CI.c.name).in_(chunk), CI.c.ci_class.in_(classes))):
+            found[name].add(ci_id)
+    return {value: ids_one for value, key in wanted.items()
+            if len(found.get(key, ())) == 1 for ids_one in found[key]}
+
+
+_MATCHERS = {"ci_id": lambda conn, registry, values: _ci_ids(conn, values), "host": _hosts, "service": _services}
+
+
+def bind(conn: Connection, registry: Registry, rules: list[dict[str, str]] | None,
+         labels_of: Iterable[Mapping[str, object]]) -> list[Binding | None]:
+    """Per alert (its labels), the binding of the first rule that binds it, or None."""
+    rules = rules or DEFAULT_RULES
+    alerts = list(labels_of)
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for labels in alerts:
+        for rule in rules:
+            value = labels.get(rule["label"])
+            if isinstance(value, str) and value:
+                wanted[rule["match"]].add(value)
+    resolved = {match: _MATCHERS[match](conn, registry, values) for match, values in wanted.items()}
+    bindings: list[Binding | None] = []
+    for labels in alerts:
+        binding = None
+        for rule in rules:
+            value = labels.get(rule["label"])
+            ci_id = resolved.get(rule["match"], {}).get(value) if isinstance(value, str) else None
+            if ci_id is not None:
+                binding = Binding(ci_id, f"{rule['label']}:{rule['match']}")
+                break
+        bindings.append(binding)
+    return bindings

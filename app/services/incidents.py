@@ -1,0 +1,344 @@
+"""Incidents: alert groups from monitoring, bound to CIs, with what they take down and who to call.
+
+`receive(group)` is what every alert source comes to (Alertmanager's webhook, the generic form that
+Nagios and Zabbix use, through app/integrations/): the group's alerts are bound to CIs
+(app.services.alert_binding), merged into the group's incident (one per group key; an alert is
+known by its fingerprint, and one the source stopped mentioning keeps its last state), and the
+incident is recomputed from the firing alerts' CIs, the *failed CIs*, taken together:
+  - the blast radius (app.services.impact: states, affected services with criticality and owner, risk);
+  - ranked root-cause candidates (the graph's root_cause over the failed set);
+  - the owners to notify: owners of the failed CIs and of the services in the blast radius.
+It is open while one alert fires, resolved when all are resolved, and reopens when one fires again.
+
+Each change goes through one unit of work and one change record (object_type "incident"): the diff of
+status, alert counts, failed CIs (the first 100), impacted count and risk. Alerts get no records of
+their own, so the feed says "incident X: 2 -> 0 firing, open -> resolved" once, not once per alert;
+an alert whose labels or annotations alone changed updates its row without a record (monitoring's
+text, not the incident's state). A webhook that changes nothing (Alertmanager repeating itself)
+writes nothing.
+
+The graph is read under `live_graph.reading()` only for the graph's own work; names and owners are
+read from the database after it. This module never talks HTTP and never parses an outside format.
+"""
+
+import hashlib
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.core.db import read_transaction
+from app.core.dialect import locked
+from app.models import ChangeRecord, Incident, IncidentAlert
+from app.models.types import as_utc, new_id
+from app.services import alert_binding, impact
+from app.services.bulk import insert_rows
+from app.services.errors import NotFound
+from app.services.history import UnitOfWork, in_unit_of_work
+from app.services.pagination import decode_uuid_cursor, page
+
+INCIDENT = Incident.__table__
+ALERT = IncidentAlert.__table__
+CHANGE = ChangeRecord.__table__
+# What the graph and the descriptions of CIs are made of: a change to any of them means recomputing.
+GRAPH_OBJECTS = ("ci", "relationship", "class", "relationship_type")
+ROOT_CAUSE_LIMIT = 10
+# An incident keeps at most this many alerts: past it, the resolved ones that ended first are dropped
+# (a group that churns through new fingerprints for months must not grow without end).
+MAX_ALERTS = 10_000
+# The change feed names at most this many failed CIs per record (the first by id; the incident has them all).
+FEED_FAILED_MAX = 100
+# A page of incidents names at most this many failed CIs and services of each.
+LIST_NAMED_MAX = 20
+
+
+@dataclass(frozen=True)
+class AlertIn:
+    """One alert as a source reports it, in Karta's terms (the integrations translate to this)."""
+
+    fingerprint: str
+    status: str  # firing | resolved
+    labels: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    generator_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertGroup:
+    source: str  # alertmanager | alerts
+    group_key: str
+    alerts: list[AlertIn]
+    receiver: str | None = None
+    group_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What computing an incident needs from the running service."""
+
+    engine: Any
+    live_graph: Any
+    registry: Any  # RegistryCache
+    rules: list[dict[str, str]] | None = None
+    impacted_max: int = 500
+
+
+def key_hash(group_key: str) -> str:
+    return hashlib.sha256(group_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def receive(ctx: Context, actor: str, group: AlertGroup, *, token_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Merge the group's alerts into its incident and recompute it; the incident's summary as stored."""
+    group = _clean_group(group)
+    # One entry per fingerprint: a source that repeats one in a payload means its last word.
+    alerts = list({alert.fingerprint: alert for alert in group.alerts}.values())
+    # Everything that only reads comes first, outside the write transaction: the graph's root cause
+    # can take seconds, and a writer holding its locks (SQLite's is the whole database's) that long
+    # would stall every other write.
+    with read_transaction(ctx.engine) as conn:
+        bindings = alert_binding.bind(conn, ctx.registry.get(conn=conn), ctx.rules, (a.labels for a in alerts))
+        incoming = {alert.fingerprint: (alert, binding) for alert, binding in zip(alerts, bindings)}
+        row = conn.execute(select(INCIDENT).where(INCIDENT.c.group_key_hash == key_hash(group.group_key))
+                           ).mappings().first()
+        stored = _stored_alerts(conn, row["id"]) if row is not None else {}
+        failed = _failed({**stored, **{f: {"status": a.status, "ci_id": b.ci_id if b else None}
+                                       for f, (a, b) in incoming.items()}})
+        computed = None if row is not None and _still_holds(conn, row, failed) else (failed, *compute(ctx, conn, failed))
+    return in_unit_of_work(ctx.engine, actor, lambda uow: _apply(ctx, uow, group, incoming, computed),
+                           token_id=token_id)
+
+
+def _stored_alerts(conn: Connection, incident_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+    return {r["fingerprint"]: dict(r) for r in conn.execute(
+        select(ALERT).where(ALERT.c.incident_id == incident_id)).mappings()}
+
+
+def _failed(alerts: dict[str, dict[str, Any]]) -> list[str]:
+    """The failed CIs: those of the firing alerts."""
+    return sorted({str(a["ci_id"]) for a in alerts.values() if a["status"] == "firing" and a["ci_id"]})
+
+
+def _still_holds(conn: Connection, row, failed: list[str]) -> bool:
+    """Whether the incident's stored computation is still true: the same CIs failing on the same graph
+    (Alertmanager repeating a group, one more alert on an already failed host)."""
+    return failed == [ci["id"] for ci in row["summary"].get("failed", [])] and not graph_changed_since(
+        conn, row["as_of_seq"])
+
+
+def _text(value: str | None) -> str | None:
+    """Text any database stores: JSON may carry a lone surrogate (no UTF-8 for it) or a NUL (PostgreSQL's
+    JSONB and text refuse it), neither of which may turn a valid notification into an error."""
+    if value is None or (value.isprintable() and value.isascii()):
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _clean(mapping: dict[str, str]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in mapping.items()}
+
+
+def _clean_group(group: AlertGroup) -> AlertGroup:
+    return AlertGroup(
+        source=group.source, group_key=_text(group.group_key), receiver=_text(group.receiver),
+        group_labels=_clean(group.group_labels),
+        alerts=[AlertIn(fingerprint=_text(a.fingerprint), status=a.status, labels=_clean(a.labels),
+                        annotations=_clean(a.annotations), starts_at=a.starts_at, ends_at=a.ends_at,
+                        generator_url=_text(a.generator_url)) for a in group.alerts])
+
+
+def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, computed: tuple | None) -> dict[str, Any]:
+    conn, now = uow.conn, uow.now
+    row, created = _lock_or_create(uow, group)
+    incident_id = row["id"]
+    stored = _stored_alerts(conn, incident_id)
+    changed = {}
+    for fingerprint, (alert, binding) in incoming.items():
+        new = {"incident_id": incident_id, "fingerprint": fingerprint, "status": alert.status,
+               "labels": alert.labels, "annotations": alert.annotations, "starts_at": alert.starts_at,
+               "ends_at": alert.ends_at, "generator_url": alert.generator_url,
+               "ci_id": binding.ci_id if binding else None, "bound_by": binding.rule if binding else None}
+        old = stored.get(fingerprint)
+        _fill_times(new, old, now)
+        if old is None or any(_same(old[k]) != _same(v) for k, v in new.items()):
+            changed[fingerprint] = {**new, "updated_at": now}
+    merged = {**stored, **changed}
+    dropped = _over_the_cap(merged)
+    for fingerprint in dropped:
+        merged.pop(fingerprint)
+        changed.pop(fingerprint, None)
+    failed = _failed(merged)
+    if not created and _still_holds(conn, row, failed):
+        summary, as_of_seq = dict(row["summary"]), row["as_of_seq"]  # it says when it was computed
+    elif computed is not None and computed[0] == failed:
+        summary, as_of_seq = dict(computed[1]), computed[2]
+    else:  # another notification of the group changed its alerts meanwhile: compute under the lock
+        summary, as_of_seq = compute(ctx, conn, failed)
+    summary["counts"] = _counts(merged.values())
+    status = "open" if summary["counts"]["firing"] else "resolved"
+    before = None if created else _feed_view(row["status"], row["summary"])
+    after = _feed_view(status, summary)
+    if not created and not changed and not dropped and before == after:
+        return _public(row, row["summary"], row["as_of_seq"])
+    stale = set(changed) | set(dropped)
+    for chunk in _chunks(sorted(stale)):
+        conn.execute(delete(ALERT).where(ALERT.c.incident_id == incident_id, ALERT.c.fingerprint.in_(chunk)))
+    if changed:
+        insert_rows(conn, ALERT, list(changed.values()))
+    values = {"status": status, "summary": summary, "as_of_seq": as_of_seq, "updated_at": now,
+              "resolved_at": (row["resolved_at"] or now) if status == "resolved" else None,
+              "receiver": group.receiver, "group_labels": group.group_labels}
+    conn.execute(update(INCIDENT).where(INCIDENT.c.id == incident_id).values(**values))
+    diff = {k: [None if before is None else before.get(k), v] for k, v in after.items()
+            if before is None or before.get(k) != v}
+    if created:
+        diff = {"group_key": [None, group.group_key], "source": [None, group.source], **diff}
+    if diff:
+        uow.record("incident", incident_id, "create" if created else "update", diff)
+    return _public({**row, **values}, summary, as_of_seq)
+
+
+def _fill_times(new: dict[str, Any], old: dict[str, Any] | None, now: datetime) -> None:
+    """Times a source did not give (Nagios says only "CRITICAL" or "OK"): an alert started when it first
+    fired (a repeated notification does not move it) and ended when it was reported resolved."""
+    if new["starts_at"] is None:
+        kept = old is not None and (old["status"] == "firing" or new["status"] == "resolved")
+        new["starts_at"] = old["starts_at"] if kept else now
+    if new["status"] == "resolved" and new["ends_at"] is None:
+        new["ends_at"] = old["ends_at"] if old is not None and old["status"] == "resolved" else now
+
+
+def _same(value: Any) -> Any:
+    # SQLite hands timestamps back naive (they were written as UTC).
+    return value.replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
+def _chunks(values: list, size: int = 500):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _lock_or_create(uow: UnitOfWork, group: AlertGroup) -> tuple[dict[str, Any], bool]:
+    conn, digest = uow.conn, key_hash(group.group_key)
+    query = locked(conn, select(INCIDENT).where(INCIDENT.c.group_key_hash == digest))
+    row = conn.execute(query).mappings().first()
+    if row is not None:
+        return dict(row), False
+    new = {"id": new_id(), "group_key": group.group_key, "group_key_hash": digest, "source": group.source,
+           "receiver": group.receiver, "group_labels": group.group_labels, "status": "open", "summary": {},
+           "as_of_seq": 0, "opened_at": uow.now, "resolved_at": None, "updated_at": uow.now}
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(INCIDENT).values(**new))
+    except IntegrityError:
+        # Another webhook of the same group created it after our read: take its row, locked.
+        return dict(conn.execute(query).mappings().one()), False
+    return new, True
+
+
+def _over_the_cap(alerts: dict[str, dict]) -> list[str]:
+    if len(alerts) <= MAX_ALERTS:
+        return []
+    resolved = sorted((a for a in alerts.values() if a["status"] == "resolved"),
+                      key=lambda a: (_same(a["ends_at"] or a["updated_at"]), a["fingerprint"]))
+    return [a["fingerprint"] for a in resolved[:len(alerts) - MAX_ALERTS]]
+
+
+def _counts(alerts) -> dict[str, int]:
+    counts = Counter()
+    for alert in alerts:
+        counts[alert["status"]] += 1
+        if alert["ci_id"] is None:
+            counts["unbound"] += 1
+    return {"firing": counts["firing"], "resolved": counts["resolved"], "unbound": counts["unbound"]}
+
+
+def _feed_view(status: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the change feed says of an incident: enough to read, not the whole computation."""
+    counts = summary.get("counts", {})
+    radius = summary.get("blast_radius", {})
+    return {"status": status, "alerts_firing": counts.get("firing", 0), "alerts_resolved": counts.get("resolved", 0),
+            "alerts_unbound": counts.get("unbound", 0),
+            "failed_cis": [ci["id"] for ci in summary.get("failed", [])[:FEED_FAILED_MAX]],
+            "impacted": radius.get("counts", {}).get("total", 0), "risk": radius.get("risk")}
+
+
+def graph_changed_since(conn: Connection, seq: int) -> bool:
+    """Whether a CI or relationship changed after `seq` (incident records, also in the feed, do not count)."""
+    return conn.execute(select(CHANGE.c.seq).where(CHANGE.c.seq > seq, CHANGE.c.object_type.in_(GRAPH_OBJECTS))
+                        .limit(1)).first() is not None
+
+
+def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str, Any], int]:
+    """The failed CIs' blast radius, root-cause candidates and owners, and the change sequence they reflect."""
+    with ctx.live_graph.reading() as graph:
+        known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
+        result = graph.impact(known) if known else None
+        candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT) if known else []
+        as_of_seq = graph.applied_seq
+    info = impact.describe(conn, set(failed))
+    failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}
+                  for ci_id in failed]
+    if result is None:
+        radius = {"impacted": [], "impacted_truncated": False, "services": [],
+                  "counts": {"total": 0, "by_class": {}, "by_state": {"down": 0, "degraded": 0, "at_risk": 0}},
+                  "risk": None}
+        causes = []
+    else:
+        answer, _ = impact.impact_answer(conn, result)
+        impacted = sorted(answer["impacted"], key=lambda e: (e["distance"], e["id"]))
+        radius = {"impacted": impacted[:ctx.impacted_max], "impacted_truncated": len(impacted) > ctx.impacted_max,
+                  "services": answer["services"], "counts": answer["counts"], "risk": answer["risk"]}
+        causes = impact.root_cause_answer(conn, known, candidates)["candidates"]
+    owners = {ci["owner"] for ci in failed_cis if ci["owner"]} | {s["owner"] for s in radius["services"] if s["owner"]}
+    return {"failed": failed_cis, "blast_radius": radius, "root_cause": causes, "owners": sorted(owners)}, as_of_seq
+
+
+def _public(row: dict[str, Any], summary: dict[str, Any], as_of_seq: int) -> dict[str, Any]:
+    return {"id": row["id"], "group_key": row["group_key"], "source": row["source"], "receiver": row["receiver"],
+            "group_labels": row["group_labels"], "status": row["status"], "opened_at": as_utc(row["opened_at"]),
+            "resolved_at": as_utc(row["resolved_at"]), "updated_at": as_utc(row["updated_at"]),
+            "as_of_seq": as_of_seq, "counts": summary.get("counts", {}), "failed": summary.get("failed", []),
+            "blast_radius": summary.get("blast_radius", {}), "root_cause": summary.get("root_cause", []),
+            "owners": summary.get("owners", [])}
+
+
+def list_incidents(conn: Connection, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    """Newest first (ids are time-ordered), a page at a time."""
+    query = select(INCIDENT).order_by(INCIDENT.c.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(INCIDENT.c.status == status)
+    if cursor:
+        query = query.where(INCIDENT.c.id < decode_uuid_cursor(cursor))
+    rows = conn.execute(query).mappings().all()
+
+    def brief(row) -> dict[str, Any]:
+        full = _public(dict(row), row["summary"], row["as_of_seq"])
+        radius = full.pop("blast_radius")
+        full.pop("root_cause")
+        return {**full, "failed": full["failed"][:LIST_NAMED_MAX], "failed_count": len(full["failed"]),
+                "risk": radius.get("risk"), "impacted": radius.get("counts", {}).get("total", 0),
+                "services": [{"id": s["id"], "name": s["name"], "state": s["state"]}
+                             for s in radius.get("services", [])[:LIST_NAMED_MAX]]}
+
+    return page(rows, limit, brief, "id")
+
+
+def get_incident(conn: Connection, incident_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(select(INCIDENT).where(INCIDENT.c.id == incident_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"No incident with id {incident_id}.")
+    alerts = conn.execute(select(ALERT).where(ALERT.c.incident_id == incident_id)
+                          .order_by(ALERT.c.status, ALERT.c.fingerprint)).mappings().all()
+    names = impact.describe(conn, {str(a["ci_id"]) for a in alerts if a["ci_id"]})
+    return {**_public(dict(row), row["summary"], row["as_of_seq"]), "alerts": [
+        {"fingerprint": a["fingerprint"], "status": a["status"], "labels": a["labels"], "annotations": a["annotations"],
+         "starts_at": as_utc(a["starts_at"]), "ends_at": as_utc(a["ends_at"]), "generator_url": a["generator_url"],
+         "ci": None if a["ci_id"] is None else {"id": str(a["ci_id"]), "name": names.get(str(a["ci_id"]), {}).get("name"),
+                                                "class": names.get(str(a["ci_id"]), {}).get("class")},
+         "bound_by": a["bound_by"]} for a in alerts]}

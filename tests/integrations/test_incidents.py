@@ -1,0 +1,308 @@
+"""Incidents from alerts, through the API on SQLite and PostgreSQL: binding rules, the computed blast
+radius and root cause on a known topology, the open/resolved/reopened life, the change feed, lists.
+
+The topology (built through the API, as an operator would):
+
+    service shop (criticality 1, shop-team) --depends_on--> app shop-web --runs_on--> server web-1
+    service reports (criticality 3, bi-team) --depends_on--> db shop-db --runs_on--> server db-1 (infra)
+    shop-web --depends_on--> shop-db
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+HOSTS = {
+    "web-1": {"fqdn": "web-1.example.com", "ip_address": "10.0.0.11"},
+    "db-1": {"fqdn": "db-1.example.com", "ip_address": ["10.0.0.21", "2001:db8::21"]},
+}
+
+
+def readme_block(language: str, containing: str) -> str:
+    """A code block of the README's alerts section, as an operator pastes it."""
+    text = README.read_text()
+    section = text[text.index("### Alerts become incidents"):text.index("### Ansible inventory")]
+    blocks, block, opened = [], [], None
+    for line in section.splitlines():
+        if line.startswith("```"):
+            if opened is None:
+                opened, block = line[3:], []
+            else:
+                blocks.append((opened, "\n".join(block) + "\n"))
+                opened = None
+        elif opened is not None:
+            block.append(line)
+    return next(text for kind, text in blocks if kind == language and containing in text)
+
+
+def build_topology(api) -> dict[str, str]:
+    """The CIs above; their ids by name."""
+    ids = {}
+    ids["web-1"] = api.create_ci("server", "web-1", owner="infra", attributes=HOSTS["web-1"])["id"]
+    ids["db-1"] = api.create_ci("server", "db-1", owner="infra", attributes=HOSTS["db-1"])["id"]
+    ids["shop-web"] = api.create_ci("application", "shop-web", owner="web-team")["id"]
+    ids["shop-db"] = api.create_ci("database", "shop-db", owner="dba")["id"]
+    ids["shop"] = api.create_ci("service", "shop", owner="shop-team", criticality=1)["id"]
+    ids["reports"] = api.create_ci("service", "reports", owner="bi-team", criticality=3)["id"]
+    api.relate(ids["shop-web"], "runs_on", ids["web-1"])
+    api.relate(ids["shop-db"], "runs_on", ids["db-1"])
+    api.relate(ids["shop-web"], "depends_on", ids["shop-db"])
+    api.relate(ids["shop"], "depends_on", ids["shop-web"])
+    api.relate(ids["reports"], "depends_on", ids["shop-db"])
+    return ids
+
+
+def am_alert(fingerprint: str, status: str = "firing", **labels) -> dict:
+    return {"status": status, "labels": {"alertname": "HostDown", **labels}, "annotations": {"summary": fingerprint},
+            "startsAt": "2026-12-02T15:00:00.123456789Z",
+            "endsAt": "2026-12-02T16:00:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example:9090/graph", "fingerprint": fingerprint}
+
+
+def am_payload(group_key: str, alerts: list[dict]) -> dict:
+    status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
+    return {"version": "4", "groupKey": group_key, "truncatedAlerts": 0, "status": status, "receiver": "karta",
+            "groupLabels": {"alertname": "HostDown"}, "commonLabels": {"alertname": "HostDown"},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager.example:9093", "alerts": alerts}
+
+
+def post_am(api, payload: dict, as_: str = "write"):
+    return api.post("/api/v1/integrations/alertmanager", json=payload, as_=as_)
+
+
+def names(entries, key="name") -> set:
+    return {entry[key] for entry in entries}
+
+
+def blast_radius_of_db_1(ids: dict[str, str]) -> dict:
+    """What db-1 going down takes with it (every CI above it depends on it without redundancy)."""
+    return {"failed": {"db-1"}, "impacted": {("shop-db", "down", 1), ("shop-web", "down", 2),
+                                             ("reports", "down", 2), ("shop", "down", 3)},
+            "services": [("shop", 1, "shop-team", "down"), ("reports", 3, "bi-team", "down")],
+            "risk": "critical", "owners": ["bi-team", "infra", "shop-team"]}
+
+
+def radius_view(incident: dict) -> dict:
+    radius = incident["blast_radius"]
+    return {"failed": names(incident["failed"]),
+            "impacted": {(e["name"], e["state"], e["distance"]) for e in radius["impacted"]},
+            "services": [(s["name"], s["criticality"], s["owner"], s["state"]) for s in radius["services"]],
+            "risk": radius["risk"], "owners": incident["owners"]}
+
+
+def test_each_binding_rule_binds_and_an_unknown_alert_is_kept_unbound(api):
+    ids = build_topology(api)
+    alerts = [am_alert("a-cmdb", cmdb_ci=ids["web-1"], instance="10.0.0.21:9100"),  # cmdb_ci comes first
+              am_alert("a-v6", instance="[2001:db8::21]:9100"),
+              am_alert("a-ip", instance="10.0.0.11:9100"),
+              am_alert("a-fqdn", instance="DB-1.Example.COM:443"),
+              am_alert("a-host", instance="Web-1:9100"),  # its name, and the fqdn web-1.example.com
+              am_alert("a-service", instance="ghost:9100", service="Shop"),
+              am_alert("a-job", job="reports"),
+              am_alert("a-unknown", instance="ghost.example.com:9100", job="nothing"),
+              am_alert("a-none")]
+    response = post_am(api, am_payload("{}:{alertname=\"HostDown\"}", alerts))
+    assert response.status_code == 200, response.text
+    detail = api.get(f"/api/v1/incidents/{response.json()['id']}", as_="read").json()
+    bound = {a["fingerprint"]: (a["ci"] and a["ci"]["name"], a["bound_by"]) for a in detail["alerts"]}
+    assert bound == {"a-cmdb": ("web-1", "cmdb_ci:ci_id"), "a-v6": ("db-1", "instance:host"),
+                     "a-ip": ("web-1", "instance:host"), "a-fqdn": ("db-1", "instance:host"),
+                     "a-host": ("web-1", "instance:host"), "a-service": ("shop", "service:service"),
+                     "a-job": ("reports", "job:service"), "a-unknown": (None, None), "a-none": (None, None)}
+    assert detail["counts"] == {"firing": 9, "resolved": 0, "unbound": 2}
+    assert names(detail["failed"]) == {"web-1", "db-1", "shop", "reports"}
+    unknown = next(a for a in detail["alerts"] if a["fingerprint"] == "a-unknown")
+    assert unknown["labels"] == {"alertname": "HostDown", "instance": "ghost.example.com:9100", "job": "nothing"}
+    assert unknown["annotations"] == {"summary": "a-unknown"} and unknown["status"] == "firing"
+    assert unknown["starts_at"].startswith("2026-12-02T15:00:00.123456") and unknown["ends_at"] is None
+
+
+def test_configured_rules_replace_the_defaults(database_url):
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.main import create_app
+    from tests.conftest import Api, create_tokens
+
+    app = create_app(Settings(database_url=database_url, alert_bindings=[{"label": "node", "match": "host"}]))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            api = Api(client, create_tokens(app.state.engine))
+            ids = build_topology(api)
+            alerts = [am_alert("by-node", node="db-1"), am_alert("by-cmdb-ci", cmdb_ci=ids["web-1"])]
+            incident = post_am(api, am_payload("g", alerts)).json()
+            detail = api.get(f"/api/v1/incidents/{incident['id']}", as_="read").json()
+            assert {a["fingerprint"]: a["bound_by"] for a in detail["alerts"]} == {"by-node": "node:host",
+                                                                                  "by-cmdb-ci": None}
+    finally:
+        app.state.engine.dispose()
+
+
+def test_incident_computes_blast_radius_root_cause_and_owners_then_resolves_and_reopens(api):
+    ids = build_topology(api)
+    group = "{}/{severity=\"critical\"}:{instance=\"10.0.0.21:9100\"}"
+    firing = [am_alert("db-node", instance="10.0.0.21:9100"), am_alert("db-pg", instance="db-1.example.com:9187")]
+    response = post_am(api, am_payload(group, firing))
+    assert response.status_code == 200, response.text
+    incident = response.json()
+    assert incident["status"] == "open" and incident["source"] == "alertmanager" and incident["group_key"] == group
+    assert radius_view(incident) == blast_radius_of_db_1(ids)
+    assert [(c["name"], c["explains_count"]) for c in incident["root_cause"]] == [("db-1", 1)]
+    assert incident["counts"] == {"firing": 2, "resolved": 0, "unbound": 0}
+
+    # Alertmanager repeats the group: nothing changed, nothing written.
+    head = api.get("/api/v1/changes", as_="read").json()["head_seq"]
+    assert post_am(api, am_payload(group, firing)).status_code == 200
+    assert api.get("/api/v1/changes", as_="read").json()["head_seq"] == head
+
+    # One of the two resolves: still open, same radius.
+    half = [am_alert("db-node", "resolved", instance="10.0.0.21:9100"), firing[1]]
+    incident = post_am(api, am_payload(group, half)).json()
+    assert incident["status"] == "open" and incident["counts"] == {"firing": 1, "resolved": 1, "unbound": 0}
+    assert radius_view(incident) == blast_radius_of_db_1(ids)
+
+    both = [half[0], am_alert("db-pg", "resolved", instance="db-1.example.com:9187")]
+    incident = post_am(api, am_payload(group, both)).json()
+    assert incident["status"] == "resolved" and incident["resolved_at"] is not None
+    assert incident["failed"] == [] and incident["blast_radius"]["impacted"] == [] and incident["owners"] == []
+    assert api.get("/api/v1/incidents?status=open", as_="read").json()["items"] == []
+
+    incident = post_am(api, am_payload(group, [firing[0], both[1]])).json()  # fires again: reopens
+    assert incident["status"] == "open" and incident["resolved_at"] is None
+    assert radius_view(incident) == blast_radius_of_db_1(ids)
+
+    feed = api.get(f"/api/v1/changes?since={head}", as_="read").json()["items"]
+    assert [(r["object_type"], r["object_id"], r["action"], r["actor"]) for r in feed] == \
+        [("incident", incident["id"], "update", "write-bot")] * 3
+    assert [r["diff"] for r in feed] == [
+        {"alerts_firing": [2, 1], "alerts_resolved": [0, 1]},
+        {"status": ["open", "resolved"], "alerts_firing": [1, 0], "alerts_resolved": [1, 2],
+         "failed_cis": [[ids["db-1"]], []], "impacted": [4, 0], "risk": ["critical", None]},
+        {"status": ["resolved", "open"], "alerts_firing": [0, 1], "alerts_resolved": [2, 1],
+         "failed_cis": [[], [ids["db-1"]]], "impacted": [0, 4], "risk": [None, "critical"]},
+    ]
+    created = api.get(f"/api/v1/changes?since={head - 1}", as_="read").json()["items"][0]
+    assert created["object_type"] == "incident" and created["action"] == "create"
+    assert created["diff"]["failed_cis"] == [None, [ids["db-1"]]] and created["diff"]["status"] == [None, "open"]
+
+
+def test_lists_page_and_filter_and_reads_need_read_scope(api):
+    build_topology(api)
+    first = post_am(api, am_payload("g1", [am_alert("x", instance="10.0.0.11:1")])).json()
+    second = post_am(api, am_payload("g2", [am_alert("y", "resolved", instance="10.0.0.21:1")])).json()
+    assert (first["status"], second["status"]) == ("open", "resolved")
+    page1 = api.get("/api/v1/incidents?limit=1", as_="read").json()
+    assert [i["id"] for i in page1["items"]] == [second["id"]] and page1["next_cursor"]
+    page2 = api.get(f"/api/v1/incidents?limit=1&cursor={page1['next_cursor']}", as_="read").json()
+    assert [i["id"] for i in page2["items"]] == [first["id"]] and page2["next_cursor"] is None
+    assert [i["id"] for i in api.get("/api/v1/incidents?status=open", as_="read").json()["items"]] == [first["id"]]
+    assert [i["id"] for i in api.get("/api/v1/incidents?status=resolved", as_="read").json()["items"]] == [second["id"]]
+    listed = page2["items"][0]
+    assert (listed["risk"], listed["impacted"], listed["owners"]) == ("critical", 2, ["infra", "shop-team"])
+    assert (names(listed["failed"]), listed["failed_count"], names(listed["services"])) == ({"web-1"}, 1, {"shop"})
+    assert api.get("/api/v1/incidents?status=closed", as_="read").status_code == 422
+    assert api.get("/api/v1/incidents?cursor=!!", as_="read").status_code == 422
+    assert api.get(f"/api/v1/incidents/{'0' * 8}-0000-0000-0000-{'0' * 12}", as_="read").status_code == 404
+    assert api.get("/api/v1/incidents", as_=None).status_code == 401
+    assert post_am(api, am_payload("g3", [am_alert("z")]), as_="read").status_code == 403
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda p: p.update(version="3"), "version"),
+    (lambda p: p.pop("groupKey"), "groupKey"),
+    (lambda p: p.update(groupKey=""), "groupKey"),
+    (lambda p: p["alerts"][0].pop("fingerprint"), "fingerprint"),
+    (lambda p: p["alerts"][0].update(status="pending"), "status"),
+    (lambda p: p["alerts"][0].update(labels={"a": 1}), "labels"),
+    (lambda p: p["alerts"][0].update(startsAt="yesterday"), "startsAt"),
+    (lambda p: p.update(alerts="none"), "alerts"),
+])
+def test_malformed_payloads_are_422_naming_the_field(api, change, field):
+    payload = am_payload("g", [am_alert("a")])
+    change(payload)
+    response = post_am(api, payload)
+    assert response.status_code == 422, response.text
+    assert any(field in e["field"] for e in response.json()["errors"]), response.json()
+
+
+def test_odd_but_valid_payloads_are_accepted(api):
+    build_topology(api)
+    odd = am_alert("odd", instance="10.0.0.11:9100", note="nul \x00 and \ud800 surrogate")
+    odd["annotations"] = {"summary": "<script>alert(1)</script>"}
+    odd["startsAt"] = "9999-12-31T23:00:00-05:00"  # past what UTC holds: kept without a start
+    payload = {**am_payload("k" * 20_000, [odd, am_alert("new-field")]), "newField": {"x": 1}}
+    payload["alerts"][1]["somethingNew"] = True
+    response = api.post("/api/v1/integrations/alertmanager", content=json.dumps(payload).encode(),  # \ud800 escaped
+                        headers={"Content-Type": "application/json"}, as_="write")
+    assert response.status_code == 200, response.text
+    detail = api.get(f"/api/v1/incidents/{response.json()['id']}", as_="read").json()
+    stored = next(a for a in detail["alerts"] if a["fingerprint"] == "odd")
+    assert stored["labels"]["note"] == "nul \ufffd and ? surrogate" and stored["starts_at"] is not None
+    assert detail["group_key"] == "k" * 20_000
+
+
+def test_generic_alerts_raise_and_resolve_per_host(api):
+    ids = build_topology(api)
+    body = {"host": "db-1.example.com", "service": "PostgreSQL", "state": "CRITICAL", "output": "refused"}
+    response = api.post("/api/v1/integrations/alerts", json=body, as_="write")
+    assert response.status_code == 200, response.text
+    incident = response.json()
+    assert (incident["status"], incident["group_key"], incident["source"]) == ("open", "host:db-1.example.com", "alerts")
+    assert radius_view(incident) == blast_radius_of_db_1(ids)
+    detail = api.get(f"/api/v1/incidents/{incident['id']}", as_="read").json()
+    assert [(a["ci"]["name"], a["bound_by"], a["annotations"]) for a in detail["alerts"]] == \
+        [("db-1", "instance:host", {"output": "refused"})]
+    started = detail["alerts"][0]["starts_at"]
+    again = api.post("/api/v1/integrations/alerts", json={**body, "state": "WARNING"}, as_="write").json()
+    assert again["id"] == incident["id"] and again["status"] == "open"
+    resolved = api.post("/api/v1/integrations/alerts", json={**body, "state": "OK", "output": "ok"}, as_="write").json()
+    assert resolved["id"] == incident["id"] and resolved["status"] == "resolved"
+    alert = api.get(f"/api/v1/incidents/{incident['id']}", as_="read").json()["alerts"][0]
+    assert alert["starts_at"] == started and alert["ends_at"] is not None and alert["status"] == "resolved"
+    host_down = api.post("/api/v1/integrations/alerts", json={"host": "web-1", "state": "DOWN", "group": "web"},
+                         as_="write").json()
+    assert (host_down["group_key"], names(host_down["failed"])) == ("web", {"web-1"})
+    assert api.post("/api/v1/integrations/alerts", json={**body, "state": "BROKEN"}, as_="write").status_code == 422
+    assert api.post("/api/v1/integrations/alerts", json={**body, "extra": 1}, as_="write").status_code == 422
+
+
+def test_a_repeated_group_is_recomputed_once_the_map_changed(api):
+    ids = build_topology(api)
+    payload = am_payload("g", [am_alert("db", instance="10.0.0.21:9100")])
+    first = post_am(api, payload).json()
+    assert post_am(api, payload).json()["as_of_seq"] == first["as_of_seq"]  # nothing changed: kept as computed
+    audit = api.create_ci("service", "audit", owner="audit-team", criticality=2)["id"]
+    api.relate(audit, "depends_on", ids["shop-db"])
+    again = post_am(api, payload).json()
+    assert again["as_of_seq"] > first["as_of_seq"]
+    assert {s["name"] for s in again["blast_radius"]["services"]} == {"shop", "reports", "audit"}
+    assert again["owners"] == ["audit-team", "bi-team", "infra", "shop-team"]
+    feed = api.get(f"/api/v1/changes?since={again['as_of_seq'] - 1}", as_="read").json()["items"]
+    assert [(r["object_type"], r["diff"]) for r in feed if r["object_type"] == "incident"] == [
+        ("incident", {"impacted": [4, 5]})]
+
+
+def test_a_group_of_thousands_of_alerts_is_taken_whole(api):
+    ids = build_topology(api)
+    alerts = [am_alert(f"n{n}", instance=f"10.1.{n // 250}.{n % 250}:9100") for n in range(3000)]
+    alerts += [am_alert("db", instance="10.0.0.21:9100"), am_alert("web", instance="web-1.example.com:9100")]
+    response = post_am(api, am_payload("big", alerts))
+    assert response.status_code == 200, response.text[:500]
+    incident = response.json()
+    assert incident["counts"] == {"firing": 3002, "resolved": 0, "unbound": 3000}
+    assert {ci["id"] for ci in incident["failed"]} == {ids["db-1"], ids["web-1"]}
+
+
+def test_an_incident_keeps_its_latest_alerts(api, monkeypatch):
+    from app.services import incidents
+
+    monkeypatch.setattr(incidents, "MAX_ALERTS", 3)
+    build_topology(api)
+    post_am(api, am_payload("g", [am_alert("a", "resolved"), am_alert("b", "resolved")]))
+    incident = post_am(api, am_payload("g", [am_alert("c"), am_alert("d")])).json()
+    assert incident["counts"] == {"firing": 2, "resolved": 1, "unbound": 3}
+    kept = api.get(f"/api/v1/incidents/{incident['id']}", as_="read").json()["alerts"]
+    assert {a["fingerprint"] for a in kept} == {"b", "c", "d"}  # a and b ended together: a goes first (by name)

@@ -12,10 +12,12 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import web
-from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, search, tokens
+from app.api import (changes, cis, health, impact, ingest, metrics, openapi, problems, prometheus, registry,
+                     relationships, search, tokens)
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
+from app.core import metrics_listener
 from app.core.db import make_engine, refresh_statistics
 from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache
@@ -35,7 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.set_threshold(*settings.gc_thresholds)
         if settings.load_graph_at_startup:
             app.state.live_graph.warm_up(before=lambda: refresh_statistics(engine))
+        listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry)
         yield
+        if listener is not None:
+            listener.stop()
         engine.dispose()
 
     # /docs is served by app.web from vendored assets (FastAPI's own loads Swagger UI from a CDN).
@@ -49,8 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes})
+    metrics.install(app)
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
-    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search):
+    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, metrics, prometheus):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     # 25-40% of a first-load batch was spent there (measured, see BENCHMARKS.md).
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
+    # Prometheus (/metrics): the estate's counts (CIs by class, discovery runs) are read from the
+    # database at most once per this many seconds per worker, however often Prometheus scrapes.
+    metrics_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # An address ("127.0.0.1:9464", "[::1]:9464") where `karta serve` also serves /metrics WITHOUT a
+    # token (none: only GET /metrics on the API port, with a token of scope read). Bind it to an
+    # address only Prometheus reaches.
+    metrics_listen: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -1,0 +1,127 @@
+"""The real Prometheus (Debian's prometheus 2.42) against a real `karta serve`: its http_sd job reads
+Karta's targets with their labels, and its Karta job scrapes /metrics with a token.
+
+The http_sd job is the one the README shows, plus relabelling that this test alone needs: the
+discovered address is kept as `instance` and every scrape goes to Karta's own open metrics listener
+on 127.0.0.1, because the estate's addresses are not on this machine and tests send nothing off it.
+"""
+
+import os
+import subprocess
+import time
+
+import httpx
+import pytest
+import yaml
+
+from app.core.db import make_engine
+from tests.conftest import create_tokens, missing_requirement
+from tests.integrations.estate import expected_targets, ingest_estate
+from tests.server import free_port, running_server
+
+PROMETHEUS = "/usr/bin/prometheus"
+WAIT_SECONDS = 60
+pytestmark = pytest.mark.tools
+
+
+class _Api:
+    """Enough of tests.conftest.Api to ingest the estate through the real server."""
+
+    def __init__(self, base: str, secret: str) -> None:
+        self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, trust_env=False,
+                                   timeout=30)
+
+    def post(self, url, **kwargs):
+        return self.client.post(url, **kwargs)
+
+
+def prometheus_config(karta: str, token_file: str, listener: str) -> dict:
+    # `type: Bearer` written out: Prometheus 2.42's http_sd sends the bare credentials without it
+    # ("Authorization: <token>", seen on the wire), which Karta refuses; scrape jobs default to Bearer.
+    def authorization():  # a dict of its own each time: yaml would write one shared dict as an alias
+        return {"type": "Bearer", "credentials_file": token_file}
+
+    return {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {"job_name": "karta", "authorization": authorization(), "static_configs": [{"targets": [karta]}]},
+            {"job_name": "node",
+             "http_sd_configs": [{"url": f"http://{karta}/api/v1/integrations/prometheus/targets?port=9100",
+                                  "refresh_interval": "1s", "authorization": authorization()}],
+             "relabel_configs": [
+                 {"source_labels": ["__address__"], "target_label": "instance"},
+                 {"target_label": "__address__", "replacement": listener}]},
+        ],
+    }
+
+
+def _wait_for(what: str, check, deadline: float):
+    """Ask `check` until it answers (True, result); it answers (False, what it saw) meanwhile."""
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            done, last = check()
+            if done:
+                return last
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"Prometheus never showed {what}; last seen: {last!r}")
+
+
+def test_prometheus_discovers_targets_from_karta_and_scrapes_it(database_url, tmp_path):
+    if not os.access(PROMETHEUS, os.X_OK):
+        missing_requirement(f"{PROMETHEUS} (Debian package prometheus) is not installed")
+    engine = make_engine(database_url)
+    try:
+        secrets = create_tokens(engine)
+    finally:
+        engine.dispose()
+    token_file = tmp_path / "karta-token"
+    token_file.write_text(secrets["read"])
+    token_file.chmod(0o600)
+    listener = f"127.0.0.1:{free_port()}"
+    with running_server(database_url, env={"KARTA_METRICS_LISTEN": listener}) as base:
+        refs = ingest_estate(_Api(base, secrets["discovery"]))
+        karta = base.removeprefix("http://")
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump(prometheus_config(karta, str(token_file), listener)))
+        web = f"127.0.0.1:{free_port()}"
+        log = open(tmp_path / "prometheus.log", "w")
+        process = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                    f"--web.listen-address={web}"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            client = httpx.Client(base_url=f"http://{web}", trust_env=False, timeout=5)
+            deadline = time.monotonic() + WAIT_SECONDS
+            # Prometheus drops labels whose value is empty, and adds job and instance.
+            expected = {frozenset({**{k: v for k, v in group["labels"].items() if v}, "job": "node",
+                                   "instance": group["targets"][0]}.items()) for group in expected_targets(refs)}
+
+            def discovered():
+                targets = client.get("/api/v1/targets", params={"state": "active"}).json()["data"]["activeTargets"]
+                node = [t for t in targets if t["scrapePool"] == "node"]
+                labels = {frozenset(t["labels"].items()) for t in node}
+                return labels == expected and all(t["health"] == "up" for t in node), node
+
+            # `instance` is the address Karta gave (the relabelling above copied it before moving the scrape).
+            _wait_for("the http_sd targets with their labels, up", discovered, deadline)
+
+            def query(promql):
+                result = client.get("/api/v1/query", params={"query": promql}).json()["data"]["result"]
+                return bool(result), {frozenset(r["metric"].items()): r["value"][1] for r in result}
+
+            assert _wait_for("up{job=karta}", lambda: query('up{job="karta"}'), deadline) == {
+                frozenset({"__name__": "up", "job": "karta", "instance": karta}.items()): "1"}
+            servers = _wait_for("karta_cis", lambda: query('karta_cis{job="karta",class="server"}'), deadline)
+            assert list(servers.values()) == ["3"]  # web-1, db-1, bare (vm-7 is a virtual_machine)
+        except BaseException:
+            print((tmp_path / "prometheus.log").read_text()[-5000:])
+            raise
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+            log.close()

@@ -17,7 +17,7 @@ import yaml
 from app.core.db import make_engine
 from tests.conftest import create_tokens, missing_requirement
 from tests.integrations.estate import expected_targets, ingest_estate
-from tests.server import free_port, running_server
+from tests.server import free_port, running_server, stop
 
 PROMETHEUS = "/usr/bin/prometheus"
 WAIT_SECONDS = 60
@@ -106,22 +106,20 @@ def test_prometheus_discovers_targets_from_karta_and_scrapes_it(database_url, tm
             # `instance` is the address Karta gave (the relabelling above copied it before moving the scrape).
             _wait_for("the http_sd targets with their labels, up", discovered, deadline)
 
-            def query(promql):
+            def query(promql, expected):
                 result = client.get("/api/v1/query", params={"query": promql}).json()["data"]["result"]
-                return bool(result), {frozenset(r["metric"].items()): r["value"][1] for r in result}
+                found = {frozenset(r["metric"].items()): r["value"][1] for r in result}
+                return found == expected, found
 
-            assert _wait_for("up{job=karta}", lambda: query('up{job="karta"}'), deadline) == {
-                frozenset({"__name__": "up", "job": "karta", "instance": karta}.items()): "1"}
-            servers = _wait_for("karta_cis", lambda: query('karta_cis{job="karta",class="server"}'), deadline)
-            assert list(servers.values()) == ["3"]  # web-1, db-1, bare (vm-7 is a virtual_machine)
+            # Waited for until it holds (a first scrape may fail while the worker starts: up 0).
+            _wait_for("up{job=karta} 1", lambda: query('up{job="karta"}', {
+                frozenset({"__name__": "up", "job": "karta", "instance": karta}.items()): "1"}), deadline)
+            _wait_for("karta_cis of the servers", lambda: query('karta_cis{job="karta",class="server"}', {
+                frozenset({"__name__": "karta_cis", "job": "karta", "instance": karta, "class": "server"}.items()):
+                    "3"}), deadline)  # web-1, db-1, bare (vm-7 is a virtual_machine)
         except BaseException:
             print((tmp_path / "prometheus.log").read_text()[-5000:])
             raise
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop(process)
             log.close()

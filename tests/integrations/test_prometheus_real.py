@@ -1,14 +1,16 @@
 """The real Prometheus (Debian's prometheus 2.42) against a real `karta serve`: its http_sd job reads
 Karta's targets with their labels, and its Karta job scrapes /metrics with a token.
 
-The http_sd job is the one the README shows, plus relabelling that this test alone needs: the
-discovered address is kept as `instance` and every scrape goes to Karta's own open metrics listener
-on 127.0.0.1, because the estate's addresses are not on this machine and tests send nothing off it.
+The configuration is the one the README shows (read from it), plus relabelling that this test alone
+needs: the discovered address is kept as `instance` and every scrape goes to Karta's own open metrics
+listener on 127.0.0.1, because the estate's addresses are not on this machine and tests send nothing
+off it.
 """
 
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -35,24 +37,28 @@ class _Api:
         return self.client.post(url, **kwargs)
 
 
-def prometheus_config(karta: str, token_file: str, listener: str) -> dict:
-    # `type: Bearer` written out: Prometheus 2.42's http_sd sends the bare credentials without it
-    # ("Authorization: <token>", seen on the wire), which Karta refuses; scrape jobs default to Bearer.
-    def authorization():  # a dict of its own each time: yaml would write one shared dict as an alias
-        return {"type": "Bearer", "credentials_file": token_file}
+README = Path(__file__).resolve().parents[2] / "README.md"
 
-    return {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {"job_name": "karta", "authorization": authorization(), "static_configs": [{"targets": [karta]}]},
-            {"job_name": "node",
-             "http_sd_configs": [{"url": f"http://{karta}/api/v1/integrations/prometheus/targets?port=9100",
-                                  "refresh_interval": "1s", "authorization": authorization()}],
-             "relabel_configs": [
-                 {"source_labels": ["__address__"], "target_label": "instance"},
-                 {"target_label": "__address__", "replacement": listener}]},
-        ],
-    }
+
+def readme_prometheus_yml() -> str:
+    """The prometheus.yml the README's Prometheus section tells operators to paste."""
+    section = README.read_text().split("### Prometheus:", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def prometheus_config(karta: str, token_file: str, listener: str) -> dict:
+    """The README's configuration pointed at this test's Karta, refreshed every second, plus the
+    relabelling this test alone needs (module docstring)."""
+    text = (readme_prometheus_yml().replace("https://karta.example.com", f"http://{karta}")
+            .replace("karta.example.com:443", karta).replace("scheme: https", "scheme: http")
+            .replace("/etc/prometheus/karta-token", token_file).replace("refresh_interval: 5m", "refresh_interval: 1s"))
+    assert "example.com" not in text and "/etc/prometheus" not in text, text  # every placeholder replaced
+    config = yaml.safe_load(text)
+    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    (node,) = [job for job in config["scrape_configs"] if job["job_name"] == "node"]
+    node["relabel_configs"] = [{"source_labels": ["__address__"], "target_label": "instance"},
+                               {"target_label": "__address__", "replacement": listener}]
+    return config
 
 
 def _wait_for(what: str, check, deadline: float):

@@ -28,8 +28,8 @@ def targets(
     environment: str | None = None,
     tag: str | None = None,
     owner: str | None = None,
-    port: Annotated[int, Query(ge=1, le=65535, description="The port put after every address")] = prometheus.DEFAULT_PORT,
-    address: Annotated[Literal["ip", "fqdn"], Query(description="Which address comes first when a host has both")] = "ip",
+    port: Annotated[int, Query(ge=1, le=65535, description="The port after every address")] = prometheus.DEFAULT_PORT,
+    address: Annotated[Literal["ip", "fqdn"], Query(description="Which comes first when a host has both")] = "ip",
 ):
     """Target groups for Prometheus's `http_sd_configs`: one per host, with labels cmdb_ci, cmdb_name,
     ci_class, environment, owner and services (the services the host serves, sorted, comma-separated).

@@ -12,8 +12,8 @@ Counted as things happen (prometheus-client, in every worker):
 Read at scrape time (KartaCollector): CIs by class, discovery runs by source and result and the last
 complete run's time, the change feed's head; all from the database in one read transaction, cached
 `metrics_cache_seconds` so that scrapes, however frequent, cannot load the database. And the impact
-graph of the worker answering the scrape (CIs, relationships, applied sequence, lag behind the head),
-read as it is, never caught up for a scrape, and left out while it is being built.
+graph of the worker answering the scrape (CIs, related pairs of CIs, applied sequence, lag behind
+the head), read as it is, never caught up for a scrape, and left out while it is being built.
 
 Several workers (`karta serve --workers N`): `karta serve` gives every start its own directory in
 PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) and removes it on exit, so counters
@@ -28,7 +28,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -134,7 +139,9 @@ class KartaCollector:
         return []  # nothing to check at registration (which would otherwise read the database)
 
     def _counts(self) -> dict[str, Any]:
-        from app.services import metric_counts  # the service layer, imported when first scraped
+        from app.services import (
+            metric_counts,  # the service layer, imported when first scraped
+        )
 
         with self._lock:
             now = time.monotonic()
@@ -165,11 +172,12 @@ class KartaCollector:
         snapshot = self._live_graph.snapshot(GRAPH_WAIT_SECONDS) if self._live_graph is not None else None
         if snapshot is None:
             return
-        graph_cis, relationships, applied = snapshot
+        graph_cis, pairs, applied = snapshot
         yield GaugeMetricFamily("karta_graph_cis", "CIs in the impact graph of the worker that answered.",
                                 value=graph_cis)
-        yield GaugeMetricFamily("karta_graph_relationships", "Relationships in the impact graph of the worker "
-                                "that answered.", value=relationships)
+        yield GaugeMetricFamily("karta_graph_related_pairs", "Pairs of CIs related in the impact graph of the "
+                                "worker that answered (several relationship types between two CIs: one pair).",
+                                value=pairs)
         yield GaugeMetricFamily("karta_graph_applied_sequence", "The last change record applied to that "
                                 "worker's graph.", value=applied)
         # The head was read up to metrics_cache_seconds ago; the graph may have moved past it since.

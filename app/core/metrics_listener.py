@@ -39,7 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = READ_TIMEOUT_SECONDS  # on the socket: a silent client is dropped, never waited on
     server_version = "karta-metrics"
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server protocol's name)
+    def do_GET(self) -> None:
         if urlsplit(self.path).path != "/metrics":
             self._answer(404, b"Only /metrics is served here.\n", "text/plain; charset=utf-8")
             return
@@ -58,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - scrapes every 15 s would fill the log
+    def log_message(self, format: str, *args) -> None:
         pass
 
 

@@ -79,7 +79,7 @@ def test_cis_by_class_discovery_runs_and_the_graph(app, api):
         datetime.fromisoformat(finished).timestamp(), abs=0.001)
     head = value(found, "karta_change_feed_head_sequence")
     assert head > 0
-    assert (value(found, "karta_graph_cis"), value(found, "karta_graph_relationships")) == (4, 2)
+    assert (value(found, "karta_graph_cis"), value(found, "karta_graph_related_pairs")) == (4, 2)
     assert value(found, "karta_graph_applied_sequence") == head
     assert value(found, "karta_graph_lag_sequences") == 0
 

@@ -77,8 +77,8 @@ def test_serve_refuses_a_metrics_address_it_cannot_listen_on(database_url):
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         result = subprocess.run([*KARTA, "serve", "--port", str(free_port())], capture_output=True, text=True,
-                                timeout=60, env={**os.environ, "KARTA_DATABASE_URL": database_url,
-                                                 "KARTA_METRICS_LISTEN": address})
+                                check=False, timeout=60, env={**os.environ, "KARTA_DATABASE_URL": database_url,
+                                                              "KARTA_METRICS_LISTEN": address})
     assert result.returncode == 1
     assert f"KARTA_METRICS_LISTEN={address} cannot be listened on" in result.stderr
 
@@ -86,6 +86,6 @@ def test_serve_refuses_a_metrics_address_it_cannot_listen_on(database_url):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_malformed_metrics_address_is_refused_at_start(database_url):
     result = subprocess.run([*KARTA, "serve", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "KARTA_DATABASE_URL": database_url, "KARTA_METRICS_LISTEN": "9464"})
+                            check=False, env={**os.environ, "KARTA_DATABASE_URL": database_url, "KARTA_METRICS_LISTEN": "9464"})
     assert result.returncode != 0
     assert "metrics_listen" in result.stderr

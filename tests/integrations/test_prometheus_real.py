@@ -10,6 +10,8 @@ off it.
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -75,6 +77,23 @@ def _wait_for(what: str, check, deadline: float):
     raise AssertionError(f"Prometheus never showed {what}; last seen: {last!r}")
 
 
+@contextmanager
+def running_prometheus(config: Path, workdir: Path) -> Iterator[httpx.Client]:
+    """Prometheus on a free port of 127.0.0.1 with `config`, its data and log in `workdir`; a client of its API."""
+    web = f"127.0.0.1:{free_port()}"
+    with open(workdir / "prometheus.log", "w") as log:
+        process = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+                                    f"--web.listen-address={web}"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with httpx.Client(base_url=f"http://{web}", trust_env=False, timeout=5) as client:
+                yield client
+        except BaseException:
+            print((workdir / "prometheus.log").read_text()[-5000:])
+            raise
+        finally:
+            stop(process)
+
+
 def test_prometheus_discovers_targets_from_karta_and_scrapes_it(database_url, tmp_path):
     if not os.access(PROMETHEUS, os.X_OK):
         missing_requirement(f"{PROMETHEUS} (Debian package prometheus) is not installed")
@@ -92,12 +111,7 @@ def test_prometheus_discovers_targets_from_karta_and_scrapes_it(database_url, tm
         karta = base.removeprefix("http://")
         config = tmp_path / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(karta, str(token_file), listener)))
-        web = f"127.0.0.1:{free_port()}"
-        log = open(tmp_path / "prometheus.log", "w")
-        process = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                    f"--web.listen-address={web}"], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            client = httpx.Client(base_url=f"http://{web}", trust_env=False, timeout=5)
+        with running_prometheus(config, tmp_path) as client:
             deadline = time.monotonic() + WAIT_SECONDS
             # Prometheus drops labels whose value is empty, and adds job and instance.
             expected = {frozenset({**{k: v for k, v in group["labels"].items() if v}, "job": "node",
@@ -123,9 +137,3 @@ def test_prometheus_discovers_targets_from_karta_and_scrapes_it(database_url, tm
             _wait_for("karta_cis of the servers", lambda: query('karta_cis{job="karta",class="server"}', {
                 frozenset({"__name__": "karta_cis", "job": "karta", "instance": karta, "class": "server"}.items()):
                     "3"}), deadline)  # web-1, db-1, bare (vm-7 is a virtual_machine)
-        except BaseException:
-            print((tmp_path / "prometheus.log").read_text()[-5000:])
-            raise
-        finally:
-            stop(process)
-            log.close()

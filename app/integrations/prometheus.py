@@ -14,8 +14,11 @@ Label names are fixed here (valid Prometheus names); their values are whatever t
 discovery may have filled with anything: they travel as JSON strings, which Prometheus takes as they
 are, so nothing needs escaping, but nothing read from a CI ever becomes a label NAME. `services` is the
 names of the services the host serves, sorted and joined with commas (a comma inside a name is written
-%2C, and a % as %25, so that the list splits back unambiguously). An absent environment or owner is an
-empty string, which Prometheus treats as no label. Translation only: no database, no HTTP here.
+%2C, and a % as %25, so that the list splits back unambiguously); past MAX_SERVICES_IN_LABEL names it
+ends with the item `...` (a service named `...` is written %2E%2E%2E): every series of the target
+carries the label, and a shared database host can serve thousands of services. An absent environment
+or owner is an empty string, which Prometheus treats as no label. Translation only: no database, no
+HTTP here.
 """
 
 from typing import Any
@@ -24,6 +27,8 @@ from app.services.scrape_targets import Target
 
 LABELS = ("cmdb_ci", "cmdb_name", "ci_class", "environment", "owner", "services")
 DEFAULT_PORT = 9100  # node_exporter's
+MAX_SERVICES_IN_LABEL = 100
+MORE = "..."
 
 
 def host_port(address: str, port: int) -> str:
@@ -31,7 +36,12 @@ def host_port(address: str, port: int) -> str:
 
 
 def _list_item(name: str) -> str:
-    return name.replace("%", "%25").replace(",", "%2C")
+    return "%2E%2E%2E" if name == MORE else name.replace("%", "%25").replace(",", "%2C")
+
+
+def services_label(names: tuple[str, ...]) -> str:
+    items = [_list_item(name) for name in names[:MAX_SERVICES_IN_LABEL]]
+    return ",".join(items + [MORE] if len(names) > MAX_SERVICES_IN_LABEL else items)
 
 
 def target_group(target: Target, port: int) -> dict[str, Any]:
@@ -43,7 +53,7 @@ def target_group(target: Target, port: int) -> dict[str, Any]:
             "ci_class": target.ci_class,
             "environment": target.environment or "",
             "owner": target.owner or "",
-            "services": ",".join(_list_item(name) for name in target.services),
+            "services": services_label(target.services),
         },
     }
 

@@ -15,7 +15,6 @@ Reads only; must never write, and never trust a value read from a CI to be well-
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
 from sqlalchemy import Connection, select
 
 from app.models import ConfigurationItem
@@ -23,6 +22,7 @@ from app.services.cis import list_filters
 from app.services.errors import InvalidInput, field_error
 from app.services.identifiers import normalize_address, normalize_fqdn
 from app.services.registry import RegistryCache
+from graph import reach
 
 CI = ConfigurationItem.__table__
 DEFAULT_CLASS = "server"
@@ -89,12 +89,16 @@ def services_of(conn: Connection, registry_cache: RegistryCache, live_graph, hos
     service_classes = sorted(registry.get_class(SERVICE_CLASS).descendants)
     names = {str(ci_id): name for ci_id, name in conn.execute(
         select(CI.c.id, CI.c.name).where(CI.c.ci_class.in_(service_classes)))}
-    reached: dict[str, set[str]] = {}
-    with live_graph.reading() as graph:
-        g = graph.graph  # edges point the way impact flows: a service's providers are its ancestors
-        for service_id, name in names.items():
-            if service_id in g:
-                for host in nx.ancestors(g, service_id) & hosts:
-                    reached.setdefault(host, set()).add(name)
-    return {host: tuple(sorted(found)) for host, found in reached.items()}
+    with live_graph.reading() as graph:  # held only while the part that matters is copied
+        part = reach.upstream_part(graph.graph, names)
+    found = reach.reached(part, set(names))
+    sorted_names: dict[int, tuple[str, ...]] = {}  # hosts often share one set: sort it once
+    answer = {}
+    for host in hosts:
+        services = found.get(host)
+        if services:
+            if id(services) not in sorted_names:
+                sorted_names[id(services)] = tuple(sorted({names[service] for service in services}))
+            answer[host] = sorted_names[id(services)]
+    return answer
 

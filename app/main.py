@@ -16,8 +16,8 @@ from app.api import (changes, cis, health, impact, ingest, metrics, openapi, pro
                      relationships, search, tokens)
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
-from app.core.config import Settings, get_settings
 from app.core import metrics_listener
+from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
 from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache

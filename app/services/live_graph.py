@@ -77,7 +77,7 @@ class LiveGraph:
 
     def snapshot(self, wait_seconds: float) -> tuple[int, int, int] | None:
         """(CIs, related pairs of CIs, applied_seq) of the graph as it is, without catching up (for
-        metrics); None before it is built, or while a catch-up or build holds it longer than `wait_seconds`.
+        metrics); None before it is built, or while a catch-up or build holds it past `wait_seconds`.
         Pairs, not relationships: counting those walks every edge under the lock (0.5 s at 1.5 million)."""
         if not self._lock.acquire(timeout=wait_seconds):
             return None

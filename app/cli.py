@@ -57,6 +57,7 @@ def _metrics_directory() -> Iterator[None]:
     every worker add up (app/core/metrics.py), removed when the server stops."""
     import os
     import shutil
+    import signal
     import sys
     import tempfile
 
@@ -64,10 +65,18 @@ def _metrics_directory() -> Iterator[None]:
         raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
     path = tempfile.mkdtemp(prefix="karta-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # uvicorn (one worker) ends a graceful stop on SIGTERM by raising the signal again once it has put
+    # its own handlers back: with Python's default one the process would die there, before the removal.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         yield
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _exit_on_sigterm(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)  # the shell's code for "ended by this signal"
 
 
 def _serve(host: str, port: int, workers: int, migrate: bool, access_log: bool) -> None:

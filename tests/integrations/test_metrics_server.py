@@ -89,3 +89,12 @@ def test_a_malformed_metrics_address_is_refused_at_start(database_url):
                             check=False, env={**os.environ, "KARTA_DATABASE_URL": database_url, "KARTA_METRICS_LISTEN": "9464"})
     assert result.returncode != 0
     assert "metrics_listen" in result.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_one_worker_stopped_by_sigterm_removes_its_directory(database_url, tmp_path):
+    # uvicorn alone re-raises SIGTERM after its graceful stop (a plain process would die there).
+    tmp = str(tmp_path)
+    with running_server(database_url, env={"TMPDIR": tmp}):
+        assert len(_metrics_dirs(tmp)) == 1
+    assert _metrics_dirs(tmp) == []

@@ -48,9 +48,52 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs ~10% throughput)")] = False,
 ) -> None:
     """Serve the API with uvicorn. Refuses to start on a database whose schema is behind."""
+    with _metrics_directory():  # before anything imports prometheus_client, which reads it once
+        _serve(host, port, workers, migrate, access_log)
+
+
+@contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """A directory of this start's own for prometheus-client's multiprocess mode, so the counters of
+    every worker add up (app/core/metrics.py), removed when the server stops."""
+    import os
+    import shutil
+    import signal
+    import sys
+    import tempfile
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
+    path = tempfile.mkdtemp(prefix="karta-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # uvicorn (one worker) ends a graceful stop on SIGTERM by raising the signal again once it has put
+    # its own handlers back: with Python's default one the process would die there, before the removal.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _exit_on_sigterm(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)  # the shell's code for "ended by this signal"
+
+
+def _serve(host: str, port: int, workers: int, migrate: bool, access_log: bool) -> None:
     import uvicorn
 
     from app.core import migrations
+    from app.core.config import get_settings
+    from app.core.metrics_listener import check_bindable
+
+    listen = get_settings().metrics_listen
+    if listen:
+        try:
+            check_bindable(listen)
+        except (OSError, ValueError) as exc:
+            typer.echo(f"KARTA_METRICS_LISTEN={listen} cannot be listened on: {exc}", err=True)
+            raise typer.Exit(1) from exc
 
     with _database() as engine:
         if migrate:

@@ -12,10 +12,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import web
-from app.api import (changes, cis, health, impact, incidents, ingest, openapi, problems, registry, relationships, search,
-                     tokens, webhooks)
+from app.api import (changes, cis, health, impact, incidents, ingest, metrics, openapi, problems, prometheus, registry,
+                     relationships, search, tokens, webhooks)
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
+from app.core import metrics_listener
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
 from app.services.live_graph import LiveGraph
@@ -41,7 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deliverer = DeliveryWorker(engine, settings) if settings.webhooks_deliver else None
         if deliverer:
             deliverer.start()
+        listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry)
         yield
+        if listener is not None:
+            listener.stop()
         if deliverer:
             deliverer.stop()
         engine.dispose()
@@ -59,8 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes,
                                "/api/v1/integrations/alertmanager": settings.max_alert_body_bytes})
+    metrics.install(app)
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
-    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks, incidents):
+    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks, incidents,
+                   metrics, prometheus):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

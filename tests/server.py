@@ -69,10 +69,15 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
         print(f"log of karta serve on {base}:\n{server_log()}", file=sys.stderr)
         raise
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         log.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Ask a program started by a test to stop; kill it if it has not within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)

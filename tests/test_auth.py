@@ -55,6 +55,8 @@ CONTRACT = [
     ("POST", "/api/v1/integrations/alerts", "write"),
     ("GET", "/api/v1/incidents", "read"),
     ("GET", "/api/v1/incidents/{incident_id}", "read"),
+    ("GET", "/metrics", "read"),
+    ("GET", "/api/v1/integrations/prometheus/targets", "read"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},

@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Admin, Forbidden, Reader, RegistryDep, read_transaction, require, write
 from app.api.responses import JSON
+from app.core import metrics
 from app.core.batch_contract import MAX_ITEMS, MAX_RELATIONSHIPS
 from app.core.db import refresh_statistics
 from app.models.discovery import MANUAL_SOURCE
@@ -80,6 +81,7 @@ def _ingest(request: Request, principal: Principal, registry, batch: Batch, dry_
     outcome = ingest(request.app.state.engine, registry, batch, actor=principal.name, dry_run=dry_run,
                      staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days),
                      token_id=principal.token_id)
+    metrics.ingest_done(outcome, dry_run)
     if not dry_run and outcome.counts.get("created", 0) >= BULK_LOAD_ROWS:
         refresh_statistics(request.app.state.engine)  # throttled; SQLite only
     return JSON(outcome.as_dict())

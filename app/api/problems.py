@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.responses import problem, problem_from_error
+from app.core import metrics
 from app.core.db_errors import DatabaseFault, classify
 from app.services.errors import KartaError, Unavailable
 
@@ -115,6 +116,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(sqlite3.Error)  # raised by the driver outside SQLAlchemy (a raw cursor)
     async def database_error(request: Request, exc: Exception):
         kind = classify(exc)
+        metrics.database_error(kind)
         error = getattr(exc, "orig", None) or exc
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         if kind is DatabaseFault.unique:

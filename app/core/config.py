@@ -110,6 +110,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"alert_bindings[{n}] must be {{\"label\": <name>, \"match\": ci_id|host|service}}")
         return rules
 
+    # Prometheus (/metrics): the estate's counts (CIs by class, discovery runs) are read from the
+    # database at most once per this many seconds per worker, however often Prometheus scrapes.
+    metrics_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # An address ("127.0.0.1:9464", "[::1]:9464") where `karta serve` also serves /metrics WITHOUT a
+    # token (none: only GET /metrics on the API port, with a token of scope read). Bind it to an
+    # address only Prometheus reaches.
+    metrics_listen: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+
 
 @lru_cache
 def get_settings() -> Settings:

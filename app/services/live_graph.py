@@ -75,6 +75,18 @@ class LiveGraph:
         with self._lock:
             yield self._refresh()
 
+    def snapshot(self, wait_seconds: float) -> tuple[int, int, int] | None:
+        """(CIs, related pairs of CIs, applied_seq) of the graph as it is, without catching up (for
+        metrics); None before it is built, or while a catch-up or build holds it past `wait_seconds`.
+        Pairs, not relationships: counting those walks every edge under the lock (0.5 s at 1.5 million)."""
+        if not self._lock.acquire(timeout=wait_seconds):
+            return None
+        try:
+            graph = self._graph
+            return None if graph is None else (len(graph), graph.number_of_links(), graph.applied_seq)
+        finally:
+            self._lock.release()
+
     def warm_up(self, before=None) -> None:
         threading.Thread(target=self._warm_up, args=(before,), name="karta-graph-load", daemon=True).start()
 

@@ -23,6 +23,11 @@ root_cause(symptoms)
     that count without walking: closures are monotone. The last candidate of a level has no
     rival: it is walked only while cheap, and if that does not finish it is ranked with its
     bound and `extra_exact` False. The order is always exact.
+    With `extra_cap` (an incident's webhook must answer in a fraction of a second), no walk goes
+    past the cap: a candidate whose count passes it ranks after every candidate of its level that
+    stays within it, and among others past it by id, with its bound and `extra_exact` False. A root
+    that would take more than the cap down besides the symptoms is a weak explanation whatever its
+    exact count; the walks of two such candidates cost seconds at a million CIs.
 
 spof(x)
     The CIs upstream of x whose single failure takes x down. Candidates are walked nearest first
@@ -178,7 +183,8 @@ def spof(g, ci_id, kind_key: str, spares: dict | None = None) -> list:
     return [c for c in order if c in found and c != ci_id]
 
 
-def root_cause(g, symptom_ids: Iterable, limit: int, kind_key: str, spares: dict | None = None) -> list[RootCauseCandidate]:
+def root_cause(g, symptom_ids: Iterable, limit: int, kind_key: str, spares: dict | None = None,
+               extra_cap: int | None = None) -> list[RootCauseCandidate]:
     symptoms, _unknown = split_known(g._node, symptom_ids)
     if not symptoms or limit <= 0:
         return []
@@ -203,38 +209,47 @@ def root_cause(g, symptom_ids: Iterable, limit: int, kind_key: str, spares: dict
         need = limit - len(ranked)
         if need <= 0:
             break
-        ranked.extend(_fewest_extra(walk, levels[count], need, symptom_set, closures))
+        ranked.extend(_fewest_extra(walk, levels[count], need, symptom_set, closures, extra_cap))
     return ranked
 
 
-def _fewest_extra(walk: DownWalk, level: list, need: int, symptom_set: set, closures: dict) -> list[RootCauseCandidate]:
+def _fewest_extra(walk: DownWalk, level: list, need: int, symptom_set: set, closures: dict,
+                  cap: int | None = None) -> list[RootCauseCandidate]:
     """The `need` candidates of one level with the fewest extra CIs down, best first, walking as
-    little as the ranking allows. Entries: [bound, id string, exact, candidate, explains]."""
-    heap = [tuple(e) for e in level]
+    little as the ranking allows (and never past `cap`). Entries: [bound, id string, exact,
+    candidate, explains]; in the heap (rank, id string, exact, candidate, explains, bound), where
+    rank is the bound, or cap + 1 for every candidate past the cap."""
+    ceiling = float("inf") if cap is None else cap
+
+    def entry(bound, key, exact, candidate, explains):
+        return (bound if bound <= ceiling else cap + 1, key, exact, candidate, explains, bound)
+
+    heap = [entry(*e) for e in level]
     heapq.heapify(heap)
     walks: dict = {}
     settled: dict = {}  # candidate -> its exact extra count
     ranked = []
     while heap and len(ranked) < need:
-        bound, key, exact, candidate, explains = heapq.heappop(heap)
-        if not exact:
+        rank, key, exact, candidate, explains, bound = heapq.heappop(heap)
+        if not exact and bound <= ceiling:
             floor = _dominated_floor(candidate, closures, settled, symptom_set)
             if floor > bound:
-                heapq.heappush(heap, (floor, key, exact, candidate, explains))
+                heapq.heappush(heap, entry(floor, key, exact, candidate, explains))
                 continue
             walk_of = walks.get(key) or walks.setdefault(key, walk.extra_walk(candidate, symptom_set))
             if not heap:
                 if bound < CHEAP_EXTRA:  # nothing left to beat: walk on only while it is cheap
-                    bound, exact = walk_of.advance(CHEAP_EXTRA)
+                    bound, exact = walk_of.advance(min(CHEAP_EXTRA, ceiling))
             else:
                 rival = heap[0]
                 # Far enough to settle against the next bound; at least a quarter further each
                 # time, so two big candidates overtaking each other take few rounds.
-                bound, exact = walk_of.advance(max(rival[0], CHEAP_EXTRA, bound + bound // 4))
+                bound, exact = walk_of.advance(min(max(rival[0], CHEAP_EXTRA, bound + bound // 4), ceiling))
                 if exact:
                     settled[candidate] = bound
-                if (rival[0], rival[1]) < (bound, key):
-                    heapq.heappush(heap, (bound, key, exact, candidate, explains))
+                again = entry(bound, key, exact, candidate, explains)
+                if (rival[0], rival[1]) < (again[0], key):
+                    heapq.heappush(heap, again)
                     continue
         ranked.append(RootCauseCandidate(candidate, explains, bound, exact))
     return ranked

@@ -209,11 +209,12 @@ class ImpactGraph:
             kind_key = self._types.kind_key(types)
             return propagation.impact(self._g, failed_ids, kind_key, max_depth, self._spares_for(kind_key))
 
-    def root_cause(self, symptom_ids: Iterable, limit: int = 10):
-        """CIs whose single failure best explains the symptoms being down, best first."""
+    def root_cause(self, symptom_ids: Iterable, limit: int = 10, extra_cap: int | None = None):
+        """CIs whose single failure best explains the symptoms being down, best first; with
+        `extra_cap`, extra CIs down are counted no further than that (graph.causes)."""
         with self._lock:
             kind_key = self._types.kind_key(None)
-            return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key))
+            return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key), extra_cap)
 
     def spof(self, ci_id) -> list:
         """CIs whose single failure takes `ci_id` down, nearest first; [] for an unknown CI."""

@@ -123,6 +123,33 @@ def test_root_cause_and_spof_match_the_reference(seed, cheap, monkeypatch):
             assert r.extra_down == extra if r.extra_exact else r.extra_down <= extra
 
 
+@pytest.mark.parametrize("cheap", [20_000, 0], ids=["exact", "bounded"])
+@pytest.mark.parametrize("cap", [0, 1, 3])
+@pytest.mark.parametrize("seed", range(30))
+def test_root_cause_with_an_extra_cap_ranks_past_the_cap_by_id(seed, cap, cheap, monkeypatch):
+    # Within the cap the order is exact; past it, after the rest of the level and by id, never
+    # walked further than the cap (the count shown is a lower bound past it).
+    monkeypatch.setattr(causes, "CHEAP_EXTRA", cheap)
+    cis, rels = random_graph(seed)
+    g = build(cis, rels)
+    names = [ci for ci, _, _ in cis]
+    down_of = {c: {v for v, s in reference_impact(cis, rels, [c])[0].items() if s == "down"} for c in names}
+    symptoms = random.Random(seed).sample(names, 3)
+    expected = []
+    for c in names:
+        explains = [s for s in symptoms if s == c or s in down_of[c]]
+        if explains:
+            extra = len(({c} | down_of[c]) - set(symptoms))
+            expected.append((-len(explains), extra if extra <= cap else cap + 1, c, explains, extra))
+    expected.sort()
+    ranked = g.root_cause(symptoms, limit=10, extra_cap=cap)
+    assert [(r.ci_id, r.explains) for r in ranked] == [(c, e) for _, _, c, e, _ in expected[:10]]
+    for r, (_, _, _, _, extra) in zip(ranked, expected):
+        assert r.extra_down == extra if r.extra_exact else r.extra_down <= extra
+        if cheap and extra <= cap:  # walking is cheap: within the cap every count is exact
+            assert r.extra_exact
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_a_graph_kept_current_by_changes_answers_like_one_built_afresh(seed):
     # Answers leave cached group sizes behind; every change must drop the ones it makes stale.

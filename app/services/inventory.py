@@ -1,0 +1,109 @@
+"""The hosts of an inventory and the services they carry, read from the database and the live graph.
+
+Hosts are the CIs of the server family (app.services.registry: a class's family is its root
+ancestor), so `server`, `virtual_machine` and any class an admin adds under them; network devices,
+load balancers and containers are families of their own and are not hosts. The CI list's filters
+narrow them (the same conditions, app.services.cis.list_filters).
+
+Services are the CIs of the service family. A service's hosts are the hosts it depends on,
+transitively, through the impact graph (graph.providers): the application it runs, the VM under
+it, the hypervisor under that, the members of a cluster it uses.
+
+This module reads; it never writes, and knows nothing of Ansible (app.integrations.ansible turns
+what it returns into Ansible's format) or of HTTP.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, String, cast, select
+
+from app.core import db
+from app.models import ConfigurationItem
+from app.services.cis import list_filters
+from app.services.registry import RegistryCache
+from graph.providers import providers_of_each
+
+CI = ConfigurationItem.__table__
+HOST_FAMILY = "server"
+SERVICE_FAMILY = "service"
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryHost:
+    id: str
+    ci_class: str
+    name: str
+    status: str
+    environment: str | None
+    owner: str | None
+    tags: list[str]
+    ip_address: Any  # the attribute as stored: a string, a list of them, or anything a hand edit left
+    fqdn: Any
+    attributes: dict[str, Any] | None  # only when asked for
+
+
+@dataclass(frozen=True)
+class Inventory:
+    hosts: list[InventoryHost]  # by id
+    services: dict[str, list[str]]  # service name -> ids of the hosts it depends on (sorted)
+    as_of_seq: int  # the change-feed position the service groups reflect
+
+
+def family_classes(registry_cache: RegistryCache, family: str, *, conn: Connection) -> list[str]:
+    return sorted(name for name, info in registry_cache.get(conn=conn).classes.items() if info.family == family)
+
+
+def _id(conn: Connection):
+    # PostgreSQL renders the canonical text itself (as the live graph does): 100,000 uuid -> str saved.
+    return cast(CI.c.id, String) if conn.dialect.name == "postgresql" else CI.c.id
+
+
+def read_hosts(conn: Connection, registry_cache: RegistryCache, *, with_attributes: bool,
+               **filters: Any) -> list[InventoryHost]:
+    """The hosts matching the CI list's `filters` (class, status, environment, tag, owner, no_owner,
+    q, attributes), by id. Only the attributes an inventory needs are read, unless all are asked for:
+    a discovered host's packages and filesystems are most of its row."""
+    host_classes = family_classes(registry_cache, HOST_FAMILY, conn=conn)
+    conditions = [CI.c.ci_class.in_(host_classes), *list_filters(conn, registry_cache, **filters)]
+    wanted = [CI.c.attributes] if with_attributes else [CI.c.attributes["ip_address"], CI.c.attributes["fqdn"]]
+    query = select(_id(conn), CI.c.ci_class, CI.c.name, CI.c.status, CI.c.environment, CI.c.owner, CI.c.tags,
+                   *wanted).where(*conditions).order_by(CI.c.id)
+    hosts = []
+    for row in conn.execute(query):
+        if with_attributes:
+            attributes = row[7] or {}
+            ip_address, fqdn = attributes.get("ip_address"), attributes.get("fqdn")
+        else:
+            attributes, ip_address, fqdn = None, row[7], row[8]
+        hosts.append(InventoryHost(str(row[0]), row[1], row[2], row[3], row[4], row[5], row[6] or [], ip_address,
+                                   fqdn, attributes))
+    return hosts
+
+
+def read_services(conn: Connection, registry_cache: RegistryCache) -> list[tuple[str, str]]:
+    """(id, name) of every service, by id."""
+    service_classes = family_classes(registry_cache, SERVICE_FAMILY, conn=conn)
+    query = select(_id(conn), CI.c.name).where(CI.c.ci_class.in_(service_classes)).order_by(CI.c.id)
+    return [(str(ci_id), name) for ci_id, name in conn.execute(query)]
+
+
+def inventory(engine: Engine, registry_cache: RegistryCache, live_graph, *, with_attributes: bool = False,
+              **filters: Any) -> Inventory:
+    """The filtered hosts and, for every service, which of them it depends on.
+
+    The hosts are read first, then the graph is brought up to date: it then holds every relationship
+    committed before the hosts were read (a host created since may be missing from a service group,
+    never a relationship older than the answer)."""
+    with db.read_transaction(engine) as conn:
+        hosts = read_hosts(conn, registry_cache, with_attributes=with_attributes, **filters)
+        services = read_services(conn, registry_cache)
+    host_ids = frozenset(host.id for host in hosts)
+    with live_graph.reading() as graph:
+        under = providers_of_each(graph, (ci_id for ci_id, _ in services), host_ids)
+        as_of_seq = graph.applied_seq
+    by_name: dict[str, set[str]] = {}
+    for ci_id, name in services:
+        # Two services may share a name (one per environment): one group holds the hosts of both.
+        by_name.setdefault(name, set()).update(under[ci_id])
+    return Inventory(hosts, {name: sorted(ids) for name, ids in by_name.items()}, as_of_seq)

@@ -31,7 +31,8 @@ HOSTS = {  # name -> (class, fields)
     "vm-4": ("virtual_machine", {"environment": "prod", "owner": "shop-team", "attributes": {"ip_address": ["10.0.0.14"]}}),
     "old-1": ("server", {"environment": "prod", "status": "retired", "attributes": {"ip_address": ["10.0.3.1"]}}),
     EVIL_NAME: ("server", {"environment": "prod-eu", "owner": EVIL_OWNER, "tags": ["a b", "a-b"],
-                           "attributes": {"ip_address": ["not an address", "10.0.2.1"]}}),
+                           "attributes": {"ip_address": ["not an address", "10.0.2.1"],
+                                          "fqdn": "-oProxyCommand=x.example.com"}}),
 }
 
 

@@ -60,6 +60,7 @@ def test_fqdn_and_attributes_when_asked(api, estate):
     hostvars = inventory(api, ansible_host="fqdn", attributes="true")["_meta"]["hostvars"]
     assert plain(hostvars["vm-1"]["ansible_host"]) == "vm-1.example.com"
     assert plain(hostvars["hv-1"]["ansible_host"]) == "10.0.0.1"  # no fqdn: the address
+    assert plain(hostvars[EVIL_HOST]["ansible_host"]) == "10.0.2.1"  # not a DNS name: the address
     assert plain(hostvars["vm-1"]["karta_attributes"]) == HOSTS_ATTRIBUTES["vm-1"]
     assert hostvars["vm-1"]["karta_attributes"]["ip_address"] == [{"__ansible_unsafe": "fe80::1"},
                                                                    {"__ansible_unsafe": "10.0.0.11"}]
@@ -116,3 +117,14 @@ def test_a_token_is_needed(api):
 
 HOSTS_ATTRIBUTES = {"vm-1": {"ip_address": ["fe80::1", "10.0.0.11"], "fqdn": "vm-1.example.com", "hypervisor": "kvm",
                              "os_name": "debian"}}
+
+
+def test_the_address_shortcut_agrees_with_normalize_address():
+    from app.integrations.ansible import _address
+    from app.services.identifiers import normalize_address
+
+    values = [f"{a}.{b}.{c}.{d}" for a in (0, 1, 9, 10, 99, 126, 127, 128, 169, 172, 192, 223, 224, 239, 240, 255)
+              for b in (0, 1, 168, 254, 255) for c in (0, 255) for d in (0, 1, 255)]
+    values += ["010.0.0.1", "1.2.3", "1.2.3.4.5", "256.1.1.1", " 10.0.0.1", "10.0.0.1/24", "10.0.0.1%eth0", "fe80::1",
+               "2001:db8::1", "::ffff:10.0.0.1", "::1", "", "10.0.0.1\n", "١٠.0.0.1", "١.0.0.1", "1.٢.3.4"]
+    assert {value: _address(value) for value in values} == {value: normalize_address(value) for value in values}

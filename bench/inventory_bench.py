@@ -12,12 +12,13 @@ answer read whole by an HTTP client), after one warm-up request that also loads 
   - ?attributes=true (every host's attributes),
 and `karta inventory --list` (the executable inventory, answer from Karta then from its cache).
 
-    python bench/inventory_bench.py [--hosts 100000] [--runs 5] [--backends sqlite,postgresql]
+    python bench/inventory_bench.py [--hosts 100000] [--runs 5] [--backends sqlite,postgresql] [--reuse]
 """
 
 import argparse
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,11 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api_bench import load, make_token, serve  # noqa: E402
-from bench.common import fresh_database, settle  # noqa: E402
+from bench.common import PG_URL, fresh_database, settle  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENVIRONMENTS = ["prod"] * 5 + ["stage"] * 2 + ["dev"] * 3
@@ -124,53 +126,85 @@ def generate(hosts: int, rng: random.Random) -> Estate:
     return estate
 
 
-def timed_get(client: httpx.Client, url: str) -> tuple[float, int, dict]:
-    started = time.perf_counter()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: what the request cost the server, whatever else the
+    (shared) machine ran meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_get(client: httpx.Client, url: str, pid: int) -> tuple[float, float, int, dict]:
+    cpu, started = cpu_seconds(pid), time.perf_counter()
     response = client.get(url)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
     assert response.status_code == 200, response.text[:500]
-    return elapsed, len(response.content), response.json()
+    return elapsed, cpu, len(response.content), response.json()
 
 
-def measure(base: str, token: str, runs: int) -> list[tuple[str, list[float], int, str]]:
+def measure(base: str, token: str, runs: int, pid: int) -> list[tuple[str, list[float], list[float], int, str]]:
     rows = []
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600, trust_env=False) as client:
-        first, _, _ = timed_get(client, "/api/v1/integrations/ansible/inventory")
-        rows.append(("first request (loads the impact graph)", [first], 0, ""))
+        first, cpu, _, _ = timed_get(client, "/api/v1/integrations/ansible/inventory", pid)
+        rows.append(("first request (loads the impact graph)", [first], [cpu], 0, ""))
         for label, url in (("whole inventory", "/api/v1/integrations/ansible/inventory"),
                            ("?environment=prod&status=active", "/api/v1/integrations/ansible/inventory?environment=prod&status=active"),
                            ("?attributes=true", "/api/v1/integrations/ansible/inventory?attributes=true")):
-            times, size, answer = [], 0, {}
+            times, cpus, size, answer = [], [], 0, {}
             for _ in range(runs):
-                elapsed, size, answer = timed_get(client, url)
+                elapsed, cpu, size, answer = timed_get(client, url, pid)
                 times.append(elapsed)
+                cpus.append(cpu)
             hosts = len(answer["_meta"]["hostvars"])
             services = [name for name in answer if name.startswith("service_")]
             members = sum(len(answer[name]["hosts"]) for name in services)
-            rows.append((label, times, size, f"{hosts:,} hosts, {len(answer) - 2:,} groups ({len(services):,} service "
+            rows.append((label, times, cpus, size, f"{hosts:,} hosts, {len(answer) - 2:,} groups ({len(services):,} service "
                                               f"groups holding {members:,} hosts)"))
     return rows
 
 
-def measure_cli(base: str, token: str, runs: int) -> list[tuple[str, list[float], int, str]]:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_cli(base: str, token: str, runs: int) -> list[tuple[str, list[float], list[float], int, str]]:
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "KARTA_URL": base, "KARTA_TOKEN": token, "KARTA_INVENTORY_CACHE_DIR": cache,
                "KARTA_INVENTORY_CACHE_SECONDS": "600"}
         rows = []
         for label, fresh in (("karta inventory --list (asks Karta)", True), ("karta inventory --list (cached)", False)):
-            times, size = [], 0
+            times, cpus, size = [], [], 0
             for _ in range(runs):
                 if fresh:
                     for leftover in Path(cache).glob("*.json"):
                         leftover.unlink()
-                started = time.perf_counter()
+                before, started = children_cpu(), time.perf_counter()
                 result = subprocess.run([sys.executable, "-m", "app.cli", "inventory", "--list"], env=env,
                                         capture_output=True, timeout=600)
                 times.append(time.perf_counter() - started)
+                cpus.append(children_cpu() - before)
                 assert result.returncode == 0, result.stderr[-500:]
                 size = len(result.stdout)
-            rows.append((label, times, size, ""))
+            rows.append((label, times, cpus, size, ""))
     return rows
+
+
+def database(backend: str, estate_of, reuse: bool) -> str:
+    """The benchmark's database of `backend`, loaded; with `reuse`, the one a previous run loaded."""
+    workdir = Path(tempfile.gettempdir()) / "karta-bench-inventory"
+    workdir.mkdir(exist_ok=True)
+    if reuse:
+        if backend == "sqlite":
+            return f"sqlite:///{workdir / 'karta_bench_inventory.db'}"
+        return make_url(PG_URL).set(database="karta_bench_inventory").render_as_string(hide_password=False)
+    url = fresh_database(backend, "karta_bench_inventory", workdir)
+    started = time.perf_counter()
+    estate = estate_of()
+    load(url, estate.cis, estate.relationships)
+    settle(url)
+    print(f"{backend}: loaded {len(estate.cis):,} CIs, {len(estate.relationships):,} relationships in "
+          f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return url
 
 
 def main() -> None:
@@ -178,31 +212,32 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--reuse", action="store_true", help="Measure the databases the last run loaded")
     args = parser.parse_args()
-    started = time.perf_counter()
-    estate = generate(args.hosts, random.Random(20261202))
-    print(f"generated {len(estate.cis):,} CIs, {len(estate.relationships):,} relationships in "
-          f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
-    workdir = Path(tempfile.mkdtemp(prefix="karta-bench-inventory-"))
-    lines = [f"Ansible inventory, {args.hosts:,} hosts in {len(estate.cis):,} CIs and {len(estate.relationships):,} "
-             f"relationships, `karta serve` 1 worker, {args.runs} runs each, on {os.cpu_count()} cores (shared)", "",
-             "| backend | request | median s | min s | max s | answer MB | what |", "|---|---|---:|---:|---:|---:|---|"]
+    made: list[Estate] = []
+
+    def estate_of() -> Estate:
+        if not made:
+            made.append(generate(args.hosts, random.Random(20261202)))
+        return made[0]
+
+    lines = [f"Ansible inventory, {args.hosts:,} hosts, `karta serve` 1 worker, {args.runs} runs each, on "
+             f"{os.cpu_count()} cores shared with other work (load average {os.getloadavg()[0]:.1f} at the start); "
+             "CPU = the server's (or the command's) user + system seconds", "",
+             "| backend | request | median s | min s | max s | CPU median s | answer MB | what |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for backend in args.backends.split(","):
-        url = fresh_database(backend, "karta_bench_inventory", workdir)
-        started = time.perf_counter()
-        load(url, estate.cis, estate.relationships)
-        settle(url)
-        print(f"{backend}: loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        url = database(backend, estate_of, args.reuse)
         token = make_token(url)
         process, base = serve(url, 1)
         try:
-            rows = measure(base, token, args.runs) + measure_cli(base, token, args.runs)
+            rows = measure(base, token, args.runs, process.pid) + measure_cli(base, token, args.runs)
         finally:
             process.terminate()
             process.wait(timeout=30)
-        for label, times, size, what in rows:
+        for label, times, cpus, size, what in rows:
             line = (f"| {backend} | {label} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} | "
-                    f"{size / 1e6:.1f} | {what} |")
+                    f"{statistics.median(cpus):.2f} | {size / 1e6:.1f} | {what} |")
             lines.append(line)
             print(line, file=sys.stderr)
     report = "\n".join(lines)

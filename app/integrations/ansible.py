@@ -137,47 +137,57 @@ def ansible_host(host: InventoryHost, prefer: HostAddress = "ip") -> str | None:
     return _first(host.fqdn, _fqdn) or _first(host.ip_address, _address)
 
 
-class _Memo:
-    """What 100,000 hosts repeat, made once: the unsafe wrapper of a class, status, environment or
-    owner and of a tag list (orjson writes a shared object as often as it is referenced), and the
-    member set of a group by (kind, raw value), so a value is sanitized once."""
+class _Groups:
+    """Group name -> its hosts' names, in the order hosts come (by id: deterministic without sorting
+    100,000 names). A (kind, raw value) is sanitized once; values meeting after sanitizing share
+    one list. Each host is added once per group (a host's tags `a b` and `a-b` are one group)."""
 
     def __init__(self) -> None:
-        self.wrapped: dict[Any, Any] = {}
-        self.members: dict[str, set[str]] = {}  # group name -> host names
-        self._sets: dict[tuple[str, Any], set[str]] = {}
+        self.members: dict[str, list[str]] = {}
+        self._lists: dict[tuple[str, Any], list[str]] = {}
 
-    def unsafe(self, value: Any) -> Any:
-        key = tuple(value) if isinstance(value, list) else value
-        try:
-            return self.wrapped[key]
-        except KeyError:
-            wrapped = self.wrapped[key] = unsafe(value)
-            return wrapped
-        except TypeError:  # a tag list holding a list or a dict (a hand edit): not kept
-            return unsafe(value)
-
-    def group(self, kind: str, value: Any) -> set[str]:
-        members = self._sets.get((kind, value))
+    def of(self, kind: str, value: Any) -> list[str]:
+        members = self._lists.get((kind, value))
         if members is None:
             name = group_name(kind, value if isinstance(value, str) else str(value))
-            members = self._sets[(kind, value)] = self.members.setdefault(name, set())
+            members = self._lists[(kind, value)] = self.members.setdefault(name, [])
         return members
 
 
-def host_vars(host: InventoryHost, prefer: HostAddress, memo: _Memo | None = None) -> dict[str, Any]:
-    memo = memo or _Memo()
+class _Wrapped(dict):
+    """unsafe(value) for the values 100,000 hosts repeat (a class, a status, an environment, an
+    owner), made once each: orjson writes a shared object wherever it is referenced."""
+
+    def __missing__(self, value: Any) -> Any:
+        wrapped = self[value] = unsafe(value)
+        return wrapped
+
+
+def host_vars(host: InventoryHost, prefer: HostAddress = "ip") -> dict[str, Any]:
+    """One host's variables (what `--host NAME` prints)."""
+    return _host_vars(host, prefer, _Wrapped(), {})
+
+
+def _host_vars(host: InventoryHost, prefer: HostAddress, wrapped: _Wrapped, tag_lists: dict) -> dict[str, Any]:
     variables: dict[str, Any] = {}
     address = ansible_host(host, prefer)
     if address is not None:
         variables["ansible_host"] = {UNSAFE: address}
     variables["karta_id"] = host.id
     variables["karta_name"] = {UNSAFE: host.name}
-    variables["karta_class"] = memo.unsafe(host.ci_class)
-    variables["karta_status"] = memo.unsafe(host.status)
-    variables["karta_environment"] = memo.unsafe(host.environment)
-    variables["karta_owner"] = memo.unsafe(host.owner)
-    variables["karta_tags"] = memo.unsafe(host.tags)
+    variables["karta_class"] = wrapped[host.ci_class]
+    variables["karta_status"] = wrapped[host.status]
+    variables["karta_environment"] = wrapped[host.environment]
+    variables["karta_owner"] = wrapped[host.owner]
+    tags = host.tags
+    if all(isinstance(tag, str) for tag in tags):
+        key = tuple(tags)
+        shared = tag_lists.get(key)
+        if shared is None:
+            shared = tag_lists[key] = unsafe(tags)
+        variables["karta_tags"] = shared
+    else:  # a hand edit left lists or objects in the tags
+        variables["karta_tags"] = unsafe(tags)
     if host.attributes is not None:
         variables["karta_attributes"] = unsafe(host.attributes)
     return variables
@@ -189,38 +199,43 @@ def to_inventory(inventory: Inventory, class_parents: dict[str, str | None], *,
     parent (None at a root), for the class groups' children."""
     hosts = inventory.hosts
     names = host_names(hosts)
-    memo = _Memo()
+    groups, wrapped, tag_lists = _Groups(), _Wrapped(), {}
+    of = groups.of
     hostvars = {}
     for host in hosts:
         name = names[host.id]
-        hostvars[name] = host_vars(host, host_address, memo)
-        memo.group("class", host.ci_class).add(name)
-        memo.group("status", host.status).add(name)
+        hostvars[name] = _host_vars(host, host_address, wrapped, tag_lists)
+        of("class", host.ci_class).append(name)
+        of("status", host.status).append(name)
         if host.environment is not None:
-            memo.group("env", host.environment).add(name)
+            of("env", host.environment).append(name)
         if host.owner is not None:
-            memo.group("owner", host.owner).add(name)
+            of("owner", host.owner).append(name)
         for tag in host.tags:
-            memo.group("tag", tag).add(name)
+            members = of("tag", tag)
+            if not members or members[-1] is not name:
+                members.append(name)
+    services: dict[str, set[str]] = {}  # two service names may meet after sanitizing
     for service, ids in inventory.services.items():
         if ids:
-            members = memo.group("service", service)
-            members.update(names[ci_id] for ci_id in ids)
+            services.setdefault(group_name("service", service), set()).update(ids)
+    for group, ids in services.items():
+        groups.members[group] = [names[ci_id] for ci_id in sorted(ids)]
     children: dict[str, set[str]] = {}
     for ci_class in {host.ci_class for host in hosts}:
         # class_<c> holds the hosts of class c; the group of each ancestor class lists it as a child.
         child = ci_class
         while (parent := class_parents.get(child)) is not None:
-            memo.group("class", parent)
+            groups.members.setdefault(group_name("class", parent), [])
             children.setdefault(group_name("class", parent), set()).add(group_name("class", child))
             child = parent
     answer: dict[str, Any] = {"_meta": {"hostvars": hostvars}}
-    for group in sorted(memo.members):
-        answer[group] = {"hosts": sorted(memo.members[group])}
+    for group in sorted(groups.members):
+        answer[group] = {"hosts": groups.members[group]}
         if group in children:
             answer[group]["children"] = sorted(children[group])
     nested = set().union(*children.values()) if children else set()
     # Every host is in its class group, so `ungrouped` stays empty; `all` lists the top groups.
-    answer["all"] = {"children": sorted(set(memo.members) - nested) + ["ungrouped"]}
+    answer["all"] = {"children": sorted(set(groups.members) - nested) + ["ungrouped"]}
     answer["ungrouped"] = {"hosts": []}
     return answer

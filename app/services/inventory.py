@@ -14,13 +14,16 @@ what it returns into Ansible's format) or of HTTP.
 """
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, cast, select
+import orjson
+from sqlalchemy import Connection, Engine, select
 
 from app.core import db
 from app.models import ConfigurationItem
 from app.services.cis import list_filters
+from app.services.inventory_columns import attributes_array, canonical_id, id_text, json_text
 from app.services.registry import RegistryCache
 from graph.providers import providers_of_each
 
@@ -54,11 +57,6 @@ def family_classes(registry_cache: RegistryCache, family: str, *, conn: Connecti
     return sorted(name for name, info in registry_cache.get(conn=conn).classes.items() if info.family == family)
 
 
-def _id(conn: Connection):
-    # PostgreSQL renders the canonical text itself (as the live graph does): 100,000 uuid -> str saved.
-    return cast(CI.c.id, String) if conn.dialect.name == "postgresql" else CI.c.id
-
-
 def read_hosts(conn: Connection, registry_cache: RegistryCache, *, with_attributes: bool,
                **filters: Any) -> list[InventoryHost]:
     """The hosts matching the CI list's `filters` (class, status, environment, tag, owner, no_owner,
@@ -66,26 +64,32 @@ def read_hosts(conn: Connection, registry_cache: RegistryCache, *, with_attribut
     a discovered host's packages and filesystems are most of its row."""
     host_classes = family_classes(registry_cache, HOST_FAMILY, conn=conn)
     conditions = [CI.c.ci_class.in_(host_classes), *list_filters(conn, registry_cache, **filters)]
-    wanted = [CI.c.attributes] if with_attributes else [CI.c.attributes["ip_address"], CI.c.attributes["fqdn"]]
-    query = select(_id(conn), CI.c.ci_class, CI.c.name, CI.c.status, CI.c.environment, CI.c.owner, CI.c.tags,
-                   *wanted).where(*conditions).order_by(CI.c.id)
+    wanted = json_text(conn, CI.c.attributes) if with_attributes else attributes_array(conn, ["ip_address", "fqdn"])
+    query = select(id_text(conn), CI.c.ci_class, CI.c.name, CI.c.status, CI.c.environment, CI.c.owner,
+                   json_text(conn, CI.c.tags), wanted).where(*conditions)
     hosts = []
-    for row in conn.execute(query):
+    loads = orjson.loads
+    # No ORDER BY: SQLite would walk the id index and fetch each row from it (0.86 s of CPU for
+    # 100,000 hosts, against 0.61 s unordered); sorting the ids here costs 0.05 s.
+    for ci_id, ci_class, name, status, environment, owner, tags, extra in conn.execute(query).all():
+        tags = loads(tags) if tags and tags != "[]" else []
         if with_attributes:
-            attributes = row[7] or {}
+            attributes = loads(extra) or {}
             ip_address, fqdn = attributes.get("ip_address"), attributes.get("fqdn")
         else:
-            attributes, ip_address, fqdn = None, row[7], row[8]
-        hosts.append(InventoryHost(str(row[0]), row[1], row[2], row[3], row[4], row[5], row[6] or [], ip_address,
-                                   fqdn, attributes))
+            attributes = None
+            ip_address, fqdn = loads(extra) if extra else (None, None)
+        hosts.append(InventoryHost(canonical_id(ci_id), ci_class, name, status, environment, owner, tags, ip_address, fqdn,
+                                   attributes))
+    hosts.sort(key=attrgetter("id"))
     return hosts
 
 
 def read_services(conn: Connection, registry_cache: RegistryCache) -> list[tuple[str, str]]:
     """(id, name) of every service, by id."""
     service_classes = family_classes(registry_cache, SERVICE_FAMILY, conn=conn)
-    query = select(_id(conn), CI.c.name).where(CI.c.ci_class.in_(service_classes)).order_by(CI.c.id)
-    return [(str(ci_id), name) for ci_id, name in conn.execute(query)]
+    query = select(id_text(conn), CI.c.name).where(CI.c.ci_class.in_(service_classes)).order_by(CI.c.id)
+    return [(canonical_id(ci_id), name) for ci_id, name in conn.execute(query)]
 
 
 def inventory(engine: Engine, registry_cache: RegistryCache, live_graph, *, with_attributes: bool = False,

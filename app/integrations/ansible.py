@@ -106,9 +106,12 @@ def host_names(hosts: list[InventoryHost]) -> dict[str, str]:
 
 
 def _first(value: Any, normalize) -> str | None:
-    for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, str) and (usable := normalize(item)) is not None:
-            return usable
+    if type(value) is str:
+        return normalize(value)
+    if type(value) is list:
+        for item in value:
+            if type(item) is str and (usable := normalize(item)) is not None:
+                return usable
     return None
 
 
@@ -137,21 +140,20 @@ def ansible_host(host: InventoryHost, prefer: HostAddress = "ip") -> str | None:
     return _first(host.fqdn, _fqdn) or _first(host.ip_address, _address)
 
 
-class _Groups:
-    """Group name -> its hosts' names, in the order hosts come (by id: deterministic without sorting
-    100,000 names). A (kind, raw value) is sanitized once; values meeting after sanitizing share
-    one list. Each host is added once per group (a host's tags `a b` and `a-b` are one group)."""
+class _Groups(dict):
+    """Raw value -> the host list of its group of one kind (`env`: "prod-eu" -> env_prod_eu's list),
+    each value sanitized once. Lists live in `members` (group name -> host names): values that meet
+    after sanitizing share one. Hosts are appended in the order they come (by id: deterministic
+    without sorting 100,000 names)."""
 
-    def __init__(self) -> None:
-        self.members: dict[str, list[str]] = {}
-        self._lists: dict[tuple[str, Any], list[str]] = {}
+    def __init__(self, kind: str, members: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.kind, self.members = kind, members
 
-    def of(self, kind: str, value: Any) -> list[str]:
-        members = self._lists.get((kind, value))
-        if members is None:
-            name = group_name(kind, value if isinstance(value, str) else str(value))
-            members = self._lists[(kind, value)] = self.members.setdefault(name, [])
-        return members
+    def __missing__(self, value: Any) -> list[str]:
+        name = group_name(self.kind, value if isinstance(value, str) else str(value))
+        found = self[value] = self.members.setdefault(name, [])
+        return found
 
 
 class _Wrapped(dict):
@@ -169,25 +171,24 @@ def host_vars(host: InventoryHost, prefer: HostAddress = "ip") -> dict[str, Any]
 
 
 def _host_vars(host: InventoryHost, prefer: HostAddress, wrapped: _Wrapped, tag_lists: dict) -> dict[str, Any]:
-    variables: dict[str, Any] = {}
-    address = ansible_host(host, prefer)
-    if address is not None:
-        variables["ansible_host"] = {UNSAFE: address}
-    variables["karta_id"] = host.id
-    variables["karta_name"] = {UNSAFE: host.name}
-    variables["karta_class"] = wrapped[host.ci_class]
-    variables["karta_status"] = wrapped[host.status]
-    variables["karta_environment"] = wrapped[host.environment]
-    variables["karta_owner"] = wrapped[host.owner]
     tags = host.tags
-    if all(isinstance(tag, str) for tag in tags):
+    if not tags:
+        tag_list = []
+    elif all(isinstance(tag, str) for tag in tags):
         key = tuple(tags)
-        shared = tag_lists.get(key)
-        if shared is None:
-            shared = tag_lists[key] = unsafe(tags)
-        variables["karta_tags"] = shared
+        tag_list = tag_lists.get(key)
+        if tag_list is None:
+            tag_list = tag_lists[key] = unsafe(tags)
     else:  # a hand edit left lists or objects in the tags
-        variables["karta_tags"] = unsafe(tags)
+        tag_list = unsafe(tags)
+    address = ansible_host(host, prefer)
+    # One literal: 100,000 of them are built per answer.
+    variables = {"ansible_host": {UNSAFE: address}, "karta_id": host.id, "karta_name": {UNSAFE: host.name},
+                 "karta_class": wrapped[host.ci_class], "karta_status": wrapped[host.status],
+                 "karta_environment": wrapped[host.environment], "karta_owner": wrapped[host.owner],
+                 "karta_tags": tag_list}
+    if address is None:
+        del variables["ansible_host"]
     if host.attributes is not None:
         variables["karta_attributes"] = unsafe(host.attributes)
     return variables
@@ -199,43 +200,45 @@ def to_inventory(inventory: Inventory, class_parents: dict[str, str | None], *,
     parent (None at a root), for the class groups' children."""
     hosts = inventory.hosts
     names = host_names(hosts)
-    groups, wrapped, tag_lists = _Groups(), _Wrapped(), {}
-    of = groups.of
+    members: dict[str, list[str]] = {}
+    classes, statuses, environments, owners, tags_of = (_Groups(kind, members)
+                                                        for kind in ("class", "status", "env", "owner", "tag"))
+    wrapped, tag_lists = _Wrapped(), {}
     hostvars = {}
     for host in hosts:
         name = names[host.id]
         hostvars[name] = _host_vars(host, host_address, wrapped, tag_lists)
-        of("class", host.ci_class).append(name)
-        of("status", host.status).append(name)
+        classes[host.ci_class].append(name)
+        statuses[host.status].append(name)
         if host.environment is not None:
-            of("env", host.environment).append(name)
+            environments[host.environment].append(name)
         if host.owner is not None:
-            of("owner", host.owner).append(name)
+            owners[host.owner].append(name)
         for tag in host.tags:
-            members = of("tag", tag)
-            if not members or members[-1] is not name:
-                members.append(name)
+            listed = tags_of[tag] if isinstance(tag, str) else tags_of[str(tag)]
+            if not listed or listed[-1] is not name:  # `a b` and `a-b` are one group
+                listed.append(name)
     services: dict[str, set[str]] = {}  # two service names may meet after sanitizing
     for service, ids in inventory.services.items():
         if ids:
             services.setdefault(group_name("service", service), set()).update(ids)
     for group, ids in services.items():
-        groups.members[group] = [names[ci_id] for ci_id in sorted(ids)]
+        members[group] = [names[ci_id] for ci_id in sorted(ids)]
     children: dict[str, set[str]] = {}
     for ci_class in {host.ci_class for host in hosts}:
         # class_<c> holds the hosts of class c; the group of each ancestor class lists it as a child.
         child = ci_class
         while (parent := class_parents.get(child)) is not None:
-            groups.members.setdefault(group_name("class", parent), [])
+            members.setdefault(group_name("class", parent), [])
             children.setdefault(group_name("class", parent), set()).add(group_name("class", child))
             child = parent
     answer: dict[str, Any] = {"_meta": {"hostvars": hostvars}}
-    for group in sorted(groups.members):
-        answer[group] = {"hosts": groups.members[group]}
+    for group in sorted(members):
+        answer[group] = {"hosts": members[group]}
         if group in children:
             answer[group]["children"] = sorted(children[group])
     nested = set().union(*children.values()) if children else set()
     # Every host is in its class group, so `ungrouped` stays empty; `all` lists the top groups.
-    answer["all"] = {"children": sorted(set(groups.members) - nested) + ["ungrouped"]}
+    answer["all"] = {"children": sorted(set(members) - nested) + ["ungrouped"]}
     answer["ungrouped"] = {"hosts": []}
     return answer

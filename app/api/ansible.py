@@ -6,11 +6,12 @@ inventory.py's. This router only reads the query."""
 from enum import StrEnum
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
 
 from app.api.cis import MAX_ATTRIBUTE_FILTERS
 from app.api.deps import Reader, RegistryDep
-from app.api.responses import JSON
 from app.integrations import ansible
 from app.models.ci import CIStatus
 from app.services import inventory
@@ -70,10 +71,24 @@ def ansible_inventory(
     service depends on through the impact graph), as `ansible-inventory --list` prints it; `_meta.hostvars`
     is always there. Strings are marked `__ansible_unsafe` so Ansible never templates them."""
     attribute_values = attribute_filters(request, FILTERS | OPTIONS)
-    found = inventory.inventory(
-        request.app.state.engine, registry, request.app.state.live_graph, with_attributes=attributes,
-        ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, no_owner=no_owner, q=q,
-        attributes=attribute_values)
-    parents = {name: info.parent for name, info in registry.get().classes.items()}
-    answer = ansible.to_inventory(found, parents, host_address=ansible_host.value)
-    return JSON(answer, headers={"X-Karta-As-Of-Seq": str(found.as_of_seq)})
+
+    def make() -> bytes:
+        found = inventory.inventory(
+            request.app.state.engine, registry, request.app.state.live_graph, with_attributes=attributes,
+            ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, no_owner=no_owner,
+            q=q, attributes=attribute_values)
+        parents = {name: info.parent for name, info in registry.get().classes.items()}
+        return orjson.dumps(ansible.to_inventory(found, parents, host_address=ansible_host.value))
+
+    key = tuple(sorted(request.query_params.multi_items()))
+    data, cached = answers(request).answer(request.app.state.engine, key, make)
+    return Response(data, media_type="application/json", headers={"X-Karta-Cached": "true" if cached else "false"})
+
+
+def answers(request: Request) -> inventory.AnswerCache:
+    """This worker's cache of answers, made at its first inventory request."""
+    state = request.app.state
+    cache = getattr(state, "inventory_answers", None)
+    if cache is None:
+        cache = state.inventory_answers = inventory.AnswerCache(state.settings.inventory_cache_bytes)
+    return cache

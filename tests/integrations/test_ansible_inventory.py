@@ -128,3 +128,16 @@ def test_the_address_shortcut_agrees_with_normalize_address():
     values += ["010.0.0.1", "1.2.3", "1.2.3.4.5", "256.1.1.1", " 10.0.0.1", "10.0.0.1/24", "10.0.0.1%eth0", "fe80::1",
                "2001:db8::1", "::ffff:10.0.0.1", "::1", "", "10.0.0.1\n", "١٠.0.0.1", "١.0.0.1", "1.٢.3.4"]
     assert {value: _address(value) for value in values} == {value: normalize_address(value) for value in values}
+
+
+def test_an_answer_is_served_again_until_anything_changes(api, estate):
+    first = api.get(URL, params={"environment": "prod"}, as_="read")
+    again = api.get(URL, params={"environment": "prod"}, as_="read")
+    assert (first.headers["X-Karta-Cached"], again.headers["X-Karta-Cached"]) == ("false", "true")
+    assert again.content == first.content
+    assert api.get(URL, params={"environment": "staging"}, as_="read").headers["X-Karta-Cached"] == "false"
+    assert api.patch(f"/api/v1/cis/{estate['vm-2']}", json={"owner": "web-team"}).status_code == 200
+    after = api.get(URL, params={"environment": "prod"}, as_="read")
+    assert after.headers["X-Karta-Cached"] == "false"
+    assert plain(after.json()["_meta"]["hostvars"]["vm-2"]["karta_owner"]) == "web-team"
+    assert set(after.json()["owner_web_team"]["hosts"]) == {"vm-2"}

@@ -163,6 +163,8 @@ def measure(base: str, token: str, writer: str, runs: int, pid: int) -> list[tup
         for label, url in (("whole inventory", path), ("?environment=prod&status=active", f"{path}?environment=prod&status=active"),
                            ("?attributes=true", f"{path}?attributes=true"), ("whole inventory, cached (nothing changed)", path)):
             times, cpus, size, answer = [], [], 0, {}
+            if "cached" in label:
+                client.get(url)  # the answer the next ones find cached
             for n in range(runs):
                 if "cached" not in label:
                     write(n)

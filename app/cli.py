@@ -1,4 +1,5 @@
-"""The `karta` command: serve the API, migrate the database, manage tokens, run discovery."""
+"""The `karta` command: serve the API, migrate the database, manage tokens, run discovery, be an Ansible
+inventory."""
 
 import time
 from collections.abc import Iterator
@@ -262,6 +263,18 @@ def alert(
 
     raise typer.Exit(run(host=host, service=service, state=state, output=output, group=group, labels=label or [],
                          token_file=token_file, insecure=insecure, timeout=timeout))
+
+
+@cli.command()
+def inventory(
+    list_all: Annotated[bool, typer.Option("--list", help="Every group and host (what Ansible asks)")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="One host's variables")] = None,
+) -> None:
+    """An executable Ansible inventory: Karta's hosts as JSON (KARTA_URL, KARTA_TOKEN; cached for
+    KARTA_INVENTORY_CACHE_SECONDS)."""
+    from app.integrations import inventory_cli
+
+    raise typer.Exit(inventory_cli.run(list_all, host))
 
 
 def main() -> None:

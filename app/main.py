@@ -12,8 +12,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import web
-from app.api import (changes, cis, health, impact, incidents, ingest, metrics, openapi, problems, prometheus, registry,
-                     relationships, search, tokens, webhooks)
+from app.api import (ansible, changes, cis, health, impact, incidents, ingest, metrics, openapi, problems, prometheus,
+                     registry, relationships, search, tokens, webhooks)
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core import metrics_listener
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks, incidents,
-                   metrics, prometheus):
+                   metrics, prometheus, ansible):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

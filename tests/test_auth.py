@@ -57,6 +57,7 @@ CONTRACT = [
     ("GET", "/api/v1/incidents/{incident_id}", "read"),
     ("GET", "/metrics", "read"),
     ("GET", "/api/v1/integrations/prometheus/targets", "read"),
+    ("GET", "/api/v1/integrations/ansible/inventory", "read"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},

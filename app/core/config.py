@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # leaves it to the browser.
     ui_picture_max_nodes: int = Field(default=120, ge=2, le=1000)
     ui_pictures: str = Field(default="auto", pattern="^(auto|browser)$")
+    # Ansible inventory answers (GET /api/v1/integrations/ansible/inventory) kept per worker, up to
+    # this many bytes in all, and served again while the change feed has not moved (any write moves
+    # it). 100,000 hosts are ~50 MB; 0 keeps none.
+    inventory_cache_bytes: int = Field(default=128 * 1024 * 1024, ge=0)
     # Python's cyclic garbage collector thresholds for the worker (gc.set_threshold). At Python's
     # defaults (700, 10, 10) an ingest batch, which allocates millions of short-lived objects, triggers
     # thousands of collections, and the older ones walk every live object, the impact graph included:

@@ -1,0 +1,94 @@
+"""/api/v1/integrations/ansible/inventory: the hosts as Ansible's dynamic inventory (scope `read`).
+
+The format and its rules are app/integrations/ansible.py's; which hosts and services, app/services/
+inventory.py's. This router only reads the query."""
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from app.api.cis import MAX_ATTRIBUTE_FILTERS
+from app.api.deps import Reader, RegistryDep
+from app.integrations import ansible
+from app.models.ci import CIStatus
+from app.services import inventory
+from app.services.errors import InvalidInput, field_error
+
+router = APIRouter(prefix="/api/v1/integrations/ansible", tags=["integrations"])
+
+FILTERS = {"class", "status", "environment", "tag", "owner", "no_owner", "q"}
+OPTIONS = {"attributes", "ansible_host"}
+
+
+class HostAddress(StrEnum):
+    ip = "ip"
+    fqdn = "fqdn"
+
+
+def attribute_filters(request: Request, known: set[str]) -> dict[str, str]:
+    """The `attr.<key>=<value>` filters of the query, as the CI list reads them; any other parameter
+    not in `known` is refused."""
+    found: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key in known:
+            continue
+        name = key.removeprefix("attr.")
+        if name == key or not name:
+            raise InvalidInput(f"Unknown query parameter '{key}'. Parameters: {', '.join(sorted(known))}, attr.<key>.",
+                               [field_error(f"query.{key}", "unknown parameter")])
+        if any(char in name for char in '"\\\x00') or "\x00" in value:
+            raise InvalidInput(f"Attribute filter '{key}' has a quote, backslash or NUL character.",
+                               [field_error(f"query.{key}", "quote, backslash or NUL in the key or value")])
+        found[name] = value
+        if len(found) > MAX_ATTRIBUTE_FILTERS:
+            raise InvalidInput(f"At most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters per request.",
+                               [field_error("query", "too many attribute filters")])
+    return found
+
+
+@router.get("/inventory", response_model=dict[str, Any])
+def ansible_inventory(
+    request: Request,
+    principal: Reader,
+    registry: RegistryDep,
+    ci_class: Annotated[str | None, Query(alias="class", description="Subclasses included")] = None,
+    status: CIStatus | None = None,
+    environment: str | None = None,
+    tag: str | None = None,
+    owner: str | None = None,
+    no_owner: Annotated[bool, Query(description="Only CIs without an owner")] = False,
+    q: Annotated[str | None, Query(description="Text in the name, any case", max_length=200)] = None,
+    attributes: Annotated[bool, Query(description="Add each host's attributes as karta_attributes")] = False,
+    ansible_host: Annotated[HostAddress, Query(
+        description="What ansible_host holds: the first address of ip_address, or the fqdn (each falls back "
+                    "to the other)")] = HostAddress.ip,
+):
+    """Every host (CI of the server family) matching the CI list's filters (`attr.<key>=<value>` too),
+    grouped by class, environment, status, owner, tag and service (`service_<name>`: the hosts the
+    service depends on through the impact graph), as `ansible-inventory --list` prints it; `_meta.hostvars`
+    is always there. Strings are marked `__ansible_unsafe` so Ansible never templates them."""
+    attribute_values = attribute_filters(request, FILTERS | OPTIONS)
+
+    def make() -> bytes:
+        found = inventory.inventory(
+            request.app.state.engine, registry, request.app.state.live_graph, with_attributes=attributes,
+            ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, no_owner=no_owner,
+            q=q, attributes=attribute_values)
+        parents = {name: info.parent for name, info in registry.get().classes.items()}
+        return orjson.dumps(ansible.to_inventory(found, parents, host_address=ansible_host.value))
+
+    key = tuple(sorted(request.query_params.multi_items()))
+    data, cached = answers(request).answer(request.app.state.engine, key, make)
+    return Response(data, media_type="application/json", headers={"X-Karta-Cached": "true" if cached else "false"})
+
+
+def answers(request: Request) -> inventory.AnswerCache:
+    """This worker's cache of answers, made at its first inventory request."""
+    state = request.app.state
+    cache = getattr(state, "inventory_answers", None)
+    if cache is None:
+        cache = state.inventory_answers = inventory.AnswerCache(state.settings.inventory_cache_bytes)
+    return cache

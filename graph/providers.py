@@ -1,0 +1,40 @@
+"""What a CI depends on, transitively: every CI whose failure can reach it along impact edges.
+
+Used to group an inventory's hosts by the services they carry ("everything under the shop"). The
+walk follows the impact graph backwards (dependent -> provider) over edges that carry impact under
+the graph's semantics (graph.semantics: a `none` relationship carries none and is not followed),
+whatever the state it would pass on: a redundant member's failure only degrades its group, but the
+member is still something the service depends on. Cycles end the walk, they never loop it.
+
+Pure computation over an `ImpactGraph` held still by its caller (LiveGraph.reading()); it must
+never import `app/`, a web framework or a database driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from graph.impact_graph import ImpactGraph
+from graph.semantics import KIND_KEY
+
+
+def providers(graph: ImpactGraph, ci_id, keep: set | frozenset | None = None) -> set:
+    """The CIs `ci_id` depends on, transitively (never itself, even through a cycle), kept to those in
+    `keep` when given (the walk still passes through the others). An unknown CI has none."""
+    pred = graph.graph._pred
+    if ci_id not in pred:
+        return set()
+    seen = {ci_id}
+    stack = [ci_id]
+    while stack:
+        for provider, data in pred[stack.pop()].items():
+            if data[KIND_KEY] and provider not in seen:
+                seen.add(provider)
+                stack.append(provider)
+    seen.discard(ci_id)
+    return seen if keep is None else seen & keep
+
+
+def providers_of_each(graph: ImpactGraph, ci_ids: Iterable, keep: set | frozenset | None = None) -> dict:
+    """{ci_id: providers(graph, ci_id, keep)} for each of `ci_ids`."""
+    return {ci_id: providers(graph, ci_id, keep) for ci_id in ci_ids}

@@ -6,7 +6,8 @@ Nagios and Zabbix use, through app/integrations/): the group's alerts are bound 
 known by its fingerprint, and one the source stopped mentioning keeps its last state), and the
 incident is recomputed from the firing alerts' CIs, the *failed CIs*, taken together:
   - the blast radius (app.services.impact: states, affected services with criticality and owner, risk);
-  - ranked root-cause candidates (the graph's root_cause over the failed set);
+  - ranked root-cause candidates (the graph's root_cause over the failed set; extra CIs down counted up
+    to a cap, KARTA_INCIDENT_ROOT_CAUSE_EXTRA_CAP, so a webhook answers in milliseconds);
   - the owners to notify: owners of the failed CIs and of the services in the blast radius.
 It is open while one alert fires, resolved when all are resolved, and reopens when one fires again.
 
@@ -87,6 +88,9 @@ class Context:
     registry: Any  # RegistryCache
     rules: list[dict[str, str]] | None = None
     impacted_max: int = 500
+    # Root-cause candidates are told apart by the CIs they would take down besides the symptoms only up
+    # to this many (graph.causes, extra_cap): past it, counting costs seconds at a million CIs.
+    root_cause_extra_cap: int | None = 5_000
 
 
 def key_hash(group_key: str) -> str:
@@ -279,7 +283,7 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
     with ctx.live_graph.reading() as graph:
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
-        candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT) if known else []
+        candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT, extra_cap=ctx.root_cause_extra_cap) if known else []
         as_of_seq = graph.applied_seq
     info = impact.describe(conn, set(failed))
     failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}

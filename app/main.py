@@ -12,7 +12,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import web
-from app.api import changes, cis, health, impact, ingest, openapi, problems, registry, relationships, search, tokens
+from app.api import changes, cis, health, impact, imports, ingest, openapi, problems, registry, relationships, search, tokens
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core.config import Settings, get_settings
@@ -48,9 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
-                       larger={"/api/v1/ingest": settings.max_ingest_body_bytes})
+                       larger={"/api/v1/ingest": settings.max_ingest_body_bytes,
+                               "/api/v1/import": settings.max_import_body_bytes})
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
-    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search):
+    for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, imports):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # thousands of collections, and the older ones walk every live object, the impact graph included:
     # 25-40% of a first-load batch was spent there (measured, see BENCHMARKS.md).
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
+    # The largest spreadsheet or bundle POST /api/v1/import takes (413 beyond). An import is one
+    # transaction whatever its size (all-or-nothing): 100,000 CSV rows of a dozen columns take ~15 MB.
+    max_import_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
 
 @lru_cache

@@ -71,7 +71,7 @@ def read(body: bytes, kind: str) -> tuple[list[ImportRow], list[RelationshipRow]
     if unknown:
         raise InvalidInput(f"Unknown keys in the bundle: {', '.join(unknown)[:200]}; it takes cis and relationships.",
                            [field_error(key, "unknown key") for key in unknown[:100]])
-    cis, relationships = document.get("cis") or [], document.get("relationships") or []
+    cis, relationships = document.get("cis", []), document.get("relationships", [])
     for name, value in (("cis", cis), ("relationships", relationships)):
         if not isinstance(value, list):
             raise InvalidInput(f"`{name}` must be a list.", [field_error(name, "not a list")])

@@ -129,14 +129,14 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     conn = uow.conn
     classes = {row.ci_class or default_class for row in rows} | {default_class}
     registry = registry_cache.for_write(conn, classes - {None})
-    errors = {row.where: list(row.errors) + _check_row(registry, row, default_class) for row in rows}
+    errors = {row.where: _row_errors(registry, row, default_class) for row in rows}
     good = [row for row in rows if not errors[row.where]]
     items = [orjson.dumps({
         "ref": _ref(row), "class": row.ci_class or default_class, "name": row.name, "identifiers": row.identifiers,
         "attributes": row.attributes, "environment": row.fields.get("environment"), "owner": row.fields.get("owner"),
     }) for row in good]
     rel_errors = {rel.where: list(rel.errors) for rel in relationships}
-    ends = _resolve_ends(conn, good, relationships, rel_errors)
+    ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
     sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
     rel_items = [orjson.dumps({"source": ends[rel.source], "target": ends[rel.target], "type": rel.type,
                                "attributes": rel.attributes}) for rel in sent_relationships]
@@ -146,7 +146,7 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     found = phases.identify(conn, registry, batch, the_plan, outcome)
     changes = phases.reconcile(registry, the_plan, found, outcome, source=SOURCE, now=uow.now)
     by_ref = {_ref(row): row for row in good}
-    _ingest_errors(outcome, by_ref, sent_relationships, errors, rel_errors)
+    _item_errors(outcome, by_ref, errors)
     _check_ids(conn, good, outcome, errors)
     given: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for row in good:
@@ -156,9 +156,18 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     field_values = import_fields.reconcile_fields(changes, given, found.rows, uow.now)
     rel_actions = _relationship_actions(found, outcome, sent_relationships, ends, rel_errors)
     phases.apply(uow, registry, batch, the_plan, found, changes, outcome)
+    _relationship_errors(outcome, sent_relationships, rel_errors)  # found while applying
     import_fields.write(conn, field_values)
     phases.close(uow, batch, the_plan, outcome, StalenessPolicy())
     return _report(rows, relationships, errors, rel_errors, outcome, changes, rel_actions)
+
+
+def _row_errors(registry: Registry, row: ImportRow, default_class: str | None) -> list[dict[str, str]]:
+    """What the file's reader found, then what the checks find in the other columns."""
+    if any(e["column"] == "row" for e in row.errors):
+        return list(row.errors)  # not a row at all (a bundle's CI that is not an object)
+    seen = {e["column"] for e in row.errors}
+    return list(row.errors) + [e for e in _check_row(registry, row, default_class) if e["column"] not in seen]
 
 
 def _check_row(registry: Registry, row: ImportRow, default_class: str | None) -> list[dict[str, str]]:
@@ -202,18 +211,21 @@ def _column(row: ImportRow, ingest_field: str) -> str:
     return ingest_field
 
 
-def _ingest_errors(outcome: Outcome, by_ref: dict[str, ImportRow], relationships: list[RelationshipRow],
-                   errors: dict[int, list], rel_errors: dict[int, list]) -> None:
+def _item_errors(outcome: Outcome, by_ref: dict[str, ImportRow], errors: dict[int, list]) -> None:
     for item_error in outcome.errors:
-        if "relationship" in item_error:
-            rel = relationships[item_error["relationship"]]
-            rel_errors[rel.where].append(error(item_error["field"].split(".")[-1], item_error["message"]))
-            continue
-        row = by_ref[item_error["ref"]]
-        errors[row.where].append(error(_column(row, item_error["field"].split(".", 2)[-1]), item_error["message"]))
+        if "ref" in item_error:
+            row = by_ref[item_error["ref"]]
+            errors[row.where].append(error(_column(row, item_error["field"].split(".", 2)[-1]), item_error["message"]))
     for conflict in outcome.conflicts:
         errors[by_ref[conflict["ref"]].where].append(
             error("identifiers", f"{conflict['message']} (CIs {', '.join(conflict['candidates'])})"))
+
+
+def _relationship_errors(outcome: Outcome, relationships: list[RelationshipRow], rel_errors: dict[int, list]) -> None:
+    for rel_error in outcome.errors:
+        if "relationship" in rel_error:
+            rel = relationships[rel_error["relationship"]]
+            rel_errors[rel.where].append(error(rel_error["field"].split(".")[-1], rel_error["message"]))
 
 
 def _check_ids(conn: Connection, rows: list[ImportRow], outcome: Outcome, errors: dict[int, list]) -> None:
@@ -226,29 +238,32 @@ def _check_ids(conn: Connection, rows: list[ImportRow], outcome: Outcome, errors
             errors[row.where].append(error("id", f"the row's identifiers are CI {found}, not {row.ci_id}"))
 
 
-def _resolve_ends(conn: Connection, rows: list[ImportRow], relationships: list[RelationshipRow],
+def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relationships: list[RelationshipRow],
                   rel_errors: dict[int, list]) -> dict[str, str]:
     """Each end a relationship row names, as ingest takes it: a ref of this import or a CI's id."""
     ends: dict[str, str] = {}
     for rel in relationships:
+        said = {e["column"] for e in rel_errors[rel.where]}
         for column, value in (("source", rel.source), ("target", rel.target)):
+            if column in said:
+                continue
             if not value:
                 rel_errors[rel.where].append(error(column, "required: a CI id, key=value of an identifier or name=..."))
                 continue
             if value not in ends:
-                resolved = _resolve_end(conn, rows, value)
+                resolved = _resolve_end(conn, rows, bad, value)
                 if resolved.startswith("!"):
                     rel_errors[rel.where].append(error(column, resolved[1:]))
                     continue
                 ends[value] = resolved
             elif ends[value].startswith("!"):
                 rel_errors[rel.where].append(error(column, ends[value][1:]))
-        if not rel.type:
+        if not rel.type and "type" not in said:
             rel_errors[rel.where].append(error("type", "required"))
     return ends
 
 
-def _resolve_end(conn: Connection, rows: list[ImportRow], value: str) -> str:
+def _resolve_end(conn: Connection, rows: list[ImportRow], bad: set[int], value: str) -> str:
     """A ref, a CI id, or '!' and the reason it names no single CI."""
     try:
         return str(uuid.UUID(value))
@@ -259,16 +274,17 @@ def _resolve_end(conn: Connection, rows: list[ImportRow], value: str) -> str:
     if not sep or not key or not wanted:
         return f"!'{value[:80]}' is neither a CI id nor key=value (fqdn=web-1.example.com, name=shop)"
     if key == "name":
-        in_file = [_ref(row) for row in rows if row.name == wanted]
+        in_file = [row for row in rows if row.name == wanted]
         query, params = "SELECT id FROM ci WHERE name = :v", {"v": wanted}
     else:
         normalized = normalize(key, wanted)
         if normalized is None:
             return f"!'{wanted[:80]}' is not a usable {key}"
-        in_file = [_ref(row) for row in rows if normalized in _normalized(key, {**row.attributes, **row.identifiers}.get(key))]
+        in_file = [row for row in rows if normalized in _normalized(key, {**row.attributes, **row.identifiers}.get(key))]
         query, params = "SELECT DISTINCT ci_id FROM ci_identifier WHERE key = :k AND value = :v", {"k": key, "v": normalized}
     if len(in_file) == 1:
-        return in_file[0]
+        row = in_file[0]
+        return f"!{value[:80]} is row {row.where} of this import, which has errors" if row.where in bad else _ref(row)
     if len(in_file) > 1:
         return f"!{len(in_file)} rows of this import have {key}={wanted[:80]}"
     found = conn.execute(text(query).columns(id=Uuid, ci_id=Uuid), params).scalars().all()

@@ -4,6 +4,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -197,6 +198,24 @@ def token_revoke(
         return
     time.sleep(tokens.revocation_settled(settings.token_cache_seconds))
     typer.echo(f"token '{found['name']}' ({found['id']}) revoked")
+
+
+@cli.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(help="A .csv of one class (or of relationships), or a .json/.yaml bundle")],
+    ci_class: Annotated[str | None, typer.Option("--class", help="The CSV's class (rows may name a subclass)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show per row what would happen; change nothing")] = False,
+    relationships: Annotated[bool, typer.Option("--relationships", help="The CSV holds source,type,target rows")] = False,
+    partial: Annotated[bool, typer.Option("--partial", help="Apply the rows without errors (default: all or nothing)")] = False,
+    url: Annotated[str | None, typer.Option("--url", envvar="KARTA_URL", help="Karta's base URL")] = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the token; else KARTA_TOKEN")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain http:// to another machine")] = False,
+) -> None:
+    """Import CIs or relationships from a spreadsheet or bundle through the API, as the source 'import'."""
+    from app.integrations import import_cli  # the client only: no SQLAlchemy, no FastAPI
+
+    raise typer.Exit(import_cli.run(file, ci_class=ci_class, dry_run=dry_run, relationships=relationships, url=url,
+                                    token_file=token_file, insecure=insecure, all_or_nothing=not partial))
 
 
 def main() -> None:

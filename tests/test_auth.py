@@ -45,6 +45,7 @@ CONTRACT = [
     ("GET", "/api/v1/cis/{ci_id}/spof", "read"),
     ("GET", "/api/v1/cis/{ci_id}/neighborhood", "read"),
     ("GET", "/api/v1/search", "read"),
+    ("POST", "/api/v1/import", "discovery|write"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},

@@ -91,6 +91,14 @@ def _ingest(api):
     return "/api/v1/ingest", body, {("ci", "create"): 2, ("ci", "update"): 1, ("relationship", "create"): 2}
 
 
+def _import(api):
+    _ci(api, "known", attributes={"serial_number": "SN-K"})
+    body = {"cis": [{"class": "server", "name": "h1", "identifiers": {"serial_number": "SN-1"}, "owner": "ops"},
+                    {"class": "server", "name": "known", "identifiers": {"serial_number": "SN-K"}, "criticality": 2}],
+            "relationships": [{"source": "serial_number=SN-1", "type": "depends_on", "target": "name=known"}]}
+    return "/api/v1/import", body, {("ci", "create"): 1, ("ci", "update"): 1, ("relationship", "create"): 1}
+
+
 CONTRACT = [
     Operation("POST", "/api/v1/cis", _create_ci, 201),
     Operation("PATCH", "/api/v1/cis/{ci_id}", _patch_ci, 200),
@@ -104,6 +112,7 @@ CONTRACT = [
     Operation("POST", "/api/v1/tokens", _create_token, 201),
     Operation("DELETE", "/api/v1/tokens/{token_id}", _revoke_token, 204),
     Operation("POST", "/api/v1/ingest", _ingest, 200),
+    Operation("POST", "/api/v1/import", _import, 200),
 ]
 # Mutating routes that change nothing stored: questions asked with a body.
 READ_ONLY_POSTS = {("POST", "/api/v1/impact"), ("POST", "/api/v1/blast-radius"), ("POST", "/api/v1/root-cause")}

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Forbidden, RegistryDep, require
-from app.api.responses import JSON
+from app.api.responses import JSON, PROBLEM_RESPONSES
 from app.core.db import refresh_statistics
 from app.integrations import bundle, csv_import
 from app.models.token import Scope
@@ -36,7 +36,8 @@ _BODY = {"required": True, "content": {
     "application/yaml": {"schema": {"type": "string"}}}}
 
 
-@router.post("/import", openapi_extra={"requestBody": _BODY})
+@router.post("/import", openapi_extra={"requestBody": _BODY},
+             responses={415: {**PROBLEM_RESPONSES[422], "description": "Not CSV, JSON or YAML"}})
 async def import_file(
     request: Request,
     principal: Annotated[Principal, require(Scope.write, Scope.discovery)],

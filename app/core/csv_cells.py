@@ -37,4 +37,4 @@ def neutralise(cell: Any) -> Any:
 
 def restore(cell: str) -> str:
     """The text `neutralise` was given (exactly its inverse)."""
-    return cell[1:] if _RESTORABLE.match(cell) else cell
+    return cell[1:] if cell[:1] == "'" and _RESTORABLE.match(cell) else cell

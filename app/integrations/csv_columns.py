@@ -19,7 +19,8 @@ left out, and a column left out leaves that field as it is):
   class's identification rules read (fqdn, serial_number, ...); both kinds are stored as attributes,
   the prefix only says which is which to the reader. Empty cell: the attribute is not reported (an
   import never deletes an attribute). A cell is read as JSON when it is JSON (`8` is the number 8,
-  `true`, `["a","b"]`, `{"k":1}`, `"8"` the text 8), as text otherwise (`web-1`, `01`, `TRUE`). The
+  `true`, `["a","b"]`, `{"k":1}`, `"8"` the text 8), as text otherwise (`web-1`, `01`, `TRUE`), and
+  as text too when the class's schema declares that attribute text (os_version `12` is "12"). The
   export writes a text value as it is unless it would read back as something else: then as JSON.
 
 Every text cell is neutralised against spreadsheet formulas on the way out and restored on the way
@@ -45,8 +46,14 @@ class CellError(ValueError):
     """A cell that cannot be read; its message is the reason shown for that row and column."""
 
 
+# What JSON can start with: a cell starting otherwise (most texts) is text without asking the parser.
+_JSON_STARTS = frozenset('-0123456789"[{tfn \t\r\n')
+
+
 def decode_value(cell: str) -> Any:
     """An attribute's value from its (restored, non-empty) cell: JSON when it is JSON, else the text."""
+    if cell[:1] not in _JSON_STARTS:
+        return cell
     try:
         return orjson.loads(cell)
     except orjson.JSONDecodeError:

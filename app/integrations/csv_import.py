@@ -102,30 +102,51 @@ def read_cis(body: bytes) -> list[ImportRow]:
     _refuse_header(header, _is_ci_column)
     if columns.NAME not in header:
         raise InvalidInput("The header has no 'name' column.", [field_error("column 'name'", "required")])
+    readers = [(name, _reader(name)) for name in header]  # one per column, chosen once
     rows = []
     for number, record in enumerate(records, start=2):
-        if not any(cell.strip() for cell in record):
+        if not any(record) or not any(cell.strip() for cell in record):
             continue  # a blank line
         row = ImportRow(where=number)
         if len(record) != len(header):
             row.errors.append(error("row", f"{len(record)} cells for {len(header)} columns"))
-        for name, cell in zip(header, record):
+        for (name, read), cell in zip(readers, record):
             try:
-                _read_cell(row, name, restore(cell))
+                read(row, name, restore(cell))
             except columns.CellError as exc:
                 row.errors.append(error(name, str(exc)))
         rows.append(row)
     return rows
 
 
+def _reader(name: str):
+    if name.startswith(columns.IDENTIFIER_PREFIX):
+        return _read_identifier
+    if name.startswith(columns.ATTRIBUTE_PREFIX):
+        return _read_attribute
+    return _read_cell
+
+
+def _read_identifier(row: ImportRow, name: str, cell: str) -> None:
+    if cell != "":
+        _read_value(row, row.identifiers, name, cell)
+
+
+def _read_attribute(row: ImportRow, name: str, cell: str) -> None:
+    if cell != "":
+        _read_value(row, row.attributes, name, cell)
+
+
+def _read_value(row: ImportRow, into: dict, name: str, cell: str) -> None:
+    key = name.split(".", 1)[1]
+    into[key] = value = columns.decode_value(cell)
+    row.columns[key] = name
+    if not isinstance(value, str):
+        row.texts[key] = cell  # read as text instead when the class declares it text
+
+
 def _read_cell(row: ImportRow, name: str, cell: str) -> None:
-    if name.startswith((columns.IDENTIFIER_PREFIX, columns.ATTRIBUTE_PREFIX)):
-        if cell != "":
-            key = name.split(".", 1)[1]
-            (row.identifiers if name.startswith(columns.IDENTIFIER_PREFIX) else row.attributes)[key] = (
-                columns.decode_value(cell))
-            row.columns[key] = name
-    elif name == columns.ID:
+    if name == columns.ID:
         if cell.strip():
             try:
                 row.ci_id = uuid.UUID(cell.strip())

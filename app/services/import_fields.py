@@ -39,7 +39,8 @@ def reconcile_fields(changes: Changes, given: dict[uuid.UUID, list[dict[str, Any
             row = creates[ci_id]
             for fields in field_rows:
                 row.update(fields)
-            changes.records[record_at[(ci_id, "create")]] = ("ci", ci_id, "create", ci_service.creation_diff(row))
+            position = record_at[(ci_id, "create")]
+            changes.records[position] = ("ci", ci_id, "create", _with_fields(row, changes.records[position][3]))
             continue
         before = stored.get(ci_id)
         if before is None:
@@ -47,6 +48,13 @@ def reconcile_fields(changes: Changes, given: dict[uuid.UUID, list[dict[str, Any
         _update(changes, ci_id, before, updates.get(ci_id), field_rows, record_at, to_write, now)
     changes.records[:] = [record for record in changes.records if record is not None]  # an update undone
     return to_write
+
+
+def _with_fields(row: dict[str, Any], diff: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """ci_service.creation_diff(row) from the diff ingest made before the fields were set: its fields
+    made again, in history order, and the rest (attributes, first and last seen) kept."""
+    head = {public: [None, row[column]] for public, column in ci_service.CREATED_FIELDS if row[column] is not None}
+    return {**head, **{name: change for name, change in diff.items() if name not in head and name not in FIELDS}}
 
 
 def _update(changes: Changes, ci_id: uuid.UUID, before: Any, ingest_row: dict[str, Any] | None,

@@ -62,6 +62,7 @@ class ImportRow:
     identifiers: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # a CSV cell's text, per attribute read from it as JSON
     errors: list[dict[str, str]] = field(default_factory=list)  # {"column", "reason"}
 
 
@@ -131,9 +132,12 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     registry = registry_cache.for_write(conn, classes - {None})
     errors = {row.where: _row_errors(registry, row, default_class) for row in rows}
     good = [row for row in rows if not errors[row.where]]
+    texts = _text_attributes(registry)
     items = [orjson.dumps({
-        "ref": _ref(row), "class": row.ci_class or default_class, "name": row.name, "identifiers": row.identifiers,
-        "attributes": row.attributes, "environment": row.fields.get("environment"), "owner": row.fields.get("owner"),
+        "ref": _ref(row), "class": row.ci_class or default_class, "name": row.name,
+        "identifiers": _as_text(row.identifiers, row.texts, texts[row.ci_class or default_class]),
+        "attributes": _as_text(row.attributes, row.texts, texts[row.ci_class or default_class]),
+        "environment": row.fields.get("environment"), "owner": row.fields.get("owner"),
     }) for row in good]
     rel_errors = {rel.where: list(rel.errors) for rel in relationships}
     ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
@@ -160,6 +164,23 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     import_fields.write(conn, field_values)
     phases.close(uow, batch, the_plan, outcome, StalenessPolicy())
     return _report(rows, relationships, errors, rel_errors, outcome, changes, rel_actions)
+
+
+def _text_attributes(registry: Registry) -> dict[str, set[str]]:
+    """Per class, the attributes its schema (or an ancestor's) declares as text."""
+    declared = {name: {key for key, spec in (cls.attribute_schema.get("properties") or {}).items()
+                       if isinstance(spec, dict) and spec.get("type") == "string"} for name, cls in registry.classes.items()}
+    return {name: set().union(*(declared[a] for a in cls.ancestors if a in declared))
+            for name, cls in registry.classes.items()}
+
+
+def _as_text(values: dict[str, Any], texts: dict[str, str], text_keys: set[str]) -> dict[str, Any]:
+    """A cell that reads as JSON (`12`) for an attribute the class declares as text is that text ("12"):
+    a spreadsheet's os_version 12 means the text. Only cells have a text to fall back on."""
+    if not texts or not text_keys:
+        return values
+    return {key: texts[key] if key in text_keys and key in texts and not isinstance(value, str) else value
+            for key, value in values.items()}
 
 
 def _row_errors(registry: Registry, row: ImportRow, default_class: str | None) -> list[dict[str, str]]:

@@ -189,3 +189,10 @@ def test_body_is_bounded(database_url):
         response = client.post("/api/v1/import?class=server", content=b"name\n" + b"x\n" * 2000, headers=CSV)
     app.state.engine.dispose()
     assert response.status_code == 413 and response.json()["limit"] == 2048
+
+
+def test_a_number_in_a_cell_is_text_where_the_class_declares_text(api):
+    sheet = 'name,identifier.fqdn,attribute.os_version,attribute.cpu_count,attribute.build\nh,h.example.com,12,4,"""12"""\n'
+    diff = post_csv(api, sheet, "class=virtual_machine&dry_run=true").json()["rows"][0]["diff"]
+    assert (diff["attributes.os_version"], diff["attributes.cpu_count"], diff["attributes.build"]) == (
+        [None, "12"], [None, 4], [None, "12"])

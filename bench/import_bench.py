@@ -29,8 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_database, settle  # noqa: E402
-from tests.server import free_port  # noqa: E402
+from bench.common import fresh_database, karta_command, served, settle  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = ["class", "name", "status", "environment", "criticality", "owner", "tags", "identifier.fqdn",
@@ -71,28 +70,12 @@ def run(backend: str, rows: int, workdir: Path) -> list[tuple]:
     env = {**os.environ, "KARTA_DATABASE_URL": url, "KARTA_MAX_IMPORT_BODY_BYTES": str(512 * 1024 * 1024),
            "KARTA_BODY_TIMEOUT_SECONDS": "600", "KARTA_LOAD_GRAPH_AT_STARTUP": "false"}
 
-    def karta(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"karta {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
-        return done.stdout
-
+    karta = karta_command(env, REPO)
     karta("db", "upgrade")
     secret = karta("token", "create", "--name", "bench", "--scope", "write").strip().splitlines()[-1]
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    rng = random.Random(13)
-    first, changed = sheet(rows, rng), sheet(rows, random.Random(13), changed=0.05)
+    first, changed = sheet(rows, random.Random(13)), sheet(rows, random.Random(13), changed=0.05)
     results = []
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with served(env, REPO) as (base, _):
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=1800) as http:
             def post(body: bytes, query: str) -> tuple[float, str]:
                 settle(url)
@@ -124,9 +107,6 @@ def run(backend: str, rows: int, workdir: Path) -> list[tuple]:
                             done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]))
             seconds, outcome = post(changed, "")
             results.append((backend, "5% of rows changed", seconds, outcome))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return results
 
 

@@ -196,3 +196,13 @@ def test_a_number_in_a_cell_is_text_where_the_class_declares_text(api):
     diff = post_csv(api, sheet, "class=virtual_machine&dry_run=true").json()["rows"][0]["diff"]
     assert (diff["attributes.os_version"], diff["attributes.cpu_count"], diff["attributes.build"]) == (
         [None, "12"], [None, 4], [None, "12"])
+
+
+def test_a_row_whose_identifiers_lead_to_two_cis_is_an_error(api):
+    a = api.create_ci("server", "a", attributes={"serial_number": "SN-A"})
+    b = api.create_ci("server", "b", attributes={"fqdn": "b.example.com"})
+    sheet = "name,identifier.serial_number,identifier.fqdn\nab,SN-A,b.example.com\n"
+    row = post_csv(api, sheet, "class=server&dry_run=true").json()["rows"][0]
+    assert row["action"] == "error" and row["ci"] is None
+    assert row["errors"] == [{"column": "identifiers", "reason": "its identifiers match several CIs; nothing was merged "
+                                                                 f"(CIs {', '.join(sorted([a['id'], b['id']]))})"}]

@@ -42,7 +42,7 @@ def karta_command(env: dict[str, str], checkout: Path):
 
     def karta(*args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=checkout, env=env, capture_output=True,
-                              text=True)
+                              text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"karta {' '.join(args)} failed in {checkout}: {done.stderr.strip()[-2000:]}")
         return done.stdout
@@ -51,8 +51,8 @@ def karta_command(env: dict[str, str], checkout: Path):
 
 
 @contextmanager
-def served(env: dict[str, str], checkout: Path) -> Iterator[tuple[str, "subprocess.Popen"]]:
-    """`karta serve` (one worker) on a free port with `env`, ready; yields its base URL and process."""
+def served(env: dict[str, str], checkout: Path) -> Iterator[str]:
+    """`karta serve` (one worker) on a free port with `env`, ready; yields its base URL."""
     import subprocess
     import sys
     import time
@@ -72,7 +72,7 @@ def served(env: dict[str, str], checkout: Path) -> Iterator[tuple[str, "subproce
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield base, server
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -9,8 +9,8 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import IfMatch, Reader, RegistryDep, Writer, parse_if_match, read_transaction, write
 from app.api.responses import JSON
 from app.integrations import csv_export
-from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
 from app.models.change import HistoryPage
+from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
 from app.services import changes, cis
 from app.services.errors import InvalidInput, field_error
 

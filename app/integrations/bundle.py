@@ -57,7 +57,7 @@ def _load(body: bytes, kind: str) -> Any:
     try:
         if kind == "json":
             return orjson.loads(body)
-        return yaml.load(body, Loader=_Loader)  # noqa: S506 - a safe loader
+        return yaml.load(body, Loader=_Loader)
     except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise InvalidInput(f"The bundle is not valid {kind.upper()}: {reason}.", [field_error("body", "malformed")]) from None

@@ -3,9 +3,9 @@ source `import` and its precedence, encodings, the change feed. Both databases."
 
 import codecs
 
-from app.services.history import UnitOfWork
-from app.services import tokens as token_service
 from app.models.token import Scope
+from app.services import tokens as token_service
+from app.services.history import UnitOfWork
 
 CSV = {"Content-Type": "text/csv"}
 
@@ -68,6 +68,10 @@ def test_import_applies_as_source_import_and_a_second_time_changes_nothing(api):
     assert [(h["action"], h["actor"]) for h in history] == [("create", "admin-bot")]
 
 
+NO_IDENTIFIER = ("no identifier usable for class 'server': give one of serial_number, product_uuid, machine_id, fqdn, "
+                 "mac_address, ip_address (placeholder values such as 'Default string' or loopback addresses do not count)")
+
+
 def test_every_error_of_every_row_at_once(api):
     sheet = ("name,class,identifier.fqdn,criticality,status,tags,attribute.cpu_count\n"
              "ok-1,,ok-1.example.com,1,,,2\n"
@@ -84,9 +88,7 @@ def test_every_error_of_every_row_at_once(api):
         3: ("error", [("criticality", "9 is not from 1 (most critical) to 4"), ("name", "a name is required"),
                       ("status", "'sleeping' is not one of planned, active, maintenance, stale, retired")]),
         4: ("error", [("class", "unknown class 'rack'")]),
-        5: ("error", [("identifiers", "no identifier usable for class 'server': give one of serial_number, "
-                                      "product_uuid, machine_id, fqdn, mac_address, ip_address (placeholder values "
-                                      "such as 'Default string' or loopback addresses do not count)")]),
+        5: ("error", [("identifiers", NO_IDENTIFIER)]),
         6: ("error", [("tags", "a JSON array of texts is expected")]),
         7: ("create", []),
         8: ("error", [("class", "'service' is not 'server' or one of its subclasses (class=)")]),

@@ -13,8 +13,9 @@ import fills attributes nobody else set and never overwrites what discovery or a
 the precedence rules say so). Fields without provenance (status, environment, criticality, owner,
 tags) are set as an edit would.
 
-Every row is answered: create, update, unchanged or error, with the CI, the diff, and every error
-with its column and reason. With any error, nothing is applied (unless `all_or_nothing` is off: then
+Every row is answered: create, update, unchanged or error, with the CI, every error with its column
+and reason, and (when nothing was applied: a dry run, or a refused import) the diff; an applied
+import's diffs are its change records. With any error, nothing is applied (unless `all_or_nothing` is off: then
 the rows without errors are). A dry run applies nothing and answers the same.
 
 This module never parses a file format and never speaks HTTP.
@@ -115,6 +116,8 @@ def _attempt(engine, registry_cache, rows, relationships, default_class, run_id,
             report["applied"] = not (dry_run or failed)
             if not report["applied"]:
                 raise _Rollback
+            for row in report["rows"]:  # applied: the diffs are in the change feed (a dry run's answer is its diffs)
+                row.pop("diff", None)
     except _Rollback:
         pass
     report["dry_run"] = dry_run

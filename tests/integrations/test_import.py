@@ -131,9 +131,11 @@ def test_precedence_of_the_import_source(api):
          "attributes": {"cpu_count": 4}}]}
     assert api.post("/api/v1/ingest", json=ingest).status_code == 200
     sheet = "name,identifier.fqdn,attribute.cpu_count,attribute.rack\nweb-1,web-1.example.com,8,R12\n"
-    rows = rows_by_number(post_csv(api, sheet).json())
+    rows = rows_by_number(post_csv(api, sheet, "class=server&dry_run=true").json())
     # ssh outranks import: cpu_count stays 4; the rack nobody reported is filled.
     assert rows[2]["action"] == "update" and rows[2]["diff"] == {"attributes.rack": [None, "R12"]}
+    applied = post_csv(api, sheet).json()["rows"]
+    assert applied == [{"row": 2, "action": "update", "ci": rows[2]["ci"]}]  # the diff is in the change feed
     ci = cis_named(api, "web-1")["web-1"]
     assert ci["attributes"] == {"fqdn": "web-1.example.com", "cpu_count": 4, "rack": "R12"}
 

@@ -284,6 +284,8 @@ def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relati
                 rel_errors[rel.where].append(error(column, ends[value][1:]))
         if not rel.type and "type" not in said:
             rel_errors[rel.where].append(error("type", "required"))
+        elif rel.type and len(rel.type) > 64:  # no type is named so long (ingest would refuse the whole batch)
+            rel_errors[rel.where].append(error("type", f"unknown relationship type '{rel.type[:64]}...'"))
     return ends
 
 

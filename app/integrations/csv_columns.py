@@ -55,9 +55,12 @@ def decode_value(cell: str) -> Any:
     if cell[:1] not in _JSON_STARTS:
         return cell
     try:
-        return orjson.loads(cell)
+        value = orjson.loads(cell)
     except orjson.JSONDecodeError:
         return cell
+    if type(value) is float and not any(mark in cell for mark in ".eE"):
+        return cell  # a whole number beyond 64 bits (orjson makes it a float): its digits, as text
+    return value
 
 
 def encode_value(value: Any) -> str:

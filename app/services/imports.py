@@ -134,14 +134,22 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     classes = {row.ci_class or default_class for row in rows} | {default_class}
     registry = registry_cache.for_write(conn, classes - {None})
     errors = {row.where: _row_errors(registry, row, default_class) for row in rows}
-    good = [row for row in rows if not errors[row.where]]
     texts = _text_attributes(registry)
-    items = [orjson.dumps({
-        "ref": _ref(row), "class": row.ci_class or default_class, "name": row.name,
-        "identifiers": _as_text(row.identifiers, row.texts, texts[row.ci_class or default_class]),
-        "attributes": _as_text(row.attributes, row.texts, texts[row.ci_class or default_class]),
-        "environment": row.fields.get("environment"), "owner": row.fields.get("owner"),
-    }) for row in good]
+    good, items = [], []
+    for row in rows:
+        if errors[row.where]:
+            continue
+        item = {"ref": _ref(row), "class": row.ci_class or default_class, "name": row.name,
+                "identifiers": _as_text(row.identifiers, row.texts, texts[row.ci_class or default_class]),
+                "attributes": _as_text(row.attributes, row.texts, texts[row.ci_class or default_class]),
+                "environment": row.fields.get("environment"), "owner": row.fields.get("owner")}
+        try:
+            items.append(orjson.dumps(item))
+        except orjson.JSONEncodeError:  # nested deeper than JSON is written here (a cell of 300 brackets)
+            errors[row.where] += [error(row.columns.get(key, key), "nested too deeply") for key, value in
+                                  {**item["identifiers"], **item["attributes"]}.items() if not _writable(value)]
+            continue
+        good.append(row)
     rel_errors = {rel.where: list(rel.errors) for rel in relationships}
     ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
     sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
@@ -167,6 +175,14 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     import_fields.write(conn, field_values)
     phases.close(uow, batch, the_plan, outcome, StalenessPolicy())
     return _report(rows, relationships, errors, rel_errors, outcome, changes, rel_actions)
+
+
+def _writable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def _text_attributes(registry: Registry) -> dict[str, set[str]]:

@@ -117,3 +117,32 @@ def test_bundle_errors_per_row_and_refusals(api):
     dated = api.post("/api/v1/import?dry_run=true", headers={"Content-Type": "application/yaml"}, content=(
         "cis: [{class: server, name: d, identifiers: {fqdn: d.example.com}, attributes: {bought: 2024-01-31}}]"))
     assert dated.json()["rows"][0]["diff"]["attributes.bought"] == [None, "2024-01-31"]
+
+
+def test_hostile_files_are_answered_never_with_a_500(api):
+    deep = "[" * 300 + "]" * 300
+    cases = [
+        ("class=server", "name,identifier.fqdn,attribute.x\nn\x00ul,a.example.com,1\n"),
+        ("class=server", "name,identifier.fqdn,attribute.k\x00ey\nh,b.example.com,1\n"),
+        ("class=server", f"name,identifier.fqdn,attribute.deep\nh,c.example.com,{deep}\n"),
+        ("class=server", "name,identifier.fqdn,attribute.big\nh,d.example.com,99999999999999999999999\n"),
+        ("class=server", "name,identifier.fqdn,class\nh,e.example.com,ser\x00ver\n"),
+        ("class=server", "name,identifier.fqdn,id\nh,f.example.com,not-an-id\n"),
+        ("class=server", "name,identifier.fqdn\n" + "x" * 300 + ",g.example.com\n"),
+        ("class=server", "name,identifier.fqdn\r\rh,h.example.com\r"),
+        ("class=nope", "name,identifier.fqdn\nh,i.example.com\n"),
+        ("class=server", "name,identifier.fqdn,attribute.v\nh,j.example.com,\"" + "v" * (2 * 1024 * 1024) + "\"\n"),
+        ("relationships=true", "source,type,target\nname=a,ty\x00pe,name=b\n"),
+        ("relationships=true", "source,type,target\nname=a," + "t" * 100 + ",name=b\n"),
+        ("relationships=true", "source,type,target\nfqdn=\x00,runs_on,mac_address=zz\n"),
+    ]
+    for query, body in cases:
+        response = api.post(f"/api/v1/import?{query}&dry_run=true", content=body.encode(), headers=CSV)
+        assert response.status_code in (200, 413, 422), (body[:80], response.status_code, response.text[:500])
+        assert response.status_code == 200 or response.headers["content-type"] == "application/problem+json"
+        if response.status_code == 200 and "99999" not in body and "\r\r" not in body:  # those two are fine
+            report = response.json()
+            assert report["errors"] == report["counts"]["error"] + report["relationship_counts"]["error"] >= 1, body[:80]
+    # An integer beyond 64 bits is not JSON Karta stores: the cell is that text.
+    big = api.post("/api/v1/import?class=server&dry_run=true", content=cases[3][1], headers=CSV).json()
+    assert big["rows"][0]["diff"]["attributes.big"] == [None, "99999999999999999999999"]

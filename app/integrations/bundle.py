@@ -24,7 +24,7 @@ Each CI takes the fields of a CSV row (csv_columns.py) with their JSON types; `i
 Relationship ends are as in the relationship CSV (a CI id, `key=value` of an identifier, `name=...`),
 found among the bundle's CIs first. Rows are numbered by their position in `cis` and in
 `relationships`, from 0. An unknown key of a CI or relationship is that row's error; an unknown
-top-level key refuses the bundle.
+top-level key refuses the bundle, and so do YAML aliases (a few lines of them expand without bound).
 
 It must never touch the database: it only reads a document into rows.
 """
@@ -57,7 +57,11 @@ def _load(body: bytes, kind: str) -> Any:
     try:
         if kind == "json":
             return orjson.loads(body)
-        return yaml.load(body, Loader=_Loader)
+        # Aliases refused: a few lines of them (the "billion laughs") expand to more than any body bound.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(body, Loader=_Loader)):
+            raise InvalidInput("The bundle uses YAML aliases (*name): write each value out.",
+                               [field_error("body", "YAML alias")])
+        return yaml.load(body, Loader=_Loader)  # a safe loader
     except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise InvalidInput(f"The bundle is not valid {kind.upper()}: {reason}.", [field_error("body", "malformed")]) from None

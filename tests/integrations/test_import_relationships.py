@@ -97,6 +97,12 @@ def test_a_json_bundle_of_several_classes_and_its_relationships(api):
     assert yaml_report["relationship_counts"] == {"create": 0, "update": 0, "unchanged": 2, "error": 0}
 
 
+# The "billion laughs": 13 lines that would expand to 9 * 5**12 values.
+LAUGHS = ("cis: [{class: server, name: l, identifiers: {fqdn: l.example.com}, attributes: {a: &a [x, x, x, x, x, x, x, x, x], "
+          + ", ".join(f"{chr(98 + n)}: &{chr(98 + n)} [" + ", ".join([f"*{chr(97 + n)}"] * 5) + "]" for n in range(12))
+          + "}}]\n")
+
+
 def test_bundle_errors_per_row_and_refusals(api):
     bundle = {"cis": [{"class": "server", "name": "x", "colour": "red", "identifiers": {"fqdn": "x.example.com"}},
                       {"class": "server", "name": 5, "criticality": "high", "tags": "web"},
@@ -111,9 +117,11 @@ def test_bundle_errors_per_row_and_refusals(api):
         {"column": "source", "reason": "name=x is row 0 of this import, which has errors"}]]
     for body, media_type in (("[1]", "application/json"), ("{", "application/json"), ("a: [", "application/yaml"),
                              ('{"cis": {}}', "application/json"), ('{"servers": []}', "application/json"),
-                             ("when: !!python/object:os.system {}", "application/yaml")):
+                             ("when: !!python/object:os.system {}", "application/yaml"), (LAUGHS, "application/yaml")):
         response = api.post("/api/v1/import", content=body, headers={"Content-Type": media_type})
         assert response.status_code == 422, (body, response.text)
+    laughs = api.post("/api/v1/import", content=LAUGHS, headers={"Content-Type": "application/yaml"})
+    assert laughs.json()["errors"] == [{"field": "body", "message": "YAML alias"}]
     dated = api.post("/api/v1/import?dry_run=true", headers={"Content-Type": "application/yaml"}, content=(
         "cis: [{class: server, name: d, identifiers: {fqdn: d.example.com}, attributes: {bought: 2024-01-31}}]"))
     assert dated.json()["rows"][0]["diff"]["attributes.bought"] == [None, "2024-01-31"]

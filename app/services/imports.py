@@ -37,7 +37,7 @@ from app.services.bulk import id_in
 from app.services.errors import InvalidInput, field_error
 from app.services.history import UnitOfWork
 from app.services.identifiers import normalize
-from app.services.ingest import phases
+from app.services.ingest import phases, store
 from app.services.ingest.batch import Batch
 from app.services.ingest.outcome import Outcome, StalenessPolicy
 from app.services.ingest.pipeline import retry_policy
@@ -108,10 +108,20 @@ class _Rollback(Exception):
 
 def _attempt(engine, registry_cache, rows, relationships, default_class, run_id, *, actor, token_id, dry_run,
              all_or_nothing) -> dict[str, Any]:
+    try:
+        return _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, actor=actor,
+                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, confirm=True)
+    except phases.ConfirmedOverlap:  # two rows of one CI, one of them confirmed: derive them all (rare)
+        return _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, actor=actor,
+                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, confirm=False)
+
+
+def _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, *, actor, token_id, dry_run,
+                  all_or_nothing, confirm: bool) -> dict[str, Any]:
     report: dict[str, Any] = {}
     try:
         with UnitOfWork(engine, actor, token_id) as uow:
-            report = _import(uow, registry_cache, rows, relationships, default_class, run_id)
+            report = _import(uow, registry_cache, rows, relationships, default_class, run_id, confirm)
             failed = report["errors"] > 0 and all_or_nothing
             report["applied"] = not (dry_run or failed)
             if not report["applied"]:
@@ -129,7 +139,8 @@ def _ref(row: ImportRow) -> str:
 
 
 def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow],
-            relationships: list[RelationshipRow], default_class: str | None, run_id: str) -> dict[str, Any]:
+            relationships: list[RelationshipRow], default_class: str | None, run_id: str,
+            confirm: bool) -> dict[str, Any]:
     conn = uow.conn
     classes = {row.ci_class or default_class for row in rows} | {default_class}
     registry = registry_cache.for_write(conn, classes - {None})
@@ -157,7 +168,9 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
                                "attributes": rel.attributes}) for rel in sent_relationships]
     batch = Batch(SOURCE, run_id, IngestScope(), False, False, items, rel_items)
     outcome = Outcome(run_id=run_id, source=SOURCE, dry_run=False)
-    the_plan = phases.plan(conn, registry, batch, outcome, confirm=False)
+    # A row the source `import` reported in these very bytes before is confirmed by its fingerprint and
+    # not derived (ingest's shortcut); the fields beside the report are compared below all the same.
+    the_plan = phases.plan(conn, registry, batch, outcome, confirm=confirm)
     found = phases.identify(conn, registry, batch, the_plan, outcome)
     changes = phases.reconcile(registry, the_plan, found, outcome, source=SOURCE, now=uow.now)
     by_ref = {_ref(row): row for row in good}
@@ -168,8 +181,12 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
         ci_id = outcome.refs.get(_ref(row))
         if ci_id is not None and row.fields and not errors[row.where]:
             given.setdefault(ci_id, []).append(row.fields)
-    field_values = import_fields.reconcile_fields(changes, given, found.rows, uow.now)
-    rel_actions = _relationship_actions(found, outcome, sent_relationships, ends, rel_errors)
+    stored = found.rows
+    confirmed = {ci_id for ci_id in given if ci_id in the_plan.confirmation.cis}
+    if confirmed:
+        stored = {**found.rows, **store.load_cis(conn, confirmed)}  # locked, as identify locks the derived ones
+    field_values = import_fields.reconcile_fields(changes, given, stored, uow.now)
+    rel_actions = _relationship_actions(found, outcome, sent_relationships, ends, set(the_plan.confirmation.carried))
     phases.apply(uow, registry, batch, the_plan, found, changes, outcome)
     _relationship_errors(outcome, sent_relationships, rel_errors)  # found while applying
     import_fields.write(conn, field_values)
@@ -341,11 +358,15 @@ def _normalized(key: str, raw: Any) -> set[str]:
 
 
 def _relationship_actions(found: phases.Identification, outcome: Outcome, relationships: list[RelationshipRow],
-                          ends: dict[str, str], rel_errors: dict[int, list]) -> dict[int, str]:
-    """create, update or unchanged per relationship row, from what identify read."""
+                          ends: dict[str, str], carried: set[int]) -> dict[int, str]:
+    """create, update or unchanged per relationship row, from what identify read; one a confirmed row
+    carried (fingerprints.py) is unchanged."""
     ids = {**found.reads.ids, **outcome.refs}
     actions = {}
-    for rel in relationships:
+    for position, rel in enumerate(relationships):
+        if position in carried:
+            actions[rel.where] = "unchanged"
+            continue
         key = (ids.get(ends[rel.source]), ids.get(ends[rel.target]), rel.type)
         existing = found.reads.found.get(key)
         if existing is None:

@@ -28,6 +28,8 @@ cli.add_typer(discover_cli, name="discover")
 
 
 @contextmanager
+
+
 def _database() -> Iterator["Engine"]:
     """An engine on the configured database, disposed when the command is done."""
     from app.core.config import get_settings
@@ -41,6 +43,8 @@ def _database() -> Iterator["Engine"]:
 
 
 @cli.command()
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
@@ -54,6 +58,8 @@ def serve(
 
 
 @contextmanager
+
+
 def _metrics_directory() -> Iterator[None]:
     """A directory of this start's own for prometheus-client's multiprocess mode, so the counters of
     every worker add up (app/core/metrics.py), removed when the server stops."""
@@ -113,6 +119,8 @@ def _serve(host: str, port: int, workers: int, migrate: bool, access_log: bool) 
 
 
 @db_cli.command("upgrade")
+
+
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from app.core import migrations
@@ -123,6 +131,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
 
 
 @db_cli.command("downgrade")
+
+
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 'base' empties the database")]) -> None:
     """Undo migrations down to REVISION."""
     from app.core import migrations
@@ -133,6 +143,8 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 
 
 
 @db_cli.command("current")
+
+
 def db_current() -> None:
     """Show the database's schema revision and the newest one."""
     from app.core import migrations
@@ -142,6 +154,8 @@ def db_current() -> None:
 
 
 @db_cli.command("check")
+
+
 def db_check(
     repair: Annotated[bool, typer.Option("--repair", help="End relationships to nothing, delete identifiers and "
                                                            "sightings of what is gone")] = False,
@@ -167,6 +181,8 @@ def db_check(
 
 
 @token_cli.command("create")
+
+
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token; shown as the actor in history")],
     scope: Annotated[list[Scope], typer.Option(help="read, write, discovery or admin; repeat for several")],
@@ -208,6 +224,8 @@ def _sources(sources: list[str] | None) -> str:
 
 
 @token_cli.command("list")
+
+
 def token_list() -> None:
     """List tokens (never their secrets): state (active, expired, revoked), scopes, sources."""
     from app.services import tokens
@@ -219,6 +237,8 @@ def token_list() -> None:
 
 
 @token_cli.command("revoke")
+
+
 def token_revoke(
     token: Annotated[str, typer.Argument(help="The token's id or name")],
 ) -> None:
@@ -245,6 +265,8 @@ def token_revoke(
 
 
 @cli.command("alert")
+
+
 def alert(
     host: Annotated[str, typer.Option(help="The host checked: address, fqdn or hostname ($HOSTADDRESS$ / $HOSTNAME$)")],
     state: Annotated[str, typer.Option(help="CRITICAL, WARNING, UNKNOWN, OK; host checks: DOWN, UNREACHABLE, UP")],
@@ -266,6 +288,8 @@ def alert(
 
 
 @cli.command()
+
+
 def inventory(
     list_all: Annotated[bool, typer.Option("--list", help="Every group and host (what Ansible asks)")] = False,
     host: Annotated[str | None, typer.Option("--host", help="One host's variables")] = None,
@@ -275,6 +299,26 @@ def inventory(
     from app.integrations import inventory_cli
 
     raise typer.Exit(inventory_cli.run(list_all, host))
+
+
+@cli.command("import")
+
+
+def import_file(
+    file: Annotated[Path, typer.Argument(help="A .csv of one class (or of relationships), or a .json/.yaml bundle")],
+    ci_class: Annotated[str | None, typer.Option("--class", help="The CSV's class (rows may name a subclass)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show per row what would happen; change nothing")] = False,
+    relationships: Annotated[bool, typer.Option("--relationships", help="The CSV holds source,type,target rows")] = False,
+    partial: Annotated[bool, typer.Option("--partial", help="Apply the rows without errors (default: all or nothing)")] = False,
+    url: Annotated[str | None, typer.Option("--url", envvar="KARTA_URL", help="Karta's base URL")] = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the token; else KARTA_TOKEN")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain http:// to another machine")] = False,
+) -> None:
+    """Import CIs or relationships from a spreadsheet or bundle through the API, as the source 'import'."""
+    from app.integrations import import_cli  # the client only: no SQLAlchemy, no FastAPI
+
+    raise typer.Exit(import_cli.run(file, ci_class=ci_class, dry_run=dry_run, relationships=relationships, url=url,
+                                    token_file=token_file, insecure=insecure, all_or_nothing=not partial))
 
 
 def main() -> None:

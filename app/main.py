@@ -12,8 +12,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import web
-from app.api import (ansible, changes, cis, health, impact, incidents, ingest, metrics, openapi, problems, prometheus,
-                     registry, relationships, search, tokens, webhooks)
+from app.api import (ansible, changes, cis, health, impact, imports, incidents, ingest, metrics, openapi, problems,
+                     prometheus, registry, relationships, search, tokens, webhooks)
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core import metrics_listener
@@ -62,11 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes,
-                               "/api/v1/integrations/alertmanager": settings.max_alert_body_bytes})
+                               "/api/v1/integrations/alertmanager": settings.max_alert_body_bytes,
+                               "/api/v1/import": settings.max_import_body_bytes})
     metrics.install(app)
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks, incidents,
-                   metrics, prometheus, ansible):
+                   metrics, prometheus, ansible, imports):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

@@ -1,6 +1,8 @@
 """What the benchmarks share: a fresh database of either backend."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -31,3 +33,46 @@ def settle(url: str) -> None:
     with engine.connect() as conn:
         conn.execute(text("CHECKPOINT" if engine.dialect.name == "postgresql" else "PRAGMA wal_checkpoint(TRUNCATE)"))
     engine.dispose()
+
+
+def karta_command(env: dict[str, str], checkout: Path):
+    """A function running `karta ARGS...` with `env` in `checkout`, answering its stdout (exits on failure)."""
+    import subprocess
+    import sys
+
+    def karta(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=checkout, env=env, capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"karta {' '.join(args)} failed in {checkout}: {done.stderr.strip()[-2000:]}")
+        return done.stdout
+
+    return karta
+
+
+@contextmanager
+def served(env: dict[str, str], checkout: Path) -> Iterator[str]:
+    """`karta serve` (one worker) on a free port with `env`, ready; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.server import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=checkout, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

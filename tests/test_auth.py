@@ -58,6 +58,7 @@ CONTRACT = [
     ("GET", "/metrics", "read"),
     ("GET", "/api/v1/integrations/prometheus/targets", "read"),
     ("GET", "/api/v1/integrations/ansible/inventory", "read"),
+    ("POST", "/api/v1/import", "discovery|write"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 GRANTS = {"read": {"read"}, "write": {"read", "write"}, "discovery": {"read", "discovery"},
@@ -76,6 +77,8 @@ def test_contract_covers_every_route(app):
 
 
 @pytest.mark.parametrize(("method", "path", "needed"), CONTRACT)
+
+
 def test_scopes(api, method, path, needed):
     url = _url(path)
     no_token = api.request(method, url, as_=None, json={})

@@ -107,6 +107,8 @@ def _update_webhook(api):
 
 def _delete_webhook(api):
     return f"/api/v1/webhooks/{_webhook(api)}", None, {("webhook", "delete"): 1}
+
+
 def _alertmanager(api):
     alert = {"status": "firing", "labels": {"alertname": "Down", "instance": "10.0.0.1:9100"}, "annotations": {},
              "startsAt": "2026-12-02T15:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "f1"}
@@ -117,6 +119,14 @@ def _alertmanager(api):
 def _generic_alert(api):
     return "/api/v1/integrations/alerts", {"host": "db-1", "service": "PostgreSQL", "state": "CRITICAL"}, {
         ("incident", "create"): 1}
+
+
+def _import(api):
+    _ci(api, "known", attributes={"serial_number": "SN-K"})
+    body = {"cis": [{"class": "server", "name": "h1", "identifiers": {"serial_number": "SN-1"}, "owner": "ops"},
+                    {"class": "server", "name": "known", "identifiers": {"serial_number": "SN-K"}, "criticality": 2}],
+            "relationships": [{"source": "serial_number=SN-1", "type": "depends_on", "target": "name=known"}]}
+    return "/api/v1/import", body, {("ci", "create"): 1, ("ci", "update"): 1, ("relationship", "create"): 1}
 
 
 CONTRACT = [
@@ -137,6 +147,7 @@ CONTRACT = [
     Operation("DELETE", "/api/v1/webhooks/{webhook_id}", _delete_webhook, 204),
     Operation("POST", "/api/v1/integrations/alertmanager", _alertmanager, 200),
     Operation("POST", "/api/v1/integrations/alerts", _generic_alert, 200),
+    Operation("POST", "/api/v1/import", _import, 200),
 ]
 # Mutating routes that change nothing stored: questions asked with a body.
 READ_ONLY_POSTS = {("POST", "/api/v1/impact"), ("POST", "/api/v1/blast-radius"), ("POST", "/api/v1/root-cause")}
@@ -162,6 +173,8 @@ def test_contract_covers_every_mutating_route(app):
 
 
 @pytest.mark.parametrize("op", CONTRACT, ids=IDS)
+
+
 def test_a_change_writes_one_record_per_object_changed(api, op):
     url, body, expected = op.make(api)
     before = _head(api)
@@ -171,6 +184,8 @@ def test_a_change_writes_one_record_per_object_changed(api, op):
 
 
 @pytest.mark.parametrize("op", CONTRACT, ids=IDS)
+
+
 def test_bad_input_is_a_problem_that_changes_nothing(api, op):
     url, _, _ = op.make(api)
     before = _head(api)

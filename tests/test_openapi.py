@@ -53,7 +53,10 @@ def generated(document, tmp_path_factory):
     directory = tmp_path_factory.mktemp("client")
     (directory / "openapi.json").write_text(json.dumps(document))
     # No post hooks: they would run ruff over the code, which proves nothing about the document.
-    (directory / "config.yaml").write_text("post_hooks: []\n")
+    # CSV and YAML bodies (POST /api/v1/import) are sent as the bytes of a file: the generator's own
+    # way for a content type it has no model for.
+    (directory / "config.yaml").write_text("post_hooks: []\ncontent_type_overrides:\n  text/csv: application/octet-stream\n"
+                                           "  application/yaml: application/octet-stream\n")
     result = subprocess.run(
         [str(OPENAPI_PYTHON_CLIENT), "generate", "--path", "openapi.json", "--meta", "none",
          "--output-path", "karta_client", "--config", "config.yaml", "--fail-on-warning"],
@@ -104,7 +107,7 @@ def test_every_operation_is_in_the_generated_client(document, generated):
     modules = {path.stem for path in api.glob("*/*.py") if path.stem != "__init__"}
     # openapi-python-client names a module after its operationId, with runs of "_" made one
     assert modules == {re.sub("_+", "_", operation_id) for operation_id in _operations(document)}
-    assert len(modules) == 46
+    assert len(modules) == 47
 
 
 def test_links_name_operations_and_their_parameters(document):

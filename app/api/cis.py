@@ -1,21 +1,24 @@
 """/api/v1/cis: configuration items."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from app.api.deps import IfMatch, Reader, RegistryDep, Writer, parse_if_match, read_transaction, write
 from app.api.responses import JSON
-from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
+from app.integrations import csv_export
 from app.models.change import HistoryPage
+from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
 from app.services import changes, cis
 from app.services.errors import InvalidInput, field_error
 
 router = APIRouter(prefix="/api/v1/cis", tags=["configuration items"])
 
 MAX_ATTRIBUTE_FILTERS = 20
-LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "no_owner", "q", "sort", "limit", "cursor"}
+LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "no_owner", "q", "sort", "limit", "cursor", "format"}
+PAGING_PARAMS = ("sort", "limit", "cursor")  # not with format=csv: an export holds every matching CI, by id
 
 
 def _etag(ci: dict) -> dict[str, str]:
@@ -47,6 +50,9 @@ def list_cis(
         max_length=20)] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: str | None = None,
+    format: Annotated[Literal["json", "csv"], Query(
+        description="csv: every matching CI as the spreadsheet POST /api/v1/import reads back (streamed, by id; "
+                    "no sort, limit or cursor)")] = "json",
 ):
     """Filter with `attr.<key>=<value>` too (e.g. `attr.os_name=debian`); page with `cursor` = `next_cursor`
     (a cursor belongs to the sort it was made with)."""
@@ -66,6 +72,10 @@ def list_cis(
                 f"Unknown query parameter '{key}'. Filters: {', '.join(sorted(LIST_PARAMS))}, attr.<key>.",
                 [field_error(f"query.{key}", "unknown parameter")],
             )
+    filters = {"ci_class": ci_class, "status": status, "environment": environment, "tag": tag, "owner": owner,
+               "no_owner": no_owner, "q": q, "attributes": attributes}
+    if format == "csv":
+        return _export(request, registry, filters)
     with read_transaction(request) as conn:
         page = cis.list_cis(
             conn, registry, ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, no_owner=no_owner,
@@ -73,6 +83,17 @@ def list_cis(
             cursor=cursor,
         )
     return JSON(page)
+
+
+def _export(request: Request, registry, filters: dict) -> StreamingResponse:
+    given = [name for name in PAGING_PARAMS if name in request.query_params]
+    if given:
+        raise InvalidInput(f"format=csv exports every matching CI in id order: drop {', '.join(given)}.",
+                           [field_error(f"query.{name}", "not with format=csv") for name in given])
+    with read_transaction(request) as conn:
+        cis.list_filters(conn, registry, **filters)  # refuses bad filters now, before the answer starts
+    return StreamingResponse(csv_export.export(request.app.state.engine, registry, filters), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="karta-cis.csv"'})
 
 
 @router.get("/{ci_id}", response_model=CIDetail)

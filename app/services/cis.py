@@ -64,13 +64,13 @@ def to_public(row: Any) -> dict[str, Any]:
     }
 
 
-_CREATED_FIELDS = (("class", "ci_class"), ("name", "name"), ("status", "status"), ("environment", "environment"),
+CREATED_FIELDS = (("class", "ci_class"), ("name", "name"), ("status", "status"), ("environment", "environment"),
                    ("criticality", "criticality"), ("owner", "owner"), ("tags", "tags"))
 
 
 def creation_diff(row: Any) -> dict[str, list[Any]]:
     """diff_fields(None, to_public(row), HISTORY_FIELDS), built directly."""
-    return history_creation_diff(((public, row[column]) for public, column in _CREATED_FIELDS), row["attributes"],
+    return history_creation_diff(((public, row[column]) for public, column in CREATED_FIELDS), row["attributes"],
                                  row["first_seen"], row["last_seen"])
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from app.core.csv_cells import neutralise  # shared with the CI export (app/integrations/csv_export.py)
 from app.core.db import read_transaction
 from app.services import impact
 from app.services.errors import InvalidInput, field_error
@@ -25,9 +26,6 @@ MAX_IDS = 1000
 MAX_DEPTH = 1000
 MAX_TYPES = 100
 ROOT_CAUSE_LIMIT = 10
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's list: = + - @, and tab
-# and carriage return, which some spreadsheets skip before looking).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -103,13 +101,6 @@ def review(analysis: impact.Analysis) -> dict[str, Any]:
     return {"risk": answer["risk"], "failed": answer["failed"], "services": services,
             "more_services": len(answer["services"]) - len(services), "rows": rows, "more_rows": total - len(rows),
             "counts": answer["counts"], "owners": answer["owners"], "as_of_seq": analysis.as_of_seq}
-
-
-def neutralise(cell: Any) -> Any:
-    """A cell a spreadsheet shows as text: one that would start a formula gets a leading quote."""
-    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
-        return "'" + cell
-    return cell
 
 
 CSV_COLUMNS = ["id", "name", "class", "state", "distance", "owner", "criticality", "path"]

@@ -1,0 +1,71 @@
+"""CSV out: `GET /api/v1/cis?format=csv`, the CIs matching the list's filters as the spreadsheet that
+`POST /api/v1/import` reads back unchanged (columns and cells: csv_columns.py).
+
+    id,class,name,status,environment,criticality,owner,tags,identifier.fqdn,attribute.cpu_count
+    0193...,server,web-1,active,prod,2,web-team,"web,pci",web-1.example.com,8
+
+UTF-8 with a byte order mark (so that Excel reads it as UTF-8), RFC 4180 quoting, CRLF line ends.
+Every text from a CI is hostile (names and attributes come from discovery): each cell goes through
+`neutralise` (app/core/csv_cells.py), which the import undoes exactly. Written as a stream of chunks
+of rows: an export of 100,000 CIs never builds one string.
+
+It reads through app/services/ci_export.py (one snapshot, pages by id), never with SQL of its own.
+"""
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app.core.csv_cells import neutralise
+from app.integrations import csv_columns as columns
+from app.services import ci_export, cis
+from app.services.registry import Registry, RegistryCache
+
+BOM = "\ufeff"
+
+
+def header(attribute_keys: list[str], identifier_keys: set[str]) -> list[str]:
+    """The field columns, then the identifiers, then the other attributes, each sorted."""
+    return [*columns.FIELD_COLUMNS,
+            *(columns.IDENTIFIER_PREFIX + key for key in attribute_keys if key in identifier_keys),
+            *(columns.ATTRIBUTE_PREFIX + key for key in attribute_keys if key not in identifier_keys)]
+
+
+def _cells(ci: Any, keys: list[str]) -> list[str]:
+    attributes = ci["attributes"]
+    cells = [str(ci["id"]), ci["ci_class"], ci["name"], ci["status"], columns.encode_optional(ci["environment"]),
+             columns.encode_optional(ci["criticality"]), columns.encode_optional(ci["owner"]),
+             columns.encode_tags(ci["tags"] or [])]
+    cells += ["" if key not in attributes else columns.encode_value(attributes[key]) for key in keys]
+    return [neutralise(cell) for cell in cells]
+
+
+def lines(head: list[str], pages: Iterable[list[Any]]) -> Iterator[str]:
+    """The file: its header, then one chunk of text per page of CIs."""
+    keys = [name.split(".", 1)[1] for name in head[len(columns.FIELD_COLUMNS):]]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(head)
+    yield BOM + out.getvalue()
+    for page in pages:
+        out.seek(0)
+        out.truncate()
+        writer.writerows(_cells(ci, keys) for ci in page)
+        yield out.getvalue()
+
+
+def identifier_keys(registry: Registry) -> set[str]:
+    """The attributes some class's identification rules read on their own (fqdn, serial_number, ...)."""
+    return {rule[0] for cls in registry.classes.values() for rule in cls.effective_rules if len(rule) == 1} | {
+        key for cls in registry.classes.values() for key in cls.effective_held}
+
+
+def export(engine: Engine, registry_cache: RegistryCache, filters: dict[str, Any]) -> Iterator[str]:
+    """The file of the CIs `filters` (cis.list_filters' arguments) match, chunk by chunk, read in one snapshot."""
+    with ci_export.snapshot(engine) as conn:
+        conditions = cis.list_filters(conn, registry_cache, **filters)
+        head = header(ci_export.attribute_keys(conn, conditions), identifier_keys(registry_cache.get(conn=conn)))
+        yield from lines(head, ci_export.rows(conn, conditions))

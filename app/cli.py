@@ -28,8 +28,6 @@ cli.add_typer(discover_cli, name="discover")
 
 
 @contextmanager
-
-
 def _database() -> Iterator["Engine"]:
     """An engine on the configured database, disposed when the command is done."""
     from app.core.config import get_settings
@@ -43,8 +41,6 @@ def _database() -> Iterator["Engine"]:
 
 
 @cli.command()
-
-
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
@@ -58,8 +54,6 @@ def serve(
 
 
 @contextmanager
-
-
 def _metrics_directory() -> Iterator[None]:
     """A directory of this start's own for prometheus-client's multiprocess mode, so the counters of
     every worker add up (app/core/metrics.py), removed when the server stops."""
@@ -119,8 +113,6 @@ def _serve(host: str, port: int, workers: int, migrate: bool, access_log: bool) 
 
 
 @db_cli.command("upgrade")
-
-
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from app.core import migrations
@@ -131,8 +123,6 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
 
 
 @db_cli.command("downgrade")
-
-
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 'base' empties the database")]) -> None:
     """Undo migrations down to REVISION."""
     from app.core import migrations
@@ -143,8 +133,6 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; 
 
 
 @db_cli.command("current")
-
-
 def db_current() -> None:
     """Show the database's schema revision and the newest one."""
     from app.core import migrations
@@ -154,8 +142,6 @@ def db_current() -> None:
 
 
 @db_cli.command("check")
-
-
 def db_check(
     repair: Annotated[bool, typer.Option("--repair", help="End relationships to nothing, delete identifiers and "
                                                            "sightings of what is gone")] = False,
@@ -181,8 +167,6 @@ def db_check(
 
 
 @token_cli.command("create")
-
-
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token; shown as the actor in history")],
     scope: Annotated[list[Scope], typer.Option(help="read, write, discovery or admin; repeat for several")],
@@ -224,8 +208,6 @@ def _sources(sources: list[str] | None) -> str:
 
 
 @token_cli.command("list")
-
-
 def token_list() -> None:
     """List tokens (never their secrets): state (active, expired, revoked), scopes, sources."""
     from app.services import tokens
@@ -237,8 +219,6 @@ def token_list() -> None:
 
 
 @token_cli.command("revoke")
-
-
 def token_revoke(
     token: Annotated[str, typer.Argument(help="The token's id or name")],
 ) -> None:
@@ -265,8 +245,6 @@ def token_revoke(
 
 
 @cli.command("alert")
-
-
 def alert(
     host: Annotated[str, typer.Option(help="The host checked: address, fqdn or hostname ($HOSTADDRESS$ / $HOSTNAME$)")],
     state: Annotated[str, typer.Option(help="CRITICAL, WARNING, UNKNOWN, OK; host checks: DOWN, UNREACHABLE, UP")],
@@ -288,8 +266,6 @@ def alert(
 
 
 @cli.command()
-
-
 def inventory(
     list_all: Annotated[bool, typer.Option("--list", help="Every group and host (what Ansible asks)")] = False,
     host: Annotated[str | None, typer.Option("--host", help="One host's variables")] = None,
@@ -302,8 +278,6 @@ def inventory(
 
 
 @cli.command("import")
-
-
 def import_file(
     file: Annotated[Path, typer.Argument(help="A .csv of one class (or of relationships), or a .json/.yaml bundle")],
     ci_class: Annotated[str | None, typer.Option("--class", help="The CSV's class (rows may name a subclass)")] = None,

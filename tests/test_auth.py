@@ -77,8 +77,6 @@ def test_contract_covers_every_route(app):
 
 
 @pytest.mark.parametrize(("method", "path", "needed"), CONTRACT)
-
-
 def test_scopes(api, method, path, needed):
     url = _url(path)
     no_token = api.request(method, url, as_=None, json={})

@@ -173,8 +173,6 @@ def test_contract_covers_every_mutating_route(app):
 
 
 @pytest.mark.parametrize("op", CONTRACT, ids=IDS)
-
-
 def test_a_change_writes_one_record_per_object_changed(api, op):
     url, body, expected = op.make(api)
     before = _head(api)
@@ -184,8 +182,6 @@ def test_a_change_writes_one_record_per_object_changed(api, op):
 
 
 @pytest.mark.parametrize("op", CONTRACT, ids=IDS)
-
-
 def test_bad_input_is_a_problem_that_changes_nothing(api, op):
     url, _, _ = op.make(api)
     before = _head(api)

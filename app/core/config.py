@@ -132,7 +132,5 @@ class Settings(BaseSettings):
 
 
 @lru_cache
-
-
 def get_settings() -> Settings:
     return Settings()

@@ -284,6 +284,7 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
         candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT, extra_cap=ctx.root_cause_extra_cap) if known else []
+        classes = {ci_id: (graph.ci(ci_id) or (None,))[0] for ci_id in result.impacted} if result else {}
         as_of_seq = graph.applied_seq
     info = impact.describe(conn, set(failed))
     failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}
@@ -294,9 +295,8 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
                   "risk": None}
         causes = []
     else:
-        answer, _ = impact.impact_answer(conn, result)
-        impacted = sorted(answer["impacted"], key=lambda e: (e["distance"], e["id"]))
-        radius = {"impacted": impacted[:ctx.impacted_max], "impacted_truncated": len(impacted) > ctx.impacted_max,
+        answer = impact.named_impact_answer(conn, result, classes, ctx.impacted_max)
+        radius = {"impacted": answer["impacted"], "impacted_truncated": len(result.impacted) > ctx.impacted_max,
                   "services": answer["services"], "counts": answer["counts"], "risk": answer["risk"]}
         causes = impact.root_cause_answer(conn, known, candidates)["candidates"]
     owners = {ci["owner"] for ci in failed_cis if ci["owner"]} | {s["owner"] for s in radius["services"] if s["owner"]}

@@ -191,14 +191,16 @@ def measure(base: str, secret: str, hosts: dict[str, str], groups: int, seed: in
 
 
 def breakdown(url: str, hosts: dict[str, str], groups: int, seed: int) -> list[str]:
-    """Where a new group's time goes, in this process (no HTTP): the graph's impact and root cause,
-    and the database reads that name what they found (app.services.incidents.compute's parts)."""
+    """Where a new group's time goes, in this process (no HTTP): the graph's impact and root cause (with
+    the incident's extra cap), and the database reads that name what the incident stores
+    (app.services.incidents.compute's parts)."""
     from app.core.config import Settings
     from app.core.db import read_transaction
     from app.main import create_app
     from app.services import impact
 
-    app = create_app(Settings(database_url=url, load_graph_at_startup=False))
+    settings = Settings(database_url=url, load_graph_at_startup=False, webhooks_deliver=False)
+    app = create_app(settings)
     rng, ids = random.Random(seed + 2), list(hosts)
     parts: dict[str, dict[str, list[float]]] = {}
     with app.state.live_graph.reading() as graph:
@@ -215,11 +217,12 @@ def breakdown(url: str, hosts: dict[str, str], groups: int, seed: int) -> list[s
                 result = graph.impact(failed)
                 timings.setdefault("graph impact", []).append(time.perf_counter() - started)
                 started = time.perf_counter()
-                candidates = graph.root_cause(failed, limit=10)
+                candidates = graph.root_cause(failed, limit=10, extra_cap=settings.incident_root_cause_extra_cap)
                 timings.setdefault("graph root_cause (10)", []).append(time.perf_counter() - started)
+                classes = graph.classes(result.impacted)
             started = time.perf_counter()
             with read_transaction(app.state.engine) as conn:
-                impact.impact_answer(conn, result)
+                impact.named_impact_answer(conn, result, classes, settings.incident_impacted_max)
                 impact.root_cause_answer(conn, failed, candidates)
             timings.setdefault("naming them (database)", []).append(time.perf_counter() - started)
     app.state.engine.dispose()

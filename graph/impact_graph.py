@@ -75,6 +75,12 @@ class ImpactGraph:
         payload = self._g._node.get(ci_id)
         return None if payload is None else (payload[CLASS_KEY], payload[MIN_MEMBERS_KEY])
 
+    def classes(self, ci_ids: Iterable) -> dict:
+        """ci_id -> class for the CIs given that the graph holds (an impact answer's, say)."""
+        with self._lock:
+            node = self._g._node
+            return {ci_id: node[ci_id][CLASS_KEY] for ci_id in ci_ids if ci_id in node}
+
     # ---- loading and change records ---------------------------------------------------------
 
     def set_semantics(self, semantics: dict[str, RelationshipSemantics]) -> None:

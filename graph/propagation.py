@@ -41,6 +41,12 @@ class ImpactResult:
     # (ImpactedMap) that builds each entry, path included, when it is read.
     impacted: Mapping = field(default_factory=dict)
 
+    def distances(self) -> dict:
+        """ci_id -> hops from the nearest failed CI, without building paths."""
+        if isinstance(self.impacted, ImpactedMap):
+            return self.impacted.distances()
+        return {ci_id: hit.distance for ci_id, hit in self.impacted.items()}
+
     def states(self) -> dict:
         """ci_id -> state, without building paths."""
         if isinstance(self.impacted, ImpactedMap):
@@ -180,6 +186,14 @@ class ImpactedMap(Mapping):
         for ci_id, via in self._parent.items():
             prefix = prefixes[ci_id] = prefixes.get(via, (via,)) + (ci_id,)
             yield ci_id, ImpactedCI(STATE_NAMES[state[ci_id]], len(prefix) - 1, list(prefix))
+
+    def distances(self) -> dict:
+        """ci_id -> hops from the nearest failed CI, in one pass (a parent always comes before its
+        children in `_parent`: the order entries() relies on too)."""
+        dist: dict = {}
+        for ci_id, via in self._parent.items():
+            dist[ci_id] = dist.get(via, 0) + 1
+        return dist
 
     def states(self) -> dict:
         state = self._state

@@ -107,8 +107,9 @@ class Settings(BaseSettings):
     # Root-cause candidates of an incident are ranked by the CIs each would take down besides the
     # symptoms, counted up to this many (graph.causes extra_cap): candidates past it rank after the
     # others of their level, by id, flagged `extra_down_exact: false`. At 1,000,000 CIs, 20 unrelated
-    # failures took 1.2 s uncapped, 63 ms at 5,000 (BENCHMARKS.md, incidents).
-    incident_root_cause_extra_cap: int = Field(default=5_000, ge=0, le=10_000_000)
+    # failures took 1.15 s p50 uncapped, 215 ms at 20,000, 63 ms at 5,000, 24 ms at 1,000 (BENCHMARKS.md,
+    # incidents). A candidate that takes more than 1,000 other CIs down is a weak explanation anyway.
+    incident_root_cause_extra_cap: int = Field(default=1_000, ge=0, le=10_000_000)
 
     @field_validator("alert_bindings")
     @classmethod

@@ -4,6 +4,7 @@ the database, services picked out, counts, a risk level, and who to notify.
 The graph's results come in computed (under `LiveGraph.reading()`); these functions only read the
 database, so the graph is not held while they do."""
 
+import heapq
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -63,16 +64,18 @@ def named_impact_answer(conn: Connection, result: ImpactResult, classes: dict[st
     from the database. Naming 11,000 impacted CIs cost 120 ms p50 / 685 ms p99 at a million CIs.
     `owners` are the owners of the CIs named."""
     impacted = result.impacted
-    nearest = sorted(impacted, key=lambda ci_id: (impacted[ci_id].distance, ci_id))[:name_up_to]
-    service_ids = [ci_id for ci_id in impacted if classes.get(ci_id) == "service"]
+    # Distances and states without building a path per CI (that cost more than the propagation).
+    distance, states = result.distances(), result.states()
+    nearest = heapq.nsmallest(name_up_to, distance, key=lambda ci_id: (distance[ci_id], ci_id))
+    service_ids = [ci_id for ci_id, ci_class in classes.items() if ci_class == "service"]
     info = describe(conn, set(nearest) | set(service_ids) | set(result.failed))
     unknown = {"name": None, "class": None, "owner": None, "criticality": None}
     entries = [{"id": ci_id, "name": info.get(ci_id, unknown)["name"], "class": classes.get(ci_id),
-                "state": impacted[ci_id].state, "distance": impacted[ci_id].distance, "path": impacted[ci_id].path}
-               for ci_id in nearest]
+                "state": hit.state, "distance": hit.distance, "path": hit.path}
+               for ci_id, hit in ((ci_id, impacted[ci_id]) for ci_id in nearest)]
     services = [{"id": ci_id, "name": info.get(ci_id, unknown)["name"], "criticality": info.get(ci_id, unknown)["criticality"],
-                 "owner": info.get(ci_id, unknown)["owner"], "state": impacted[ci_id].state} for ci_id in service_ids]
-    by_class, by_state = Counter(classes.get(ci_id) for ci_id in impacted), Counter(hit.state for hit in impacted.values())
+                 "owner": info.get(ci_id, unknown)["owner"], "state": states[ci_id]} for ci_id in service_ids]
+    by_class, by_state = Counter(map(classes.get, impacted)), Counter(states.values())
     return {
         "failed": [{"id": ci_id, "name": info.get(ci_id, {}).get("name"), "class": info.get(ci_id, {}).get("class")}
                    for ci_id in result.failed],

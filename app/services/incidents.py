@@ -90,7 +90,7 @@ class Context:
     impacted_max: int = 500
     # Root-cause candidates are told apart by the CIs they would take down besides the symptoms only up
     # to this many (graph.causes, extra_cap): past it, counting costs seconds at a million CIs.
-    root_cause_extra_cap: int | None = 5_000
+    root_cause_extra_cap: int | None = 1_000
 
 
 def key_hash(group_key: str) -> str:
@@ -284,7 +284,7 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
         candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT, extra_cap=ctx.root_cause_extra_cap) if known else []
-        classes = {ci_id: (graph.ci(ci_id) or (None,))[0] for ci_id in result.impacted} if result else {}
+        classes = graph.classes(result.impacted) if result else {}
         as_of_seq = graph.applied_seq
     info = impact.describe(conn, set(failed))
     failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}

@@ -190,3 +190,15 @@ def test_a_graph_kept_current_by_changes_answers_like_one_built_afresh(seed):
         target = rng.choice(sorted(cis))
         assert g.spof(target) == fresh.spof(target)
         assert g.root_cause(failed) == fresh.root_cause(failed)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_distances_and_classes_agree_with_the_full_answer(seed):
+    # An incident names only the nearest CIs: distances() and classes() stand in for every path.
+    cis, rels = random_graph(seed)
+    g = build(cis, rels)
+    failed = random.Random(seed).sample([ci for ci, _, _ in cis], 2)
+    result = g.impact(failed)
+    impacted = result.impacted
+    assert result.distances() == {ci: hit.distance for ci, hit in impacted.items()}
+    assert g.classes(list(impacted) + ["not-in-the-graph"]) == {ci: cls for ci, cls, _ in cis if ci in impacted}

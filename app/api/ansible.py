@@ -10,12 +10,11 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.api.cis import MAX_ATTRIBUTE_FILTERS
+from app.api.ci_query import attribute_filters
 from app.api.deps import Reader, RegistryDep
 from app.integrations import ansible
 from app.models.ci import CIStatus
 from app.services import inventory
-from app.services.errors import InvalidInput, field_error
 
 router = APIRouter(prefix="/api/v1/integrations/ansible", tags=["integrations"])
 
@@ -26,27 +25,6 @@ OPTIONS = {"attributes", "ansible_host"}
 class HostAddress(StrEnum):
     ip = "ip"
     fqdn = "fqdn"
-
-
-def attribute_filters(request: Request, known: set[str]) -> dict[str, str]:
-    """The `attr.<key>=<value>` filters of the query, as the CI list reads them; any other parameter
-    not in `known` is refused."""
-    found: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        if key in known:
-            continue
-        name = key.removeprefix("attr.")
-        if name == key or not name:
-            raise InvalidInput(f"Unknown query parameter '{key}'. Parameters: {', '.join(sorted(known))}, attr.<key>.",
-                               [field_error(f"query.{key}", "unknown parameter")])
-        if any(char in name for char in '"\\\x00') or "\x00" in value:
-            raise InvalidInput(f"Attribute filter '{key}' has a quote, backslash or NUL character.",
-                               [field_error(f"query.{key}", "quote, backslash or NUL in the key or value")])
-        found[name] = value
-        if len(found) > MAX_ATTRIBUTE_FILTERS:
-            raise InvalidInput(f"At most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters per request.",
-                               [field_error("query", "too many attribute filters")])
-    return found
 
 
 @router.get("/inventory", response_model=dict[str, Any])

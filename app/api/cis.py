@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from app.api.ci_query import attribute_filters
 from app.api.deps import IfMatch, Reader, RegistryDep, Writer, parse_if_match, read_transaction, write
 from app.api.responses import JSON
 from app.integrations import csv_export
@@ -16,7 +17,6 @@ from app.services.errors import InvalidInput, field_error
 
 router = APIRouter(prefix="/api/v1/cis", tags=["configuration items"])
 
-MAX_ATTRIBUTE_FILTERS = 20
 LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "no_owner", "q", "sort", "limit", "cursor", "format"}
 PAGING_PARAMS = ("sort", "limit", "cursor")  # not with format=csv: an export holds every matching CI, by id
 
@@ -56,22 +56,7 @@ def list_cis(
 ):
     """Filter with `attr.<key>=<value>` too (e.g. `attr.os_name=debian`); page with `cursor` = `next_cursor`
     (a cursor belongs to the sort it was made with)."""
-    attributes = {}
-    for key, value in request.query_params.multi_items():
-        if key.startswith("attr.") and len(key) > 5:
-            name = key[5:]
-            if any(char in name for char in '"\\\x00') or "\x00" in value:
-                raise InvalidInput(f"Attribute filter '{key}' has a quote, backslash or NUL character.",
-                                   [field_error(f"query.{key}", "quote, backslash or NUL in the key or value")])
-            attributes[name] = value
-            if len(attributes) > MAX_ATTRIBUTE_FILTERS:
-                raise InvalidInput(f"At most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters per request.",
-                                   [field_error("query", "too many attribute filters")])
-        elif key not in LIST_PARAMS:
-            raise InvalidInput(
-                f"Unknown query parameter '{key}'. Filters: {', '.join(sorted(LIST_PARAMS))}, attr.<key>.",
-                [field_error(f"query.{key}", "unknown parameter")],
-            )
+    attributes = attribute_filters(request, LIST_PARAMS)
     filters = {"ci_class": ci_class, "status": status, "environment": environment, "tag": tag, "owner": owner,
                "no_owner": no_owner, "q": q, "attributes": attributes}
     if format == "csv":

@@ -5,17 +5,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
+from app.api.ci_query import attribute_filters
 from app.api.deps import Reader, RegistryDep, read_transaction
 from app.api.responses import JSON
 from app.integrations import prometheus
 from app.models.ci import CIStatus
 from app.services import scrape_targets
-from app.services.errors import InvalidInput, field_error
 
 router = APIRouter(prefix="/api/v1/integrations/prometheus", tags=["integrations"])
 
 PARAMS = {"class", "status", "environment", "tag", "owner", "port", "address"}
-MAX_ATTRIBUTE_FILTERS = 20
 
 
 @router.get("/targets")
@@ -37,23 +36,5 @@ def targets(
     with read_transaction(request) as conn:
         found = scrape_targets.targets(conn, registry, request.app.state.live_graph, prefer=address,
                                        ci_class=ci_class, status=status, environment=environment, tag=tag,
-                                       owner=owner, attributes=_attribute_filters(request))
+                                       owner=owner, attributes=attribute_filters(request, PARAMS))
     return JSON(prometheus.http_sd(found, port))
-
-
-def _attribute_filters(request: Request) -> dict[str, str]:
-    attributes = {}
-    for key, value in request.query_params.multi_items():
-        if not key.startswith("attr.") or len(key) == 5:
-            if key not in PARAMS:
-                raise InvalidInput(f"Unknown query parameter '{key}'. Filters: {', '.join(sorted(PARAMS))}, "
-                                   "attr.<key>.", [field_error(f"query.{key}", "unknown parameter")])
-            continue
-        if any(char in key for char in '"\\\x00') or "\x00" in value:
-            raise InvalidInput(f"Attribute filter '{key}' has a quote, backslash or NUL character.",
-                               [field_error(f"query.{key}", "quote, backslash or NUL in the key or value")])
-        attributes[key[5:]] = value
-        if len(attributes) > MAX_ATTRIBUTE_FILTERS:
-            raise InvalidInput(f"At most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters per request.",
-                               [field_error("query", "too many attribute filters")])
-    return attributes

@@ -51,6 +51,10 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         # No pre-ping: it would add a round trip to every request. A connection broken by a server
         # restart fails one request with 503 and the pool drops every connection of that generation.
         pool_recycle=1800,
+        # Every session speaks UTC, whatever the server's or the database's `timezone` setting: times
+        # read back then equal the UTC times written (an incident's repeat must compare equal, and
+        # answers show UTC whatever the server's locale).
+        connect_args={"options": "-c timezone=UTC"},
     )
 
 

@@ -28,10 +28,11 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back naive; they were written as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    """A stored time in UTC: SQLite hands timestamps back naive (they were written as UTC), a time
+    with another offset is the same instant written in UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _to_utc(value: datetime) -> datetime:

@@ -16,7 +16,9 @@ status, alert counts, failed CIs (the first 100), impacted count and risk. Alert
 their own, so the feed says "incident X: 2 -> 0 firing, open -> resolved" once, not once per alert;
 an alert whose labels or annotations alone changed updates its row without a record (monitoring's
 text, not the incident's state). A webhook that changes nothing (Alertmanager repeating itself)
-writes nothing.
+writes nothing; one that finds the map changed under the incident (an owner, a service, a root
+cause) stores the new computation with a record, and one that finds the same answer on a newer map
+only moves `as_of_seq` (so the next repeat need not recompute).
 
 The graph is read under `live_graph.reading()` only for the graph's own work; names and owners are
 read from the database after it. This module never talks HTTP and never parses an outside format.
@@ -26,9 +28,10 @@ import hashlib
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -188,7 +191,14 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, com
     before = None if created else _feed_view(row["status"], row["summary"])
     after = _feed_view(status, summary)
     if not created and not changed and not dropped and before == after:
-        return _public(row, row["summary"], row["as_of_seq"])
+        if _as_stored(summary) == _as_stored(row["summary"]):
+            if as_of_seq != row["as_of_seq"]:
+                # Recomputed on a newer graph with the same answer: only when it was last confirmed
+                # moves (no record: nothing the incident says changed), so a repeat does not recompute.
+                conn.execute(update(INCIDENT).where(INCIDENT.c.id == incident_id).values(as_of_seq=as_of_seq))
+            return _public(row, row["summary"], as_of_seq)
+        # The map changed under it (an owner, a service's criticality, a root cause): stored below,
+        # with a record naming what the feed view shows of it (owners, services).
     stale = set(changed) | set(dropped)
     for chunk in _chunks(sorted(stale)):
         conn.execute(delete(ALERT).where(ALERT.c.incident_id == incident_id, ALERT.c.fingerprint.in_(chunk)))
@@ -202,6 +212,8 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, com
             if before is None or before.get(k) != v}
     if created:
         diff = {"group_key": [None, group.group_key], "source": [None, group.source], **diff}
+    elif not diff:  # what changed is below the feed's view (a name, a path, a root cause's count)
+        diff = {"as_of_seq": [row["as_of_seq"], as_of_seq]}
     if diff:
         uow.record("incident", incident_id, "create" if created else "update", diff)
     return _public({**row, **values}, summary, as_of_seq)
@@ -218,8 +230,16 @@ def _fill_times(new: dict[str, Any], old: dict[str, Any] | None, now: datetime) 
 
 
 def _same(value: Any) -> Any:
-    # SQLite hands timestamps back naive (they were written as UTC).
-    return value.replace(tzinfo=None) if isinstance(value, datetime) else value
+    """A value as stored, comparable with what is read back: times as naive UTC (SQLite hands them back
+    naive, PostgreSQL in the session's time zone, which need not be UTC)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+    return value
+
+
+def _as_stored(summary: dict[str, Any]) -> Any:
+    """A summary as the JSON column gives it back (tuples as lists, ids as text), to compare with one read."""
+    return orjson.loads(orjson.dumps(summary))
 
 
 def _chunks(values: list, size: int = 500):
@@ -269,7 +289,9 @@ def _feed_view(status: str, summary: dict[str, Any]) -> dict[str, Any]:
     return {"status": status, "alerts_firing": counts.get("firing", 0), "alerts_resolved": counts.get("resolved", 0),
             "alerts_unbound": counts.get("unbound", 0),
             "failed_cis": [ci["id"] for ci in summary.get("failed", [])[:FEED_FAILED_MAX]],
-            "impacted": radius.get("counts", {}).get("total", 0), "risk": radius.get("risk")}
+            "impacted": radius.get("counts", {}).get("total", 0), "risk": radius.get("risk"),
+            "owners": summary.get("owners", []),
+            "services": [service["id"] for service in radius.get("services", [])[:FEED_FAILED_MAX]]}
 
 
 def graph_changed_since(conn: Connection, seq: int) -> bool:
@@ -284,7 +306,7 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
         candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT, extra_cap=ctx.root_cause_extra_cap) if known else []
-        classes = graph.classes(result.impacted) if result else {}
+        classes = graph.classes([*known, *result.impacted]) if result else {}
         as_of_seq = graph.applied_seq
     info = impact.describe(conn, set(failed))
     failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}
@@ -295,7 +317,9 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
                   "risk": None}
         causes = []
     else:
-        answer = impact.named_impact_answer(conn, result, classes, ctx.impacted_max)
+        registry = ctx.registry.get(conn=conn)
+        services = frozenset(name for name, info in registry.classes.items() if info.family == "service")
+        answer = impact.named_impact_answer(conn, result, classes, ctx.impacted_max, services)
         radius = {"impacted": answer["impacted"], "impacted_truncated": len(result.impacted) > ctx.impacted_max,
                   "services": answer["services"], "counts": answer["counts"], "risk": answer["risk"]}
         causes = impact.root_cause_answer(conn, known, candidates)["candidates"]

@@ -177,12 +177,15 @@ def test_incident_computes_blast_radius_root_cause_and_owners_then_resolves_and_
     feed = api.get(f"/api/v1/changes?since={head}", as_="read").json()["items"]
     assert [(r["object_type"], r["object_id"], r["action"], r["actor"]) for r in feed] == \
         [("incident", incident["id"], "update", "write-bot")] * 3
+    owners, services = ["bi-team", "infra", "shop-team"], [ids["shop"], ids["reports"]]
     assert [r["diff"] for r in feed] == [
         {"alerts_firing": [2, 1], "alerts_resolved": [0, 1]},
         {"status": ["open", "resolved"], "alerts_firing": [1, 0], "alerts_resolved": [1, 2],
-         "failed_cis": [[ids["db-1"]], []], "impacted": [4, 0], "risk": ["critical", None]},
+         "failed_cis": [[ids["db-1"]], []], "impacted": [4, 0], "risk": ["critical", None],
+         "owners": [owners, []], "services": [services, []]},
         {"status": ["resolved", "open"], "alerts_firing": [0, 1], "alerts_resolved": [2, 1],
-         "failed_cis": [[], [ids["db-1"]]], "impacted": [0, 4], "risk": [None, "critical"]},
+         "failed_cis": [[], [ids["db-1"]]], "impacted": [0, 4], "risk": [None, "critical"],
+         "owners": [[], owners], "services": [[], services]},
     ]
     created = api.get(f"/api/v1/changes?since={head - 1}", as_="read").json()["items"][0]
     assert created["object_type"] == "incident" and created["action"] == "create"
@@ -282,7 +285,38 @@ def test_a_repeated_group_is_recomputed_once_the_map_changed(api):
     assert again["owners"] == ["audit-team", "bi-team", "infra", "shop-team"]
     feed = api.get(f"/api/v1/changes?since={again['as_of_seq'] - 1}", as_="read").json()["items"]
     assert [(r["object_type"], r["diff"]) for r in feed if r["object_type"] == "incident"] == [
-        ("incident", {"impacted": [4, 5]})]
+        ("incident", {"impacted": [4, 5], "owners": [["bi-team", "infra", "shop-team"], again["owners"]],
+                      "services": [[ids["shop"], ids["reports"]], [ids["shop"], audit, ids["reports"]]]})]
+
+
+def test_a_repeat_stores_what_changed_on_the_map_even_when_the_counts_did_not(api):
+    # An owner changed: same CIs down, same counts, but whom to call is not the same any more.
+    ids = build_topology(api)
+    payload = am_payload("g", [am_alert("db", instance="10.0.0.21:9100")])
+    first = post_am(api, payload).json()
+    assert first["owners"] == ["bi-team", "infra", "shop-team"]
+    api.patch(f"/api/v1/cis/{ids['shop']}", json={"owner": "web-team"})
+    again = post_am(api, payload).json()
+    assert again["owners"] == ["bi-team", "infra", "web-team"] and again["as_of_seq"] > first["as_of_seq"]
+    assert api.get(f"/api/v1/incidents/{first['id']}", as_="read").json()["owners"] == again["owners"]
+    feed = api.get(f"/api/v1/changes?since={first['as_of_seq']}&object_type=incident", as_="read").json()["items"]
+    assert [(r["action"], r["diff"]) for r in feed][1:] == [("update", {"owners": [first["owners"], again["owners"]]})]
+    # The same answer on a newer map: nothing recorded, and the next repeat reuses it.
+    head = api.get("/api/v1/changes?since=0&limit=1", as_="read").json()["head_seq"]
+    other = api.create_ci("server", "unrelated", attributes={"serial_number": "SN-U"})["id"]
+    third = post_am(api, payload).json()
+    assert third["owners"] == again["owners"] and third["as_of_seq"] > again["as_of_seq"]
+    assert api.get(f"/api/v1/changes?since={head}&object_type=incident", as_="read").json()["items"] == []
+    assert post_am(api, payload).json()["as_of_seq"] == third["as_of_seq"] and other
+
+
+def test_a_failed_service_is_among_the_services_and_sets_the_risk(api):
+    # An alert bound to the service itself (the `service` label): the shop, criticality 1, is down.
+    build_topology(api)
+    incident = post_am(api, am_payload("s", [am_alert("ShopDown", service="shop")])).json()
+    assert [(s["name"], s["criticality"], s["state"]) for s in incident["blast_radius"]["services"]] == [
+        ("shop", 1, "down")]
+    assert incident["blast_radius"]["risk"] == "critical" and "shop-team" in incident["owners"]
 
 
 def test_a_group_of_thousands_of_alerts_is_taken_whole(api):
@@ -306,3 +340,34 @@ def test_an_incident_keeps_its_latest_alerts(api, monkeypatch):
     assert incident["counts"] == {"firing": 2, "resolved": 1, "unbound": 3}
     kept = api.get(f"/api/v1/incidents/{incident['id']}", as_="read").json()["alerts"]
     assert {a["fingerprint"] for a in kept} == {"b", "c", "d"}  # a and b ended together: a goes first (by name)
+
+
+def test_a_repeat_writes_nothing_whatever_time_zone_the_database_speaks(database_url):
+    # PostgreSQL hands timestamptz back in the session's zone; an alert read back in Berlin time is
+    # the same alert, not a change to write again (SQLite's naive UTC is the same case without a zone).
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine, make_url, text
+
+    from app.core.config import Settings
+    from app.main import create_app
+    from tests.conftest import Api, create_tokens
+
+    if database_url.startswith("postgresql"):
+        url = make_url(database_url)
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{url.database}" SET timezone TO \'Europe/Berlin\''))
+        admin.dispose()
+    app = create_app(Settings(database_url=database_url))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            api = Api(client, create_tokens(app.state.engine))
+            build_topology(api)
+            payload = am_payload("tz", [am_alert("db", instance="10.0.0.21:9100")])
+            first = post_am(api, payload).json()
+            head = api.get("/api/v1/changes?since=0&limit=1", as_="read").json()["head_seq"]
+            again = post_am(api, payload).json()
+            assert again["updated_at"] == first["updated_at"]
+            assert api.get(f"/api/v1/changes?since={head}", as_="read").json()["items"] == []
+    finally:
+        app.state.engine.dispose()

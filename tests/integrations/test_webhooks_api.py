@@ -23,6 +23,7 @@ from app.services.webhooks import (
     matches,
 )
 from tests.conftest import create_tokens
+from tests.integrations.webhook_receiver import readme_snippet
 
 SECRET = "s3cret-of-the-receiver-0123"
 
@@ -215,3 +216,24 @@ def test_an_operator_key_seals_secrets_instead_of_the_stored_one(engine):
         SecretBox(engine).open(sealed)  # the key kept in the database is another one
     with pytest.raises(ValueError, match="cannot be decrypted"):
         SecretBox(engine, "another-operator-key-0000").open(sealed)
+
+
+def test_the_readme_signature_check_refuses_forged_headers_without_raising():
+    """The receiver's snippet, as the README has it, says False to anything forged instead of crashing
+    the receiver: non-ASCII digits ("²".isdigit() is True, int() refuses it), a huge t, a non-ASCII
+    v1 (hmac.compare_digest raises on non-ASCII str), garbage."""
+    from pathlib import Path
+
+    from app.integrations.webhooks import signature
+
+    namespace: dict = {}
+    exec(readme_snippet(Path(__file__).resolve().parents[2] / "README.md"), namespace)  # noqa: S102
+    check = namespace["karta_signature_ok"]
+    body = b'{"records": []}'
+    good = signature(SECRET, body)
+    now = good.split(",")[0][2:]
+    assert check(SECRET, good, body) and not check(SECRET, good, body + b" ")
+    for forged in ["", "garbage", "t=,v1=", "t=²,v1=00", "t=١٢٣,v1=00", f"t={now},v1=é", f"t={now},v1=\u00ff" * 2,
+                   "t=" + "9" * 5000 + ",v1=00", f"t={now},v1=" + "€" * 64, f"t=-{now},v1=00", f"t= {now},v1=00",
+                   f"t={now},v1", "=,=,,", f"t={now},v1=" + good.split("v1=")[1].upper()]:
+        assert check(SECRET, forged, body) is False, forged

@@ -1,6 +1,7 @@
 """/api/v1/webhooks: subscriptions validated, recorded in the change feed, their secret encrypted at
 rest and never returned; the filters' matching rules. (Deliveries: test_webhooks_delivery.py.)"""
 
+import re
 import socket
 import time
 import uuid
@@ -237,3 +238,71 @@ def test_the_readme_signature_check_refuses_forged_headers_without_raising():
                    "t=" + "9" * 5000 + ",v1=00", f"t={now},v1=" + "€" * 64, f"t=-{now},v1=00", f"t= {now},v1=00",
                    f"t={now},v1", "=,=,,", f"t={now},v1=" + good.split("v1=")[1].upper()]:
         assert check(SECRET, forged, body) is False, forged
+
+
+SECRET_URL = "https://hook-user:p4ssw0rd-XYZ@hooks.example.com:8443/services/T00/B00/PATHSECRET?token=QUERYSECRET"
+
+
+def test_change_records_show_no_more_of_the_url_than_scheme_host_and_port(api):
+    """A hook URL's userinfo, path and query hold credentials; change records reach read tokens and
+    every unfiltered subscription, so they show the origin and a fingerprint only. Admins see it all."""
+    hook = api.post("/api/v1/webhooks", json={"url": SECRET_URL, "secret": SECRET}).json()
+    assert api.get(f"/api/v1/webhooks/{hook['id']}").json()["url"] == SECRET_URL
+    assert api.patch(f"/api/v1/webhooks/{hook['id']}", json={"secret": "another-secret-1234567"}).status_code == 200
+    assert api.patch(f"/api/v1/webhooks/{hook['id']}", json={"url": SECRET_URL.replace("XYZ", "ABC")}).status_code == 200
+    assert api.delete(f"/api/v1/webhooks/{hook['id']}").status_code == 204
+    records = _feed(api)
+    urls = [r["diff"].get("url") for r in records]
+    assert [u is None for u in urls] == [False, True, False, False]  # a new secret alone: no url change
+    (none, created), _, (was, became), (deleted, gone) = urls
+    assert none is None and gone is None and became == deleted and was != became
+    assert all(re.fullmatch(r"https://hooks\.example\.com:8443 \(fingerprint [0-9a-f]{16}\)", u)
+               for u in (created, was, became))
+    everything = api.get("/api/v1/changes?limit=1000", as_="read")
+    assert everything.status_code == 200
+    for secret_part in ("hook-user", "p4ssw0rd", "PATHSECRET", "QUERYSECRET", "/services/"):
+        assert secret_part not in everything.text
+
+
+def test_the_delivery_log_and_the_logs_hold_no_url_credentials(database_url, caplog):
+    """An attempt's error and everything logged while delivering (httpx logs its request lines, URL and
+    userinfo included, at INFO) leave the URL's credentials out."""
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    caplog.set_level(logging.DEBUG)
+    engine = make_engine(database_url)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    worker = DeliveryWorker(engine, Settings(database_url=database_url))
+    try:
+        sealed = SecretBox(engine).seal(SECRET)
+        hooks = []
+        for port in (server.server_address[1], 9):  # answers; refuses
+            with UnitOfWork(engine, "tests") as uow:
+                hooks.append(create_webhook(uow, f"http://hook-user:p4ssw0rd@127.0.0.1:{port}/PATHSECRET?t=QUERYSECRET",
+                                            sealed, {}))
+        create_tokens(engine)
+        for hook in hooks:
+            worker._pool.submit(worker.deliver_once, hook["id"]).result()  # in a worker thread, as it runs
+        logged = [_deliveries(engine, hook["id"]) for hook in hooks]
+        assert [entry[0]["outcome"] for entry in logged] == ["delivered", "failed"]
+        assert "HTTP Request" not in caplog.text  # the line itself was there before: check the filter bites
+        for text in (caplog.text, repr(logged)):
+            for secret_part in ("p4ssw0rd", "PATHSECRET", "QUERYSECRET"):
+                assert secret_part not in text
+    finally:
+        worker._pool.shutdown()
+        worker._client.close()
+        server.shutdown()
+        engine.dispose()

@@ -47,6 +47,7 @@ from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
 from app.core.config import Settings
 from app.core.db import read_transaction, write_transaction
+from app.core.dialect import locked
 from app.integrations import webhooks as wire
 from app.models import ChangeRecord, ConfigurationItem, Relationship
 from app.models.types import utcnow
@@ -292,7 +293,10 @@ class DeliveryWorker:
                     values["last_success_at"] = log_row["attempted_at"]
             failures, active = None, False
             if failed:
-                row = uow.conn.execute(select(WEBHOOK.c.failures, WEBHOOK.c.state).where(mine)).first()
+                # Locked (PostgreSQL; SQLite's write lock is already held since BEGIN IMMEDIATE): a PATCH
+                # re-enabling the subscription commits before this read or waits for this commit, never
+                # in between, where its reset would be overwritten and the subscription disabled again.
+                row = uow.conn.execute(locked(uow.conn, select(WEBHOOK.c.failures, WEBHOOK.c.state).where(mine))).first()
                 if row is None:
                     return
                 failures, active = row.failures + 1, row.state == WebhookState.active.value

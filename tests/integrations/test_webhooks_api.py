@@ -306,3 +306,39 @@ def test_the_delivery_log_and_the_logs_hold_no_url_credentials(database_url, cap
         worker._client.close()
         server.shutdown()
         engine.dispose()
+
+
+def test_a_patch_re_enabling_meanwhile_is_not_overwritten_by_the_failure_count(database_url):
+    """A PATCH {"state": "active"} in flight while the worker records the failure that reaches the
+    limit: the worker counts on the row as the PATCH leaves it (failures reset), never on the value
+    read before the PATCH committed, so the subscription stays active."""
+    import threading
+
+    from app.services.webhook_delivery import Batch
+    from app.services.webhooks import WEBHOOK, update_webhook
+
+    engine = make_engine(database_url)
+    worker = DeliveryWorker(engine, Settings(database_url=database_url, webhook_max_failures=10))
+    try:
+        sealed = SecretBox(engine).seal(SECRET)
+        with UnitOfWork(engine, "tests") as uow:
+            hook = create_webhook(uow, "http://127.0.0.1:9/", sealed, {})
+        with write_transaction(engine) as conn:  # nine failures in a row, the tenth under way
+            conn.execute(WEBHOOK.update().where(WEBHOOK.c.id == hook["id"]).values(
+                failures=9, lease_owner=worker.owner, leased_until=datetime.now(UTC) + timedelta(minutes=1)))
+        log_row = {"id": uuid.uuid4(), "webhook_id": hook["id"], "attempted_at": datetime.now(UTC), "attempt": 10,
+                   "first_seq": 1, "last_seq": 1, "records": 1, "status_code": 500, "error": "HTTP 500",
+                   "outcome": "failed", "duration_ms": 1}
+        finish = threading.Thread(target=worker._finish, args=(hook["id"], Batch([b"{}"], 1, 1, 1), log_row))
+        with UnitOfWork(engine, "admin") as patch:
+            update_webhook(patch, hook["id"], {"state": "active"})  # holds the row (the write lock on SQLite)
+            finish.start()
+            time.sleep(0.5)  # the worker reads and writes now, or waits for the PATCH to commit
+        finish.join(timeout=30)
+        with engine.connect() as conn:
+            row = conn.execute(select(WEBHOOK).where(WEBHOOK.c.id == hook["id"])).mappings().one()
+        assert (row["state"], row["failures"]) == ("active", 1)
+    finally:
+        worker._pool.shutdown()
+        worker._client.close()
+        engine.dispose()

@@ -25,7 +25,9 @@ Bounded everywhere: each HTTP call has a timeout and its answer's body is never 
 at most KARTA_WEBHOOK_BATCH_RECORDS records and about KARTA_WEBHOOK_BATCH_BYTES; the feed is read
 SCAN_ROWS records at a time, at most SCAN_MAX for one batch; the loop polls every
 KARTA_WEBHOOK_POLL_SECONDS and stops within about one HTTP timeout at shutdown; the delivery log keeps the last KARTA_WEBHOOK_LOG_KEEP attempts of each
-subscription. This module never logs a secret or a body.
+subscription. This module never logs a secret or a body, nor a subscription's URL (it can hold
+credentials): an attempt's error in the delivery log has the URL redacted, and httpx's own "HTTP Request:
+POST <url>" log lines (INFO, with the userinfo) are dropped for the worker's threads.
 """
 
 import logging
@@ -45,6 +47,7 @@ from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
 from app.core.config import Settings
 from app.core.db import read_transaction, write_transaction
+from app.core.dialect import locked
 from app.integrations import webhooks as wire
 from app.models import ChangeRecord, ConfigurationItem, Relationship
 from app.models.types import utcnow
@@ -52,7 +55,7 @@ from app.models.webhook import WebhookState
 from app.services.bulk import id_in
 from app.services.changes import to_public as change_public
 from app.services.history import UnitOfWork
-from app.services.webhooks import DELIVERY, WEBHOOK, SecretBox, disable, matches
+from app.services.webhooks import DELIVERY, WEBHOOK, SecretBox, disable, matches, redacted_url
 
 CHANGE = ChangeRecord.__table__
 CI = ConfigurationItem.__table__
@@ -65,6 +68,17 @@ SCAN_MAX = 20_000
 SLICE_SECONDS = 5.0
 ACTOR = "webhook-delivery"
 log = logging.getLogger("karta.webhooks")
+THREAD_PREFIX = "karta-webhook"
+
+
+class _NoRequestLines(logging.Filter):
+    """Drops httpx's request lines logged by the worker's threads: they name the URL in full."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName.startswith(THREAD_PREFIX) and str(record.msg).startswith("HTTP Request:"))
+
+
+_request_lines_filter = _NoRequestLines()
 
 
 def backoff_seconds(failures: int, base: float, ceiling: float, rand: random.Random = random) -> float:
@@ -155,10 +169,11 @@ class DeliveryWorker:
         self._in_flight: set[uuid.UUID] = set()
         self._lock = threading.Lock()
         self._secrets: dict[str, str] = {}
-        self._pool = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="karta-webhook")
+        self._pool = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix=THREAD_PREFIX)
+        logging.getLogger("httpx").addFilter(_request_lines_filter)  # once: a filter already there is not added again
         self._client = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False,
                                     limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2))
-        self._thread = threading.Thread(target=self._run, name="karta-webhook-poll", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}-poll", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -254,7 +269,8 @@ class DeliveryWorker:
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-            error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            text = str(exc).replace(row["url"], redacted_url(row["url"], row["secret_encrypted"]))
+            error = f"{type(exc).__name__}: {text[:300]}"
         log_row = {"id": delivery_id, "webhook_id": webhook_id, "attempted_at": attempted_at, "attempt": attempt,
                    "first_seq": batch.first_seq, "last_seq": batch.last_seq, "records": len(batch.records),
                    "status_code": status, "error": error, "outcome": "failed" if error else "delivered",
@@ -277,7 +293,10 @@ class DeliveryWorker:
                     values["last_success_at"] = log_row["attempted_at"]
             failures, active = None, False
             if failed:
-                row = uow.conn.execute(select(WEBHOOK.c.failures, WEBHOOK.c.state).where(mine)).first()
+                # Locked (PostgreSQL; SQLite's write lock is already held since BEGIN IMMEDIATE): a PATCH
+                # re-enabling the subscription commits before this read or waits for this commit, never
+                # in between, where its reset would be overwritten and the subscription disabled again.
+                row = uow.conn.execute(locked(uow.conn, select(WEBHOOK.c.failures, WEBHOOK.c.state).where(mine))).first()
                 if row is None:
                     return
                 failures, active = row.failures + 1, row.state == WebhookState.active.value

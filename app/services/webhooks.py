@@ -11,13 +11,20 @@ the service_secret table (`webhook_secrets`), as the web UI does for its session
 copy of the webhook table, a log or an export, not a thief holding the whole database. The secret must
 be kept decryptable (not hashed): Karta signs each delivery with it.
 
+URLs can hold credentials too (https://user:pass@host/..., a Slack or Jira hook's token in its path or
+query), and change records reach every read token and every unfiltered subscription: a change record
+holds only the URL's scheme, host and port, and a fingerprint of the whole (redacted_url). The full URL
+is shown only by the admin-only webhook endpoints (to_public).
+
 This module never returns, records or logs a secret.
 """
 
 import base64
 import hashlib
+import hmac
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -87,9 +94,25 @@ def compact_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
     return {key: sorted(set(filters[key])) for key in FILTER_KEYS if filters and filters.get(key) is not None}
 
 
+def redacted_url(url: str, key: str) -> str:
+    """What a change record shows of a webhook's URL: scheme, host and port, never the userinfo, path or
+    query (where hook URLs carry their credentials), and a fingerprint of the whole URL, so that a changed
+    URL shows as changed. The fingerprint is an HMAC keyed with the subscription's sealed secret (kept in
+    the database, never in the feed): a plain hash would let a feed reader test guesses at a weak password.
+    Replacing the secret re-keys it: the same URL then shows another fingerprint."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    mark = hmac.new(key.encode(), url.encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port} (fingerprint {mark})"
+
+
 def _audited(row: dict[str, Any]) -> dict[str, Any]:
-    """What a webhook's change record holds: never the secret."""
-    return {"url": row["url"], "filters": row["filters"], "state": row["state"]}
+    """What a webhook's change record holds: never the secret, nor more of the URL than redacted_url."""
+    return {"url": redacted_url(row["url"], row["secret_encrypted"]), "filters": row["filters"], "state": row["state"]}
 
 
 def create_webhook(uow: UnitOfWork, url: str, sealed_secret: str, filters: dict[str, Any] | None) -> dict[str, Any]:
@@ -141,10 +164,12 @@ def update_webhook(uow: UnitOfWork, webhook_id: uuid.UUID, changes: dict[str, An
             values.update(failures=0, next_attempt_at=None, disabled_reason=None)
         elif before["state"] != values["state"]:
             values["disabled_reason"] = "disabled through the API"
-    after = {**before, **values}
-    diff = {key: [before[key], after[key]] for key in _audited(after) if before[key] != after[key]}
     if changes.get("sealed_secret") is not None:
         values["secret_encrypted"] = changes["sealed_secret"]
+    after = {**before, **values}
+    old, new = _audited(before), _audited(after)
+    diff = {key: [old[key], new[key]] for key in new if before[key] != after[key]}
+    if changes.get("sealed_secret") is not None:
         diff["secret"] = [None, "replaced"]
     if values:
         values["updated_at"] = uow.now

@@ -1,6 +1,7 @@
 """/api/v1/webhooks: subscriptions validated, recorded in the change feed, their secret encrypted at
 rest and never returned; the filters' matching rules. (Deliveries: test_webhooks_delivery.py.)"""
 
+import re
 import socket
 import time
 import uuid
@@ -23,6 +24,7 @@ from app.services.webhooks import (
     matches,
 )
 from tests.conftest import create_tokens
+from tests.integrations.webhook_receiver import readme_snippet
 
 SECRET = "s3cret-of-the-receiver-0123"
 
@@ -215,3 +217,128 @@ def test_an_operator_key_seals_secrets_instead_of_the_stored_one(engine):
         SecretBox(engine).open(sealed)  # the key kept in the database is another one
     with pytest.raises(ValueError, match="cannot be decrypted"):
         SecretBox(engine, "another-operator-key-0000").open(sealed)
+
+
+def test_the_readme_signature_check_refuses_forged_headers_without_raising():
+    """The receiver's snippet, as the README has it, says False to anything forged instead of crashing
+    the receiver: non-ASCII digits ("²".isdigit() is True, int() refuses it), a huge t, a non-ASCII
+    v1 (hmac.compare_digest raises on non-ASCII str), garbage."""
+    from pathlib import Path
+
+    from app.integrations.webhooks import signature
+
+    namespace: dict = {}
+    exec(readme_snippet(Path(__file__).resolve().parents[2] / "README.md"), namespace)  # noqa: S102
+    check = namespace["karta_signature_ok"]
+    body = b'{"records": []}'
+    good = signature(SECRET, body)
+    now = good.split(",")[0][2:]
+    assert check(SECRET, good, body) and not check(SECRET, good, body + b" ")
+    for forged in ["", "garbage", "t=,v1=", "t=²,v1=00", "t=١٢٣,v1=00", f"t={now},v1=é", f"t={now},v1=\u00ff" * 2,
+                   "t=" + "9" * 5000 + ",v1=00", f"t={now},v1=" + "€" * 64, f"t=-{now},v1=00", f"t= {now},v1=00",
+                   f"t={now},v1", "=,=,,", f"t={now},v1=" + good.split("v1=")[1].upper()]:
+        assert check(SECRET, forged, body) is False, forged
+
+
+SECRET_URL = "https://hook-user:p4ssw0rd-XYZ@hooks.example.com:8443/services/T00/B00/PATHSECRET?token=QUERYSECRET"
+
+
+def test_change_records_show_no_more_of_the_url_than_scheme_host_and_port(api):
+    """A hook URL's userinfo, path and query hold credentials; change records reach read tokens and
+    every unfiltered subscription, so they show the origin and a fingerprint only. Admins see it all."""
+    hook = api.post("/api/v1/webhooks", json={"url": SECRET_URL, "secret": SECRET}).json()
+    assert api.get(f"/api/v1/webhooks/{hook['id']}").json()["url"] == SECRET_URL
+    assert api.patch(f"/api/v1/webhooks/{hook['id']}", json={"secret": "another-secret-1234567"}).status_code == 200
+    assert api.patch(f"/api/v1/webhooks/{hook['id']}", json={"url": SECRET_URL.replace("XYZ", "ABC")}).status_code == 200
+    assert api.delete(f"/api/v1/webhooks/{hook['id']}").status_code == 204
+    records = _feed(api)
+    urls = [r["diff"].get("url") for r in records]
+    assert [u is None for u in urls] == [False, True, False, False]  # a new secret alone: no url change
+    (none, created), _, (was, became), (deleted, gone) = urls
+    assert none is None and gone is None and became == deleted and was != became
+    assert all(re.fullmatch(r"https://hooks\.example\.com:8443 \(fingerprint [0-9a-f]{16}\)", u)
+               for u in (created, was, became))
+    everything = api.get("/api/v1/changes?limit=1000", as_="read")
+    assert everything.status_code == 200
+    for secret_part in ("hook-user", "p4ssw0rd", "PATHSECRET", "QUERYSECRET", "/services/"):
+        assert secret_part not in everything.text
+
+
+def test_the_delivery_log_and_the_logs_hold_no_url_credentials(database_url, caplog):
+    """An attempt's error and everything logged while delivering (httpx logs its request lines, URL and
+    userinfo included, at INFO) leave the URL's credentials out."""
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    caplog.set_level(logging.DEBUG)
+    engine = make_engine(database_url)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    worker = DeliveryWorker(engine, Settings(database_url=database_url))
+    try:
+        sealed = SecretBox(engine).seal(SECRET)
+        hooks = []
+        for port in (server.server_address[1], 9):  # answers; refuses
+            with UnitOfWork(engine, "tests") as uow:
+                hooks.append(create_webhook(uow, f"http://hook-user:p4ssw0rd@127.0.0.1:{port}/PATHSECRET?t=QUERYSECRET",
+                                            sealed, {}))
+        create_tokens(engine)
+        for hook in hooks:
+            worker._pool.submit(worker.deliver_once, hook["id"]).result()  # in a worker thread, as it runs
+        logged = [_deliveries(engine, hook["id"]) for hook in hooks]
+        assert [entry[0]["outcome"] for entry in logged] == ["delivered", "failed"]
+        assert "HTTP Request" not in caplog.text  # the line itself was there before: check the filter bites
+        for text in (caplog.text, repr(logged)):
+            for secret_part in ("p4ssw0rd", "PATHSECRET", "QUERYSECRET"):
+                assert secret_part not in text
+    finally:
+        worker._pool.shutdown()
+        worker._client.close()
+        server.shutdown()
+        engine.dispose()
+
+
+def test_a_patch_re_enabling_meanwhile_is_not_overwritten_by_the_failure_count(database_url):
+    """A PATCH {"state": "active"} in flight while the worker records the failure that reaches the
+    limit: the worker counts on the row as the PATCH leaves it (failures reset), never on the value
+    read before the PATCH committed, so the subscription stays active."""
+    import threading
+
+    from app.services.webhook_delivery import Batch
+    from app.services.webhooks import WEBHOOK, update_webhook
+
+    engine = make_engine(database_url)
+    worker = DeliveryWorker(engine, Settings(database_url=database_url, webhook_max_failures=10))
+    try:
+        sealed = SecretBox(engine).seal(SECRET)
+        with UnitOfWork(engine, "tests") as uow:
+            hook = create_webhook(uow, "http://127.0.0.1:9/", sealed, {})
+        with write_transaction(engine) as conn:  # nine failures in a row, the tenth under way
+            conn.execute(WEBHOOK.update().where(WEBHOOK.c.id == hook["id"]).values(
+                failures=9, lease_owner=worker.owner, leased_until=datetime.now(UTC) + timedelta(minutes=1)))
+        log_row = {"id": uuid.uuid4(), "webhook_id": hook["id"], "attempted_at": datetime.now(UTC), "attempt": 10,
+                   "first_seq": 1, "last_seq": 1, "records": 1, "status_code": 500, "error": "HTTP 500",
+                   "outcome": "failed", "duration_ms": 1}
+        finish = threading.Thread(target=worker._finish, args=(hook["id"], Batch([b"{}"], 1, 1, 1), log_row))
+        with UnitOfWork(engine, "admin") as patch:
+            update_webhook(patch, hook["id"], {"state": "active"})  # holds the row (the write lock on SQLite)
+            finish.start()
+            time.sleep(0.5)  # the worker reads and writes now, or waits for the PATCH to commit
+        finish.join(timeout=30)
+        with engine.connect() as conn:
+            row = conn.execute(select(WEBHOOK).where(WEBHOOK.c.id == hook["id"])).mappings().one()
+        assert (row["state"], row["failures"]) == ("active", 1)
+    finally:
+        worker._pool.shutdown()
+        worker._client.close()
+        engine.dispose()

@@ -175,6 +175,20 @@ def test_karta_killed_mid_stream_loses_nothing_and_repeats_no_acknowledged_deliv
         assert len(received) <= 1, received  # at most the delivery cut by the kill
 
 
+def test_the_receiver_acknowledges_no_body_cut_short(receiver):
+    """A sender killed mid-body (as Karta is by SIGKILL above) leaves fewer bytes than Content-Length:
+    the receiver records nothing for it, as a real receiver would not act on a body it did not get."""
+    import socket
+
+    receiver.start()
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as cut:
+        cut.sendall(b"POST /cut HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"X-Karta-Signature: t=1,v1=00\r\nContent-Length: 1000\r\n\r\n" + b'{"records": [')
+    assert httpx.post(receiver.url("/whole"), content=b"{}", timeout=10).status_code == 200
+    time.sleep(0.5)  # the cut request's handler ended with the connection, before the whole one began
+    assert [entry["path"] for entry in receiver.entries()] == ["/whole"]
+
+
 def test_filters_choose_the_records_each_subscription_gets(database_url, receiver, admin):
     receiver.start()
     with running_server(database_url, env=FAST) as base, httpx.Client(base_url=base, headers=admin, timeout=30) as client:

@@ -39,6 +39,9 @@ def main() -> None:
         def do_POST(self):
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(min(length, MAX_BODY))
+            if len(body) < min(length, MAX_BODY):  # the sender went away mid-body: acknowledge nothing
+                self.close_connection = True
+                return
             status = int(status_file.read_text().strip() or 200) if status_file and status_file.exists() else 200
             try:
                 payload = json.loads(body)

@@ -144,38 +144,30 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     conn = uow.conn
     classes = {row.ci_class or default_class for row in rows} | {default_class}
     registry = registry_cache.for_write(conn, classes - {None})
-    errors = {row.where: _row_errors(registry, row, default_class) for row in rows}
+    found_errors = {row.where: _row_errors(registry, row, default_class) for row in rows}
     texts = _text_attributes(registry)
-    good, items = [], []
-    for row in rows:
-        if errors[row.where]:
-            continue
-        item = {"ref": _ref(row), "class": row.ci_class or default_class, "name": row.name,
-                "identifiers": _as_text(row.identifiers, row.texts, texts[row.ci_class or default_class]),
-                "attributes": _as_text(row.attributes, row.texts, texts[row.ci_class or default_class]),
-                "environment": row.fields.get("environment"), "owner": row.fields.get("owner")}
-        try:
-            items.append(orjson.dumps(item))
-        except orjson.JSONEncodeError:  # nested deeper than JSON is written here (a cell of 300 brackets)
-            errors[row.where] += [error(row.columns.get(key, key), "nested too deeply") for key, value in
-                                  {**item["identifiers"], **item["attributes"]}.items() if not _writable(value)]
-            continue
-        good.append(row)
-    rel_errors = {rel.where: list(rel.errors) for rel in relationships}
-    ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
-    sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
-    rel_items = [orjson.dumps({"source": ends[rel.source], "target": ends[rel.target], "type": rel.type,
-                               "attributes": rel.attributes}) for rel in sent_relationships]
-    batch = Batch(SOURCE, run_id, IngestScope(), False, False, items, rel_items)
-    outcome = Outcome(run_id=run_id, source=SOURCE, dry_run=False)
-    # A row the source `import` reported in these very bytes before is confirmed by its fingerprint and
-    # not derived (ingest's shortcut); the fields beside the report are compared below all the same.
-    the_plan = phases.plan(conn, registry, batch, outcome, confirm=confirm)
-    found = phases.identify(conn, registry, batch, the_plan, outcome)
-    changes = phases.reconcile(registry, the_plan, found, outcome, source=SOURCE, now=uow.now)
+    while True:  # again without the rows the id check refuses: a row answered as an error writes nothing
+        errors = {where: list(row_errors) for where, row_errors in found_errors.items()}
+        good, items = _items(rows, errors, default_class, texts)
+        rel_errors = {rel.where: list(rel.errors) for rel in relationships}
+        ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
+        sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
+        rel_items = [orjson.dumps({"source": ends[rel.source], "target": ends[rel.target], "type": rel.type,
+                                   "attributes": rel.attributes}) for rel in sent_relationships]
+        batch = Batch(SOURCE, run_id, IngestScope(), False, False, items, rel_items)
+        outcome = Outcome(run_id=run_id, source=SOURCE, dry_run=False)
+        # A row the source `import` reported in these very bytes before is confirmed by its fingerprint and
+        # not derived (ingest's shortcut); the fields beside the report are compared below all the same.
+        the_plan = phases.plan(conn, registry, batch, outcome, confirm=confirm)
+        found = phases.identify(conn, registry, batch, the_plan, outcome)
+        changes = phases.reconcile(registry, the_plan, found, outcome, source=SOURCE, now=uow.now)
+        wrong_ids = _wrong_ids(conn, good, outcome)
+        if not wrong_ids:
+            break
+        for where, wrong in wrong_ids.items():
+            found_errors[where].append(wrong)
     by_ref = {_ref(row): row for row in good}
     _item_errors(outcome, by_ref, errors)
-    _check_ids(conn, good, outcome, errors)
     given: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for row in good:
         ci_id = outcome.refs.get(_ref(row))
@@ -192,6 +184,28 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     import_fields.write(conn, field_values)
     phases.close(uow, batch, the_plan, outcome, StalenessPolicy())
     return _report(rows, relationships, errors, rel_errors, outcome, changes, rel_actions)
+
+
+def _items(rows: list[ImportRow], errors: dict[int, list], default_class: str | None,
+           texts: dict[str, set[str]]) -> tuple[list[ImportRow], list[bytes]]:
+    """The rows without errors, and each as an ingest item (a row nested too deeply gets its errors)."""
+    good, items = [], []
+    for row in rows:
+        if errors[row.where]:
+            continue
+        ci_class = row.ci_class or default_class
+        item = {"ref": _ref(row), "class": ci_class, "name": row.name,
+                "identifiers": _as_text(row.identifiers, row.texts, texts[ci_class]),
+                "attributes": _as_text(row.attributes, row.texts, texts[ci_class]),
+                "environment": row.fields.get("environment"), "owner": row.fields.get("owner")}
+        try:
+            items.append(orjson.dumps(item))
+        except orjson.JSONEncodeError:  # nested deeper than JSON is written here (a cell of 300 brackets)
+            errors[row.where] += [error(row.columns.get(key, key), "nested too deeply") for key, value in
+                                  {**item["identifiers"], **item["attributes"]}.items() if not _writable(value)]
+            continue
+        good.append(row)
+    return good, items
 
 
 def _writable(value: Any) -> bool:
@@ -285,14 +299,16 @@ def _relationship_errors(outcome: Outcome, relationships: list[RelationshipRow],
             rel_errors[rel.where].append(error(rel_error["field"].split(".")[-1], rel_error["message"]))
 
 
-def _check_ids(conn: Connection, rows: list[ImportRow], outcome: Outcome, errors: dict[int, list]) -> None:
-    """An `id` given is a check: the row must be that CI when it exists."""
+def _wrong_ids(conn: Connection, rows: list[ImportRow], outcome: Outcome) -> dict[int, dict[str, str]]:
+    """An `id` given is a check: the row must be that CI when it exists. The error per row that is not."""
     wanted = {row.ci_id for row in rows if row.ci_id is not None}
     existing = set(conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, wanted))).scalars()) if wanted else set()
+    wrong = {}
     for row in rows:
         found = outcome.refs.get(_ref(row))
         if row.ci_id in existing and found is not None and found != row.ci_id:
-            errors[row.where].append(error("id", f"the row's identifiers are CI {found}, not {row.ci_id}"))
+            wrong[row.where] = error("id", f"the row's identifiers are CI {found}, not {row.ci_id}")
+    return wrong
 
 
 def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relationships: list[RelationshipRow],

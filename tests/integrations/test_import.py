@@ -218,3 +218,24 @@ def test_a_row_whose_identifiers_lead_to_two_cis_is_an_error(api):
     assert row["action"] == "error" and row["ci"] is None
     assert row["errors"] == [{"column": "identifiers", "reason": "its identifiers match several CIs; nothing was merged "
                                                                  f"(CIs {', '.join(sorted([a['id'], b['id']]))})"}]
+
+
+def test_a_row_answered_as_an_error_writes_nothing_even_when_the_good_rows_are_applied(api):
+    web = api.create_ci("server", "web-1", attributes={"fqdn": "web-1.example.com"})
+    other = api.create_ci("server", "web-2", attributes={"fqdn": "web-2.example.com"})
+    sheet = (f"id,name,identifier.fqdn,attribute.rack\n{other['id']},web-1,web-1.example.com,R1\n"
+             ",db-1,db-1.example.com,R2\n")
+    report = post_csv(api, sheet, "class=server&all_or_nothing=false").json()
+    assert [(row["row"], row["action"]) for row in report["rows"]] == [(2, "error"), (3, "create")], report
+    assert report["rows"][0]["errors"] == [
+        {"column": "id", "reason": f"the row's identifiers are CI {web['id']}, not {other['id']}"}]
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["attributes"] == {"fqdn": "web-1.example.com"}
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["version"] == 1
+    bundle = {"cis": [{"id": other["id"], "class": "server", "name": "web-1", "identifiers": {"fqdn": "web-1.example.com"}},
+                      {"class": "server", "name": "db-2", "identifiers": {"fqdn": "db-2.example.com"}}],
+              "relationships": [{"source": "fqdn=web-1.example.com", "type": "depends_on", "target": "fqdn=db-2.example.com"}]}
+    report = api.post("/api/v1/import?all_or_nothing=false", json=bundle).json()
+    assert [row["action"] for row in report["rows"]] == ["error", "create"], report
+    assert report["relationships"][0]["action"] == "error", report
+    assert api.get("/api/v1/relationships?limit=100").json()["items"] == []
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["version"] == 1

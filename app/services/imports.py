@@ -87,12 +87,15 @@ def error(column: str, reason: str) -> dict[str, str]:
 
 def run_import(engine: Engine, registry_cache: RegistryCache, rows: list[ImportRow],
                relationships: list[RelationshipRow], *, default_class: str | None, actor: str,
-               token_id: uuid.UUID | None = None, dry_run: bool = False, all_or_nothing: bool = True) -> dict[str, Any]:
+               token_id: uuid.UUID | None = None, dry_run: bool = False, all_or_nothing: bool = True,
+               may_set_fields: bool = True) -> dict[str, Any]:
     """Apply (or, dry, try) the rows in one transaction; the per-row report. Raises ImportFailed when
-    rows had errors and nothing was applied for that reason."""
+    rows had errors and nothing was applied for that reason. Without `may_set_fields` (a discovery
+    token) a row that fills one of import_fields.FIELDS is an error, and empty ones are left alone."""
     run_id = f"import-{uuid.uuid4()}"
     report = retry_policy(run_id)(_attempt, engine, registry_cache, rows, relationships, default_class, run_id,
-                                  actor=actor, token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing)
+                                  actor=actor, token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing,
+                                  may_set_fields=may_set_fields)
     if report["errors"] and all_or_nothing and not dry_run:
         raise ImportFailed(f"{report['errors']} row(s) with errors; nothing was imported. "
                            "Every error is listed in `rows` and `relationships` (dry_run=true shows the same).",
@@ -107,21 +110,21 @@ class _Rollback(Exception):
 
 
 def _attempt(engine, registry_cache, rows, relationships, default_class, run_id, *, actor, token_id, dry_run,
-             all_or_nothing) -> dict[str, Any]:
+             all_or_nothing, may_set_fields) -> dict[str, Any]:
     try:
         return _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, actor=actor,
-                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, confirm=True)
+                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, may_set_fields=may_set_fields, confirm=True)
     except phases.ConfirmedOverlap:  # two rows of one CI, one of them confirmed: derive them all (rare)
         return _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, actor=actor,
-                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, confirm=False)
+                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, may_set_fields=may_set_fields, confirm=False)
 
 
 def _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, *, actor, token_id, dry_run,
-                  all_or_nothing, confirm: bool) -> dict[str, Any]:
+                  all_or_nothing, may_set_fields, confirm: bool) -> dict[str, Any]:
     report: dict[str, Any] = {}
     try:
         with UnitOfWork(engine, actor, token_id) as uow:
-            report = _import(uow, registry_cache, rows, relationships, default_class, run_id, confirm)
+            report = _import(uow, registry_cache, rows, relationships, default_class, run_id, may_set_fields, confirm)
             failed = report["errors"] > 0 and all_or_nothing
             report["applied"] = not (dry_run or failed)
             if not report["applied"]:
@@ -139,12 +142,12 @@ def _ref(row: ImportRow) -> str:
 
 
 def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow],
-            relationships: list[RelationshipRow], default_class: str | None, run_id: str,
+            relationships: list[RelationshipRow], default_class: str | None, run_id: str, may_set_fields: bool,
             confirm: bool) -> dict[str, Any]:
     conn = uow.conn
     classes = {row.ci_class or default_class for row in rows} | {default_class}
     registry = registry_cache.for_write(conn, classes - {None})
-    found_errors = {row.where: _row_errors(registry, row, default_class) for row in rows}
+    found_errors = {row.where: _row_errors(registry, row, default_class, may_set_fields) for row in rows}
     texts = _text_attributes(registry)
     while True:  # again without the rows the id check refuses: a row answered as an error writes nothing
         errors = {where: list(row_errors) for where, row_errors in found_errors.items()}
@@ -171,7 +174,7 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     given: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for row in good:
         ci_id = outcome.refs.get(_ref(row))
-        if ci_id is not None and row.fields and not errors[row.where]:
+        if ci_id is not None and row.fields and may_set_fields and not errors[row.where]:
             given.setdefault(ci_id, []).append(row.fields)
     stored = found.rows
     confirmed = {ci_id for ci_id in given if ci_id in the_plan.confirmation.cis}
@@ -233,12 +236,19 @@ def _as_text(values: dict[str, Any], texts: dict[str, str], text_keys: set[str])
             for key, value in values.items()}
 
 
-def _row_errors(registry: Registry, row: ImportRow, default_class: str | None) -> list[dict[str, str]]:
+def _row_errors(registry: Registry, row: ImportRow, default_class: str | None,
+                may_set_fields: bool) -> list[dict[str, str]]:
     """What the file's reader found, then what the checks find in the other columns."""
     if any(e["column"] == "row" for e in row.errors):
         return list(row.errors)  # not a row at all (a bundle's CI that is not an object)
     seen = {e["column"] for e in row.errors}
-    return list(row.errors) + [e for e in _check_row(registry, row, default_class) if e["column"] not in seen]
+    problems = [e for e in _check_row(registry, row, default_class) if e["column"] not in seen]
+    if not may_set_fields:  # as PATCH /api/v1/cis: these fields are an edit's, and need scope write
+        seen |= {e["column"] for e in problems}
+        problems += [error(name, f"setting {name} needs a token with scope 'write' (a discovery token imports "
+                                 "names, identifiers and attributes; leave the cell empty)")
+                     for name, value in row.fields.items() if value not in (None, []) and name not in seen]
+    return list(row.errors) + problems
 
 
 def _check_row(registry: Registry, row: ImportRow, default_class: str | None) -> list[dict[str, str]]:

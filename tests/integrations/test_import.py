@@ -239,3 +239,26 @@ def test_a_row_answered_as_an_error_writes_nothing_even_when_the_good_rows_are_a
     assert report["relationships"][0]["action"] == "error", report
     assert api.get("/api/v1/relationships?limit=100").json()["items"] == []
     assert api.get(f"/api/v1/cis/{web['id']}").json()["version"] == 1
+
+
+def test_a_discovery_token_imports_names_identifiers_and_attributes_but_not_the_fields_of_an_edit(api, engine):
+    existing = api.create_ci("server", "db-1", owner="dba", environment="prod", criticality=1, tags=["pci"],
+                             attributes={"fqdn": "db-1.example.com"})
+    with UnitOfWork(engine, "tests") as uow:
+        importer = token_service.create_token(uow, "importer", [Scope.discovery], sources=["import"])["secret"]
+    as_importer = {**CSV, "Authorization": f"Bearer {importer}"}
+    assert api.patch(f"/api/v1/cis/{existing['id']}", json={"owner": "x"}, headers={"Authorization": f"Bearer {importer}"},
+                     as_=None).status_code == 403
+    response = api.post("/api/v1/import?class=server", content=GOOD, headers=as_importer, as_=None)
+    assert response.status_code == 422
+    rows = rows_by_number(response.json()["report"])
+    assert [e["column"] for e in rows[2]["errors"]] == ["environment", "owner", "criticality", "tags", "status"]
+    assert "needs a token with scope 'write'" in rows[2]["errors"][0]["reason"]
+    assert [e["column"] for e in rows[3]["errors"]] == ["environment", "status"]
+    # Empty cells leave the fields alone; names, identifiers and attributes are imported.
+    sheet = "name,identifier.fqdn,environment,owner,criticality,tags,status,attribute.rack\ndb-1,db-1.example.com,,,,,,R7\n"
+    applied = api.post("/api/v1/import?class=server", content=sheet, headers=as_importer, as_=None)
+    assert applied.status_code == 200 and applied.json()["counts"]["update"] == 1, applied.text
+    ci = api.get(f"/api/v1/cis/{existing['id']}").json()
+    assert (ci["owner"], ci["environment"], ci["criticality"], ci["tags"], ci["status"]) == ("dba", "prod", 1, ["pci"], "active")
+    assert ci["attributes"] == {"fqdn": "db-1.example.com", "rack": "R7"}

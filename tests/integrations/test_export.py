@@ -34,7 +34,7 @@ def make_estate(api) -> dict[str, dict]:
         "vm": api.create_ci("virtual_machine", "vm-1", status="maintenance",
                             attributes={"fqdn": "vm-1.example.com", "hypervisor": "kvm", "cpu_count": 2}),
         "stale": api.create_ci("server", "old-1", status="stale", attributes={"serial_number": "SN-OLD"}),
-        "service": api.create_ci("service", "shop", environment="prod", attributes={"service_id": "SVC-1"}),
+        "service": api.create_ci("service", "shop", environment="prod", attributes={"service_id": "SVC-1", " outer spaces ": "kept"}),
     }
     return made
 

@@ -39,6 +39,7 @@ from app.services.history import UnitOfWork
 from app.services.identifiers import normalize
 from app.services.ingest import phases, store
 from app.services.ingest.batch import Batch
+from app.services.ingest.identification import PlannedItem
 from app.services.ingest.outcome import Outcome, StalenessPolicy
 from app.services.ingest.pipeline import retry_policy
 from app.services.registry import Registry, RegistryCache
@@ -138,7 +139,9 @@ def _attempt_once(engine, registry_cache, rows, relationships, default_class, ru
 
 
 def _ref(row: ImportRow) -> str:
-    return f"row-{row.where}"
+    """The row's name in the batch. It is in the item's bytes and so in its fingerprint: a row that an
+    `id` identifies (`_pin`) must not be confirmed as the CI of an equal row with another id, or none."""
+    return f"row-{row.where}" if row.ci_id is None else f"row-{row.where}-{row.ci_id}"
 
 
 def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow],
@@ -146,8 +149,12 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
             confirm: bool) -> dict[str, Any]:
     conn = uow.conn
     classes = {row.ci_class or default_class for row in rows} | {default_class}
-    registry = registry_cache.for_write(conn, classes - {None})
+    wanted = {row.ci_id for row in rows if row.ci_id is not None}
+    named = {ci_id: ci_class for ci_id, ci_class in conn.execute(
+        select(CI.c.id, CI.c.ci_class).where(id_in(conn, CI.c.id, wanted)))} if wanted else {}
+    registry = registry_cache.for_write(conn, (classes | set(named.values())) - {None})
     found_errors = {row.where: _row_errors(registry, row, default_class, may_set_fields) for row in rows}
+    _id_errors(registry, rows, default_class, named, found_errors)
     texts = _text_attributes(registry)
     while True:  # again without the rows the id check refuses: a row answered as an error writes nothing
         errors = {where: list(row_errors) for where, row_errors in found_errors.items()}
@@ -162,9 +169,11 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
         # A row the source `import` reported in these very bytes before is confirmed by its fingerprint and
         # not derived (ingest's shortcut); the fields beside the report are compared below all the same.
         the_plan = phases.plan(conn, registry, batch, outcome, confirm=confirm)
+        pinned = _pin(registry, batch, the_plan, outcome, {_ref(row): row.ci_id for row in good if row.ci_id in named})
         found = phases.identify(conn, registry, batch, the_plan, outcome)
+        _identify_pinned(conn, found, pinned)
         changes = phases.reconcile(registry, the_plan, found, outcome, source=SOURCE, now=uow.now)
-        wrong_ids = _wrong_ids(conn, good, outcome)
+        wrong_ids = _wrong_ids(good, outcome, named, pinned)
         if not wrong_ids:
             break
         for where, wrong in wrong_ids.items():
@@ -309,15 +318,65 @@ def _relationship_errors(outcome: Outcome, relationships: list[RelationshipRow],
             rel_errors[rel.where].append(error(rel_error["field"].split(".")[-1], rel_error["message"]))
 
 
-def _wrong_ids(conn: Connection, rows: list[ImportRow], outcome: Outcome) -> dict[int, dict[str, str]]:
-    """An `id` given is a check: the row must be that CI when it exists. The error per row that is not."""
-    wanted = {row.ci_id for row in rows if row.ci_id is not None}
-    existing = set(conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, wanted))).scalars()) if wanted else set()
-    wrong = {}
+def _id_errors(registry: Registry, rows: list[ImportRow], default_class: str | None, named: dict[uuid.UUID, str],
+               errors: dict[int, list]) -> None:
+    """An `id` naming a CI of another class family is that row's error."""
+    for row in rows:
+        cls = registry.classes.get(row.ci_class or default_class)
+        if row.ci_id not in named or cls is None or errors[row.where]:
+            continue
+        stored = registry.classes.get(named[row.ci_id])
+        if stored is None or stored.family != cls.family:
+            errors[row.where].append(error("id", f"CI {row.ci_id} is a {named[row.ci_id]}, not a {cls.family} "
+                                                 "or one of its subclasses"))
+
+
+def _pin(registry: Registry, batch: Batch, the_plan: phases.Plan, outcome: Outcome,
+         by_id: dict[str, uuid.UUID]) -> dict[str, uuid.UUID]:
+    """The rows without a usable identifier whose `id` names a CI of their family: that CI is their
+    identity (a CI made by hand with only a name exports, and imports back). Planned here instead of
+    refused; `_identify_pinned` says which CI each is."""
+    refused = {e["ref"] for e in outcome.errors if e.get("ref") in by_id
+               and e["field"].endswith(".identifiers") and e["message"].startswith("no identifier usable")}
+    if not refused:
+        return {}
+    outcome.errors[:] = [e for e in outcome.errors if e.get("ref") not in refused]
+    indexes = [index for index, ref in enumerate(batch.refs) if ref in refused]
+    items, _ = batch.validated(indexes, [])
+    for index, item in items:
+        the_plan.counts[item.ci_class]["errors"] -= 1
+        the_plan.planned.append(PlannedItem(
+            index=index, ref=item.ref, cls=registry.classes[item.ci_class], name=item.name,
+            facts={**item.attributes, **item.identifiers}, environment=item.environment, owner=item.owner,
+            strong=[], held=[]))
+    for ref in refused:
+        outcome.refs[ref] = by_id[ref]  # what relationships naming the row are read against
+    return {ref: by_id[ref] for ref in refused}
+
+
+def _identify_pinned(conn: Connection, found: phases.Identification, pinned: dict[str, uuid.UUID]) -> None:
+    if not pinned:
+        return
+    for resolution in found.resolutions:
+        if resolution.items[0].ref in pinned:
+            resolution.ci_id = pinned[resolution.items[0].ref]
+    found.rows.update(store.load_cis(conn, set(pinned.values())))  # locked, as identify locks the others
+
+
+def _wrong_ids(rows: list[ImportRow], outcome: Outcome, named: dict[uuid.UUID, str],
+               pinned: dict[str, uuid.UUID]) -> dict[int, dict[str, str]]:
+    """An `id` given is a check: the row must be that CI when it exists. The error per row that is not;
+    a row that is a CI another row's `id` names is the error of that other row."""
+    wrong, ids = {}, {}
     for row in rows:
         found = outcome.refs.get(_ref(row))
-        if row.ci_id in existing and found is not None and found != row.ci_id:
+        if row.ci_id in named and found is not None and found != row.ci_id:
             wrong[row.where] = error("id", f"the row's identifiers are CI {found}, not {row.ci_id}")
+        elif found is not None:
+            ids.setdefault(found, []).append(row)
+    for row in rows:
+        if _ref(row) in pinned and len(ids.get(row.ci_id, ())) > 1:
+            wrong[row.where] = error("id", f"CI {row.ci_id} is also the CI of another row of this import")
     return wrong
 
 

@@ -262,3 +262,39 @@ def test_a_discovery_token_imports_names_identifiers_and_attributes_but_not_the_
     ci = api.get(f"/api/v1/cis/{existing['id']}").json()
     assert (ci["owner"], ci["environment"], ci["criticality"], ci["tags"], ci["status"]) == ("dba", "prod", 1, ["pci"], "active")
     assert ci["attributes"] == {"fqdn": "db-1.example.com", "rack": "R7"}
+
+
+def test_an_id_is_the_identity_of_a_row_without_identifiers_when_it_names_a_ci_of_the_class(api):
+    hand = api.create_ci("server", "hand-made")
+    web = api.create_ci("server", "web-1", attributes={"fqdn": "web-1.example.com"})
+    service = api.create_ci("service", "shop", attributes={"sla": "gold"})
+    missing = "01a237cc-34ca-7622-a134-106c26312a05"
+    sheet = (f"id,name,identifier.fqdn,attribute.rack\n{hand['id']},hand-made,,R1\n{service['id']},shop,,\n"
+             f"{missing},ghost,,\n{hand['id']},web-1,web-1.example.com,\n{web['id']},again,,\n,web-1,web-1.example.com,\n")
+    rows = rows_by_number(post_csv(api, sheet, "class=server&all_or_nothing=false").json())
+    assert (rows[2]["action"], rows[2]["ci"]) == ("update", hand["id"])
+    assert rows[3]["errors"] == [{"column": "id", "reason": f"CI {service['id']} is a service, not a server or one of its subclasses"}]
+    assert rows[4]["errors"][0]["column"] == "identifiers" and "no identifier usable" in rows[4]["errors"][0]["reason"]
+    assert rows[5]["errors"] == [{"column": "id", "reason": f"the row's identifiers are CI {web['id']}, not {hand['id']}"}]
+    assert rows[6]["errors"] == [{"column": "id", "reason": f"CI {web['id']} is also the CI of another row of this import"}]
+    assert (rows[7]["action"], rows[7]["ci"]) == ("unchanged", web["id"])
+    assert api.get(f"/api/v1/cis/{hand['id']}").json()["attributes"] == {"rack": "R1"}
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["name"] == "web-1"
+    bundle = {"cis": [{"id": hand["id"], "class": "server", "name": "hand-made", "attributes": {"rack": "R1"}}],
+              "relationships": [{"source": "name=hand-made", "type": "depends_on", "target": service["id"]}]}
+    linked = api.post("/api/v1/import", json=bundle)
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["rows"] == [{"row": 0, "action": "unchanged", "ci": hand["id"]}]
+    assert linked.json()["relationships"] == [{"row": 0, "action": "create"}]
+    assert [(r["source"], r["target"]) for r in api.get("/api/v1/relationships?limit=10").json()["items"]] == [
+        (hand["id"], service["id"])]
+    assert post_csv(api, sheet.splitlines()[0] + "\n" + sheet.splitlines()[1] + "\n").json()["counts"]["unchanged"] == 1
+
+
+def test_a_row_identified_by_its_id_is_not_confirmed_as_that_ci_without_it(api):
+    first, second = api.create_ci("server", "twin"), api.create_ci("server", "twin")
+    for ci in (first, second, first):
+        rows = post_csv(api, f"id,name,attribute.rack\n{ci['id']},twin,R1\n").json()["rows"]
+        assert (rows[0]["action"], rows[0]["ci"]) in {("update", ci["id"]), ("unchanged", ci["id"])}, rows
+    report = post_csv(api, "id,name,attribute.rack\n,twin,R1\n", "class=server&dry_run=true").json()
+    assert report["rows"][0]["action"] == "error" and report["rows"][0]["errors"][0]["column"] == "identifiers"

@@ -11,12 +11,12 @@ body instead (KARTA_MAX_IMPORT_BODY_BYTES). A lost race runs the whole import ag
 Precedence: the source `import` ranks last by default (manual > ssh > snmp > nmap > import), so an
 import fills attributes nobody else set and never overwrites what discovery or an edit set (unless
 the precedence rules say so). Fields without provenance (status, environment, criticality, owner,
-tags) are set as an edit would.
+tags) are set as an edit would, and so need a token of scope write (`may_set_fields`).
 
 Every row is answered: create, update, unchanged or error, with the CI, every error with its column
 and reason, and (when nothing was applied: a dry run, or a refused import) the diff; an applied
 import's diffs are its change records. With any error, nothing is applied (unless `all_or_nothing` is off: then
-the rows without errors are). A dry run applies nothing and answers the same.
+the rows without errors are, and a row answered as an error writes nothing). A dry run applies nothing and answers the same.
 
 This module never parses a file format and never speaks HTTP.
 """

@@ -73,7 +73,8 @@ def _import(request: Request, principal: Principal, registry, rows, rels, ci_cla
             all_or_nothing: bool):
     engine = request.app.state.engine
     report = imports.run_import(engine, registry, rows, rels, default_class=ci_class, actor=principal.name,
-                                token_id=principal.token_id, dry_run=dry_run, all_or_nothing=all_or_nothing)
+                                token_id=principal.token_id, dry_run=dry_run, all_or_nothing=all_or_nothing,
+                                may_set_fields=principal.has(Scope.write))
     if report["applied"] and report["counts"]["create"] >= BULK_LOAD_ROWS:
         refresh_statistics(engine)  # throttled; SQLite only
     return JSON(report)

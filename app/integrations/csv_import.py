@@ -66,7 +66,16 @@ def _records(text: str) -> tuple[list[str], Iterator[list[str]]]:
         raise InvalidInput("The file is empty: a header row is expected.", [field_error("body", "empty")]) from None
     except csv.Error as exc:
         raise InvalidInput(f"The header row is not CSV: {exc}.", [field_error("body", "malformed")]) from None
-    return [name.strip() for name in header], _checked(reader)
+    return [_column_name(name) for name in header], _checked(reader)
+
+
+def _column_name(name: str) -> str:
+    """A header cell's column: spaces around a field's name are not part of it, but an attribute's or
+    an identifier's key is exactly what follows its prefix (`attribute.k ` is the key 'k ')."""
+    stripped = name.lstrip()
+    if stripped.startswith((columns.IDENTIFIER_PREFIX, columns.ATTRIBUTE_PREFIX)):
+        return stripped
+    return name.strip()
 
 
 def _checked(reader) -> Iterator[list[str]]:

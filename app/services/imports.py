@@ -11,12 +11,12 @@ body instead (KARTA_MAX_IMPORT_BODY_BYTES). A lost race runs the whole import ag
 Precedence: the source `import` ranks last by default (manual > ssh > snmp > nmap > import), so an
 import fills attributes nobody else set and never overwrites what discovery or an edit set (unless
 the precedence rules say so). Fields without provenance (status, environment, criticality, owner,
-tags) are set as an edit would.
+tags) are set as an edit would, and so need a token of scope write (`may_set_fields`).
 
 Every row is answered: create, update, unchanged or error, with the CI, every error with its column
 and reason, and (when nothing was applied: a dry run, or a refused import) the diff; an applied
 import's diffs are its change records. With any error, nothing is applied (unless `all_or_nothing` is off: then
-the rows without errors are). A dry run applies nothing and answers the same.
+the rows without errors are, and a row answered as an error writes nothing). A dry run applies nothing and answers the same.
 
 This module never parses a file format and never speaks HTTP.
 """
@@ -39,6 +39,7 @@ from app.services.history import UnitOfWork
 from app.services.identifiers import normalize
 from app.services.ingest import phases, store
 from app.services.ingest.batch import Batch
+from app.services.ingest.identification import PlannedItem
 from app.services.ingest.outcome import Outcome, StalenessPolicy
 from app.services.ingest.pipeline import retry_policy
 from app.services.registry import Registry, RegistryCache
@@ -87,12 +88,15 @@ def error(column: str, reason: str) -> dict[str, str]:
 
 def run_import(engine: Engine, registry_cache: RegistryCache, rows: list[ImportRow],
                relationships: list[RelationshipRow], *, default_class: str | None, actor: str,
-               token_id: uuid.UUID | None = None, dry_run: bool = False, all_or_nothing: bool = True) -> dict[str, Any]:
+               token_id: uuid.UUID | None = None, dry_run: bool = False, all_or_nothing: bool = True,
+               may_set_fields: bool = True) -> dict[str, Any]:
     """Apply (or, dry, try) the rows in one transaction; the per-row report. Raises ImportFailed when
-    rows had errors and nothing was applied for that reason."""
+    rows had errors and nothing was applied for that reason. Without `may_set_fields` (a discovery
+    token) a row that fills one of import_fields.FIELDS is an error, and empty ones are left alone."""
     run_id = f"import-{uuid.uuid4()}"
     report = retry_policy(run_id)(_attempt, engine, registry_cache, rows, relationships, default_class, run_id,
-                                  actor=actor, token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing)
+                                  actor=actor, token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing,
+                                  may_set_fields=may_set_fields)
     if report["errors"] and all_or_nothing and not dry_run:
         raise ImportFailed(f"{report['errors']} row(s) with errors; nothing was imported. "
                            "Every error is listed in `rows` and `relationships` (dry_run=true shows the same).",
@@ -107,21 +111,21 @@ class _Rollback(Exception):
 
 
 def _attempt(engine, registry_cache, rows, relationships, default_class, run_id, *, actor, token_id, dry_run,
-             all_or_nothing) -> dict[str, Any]:
+             all_or_nothing, may_set_fields) -> dict[str, Any]:
     try:
         return _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, actor=actor,
-                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, confirm=True)
+                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, may_set_fields=may_set_fields, confirm=True)
     except phases.ConfirmedOverlap:  # two rows of one CI, one of them confirmed: derive them all (rare)
         return _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, actor=actor,
-                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, confirm=False)
+                             token_id=token_id, dry_run=dry_run, all_or_nothing=all_or_nothing, may_set_fields=may_set_fields, confirm=False)
 
 
 def _attempt_once(engine, registry_cache, rows, relationships, default_class, run_id, *, actor, token_id, dry_run,
-                  all_or_nothing, confirm: bool) -> dict[str, Any]:
+                  all_or_nothing, may_set_fields, confirm: bool) -> dict[str, Any]:
     report: dict[str, Any] = {}
     try:
         with UnitOfWork(engine, actor, token_id) as uow:
-            report = _import(uow, registry_cache, rows, relationships, default_class, run_id, confirm)
+            report = _import(uow, registry_cache, rows, relationships, default_class, run_id, may_set_fields, confirm)
             failed = report["errors"] > 0 and all_or_nothing
             report["applied"] = not (dry_run or failed)
             if not report["applied"]:
@@ -135,51 +139,51 @@ def _attempt_once(engine, registry_cache, rows, relationships, default_class, ru
 
 
 def _ref(row: ImportRow) -> str:
-    return f"row-{row.where}"
+    """The row's name in the batch. It is in the item's bytes and so in its fingerprint: a row that an
+    `id` identifies (`_pin`) must not be confirmed as the CI of an equal row with another id, or none."""
+    return f"row-{row.where}" if row.ci_id is None else f"row-{row.where}-{row.ci_id}"
 
 
 def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow],
-            relationships: list[RelationshipRow], default_class: str | None, run_id: str,
+            relationships: list[RelationshipRow], default_class: str | None, run_id: str, may_set_fields: bool,
             confirm: bool) -> dict[str, Any]:
     conn = uow.conn
     classes = {row.ci_class or default_class for row in rows} | {default_class}
-    registry = registry_cache.for_write(conn, classes - {None})
-    errors = {row.where: _row_errors(registry, row, default_class) for row in rows}
+    wanted = {row.ci_id for row in rows if row.ci_id is not None}
+    named = {ci_id: ci_class for ci_id, ci_class in conn.execute(
+        select(CI.c.id, CI.c.ci_class).where(id_in(conn, CI.c.id, wanted)))} if wanted else {}
+    registry = registry_cache.for_write(conn, (classes | set(named.values())) - {None})
+    found_errors = {row.where: _row_errors(registry, row, default_class, may_set_fields) for row in rows}
+    _id_errors(registry, rows, default_class, named, found_errors)
     texts = _text_attributes(registry)
-    good, items = [], []
-    for row in rows:
-        if errors[row.where]:
-            continue
-        item = {"ref": _ref(row), "class": row.ci_class or default_class, "name": row.name,
-                "identifiers": _as_text(row.identifiers, row.texts, texts[row.ci_class or default_class]),
-                "attributes": _as_text(row.attributes, row.texts, texts[row.ci_class or default_class]),
-                "environment": row.fields.get("environment"), "owner": row.fields.get("owner")}
-        try:
-            items.append(orjson.dumps(item))
-        except orjson.JSONEncodeError:  # nested deeper than JSON is written here (a cell of 300 brackets)
-            errors[row.where] += [error(row.columns.get(key, key), "nested too deeply") for key, value in
-                                  {**item["identifiers"], **item["attributes"]}.items() if not _writable(value)]
-            continue
-        good.append(row)
-    rel_errors = {rel.where: list(rel.errors) for rel in relationships}
-    ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
-    sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
-    rel_items = [orjson.dumps({"source": ends[rel.source], "target": ends[rel.target], "type": rel.type,
-                               "attributes": rel.attributes}) for rel in sent_relationships]
-    batch = Batch(SOURCE, run_id, IngestScope(), False, False, items, rel_items)
-    outcome = Outcome(run_id=run_id, source=SOURCE, dry_run=False)
-    # A row the source `import` reported in these very bytes before is confirmed by its fingerprint and
-    # not derived (ingest's shortcut); the fields beside the report are compared below all the same.
-    the_plan = phases.plan(conn, registry, batch, outcome, confirm=confirm)
-    found = phases.identify(conn, registry, batch, the_plan, outcome)
-    changes = phases.reconcile(registry, the_plan, found, outcome, source=SOURCE, now=uow.now)
+    while True:  # again without the rows the id check refuses: a row answered as an error writes nothing
+        errors = {where: list(row_errors) for where, row_errors in found_errors.items()}
+        good, items = _items(rows, errors, default_class, texts)
+        rel_errors = {rel.where: list(rel.errors) for rel in relationships}
+        ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
+        sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
+        rel_items = [orjson.dumps({"source": ends[rel.source], "target": ends[rel.target], "type": rel.type,
+                                   "attributes": rel.attributes}) for rel in sent_relationships]
+        batch = Batch(SOURCE, run_id, IngestScope(), False, False, items, rel_items)
+        outcome = Outcome(run_id=run_id, source=SOURCE, dry_run=False)
+        # A row the source `import` reported in these very bytes before is confirmed by its fingerprint and
+        # not derived (ingest's shortcut); the fields beside the report are compared below all the same.
+        the_plan = phases.plan(conn, registry, batch, outcome, confirm=confirm)
+        pinned = _pin(registry, batch, the_plan, outcome, {_ref(row): row.ci_id for row in good if row.ci_id in named})
+        found = phases.identify(conn, registry, batch, the_plan, outcome)
+        _identify_pinned(conn, found, pinned)
+        changes = phases.reconcile(registry, the_plan, found, outcome, source=SOURCE, now=uow.now)
+        wrong_ids = _wrong_ids(good, outcome, named, pinned)
+        if not wrong_ids:
+            break
+        for where, wrong in wrong_ids.items():
+            found_errors[where].append(wrong)
     by_ref = {_ref(row): row for row in good}
     _item_errors(outcome, by_ref, errors)
-    _check_ids(conn, good, outcome, errors)
     given: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for row in good:
         ci_id = outcome.refs.get(_ref(row))
-        if ci_id is not None and row.fields and not errors[row.where]:
+        if ci_id is not None and row.fields and may_set_fields and not errors[row.where]:
             given.setdefault(ci_id, []).append(row.fields)
     stored = found.rows
     confirmed = {ci_id for ci_id in given if ci_id in the_plan.confirmation.cis}
@@ -192,6 +196,28 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     import_fields.write(conn, field_values)
     phases.close(uow, batch, the_plan, outcome, StalenessPolicy())
     return _report(rows, relationships, errors, rel_errors, outcome, changes, rel_actions)
+
+
+def _items(rows: list[ImportRow], errors: dict[int, list], default_class: str | None,
+           texts: dict[str, set[str]]) -> tuple[list[ImportRow], list[bytes]]:
+    """The rows without errors, and each as an ingest item (a row nested too deeply gets its errors)."""
+    good, items = [], []
+    for row in rows:
+        if errors[row.where]:
+            continue
+        ci_class = row.ci_class or default_class
+        item = {"ref": _ref(row), "class": ci_class, "name": row.name,
+                "identifiers": _as_text(row.identifiers, row.texts, texts[ci_class]),
+                "attributes": _as_text(row.attributes, row.texts, texts[ci_class]),
+                "environment": row.fields.get("environment"), "owner": row.fields.get("owner")}
+        try:
+            items.append(orjson.dumps(item))
+        except orjson.JSONEncodeError:  # nested deeper than JSON is written here (a cell of 300 brackets)
+            errors[row.where] += [error(row.columns.get(key, key), "nested too deeply") for key, value in
+                                  {**item["identifiers"], **item["attributes"]}.items() if not _writable(value)]
+            continue
+        good.append(row)
+    return good, items
 
 
 def _writable(value: Any) -> bool:
@@ -219,12 +245,19 @@ def _as_text(values: dict[str, Any], texts: dict[str, str], text_keys: set[str])
             for key, value in values.items()}
 
 
-def _row_errors(registry: Registry, row: ImportRow, default_class: str | None) -> list[dict[str, str]]:
+def _row_errors(registry: Registry, row: ImportRow, default_class: str | None,
+                may_set_fields: bool) -> list[dict[str, str]]:
     """What the file's reader found, then what the checks find in the other columns."""
     if any(e["column"] == "row" for e in row.errors):
         return list(row.errors)  # not a row at all (a bundle's CI that is not an object)
     seen = {e["column"] for e in row.errors}
-    return list(row.errors) + [e for e in _check_row(registry, row, default_class) if e["column"] not in seen]
+    problems = [e for e in _check_row(registry, row, default_class) if e["column"] not in seen]
+    if not may_set_fields:  # as PATCH /api/v1/cis: these fields are an edit's, and need scope write
+        seen |= {e["column"] for e in problems}
+        problems += [error(name, f"setting {name} needs a token with scope 'write' (a discovery token imports "
+                                 "names, identifiers and attributes; leave the cell empty)")
+                     for name, value in row.fields.items() if value not in (None, []) and name not in seen]
+    return list(row.errors) + problems
 
 
 def _check_row(registry: Registry, row: ImportRow, default_class: str | None) -> list[dict[str, str]]:
@@ -285,14 +318,66 @@ def _relationship_errors(outcome: Outcome, relationships: list[RelationshipRow],
             rel_errors[rel.where].append(error(rel_error["field"].split(".")[-1], rel_error["message"]))
 
 
-def _check_ids(conn: Connection, rows: list[ImportRow], outcome: Outcome, errors: dict[int, list]) -> None:
-    """An `id` given is a check: the row must be that CI when it exists."""
-    wanted = {row.ci_id for row in rows if row.ci_id is not None}
-    existing = set(conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, wanted))).scalars()) if wanted else set()
+def _id_errors(registry: Registry, rows: list[ImportRow], default_class: str | None, named: dict[uuid.UUID, str],
+               errors: dict[int, list]) -> None:
+    """An `id` naming a CI of another class family is that row's error."""
+    for row in rows:
+        cls = registry.classes.get(row.ci_class or default_class)
+        if row.ci_id not in named or cls is None or errors[row.where]:
+            continue
+        stored = registry.classes.get(named[row.ci_id])
+        if stored is None or stored.family != cls.family:
+            errors[row.where].append(error("id", f"CI {row.ci_id} is a {named[row.ci_id]}, not a {cls.family} "
+                                                 "or one of its subclasses"))
+
+
+def _pin(registry: Registry, batch: Batch, the_plan: phases.Plan, outcome: Outcome,
+         by_id: dict[str, uuid.UUID]) -> dict[str, uuid.UUID]:
+    """The rows without a usable identifier whose `id` names a CI of their family: that CI is their
+    identity (a CI made by hand with only a name exports, and imports back). Planned here instead of
+    refused; `_identify_pinned` says which CI each is."""
+    refused = {e["ref"] for e in outcome.errors if e.get("ref") in by_id
+               and e["field"].endswith(".identifiers") and e["message"].startswith("no identifier usable")}
+    if not refused:
+        return {}
+    outcome.errors[:] = [e for e in outcome.errors if e.get("ref") not in refused]
+    indexes = [index for index, ref in enumerate(batch.refs) if ref in refused]
+    items, _ = batch.validated(indexes, [])
+    for index, item in items:
+        the_plan.counts[item.ci_class]["errors"] -= 1
+        the_plan.planned.append(PlannedItem(
+            index=index, ref=item.ref, cls=registry.classes[item.ci_class], name=item.name,
+            facts={**item.attributes, **item.identifiers}, environment=item.environment, owner=item.owner,
+            strong=[], held=[]))
+    for ref in refused:
+        outcome.refs[ref] = by_id[ref]  # what relationships naming the row are read against
+    return {ref: by_id[ref] for ref in refused}
+
+
+def _identify_pinned(conn: Connection, found: phases.Identification, pinned: dict[str, uuid.UUID]) -> None:
+    if not pinned:
+        return
+    for resolution in found.resolutions:
+        if resolution.items[0].ref in pinned:
+            resolution.ci_id = pinned[resolution.items[0].ref]
+    found.rows.update(store.load_cis(conn, set(pinned.values())))  # locked, as identify locks the others
+
+
+def _wrong_ids(rows: list[ImportRow], outcome: Outcome, named: dict[uuid.UUID, str],
+               pinned: dict[str, uuid.UUID]) -> dict[int, dict[str, str]]:
+    """An `id` given is a check: the row must be that CI when it exists. The error per row that is not;
+    a row that is a CI another row's `id` names is the error of that other row."""
+    wrong, ids = {}, {}
     for row in rows:
         found = outcome.refs.get(_ref(row))
-        if row.ci_id in existing and found is not None and found != row.ci_id:
-            errors[row.where].append(error("id", f"the row's identifiers are CI {found}, not {row.ci_id}"))
+        if row.ci_id in named and found is not None and found != row.ci_id:
+            wrong[row.where] = error("id", f"the row's identifiers are CI {found}, not {row.ci_id}")
+        elif found is not None:
+            ids.setdefault(found, []).append(row)
+    for row in rows:
+        if _ref(row) in pinned and len(ids.get(row.ci_id, ())) > 1:
+            wrong[row.where] = error("id", f"CI {row.ci_id} is also the CI of another row of this import")
+    return wrong
 
 
 def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relationships: list[RelationshipRow],

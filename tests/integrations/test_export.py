@@ -34,7 +34,7 @@ def make_estate(api) -> dict[str, dict]:
         "vm": api.create_ci("virtual_machine", "vm-1", status="maintenance",
                             attributes={"fqdn": "vm-1.example.com", "hypervisor": "kvm", "cpu_count": 2}),
         "stale": api.create_ci("server", "old-1", status="stale", attributes={"serial_number": "SN-OLD"}),
-        "service": api.create_ci("service", "shop", environment="prod", attributes={"service_id": "SVC-1"}),
+        "service": api.create_ci("service", "shop", environment="prod", attributes={"service_id": "SVC-1", " outer spaces ": "kept"}),
     }
     return made
 
@@ -143,3 +143,20 @@ def test_round_trip_into_an_empty_database_gives_the_same_cis(api, second_api):
         return sorted(json.dumps([ci[field] for field in COMPARED], sort_keys=True) for ci in items)
 
     assert estate(second_api) == estate(api)
+
+
+def test_cis_without_a_usable_identifier_round_trip_by_their_id(api):
+    made = [api.create_ci("server", "hand-made", owner="ops", attributes={"rack": "R1"}),
+            api.create_ci("service", "no-environment", attributes={"sla": "gold"}),
+            api.create_ci("application", "no-instance-key", attributes={"version": "1.2"})]
+    text = export(api)
+    report = api.post("/api/v1/import?dry_run=true", content=text.encode(), headers={"Content-Type": "text/csv"}).json()
+    assert report["counts"] == {"create": 0, "update": 0, "unchanged": 3, "error": 0}, report
+    edited = text.replace(",ops,", ",web-team,").replace("no-environment,active,,,", "no-environment,active,,3,")
+    applied = api.post("/api/v1/import", content=edited.encode(), headers={"Content-Type": "text/csv"})
+    assert applied.status_code == 200, applied.text
+    assert [(row["action"], row["ci"]) for row in applied.json()["rows"]] == [
+        ("update", made[0]["id"]), ("update", made[1]["id"]), ("unchanged", made[2]["id"])], applied.text
+    server, service, application = (api.get(f"/api/v1/cis/{ci['id']}").json() for ci in made)
+    assert (server["owner"], service["criticality"], application["version"]) == ("web-team", 3, 1)
+    assert len(api.get("/api/v1/cis?limit=100").json()["items"]) == 3

@@ -218,3 +218,83 @@ def test_a_row_whose_identifiers_lead_to_two_cis_is_an_error(api):
     assert row["action"] == "error" and row["ci"] is None
     assert row["errors"] == [{"column": "identifiers", "reason": "its identifiers match several CIs; nothing was merged "
                                                                  f"(CIs {', '.join(sorted([a['id'], b['id']]))})"}]
+
+
+def test_a_row_answered_as_an_error_writes_nothing_even_when_the_good_rows_are_applied(api):
+    web = api.create_ci("server", "web-1", attributes={"fqdn": "web-1.example.com"})
+    other = api.create_ci("server", "web-2", attributes={"fqdn": "web-2.example.com"})
+    sheet = (f"id,name,identifier.fqdn,attribute.rack\n{other['id']},web-1,web-1.example.com,R1\n"
+             ",db-1,db-1.example.com,R2\n")
+    report = post_csv(api, sheet, "class=server&all_or_nothing=false").json()
+    assert [(row["row"], row["action"]) for row in report["rows"]] == [(2, "error"), (3, "create")], report
+    assert report["rows"][0]["errors"] == [
+        {"column": "id", "reason": f"the row's identifiers are CI {web['id']}, not {other['id']}"}]
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["attributes"] == {"fqdn": "web-1.example.com"}
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["version"] == 1
+    bundle = {"cis": [{"id": other["id"], "class": "server", "name": "web-1", "identifiers": {"fqdn": "web-1.example.com"}},
+                      {"class": "server", "name": "db-2", "identifiers": {"fqdn": "db-2.example.com"}}],
+              "relationships": [{"source": "fqdn=web-1.example.com", "type": "depends_on", "target": "fqdn=db-2.example.com"}]}
+    report = api.post("/api/v1/import?all_or_nothing=false", json=bundle).json()
+    assert [row["action"] for row in report["rows"]] == ["error", "create"], report
+    assert report["relationships"][0]["action"] == "error", report
+    assert api.get("/api/v1/relationships?limit=100").json()["items"] == []
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["version"] == 1
+
+
+def test_a_discovery_token_imports_names_identifiers_and_attributes_but_not_the_fields_of_an_edit(api, engine):
+    existing = api.create_ci("server", "db-1", owner="dba", environment="prod", criticality=1, tags=["pci"],
+                             attributes={"fqdn": "db-1.example.com"})
+    with UnitOfWork(engine, "tests") as uow:
+        importer = token_service.create_token(uow, "importer", [Scope.discovery], sources=["import"])["secret"]
+    as_importer = {**CSV, "Authorization": f"Bearer {importer}"}
+    assert api.patch(f"/api/v1/cis/{existing['id']}", json={"owner": "x"}, headers={"Authorization": f"Bearer {importer}"},
+                     as_=None).status_code == 403
+    response = api.post("/api/v1/import?class=server", content=GOOD, headers=as_importer, as_=None)
+    assert response.status_code == 422
+    rows = rows_by_number(response.json()["report"])
+    assert [e["column"] for e in rows[2]["errors"]] == ["environment", "owner", "criticality", "tags", "status"]
+    assert "needs a token with scope 'write'" in rows[2]["errors"][0]["reason"]
+    assert [e["column"] for e in rows[3]["errors"]] == ["environment", "status"]
+    # Empty cells leave the fields alone; names, identifiers and attributes are imported.
+    sheet = "name,identifier.fqdn,environment,owner,criticality,tags,status,attribute.rack\ndb-1,db-1.example.com,,,,,,R7\n"
+    applied = api.post("/api/v1/import?class=server", content=sheet, headers=as_importer, as_=None)
+    assert applied.status_code == 200 and applied.json()["counts"]["update"] == 1, applied.text
+    ci = api.get(f"/api/v1/cis/{existing['id']}").json()
+    assert (ci["owner"], ci["environment"], ci["criticality"], ci["tags"], ci["status"]) == ("dba", "prod", 1, ["pci"], "active")
+    assert ci["attributes"] == {"fqdn": "db-1.example.com", "rack": "R7"}
+
+
+def test_an_id_is_the_identity_of_a_row_without_identifiers_when_it_names_a_ci_of_the_class(api):
+    hand = api.create_ci("server", "hand-made")
+    web = api.create_ci("server", "web-1", attributes={"fqdn": "web-1.example.com"})
+    service = api.create_ci("service", "shop", attributes={"sla": "gold"})
+    missing = "01a237cc-34ca-7622-a134-106c26312a05"
+    sheet = (f"id,name,identifier.fqdn,attribute.rack\n{hand['id']},hand-made,,R1\n{service['id']},shop,,\n"
+             f"{missing},ghost,,\n{hand['id']},web-1,web-1.example.com,\n{web['id']},again,,\n,web-1,web-1.example.com,\n")
+    rows = rows_by_number(post_csv(api, sheet, "class=server&all_or_nothing=false").json())
+    assert (rows[2]["action"], rows[2]["ci"]) == ("update", hand["id"])
+    assert rows[3]["errors"] == [{"column": "id", "reason": f"CI {service['id']} is a service, not a server or one of its subclasses"}]
+    assert rows[4]["errors"][0]["column"] == "identifiers" and "no identifier usable" in rows[4]["errors"][0]["reason"]
+    assert rows[5]["errors"] == [{"column": "id", "reason": f"the row's identifiers are CI {web['id']}, not {hand['id']}"}]
+    assert rows[6]["errors"] == [{"column": "id", "reason": f"CI {web['id']} is also the CI of another row of this import"}]
+    assert (rows[7]["action"], rows[7]["ci"]) == ("unchanged", web["id"])
+    assert api.get(f"/api/v1/cis/{hand['id']}").json()["attributes"] == {"rack": "R1"}
+    assert api.get(f"/api/v1/cis/{web['id']}").json()["name"] == "web-1"
+    bundle = {"cis": [{"id": hand["id"], "class": "server", "name": "hand-made", "attributes": {"rack": "R1"}}],
+              "relationships": [{"source": "name=hand-made", "type": "depends_on", "target": service["id"]}]}
+    linked = api.post("/api/v1/import", json=bundle)
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["rows"] == [{"row": 0, "action": "unchanged", "ci": hand["id"]}]
+    assert linked.json()["relationships"] == [{"row": 0, "action": "create"}]
+    assert [(r["source"], r["target"]) for r in api.get("/api/v1/relationships?limit=10").json()["items"]] == [
+        (hand["id"], service["id"])]
+    assert post_csv(api, sheet.splitlines()[0] + "\n" + sheet.splitlines()[1] + "\n").json()["counts"]["unchanged"] == 1
+
+
+def test_a_row_identified_by_its_id_is_not_confirmed_as_that_ci_without_it(api):
+    first, second = api.create_ci("server", "twin"), api.create_ci("server", "twin")
+    for ci in (first, second, first):
+        rows = post_csv(api, f"id,name,attribute.rack\n{ci['id']},twin,R1\n").json()["rows"]
+        assert (rows[0]["action"], rows[0]["ci"]) in {("update", ci["id"]), ("unchanged", ci["id"])}, rows
+    report = post_csv(api, "id,name,attribute.rack\n,twin,R1\n", "class=server&dry_run=true").json()
+    assert report["rows"][0]["action"] == "error" and report["rows"][0]["errors"][0]["column"] == "identifiers"

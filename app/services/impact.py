@@ -23,6 +23,8 @@ CI = ConfigurationItem.__table__
 # counts as medium.
 RISK_BY_CRITICALITY = {1: "critical", 2: "high", 3: "medium", 4: "low", None: "medium"}
 RISK_ORDER = ["low", "medium", "high", "critical"]
+# What an answer says of a CI the database no longer has (deleted since the graph saw it).
+UNKNOWN_CI = {"name": None, "class": None, "owner": None, "criticality": None}
 
 
 def describe(conn: Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -71,22 +73,28 @@ def named_impact_answer(conn: Connection, result: ImpactResult, classes: dict[st
     state_of = {**{ci_id: "down" for ci_id in result.failed}, **states}
     service_ids = [ci_id for ci_id in (*result.failed, *impacted) if classes.get(ci_id) in service_classes]
     info = describe(conn, set(nearest) | set(service_ids) | set(result.failed))
-    unknown = {"name": None, "class": None, "owner": None, "criticality": None}
-    entries = [{"id": ci_id, "name": info.get(ci_id, unknown)["name"], "class": classes.get(ci_id),
+    entries = [{"id": ci_id, "name": info.get(ci_id, UNKNOWN_CI)["name"], "class": classes.get(ci_id),
                 "state": hit.state, "distance": hit.distance, "path": hit.path}
                for ci_id, hit in ((ci_id, impacted[ci_id]) for ci_id in nearest)]
-    services = [{"id": ci_id, "name": info.get(ci_id, unknown)["name"], "criticality": info.get(ci_id, unknown)["criticality"],
-                 "owner": info.get(ci_id, unknown)["owner"], "state": state_of[ci_id]} for ci_id in service_ids]
+    services = [{"id": ci_id, "name": info.get(ci_id, UNKNOWN_CI)["name"], "criticality": info.get(ci_id, UNKNOWN_CI)["criticality"],
+                 "owner": info.get(ci_id, UNKNOWN_CI)["owner"], "state": state_of[ci_id]} for ci_id in service_ids]
     by_class, by_state = Counter(map(classes.get, impacted)), Counter(states.values())
+    return _answer(result, info, entries, services, len(impacted), by_class, by_state,
+                   {ci["owner"] for ci in info.values() if ci["owner"]})
+
+
+def _answer(result: ImpactResult, info: dict[str, dict[str, Any]], entries: list, services: list, total: int,
+            by_class: Counter, by_state: Counter, owners: set[str]) -> dict[str, Any]:
+    """An impact answer from its parts (impact_answer's and named_impact_answer's shape)."""
     return {
         "failed": [{"id": ci_id, "name": info.get(ci_id, {}).get("name"), "class": info.get(ci_id, {}).get("class")}
                    for ci_id in result.failed],
         "impacted": entries,
         "services": sorted(services, key=lambda s: (s["criticality"] or 5, s["name"] or "")),
-        "counts": {"total": len(impacted), "by_class": dict(sorted(by_class.items(), key=lambda kv: str(kv[0]))),
+        "counts": {"total": total, "by_class": dict(sorted(by_class.items(), key=lambda kv: str(kv[0]))),
                    "by_state": {state: by_state.get(state, 0) for state in ("down", "degraded", "at_risk")}},
         "risk": service_risk(services),
-        "owners": sorted({ci["owner"] for ci in info.values() if ci["owner"]}),
+        "owners": sorted(owners),
     }
 
 
@@ -97,7 +105,7 @@ def impact_answer(conn: Connection, result: ImpactResult) -> tuple[dict[str, Any
     entries, services, owners = [], [], set()
     by_class, by_state = Counter(), Counter()
     for ci_id, hit in impacted.items():
-        ci = info.get(ci_id, {"name": None, "class": None, "owner": None, "criticality": None})
+        ci = info.get(ci_id, UNKNOWN_CI)
         entries.append({"id": ci_id, "name": ci["name"], "class": ci["class"], "state": hit.state,
                         "distance": hit.distance, "path": hit.path})
         by_class[ci["class"]] += 1
@@ -107,16 +115,7 @@ def impact_answer(conn: Connection, result: ImpactResult) -> tuple[dict[str, Any
         if ci["class"] == "service":
             services.append({"id": ci_id, "name": ci["name"], "criticality": ci["criticality"],
                              "owner": ci["owner"], "state": hit.state})
-    answer = {
-        "failed": [{"id": ci_id, "name": info.get(ci_id, {}).get("name"), "class": info.get(ci_id, {}).get("class")}
-                   for ci_id in result.failed],
-        "impacted": entries,
-        "services": sorted(services, key=lambda s: (s["criticality"] or 5, s["name"] or "")),
-        "counts": {"total": len(entries), "by_class": dict(sorted(by_class.items(), key=lambda kv: str(kv[0]))),
-                   "by_state": {state: by_state.get(state, 0) for state in ("down", "degraded", "at_risk")}},
-        "risk": service_risk(services),
-        "owners": sorted(owners),
-    }
+    answer = _answer(result, info, entries, services, len(entries), by_class, by_state, owners)
     states = {ci_id: "failed" for ci_id in result.failed} | {e["id"]: e["state"] for e in entries}
     return answer, {ci_id: {**info.get(ci_id, {}), "state": states.get(ci_id)} for ci_id in states}
 

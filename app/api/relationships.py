@@ -26,6 +26,7 @@ def create_relationship(data: RelationshipCreate, request: Request, principal: W
 def list_relationships(
     request: Request,
     principal: Reader,
+    registry: RegistryDep,
     type: str | None = None,
     source: uuid.UUID | None = None,
     target: uuid.UUID | None = None,
@@ -42,7 +43,7 @@ def list_relationships(
             raise InvalidInput(f"format=csv exports every matching relationship in id order: drop {', '.join(given)}.",
                                [field_error(f"query.{name}", "not with format=csv") for name in given])
         filters = {"rel_type": type, "source": source, "target": target}
-        return StreamingResponse(csv_export.export_relationships(request.app.state.engine, filters),
+        return StreamingResponse(csv_export.export_relationships(request.app.state.engine, registry, filters),
                                  media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": 'attachment; filename="karta-relationships.csv"'})
     with read_transaction(request) as conn:

@@ -99,9 +99,10 @@ def relationship_lines(attribute_keys: list[str], pages: Iterable[tuple[list[Any
         yield out.getvalue()
 
 
-def export_relationships(engine: Engine, filters: dict[str, Any]) -> Iterator[str]:
+def export_relationships(engine: Engine, registry_cache: RegistryCache, filters: dict[str, Any]) -> Iterator[str]:
     """The file of the relationships `filters` (type, source, target) match, read in one snapshot."""
     with ci_export.snapshot(engine) as conn:
+        families = {info.family for info in registry_cache.get(conn=conn).classes.values()}
         conditions = relationships.relationship_conditions(**filters)
         keys = ci_export.attribute_keys(conn, conditions, ci_export.REL)
-        yield from relationship_lines(keys, ci_export.relationship_rows(conn, conditions))
+        yield from relationship_lines(keys, ci_export.relationship_rows(conn, conditions, families))

@@ -70,40 +70,45 @@ def rows(conn: Connection, conditions: list[ColumnElement[bool]], page: int = PA
 _REL_COLUMNS = (REL.c.id, REL.c.source_id, REL.c.type, REL.c.target_id, REL.c.attributes)
 
 
-def relationship_rows(conn: Connection, conditions: list[ColumnElement[bool]],
+def relationship_rows(conn: Connection, conditions: list[ColumnElement[bool]], families: set[str],
                       page: int = PAGE) -> Iterator[tuple[list[Any], dict[uuid.UUID, str]]]:
     """The matching relationships a page at a time, in id order, each page with how to write its ends
     (`unique_identifiers`)."""
     for batch in rows(conn, conditions, page, _REL_COLUMNS):
         ends = {row["source_id"] for row in batch} | {row["target_id"] for row in batch}
-        yield batch, unique_identifiers(conn, ends)
+        yield batch, unique_identifiers(conn, ends, families)
 
 
-def unique_identifiers(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+def unique_identifiers(conn: Connection, ci_ids: set[uuid.UUID], families: set[str]) -> dict[uuid.UUID, str]:
     """CI id -> `key=value` of an identifier that names that CI and no other (the first such key in
     alphabetical order, then the smallest value), for the CIs that have one. This is the form the
     import resolves (app/services/imports.py `_resolve_end`: exactly one CI holds that key and value,
-    whatever its family), and it reads in a spreadsheet and in another Karta, where ids differ."""
+    whatever its family), and it reads in a spreadsheet and in another Karta, where ids differ.
+    `families` are every class family (the registry's): the holders of a value are looked up through
+    the index's (family, key, value) key, one probe per family, never by a scan."""
     if not ci_ids:
         return {}
     held = conn.execute(select(IDENT.c.ci_id, IDENT.c.key, IDENT.c.value).where(id_in(conn, IDENT.c.ci_id, ci_ids)))
     candidates: dict[uuid.UUID, list[tuple[str, str]]] = {}
+    values_of: dict[str, set[str]] = {}
     for ci_id, key, value in held:
-        candidates.setdefault(ci_id, []).append((key, value))
-    values = {value for pairs in candidates.values() for _, value in pairs}
-    holders: dict[tuple[str, str], set[uuid.UUID]] = {}
-    ordered = sorted(values)
-    for start in range(0, len(ordered), 500):
-        chunk = ordered[start:start + 500]
-        for ci_id, key, value in conn.execute(select(IDENT.c.ci_id, IDENT.c.key, IDENT.c.value).where(
-                IDENT.c.value.in_(chunk))):
-            holders.setdefault((key, value), set()).add(ci_id)
-    named = {}
-    for ci_id, pairs in candidates.items():
         # Composite rules (name+environment: parts joined by a control character) are not written, nor a
         # value the import would normalise into another (none should be): neither would read back.
-        alone = sorted(pair for pair in pairs if holders.get(pair) == {ci_id} and "=" not in pair[0]
-                       and "+" not in pair[0] and pair[0] != "name" and pair[1] == pair[1].strip() and normalize(*pair) == pair[1])
+        if "=" in key or "+" in key or key == "name" or value != value.strip() or normalize(key, value) != value:
+            continue
+        candidates.setdefault(ci_id, []).append((key, value))
+        values_of.setdefault(key, set()).add(value)
+    holders: dict[tuple[str, str], set[uuid.UUID]] = {}
+    for key, values in values_of.items():
+        ordered = sorted(values)
+        for start in range(0, len(ordered), 500):
+            for ci_id, value in conn.execute(select(IDENT.c.ci_id, IDENT.c.value).where(
+                    IDENT.c.family.in_(sorted(families)), IDENT.c.key == key,
+                    IDENT.c.value.in_(ordered[start:start + 500]))):
+                holders.setdefault((key, value), set()).add(ci_id)
+    named = {}
+    for ci_id, pairs in candidates.items():
+        alone = sorted(pair for pair in pairs if holders.get(pair) == {ci_id})
         if alone:
             named[ci_id] = f"{alone[0][0]}={alone[0][1]}"
     return named

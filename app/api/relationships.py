@@ -1,14 +1,17 @@
 """/api/v1/relationships: typed, directed links between CIs."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from app.api.deps import Reader, RegistryDep, Writer, read_transaction, write
 from app.api.responses import JSON
+from app.integrations import csv_export
 from app.models.relationship import RelationshipCreate, RelationshipPage, RelationshipPublic
 from app.services import relationships
+from app.services.errors import InvalidInput, field_error
 
 router = APIRouter(prefix="/api/v1/relationships", tags=["relationships"])
 
@@ -23,12 +26,26 @@ def create_relationship(data: RelationshipCreate, request: Request, principal: W
 def list_relationships(
     request: Request,
     principal: Reader,
+    registry: RegistryDep,
     type: str | None = None,
     source: uuid.UUID | None = None,
     target: uuid.UUID | None = None,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: str | None = None,
+    format: Annotated[Literal["json", "csv"], Query(
+        description="csv: every matching relationship as the spreadsheet POST /api/v1/import?relationships=true "
+                    "reads back (streamed, by id; each end an identifier naming that CI alone, else its id; "
+                    "no limit or cursor)")] = "json",
 ):
+    if format == "csv":
+        given = [name for name in ("limit", "cursor") if name in request.query_params]
+        if given:
+            raise InvalidInput(f"format=csv exports every matching relationship in id order: drop {', '.join(given)}.",
+                               [field_error(f"query.{name}", "not with format=csv") for name in given])
+        filters = {"rel_type": type, "source": source, "target": target}
+        return StreamingResponse(csv_export.export_relationships(request.app.state.engine, registry, filters),
+                                 media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": 'attachment; filename="karta-relationships.csv"'})
     with read_transaction(request) as conn:
         page = relationships.list_relationships(
             conn, rel_type=type, source=source, target=target,

@@ -4,6 +4,16 @@
     id,class,name,status,environment,criticality,owner,tags,identifier.fqdn,attribute.cpu_count
     0193...,server,web-1,active,prod,2,web-team,"web,pci",web-1.example.com,8
 
+And `GET /api/v1/relationships?format=csv`, the relationships as the import's relationship form
+(`POST /api/v1/import?relationships=true`), in id order:
+
+    source,type,target,attribute.port
+    fqdn=web-1.example.com,depends_on,instance_key=db-1/postgresql/5432,5432
+    0193...,runs_on,serial_number=SN-1,
+
+An end is written as an identifier that names that CI alone (readable, and it reads back in another
+Karta once its CIs are imported), or as its id when it has none.
+
 UTF-8 with a byte order mark (so that Excel reads it as UTF-8), RFC 4180 quoting, CRLF line ends.
 Every text from a CI is hostile (names and attributes come from discovery): each cell goes through
 `neutralise` (app/core/csv_cells.py), which the import undoes exactly. Written as a stream of chunks
@@ -21,7 +31,7 @@ from sqlalchemy import Engine
 
 from app.core.csv_cells import neutralise
 from app.integrations import csv_columns as columns
-from app.services import ci_export, cis
+from app.services import ci_export, cis, relationships
 from app.services.registry import Registry, RegistryCache
 
 BOM = "\ufeff"
@@ -69,3 +79,30 @@ def export(engine: Engine, registry_cache: RegistryCache, filters: dict[str, Any
         conditions = cis.list_filters(conn, registry_cache, **filters)
         head = header(ci_export.attribute_keys(conn, conditions), identifier_keys(registry_cache.get(conn=conn)))
         yield from lines(head, ci_export.rows(conn, conditions))
+
+
+def relationship_lines(attribute_keys: list[str], pages: Iterable[tuple[list[Any], dict]]) -> Iterator[str]:
+    """The relationship file: its header, then one chunk of text per page of (relationships, end names)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([*columns.RELATIONSHIP_COLUMNS, *(columns.ATTRIBUTE_PREFIX + key for key in attribute_keys)])
+    yield BOM + out.getvalue()
+    for page, named in pages:
+        out.seek(0)
+        out.truncate()
+        for rel in page:
+            attributes = rel["attributes"] or {}
+            cells = [named.get(rel["source_id"]) or str(rel["source_id"]), rel["type"],
+                     named.get(rel["target_id"]) or str(rel["target_id"])]
+            cells += ["" if key not in attributes else columns.encode_value(attributes[key]) for key in attribute_keys]
+            writer.writerow([neutralise(cell) for cell in cells])
+        yield out.getvalue()
+
+
+def export_relationships(engine: Engine, registry_cache: RegistryCache, filters: dict[str, Any]) -> Iterator[str]:
+    """The file of the relationships `filters` (type, source, target) match, read in one snapshot."""
+    with ci_export.snapshot(engine) as conn:
+        families = {info.family for info in registry_cache.get(conn=conn).classes.values()}
+        conditions = relationships.relationship_conditions(**filters)
+        keys = ci_export.attribute_keys(conn, conditions, ci_export.REL)
+        yield from relationship_lines(keys, ci_export.relationship_rows(conn, conditions, families))

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Uuid, select, text
+from sqlalchemy import Connection, Engine, select
 
 from app.core.batch_contract import MAX_NAME
-from app.models import ConfigurationItem
+from app.models import CIIdentifier, ConfigurationItem
 from app.models.ci import CIStatus
 from app.models.ingest import IngestScope
 from app.services import import_fields
@@ -47,6 +47,7 @@ from app.services.storable import storable_problem
 
 SOURCE = "import"
 CI = ConfigurationItem.__table__
+IDENT = CIIdentifier.__table__
 _LIMITS = {"environment": 64, "owner": 200}
 MAX_TAGS = 100
 
@@ -160,7 +161,9 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
         errors = {where: list(row_errors) for where, row_errors in found_errors.items()}
         good, items = _items(rows, errors, default_class, texts)
         rel_errors = {rel.where: list(rel.errors) for rel in relationships}
-        ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors)
+        families = {info.family for info in registry.classes.values()}
+        ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors,
+                             families)
         sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
         rel_items = [orjson.dumps({"source": ends[rel.source], "target": ends[rel.target], "type": rel.type,
                                    "attributes": rel.attributes}) for rel in sent_relationships]
@@ -381,8 +384,10 @@ def _wrong_ids(rows: list[ImportRow], outcome: Outcome, named: dict[uuid.UUID, s
 
 
 def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relationships: list[RelationshipRow],
-                  rel_errors: dict[int, list]) -> dict[str, str]:
-    """Each end a relationship row names, as ingest takes it: a ref of this import or a CI's id."""
+                  rel_errors: dict[int, list], families: set[str]) -> dict[str, str]:
+    """Each end a relationship row names, as ingest takes it: a ref of this import or a CI's id.
+    `families` are every class family: an identifier is looked up through the index's key (family,
+    key, value), one probe per family, not by a scan of the whole identifier table."""
     ends: dict[str, str] = {}
     for rel in relationships:
         said = {e["column"] for e in rel_errors[rel.where]}
@@ -393,7 +398,7 @@ def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relati
                 rel_errors[rel.where].append(error(column, "required: a CI id, key=value of an identifier or name=..."))
                 continue
             if value not in ends:
-                resolved = _resolve_end(conn, rows, bad, value)
+                resolved = _resolve_end(conn, rows, bad, value, families)
                 if resolved.startswith("!"):
                     rel_errors[rel.where].append(error(column, resolved[1:]))
                     continue
@@ -407,7 +412,7 @@ def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relati
     return ends
 
 
-def _resolve_end(conn: Connection, rows: list[ImportRow], bad: set[int], value: str) -> str:
+def _resolve_end(conn: Connection, rows: list[ImportRow], bad: set[int], value: str, families: set[str]) -> str:
     """A ref, a CI id, or '!' and the reason it names no single CI."""
     try:
         return str(uuid.UUID(value))
@@ -419,19 +424,20 @@ def _resolve_end(conn: Connection, rows: list[ImportRow], bad: set[int], value: 
         return f"!'{value[:80]}' is neither a CI id nor key=value (fqdn=web-1.example.com, name=shop)"
     if key == "name":
         in_file = [row for row in rows if row.name == wanted]
-        query, params = "SELECT id FROM ci WHERE name = :v", {"v": wanted}
+        query = select(CI.c.id).where(CI.c.name == wanted)
     else:
         normalized = normalize(key, wanted)
         if normalized is None:
             return f"!'{wanted[:80]}' is not a usable {key}"
         in_file = [row for row in rows if normalized in _normalized(key, {**row.attributes, **row.identifiers}.get(key))]
-        query, params = "SELECT DISTINCT ci_id FROM ci_identifier WHERE key = :k AND value = :v", {"k": key, "v": normalized}
+        query = select(IDENT.c.ci_id).distinct().where(IDENT.c.family.in_(sorted(families)), IDENT.c.key == key,
+                                                        IDENT.c.value == normalized)
     if len(in_file) == 1:
         row = in_file[0]
         return f"!{value[:80]} is row {row.where} of this import, which has errors" if row.where in bad else _ref(row)
     if len(in_file) > 1:
         return f"!{len(in_file)} rows of this import have {key}={wanted[:80]}"
-    found = conn.execute(text(query).columns(id=Uuid, ci_id=Uuid), params).scalars().all()
+    found = conn.execute(query).scalars().all()
     if len(found) == 1:
         return str(found[0])
     return f"!{'several CIs have' if found else 'no CI has'} {key}={wanted[:80]}"

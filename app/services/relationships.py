@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, and_, case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.core.dialect import locked
@@ -175,6 +175,19 @@ def get_relationship(conn: Connection, relationship_id: uuid.UUID) -> dict[str, 
     return to_public(row)
 
 
+def relationship_conditions(rel_type: str | None, source: uuid.UUID | None,
+                            target: uuid.UUID | None) -> list[ColumnElement[bool]]:
+    """The relationship list's filters as conditions (the list and its CSV export share them)."""
+    conditions = []
+    if rel_type is not None:
+        conditions.append(REL.c.type == rel_type)
+    if source is not None:
+        conditions.append(REL.c.source_id == source)
+    if target is not None:
+        conditions.append(REL.c.target_id == target)
+    return conditions
+
+
 def list_relationships(
     conn: Connection,
     *,
@@ -184,13 +197,7 @@ def list_relationships(
     limit: int,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    query = select(*REL_COLUMNS).order_by(REL.c.id).limit(limit + 1)
-    if rel_type is not None:
-        query = query.where(REL.c.type == rel_type)
-    if source is not None:
-        query = query.where(REL.c.source_id == source)
-    if target is not None:
-        query = query.where(REL.c.target_id == target)
+    query = select(*REL_COLUMNS).where(*relationship_conditions(rel_type, source, target)).order_by(REL.c.id).limit(limit + 1)
     if cursor:
         query = query.where(REL.c.id > decode_uuid_cursor(cursor))
     rows = conn.execute(query).mappings().all()

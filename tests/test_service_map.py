@@ -13,7 +13,12 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from app.models import RelationshipSource, ServiceEntryKey, ServiceMapMember, ServiceMapState
+from app.models import (
+    RelationshipSource,
+    ServiceEntryKey,
+    ServiceMapMember,
+    ServiceMapState,
+)
 from tests.conftest import new_id
 
 LAYERS = ("entry", "applications", "data_stores", "hosts", "infrastructure")

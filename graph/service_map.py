@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -35,6 +36,8 @@ MAX_ENTRY_POINTS = 64
 MAX_ENTRY_POINT_LENGTH = 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
 WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", "*"})
+# What a reader would not see as written: spaces, controls, bidirectional and other format marks.
+_UNSEEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
@@ -88,9 +91,9 @@ def parse_entry_point(text: object) -> EntryPoint:
         raise ValueError("is not a string")  # noqa: TRY004 (one exception for every bad value)
     if len(text) > MAX_ENTRY_POINT_LENGTH:
         raise ValueError(f"is longer than {MAX_ENTRY_POINT_LENGTH} characters")
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in text.strip()):
-        raise ValueError("holds a space or a control character")
-    value = text.strip()
+    value = text.strip(" ")
+    if any(unicodedata.category(c) in _UNSEEN for c in value):
+        raise ValueError("holds a space, a control or a formatting character")
     if "://" in value:
         try:
             parts = urlsplit(value)

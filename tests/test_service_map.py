@@ -201,6 +201,20 @@ def test_a_host_that_appears_later_resolves_the_entry_point(api, app):
     assert the_map(api, service["id"])["status"] == "mapped"
 
 
+def test_an_application_that_starts_listening_resolves_the_entry_point(api, app, estate):
+    service = api.create_ci("service", "s", attributes={"entry_points": ["10.0.0.6:9090"]})
+    keep_in_step(app)
+    assert the_map(api, service["id"])["status"] == "unresolved"
+    body = estate_batch()
+    for item in body["items"]:
+        if item["ref"] == "shop-app":
+            item["attributes"]["listen"] = ["10.0.0.6:8080", "10.0.0.6:9090"]
+    ingest(api, body)  # an update of the application alone: its host is found through runs_on
+    keep_in_step(app)
+    answer = the_map(api, service["id"])
+    assert answer["status"] == "mapped" and by_layer(answer)["entry"] == {"shop-app"}
+
+
 @pytest.mark.parametrize(("value", "field", "words"), [
     ("10.0.0.5:80", "attributes.entry_points", "must be a list"),
     (["10.0.0.5"], "attributes.entry_points.0", "is not host:port"),

@@ -312,8 +312,8 @@ def _member_diff(joined: dict, left: dict, moved: dict, info: dict[str, tuple]) 
 def _write_members(conn: Connection, service_id: uuid.UUID, after: dict[str, str], joined: dict, left: dict,
                    moved: dict) -> None:
     gone = [uuid.UUID(ci) for ci in (*left, *moved)]
-    for start in range(0, len(gone), 500):
-        conn.execute(delete(MEMBER).where(MEMBER.c.service_id == service_id, MEMBER.c.ci_id.in_(gone[start:start + 500])))
+    if gone:
+        conn.execute(delete(MEMBER).where(MEMBER.c.service_id == service_id, id_in(conn, MEMBER.c.ci_id, gone)))
     insert_rows(conn, MEMBER, [{"service_id": service_id, "ci_id": uuid.UUID(ci), "layer": after[ci]}
                                for ci in (*joined, *moved)])
 

@@ -36,6 +36,7 @@ from app.core.db import read_transaction, write_transaction
 from app.models import (
     ChangeRecord,
     ConfigurationItem,
+    Relationship,
     ServiceEntryKey,
     ServiceMapCursor,
     ServiceMapMember,
@@ -50,6 +51,7 @@ from app.services.registry import RegistryCache
 log = logging.getLogger("karta.service_map")
 CHANGE = ChangeRecord.__table__
 CI = ConfigurationItem.__table__
+REL = Relationship.__table__
 MEMBER = ServiceMapMember.__table__
 STATE = ServiceMapState.__table__
 KEY = ServiceEntryKey.__table__
@@ -199,10 +201,15 @@ class ServiceMapKeeper:
         services |= set(conn.execute(select(STATE.c.service_id).where(id_in(conn, STATE.c.service_id, ids))).scalars())
         services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, ids))
                                      .distinct()).scalars())
-        keys = sorted(service_map.host_keys_of_cis(conn, registry, ids))
-        for start in range(0, len(keys), 500):
-            services |= set(conn.execute(select(KEY.c.service_id).where(KEY.c.key.in_(keys[start:start + 500]))
-                                         .distinct()).scalars())
+        # An application that starts listening touches no host: the hosts it runs on are looked up too.
+        hosts = set(conn.execute(select(REL.c.target_id).where(id_in(conn, REL.c.source_id, ids),
+                                                               REL.c.type == "runs_on")).scalars())
+        keys = service_map.host_keys_of_cis(conn, registry, touched | hosts)
+        if keys:
+            # Every entry key, matched here: a few per service, where a list of the touched hosts' keys
+            # would be a statement with as many parameters as a batch has hosts.
+            services |= {service_id for service_id, key in conn.execute(select(KEY.c.service_id, KEY.c.key))
+                         if key in keys}
         return services
 
     def _refresh(self, services: set[uuid.UUID]) -> int:

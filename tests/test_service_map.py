@@ -20,6 +20,7 @@ from app.models import (
     ServiceMapState,
 )
 from tests.conftest import new_id
+from tests.server import karta
 
 LAYERS = ("entry", "applications", "data_stores", "hosts", "infrastructure")
 
@@ -319,3 +320,24 @@ def test_the_map_drawn_as_svg(api, shop):
         pytest.skip("Graphviz dot is not installed")
     assert response.status_code == 200 and response.headers["content-type"] == "image/svg+xml"
     assert "orders-db" in response.text and "<script" not in response.text
+
+
+def test_karta_db_map_services_maps_every_service_afresh(api, app, database_url, estate):
+    app.state.service_maps.stop()  # the command alone maps it
+    service = api.create_ci("service", "s", attributes={"entry_points": ["10.0.0.5:80"]})
+    assert the_map(api, service["id"])["status"] == "pending"
+    done = karta("db", "map-services", database_url=database_url)
+    assert done.returncode == 0 and done.stdout.strip() == "1 service map(s) changed", done.stdout + done.stderr
+    assert the_map(api, service["id"])["status"] == "mapped"
+    again = karta("db", "map-services", database_url=database_url)
+    assert again.stdout.strip() == "0 service map(s) changed"
+
+
+def test_ingest_checks_entry_points_too(api):
+    body = {"source": "cmdb-sync", "run_id": f"run-{new_id()}", "scope": {"hosts": []}, "items": [
+        {"ref": "s", "class": "service", "name": "s", "identifiers": {"service_id": "S-1"},
+         "attributes": {"entry_points": ["shop.example.com"]}}], "relationships": []}
+    response = api.post("/api/v1/ingest", json=body)
+    assert response.status_code == 200, response.text
+    [error] = response.json()["errors"]
+    assert "entry_points.0" in error["field"] and "host:port" in error["message"], error

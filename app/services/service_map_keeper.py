@@ -172,7 +172,7 @@ class ServiceMapKeeper:
         return self._affected(conn, touched)
 
     def rebuild(self) -> int:
-        """Map every service afresh (start-up without a cursor, repair: `karta service-maps rebuild`)."""
+        """Map every service afresh (the first pass on a database without a cursor; `karta db map-services`)."""
         with self._pass:
             with read_transaction(self.engine) as conn:
                 head = last_seq(conn)

@@ -167,6 +167,19 @@ def test_an_entry_point_that_stops_resolving_keeps_its_map_flagged(api, app, sho
     assert the_map(api, shop["id"])["status"] == "mapped"
 
 
+def test_a_stale_entry_whose_application_is_deleted_is_unresolved(api, app, shop, estate):
+    ingest(api, estate_batch(nginx_listen=("0.0.0.0:8081",)))
+    keep_in_step(app)
+    assert the_map(api, shop["id"])["status"] == "stale"
+    assert api.delete(f"/api/v1/cis/{estate['nginx']}").status_code == 204
+    keep_in_step(app)
+    answer = the_map(api, shop["id"])
+    assert answer["status"] == "unresolved" and answer["entry_points"][0]["applications"] == []
+    assert all(not cis for cis in answer["layers"].values())
+    assert joined_and_left(map_records(api, shop["id"])[-1])[1] == {
+        "nginx", "shop-app", "orders-db", "web-1", "app-1", "db-1", "switch-1"}
+
+
 @pytest.mark.parametrize(("entry_point", "reason"), [
     ("10.9.9.9:80", "no host has that address (10.9.9.9), or more than one has"),
     ("10.0.0.5:9999", "nothing listens on port 9999 of that host"),

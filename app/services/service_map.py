@@ -154,7 +154,8 @@ def _applications_on(conn: Connection, registry: Registry, hosts: set[uuid.UUID]
 
 
 def _resolve_one(text: Any, entry: EntryPoint | None, error: str | None, hosts: dict[str, uuid.UUID],
-                 apps_on: dict[uuid.UUID, list[tuple]], previous: dict[str, dict]) -> dict[str, Any]:
+                 apps_on: dict[uuid.UUID, list[tuple]], previous: dict[str, dict], still_there: set[str]
+                 ) -> dict[str, Any]:
     shown = text if isinstance(text, str) else repr(text)[:200]
     if entry is None:
         return {"entry_point": shown, "status": "invalid", "reason": error, "host": None, "applications": []}
@@ -170,10 +171,11 @@ def _resolve_one(text: Any, entry: EntryPoint | None, error: str | None, hosts: 
         reason = None if resolved else f"nothing listens on port {entry.port} of that host"
     if resolved:
         return {"entry_point": shown, "status": "resolved", "reason": None, "host": str(host), "applications": resolved}
-    before = previous.get(shown)
-    if before and before.get("applications"):  # it resolved once: keep its last map, flagged
+    before = previous.get(shown) or {}
+    kept = [app for app in before.get("applications") or () if app in still_there]
+    if kept:  # it resolved once: keep its last map (what of it still exists), flagged
         return {"entry_point": shown, "status": "stale", "reason": reason, "host": before.get("host"),
-                "applications": list(before["applications"])}
+                "applications": kept}
     return {"entry_point": shown, "status": "unresolved", "reason": reason,
             "host": str(host) if host is not None else None, "applications": []}
 
@@ -205,12 +207,17 @@ def resolve(conn: Connection, registry: Registry, service_ids: Iterable[uuid.UUI
         parsed[service_id] = entries
     hosts = find_hosts(conn, registry, {e.host for entries in parsed.values() for _, e, _ in entries if e})
     apps_on = _applications_on(conn, registry, set(hosts.values()))
+    # The applications entry points resolved to before that still exist: a stale entry point keeps them.
+    before = {uuid.UUID(app) for entries in previous.values() for ep in entries.values()
+              for app in ep.get("applications") or () if isinstance(app, str)}
+    still_there = {str(ci_id) for ci_id in conn.execute(select(CI.c.id).where(id_in(conn, CI.c.id, before)))
+                   .scalars()} if before else set()
     plans = {}
     for service_id in ids:
         if service_id not in parsed:
             plans[service_id] = Plan(service_id, exists=False)
             continue
-        resolved = [_resolve_one(text, entry, error, hosts, apps_on, previous.get(service_id, {}))
+        resolved = [_resolve_one(text, entry, error, hosts, apps_on, previous.get(service_id, {}), still_there)
                     for text, entry, error in parsed[service_id]]
         roots = list(dict.fromkeys(app for ep in resolved for app in ep["applications"]))
         keys = set().union(*(entry_keys(e) for _, e, _ in parsed[service_id] if e is not None))

@@ -8,10 +8,12 @@ identifiers, applications with `listen` and a runs_on to their host, depends_on 
     db-1  10.0.0.7     orders-db listen 0.0.0.0:5432     (runs_on db-1, db-1 connects_to switch-1)
 """
 
+import threading
 import uuid
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.models import (
     RelationshipSource,
@@ -19,6 +21,8 @@ from app.models import (
     ServiceMapMember,
     ServiceMapState,
 )
+from app.services.live_graph import LiveGraph
+from app.services.service_map_keeper import ServiceMapKeeper
 from tests.conftest import new_id
 from tests.server import karta
 
@@ -354,3 +358,30 @@ def test_ingest_checks_entry_points_too(api):
     assert response.status_code == 200, response.text
     [error] = response.json()["errors"]
     assert "entry_points.0" in error["field"] and "host:port" in error["message"], error
+
+
+def test_two_workers_keepers_map_a_service_once(api, app, engine, estate):
+    """Every worker runs a keeper: two passes at once write one map, one owned relationship, one record."""
+    app.state.service_maps.stop()
+    service = api.create_ci("service", "s", attributes={"entry_points": ["10.0.0.5:80"]})
+    keepers = [ServiceMapKeeper(engine, app.state.registry, LiveGraph(engine, app.state.registry)) for _ in range(2)]
+    start, failures = threading.Barrier(2, timeout=30), []
+
+    def run(keeper):
+        start.wait()
+        try:
+            keeper.catch_up()
+        except IntegrityError as exc:  # PostgreSQL: the other one inserted the map first; the next pass catches up
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(keeper,)) for keeper in keepers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(failures) <= 1
+    for keeper in keepers:
+        keeper.catch_up()
+    assert [r["action"] for r in map_records(api, service["id"])] == ["create"]
+    assert len(api.get("/api/v1/relationships", params={"source": service["id"]}).json()["items"]) == 1
+    assert by_layer(the_map(api, service["id"]))["entry"] == {"nginx"}

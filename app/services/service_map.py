@@ -251,6 +251,9 @@ def write(uow: UnitOfWork, plans: dict[uuid.UUID, Plan], maps: dict[uuid.UUID, d
     members: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
     for row in conn.execute(select(MEMBER).where(id_in(conn, MEMBER.c.service_id, ids))):
         members[row.service_id][str(row.ci_id)] = row.layer
+    keys: dict[uuid.UUID, set[str]] = defaultdict(set)
+    for service_id, key in conn.execute(select(KEY.c.service_id, KEY.c.key).where(id_in(conn, KEY.c.service_id, ids))):
+        keys[service_id].add(key)
     owned = _owned_relationships(conn, ids)
     changes = {service_id: membership_changes(members[service_id], maps.get(service_id, {})) for service_id in ids}
     named = {ci for joined, left, moved in changes.values() for ci in (*joined, *left, *moved)}
@@ -280,8 +283,10 @@ def write(uow: UnitOfWork, plans: dict[uuid.UUID, Plan], maps: dict[uuid.UUID, d
         else:
             conn.execute(update(STATE).where(STATE.c.service_id == service_id).values(values))
         _write_members(conn, service_id, maps[service_id], joined, left, moved)
-        conn.execute(delete(KEY).where(KEY.c.service_id == service_id))
-        insert_rows(conn, KEY, [{"service_id": service_id, "key": key[:512]} for key in sorted(plan.keys)])
+        wanted_keys = {key[:512] for key in plan.keys}
+        if wanted_keys != keys[service_id]:
+            conn.execute(delete(KEY).where(KEY.c.service_id == service_id))
+            insert_rows(conn, KEY, [{"service_id": service_id, "key": key} for key in sorted(wanted_keys)])
         if diff:
             uow.record(OBJECT_TYPE, service_id, "create" if state is None else "update", diff)
             changed += 1

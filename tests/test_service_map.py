@@ -329,6 +329,9 @@ def test_hostile_names_are_carried_exactly_and_drawn_escaped(api, app):
     dot = api.get(f"/api/v1/cis/{service['id']}/service-map", params={"format": "dot"})
     assert dot.status_code == 200 and dot.headers["content-type"].startswith("text/vnd.graphviz")
     assert "<script>" in dot.text and "\u202e" not in dot.text and '"; label="x' not in dot.text
+    svg = api.get(f"/api/v1/cis/{service['id']}/service-map", params={"format": "svg"})
+    if svg.status_code != 503:  # without Graphviz: graphviz-unavailable
+        assert svg.status_code == 200 and "&lt;script&gt;" in svg.text and "<script" not in svg.text
 
 
 def test_the_map_drawn_as_svg(api, shop):

@@ -103,3 +103,21 @@ def test_the_database_hosts_failure_takes_the_shop_down_and_names_the_path(mappe
     [hit] = [ci for ci in answer["impacted"] if ci["id"] == shop["id"]]
     assert [first.label(ci) if ci in first.cis else ci for ci in hit["path"]] == [
         "db-1", "redis@db-1:6379", "orders_api@web-1:8080", "nginx@web-1:80", shop["id"]]
+
+
+def test_a_hop_taken_away_shrinks_the_map_and_the_feed_says_what_left(mapped):
+    first, api, shop = mapped
+    assert wait_for_map(api, shop["id"])["status"] == "mapped"
+    nginx, orders_api = first.named("nginx@web-1:80")["id"], first.named("orders_api@web-1:8080")["id"]
+    [hop] = api.get("/api/v1/relationships", params={"source": nginx, "target": orders_api}).json()["items"]
+    assert api.delete(f"/api/v1/relationships/{hop['id']}").status_code == 204
+    deadline = time.monotonic() + MAP_WAIT_SECONDS
+    while (records := api.get("/api/v1/changes", params={"object_type": "service_map", "object_id": shop["id"]})
+           .json()["items"]) and len(records) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [r["action"] for r in records] == ["create", "update"]
+    left = {old["name"] for key, (old, new) in records[1]["diff"].items() if key.startswith("members.") and new is None}
+    assert left == {"orders_api@web-1:8080", "redis@db-1:6379", "db-1"}
+    layers = {layer: {first.label(ci["id"]) for ci in cis} for layer, cis in wait_for_map(api, shop["id"])["layers"].items()}
+    assert layers == {"entry": {"nginx@web-1:80"}, "applications": set(), "data_stores": set(), "hosts": {"web-1"},
+                      "infrastructure": set()}

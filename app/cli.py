@@ -166,6 +166,20 @@ def db_check(
         raise typer.Exit(1)
 
 
+@db_cli.command("map-services")
+def db_map_services() -> None:
+    """Map every business service afresh from its entry points (a worker does it once, on a database it
+    never mapped; run this after a restore or a repair). Each map that changes is recorded."""
+    from app.services.live_graph import LiveGraph
+    from app.services.registry import RegistryCache
+    from app.services.service_map_keeper import ServiceMapKeeper
+
+    with _database() as engine:
+        registry = RegistryCache(engine, 60)
+        changed = ServiceMapKeeper(engine, registry, LiveGraph(engine, registry)).rebuild()
+    typer.echo(f"{changed} service map(s) changed")
+
+
 @token_cli.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token; shown as the actor in history")],

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from app import web
 from app.api import (ansible, changes, cis, health, impact, imports, incidents, ingest, metrics, openapi, problems,
-                     prometheus, registry, relationships, search, tokens, webhooks)
+                     prometheus, registry, relationships, search, service_map, tokens, webhooks)
 from app.api.limits import BoundedBody
 from app.api.responses import PROBLEM_RESPONSES
 from app.core import metrics_listener
@@ -21,6 +21,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
 from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache
+from app.services.service_map_keeper import ServiceMapKeeper
 from app.services.tokens import TokenVerifier
 from app.services.webhook_delivery import DeliveryWorker
 from app.services.webhooks import SecretBox
@@ -43,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if deliverer:
             deliverer.start()
         listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry)
+        app.state.service_maps.start()
         yield
+        app.state.service_maps.stop()
         if listener is not None:
             listener.stop()
         if deliverer:
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.webhook_secrets = SecretBox(engine, settings.webhook_key)
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
+    app.state.service_maps = ServiceMapKeeper(engine, app.state.registry, app.state.live_graph)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes,
                                "/api/v1/integrations/alertmanager": settings.max_alert_body_bytes,
@@ -67,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks, incidents,
-                   metrics, prometheus, ansible, imports):
+                   metrics, prometheus, ansible, imports, service_map):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)

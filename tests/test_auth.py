@@ -44,6 +44,7 @@ CONTRACT = [
     ("POST", "/api/v1/root-cause", "read"),
     ("GET", "/api/v1/cis/{ci_id}/spof", "read"),
     ("GET", "/api/v1/cis/{ci_id}/neighborhood", "read"),
+    ("GET", "/api/v1/cis/{ci_id}/service-map", "read"),
     ("GET", "/api/v1/search", "read"),
     ("POST", "/api/v1/webhooks", "admin"),
     ("GET", "/api/v1/webhooks", "admin"),

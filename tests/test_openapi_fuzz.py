@@ -31,4 +31,4 @@ def test_generated_requests_get_documented_answers_and_no_server_error(tmp_path)
             cwd=tmp_path, capture_output=True, text=True, timeout=300,
         )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "Tested: 47" in result.stdout and " passed" in result.stdout, result.stdout[-3000:]
+    assert "Tested: 48" in result.stdout and " passed" in result.stdout, result.stdout[-3000:]

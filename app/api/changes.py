@@ -13,7 +13,8 @@ from app.services import changes
 from app.services.storable import require_storable
 
 router = APIRouter(prefix="/api/v1/changes", tags=["history"])
-ObjectType = Literal["ci", "relationship", "class", "relationship_type", "precedence", "token", "webhook", "incident"]
+ObjectType = Literal["ci", "relationship", "class", "relationship_type", "precedence", "token", "webhook", "incident",
+                     "service_map"]
 
 
 @router.get("", response_model=ChangePage)

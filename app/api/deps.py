@@ -84,7 +84,9 @@ async def get_registry(request: Request) -> RegistryCache:
 
 def write(request: Request, actor: Principal, work: Callable[[UnitOfWork], T]) -> T:
     """Run `work(uow)` as one transaction, again if the database aborted it to break a deadlock."""
-    return in_unit_of_work(request.app.state.engine, actor.name, work, token_id=actor.token_id)
+    done = in_unit_of_work(request.app.state.engine, actor.name, work, token_id=actor.token_id)
+    request.app.state.service_maps.notify()  # committed: the service maps it touched, in their own transaction
+    return done
 
 
 _ENTITY_TAG = re.compile(r'^(W/)?"([\x21\x23-\x7e]*)"$')

@@ -82,6 +82,8 @@ def _ingest(request: Request, principal: Principal, registry, batch: Batch, dry_
                      staleness=StalenessPolicy(settings.stale_after_runs, settings.stale_after_days),
                      token_id=principal.token_id)
     metrics.ingest_done(outcome, dry_run)
+    if not dry_run:
+        request.app.state.service_maps.notify()  # the maps this batch touched: soon, in their own transaction
     if not dry_run and outcome.counts.get("created", 0) >= BULK_LOAD_ROWS:
         refresh_statistics(request.app.state.engine)  # throttled; SQLite only
     return JSON(outcome.as_dict())

@@ -9,6 +9,7 @@ from app.models.discovery import CISource, DiscoveryRun, PrecedenceRule, Relatio
 from app.models.identifier import CIIdentifier
 from app.models.incident import Incident, IncidentAlert
 from app.models.relationship import EndedRelationship, Relationship, RelationshipType
+from app.models.service_map import ServiceEntryKey, ServiceMapCursor, ServiceMapMember, ServiceMapState
 from app.models.token import ApiToken
 from app.models.web import ServiceSecret
 from app.models.webhook import Webhook, WebhookDelivery
@@ -30,6 +31,10 @@ __all__ = [
     "ConfigurationItem",
     "Relationship",
     "RelationshipType",
+    "ServiceEntryKey",
+    "ServiceMapCursor",
+    "ServiceMapMember",
+    "ServiceMapState",
     "ServiceSecret",
     "Webhook",
     "WebhookDelivery",

@@ -4,7 +4,8 @@ The sequence number is global and increases in commit order (see app.services.hi
 that tails `GET /api/v1/changes?since=N` never misses a record that commits late. It is not dense: on
 PostgreSQL a transaction that took numbers and did not commit leaves a gap, never a missing record.
 
-Object types: ci, relationship, class, relationship_type, precedence, token, webhook, incident.
+Object types: ci, relationship, class, relationship_type, precedence, token, webhook, incident,
+service_map (a service's map: CIs that joined or left it, its status; app.services.service_map).
 """
 
 import uuid

@@ -83,7 +83,7 @@ class WebhookFilters(BaseModel):
 
     object_types: FilterNames | None = PydanticField(
         default=None, description="Kinds of object: ci, relationship, class, relationship_type, precedence, token, "
-                                  "webhook, incident. `classes` implies ci and `relationship_types` relationship.")
+                                  "webhook, incident, service_map. `classes` implies ci and `relationship_types` relationship.")
     classes: FilterNames | None = PydanticField(default=None, description="CI records of CIs of these classes")
     relationship_types: FilterNames | None = PydanticField(
         default=None, description="Relationship records of relationships of these types")

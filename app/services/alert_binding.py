@@ -132,6 +132,13 @@ def _hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[str, 
     return bound
 
 
+def find_hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
+    """Each value (an address, fqdn or hostname, a port stripped) -> the one host CI it names, as the
+    `host` rule binds an alert; a value naming none or several is left out. Service maps resolve entry
+    points with it (app.services.service_map)."""
+    return _hosts(conn, registry, values)
+
+
 def _services(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
     classes = [name for name, info in registry.classes.items() if info.family == SERVICE_FAMILY]
     wanted = {value: value.strip().lower() for value in values if value.strip()}

@@ -26,6 +26,7 @@ from app.core.dialect import locked
 from app.models import CIClass, RelationshipType
 from app.models.types import as_utc
 from app.services.errors import InvalidInput, field_error
+from graph.service_map import entry_point_errors
 
 log = logging.getLogger("karta.registry")
 
@@ -55,6 +56,10 @@ class ClassInfo:
             for error in validator.iter_errors(attributes):
                 path = ".".join(str(part) for part in error.instance_path)
                 errors.append(field_error(f"attributes.{path}" if path else "attributes", error.message))
+        if self.family == "service" and "entry_points" in attributes:  # a service's map starts there
+            for path, reason in entry_point_errors(attributes["entry_points"]):
+                errors.append(field_error(f"attributes.entry_points.{path}" if path else "attributes.entry_points",
+                                          reason))
         return errors
 
 

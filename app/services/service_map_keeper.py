@@ -1,0 +1,242 @@
+"""Keeping service maps in step: after writes commit, the maps they touch are brought current.
+
+The keeper reads the change feed after its cursor, as the impact graph catches up (app.services.
+live_graph), rather than being called by each write path: every write of every kind (the CI and
+relationship API, ingest, imports, the web UI, the CLI, another worker or host) commits its change
+records through one unit of work, so reading them misses none, and the write itself never waits
+for a map nor fails because of one. Each worker runs one keeper thread, woken after a write of its
+own (`notify`) and polling every POLL_SECONDS for the others'.
+
+Which services a pass refreshes (incremental: never every service for every batch):
+  - a service CI created, changed or deleted (its entry points may have changed);
+  - every service whose stored map holds a CI the records touch: a CI changed or deleted, or an end
+    of a relationship created or ended (service_map_member, indexed by CI);
+  - every service whose entry points name a host key of a touched CI: a host that gained the
+    address, a new application on it (its runs_on relationship touches the host), a listener that
+    moved (service_entry_key, indexed by key);
+  - all of them when a class or relationship type changed (layers and impact directions), when
+    more than FULL_PASS_AFTER records are waiting, and on the first pass (no cursor yet): `rebuild`.
+Records the keeper itself wrote are skipped: a map changing never changes another's.
+
+A pass that fails logs and leaves the cursor where it was: the next pass (the next write, or the
+next poll) catches up. Two workers' keepers may refresh one service at once; the maps are written
+only forward (app.services.service_map.write), so the later graph wins.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from app.core.db import read_transaction, write_transaction
+from app.models import (
+    ChangeRecord,
+    ConfigurationItem,
+    Relationship,
+    ServiceEntryKey,
+    ServiceMapCursor,
+    ServiceMapMember,
+    ServiceMapState,
+)
+from app.services import service_map
+from app.services.bulk import id_in
+from app.services.changes import last_seq
+from app.services.history import UnitOfWork
+from app.services.registry import RegistryCache
+
+log = logging.getLogger("karta.service_map")
+CHANGE = ChangeRecord.__table__
+CI = ConfigurationItem.__table__
+REL = Relationship.__table__
+MEMBER = ServiceMapMember.__table__
+STATE = ServiceMapState.__table__
+KEY = ServiceEntryKey.__table__
+CURSOR = ServiceMapCursor.__table__
+CURSOR_NAME = "keeper"
+POLL_SECONDS = 2.0
+PAGE = 10_000
+FULL_PASS_AFTER = 200_000  # records waiting: past this, mapping every service costs less than reading them
+SERVICES_PER_TRANSACTION = 200
+# The cursor is written when a pass refreshed something, or this many records / seconds after it was
+# last written: a write that touches no service costs the keeper a read, not a write.
+CURSOR_WRITE_RECORDS = 10_000
+CURSOR_WRITE_SECONDS = 60.0
+THREAD_NAME = "karta-service-maps"
+
+
+def touched_by(records: Iterable[Any]) -> tuple[set[uuid.UUID], bool]:
+    """(the CIs the records touch: CIs written, ends of relationships created or ended; whether a
+    class or relationship type changed), skipping the keeper's own records."""
+    touched: set[uuid.UUID] = set()
+    everything = False
+    for record in records:
+        if record.actor == service_map.SOURCE:
+            continue
+        if record.object_type == "ci":
+            touched.add(record.object_id)
+        elif record.object_type == "relationship" and record.action in ("create", "delete"):
+            side = 1 if record.action == "create" else 0
+            for end in ("source", "target"):
+                value = (record.diff.get(end) or [None, None])[side]
+                try:
+                    touched.add(uuid.UUID(str(value)))
+                except ValueError:
+                    continue
+        elif record.object_type in ("class", "relationship_type"):
+            everything = True
+    return touched, everything
+
+
+class ServiceMapKeeper:
+    def __init__(self, engine: Engine, registry_cache: RegistryCache, live_graph, *,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self.engine = engine
+        self.registry_cache = registry_cache
+        self.live_graph = live_graph
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pass = threading.Lock()  # one pass at a time in this worker
+        self._thread: threading.Thread | None = None
+        self._cursor: int | None = None  # how far this worker has read (ahead of the stored one)
+        self._stored: tuple[int, float] = (0, 0.0)  # the stored cursor and when this worker wrote it
+        self.passes = 0
+
+    # ---- the thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def notify(self) -> None:
+        """A write committed: catch up soon (never waits, never fails)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.catch_up()
+            except Exception:  # the next pass catches up
+                log.exception("bringing service maps current failed; the next pass tries again")
+
+    # ---- passes -------------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """One pass: refresh the services the records since the cursor touch; returns how many of
+        their maps changed."""
+        with self._pass:
+            self.passes += 1
+            with read_transaction(self.engine) as conn:
+                head = last_seq(conn)
+                if self._cursor is None:
+                    stored = conn.execute(select(CURSOR.c.seq).where(CURSOR.c.name == CURSOR_NAME)).scalar()
+                    if stored is not None:
+                        self._cursor, self._stored = stored, (stored, time.monotonic())
+                cursor = self._cursor
+                if cursor is not None and head <= cursor:
+                    return 0
+                services = None
+                if cursor is not None and head - cursor <= FULL_PASS_AFTER:
+                    services = self._touched_services(conn, cursor, head)
+            if services is None:  # first pass, far behind, or a class or type changed
+                return self._rebuild(head)
+            changed = self._refresh(services)
+            self._advance(head, wrote=bool(services))
+            return changed
+
+    def _touched_services(self, conn, cursor: int, head: int) -> set[uuid.UUID] | None:
+        """The services the records after `cursor` up to `head` touch; None when every one is."""
+        touched: set[uuid.UUID] = set()
+        for start in range(cursor, head, PAGE):  # bounded: head - cursor <= FULL_PASS_AFTER
+            records = conn.execute(select(CHANGE.c.actor, CHANGE.c.object_type, CHANGE.c.object_id,
+                                          CHANGE.c.action, CHANGE.c.diff)
+                                   .where(CHANGE.c.seq > start, CHANGE.c.seq <= min(start + PAGE, head))).all()
+            page_touched, everything = touched_by(records)
+            if everything:
+                return None
+            touched |= page_touched
+        return self._affected(conn, touched)
+
+    def rebuild(self) -> int:
+        """Map every service afresh (the first pass on a database without a cursor; `karta db map-services`)."""
+        with self._pass:
+            with read_transaction(self.engine) as conn:
+                head = last_seq(conn)
+            return self._rebuild(head)
+
+    def _rebuild(self, head: int) -> int:
+        registry = self.registry_cache.get()
+        with read_transaction(self.engine) as conn:
+            services = set(conn.execute(select(STATE.c.service_id)).scalars())
+            classes = service_map.service_classes(registry)
+            if classes:
+                services |= {ci_id for ci_id, attributes in conn.execute(
+                    select(CI.c.id, CI.c.attributes).where(CI.c.ci_class.in_(classes)))
+                    if isinstance(attributes, dict) and attributes.get(service_map.ATTRIBUTE)}
+        changed = self._refresh(services)
+        self._advance(head, wrote=True)
+        return changed
+
+    def _affected(self, conn, touched: set[uuid.UUID]) -> set[uuid.UUID]:
+        if not touched:
+            return set()
+        registry = self.registry_cache.get()
+        ids = list(touched)
+        services = set(conn.execute(select(CI.c.id).where(
+            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(service_map.service_classes(registry)))).scalars())
+        services |= set(conn.execute(select(STATE.c.service_id).where(id_in(conn, STATE.c.service_id, ids))).scalars())
+        services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, ids))
+                                     .distinct()).scalars())
+        # An application that starts listening touches no host: the hosts it runs on are looked up too.
+        hosts = set(conn.execute(select(REL.c.target_id).where(id_in(conn, REL.c.source_id, ids),
+                                                               REL.c.type == "runs_on")).scalars())
+        keys = service_map.host_keys_of_cis(conn, registry, touched | hosts)
+        if keys:
+            # Every entry key, matched here: a few per service, where a list of the touched hosts' keys
+            # would be a statement with as many parameters as a batch has hosts.
+            services |= {service_id for service_id, key in conn.execute(select(KEY.c.service_id, KEY.c.key))
+                         if key in keys}
+        return services
+
+    def _refresh(self, services: set[uuid.UUID]) -> int:
+        """Resolve, walk and write the maps of `services`, SERVICES_PER_TRANSACTION at a time."""
+        changed = 0
+        ordered = sorted(services)
+        for start in range(0, len(ordered), SERVICES_PER_TRANSACTION):
+            chunk = ordered[start:start + SERVICES_PER_TRANSACTION]
+            registry = self.registry_cache.get()
+            with read_transaction(self.engine) as conn:
+                plans = service_map.resolve(conn, registry, chunk)
+            with self.live_graph.reading() as graph:
+                maps = service_map.walk(graph, plans, registry)
+                as_of_seq = graph.applied_seq
+            with UnitOfWork(self.engine, service_map.SOURCE) as uow:
+                changed += service_map.write(uow, plans, maps, as_of_seq)
+        return changed
+
+    def _advance(self, head: int, *, wrote: bool) -> None:
+        self._cursor = max(self._cursor or 0, head)
+        stored, at = self._stored
+        if not wrote and head - stored < CURSOR_WRITE_RECORDS and time.monotonic() - at < CURSOR_WRITE_SECONDS:
+            return
+        with write_transaction(self.engine) as conn:
+            current = conn.execute(select(CURSOR.c.seq).where(CURSOR.c.name == CURSOR_NAME)).scalar()
+            if current is None:
+                conn.execute(insert(CURSOR), {"name": CURSOR_NAME, "seq": head})
+            elif current < head:
+                conn.execute(update(CURSOR).where(CURSOR.c.name == CURSOR_NAME, CURSOR.c.seq < head).values(seq=head))
+        self._stored = (head, time.monotonic())

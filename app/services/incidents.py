@@ -3,7 +3,8 @@
 `receive(group)` is what every alert source comes to (Alertmanager's webhook, the generic form that
 Nagios and Zabbix use, through app/integrations/): the group's alerts are bound to CIs
 (app.services.alert_binding), merged into the group's incident (one per group key; an alert is
-known by its fingerprint, and one the source stopped mentioning keeps its last state), and the
+known by its fingerprint, and one the source stopped mentioning keeps its last state unless the
+rules of "Alerts that stop being reported" below end it), and the
 incident is recomputed from the firing alerts' CIs, the *failed CIs*, taken together:
   - the blast radius (app.services.impact: states, affected services with criticality and owner, risk);
   - ranked root-cause candidates (the graph's root_cause over the failed set; extra CIs down counted up

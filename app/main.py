@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             deliverer.start()
         expirer = IncidentExpirer(app.state)
         expirer.start()
-        listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry)
+        listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry,
+                                          max_connections=settings.metrics_max_connections,
+                                          read_timeout=settings.metrics_read_timeout_seconds)
         yield
         if listener is not None:
             listener.stop()

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # token (none: only GET /metrics on the API port, with a token of scope read). Bind it to an
     # address only Prometheus reaches.
     metrics_listen: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+    # What a client of that open listener may hold (app/core/metrics_listener.py): connections at once,
+    # and the seconds to send a whole request from connecting.
+    metrics_max_connections: int = Field(default=8, ge=1, le=1000)
+    metrics_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # The largest spreadsheet or bundle POST /api/v1/import takes (413 beyond). An import is one
     # transaction whatever its size (all-or-nothing): 100,000 CSV rows of a dozen columns take ~15 MB.
     max_import_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

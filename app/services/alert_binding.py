@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select, union_all
+from sqlalchemy import Connection, String, Uuid, func, select, text
 
 from app.models import CIIdentifier, ConfigurationItem
 from app.services.bulk import id_in, is_postgres
@@ -102,19 +102,21 @@ def _fqdns_of_hostnames(conn: Connection, hostnames: list[str]):
     operators of text_pattern_ops (~>=~, ~<~: bytes, whatever the database's collation), which
     ix_ci_identifier_prefix (migration 0014) is built with; SQLite's primary key already orders by bytes.
     Each hostname reads at most PREFIX_ROWS rows: a hostname of many CIs (`www`) binds nothing anyway,
-    and reading all of its fqdns would cost a scan of them."""
-    byte_order = is_postgres(conn)
-    parts = []
-    for hostname in hostnames:
-        low, high = hostname + ".", hostname + "/"  # "/" follows "." in byte order
-        if byte_order:
-            in_range = [IDENT.c.value.op("~>=~", is_comparison=True)(low), IDENT.c.value.op("~<~", is_comparison=True)(high)]
-        else:
-            in_range = [IDENT.c.value >= low, IDENT.c.value < high]
-        one = select(IDENT.c.value, IDENT.c.ci_id).where(
-            IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == "fqdn", *in_range).limit(PREFIX_ROWS).subquery()
-        parts.append(select(one.c.value, one.c.ci_id))  # a LIMIT inside UNION ALL needs its own subquery (SQLite)
-    return union_all(*parts)
+    and reading all of its fqdns would cost a scan of them.
+    Written as text, not built of SQLAlchemy constructs: building and compiling a hundred subqueries cost
+    far more than running them (1,000 hostnames among 500,000 fqdns, one run side by side on a loaded
+    machine: 1.8-2.6 s built against 0.18-0.67 s as text on PostgreSQL, 1.4-3.0 s against 0.10-0.28 s
+    on SQLite).
+    """
+    at_least, below = ("~>=~", "~<~") if is_postgres(conn) else (">=", "<")
+    families = ", ".join(f":family{n}" for n in range(len(HOST_FAMILIES)))
+    parts, params = [], {f"family{n}": family for n, family in enumerate(HOST_FAMILIES)}
+    for n, hostname in enumerate(hostnames):
+        # A LIMIT inside UNION ALL needs a subquery of its own (SQLite).
+        parts.append(f"SELECT * FROM (SELECT value, ci_id FROM ci_identifier WHERE family IN ({families}) "
+                     f"AND key = 'fqdn' AND value {at_least} :low{n} AND value {below} :high{n} LIMIT {PREFIX_ROWS}) AS p{n}")
+        params[f"low{n}"], params[f"high{n}"] = hostname + ".", hostname + "/"  # "/" follows "." in byte order
+    return text(" UNION ALL ".join(parts)).bindparams(**params).columns(value=String, ci_id=Uuid)
 
 
 def _ci_ids(conn: Connection, values: set[str]) -> dict[str, uuid.UUID]:

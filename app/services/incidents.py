@@ -38,9 +38,10 @@ status, alert counts, failed CIs (the first 100), impacted count and risk. Alert
 their own, so the feed says "incident X: 2 -> 0 firing, open -> resolved" once, not once per alert;
 an alert whose labels or annotations alone changed updates its row without a record (monitoring's
 text, not the incident's state). A webhook that changes nothing (Alertmanager repeating itself)
-writes no record and no alert, only puts the incident's `expires_at` off; one that finds the map changed under the incident (an owner, a service, a root
-cause) stores the new computation with a record, and one that finds the same answer on a newer map
-only moves `as_of_seq` (so the next repeat need not recompute).
+writes no record and no alert, and only puts the incident's `expires_at` off; one that finds the map
+changed under the incident (an owner, a service, a root cause) stores the new computation with a
+record, and one that finds the same answer on a newer map only moves `as_of_seq` (so the next repeat
+need not recompute).
 
 The graph is read under `live_graph.reading()` only for the graph's own work; names and owners are
 read from the database after it. This module never talks HTTP and never parses an outside format.

@@ -19,6 +19,7 @@ from app.api.responses import PROBLEM_RESPONSES
 from app.core import metrics_listener
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
+from app.services.incident_expiry import IncidentExpirer
 from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache
 from app.services.service_map_keeper import ServiceMapKeeper
@@ -43,12 +44,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deliverer = DeliveryWorker(engine, settings) if settings.webhooks_deliver else None
         if deliverer:
             deliverer.start()
-        listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry)
+        expirer = IncidentExpirer(app.state)
+        expirer.start()
+        listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry,
+                                          max_connections=settings.metrics_max_connections,
+                                          read_timeout=settings.metrics_read_timeout_seconds)
         app.state.service_maps.start()
         yield
         app.state.service_maps.stop()
         if listener is not None:
             listener.stop()
+        expirer.stop()
         if deliverer:
             deliverer.stop()
         engine.dispose()

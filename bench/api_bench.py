@@ -24,21 +24,20 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from sqlalchemy import insert, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from app.core import migrations  # noqa: E402
-from app.core.db import make_engine, write_transaction  # noqa: E402
-from app.services.history import UnitOfWork  # noqa: E402
-from app.models import CIIdentifier, ConfigurationItem, Relationship  # noqa: E402
-from app.services import tokens  # noqa: E402
-from app.services.identifiers import identifier_values  # noqa: E402
-from app.services.identity import identifying_facts  # noqa: E402
-from app.services.registry import load_registry  # noqa: E402
-from bench.common import fresh_database  # noqa: E402
-from tests.server import free_port  # noqa: E402
+from app.core import migrations
+from app.core.db import make_engine, write_transaction
+from app.models import CIIdentifier, ConfigurationItem, Relationship
+from app.services import tokens
+from app.services.history import UnitOfWork
+from app.services.identifiers import identifier_values
+from app.services.identity import identifying_facts
+from app.services.registry import load_registry
+from bench.common import fresh_database, served
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -169,11 +168,12 @@ def run_wrk(base: str, script: str, env: dict, seconds: int, connections: int) -
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, base],
-                         env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60).stdout
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60,
+                         check=False).stdout
     os.unlink(handle.name)
 
     def ms(label):
-        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         value, unit = float(match.group(1)), match.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
@@ -182,22 +182,6 @@ def run_wrk(base: str, script: str, env: dict, seconds: int, connections: int) -
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else "",
             "raw": out}
-
-
-def serve(database_url: str, workers: int):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
-                               env={**os.environ, "KARTA_DATABASE_URL": database_url},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def main() -> None:
@@ -215,9 +199,8 @@ def main() -> None:
     cis, relationships = generate_estate(args.cis, rng)
     print(f"generated {len(cis)} CIs, {len(relationships)} relationships in {time.perf_counter() - started:.1f}s",
           file=sys.stderr)
-    ids_file = tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False)
-    ids_file.write("\n".join(str(row["id"]) for row in rng.sample(cis, min(20_000, len(cis)))) + "\n")
-    ids_file.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False) as ids_file:
+        ids_file.write("\n".join(str(row["id"]) for row in rng.sample(cis, min(20_000, len(cis)))) + "\n")
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="karta-bench-"))
     for backend in args.backends.split(","):
@@ -226,8 +209,7 @@ def main() -> None:
         load(url, cis, relationships)
         print(f"{backend}: loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         secret = make_token(url)
-        process, base = serve(url, args.workers)
-        try:
+        with served({**os.environ, "KARTA_DATABASE_URL": url}, REPO, workers=args.workers) as base:
             env = {"KARTA_TOKEN": secret, "KARTA_IDS": ids_file.name}
             # Warm-up: caches, connection pools, and each worker's start-up work (SQLite statistics, the
             # impact graph load), which would otherwise compete with the first measurement.
@@ -237,13 +219,10 @@ def main() -> None:
                 rows.append((backend, label, result))
                 print(f"{backend} {label}: {result['rps']:.0f} req/s p50 {result['p50']:.1f} ms p99 {result['p99']:.1f} ms "
                       f"non-2xx {result['non2xx']} {result['socket_errors']}", file=sys.stderr)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
     shutil.rmtree(workdir, ignore_errors=True)
     os.unlink(ids_file.name)
-    lines = [f"CI read API, {len(cis):,} CIs and {len(relationships):,} relationships, uvicorn {args.workers} workers, "
-             f"wrk 2 threads x {args.connections} connections x {args.seconds} s, on {os.cpu_count()} cores (wrk shares them)",
+    lines = [(f"CI read API, {len(cis):,} CIs and {len(relationships):,} relationships, uvicorn {args.workers} workers, "
+              f"wrk 2 threads x {args.connections} connections x {args.seconds} s, on {os.cpu_count()} cores (wrk shares them)"),
              "", "| backend | endpoint | req/s | p50 ms | p99 ms | non-2xx |", "|---|---|---:|---:|---:|---:|"]
     for backend, label, result in rows:
         lines.append(f"| {backend} | `{label}` | {result['rps']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} | {result['non2xx']} |")

@@ -51,28 +51,41 @@ def karta_command(env: dict[str, str], checkout: Path):
 
 
 @contextmanager
-def served(env: dict[str, str], checkout: Path) -> Iterator[str]:
-    """`karta serve` (one worker) on a free port with `env`, ready; yields its base URL."""
+def served(env: dict[str, str], checkout: Path, *, workers: int = 1, startup_seconds: float = 60) -> Iterator[str]:
+    """`karta serve` of `checkout` with `env` (and `workers`) on a free port, ready (GET /readyz);
+    yields its base URL, whose `process` is the server's (its pid for memory watches). Every bench
+    starts its server here, so they measure the same server the same way; it is stopped on leaving."""
     import subprocess
     import sys
     import time
 
     import httpx
 
-    from tests.server import free_port
+    from tests.server import ServerUrl, free_port
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=checkout, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+                              cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = ServerUrl(f"http://127.0.0.1:{port}")
+    base.process = server
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"karta serve exited with {server.returncode} before it was ready")
             try:
                 if httpx.get(base + "/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.1)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"karta serve was not ready within {startup_seconds:.0f} s")
+            time.sleep(0.1)
         yield base
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)

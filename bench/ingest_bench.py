@@ -34,8 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_database, settle  # noqa: E402
-from tests.server import free_port  # noqa: E402
+from bench.common import fresh_database, karta_command, served, settle
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +75,7 @@ def generate(total: int, rng: random.Random):
             hosts.append(add(ci_class, name, {"machine_id": hexid(), "serial_number": f"CZ{rng.getrandbits(40):010X}",
                                               "fqdn": f"{name}.example.com",
                                               # unique per host: random MACs collide (birthday) and merge hosts
-                                              "mac_address": ["52:54:%02x:%02x:%02x:%02x" % tuple((len(hosts) + 1).to_bytes(4, "big"))]},
+                                              "mac_address": ["52:54:" + ":".join(f"{b:02x}" for b in (len(hosts) + 1).to_bytes(4, "big"))]},
                              {"os_name": "debian", "os_version": "12", "cpu_count": rng.choice([2, 4, 8, 16]),
                               "memory_mb": rng.choice([4096, 16384, 65536])}, rels))
     for n in range(int(counts["ip_address"] * scale)):
@@ -119,7 +118,7 @@ class PeakMemory:
     def _rss(self) -> int:
         total = 0
         pids = [self.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True,
-                                                            text=True).stdout.split()]
+                                                            text=True, check=False).stdout.split()]
         for pid in pids:
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -144,55 +143,35 @@ def run_passes(url: str, items, batch_size: int, checkout: Path):
     (pass, seconds, totals, server peak RSS so far) after each pass, so that two checkouts can take
     turns pass by pass (these machines' speed drifts over minutes)."""
     env = {**os.environ, "KARTA_DATABASE_URL": url, "PYTHONPATH": str(checkout)}
-
-    def karta(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=checkout, env=env, capture_output=True,
-                              text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"karta {' '.join(args)} failed in {checkout}: {done.stderr.strip()[-2000:]}")
-        return done.stdout
-
+    karta = karta_command(env, checkout)
     karta("db", "upgrade")
     secret = karta("token", "create", "--name", "bench", "--scope", "discovery").strip().splitlines()[-1]
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=checkout, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    memory = None
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        memory = PeakMemory(server.pid)
-        id_of = {}
-        rng = random.Random(7)
-        changed = [({**item, "attributes": {**item["attributes"], "version": "2.0", "patched": True}}
-                    if rng.random() < 0.05 else item, rels) for item, rels in items]
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=600) as http:
-            for label, data in (("first load", items), ("same again (unchanged)", items), ("5% changed", changed)):
-                settle(url)
-                started, totals = time.perf_counter(), {}
-                for body in batches_of(data, batch_size, label.split()[0], id_of):
-                    response = http.post("/api/v1/ingest", content=__import__("orjson").dumps(body),
-                                         headers={"Content-Type": "application/json"})
-                    response.raise_for_status()
-                    outcome = response.json()
-                    id_of.update(outcome["refs"])
-                    for key in ("created", "updated", "unchanged", "errors", "conflicts"):
-                        totals[key] = totals.get(key, 0) + outcome["counts"][key]
-                    totals["relationships"] = totals.get("relationships", 0) + sum(outcome["relationships"].values())
-                elapsed = time.perf_counter() - started
-                print(f"  {checkout.name} {label}: {len(data) / elapsed:,.0f} items/s ({elapsed:.1f} s) {totals}",
-                      file=sys.stderr)
-                yield label, elapsed, totals, memory.peak
-    finally:
-        if memory is not None:
+    with served(env, checkout) as base:
+        memory = PeakMemory(base.process.pid)
+        try:
+            id_of = {}
+            rng = random.Random(7)
+            changed = [({**item, "attributes": {**item["attributes"], "version": "2.0", "patched": True}}
+                        if rng.random() < 0.05 else item, rels) for item, rels in items]
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=600) as http:
+                for label, data in (("first load", items), ("same again (unchanged)", items), ("5% changed", changed)):
+                    settle(url)
+                    started, totals = time.perf_counter(), {}
+                    for body in batches_of(data, batch_size, label.split()[0], id_of):
+                        response = http.post("/api/v1/ingest", content=__import__("orjson").dumps(body),
+                                             headers={"Content-Type": "application/json"})
+                        response.raise_for_status()
+                        outcome = response.json()
+                        id_of.update(outcome["refs"])
+                        for key in ("created", "updated", "unchanged", "errors", "conflicts"):
+                            totals[key] = totals.get(key, 0) + outcome["counts"][key]
+                        totals["relationships"] = totals.get("relationships", 0) + sum(outcome["relationships"].values())
+                    elapsed = time.perf_counter() - started
+                    print(f"  {checkout.name} {label}: {len(data) / elapsed:,.0f} items/s ({elapsed:.1f} s) {totals}",
+                          file=sys.stderr)
+                    yield label, elapsed, totals, memory.peak
+        finally:
             memory.stop()
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def main() -> None:
@@ -209,9 +188,9 @@ def main() -> None:
     relationship_count = sum(len(rels) for _, rels in items)
     print(f"{len(items):,} items, {relationship_count:,} relationships", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="karta-ingest-"))
-    lines = [f"Ingest through HTTP, {len(items):,} items and {relationship_count:,} relationships in batches of "
-             f"{args.batch:,}, one client, `karta serve` with one worker, {os.cpu_count()} cores; items/s from the "
-             "mean time of the rounds", "",
+    lines = [(f"Ingest through HTTP, {len(items):,} items and {relationship_count:,} relationships in batches of "
+              f"{args.batch:,}, one client, `karta serve` with one worker, {os.cpu_count()} cores; items/s from the "
+              "mean time of the rounds"), "",
              "| code | backend | pass | items/s | seconds | created | updated | unchanged | errors | server peak RSS |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     checkouts = [("this", REPO)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])

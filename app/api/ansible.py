@@ -10,15 +10,13 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.api.ci_query import attribute_filters
+from app.api.ci_query import CIFilters, CIQuery, attribute_filters
 from app.api.deps import Reader, RegistryDep
 from app.integrations import ansible
-from app.models.ci import CIStatus
 from app.services import inventory
 
 router = APIRouter(prefix="/api/v1/integrations/ansible", tags=["integrations"])
 
-FILTERS = {"class", "status", "environment", "tag", "owner", "no_owner", "q"}
 OPTIONS = {"attributes", "ansible_host"}
 
 
@@ -32,13 +30,7 @@ def ansible_inventory(
     request: Request,
     principal: Reader,
     registry: RegistryDep,
-    ci_class: Annotated[str | None, Query(alias="class", description="Subclasses included")] = None,
-    status: CIStatus | None = None,
-    environment: str | None = None,
-    tag: str | None = None,
-    owner: str | None = None,
-    no_owner: Annotated[bool, Query(description="Only CIs without an owner")] = False,
-    q: Annotated[str | None, Query(description="Text in the name, any case", max_length=200)] = None,
+    filters: CIQuery,
     attributes: Annotated[bool, Query(description="Add each host's attributes as karta_attributes")] = False,
     ansible_host: Annotated[HostAddress, Query(
         description="What ansible_host holds: the first address of ip_address, or the fqdn (each falls back "
@@ -48,13 +40,12 @@ def ansible_inventory(
     grouped by class, environment, status, owner, tag and service (`service_<name>`: the hosts the
     service depends on through the impact graph), as `ansible-inventory --list` prints it; `_meta.hostvars`
     is always there. Strings are marked `__ansible_unsafe` so Ansible never templates them."""
-    attribute_values = attribute_filters(request, FILTERS | OPTIONS)
+    attribute_values = attribute_filters(request, CIFilters.NAMES | OPTIONS)
 
     def make() -> bytes:
         found = inventory.inventory(
             request.app.state.engine, registry, request.app.state.live_graph, with_attributes=attributes,
-            ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, no_owner=no_owner,
-            q=q, attributes=attribute_values)
+            **filters.service_kwargs(), attributes=attribute_values)
         parents = {name: info.parent for name, info in registry.get().classes.items()}
         return orjson.dumps(ansible.to_inventory(found, parents, host_address=ansible_host.value))
 

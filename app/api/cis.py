@@ -6,18 +6,26 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from app.api.ci_query import attribute_filters
-from app.api.deps import IfMatch, Reader, RegistryDep, Writer, parse_if_match, read_transaction, write
+from app.api.ci_query import CIFilters, CIQuery, attribute_filters
+from app.api.deps import (
+    IfMatch,
+    Reader,
+    RegistryDep,
+    Writer,
+    parse_if_match,
+    read_transaction,
+    write,
+)
 from app.api.responses import JSON
 from app.integrations import csv_export
 from app.models.change import HistoryPage
-from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIStatus, CIUpdate
+from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIUpdate
 from app.services import changes, cis
 from app.services.errors import InvalidInput, field_error
 
 router = APIRouter(prefix="/api/v1/cis", tags=["configuration items"])
 
-LIST_PARAMS = {"class", "status", "environment", "tag", "owner", "no_owner", "q", "sort", "limit", "cursor", "format"}
+LIST_PARAMS = CIFilters.NAMES | {"sort", "limit", "cursor", "format"}
 PAGING_PARAMS = ("sort", "limit", "cursor")  # not with format=csv: an export holds every matching CI, by id
 
 
@@ -37,13 +45,7 @@ def list_cis(
     request: Request,
     principal: Reader,
     registry: RegistryDep,
-    ci_class: Annotated[str | None, Query(alias="class", description="Subclasses included")] = None,
-    status: CIStatus | None = None,
-    environment: str | None = None,
-    tag: str | None = None,
-    owner: str | None = None,
-    no_owner: Annotated[bool, Query(description="Only CIs without an owner")] = False,
-    q: Annotated[str | None, Query(description="Text in the name, any case", max_length=200)] = None,
+    filters: CIQuery,
     sort: Annotated[str | None, Query(
         description="name, class, status, last_seen or updated_at; a leading '-' reverses (`-updated_at`: newest "
                     f"first). Without it, by id. last_seen needs filters leaving at most {cis.LAST_SEEN_SORT_MAX:,} CIs",
@@ -56,17 +58,12 @@ def list_cis(
 ):
     """Filter with `attr.<key>=<value>` too (e.g. `attr.os_name=debian`); page with `cursor` = `next_cursor`
     (a cursor belongs to the sort it was made with)."""
-    attributes = attribute_filters(request, LIST_PARAMS)
-    filters = {"ci_class": ci_class, "status": status, "environment": environment, "tag": tag, "owner": owner,
-               "no_owner": no_owner, "q": q, "attributes": attributes}
+    chosen = {**filters.service_kwargs(), "attributes": attribute_filters(request, LIST_PARAMS)}
     if format == "csv":
-        return _export(request, registry, filters)
+        return _export(request, registry, chosen)
     with read_transaction(request) as conn:
-        page = cis.list_cis(
-            conn, registry, ci_class=ci_class, status=status, environment=environment, tag=tag, owner=owner, no_owner=no_owner,
-            q=q, attributes=attributes, sort=sort, limit=limit or request.app.state.settings.default_page_size,
-            cursor=cursor,
-        )
+        page = cis.list_cis(conn, registry, **chosen, sort=sort,
+                            limit=limit or request.app.state.settings.default_page_size, cursor=cursor)
     return JSON(page)
 
 

@@ -22,10 +22,7 @@ class IncidentStatus(StrEnum):
 
 
 def _context(request: Request) -> incidents.Context:
-    state = request.app.state
-    return incidents.Context(engine=state.engine, live_graph=state.live_graph, registry=state.registry,
-                             rules=state.settings.alert_bindings, impacted_max=state.settings.incident_impacted_max,
-                             root_cause_extra_cap=state.settings.incident_root_cause_extra_cap)
+    return incidents.context(request.app.state)
 
 
 @router.post("/integrations/alertmanager")

@@ -5,16 +5,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from app.api.ci_query import attribute_filters
+from app.api.ci_query import HostFilters, HostQuery, attribute_filters
 from app.api.deps import Reader, RegistryDep, read_transaction
 from app.api.responses import JSON
 from app.integrations import prometheus
-from app.models.ci import CIStatus
 from app.services import scrape_targets
 
 router = APIRouter(prefix="/api/v1/integrations/prometheus", tags=["integrations"])
 
-PARAMS = {"class", "status", "environment", "tag", "owner", "port", "address"}
+PARAMS = HostFilters.NAMES | {"port", "address"}
 
 
 @router.get("/targets")
@@ -22,11 +21,7 @@ def targets(
     request: Request,
     principal: Reader,
     registry: RegistryDep,
-    ci_class: Annotated[str | None, Query(alias="class", description="Default server; subclasses included")] = None,
-    status: CIStatus | None = None,
-    environment: str | None = None,
-    tag: str | None = None,
-    owner: str | None = None,
+    filters: HostQuery,
     port: Annotated[int, Query(ge=1, le=65535, description="The port after every address")] = prometheus.DEFAULT_PORT,
     address: Annotated[Literal["ip", "fqdn"], Query(description="Which comes first when a host has both")] = "ip",
 ):
@@ -35,6 +30,5 @@ def targets(
     Filter like the CI list, `attr.<key>=<value>` included."""
     with read_transaction(request) as conn:
         found = scrape_targets.targets(conn, registry, request.app.state.live_graph, prefer=address,
-                                       ci_class=ci_class, status=status, environment=environment, tag=tag,
-                                       owner=owner, attributes=attribute_filters(request, PARAMS))
+                                       **filters.service_kwargs(), attributes=attribute_filters(request, PARAMS))
     return JSON(prometheus.http_sd(found, port))

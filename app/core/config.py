@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     # failures took 1.15 s p50 uncapped, 215 ms at 20,000, 63 ms at 5,000, 24 ms at 1,000 (BENCHMARKS.md,
     # incidents). A candidate that takes more than 1,000 other CIs down is a weak explanation anyway.
     incident_root_cause_extra_cap: int = Field(default=1_000, ge=0, le=10_000_000)
+    # An open Alertmanager incident with no notification of its group for this long has stopped firing
+    # (all silenced, inhibited, or Alertmanager gone): its firing alerts expire (app.services.incidents).
+    # Alertmanager repeats a firing group every repeat_interval (4h by default): set this to the route's
+    # repeat_interval + group_interval + a margin. Expiry is swept every `incident_sweep_seconds`, at
+    # most `incident_sweep_max` incidents a sweep (app.services.incident_expiry).
+    alert_expiry_seconds: float = Field(default=4 * 3600 + 15 * 60, ge=1, le=90 * 86400)
+    incident_sweep_seconds: float = Field(default=30.0, ge=0.05, le=3600)
+    incident_sweep_max: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("alert_bindings")
     @classmethod
@@ -127,6 +135,10 @@ class Settings(BaseSettings):
     # token (none: only GET /metrics on the API port, with a token of scope read). Bind it to an
     # address only Prometheus reaches.
     metrics_listen: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+    # What a client of that open listener may hold (app/core/metrics_listener.py): connections at once,
+    # and the seconds to send a whole request from connecting.
+    metrics_max_connections: int = Field(default=8, ge=1, le=1000)
+    metrics_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # The largest spreadsheet or bundle POST /api/v1/import takes (413 beyond). An import is one
     # transaction whatever its size (all-or-nothing): 100,000 CSV rows of a dozen columns take ~15 MB.
     max_import_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

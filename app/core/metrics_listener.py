@@ -7,14 +7,21 @@ multiprocess mode (app.core.metrics) the answer is the same whichever worker hol
 worker stops, uvicorn starts another, which takes the port over. `karta serve` checks that the
 address can be bound before starting workers, so a mistake is an error at start, not a silence.
 
-It answers GET /metrics and nothing else, and never reads a body; a connection that does not send its
-request within READ_TIMEOUT_SECONDS is closed.
+It answers GET /metrics and nothing else, and never reads a body. It is open to whoever reaches the
+address, so what a client can hold is bounded: at most `max_connections` connections at once
+(KARTA_METRICS_MAX_CONNECTIONS; one more is answered 503 and closed at once, without a thread), and a
+connection that has not sent its whole request (line and headers) within `read_timeout` seconds of
+connecting (KARTA_METRICS_READ_TIMEOUT_SECONDS) is closed, however it trickles its bytes. One request
+per connection (HTTP/1.0). A Prometheus scrapes with one connection at a time, so the default of 8
+leaves room for a few scrapers and a person with curl.
 """
 
 import errno
+import io
 import logging
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -24,6 +31,10 @@ from app.core.metrics import render
 
 log = logging.getLogger("karta.metrics")
 READ_TIMEOUT_SECONDS = 10
+MAX_CONNECTIONS = 8
+_BUSY_TEXT = b"Too many connections to /metrics here.\n"
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_TEXT), _BUSY_TEXT))
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -35,11 +46,34 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), number
 
 
+class _RequestReader(socket.SocketIO):
+    """The connection's bytes, each read waiting at most until `deadline` (time.monotonic()): a socket
+    timeout alone bounds one read, and a client sending a byte every few seconds would never end."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__(sock, "rb")
+        self._deadline = deadline
+
+    def readinto(self, buffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request was not read in time")
+        self._sock.settimeout(remaining)
+        return super().readinto(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
-    timeout = READ_TIMEOUT_SECONDS  # on the socket: a silent client is dropped, never waited on
+    timeout = READ_TIMEOUT_SECONDS  # on the socket: also bounds each write of the answer
     server_version = "karta-metrics"
 
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout
+        super().setup()
+        self.rfile.close()  # replaced by a reader that stops at the deadline
+        self.rfile = io.BufferedReader(_RequestReader(self.connection, time.monotonic() + self.server.read_timeout))
+
     def do_GET(self) -> None:
+        self.connection.settimeout(self.server.read_timeout)  # the answer's writes: not what the reads left
         if urlsplit(self.path).path != "/metrics":
             self._answer(404, b"Only /metrics is served here.\n", "text/plain; charset=utf-8")
             return
@@ -65,10 +99,36 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry) -> None:
+    def __init__(self, address: tuple[str, int], registry: CollectorRegistry, max_connections: int = MAX_CONNECTIONS,
+                 read_timeout: float = READ_TIMEOUT_SECONDS) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.registry = registry
+        self.read_timeout = read_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        """A thread for the connection when a slot is free; otherwise 503 (fits any socket's send buffer:
+        never waits on the client) and closed, from the accepting thread."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class MetricsListener:
@@ -83,13 +143,14 @@ class MetricsListener:
         self._thread.join(timeout=5)
 
 
-def start(address: str | None, registry: CollectorRegistry) -> MetricsListener | None:
+def start(address: str | None, registry: CollectorRegistry, *, max_connections: int = MAX_CONNECTIONS,
+          read_timeout: float = READ_TIMEOUT_SECONDS) -> MetricsListener | None:
     """Serve /metrics on `address` from a thread of this worker; None when no address is set or another
     worker holds it."""
     if not address:
         return None
     try:
-        server = _Server(split_address(address), registry)
+        server = _Server(split_address(address), registry, max_connections, read_timeout)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             return None  # another worker of this `karta serve` serves it

@@ -16,9 +16,14 @@ sends this; `version` has been "4" since 0.8). A sample, as Alertmanager posts i
                  "fingerprint": "5b3c8ad3e1a6b2f4"}]}
 
 `endsAt` of a firing alert is Go's zero time (year 1), or the time Alertmanager will consider it
-resolved when Prometheus stops re-sending it; either way Karta keeps `endsAt` only for resolved alerts.
-`truncatedAlerts` counts alerts Alertmanager left out (its `max_alerts`); the ones sent are merged,
-the others keep their last known state.
+resolved when Prometheus stops re-sending it: it is the alert's `valid_until`, which can only put off
+its incident's expiry (app.services.incidents, "expired": Prometheus renews it without a notification,
+so it has usually passed long before the group's next one); `ends_at` is kept for resolved alerts.
+Every notification lists the group's current alerts: one with none truncated is `complete`, and a
+firing alert it leaves out (silenced, inhibited) is no longer firing. `truncatedAlerts` counts alerts
+Alertmanager left out (its `max_alerts`); then the ones sent are merged and the others keep their last
+known state. A firing group is sent again every repeat_interval (`renotified`): one that falls silent
+longer than that (KARTA_ALERT_EXPIRY_SECONDS) has stopped firing, all of it silenced for instance.
 
 Validated strictly where Karta reads a field (types, version "4", statuses), and lenient elsewhere:
 fields a later Alertmanager adds are ignored, so a valid payload never gets a 4xx (Alertmanager does
@@ -80,9 +85,10 @@ def _time(value: datetime | None) -> datetime | None:
 def to_group(payload: AlertmanagerPayload) -> AlertGroup:
     return AlertGroup(
         source=SOURCE, group_key=payload.group_key, receiver=payload.receiver or None,
-        group_labels=payload.group_labels,
+        group_labels=payload.group_labels, complete=payload.truncated_alerts == 0, renotified=True,
         alerts=[AlertIn(fingerprint=alert.fingerprint, status=alert.status, labels=alert.labels,
                         annotations=alert.annotations, starts_at=_time(alert.starts_at),
                         ends_at=_time(alert.ends_at) if alert.status == "resolved" else None,
-                        generator_url=alert.generator_url or None)
+                        generator_url=alert.generator_url or None,
+                        valid_until=_time(alert.ends_at) if alert.status == "firing" else None)
                 for alert in payload.alerts])

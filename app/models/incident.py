@@ -20,7 +20,10 @@ from sqlmodel import Field, SQLModel
 from app.models.types import JSONColumn, Timestamp, new_id, utcnow
 
 INCIDENT_STATUSES = ("open", "resolved")
-ALERT_STATUSES = ("firing", "resolved")
+# absent: firing, then missing from a complete notification of its group (silenced, inhibited, or gone);
+# expired: firing when its group fell silent past the incident's expires_at. Both end the alert as
+# `resolved` does for the incident's status (app.services.incidents says why).
+ALERT_STATUSES = ("firing", "resolved", "absent", "expired")
 
 
 class Incident(SQLModel, table=True):
@@ -29,6 +32,7 @@ class Incident(SQLModel, table=True):
         CheckConstraint("status IN ('open','resolved')", name="ck_incident_status"),
         Index("ix_incident_group_key_hash", "group_key_hash", unique=True),
         Index("ix_incident_status_id", "status", "id"),
+        Index("ix_incident_expires_at", "expires_at"),
     )
 
     id: uuid.UUID = Field(default_factory=new_id, sa_column=Column(Uuid, primary_key=True))
@@ -43,12 +47,15 @@ class Incident(SQLModel, table=True):
     opened_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
     resolved_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(Timestamp, nullable=False))
+    # An open incident whose source repeats its firing groups (Alertmanager): when its firing alerts are
+    # taken as gone if no notification of the group came meanwhile (migration 0014). None otherwise.
+    expires_at: datetime | None = Field(default=None, sa_column=Column(Timestamp, nullable=True))
 
 
 class IncidentAlert(SQLModel, table=True):
     __tablename__ = "incident_alert"
     __table_args__ = (
-        CheckConstraint("status IN ('firing','resolved')", name="ck_incident_alert_status"),
+        CheckConstraint("status IN ('firing','resolved','absent','expired')", name="ck_incident_alert_status"),
         Index("ix_incident_alert_ci_id", "ci_id"),
     )
 

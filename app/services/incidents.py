@@ -3,22 +3,45 @@
 `receive(group)` is what every alert source comes to (Alertmanager's webhook, the generic form that
 Nagios and Zabbix use, through app/integrations/): the group's alerts are bound to CIs
 (app.services.alert_binding), merged into the group's incident (one per group key; an alert is
-known by its fingerprint, and one the source stopped mentioning keeps its last state), and the
+known by its fingerprint, and one the source stopped mentioning keeps its last state unless the
+rules of "Alerts that stop being reported" below end it), and the
 incident is recomputed from the firing alerts' CIs, the *failed CIs*, taken together:
   - the blast radius (app.services.impact: states, affected services with criticality and owner, risk);
   - ranked root-cause candidates (the graph's root_cause over the failed set; extra CIs down counted up
     to a cap, KARTA_INCIDENT_ROOT_CAUSE_EXTRA_CAP, so a webhook answers in milliseconds);
   - the owners to notify: owners of the failed CIs and of the services in the blast radius.
-It is open while one alert fires, resolved when all are resolved, and reopens when one fires again.
+It is open while one alert fires, resolved when none does, and reopens when one fires again.
+
+Alerts that stop being reported. Alertmanager lists a group's current alerts in every notification,
+and leaves out an alert silenced or inhibited after it fired; a group whose alerts are all silenced
+gets no notification at all. Left as it was last reported, such an alert would fire in Karta forever.
+  - `absent`: a firing alert missing from a *complete* notification of its group (`AlertGroup.complete`:
+    Alertmanager with none of the group's alerts truncated) is no longer firing. It ends like a resolved
+    one for the incident's status, and fires again if a later notification lists it firing.
+  - `expired`: a source that repeats its firing groups (`AlertGroup.renotified`: Alertmanager sends the
+    group again every repeat_interval while one alert fires) gives an open incident `expires_at`, the
+    later of now + `Context.alert_expiry_seconds` and the latest `endsAt` of its firing alerts. Past
+    it with no newer notification, its firing alerts are `expired`. Not `endsAt` alone: Prometheus
+    sets it a few minutes ahead and renews it in Alertmanager without a notification, so the endsAt a
+    webhook carries has passed long before the next repeat of a group that still fires; the setting
+    (KARTA_ALERT_EXPIRY_SECONDS) is the route's repeat_interval plus group_interval and a margin.
+    Expiry is applied when a notification of the group arrives (a truncated one: to the alerts it does
+    not list) and by the sweep (`expire`, run by app.services.incident_expiry), which writes the
+    change record when the alert expires, not when someone next looks, and keeps reads read-only.
+The generic form (Nagios, Zabbix, `karta alert`) reports one check per request and repeats nothing:
+neither rule applies to it; an alert of it ends when the check reports OK or UP.
+Counts: `resolved` counts every alert that does not fire; `absent` and `expired` (present when not 0)
+say how many of those ended that way.
 
 Each change goes through one unit of work and one change record (object_type "incident"): the diff of
 status, alert counts, failed CIs (the first 100), impacted count and risk. Alerts get no records of
 their own, so the feed says "incident X: 2 -> 0 firing, open -> resolved" once, not once per alert;
 an alert whose labels or annotations alone changed updates its row without a record (monitoring's
 text, not the incident's state). A webhook that changes nothing (Alertmanager repeating itself)
-writes nothing; one that finds the map changed under the incident (an owner, a service, a root
-cause) stores the new computation with a record, and one that finds the same answer on a newer map
-only moves `as_of_seq` (so the next repeat need not recompute).
+writes no record and no alert, and only puts the incident's `expires_at` off; one that finds the map
+changed under the incident (an owner, a service, a root cause) stores the new computation with a
+record, and one that finds the same answer on a newer map only moves `as_of_seq` (so the next repeat
+need not recompute).
 
 The graph is read under `live_graph.reading()` only for the graph's own work; names and owners are
 read from the database after it. This module never talks HTTP and never parses an outside format.
@@ -27,8 +50,8 @@ read from the database after it. This module never talks HTTP and never parses a
 import hashlib
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -71,6 +94,8 @@ class AlertIn:
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     generator_url: str | None = None
+    # A firing alert's end as the source foresees it (Alertmanager's endsAt): see "expired" above.
+    valid_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,10 @@ class AlertGroup:
     alerts: list[AlertIn]
     receiver: str | None = None
     group_labels: dict[str, str] = field(default_factory=dict)
+    # The alerts are all the group's current ones: a firing alert left out is `absent`.
+    complete: bool = False
+    # The source sends a firing group again and again: an incident silent past expires_at has expired.
+    renotified: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +123,17 @@ class Context:
     # Root-cause candidates are told apart by the CIs they would take down besides the symptoms only up
     # to this many (graph.causes, extra_cap): past it, counting costs seconds at a million CIs.
     root_cause_extra_cap: int | None = 1_000
+    # How long an open incident of a renotified group stays open without a notification (see "expired").
+    alert_expiry_seconds: float = 4 * 3600 + 15 * 60
+
+
+def context(state: Any) -> Context:
+    """The context of the running service (the app's state): the API's and the expiry sweep's."""
+    settings = state.settings
+    return Context(engine=state.engine, live_graph=state.live_graph, registry=state.registry,
+                   rules=settings.alert_bindings, impacted_max=settings.incident_impacted_max,
+                   root_cause_extra_cap=settings.incident_root_cause_extra_cap,
+                   alert_expiry_seconds=settings.alert_expiry_seconds)
 
 
 def key_hash(group_key: str) -> str:
@@ -114,11 +154,53 @@ def receive(ctx: Context, actor: str, group: AlertGroup, *, token_id: uuid.UUID 
         row = conn.execute(select(INCIDENT).where(INCIDENT.c.group_key_hash == key_hash(group.group_key))
                            ).mappings().first()
         stored = _stored_alerts(conn, row["id"]) if row is not None else {}
-        failed = _failed({**stored, **{f: {"status": a.status, "ci_id": b.ci_id if b else None}
-                                       for f, (a, b) in incoming.items()}})
+        ended = _no_longer_reported(stored, incoming, group, row, datetime.now(UTC))
+        failed = _failed({**stored, **{f: {**stored[f], "status": status} for f, (status, _) in ended.items()},
+                          **{f: {"status": a.status, "ci_id": b.ci_id if b else None} for f, (a, b) in incoming.items()}})
         computed = None if row is not None and _still_holds(conn, row, failed) else (failed, *compute(ctx, conn, failed))
     return in_unit_of_work(ctx.engine, actor, lambda uow: _apply(ctx, uow, group, incoming, computed),
                            token_id=token_id)
+
+
+def expire(ctx: Context, actor: str, incident_id: uuid.UUID) -> bool:
+    """Expire the firing alerts of an incident whose group fell silent past its expires_at (the sweep,
+    app.services.incident_expiry); whether it did. Skips an incident another worker holds (it is
+    being notified or expired there) and one a notification renewed since it was found."""
+    def work(uow: UnitOfWork) -> bool:
+        query = select(INCIDENT).where(INCIDENT.c.id == incident_id, INCIDENT.c.expires_at <= uow.now)
+        row = uow.conn.execute(locked(uow.conn, query, skip_locked=True)).mappings().first()
+        if row is None:
+            return False
+        group = AlertGroup(source=row["source"], group_key=row["group_key"], alerts=[], receiver=row["receiver"],
+                           group_labels=row["group_labels"])
+        _apply(ctx, uow, group, {}, None)
+        return True
+    return in_unit_of_work(ctx.engine, actor, work)
+
+
+def _no_longer_reported(stored: dict[str, dict[str, Any]], incoming: dict, group: AlertGroup, row,
+                        now: datetime) -> dict[str, tuple[str, datetime]]:
+    """The stored firing alerts this notification ends, with their new status and end: `absent` when it
+    lists the whole group and not them; `expired` (at expires_at) when the incident's time has passed."""
+    if group.complete:
+        status, end = "absent", now
+    elif row is not None and row["expires_at"] is not None and _same(row["expires_at"]) <= _same(now):
+        status, end = "expired", row["expires_at"]
+    else:
+        return {}
+    return {f: (status, end) for f, alert in stored.items() if alert["status"] == "firing" and f not in incoming}
+
+
+def _expires_at(ctx: Context, group: AlertGroup, incoming: dict, row, status: str, now: datetime) -> datetime | None:
+    """When the open incident of a renotified group expires (see "expired" above); None when resolved.
+    A notification from a source that does not repeat (the generic form) leaves it as it was."""
+    if status != "open":
+        return None
+    if not group.renotified:
+        return row.get("expires_at")
+    latest = max((a.valid_until for a, _ in incoming.values() if a.status == "firing" and a.valid_until), default=None)
+    window = now + timedelta(seconds=ctx.alert_expiry_seconds)
+    return window if latest is None or _same(latest) < _same(window) else latest
 
 
 def _stored_alerts(conn: Connection, incident_id: uuid.UUID) -> dict[str, dict[str, Any]]:
@@ -151,11 +233,9 @@ def _clean(mapping: dict[str, str]) -> dict[str, str]:
 
 
 def _clean_group(group: AlertGroup) -> AlertGroup:
-    return AlertGroup(
-        source=group.source, group_key=_text(group.group_key), receiver=_text(group.receiver),
-        group_labels=_clean(group.group_labels),
-        alerts=[AlertIn(fingerprint=_text(a.fingerprint), status=a.status, labels=_clean(a.labels),
-                        annotations=_clean(a.annotations), starts_at=a.starts_at, ends_at=a.ends_at,
+    return replace(
+        group, group_key=_text(group.group_key), receiver=_text(group.receiver), group_labels=_clean(group.group_labels),
+        alerts=[replace(a, fingerprint=_text(a.fingerprint), labels=_clean(a.labels), annotations=_clean(a.annotations),
                         generator_url=_text(a.generator_url)) for a in group.alerts])
 
 
@@ -174,6 +254,8 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, com
         _fill_times(new, old, now)
         if old is None or any(_same(old[k]) != _same(v) for k, v in new.items()):
             changed[fingerprint] = {**new, "updated_at": now}
+    for fingerprint, (status, end) in _no_longer_reported(stored, incoming, group, row, now).items():
+        changed[fingerprint] = {**stored[fingerprint], "status": status, "ends_at": end, "updated_at": now}
     merged = {**stored, **changed}
     dropped = _over_the_cap(merged)
     for fingerprint in dropped:
@@ -188,17 +270,19 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, com
         summary, as_of_seq = compute(ctx, conn, failed)
     summary["counts"] = _counts(merged.values())
     status = "open" if summary["counts"]["firing"] else "resolved"
+    expires_at = _expires_at(ctx, group, incoming, row, status, now)
     before = None if created else _feed_view(row["status"], row["summary"])
     after = _feed_view(status, summary)
-    if not created and not changed and not dropped and before == after:
-        if _as_stored(summary) == _as_stored(row["summary"]):
-            if as_of_seq != row["as_of_seq"]:
-                # Recomputed on a newer graph with the same answer: only when it was last confirmed
-                # moves (no record: nothing the incident says changed), so a repeat does not recompute.
-                conn.execute(update(INCIDENT).where(INCIDENT.c.id == incident_id).values(as_of_seq=as_of_seq))
-            return _public(row, row["summary"], as_of_seq)
-        # The map changed under it (an owner, a service's criticality, a root cause): stored below,
-        # with a record naming what the feed view shows of it (owners, services).
+    # When the feed's view and the whole summary are as stored, nothing is recorded: a graph recomputed
+    # with the same answer only moves when it was last confirmed (so a repeat does not recompute), and a
+    # repeat of the group puts off its expiry. When only the summary changed (an owner, a service's
+    # criticality, a root cause), it is stored below with a record naming what the feed view shows of it.
+    if (not created and not changed and not dropped and before == after
+            and _as_stored(summary) == _as_stored(row["summary"])):
+        moved = {k: v for k, v in (("as_of_seq", as_of_seq), ("expires_at", expires_at)) if _same(v) != _same(row[k])}
+        if moved:
+            conn.execute(update(INCIDENT).where(INCIDENT.c.id == incident_id).values(**moved))
+        return _public({**row, **moved}, row["summary"], as_of_seq)
     stale = set(changed) | set(dropped)
     for chunk in _chunks(sorted(stale)):
         conn.execute(delete(ALERT).where(ALERT.c.incident_id == incident_id, ALERT.c.fingerprint.in_(chunk)))
@@ -206,10 +290,10 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, com
         insert_rows(conn, ALERT, list(changed.values()))
     values = {"status": status, "summary": summary, "as_of_seq": as_of_seq, "updated_at": now,
               "resolved_at": (row["resolved_at"] or now) if status == "resolved" else None,
-              "receiver": group.receiver, "group_labels": group.group_labels}
+              "receiver": group.receiver, "group_labels": group.group_labels, "expires_at": expires_at}
     conn.execute(update(INCIDENT).where(INCIDENT.c.id == incident_id).values(**values))
-    diff = {k: [None if before is None else before.get(k), v] for k, v in after.items()
-            if before is None or before.get(k) != v}
+    diff = {k: [_before(before, k), after.get(k, 0)] for k in (*after, *(before or ()))
+            if before is None or _before(before, k) != after.get(k, 0)}
     if created:
         diff = {"group_key": [None, group.group_key], "source": [None, group.source], **diff}
     elif not diff:  # what changed is below the feed's view (a name, a path, a root cause's count)
@@ -217,6 +301,13 @@ def _apply(ctx: Context, uow: UnitOfWork, group: AlertGroup, incoming: dict, com
     if diff:
         uow.record("incident", incident_id, "create" if created else "update", diff)
     return _public({**row, **values}, summary, as_of_seq)
+
+
+def _before(view: dict[str, Any] | None, key: str) -> Any:
+    """A value of the feed's view before; the counts shown only when not 0 (absent, expired) were 0."""
+    if view is None:
+        return None
+    return view.get(key, 0 if key.removeprefix("alerts_") in _ENDED_COUNTS else None)
 
 
 def _fill_times(new: dict[str, Any], old: dict[str, Any] | None, now: datetime) -> None:
@@ -255,7 +346,7 @@ def _lock_or_create(uow: UnitOfWork, group: AlertGroup) -> tuple[dict[str, Any],
         return dict(row), False
     new = {"id": new_id(), "group_key": group.group_key, "group_key_hash": digest, "source": group.source,
            "receiver": group.receiver, "group_labels": group.group_labels, "status": "open", "summary": {},
-           "as_of_seq": 0, "opened_at": uow.now, "resolved_at": None, "updated_at": uow.now}
+           "as_of_seq": 0, "opened_at": uow.now, "resolved_at": None, "updated_at": uow.now, "expires_at": None}
     try:
         with conn.begin_nested():
             conn.execute(insert(INCIDENT).values(**new))
@@ -268,18 +359,24 @@ def _lock_or_create(uow: UnitOfWork, group: AlertGroup) -> tuple[dict[str, Any],
 def _over_the_cap(alerts: dict[str, dict]) -> list[str]:
     if len(alerts) <= MAX_ALERTS:
         return []
-    resolved = sorted((a for a in alerts.values() if a["status"] == "resolved"),
+    resolved = sorted((a for a in alerts.values() if a["status"] != "firing"),
                       key=lambda a: (_same(a["ends_at"] or a["updated_at"]), a["fingerprint"]))
     return [a["fingerprint"] for a in resolved[:len(alerts) - MAX_ALERTS]]
 
 
+_ENDED_COUNTS = ("absent", "expired")
+
+
 def _counts(alerts) -> dict[str, int]:
+    """firing, resolved (every alert not firing), unbound; and absent, expired (of the resolved) when not 0."""
     counts = Counter()
     for alert in alerts:
         counts[alert["status"]] += 1
         if alert["ci_id"] is None:
             counts["unbound"] += 1
-    return {"firing": counts["firing"], "resolved": counts["resolved"], "unbound": counts["unbound"]}
+    ended = {status: counts[status] for status in _ENDED_COUNTS if counts[status]}
+    return {"firing": counts["firing"], "resolved": counts["resolved"] + sum(ended.values()),
+            "unbound": counts["unbound"], **ended}
 
 
 def _feed_view(status: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +388,8 @@ def _feed_view(status: str, summary: dict[str, Any]) -> dict[str, Any]:
             "failed_cis": [ci["id"] for ci in summary.get("failed", [])[:FEED_FAILED_MAX]],
             "impacted": radius.get("counts", {}).get("total", 0), "risk": radius.get("risk"),
             "owners": summary.get("owners", []),
-            "services": [service["id"] for service in radius.get("services", [])[:FEED_FAILED_MAX]]}
+            "services": [service["id"] for service in radius.get("services", [])[:FEED_FAILED_MAX]],
+            **{f"alerts_{status}": counts[status] for status in _ENDED_COUNTS if counts.get(status)}}
 
 
 def graph_changed_since(conn: Connection, seq: int) -> bool:
@@ -331,6 +429,7 @@ def _public(row: dict[str, Any], summary: dict[str, Any], as_of_seq: int) -> dic
     return {"id": row["id"], "group_key": row["group_key"], "source": row["source"], "receiver": row["receiver"],
             "group_labels": row["group_labels"], "status": row["status"], "opened_at": as_utc(row["opened_at"]),
             "resolved_at": as_utc(row["resolved_at"]), "updated_at": as_utc(row["updated_at"]),
+            "expires_at": as_utc(row.get("expires_at")),
             "as_of_seq": as_of_seq, "counts": summary.get("counts", {}), "failed": summary.get("failed", []),
             "blast_radius": summary.get("blast_radius", {}), "root_cause": summary.get("root_cause", []),
             "owners": summary.get("owners", [])}

@@ -28,11 +28,11 @@ WAIT_SECONDS = 60
 
 
 
-def alertmanager_config(karta: str, token_file: Path) -> str:
+def alertmanager_config(karta: str, token_file: Path, **route: str) -> str:
     """The README's alertmanager.yml with this test's Karta and token file; grouped by team, and
-    within a second instead of 30 s."""
+    within a second instead of 30 s; `route` overrides more of the route (repeat_interval)."""
     config = yaml.safe_load(readme_block("yaml", "webhook_configs"))
-    config["route"].update(group_by=["team"], group_wait="1s", group_interval="1s", repeat_interval="1h")
+    config["route"].update({"group_by": ["team"], "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h", **route})
     [webhook] = config["receivers"][0]["webhook_configs"]
     assert webhook["url"] == "https://karta.example.com/api/v1/integrations/alertmanager"
     webhook["url"] = webhook["url"].replace("https://karta.example.com", karta)
@@ -41,13 +41,13 @@ def alertmanager_config(karta: str, token_file: Path) -> str:
 
 
 @contextmanager
-def running_alertmanager(directory: Path, karta: str, token: str):
+def running_alertmanager(directory: Path, karta: str, token: str, **route: str):
     """Alertmanager on a free loopback port, gossip off, its data in `directory`; yields its base URL."""
     token_file = directory / "karta-token"
     token_file.write_text(token)
     token_file.chmod(0o600)
     config = directory / "alertmanager.yml"
-    config.write_text(alertmanager_config(karta, token_file))
+    config.write_text(alertmanager_config(karta, token_file, **route))
     port = free_port()
     log = (directory / "alertmanager.log").open("w+")
     # No proxy variables: its webhook goes straight to Karta on this machine.
@@ -166,3 +166,62 @@ def test_alertmanager_groups_reach_karta_as_incidents_and_resolve(database_url, 
                 by_incident.setdefault(record["object_id"], []).append(record["diff"].get("status", [None, None])[1])
         assert sorted(by_incident) == sorted(i["id"] for i in resolved.values())
         assert all(statuses[0] == "open" and statuses[-1] == "resolved" for statuses in by_incident.values()), by_incident
+
+
+def silence(base: str, instance: str) -> None:
+    now = datetime.now(UTC)
+    body = {"matchers": [{"name": "instance", "value": instance, "isRegex": False, "isEqual": True}],
+            "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat(),
+            "createdBy": "karta tests", "comment": "maintenance"}
+    response = httpx.post(f"{base}/api/v2/silences", json=body, timeout=10, trust_env=False)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.tools
+def test_silenced_alerts_stop_firing_in_karta(database_url, tmp_path):
+    """A silenced alert is left out of its group's next notification (absent); a group silenced whole
+    gets none, and its incident expires after KARTA_ALERT_EXPIRY_SECONDS; a group that keeps firing is
+    repeated every repeat_interval (shorter) and stays open. The alerts are posted again and again,
+    as Prometheus does, without endsAt: Alertmanager gives them its resolve_timeout (5 min)."""
+    if not shutil.which(ALERTMANAGER):
+        missing_requirement("prometheus-alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)")
+    engine = make_engine(database_url)
+    secrets = create_tokens(engine)
+    engine.dispose()
+    env = {"KARTA_ALERT_EXPIRY_SECONDS": "6", "KARTA_INCIDENT_SWEEP_SECONDS": "0.2"}
+    with running_server(database_url, env=env) as karta, \
+            httpx.Client(base_url=karta, trust_env=False, timeout=30) as client:
+        api = Api(client, secrets)
+        build_topology(api)
+        with running_alertmanager(tmp_path, karta, secrets["write"], repeat_interval="2s") as alertmanager:
+            alerts = [prometheus_alert("NodeDown", "10.0.0.21:9100", "dba"),
+                      prometheus_alert("PostgresDown", "db-1.example.com:9187", "dba"),
+                      prometheus_alert("NodeDown", "web-1:9100", "web"),
+                      prometheus_alert("NodeDown", "printer-7:9100", "web")]
+
+            def incidents() -> dict[str, dict]:
+                am_post(alertmanager, alerts)  # Prometheus re-sends what fires
+                listed = api.get("/api/v1/incidents", as_="read").json()["items"]
+                return {i["group_key"]: api.get(f"/api/v1/incidents/{i['id']}", as_="read").json() for i in listed}
+
+            def states(incident: dict) -> dict[str, str]:
+                return {a["labels"]["instance"]: a["status"] for a in incident["alerts"]}
+
+            dba_key, web_key = '{}:{team="dba"}', '{}:{team="web"}'
+            wait_for(incidents, lambda found: {k: i["counts"]["firing"] for k, i in found.items()} == {
+                dba_key: 2, web_key: 2}, "two open incidents of two alerts each")
+
+            silence(alertmanager, "printer-7:9100")
+            found = wait_for(incidents, lambda found: states(found[web_key]).get("printer-7:9100") == "absent",
+                             "the silenced printer-7 alert absent from the web group")
+            assert states(found[web_key]) == {"web-1:9100": "firing", "printer-7:9100": "absent"}
+            assert found[web_key]["status"] == "open"
+
+            silence(alertmanager, "web-1:9100")
+            found = wait_for(incidents, lambda found: found[web_key]["status"] == "resolved",
+                             "the web group, silenced whole, resolved")
+            assert states(found[web_key]) == {"web-1:9100": "expired", "printer-7:9100": "absent"}
+            assert found[dba_key]["status"] == "open" and found[dba_key]["counts"]["firing"] == 2
+        feed = api.get("/api/v1/changes?since=0&limit=1000", as_="read").json()["items"]
+        expired = [(r["object_id"], r["actor"]) for r in feed if "alerts_expired" in r["diff"]]
+        assert expired == [(found[web_key]["id"], "alert-expiry")]

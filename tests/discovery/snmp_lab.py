@@ -54,7 +54,8 @@ class Switch:
     name: str
     number: int  # 1, 2: its LAN address is 10.78.0.<number + 1>
     mac: str = ""
-    management: str = ""  # the address snmpd answers on (this machine's side of the /30 is .1 below)
+    management: str = ""  # the address snmpd answers on, on the switch's side of its /30
+    agent_side: str = ""  # this machine's side of that /30 (a server bound here is reachable from the switch)
     netns: str = ""
 
     @property
@@ -109,7 +110,7 @@ class SnmpLab:
         block = 8 * (os.getpid() % 8000)  # two /30s per lab, picked by pid so two runs do not collide
         self._base = (10, 78, 1 + block // 256, block % 256)
 
-    def __enter__(self) -> SnmpLab:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -153,7 +154,7 @@ class SnmpLab:
         switch.mac = f"02:00:00:78:00:{switch.number:02x}"
         a, b, c, d = self._base
         ours, theirs = f"{a}.{b}.{c}.{d + 4 * switch.number - 3}", f"{a}.{b}.{c}.{d + 4 * switch.number - 2}"
-        switch.management = theirs
+        switch.management, switch.agent_side = theirs, ours
         link = f"ks{os.getpid()}{'ab'[switch.number - 1]}"[:15]
         sh("ip", "link", "add", link, "type", "veth", "peer", "name", "mgmt0", "netns", switch.netns)
         self._links.append(link)
@@ -263,6 +264,11 @@ class SnmpLab:
         """Pull (or put back) a host's cable: its switch port goes down."""
         spec = self.hosts[host]
         sh("ip", "-n", self.switches[spec.switch].netns, "link", "set", spec.port, "up" if up else "down")
+
+    def switch_run(self, name: str, argv: list[str], *, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+        """argv run inside a switch's namespace (nmap there sees the hosts on its LAN, MACs included)."""
+        return subprocess.run(["ip", "netns", "exec", self.switches[name].netns, *argv], check=False, capture_output=True,
+                              text=True, env=env, timeout=timeout)
 
     def targets(self) -> list[str]:
         return [s.management for s in self.switches.values()]

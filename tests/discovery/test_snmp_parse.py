@@ -37,16 +37,16 @@ def col(prefix, index, value):
 
 
 def switch_walk() -> dict:
-    w = dict([
-        (oids.SYS_DESCR, b"Linux sw1 6.1.0 x86_64"),
-        (oids.SYS_OBJECT_ID, "1.3.6.1.4.1.9.1.1208"),
-        (oids.SYS_UPTIME, 123456),
-        (oids.SYS_CONTACT, b"netops@example.org\x1b[31m"),
-        (oids.SYS_NAME, b"sw1"),
-        (oids.SYS_LOCATION, b"rack 1"),
-        (oids.LLDP_LOC_CHASSIS_SUBTYPE, 4),
-        (oids.LLDP_LOC_CHASSIS_ID, mac_bytes(SW1)),
-    ])
+    w = {
+        oids.SYS_DESCR: b"Linux sw1 6.1.0 x86_64",
+        oids.SYS_OBJECT_ID: "1.3.6.1.4.1.9.1.1208",
+        oids.SYS_UPTIME: 123456,
+        oids.SYS_CONTACT: b"netops@example.org\x1b[31m",
+        oids.SYS_NAME: b"sw1",
+        oids.SYS_LOCATION: b"rack 1",
+        oids.LLDP_LOC_CHASSIS_SUBTYPE: 4,
+        oids.LLDP_LOC_CHASSIS_ID: mac_bytes(SW1),
+    }
     interfaces = [(1, b"lo", 24, b"", 10_000_000, 0), (3, b"br0", 209, mac_bytes(SW1), 0, 0),
                   (4, b"swp9", 6, mac_bytes(SW1), 4_294_967_295, 10000),
                   (5, b"swp1", 6, mac_bytes("02:00:00:78:01:01"), 1_000_000_000, 1000),

@@ -261,9 +261,9 @@ class SnmpLab:
         return set(out.split())
 
     def cable(self, host: str, up: bool) -> None:
-        """Pull (or put back) a host's cable: its switch port goes down."""
-        spec = self.hosts[host]
-        sh("ip", "-n", self.switches[spec.switch].netns, "link", "set", spec.port, "up" if up else "down")
+        """Pull (or put back) a host's cable: the host's end goes down, so the switch port loses its link
+        while staying enabled, as when a cable is pulled."""
+        sh("ip", "-n", self.hosts[host].netns, "link", "set", "eth0", "up" if up else "down")
 
     def switch_run(self, name: str, argv: list[str], *, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
         """argv run inside a switch's namespace (nmap there sees the hosts on its LAN, MACs included)."""

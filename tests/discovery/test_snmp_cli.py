@@ -77,8 +77,8 @@ targets = ["10.0.0.2-3"]
     assert (credentials.version, credentials.user, credentials.auth_key, credentials.priv_key,
             credentials.auth_protocol, credentials.priv_protocol, settings.timeout, settings.retries) == (
         "3", "karta", "auth-key-from-file", "priv-key-from-file", "SHA256", "AES", 1.5, 1)
-    assert warnings == [f"SNMP secret file {tmp_path / 'priv.key'} is accessible by others (mode 0644): anyone who "
-                        f"can read it can read your network; chmod 600 {tmp_path / 'priv.key'}"]
+    assert warnings == [(f"SNMP secret file {tmp_path / 'priv.key'} is accessible by others (mode 0644): anyone who "
+                        f"can read it can read your network; chmod 600 {tmp_path / 'priv.key'}")]
     assert "auth-key-from-file" not in repr(settings)
     # the environment wins over the files, as KARTA_TOKEN does over token_file
     settings, _ = resolve_settings(config.snmp, environ={"KARTA_SNMP_AUTH_KEY": "from-the-environment",

@@ -100,3 +100,14 @@ def test_config_refuses(tmp_path, body, message):
 def test_subnet_targets():
     assert subnet_targets(["192.0.2.0/30", "192.0.2.1/32", "198.51.100.7/32"]) == [
         "192.0.2.1", "192.0.2.2", "198.51.100.7"]
+
+
+def test_the_readme_config_loads(tmp_path):
+    """The README's [snmp] example is a config the agent accepts, as written."""
+    from tests.discovery.conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Network discovery (SNMP, LLDP)"):]
+    block = section[section.index("```toml\n") + 8:section.index("```", section.index("```toml\n") + 8)]
+    config = load_config(write_config(tmp_path, block))
+    assert (config.snmp.version, config.snmp.user, [s.type for s in config.scope]) == ("3", "karta", ["snmp"])

@@ -25,6 +25,16 @@ def subnet_targets(subnets: list[str]) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
+def run_is_complete(results: list[DeviceResult], notes: list[str]) -> bool:
+    """A device that broke off mid-walk sent only part of its tables: a complete run would end every cable
+    and attachment it did not get to, and the next run would draw them again. Such a run confirms what it
+    saw and ends nothing. A device that did not answer at all is simply missed, as a host that is down."""
+    partial = [r.target for r in results if r.status == "partial"]
+    if partial:
+        notes.append(f"incomplete run (partial walks: {', '.join(partial[:5])}{' ...' if len(partial) > 5 else ''})")
+    return not partial
+
+
 def snmp_scope(name: str, targets: list[str], settings: SnmpSettings, *, subnets: list[str] | None = None,
                on_result: Callable[[DeviceResult], None] | None = None) -> ScopeOutcome:
     """Devices in ``targets`` (already expanded); ``subnets``, when given, is the run's scope instead of
@@ -36,7 +46,8 @@ def snmp_scope(name: str, targets: list[str], settings: SnmpSettings, *, subnets
     # addresses are silent, and listing them as failures would bury the real ones.
     if subnets:
         outcome.results = [r for r in outcome.results if r.status != "timeout"]
-    outcome.batch, notes = build_snmp_batch(outcome.results, run_id=new_run_id(), subnets=subnets)
+    outcome.batch, notes = build_snmp_batch(outcome.results, run_id=new_run_id(), subnets=subnets,
+                                            complete=run_is_complete(outcome.results, notes))
     outcome.notes += notes
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -111,3 +111,38 @@ def test_the_readme_config_loads(tmp_path):
     block = section[section.index("```toml\n") + 8:section.index("```", section.index("```toml\n") + 8)]
     config = load_config(write_config(tmp_path, block))
     assert (config.snmp.version, config.snmp.user, [s.type for s in config.scope]) == ("3", "karta", ["snmp"])
+
+
+def test_run_walks_snmp_scopes(tmp_path):
+    """``karta discover run`` runs an snmp scope like the others: its batch, its summary line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        (tmp_path / "community").write_text("public\n")
+        (tmp_path / "community").chmod(0o600)
+        path = write_config(tmp_path, f"""
+[snmp]
+community_file = "community"
+port = {sock.getsockname()[1]}
+timeout = 0.3
+retries = 0
+
+[[scope]]
+name = "switches"
+type = "snmp"
+targets = ["127.0.0.1"]
+""")
+        result = cli("run", "--config", str(path), "--dry-run", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["scope"] == {"subnets": [], "hosts": ["127.0.0.1"]}
+    assert "scope=switches source=snmp hosts=0/1 ok timeout=1" in result.stderr
+
+
+def test_a_partial_walk_makes_the_run_incomplete():
+    from discovery.snmp.models import DeviceFacts, DeviceResult
+    from discovery.snmp.scope import run_is_complete
+
+    notes: list[str] = []
+    assert run_is_complete([DeviceResult("a", "ok", DeviceFacts("a")), DeviceResult("b", "timeout")], notes)
+    assert notes == []
+    assert not run_is_complete([DeviceResult("a", "ok"), DeviceResult("c", "partial", DeviceFacts("c"))], notes)
+    assert notes == ["incomplete run (partial walks: c)"]

@@ -46,8 +46,9 @@ def snmp_scope(name: str, targets: list[str], settings: SnmpSettings, *, subnets
     # addresses are silent, and listing them as failures would bury the real ones.
     if subnets:
         outcome.results = [r for r in outcome.results if r.status != "timeout"]
+    complete = run_is_complete(outcome.results, outcome.notes)
     outcome.batch, notes = build_snmp_batch(outcome.results, run_id=new_run_id(), subnets=subnets,
-                                            complete=run_is_complete(outcome.results, notes))
+                                            complete=complete)
     outcome.notes += notes
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -6,10 +6,10 @@ Items
       NAT shares. A device with no MAC at all identifies nothing and is left out with a note.
     * A device seen only as an LLDP neighbour that says it is a bridge or router (and has a MAC chassis
       id) is a ``network_device`` too, known by that MAC and its LLDP system name.
-    * A station seen as an LLDP neighbour (lldpd on a host) is a ``server`` identified by its chassis
-      MAC and nothing else: the host SSH or nmap found is the CI holding that MAC (identification
-      rule 3, and a VM's more specific class wins), never a duplicate; a host nobody found yet
-      becomes a CI, because it announced itself.
+    * A station seen as an LLDP neighbour (lldpd on a host; not a phone or a modem, which announce
+      themselves too) is a ``server`` identified by its chassis MAC and nothing else: the host SSH or
+      nmap found is the CI holding that MAC (identification rule 3, and a VM's more specific class
+      wins), never a duplicate; a host nobody found yet becomes a CI, because it announced itself.
     * The device's own unicast addresses and the addresses of its ARP table are ``ip_address`` items
       (the ARP ones carry the MAC that answered), as nmap and SSH report them.
 
@@ -174,7 +174,7 @@ def _lldp_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -> None
                 builder.cable(ref, far_ref, neighbour.local_port, neighbour.port_name, own=True)
             else:
                 builder.cable(far_ref, ref, neighbour.port_name, neighbour.local_port, own=False)
-        else:
+        elif neighbour.is_host:
             builder.relate(builder.host(far, neighbour.system_name), "connects_to", ref,
                            {"port": neighbour.local_port})
 

@@ -59,6 +59,12 @@ class LldpNeighbour:
     def is_network_device(self) -> bool:
         return bool({"bridge", "router", "wlan_access_point", "repeater"} & set(self.capabilities))
 
+    @property
+    def is_host(self) -> bool:
+        """A station (lldpd on a server says "station", some agents say nothing): not a phone or a modem,
+        which announce themselves too but are no server."""
+        return not self.is_network_device and set(self.capabilities) <= {"station", "other"}
+
 
 @dataclass(frozen=True)
 class ForwardingEntry:

@@ -185,7 +185,9 @@ def test_batch_devices_links_and_attachments():
         LldpNeighbour("swp3", "52:54:00:78:00:0c", "52:54:00:78:00:0c", None, None, "h2", None, ("station",)),
         LldpNeighbour("swp4", "router-7", None, "ge-0/0/1", None, "r7", None, ("router",)),  # no MAC: no item
         LldpNeighbour("swp5", "02:00:00:78:00:05", "02:00:00:78:00:05", "Gi1/0/1", None, "edge-5", None,
-                      ("bridge", "router"), ("10.9.9.5",), port_id_is_name=True)],
+                      ("bridge", "router"), ("10.9.9.5",), port_id_is_name=True),
+        LldpNeighbour("swp6", "00:04:f2:00:00:06", "00:04:f2:00:00:06", None, None, "phone-6", None,
+                      ("telephone",))],  # a phone announces itself too, and is no server
         arp=[ArpEntry("10.78.0.12", "52:54:00:78:00:0c", "br0"), ArpEntry("10.78.0.3", SW2, "br0")])
     silent = DeviceResult("192.0.2.9", "timeout", error="no answer")
     no_mac = device("192.0.2.10", "nomac", None)

@@ -2,7 +2,8 @@
 
 Bounds, all of them: at most ``concurrency`` devices at once; each request waits ``timeout`` seconds
 and is retried ``retries`` times (pysnmp's own transport); a table walk stops after
-``MAX_ROWS_PER_TABLE`` rows and a device after ``device_seconds``, whatever it answers. A device
+``MAX_ROWS_PER_TABLE`` rows and a device after ``device_seconds``, whatever it answers. The columns
+of a table are walked side by side (oids.TABLE_GROUPS), so a table costs one column's requests. A device
 that does not answer, refuses our credentials or breaks off is a DeviceResult with a status, never
 an exception out of this module. MIBs are never loaded: OIDs are numbers (oids.py) and values are
 turned into int, bytes or dotted text right here, so parse.py never sees a pysnmp type.
@@ -24,7 +25,7 @@ from discovery.snmp.oids import Oid
 from discovery.snmp.parse import parse_walk
 
 MAX_ROWS_PER_TABLE = 20_000
-MAX_REPETITIONS = 25  # rows per GETBULK answer: larger answers fragment over UDP on many devices
+MAX_VARBINDS = 40  # objects asked per GETBULK (repetitions x subtrees): larger answers fragment over UDP
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
 PRIV_PROTOCOLS = ("DES", "AES", "AES192", "AES256")
 
@@ -146,28 +147,44 @@ class _Session:
                 out[tuple(name)] = converted
         return out
 
-    async def walk(self, root: Oid, into: dict[Oid, int | bytes | str]) -> None:
-        """GETBULK from ``root`` until the answers leave its subtree (or MAX_ROWS_PER_TABLE rows)."""
+    async def walk(self, roots: tuple[Oid, ...], into: dict[Oid, int | bytes | str]) -> None:
+        """GETBULK the subtrees side by side until each answer leaves its subtree.
+
+        A GETBULK answer lists, repetition after repetition, the next object of each requested varbind
+        in request order, so the i-th varbind answers ``asked[i % len(asked)]``; an agent may cut the
+        answer short (its message size), which only leaves some subtrees for the next request. Bounded:
+        MAX_ROWS_PER_TABLE rows per subtree and as many requests as that allows, whatever the agent says.
+        """
         from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, bulk_cmd
 
-        current, rows, size = root, 0, len(root)
-        while rows < MAX_ROWS_PER_TABLE:  # bounded: each turn adds at least one row or returns
-            self.requests += 1
-            answer = await bulk_cmd(self.engine, self.auth, self.target, self.context, 0, MAX_REPETITIONS,
-                                    ObjectType(ObjectIdentity(current)), lookupMib=False)
-            self._check(*answer[:3])
-            var_binds = answer[3]
-            if not var_binds:
+        current = {root: root for root in roots}
+        rows = dict.fromkeys(roots, 0)
+        asked = list(roots)
+        for _ in range(MAX_ROWS_PER_TABLE):  # each turn adds a row to some subtree or ends one
+            if not asked:
                 return
-            for name, value in var_binds:
-                key = tuple(name)
-                if key[:size] != root or key <= current:  # left the subtree, or a device going backwards
-                    return
-                converted = plain(value)
-                if converted is None:
-                    return
+            self.requests += 1
+            repetitions = max(1, MAX_VARBINDS // len(asked))
+            answer = await bulk_cmd(self.engine, self.auth, self.target, self.context, 0, repetitions,
+                                    *(ObjectType(ObjectIdentity(current[root])) for root in asked), lookupMib=False)
+            self._check(*answer[:3])
+            done: set[Oid] = set()
+            progress = False
+            for position, (name, value) in enumerate(answer[3]):
+                root = asked[position % len(asked)]
+                if root in done:
+                    continue
+                key, converted = tuple(name), plain(value)
+                # left the subtree, went backwards (a broken agent), ran out, or read enough
+                if (key[:len(root)] != root or key <= current[root] or converted is None
+                        or rows[root] >= MAX_ROWS_PER_TABLE):
+                    done.add(root)
+                    continue
                 into[key] = converted
-                current, rows = key, rows + 1
+                current[root], rows[root], progress = key, rows[root] + 1, True
+            if not progress:
+                return
+            asked = [root for root in asked if root not in done]
 
 
 async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceResult:
@@ -188,8 +205,8 @@ async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceRes
             if not walk:
                 return DeviceResult(target, "error", error="no system group")
             walk.update(await session.get(oids.LLDP_LOCAL))
-            for root in oids.TABLES:
-                await session.walk(root, walk)
+            for group in oids.TABLE_GROUPS:
+                await session.walk(group, walk)
     except DeviceFailed as exc:
         if not walk:
             return DeviceResult(target, exc.status, error=str(exc))

@@ -2,8 +2,7 @@
 
 Numeric OIDs only: the agent never loads MIB files (none ship with Debian's net-snmp for lack of a
 free licence, and compiling them costs seconds per run). Each constant names its MIB object.
-``TABLES`` is the list of subtrees one device walk reads, in order; a subtree the device lacks
-answers with nothing and costs one request.
+``TABLE_GROUPS`` are the subtrees one device walk reads, walked a group at a time.
 """
 
 from __future__ import annotations
@@ -73,14 +72,17 @@ DOT1D_TP_FDB_STATUS = oid("1.3.6.1.2.1.17.4.3.1.3")  # other(1) invalid(2) learn
 DOT1Q_TP_FDB_PORT = oid("1.3.6.1.2.1.17.7.1.2.2.1.2")  # index: fdbId.MAC
 DOT1Q_TP_FDB_STATUS = oid("1.3.6.1.2.1.17.7.1.2.2.1.3")
 
-# Subtrees one device walk reads (GETBULK), after the system group and the LLDP local scalars.
-TABLES = (
-    IF_DESCR, IF_TYPE, IF_SPEED, IF_PHYS_ADDRESS, IF_ADMIN_STATUS, IF_OPER_STATUS,
-    IF_NAME, IF_HIGH_SPEED, IF_ALIAS,
-    IP_ADDRESS_IF_INDEX, IP_ADDRESS_TYPE, IP_ADDRESS_PREFIX, IP_AD_ENT_IF_INDEX, IP_AD_ENT_NETMASK,
-    IP_NET_TO_PHYSICAL_PHYS, IP_NET_TO_PHYSICAL_TYPE, IP_NET_TO_MEDIA_PHYS, IP_NET_TO_MEDIA_TYPE,
-    LLDP_LOC_PORT_ID_SUBTYPE, LLDP_LOC_PORT_ID, LLDP_LOC_PORT_DESC, LLDP_REM, LLDP_REM_MAN_ADDR_IF_SUBTYPE,
-    DOT1D_BASE_PORT_IF_INDEX, DOT1D_TP_FDB_PORT, DOT1D_TP_FDB_STATUS, DOT1Q_TP_FDB_PORT, DOT1Q_TP_FDB_STATUS,
+# The subtrees one device walk reads (GETBULK), after the system group and the LLDP local scalars, in
+# groups walked side by side: each request asks for the next rows of every column of a group still
+# running, so a table of n columns costs what one column would, and a table the device lacks costs
+# nothing beyond its group's first request.
+TABLE_GROUPS = (
+    (IF_DESCR, IF_TYPE, IF_SPEED, IF_PHYS_ADDRESS, IF_ADMIN_STATUS, IF_OPER_STATUS, IF_NAME, IF_HIGH_SPEED,
+     IF_ALIAS),
+    (IP_ADDRESS_IF_INDEX, IP_ADDRESS_TYPE, IP_ADDRESS_PREFIX, IP_AD_ENT_IF_INDEX, IP_AD_ENT_NETMASK,
+     IP_NET_TO_PHYSICAL_PHYS, IP_NET_TO_PHYSICAL_TYPE, IP_NET_TO_MEDIA_PHYS, IP_NET_TO_MEDIA_TYPE),
+    (LLDP_LOC_PORT_ID_SUBTYPE, LLDP_LOC_PORT_ID, LLDP_LOC_PORT_DESC, LLDP_REM, LLDP_REM_MAN_ADDR_IF_SUBTYPE,
+     DOT1D_BASE_PORT_IF_INDEX, DOT1D_TP_FDB_PORT, DOT1D_TP_FDB_STATUS, DOT1Q_TP_FDB_PORT, DOT1Q_TP_FDB_STATUS),
 )
 
 ENTERPRISES = oid("1.3.6.1.4.1")

@@ -24,8 +24,11 @@ Relationships
     * ``cabled_to`` between two devices that see each other by LLDP (no impact: migration 0015), one
       edge per pair, from the device whose chassis MAC sorts first, with both port names.
     * ``connects_to`` from a host to the device it is cabled to (the switch's failure cuts it off),
-      with the switch's port: from the switch's LLDP neighbour table, or from a forwarding entry when
-      the port has exactly one learned MAC, that MAC is a host of this batch, and LLDP shows no network
+      with the switch's port; a host cabled to two or more devices (a bond, two LLDP neighbours)
+      connects_to a ``cluster`` of them instead (min_members 1, each device ``member_of`` it with its
+      port), so losing one switch leaves the group degraded and the host at risk, not down. The
+      attachment is known from the switch's LLDP neighbour table, or from a forwarding entry when the
+      port has exactly one learned MAC, that MAC is a host of this batch, and LLDP shows no network
       device on the port (a port with several MACs, or another switch behind it, is an uplink or a hub
       and says nothing about one host).
     * ``contains`` from a device to its own addresses, and from a host of this batch to the addresses
@@ -67,9 +70,11 @@ class _Builder:
         self.relationships: list[dict] = []
         self.device_refs: dict[str, str] = {}  # chassis MAC -> ref
         self.host_refs: dict[str, str] = {}  # host MAC -> ref
+        self.host_macs: dict[str, str] = {}  # ref -> host MAC
         self.ip_refs: dict[str, str] = {}
         self.edges: set[tuple[str, str, str]] = set()
         self.cables: dict[tuple[str, str], dict] = {}  # (first device ref, second) -> ports
+        self.attachments: dict[str, dict[str, set[str]]] = {}  # host ref -> device ref -> its ports
         self.batch = {"source": "snmp", "run_id": run_id, "scope": scope, "complete": True,
                       "items": self.items, "relationships": self.relationships}
 
@@ -84,6 +89,9 @@ class _Builder:
         if (first, second) in self.cables and not own:
             return
         self.cables[(first, second)] = _compact({"port": port, "remote_port": remote_port})
+
+    def attach(self, host_ref: str, device_ref: str, port: str) -> None:
+        self.attachments.setdefault(host_ref, {}).setdefault(device_ref, set()).add(port)
 
     def device(self, facts: DeviceFacts) -> None:
         ref = self.device_refs[facts.chassis_mac] = self.refs.new("d", facts.chassis_mac)
@@ -106,6 +114,7 @@ class _Builder:
     def host(self, host_mac: str, name: str | None) -> str:
         if host_mac not in self.host_refs:
             ref = self.host_refs[host_mac] = self.refs.new("h", host_mac)
+            self.host_macs[ref] = host_mac
             self.items.append({"ref": ref, "class": "server", "name": (name or host_mac)[:MAX_NAME],
                                "identifiers": {"mac_address": [host_mac]}, "attributes": {}})
         return self.host_refs[host_mac]
@@ -150,6 +159,7 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
         builder.relate(first, "cabled_to", second, ports)
     for facts in devices:
         _forwarding_edges(builder, facts, polled)
+    _attachment_edges(builder)
     for facts in devices:
         for entry in facts.arp:
             if not is_routable_host_address(entry.address) or entry.mac in polled:
@@ -175,8 +185,7 @@ def _lldp_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -> None
             else:
                 builder.cable(far_ref, ref, neighbour.port_name, neighbour.local_port, own=False)
         elif neighbour.is_host:
-            builder.relate(builder.host(far, neighbour.system_name), "connects_to", ref,
-                           {"port": neighbour.local_port})
+            builder.attach(builder.host(far, neighbour.system_name), ref, neighbour.local_port)
 
 
 def _forwarding_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -> None:
@@ -192,5 +201,27 @@ def _forwarding_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -
             continue
         (host_mac,) = macs
         if host_mac in builder.host_refs and host_mac not in polled:
-            builder.relate(builder.host_refs[host_mac], "connects_to", ref, {"port": port})
+            builder.attach(builder.host_refs[host_mac], ref, port)
+
+
+def _attachment_edges(builder: _Builder) -> None:
+    """A host on one switch ``connects_to`` it; a host on two or more connects_to a redundancy group of
+    them (a ``cluster`` with min_members 1, each switch ``member_of`` it with its ports), so one switch
+    failing leaves the group degraded and the host at risk, not down (graph/semantics.py)."""
+    names = {item["ref"]: item["name"] for item in builder.items}
+    for host_ref, by_device in builder.attachments.items():
+        ports = {device_ref: ", ".join(sorted(found)) for device_ref, found in by_device.items()}
+        if len(ports) == 1:
+            ((device_ref, port),) = ports.items()
+            builder.relate(host_ref, "connects_to", device_ref, {"port": port})
+            continue
+        host_mac = builder.host_macs[host_ref]
+        group = builder.refs.new("g", host_mac)
+        builder.items.append({"ref": group, "class": "cluster",
+                              "name": f"network attachment of {names[host_ref]}"[:MAX_NAME],
+                              "identifiers": {"cluster_id": f"snmp/attachment/{host_mac}"},
+                              "attributes": {"min_members": 1}})
+        builder.relate(host_ref, "connects_to", group)
+        for device_ref, port in sorted(ports.items()):
+            builder.relate(device_ref, "member_of", group, {"port": port})
 

@@ -242,9 +242,15 @@ def test_batch_forwarding_entry_confirms_only_hosts_it_knows():
     batch, _ = build_snmp_batch([sw1, sw2], run_id="r2", subnets=["192.0.2.0/24"])
     assert batch["scope"] == {"subnets": ["192.0.2.0/24"], "hosts": []}
     names = {i["ref"]: i["name"] for i in batch["items"]}
+    # h1 is on sw1 by LLDP (the forwarding entry on swp1 says the same) and alone on sw2's swp2: a host
+    # on two switches connects to a redundancy group of them
     assert {(names[r["source"]], r["type"], names[r["target"]], r["attributes"].get("port"))
             for r in batch["relationships"]} == {
-        ("h1", "connects_to", "sw1", "swp1"),  # LLDP; the forwarding entry says the same and adds no edge
         ("sw1", "cabled_to", "sw2", "xe-1"),
-        ("h1", "connects_to", "sw2", "swp2"),  # sw2's swp2 holds h1 alone: a second cable (a bond)
+        ("h1", "connects_to", "network attachment of h1", None),
+        ("sw1", "member_of", "network attachment of h1", "swp1, swp7"),  # swp7 holds h1 alone too (a bond)
+        ("sw2", "member_of", "network attachment of h1", "swp2"),
     }
+    (group,) = [i for i in batch["items"] if i["class"] == "cluster"]
+    assert (group["identifiers"], group["attributes"]) == ({"cluster_id": f"snmp/attachment/{H1}"},
+                                                           {"min_members": 1})

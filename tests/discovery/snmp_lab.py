@@ -1,4 +1,4 @@
-"""A lab of real network agents for the SNMP tests: two "switches" and three hosts in network namespaces.
+"""A lab of real network agents for the SNMP tests: two "switches" and four hosts in network namespaces.
 
 Layout (namespaces ``karta-snmp<pid>-<name>``; nothing touches the machine's own network but one
 point-to-point /30 per switch)::
@@ -7,17 +7,18 @@ point-to-point /30 per switch)::
          | ksN<pid>a 10.78.<b>.1/30        | ksN<pid>b 10.78.<b>.5/30
          | mgmt0 .2/30                     | mgmt0 .6/30
       [ sw1: bridge br0 10.78.0.2 ]--swp9---swp9--[ sw2: bridge br0 10.78.0.3 ]
-         | swp1        | swp2                      | swp1
-        h1 .11        h3 .13                      h2 .12
-      (lldpd)       (no lldpd)                   (lldpd)
+         | swp1        | swp2       | swp3   swp3 |          | swp1
+        h1 .11        h3 .13         +--- h4 .14 -+          h2 .12
+      (lldpd)       (no lldpd)      eth0 (lldpd) eth1       (lldpd)
 
 * Each switch namespace holds a Linux bridge ``br0`` (fixed MAC, ``Switch.mac``: its chassis id) over
   its ports, a real ``snmpd`` (net-snmp: IF-MIB, IP-MIB; v2c community and a v3 authPriv user) on its
   mgmt0 address, and a real ``lldpd`` speaking LLDP on its ports and serving LLDP-MIB to snmpd over
   AgentX. The two switches are cabled port swp9 to port swp9 (one layer-2 domain, 10.78.0.0/24).
-* Each host namespace has ``eth0`` (fixed MAC, ``LabHost.mac``) on a switch port; h1 and h2 run
-  ``lldpd`` (a station announcing itself, as lldpd on a Linux server does); h3 runs nothing, so the
-  switches know it only from ARP.
+* Each host namespace has ``eth0`` (fixed MAC, ``SnmpHost.mac``) on a switch port; h4 is cabled to both
+  switches (eth0 to sw1, eth1 to sw2, no bond: a host that stays reachable when one switch fails).
+  h1, h2 and h4 run ``lldpd`` (a station announcing itself, as lldpd on a Linux server does); h3 runs
+  nothing, so the switches know it only from ARP.
 * Every daemon runs with this lab's own config, sockets, pid files and persistent directory under a
   temp dir; Debian's system-wide snmpd/lldpd are neither used nor started.
 
@@ -70,6 +71,7 @@ class SnmpHost:
     switch: str
     port: str  # the switch port it is cabled to
     lldp: bool = True
+    second: tuple[str, str] | None = None  # (switch, port) of a second cable, from eth1 (no address)
     netns: str = ""
 
     @property
@@ -79,6 +81,14 @@ class SnmpHost:
     @property
     def mac(self) -> str:
         return f"52:54:00:78:00:{self.octet:02x}"
+
+    @property
+    def second_mac(self) -> str:
+        return f"52:54:00:78:01:{self.octet:02x}"
+
+    def cables(self) -> list[tuple[str, str, str]]:
+        """(switch, port, own interface) of each of its cables."""
+        return [(self.switch, self.port, "eth0"), *([(*self.second, "eth1")] if self.second else [])]
 
 
 def missing_requirements() -> list[str]:
@@ -100,7 +110,8 @@ class SnmpLab:
         self.tag = f"{PREFIX}{os.getpid()}"
         self.switches = {s.name: s for s in (Switch("sw1", 1), Switch("sw2", 2))}
         self.hosts = {h.name: h for h in (SnmpHost("h1", 11, "sw1", "swp1"), SnmpHost("h2", 12, "sw2", "swp1"),
-                                          SnmpHost("h3", 13, "sw1", "swp2", lldp=False))}
+                                          SnmpHost("h3", 13, "sw1", "swp2", lldp=False),
+                                          SnmpHost("h4", 14, "sw1", "swp3", second=("sw2", "swp3")))}
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
         self._netns: list[str] = []
         self._links: list[str] = []
@@ -130,11 +141,12 @@ class SnmpLab:
                 self._make_host(host)
             for switch in self.switches.values():
                 self._start_snmpd(switch)
-                self._start_lldpd(switch.netns, switch.name, "swp9", [f"swp{n}" for n in (1, 2, 9)],
+                self._start_lldpd(switch.netns, switch.name, "swp9", ["swp9", *self.host_ports(switch.name)],
                                   agentx=self.dir / f"{switch.name}.agentx", management=switch.lan_address)
             for host in self.hosts.values():
                 if host.lldp:
-                    self._start_lldpd(host.netns, host.name, "eth0", ["eth0"], agentx=None, management=host.address)
+                    self._start_lldpd(host.netns, host.name, "eth0", [own for _, _, own in host.cables()],
+                                      agentx=None, management=host.address)
             self._settle()
         except BaseException:
             self.stop()
@@ -180,14 +192,17 @@ class SnmpLab:
 
     def _make_host(self, host: SnmpHost) -> None:
         host.netns = self._netns_add(host.name)
-        switch = self.switches[host.switch]
-        sh("ip", "-n", switch.netns, "link", "add", host.port, "type", "veth", "peer", "name", "eth0",
-           "netns", host.netns)
-        sh("ip", "-n", switch.netns, "link", "set", host.port, "address", self.port_mac(host.switch, host.port))
-        sh("ip", "-n", switch.netns, "link", "set", host.port, "master", "br0", "up")
-        sh("ip", "-n", host.netns, "link", "set", "eth0", "address", host.mac)
+        # Only the interface holding an address answers ARP for it (eth1 of a host cabled twice would
+        # otherwise answer too, and the switches' ARP tables would hold either MAC).
+        sh("ip", "netns", "exec", host.netns, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
+        for switch_name, port, own in host.cables():
+            switch = self.switches[switch_name]
+            sh("ip", "-n", switch.netns, "link", "add", port, "type", "veth", "peer", "name", own, "netns", host.netns)
+            sh("ip", "-n", switch.netns, "link", "set", port, "address", self.port_mac(switch_name, port))
+            sh("ip", "-n", switch.netns, "link", "set", port, "master", "br0", "up")
+            sh("ip", "-n", host.netns, "link", "set", own, "address", host.mac if own == "eth0" else host.second_mac)
+            sh("ip", "-n", host.netns, "link", "set", own, "up")
         sh("ip", "-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
-        sh("ip", "-n", host.netns, "link", "set", "eth0", "up")
 
     def _spawn(self, netns: str, argv: list[str], label: str, env: dict | None = None) -> subprocess.Popen:
         log = open(self.dir / f"{label}.log", "w")  # noqa: SIM115 - closed by stop()
@@ -233,7 +248,7 @@ class SnmpLab:
 
     def _settle(self, timeout: float = 30) -> None:
         """Wait until each switch sees its LLDP neighbours and knows every host's MAC by ARP."""
-        expected = {"sw1": {"h1", "sw2"}, "sw2": {"h2", "sw1"}}
+        expected = {"sw1": {"h1", "h4", "sw2"}, "sw2": {"h2", "h4", "sw1"}}
         for switch in self.switches.values():
             # snmpd may serve the interface table it read while a port was still coming up until its
             # cache expires (a few seconds): ready once net-snmp's own client reads every port up.
@@ -242,6 +257,10 @@ class SnmpLab:
                        f"{switch.name} LLDP neighbours")
             for host in self.hosts.values():
                 sh("ip", "netns", "exec", switch.netns, "ping", "-c1", "-W1", host.address, check=False)
+
+    def host_ports(self, switch: str) -> list[str]:
+        """The ports of a switch cabled to hosts, in the order they were made (their ifIndex order)."""
+        return [port for host in self.hosts.values() for name, port, _ in host.cables() if name == switch]
 
     def port_mac(self, switch: str, port: str) -> str:
         """Every lab MAC is fixed, so the tests can name each one."""

@@ -42,7 +42,7 @@ def snmp_lab():
 
 def expected_interfaces(lab: SnmpLab, name: str) -> list[DeviceInterface]:
     switch = lab.switches[name]
-    ports = ["swp9", *sorted(h.port for h in lab.hosts.values() if h.switch == name)]
+    ports = ["swp9", *lab.host_ports(name)]
     macs = {"mgmt0": f"02:00:00:78:{switch.number:02x}:ff", "br0": switch.mac, "swp9": switch.mac}
     rows = [DeviceInterface(1, "lo", "lo", None, None, 10, "up", "up", 24)]
     for index, port in enumerate(["mgmt0", "br0", *ports], start=2):
@@ -55,7 +55,7 @@ def test_v2c_walk_collects_the_exact_facts(snmp_lab):
     results = collect_devices(snmp_lab.targets(), SnmpSettings(V2C, timeout=2, retries=1))
     assert [(r.target, r.status, r.error) for r in results] == [(t, "ok", None) for t in snmp_lab.targets()]
     sw1, sw2 = (r.facts for r in results)
-    h1, h2, h3 = (snmp_lab.hosts[n] for n in ("h1", "h2", "h3"))
+    h1, h2, h3, h4 = (snmp_lab.hosts[n] for n in ("h1", "h2", "h3", "h4"))
     uname = os.uname()
     for facts, switch in ((sw1, snmp_lab.switches["sw1"]), (sw2, snmp_lab.switches["sw2"])):
         assert (facts.system_name, facts.object_id, facts.vendor, facts.contact, facts.location, facts.chassis_mac,
@@ -67,7 +67,7 @@ def test_v2c_walk_collects_the_exact_facts(snmp_lab):
         assert facts.addresses == [DeviceAddress(switch.lan_address, 24, "br0"),
                                    DeviceAddress(switch.management, 30, "mgmt0"), DeviceAddress("127.0.0.1", 8, "lo")]
         # the switch pinged every host; this machine's side of the /30 answered the agent's requests
-        assert facts.arp == [*(ArpEntry(h.address, h.mac, "br0") for h in (h1, h2, h3)),
+        assert facts.arp == [*(ArpEntry(h.address, h.mac, "br0") for h in (h1, h2, h3, h4)),
                              ArpEntry(switch.agent_side, f"02:00:00:78:ff:{switch.number:02x}", "mgmt0")]
         assert facts.forwarding == []  # a Linux bridge's table is not in net-snmp (recorded walks cover it)
         assert facts.warnings == []
@@ -78,12 +78,17 @@ def test_v2c_walk_collects_the_exact_facts(snmp_lab):
                       ("10.78.0.3",)),
         LldpNeighbour("swp1", h1.mac, h1.mac, h1.mac, "eth0", "h1", "h1 (Karta SNMP lab)", ("station",),
                       (h1.address,)),
+        LldpNeighbour("swp3", h4.mac, h4.mac, h4.mac, "eth0", "h4", "h4 (Karta SNMP lab)", ("station",),
+                      (h4.address,)),
     ]
     assert sw2.lldp == [
         LldpNeighbour("swp9", sw1_mac, sw1_mac, sw1_mac, "swp9", "sw1", "sw1 (Karta SNMP lab)", ("bridge",),
                       ("10.78.0.2",)),
         LldpNeighbour("swp1", h2.mac, h2.mac, h2.mac, "eth0", "h2", "h2 (Karta SNMP lab)", ("station",),
                       (h2.address,)),
+        # h4's second cable: the same chassis (eth0's MAC), the port is eth1
+        LldpNeighbour("swp3", h4.mac, h4.mac, h4.second_mac, "eth1", "h4", "h4 (Karta SNMP lab)", ("station",),
+                      (h4.address,)),
     ]
 
 

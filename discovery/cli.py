@@ -209,7 +209,7 @@ def snmp(
     subnet: Annotated[list[str] | None, typer.Option(
         "--subnet", help="CIDR whose every address is asked (the run's scope); repeat for more.")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML config: its [snmp] table (credential files, protocols) and api_url.")] = None,
+        "--config", help="TOML config: its \\[snmp] table (credential files, protocols) and api_url.")] = None,
     snmp_version: Annotated[str | None, typer.Option(
         "--snmp-version", help="2c or 3 (default: 3 when KARTA_SNMP_USER is set).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
@@ -223,7 +223,7 @@ def snmp(
     """Walk SNMP devices (v2c or v3): system, interfaces, addresses, ARP, LLDP, forwarding tables.
 
     Credentials come from KARTA_SNMP_COMMUNITY (v2c) or KARTA_SNMP_USER, KARTA_SNMP_AUTH_KEY and
-    KARTA_SNMP_PRIV_KEY (v3), or from files the config's [snmp] table names; never from the command line."""
+    KARTA_SNMP_PRIV_KEY (v3), or from files the config's \\[snmp] table names; never from the command line."""
     from discovery.snmp.scope import snmp_scope, subnet_targets
     from discovery.snmp.settings import SECRET_ON_COMMAND_LINE, resolve_settings
 

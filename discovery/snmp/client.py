@@ -131,7 +131,9 @@ class _Session:
                       else "error")
             raise DeviceFailed(status, message[:200])
         if error_status and int(error_status) != 2:  # noSuchName (v1 semantics) ends a walk, nothing else
-            raise DeviceFailed("error", f"SNMP error {error_status.prettyPrint()} at {error_index}")
+            # noAccess(6), authorizationError(16): the agent knows us and refuses (a v3 user needing privacy)
+            status = "refused" if int(error_status) in (6, 16) else "error"
+            raise DeviceFailed(status, f"SNMP error {error_status.prettyPrint()} at {error_index}")
 
     async def get(self, wanted: tuple[Oid, ...]) -> dict[Oid, int | bytes | str]:
         from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, get_cmd

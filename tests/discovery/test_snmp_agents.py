@@ -104,6 +104,9 @@ def test_v3_auth_priv_collects_what_v2c_does(snmp_lab):
 @pytest.mark.parametrize(("credentials", "status"), [
     (SnmpCredentials("2c", community="not-the-community"), "timeout"),  # v2c answers a wrong community with silence
     (SnmpCredentials("3", user=V3_USER, auth_key="wrong-auth-key", priv_key=V3_PRIV_KEY), "refused"),
+    # net-snmp drops a request it cannot decrypt without a word
+    (SnmpCredentials("3", user=V3_USER, auth_key=V3_AUTH_KEY, priv_key="wrong-priv-key"), "timeout"),
+    (SnmpCredentials("3", user=V3_USER, auth_key=V3_AUTH_KEY), "refused"),  # authNoPriv: the user needs priv
     (SnmpCredentials("3", user="nobody", auth_key=V3_AUTH_KEY, priv_key=V3_PRIV_KEY), "refused"),
 ])
 def test_wrong_credentials_fail_that_device_only(snmp_lab, credentials, status):

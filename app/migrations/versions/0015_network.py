@@ -37,7 +37,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Removes the type only while no relationship uses it: deleting them here would end cables without
+    their change records and sightings (0006: ending a relationship is the service's job)."""
     relationship_type = sa.table("relationship_type", sa.column("name"))
     relationship = sa.table("relationship", sa.column("type"))
-    op.execute(relationship.delete().where(relationship.c.type == CABLED_TO["name"]))
+    in_use = op.get_bind().execute(sa.select(sa.func.count()).select_from(relationship)
+                                   .where(relationship.c.type == CABLED_TO["name"])).scalar()
+    if in_use:
+        raise RuntimeError(f"{in_use} cabled_to relationships exist: delete them through the API before "
+                           "downgrading below 0015")
     op.execute(relationship_type.delete().where(relationship_type.c.name == CABLED_TO["name"]))

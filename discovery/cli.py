@@ -1,7 +1,7 @@
 """``karta discover``: the discovery agent's command line (typer app ``discovery.cli:app``).
 
-Commands: ``scan`` (nmap), ``ssh`` (paramiko), ``local`` (this machine) and
-``run`` (every scope of a TOML config, for cron). Each either pushes its
+Commands: ``scan`` (nmap), ``ssh`` (paramiko), ``local`` (this machine), ``snmp``
+(network devices, discovery/snmp/) and ``run`` (every scope of a TOML config, for cron). Each either pushes its
 batch to the ingest API (``--api-url`` or KARTA_API_URL; the token from
 KARTA_TOKEN or ``--token-file``, see api_access.py) or, with ``--dry-run``,
 prints it; ``--output`` also writes it.
@@ -199,6 +199,68 @@ def local(
     _finish(outcome, endpoint=endpoint, dry_run=dry_run, output=output)
 
 
+Secret = Annotated[str | None, typer.Option(hidden=True, show_default=False)]
+
+
+@app.command()
+def snmp(
+    targets: Annotated[list[str] | None, typer.Option(
+        "--targets", help="HOST, CIDR, RANGE (10.0.0.5-20), @FILE of those, or a,b,c.")] = None,
+    subnet: Annotated[list[str] | None, typer.Option(
+        "--subnet", help="CIDR whose every address is asked (the run's scope); repeat for more.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="TOML config: its \\[snmp] table (credential files, protocols) and api_url.")] = None,
+    snmp_version: Annotated[str | None, typer.Option(
+        "--snmp-version", help="2c or 3 (default: 3 when KARTA_SNMP_USER is set).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.1, max=60, help="Seconds per request.")] = None,
+    retries: Annotated[int | None, typer.Option(min=0, max=5)] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, max=256)] = None,
+    community: Secret = None, auth_key: Secret = None, priv_key: Secret = None,
+    api_url: ApiUrl = None, token_file: TokenFile = None, insecure: Insecure = False, token: Token = None,
+    dry_run: DryRun = False, output: Output = None,
+) -> None:
+    """Walk SNMP devices (v2c or v3): system, interfaces, addresses, ARP, LLDP, forwarding tables.
+
+    Credentials come from KARTA_SNMP_COMMUNITY (v2c) or KARTA_SNMP_USER, KARTA_SNMP_AUTH_KEY and
+    KARTA_SNMP_PRIV_KEY (v3), or from files the config's \\[snmp] table names; never from the command line."""
+    from discovery.snmp.scope import snmp_scope, subnet_targets
+    from discovery.snmp.settings import SECRET_ON_COMMAND_LINE, resolve_settings
+
+    if community is not None or auth_key is not None or priv_key is not None:
+        raise _fail(SECRET_ON_COMMAND_LINE, EXIT_USAGE)
+    settings = None
+    notes: list[str] = []
+    try:
+        if bool(targets) == bool(subnet):
+            raise ValueError("give --targets or --subnet (one of them)")
+        if snmp_version not in (None, "2c", "3"):
+            raise ValueError("--snmp-version must be 2c or 3")
+        if config is not None:
+            from discovery.config import ConfigError, load_config
+
+            try:
+                settings = load_config(config)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        subnets = validate_subnets(subnet) if subnet else None
+        hosts = subnet_targets(subnets) if subnets else parse_targets(targets, notes)
+        snmp_settings, warnings = resolve_settings(settings.snmp if settings else None, version=snmp_version,
+                                                   port=port, timeout=timeout, retries=retries,
+                                                   concurrency=concurrency)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    for note in notes + warnings:
+        _warn(note)
+    endpoint = _endpoint(api_url or (settings.api_url if settings else None), token, token_file,
+                         insecure=insecure or bool(settings and settings.insecure), needed=not dry_run,
+                         config_token_file=settings.token_file if settings else None)
+    context, advance = _progress("snmp", len(hosts))
+    with context:
+        outcome = snmp_scope("snmp", hosts, snmp_settings, subnets=subnets, on_result=advance)
+    _finish(outcome, endpoint=endpoint, dry_run=dry_run, output=output)
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", help="TOML config with the scopes to run.")],
@@ -276,6 +338,8 @@ def _run_scope(scope, settings, rules, endpoint) -> runner.ScopeOutcome:
                                      names=scope.names)
     if scope.type == "local":
         return runner.local_scope(scope.name, packages=scope.packages, rules=rules)
+    if scope.type == "snmp":
+        return _snmp_scope(scope, settings)
     notes: list[str] = []
     try:
         hosts = parse_targets(scope.targets, notes)
@@ -291,6 +355,24 @@ def _run_scope(scope, settings, rules, endpoint) -> runner.ScopeOutcome:
         outcome = runner.ssh_scope(scope.name, hosts, ssh_settings, rules=rules, on_result=advance,
                                    remote=endpoint if settings.resolve_remote else None)
     outcome.notes[:0] = notes
+    return outcome
+
+
+def _snmp_scope(scope, settings) -> runner.ScopeOutcome:
+    from discovery import runner
+    from discovery.snmp.scope import snmp_scope, subnet_targets
+    from discovery.snmp.settings import resolve_settings
+
+    notes: list[str] = []
+    try:
+        hosts = subnet_targets(scope.subnets) if scope.subnets else parse_targets(scope.targets, notes)
+        snmp_settings, warnings = resolve_settings(settings.snmp)
+    except (ValueError, OSError) as exc:
+        return runner.ScopeOutcome(scope.name, "snmp", error=str(exc))
+    context, advance = _progress(f"{scope.name}: snmp", len(hosts))
+    with context:
+        outcome = snmp_scope(scope.name, hosts, snmp_settings, subnets=scope.subnets or None, on_result=advance)
+    outcome.notes[:0] = notes + warnings
     return outcome
 
 

@@ -22,6 +22,17 @@ Example::
     type = "ssh"
     targets = ["@/etc/karta/hosts.txt", "10.77.0.10-20"]   # @: a file of targets
 
+    [snmp]                                     # see discovery/snmp/settings.py
+    version = "3"
+    user = "karta"
+    auth_key_file = "/etc/karta/snmp-auth.key" # mode 0600; or KARTA_SNMP_AUTH_KEY
+    priv_key_file = "/etc/karta/snmp-priv.key" # or KARTA_SNMP_PRIV_KEY
+
+    [[scope]]
+    name = "dc1-switches"
+    type = "snmp"
+    targets = ["10.77.0.2-3"]                  # or subnets = [...]
+
     [[classification.rules]]
     class = "application"
     kind = "billing"
@@ -66,7 +77,7 @@ class ClassificationConfig(_Strict):
 
 class ScopeConfig(_Strict):
     name: str = Field(min_length=1, max_length=100)
-    type: Literal["nmap", "ssh", "local"]
+    type: Literal["nmap", "ssh", "local", "snmp"]
     schedule: str | None = None  # a hint only; cron or the timer decides
     # nmap
     subnets: list[str] = []
@@ -98,7 +109,26 @@ class ScopeConfig(_Strict):
             raise ValueError(f"scope {self.name!r}: an nmap scope needs subnets")
         if self.type == "ssh" and not self.targets:
             raise ValueError(f"scope {self.name!r}: an ssh scope needs targets")
+        if self.type == "snmp" and bool(self.targets) == bool(self.subnets):
+            raise ValueError(f"scope {self.name!r}: an snmp scope needs targets or subnets (one of them)")
         return self
+
+
+class SnmpConfig(_Strict):
+    """The ``[snmp]`` table: settings and where the secrets are (never the secrets themselves)."""
+
+    version: Literal["2c", "3"] | None = None
+    community_file: Path | None = None
+    user: str | None = Field(None, min_length=1, max_length=64)
+    auth_key_file: Path | None = None
+    priv_key_file: Path | None = None
+    auth_protocol: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] = "SHA"
+    priv_protocol: Literal["DES", "AES", "AES192", "AES256"] = "AES"
+    port: int = Field(161, ge=1, le=65535)
+    timeout: float = Field(2.0, gt=0, le=60)
+    retries: int = Field(1, ge=0, le=5)
+    concurrency: int = Field(20, ge=1, le=256)
+    device_seconds: float = Field(60.0, gt=0, le=3600)
 
 
 class AgentConfig(_Strict):
@@ -116,6 +146,7 @@ class AgentConfig(_Strict):
     lock_file: Path = Field(default_factory=default_lock_file)
     scope: list[ScopeConfig] = Field(min_length=1)
     classification: ClassificationConfig = ClassificationConfig()
+    snmp: SnmpConfig = SnmpConfig()
 
     @model_validator(mode="after")
     def _ssh_key(self) -> AgentConfig:
@@ -161,6 +192,9 @@ def _relative_to(config: AgentConfig, base: Path) -> AgentConfig:
     config.key = fix(config.key)
     config.known_hosts = fix(config.known_hosts)
     config.lock_file = fix(config.lock_file)
+    config.snmp.community_file = fix(config.snmp.community_file)
+    config.snmp.auth_key_file = fix(config.snmp.auth_key_file)
+    config.snmp.priv_key_file = fix(config.snmp.priv_key_file)
     for scope in config.scope:
         scope.key = fix(scope.key)
         # Only '@file' targets are files (targets.py); a bare word is a host whatever files exist.

@@ -1,0 +1,104 @@
+"""What the agent learns from one SNMP device, as plain data (parse.py fills it, batch.py reads it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DeviceInterface:
+    if_index: int
+    name: str  # ifName, else ifDescr, else "if<index>"
+    description: str | None = None  # ifDescr
+    alias: str | None = None  # ifAlias: what the operator wrote on the port
+    mac: str | None = None
+    speed_mbps: int | None = None  # ifHighSpeed, else ifSpeed / 10^6
+    admin_status: str | None = None  # up, down, testing
+    oper_status: str | None = None  # up, down, testing, unknown, dormant, notPresent, lowerLayerDown
+    if_type: int | None = None  # IANAifType: 6 ethernetCsmacd, 24 softwareLoopback, 209 bridge...
+
+
+@dataclass(frozen=True)
+class DeviceAddress:
+    address: str
+    prefix_length: int | None
+    interface: str | None
+
+
+@dataclass(frozen=True)
+class ArpEntry:
+    """A neighbour the device resolved: this address answered with this MAC on this interface."""
+
+    address: str
+    mac: str
+    interface: str | None
+
+
+@dataclass(frozen=True)
+class LldpNeighbour:
+    """One row of the device's LLDP remote table: who is at the far end of one of its ports."""
+
+    local_port: str  # the device's own interface name
+    chassis_id: str  # a MAC (lowercase, colons) when chassis_mac is set, else the text sent
+    chassis_mac: str | None
+    port_id: str | None
+    port_description: str | None = None
+    system_name: str | None = None
+    system_description: str | None = None
+    capabilities: tuple[str, ...] = ()  # enabled: bridge, router, station...
+    management_addresses: tuple[str, ...] = ()
+    port_id_is_name: bool = False  # sent as an interface name or alias, not a MAC or address
+
+    @property
+    def port_name(self) -> str | None:
+        """The far end's port as people name it: its id when that is a name, else its description
+        (lldpd sends the port's MAC as id and its name as description)."""
+        return self.port_id if self.port_id_is_name else (self.port_description or self.port_id)
+
+    @property
+    def is_network_device(self) -> bool:
+        return bool({"bridge", "router", "wlan_access_point", "repeater"} & set(self.capabilities))
+
+    @property
+    def is_host(self) -> bool:
+        """A station (lldpd on a server says "station", some agents say nothing): not a phone or a modem,
+        which announce themselves too but are no server."""
+        return not self.is_network_device and set(self.capabilities) <= {"station", "other"}
+
+
+@dataclass(frozen=True)
+class ForwardingEntry:
+    """The device forwards frames for ``mac`` out of ``interface`` (a learned BRIDGE-MIB entry)."""
+
+    mac: str
+    interface: str
+    vlan: int | None = None  # Q-BRIDGE's filtering database id
+
+
+@dataclass
+class DeviceFacts:
+    target: str  # the address the agent polled
+    system_name: str | None = None
+    system_description: str | None = None
+    object_id: str | None = None
+    vendor: str | None = None
+    uptime_seconds: int | None = None
+    contact: str | None = None
+    location: str | None = None
+    chassis_mac: str | None = None
+    interfaces: list[DeviceInterface] = field(default_factory=list)
+    addresses: list[DeviceAddress] = field(default_factory=list)
+    arp: list[ArpEntry] = field(default_factory=list)
+    lldp: list[LldpNeighbour] = field(default_factory=list)
+    forwarding: list[ForwardingEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeviceResult:
+    target: str
+    status: str  # ok, timeout, refused (authentication), error
+    facts: DeviceFacts | None = None
+    error: str | None = None
+    requests: int = 0  # SNMP requests the walk took
+    seconds: float = 0.0

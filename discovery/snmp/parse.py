@@ -1,0 +1,291 @@
+"""Parse step: the varbinds of one device walk -> DeviceFacts. Pure: no I/O, no pysnmp.
+
+A walk is a mapping ``{oid tuple: value}`` where a value is what client.py turned pysnmp's types into:
+``int`` (INTEGER, Counter, Gauge, TimeTicks), ``bytes`` (OCTET STRING, IpAddress) or ``str`` (an
+OBJECT IDENTIFIER, dotted). Tests feed it recorded walks.
+
+Everything a device says is hostile: text is cleaned and capped (sanitize.py), a MAC must be six
+bytes and not all zeros or broadcast, an address must parse, an index that does not fit its table's
+shape is skipped, and every list is capped, so a device that answers a million rows or garbage costs
+the batch nothing but a warning.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+from discovery.sanitize import MAX_LIST, clean_text
+from discovery.snmp import oids
+from discovery.snmp.models import (
+    ArpEntry,
+    DeviceAddress,
+    DeviceFacts,
+    DeviceInterface,
+    ForwardingEntry,
+    LldpNeighbour,
+)
+from discovery.snmp.oids import Oid
+
+Walk = Mapping[Oid, int | bytes | str]
+
+IF_STATUS = {1: "up", 2: "down", 3: "testing", 4: "unknown", 5: "dormant", 6: "notPresent", 7: "lowerLayerDown"}
+# LLDP-MIB LldpSystemCapabilitiesMap: bit 0 is the first octet's most significant bit.
+CAPABILITIES = ("other", "repeater", "bridge", "wlan_access_point", "router", "telephone", "docsis_cable_device",
+                "station")
+CHASSIS_MAC, PORT_MAC = 4, 3  # LldpChassisIdSubtype macAddress(4), LldpPortIdSubtype macAddress(3)
+PORT_NAMES = (1, 5, 7)  # LldpPortIdSubtype interfaceAlias(1), interfaceName(5), local(7)
+FDB_LEARNED = 3  # dot1dTpFdbStatus learned(3); self(4) is the device's own MAC, mgmt(5) a static entry
+ARP_INVALID = 2
+
+
+def column(walk: Walk, prefix: Oid) -> dict[Oid, int | bytes | str]:
+    """The rows of one table column: {index: value}."""
+    size = len(prefix)
+    return {key[size:]: value for key, value in walk.items() if key[:size] == prefix and len(key) > size}
+
+
+def text(value: object, limit: int = 255) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        return None
+    cleaned = clean_text(value, limit).strip()
+    return cleaned or None
+
+
+def mac(value: object) -> str | None:
+    """Six bytes -> "aa:bb:cc:dd:ee:ff"; None for anything else, all zeros or broadcast."""
+    if not isinstance(value, bytes) or len(value) != 6 or value in (b"\0" * 6, b"\xff" * 6):
+        return None
+    return ":".join(f"{b:02x}" for b in value)
+
+
+def _mac_from_index(index: Oid) -> str | None:
+    if len(index) != 6 or any(not 0 <= n <= 255 for n in index):
+        return None
+    return mac(bytes(index))
+
+
+def _address(family: int, raw: bytes | Oid) -> str | None:
+    """An InetAddress (type 1 ipv4 / 2 ipv6, the zoned 3 and 4 skipped) as text."""
+    try:
+        data = bytes(raw)
+        if family == 1 and len(data) == 4:
+            return str(ipaddress.IPv4Address(data))
+        if family == 2 and len(data) == 16:
+            return str(ipaddress.IPv6Address(data))
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
+def _inet_index(index: Oid) -> tuple[int, str] | None:
+    """``type.len.bytes`` at the start of an index -> (number of parts used, address)."""
+    if len(index) < 2 or index[1] != len(index) - 2 or any(not 0 <= n <= 255 for n in index[2:]):
+        return None
+    address = _address(index[0], index[2:])
+    return (len(index), address) if address else None
+
+
+def parse_walk(target: str, walk: Walk) -> DeviceFacts:
+    facts = DeviceFacts(target=target)
+    _system(facts, walk)
+    names = _interfaces(facts, walk)
+    _addresses(facts, walk, names)
+    _arp(facts, walk, names)
+    _lldp(facts, walk, names)
+    _forwarding(facts, walk, names)
+    if facts.chassis_mac is None:
+        facts.chassis_mac = _base_mac(facts.interfaces)
+    return facts
+
+
+def _system(facts: DeviceFacts, walk: Walk) -> None:
+    facts.system_name = text(walk.get(oids.SYS_NAME))
+    facts.system_description = text(walk.get(oids.SYS_DESCR), 1024)
+    object_id = walk.get(oids.SYS_OBJECT_ID)
+    facts.object_id = object_id if isinstance(object_id, str) and len(object_id) <= 255 else None
+    facts.vendor = oids.vendor_of(facts.object_id)
+    uptime = walk.get(oids.SYS_UPTIME)
+    facts.uptime_seconds = uptime // 100 if isinstance(uptime, int) and uptime >= 0 else None  # TimeTicks: 1/100 s
+    facts.contact = text(walk.get(oids.SYS_CONTACT))
+    facts.location = text(walk.get(oids.SYS_LOCATION))
+    if walk.get(oids.LLDP_LOC_CHASSIS_SUBTYPE) == CHASSIS_MAC:
+        facts.chassis_mac = mac(walk.get(oids.LLDP_LOC_CHASSIS_ID))
+
+
+def _status(value: object) -> str | None:
+    return IF_STATUS.get(value) if isinstance(value, int) else None
+
+
+def _interfaces(facts: DeviceFacts, walk: Walk) -> dict[int, str]:
+    descr, if_name = column(walk, oids.IF_DESCR), column(walk, oids.IF_NAME)
+    alias, phys = column(walk, oids.IF_ALIAS), column(walk, oids.IF_PHYS_ADDRESS)
+    speed, high = column(walk, oids.IF_SPEED), column(walk, oids.IF_HIGH_SPEED)
+    admin, oper, if_type = (column(walk, oids.IF_ADMIN_STATUS), column(walk, oids.IF_OPER_STATUS),
+                            column(walk, oids.IF_TYPE))
+    indexes = sorted({i[0] for i in (*descr, *if_name) if len(i) == 1 and i[0] > 0})
+    if len(indexes) > MAX_LIST:
+        facts.warnings.append(f"{len(indexes)} interfaces, kept the first {MAX_LIST}")
+        indexes = indexes[:MAX_LIST]
+    names: dict[int, str] = {}
+    for index in indexes:
+        key = (index,)
+        name = text(if_name.get(key)) or text(descr.get(key)) or f"if{index}"
+        high_speed = high.get(key)
+        if isinstance(high_speed, int) and high_speed > 0:
+            mbps = high_speed
+        else:
+            low = speed.get(key)
+            mbps = low // 1_000_000 if isinstance(low, int) and low >= 1_000_000 else None
+        kind = if_type.get(key)
+        facts.interfaces.append(DeviceInterface(
+            if_index=index, name=name, description=text(descr.get(key)), alias=text(alias.get(key)),
+            mac=mac(phys.get(key)), speed_mbps=mbps, admin_status=_status(admin.get(key)),
+            oper_status=_status(oper.get(key)), if_type=kind if isinstance(kind, int) else None))
+        names[index] = name
+    return names
+
+
+def _prefix_length(pointer: object) -> int | None:
+    """ipAddressPrefix points at ipAddressPrefixOrigin.<ifIndex>.<type>.<len>.<addr>.<prefix length>."""
+    if not isinstance(pointer, str) or "." not in pointer:
+        return None
+    last = pointer.rsplit(".", 1)[1]
+    return int(last) if last.isdigit() and int(last) <= 128 else None
+
+
+def _addresses(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
+    seen: dict[str, DeviceAddress] = {}
+    if_index, kinds, prefixes = (column(walk, oids.IP_ADDRESS_IF_INDEX), column(walk, oids.IP_ADDRESS_TYPE),
+                                 column(walk, oids.IP_ADDRESS_PREFIX))
+    for index, value in if_index.items():
+        parsed = _inet_index(index)
+        if parsed is None or kinds.get(index, 1) != 1:  # unicast only: broadcast and anycast name no device
+            continue
+        address = parsed[1]
+        seen[address] = DeviceAddress(address, _prefix_length(prefixes.get(index)),
+                                      names.get(value) if isinstance(value, int) else None)
+    masks = column(walk, oids.IP_AD_ENT_NETMASK)
+    for index, value in column(walk, oids.IP_AD_ENT_IF_INDEX).items():
+        address = _address(1, index)
+        if address is None or address in seen:
+            continue
+        mask = masks.get(index)
+        length = None
+        if isinstance(mask, bytes) and len(mask) == 4:
+            try:
+                length = ipaddress.IPv4Network(f"0.0.0.0/{ipaddress.IPv4Address(mask)}").prefixlen
+            except ValueError:
+                length = None
+        seen[address] = DeviceAddress(address, length, names.get(value) if isinstance(value, int) else None)
+    facts.addresses = sorted(seen.values(), key=lambda a: (ipaddress.ip_address(a.address).version,
+                                                         ipaddress.ip_address(a.address)))[:MAX_LIST]
+
+
+def _arp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
+    seen: dict[str, ArpEntry] = {}
+    kinds = column(walk, oids.IP_NET_TO_PHYSICAL_TYPE)
+    for index, value in column(walk, oids.IP_NET_TO_PHYSICAL_PHYS).items():
+        parsed = _inet_index(index[1:]) if index else None
+        found = mac(value)
+        if parsed is None or found is None or kinds.get(index) in (ARP_INVALID, 5):  # 5: local, the device itself
+            continue
+        seen.setdefault(parsed[1], ArpEntry(parsed[1], found, names.get(index[0])))
+    kinds = column(walk, oids.IP_NET_TO_MEDIA_TYPE)
+    for index, value in column(walk, oids.IP_NET_TO_MEDIA_PHYS).items():
+        address = _address(1, index[1:]) if len(index) == 5 else None
+        found = mac(value)
+        if address is None or found is None or kinds.get(index) == ARP_INVALID:
+            continue
+        seen.setdefault(address, ArpEntry(address, found, names.get(index[0])))
+    facts.arp = sorted(seen.values(), key=lambda e: (ipaddress.ip_address(e.address).version,
+                                                   ipaddress.ip_address(e.address)))[:MAX_LIST]
+
+
+def _capabilities(value: object) -> tuple[str, ...]:
+    if not isinstance(value, bytes) or not value:
+        return ()
+    return tuple(name for bit, name in enumerate(CAPABILITIES) if value[0] & (0x80 >> bit))
+
+
+def _local_ports(walk: Walk, names: dict[int, str]) -> dict[int, str]:
+    """lldpLocPortNum -> the device's interface name. lldpd and most vendors number ports by ifIndex;
+    when the port's id or description names an interface, that name wins."""
+    by_name = set(names.values())
+    ports: dict[int, str] = {}
+    descriptions = column(walk, oids.LLDP_LOC_PORT_DESC)
+    for index, value in column(walk, oids.LLDP_LOC_PORT_ID).items():
+        if len(index) != 1:
+            continue
+        candidates = [text(value), text(descriptions.get(index))]
+        named = next((c for c in candidates if c in by_name), None)
+        ports[index[0]] = named or names.get(index[0]) or candidates[0] or f"port{index[0]}"
+    return ports
+
+
+def _lldp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
+    ports = _local_ports(walk, names)
+    rows: dict[Oid, dict[int, int | bytes | str]] = {}
+    for key, value in column(walk, oids.LLDP_REM).items():
+        if len(key) == 4:  # column . timeMark . localPortNum . remIndex
+            rows.setdefault(key[1:], {})[key[0]] = value
+    management: dict[Oid, list[str]] = {}
+    for key in column(walk, oids.LLDP_REM_MAN_ADDR_IF_SUBTYPE):
+        # timeMark . localPortNum . remIndex . addrSubtype . len . address
+        if len(key) >= 6 and key[4] == len(key) - 5:
+            address = _address(key[3], key[5:])
+            if address:
+                management.setdefault(key[:3], []).append(address)
+    neighbours = []
+    for index, row in sorted(rows.items(), key=lambda item: item[0][1:]):
+        raw_chassis = row.get(oids.LLDP_REM_CHASSIS_ID)
+        chassis_mac = mac(raw_chassis) if row.get(oids.LLDP_REM_CHASSIS_SUBTYPE) == CHASSIS_MAC else None
+        chassis_id = chassis_mac or text(raw_chassis)
+        if chassis_id is None:
+            continue
+        raw_port = row.get(oids.LLDP_REM_PORT_ID)
+        port_id = (mac(raw_port) if row.get(oids.LLDP_REM_PORT_SUBTYPE) == PORT_MAC else None) or text(raw_port)
+        neighbours.append(LldpNeighbour(
+            local_port=ports.get(index[1]) or names.get(index[1]) or f"port{index[1]}",
+            chassis_id=chassis_id, chassis_mac=chassis_mac, port_id=port_id,
+            port_description=text(row.get(oids.LLDP_REM_PORT_DESC)),
+            port_id_is_name=row.get(oids.LLDP_REM_PORT_SUBTYPE) in PORT_NAMES,
+            system_name=text(row.get(oids.LLDP_REM_SYS_NAME)),
+            system_description=text(row.get(oids.LLDP_REM_SYS_DESC), 1024),
+            capabilities=_capabilities(row.get(oids.LLDP_REM_CAP_ENABLED)),
+            management_addresses=tuple(sorted(set(management.get(index, [])))[:16])))
+    facts.lldp = neighbours[:MAX_LIST]
+
+
+def _forwarding(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
+    """Learned entries only: the device's own MACs (self) and static ones say nothing about cabling."""
+    port_if = {k[0]: v for k, v in column(walk, oids.DOT1D_BASE_PORT_IF_INDEX).items()
+               if len(k) == 1 and isinstance(v, int)}
+
+    def interface(port: object) -> str | None:
+        if not isinstance(port, int) or port <= 0:
+            return None
+        return names.get(port_if.get(port, -1)) or (f"bridge-port{port}" if port not in port_if else None)
+
+    entries: dict[tuple[str, str, int | None], ForwardingEntry] = {}
+    status = column(walk, oids.DOT1Q_TP_FDB_STATUS)
+    for index, port in column(walk, oids.DOT1Q_TP_FDB_PORT).items():
+        found, name = (_mac_from_index(index[1:]) if len(index) == 7 else None), interface(port)
+        if found and name and status.get(index) == FDB_LEARNED:
+            entries.setdefault((found, name, index[0]), ForwardingEntry(found, name, index[0]))
+    if not entries:  # Q-BRIDGE, where present, holds the same entries per VLAN
+        status = column(walk, oids.DOT1D_TP_FDB_STATUS)
+        for index, port in column(walk, oids.DOT1D_TP_FDB_PORT).items():
+            found, name = _mac_from_index(index), interface(port)
+            if found and name and status.get(index) == FDB_LEARNED:
+                entries.setdefault((found, name, None), ForwardingEntry(found, name))
+    facts.forwarding = sorted(entries.values(), key=lambda e: (e.interface, e.mac, e.vlan or 0))[:MAX_LIST * 4]
+
+
+def _base_mac(interfaces: list[DeviceInterface]) -> str | None:
+    """Without an LLDP chassis MAC: the lowest MAC among the device's Ethernet and bridge interfaces (the
+    base MAC most switches derive their port MACs from). None when it has none: then nothing identifies it."""
+    macs = sorted(i.mac for i in interfaces if i.mac and i.if_type in (6, 117, 209))
+    return macs[0] if macs else None

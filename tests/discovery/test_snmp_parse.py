@@ -1,0 +1,256 @@
+"""SNMP parsing (discovery/snmp/parse.py) and batch building (discovery/snmp/batch.py) on recorded varbinds.
+
+The walk below is a switch as net-snmp and lldpd answered it in the lab (tests/discovery/snmp_lab.py),
+with what they cannot serve added as a vendor switch would answer it: the older ipAddrTable and
+ipNetToMediaTable, BRIDGE-MIB and Q-BRIDGE-MIB forwarding entries, an ifAlias, a name-typed LLDP port id.
+"""
+
+from __future__ import annotations
+
+from discovery.snmp import oids
+from discovery.snmp.batch import build_snmp_batch
+from discovery.snmp.models import (
+    ArpEntry,
+    DeviceAddress,
+    DeviceFacts,
+    DeviceInterface,
+    DeviceResult,
+    ForwardingEntry,
+    LldpNeighbour,
+)
+from discovery.snmp.oids import oid, vendor_of
+from discovery.snmp.parse import parse_walk
+
+SW1, SW2, H1, H3 = "02:00:00:78:00:01", "02:00:00:78:00:02", "52:54:00:78:00:0b", "52:54:00:78:00:0d"
+
+
+def mac_bytes(text: str) -> bytes:
+    return bytes(int(part, 16) for part in text.split(":"))
+
+
+def mac_index(text: str) -> tuple[int, ...]:
+    return tuple(mac_bytes(text))
+
+
+def col(prefix, index, value):
+    return prefix + tuple(index), value
+
+
+def switch_walk() -> dict:
+    w = {
+        oids.SYS_DESCR: b"Linux sw1 6.1.0 x86_64",
+        oids.SYS_OBJECT_ID: "1.3.6.1.4.1.9.1.1208",
+        oids.SYS_UPTIME: 123456,
+        oids.SYS_CONTACT: b"netops@example.org\x1b[31m",
+        oids.SYS_NAME: b"sw1",
+        oids.SYS_LOCATION: b"rack 1",
+        oids.LLDP_LOC_CHASSIS_SUBTYPE: 4,
+        oids.LLDP_LOC_CHASSIS_ID: mac_bytes(SW1),
+    }
+    interfaces = [(1, b"lo", 24, b"", 10_000_000, 0), (3, b"br0", 209, mac_bytes(SW1), 0, 0),
+                  (4, b"swp9", 6, mac_bytes(SW1), 4_294_967_295, 10000),
+                  (5, b"swp1", 6, mac_bytes("02:00:00:78:01:01"), 1_000_000_000, 1000),
+                  (6, b"swp2", 6, b"\0" * 6, 100_000_000, 0)]
+    for index, name, kind, phys, speed, high in interfaces:
+        w.update(dict([col(oids.IF_DESCR, [index], name), col(oids.IF_NAME, [index], name),
+                       col(oids.IF_TYPE, [index], kind), col(oids.IF_PHYS_ADDRESS, [index], phys),
+                       col(oids.IF_SPEED, [index], speed), col(oids.IF_HIGH_SPEED, [index], high),
+                       col(oids.IF_ADMIN_STATUS, [index], 1), col(oids.IF_OPER_STATUS, [index], 1 if index != 6 else 2),
+                       col(oids.IF_ALIAS, [index], b"to sw2" if index == 4 else b"")]))
+    w.update(dict([
+        # ipAddressTable: 10.78.0.2/24 on br0, a broadcast entry (left out), ::1 on lo
+        col(oids.IP_ADDRESS_IF_INDEX, [1, 4, 10, 78, 0, 2], 3),
+        col(oids.IP_ADDRESS_TYPE, [1, 4, 10, 78, 0, 2], 1),
+        col(oids.IP_ADDRESS_PREFIX, [1, 4, 10, 78, 0, 2], "1.3.6.1.2.1.4.32.1.5.3.1.4.10.78.0.0.24"),
+        col(oids.IP_ADDRESS_IF_INDEX, [1, 4, 10, 78, 0, 255], 3),
+        col(oids.IP_ADDRESS_TYPE, [1, 4, 10, 78, 0, 255], 3),
+        col(oids.IP_ADDRESS_IF_INDEX, [2, 16, *([0] * 15), 1], 1),
+        # ipAddrTable: the same address again (kept once) and one only it knows
+        col(oids.IP_AD_ENT_IF_INDEX, [10, 78, 0, 2], 3),
+        col(oids.IP_AD_ENT_IF_INDEX, [192, 0, 2, 7], 4),
+        col(oids.IP_AD_ENT_NETMASK, [192, 0, 2, 7], bytes([255, 255, 255, 0])),
+        # ipNetToPhysicalTable: h1 (dynamic), an invalid entry; ipNetToMediaTable: h3, and h1 again
+        col(oids.IP_NET_TO_PHYSICAL_PHYS, [3, 1, 4, 10, 78, 0, 11], mac_bytes(H1)),
+        col(oids.IP_NET_TO_PHYSICAL_TYPE, [3, 1, 4, 10, 78, 0, 11], 3),
+        col(oids.IP_NET_TO_PHYSICAL_PHYS, [3, 1, 4, 10, 78, 0, 99], mac_bytes("52:54:00:78:00:63")),
+        col(oids.IP_NET_TO_PHYSICAL_TYPE, [3, 1, 4, 10, 78, 0, 99], 2),
+        col(oids.IP_NET_TO_MEDIA_PHYS, [3, 10, 78, 0, 13], mac_bytes(H3)),
+        col(oids.IP_NET_TO_MEDIA_TYPE, [3, 10, 78, 0, 13], 3),
+        col(oids.IP_NET_TO_MEDIA_PHYS, [3, 10, 78, 0, 11], mac_bytes(H1)),
+        # LLDP local ports (numbered by ifIndex, as lldpd does) and two neighbours
+        col(oids.LLDP_LOC_PORT_ID, [4], mac_bytes(SW1)), col(oids.LLDP_LOC_PORT_DESC, [4], b"swp9"),
+        col(oids.LLDP_LOC_PORT_ID, [5], b"swp1"), col(oids.LLDP_LOC_PORT_DESC, [5], b"swp1"),
+    ]))
+    for column, value in ((4, 4), (5, mac_bytes(SW2)), (6, 5), (7, b"swp9"), (8, b"uplink"), (9, b"sw2"),
+                          (10, b"sw2 (lab)"), (12, b"\x20")):
+        w[oids.LLDP_REM + (column, 100, 4, 2)] = value
+    for column, value in ((4, 4), (5, mac_bytes(H1)), (6, 3), (7, mac_bytes(H1)), (8, b"eth0"), (9, b"h1"),
+                          (12, b"\x01")):
+        w[oids.LLDP_REM + (column, 0, 5, 1)] = value
+    w[oids.LLDP_REM_MAN_ADDR_IF_SUBTYPE + (100, 4, 2, 1, 4, 10, 78, 0, 3)] = 2
+    w[oids.LLDP_REM_MAN_ADDR_IF_SUBTYPE + (0, 5, 1, 1, 4, 10, 78, 0, 11)] = 2
+    # BRIDGE-MIB: bridge ports 1 -> swp9, 2 -> swp1, 3 -> swp2
+    for port, if_index in ((1, 4), (2, 5), (3, 6)):
+        w[oids.DOT1D_BASE_PORT_IF_INDEX + (port,)] = if_index
+    for mac, port, status in ((H1, 2, 3), (SW2, 1, 3), ("52:54:00:78:00:0c", 1, 3), (SW1, 1, 4), (H3, 3, 3)):
+        w[oids.DOT1D_TP_FDB_PORT + mac_index(mac)] = port
+        w[oids.DOT1D_TP_FDB_STATUS + mac_index(mac)] = status
+    return w
+
+
+def test_system_group_and_vendor():
+    facts = parse_walk("192.0.2.7", switch_walk())
+    assert (facts.system_name, facts.system_description, facts.object_id, facts.vendor, facts.uptime_seconds,
+            facts.contact, facts.location, facts.chassis_mac) == (
+        "sw1", "Linux sw1 6.1.0 x86_64", "1.3.6.1.4.1.9.1.1208", "Cisco", 1234, "netops@example.org", "rack 1", SW1)
+    assert [vendor_of(o) for o in ("1.3.6.1.4.1.8072.3.2.10", "1.3.6.1.4.1.2636.1", "1.3.6.1.4.1.99999",
+                                   "1.3.6.1.2.1.1", "junk", None)] == [
+        "net-snmp", "Juniper", "enterprise 99999", None, None, None]
+
+
+def test_interfaces():
+    facts = parse_walk("192.0.2.7", switch_walk())
+    assert facts.interfaces == [
+        DeviceInterface(1, "lo", "lo", None, None, 10, "up", "up", 24),
+        DeviceInterface(3, "br0", "br0", None, SW1, None, "up", "up", 209),
+        DeviceInterface(4, "swp9", "swp9", "to sw2", SW1, 10000, "up", "up", 6),  # ifHighSpeed over a capped ifSpeed
+        DeviceInterface(5, "swp1", "swp1", None, "02:00:00:78:01:01", 1000, "up", "up", 6),
+        DeviceInterface(6, "swp2", "swp2", None, None, 100, "up", "down", 6),  # all-zero MAC: none
+    ]
+
+
+def test_addresses_and_arp():
+    facts = parse_walk("192.0.2.7", switch_walk())
+    assert facts.addresses == [DeviceAddress("10.78.0.2", 24, "br0"), DeviceAddress("192.0.2.7", 24, "swp9"),
+                               DeviceAddress("::1", None, "lo")]
+    assert facts.arp == [ArpEntry("10.78.0.11", H1, "br0"), ArpEntry("10.78.0.13", H3, "br0")]
+
+
+def test_lldp_neighbours():
+    facts = parse_walk("192.0.2.7", switch_walk())
+    assert facts.lldp == [  # in the order of the local ports (swp9 is ifIndex 4, swp1 5)
+        LldpNeighbour("swp9", SW2, SW2, "swp9", "uplink", "sw2", "sw2 (lab)", ("bridge",), ("10.78.0.3",),
+                      port_id_is_name=True),
+        LldpNeighbour("swp1", H1, H1, H1, "eth0", "h1", None, ("station",), ("10.78.0.11",)),
+    ]
+    assert [n.port_name for n in facts.lldp] == ["swp9", "eth0"]
+
+
+def test_forwarding_learned_entries_only():
+    facts = parse_walk("192.0.2.7", switch_walk())
+    assert facts.forwarding == [ForwardingEntry(H1, "swp1"), ForwardingEntry(H3, "swp2"),
+                                ForwardingEntry(SW2, "swp9"), ForwardingEntry("52:54:00:78:00:0c", "swp9")]
+    walk = switch_walk()  # Q-BRIDGE, where present, wins: it names the VLAN
+    walk[oids.DOT1Q_TP_FDB_PORT + (10, *mac_index(H3))] = 3
+    walk[oids.DOT1Q_TP_FDB_STATUS + (10, *mac_index(H3))] = 3
+    assert parse_walk("192.0.2.7", walk).forwarding == [ForwardingEntry(H3, "swp2", 10)]
+
+
+def test_hostile_and_broken_answers():
+    walk = {
+        oids.SYS_NAME: b"evil\x1b]0;owned\x07\nname" + b"x" * 1000,
+        oids.SYS_OBJECT_ID: 42,  # a wrong type is no value, not a crash
+        oids.SYS_UPTIME: b"soon",
+        oids.LLDP_LOC_CHASSIS_SUBTYPE: 4, oids.LLDP_LOC_CHASSIS_ID: b"\xff" * 6,  # broadcast: no chassis
+        oids.IF_DESCR + (0,): b"index zero",  # not an ifIndex
+        oids.IF_DESCR + (7, 1): b"two-part index",
+        oids.IF_DESCR + (8,): b"eth8", oids.IF_PHYS_ADDRESS + (8,): b"\x01\x02",  # a short MAC
+        oids.IP_ADDRESS_IF_INDEX + (1, 5, 10, 0, 0, 1): 8,  # length says 5, four bytes follow
+        oids.IP_NET_TO_PHYSICAL_PHYS + (8, 1, 4, 10, 0, 0, 300): b"\x52\x54\0\0\0\1",
+        oids.LLDP_REM + (5, 0, 8, 1): b"",  # a neighbour without a chassis id
+        oids.DOT1D_TP_FDB_PORT + (1, 2, 3): 1,  # an index that is no MAC
+    }
+    facts = parse_walk("192.0.2.9", walk)
+    assert facts.system_name.startswith("evilname") and len(facts.system_name) == 255
+    assert (facts.object_id, facts.vendor, facts.uptime_seconds, facts.chassis_mac) == (None, None, None, None)
+    assert facts.interfaces == [DeviceInterface(8, "eth8", "eth8")]
+    assert (facts.addresses, facts.arp, facts.lldp, facts.forwarding) == ([], [], [], [])
+
+
+def test_oid_text():
+    assert oid(".1.3.6.1.2.1.1.5.0") == oids.SYS_NAME
+
+
+# ---- batch --------------------------------------------------------------------------------------------
+
+def device(target: str, name: str, chassis: str | None, **more) -> DeviceResult:
+    return DeviceResult(target, "ok", DeviceFacts(target, system_name=name, chassis_mac=chassis, vendor="Cisco",
+                                                  **more))
+
+
+def test_batch_devices_links_and_attachments():
+    sw1 = DeviceResult("192.0.2.7", "ok", parse_walk("192.0.2.7", switch_walk()))
+    sw2 = device("192.0.2.8", "sw2", SW2, lldp=[
+        LldpNeighbour("swp9", SW1, SW1, SW1, "swp9", "sw1", None, ("bridge",)),
+        LldpNeighbour("swp3", "52:54:00:78:00:0c", "52:54:00:78:00:0c", None, None, "h2", None, ("station",)),
+        LldpNeighbour("swp4", "router-7", None, "ge-0/0/1", None, "r7", None, ("router",)),  # no MAC: no item
+        LldpNeighbour("swp5", "02:00:00:78:00:05", "02:00:00:78:00:05", "Gi1/0/1", None, "edge-5", None,
+                      ("bridge", "router"), ("10.9.9.5",), port_id_is_name=True),
+        LldpNeighbour("swp6", "00:04:f2:00:00:06", "00:04:f2:00:00:06", None, None, "phone-6", None,
+                      ("telephone",))],  # a phone announces itself too, and is no server
+        arp=[ArpEntry("10.78.0.12", "52:54:00:78:00:0c", "br0"), ArpEntry("10.78.0.3", SW2, "br0")])
+    silent = DeviceResult("192.0.2.9", "timeout", error="no answer")
+    no_mac = device("192.0.2.10", "nomac", None)
+    batch, notes = build_snmp_batch([sw1, sw2, silent, no_mac], run_id="r1")
+    assert notes == ["192.0.2.10: no chassis MAC, left out"]
+    assert (batch["source"], batch["complete"], batch["scope"]) == (
+        "snmp", True, {"subnets": [], "hosts": ["192.0.2.10", "192.0.2.7", "192.0.2.8", "192.0.2.9"]})
+    items = {i["ref"]: i for i in batch["items"]}
+    assert {(i["class"], i["name"], tuple(i["identifiers"].get("mac_address", [i["identifiers"].get("address")])))
+            for i in batch["items"]} == {
+        ("network_device", "sw1", (SW1,)), ("network_device", "sw2", (SW2,)),
+        ("network_device", "edge-5", ("02:00:00:78:00:05",)),
+        ("server", "h1", (H1,)), ("server", "h2", ("52:54:00:78:00:0c",)),
+        ("ip_address", "10.78.0.2", ("10.78.0.2",)), ("ip_address", "192.0.2.7", ("192.0.2.7",)),
+        ("ip_address", "10.78.0.11", ("10.78.0.11",)), ("ip_address", "10.78.0.13", ("10.78.0.13",)),
+        ("ip_address", "10.78.0.12", ("10.78.0.12",)),
+    }
+    sw1_item = items[f"d:{SW1}"]
+    assert sw1_item["attributes"] == {
+        "vendor": "Cisco", "system_object_id": "1.3.6.1.4.1.9.1.1208", "system_description": "Linux sw1 6.1.0 x86_64",
+        "contact": "netops@example.org", "location": "rack 1", "management_address": "192.0.2.7",
+        "interfaces": [  # the loopback left out; no uptime (it would change every run)
+            {"name": "br0", "mac_address": SW1, "admin_status": "up", "oper_status": "up"},
+            {"name": "swp9", "alias": "to sw2", "mac_address": SW1, "speed_mbps": 10000, "admin_status": "up",
+             "oper_status": "up"},
+            {"name": "swp1", "mac_address": "02:00:00:78:01:01", "speed_mbps": 1000, "admin_status": "up",
+             "oper_status": "up"},
+            {"name": "swp2", "speed_mbps": 100, "admin_status": "up", "oper_status": "down"}]}
+    assert items["ip:10.78.0.11"]["attributes"] == {"family": "ipv4", "mac_address": H1}
+    names = {ref: item["name"] for ref, item in items.items()}
+    assert {(names[r["source"]], r["type"], names[r["target"]], tuple(sorted(r["attributes"].items())))
+            for r in batch["relationships"]} == {
+        # one cable, reported by both ends, is one edge from the chassis MAC that sorts first
+        ("sw1", "cabled_to", "sw2", (("port", "swp9"), ("remote_port", "swp9"))),
+        ("sw2", "cabled_to", "edge-5", (("port", "swp5"), ("remote_port", "Gi1/0/1"))),
+        ("h1", "connects_to", "sw1", (("port", "swp1"),)),
+        ("h2", "connects_to", "sw2", (("port", "swp3"),)),
+        ("sw1", "contains", "10.78.0.2", ()), ("sw1", "contains", "192.0.2.7", ()),
+        ("h1", "contains", "10.78.0.11", ()), ("h2", "contains", "10.78.0.12", ()),
+    }
+    # h3 is alone on swp2's forwarding entry, but no LLDP names it: it is an address, never a guessed host;
+    # swp9 carries several MACs (an uplink) and names nobody.
+
+
+def test_batch_forwarding_entry_confirms_only_hosts_it_knows():
+    """A port with one learned MAC attaches the host holding it; a port LLDP shows a switch on never does."""
+    sw1 = device("192.0.2.7", "sw1", SW1, lldp=[LldpNeighbour("swp1", H1, H1, None, None, "h1", None, ("station",))],
+                 forwarding=[ForwardingEntry(H1, "swp1"), ForwardingEntry(H1, "swp7")])
+    # sw1 does not report the cable (its neighbour aged out): sw2's report gives the edge, sw1 first
+    sw2 = device("192.0.2.8", "sw2", SW2, lldp=[LldpNeighbour("swp9", SW1, SW1, None, "xe-1", "sw1", None, ("bridge",))],
+                 forwarding=[ForwardingEntry(H1, "swp9"), ForwardingEntry(H1, "swp2")])
+    batch, _ = build_snmp_batch([sw1, sw2], run_id="r2", subnets=["192.0.2.0/24"])
+    assert batch["scope"] == {"subnets": ["192.0.2.0/24"], "hosts": []}
+    names = {i["ref"]: i["name"] for i in batch["items"]}
+    # h1 is on sw1 by LLDP (the forwarding entry on swp1 says the same) and alone on sw2's swp2: a host
+    # on two switches connects to a redundancy group of them
+    assert {(names[r["source"]], r["type"], names[r["target"]], r["attributes"].get("port"))
+            for r in batch["relationships"]} == {
+        ("sw1", "cabled_to", "sw2", "xe-1"),
+        ("h1", "connects_to", "network attachment of h1", None),
+        ("sw1", "member_of", "network attachment of h1", "swp1, swp7"),  # swp7 holds h1 alone too (a bond)
+        ("sw2", "member_of", "network attachment of h1", "swp2"),
+    }
+    (group,) = [i for i in batch["items"] if i["class"] == "cluster"]
+    assert (group["identifiers"], group["attributes"]) == ({"cluster_id": f"snmp/attachment/{H1}"},
+                                                           {"min_members": 1})

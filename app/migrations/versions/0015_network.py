@@ -6,7 +6,7 @@ other did, so the type carries no impact (``none``). A host's attachment to its 
 attributes of the device (discovery/snmp/batch.py says why), so no class is added.
 
 Revision ID: 0015
-Revises: 0012 (temporarily: 0013 and 0014 come from other branches; the lead rewires it to 0014)
+Revises: 0014
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

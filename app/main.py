@@ -29,7 +29,10 @@ from app.services.webhooks import SecretBox
 
 DESCRIPTION = """Karta stores configuration items (CIs), their relationships and every change to them.
 
-Authenticate with `Authorization: Bearer <token>`; errors are `application/problem+json` (RFC 9457)."""
+Authenticate with `Authorization: Bearer <token>`; errors are `application/problem+json` (RFC 9457).
+
+Where read replicas serve reads, a write answers `X-Karta-Seq: N`; send `X-Karta-Min-Seq: N` with a read
+to see that write (README, "Read replicas")."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -131,6 +131,15 @@ def read_transaction(engine: Engine, *, begin: bool = False, routed: bool = True
         yield conn
 
 
+def prepare_read(engine: Engine) -> None:
+    """Let the request's route choose its database for reads of `engine` now (waiting for a replica
+    that has X-Karta-Min-Seq, if it must), so that no lock taken before the first read is held through
+    that wait. Nothing without read replicas."""
+    route = READ_ROUTE.get()
+    if route is not None and route.may_lag and route.primary is engine:
+        route.prepare()
+
+
 def refresh_statistics(engine: Engine, *, force: bool = False) -> bool:
     """Give SQLite's planner fresh table statistics (PostgreSQL's autovacuum does this by itself).
 

@@ -261,6 +261,13 @@ class ReadRoute:
         if self.committed_seq is None or seq > self.committed_seq:
             self.committed_seq = seq
 
+    def prepare(self) -> None:
+        """Choose the database now (app.core.db.prepare_read); the reads that follow keep the choice."""
+        if not self.decided:
+            _, conn = self._replica_connection()
+            if conn is not None:
+                conn.close()
+
     @contextmanager
     def transaction(self, begin: bool) -> Iterator[Connection]:
         replica, conn = self._replica_connection()

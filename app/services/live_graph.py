@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import Engine, String, cast, select
 
-from app.core.db import read_transaction
+from app.core.db import prepare_read, read_transaction
 from app.models import ChangeRecord, ConfigurationItem, Relationship
 from app.services.bulk import id_in
 from app.services.changes import last_seq
@@ -76,6 +76,7 @@ class LiveGraph:
         """The graph with every change committed before the call applied, held still until the block
         ends: an answer computed inside reflects exactly `graph.applied_seq`. Keep the block to graph
         work; database reads and drawing belong after it."""
+        prepare_read(self._engine)  # a wait for a replica (X-Karta-Min-Seq) happens here, not under the lock
         with self._lock:
             yield self._refresh()
 

@@ -17,6 +17,7 @@ from app.services import tokens as token_service
 from app.services.history import UnitOfWork
 from tests.conftest import new_id
 from tests.integrations.metrics_text import samples
+from tests.server import free_port
 from tests.web.test_ci_page import _edit_form, signed_in
 
 WAIT_SECONDS = 0.3
@@ -78,6 +79,7 @@ def eventually(condition, seconds: float = 10) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.postgres
 def test_reads_go_to_the_replica_and_a_read_of_ones_write_waits_then_falls_back(routed, replicated):
     first, first_seq = routed.create_ci(f"before-{new_id()}")
     # The replica has it, or has it within the wait: either way the read finds it.
@@ -114,6 +116,7 @@ def test_reads_go_to_the_replica_and_a_read_of_ones_write_waits_then_falls_back(
     assert routed.replica()["applied_seq"] >= seq or time.monotonic() - started < WAIT_SECONDS
 
 
+@pytest.mark.postgres
 def test_impact_catches_up_from_the_replica_and_reads_its_own_write(routed, replicated):
     server, _ = routed.create_ci(f"srv-{new_id()}")
     replicated.pause_replay()
@@ -137,6 +140,7 @@ def test_impact_catches_up_from_the_replica_and_reads_its_own_write(routed, repl
         replicated.resume_replay()
 
 
+@pytest.mark.postgres
 def test_a_write_answers_its_sequence_and_a_bad_min_seq_is_a_400(routed):
     ci_id, seq = routed.create_ci(f"seq-{new_id()}")
     patched = routed.client.patch(f"/api/v1/cis/{ci_id}", headers=routed.headers, json={"owner": "team-x"})
@@ -148,6 +152,7 @@ def test_a_write_answers_its_sequence_and_a_bad_min_seq_is_a_400(routed):
         assert answer.json()["errors"] == [{"field": "header.X-Karta-Min-Seq", "message": "not a non-negative integer"}]
 
 
+@pytest.mark.postgres
 def test_lag_shows_in_readyz_and_metrics_and_a_replica_too_far_behind_leaves_the_rotation(replicated):
     app = replicated_app(replicated, replica_max_lag_seconds=1, metrics_cache_seconds=0)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -177,6 +182,7 @@ def test_lag_shows_in_readyz_and_metrics_and_a_replica_too_far_behind_leaves_the
         assert samples(api.get("/metrics").text)[("karta_replica_in_rotation", label)] == 1
 
 
+@pytest.mark.postgres
 def test_the_web_ui_reads_its_users_write_through_a_cookie(replicated):
     app = replicated_app(replicated)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -225,3 +231,33 @@ def test_replica_urls_need_postgresql():
         Settings(database_url="sqlite:///x.db", database_replica_urls="postgresql+psycopg://r/db")
     with pytest.raises(ValueError, match="must be a postgresql URL"):
         Settings(database_url="postgresql+psycopg://p/db", database_replica_urls="postgresql+psycopg://r/db,sqlite:///y")
+
+
+@pytest.mark.postgres
+def test_a_replica_that_is_down_stays_out_of_rotation_with_growing_backoff_and_readers_see_no_error(replicated):
+    dead_port = free_port()
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{dead_port}/karta"  # nothing listens there
+    app = replicated_app(replicated, database_replica_urls=f"{dead},{replicated.replica_url}",
+                         replica_retry_max_seconds=4)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = Client(client, create_tokens(app.state.engine)["admin"])
+
+        def states() -> dict[str, dict]:
+            return {replica["name"].split(":")[1]: replica for replica in client.get("/readyz").json()["replicas"]}
+
+        live_port = replicated.standby.port
+        eventually(lambda: states()[f"{live_port}/karta"]["in_rotation"])
+        ci_id, seq = api.create_ci(f"two-{new_id()}")
+        for _ in range(20):  # round-robin finds only the live one; none of these fails
+            assert api.get(f"/api/v1/cis/{ci_id}", min_seq=seq).status_code == 200
+            assert api.get("/api/v1/cis", params={"limit": 5}).status_code == 200
+        down = states()[f"{dead_port}/karta"]
+        assert not down["in_rotation"] and "OperationalError" in down["error"]
+        # Checked again after 1, 2, 4 s (capped at 4): the wait before the next check grows.
+        waits = []
+        for _ in range(200):
+            waits.append(states()[f"{dead_port}/karta"]["next_check_in_seconds"])
+            if max(waits) > 2:
+                break
+            time.sleep(0.05)
+        assert 2 < max(waits) <= 4

@@ -8,12 +8,14 @@ from collections import Counter
 from typing import Self
 
 import httpx
+import pytest
 
 from app.core.db import make_engine
 from tests.conftest import new_id
 from tests.replica.test_read_replicas import create_tokens
 from tests.server import running_server
 
+pytestmark = pytest.mark.postgres
 READERS = 4
 WRITERS = 2
 LOAD_SECONDS_BEFORE = 1.5

@@ -146,6 +146,15 @@ def test_a_write_answers_its_sequence_and_a_bad_min_seq_is_a_400(routed):
     patched = routed.client.patch(f"/api/v1/cis/{ci_id}", headers=routed.headers, json={"owner": "team-x"})
     assert patched.status_code == 200 and int(patched.headers["X-Karta-Seq"]) > seq
     assert "X-Karta-Seq" not in routed.get(f"/api/v1/cis/{ci_id}").headers
+    # Discovery's batches answer it too, and the read that sends it finds what the batch made.
+    serial = f"SN-{new_id()}"
+    batch = {"source": "ssh", "run_id": f"r-{new_id()}", "scope": {"hosts": ["h"]},
+             "items": [{"ref": "h", "class": "server", "name": f"h-{serial}", "identifiers": {"serial_number": serial}}]}
+    pushed = routed.client.post("/api/v1/ingest", headers=routed.headers, json=batch)
+    assert pushed.status_code == 200, pushed.text
+    batch_seq = int(pushed.headers["X-Karta-Seq"])
+    assert batch_seq > int(patched.headers["X-Karta-Seq"])
+    assert routed.get(f"/api/v1/cis/{pushed.json()['refs']['h']}", min_seq=batch_seq).status_code == 200
     for bad in ("-1", "abc", "1.5", "9" * 30):
         answer = routed.get(f"/api/v1/cis/{ci_id}", min_seq=bad)
         assert answer.status_code == 400 and answer.headers["content-type"] == "application/problem+json"

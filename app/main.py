@@ -15,10 +15,12 @@ from app import web
 from app.api import (ansible, changes, cis, health, impact, imports, incidents, ingest, metrics, openapi, problems,
                      prometheus, registry, relationships, search, service_map, tokens, webhooks)
 from app.api.limits import BoundedBody
+from app.api.read_routing import ReadRouting
 from app.api.responses import PROBLEM_RESPONSES
 from app.core import metrics_listener
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
+from app.core.replicas import ReplicaSet
 from app.services.incident_expiry import IncidentExpirer
 from app.services.live_graph import LiveGraph
 from app.services.registry import RegistryCache
@@ -29,7 +31,10 @@ from app.services.webhooks import SecretBox
 
 DESCRIPTION = """Karta stores configuration items (CIs), their relationships and every change to them.
 
-Authenticate with `Authorization: Bearer <token>`; errors are `application/problem+json` (RFC 9457)."""
+Authenticate with `Authorization: Bearer <token>`; errors are `application/problem+json` (RFC 9457).
+
+Where read replicas serve reads, a write answers `X-Karta-Seq: N`; send `X-Karta-Min-Seq: N` with a read
+to see that write (README, "Read replicas")."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deliverer = DeliveryWorker(engine, settings) if settings.webhooks_deliver else None
         if deliverer:
             deliverer.start()
+        if replicas is not None:
+            replicas.start()
         expirer = IncidentExpirer(app.state)
         expirer.start()
         listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry,
@@ -57,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expirer.stop()
         if deliverer:
             deliverer.stop()
+        if replicas is not None:
+            replicas.stop()
         engine.dispose()
 
     # /docs is served by app.web from vendored assets (FastAPI's own loads Swagger UI from a CDN).
@@ -65,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url, pool_size=settings.threads)
     app.state.settings = settings
     app.state.engine = engine
+    # Read replicas (KARTA_DATABASE_REPLICA_URLS): without them, nothing below routes anything.
+    replicas = ReplicaSet.from_settings(engine, settings) if settings.replica_urls else None
+    app.state.replicas = replicas
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.webhook_secrets = SecretBox(engine, settings.webhook_key)
@@ -74,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes,
                                "/api/v1/integrations/alertmanager": settings.max_alert_body_bytes,
                                "/api/v1/import": settings.max_import_body_bytes})
+    if replicas is not None:
+        app.add_middleware(ReadRouting, replicas=replicas)  # inside the metrics: a read answered again counts once
     metrics.install(app)
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks, incidents,

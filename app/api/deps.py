@@ -7,8 +7,8 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 
 from app.core import db
 from app.models.token import Scope
@@ -73,7 +73,10 @@ Admin = Annotated[Principal, require(Scope.admin)]
 @contextmanager
 def read_transaction(request: Request) -> Iterator[Connection]:
     """A read-only transaction, opened inside the (threaded) endpoint rather than as a generator
-    dependency: FastAPI would run such a dependency's enter and exit on two more thread hops."""
+    dependency: FastAPI would run such a dependency's enter and exit on two more thread hops.
+
+    With read replicas, the request's route (app/api/read_routing.py) may send it to a replica: in a
+    GET it may lag (X-Karta-Min-Seq bounds how far); in a request that writes it is the primary's."""
     with db.read_transaction(request.app.state.engine) as conn:
         yield conn
 

@@ -1,4 +1,7 @@
-"""/healthz (the process answers) and /readyz (the database answers and its schema is at head)."""
+"""/healthz (the process answers) and /readyz (the database answers and its schema is at head).
+
+With read replicas, /readyz also lists each replica's state and lag (app/core/replicas.py). A replica
+out of rotation does not make the worker unready: the primary answers its reads."""
 
 from fastapi import APIRouter, Request
 from sqlalchemy import text
@@ -27,4 +30,7 @@ def readyz(request: Request):
     if current != head:
         return problem(503, "Not ready", f"The database schema is at {current or 'nothing'}, not {head}: "
                        "run `karta db upgrade`.", slug="not-ready", current=current, head=head)
-    return JSON({"status": "ready", "schema": current})
+    body = {"status": "ready", "schema": current}
+    if request.app.state.replicas is not None:
+        body["replicas"] = request.app.state.replicas.status()
+    return JSON(body)

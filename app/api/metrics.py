@@ -14,7 +14,8 @@ def install(app: FastAPI) -> None:
     """Time every request, and keep the registry a scrape renders (also served by KARTA_METRICS_LISTEN)."""
     app.add_middleware(metrics.RequestMetrics)
     app.state.metrics_registry = metrics.registry_for(app.state.engine, app.state.live_graph,
-                                                      app.state.settings.metrics_cache_seconds)
+                                                      app.state.settings.metrics_cache_seconds,
+                                                      replicas=app.state.replicas)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

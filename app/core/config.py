@@ -6,8 +6,9 @@ Defaults give a working single-machine install: SQLite under ./var, nothing else
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 DEFAULT_SQLITE_PATH = Path("var") / "karta.db"
 
@@ -118,6 +119,39 @@ class Settings(BaseSettings):
     alert_expiry_seconds: float = Field(default=4 * 3600 + 15 * 60, ge=1, le=90 * 86400)
     incident_sweep_seconds: float = Field(default=30.0, ge=0.05, le=3600)
     incident_sweep_max: int = Field(default=100, ge=1, le=10_000)
+
+    # Read replicas (app/core/replicas.py): PostgreSQL hot standbys of database_url, comma-separated
+    # SQLAlchemy URLs. Reads that may lag go to them; writes, reads inside a write and token checks go to
+    # the primary. A read that sends X-Karta-Min-Seq (or the web UI's cookie after a write) waits at most
+    # `replica_wait_seconds` for a replica to have that change, else the primary answers it. Each worker
+    # checks its replicas every `replica_check_seconds`; one that does not answer within
+    # `replica_timeout_seconds`, or is more than `replica_max_lag_seconds` behind, leaves the rotation and
+    # is checked again after 1, 2, 4 ... s (at most `replica_retry_max_seconds`).
+    database_replica_urls: str = ""
+    replica_wait_seconds: float = Field(default=0.5, ge=0, le=10)
+    replica_check_seconds: float = Field(default=1.0, ge=0.05, le=60)
+    replica_max_lag_seconds: float = Field(default=30.0, gt=0, le=86400)
+    replica_timeout_seconds: int = Field(default=2, ge=1, le=60)
+    replica_retry_max_seconds: float = Field(default=30.0, ge=1, le=3600)
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [url.strip() for url in self.database_replica_urls.split(",") if url.strip()]
+
+    @model_validator(mode="after")
+    def _replicas_are_postgresql(self) -> "Settings":
+        # Refused when Karta starts: a replica of SQLite does not exist, and a typo must not pass silently.
+        urls = self.replica_urls
+        if urls and make_url(self.database_url).get_backend_name() != "postgresql":
+            raise ValueError("database_replica_urls needs a PostgreSQL database_url (replicas are its hot standbys)")
+        for n, url in enumerate(urls):
+            try:
+                backend = make_url(url).get_backend_name()
+            except Exception as exc:  # any unparsable URL is the same mistake
+                raise ValueError(f"database_replica_urls[{n}] is not a database URL") from exc
+            if backend != "postgresql":
+                raise ValueError(f"database_replica_urls[{n}] must be a postgresql URL, not {backend}")
+        return self
 
     @field_validator("alert_bindings")
     @classmethod

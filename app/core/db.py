@@ -8,25 +8,32 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-
 # Execution option that marks a connection as about to write (see _begin_sqlite_transaction).
 WRITE_OPTION = "karta_write"
+# The request's read route (app.core.replicas.ReadRoute) when read replicas are configured: it sends
+# the request's reads to a replica and collects the sequence its writes commit. Unset (None) without
+# replicas, and outside requests (start-up, background workers): every read is then the primary's.
+READ_ROUTE: ContextVar[Any] = ContextVar("karta_read_route", default=None)
 
 
 def _json_serializer(value) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = 5, connect_timeout: int | None = None,
+                statement_timeout_ms: int | None = None) -> Engine:
     """An engine whose pool holds `pool_size` connections. The service sizes it to its thread pool:
     a request that finds the pool empty would otherwise open (and later close) a connection of its own,
-    which costs more than the query it came for."""
+    which costs more than the query it came for. `connect_timeout` (seconds) and `statement_timeout_ms`
+    bound what a replica that stopped answering can cost (PostgreSQL only; app.core.replicas)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -42,6 +49,10 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
+    options = "-c timezone=UTC" + (f" -c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else "")
+    connect_args: dict[str, Any] = {"options": options}
+    if connect_timeout is not None:
+        connect_args["connect_timeout"] = connect_timeout
     return create_engine(
         url,
         json_serializer=_json_serializer,
@@ -54,7 +65,7 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         # Every session speaks UTC, whatever the server's or the database's `timezone` setting: times
         # read back then equal the UTC times written (an incident's repeat must compare equal, and
         # answers show UTC whatever the server's locale).
-        connect_args={"options": "-c timezone=UTC"},
+        connect_args=connect_args,
     )
 
 
@@ -91,18 +102,42 @@ STATISTICS_INTERVAL_SECONDS = 600.0
 
 
 @contextmanager
-def read_transaction(engine: Engine) -> Iterator[Connection]:
+def read_transaction(engine: Engine, *, begin: bool = False, routed: bool = True) -> Iterator[Connection]:
     """A read-only transaction for one answer (an API endpoint or a page).
 
     On PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its own snapshot
     anyway, so BEGIN and COMMIT would only add a round trip each. SQLite's BEGIN does give the
-    statements one snapshot, and costs nothing on the wire."""
+    statements one snapshot, and costs nothing on the wire. `begin`: a real transaction on both (the
+    impact graph's loads stream inside one).
+
+    Inside a request that may read lagging data (READ_ROUTE set, app.core.replicas), reads of the
+    primary `engine` are served by a replica instead; without replicas that is one context lookup.
+    `routed=False`: on `engine` itself, whatever the request."""
+    if routed:
+        route = READ_ROUTE.get()
+        if route is not None and route.may_lag and route.primary is engine:
+            with route.transaction(begin) as conn:
+                yield conn
+            return
+    if begin:
+        with engine.connect() as conn, conn.begin():
+            yield conn
+        return
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
         return
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+def prepare_read(engine: Engine) -> None:
+    """Let the request's route choose its database for reads of `engine` now (waiting for a replica
+    that has X-Karta-Min-Seq, if it must), so that no lock taken before the first read is held through
+    that wait. Nothing without read replicas."""
+    route = READ_ROUTE.get()
+    if route is not None and route.may_lag and route.primary is engine:
+        route.prepare()
 
 
 def refresh_statistics(engine: Engine, *, force: bool = False) -> bool:

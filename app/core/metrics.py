@@ -13,7 +13,9 @@ Read at scrape time (KartaCollector): CIs by class, discovery runs by source and
 complete run's time, the change feed's head; all from the database in one read transaction, cached
 `metrics_cache_seconds` so that scrapes, however frequent, cannot load the database. And the impact
 graph of the worker answering the scrape (CIs, related pairs of CIs, applied sequence, lag behind
-the head), read as it is, never caught up for a scrape, and left out while it is being built.
+the head), read as it is, never caught up for a scrape, and left out while it is being built. With
+read replicas, each replica's lag and whether it is in rotation, as the answering worker's last check
+found them (app/core/replicas.py; the label is the replica's host:port/database).
 
 Several workers (`karta serve --workers N`): `karta serve` gives every start its own directory in
 PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) and removes it on exit, so counters
@@ -128,8 +130,9 @@ def database_error(kind: str) -> None:
 class KartaCollector:
     """The estate's counts (cached) and the answering worker's graph, as gauges."""
 
-    def __init__(self, engine, live_graph, cache_seconds: float) -> None:
+    def __init__(self, engine, live_graph, cache_seconds: float, replicas=None) -> None:
         self._engine = engine
+        self._replicas = replicas
         self._live_graph = live_graph
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()  # one database read at a time; the others use its answer
@@ -169,6 +172,8 @@ class KartaCollector:
         head = counts["head_seq"]
         yield GaugeMetricFamily("karta_change_feed_head_sequence", "The newest change record's sequence number.",
                                 value=head)
+        if self._replicas is not None:
+            yield from _replica_gauges(self._replicas.status())
         snapshot = self._live_graph.snapshot(GRAPH_WAIT_SECONDS) if self._live_graph is not None else None
         if snapshot is None:
             return
@@ -186,6 +191,25 @@ class KartaCollector:
                                 value=max(0, head - applied))
 
 
+def _replica_gauges(replicas: list[dict[str, Any]]) -> Iterable[Metric]:
+    in_rotation = GaugeMetricFamily("karta_replica_in_rotation", "1 when the read replica serves reads, 0 when "
+                                    "it is out of rotation (down, not a standby, or too far behind).",
+                                    labels=["replica"])
+    lag = GaugeMetricFamily("karta_replica_lag_seconds", "How long ago the primary had the oldest change the "
+                            "replica has not applied (0: it has them all), at the last check.", labels=["replica"])
+    behind = GaugeMetricFamily("karta_replica_lag_sequences", "Change-feed sequence numbers the replica is behind "
+                               "the primary, at the last check.", labels=["replica"])
+    for replica in replicas:
+        in_rotation.add_metric([replica["name"]], 1 if replica["in_rotation"] else 0)
+        if replica["lag_seconds"] is not None:
+            lag.add_metric([replica["name"]], replica["lag_seconds"])
+        if replica["lag_changes"] is not None:
+            behind.add_metric([replica["name"]], replica["lag_changes"])
+    yield in_rotation
+    yield lag
+    yield behind
+
+
 class _Counted:
     """What was counted: every worker's files in multiprocess mode, else this process's registry."""
 
@@ -196,11 +220,11 @@ class _Counted:
         return MultiProcessCollector(None, path).collect()
 
 
-def registry_for(engine, live_graph, cache_seconds: float) -> CollectorRegistry:
+def registry_for(engine, live_graph, cache_seconds: float, replicas=None) -> CollectorRegistry:
     """The registry a scrape renders: what was counted, then what is."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Counted())
-    registry.register(KartaCollector(engine, live_graph, cache_seconds))
+    registry.register(KartaCollector(engine, live_graph, cache_seconds, replicas))
     return registry
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, or_, select, text
+from sqlalchemy import Connection, Engine, func, or_, select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.core.db import WRITE_OPTION
+from app.core.db import READ_ROUTE, WRITE_OPTION
 from app.core.db_errors import aborted_for_another
 from app.core.dialect import locked, row_locks
 from app.models import ApiToken, ChangeRecord
@@ -117,6 +117,9 @@ class UnitOfWork:
     conn: Connection = field(init=False)
     now: datetime = field(default_factory=utcnow)
     _records: list[dict[str, Any]] = field(default_factory=list, init=False)
+    # The largest sequence number this unit of work wrote, read only inside a request that reports it
+    # (X-Karta-Seq, with read replicas: app.core.replicas.ReadRoute) and handed on once committed.
+    _last_seq: int | None = field(default=None, init=False)
 
     def __enter__(self) -> "UnitOfWork":
         self.conn = self.engine.connect().execution_options(**{WRITE_OPTION: True})
@@ -135,6 +138,8 @@ class UnitOfWork:
             if exc_type is None:
                 self._flush_records()
                 self.conn.commit()
+                if self._last_seq is not None:
+                    READ_ROUTE.get().committed(self._last_seq)
             else:
                 self.conn.rollback()
         finally:
@@ -163,6 +168,9 @@ class UnitOfWork:
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_SEQUENCE_LOCK})
         insert_rows(self.conn, ChangeRecord.__table__, self._records)
         self._records.clear()
+        if READ_ROUTE.get() is not None:
+            # Still under the sequence lock: the largest number is this transaction's own.
+            self._last_seq = self.conn.execute(select(func.max(ChangeRecord.__table__.c.seq))).scalar_one()
 
 
 def require_live_token(conn: Connection, token_id: uuid.UUID, now: datetime) -> None:

@@ -10,6 +10,9 @@ An answer must never come from a graph older than it says. So:
   - the sequence read before catching up is the one the answer reflects (`applied_seq`, shown as
     `as_of_seq`); since sequence numbers grow in commit order (app.services.history), every change
     committed before the question arrived is at or below it: a worker reads its own writes;
+  - with read replicas, a question that may lag catches up from its request's replica (the graph
+    only moves forward: a replica behind the graph adds nothing), and one that sends X-Karta-Min-Seq
+    from a database that has that change (app/core/replicas.py);
   - more than `catch_up_max` records behind (a worker idle through a bulk load), applying them one by
     one would cost more than loading afresh, so the graph is rebuilt; it never stops half way;
   - `reading()` holds the graph still while an answer is computed from it, so another thread's
@@ -30,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import Engine, String, cast, select
 
+from app.core.db import prepare_read, read_transaction
 from app.models import ChangeRecord, ConfigurationItem, Relationship
 from app.services.bulk import id_in
 from app.services.changes import last_seq
@@ -72,6 +76,7 @@ class LiveGraph:
         """The graph with every change committed before the call applied, held still until the block
         ends: an answer computed inside reflects exactly `graph.applied_seq`. Keep the block to graph
         work; database reads and drawing belong after it."""
+        prepare_read(self._engine)  # a wait for a replica (X-Karta-Min-Seq) happens here, not under the lock
         with self._lock:
             yield self._refresh()
 
@@ -129,7 +134,7 @@ class LiveGraph:
     def _build(self, semantics: dict[str, RelationshipSemantics]) -> ImpactGraph:
         started = time.perf_counter()
         graph = ImpactGraph(semantics)
-        with self._engine.connect() as conn, conn.begin():
+        with read_transaction(self._engine, begin=True) as conn:
             # Read first: whatever commits while the tables stream in is at most applied twice, and
             # applying a record again changes nothing.
             seq = last_seq(conn)
@@ -152,7 +157,7 @@ class LiveGraph:
     def _catch_up(self, graph: ImpactGraph) -> bool:
         """Apply every record up to the last committed one; False, having applied none, when there
         are more than `catch_up_max` of them."""
-        with self._engine.connect() as conn, conn.begin():
+        with read_transaction(self._engine, begin=True) as conn:
             target = last_seq(conn)
             if target <= graph.applied_seq:
                 return True
@@ -163,7 +168,7 @@ class LiveGraph:
                 return False
         # At most catch_up_max records lie at or below target: the pages are bounded.
         for _ in range(self.catch_up_max // self.catch_up_page + 1):
-            with self._engine.connect() as conn, conn.begin():
+            with read_transaction(self._engine, begin=True) as conn:
                 records = conn.execute(
                     select(CHANGE.c.seq, CHANGE.c.object_type, CHANGE.c.object_id, CHANGE.c.action, CHANGE.c.diff)
                     .where(CHANGE.c.seq > graph.applied_seq, CHANGE.c.seq <= target)

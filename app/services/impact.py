@@ -100,7 +100,7 @@ def radius_answer(conn: Connection, result: ImpactResult, nearest: list[str], cl
 
 def _answer(result: ImpactResult, info: dict[str, dict[str, Any]], entries: list, services: list, total: int,
             by_class: Counter, by_state: Counter, owners: set[str]) -> dict[str, Any]:
-    """An impact answer from its parts (impact_answer's and named_impact_answer's shape)."""
+    """An impact answer from its parts (impact_answer's and radius_answer's shape)."""
     return {
         "failed": [{"id": ci_id, "name": info.get(ci_id, {}).get("name"), "class": info.get(ci_id, {}).get("class")}
                    for ci_id in result.failed],

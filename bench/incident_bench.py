@@ -37,18 +37,24 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from sqlalchemy import insert, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from graph_synthetic import generate
+from sqlalchemy import insert, text
+from sqlalchemy.engine import make_url
 
-from app.core import migrations  # noqa: E402
-from app.core.db import make_engine, refresh_statistics, write_transaction  # noqa: E402
-from app.models import CIClass, CIIdentifier, ConfigurationItem, Relationship, RelationshipType  # noqa: E402
-from app.services import tokens  # noqa: E402
-from app.services.bulk import insert_rows  # noqa: E402
-from app.services.history import UnitOfWork  # noqa: E402
-from bench.api_bench import serve  # noqa: E402
-from bench.common import PG_URL, fresh_database  # noqa: E402
-from graph_synthetic import generate  # noqa: E402
+from app.core import migrations
+from app.core.db import make_engine, refresh_statistics, write_transaction
+from app.models import (
+    CIClass,
+    CIIdentifier,
+    ConfigurationItem,
+    Relationship,
+    RelationshipType,
+)
+from app.services import tokens
+from app.services.bulk import insert_rows
+from app.services.history import UnitOfWork
+from bench.api_bench import serve
+from bench.common import PG_URL, fresh_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHUNK = 50_000
@@ -192,7 +198,8 @@ def measure(base: str, secret: str, hosts: dict[str, str], groups: int, seed: in
 
 def breakdown(url: str, hosts: dict[str, str], groups: int, seed: int) -> list[str]:
     """Where a new group's time goes, in this process (no HTTP): the graph's impact and root cause (with
-    the incident's extra cap), and the database reads that name what the incident stores
+    the incident's extra cap), what the graph hands over of the answer (the nearest CIs, counts by
+    class, the services' ids), and the query that names what the incident stores
     (app.services.incidents.compute's parts)."""
     from app.core.config import Settings
     from app.core.db import read_transaction
@@ -202,6 +209,7 @@ def breakdown(url: str, hosts: dict[str, str], groups: int, seed: int) -> list[s
     settings = Settings(database_url=url, load_graph_at_startup=False, webhooks_deliver=False)
     app = create_app(settings)
     rng, ids = random.Random(seed + 2), list(hosts)
+    services = frozenset({"service"})
     parts: dict[str, dict[str, list[float]]] = {}
     with app.state.live_graph.reading() as graph:
         shapes = {"random hosts": [rng.sample(ids, 20) for _ in range(groups)], "one cause": []}
@@ -219,11 +227,18 @@ def breakdown(url: str, hosts: dict[str, str], groups: int, seed: int) -> list[s
                 started = time.perf_counter()
                 candidates = graph.root_cause(failed, limit=10, extra_cap=settings.incident_root_cause_extra_cap)
                 timings.setdefault("graph root_cause (10)", []).append(time.perf_counter() - started)
-                classes = graph.classes(result.impacted)
+                started = time.perf_counter()
+                nearest = result.nearest(settings.incident_impacted_max)
+                by_class, impacted_services = graph.tally(result.impacted, services)
+                classes = graph.classes([*failed, *nearest])
+                service_ids = [ci_id for ci_id in failed if classes.get(ci_id) in services] + impacted_services
+                timings.setdefault("graph: what is stored (nearest, counts, services)", []).append(
+                    time.perf_counter() - started)
             started = time.perf_counter()
             with read_transaction(app.state.engine) as conn:
-                impact.named_impact_answer(conn, result, classes, settings.incident_impacted_max)
-                impact.root_cause_answer(conn, failed, candidates)
+                _, info = impact.radius_answer(conn, result, nearest, classes, by_class, service_ids,
+                                               {c.ci_id for c in candidates} | set(failed))
+                impact.root_cause_answer(conn, failed, candidates, info)
             timings.setdefault("naming them (database)", []).append(time.perf_counter() - started)
     app.state.engine.dispose()
     lines = ["| shape | part | p50 ms | p99 ms |", "|---|---|---:|---:|"]
@@ -244,9 +259,9 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of a new group in-process")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="karta-incident-bench-"))
-    lines = [f"POST /api/v1/integrations/alertmanager, 20-alert groups, {args.cis:,} CIs (bench/graph_synthetic.py), "
-             f"{args.groups} groups sent one at a time to `karta serve` (1 worker), client-side latency, "
-             f"{os.cpu_count()} cores", "",
+    lines = [(f"POST /api/v1/integrations/alertmanager, 20-alert groups, {args.cis:,} CIs (bench/graph_synthetic.py), "
+              f"{args.groups} groups sent one at a time to `karta serve` (1 worker), client-side latency, "
+              f"{os.cpu_count()} cores"), "",
              "| backend | webhook | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---:|---:|---:|---:|"]
     notes = []
     for backend in args.backends.split(","):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import gc
 import sys
 import threading
-from collections import deque
-from typing import Iterable
+from collections import Counter, deque
+from collections.abc import Iterable
 
 import networkx as nx
 
@@ -80,6 +80,20 @@ class ImpactGraph:
         with self._lock:
             node = self._g._node
             return {ci_id: node[ci_id][CLASS_KEY] for ci_id in ci_ids if ci_id in node}
+
+    def tally(self, ci_ids: Iterable, picked: Iterable[str]) -> tuple[Counter, list]:
+        """How many of the CIs given are of each class (None for a CI the graph does not hold), and
+        those whose class is in `picked`, in their order: an incident's counts by class and its
+        services, in one pass under the lock, without the dict `classes` would build for the tens
+        of thousands of CIs a datacenter's router takes down."""
+        picked, ci_ids = frozenset(picked), list(ci_ids)
+        with self._lock:
+            node = self._g._node
+            try:
+                found = [node[ci_id][CLASS_KEY] for ci_id in ci_ids]
+            except KeyError:  # a CI removed since the answer was computed: one lookup more per CI
+                found = [node[ci_id][CLASS_KEY] if ci_id in node else None for ci_id in ci_ids]
+        return Counter(found), [ci_id for ci_id, ci_class in zip(ci_ids, found) if ci_class in picked]
 
     # ---- loading and change records ---------------------------------------------------------
 

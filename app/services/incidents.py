@@ -399,28 +399,38 @@ def graph_changed_since(conn: Connection, seq: int) -> bool:
 
 
 def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str, Any], int]:
-    """The failed CIs' blast radius, root-cause candidates and owners, and the change sequence they reflect."""
+    """The failed CIs' blast radius, root-cause candidates and owners, and the change sequence they reflect.
+
+    A group of unrelated hosts may hold a datacenter's router: 50,000 CIs impacted, 11,000 of them
+    services. The graph hands over only what is stored (the nearest CIs, counts by class, the services'
+    ids) and one query names the services, the nearest, the failed CIs and the root-cause candidates:
+    every service's criticality and owner is needed now, for the risk and the owners to notify."""
+    services = ctx.registry.get(conn=conn).classes
+    services = frozenset(name for name, info in services.items() if info.family == "service")
     with ctx.live_graph.reading() as graph:
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
         candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT, extra_cap=ctx.root_cause_extra_cap) if known else []
-        classes = graph.classes([*known, *result.impacted]) if result else {}
+        if result is not None:
+            nearest = result.nearest(ctx.impacted_max)
+            by_class, impacted_services = graph.tally(result.impacted, services)
+            classes = graph.classes([*known, *nearest])
+            service_ids = [ci_id for ci_id in known if classes.get(ci_id) in services] + impacted_services
         as_of_seq = graph.applied_seq
-    info = impact.describe(conn, set(failed))
-    failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}
-                  for ci_id in failed]
     if result is None:
+        info = impact.describe(conn, set(failed))
         radius = {"impacted": [], "impacted_truncated": False, "services": [],
                   "counts": {"total": 0, "by_class": {}, "by_state": {"down": 0, "degraded": 0, "at_risk": 0}},
                   "risk": None}
         causes = []
     else:
-        registry = ctx.registry.get(conn=conn)
-        services = frozenset(name for name, info in registry.classes.items() if info.family == "service")
-        answer = impact.named_impact_answer(conn, result, classes, ctx.impacted_max, services)
+        answer, info = impact.radius_answer(conn, result, nearest, classes, by_class, service_ids,
+                                            {c.ci_id for c in candidates} | set(failed))
         radius = {"impacted": answer["impacted"], "impacted_truncated": len(result.impacted) > ctx.impacted_max,
                   "services": answer["services"], "counts": answer["counts"], "risk": answer["risk"]}
-        causes = impact.root_cause_answer(conn, known, candidates)["candidates"]
+        causes = impact.root_cause_answer(conn, known, candidates, info)["candidates"]
+    failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}
+                  for ci_id in failed]
     owners = {ci["owner"] for ci in failed_cis if ci["owner"]} | {s["owner"] for s in radius["services"] if s["owner"]}
     return {"failed": failed_cis, "blast_radius": radius, "root_cause": causes, "owners": sorted(owners)}, as_of_seq
 

@@ -6,7 +6,7 @@ with any k, several types between one pair and no-impact relationships.
 """
 
 import random
-from collections import deque
+from collections import Counter, deque
 
 import pytest
 
@@ -202,3 +202,27 @@ def test_distances_and_classes_agree_with_the_full_answer(seed):
     impacted = result.impacted
     assert result.distances() == {ci: hit.distance for ci, hit in impacted.items()}
     assert g.classes(list(impacted) + ["not-in-the-graph"]) == {ci: cls for ci, cls, _ in cis if ci in impacted}
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_what_an_incident_reads_of_an_answer_agrees_with_the_full_answer(seed):
+    # nearest() reads the discovery order instead of ranking every CI; tally() and count_by_state()
+    # count without building a dict per CI; states_of() reads states without paths.
+    cis, rels = random_graph(seed)
+    rng = random.Random(seed)
+    cis = [(ci, rng.choice(["x", "service", "app"]), k) for ci, _, k in cis]
+    g = build(cis, rels)
+    result = g.impact(rng.sample([ci for ci, _, _ in cis], rng.randint(1, 3)))
+    full = dict(result.impacted.items())
+    by_distance = sorted(full, key=lambda ci: (full[ci].distance, ci))
+    for n in (0, 1, 2, 3, 5, 8, 13, len(full) - 1, len(full), len(full) + 1):
+        assert result.nearest(n) == by_distance[:max(0, n)], n
+    states = Counter(hit.state for hit in full.values())
+    assert result.count_by_state() == {state: states.get(state, 0) for state in ("down", "degraded", "at_risk")}
+    assert result.states_of(list(full)[::-1]) == [hit.state for hit in full.values()][::-1]
+    with pytest.raises(KeyError):
+        result.states_of(result.failed)
+    classes = {ci: cls for ci, cls, _ in cis}
+    picked = {"service", "app"}
+    ids = [*full, "not-in-the-graph"]
+    assert g.tally(ids, picked) == (Counter(classes.get(ci) for ci in ids), [ci for ci in ids if classes.get(ci) in picked])

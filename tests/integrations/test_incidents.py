@@ -371,3 +371,27 @@ def test_a_repeat_writes_nothing_whatever_time_zone_the_database_speaks(database
             assert api.get(f"/api/v1/changes?since={head}", as_="read").json()["items"] == []
     finally:
         app.state.engine.dispose()
+
+
+def test_a_radius_past_what_is_stored_agrees_with_the_blast_radius_api(api, app, monkeypatch):
+    # The incident lists only the nearest impacted CIs and names the services from the graph's tally;
+    # the blast-radius API names every CI: services, counts, risk and the nearest must agree.
+    monkeypatch.setattr(app.state.settings, "incident_impacted_max", 4)
+    core = api.create_ci("network_device", "core", owner="net")["id"]
+    for n in range(5):
+        host = api.create_ci("server", f"h{n}", owner="infra")["id"]
+        application = api.create_ci("application", f"a{n}", owner=f"app-{n}")["id"]
+        service = api.create_ci("service", f"s{n}", owner=f"team-{n % 3}", criticality=n % 4 + 1)["id"]
+        api.relate(host, "depends_on", core)
+        api.relate(application, "runs_on", host)
+        api.relate(service, "depends_on", application)
+    incident = post_am(api, am_payload("core", [am_alert("core", cmdb_ci=core)])).json()
+    full = api.post("/api/v1/blast-radius", json={"failed": [core]}, as_="read").json()
+    radius = incident["blast_radius"]
+    assert radius["counts"] == full["counts"] and radius["counts"]["total"] == 15
+    assert radius["services"] == full["services"] and radius["risk"] == full["risk"] == "critical"
+    nearest = sorted(full["impacted"], key=lambda e: (e["distance"], e["id"]))[:4]
+    assert radius["impacted"] == nearest and radius["impacted_truncated"] is True
+    assert {e["name"] for e in nearest} < {"h0", "h1", "h2", "h3", "h4"}  # one hop away, 4 of 5 by id
+    assert incident["owners"] == ["net", "team-0", "team-1", "team-2"]
+    assert [(c["name"], c["explains_count"]) for c in incident["root_cause"]] == [("core", 1)]

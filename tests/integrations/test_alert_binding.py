@@ -95,19 +95,24 @@ def test_more_short_hostnames_than_a_chunk_all_bind(collation_api):
     assert bound_names(api, response.json()["id"]) == {f"h{n}:9100": f"ci-{n}" for n in range(count)}
 
 
-def test_the_prefix_is_read_from_an_index_on_postgresql(collation_api):
+def test_the_prefix_is_read_from_an_index(collation_api):
+    """PostgreSQL reads the ranges from ix_ci_identifier_prefix (text_pattern_ops); SQLite from the
+    identifier table's primary key (family, key, value), whose BINARY order is byte order."""
     api = collation_api
     engine = api.client.app.state.engine
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite reads the prefix from the primary key (BINARY order): nothing to prove here")
     with engine.connect() as conn:
-        # Enough rows (rolled back below) that the planner weighs its indexes, not the table's one page.
-        conn.exec_driver_sql("INSERT INTO ci_identifier (family, key, value, ci_id) SELECT 'server', 'fqdn', "
-                             "'host-' || n || '.example.com', gen_random_uuid() FROM generate_series(1, 20000) AS n")
-        conn.exec_driver_sql("ANALYZE ci_identifier")
-        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        if engine.dialect.name == "postgresql":
+            # Enough rows (rolled back below) that the planner weighs its indexes, not the table's one page.
+            conn.exec_driver_sql("INSERT INTO ci_identifier (family, key, value, ci_id) SELECT 'server', 'fqdn', "
+                                 "'host-' || n || '.example.com', gen_random_uuid() FROM generate_series(1, 20000) AS n")
+            conn.exec_driver_sql("ANALYZE ci_identifier")
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         statement = alert_binding._fqdns_of_hostnames(conn, ["web-1", "db_2"])
         compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
-        plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN {compiled}").scalars())
+        explain = "EXPLAIN" if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
+        plan = "\n".join(str(row[-1]) for row in conn.exec_driver_sql(f"{explain} {compiled}"))
         conn.rollback()
-    assert "ix_ci_identifier_prefix" in plan, plan
+    if engine.dialect.name == "postgresql":
+        assert "ix_ci_identifier_prefix" in plan, plan
+    else:
+        assert plan.count("USING INDEX sqlite_autoindex_ci_identifier_1 (family=? AND key=? AND value>? AND value<?)") == 2, plan

@@ -210,6 +210,7 @@ class RenderedHosts:
         self._made: OrderedDict[tuple[str, str], tuple[InventoryHost, orjson.Fragment, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self.made = 0  # how many hosts' variables were rendered (for tests and benchmarks)
 
     def __len__(self) -> int:
         return len(self._made)
@@ -223,12 +224,15 @@ class RenderedHosts:
             for host in hosts:
                 key = (host.id, prefer)
                 kept = made.get(key)
-                if kept is not None and (kept[0] is host or kept[0] == host):
+                # The same tuple (HostRows hands an unchanged host's on), or an equal one read again;
+                # repr tells 1, 1.0 and True apart, which == does not and JSON does.
+                if kept is not None and (kept[0] is host or (kept[0] == host and repr(kept[0]) == repr(host))):
                     found.append(kept[1])
                     move(key)
                 else:
                     fresh.append(len(found))
                     found.append(None)
+            self.made += len(fresh)
         wrapped, tag_lists, dumps, made_now = _Wrapped(), {}, orjson.dumps, []
         for index in fresh:
             host = hosts[index]

@@ -126,6 +126,10 @@ class HostRows:
         self._lock = threading.Lock()
         self.full_reads = 0  # how many answers read every host again (for tests and benchmarks)
 
+    def __len__(self) -> int:
+        """How many filters' hosts are kept."""
+        return len(self._kept)
+
     def read(self, conn: Connection, registry_cache: RegistryCache, **filters: Any) -> list[InventoryHost]:
         """read_hosts(conn, registry_cache, with_attributes=False, **filters), reading only what
         changed since this filter's hosts were last read."""

@@ -1,7 +1,7 @@
 """/api/v1/integrations/ansible/inventory: the hosts as Ansible's dynamic inventory (scope `read`).
 
 The format and its rules are app/integrations/ansible.py's; which hosts and services, app/services/
-inventory.py's. This router only reads the query."""
+inventory.py's. This router reads the query and holds the worker's caches (InventoryCaches)."""
 
 import threading
 from dataclasses import dataclass

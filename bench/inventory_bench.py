@@ -161,7 +161,9 @@ def measure(base: str, token: str, writer: str, runs: int, pid: int) -> list[tup
         as_writer = {"Authorization": f"Bearer {writer}"}
 
         def write(n: int) -> None:
-            response = client.patch(f"/api/v1/cis/{some_host}", json={"tags": [f"bench-{n}"]}, headers=as_writer)
+            # A tag never written before: the same tags again would change nothing (and leave the answer cached).
+            response = client.patch(f"/api/v1/cis/{some_host}", json={"tags": [f"bench-{n}-{uuid.uuid4().hex[:8]}"]},
+                                    headers=as_writer)
             assert response.status_code == 200, response.text
 
         def relate(n: int) -> None:
@@ -172,6 +174,11 @@ def measure(base: str, token: str, writer: str, runs: int, pid: int) -> list[tup
                 return
             response = client.post("/api/v1/relationships", headers=as_writer, json={
                 "source": some_service, "target": some_host, "type": "depends_on"})
+            if response.status_code == 409:  # left by an interrupted run: deleting it is the write
+                response = client.delete(f"/api/v1/relationships/{response.json()['existing_relationship']}",
+                                         headers=as_writer)
+                assert response.status_code == 204, response.text
+                return
             assert response.status_code == 201, response.text
             added.append(response.json()["id"])
 
@@ -191,6 +198,8 @@ def measure(base: str, token: str, writer: str, runs: int, pid: int) -> list[tup
                 elapsed, cpu, size, answer = timed_get(client, url, pid)
                 times.append(elapsed)
                 cpus.append(cpu)
+            if added:  # the estate as it was
+                relate(runs)
             hosts = len(answer["_meta"]["hostvars"])
             services = [name for name in answer if name.startswith("service_")]
             members = sum(len(answer[name]["hosts"]) for name in services)

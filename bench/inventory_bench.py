@@ -7,7 +7,8 @@ depending on one of 20 shared platform services; hosts carry the attributes disc
 (addresses, fqdn, OS, interfaces, disks, filesystems, listening ports: ~1.5 KB each). Then starts
 `karta serve` (1 worker) and times `GET /api/v1/integrations/ansible/inventory` end to end (the
 answer read whole by an HTTP client), after one warm-up request that also loads the impact graph:
-  - the whole inventory, service groups included,
+  - the whole inventory, service groups included, after a host's tags are edited, and after a
+    relationship from a service to a host is created or deleted (the service groups walked again),
   - ?environment=prod&status=active (the CI list's filters),
   - ?attributes=true (every host's attributes),
 and `karta inventory --list` (the executable inventory, answer from Karta then from its cache).
@@ -33,11 +34,11 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.core.db import make_engine  # noqa: E402
-from app.services import tokens  # noqa: E402
-from app.services.history import UnitOfWork  # noqa: E402
-from bench.api_bench import load, make_token, serve  # noqa: E402
-from bench.common import PG_URL, fresh_database, settle  # noqa: E402
+from app.core.db import make_engine
+from app.services import tokens
+from app.services.history import UnitOfWork
+from bench.api_bench import load, make_token, serve
+from bench.common import PG_URL, fresh_database, settle
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENVIRONMENTS = ["prod"] * 5 + ["stage"] * 2 + ["dev"] * 3
@@ -145,9 +146,9 @@ def timed_get(client: httpx.Client, url: str, pid: int) -> tuple[float, float, i
 
 
 def measure(base: str, token: str, writer: str, runs: int, pid: int) -> list[tuple[str, list[float], list[float], int, str]]:
-    """Each timed request follows a write (a host's tags edited through the API), as in a CMDB that
-    discovery keeps current: the answer is computed, not the one cached for an unmoved change feed.
-    The cached answer is timed on its own, last."""
+    """Each timed request follows a write (a host's tags edited through the API, or a relationship
+    from a service to it created or deleted), as in a CMDB that discovery keeps current: the answer is
+    computed, not the one cached for an unmoved change feed. The cached answer is timed on its own, last."""
     rows = []
     path = "/api/v1/integrations/ansible/inventory"
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600, trust_env=False) as client:
@@ -155,27 +156,55 @@ def measure(base: str, token: str, writer: str, runs: int, pid: int) -> list[tup
         rows.append(("first request (loads the impact graph)", [first], [cpu], 0, ""))
         some_host = next(iter(answer["_meta"]["hostvars"].values()))["karta_id"]
 
+        some_service = client.get("/api/v1/cis", params={"class": "service", "limit": 1}).json()["items"][0]["id"]
+        added: list[str] = []
+        as_writer = {"Authorization": f"Bearer {writer}"}
+
         def write(n: int) -> None:
-            response = client.patch(f"/api/v1/cis/{some_host}", json={"tags": [f"bench-{n}"]},
-                                    headers={"Authorization": f"Bearer {writer}"})
+            # A tag never written before: the same tags again would change nothing (and leave the answer cached).
+            response = client.patch(f"/api/v1/cis/{some_host}", json={"tags": [f"bench-{n}-{uuid.uuid4().hex[:8]}"]},
+                                    headers=as_writer)
             assert response.status_code == 200, response.text
 
-        for label, url in (("whole inventory", path), ("?environment=prod&status=active", f"{path}?environment=prod&status=active"),
-                           ("?attributes=true", f"{path}?attributes=true"), ("whole inventory, cached (nothing changed)", path)):
+        def relate(n: int) -> None:
+            """A relationship created, then deleted: the host joins a service group, then leaves it."""
+            if added:
+                response = client.delete(f"/api/v1/relationships/{added.pop()}", headers=as_writer)
+                assert response.status_code == 204, response.text
+                return
+            response = client.post("/api/v1/relationships", headers=as_writer, json={
+                "source": some_service, "target": some_host, "type": "depends_on"})
+            if response.status_code == 409:  # left by an interrupted run: deleting it is the write
+                response = client.delete(f"/api/v1/relationships/{response.json()['existing_relationship']}",
+                                         headers=as_writer)
+                assert response.status_code == 204, response.text
+                return
+            assert response.status_code == 201, response.text
+            added.append(response.json()["id"])
+
+        for label, url, change in (
+            ("whole inventory", path, write),
+            ("whole inventory, after a relationship write", path, relate),
+            ("?environment=prod&status=active", f"{path}?environment=prod&status=active", write),
+            ("?attributes=true", f"{path}?attributes=true", write),
+            ("whole inventory, cached (nothing changed)", path, None),
+        ):
             times, cpus, size, answer = [], [], 0, {}
-            if "cached" in label:
+            if change is None:
                 client.get(url)  # the answer the next ones find cached
             for n in range(runs):
-                if "cached" not in label:
-                    write(n)
+                if change is not None:
+                    change(n)
                 elapsed, cpu, size, answer = timed_get(client, url, pid)
                 times.append(elapsed)
                 cpus.append(cpu)
+            if added:  # the estate as it was
+                relate(runs)
             hosts = len(answer["_meta"]["hostvars"])
             services = [name for name in answer if name.startswith("service_")]
             members = sum(len(answer[name]["hosts"]) for name in services)
-            rows.append((label, times, cpus, size, f"{hosts:,} hosts, {len(answer) - 2:,} groups ({len(services):,} service "
-                                                   f"groups holding {members:,} hosts)"))
+            rows.append((label, times, cpus, size, (f"{hosts:,} hosts, {len(answer) - 2:,} groups ({len(services):,} "
+                                                    f"service groups holding {members:,} hosts)")))
     return rows
 
 
@@ -206,7 +235,7 @@ def measure_cli(base: str, token: str, runs: int) -> list[tuple[str, list[float]
                         leftover.unlink()
                 before, started = children_cpu(), time.perf_counter()
                 result = subprocess.run([sys.executable, "-m", "app.cli", "inventory", "--list"], env=env,
-                                        capture_output=True, timeout=600)
+                                        capture_output=True, timeout=600, check=False)
                 times.append(time.perf_counter() - started)
                 cpus.append(children_cpu() - before)
                 assert result.returncode == 0, result.stderr[-500:]
@@ -247,9 +276,9 @@ def main() -> None:
             made.append(generate(args.hosts, random.Random(20261202)))
         return made[0]
 
-    lines = [f"Ansible inventory, {args.hosts:,} hosts, `karta serve` 1 worker, {args.runs} runs each, on "
-             f"{os.cpu_count()} cores shared with other work (load average {os.getloadavg()[0]:.1f} at the start); "
-             "CPU = the server's (or the command's) user + system seconds", "",
+    lines = [(f"Ansible inventory, {args.hosts:,} hosts, `karta serve` 1 worker, {args.runs} runs each, on "
+              f"{os.cpu_count()} cores shared with other work (load average {os.getloadavg()[0]:.1f} at the start); "
+              "CPU = the server's (or the command's) user + system seconds"), "",
              "| backend | request | median s | min s | max s | CPU median s | answer MB | what |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for backend in args.backends.split(","):

@@ -1,8 +1,10 @@
 """/api/v1/integrations/ansible/inventory: the hosts as Ansible's dynamic inventory (scope `read`).
 
 The format and its rules are app/integrations/ansible.py's; which hosts and services, app/services/
-inventory.py's. This router only reads the query."""
+inventory.py's. This router reads the query and holds the worker's caches (InventoryCaches)."""
 
+import threading
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -43,21 +45,45 @@ def ansible_inventory(
     attribute_values = attribute_filters(request, CIFilters.NAMES | OPTIONS)
 
     def make() -> bytes:
+        kept = caches(request)
         found = inventory.inventory(
             request.app.state.engine, registry, request.app.state.live_graph, with_attributes=attributes,
-            **filters.service_kwargs(), attributes=attribute_values)
+            rows=kept.rows, walks=kept.walks, **filters.service_kwargs(), attributes=attribute_values)
         parents = {name: info.parent for name, info in registry.get().classes.items()}
-        return orjson.dumps(ansible.to_inventory(found, parents, host_address=ansible_host.value))
+        rendered = None if attributes else kept.rendered  # a host's attributes are kept nowhere
+        return orjson.dumps(ansible.to_inventory(found, parents, host_address=ansible_host.value, rendered=rendered))
 
     key = tuple(sorted(request.query_params.multi_items()))
-    data, cached = answers(request).answer(request.app.state.engine, key, make)
+    data, cached = caches(request).answers.answer(request.app.state.engine, key, make)
     return Response(data, media_type="application/json", headers={"X-Karta-Cached": "true" if cached else "false"})
 
 
-def answers(request: Request) -> inventory.AnswerCache:
-    """This worker's cache of answers, made at its first inventory request."""
+@dataclass
+class InventoryCaches:
+    """What one worker keeps between inventory requests: whole answers while the change feed stands
+    still, and, for the answer computed after a write, the hosts' rows by CI version, the services'
+    walks while the graph's relationships stand still, and each host's rendered variables. The
+    answers, the rows and the variables are each bounded by `inventory_cache_bytes`."""
+
+    answers: inventory.AnswerCache
+    rows: inventory.HostRows
+    walks: inventory.ServiceWalks
+    rendered: ansible.RenderedHosts
+
+
+_made = threading.Lock()
+
+
+def caches(request: Request) -> InventoryCaches:
+    """This worker's caches, made at its first inventory request."""
     state = request.app.state
-    cache = getattr(state, "inventory_answers", None)
-    if cache is None:
-        cache = state.inventory_answers = inventory.AnswerCache(state.settings.inventory_cache_bytes)
-    return cache
+    kept = getattr(state, "inventory_caches", None)
+    if kept is None:
+        with _made:
+            kept = getattr(state, "inventory_caches", None)
+            if kept is None:
+                limit = state.settings.inventory_cache_bytes
+                kept = state.inventory_caches = InventoryCaches(
+                    inventory.AnswerCache(limit), inventory.HostRows(limit), inventory.ServiceWalks(),
+                    ansible.RenderedHosts(limit))
+    return kept

@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     ui_pictures: str = Field(default="auto", pattern="^(auto|browser)$")
     # Ansible inventory answers (GET /api/v1/integrations/ansible/inventory) kept per worker, up to
     # this many bytes in all, and served again while the change feed has not moved (any write moves
-    # it). 100,000 hosts are ~50 MB; 0 keeps none.
+    # it). 100,000 hosts are ~50 MB; 0 keeps none. The hosts' rows and rendered variables an answer
+    # after a write is made from are kept too, each up to as many bytes (app.api.ansible.InventoryCaches).
     inventory_cache_bytes: int = Field(default=128 * 1024 * 1024, ge=0)
     # Python's cyclic garbage collector thresholds for the worker (gc.set_threshold). At Python's
     # defaults (700, 10, 10) an ingest batch, which allocates millions of short-lived objects, triggers

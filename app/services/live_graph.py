@@ -70,6 +70,10 @@ class LiveGraph:
         self.catch_up_page = catch_up_page
         self.load_seconds: float | None = None
         self.builds = 0
+        # Moves whenever the relationships held may have changed (a build, a semantics change, a
+        # relationship created or deleted, a CI deleted): what is derived from the edges alone (an
+        # inventory's service groups) is kept while it stands still. Read it inside reading().
+        self.edges_version = 0
 
     @contextmanager
     def reading(self) -> Iterator[ImpactGraph]:
@@ -110,6 +114,7 @@ class LiveGraph:
         if graph is not None:
             if semantics != graph.semantics:
                 graph.set_semantics(semantics)
+                self.edges_version += 1
             if self._catch_up(graph):
                 return graph
             log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
@@ -119,6 +124,7 @@ class LiveGraph:
             self._graph = graph = None
             gc.unfreeze()
         self._graph = self._build(semantics)
+        self.edges_version += 1
         return self._graph
 
     def _semantics(self) -> dict[str, RelationshipSemantics]:
@@ -182,6 +188,8 @@ class LiveGraph:
                     current = {ci_id: (ci_class, min_members_of(k)) for ci_id, ci_class, k in conn.execute(
                         select(CI.c.id, CI.c.ci_class, CI.c.attributes["min_members"].as_string())
                         .where(id_in(conn, CI.c.id, touched)))}
+            if any(r.object_type == "relationship" or (r.object_type == "ci" and r.action == "delete") for r in records):
+                self.edges_version += 1
             for record in records:
                 _apply(graph, record, current)
             graph.applied_seq = records[-1].seq

@@ -10,8 +10,21 @@ import time
 
 import pytest
 
-from tests.integrations.ansible_estate import EVIL_HOST, EVIL_OWNER, build, expected_groups, plain, top_groups
-from tests.integrations.ansible_tools import ansible_env, ansible_program, make_wrapper, parse_graph, run
+from tests.integrations.ansible_estate import (
+    EVIL_HOST,
+    EVIL_OWNER,
+    build,
+    expected_groups,
+    plain,
+    top_groups,
+)
+from tests.integrations.ansible_tools import (
+    ansible_env,
+    ansible_program,
+    make_wrapper,
+    parse_graph,
+    run,
+)
 from tests.server import running_server
 
 pytestmark = pytest.mark.tools
@@ -83,6 +96,6 @@ def test_filters_from_the_environment_and_errors_without_the_token(served):
     for broken, message in (({"KARTA_TOKEN": ""}, "set KARTA_URL"), ({"KARTA_TOKEN": "wrong"}, "Karta answered 401"),
                             ({"KARTA_URL": "http://192.0.2.1:1"}, "refusing plain http://")):
         result = subprocess.run([str(wrapper), "--list"], env={**narrowed, **broken}, capture_output=True, text=True,
-                                timeout=60)
+                                timeout=60, check=False)
         assert result.returncode == 1 and message in result.stderr and result.stdout == "", result.stderr
         assert "wrong" not in result.stderr

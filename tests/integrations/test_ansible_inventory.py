@@ -3,8 +3,17 @@ on SQLite and PostgreSQL: exact groups, hosts and host variables, filters, and h
 
 import pytest
 
-from tests.integrations.ansible_estate import (EVIL_HOST, EVIL_NAME, EVIL_OWNER, VALID_GROUP, build, dup_names,
-                                               expected_groups, plain, top_groups)
+from tests.integrations.ansible_estate import (
+    EVIL_HOST,
+    EVIL_NAME,
+    EVIL_OWNER,
+    VALID_GROUP,
+    build,
+    dup_names,
+    expected_groups,
+    plain,
+    top_groups,
+)
 
 URL = "/api/v1/integrations/ansible/inventory"
 

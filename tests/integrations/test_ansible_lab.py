@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -28,7 +27,12 @@ from tests.conftest import create_tokens, fresh_database
 from tests.discovery.conftest import lab_host_class, require
 from tests.discovery.lab import PREFIX, Lab, LabHost, missing_requirements
 from tests.integrations.ansible_estate import plain
-from tests.integrations.ansible_tools import REPO, ansible_env, ansible_program, make_wrapper
+from tests.integrations.ansible_tools import (
+    REPO,
+    ansible_env,
+    ansible_program,
+    make_wrapper,
+)
 from tests.server import free_port
 
 pytestmark = [pytest.mark.lab, pytest.mark.tools]
@@ -65,26 +69,25 @@ def karta_in_lab(lab, request, tmp_path_factory):
     finally:
         engine.dispose()
     port = free_port()  # free here; the namespace's loopback has nothing listening at all
-    log = open(directory / "serve.log", "w+")
-    server = subprocess.Popen(lab.command([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-                                           "--port", str(port)]),
-                              cwd=REPO, env={**os.environ, "KARTA_DATABASE_URL": database_url},
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        lab.wait_for_tcp([("127.0.0.1", port)], timeout=30)
-        yield f"http://127.0.0.1:{port}", secrets
-    except BaseException:
-        log.seek(0)
-        print(log.read()[-5000:], file=sys.stderr)
-        raise
-    finally:
-        os.killpg(server.pid, 15)
+    with open(directory / "serve.log", "w+") as log:
+        server = subprocess.Popen(lab.command([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
+                                               "--port", str(port)]),
+                                  cwd=REPO, env={**os.environ, "KARTA_DATABASE_URL": database_url},
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait(timeout=5)
-        log.close()
+            lab.wait_for_tcp([("127.0.0.1", port)], timeout=30)
+            yield f"http://127.0.0.1:{port}", secrets
+        except BaseException:
+            log.seek(0)
+            print(log.read()[-5000:], file=sys.stderr)
+            raise
+        finally:
+            os.killpg(server.pid, 15)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, 9)
+                server.wait(timeout=5)
 
 
 def in_lab(lab, argv: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:

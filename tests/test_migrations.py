@@ -122,3 +122,47 @@ def test_0007_fills_ended_relationships_from_the_feed(database_url):
             assert relationships_touching(conn, source) == [rel] and relationships_touching(conn, target) == [rel]
     finally:
         engine.dispose()
+
+
+def test_0014_gives_open_alertmanager_incidents_an_expiry(database_url):
+    # An Alertmanager incident open before 0014 (its group silenced whole, say) expires like the ones
+    # notified since: expires_at is the upgrade's time + the default KARTA_ALERT_EXPIRY_SECONDS. A
+    # resolved one and one of another source (the generic form does not repeat itself) keep none.
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from app.core.config import Settings
+    from app.models.types import JSONColumn, Timestamp, as_utc
+
+    incident = sa.table("incident", sa.column("id", sa.Uuid), sa.column("group_key", sa.Text),
+                        sa.column("group_key_hash", sa.String), sa.column("source", sa.String),
+                        sa.column("group_labels", JSONColumn), sa.column("status", sa.String),
+                        sa.column("summary", JSONColumn), sa.column("as_of_seq", sa.BigInteger),
+                        sa.column("opened_at", Timestamp), sa.column("resolved_at", Timestamp),
+                        sa.column("updated_at", Timestamp), sa.column("expires_at", Timestamp))
+    then = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = {(source, status): uuid.uuid4() for source in ("alertmanager", "generic") for status in ("open", "resolved")}
+    engine = make_engine(database_url)
+    try:
+        migrations.downgrade(engine, "0013")
+        with engine.begin() as conn:
+            conn.execute(incident.insert(),  # the columns of 0013: those the rows name
+                         [{"id": incident_id, "group_key": f"{source}-{status}", "group_key_hash": incident_id.hex,
+                           "source": source, "group_labels": {}, "status": status, "summary": {}, "as_of_seq": 0,
+                           "opened_at": then, "resolved_at": then if status == "resolved" else None,
+                           "updated_at": then} for (source, status), incident_id in rows.items()])
+        before = datetime.now(UTC)
+        migrations.upgrade(engine)
+        after = datetime.now(UTC)
+        with engine.connect() as conn:
+            expires = dict(conn.execute(sa.select(incident.c.id, incident.c.expires_at)
+                                        .where(incident.c.id.in_(rows.values()))).all())
+    finally:
+        engine.dispose()
+    window = timedelta(seconds=Settings.model_fields["alert_expiry_seconds"].default)  # the migration's copy
+    opened = expires.pop(rows["alertmanager", "open"])
+    assert opened is not None and before + window <= as_utc(opened) <= after + window
+    assert expires == {rows["alertmanager", "resolved"]: None, rows["generic", "open"]: None,
+                       rows["generic", "resolved"]: None}

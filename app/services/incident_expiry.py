@@ -35,17 +35,20 @@ SWEEP_SECONDS = 5.0
 def sweep(ctx: incidents.Context, limit: int, *, now: datetime | None = None,
           budget_seconds: float = SWEEP_SECONDS) -> int:
     """Expire the incidents due (found due at `now`, and still due when locked), oldest expiry first, at
-    most `limit` and for about `budget_seconds`; how many expired (the rest wait for the next sweep)."""
-    now = now or datetime.now(UTC)
+    most `limit` and for about `budget_seconds`; how many expired (the rest wait for the next sweep).
+
+    `now` given (tests) is the clock of the whole sweep, the re-check under the lock included, so a test
+    moves time instead of sleeping. Not given, each incident is re-checked at its own unit of work's
+    time, and its change record carries the moment it expired, not the sweep's start."""
     started = time.monotonic()
     with read_transaction(ctx.engine) as conn:
-        due = conn.execute(select(INCIDENT.c.id).where(INCIDENT.c.expires_at <= now)
+        due = conn.execute(select(INCIDENT.c.id).where(INCIDENT.c.expires_at <= (now or datetime.now(UTC)))
                            .order_by(INCIDENT.c.expires_at, INCIDENT.c.id).limit(limit)).scalars().all()
     expired = 0
     for incident_id in due:
         if time.monotonic() - started > budget_seconds:
             break
-        expired += incidents.expire(ctx, ACTOR, incident_id)
+        expired += incidents.expire(ctx, ACTOR, incident_id, now=now)
     return expired
 
 

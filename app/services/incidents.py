@@ -162,11 +162,14 @@ def receive(ctx: Context, actor: str, group: AlertGroup, *, token_id: uuid.UUID 
                            token_id=token_id)
 
 
-def expire(ctx: Context, actor: str, incident_id: uuid.UUID) -> bool:
+def expire(ctx: Context, actor: str, incident_id: uuid.UUID, *, now: datetime | None = None) -> bool:
     """Expire the firing alerts of an incident whose group fell silent past its expires_at (the sweep,
     app.services.incident_expiry); whether it did. Skips an incident another worker holds (it is
-    being notified or expired there) and one a notification renewed since it was found."""
+    being notified or expired there) and one a notification renewed since it was found (still due at
+    `now`, the unit of work's clock unless given: a test or a sweep told the time judges by it)."""
     def work(uow: UnitOfWork) -> bool:
+        if now is not None:
+            uow.now = now  # the re-check, the record's time and the incident's updated_at all read it
         query = select(INCIDENT).where(INCIDENT.c.id == incident_id, INCIDENT.c.expires_at <= uow.now)
         row = uow.conn.execute(locked(uow.conn, query, skip_locked=True)).mappings().first()
         if row is None:

@@ -3,10 +3,16 @@ SQLite and PostgreSQL: a firing alert left out of a complete Alertmanager notifi
 fires again when listed again; a truncated notification and the generic form leave unlisted alerts as
 they were; an Alertmanager incident silent past `expires_at` expires, by the sweep or at the group's
 next notification, each change with its record in the feed, and a repeat puts the expiry off.
+
+Time moves by the `now` the sweep and `expire` take, not by sleeping: the incidents of `expiring`
+expire an hour after their last notification, far past any test. Only the notification path reads
+the real clock; where a test needs it past an expiry it waits for that, bounded, and never asserts that
+something has not happened yet after a wait.
 """
 
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +29,9 @@ from tests.integrations.test_incidents import (
     post_am,
 )
 
-WINDOW = 2.0  # KARTA_ALERT_EXPIRY_SECONDS of these tests
+EXPIRY = 3600.0  # KARTA_ALERT_EXPIRY_SECONDS of `expiring`: the tests move the sweep's clock past it
+WINDOW = 1.0  # where the real clock must pass an expiry (a notification's, the service's own sweep)
+TICK = timedelta(microseconds=1)  # what the database keeps of a time
 
 
 def incident_feed(api, incident_id: str, since: int = 0) -> list[tuple[str, dict]]:
@@ -40,16 +48,30 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-@pytest.fixture
-def expiring(database_url):
-    """An app whose Alertmanager incidents expire after WINDOW seconds without news, swept only when
+def wait_past(moment: datetime, seconds: float = 30) -> None:
+    """Until the real clock is past `moment` (a lower bound: a slow machine only waits less)."""
+    deadline = time.monotonic() + seconds
+    while datetime.now(UTC) <= moment:
+        assert time.monotonic() < deadline, f"the clock did not pass {moment} in {seconds} s"
+        time.sleep(0.05)
+
+
+@contextmanager
+def expiring_app(database_url, window: float):
+    """An app whose Alertmanager incidents expire after `window` seconds without news, swept only when
     a test calls the sweep (its own thread waits an hour)."""
-    app = create_app(Settings(database_url=database_url, alert_expiry_seconds=WINDOW, incident_sweep_seconds=3600))
+    app = create_app(Settings(database_url=database_url, alert_expiry_seconds=window, incident_sweep_seconds=3600))
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             yield Api(client, create_tokens(app.state.engine)), incidents.context(app.state)
     finally:
         app.state.engine.dispose()
+
+
+@pytest.fixture
+def expiring(database_url):
+    with expiring_app(database_url, EXPIRY) as found:
+        yield found
 
 
 def test_an_alert_left_out_of_its_group_is_absent_and_fires_again_when_listed(api):
@@ -101,24 +123,25 @@ def test_a_silent_group_expires_by_the_sweep_with_a_record_and_a_repeat_puts_it_
     sent = datetime.now(UTC)
     incident = post_am(api, am_payload("silent", alerts)).json()
     expires = datetime.fromisoformat(incident["expires_at"])
-    assert sent + timedelta(seconds=WINDOW) <= expires <= datetime.now(UTC) + timedelta(seconds=WINDOW)
-    assert incident_expiry.sweep(ctx, 10) == 0  # not yet due
+    assert sent + timedelta(seconds=EXPIRY) <= expires <= datetime.now(UTC) + timedelta(seconds=EXPIRY)
+    assert incident_expiry.sweep(ctx, 10) == 0  # not yet due (an hour ahead)
+    assert incident_expiry.sweep(ctx, 10, now=expires - TICK) == 0  # nor the instant before
 
-    time.sleep(WINDOW * 0.7)
     head = api.get("/api/v1/changes", as_="read").json()["head_seq"]
     repeat = post_am(api, am_payload("silent", alerts)).json()  # Alertmanager repeats the group
-    assert datetime.fromisoformat(repeat["expires_at"]) > expires and repeat["status"] == "open"
+    renewed = datetime.fromisoformat(repeat["expires_at"])
+    assert renewed > expires and repeat["status"] == "open"
     assert incident_feed(api, incident["id"], head) == []  # put off without a record
-    time.sleep(WINDOW * 0.7)
-    assert incident_expiry.sweep(ctx, 10) == 0  # due at the first expiry, not since the repeat
+    assert incident_expiry.sweep(ctx, 10, now=expires) == 0  # due at the first expiry, not since the repeat
+    assert incident_expiry.sweep(ctx, 10, now=renewed - TICK) == 0
 
-    time.sleep(WINDOW * 0.5)
-    assert incident_expiry.sweep(ctx, 10) == 1
-    assert incident_expiry.sweep(ctx, 10) == 0  # once
+    assert incident_expiry.sweep(ctx, 10, now=renewed) == 1
+    assert incident_expiry.sweep(ctx, 10, now=renewed) == 0  # once
     detail = api.get(f"/api/v1/incidents/{incident['id']}", as_="read").json()
     assert detail["status"] == "resolved" and detail["expires_at"] is None and detail["failed"] == []
     assert detail["counts"] == {"firing": 0, "resolved": 2, "unbound": 0, "expired": 2}
     assert {(a["status"], a["ends_at"]) for a in detail["alerts"]} == {("expired", repeat["expires_at"])}
+    assert datetime.fromisoformat(detail["updated_at"]) == renewed  # expired at the sweep's time
     [(actor, diff)] = incident_feed(api, incident["id"], head)
     assert actor == incident_expiry.ACTOR
     assert (diff["status"], diff["alerts_firing"], diff["alerts_resolved"], diff["alerts_expired"]) == (
@@ -128,32 +151,38 @@ def test_a_silent_group_expires_by_the_sweep_with_a_record_and_a_repeat_puts_it_
     assert reopened["status"] == "open" and reopened["counts"] == {"firing": 2, "resolved": 0, "unbound": 0}
 
 
-def test_a_later_ends_at_puts_the_expiry_off_and_the_next_notification_applies_it(expiring):
-    api, ctx = expiring
-    build_topology(api)
-    until = datetime.now(UTC) + timedelta(seconds=WINDOW * 2)
-    node = {**am_alert("db-node", instance="10.0.0.21:9100"), "endsAt": iso(until)}
-    pg = am_alert("db-pg", instance="db-1.example.com:9187")
-    incident = post_am(api, am_payload("later", [node, pg])).json()
-    assert datetime.fromisoformat(incident["expires_at"]) == until
+def test_a_later_ends_at_puts_the_expiry_off_and_the_next_notification_applies_it(database_url):
+    # A notification judges expiry by the real clock: this test waits for it to pass expires_at (a
+    # short window, an endsAt 5 windows later: the first notification has 4 s to land before it).
+    with expiring_app(database_url, WINDOW) as (api, ctx):
+        build_topology(api)
+        until = datetime.now(UTC) + timedelta(seconds=WINDOW * 5)
+        node = {**am_alert("db-node", instance="10.0.0.21:9100"), "endsAt": iso(until)}
+        pg = am_alert("db-pg", instance="db-1.example.com:9187")
+        incident = post_am(api, am_payload("later", [node, pg])).json()
+        assert datetime.fromisoformat(incident["expires_at"]) == until
 
-    time.sleep(WINDOW * 2.2)
-    # Past expires_at and not swept yet: a truncated notification listing db-pg expires db-node.
-    truncated = {**am_payload("later", [pg]), "truncatedAlerts": 1}
-    after = post_am(api, truncated).json()
-    assert after["status"] == "open" and after["counts"] == {"firing": 1, "resolved": 1, "unbound": 0, "expired": 1}
-    assert alert_states(api, incident["id"]) == {"db-node": "expired", "db-pg": "firing"}
-    assert incident_expiry.sweep(ctx, 10) == 0  # the notification renewed the incident
+        wait_past(until)
+        # Past expires_at and not swept yet: a truncated notification listing db-pg expires db-node.
+        truncated = {**am_payload("later", [pg]), "truncatedAlerts": 1}
+        after = post_am(api, truncated).json()
+        assert after["status"] == "open" and after["counts"] == {
+            "firing": 1, "resolved": 1, "unbound": 0, "expired": 1}
+        assert alert_states(api, incident["id"]) == {"db-node": "expired", "db-pg": "firing"}
+        renewed = datetime.fromisoformat(after["expires_at"])
+        assert renewed > until
+        # The notification renewed the incident: not due at the old expiry, nor until the new one.
+        assert incident_expiry.sweep(ctx, 10, now=renewed - TICK) == 0
+        assert incident_expiry.sweep(ctx, 10, now=renewed) == 1
 
 
 def test_the_sweep_is_bounded_in_count(expiring):
     api, ctx = expiring
     build_topology(api)
-    for n in range(5):
-        post_am(api, am_payload(f"g{n}", [am_alert(f"a{n}", instance="10.0.0.21:9100")]))
-    assert incident_expiry.sweep(ctx, 2, now=datetime.now(UTC) + timedelta(seconds=WINDOW * 2)) == 0  # not due yet
-    time.sleep(WINDOW + 0.1)
-    assert [incident_expiry.sweep(ctx, 2) for _ in range(4)] == [2, 2, 1, 0]
+    expiries = [datetime.fromisoformat(post_am(api, am_payload(f"g{n}", [am_alert(f"a{n}", instance="10.0.0.21:9100")]))
+                                       .json()["expires_at"]) for n in range(5)]
+    assert incident_expiry.sweep(ctx, 2, now=min(expiries) - TICK) == 0  # not yet due
+    assert [incident_expiry.sweep(ctx, 2, now=max(expiries)) for _ in range(4)] == [2, 2, 1, 0]
     assert api.get("/api/v1/incidents?status=open", as_="read").json()["items"] == []
 
 
@@ -182,8 +211,10 @@ def test_workers_expiring_one_incident_side_by_side_expire_it_once(expiring):
     api, ctx = expiring
     build_topology(api)
     incident = post_am(api, am_payload("race", [am_alert("a", instance="10.0.0.21:9100")])).json()
-    time.sleep(WINDOW + 0.1)
+    due = datetime.fromisoformat(incident["expires_at"])
+    assert not incidents.expire(ctx, incident_expiry.ACTOR, uuid.UUID(incident["id"]), now=due - TICK)
     with ThreadPoolExecutor(4) as pool:
-        done = list(pool.map(lambda _: incidents.expire(ctx, incident_expiry.ACTOR, uuid.UUID(incident["id"])), range(4)))
+        done = list(pool.map(lambda _: incidents.expire(ctx, incident_expiry.ACTOR, uuid.UUID(incident["id"]), now=due),
+                             range(4)))
     assert sorted(done) == [False, False, False, True]
     assert [diff.get("status") for _, diff in incident_feed(api, incident["id"])] == [[None, "open"], ["open", "resolved"]]

@@ -15,10 +15,20 @@ incident_alert's status check is remade: on SQLite by copying the table (batch m
 indexes but ix_incident_alert_ci_id hang on it, and it is remade too). The downgrade turns absent and
 expired alerts into resolved ones, the nearest state the older schema has.
 
+Open Alertmanager incidents get `expires_at` = now + DEFAULT_ALERT_EXPIRY_SECONDS, the default of
+KARTA_ALERT_EXPIRY_SECONDS (4 h 15 min): left NULL, one stuck open before the upgrade (a group silenced
+whole, the very case expiry is for) would never expire, as only a notification of its group sets it.
+The default, not the setting: a migration runs without the service's settings (`alembic upgrade` from a
+shell), so with a longer setting such an incident may expire before its group's next repeat; the
+repeat reopens it. Counted from the upgrade, not the last notification: the incidents table does not
+keep when that came, and a group still firing must not expire at once.
+
 Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-02
 """
+
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from alembic import op
@@ -31,6 +41,9 @@ depends_on = None
 
 ALERT_STATUSES_BEFORE = "status IN ('firing','resolved')"
 ALERT_STATUSES = "status IN ('firing','resolved','absent','expired')"
+# app.core.config.Settings.alert_expiry_seconds' default, written out: a migration stays as it ran.
+DEFAULT_ALERT_EXPIRY_SECONDS = 4 * 3600 + 15 * 60
+ALERTMANAGER = "alertmanager"  # app.integrations.alertmanager.SOURCE
 
 
 def upgrade() -> None:
@@ -39,6 +52,7 @@ def upgrade() -> None:
     op.add_column("incident", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_incident_expires_at", "incident", ["expires_at"])
     _alert_statuses(ALERT_STATUSES)
+    _expire_open_alertmanager_incidents()
 
 
 def downgrade() -> None:
@@ -55,3 +69,13 @@ def _alert_statuses(condition: str) -> None:
     with op.batch_alter_table("incident_alert") as batch:
         batch.drop_constraint("ck_incident_alert_status", type_="check")
         batch.create_check_constraint("ck_incident_alert_status", condition)
+
+
+def _expire_open_alertmanager_incidents() -> None:
+    """The open Alertmanager incidents of before expire unless their group is notified again (above)."""
+    incident = sa.table("incident", sa.column("source", sa.String), sa.column("status", sa.String),
+                        sa.column("expires_at", sa.DateTime(timezone=True)))
+    expires_at = datetime.now(UTC) + timedelta(seconds=DEFAULT_ALERT_EXPIRY_SECONDS)
+    op.execute(incident.update()
+               .where(incident.c.source == ALERTMANAGER, incident.c.status == "open", incident.c.expires_at.is_(None))
+               .values(expires_at=expires_at))

@@ -13,14 +13,18 @@ import uuid
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
+from app.core import migrations
 from app.models import (
     RelationshipSource,
     ServiceEntryKey,
     ServiceMapMember,
     ServiceMapState,
 )
+from app.models.token import Scope
+from app.services import tokens as token_service
+from app.services.history import UnitOfWork
 from app.services.live_graph import LiveGraph
 from app.services.service_map_keeper import ServiceMapKeeper
 from tests.conftest import new_id
@@ -374,7 +378,7 @@ def test_two_workers_keepers_map_a_service_once(api, app, engine, estate):
         start.wait()
         try:
             keeper.catch_up()
-        except IntegrityError as exc:  # PostgreSQL: the other one inserted the map first; the next pass catches up
+        except DBAPIError as exc:  # a unique violation on PostgreSQL, were the keepers not to take turns
             failures.append(exc)
 
     threads = [threading.Thread(target=run, args=(keeper,)) for keeper in keepers]
@@ -382,9 +386,82 @@ def test_two_workers_keepers_map_a_service_once(api, app, engine, estate):
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert len(failures) <= 1
+    assert failures == []
     for keeper in keepers:
         keeper.catch_up()
     assert [r["action"] for r in map_records(api, service["id"])] == ["create"]
     assert len(api.get("/api/v1/relationships", params={"source": service["id"]}).json()["items"]) == 1
     assert by_layer(the_map(api, service["id"]))["entry"] == {"nginx"}
+
+
+def test_a_map_through_another_service_follows_that_services_entry(api, app):
+    """The portal's map goes through the payments service (a person's depends_on): when payments'
+    entry moves, the relationships Karta keeps for payments change, and the portal's map follows."""
+    refs = ingest(api, estate_batch(extra_items=[_app("portal", "application", ["0.0.0.0:9000"])],
+                                    extra_relationships=[{"source": "portal", "target": "web-1", "type": "runs_on"}]))
+    payments = api.create_ci("service", "payments", attributes={"entry_points": ["10.0.0.6:8080"]})  # shop-app
+    keep_in_step(app)
+    api.relate(refs["portal"], "depends_on", payments["id"])
+    portal = api.create_ci("service", "portal-svc", attributes={"entry_points": ["10.0.0.5:9000"]})
+    keep_in_step(app)
+    assert by_layer(the_map(api, portal["id"])) == {
+        "entry": {"portal"}, "applications": {"shop-app"}, "data_stores": {"orders-db"},
+        "hosts": {"web-1", "app-1", "db-1"}, "infrastructure": {"payments", "switch-1"}}
+    # Payments now starts at the database: shop-app is no longer below it, nor below the portal.
+    response = api.patch(f"/api/v1/cis/{payments['id']}", json={"attributes": {"entry_points": ["10.0.0.7:5432"]}})
+    assert response.status_code == 200, response.text
+    keep_in_step(app)  # payments' map and its relationships
+    keep_in_step(app)  # the maps through payments
+    assert by_layer(the_map(api, portal["id"])) == {
+        "entry": {"portal"}, "applications": set(), "data_stores": {"orders-db"},
+        "hosts": {"web-1", "db-1"}, "infrastructure": {"payments", "switch-1"}}
+    assert [app.state.service_maps.catch_up() for _ in range(2)] == [0, 0]  # and it ends there
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"name": "service_mapping", "scopes": ["admin"]}, "name"),
+    ({"name": "disc", "scopes": ["discovery"], "sources": ["ssh", "service_mapping"]}, "sources.1"),
+])
+def test_service_mapping_is_no_tokens_name_nor_source(api, body, field):
+    response = api.post("/api/v1/tokens", json=body)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert [(e["field"], e["message"]) for e in problem["errors"]] == [(field, "reserved")], problem
+    assert "service_mapping" in problem["detail"], problem
+
+
+def test_no_token_reports_as_service_mapping(api, engine):
+    with UnitOfWork(engine, "tests") as uow:  # a token of any source (sources null) but the reserved ones
+        api.secrets["any-source"] = token_service.create_token(uow, "any-source", [Scope.discovery])["secret"]
+    body = {**estate_batch(), "source": "service_mapping"}
+    response = api.post("/api/v1/ingest", json=body, as_="any-source")
+    assert response.status_code == 403, response.text
+    assert "service_mapping" in response.json()["detail"] and "no token may report as it" in response.json()["detail"]
+
+
+def test_a_person_claims_a_relationship_karta_keeps(api, app, engine, shop, estate):
+    [owned] = api.get("/api/v1/relationships", params={"source": shop["id"]}).json()["items"]
+    response = api.post("/api/v1/relationships", json={"source": shop["id"], "target": estate["nginx"],
+                                                       "type": "depends_on", "attributes": {"by": "ops"}})
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] == owned["id"] and response.json()["attributes"] == {"by": "ops"}
+    with engine.connect() as conn:
+        sources = set(conn.execute(select(RelationshipSource.source).where(
+            RelationshipSource.relationship_id == uuid.UUID(owned["id"]))).scalars())
+    assert sources == {"service_mapping", "manual"}
+    # The shop no longer starts at nginx: Karta leaves the person's relationship alone.
+    api.patch(f"/api/v1/cis/{shop['id']}", json={"attributes": {"entry_points": ["10.0.0.7:5432"]}})
+    keep_in_step(app)
+    items = api.get("/api/v1/relationships", params={"source": shop["id"]}).json()["items"]
+    assert {(r["target"], r["id"] == owned["id"]) for r in items} == {(estate["nginx"], True),
+                                                                       (estate["orders-db"], False)}
+    # A relationship another source reported is a conflict, as before.
+    again = api.post("/api/v1/relationships", json={"source": estate["nginx"], "target": estate["shop-app"],
+                                                    "type": "depends_on", "attributes": {}})
+    assert again.status_code == 409, again.text
+
+
+def test_downgrading_below_0013_is_refused_while_karta_keeps_relationships(app, engine, shop):
+    with pytest.raises(RuntimeError, match="1 depends_on relationships are kept by Karta"):
+        migrations.downgrade(engine, "0012")

@@ -18,7 +18,7 @@ from app.services.errors import InvalidInput, KartaError, field_error
 from app.services.ingest import StalenessPolicy, ingest
 from app.services.ingest.batch import Batch
 from app.services.storable import require_storable
-from app.services.tokens import Principal
+from app.services.tokens import RESERVED_SOURCES, Principal
 
 router = APIRouter(prefix="/api/v1", tags=["discovery"])
 # A batch that creates this many CIs changes the tables enough to refresh SQLite's statistics.
@@ -72,6 +72,8 @@ def _refused_source(principal: Principal, source: str) -> str:
     if source == MANUAL_SOURCE:
         return ("Source 'manual' is reserved for edits through the CI API (/api/v1/cis), which outrank "
                 "every discovery source; ingest never accepts it. Report as the source that saw it (ssh, nmap, ...).")
+    if source in RESERVED_SOURCES:
+        return RESERVED_SOURCES[source] + " Report as the source that saw it (ssh, nmap, ...)."
     return (f"Token '{principal.name}' may report as {', '.join(sorted(principal.sources or ()))}, "
             f"not as source '{source}'. Create a token with `--source {source}` for it.")
 

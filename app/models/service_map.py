@@ -15,6 +15,10 @@ from sqlmodel import Field, SQLModel
 
 from app.models.types import JSONColumn, SequenceNumber, Timestamp, utcnow
 
+# The source of the service depends_on relationships Karta owns, and the actor of every map change:
+# reserved, so that no token is named so nor reports as it (app.services.tokens).
+MAPPING_SOURCE = "service_mapping"
+
 
 class ServiceMapMember(SQLModel, table=True):
     """One CI of one service's map. Indexed by CI: which services does a change to this CI touch?"""

@@ -4,13 +4,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, and_, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.core.dialect import locked
 from app.models import CISource, ConfigurationItem, EndedRelationship, Relationship, RelationshipSource
 from app.models.discovery import MANUAL_SOURCE
 from app.models.relationship import RelationshipCreate
+from app.models.service_map import MAPPING_SOURCE
 from app.models.types import as_utc, new_id
 from app.services.bulk import insert_rows
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
@@ -82,6 +83,9 @@ def create_relationship(uow: UnitOfWork, registry_cache: RegistryCache, data: Re
         raise InvalidInput(f"The relationship names a CI that does not exist: {missing[0]['message']}.", missing)
     if rtype.membership:
         _require_redundancy_group(uow.conn, registry_cache, data.target, data.type)
+    claimed = _claim_karta_owned(uow, data)
+    if claimed is not None:
+        return claimed
     _refuse_duplicate(uow.conn, data.source, data.target, data.type)
     row = {
         "id": new_id(),
@@ -119,6 +123,31 @@ def _require_redundancy_group(conn: Connection, registry_cache: RegistryCache, t
             f"'{rel_type}' makes its target a redundancy group, but CI {target} is a {ci_class} without "
             "min_members. Relate members to a CI of class cluster (or give the target a min_members attribute).",
             [field_error("target", "not a redundancy group")])
+
+
+def _claim_karta_owned(uow: UnitOfWork, data: RelationshipCreate) -> dict[str, Any] | None:
+    """A person asserting a relationship Karta keeps for a service map (its only sighting of source
+    `service_mapping`, app.services.service_map) makes it theirs too: their `manual` sighting is added
+    beside Karta's, and Karta, which ends only relationships no other source sighted, never ends it.
+    Answered as a new one is; the person's attributes replace Karta's (none), recorded. None when
+    there is no such relationship (a relationship of any other source is a conflict, as before)."""
+    conn = uow.conn
+    row = conn.execute(select(*REL_COLUMNS).where(REL.c.source_id == data.source, REL.c.target_id == data.target,
+                                                  REL.c.type == data.type)).mappings().first()
+    if row is None:
+        return None
+    sources = set(conn.execute(select(REL_SOURCE.c.source).where(REL_SOURCE.c.relationship_id == row["id"])).scalars())
+    if sources != {MAPPING_SOURCE}:
+        return None
+    conn.execute(insert(REL_SOURCE), {"relationship_id": row["id"], "source": MANUAL_SOURCE, "scope_key": "",
+                                      "last_seen": uow.now, "last_run_id": "api"})
+    before = to_public(row)
+    if data.attributes != row["attributes"]:
+        conn.execute(update(REL).where(REL.c.id == row["id"]).values(attributes=data.attributes))
+        after = {**before, "attributes": data.attributes}
+        uow.record("relationship", row["id"], "update", diff_fields(before, after, HISTORY_FIELDS))
+        return after
+    return before
 
 
 def _refuse_duplicate(conn: Connection, source: uuid.UUID, target: uuid.UUID, rel_type: str) -> None:

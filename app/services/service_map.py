@@ -44,6 +44,7 @@ from app.models import (
     ServiceMapMember,
     ServiceMapState,
 )
+from app.models.service_map import MAPPING_SOURCE
 from app.models.types import new_id
 from app.services.alert_binding import HOST_FAMILIES, find_hosts
 from app.services.bulk import id_in, insert_rows
@@ -59,7 +60,7 @@ from graph.service_map import (
     service_map,
 )
 
-SOURCE = "service_mapping"  # the owned relationships' source, and the actor of every map change
+SOURCE = MAPPING_SOURCE  # the owned relationships' source, and the actor of every map change (reserved)
 OWNED_TYPE = "depends_on"
 SERVICE_FAMILY = "service"
 ATTRIBUTE = "entry_points"
@@ -354,7 +355,15 @@ def _owned_relationships(conn: Connection, service_ids: list[uuid.UUID]) -> dict
 def _keep_owned(uow: UnitOfWork, service_id: uuid.UUID, wanted: set[str], owned: dict[str, Any]) -> None:
     """The service depends_on exactly its entry applications, through relationships Karta owns."""
     conn = uow.conn
-    end_relationships(uow, [row for target, row in sorted(owned.items()) if target not in wanted])
+    unwanted = [row for target, row in sorted(owned.items()) if target not in wanted]
+    if unwanted:
+        # A person may have claimed one since it was read (app.services.relationships._claim_karta_owned,
+        # holding the service locked for key share): the service is locked first, then they are read
+        # again, so that a claim committed meanwhile is seen and the relationship kept.
+        conn.execute(locked(conn, select(CI.c.id).where(CI.c.id == service_id)))
+        still = _owned_relationships(conn, [service_id]).get(service_id, {})
+        unwanted = [row for row in unwanted if str(row["target_id"]) in still]
+    end_relationships(uow, unwanted)
     missing = sorted(wanted - set(owned))
     if not missing:
         return

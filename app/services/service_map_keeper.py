@@ -16,11 +16,20 @@ Which services a pass refreshes (incremental: never every service for every batc
     moved (service_entry_key, indexed by key);
   - all of them when a class or relationship type changed (layers and impact directions), when
     more than FULL_PASS_AFTER records are waiting, and on the first pass (no cursor yet): `rebuild`.
-Records the keeper itself wrote are skipped: a map changing never changes another's.
+Records the keeper itself wrote are skipped (a map changing never changes another's), except the
+service `depends_on` relationships it creates and ends: a service whose map goes through another
+service (a person said the portal depends_on payments) walks that service's owned relationships, so
+the services whose members hold the one whose owned relationships changed are refreshed on the next
+pass. That ends: owned relationships follow from a service's entry points alone, never from another
+map, so the refresh they cause writes maps and no owned relationship, and a map unchanged is not
+written.
 
 A pass that fails logs and leaves the cursor where it was: the next pass (the next write, or the
-next poll) catches up. Two workers' keepers may refresh one service at once; the maps are written
-only forward (app.services.service_map.write), so the later graph wins.
+next poll) catches up. On PostgreSQL every worker runs a keeper: each writing transaction first takes
+an advisory lock, without waiting (KEEPER_LOCK); a keeper that does not get it leaves its pass, cursor
+unmoved, to the next poll, so that two first passes on a fresh database never insert the same map
+rows at once (a unique violation would roll back a whole chunk). SQLite serializes writers already.
+A keeper behind another writes only forward (app.services.service_map.write): the later graph wins.
 """
 
 import logging
@@ -30,9 +39,10 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, select, text, update
 
 from app.core.db import read_transaction, write_transaction
+from app.core.dialect import row_locks
 from app.models import (
     ChangeRecord,
     ConfigurationItem,
@@ -65,30 +75,40 @@ SERVICES_PER_TRANSACTION = 200
 # last written: a write that touches no service costs the keeper a read, not a write.
 CURSOR_WRITE_RECORDS = 10_000
 CURSOR_WRITE_SECONDS = 60.0
+REBUILD_TRIES = 30  # `rebuild` waits for another keeper's pass this many polls at most
 THREAD_NAME = "karta-service-maps"
+# An arbitrary constant naming the keepers' lock among PostgreSQL advisory locks ("KMAP").
+KEEPER_LOCK = 0x4B4D4150
 
 
-def touched_by(records: Iterable[Any]) -> tuple[set[uuid.UUID], bool]:
-    """(the CIs the records touch: CIs written, ends of relationships created or ended; whether a
-    class or relationship type changed), skipping the keeper's own records."""
+class _Busy(Exception):
+    """Another worker's keeper is writing maps: this pass is left to the next poll."""
+
+
+def touched_by(records: Iterable[Any]) -> tuple[set[uuid.UUID], set[uuid.UUID], bool]:
+    """(the CIs the records touch: CIs written, ends of relationships created or ended; the services
+    whose owned relationships the keeper created or ended; whether a class or relationship type
+    changed). The keeper's other records are skipped."""
     touched: set[uuid.UUID] = set()
+    through: set[uuid.UUID] = set()
     everything = False
     for record in records:
-        if record.actor == service_map.SOURCE:
+        ours = record.actor == service_map.SOURCE
+        if ours and not (record.object_type == "relationship" and record.action in ("create", "delete")):
             continue
         if record.object_type == "ci":
             touched.add(record.object_id)
         elif record.object_type == "relationship" and record.action in ("create", "delete"):
             side = 1 if record.action == "create" else 0
-            for end in ("source", "target"):
+            for end in ("source",) if ours else ("source", "target"):
                 value = (record.diff.get(end) or [None, None])[side]
                 try:
-                    touched.add(uuid.UUID(str(value)))
+                    (through if ours else touched).add(uuid.UUID(str(value)))
                 except ValueError:
                     continue
         elif record.object_type in ("class", "relationship_type"):
             everything = True
-    return touched, everything
+    return touched, through, everything
 
 
 class ServiceMapKeeper:
@@ -152,31 +172,47 @@ class ServiceMapKeeper:
                 services = None
                 if cursor is not None and head - cursor <= FULL_PASS_AFTER:
                     services = self._touched_services(conn, cursor, head)
-            if services is None:  # first pass, far behind, or a class or type changed
-                return self._rebuild(head)
-            changed = self._refresh(services)
+            try:
+                if services is None:  # first pass, far behind, or a class or type changed
+                    return self._rebuild(head)
+                changed = self._refresh(services)
+            except _Busy:
+                log.debug("another worker's keeper holds the service-map lock; the next poll catches up")
+                return 0
             self._advance(head, wrote=bool(services))
             return changed
 
     def _touched_services(self, conn, cursor: int, head: int) -> set[uuid.UUID] | None:
         """The services the records after `cursor` up to `head` touch; None when every one is."""
         touched: set[uuid.UUID] = set()
+        through: set[uuid.UUID] = set()
         for start in range(cursor, head, PAGE):  # bounded: head - cursor <= FULL_PASS_AFTER
             records = conn.execute(select(CHANGE.c.actor, CHANGE.c.object_type, CHANGE.c.object_id,
                                           CHANGE.c.action, CHANGE.c.diff)
                                    .where(CHANGE.c.seq > start, CHANGE.c.seq <= min(start + PAGE, head))).all()
-            page_touched, everything = touched_by(records)
+            page_touched, page_through, everything = touched_by(records)
             if everything:
                 return None
             touched |= page_touched
-        return self._affected(conn, touched)
+            through |= page_through
+        services = self._affected(conn, touched)
+        if through:  # the maps that go through a service whose owned relationships changed
+            services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, list(through)))
+                                         .distinct()).scalars())
+        return services
 
     def rebuild(self) -> int:
         """Map every service afresh (the first pass on a database without a cursor; `karta db map-services`)."""
         with self._pass:
             with read_transaction(self.engine) as conn:
                 head = last_seq(conn)
-            return self._rebuild(head)
+            for _ in range(REBUILD_TRIES):
+                try:
+                    return self._rebuild(head)
+                except _Busy:
+                    time.sleep(self.poll_seconds)
+            raise RuntimeError(f"another worker's keeper held the service-map lock for {REBUILD_TRIES} tries; "
+                               "try again once it is done")
 
     def _rebuild(self, head: int) -> int:
         registry = self.registry_cache.get()
@@ -225,6 +261,9 @@ class ServiceMapKeeper:
                 maps = service_map.walk(graph, plans, registry)
                 as_of_seq = graph.applied_seq
             with UnitOfWork(self.engine, service_map.SOURCE) as uow:
+                if row_locks(uow.conn) and not uow.conn.execute(
+                        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": KEEPER_LOCK}).scalar():
+                    raise _Busy
                 changed += service_map.write(uow, plans, maps, as_of_seq)
         return changed
 

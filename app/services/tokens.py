@@ -35,6 +35,7 @@ from app.core.db import write_transaction
 from app.core.dialect import locked
 from app.models import ApiToken
 from app.models.discovery import MANUAL_SOURCE
+from app.models.service_map import MAPPING_SOURCE
 from app.models.token import Scope
 from app.models.types import as_utc, utcnow
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
@@ -72,9 +73,19 @@ class Principal:
         return any(scope in IMPLIED_SCOPES[own] for own in self.scopes)
 
     def may_report_as(self, source: str) -> bool:
-        if source == MANUAL_SOURCE:
+        if source in RESERVED_SOURCES:
             return False
         return self.sources is None or source in self.sources
+
+
+# Sources no token may report as, and why: Karta writes them itself. `service_mapping` is also no
+# token's name: it is the actor of the keeper's records, which the keeper skips and which look like
+# Karta's own in history.
+RESERVED_SOURCES = {
+    MANUAL_SOURCE: "'manual' is the source of edits through the CI API; no token may report as it.",
+    MAPPING_SOURCE: "'service_mapping' is the source of the relationships Karta keeps for service maps; "
+                    "no token may report as it.",
+}
 
 
 def hash_secret(secret: str) -> str:
@@ -115,13 +126,16 @@ def create_token(uow: UnitOfWork, name: str, scopes: list[Scope], expires_at: da
     require_storable(name, "name")
     if not name.strip():
         raise InvalidInput("A token needs a name: it is the actor in history.", [field_error("name", "empty")])
+    if name.strip() == MAPPING_SOURCE:
+        raise InvalidInput("'service_mapping' is the actor of Karta's service-map changes; a token named so would "
+                           "pass for Karta in history. Choose another name.", [field_error("name", "reserved")])
     if expires_at is not None and as_utc(expires_at) <= uow.now:
         raise InvalidInput(f"expires_at {as_utc(expires_at).isoformat()} is in the past; a token must expire later.",
                            [field_error("expires_at", "in the past")])
     if sources is not None:
-        if MANUAL_SOURCE in sources:
-            raise InvalidInput("'manual' is the source of edits through the CI API; no token may report as it.",
-                               [field_error(f"sources.{sources.index(MANUAL_SOURCE)}", "reserved")])
+        for index, source in enumerate(sources):
+            if source in RESERVED_SOURCES:
+                raise InvalidInput(RESERVED_SOURCES[source], [field_error(f"sources.{index}", "reserved")])
         if len(set(sources)) != len(sources):
             raise InvalidInput("A source is named twice.", [field_error("sources", "duplicate source")])
     if uow.conn.execute(select(TOKEN.c.id).where(TOKEN.c.name == name)).first() is not None:

@@ -51,6 +51,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refused while a depends_on relationship Karta keeps for a service map exists (its only sighting
+    of source `service_mapping`): below 0013 nothing would keep or end it, and deleting it here would
+    end it without its change record (0006: ending a relationship is the service's job)."""
+    relationship = sa.table("relationship", sa.column("id"), sa.column("type"))
+    sighting = sa.table("relationship_source", sa.column("relationship_id"), sa.column("source"))
+    ours = sa.exists().where(sighting.c.relationship_id == relationship.c.id, sighting.c.source == "service_mapping")
+    others = sa.exists().where(sighting.c.relationship_id == relationship.c.id, sighting.c.source != "service_mapping")
+    owned = op.get_bind().execute(sa.select(sa.func.count()).select_from(relationship)
+                                  .where(relationship.c.type == "depends_on", ours, ~others)).scalar()
+    if owned:
+        raise RuntimeError(f"{owned} depends_on relationships are kept by Karta for service maps (source "
+                           "service_mapping): remove the services' entry_points (or delete those relationships "
+                           "through the API) and let the keeper end them before downgrading below 0013")
     op.drop_table("service_map_cursor")
     op.drop_index("ix_service_entry_key_key", "service_entry_key")
     op.drop_table("service_entry_key")

@@ -212,13 +212,25 @@ async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceRes
     except DeviceFailed as exc:
         if not walk:
             return DeviceResult(target, exc.status, error=str(exc))
-        # A device that answered the system group and then broke off is reported with what it gave.
-        facts = parse_walk(target, walk)
-        facts.warnings.append(f"walk stopped: {exc}")
-        return DeviceResult(target, "partial", facts=facts, error=str(exc))
+        return _broken_off(target, walk, str(exc), session, started)
     except TimeoutError:
-        return DeviceResult(target, "timeout", error=f"walk took over {settings.device_seconds:.0f}s")
+        message = f"walk took over {settings.device_seconds:g}s"
+        if not walk:
+            return DeviceResult(target, "timeout", error=message)
+        # A device that answers and runs past its time (a huge forwarding table) is no silent one: what
+        # it gave counts, and as a partial walk the run ends none of the edges it did not get to.
+        return _broken_off(target, walk, message, session, started)
     return DeviceResult(target, "ok", facts=parse_walk(target, walk), requests=session.requests,
+                        seconds=time.monotonic() - started)
+
+
+def _broken_off(target: str, walk: dict[Oid, int | bytes | str], message: str, session: _Session,
+                started: float) -> DeviceResult:
+    """A device that answered the system group and then broke off or ran out of time: reported with what
+    it gave, as ``partial`` (scope.run_is_complete: such a run ends nothing)."""
+    facts = parse_walk(target, walk)
+    facts.warnings.append(f"walk stopped: {message}")
+    return DeviceResult(target, "partial", facts=facts, error=message, requests=session.requests,
                         seconds=time.monotonic() - started)
 
 

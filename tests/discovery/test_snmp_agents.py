@@ -123,3 +123,29 @@ def test_a_silent_address_times_out_within_its_bounds(snmp_lab):
     (result,) = collect_devices([snmp_lab.switches["sw1"].agent_side], SnmpSettings(V2C, timeout=0.5, retries=1))
     assert result.status == "timeout"
     assert time.monotonic() - started < 3
+
+
+def test_a_device_running_past_its_time_is_partial_with_what_it_gave(snmp_lab, monkeypatch):
+    """A device that answers but takes longer than device_seconds (a huge forwarding table, here an agent
+    slowed down after each table) keeps what it sent, and its run ends nothing (scope.run_is_complete)."""
+    import asyncio
+
+    from discovery.snmp.client import _Session
+    from discovery.snmp.scope import run_is_complete
+
+    real_walk = _Session.walk
+
+    async def slow_walk(self, roots, into):
+        await real_walk(self, roots, into)
+        await asyncio.sleep(5)
+
+    monkeypatch.setattr(_Session, "walk", slow_walk)
+    (result,) = collect_devices(snmp_lab.targets()[:1], SnmpSettings(V2C, timeout=2, retries=1, device_seconds=1))
+    assert (result.status, result.error) == ("partial", "walk took over 1s")
+    assert result.facts.system_name == "sw1" and result.facts.interfaces
+    assert result.facts.warnings == ["walk stopped: walk took over 1s"]
+    notes: list[str] = []
+    assert not run_is_complete([result], notes)
+    (silent,) = collect_devices([snmp_lab.switches["sw1"].agent_side],
+                                SnmpSettings(V2C, timeout=0.5, retries=0, device_seconds=0.2))
+    assert (silent.status, silent.facts) == ("timeout", None)

@@ -2,8 +2,8 @@
 
 Items
     * Each device that answered is a ``network_device`` identified by its chassis MAC (the LLDP local
-      chassis id, else its lowest Ethernet/bridge MAC): never by an address, which a VRRP pair or a
-      NAT shares. A device with no MAC at all identifies nothing and is left out with a note.
+      chassis id, else its bridge's MAC or its lowest Ethernet MAC, virtual router, multicast and
+      shared MACs left out: parse._base_mac): never by an address, which a VRRP pair or a NAT shares. A device with no MAC at all identifies nothing and is left out with a note.
     * A device seen only as an LLDP neighbour that says it is a bridge or router (and has a MAC chassis
       id) is a ``network_device`` too, known by that MAC and its LLDP system name.
     * A station seen as an LLDP neighbour (lldpd on a host; not a phone or a modem, which announce

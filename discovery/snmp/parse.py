@@ -284,8 +284,30 @@ def _forwarding(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
     facts.forwarding = sorted(entries.values(), key=lambda e: (e.interface, e.mac, e.vlan or 0))[:MAX_LIST * 4]
 
 
+# Virtual router MACs, which every router of a redundancy group carries at once: VRRP/CARP (IPv4
+# 00:00:5e:00:01:xx, IPv6 00:00:5e:00:02:xx, RFC 5798), HSRP v1 (00:00:0c:07:ac:xx), HSRP v2 (00:00:0c:9f:fx:xx).
+VIRTUAL_MAC_PREFIXES = ("00:00:5e:00:01:", "00:00:5e:00:02:", "00:00:0c:07:ac:", "00:00:0c:9f:f")
+BRIDGE_IF_TYPE = 209
+
+
+def is_own_mac(value: str) -> bool:
+    """A MAC that can name one device: unicast (a multicast MAC is a group's) and not a virtual router's."""
+    return not int(value[:2], 16) & 1 and not value.startswith(VIRTUAL_MAC_PREFIXES)
+
+
 def _base_mac(interfaces: list[DeviceInterface]) -> str | None:
-    """Without an LLDP chassis MAC: the lowest MAC among the device's Ethernet and bridge interfaces (the
-    base MAC most switches derive their port MACs from). None when it has none: then nothing identifies it."""
-    macs = sorted(i.mac for i in interfaces if i.mac and i.if_type in (6, 117, 209))
-    return macs[0] if macs else None
+    """Without an LLDP chassis MAC: the bridge interface's own MAC, else the lowest MAC among the device's
+    Ethernet interfaces (the base MAC most switches derive their port MACs from). Virtual router and
+    multicast MACs are left out first (two routers sharing a VRRP MAC would become one CI), then MACs on
+    more than one interface (a bond's or a VLAN's borrowed MAC), unless nothing else is left: a router
+    whose ports all carry its base MAC is still known by it. None when it has none: then nothing
+    identifies it."""
+    own = [i for i in interfaces if i.mac and is_own_mac(i.mac) and i.if_type in (6, 117, BRIDGE_IF_TYPE)]
+    bridges = sorted(i.mac for i in own if i.if_type == BRIDGE_IF_TYPE)
+    if bridges:
+        return bridges[0]
+    counts: dict[str, int] = {}
+    for interface in own:
+        counts[interface.mac] = counts.get(interface.mac, 0) + 1
+    single = sorted(m for m, n in counts.items() if n == 1)
+    return (single or sorted(counts) or [None])[0]

@@ -254,3 +254,37 @@ def test_batch_forwarding_entry_confirms_only_hosts_it_knows():
     (group,) = [i for i in batch["items"] if i["class"] == "cluster"]
     assert (group["identifiers"], group["attributes"]) == ({"cluster_id": f"snmp/attachment/{H1}"},
                                                            {"min_members": 1})
+
+
+def _router_walk(name: str, interfaces: list[tuple[str, str, int]]) -> dict:
+    walk = {oids.SYS_NAME: name.encode(), oids.SYS_DESCR: b"Linux router (keepalived, use_vmac)"}
+    for index, (ifname, address, kind) in enumerate(interfaces, 1):
+        walk.update(dict([col(oids.IF_DESCR, [index], ifname.encode()),
+                          col(oids.IF_PHYS_ADDRESS, [index], mac_bytes(address)), col(oids.IF_TYPE, [index], kind)]))
+    return walk
+
+
+def test_routers_sharing_a_vrrp_mac_are_two_devices():
+    r1 = parse_walk("10.0.0.1", _router_walk("r1", [("eth0", "52:54:00:aa:00:01", 6),
+                                                    ("vrrp.51", "00:00:5e:00:01:33", 6)]))
+    r2 = parse_walk("10.0.0.2", _router_walk("r2", [("eth0", "52:54:00:bb:00:02", 6),
+                                                    ("vrrp.51", "00:00:5e:00:01:33", 6)]))
+    assert (r1.chassis_mac, r2.chassis_mac) == ("52:54:00:aa:00:01", "52:54:00:bb:00:02")
+    batch, notes = build_snmp_batch([DeviceResult("10.0.0.1", "ok", facts=r1), DeviceResult("10.0.0.2", "ok", facts=r2)],
+                                    run_id="r")
+    assert [i["name"] for i in batch["items"] if i["class"] == "network_device"] == ["r1", "r2"] and notes == []
+
+
+def test_base_mac_leaves_out_virtual_multicast_and_shared_macs():
+    def base(interfaces):
+        return parse_walk("t", _router_walk("r", interfaces)).chassis_mac
+
+    assert base([("eth0", "52:54:00:00:00:09", 6), ("hsrp", "00:00:0c:07:ac:01", 6), ("hsrp2", "00:00:0c:9f:f0:01", 6),
+                 ("v6", "00:00:5e:00:02:01", 6), ("mc", "01:00:5e:00:00:01", 6)]) == "52:54:00:00:00:09"
+    # a bond's MAC on both its ports and the bond: the port with a MAC of its own names the device
+    assert base([("bond0", "02:00:00:00:00:01", 6), ("eth0", "02:00:00:00:00:01", 6),
+                 ("eth1", "02:00:00:00:00:05", 6)]) == "02:00:00:00:00:05"
+    # the bridge's own MAC wins over a lower port MAC; a router whose ports all share one MAC keeps it
+    assert base([("swp1", "02:00:00:00:00:01", 6), ("br0", "02:00:00:00:00:07", 209)]) == "02:00:00:00:00:07"
+    assert base([("eth0", "02:00:00:00:00:03", 6), ("eth1", "02:00:00:00:00:03", 6)]) == "02:00:00:00:00:03"
+    assert base([("vrrp", "00:00:5e:00:01:01", 6)]) is None

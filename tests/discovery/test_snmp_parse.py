@@ -217,6 +217,9 @@ def test_batch_devices_links_and_attachments():
              "oper_status": "up"},
             {"name": "swp2", "speed_mbps": 100, "admin_status": "up", "oper_status": "down"}]}
     assert items["ip:10.78.0.11"]["attributes"] == {"family": "ipv4", "mac_address": H1}
+    # what LLDP says of a device it only saw never takes the names its own poll (another scope) would set
+    assert items["d:02:00:00:78:00:05"]["attributes"] == {"lldp_management_address": "10.9.9.5"}
+    assert not set(items["d:02:00:00:78:00:05"]["attributes"]) & set(sw1_item["attributes"])
     names = {ref: item["name"] for ref, item in items.items()}
     assert {(names[r["source"]], r["type"], names[r["target"]], tuple(sorted(r["attributes"].items())))
             for r in batch["relationships"]} == {

@@ -92,6 +92,7 @@ class DeviceFacts:
     lldp: list[LldpNeighbour] = field(default_factory=list)
     forwarding: list[ForwardingEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)  # tables or lists a bound cut short: a partial walk
 
 
 @dataclass

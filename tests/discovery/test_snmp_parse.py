@@ -291,3 +291,18 @@ def test_base_mac_leaves_out_virtual_multicast_and_shared_macs():
     assert base([("swp1", "02:00:00:00:00:01", 6), ("br0", "02:00:00:00:00:07", 209)]) == "02:00:00:00:00:07"
     assert base([("eth0", "02:00:00:00:00:03", 6), ("eth1", "02:00:00:00:00:03", 6)]) == "02:00:00:00:00:03"
     assert base([("vrrp", "00:00:5e:00:01:01", 6)]) is None
+
+
+def test_a_list_cut_by_its_cap_is_said_and_makes_the_walk_partial(monkeypatch):
+    from discovery.snmp import parse
+    from discovery.snmp.scope import run_is_complete
+
+    whole = parse_walk("192.0.2.7", switch_walk())
+    assert whole.truncated == [] and whole.warnings == []
+    monkeypatch.setattr(parse, "MAX_LIST", 2)
+    facts = parse_walk("192.0.2.7", switch_walk())
+    assert [i.name for i in facts.interfaces] == ["lo", "br0"]
+    assert "interfaces" in facts.truncated and "5 interfaces, kept the first 2" in facts.warnings
+    notes: list[str] = []
+    assert not run_is_complete([DeviceResult("192.0.2.7", "ok", facts)], notes)
+    assert notes == ["incomplete run (partial walks: 192.0.2.7)"]

@@ -10,7 +10,8 @@ Items
       the same device polled from another scope sets ``management_address`` (the address polled) and
       ``system_description`` (sysDescr) to other values, and shared names would flip at every run.
     * A station seen as an LLDP neighbour (lldpd on a host; not a phone or a modem, which announce
-      themselves too) is a ``server`` identified by its chassis MAC and nothing else: the host SSH or
+      themselves too, nor a neighbour announcing no capability at all, which may be anything and is left
+      out) is a ``server`` identified by its chassis MAC and nothing else: the host SSH or
       nmap found is the CI holding that MAC (identification rule 3, and a VM's more specific class
       wins), never a duplicate; a host nobody found yet becomes a CI, because it announced itself.
     * The device's own unicast addresses and the addresses of its ARP table are ``ip_address`` items

@@ -187,7 +187,10 @@ def test_batch_devices_links_and_attachments():
         LldpNeighbour("swp5", "02:00:00:78:00:05", "02:00:00:78:00:05", "Gi1/0/1", None, "edge-5", None,
                       ("bridge", "router"), ("10.9.9.5",), port_id_is_name=True),
         LldpNeighbour("swp6", "00:04:f2:00:00:06", "00:04:f2:00:00:06", None, None, "phone-6", None,
-                      ("telephone",))],  # a phone announces itself too, and is no server
+                      ("telephone",)),  # a phone announces itself too, and is no server
+        # no capability, or only "other": a printer or an unmanaged box as well as a host; no guessed CI
+        LldpNeighbour("swp7", "00:00:aa:00:00:07", "00:00:aa:00:00:07", None, None, "printer-7", None, ()),
+        LldpNeighbour("swp8", "00:00:aa:00:00:08", "00:00:aa:00:00:08", None, None, "box-8", None, ("other",))],
         arp=[ArpEntry("10.78.0.12", "52:54:00:78:00:0c", "br0"), ArpEntry("10.78.0.3", SW2, "br0")])
     silent = DeviceResult("192.0.2.9", "timeout", error="no answer")
     no_mac = device("192.0.2.10", "nomac", None)

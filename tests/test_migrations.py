@@ -166,3 +166,55 @@ def test_0014_gives_open_alertmanager_incidents_an_expiry(database_url):
     assert opened is not None and before + window <= as_utc(opened) <= after + window
     assert expires == {rows["alertmanager", "resolved"]: None, rows["generic", "open"]: None,
                        rows["generic", "resolved"]: None}
+
+
+def _add_cabled_to(engine, impact_direction: str) -> None:
+    """What POST /api/v1/relationship-types stored before 0015 existed."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO relationship_type (name, forward_label, reverse_label, impact_direction, "
+                          "membership, description, created_at) VALUES ('cabled_to', 'wired to', 'wired to', :d, "
+                          ":m, 'ours', :t)"), {"d": impact_direction, "m": False, "t": datetime.now(UTC)})
+
+
+def _cabled_to(engine):
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT impact_direction, description FROM relationship_type "
+                                 "WHERE name = 'cabled_to'")).all()
+
+
+def test_0015_keeps_an_admins_cabled_to(database_url):
+    # An admin's own cabled_to without impact is adopted as it is, and a downgrade leaves it theirs.
+    engine = make_engine(database_url)
+    try:
+        migrations.downgrade(engine, "0014")
+        assert _cabled_to(engine) == []
+        _add_cabled_to(engine, "none")
+        migrations.upgrade(engine)
+        assert migrations.is_at_head(engine)
+        assert _cabled_to(engine) == [("none", "ours")]
+        migrations.downgrade(engine, "0014")
+        assert _cabled_to(engine) == [("none", "ours")]
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def test_0015_refuses_a_cabled_to_with_impact(database_url):
+    import pytest
+
+    engine = make_engine(database_url)
+    try:
+        migrations.downgrade(engine, "0014")
+        _add_cabled_to(engine, "target_to_source")
+        with pytest.raises(Exception, match="cabled_to exists with impact_direction 'target_to_source'"):
+            migrations.upgrade(engine)
+        assert migrations.current_revision(engine) == "0014"
+        assert _cabled_to(engine) == [("target_to_source", "ours")]
+    finally:
+        engine.dispose()

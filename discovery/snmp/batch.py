@@ -2,12 +2,16 @@
 
 Items
     * Each device that answered is a ``network_device`` identified by its chassis MAC (the LLDP local
-      chassis id, else its lowest Ethernet/bridge MAC): never by an address, which a VRRP pair or a
-      NAT shares. A device with no MAC at all identifies nothing and is left out with a note.
+      chassis id, else its bridge's MAC or its lowest Ethernet MAC, virtual router, multicast and
+      shared MACs left out: parse._base_mac): never by an address, which a VRRP pair or a NAT shares. A device with no MAC at all identifies nothing and is left out with a note.
     * A device seen only as an LLDP neighbour that says it is a bridge or router (and has a MAC chassis
-      id) is a ``network_device`` too, known by that MAC and its LLDP system name.
+      id) is a ``network_device`` too, known by that MAC and its LLDP system name. What LLDP says of it
+      goes under attribute names of its own (``lldp_management_address``, ``lldp_system_description``):
+      the same device polled from another scope sets ``management_address`` (the address polled) and
+      ``system_description`` (sysDescr) to other values, and shared names would flip at every run.
     * A station seen as an LLDP neighbour (lldpd on a host; not a phone or a modem, which announce
-      themselves too) is a ``server`` identified by its chassis MAC and nothing else: the host SSH or
+      themselves too, nor a neighbour announcing no capability at all, which may be anything and is left
+      out) is a ``server`` identified by its chassis MAC and nothing else: the host SSH or
       nmap found is the CI holding that MAC (identification rule 3, and a VM's more specific class
       wins), never a duplicate; a host nobody found yet becomes a CI, because it announced itself.
     * The device's own unicast addresses and the addresses of its ARP table are ``ip_address`` items
@@ -106,9 +110,9 @@ class _Builder:
             self.items.append({"ref": ref, "class": "network_device",
                                "name": (neighbour.system_name or neighbour.chassis_mac)[:MAX_NAME],
                                "identifiers": {"mac_address": [neighbour.chassis_mac]},
-                               "attributes": _compact({"system_description": neighbour.system_description,
-                                                       "management_address": (neighbour.management_addresses
-                                                                              or (None,))[0]})})
+                               "attributes": _compact({
+                                   "lldp_system_description": neighbour.system_description,
+                                   "lldp_management_address": (neighbour.management_addresses or (None,))[0]})})
         return self.device_refs[neighbour.chassis_mac]
 
     def host(self, host_mac: str, name: str | None) -> str:

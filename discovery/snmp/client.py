@@ -120,6 +120,7 @@ class _Session:
 
         self.engine, self.target, self.auth, self.context = engine, target, auth, ContextData()
         self.requests = 0
+        self.cut: list[Oid] = []  # subtrees a bound stopped before their end
 
     @staticmethod
     def _check(error_indication, error_status, error_index) -> None:
@@ -155,7 +156,8 @@ class _Session:
         A GETBULK answer lists, repetition after repetition, the next object of each requested varbind
         in request order, so the i-th varbind answers ``asked[i % len(asked)]``; an agent may cut the
         answer short (its message size), which only leaves some subtrees for the next request. Bounded:
-        MAX_ROWS_PER_TABLE rows per subtree and as many requests as that allows, whatever the agent says.
+        MAX_ROWS_PER_TABLE rows per subtree and as many requests as that allows, whatever the agent says;
+        a subtree a bound stopped is listed in ``cut`` (the device is then ``partial``, never complete).
         """
         from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, bulk_cmd
 
@@ -178,15 +180,19 @@ class _Session:
                     continue
                 key, converted = tuple(name), plain(value)
                 # left the subtree, went backwards (a broken agent), ran out, or read enough
-                if (key[:len(root)] != root or key <= current[root] or converted is None
-                        or rows[root] >= MAX_ROWS_PER_TABLE):
+                if key[:len(root)] != root or key <= current[root] or converted is None:
                     done.add(root)
+                    continue
+                if rows[root] >= MAX_ROWS_PER_TABLE:
+                    done.add(root)
+                    self.cut.append(root)
                     continue
                 into[key] = converted
                 current[root], rows[root], progress = key, rows[root] + 1, True
             if not progress:
                 return
             asked = [root for root in asked if root not in done]
+        self.cut += asked  # out of requests with subtrees still going
 
 
 async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceResult:
@@ -212,13 +218,31 @@ async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceRes
     except DeviceFailed as exc:
         if not walk:
             return DeviceResult(target, exc.status, error=str(exc))
-        # A device that answered the system group and then broke off is reported with what it gave.
-        facts = parse_walk(target, walk)
-        facts.warnings.append(f"walk stopped: {exc}")
-        return DeviceResult(target, "partial", facts=facts, error=str(exc))
+        return _broken_off(target, walk, str(exc), session, started)
     except TimeoutError:
-        return DeviceResult(target, "timeout", error=f"walk took over {settings.device_seconds:.0f}s")
-    return DeviceResult(target, "ok", facts=parse_walk(target, walk), requests=session.requests,
+        message = f"walk took over {settings.device_seconds:g}s"
+        if not walk:
+            return DeviceResult(target, "timeout", error=message)
+        # A device that answers and runs past its time (a huge forwarding table) is no silent one: what
+        # it gave counts, and as a partial walk the run ends none of the edges it did not get to.
+        return _broken_off(target, walk, message, session, started)
+    facts = parse_walk(target, walk)
+    for root in session.cut:
+        facts.warnings.append(f"table {'.'.join(map(str, root))} cut at {MAX_ROWS_PER_TABLE} rows")
+        facts.truncated.append(".".join(map(str, root)))
+    # A table cut short is a partial walk: a complete run would end every edge past the cut.
+    return DeviceResult(target, "partial" if facts.truncated else "ok", facts=facts, requests=session.requests,
+                        seconds=time.monotonic() - started,
+                        error=f"{len(facts.truncated)} table(s) cut at a bound" if facts.truncated else None)
+
+
+def _broken_off(target: str, walk: dict[Oid, int | bytes | str], message: str, session: _Session,
+                started: float) -> DeviceResult:
+    """A device that answered the system group and then broke off or ran out of time: reported with what
+    it gave, as ``partial`` (scope.run_is_complete: such a run ends nothing)."""
+    facts = parse_walk(target, walk)
+    facts.warnings.append(f"walk stopped: {message}")
+    return DeviceResult(target, "partial", facts=facts, error=message, requests=session.requests,
                         seconds=time.monotonic() - started)
 
 

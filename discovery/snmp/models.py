@@ -61,9 +61,11 @@ class LldpNeighbour:
 
     @property
     def is_host(self) -> bool:
-        """A station (lldpd on a server says "station", some agents say nothing): not a phone or a modem,
-        which announce themselves too but are no server."""
-        return not self.is_network_device and set(self.capabilities) <= {"station", "other"}
+        """A station (lldpd on a server says "station"): not a phone or a modem, which announce themselves
+        too but are no server. A neighbour that announces no capability (or only "other") is neither host
+        nor network device: it could be a printer, a camera or an unmanaged box, and a guessed class would
+        be a wrong CI that the rule "a more specific class wins" cannot undo; it is left out."""
+        return "station" in self.capabilities and set(self.capabilities) <= {"station", "other"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class DeviceFacts:
     lldp: list[LldpNeighbour] = field(default_factory=list)
     forwarding: list[ForwardingEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)  # tables or lists a bound cut short: a partial walk
 
 
 @dataclass

@@ -7,7 +7,7 @@ OBJECT IDENTIFIER, dotted). Tests feed it recorded walks.
 Everything a device says is hostile: text is cleaned and capped (sanitize.py), a MAC must be six
 bytes and not all zeros or broadcast, an address must parse, an index that does not fit its table's
 shape is skipped, and every list is capped, so a device that answers a million rows or garbage costs
-the batch nothing but a warning.
+the batch nothing but a warning (and a cut list makes the walk partial: DeviceFacts.truncated).
 """
 
 from __future__ import annotations
@@ -88,6 +88,15 @@ def _inet_index(index: Oid) -> tuple[int, str] | None:
     return (len(index), address) if address else None
 
 
+def _capped(facts: DeviceFacts, what: str, values: list, limit: int) -> list:
+    """The first ``limit`` values. A cut list is said (a collector warning) and makes the walk partial
+    (``truncated``): a complete run would end every edge the rows past the cut would have confirmed."""
+    if len(values) > limit:
+        facts.warnings.append(f"{len(values)} {what}, kept the first {limit}")
+        facts.truncated.append(what)
+    return values[:limit]
+
+
 def parse_walk(target: str, walk: Walk) -> DeviceFacts:
     facts = DeviceFacts(target=target)
     _system(facts, walk)
@@ -126,9 +135,7 @@ def _interfaces(facts: DeviceFacts, walk: Walk) -> dict[int, str]:
     admin, oper, if_type = (column(walk, oids.IF_ADMIN_STATUS), column(walk, oids.IF_OPER_STATUS),
                             column(walk, oids.IF_TYPE))
     indexes = sorted({i[0] for i in (*descr, *if_name) if len(i) == 1 and i[0] > 0})
-    if len(indexes) > MAX_LIST:
-        facts.warnings.append(f"{len(indexes)} interfaces, kept the first {MAX_LIST}")
-        indexes = indexes[:MAX_LIST]
+    indexes = _capped(facts, "interfaces", indexes, MAX_LIST)
     names: dict[int, str] = {}
     for index in indexes:
         key = (index,)
@@ -180,8 +187,8 @@ def _addresses(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
             except ValueError:
                 length = None
         seen[address] = DeviceAddress(address, length, names.get(value) if isinstance(value, int) else None)
-    facts.addresses = sorted(seen.values(), key=lambda a: (ipaddress.ip_address(a.address).version,
-                                                         ipaddress.ip_address(a.address)))[:MAX_LIST]
+    facts.addresses = _capped(facts, "addresses", sorted(seen.values(), key=lambda a: (
+        ipaddress.ip_address(a.address).version, ipaddress.ip_address(a.address))), MAX_LIST)
 
 
 def _arp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
@@ -200,8 +207,8 @@ def _arp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
         if address is None or found is None or kinds.get(index) == ARP_INVALID:
             continue
         seen.setdefault(address, ArpEntry(address, found, names.get(index[0])))
-    facts.arp = sorted(seen.values(), key=lambda e: (ipaddress.ip_address(e.address).version,
-                                                   ipaddress.ip_address(e.address)))[:MAX_LIST]
+    facts.arp = _capped(facts, "ARP entries", sorted(seen.values(), key=lambda e: (
+        ipaddress.ip_address(e.address).version, ipaddress.ip_address(e.address))), MAX_LIST)
 
 
 def _capabilities(value: object) -> tuple[str, ...]:
@@ -256,7 +263,7 @@ def _lldp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
             system_description=text(row.get(oids.LLDP_REM_SYS_DESC), 1024),
             capabilities=_capabilities(row.get(oids.LLDP_REM_CAP_ENABLED)),
             management_addresses=tuple(sorted(set(management.get(index, [])))[:16])))
-    facts.lldp = neighbours[:MAX_LIST]
+    facts.lldp = _capped(facts, "LLDP neighbours", neighbours, MAX_LIST)
 
 
 def _forwarding(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
@@ -281,11 +288,34 @@ def _forwarding(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
             found, name = _mac_from_index(index), interface(port)
             if found and name and status.get(index) == FDB_LEARNED:
                 entries.setdefault((found, name, None), ForwardingEntry(found, name))
-    facts.forwarding = sorted(entries.values(), key=lambda e: (e.interface, e.mac, e.vlan or 0))[:MAX_LIST * 4]
+    facts.forwarding = _capped(facts, "forwarding entries",
+                               sorted(entries.values(), key=lambda e: (e.interface, e.mac, e.vlan or 0)), MAX_LIST * 4)
+
+
+# Virtual router MACs, which every router of a redundancy group carries at once: VRRP/CARP (IPv4
+# 00:00:5e:00:01:xx, IPv6 00:00:5e:00:02:xx, RFC 5798), HSRP v1 (00:00:0c:07:ac:xx), HSRP v2 (00:00:0c:9f:fx:xx).
+VIRTUAL_MAC_PREFIXES = ("00:00:5e:00:01:", "00:00:5e:00:02:", "00:00:0c:07:ac:", "00:00:0c:9f:f")
+BRIDGE_IF_TYPE = 209
+
+
+def is_own_mac(value: str) -> bool:
+    """A MAC that can name one device: unicast (a multicast MAC is a group's) and not a virtual router's."""
+    return not int(value[:2], 16) & 1 and not value.startswith(VIRTUAL_MAC_PREFIXES)
 
 
 def _base_mac(interfaces: list[DeviceInterface]) -> str | None:
-    """Without an LLDP chassis MAC: the lowest MAC among the device's Ethernet and bridge interfaces (the
-    base MAC most switches derive their port MACs from). None when it has none: then nothing identifies it."""
-    macs = sorted(i.mac for i in interfaces if i.mac and i.if_type in (6, 117, 209))
-    return macs[0] if macs else None
+    """Without an LLDP chassis MAC: the bridge interface's own MAC, else the lowest MAC among the device's
+    Ethernet interfaces (the base MAC most switches derive their port MACs from). Virtual router and
+    multicast MACs are left out first (two routers sharing a VRRP MAC would become one CI), then MACs on
+    more than one interface (a bond's or a VLAN's borrowed MAC), unless nothing else is left: a router
+    whose ports all carry its base MAC is still known by it. None when it has none: then nothing
+    identifies it."""
+    own = [i for i in interfaces if i.mac and is_own_mac(i.mac) and i.if_type in (6, 117, BRIDGE_IF_TYPE)]
+    bridges = sorted(i.mac for i in own if i.if_type == BRIDGE_IF_TYPE)
+    if bridges:
+        return bridges[0]
+    counts: dict[str, int] = {}
+    for interface in own:
+        counts[interface.mac] = counts.get(interface.mac, 0) + 1
+    single = sorted(m for m, n in counts.items() if n == 1)
+    return (single or sorted(counts) or [None])[0]

@@ -28,8 +28,9 @@ def subnet_targets(subnets: list[str]) -> list[str]:
 def run_is_complete(results: list[DeviceResult], notes: list[str]) -> bool:
     """A device that broke off mid-walk sent only part of its tables: a complete run would end every cable
     and attachment it did not get to, and the next run would draw them again. Such a run confirms what it
-    saw and ends nothing. A device that did not answer at all is simply missed, as a host that is down."""
-    partial = [r.target for r in results if r.status == "partial"]
+    saw and ends nothing; so does one whose tables a bound cut short. A device that did not answer at all
+    is simply missed, as a host that is down."""
+    partial = [r.target for r in results if r.status == "partial" or (r.facts is not None and r.facts.truncated)]
     if partial:
         notes.append(f"incomplete run (partial walks: {', '.join(partial[:5])}{' ...' if len(partial) > 5 else ''})")
     return not partial

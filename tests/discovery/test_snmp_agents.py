@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from discovery.snmp import oids
 from discovery.snmp.client import SnmpCredentials, SnmpSettings, collect_devices
 from discovery.snmp.models import (
     ArpEntry,
@@ -123,3 +124,42 @@ def test_a_silent_address_times_out_within_its_bounds(snmp_lab):
     (result,) = collect_devices([snmp_lab.switches["sw1"].agent_side], SnmpSettings(V2C, timeout=0.5, retries=1))
     assert result.status == "timeout"
     assert time.monotonic() - started < 3
+
+
+def test_a_device_running_past_its_time_is_partial_with_what_it_gave(snmp_lab, monkeypatch):
+    """A device that answers but takes longer than device_seconds (a huge forwarding table, here an agent
+    slowed down after each table) keeps what it sent, and its run ends nothing (scope.run_is_complete)."""
+    import asyncio
+
+    from discovery.snmp.client import _Session
+    from discovery.snmp.scope import run_is_complete
+
+    real_walk = _Session.walk
+
+    async def slow_walk(self, roots, into):
+        await real_walk(self, roots, into)
+        await asyncio.sleep(5)
+
+    monkeypatch.setattr(_Session, "walk", slow_walk)
+    (result,) = collect_devices(snmp_lab.targets()[:1], SnmpSettings(V2C, timeout=2, retries=1, device_seconds=1))
+    assert (result.status, result.error) == ("partial", "walk took over 1s")
+    assert result.facts.system_name == "sw1" and result.facts.interfaces
+    assert result.facts.warnings == ["walk stopped: walk took over 1s"]
+    notes: list[str] = []
+    assert not run_is_complete([result], notes)
+    (silent,) = collect_devices([snmp_lab.switches["sw1"].agent_side],
+                                SnmpSettings(V2C, timeout=0.5, retries=0, device_seconds=0.2))
+    assert (silent.status, silent.facts) == ("timeout", None)
+
+
+def test_a_table_cut_at_its_row_bound_makes_the_device_partial(snmp_lab, monkeypatch):
+    """A forwarding table longer than MAX_ROWS_PER_TABLE (here a bound of 3 rows) is said, and the walk is
+    partial: the run must not end the attachments the rows past the bound would have confirmed."""
+    from discovery.snmp import client
+
+    monkeypatch.setattr(client, "MAX_ROWS_PER_TABLE", 3)
+    (result,) = collect_devices(snmp_lab.targets()[:1], SnmpSettings(V2C, timeout=2, retries=1))
+    assert result.status == "partial" and result.facts.system_name == "sw1"
+    assert len(result.facts.interfaces) == 3
+    assert f"table {'.'.join(map(str, oids.IF_DESCR))} cut at 3 rows" in result.facts.warnings
+    assert result.facts.truncated and result.error.endswith("cut at a bound")

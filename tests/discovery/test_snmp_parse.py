@@ -187,7 +187,10 @@ def test_batch_devices_links_and_attachments():
         LldpNeighbour("swp5", "02:00:00:78:00:05", "02:00:00:78:00:05", "Gi1/0/1", None, "edge-5", None,
                       ("bridge", "router"), ("10.9.9.5",), port_id_is_name=True),
         LldpNeighbour("swp6", "00:04:f2:00:00:06", "00:04:f2:00:00:06", None, None, "phone-6", None,
-                      ("telephone",))],  # a phone announces itself too, and is no server
+                      ("telephone",)),  # a phone announces itself too, and is no server
+        # no capability, or only "other": a printer or an unmanaged box as well as a host; no guessed CI
+        LldpNeighbour("swp7", "00:00:aa:00:00:07", "00:00:aa:00:00:07", None, None, "printer-7", None, ()),
+        LldpNeighbour("swp8", "00:00:aa:00:00:08", "00:00:aa:00:00:08", None, None, "box-8", None, ("other",))],
         arp=[ArpEntry("10.78.0.12", "52:54:00:78:00:0c", "br0"), ArpEntry("10.78.0.3", SW2, "br0")])
     silent = DeviceResult("192.0.2.9", "timeout", error="no answer")
     no_mac = device("192.0.2.10", "nomac", None)
@@ -217,6 +220,9 @@ def test_batch_devices_links_and_attachments():
              "oper_status": "up"},
             {"name": "swp2", "speed_mbps": 100, "admin_status": "up", "oper_status": "down"}]}
     assert items["ip:10.78.0.11"]["attributes"] == {"family": "ipv4", "mac_address": H1}
+    # what LLDP says of a device it only saw never takes the names its own poll (another scope) would set
+    assert items["d:02:00:00:78:00:05"]["attributes"] == {"lldp_management_address": "10.9.9.5"}
+    assert not set(items["d:02:00:00:78:00:05"]["attributes"]) & set(sw1_item["attributes"])
     names = {ref: item["name"] for ref, item in items.items()}
     assert {(names[r["source"]], r["type"], names[r["target"]], tuple(sorted(r["attributes"].items())))
             for r in batch["relationships"]} == {
@@ -254,3 +260,52 @@ def test_batch_forwarding_entry_confirms_only_hosts_it_knows():
     (group,) = [i for i in batch["items"] if i["class"] == "cluster"]
     assert (group["identifiers"], group["attributes"]) == ({"cluster_id": f"snmp/attachment/{H1}"},
                                                            {"min_members": 1})
+
+
+def _router_walk(name: str, interfaces: list[tuple[str, str, int]]) -> dict:
+    walk = {oids.SYS_NAME: name.encode(), oids.SYS_DESCR: b"Linux router (keepalived, use_vmac)"}
+    for index, (ifname, address, kind) in enumerate(interfaces, 1):
+        walk.update(dict([col(oids.IF_DESCR, [index], ifname.encode()),
+                          col(oids.IF_PHYS_ADDRESS, [index], mac_bytes(address)), col(oids.IF_TYPE, [index], kind)]))
+    return walk
+
+
+def test_routers_sharing_a_vrrp_mac_are_two_devices():
+    r1 = parse_walk("10.0.0.1", _router_walk("r1", [("eth0", "52:54:00:aa:00:01", 6),
+                                                    ("vrrp.51", "00:00:5e:00:01:33", 6)]))
+    r2 = parse_walk("10.0.0.2", _router_walk("r2", [("eth0", "52:54:00:bb:00:02", 6),
+                                                    ("vrrp.51", "00:00:5e:00:01:33", 6)]))
+    assert (r1.chassis_mac, r2.chassis_mac) == ("52:54:00:aa:00:01", "52:54:00:bb:00:02")
+    batch, notes = build_snmp_batch([DeviceResult("10.0.0.1", "ok", facts=r1), DeviceResult("10.0.0.2", "ok", facts=r2)],
+                                    run_id="r")
+    assert [i["name"] for i in batch["items"] if i["class"] == "network_device"] == ["r1", "r2"] and notes == []
+
+
+def test_base_mac_leaves_out_virtual_multicast_and_shared_macs():
+    def base(interfaces):
+        return parse_walk("t", _router_walk("r", interfaces)).chassis_mac
+
+    assert base([("eth0", "52:54:00:00:00:09", 6), ("hsrp", "00:00:0c:07:ac:01", 6), ("hsrp2", "00:00:0c:9f:f0:01", 6),
+                 ("v6", "00:00:5e:00:02:01", 6), ("mc", "01:00:5e:00:00:01", 6)]) == "52:54:00:00:00:09"
+    # a bond's MAC on both its ports and the bond: the port with a MAC of its own names the device
+    assert base([("bond0", "02:00:00:00:00:01", 6), ("eth0", "02:00:00:00:00:01", 6),
+                 ("eth1", "02:00:00:00:00:05", 6)]) == "02:00:00:00:00:05"
+    # the bridge's own MAC wins over a lower port MAC; a router whose ports all share one MAC keeps it
+    assert base([("swp1", "02:00:00:00:00:01", 6), ("br0", "02:00:00:00:00:07", 209)]) == "02:00:00:00:00:07"
+    assert base([("eth0", "02:00:00:00:00:03", 6), ("eth1", "02:00:00:00:00:03", 6)]) == "02:00:00:00:00:03"
+    assert base([("vrrp", "00:00:5e:00:01:01", 6)]) is None
+
+
+def test_a_list_cut_by_its_cap_is_said_and_makes_the_walk_partial(monkeypatch):
+    from discovery.snmp import parse
+    from discovery.snmp.scope import run_is_complete
+
+    whole = parse_walk("192.0.2.7", switch_walk())
+    assert whole.truncated == [] and whole.warnings == []
+    monkeypatch.setattr(parse, "MAX_LIST", 2)
+    facts = parse_walk("192.0.2.7", switch_walk())
+    assert [i.name for i in facts.interfaces] == ["lo", "br0"]
+    assert "interfaces" in facts.truncated and "5 interfaces, kept the first 2" in facts.warnings
+    notes: list[str] = []
+    assert not run_is_complete([DeviceResult("192.0.2.7", "ok", facts)], notes)
+    assert notes == ["incomplete run (partial walks: 192.0.2.7)"]

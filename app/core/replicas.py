@@ -97,15 +97,17 @@ class Replica:
         self._in_use_lock = threading.Lock()
         for engine in (self.engine, self.check_engine):
             event.listen(engine, "checkout", self._checked_out)
-            event.listen(engine, "checkin", self._checked_in)
+            # Forgotten before its descriptor can be closed (and its number given to another socket).
+            for done in ("checkin", "invalidate", "close"):
+                event.listen(engine, done, self._done)
 
-    def _checked_out(self, dbapi_connection, _record, _proxy) -> None:
+    def _checked_out(self, dbapi_connection, record, _proxy) -> None:
         with self._in_use_lock:
-            self._in_use[id(dbapi_connection)] = dbapi_connection.fileno()
+            self._in_use[id(record)] = dbapi_connection.fileno()
 
-    def _checked_in(self, dbapi_connection, _record) -> None:
+    def _done(self, _dbapi_connection, record, *_exception) -> None:
         with self._in_use_lock:
-            self._in_use.pop(id(dbapi_connection), None)
+            self._in_use.pop(id(record), None)
 
     def sever(self) -> int:
         """Shut down the socket of every connection to this replica in use: a reader or check blocked on

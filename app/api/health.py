@@ -1,7 +1,9 @@
 """/healthz (the process answers) and /readyz (the database answers and its schema is at head).
 
-With read replicas, /readyz also lists each replica's state and lag (app/core/replicas.py). A replica
-out of rotation does not make the worker unready: the primary answers its reads."""
+With read replicas, /readyz also lists each replica's state and lag (app/core/replicas.py), by its place
+in KARTA_DATABASE_REPLICA_URLS only: the endpoint needs no token, so no address, database name or error
+text is shown (those are in the logs, and the addresses in the authenticated /metrics). A replica out of
+rotation does not make the worker unready: the primary answers its reads."""
 
 from fastapi import APIRouter, Request
 from sqlalchemy import text
@@ -24,7 +26,7 @@ def readyz(request: Request):
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         current = migrations.current_revision(engine)
-    except Exception as exc:  # any failure to reach the database means "not ready", never a 500
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database means "not ready", never a 500
         return problem(503, "Not ready", f"The database is unreachable: {type(exc).__name__}.", slug="not-ready")
     head = migrations.head_revision()
     if current != head:
@@ -32,5 +34,5 @@ def readyz(request: Request):
                        "run `karta db upgrade`.", slug="not-ready", current=current, head=head)
     body = {"status": "ready", "schema": current}
     if request.app.state.replicas is not None:
-        body["replicas"] = request.app.state.replicas.status()
+        body["replicas"] = request.app.state.replicas.public_status()
     return JSON(body)

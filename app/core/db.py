@@ -33,7 +33,12 @@ def make_engine(database_url: str, *, pool_size: int = 5, connect_timeout: int |
     """An engine whose pool holds `pool_size` connections. The service sizes it to its thread pool:
     a request that finds the pool empty would otherwise open (and later close) a connection of its own,
     which costs more than the query it came for. `connect_timeout` (seconds) and `statement_timeout_ms`
-    bound what a replica that stopped answering can cost (PostgreSQL only; app.core.replicas)."""
+    bound what a replica that stopped answering can cost (PostgreSQL only; app.core.replicas).
+
+    `connect_timeout` also bounds a connection whose peer goes silent after connecting (a frozen host,
+    a partition): statement_timeout is the server's and never fires there, so the kernel is told to
+    break the connection when sent data stays unacknowledged that long (tcp_user_timeout) or an idle
+    connection's keepalive probes go unanswered for about as long."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -52,7 +57,9 @@ def make_engine(database_url: str, *, pool_size: int = 5, connect_timeout: int |
     options = "-c timezone=UTC" + (f" -c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else "")
     connect_args: dict[str, Any] = {"options": options}
     if connect_timeout is not None:
-        connect_args["connect_timeout"] = connect_timeout
+        connect_args.update(connect_timeout=connect_timeout, tcp_user_timeout=connect_timeout * 1000,
+                            keepalives=1, keepalives_idle=connect_timeout, keepalives_interval=1,
+                            keepalives_count=max(1, connect_timeout))
     return create_engine(
         url,
         json_serializer=_json_serializer,

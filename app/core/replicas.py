@@ -15,7 +15,10 @@ first two and sets the request's ReadRoute in app.core.db.READ_ROUTE):
     (app/services/history.py), so the commit holding N precedes every later one in the WAL, and a
     standby that shows N shows everything committed before it. A WAL position (LSN) would need the
     commit's LSN handed to the client and means nothing on SQLite; the sequence is what the client has.
-  - A replica that refuses a connection, fails a check or breaks a read leaves the rotation at once and
+  - A number N beyond the primary's newest change (as last sampled, sampled again once if need be) is
+    answered by the primary at once: no replica can reach a change that does not exist yet.
+  - A replica that refuses a connection, fails a check, does not answer its check within
+    `replica_timeout_seconds` or breaks a read leaves the rotation at once and
     is checked again after 1, 2, 4 ... s (at most `replica_retry_max_seconds`); a replica more than
     `replica_max_lag_seconds` behind leaves it until a check finds it caught up. A read it broke is
     answered again by the primary (the middleware), so readers never see a replica's failure.
@@ -23,6 +26,11 @@ first two and sets the request's ReadRoute in app.core.db.READ_ROUTE):
     newest sequence number; a replica's lag is the age of the oldest sample it has not yet applied
     (0 when it has them all). No clock of another machine enters, and a standby that stopped receiving
     WAL (not only one that stopped replaying it) is seen falling behind.
+  - A replica that stops answering without refusing (a frozen host, a partition) must hang nothing for
+    good. Its connections carry TCP timeouts (app.core.db.make_engine); each replica is checked in a
+    thread of its own under a hard deadline, so one frozen replica never delays the checks of the
+    others; a check past its deadline takes the replica out of rotation and shuts down the sockets of
+    every connection to it in use, so its readers fail at once and the primary answers them again.
 
 This module never writes, and never lets a replica's error reach a reader when the primary can answer.
 """
@@ -31,6 +39,8 @@ import asyncio
 import itertools
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections import deque
@@ -38,7 +48,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -52,6 +62,9 @@ STANDBY_QUERY = text("SELECT pg_is_in_recovery(), (SELECT coalesce(max(seq), 0) 
 WAIT_POLL_SECONDS = 0.01
 RETRY_BASE_SECONDS = 1.0
 MAX_HEAD_SAMPLES = 100_000
+# A check's hard deadline is the replica timeout plus this much (the connect and the query each have the
+# timeout; a live replica answers both in milliseconds).
+CHECK_GRACE_SECONDS = 1.0
 
 
 def replica_name(url: str) -> str:
@@ -63,7 +76,8 @@ def replica_name(url: str) -> str:
 class Replica:
     """One standby and what the last check or read found about it."""
 
-    def __init__(self, url: str, *, pool_size: int, timeout_seconds: int) -> None:
+    def __init__(self, url: str, *, index: int, pool_size: int, timeout_seconds: int) -> None:
+        self.index = index
         self.name = replica_name(url)
         # Connections are bounded: a replica that stops answering costs a reader at most the timeout
         # before the primary answers instead.
@@ -77,6 +91,50 @@ class Replica:
         self.error: str | None = "not checked yet"
         self.failures = 0
         self.retry_at = 0.0  # time.monotonic() of its next check while out of rotation
+        self.checking: threading.Thread | None = None  # its check under way, if any
+        # The socket of every connection to it in use (a reader's or the check's), to cut them off.
+        self._in_use: dict[int, int] = {}
+        self._in_use_lock = threading.Lock()
+        for engine in (self.engine, self.check_engine):
+            event.listen(engine, "checkout", self._checked_out)
+            # Forgotten before its descriptor can be closed (and its number given to another socket).
+            for done in ("checkin", "invalidate", "close"):
+                event.listen(engine, done, self._done)
+
+    def _checked_out(self, dbapi_connection, record, _proxy) -> None:
+        with self._in_use_lock:
+            self._in_use[id(record)] = dbapi_connection.fileno()
+
+    def _done(self, _dbapi_connection, record, *_exception) -> None:
+        with self._in_use_lock:
+            self._in_use.pop(id(record), None)
+
+    def sever(self) -> int:
+        """Shut down the socket of every connection to this replica in use: a reader or check blocked on
+        a replica that stopped answering then fails at once (and its connection is dropped from the pool).
+        shutdown() leaves the descriptor open for its owner to close; held under the lock, no descriptor
+        is closed and reused in between (check-in comes first). The number of sockets shut down."""
+        severed = 0
+        with self._in_use_lock:
+            for fd in self._in_use.values():
+                try:
+                    sock = socket.socket(fileno=os.dup(fd))
+                except OSError:
+                    continue
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    severed += 1
+                except OSError:
+                    pass
+                finally:
+                    sock.close()
+        return severed
+
+    def public_status(self) -> dict[str, Any]:
+        """What /readyz (no authentication) shows: no address, no database name, no error text."""
+        return {"replica": self.index, "in_rotation": self.in_rotation,
+                "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
+                "lag_changes": self.lag_changes}
 
     def status(self, now: float) -> dict[str, Any]:
         return {"name": self.name, "in_rotation": self.in_rotation, "applied_seq": self.applied_seq,
@@ -93,7 +151,9 @@ class ReplicaSet:
                  check_seconds: float, max_lag_seconds: float, timeout_seconds: int,
                  retry_max_seconds: float) -> None:
         self.primary = primary
-        self.replicas = [Replica(url, pool_size=pool_size, timeout_seconds=timeout_seconds) for url in urls]
+        self.replicas = [Replica(url, index=n, pool_size=pool_size, timeout_seconds=timeout_seconds)
+                         for n, url in enumerate(urls)]
+        self.check_deadline_seconds = timeout_seconds + CHECK_GRACE_SECONDS
         self.wait_seconds = wait_seconds
         self.check_seconds = check_seconds
         self.max_lag_seconds = max_lag_seconds
@@ -103,6 +163,7 @@ class ReplicaSet:
         # (time.monotonic(), the primary's newest sequence) per check, as far back as max_lag reaches.
         self._heads: deque[tuple[float, int]] = deque(
             maxlen=min(MAX_HEAD_SAMPLES, math.ceil(max_lag_seconds / check_seconds) + 2))
+        self._latest_head: int | None = None  # the primary's newest sequence as last sampled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -138,26 +199,54 @@ class ReplicaSet:
                 return
 
     def check(self) -> None:
-        """One round: sample the primary's head, then check each replica in rotation or due again."""
+        """One round: sample the primary's head, then check each replica in rotation or due again, each
+        in a thread of its own, all under one deadline. A replica whose check is past it leaves the
+        rotation and its connections in use are cut off; its check is not started again until the
+        stuck one has ended."""
         now = time.monotonic()
         head: int | None = None
         try:
             with read_transaction(self.primary, routed=False) as conn:
                 head = conn.execute(HEAD_QUERY).scalar_one()
             self._heads.append((now, head))
+            self._latest_head = head
         except SQLAlchemyError as exc:  # the primary's own trouble is /readyz's; the replicas keep their state
             log.warning("read replicas: the primary did not answer its head: %s", _brief(exc))
+        started: list[tuple[Replica, dict[str, Any]]] = []
         for replica in self.replicas:
-            if replica.in_rotation or now >= replica.retry_at:
-                self._check_one(replica, head)
+            if (replica.in_rotation or now >= replica.retry_at) and \
+                    (replica.checking is None or not replica.checking.is_alive()):
+                outcome: dict[str, Any] = {}
+                replica.checking = threading.Thread(target=self._probe, args=(replica, outcome), daemon=True,
+                                                    name=f"karta-replica-check-{replica.index}")
+                replica.checking.start()
+                started.append((replica, outcome))
+        deadline = time.monotonic() + self.check_deadline_seconds
+        for replica, outcome in started:
+            replica.checking.join(max(0.0, deadline - time.monotonic()))
+            if replica.checking.is_alive():
+                outcome["late"] = True  # what the check finds later is not applied
+                self._out(replica, f"did not answer its check within {self.check_deadline_seconds:g} s")
+                replica.sever()
+            else:
+                self._apply(replica, head, outcome)
 
-    def _check_one(self, replica: Replica, head: int | None) -> None:
+    @staticmethod
+    def _probe(replica: Replica, outcome: dict[str, Any]) -> None:
         try:
             with replica.check_engine.connect() as conn:
-                in_recovery, applied = conn.execute(STANDBY_QUERY).one()
+                outcome["answer"] = tuple(conn.execute(STANDBY_QUERY).one())
         except SQLAlchemyError as exc:
-            self._out(replica, _brief(exc))
+            if not outcome.get("late"):
+                outcome["error"] = _brief(exc)
+        except Exception as exc:  # noqa: BLE001 - a surprise is a failed check, not a dead thread unseen
+            outcome["error"] = f"{type(exc).__name__}: {exc}"[:200]
+
+    def _apply(self, replica: Replica, head: int | None, outcome: dict[str, Any]) -> None:
+        if "answer" not in outcome:
+            self._out(replica, outcome.get("error", "the check found nothing"))
             return
+        in_recovery, applied = outcome["answer"]
         if not in_recovery:
             # Promoted, or pointed at a primary by mistake: its data no longer follows this primary's.
             self._out(replica, "not a standby (pg_is_in_recovery() is false)")
@@ -199,6 +288,32 @@ class ReplicaSet:
     def broken(self, replica: Replica, exc: BaseException) -> None:
         """A reader's connection to `replica` failed: out of rotation now, not at the next check."""
         self._out(replica, _brief(exc))
+
+    def beyond_head(self, min_seq: int) -> bool:
+        """True when change `min_seq` is newer than the primary's newest: no replica will ever show it
+        within the wait, so the primary answers at once. The head last sampled decides; when `min_seq`
+        is past it (a write since the last check), the primary is asked once more, unless on the event
+        loop (which must not block; wait_for then declines anyway)."""
+        latest = self._latest_head
+        if latest is not None and min_seq <= latest:
+            return False
+        try:
+            asyncio.get_running_loop()
+            return latest is not None
+        except RuntimeError:
+            pass
+        try:
+            with read_transaction(self.primary, routed=False) as conn:
+                latest = conn.execute(HEAD_QUERY).scalar_one()
+        except SQLAlchemyError:
+            return False  # the primary's trouble: the read goes on as it would have
+        if self._latest_head is None or latest > self._latest_head:
+            self._latest_head = latest
+        return min_seq > latest
+
+    def public_status(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [replica.public_status() for replica in self.replicas]
 
     def status(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -305,7 +420,8 @@ class ReadRoute:
         try:
             conn = replica.engine.connect()
             if fresh and self.min_seq and replica.applied_seq < self.min_seq and \
-                    not self.replicas.wait_for(replica, conn, self.min_seq):
+                    (self.replicas.beyond_head(self.min_seq) or
+                     not self.replicas.wait_for(replica, conn, self.min_seq)):
                 conn.close()
                 self.replica = None
                 return None, None

@@ -140,7 +140,7 @@ class _UnusableSchema:
 def _compile_or_report(name: str, schema: dict[str, Any]) -> Any:
     try:
         return compile_schema(schema)
-    except Exception as exc:  # any compile failure is this class's problem alone
+    except Exception as exc:  # noqa: BLE001 - any compile failure is this class's problem alone
         reason = str(exc).splitlines()[0]
         log.error("attribute_schema of class %s does not compile: %s", name, reason)
         return _UnusableSchema(name, reason)
@@ -224,8 +224,12 @@ class RegistryCache:
         return self.reload(conn=conn)
 
     def reload(self, *, conn: Connection | None = None) -> Registry:
+        """Load the registry, through `conn` when it is the primary's (a write transaction sees its own
+        locked rows), else through a connection of the cache's own: a read replica's connection (read
+        routing, app.core.replicas) may lag, and a registry loaded from it would undo a class change for
+        every request of this worker until the cache expires."""
         with self._lock:
-            if conn is not None:
+            if conn is not None and conn.engine is self._engine:
                 registry = load_registry(conn)
             else:
                 with self._engine.connect() as own:

@@ -71,7 +71,9 @@ def _wait_for(what: str, check, deadline: float):
             done, last = check()
             if done:
                 return last
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, ValueError) as exc:
+            # Not listening yet, or (ValueError: JSONDecodeError) answering 503 in plain text while its
+            # TSDB is still starting ("Service Unavailable"), which a loaded machine makes long.
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"Prometheus never showed {what}; last seen: {last!r}")

@@ -132,6 +132,8 @@ def replicated():
     bindir = postgres_bindir()
     if bindir is None or not all((bindir / tool).exists() for tool in ("initdb", "pg_ctl", "pg_basebackup")):
         missing_requirement("PostgreSQL's server programs (initdb, pg_ctl, pg_basebackup) are not installed")
+    if shutil.which("setpriv") is None:
+        missing_requirement("setpriv (util-linux) is not installed: it runs PostgreSQL as user postgres")
     try:
         pwd.getpwnam("postgres")
     except KeyError:

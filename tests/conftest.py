@@ -176,6 +176,16 @@ def create_tokens(engine) -> dict[str, str]:
     return secrets
 
 
+def tokens_for(database_url: str) -> dict[str, str]:
+    """create_tokens on the database at `database_url`, through an engine of its own (for a test that then
+    starts a real `karta serve` on that database)."""
+    engine = make_engine(database_url)
+    try:
+        return create_tokens(engine)
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def api(app, engine):
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -29,8 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.db import make_engine
-from tests.conftest import create_tokens, fresh_database
+from tests.conftest import fresh_database, tokens_for
 from tests.discovery.conftest import REPO, lab_host_class
 from tests.server import running_server
 
@@ -147,11 +146,7 @@ def karta_database(request, tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def estate(lab, karta_database) -> Iterator[Estate]:
     assert KARTA.exists(), f"the karta console script is not installed next to {sys.executable}"
-    engine = make_engine(karta_database)
-    try:
-        secrets = create_tokens(engine)
-    finally:
-        engine.dispose()
+    secrets = tokens_for(karta_database)
     server_address, _ = lab.open_service_link()
     with running_server(karta_database, host=server_address,
                         env={"KARTA_STALE_AFTER_RUNS": str(STALE_AFTER_RUNS)}) as base, \

@@ -27,8 +27,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.core.db import make_engine
-from tests.conftest import create_tokens, fresh_database
+from tests.conftest import fresh_database, tokens_for
 from tests.discovery.conftest import REPO
 from tests.discovery.test_end_to_end import KARTA, Estate
 from tests.server import running_server
@@ -47,11 +46,7 @@ def lab_database(request, tmp_path_factory) -> Iterator[str]:
 def mapped(lab, lab_database):
     """One discovery round, the person's hop, the shop; yields (the round, the admin client, the shop)."""
     assert KARTA.exists(), f"the karta console script is not installed next to {sys.executable}"
-    engine = make_engine(lab_database)
-    try:
-        secrets = create_tokens(engine)
-    finally:
-        engine.dispose()
+    secrets = tokens_for(lab_database)
     server_address, _ = lab.open_service_link()
     with running_server(lab_database, host=server_address) as base, \
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['admin']}"},

@@ -26,8 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.db import make_engine
-from tests.conftest import create_tokens, fresh_database
+from tests.conftest import fresh_database, tokens_for
 from tests.discovery.conftest import REPO, require
 from tests.discovery.lab import wait_until
 from tests.discovery.snmp_lab import (
@@ -106,11 +105,7 @@ def karta_database(request, tmp_path_factory) -> Iterator[str]:
 def estate(karta_database) -> Iterator[Estate]:
     require(missing_requirements() + (["nmap"] if not os.path.exists("/usr/bin/nmap") else []))
     assert KARTA.exists(), f"the karta console script is not installed next to {sys.executable}"
-    engine = make_engine(karta_database)
-    try:
-        secrets = create_tokens(engine)
-    finally:
-        engine.dispose()
+    secrets = tokens_for(karta_database)
     with SnmpLab() as lab, \
             running_server(karta_database, host=lab.switches["sw1"].agent_side) as base, \
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['read']}"}, timeout=30,

@@ -18,8 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from app.core.db import make_engine
-from tests.conftest import Api, create_tokens, missing_requirement
+from tests.conftest import Api, missing_requirement, tokens_for
 from tests.integrations.test_incidents import blast_radius_of_db_1, build_topology, radius_view, readme_block
 from tests.server import free_port, running_server
 
@@ -115,9 +114,7 @@ def prometheus_alert(name: str, instance: str, team: str, ends_at: datetime | No
 def test_alertmanager_groups_reach_karta_as_incidents_and_resolve(database_url, tmp_path):
     if not shutil.which(ALERTMANAGER):
         missing_requirement("prometheus-alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)")
-    engine = make_engine(database_url)
-    secrets = create_tokens(engine)
-    engine.dispose()
+    secrets = tokens_for(database_url)
     with running_server(database_url) as karta, httpx.Client(base_url=karta, trust_env=False, timeout=30) as client:
         api = Api(client, secrets)
         ids = build_topology(api)
@@ -185,9 +182,7 @@ def test_silenced_alerts_stop_firing_in_karta(database_url, tmp_path):
     as Prometheus does, without endsAt: Alertmanager gives them its resolve_timeout (5 min)."""
     if not shutil.which(ALERTMANAGER):
         missing_requirement("prometheus-alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)")
-    engine = make_engine(database_url)
-    secrets = create_tokens(engine)
-    engine.dispose()
+    secrets = tokens_for(database_url)
     env = {"KARTA_ALERT_EXPIRY_SECONDS": "6", "KARTA_INCIDENT_SWEEP_SECONDS": "0.2"}
     with running_server(database_url, env=env) as karta, \
             httpx.Client(base_url=karta, trust_env=False, timeout=30) as client:

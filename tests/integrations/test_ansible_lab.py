@@ -22,8 +22,7 @@ import time
 
 import pytest
 
-from app.core.db import make_engine
-from tests.conftest import create_tokens, fresh_database
+from tests.conftest import fresh_database, tokens_for
 from tests.discovery.conftest import lab_host_class, require
 from tests.discovery.lab import PREFIX, Lab, LabHost, missing_requirements
 from tests.integrations.ansible_estate import plain
@@ -63,11 +62,7 @@ def karta_in_lab(lab, request, tmp_path_factory):
     """(base URL inside the lab, secrets): `karta serve` on the management namespace's loopback."""
     directory = tmp_path_factory.mktemp("ansible-lab")
     database_url = next(fresh_database(request, "sqlite", directory))
-    engine = make_engine(database_url)
-    try:
-        secrets = create_tokens(engine)
-    finally:
-        engine.dispose()
+    secrets = tokens_for(database_url)
     port = free_port()  # free here; the namespace's loopback has nothing listening at all
     with open(directory / "serve.log", "w+") as log:
         server = subprocess.Popen(lab.command([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",

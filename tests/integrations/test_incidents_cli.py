@@ -3,8 +3,7 @@
 import os
 import subprocess
 
-from app.core.db import make_engine
-from tests.conftest import create_tokens
+from tests.conftest import tokens_for
 from tests.server import KARTA, free_port, running_server
 
 
@@ -32,9 +31,7 @@ def test_configuration_errors_exit_3_and_unreachable_exits_5():
 
 
 def test_accepted_exits_0_with_the_incident_and_refused_exits_4(database_url, tmp_path):
-    engine = make_engine(database_url)
-    secrets = create_tokens(engine)
-    engine.dispose()
+    secrets = tokens_for(database_url)
     with running_server(database_url) as base:
         token_file = tmp_path / "token"
         token_file.write_text(secrets["write"] + "\n")

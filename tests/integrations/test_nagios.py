@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.db import make_engine
-from tests.conftest import Api, create_tokens, missing_requirement
+from tests.conftest import Api, missing_requirement, tokens_for
 from tests.integrations.test_alertmanager import stop, wait_for
 from tests.integrations.test_incidents import radius_view, readme_block
 from tests.server import running_server
@@ -185,9 +184,7 @@ def test_nagios_notifies_karta_through_karta_alert(database_url, tmp_path):
         missing_requirement("Nagios 4 and its plugins are not installed (Debian: nagios4-core monitoring-plugins-basic)")
     if os.geteuid() != 0 or not shutil.which("ip"):
         missing_requirement("the lab host needs root and iproute2 (a network namespace)")
-    engine = make_engine(database_url)
-    secrets = create_tokens(engine)
-    engine.dispose()
+    secrets = tokens_for(database_url)
     import httpx
 
     with lab_host() as (namespace, address), running_server(database_url) as karta, \

@@ -18,8 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from app.core.db import make_engine
-from tests.conftest import create_tokens, missing_requirement
+from tests.conftest import missing_requirement, tokens_for
 from tests.integrations.estate import expected_targets, ingest_estate
 from tests.server import free_port, running_server, stop
 
@@ -99,11 +98,7 @@ def running_prometheus(config: Path, workdir: Path) -> Iterator[httpx.Client]:
 def test_prometheus_discovers_targets_from_karta_and_scrapes_it(database_url, tmp_path):
     if not os.access(PROMETHEUS, os.X_OK):
         missing_requirement(f"{PROMETHEUS} (Debian package prometheus) is not installed")
-    engine = make_engine(database_url)
-    try:
-        secrets = create_tokens(engine)
-    finally:
-        engine.dispose()
+    secrets = tokens_for(database_url)
     token_file = tmp_path / "karta-token"
     token_file.write_text(secrets["read"])
     token_file.chmod(0o600)

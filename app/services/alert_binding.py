@@ -132,7 +132,10 @@ def _ci_ids(conn: Connection, values: set[str]) -> dict[str, uuid.UUID]:
     return {value: ci_id for value, ci_id in parsed.items() if ci_id in existing}
 
 
-def _hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
+def find_hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
+    """Each value (an address, fqdn or hostname, a port stripped) -> the one host CI it names, as the
+    `host` rule binds an alert; a value naming none or several is left out. Service maps resolve entry
+    points with it (app.services.service_map)."""
     forms = {value: host_keys(value) for value in values}
     addresses = {f[0] for f in forms.values() if f[0]}
     fqdns = {f[1] for f in forms.values() if f[1]}
@@ -168,13 +171,6 @@ def _hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[str, 
     return bound
 
 
-def find_hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
-    """Each value (an address, fqdn or hostname, a port stripped) -> the one host CI it names, as the
-    `host` rule binds an alert; a value naming none or several is left out. Service maps resolve entry
-    points with it (app.services.service_map)."""
-    return _hosts(conn, registry, values)
-
-
 def _services(conn: Connection, registry: Registry, values: set[str]) -> dict[str, uuid.UUID]:
     classes = [name for name, info in registry.classes.items() if info.family == SERVICE_FAMILY]
     wanted = {value: value.strip().lower() for value in values if value.strip()}
@@ -189,7 +185,7 @@ def _services(conn: Connection, registry: Registry, values: set[str]) -> dict[st
             if len(found.get(key, ())) == 1 for ids_one in found[key]}
 
 
-_MATCHERS = {"ci_id": lambda conn, registry, values: _ci_ids(conn, values), "host": _hosts, "service": _services}
+_MATCHERS = {"ci_id": lambda conn, registry, values: _ci_ids(conn, values), "host": find_hosts, "service": _services}
 
 
 def bind(conn: Connection, registry: Registry, rules: list[dict[str, str]] | None,

@@ -50,21 +50,27 @@ def _cells(ci: Any, keys: list[str]) -> list[str]:
              columns.encode_optional(ci["criticality"]), columns.encode_optional(ci["owner"]),
              columns.encode_tags(ci["tags"] or [])]
     cells += ["" if key not in attributes else columns.encode_value(attributes[key]) for key in keys]
-    return [neutralise(cell) for cell in cells]
+    return cells
+
+
+def _chunks(head: list[str], pages: Iterable[Iterable[list[str]]]) -> Iterator[str]:
+    """A file as chunks of text: the BOM and the header row, then one chunk per page of rows (each row
+    its cells, neutralised here)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(head)
+    yield BOM + out.getvalue()
+    for rows in pages:
+        out.seek(0)
+        out.truncate()
+        writer.writerows([neutralise(cell) for cell in cells] for cells in rows)
+        yield out.getvalue()
 
 
 def lines(head: list[str], pages: Iterable[list[Any]]) -> Iterator[str]:
     """The file: its header, then one chunk of text per page of CIs."""
     keys = [name.split(".", 1)[1] for name in head[len(columns.FIELD_COLUMNS):]]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(head)
-    yield BOM + out.getvalue()
-    for page in pages:
-        out.seek(0)
-        out.truncate()
-        writer.writerows(_cells(ci, keys) for ci in page)
-        yield out.getvalue()
+    return _chunks(head, ((_cells(ci, keys) for ci in page) for page in pages))
 
 
 def identifier_keys(registry: Registry) -> set[str]:
@@ -81,22 +87,19 @@ def export(engine: Engine, registry_cache: RegistryCache, filters: dict[str, Any
         yield from lines(head, ci_export.rows(conn, conditions))
 
 
+def _relationship_cells(rel: Any, named: dict, keys: list[str]) -> list[str]:
+    attributes = rel["attributes"] or {}
+    cells = [named.get(rel["source_id"]) or str(rel["source_id"]), rel["type"],
+             named.get(rel["target_id"]) or str(rel["target_id"])]
+    cells += ["" if key not in attributes else columns.encode_value(attributes[key]) for key in keys]
+    return cells
+
+
 def relationship_lines(attribute_keys: list[str], pages: Iterable[tuple[list[Any], dict]]) -> Iterator[str]:
     """The relationship file: its header, then one chunk of text per page of (relationships, end names)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([*columns.RELATIONSHIP_COLUMNS, *(columns.ATTRIBUTE_PREFIX + key for key in attribute_keys)])
-    yield BOM + out.getvalue()
-    for page, named in pages:
-        out.seek(0)
-        out.truncate()
-        for rel in page:
-            attributes = rel["attributes"] or {}
-            cells = [named.get(rel["source_id"]) or str(rel["source_id"]), rel["type"],
-                     named.get(rel["target_id"]) or str(rel["target_id"])]
-            cells += ["" if key not in attributes else columns.encode_value(attributes[key]) for key in attribute_keys]
-            writer.writerow([neutralise(cell) for cell in cells])
-        yield out.getvalue()
+    head = [*columns.RELATIONSHIP_COLUMNS, *(columns.ATTRIBUTE_PREFIX + key for key in attribute_keys)]
+    return _chunks(head, ((_relationship_cells(rel, named, attribute_keys) for rel in page)
+                          for page, named in pages))
 
 
 def export_relationships(engine: Engine, registry_cache: RegistryCache, filters: dict[str, Any]) -> Iterator[str]:

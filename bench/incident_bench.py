@@ -53,8 +53,7 @@ from app.models import (
 from app.services import tokens
 from app.services.bulk import insert_rows
 from app.services.history import UnitOfWork
-from bench.api_bench import serve
-from bench.common import PG_URL, fresh_database
+from bench.common import PG_URL, fresh_database, served
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHUNK = 50_000
@@ -271,12 +270,8 @@ def main() -> None:
         else:
             url = fresh_database(backend, "karta_bench_incident", workdir)
             hosts, secret = load(url, args.cis, args.seed)
-        process, base = serve(url, 1)
-        try:
+        with served({**os.environ, "KARTA_DATABASE_URL": url}, Path(__file__).resolve().parent.parent) as base:
             times, sizes = measure(base, secret, hosts, args.groups, args.seed)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
         for kind, values in times.items():
             lines.append(f"| {backend} | {kind} | {statistics.median(values):.1f} | {percentile(values, 0.95):.1f} | "
                          f"{percentile(values, 0.99):.1f} | {max(values):.1f} |")

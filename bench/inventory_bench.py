@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.core.db import make_engine
 from app.services import tokens
 from app.services.history import UnitOfWork
-from bench.api_bench import load, make_token, serve
-from bench.common import PG_URL, fresh_database, settle
+from bench.api_bench import load, make_token
+from bench.common import PG_URL, fresh_database, served, settle
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENVIRONMENTS = ["prod"] * 5 + ["stage"] * 2 + ["dev"] * 3
@@ -284,13 +284,9 @@ def main() -> None:
     for backend in args.backends.split(","):
         url = database(backend, estate_of, args.reuse)
         token = make_token(url)
-        process, base = serve(url, 1)
-        try:
-            rows = (measure(base, token, make_writer(url), args.runs, process.pid)
+        with served({**os.environ, "KARTA_DATABASE_URL": url}, Path(__file__).resolve().parent.parent) as base:
+            rows = (measure(base, token, make_writer(url), args.runs, base.process.pid)
                     + measure_cli(base, token, args.runs))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
         for label, times, cpus, size, what in rows:
             line = (f"| {backend} | {label} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} | "
                     f"{statistics.median(cpus):.2f} | {size / 1e6:.1f} | {what} |")

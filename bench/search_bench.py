@@ -40,8 +40,8 @@ from app.services.bulk import insert_rows  # noqa: E402
 from app.services.identifiers import identifier_values  # noqa: E402
 from app.services.identity import held_values, identifying_facts  # noqa: E402
 from app.services.registry import load_registry  # noqa: E402
-from bench.api_bench import make_token, serve  # noqa: E402
-from bench.common import PG_URL, fresh_database  # noqa: E402
+from bench.api_bench import make_token  # noqa: E402
+from bench.common import PG_URL, fresh_database, served  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIX = [("server", 0.15), ("virtual_machine", 0.25), ("ip_address", 0.25), ("application", 0.15),
@@ -280,13 +280,9 @@ def main() -> None:
             print(notes[-1], file=sys.stderr)
         queries = estate.queries(args.queries)
         secret = make_token(url)
-        process, base = serve(url, 1)
-        try:
+        with served({**os.environ, "KARTA_DATABASE_URL": url}, Path(__file__).resolve().parent.parent) as base:
             times = measure(base, secret, queries)
             counts, cut = _result_counts(base, secret, queries)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
         for kind, values in sorted(times.items()):
             print(f"{backend} {kind}: p50 {statistics.median(values):.1f} p99 {percentile(values, 0.99):.1f} ms",
                   file=sys.stderr)

@@ -29,8 +29,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api_bench import generate_estate, load, make_token, serve  # noqa: E402
-from bench.common import fresh_database  # noqa: E402
+from bench.api_bench import generate_estate, load, make_token  # noqa: E402
+from bench.common import fresh_database, served  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIST_QUERIES = [
@@ -130,8 +130,7 @@ def main() -> None:
         url = fresh_database(backend, "karta_bench_ui", workdir)
         load(url, cis, relationships)
         secret = make_token(url)
-        process, base = serve(url, 1)
-        try:
+        with served({**os.environ, "KARTA_DATABASE_URL": url}, Path(__file__).resolve().parent.parent) as base:
             client = signed_in_client(base, secret)
             timed(client, [f"/ui/cis/{ci}" for ci in sample[:30]] + LIST_QUERIES)  # warm-up
             rows.append((backend, "CI page `/ui/cis/{id}`", timed(client, [f"/ui/cis/{ci}" for ci in sample])))
@@ -149,9 +148,6 @@ def main() -> None:
             for _, label, times in rows[-4:]:
                 print(f"{backend} {label}: p50 {statistics.median(times):.1f} ms p99 {percentile(times, 0.99):.1f} ms",
                       file=sys.stderr)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
     shutil.rmtree(workdir, ignore_errors=True)
     lines = [f"Web UI, {len(cis):,} CIs and {len(relationships):,} relationships, `karta serve` 1 worker, one request "
              f"at a time over loopback, on {os.cpu_count()} cores", "",

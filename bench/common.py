@@ -65,7 +65,7 @@ def served(env: dict[str, str], checkout: Path, *, workers: int = 1, startup_sec
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
-                              cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("KARTA_BENCH_SERVER_LOG") else subprocess.DEVNULL)
     base = ServerUrl(f"http://127.0.0.1:{port}")
     base.process = server
     try:

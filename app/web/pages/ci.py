@@ -1,11 +1,12 @@
 """/ui/cis/{id}: one CI, as the people who keep the map read it: its fields, attributes with who set
 them and when, identifiers, relationships both ways grouped by label, its history as field diffs
 (its relationships' included, older pages loaded by htmx), and for a service its single points of
-failure and the tree of what it depends on. The neighbourhood picture (/ui/cis/{id}/picture) and a
-service's dependencies (/ui/cis/{id}/dependencies) are requests of their own, loaded by htmx once
-the page is shown: drawing, and the single points of failure of a service with thousands of CIs
-upstream, cost more than the rest of the page (tens of milliseconds on a big estate), which stays
-a few bounded queries. Without JavaScript each is a link to a page of its own.
+failure, the tree of what it depends on and its map from its entry points. The neighbourhood picture
+(/ui/cis/{id}/picture), a service's dependencies (/ui/cis/{id}/dependencies) and its map
+(/ui/cis/{id}/service-map) are requests of their own, loaded by htmx once the page is shown:
+drawing, and the single points of failure of a service with thousands of CIs upstream, cost more
+than the rest of the page (tens of milliseconds on a big estate), which stays a few bounded
+queries. Without JavaScript each is a link to a page of its own.
 
 The edit form is in ci_edit.py."""
 
@@ -17,7 +18,9 @@ from fastapi import APIRouter, Query, Request
 
 from app.core.db import read_transaction
 from app.services import changes, ci_page, cis, impact
-from app.services.errors import NotFound
+from app.services.errors import InvalidInput, NotFound
+from app.services.service_map import ATTRIBUTE as ENTRY_POINTS
+from app.services.service_map_view import map_view
 from app.web import pictures
 from app.web.auth import CurrentUser
 from app.web.render import render, when
@@ -30,9 +33,26 @@ TREE_DEPTH = 4
 TREE_MAX_NODES = 100
 MAX_SPOF_SHOWN = 50
 MAX_VALUE_CHARS = 2000
+MAX_LAYER_SHOWN = 50
+# A service's map status (the API's `status`) and an entry point's, in words a change reviewer reads.
+MAP_STATUS = {
+    "mapped": "Mapped: every entry point resolved; the map below is what they reach.",
+    "partial": "Partly mapped: some entry points did not resolve (why is below); the map is what the others reach.",
+    "stale": "Stale: an entry point that resolved before no longer does; its last map is kept, flagged, "
+             "until it resolves again.",
+    "unresolved": "Unresolved: no entry point leads to an application, so nothing is mapped.",
+    "pending": "Pending: the entry points are set but not mapped yet; the map follows the change within seconds.",
+    "no_entry_points": "Not mapped: this service has no entry points.",
+}
+ENTRY_STATUS = {"resolved": "resolved", "stale": "stale: resolved before, no longer", "unresolved": "unresolved",
+                "invalid": "invalid"}
+# A service's map by layer, in the API's order (graph.service_map.LAYERS), as the page names them.
+LAYER_TITLES = {"entry": "Entry", "applications": "Applications", "data_stores": "Data stores", "hosts": "Hosts",
+                "infrastructure": "Infrastructure"}
 ACTIONS = {("ci", "create"): "created", ("ci", "update"): "changed", ("ci", "delete"): "deleted",
            ("relationship", "create"): "related", ("relationship", "update"): "relationship changed",
-           ("relationship", "delete"): "relationship ended"}
+           ("relationship", "delete"): "relationship ended", ("service_map", "create"): "mapped",
+           ("service_map", "update"): "map changed", ("service_map", "delete"): "map removed"}
 # A relationship's own fields in its history: shown as the sentence "a depends on b", not as rows.
 RELATIONSHIP_ENDS = ("source", "target", "type")
 TIMESTAMPS = ("first_seen", "last_seen")
@@ -231,3 +251,42 @@ def ci_picture(ci_id: uuid.UUID, request: Request, user: CurrentUser,
     info[key] = {**info[key], "state": "focus"}
     drawing = pictures.draw(sorted(nodes), edges, info, settings, highlight=[key], title="neighbourhood")
     return render(request, "_ci_picture.html", {"drawing": drawing, "ci_id": key, "name": name, "depth": depth})
+
+
+@router.get("/ui/cis/{ci_id}/service-map")
+def ci_service_map(ci_id: uuid.UUID, request: Request, user: CurrentUser):
+    """A service's map (the API's /service-map, from the same service): its status, how each entry
+    point resolved, its CIs by layer (each layer's list bounded) and the picture of it. Another CI
+    has no map: NotFound, as for its dependencies. Its membership comes from the database, not from
+    the live graph, so a service created a moment ago is found."""
+    state = request.app.state
+    key = str(ci_id)
+    try:
+        view = map_view(state.engine, state.registry.get(), state.live_graph, ci_id)
+    except InvalidInput as exc:  # the one InvalidInput map_view raises: a CI of another class
+        raise NotFound(f"No service with id {key}.") from exc
+    answer = view.answer
+    named = {ci: view.info.get(ci) for entry in answer["entry_points"]
+             for ci in (entry["host"], *entry["applications"]) if ci}
+    lacking = {ci for ci, described in named.items() if described is None}  # e.g. a stale entry's host
+    if lacking:
+        with read_transaction(state.engine) as conn:
+            named.update(impact.describe(conn, lacking))
+
+    def link(ci: str) -> dict:
+        described = named.get(ci) or {}
+        return {"id": ci, "name": described.get("name"), "class": described.get("class")}
+
+    entry_points = [{**entry, "status_text": ENTRY_STATUS.get(entry["status"], entry["status"]),
+                     "host": link(entry["host"]) if entry["host"] else None,
+                     "applications": [link(a) for a in entry["applications"]]} for entry in answer["entry_points"]]
+    layers = [{"key": layer, "title": title, "members": answer["layers"][layer][:MAX_LAYER_SHOWN],
+               "more": max(0, len(answer["layers"][layer]) - MAX_LAYER_SHOWN)} for layer, title in LAYER_TITLES.items()]
+    drawing = None
+    if len(view.nodes) > 1:  # the service alone is no map
+        drawing = pictures.draw(view.nodes, view.edges, view.info, state.settings, highlight=[key], title="service map")
+    return render(request, "_ci_service_map.html", {
+        "ci_id": key, "name": answer["service"]["name"], "status": answer["status"],
+        "status_text": MAP_STATUS.get(answer["status"], answer["status"]), "entry_points": entry_points,
+        "layers": layers, "total": len(view.nodes) - 1, "drawing": drawing, "refreshed_at": answer["refreshed_at"],
+        "attribute": ENTRY_POINTS})

@@ -338,11 +338,15 @@ def test_deleting_a_ci_while_its_family_is_reindexed_leaves_no_identifier_behind
 
     from sqlalchemy import text
 
+    from app.core.db import WRITE_OPTION
     from app.services import classes
     from app.services.registry import load_registry
 
     ci = api.create_ci("container", "c1", attributes={"container_id": "abc123def"})
-    reindex = engine.connect()
+    # Write-locked from its first statement, as the service's writes are (app.core.db.write_transaction):
+    # on SQLite a transaction that read first and writes later is refused at once (not waited for) when
+    # another writer committed in between, which the service-map keeper, woken by the creation, may do.
+    reindex = engine.connect().execution_options(**{WRITE_OPTION: True})
     reindex.begin()
     classes.reindex_family(reindex, load_registry(reindex), "container")
     deleted = {}

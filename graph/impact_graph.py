@@ -401,7 +401,7 @@ class ImpactGraph:
                         mine[a] = pred[a][member] = covered(edge[TYPES_KEY])
 
     def _covers(self, m, a) -> bool:
-        """Whether a edge m -> a is covered: a depends on a group m is a member of."""
+        """Whether an edge m -> a is covered: a depends on a group m is a member of."""
         if m == a:
             return False
         out, into, raw_kind = self._g._succ[m], self._g._pred[a], self._types.raw_kind
@@ -420,7 +420,8 @@ class ImpactGraph:
         return False
 
     def _decide(self, m, a) -> None:
-        """Make the edge m -> a, if there is one, covered exactly when the rule says so."""
+        """Make the edge m -> a, if there is one, covered exactly when the rule says so. Coverage
+        never touches a membership bit, so no group's cached spare count goes stale."""
         data = self._g._succ[m].get(a)
         if data is not None:
             new = self._types.variant(data, self._covers(m, a))

@@ -53,7 +53,8 @@ Propagation
     failed CI, and its `path` one shortest chain of impact edges from a failed CI to it.
 
 Filters
-    `types` keeps only the named relationship types as impact carriers (membership included).
+    `types` keeps only the named relationship types as impact carriers (membership included); a
+    covered edge stays covered whatever the filter (see above).
     `max_depth` keeps the CIs within that many hops of the failed set; their states are computed
     over the edges among them, so a CI beyond the bound neither appears nor passes anything on.
 """

@@ -11,6 +11,13 @@ Storage layout, chosen for a million CIs in a few hundred megabytes (rules in `g
     edge's data dict by all edges with the same set of types, so neither is ever mutated in place
     (a change swaps in another shared dict);
   - the analyses walk `G._succ` / `G._pred` directly: the public views cost a call per step.
+
+Covered dependencies (graph.semantics) are kept exact by every change, locally: whether M -> A is
+covered depends only on the edges M -> G and G -> A, so a change to edge u -> v re-decides u -> v
+itself when it is new, and when its membership bit appears or goes, the edges from u to v's
+dependents; when its ordinary bit appears or goes, the edges from u's members to v. Removing a CI
+re-decides the edges from its members to its dependents. A load or a change of semantics decides
+every edge at once, walking only from members that relate to something besides their groups.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Iterable
 import networkx as nx
 
 from graph import causes, propagation
-from graph.semantics import TYPES_KEY, EdgeTypeSets, RelationshipSemantics
+from graph.semantics import COVERED_KEY, KIND_KEY, MEMBER, ORDINARY, TYPES_KEY, EdgeTypeSets, RelationshipSemantics
 
 CLASS_KEY = "ci_class"
 MIN_MEMBERS_KEY = "min_members"
@@ -104,7 +111,8 @@ class ImpactGraph:
             self._spares.clear()
             if all(_flips(old, t) == _flips(new, t) for t in old.present_types()):
                 self._types = new
-                self._relink_edge_data()
+                self._cover_members(self._relink_edge_data())
+                self._cache_changed()
                 return
             relationships = list(self._relationships(self._g._succ))
             self._types = new
@@ -112,8 +120,11 @@ class ImpactGraph:
                 nbrs.clear()
             for nbrs in self._g._pred.values():
                 nbrs.clear()
+            succ, pred, with_type = self._g._succ, self._g._pred, new.with_type
             for source, target, type_name in relationships:
-                self._link(source, target, type_name)
+                u, v = self._impact_ends(source, target, type_name)
+                succ[u][v] = pred[v][u] = with_type(succ[u].get(v), type_name)
+            self._cover_members(self._members())
             self._cache_changed()
 
     def bulk_load(self, cis: Iterable[tuple], relationships: Iterable[tuple]) -> None:
@@ -139,6 +150,8 @@ class ImpactGraph:
 
     def _bulk_load(self, cis, relationships) -> None:
         node, succ, pred = self._g._node, self._g._succ, self._g._pred
+        # Loading into a graph that holds relationships may cover edges around its old groups too.
+        had_edges = any(succ.values())
         payload_of = self._payload
         # One string object per id: the edge rows would otherwise keep millions of duplicates.
         canonical: dict = {ci_id: ci_id for ci_id in node}
@@ -149,14 +162,18 @@ class ImpactGraph:
                 succ[ci_id] = {}
                 pred[ci_id] = {}
         types = self._types
-        reverse = {}
-        single = {}
+        plan = {}  # type -> (flips, its single-type dict, carries membership)
+        # Members that relate to something besides a group, noted while their out-edges are at
+        # hand: the only CIs whose edges coverage may touch. A pass over every group's members
+        # afterwards would cost a second (a million CIs), one cache miss per member.
+        wide = []
         no_class = payload_of(None, None)
         for source, target, type_name in relationships:
-            flip = reverse.get(type_name)
-            if flip is None:
-                flip = reverse[type_name] = _flips(types, type_name)
-                single[type_name] = types.single(type_name)
+            how = plan.get(type_name)
+            if how is None:
+                one = types.single(type_name)
+                how = plan[type_name] = (_flips(types, type_name), one, bool(one[KIND_KEY] & MEMBER))
+            flip, one, member = how
             u, v = (target, source) if flip else (source, target)
             cu = canonical.get(u)
             if cu is None:
@@ -168,9 +185,18 @@ class ImpactGraph:
                 node[v], succ[v], pred[v] = no_class, {}, {}
             nbrs = succ[cu]
             data = nbrs.get(cv)
-            data = single[type_name] if data is None else types.with_type(data, type_name)
+            data = one if data is None else types.with_type(data, type_name)
             nbrs[cv] = data
             pred[cv][cu] = data
+            if member:
+                if len(nbrs) > 1:
+                    wide.append(cu)
+            elif len(nbrs) == 2:  # a second out-edge: is the other one a membership?
+                for other in nbrs.values():
+                    if other[KIND_KEY] & MEMBER:
+                        wide.append(cu)
+                        break
+        self._cover_members(self._members() if had_edges else dict.fromkeys(wide))
         self._cache_changed()
 
     def upsert_ci(self, ci_id, ci_class: str | None, min_members: int | None = None) -> None:
@@ -191,7 +217,11 @@ class ImpactGraph:
             for group in self._g._succ[ci_id]:
                 self._group_changed(group)
             self._group_changed(ci_id)
+            around = list(self._covered_through(ci_id))
             self._g.remove_node(ci_id)
+            for member, dependent in around:
+                self._decide(member, dependent)
+            self._cache_changed()
             return True
 
     def add_relationship(self, source_id, target_id, type_name: str) -> bool:
@@ -207,10 +237,10 @@ class ImpactGraph:
         """Remove one typed relationship, leaving other types between the pair; False if absent."""
         with self._lock:
             u, v = self._impact_ends(source_id, target_id, type_name)
-            data = self._g._succ.get(u, {}).get(v)
-            if data is None or type_name not in data[TYPES_KEY]:
+            old = self._g._succ.get(u, {}).get(v)
+            if old is None or type_name not in old[TYPES_KEY]:
                 return False
-            data = self._types.without_type(data, type_name)
+            data = self._types.without_type(old, type_name)
             self._group_changed(v)
             if data is None:
                 del self._g._succ[u][v]
@@ -218,6 +248,7 @@ class ImpactGraph:
             else:
                 self._g._succ[u][v] = data
                 self._g._pred[v][u] = data
+            self._kind_changed(u, v, old, data)
             self._cache_changed()
             return True
 
@@ -310,6 +341,9 @@ class ImpactGraph:
         succ[u][v] = new
         pred[v][u] = new
         self._group_changed(v)
+        if old is None:
+            self._decide(u, v)
+        self._kind_changed(u, v, old, new)
         self._cache_changed()
         return True
 
@@ -323,13 +357,102 @@ class ImpactGraph:
                     else:
                         yield u, v, type_name
 
-    def _relink_edge_data(self) -> None:
-        """Point every edge at the new type-set table's dicts (same types, fresh kinds)."""
+    def _relink_edge_data(self) -> dict:
+        """Point every edge at the new type-set table's dicts (same types, fresh kinds, not
+        covered); the members found on the way, for `_cover_members`."""
         succ, pred = self._g._succ, self._g._pred
         of = self._types.of
+        members = {}
         for u, nbrs in succ.items():
             for v, data in nbrs.items():
-                nbrs[v] = pred[v][u] = of(data[TYPES_KEY])
+                data = nbrs[v] = pred[v][u] = of(data[TYPES_KEY])
+                if data[KIND_KEY] & MEMBER:
+                    members[u] = None
+        return members
+
+    # ---- covered dependencies (graph.semantics) ---------------------------------------------
+
+    def _members(self) -> list:
+        """Every CI with a membership out-edge and another out-edge (a pass over all edges)."""
+        return [m for m, nbrs in self._g._succ.items()
+                if len(nbrs) > 1 and any(data[KIND_KEY] & MEMBER for data in nbrs.values())]
+
+    def _cover_members(self, members: Iterable) -> None:
+        """Cover every edge m -> a of these members whose dependent a depends on a group m is a
+        member of. Only ever adds coverage: for a graph whose edges are all uncovered, or that only
+        gained edges and types since it was exact (a load), it leaves every edge exact if `members`
+        holds every member with another out-edge. Cost: per membership, the smaller of the
+        member's out-edges and the group's."""
+        succ, pred, types = self._g._succ, self._g._pred, self._types
+        raw_kind, covered = types.raw_kind, types.covered
+        for member in members:
+            mine = succ[member]
+            if len(mine) < 2:
+                continue
+            for group, data in mine.items():
+                if group == member or not data[KIND_KEY] & MEMBER:
+                    continue
+                around = succ[group]
+                for a in (mine if len(mine) <= len(around) else around):
+                    if a == member or a == group:
+                        continue
+                    edge, up = mine.get(a), around.get(a)
+                    if edge is not None and up is not None and not edge[COVERED_KEY] and raw_kind(up) & ORDINARY:
+                        mine[a] = pred[a][member] = covered(edge[TYPES_KEY])
+
+    def _covers(self, m, a) -> bool:
+        """Whether an edge m -> a is covered: a depends on a group m is a member of."""
+        if m == a:
+            return False
+        out, into, raw_kind = self._g._succ[m], self._g._pred[a], self._types.raw_kind
+        if len(out) <= len(into):
+            for g, data in out.items():
+                if data[KIND_KEY] & MEMBER and g != a and g != m:
+                    up = into.get(g)
+                    if up is not None and raw_kind(up) & ORDINARY:
+                        return True
+        else:
+            for g, up in into.items():
+                if g != m and g != a and raw_kind(up) & ORDINARY:
+                    data = out.get(g)
+                    if data is not None and data[KIND_KEY] & MEMBER:
+                        return True
+        return False
+
+    def _decide(self, m, a) -> None:
+        """Make the edge m -> a, if there is one, covered exactly when the rule says so. Coverage
+        never touches a membership bit, so no group's cached spare count goes stale."""
+        data = self._g._succ[m].get(a)
+        if data is not None:
+            new = self._types.variant(data, self._covers(m, a))
+            if new is not data:
+                self._g._succ[m][a] = self._g._pred[a][m] = new
+
+    def _kind_changed(self, u, v, old: dict | None, new: dict | None) -> None:
+        """Re-decide the edges whose coverage rests on u -> v, whose data went old -> new (None:
+        no edge). The edge's own coverage rests on other edges only."""
+        raw_kind = self._types.raw_kind
+        flipped = (0 if old is None else raw_kind(old)) ^ (0 if new is None else raw_kind(new))
+        if u == v or not flipped & (MEMBER | ORDINARY):
+            return
+        succ, pred = self._g._succ, self._g._pred
+        if flipped & MEMBER:  # u joined or left group v: u's edges to v's dependents
+            for a in _common(succ[u], succ[v]):
+                if a != u and a != v:
+                    self._decide(u, a)
+        if flipped & ORDINARY:  # v's dependency on (group) u appeared or went: u's members' edges to v
+            for m in _common(pred[u], pred[v]):
+                if m != u and m != v:
+                    self._decide(m, v)
+
+    def _covered_through(self, g):
+        """The edges member -> dependent whose coverage may rest on group g (before removing g)."""
+        succ, pred = self._g._succ, self._g._pred
+        for m, data in pred[g].items():
+            if m != g and data[KIND_KEY] & MEMBER:
+                for a in _common(succ[m], succ[g]):
+                    if a != m and a != g:
+                        yield m, a
 
     def _spares_for(self, kind_key: str) -> dict:
         spares = self._spares.get(kind_key)
@@ -347,6 +470,13 @@ class ImpactGraph:
         cache = getattr(self._g, "__networkx_cache__", None)
         if cache:
             cache.clear()
+
+
+def _common(a: dict, b: dict) -> list:
+    """The keys of two adjacency dicts that are in both, walking the smaller."""
+    if len(a) > len(b):
+        a, b = b, a
+    return [k for k in a if k in b]
 
 
 def _flips(types: EdgeTypeSets, type_name: str) -> bool:

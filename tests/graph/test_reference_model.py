@@ -29,15 +29,21 @@ def random_graph(seed):
 
 
 def impact_edges(rels, types=None):
-    """(provider, dependent, is_membership) straight from the relationship list."""
-    edges = []
+    """(provider, dependent, is_membership) straight from the relationship list. An ordinary edge
+    M -> A is left out when A depends on a group G that M is a member of (covered, decided on all
+    types whatever `types` keeps)."""
+    every = []
     for s, t, name in rels:
         sem = SEMANTICS[name]
-        if sem.impact == "none" or (types is not None and name not in types):
-            continue
-        u, v = (t, s) if sem.impact == "target_to_source" else (s, t)
-        edges.append((u, v, sem.membership))
-    return edges
+        if sem.impact != "none":
+            u, v = (t, s) if sem.impact == "target_to_source" else (s, t)
+            every.append((u, v, sem.membership, name))
+    member = {(u, v) for u, v, m, _ in every if m}
+    ordinary = {(u, v) for u, v, m, _ in every if not m}
+    covered = {(m, a) for m, a in ordinary for g in {v for _, v in member}
+               if len({m, g, a}) == 3 and (m, g) in member and (g, a) in ordinary}
+    return [(u, v, m) for u, v, m, name in every
+            if (types is None or name in types) and (m or (u, v) not in covered)]
 
 
 def reference_impact(cis, rels, failed, types=None, max_depth=None):

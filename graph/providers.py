@@ -4,7 +4,9 @@ Used to group an inventory's hosts by the services they carry ("everything under
 walk follows the impact graph backwards (dependent -> provider) over edges that carry impact under
 the graph's semantics (graph.semantics: a `none` relationship carries none and is not followed),
 whatever the state it would pass on: a redundant member's failure only degrades its group, but the
-member is still something the service depends on. Cycles end the walk, they never loop it.
+member is still something the service depends on. A dependency covered by a group (graph.semantics:
+a member's direct edge to a dependent of its group carries nothing of its own) is not followed; the
+member is reached through its group. Cycles end the walk, they never loop it.
 
 Pure computation over an `ImpactGraph` held still by its caller (LiveGraph.reading()); it must
 never import `app/`, a web framework or a database driver.

@@ -336,20 +336,56 @@ def _forget(conn: Connection, service_id: uuid.UUID) -> None:
         conn.execute(delete(table).where(table.c.service_id == service_id))
 
 
-def _owned_relationships(conn: Connection, service_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
-    """service -> {target: relationship row} of the depends_on relationships Karta owns: sighted by
-    `service_mapping` and by no other source (a person's claim, or discovery's, makes it theirs)."""
-    if not service_ids:
+def owned_relationships(conn: Connection, ends: list[uuid.UUID], rel_type: str, *, by: str = "source_id"
+                        ) -> dict[uuid.UUID, dict[str, Any]]:
+    """{end: {other end: relationship row}} of the `rel_type` relationships Karta owns whose `by` end
+    (source_id or target_id) is one of `ends`: sighted by `service_mapping` and by no other source
+    (a person's claim, or discovery's, makes it theirs)."""
+    if not ends:
         return {}
+    other = "target_id" if by == "source_id" else "source_id"
     ours = exists(select(REL_SOURCE.c.relationship_id).where(REL_SOURCE.c.relationship_id == REL.c.id,
                                                              REL_SOURCE.c.source == SOURCE))
     others = exists(select(REL_SOURCE.c.relationship_id).where(REL_SOURCE.c.relationship_id == REL.c.id,
                                                                REL_SOURCE.c.source != SOURCE))
     found: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
-    for row in conn.execute(select(*REL_COLUMNS).where(id_in(conn, REL.c.source_id, service_ids),
-                                                       REL.c.type == OWNED_TYPE, ours, ~others)).mappings():
-        found[row["source_id"]][str(row["target_id"])] = row
+    for row in conn.execute(select(*REL_COLUMNS).where(id_in(conn, REL.c[by], ends),
+                                                       REL.c.type == rel_type, ours, ~others)).mappings():
+        found[row[by]][str(row[other])] = row
     return found
+
+
+def _owned_relationships(conn: Connection, service_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """service -> {target: relationship row} of the depends_on relationships Karta owns."""
+    return owned_relationships(conn, service_ids, OWNED_TYPE)
+
+
+def create_owned(uow: UnitOfWork, source: uuid.UUID, targets: Iterable[uuid.UUID], rel_type: str) -> int:
+    """Relationships `source rel_type target` that Karta owns (their one sighting is `service_mapping`),
+    recorded; a target gone, or already related to `source` by `rel_type` (a person's relationship
+    already says so), is skipped. Both ends are locked until commit, as a person's relationship is
+    written (no foreign key, 0006). Returns how many were created."""
+    conn = uow.conn
+    wanted = sorted(set(targets))
+    if not wanted:
+        return 0
+    present = set(conn.execute(locked(conn, select(CI.c.id).where(id_in(conn, CI.c.id, [source, *wanted])),
+                                      order_by=CI.c.id, read=True, key_share=True)).scalars())
+    if source not in present:
+        return 0
+    taken = set(conn.execute(select(REL.c.target_id).where(REL.c.source_id == source, REL.c.type == rel_type)).scalars())
+    created = 0
+    for target in wanted:
+        if target not in present or target in taken:
+            continue
+        row = {"id": new_id(), "source_id": source, "target_id": target, "type": rel_type, "attributes": {},
+               "first_seen": uow.now, "last_seen": uow.now, "created_at": uow.now}
+        conn.execute(insert(REL), row)
+        conn.execute(insert(REL_SOURCE), {"relationship_id": row["id"], "source": SOURCE, "scope_key": "",
+                                          "last_seen": uow.now, "last_run_id": SOURCE})
+        uow.record("relationship", row["id"], "create", creation_diff(row))
+        created += 1
+    return created
 
 
 def _keep_owned(uow: UnitOfWork, service_id: uuid.UUID, wanted: set[str], owned: dict[str, Any]) -> None:
@@ -364,24 +400,4 @@ def _keep_owned(uow: UnitOfWork, service_id: uuid.UUID, wanted: set[str], owned:
         still = _owned_relationships(conn, [service_id]).get(service_id, {})
         unwanted = [row for row in unwanted if str(row["target_id"]) in still]
     end_relationships(uow, unwanted)
-    missing = sorted(wanted - set(owned))
-    if not missing:
-        return
-    # Both ends locked until commit, as a person's relationship is written (no foreign key, 0006).
-    ends = [service_id, *(uuid.UUID(target) for target in missing)]
-    present = set(conn.execute(locked(conn, select(CI.c.id).where(id_in(conn, CI.c.id, ends)), order_by=CI.c.id,
-                                      read=True, key_share=True)).scalars())
-    if service_id not in present:
-        return
-    taken = set(conn.execute(select(REL.c.target_id).where(REL.c.source_id == service_id, REL.c.type == OWNED_TYPE))
-                .scalars())
-    for target in missing:
-        target_id = uuid.UUID(target)
-        if target_id not in present or target_id in taken:  # gone, or a person's relationship already says so
-            continue
-        row = {"id": new_id(), "source_id": service_id, "target_id": target_id, "type": OWNED_TYPE, "attributes": {},
-               "first_seen": uow.now, "last_seen": uow.now, "created_at": uow.now}
-        conn.execute(insert(REL), row)
-        conn.execute(insert(REL_SOURCE), {"relationship_id": row["id"], "source": SOURCE, "scope_key": "",
-                                          "last_seen": uow.now, "last_run_id": SOURCE})
-        uow.record("relationship", row["id"], "create", creation_diff(row))
+    create_owned(uow, service_id, (uuid.UUID(target) for target in wanted - set(owned)), OWNED_TYPE)

@@ -52,7 +52,7 @@ from app.models import (
     ServiceMapMember,
     ServiceMapState,
 )
-from app.services import service_map
+from app.services import redundancy, service_map
 from app.services.bulk import id_in
 from app.services.changes import last_seq
 from app.services.history import UnitOfWork
@@ -264,7 +264,14 @@ class ServiceMapKeeper:
                 if row_locks(uow.conn) and not uow.conn.execute(
                         text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": KEEPER_LOCK}).scalar():
                     raise _Busy
+                # The applications that were or are where a group may start (app.services.redundancy).
+                dependents = set(uow.conn.execute(select(MEMBER.c.ci_id).where(
+                    id_in(uow.conn, MEMBER.c.service_id, chunk),
+                    MEMBER.c.layer.in_(redundancy.DEPENDENT_LAYERS))).scalars())
+                dependents |= {uuid.UUID(ci) for members in maps.values() for ci, layer in members.items()
+                               if layer in redundancy.DEPENDENT_LAYERS}
                 changed += service_map.write(uow, plans, maps, as_of_seq)
+                redundancy.keep(uow, registry, dependents)
         return changed
 
     def _advance(self, head: int, *, wrote: bool) -> None:

@@ -1,0 +1,234 @@
+"""Redundancy inferred from discovered connections: instances an application treats alike become a group.
+
+Discovery reports each live connection as `A depends_on B` with the port A connected to (discovery/
+dependencies.py). A proxy with three upstream web instances is then three direct dependencies, and
+without more the failure of any one of them takes the proxy, and every service above it, down. Karta
+sees what a person would otherwise declare by hand:
+
+  kind      an application A of a service's map (layer entry or applications) depends, through
+            relationships that carry a `port` (discovered connections; a person's relationship
+            names none), on applications of one class and one name, at that one port;
+  instances at least two such applications, running on at least two different hosts (two on one
+            host fall with it together: a group of them would only hide that);
+  group     a CI of class `cluster` that Karta owns: identified by `cluster_id` "karta-redundancy:
+            <A's id>:<the kind's digest>", named "<name>:<port> instances behind <A>", with
+            `min_members` 1 (any one instance serves) and `redundancy_of` saying what it groups.
+            Each instance is `member_of` it and A `depends_on` it, through relationships Karta owns
+            (their one sighting is of source `service_mapping`, as a service's own are).
+
+The impact engine's rule "a group covers its members for its dependents" (graph.semantics) then makes
+the direct `A depends_on B` carry nothing of its own: losing one instance degrades the group and puts
+A, and the services above it, at risk; losing all of them takes A down.
+
+What a person decides stays theirs:
+  - a person's own cluster that A depends on and that holds one of the instances (any cluster Karta
+    does not own): Karta infers nothing for that kind, and never replaces or joins it;
+  - `min_members`: written once, when Karta creates the group; a person raises it (PATCH the CI,
+    `{"attributes": {"min_members": 2}}`) and Karta keeps their value as members come and go;
+  - a relationship a person asserts on the group (their claim of a Karta-owned one, or one of their
+    own) is never ended by Karta; a group that no longer holds (fewer than two instances or hosts, or
+    A left every map) loses Karta's relationships, and its CI is deleted only if nothing else
+    relates to it.
+
+Kept in step by the service-map keeper (app.services.service_map_keeper), in the transaction that
+writes the maps: every application that is or was in one of the maps written is looked at again, so
+an instance that appears, disappears or moves host changes its group at the keeper's next pass, each
+change a record of the feed like any other.
+"""
+
+import hashlib
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, or_, select
+
+from app.models import CIIdentifier, ConfigurationItem, Relationship, ServiceMapMember
+from app.models.discovery import CISource
+from app.models.types import new_id
+from app.services.bulk import id_in
+from app.services.cis import creation_diff, delete_ci
+from app.services.history import UnitOfWork
+from app.services.identity import claim_identifiers, identifying_facts
+from app.services.registry import Registry
+from app.services.relationships import end_relationships
+from app.services.service_map import SOURCE, create_owned, owned_relationships
+
+CI = ConfigurationItem.__table__
+REL = Relationship.__table__
+IDENT = CIIdentifier.__table__
+CI_SOURCE = CISource.__table__
+MEMBER = ServiceMapMember.__table__
+GROUP_CLASS = "cluster"
+PREFIX = "karta-redundancy:"
+DEFAULT_MIN_MEMBERS = 1
+MAX_NAME = 255
+DEPENDENT_LAYERS = ("entry", "applications")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What makes instances alike for one dependent: their class, their name and the port it uses."""
+
+    ci_class: str
+    name: str
+    port: int
+
+    def digest(self) -> str:
+        text = f"{self.ci_class}\x1f{self.name}\x1f{self.port}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cluster_id(dependent: uuid.UUID, kind: Kind) -> str:
+    return f"{PREFIX}{dependent}:{kind.digest()}"
+
+
+def _port(attributes: Any) -> int | None:
+    port = attributes.get("port") if isinstance(attributes, dict) else None
+    return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else None
+
+
+def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUID]
+                  ) -> dict[uuid.UUID, dict[Kind, set[uuid.UUID]]]:
+    """dependent -> {kind: its instances} for every kind that makes a group (see the module docstring)."""
+    if not dependents:
+        return {}
+    apps = [name for name, info in registry.classes.items() if info.family == "application"]
+    clusters = [name for name, info in registry.classes.items() if info.family == GROUP_CLASS]
+    targets: dict[uuid.UUID, dict[Kind, set[uuid.UUID]]] = defaultdict(lambda: defaultdict(set))
+    instances: set[uuid.UUID] = set()
+    for source, target, attributes, ci_class, name in conn.execute(
+            select(REL.c.source_id, REL.c.target_id, REL.c.attributes, CI.c.ci_class, CI.c.name)
+            .join(CI, CI.c.id == REL.c.target_id)
+            .where(id_in(conn, REL.c.source_id, list(dependents)), REL.c.type == "depends_on",
+                   CI.c.ci_class.in_(apps))):
+        port = _port(attributes)
+        if port is not None and target != source:
+            targets[source][Kind(ci_class, name, port)].add(target)
+            instances.add(target)
+    if not instances:
+        return {}
+    hosts: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    for app_id, host in conn.execute(select(REL.c.source_id, REL.c.target_id).where(
+            id_in(conn, REL.c.source_id, list(instances)), REL.c.type == "runs_on")):
+        hosts[app_id].add(host)
+    # The instances already in a person's group that the dependent depends on: that kind is theirs.
+    theirs: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    ours = set(_karta_groups(conn, None).values())
+    group_of: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    for dependent, group in conn.execute(
+            select(REL.c.source_id, REL.c.target_id).join(CI, CI.c.id == REL.c.target_id)
+            .where(id_in(conn, REL.c.source_id, list(targets)), REL.c.type == "depends_on",
+                   CI.c.ci_class.in_(clusters))):
+        if group not in ours:
+            group_of[group].add(dependent)
+    if group_of:
+        for member, group in conn.execute(select(REL.c.source_id, REL.c.target_id).where(
+                id_in(conn, REL.c.target_id, list(group_of)), REL.c.type == "member_of")):
+            for dependent in group_of[group]:
+                theirs[dependent].add(member)
+    wanted: dict[uuid.UUID, dict[Kind, set[uuid.UUID]]] = {}
+    for dependent, kinds in targets.items():
+        for kind, members in kinds.items():
+            if len(members) < 2 or len(set().union(*(hosts.get(member, set()) for member in members))) < 2:
+                continue  # one instance, or all of them on one host (or on none known)
+            if members & theirs.get(dependent, set()):
+                continue
+            wanted.setdefault(dependent, {})[kind] = members
+    return wanted
+
+
+def _karta_groups(conn: Connection, dependents: set[uuid.UUID] | None) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
+    """(dependent, kind digest) -> group CI of the groups Karta made (of every dependent when None)."""
+    found = {}
+    for value, ci_id in conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
+            IDENT.c.family == GROUP_CLASS, IDENT.c.key == "cluster_id", IDENT.c.value.startswith(PREFIX))):
+        dependent, _, digest = value.removeprefix(PREFIX).partition(":")
+        try:
+            dependent_id = uuid.UUID(dependent)
+        except ValueError:
+            continue
+        if dependents is None or dependent_id in dependents:
+            found[(dependent_id, digest)] = ci_id
+    return found
+
+
+def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID]) -> int:
+    """Bring the groups of these applications in step; returns how many groups were created, changed
+    or removed. An application that is no longer in any service's map (entry or applications layer)
+    keeps no group."""
+    conn = uow.conn
+    candidates = set(dependents)
+    if not candidates:
+        return 0
+    mapped = set(conn.execute(select(MEMBER.c.ci_id).where(
+        id_in(conn, MEMBER.c.ci_id, list(candidates)), MEMBER.c.layer.in_(DEPENDENT_LAYERS))).scalars())
+    wanted = wanted_groups(conn, registry, mapped)
+    existing = _karta_groups(conn, candidates)
+    names = {row.id: row.name for row in conn.execute(select(CI.c.id, CI.c.name).where(
+        id_in(conn, CI.c.id, list({d for d in wanted} | {d for d, _ in existing}))))}
+    changed = 0
+    wanted_digests = {(dependent, kind.digest()): (dependent, kind, members)
+                      for dependent, kinds in wanted.items() for kind, members in kinds.items()}
+    for key in sorted(existing.keys() - wanted_digests.keys(), key=str):
+        changed += _retire(uow, existing[key])
+    for key in sorted(wanted_digests, key=str):
+        dependent, kind, members = wanted_digests[key]
+        group = existing.get(key)
+        if group is None:
+            group = _create_group(uow, registry, dependent, names.get(dependent), kind)
+            if group is None:
+                continue
+        changed += _members_in_step(uow, dependent, group, members)
+    return changed
+
+
+def _create_group(uow: UnitOfWork, registry: Registry, dependent: uuid.UUID, dependent_name: str | None,
+                  kind: Kind) -> uuid.UUID | None:
+    conn = uow.conn
+    cls = registry.classes.get(GROUP_CLASS)
+    if cls is None:
+        return None
+    name = f"{kind.name}:{kind.port} instances behind {dependent_name or dependent}"[:MAX_NAME]
+    attributes = {"cluster_id": cluster_id(dependent, kind), "min_members": DEFAULT_MIN_MEMBERS,
+                  "redundancy_of": {"dependent": str(dependent), "class": kind.ci_class, "name": kind.name,
+                                    "port": kind.port}}
+    stamp = {"source": SOURCE, "at": uow.now.isoformat()}
+    row = {"id": new_id(), "ci_class": GROUP_CLASS, "name": name, "status": "active", "environment": None,
+           "criticality": None, "owner": None, "tags": [], "attributes": attributes, "first_seen": uow.now,
+           "last_seen": uow.now, "created_at": uow.now, "updated_at": uow.now, "version": 1,
+           "provenance": {field: stamp for field in ("name", *attributes)}}
+    conn.execute(insert(CI), row)
+    claim_identifiers(conn, row["id"], cls, identifying_facts(name, None, attributes))
+    conn.execute(insert(CI_SOURCE), {"ci_id": row["id"], "source": SOURCE, "scope_key": "", "first_seen": uow.now,
+                                     "last_seen": uow.now, "last_run_id": SOURCE, "missed_runs": 0})
+    uow.record("ci", row["id"], "create", creation_diff(row))
+    return row["id"]
+
+
+def _members_in_step(uow: UnitOfWork, dependent: uuid.UUID, group: uuid.UUID, members: set[uuid.UUID]) -> int:
+    conn = uow.conn
+    owned_members = owned_relationships(conn, [group], "member_of", by="target_id").get(group, {})
+    gone = [row for member, row in sorted(owned_members.items()) if uuid.UUID(member) not in members]
+    ended = end_relationships(uow, gone)
+    created = 0
+    for member in sorted(members - {uuid.UUID(m) for m in owned_members}):
+        created += create_owned(uow, member, [group], "member_of")
+    created += create_owned(uow, dependent, [group], "depends_on")
+    return 1 if ended or created else 0
+
+
+def _retire(uow: UnitOfWork, group: uuid.UUID) -> int:
+    """End Karta's relationships of a group that no longer holds; delete it when nothing else relates to it."""
+    conn = uow.conn
+    owned = [row for rows in (owned_relationships(conn, [group], "member_of", by="target_id"),
+                              owned_relationships(conn, [group], "depends_on", by="target_id"))
+             for row in rows.get(group, {}).values()]
+    ended = end_relationships(uow, owned)
+    others = conn.execute(select(REL.c.id).where(or_(REL.c.source_id == group, REL.c.target_id == group)).limit(1)).first()
+    if others is None and conn.execute(select(CI.c.id).where(CI.c.id == group)).first() is not None:
+        delete_ci(uow, group, None)
+        return 1
+    return 1 if ended else 0

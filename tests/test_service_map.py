@@ -465,3 +465,29 @@ def test_a_person_claims_a_relationship_karta_keeps(api, app, engine, shop, esta
 def test_downgrading_below_0013_is_refused_while_karta_keeps_relationships(app, engine, shop):
     with pytest.raises(RuntimeError, match="1 depends_on relationships are kept by Karta"):
         migrations.downgrade(engine, "0012")
+
+
+def test_a_relationship_touches_only_the_maps_of_its_dependent_end(api, app, engine, shop, estate):
+    """A map is what its entry applications depend on: `X depends_on orders-db` gives orders-db a
+    dependent, not the shop a member, so no map is refreshed for it; `orders-db depends_on Y` does."""
+    from app.core.db import read_transaction
+    from app.services.changes import last_seq
+
+    keeper = app.state.service_maps
+    keep_in_step(app)
+
+    def refreshed_by(write) -> set[str]:
+        with read_transaction(engine) as conn:
+            before = last_seq(conn)
+        write()
+        with read_transaction(engine) as conn:
+            services = keeper._touched_services(conn, before, last_seq(conn))
+        return {str(s) for s in services}
+
+    outsider = api.create_ci("application", "reporting")
+    helper = api.create_ci("application", "geo-lookup")
+    assert refreshed_by(lambda: api.relate(outsider["id"], "depends_on", estate["orders-db"])) == set()
+    assert refreshed_by(lambda: api.relate(estate["orders-db"], "depends_on", helper["id"])) == {shop["id"]}
+    # contains: the target depends on the source (a host contains an address)
+    assert refreshed_by(lambda: api.relate(estate["db-1"], "contains", outsider["id"])) == set()
+    assert refreshed_by(lambda: api.relate(outsider["id"], "contains", estate["db-1"])) == {shop["id"]}

@@ -9,8 +9,11 @@ own (`notify`) and polling every POLL_SECONDS for the others'.
 
 Which services a pass refreshes (incremental: never every service for every batch):
   - a service CI created, changed or deleted (its entry points may have changed);
-  - every service whose stored map holds a CI the records touch: a CI changed or deleted, or an end
-    of a relationship created or ended (service_map_member, indexed by CI);
+  - every service whose stored map holds a CI the records touch: a CI changed or deleted, or the
+    dependent end of a relationship created or ended (service_map_member, indexed by CI): a map is
+    what its entry applications depend on, so `A depends_on B` created changes the maps holding A
+    and no other (B's map, or one holding B alone, gained a dependent, not a provider); for a type
+    carrying no impact, none;
   - every service whose entry points name a host key of a touched CI: a host that gained the
     address, a new application on it (its runs_on relationship touches the host), a listener that
     moved (service_entry_key, indexed by key);
@@ -85,13 +88,31 @@ class _Busy(Exception):
     """Another worker's keeper is writing maps: this pass is left to the next poll."""
 
 
-def touched_by(records: Iterable[Any]) -> tuple[set[uuid.UUID], set[uuid.UUID], bool]:
-    """(the CIs the records touch: CIs written, ends of relationships created or ended; the services
-    whose owned relationships the keeper created or ended; whether a class or relationship type
-    changed). The keeper's other records are skipped."""
+def dependent_ends(rel_type: str | None, directions: dict[str, str]) -> tuple[str, ...]:
+    """Which end of a relationship of this type depends on the other (the end whose maps it can
+    change: a map is what its entry applications depend on): the source for `target_to_source`
+    (A depends_on B), the target for `source_to_target` (A contains B; M member_of G), none for a
+    type that carries no impact. Both for a type the registry does not know (yet)."""
+    direction = directions.get(rel_type) if rel_type is not None else None
+    if direction == "target_to_source":
+        return ("source",)
+    if direction == "source_to_target":
+        return ("target",)
+    if direction == "none":
+        return ()
+    return ("source", "target")
+
+
+def touched_by(records: Iterable[Any], directions: dict[str, str] | None = None
+               ) -> tuple[set[uuid.UUID], set[uuid.UUID], bool]:
+    """(the CIs the records touch: CIs written, the dependent end of relationships created or ended
+    (`directions`: type -> impact direction; without it, both ends); the services whose owned
+    relationships the keeper created or ended; whether a class or relationship type changed). The
+    keeper's other records are skipped."""
     touched: set[uuid.UUID] = set()
     through: set[uuid.UUID] = set()
     everything = False
+    directions = directions or {}
     for record in records:
         ours = record.actor == service_map.SOURCE
         if ours and not (record.object_type == "relationship" and record.action in ("create", "delete")):
@@ -100,7 +121,9 @@ def touched_by(records: Iterable[Any]) -> tuple[set[uuid.UUID], set[uuid.UUID], 
             touched.add(record.object_id)
         elif record.object_type == "relationship" and record.action in ("create", "delete"):
             side = 1 if record.action == "create" else 0
-            for end in ("source",) if ours else ("source", "target"):
+            rel_type = (record.diff.get("type") or [None, None])[side]
+            ends = ("source",) if ours else dependent_ends(rel_type, directions)
+            for end in ends:
                 value = (record.diff.get(end) or [None, None])[side]
                 try:
                     (through if ours else touched).add(uuid.UUID(str(value)))
@@ -186,11 +209,13 @@ class ServiceMapKeeper:
         """The services the records after `cursor` up to `head` touch; None when every one is."""
         touched: set[uuid.UUID] = set()
         through: set[uuid.UUID] = set()
+        directions = {name: info.impact_direction
+                      for name, info in self.registry_cache.get().relationship_types.items()}
         for start in range(cursor, head, PAGE):  # bounded: head - cursor <= FULL_PASS_AFTER
             records = conn.execute(select(CHANGE.c.actor, CHANGE.c.object_type, CHANGE.c.object_id,
                                           CHANGE.c.action, CHANGE.c.diff)
                                    .where(CHANGE.c.seq > start, CHANGE.c.seq <= min(start + PAGE, head))).all()
-            page_touched, page_through, everything = touched_by(records)
+            page_touched, page_through, everything = touched_by(records, directions)
             if everything:
                 return None
             touched |= page_touched

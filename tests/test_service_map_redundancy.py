@@ -192,3 +192,55 @@ def test_a_group_a_person_relates_to_is_kept_when_it_no_longer_holds(api, app, s
     assert members_of(api, group["id"]) == set()  # Karta's memberships ended, the person's relationship kept
     assert [r["source"] for r in api.get("/api/v1/relationships", params={"target": group["id"]}).json()["items"]] \
         == [watcher["id"]]
+
+
+CLUSTER_SCHEMA = {"type": "object", "properties": {"cluster_id": {"type": "string"},
+                                                    "min_members": {"type": "integer", "minimum": 1},
+                                                    "arn": {"type": "string"}}}
+
+
+def test_a_group_that_cannot_be_made_never_stops_the_maps(api, app, estate):
+    """An administrator identifies clusters by name too, and a person's cluster bears the name Karta
+    picks: that group is skipped (logged), and the maps written beside it still commit."""
+    response = api.patch("/api/v1/classes/cluster", json={"identification_rules": [["cluster_id"], ["name"]]})
+    assert response.status_code == 200, response.text
+    mine = api.create_ci("cluster", "shop-app:8080 instances behind nginx", attributes={"cluster_id": "mine"})
+    service = api.create_ci("service", "shop", attributes={"entry_points": ["10.0.0.5:80"]})
+    settle(app)
+    assert api.get(f"/api/v1/cis/{service['id']}/service-map").json()["status"] == "mapped"
+    assert [g["id"] for g in groups(api)] == [mine["id"]]
+
+
+def test_karta_finds_its_groups_whatever_the_identification_rules(api, app, shop, estate):
+    [group] = groups(api)
+    assert api.patch("/api/v1/classes/cluster", json={"attribute_schema": CLUSTER_SCHEMA}).status_code == 200
+    assert api.patch("/api/v1/classes/cluster", json={"identification_rules": [["arn"]]}).status_code == 200
+    settle(app)
+    for instance in ("shop-app@app-2", "shop-app@app-3"):
+        assert api.delete(f"/api/v1/cis/{estate[instance]}").status_code == 204
+    settle(app)
+    assert groups(api) == []
+    assert api.get(f"/api/v1/cis/{group['id']}").status_code == 404
+
+
+def test_a_persons_min_members_outlives_a_dip_below_two_instances(api, app, shop, estate):
+    [group] = groups(api)
+    assert api.patch(f"/api/v1/cis/{group['id']}", json={"attributes": {"min_members": 2}}).status_code == 200
+    for instance in ("shop-app@app-2", "shop-app@app-3"):  # a discovery run that saw one instance, say
+        assert api.delete(f"/api/v1/cis/{estate[instance]}").status_code == 204
+    settle(app)
+    assert members_of(api, group["id"]) == set()  # ended, but the group the person tuned is kept
+    ingest(api, estate_batch())  # they are back
+    settle(app)
+    [again] = groups(api)
+    assert again["id"] == group["id"] and again["attributes"]["min_members"] == 2
+    assert len(members_of(api, group["id"])) == 3
+
+
+def test_a_group_a_person_deletes_is_made_again(api, app, shop):
+    """Documented: to say "these are not alike", raise min_members or draw a cluster of your own."""
+    [group] = groups(api)
+    assert api.delete(f"/api/v1/cis/{group['id']}").status_code == 204
+    settle(app)
+    [again] = groups(api)
+    assert again["id"] != group["id"] and again["attributes"]["min_members"] == 1

@@ -13,7 +13,8 @@ serialize only for their last insert and the commit.
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -160,6 +161,21 @@ class UnitOfWork:
     @property
     def pending_records(self) -> int:
         return len(self._records)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of this unit of work that may fail alone: on an exception its statements are rolled
+        back (a SAVEPOINT) and its change records forgotten, the exception raised again; the rest of
+        the unit of work stays as it was. Records are flushed at commit only, so none has left yet."""
+        kept = len(self._records)
+        nested = self.conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            nested.rollback()
+            del self._records[kept:]
+            raise
+        nested.commit()
 
     def _flush_records(self) -> None:
         if not self._records:

@@ -37,6 +37,7 @@ change a record of the feed like any other.
 """
 
 import hashlib
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -45,20 +46,22 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select
 
-from app.models import CIIdentifier, ConfigurationItem, Relationship, ServiceMapMember
+from app.models import ConfigurationItem, Relationship, ServiceMapMember
 from app.models.discovery import CISource
+from app.core.dialect import locked
 from app.models.types import new_id
 from app.services.bulk import id_in
 from app.services.cis import creation_diff, delete_ci
+from app.services.errors import Conflict, InvalidInput
 from app.services.history import UnitOfWork
 from app.services.identity import claim_identifiers, identifying_facts
 from app.services.registry import Registry
 from app.services.relationships import end_relationships
 from app.services.service_map import SOURCE, create_owned, owned_relationships
 
+log = logging.getLogger("karta.service_map")
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
-IDENT = CIIdentifier.__table__
 CI_SOURCE = CISource.__table__
 MEMBER = ServiceMapMember.__table__
 GROUP_CLASS = "cluster"
@@ -96,7 +99,7 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
     if not dependents:
         return {}
     apps = [name for name, info in registry.classes.items() if info.family == "application"]
-    clusters = [name for name, info in registry.classes.items() if info.family == GROUP_CLASS]
+    clusters = _group_classes(registry)
     targets: dict[uuid.UUID, dict[Kind, set[uuid.UUID]]] = defaultdict(lambda: defaultdict(set))
     instances: set[uuid.UUID] = set()
     for source, target, attributes, ci_class, name in conn.execute(
@@ -116,7 +119,7 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
         hosts[app_id].add(host)
     # The instances already in a person's group that the dependent depends on: that kind is theirs.
     theirs: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
-    ours = set(_karta_groups(conn, None).values())
+    ours = set(_karta_groups(conn, registry, None).values())
     group_of: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
     for dependent, group in conn.execute(
             select(REL.c.source_id, REL.c.target_id).join(CI, CI.c.id == REL.c.target_id)
@@ -140,11 +143,22 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
     return wanted
 
 
-def _karta_groups(conn: Connection, dependents: set[uuid.UUID] | None) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
-    """(dependent, kind digest) -> group CI of the groups Karta made (of every dependent when None)."""
+def _karta_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUID] | None
+                  ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
+    """(dependent, kind digest) -> group CI of the groups Karta made (of every dependent when None):
+    the CIs of the group family sighted by source `service_mapping` whose `cluster_id` Karta wrote.
+    Found by what Karta controls (its sighting, the attribute), not through the identifier index,
+    which an administrator's identification rules may rebuild without `cluster_id`."""
+    groups = _group_classes(registry)
+    if not groups:
+        return {}
     found = {}
-    for value, ci_id in conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
-            IDENT.c.family == GROUP_CLASS, IDENT.c.key == "cluster_id", IDENT.c.value.startswith(PREFIX))):
+    for ci_id, attributes in conn.execute(
+            select(CI.c.id, CI.c.attributes).join(CI_SOURCE, CI_SOURCE.c.ci_id == CI.c.id)
+            .where(CI_SOURCE.c.source == SOURCE, CI.c.ci_class.in_(groups))):
+        value = attributes.get("cluster_id") if isinstance(attributes, dict) else None
+        if not isinstance(value, str) or not value.startswith(PREFIX):
+            continue
         dependent, _, digest = value.removeprefix(PREFIX).partition(":")
         try:
             dependent_id = uuid.UUID(dependent)
@@ -153,6 +167,14 @@ def _karta_groups(conn: Connection, dependents: set[uuid.UUID] | None) -> dict[t
         if dependents is None or dependent_id in dependents:
             found[(dependent_id, digest)] = ci_id
     return found
+
+
+def _group_classes(registry: Registry) -> list[str]:
+    """The classes of the family the `cluster` class belongs to (a redundancy group's)."""
+    info = registry.classes.get(GROUP_CLASS)
+    if info is None:
+        return []
+    return [name for name, other in registry.classes.items() if other.family == info.family]
 
 
 def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID]) -> int:
@@ -166,23 +188,38 @@ def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID]) -
     mapped = set(conn.execute(select(MEMBER.c.ci_id).where(
         id_in(conn, MEMBER.c.ci_id, list(candidates)), MEMBER.c.layer.in_(DEPENDENT_LAYERS))).scalars())
     wanted = wanted_groups(conn, registry, mapped)
-    existing = _karta_groups(conn, candidates)
+    existing = _karta_groups(conn, registry, candidates)
     names = {row.id: row.name for row in conn.execute(select(CI.c.id, CI.c.name).where(
         id_in(conn, CI.c.id, list({d for d in wanted} | {d for d, _ in existing}))))}
     changed = 0
     wanted_digests = {(dependent, kind.digest()): (dependent, kind, members)
                       for dependent, kinds in wanted.items() for kind, members in kinds.items()}
     for key in sorted(existing.keys() - wanted_digests.keys(), key=str):
-        changed += _retire(uow, existing[key])
+        changed += _guarded(uow, existing[key], lambda group=existing[key]: _retire(uow, group))
     for key in sorted(wanted_digests, key=str):
         dependent, kind, members = wanted_digests[key]
-        group = existing.get(key)
-        if group is None:
-            group = _create_group(uow, registry, dependent, names.get(dependent), kind)
+
+        def in_step(group=existing.get(key), dependent=dependent, kind=kind, members=members) -> int:
             if group is None:
-                continue
-        changed += _members_in_step(uow, dependent, group, members)
+                group = _create_group(uow, registry, dependent, names.get(dependent), kind)
+                if group is None:
+                    return 0
+            return _members_in_step(uow, dependent, group, members)
+
+        changed += _guarded(uow, key, in_step)
     return changed
+
+
+def _guarded(uow: UnitOfWork, what: Any, work) -> int:
+    """One group's work in a savepoint: if it fails (an identifier an administrator's rules made
+    clash, a schema that refuses the group), that group is left as it was and logged, and the maps
+    written in the same transaction still commit; the next pass tries again."""
+    try:
+        with uow.savepoint():
+            return work()
+    except (Conflict, InvalidInput) as exc:
+        log.warning("redundancy group %s left as it was: %s", what, exc)
+        return 0
 
 
 def _create_group(uow: UnitOfWork, registry: Registry, dependent: uuid.UUID, dependent_name: str | None,
@@ -195,6 +232,10 @@ def _create_group(uow: UnitOfWork, registry: Registry, dependent: uuid.UUID, dep
     attributes = {"cluster_id": cluster_id(dependent, kind), "min_members": DEFAULT_MIN_MEMBERS,
                   "redundancy_of": {"dependent": str(dependent), "class": kind.ci_class, "name": kind.name,
                                     "port": kind.port}}
+    errors = cls.validation_errors(attributes)
+    if errors:
+        raise InvalidInput(f"the class {GROUP_CLASS} refuses Karta's group: {errors[0]['field']}: "
+                           f"{errors[0]['message']}", errors)
     stamp = {"source": SOURCE, "at": uow.now.isoformat()}
     row = {"id": new_id(), "ci_class": GROUP_CLASS, "name": name, "status": "active", "environment": None,
            "criticality": None, "owner": None, "tags": [], "attributes": attributes, "first_seen": uow.now,
@@ -221,14 +262,21 @@ def _members_in_step(uow: UnitOfWork, dependent: uuid.UUID, group: uuid.UUID, me
 
 
 def _retire(uow: UnitOfWork, group: uuid.UUID) -> int:
-    """End Karta's relationships of a group that no longer holds; delete it when nothing else relates to it."""
+    """End Karta's relationships of a group that no longer holds. Its CI is deleted only when it is
+    Karta's alone: no field a person set (its provenance: a raised min_members stays, to be found and
+    refilled when the instances return) and no relationship but Karta's, checked with the group
+    locked, so that a person's relationship committed meanwhile is seen."""
     conn = uow.conn
     owned = [row for rows in (owned_relationships(conn, [group], "member_of", by="target_id"),
                               owned_relationships(conn, [group], "depends_on", by="target_id"))
              for row in rows.get(group, {}).values()]
     ended = end_relationships(uow, owned)
+    row = conn.execute(locked(conn, select(CI.c.id, CI.c.provenance).where(CI.c.id == group))).first()
+    if row is None:
+        return 1 if ended else 0
+    edited = any(isinstance(stamp, dict) and stamp.get("source") != SOURCE for stamp in (row.provenance or {}).values())
     others = conn.execute(select(REL.c.id).where(or_(REL.c.source_id == group, REL.c.target_id == group)).limit(1)).first()
-    if others is None and conn.execute(select(CI.c.id).where(CI.c.id == group)).first() is not None:
-        delete_ci(uow, group, None)
-        return 1
-    return 1 if ended else 0
+    if edited or others is not None:
+        return 1 if ended else 0
+    delete_ci(uow, group, None)
+    return 1

@@ -244,3 +244,20 @@ def test_a_group_a_person_deletes_is_made_again(api, app, shop):
     settle(app)
     [again] = groups(api)
     assert again["id"] != group["id"] and again["attributes"]["min_members"] == 1
+
+
+def test_a_karta_group_its_sighting_does_not_name_is_taken_back(api, app, engine, shop, estate):
+    """A group whose sighting lost its scope (or never had it) is found by its exact cluster_id and
+    taken back, never made again (its own identifier would refuse that at every pass)."""
+    from sqlalchemy import text
+
+    [group] = groups(api)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE ci_source SET scope_key = '' WHERE source = 'service_mapping'"))
+    assert api.delete(f"/api/v1/cis/{estate['shop-app@app-3']}").status_code == 204
+    settle(app)
+    assert [g["id"] for g in groups(api)] == [group["id"]]
+    assert members_of(api, group["id"]) == {estate["shop-app@app-1"], estate["shop-app@app-2"]}
+    with engine.connect() as conn:
+        scopes = conn.execute(text("SELECT scope_key FROM ci_source WHERE source = 'service_mapping'")).scalars().all()
+    assert scopes == [estate["nginx"]]

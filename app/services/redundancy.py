@@ -11,7 +11,7 @@ sees what a person would otherwise declare by hand:
   instances at least two such applications, running on at least two different hosts (two on one
             host fall with it together: a group of them would only hide that);
   group     a CI of class `cluster` that Karta owns: identified by `cluster_id` "karta-redundancy:
-            <A's id>:<the kind's digest>", named "<name>:<port> instances behind <A>", with
+            <A's id>:<the kind's digest>" and sighted by source `service_mapping` in scope A's id, named "<name>:<port> instances behind <A>", with
             `min_members` 1 (any one instance serves) and `redundancy_of` saying what it groups.
             Each instance is `member_of` it and A `depends_on` it, through relationships Karta owns
             (their one sighting is of source `service_mapping`, as a service's own are).
@@ -44,9 +44,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select
+from sqlalchemy import Connection, insert, or_, select, update
 
-from app.models import ConfigurationItem, Relationship, ServiceMapMember
+from app.models import CIIdentifier, ConfigurationItem, Relationship, ServiceMapMember
 from app.models.discovery import CISource
 from app.core.dialect import locked
 from app.models.types import new_id
@@ -64,6 +64,7 @@ CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 CI_SOURCE = CISource.__table__
 MEMBER = ServiceMapMember.__table__
+IDENT = CIIdentifier.__table__
 GROUP_CLASS = "cluster"
 PREFIX = "karta-redundancy:"
 DEFAULT_MIN_MEMBERS = 1
@@ -119,14 +120,14 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
         hosts[app_id].add(host)
     # The instances already in a person's group that the dependent depends on: that kind is theirs.
     theirs: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
-    ours = set(_karta_groups(conn, registry, None).values())
     group_of: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
     for dependent, group in conn.execute(
             select(REL.c.source_id, REL.c.target_id).join(CI, CI.c.id == REL.c.target_id)
             .where(id_in(conn, REL.c.source_id, list(targets)), REL.c.type == "depends_on",
                    CI.c.ci_class.in_(clusters))):
-        if group not in ours:
-            group_of[group].add(dependent)
+        group_of[group].add(dependent)
+    for group in _karta_owned(conn, group_of):
+        del group_of[group]
     if group_of:
         for member, group in conn.execute(select(REL.c.source_id, REL.c.target_id).where(
                 id_in(conn, REL.c.target_id, list(group_of)), REL.c.type == "member_of")):
@@ -143,19 +144,21 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
     return wanted
 
 
-def _karta_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUID] | None
+def _karta_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUID]
                   ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
-    """(dependent, kind digest) -> group CI of the groups Karta made (of every dependent when None):
-    the CIs of the group family sighted by source `service_mapping` whose `cluster_id` Karta wrote.
-    Found by what Karta controls (its sighting, the attribute), not through the identifier index,
-    which an administrator's identification rules may rebuild without `cluster_id`."""
+    """(dependent, kind digest) -> group CI of the groups Karta made for these dependents: CIs of the
+    group family sighted by source `service_mapping` in the dependent's scope (the sighting's
+    `scope_key` is the dependent's id, indexed), whose `cluster_id` Karta wrote. Found by what Karta
+    controls, not through the identifier index, which an administrator's identification rules may
+    rebuild without `cluster_id`."""
     groups = _group_classes(registry)
-    if not groups:
+    if not groups or not dependents:
         return {}
     found = {}
     for ci_id, attributes in conn.execute(
             select(CI.c.id, CI.c.attributes).join(CI_SOURCE, CI_SOURCE.c.ci_id == CI.c.id)
-            .where(CI_SOURCE.c.source == SOURCE, CI.c.ci_class.in_(groups))):
+            .where(CI_SOURCE.c.source == SOURCE, CI_SOURCE.c.scope_key.in_(sorted(str(d) for d in dependents)),
+                   CI.c.ci_class.in_(groups))):
         value = attributes.get("cluster_id") if isinstance(attributes, dict) else None
         if not isinstance(value, str) or not value.startswith(PREFIX):
             continue
@@ -164,9 +167,41 @@ def _karta_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
             dependent_id = uuid.UUID(dependent)
         except ValueError:
             continue
-        if dependents is None or dependent_id in dependents:
+        if dependent_id in dependents:
             found[(dependent_id, digest)] = ci_id
     return found
+
+
+def _adopted(conn: Connection, registry: Registry, missing: dict[tuple[uuid.UUID, str], str]
+             ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
+    """The groups Karta made that its sighting's scope does not name (a group kept from before the
+    scope was written, say): found by the exact `cluster_id` in the identifier index, taken back when
+    Karta's sighting is on them, and their sighting's scope set right. Without this, creating the
+    group again would clash with its own identifier at every pass."""
+    info = registry.classes.get(GROUP_CLASS)
+    if info is None or not missing:
+        return {}
+    by_value = {value: key for key, value in missing.items()}
+    hits = dict(conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
+        IDENT.c.family == info.family, IDENT.c.key == "cluster_id", IDENT.c.value.in_(sorted(by_value)))).all())
+    ours = _karta_owned(conn, hits.values())
+    adopted = {}
+    for value, ci_id in hits.items():
+        if ci_id in ours:
+            key = by_value[value]
+            adopted[key] = ci_id
+            conn.execute(update(CI_SOURCE).where(CI_SOURCE.c.ci_id == ci_id, CI_SOURCE.c.source == SOURCE)
+                         .values(scope_key=str(key[0])))
+    return adopted
+
+
+def _karta_owned(conn: Connection, ci_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of these CIs that Karta made (sighted by source `service_mapping`)."""
+    ids = list(ci_ids)
+    if not ids:
+        return set()
+    return set(conn.execute(select(CI_SOURCE.c.ci_id).where(CI_SOURCE.c.source == SOURCE,
+                                                            id_in(conn, CI_SOURCE.c.ci_id, ids))).scalars())
 
 
 def _group_classes(registry: Registry) -> list[str]:
@@ -189,6 +224,9 @@ def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID]) -
         id_in(conn, MEMBER.c.ci_id, list(candidates)), MEMBER.c.layer.in_(DEPENDENT_LAYERS))).scalars())
     wanted = wanted_groups(conn, registry, mapped)
     existing = _karta_groups(conn, registry, candidates)
+    existing.update(_adopted(conn, registry, {(dependent, kind.digest()): cluster_id(dependent, kind)
+                                              for dependent, kinds in wanted.items() for kind in kinds
+                                              if (dependent, kind.digest()) not in existing}))
     names = {row.id: row.name for row in conn.execute(select(CI.c.id, CI.c.name).where(
         id_in(conn, CI.c.id, list({d for d in wanted} | {d for d, _ in existing}))))}
     changed = 0
@@ -243,7 +281,7 @@ def _create_group(uow: UnitOfWork, registry: Registry, dependent: uuid.UUID, dep
            "provenance": {field: stamp for field in ("name", *attributes)}}
     conn.execute(insert(CI), row)
     claim_identifiers(conn, row["id"], cls, identifying_facts(name, None, attributes))
-    conn.execute(insert(CI_SOURCE), {"ci_id": row["id"], "source": SOURCE, "scope_key": "", "first_seen": uow.now,
+    conn.execute(insert(CI_SOURCE), {"ci_id": row["id"], "source": SOURCE, "scope_key": str(dependent), "first_seen": uow.now,
                                      "last_seen": uow.now, "last_run_id": SOURCE, "missed_runs": 0})
     uow.record("ci", row["id"], "create", creation_diff(row))
     return row["id"]

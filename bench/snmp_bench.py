@@ -13,8 +13,10 @@ interface, address or route), one management namespace and ``--agents`` switch n
   config writer, v2c community and v3 authPriv user SHA/AES) and a real ``lldpd`` on its ports serving
   LLDP-MIB to that snmpd over AgentX (the lab's lldpd set-up);
 * the stations namespace runs one ``lldpd`` on every far end, so each switch port has one LLDP
-  neighbour; each switch's ARP cache holds one entry per port (``ip neigh ... nud stale``: a learned
-  entry as a switch keeps it, entered by hand because the stations have no addresses).
+  neighbour; each switch's ARP cache holds one entry per port, entered by hand because the stations
+  have no addresses (``ip neigh ... nud permanent``, so IP-MIB types them static(4): a learned entry
+  would do, but the kernel's neighbour table is shared by all namespaces, over its gc_thresh1 (128)
+  here, and a stale entry nobody uses is collected within a minute).
 
 So each agent serves: the system group; IF-MIB ifTable/ifXTable with ports + 3 rows (lo, mgmt0, br0);
 IP-MIB addresses (ipAddressTable, ipAddrTable: lo, mgmt0, br0) and ARP (ipNetToPhysicalTable,
@@ -53,7 +55,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def build_lab_class():
                 commands += [f"link add swp{j} address 02:00:00:79:{i:02x}:{j:02x} type veth peer name s{i:02d}p{j:02d} "
                              f"address 52:54:00:79:{i:02x}:{j:02x} netns {self.stations}",
                              f"link set swp{j} master br0 up",
-                             f"neigh replace 10.80.{i}.{9 + j} lladdr 52:54:00:79:{i:02x}:{j:02x} dev br0 nud stale"]
+                             f"neigh replace 10.80.{i}.{9 + j} lladdr 52:54:00:79:{i:02x}:{j:02x} dev br0 nud permanent"]
             self._batch(switch.netns, commands)
             self._batch(self.stations, [f"link set s{i:02d}p{j:02d} up" for j in range(1, self.ports + 1)])
 
@@ -325,27 +326,30 @@ def main() -> int:
                     f"**{statistics.median(cli[version]):.2f}** |")
     imports = [m["import_wall"] for v in measures.values() for m in v]
     command = f"sudo .venv/bin/python bench/snmp_bench.py --agents {args.agents} --ports {args.ports} --rounds {args.rounds}"
-    table = textwrap.dedent(f"""\
-        # SNMP discovery benchmark
-
-        `{command}` on {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()},
-        pysnmp {pysnmp_version()}, {tool_version(['snmpwalk', '--version'])}, lldpd {tool_version(['/usr/sbin/lldpd', '-v'])}.
-        {args.agents} agents (real snmpd + lldpd over AgentX, each in its own namespace), {args.ports} ports each:
-        {device['interfaces']} IF-MIB rows, {device['addresses']} addresses, {device['arp']} ARP rows, {device['lldp']} LLDP
-        neighbours per agent; no BRIDGE-MIB (Debian's snmpd has none). Concurrency {sample['concurrency']} (the
-        config's default), timeout {sample['timeout']:g} s, retries {sample['retries']}. Lab built in {built:.0f} s,
-        settled in {settled:.0f} s. Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}.
-        pysnmp and agent import, paid once per command and not in the walk columns: median
-        {statistics.median(imports):.2f} s.
-
-        "walk" is `snmp_scope` (walk + parse + batch, what the CLI runs) in a process of its own; "slowest
-        device" its longest single walk; CPU is that process's CPU time during the call; "kept" the
-        varbinds the walks stored, "received" every varbind pysnmp decoded (GETBULK overshoot included);
-        "whole CLI" is `python -m discovery.cli snmp --dry-run` end to end (start-up, imports, JSON out).
-
-        | version | round | walk (s) | slowest device (s) | CPU (s) | requests | varbinds kept | varbinds received | CPU ms / kept | CPU ms / received | whole CLI (s) |
-        | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-        """) + "\n".join(rows) + "\n"
+    header = [
+        "# SNMP discovery benchmark", "",
+        f"`{command}`",
+        f"on {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+        f"pysnmp {pysnmp_version()}, {tool_version(['snmpwalk', '--version'])}, "
+        f"lldpd {tool_version(['/usr/sbin/lldpd', '-v'])}.",
+        f"{args.agents} agents (real snmpd + lldpd over AgentX, each in its own namespace), {args.ports} ports each: "
+        f"{device['interfaces']} IF-MIB rows, {device['addresses']} addresses, {device['arp']} ARP rows, "
+        f"{device['lldp']} LLDP neighbours per agent ({sample['kept'] // args.agents:,} varbinds kept, "
+        f"{device['requests']} requests per agent); no BRIDGE-MIB (Debian's snmpd has none).",
+        f"Concurrency {sample['concurrency']} (the config's default), timeout {sample['timeout']:g} s, "
+        f"retries {sample['retries']}. Lab built in {built:.0f} s, settled in {settled:.0f} s.",
+        f"Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}.",
+        f"pysnmp and agent import, paid once per command and not in the walk columns: median "
+        f"{statistics.median(imports):.2f} s.", "",
+        '"walk" is `snmp_scope` (walk + parse + batch, what the CLI runs) in a process of its own; "slowest',
+        'device" its longest single walk; CPU is that process\'s CPU time during the call; "kept" the',
+        'varbinds the walks stored, "received" every varbind pysnmp decoded (GETBULK overshoot included);',
+        '"whole CLI" is `python -m discovery.cli snmp --dry-run` end to end (start-up, imports, JSON out).', "",
+        "| version | round | walk (s) | slowest device (s) | CPU (s) | requests | varbinds kept | varbinds received "
+        "| CPU ms / kept | CPU ms / received | whole CLI (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    table = "\n".join(header + rows) + "\n"
     publish(table, RESULTS)
     return 0
 

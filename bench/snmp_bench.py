@@ -13,7 +13,8 @@ interface, address or route), one management namespace and ``--agents`` switch n
   config writer, v2c community and v3 authPriv user SHA/AES) and a real ``lldpd`` on its ports serving
   LLDP-MIB to that snmpd over AgentX (the lab's lldpd set-up);
 * the stations namespace runs one ``lldpd`` on every far end, so each switch port has one LLDP
-  neighbour; each switch's ARP cache holds one entry per port, entered by hand because the stations
+  neighbour (one chassis for all: the batch sees one station on every port, which costs the build
+  step a little and the walk nothing); each switch's ARP cache holds one entry per port, entered by hand because the stations
   have no addresses (``ip neigh ... nud permanent``, so IP-MIB types them static(4): a learned entry
   would do, but the kernel's neighbour table is shared by all namespaces, over its gc_thresh1 (128)
   here, and a stale entry nobody uses is collected within a minute).
@@ -23,6 +24,8 @@ IP-MIB addresses (ipAddressTable, ipAddrTable: lo, mgmt0, br0) and ARP (ipNetToP
 ipNetToMediaTable: one row per port, plus the management bridge's); LLDP-MIB local system, local ports
 and one remote row per port (lldpd over AgentX). Debian's snmpd has no BRIDGE-MIB/Q-BRIDGE-MIB module:
 the walk asks for those subtrees as for any device and gets their ends at once (a device without them).
+snmpd runs with the lab's config as the tests use it (it logs one line per request to its log file:
+agent-side work on the same cores, not in the walker's CPU time).
 
 Once every agent answers its ports up and its LLDP rows (net-snmp's snmpwalk, not the code under
 test), lldpd's transmit interval goes from the lab's 1 s to 30 s, so LLDP chatter does not load the
@@ -285,8 +288,11 @@ def main() -> int:
               file=sys.stderr)
         return 2
     # SIGTERM (and SIGHUP) end the run as Ctrl-C does, through the lab's stop().
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(sig, interrupted)
 
     load_before = os.getloadavg()
     started = time.monotonic()

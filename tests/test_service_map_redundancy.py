@@ -87,7 +87,7 @@ def test_three_instances_behind_the_proxy_become_one_group(api, app, engine, sho
     assert group["name"] == "shop-app:8080 instances behind nginx"
     assert group["attributes"]["min_members"] == 1
     assert group["attributes"]["redundancy_of"] == {"dependent": estate["nginx"], "class": "application",
-                                                    "name": "shop-app", "port": 8080}
+                                                    "kind": "shop-app", "port": 8080}
     assert members_of(api, group["id"]) == {estate[f"shop-app@{i}"] for i in INSTANCES}
     deps = api.get("/api/v1/relationships", params={"source": estate["nginx"], "target": group["id"]}).json()["items"]
     assert [r["type"] for r in deps] == ["depends_on"]
@@ -261,3 +261,20 @@ def test_a_karta_group_its_sighting_does_not_name_is_taken_back(api, app, engine
     with engine.connect() as conn:
         scopes = conn.execute(text("SELECT scope_key FROM ci_source WHERE source = 'service_mapping'")).scalars().all()
     assert scopes == [estate["nginx"]]
+
+
+def test_instances_named_by_their_host_are_alike_by_their_kind(api, app):
+    """Discovery names each instance after its host (`orders_api@app-1:8080`) and says what it is in
+    `kind`: instances of one kind group, whatever their names."""
+    body = estate_batch()
+    for item in body["items"]:
+        if item["name"] == "shop-app":
+            item["name"] = f"orders_api@{item['ref'].split('@')[1]}:8080"
+            item["attributes"]["kind"] = "orders_api"
+    ingest(api, body)
+    api.create_ci("service", "shop", attributes={"entry_points": ["10.0.0.5:80"]})
+    settle(app)
+    [group] = groups(api)
+    assert group["name"] == "orders_api:8080 instances behind nginx"
+    assert group["attributes"]["redundancy_of"]["kind"] == "orders_api"
+    assert len(members_of(api, group["id"])) == 3

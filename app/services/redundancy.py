@@ -7,7 +7,9 @@ sees what a person would otherwise declare by hand:
 
   kind      an application A of a service's map (layer entry or applications) depends, through
             relationships that carry a `port` (discovered connections; a person's relationship
-            names none), on applications of one class and one name, at that one port;
+            names none), on applications of one class and one kind (discovery's `kind` attribute:
+            "orders_api" for `orders_api@web-1:8080` and `orders_api@app-1:8080`; a CI without it,
+            its name), at that one port;
   instances at least two such applications, running on at least two different hosts (two on one
             host fall with it together: a group of them would only hide that);
   group     a CI of class `cluster` that Karta owns: identified by `cluster_id` "karta-redundancy:
@@ -74,7 +76,7 @@ DEPENDENT_LAYERS = ("entry", "applications")
 
 @dataclass(frozen=True)
 class Kind:
-    """What makes instances alike for one dependent: their class, their name and the port it uses."""
+    """What makes instances alike for one dependent: their class, their kind and the port it uses."""
 
     ci_class: str
     name: str
@@ -83,6 +85,14 @@ class Kind:
     def digest(self) -> str:
         text = f"{self.ci_class}\x1f{self.name}\x1f{self.port}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def kind_of(name: str, attributes: Any) -> str:
+    """What an instance is: discovery's `kind` attribute ("nginx", "postgresql", an application's own
+    program name), which its instances on every host share while their names differ (`orders_api@web-1:8080`);
+    else, for a CI a person made, its name."""
+    kind = attributes.get("kind") if isinstance(attributes, dict) else None
+    return kind if isinstance(kind, str) and kind.strip() else name
 
 
 def cluster_id(dependent: uuid.UUID, kind: Kind) -> str:
@@ -103,14 +113,14 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
     clusters = _group_classes(registry)
     targets: dict[uuid.UUID, dict[Kind, set[uuid.UUID]]] = defaultdict(lambda: defaultdict(set))
     instances: set[uuid.UUID] = set()
-    for source, target, attributes, ci_class, name in conn.execute(
-            select(REL.c.source_id, REL.c.target_id, REL.c.attributes, CI.c.ci_class, CI.c.name)
+    for source, target, attributes, ci_class, name, target_attributes in conn.execute(
+            select(REL.c.source_id, REL.c.target_id, REL.c.attributes, CI.c.ci_class, CI.c.name, CI.c.attributes)
             .join(CI, CI.c.id == REL.c.target_id)
             .where(id_in(conn, REL.c.source_id, list(dependents)), REL.c.type == "depends_on",
                    CI.c.ci_class.in_(apps))):
         port = _port(attributes)
         if port is not None and target != source:
-            targets[source][Kind(ci_class, name, port)].add(target)
+            targets[source][Kind(ci_class, kind_of(name, target_attributes), port)].add(target)
             instances.add(target)
     if not instances:
         return {}
@@ -268,7 +278,7 @@ def _create_group(uow: UnitOfWork, registry: Registry, dependent: uuid.UUID, dep
         return None
     name = f"{kind.name}:{kind.port} instances behind {dependent_name or dependent}"[:MAX_NAME]
     attributes = {"cluster_id": cluster_id(dependent, kind), "min_members": DEFAULT_MIN_MEMBERS,
-                  "redundancy_of": {"dependent": str(dependent), "class": kind.ci_class, "name": kind.name,
+                  "redundancy_of": {"dependent": str(dependent), "class": kind.ci_class, "kind": kind.name,
                                     "port": kind.port}}
     errors = cls.validation_errors(attributes)
     if errors:

@@ -13,7 +13,9 @@ Both are stopped when the module ends, so the other lab modules see the standard
 Discovery then reports shop_proxy@db-1:8081 depends_on orders_api@web-1:8080 and
 orders_api@app-1:8080 at port 8080, two instances of kind orders_api on two hosts. The service
 `shop`, defined by one entry point (db-1's address, port 8081), maps through the proxy; the keeper
-infers the group "orders_api:8080 instances behind shop_proxy@db-1:8081".
+infers the group "orders_api:8080 instances behind shop_proxy@db-1:8081". Then the second instance
+stops: after the next discovery run the proxy no longer depends on it, the group no longer holds and
+is ended, and the shop's map records name what left.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def proxied_lab(lab) -> Iterator:
         for peer in (f"{web.address}:8080", f"{app1.address}:8080"):
             check = ["ss", "-Htn", "state", "established", "dst", peer]
             wait_until(lambda argv=check: lab.host_run("db-1", argv).stdout.strip(), 30, f"db-1 connection to {peer}")
+        lab.redundancy_lab_processes = started  # the second orders_api first: the last test stops it
         yield lab
     finally:
         for process in started:
@@ -82,7 +85,8 @@ def proxied_lab(lab) -> Iterator:
             except ProcessLookupError:
                 pass
             process.wait(10)
-            lab._procs.remove(process)
+            if process in lab._procs:
+                lab._procs.remove(process)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +106,8 @@ def mapped(proxied_lab, lab_database):
                          timeout=30, trust_env=False) as api:
         agent_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
                      "PYTHONPATH": str(REPO), "KARTA_API_URL": base, "KARTA_TOKEN": secrets["discovery"]}
-        first = Estate(lab, api, agent_env).discover()
+        estate = Estate(lab, api, agent_env)
+        first = estate.discover()
         shop = api.post("/api/v1/cis", json={"class": "service", "name": "shop", "attributes": {
             "entry_points": [f"{lab.hosts['db-1'].address}:8081"]}})
         assert shop.status_code == 201, shop.text
@@ -115,6 +120,7 @@ def mapped(proxied_lab, lab_database):
                 break
             time.sleep(0.2)
         assert len(clusters) == 1, clusters
+        lab.redundancy_lab_estate = estate  # the last test runs discovery again
         yield first, api, shop.json(), clusters[0]
 
 
@@ -150,3 +156,30 @@ def test_one_instance_failing_degrades_the_shop_both_take_it_down(mapped):
     assert state_of(api, [web1], shop["id"]) == "at_risk"
     assert state_of(api, [app1, web1], shop["id"]) == "down"
     assert state_of(api, [first.host("db-1")["id"]], shop["id"]) == "down"  # the proxy and redis live there
+
+
+def test_a_cut_connection_leaves_the_map_after_the_next_run(mapped, proxied_lab):
+    """The second instance stops (its connection from the proxy is gone): the next discovery run ends
+    the proxy's dependency on it, the group no longer holds and Karta ends it, and the shop's map
+    records say what left. Last in this module: it changes the estate."""
+    first, api, shop, group = mapped
+    lab = proxied_lab
+    second = lab.redundancy_lab_processes[0]
+    os.killpg(second.pid, signal.SIGKILL)
+    second.wait(10)
+    peer = f"{lab.hosts['app-1'].address}:8080"
+    check = ["ss", "-Htn", "state", "established", "dst", peer]
+    wait_until(lambda: not lab.host_run("db-1", check).stdout.strip(), 30, f"db-1's connection to {peer} to end")
+    records = api.get("/api/v1/changes", params={"object_type": "service_map", "object_id": shop["id"]}).json()["items"]
+    lab.redundancy_lab_estate.discover()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        after = api.get("/api/v1/changes", params={"object_type": "service_map", "object_id": shop["id"]}).json()["items"]
+        left = {key.removeprefix("members.") for r in after[len(records):] for key, (old, new) in r["diff"].items()
+                if key.startswith("members.") and new is None}
+        if group["id"] in left:
+            break
+        time.sleep(0.2)
+    assert {first.named("orders_api@app-1:8080")["id"], first.host("app-1")["id"], group["id"]} <= left
+    assert api.get(f"/api/v1/cis/{group['id']}").status_code == 404
+    assert state_of(api, [first.host("web-1")["id"]], shop["id"]) == "down"  # one instance left: no redundancy

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import Api, new_id
 from tests.test_service_map import estate_batch, ingest, keep_in_step
-from tests.web.conftest import accessibility_violations
+from tests.test_service_map_redundancy import estate_batch as redundant_estate_batch
+from tests.web.conftest import accessibility_violations, screenshot
 from tests.web.conftest import sign_in as browser_sign_in
 from tests.web.html_text import elements, texts
 from tests.web.test_ci_page import signed_in
@@ -148,13 +149,18 @@ def test_the_map_needs_a_session(api, shop):
 
 @pytest.mark.browser
 def test_the_map_card_loads_in_the_browser_with_its_picture(page, site):
+    """With the estate of tests/test_service_map_redundancy.py (three instances behind nginx, grouped
+    by Karta): the card on the service's page, then the map's own page, the README's picture."""
     with httpx.Client(base_url=site.base, trust_env=False, timeout=30) as http:
         api = Api(http, site.tokens)
-        ingest(api, estate_batch())
+        ingest(api, redundant_estate_batch())
         service = api.create_ci("service", "shop", attributes={"entry_points": ["10.0.0.5:80"]})["id"]
         deadline = time.monotonic() + 20  # the server's keeper maps it after the write, in its own time
-        while api.get(f"/api/v1/cis/{service}/service-map").json()["status"] != "mapped":
-            assert time.monotonic() < deadline, "the service was not mapped in 20 s"
+        while True:
+            answer = api.get(f"/api/v1/cis/{service}/service-map").json()
+            if answer["status"] == "mapped" and answer["layers"]["infrastructure"]:  # the group joined
+                break
+            assert time.monotonic() < deadline, f"the service was not mapped with its group in 20 s: {answer}"
             time.sleep(0.2)
     browser_sign_in(page, site, "read", f"/ui/cis/{service}")
     page.locator("#ci-map figure.picture svg").wait_for()
@@ -162,3 +168,9 @@ def test_the_map_card_loads_in_the_browser_with_its_picture(page, site):
     assert page.locator('#ci-map div.map-layer[data-layer="data_stores"] li').all_inner_texts() == ["orders-db database"]
     assert "orders-db" in page.locator("#ci-map figure.picture svg text").all_text_contents()
     assert accessibility_violations(page) == [] and page.script_errors == []
+    page.goto(site.url(f"/ui/cis/{service}/service-map"))
+    page.locator("figure.picture svg").wait_for()
+    texts_drawn = page.locator("figure.picture svg text").all_text_contents()
+    assert any("instances behind nginx" in text for text in texts_drawn), texts_drawn
+    assert accessibility_violations(page) == [] and page.script_errors == []
+    screenshot(page, "service-map")

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,21 @@ class Estate:
 
 # ---- fixtures ---------------------------------------------------------------------------------------
 
+@contextmanager
+def karta_for_lab(lab, database_url: str, *, scope: str = "admin", env: dict[str, str] | None = None
+                  ) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
+    """A real `karta serve` on this machine's end of the lab's service link: (an API client with a
+    token of `scope`, the environment a crontab gives the agent: its URL and discovery token)."""
+    assert KARTA.exists(), f"the karta console script is not installed next to {sys.executable}"
+    secrets = tokens_for(database_url)
+    server_address, _ = lab.open_service_link()
+    with running_server(database_url, host=server_address, env=env) as base, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets[scope]}"},
+                         timeout=30, trust_env=False) as api:
+        yield api, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+                    "PYTHONPATH": str(REPO), "KARTA_API_URL": base, "KARTA_TOKEN": secrets["discovery"]}
+
+
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def karta_database(request, tmp_path_factory) -> Iterator[str]:
     """Like tests/conftest.py's database_url, but one database for the module: the rounds build on each other."""
@@ -145,15 +161,8 @@ def karta_database(request, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def estate(lab, karta_database) -> Iterator[Estate]:
-    assert KARTA.exists(), f"the karta console script is not installed next to {sys.executable}"
-    secrets = tokens_for(karta_database)
-    server_address, _ = lab.open_service_link()
-    with running_server(karta_database, host=server_address,
-                        env={"KARTA_STALE_AFTER_RUNS": str(STALE_AFTER_RUNS)}) as base, \
-            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['read']}"},
-                         timeout=30, trust_env=False) as api:
-        agent_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-                     "PYTHONPATH": str(REPO), "KARTA_API_URL": base, "KARTA_TOKEN": secrets["discovery"]}
+    with karta_for_lab(lab, karta_database, scope="read",
+                       env={"KARTA_STALE_AFTER_RUNS": str(STALE_AFTER_RUNS)}) as (api, agent_env):
         scenario = Estate(lab, api, agent_env)
         scenario.discover()
         scenario.discover()

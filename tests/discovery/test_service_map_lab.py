@@ -19,18 +19,14 @@ order.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import fresh_database, tokens_for
-from tests.discovery.conftest import REPO
-from tests.discovery.test_end_to_end import KARTA, Estate
-from tests.server import running_server
+from tests.conftest import fresh_database
+from tests.discovery.test_end_to_end import Estate, karta_for_lab
 
 pytestmark = pytest.mark.lab
 
@@ -45,14 +41,7 @@ def lab_database(request, tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def mapped(lab, lab_database):
     """One discovery round, the person's hop, the shop; yields (the round, the admin client, the shop)."""
-    assert KARTA.exists(), f"the karta console script is not installed next to {sys.executable}"
-    secrets = tokens_for(lab_database)
-    server_address, _ = lab.open_service_link()
-    with running_server(lab_database, host=server_address) as base, \
-            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['admin']}"},
-                         timeout=30, trust_env=False) as api:
-        agent_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-                     "PYTHONPATH": str(REPO), "KARTA_API_URL": base, "KARTA_TOKEN": secrets["discovery"]}
+    with karta_for_lab(lab, lab_database) as (api, agent_env):
         first = Estate(lab, api, agent_env).discover()
         hop = api.post("/api/v1/relationships", json={"source": first.named("nginx@web-1:80")["id"], "type": "depends_on",
                                                       "target": first.named("orders_api@web-1:8080")["id"]})

@@ -26,6 +26,14 @@ def fresh_database(backend: str, name: str, workdir: Path) -> str:
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
+def drop_database(name: str) -> None:
+    """Drop a PostgreSQL database a bench made (fresh_database), its connections closed first."""
+    admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def settle(url: str) -> None:
     """Write out what the last run left dirty before the next one is timed: otherwise the database
     flushes one checkout's first load (a checkpoint after ~1 GB of WAL) while the other is measured."""

@@ -27,6 +27,7 @@ Measured:
 import argparse
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -39,7 +40,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_database, karta_command, served, settle
+from bench.common import drop_database, fresh_database, karta_command, served, settle
 from bench.ingest_bench import batches_of, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,43 +182,50 @@ def main() -> None:
     items = stacks + generate(max(args.items - len(stacks), 1000), random.Random(43))
     mapped_items = with_entry_points(items)
     workdir = Path(tempfile.mkdtemp(prefix="karta-bench-map-"))
-    sides = {}
-    for side, data in (("mapped", mapped_items), ("unmapped", items)):
-        url = fresh_database(args.backend, f"karta_bench_map_{side}", workdir)
-        env = {**os.environ, "KARTA_DATABASE_URL": url}
-        karta = karta_command(env, REPO)
-        karta("db", "upgrade")
-        secret = karta("token", "create", "--name", "bench", "--scope", "discovery", "--scope", "read"
-                       ).strip().splitlines()[-1]
-        sides[side] = (url, env, secret, data)
-    results: dict[str, list[float]] = {"mapped": [], "unmapped": []}
-    follow: list[float] = []
-    with served(sides["mapped"][1], REPO) as mapped_base, served(sides["unmapped"][1], REPO) as unmapped_base:
-        bases = {"mapped": mapped_base, "unmapped": unmapped_base}
-        clients = {side: httpx.Client(base_url=bases[side], timeout=600,
-                                      headers={"Authorization": f"Bearer {sides[side][2]}"}) for side in sides}
-        ids: dict[str, dict] = {"mapped": {}, "unmapped": {}}
-        for side in ("mapped", "unmapped"):
-            seconds = push(clients[side], sides[side][3], "load", ids[side])
-            print(f"{side}: first load {seconds:.1f} s", file=sys.stderr)
-        mapped_in = wait_mapped(sides["mapped"][0], args.services)
-        print(f"mapped: {args.services} services mapped {mapped_in:.0f} s after the load", file=sys.stderr)
-        for side in ("mapped", "unmapped"):  # one unchanged pass each, not timed: both warm alike
-            push(clients[side], sides[side][3], "warm", ids[side])
-            # Both workers hold their impact graph, as a serving worker does (the keeper loaded the
-            # mapped one's; nothing had asked the unmapped one a question yet).
-            clients[side].post("/api/v1/impact", json={"ci_ids": [ids[side]["m-0-db-host"]]}).raise_for_status()
-        wait_mapped(sides["mapped"][0], args.services)
-        for n in range(args.rounds):
-            order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
-            for side in order:
-                settle(sides[side][0])
-                seconds = push(clients[side], sides[side][3], f"again-{n}", ids[side])
-                results[side].append(seconds)
-                print(f"round {n}: {side} unchanged pass {seconds:.2f} s", file=sys.stderr)
-        follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
-        for client in clients.values():
-            client.close()
+    try:
+        sides = {}
+        for side, data in (("mapped", mapped_items), ("unmapped", items)):
+            url = fresh_database(args.backend, f"karta_bench_map_{side}", workdir)
+            env = {**os.environ, "KARTA_DATABASE_URL": url}
+            karta = karta_command(env, REPO)
+            karta("db", "upgrade")
+            secret = karta("token", "create", "--name", "bench", "--scope", "discovery", "--scope", "read"
+                           ).strip().splitlines()[-1]
+            sides[side] = (url, env, secret, data)
+        results: dict[str, list[float]] = {"mapped": [], "unmapped": []}
+        follow: list[float] = []
+        with served(sides["mapped"][1], REPO) as mapped_base, served(sides["unmapped"][1], REPO) as unmapped_base:
+            bases = {"mapped": mapped_base, "unmapped": unmapped_base}
+            clients = {side: httpx.Client(base_url=bases[side], timeout=600,
+                                          headers={"Authorization": f"Bearer {sides[side][2]}"}) for side in sides}
+            ids: dict[str, dict] = {"mapped": {}, "unmapped": {}}
+            for side in ("mapped", "unmapped"):
+                seconds = push(clients[side], sides[side][3], "load", ids[side])
+                print(f"{side}: first load {seconds:.1f} s", file=sys.stderr)
+            mapped_in = wait_mapped(sides["mapped"][0], args.services)
+            print(f"mapped: {args.services} services mapped {mapped_in:.0f} s after the load", file=sys.stderr)
+            for side in ("mapped", "unmapped"):  # one unchanged pass each, not timed: both warm alike
+                push(clients[side], sides[side][3], "warm", ids[side])
+                # Both workers hold their impact graph, as a serving worker does (the keeper loaded the
+                # mapped one's; nothing had asked the unmapped one a question yet).
+                clients[side].post("/api/v1/impact", json={"ci_ids": [ids[side]["m-0-db-host"]]}).raise_for_status()
+            wait_mapped(sides["mapped"][0], args.services)
+            for n in range(args.rounds):
+                order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
+                for side in order:
+                    settle(sides[side][0])
+                    seconds = push(clients[side], sides[side][3], f"again-{n}", ids[side])
+                    results[side].append(seconds)
+                    print(f"round {n}: {side} unchanged pass {seconds:.2f} s", file=sys.stderr)
+            follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
+            for client in clients.values():
+                client.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if args.backend == "postgresql":
+            for side in ("mapped", "unmapped"):
+                drop_database(f"karta_bench_map_{side}")
+
     mapped_s, unmapped_s = statistics.mean(results["mapped"]), statistics.mean(results["unmapped"])
     follow.sort()
     lines = [f"Service maps, {args.items:,} items, {args.services:,} mapped services, {args.backend}, "

@@ -278,3 +278,31 @@ def test_instances_named_by_their_host_are_alike_by_their_kind(api, app):
     assert group["name"] == "orders_api:8080 instances behind nginx"
     assert group["attributes"]["redundancy_of"]["kind"] == "orders_api"
     assert len(members_of(api, group["id"])) == 3
+
+
+def test_data_stores_are_never_grouped(api, app):
+    """Two PostgreSQL servers an application uses at 5432 are two databases, not two copies of one."""
+    body = estate_batch()
+    for item in body["items"]:
+        if item["name"] == "shop-app":
+            item["class"], item["attributes"]["kind"] = "database", "postgresql"
+    ingest(api, body)
+    api.create_ci("service", "shop", attributes={"entry_points": ["10.0.0.5:80"]})
+    settle(app)
+    assert groups(api) == []
+
+
+def test_a_port_learnt_later_makes_the_group(api, app):
+    """The proxy's relationships first come without a port (a person drew them, say): no group; when
+    discovery reports them with the port, the relationships are updated and the group follows."""
+    body = estate_batch()
+    for rel in body["relationships"]:
+        if rel["source"] == "nginx" and rel["type"] == "depends_on":
+            rel.pop("attributes")
+    ingest(api, body)
+    api.create_ci("service", "shop", attributes={"entry_points": ["10.0.0.5:80"]})
+    settle(app)
+    assert groups(api) == []
+    ingest(api, estate_batch())
+    settle(app)
+    assert len(groups(api)) == 1

@@ -11,7 +11,10 @@ sees what a person would otherwise declare by hand:
             "orders_api" for `orders_api@web-1:8080` and `orders_api@app-1:8080`; a CI without it,
             its name), at that one port;
   instances at least two such applications, running on at least two different hosts (two on one
-            host fall with it together: a group of them would only hide that);
+            host fall with it together: a group of them would only hide that), none of them a data
+            store (the database class and those under it: two databases an application uses at one
+            port are far more often two databases than two copies of one; a person declares the
+            cluster of real replicas);
   group     a CI of class `cluster` that Karta owns: identified by `cluster_id` "karta-redundancy:
             <A's id>:<the kind's digest>" and sighted by source `service_mapping` in scope A's id, named "<name>:<port> instances behind <A>", with
             `min_members` 1 (any one instance serves) and `redundancy_of` saying what it groups.
@@ -59,7 +62,7 @@ from app.services.history import UnitOfWork
 from app.services.identity import claim_identifiers, identifying_facts
 from app.services.registry import Registry
 from app.services.relationships import end_relationships
-from app.services.service_map import SOURCE, create_owned, owned_relationships
+from app.services.service_map import SOURCE, create_owned, layer_of, owned_relationships
 
 log = logging.getLogger("karta.service_map")
 CI = ConfigurationItem.__table__
@@ -72,6 +75,7 @@ PREFIX = "karta-redundancy:"
 DEFAULT_MIN_MEMBERS = 1
 MAX_NAME = 255
 DEPENDENT_LAYERS = ("entry", "applications")
+SCOPE_CHUNK = 500  # dependents per lookup of their groups: a bounded number of parameters
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,11 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
     """dependent -> {kind: its instances} for every kind that makes a group (see the module docstring)."""
     if not dependents:
         return {}
-    apps = [name for name, info in registry.classes.items() if info.family == "application"]
+    layer = layer_of(registry)
+    # Data stores never: two PostgreSQL servers an application uses at 5432 are its orders and its
+    # billing database far more often than copies of one (a person declares real replicas' cluster).
+    apps = [name for name, info in registry.classes.items()
+            if info.family == "application" and layer(name) != "data_stores"]
     clusters = _group_classes(registry)
     targets: dict[uuid.UUID, dict[Kind, set[uuid.UUID]]] = defaultdict(lambda: defaultdict(set))
     instances: set[uuid.UUID] = set()
@@ -165,10 +173,12 @@ def _karta_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
     if not groups or not dependents:
         return {}
     found = {}
-    for ci_id, attributes in conn.execute(
-            select(CI.c.id, CI.c.attributes).join(CI_SOURCE, CI_SOURCE.c.ci_id == CI.c.id)
-            .where(CI_SOURCE.c.source == SOURCE, CI_SOURCE.c.scope_key.in_(sorted(str(d) for d in dependents)),
-                   CI.c.ci_class.in_(groups))):
+    scopes = sorted(str(d) for d in dependents)
+    rows = [row for start in range(0, len(scopes), SCOPE_CHUNK) for row in conn.execute(
+        select(CI.c.id, CI.c.attributes).join(CI_SOURCE, CI_SOURCE.c.ci_id == CI.c.id)
+        .where(CI_SOURCE.c.source == SOURCE, CI_SOURCE.c.scope_key.in_(scopes[start:start + SCOPE_CHUNK]),
+               CI.c.ci_class.in_(groups)))]
+    for ci_id, attributes in rows:
         value = attributes.get("cluster_id") if isinstance(attributes, dict) else None
         if not isinstance(value, str) or not value.startswith(PREFIX):
             continue
@@ -261,7 +271,8 @@ def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID]) -
 def _guarded(uow: UnitOfWork, what: Any, work) -> int:
     """One group's work in a savepoint: if it fails (an identifier an administrator's rules made
     clash, a schema that refuses the group), that group is left as it was and logged, and the maps
-    written in the same transaction still commit; the next pass tries again."""
+    written in the same transaction still commit; it is tried again when the service is next
+    refreshed (a change to its map), not on a timer."""
     try:
         with uow.savepoint():
             return work()

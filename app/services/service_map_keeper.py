@@ -20,12 +20,15 @@ Which services a pass refreshes (incremental: never every service for every batc
   - all of them when a class or relationship type changed (layers and impact directions), when
     more than FULL_PASS_AFTER records are waiting, and on the first pass (no cursor yet): `rebuild`.
 Records the keeper itself wrote are skipped (a map changing never changes another's), except the
-service `depends_on` relationships it creates and ends: a service whose map goes through another
-service (a person said the portal depends_on payments) walks that service's owned relationships, so
-the services whose members hold the one whose owned relationships changed are refreshed on the next
-pass. That ends: owned relationships follow from a service's entry points alone, never from another
-map, so the refresh they cause writes maps and no owned relationship, and a map unchanged is not
-written.
+relationships it creates and ends: a service's `depends_on` its entry applications (a map that goes
+through another service, a person having said the portal depends_on payments, walks that service's
+owned relationships) and a redundancy group's (app.services.redundancy): the services whose members
+hold their dependent end are refreshed on the next pass. That ends: a service's owned relationships
+follow from its entry points alone; a group follows from its dependent's discovered dependencies and
+adds only itself to the maps holding the dependent (its members were there already, reached
+directly), so the refresh it causes finds the same group, writes no relationship, and a map unchanged
+is not written. A relationship update whose `port` changed touches its dependent end too (a port
+can make or unmake a group).
 
 A pass that fails logs and leaves the cursor where it was: the next pass (the next write, or the
 next poll) catches up. On PostgreSQL every worker runs a keeper: each writing transaction first takes
@@ -104,13 +107,15 @@ def dependent_ends(rel_type: str | None, directions: dict[str, str]) -> tuple[st
 
 
 def touched_by(records: Iterable[Any], directions: dict[str, str] | None = None
-               ) -> tuple[set[uuid.UUID], set[uuid.UUID], bool]:
+               ) -> tuple[set[uuid.UUID], set[uuid.UUID], set[uuid.UUID], bool]:
     """(the CIs the records touch: CIs written, the dependent end of relationships created or ended
-    (`directions`: type -> impact direction; without it, both ends); the services whose owned
-    relationships the keeper created or ended; whether a class or relationship type changed). The
-    keeper's other records are skipped."""
+    (`directions`: type -> impact direction; without it, both ends); the dependent ends of the
+    relationships the keeper created or ended; the relationships whose `port` changed (their ends
+    are looked up); whether a class or relationship type changed). The keeper's other records are
+    skipped."""
     touched: set[uuid.UUID] = set()
     through: set[uuid.UUID] = set()
+    updated: set[uuid.UUID] = set()
     everything = False
     directions = directions or {}
     for record in records:
@@ -119,11 +124,14 @@ def touched_by(records: Iterable[Any], directions: dict[str, str] | None = None
             continue
         if record.object_type == "ci":
             touched.add(record.object_id)
+        elif record.object_type == "relationship" and record.action == "update":
+            # Its ends are not in the diff; a changed `port` can make or unmake a redundancy group.
+            if any(key == "attributes.port" or key == "attributes" for key in record.diff):
+                updated.add(record.object_id)
         elif record.object_type == "relationship" and record.action in ("create", "delete"):
             side = 1 if record.action == "create" else 0
             rel_type = (record.diff.get("type") or [None, None])[side]
-            ends = ("source",) if ours else dependent_ends(rel_type, directions)
-            for end in ends:
+            for end in dependent_ends(rel_type, directions):
                 value = (record.diff.get(end) or [None, None])[side]
                 try:
                     (through if ours else touched).add(uuid.UUID(str(value)))
@@ -131,7 +139,7 @@ def touched_by(records: Iterable[Any], directions: dict[str, str] | None = None
                     continue
         elif record.object_type in ("class", "relationship_type"):
             everything = True
-    return touched, through, everything
+    return touched, through, updated, everything
 
 
 class ServiceMapKeeper:
@@ -209,17 +217,23 @@ class ServiceMapKeeper:
         """The services the records after `cursor` up to `head` touch; None when every one is."""
         touched: set[uuid.UUID] = set()
         through: set[uuid.UUID] = set()
+        updated: set[uuid.UUID] = set()
         directions = {name: info.impact_direction
                       for name, info in self.registry_cache.get().relationship_types.items()}
         for start in range(cursor, head, PAGE):  # bounded: head - cursor <= FULL_PASS_AFTER
             records = conn.execute(select(CHANGE.c.actor, CHANGE.c.object_type, CHANGE.c.object_id,
                                           CHANGE.c.action, CHANGE.c.diff)
                                    .where(CHANGE.c.seq > start, CHANGE.c.seq <= min(start + PAGE, head))).all()
-            page_touched, page_through, everything = touched_by(records, directions)
+            page_touched, page_through, page_updated, everything = touched_by(records, directions)
             if everything:
                 return None
             touched |= page_touched
             through |= page_through
+            updated |= page_updated
+        if updated:  # relationships whose port changed: their dependent ends, as they stand
+            for source, target, rel_type in conn.execute(select(REL.c.source_id, REL.c.target_id, REL.c.type)
+                                                         .where(id_in(conn, REL.c.id, list(updated)))):
+                touched |= {source if end == "source" else target for end in dependent_ends(rel_type, directions)}
         services = self._affected(conn, touched)
         if through:  # the maps that go through a service whose owned relationships changed
             services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, list(through)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -74,14 +75,18 @@ def proxied_lab(lab) -> Iterator:
             wait_until(lambda argv=check: lab.host_run("db-1", argv).stdout.strip(), 30, f"db-1 connection to {peer}")
         lab.redundancy_lab_processes = started  # the second orders_api first: the last test stops it
         yield lab
-    finally:
+    finally:  # every one killed first, then waited for: one slow to go never leaves another running
         for process in started:
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            process.wait(10)
-            if process in lab._procs:
+        for process in started:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass  # killed with its group; lab.stop() reaps it at the session's end
+            else:
                 lab._procs.remove(process)
 
 
@@ -161,7 +166,7 @@ def test_a_cut_connection_leaves_the_map_after_the_next_run(mapped, proxied_lab)
     wait_until(lambda: not lab.host_run("db-1", check).stdout.strip(), 30, f"db-1's connection to {peer} to end")
     records = api.get("/api/v1/changes", params={"object_type": "service_map", "object_id": shop["id"]}).json()["items"]
     lab.redundancy_lab_estate.discover()
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline, left = time.monotonic() + WAIT_SECONDS, set()
     while time.monotonic() < deadline:
         after = api.get("/api/v1/changes", params={"object_type": "service_map", "object_id": shop["id"]}).json()["items"]
         left = {key.removeprefix("members.") for r in after[len(records):] for key, (old, new) in r["diff"].items()

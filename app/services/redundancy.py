@@ -53,6 +53,7 @@ from sqlalchemy import Connection, insert, or_, select, update
 
 from app.models import CIIdentifier, ConfigurationItem, Relationship, ServiceMapMember
 from app.models.discovery import CISource
+from app.core.batch_contract import MAX_NAME
 from app.core.dialect import locked
 from app.models.types import new_id
 from app.services.bulk import id_in
@@ -73,7 +74,6 @@ IDENT = CIIdentifier.__table__
 GROUP_CLASS = "cluster"
 PREFIX = "karta-redundancy:"
 DEFAULT_MIN_MEMBERS = 1
-MAX_NAME = 255
 DEPENDENT_LAYERS = ("entry", "applications")
 SCOPE_CHUNK = 500  # dependents per lookup of their groups: a bounded number of parameters
 

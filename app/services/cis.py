@@ -108,9 +108,7 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate, *,
     require_size(data.attributes, max_attributes_bytes, "attributes")
     cls = registry_cache.for_write(uow.conn, [data.ci_class]).get_class(data.ci_class)
     _validate(cls, data.attributes)
-    row = {
-        "id": new_id(),
-        "ci_class": cls.name,
+    row = insert_ci(uow, cls, {
         "name": data.name,
         "status": data.status.value,
         "environment": data.environment,
@@ -120,16 +118,21 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate, *,
         "attributes": data.attributes,
         "first_seen": data.first_seen,
         "last_seen": data.last_seen,
-        "created_at": uow.now,
-        "updated_at": uow.now,
-        "version": 1,
-        "provenance": manual_provenance(["name", *data.attributes], uow.now),
-    }
-    uow.conn.execute(insert(CI), row)
-    claim_identifiers(uow.conn, row["id"], cls, identifying_facts(data.name, data.environment, data.attributes))
+    }, manual_provenance(["name", *data.attributes], uow.now))
     public = to_public(row)
     uow.record("ci", row["id"], "create", diff_fields(None, public, HISTORY_FIELDS))
     return public
+
+
+def insert_ci(uow: UnitOfWork, cls: ClassInfo, fields: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """A new CI of `cls` with `fields` (name, status, environment, criticality, owner, tags,
+    attributes, first_seen, last_seen) and `provenance`, its identifiers claimed; the caller has
+    validated it and records its creation. Returns the row."""
+    row = {"id": new_id(), "ci_class": cls.name, **fields, "created_at": uow.now, "updated_at": uow.now,
+           "version": 1, "provenance": provenance}
+    uow.conn.execute(insert(CI), row)
+    claim_identifiers(uow.conn, row["id"], cls, identifying_facts(row["name"], row["environment"], row["attributes"]))
+    return row
 
 
 def _locked_row(conn: Connection, ci_id: uuid.UUID) -> Any:

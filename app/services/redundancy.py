@@ -55,12 +55,10 @@ from app.models import CIIdentifier, ConfigurationItem, Relationship, ServiceMap
 from app.models.discovery import CISource
 from app.core.batch_contract import MAX_NAME
 from app.core.dialect import locked
-from app.models.types import new_id
 from app.services.bulk import id_in
-from app.services.cis import creation_diff, delete_ci
+from app.services.cis import creation_diff, delete_ci, insert_ci
 from app.services.errors import Conflict, InvalidInput
 from app.services.history import UnitOfWork
-from app.services.identity import claim_identifiers, identifying_facts
 from app.services.registry import Registry
 from app.services.relationships import end_relationships
 from app.services.service_map import SOURCE, create_owned, layer_of, owned_relationships
@@ -243,15 +241,15 @@ def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID]) -
     mapped = set(conn.execute(select(MEMBER.c.ci_id).where(
         id_in(conn, MEMBER.c.ci_id, list(candidates)), MEMBER.c.layer.in_(DEPENDENT_LAYERS))).scalars())
     wanted = wanted_groups(conn, registry, mapped)
-    existing = _karta_groups(conn, registry, candidates)
-    existing.update(_adopted(conn, registry, {(dependent, kind.digest()): cluster_id(dependent, kind)
-                                              for dependent, kinds in wanted.items() for kind in kinds
-                                              if (dependent, kind.digest()) not in existing}))
-    names = {row.id: row.name for row in conn.execute(select(CI.c.id, CI.c.name).where(
-        id_in(conn, CI.c.id, list({d for d in wanted} | {d for d, _ in existing}))))}
-    changed = 0
     wanted_digests = {(dependent, kind.digest()): (dependent, kind, members)
                       for dependent, kinds in wanted.items() for kind, members in kinds.items()}
+    existing = _karta_groups(conn, registry, candidates)
+    existing.update(_adopted(conn, registry, {key: cluster_id(dependent, kind)
+                                              for key, (dependent, kind, _) in wanted_digests.items()
+                                              if key not in existing}))
+    names = {row.id: row.name for row in conn.execute(select(CI.c.id, CI.c.name).where(
+        id_in(conn, CI.c.id, list(wanted))))}
+    changed = 0
     for key in sorted(existing.keys() - wanted_digests.keys(), key=str):
         changed += _guarded(uow, existing[key], lambda group=existing[key]: _retire(uow, group))
     for key in sorted(wanted_digests, key=str):
@@ -296,12 +294,9 @@ def _create_group(uow: UnitOfWork, registry: Registry, dependent: uuid.UUID, dep
         raise InvalidInput(f"the class {GROUP_CLASS} refuses Karta's group: {errors[0]['field']}: "
                            f"{errors[0]['message']}", errors)
     stamp = {"source": SOURCE, "at": uow.now.isoformat()}
-    row = {"id": new_id(), "ci_class": GROUP_CLASS, "name": name, "status": "active", "environment": None,
-           "criticality": None, "owner": None, "tags": [], "attributes": attributes, "first_seen": uow.now,
-           "last_seen": uow.now, "created_at": uow.now, "updated_at": uow.now, "version": 1,
-           "provenance": {field: stamp for field in ("name", *attributes)}}
-    conn.execute(insert(CI), row)
-    claim_identifiers(conn, row["id"], cls, identifying_facts(name, None, attributes))
+    row = insert_ci(uow, cls, {"name": name, "status": "active", "environment": None, "criticality": None,
+                               "owner": None, "tags": [], "attributes": attributes, "first_seen": uow.now,
+                               "last_seen": uow.now}, {field: stamp for field in ("name", *attributes)})
     conn.execute(insert(CI_SOURCE), {"ci_id": row["id"], "source": SOURCE, "scope_key": str(dependent), "first_seen": uow.now,
                                      "last_seen": uow.now, "last_run_id": SOURCE, "missed_runs": 0})
     uow.record("ci", row["id"], "create", creation_diff(row))

@@ -320,14 +320,20 @@ def test_a_full_rebuild_changes_nothing_in_step(api, app, shop):
 HOSTILE = "<script>alert(1)</script>\u202e\x07\"; label=\"x"
 
 
-def test_hostile_names_are_carried_exactly_and_drawn_escaped(api, app):
+def hostile_shop(api, app, name: str) -> dict:
+    """The estate with orders-db named `name`, and a service of that name mapped over it."""
     body = estate_batch()
     for item in body["items"]:
         if item["ref"] == "orders-db":
-            item["name"] = HOSTILE
+            item["name"] = name
     ingest(api, body)
-    service = api.create_ci("service", HOSTILE, attributes={"entry_points": ["10.0.0.5:80"]})
+    service = api.create_ci("service", name, attributes={"entry_points": ["10.0.0.5:80"]})
     keep_in_step(app)
+    return service
+
+
+def test_hostile_names_are_carried_exactly_and_drawn_escaped(api, app):
+    service = hostile_shop(api, app, HOSTILE)
     assert HOSTILE in by_layer(the_map(api, service["id"]))["data_stores"]
     assert joined_and_left(map_records(api, service["id"])[-1])[0] >= {HOSTILE}
     dot = api.get(f"/api/v1/cis/{service['id']}/service-map", params={"format": "dot"})

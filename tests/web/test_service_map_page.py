@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Api, new_id
-from tests.test_service_map import estate_batch, ingest, keep_in_step
+from tests.test_service_map import estate_batch, hostile_shop, ingest, keep_in_step
 from tests.test_service_map_redundancy import estate_batch as redundant_estate_batch
 from tests.web.conftest import accessibility_violations, screenshot
 from tests.web.conftest import sign_in as browser_sign_in
@@ -113,13 +113,7 @@ def test_a_service_without_entry_points_says_how_to_define_them(api):
 
 
 def test_hostile_names_are_text_in_the_card_and_the_picture(api, app):
-    body = estate_batch()
-    for item in body["items"]:
-        if item["ref"] == "orders-db":
-            item["name"] = HOSTILE
-    ingest(api, body)
-    service = api.create_ci("service", HOSTILE, attributes={"entry_points": ["10.0.0.5:80"]})
-    keep_in_step(app)
+    service = hostile_shop(api, app, HOSTILE)
     client = signed_in(api)
     for headers in ({"HX-Request": "true"}, {}):
         html = client.get(f"/ui/cis/{service['id']}/service-map", headers=headers).text

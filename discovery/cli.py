@@ -257,7 +257,7 @@ def snmp(
                          config_token_file=settings.token_file if settings else None)
     context, advance = _progress("snmp", len(hosts))
     with context:
-        outcome = snmp_scope("snmp", hosts, snmp_settings, subnets=subnets, on_result=advance)
+        outcome = snmp_scope("snmp", hosts, snmp_settings, subnets=subnets, on_result=advance, remote=endpoint)
     _finish(outcome, endpoint=endpoint, dry_run=dry_run, output=output)
 
 
@@ -339,7 +339,7 @@ def _run_scope(scope, settings, rules, endpoint) -> runner.ScopeOutcome:
     if scope.type == "local":
         return runner.local_scope(scope.name, packages=scope.packages, rules=rules)
     if scope.type == "snmp":
-        return _snmp_scope(scope, settings)
+        return _snmp_scope(scope, settings, endpoint)
     notes: list[str] = []
     try:
         hosts = parse_targets(scope.targets, notes)
@@ -358,7 +358,7 @@ def _run_scope(scope, settings, rules, endpoint) -> runner.ScopeOutcome:
     return outcome
 
 
-def _snmp_scope(scope, settings) -> runner.ScopeOutcome:
+def _snmp_scope(scope, settings, endpoint) -> runner.ScopeOutcome:
     from discovery import runner
     from discovery.snmp.scope import snmp_scope, subnet_targets
     from discovery.snmp.settings import resolve_settings
@@ -371,7 +371,8 @@ def _snmp_scope(scope, settings) -> runner.ScopeOutcome:
         return runner.ScopeOutcome(scope.name, "snmp", error=str(exc))
     context, advance = _progress(f"{scope.name}: snmp", len(hosts))
     with context:
-        outcome = snmp_scope(scope.name, hosts, snmp_settings, subnets=scope.subnets or None, on_result=advance)
+        outcome = snmp_scope(scope.name, hosts, snmp_settings, subnets=scope.subnets or None, on_result=advance,
+                             remote=endpoint)
     outcome.notes[:0] = notes + warnings
     return outcome
 

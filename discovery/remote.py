@@ -1,4 +1,6 @@
-"""Cross-run dependency lookup: which application CI the CMDB already holds at address:port.
+"""Cross-run lookups through the API: which application CI the CMDB already holds at address:port
+(ApiApplicationLookup, for the SSH agent's dependency mapper), and which host CI holds a MAC address
+(ApiHostLookup, for the SNMP agent's forwarding entries).
 
 Used by the dependency mapper for connections to hosts outside the current
 run (see dependencies.py, rule 3). Through the API, for an address A and a
@@ -51,17 +53,7 @@ class ApiApplicationLookup:
         return self._by_address[address].get(port)
 
     def _get(self, path: str, params: dict | None = None) -> dict:
-        import httpx
-
-        try:
-            response = self.client.get(path, params=params)
-        except httpx.TransportError as exc:
-            raise _Stop(f"lookup stopped: cannot reach the API ({type(exc).__name__})") from exc
-        if response.status_code in (401, 403):
-            raise _Stop(f"lookup stopped: HTTP {response.status_code} (the token may not read CIs)")
-        if response.status_code != 200:
-            raise _Stop(f"lookup stopped: HTTP {response.status_code} on {path}")
-        return response.json()
+        return _api_get(self.client, path, params)
 
     def _related(self, rel_type: str, target: str) -> list[str]:
         page = self._get("/api/v1/relationships", {"type": rel_type, "target": target, "limit": 1000})
@@ -88,5 +80,60 @@ class ApiApplicationLookup:
         return found
 
 
+class ApiHostLookup:
+    """The host CI the CMDB holds with a MAC address: ``(CI id, name)`` when exactly one CI of the
+    server family (virtual machines included) holds it as an identifier, else None.
+
+    A switch's forwarding table names the host on an access port by its MAC alone. Most servers run no
+    LLDP agent, so this is how the SNMP agent attaches the hosts SSH and nmap found
+    (discovery/snmp/batch.py); a MAC Karta does not know (a phone, a printer, a visitor's laptop) makes
+    nothing. ``GET /api/v1/search?q=<mac>&class=server``: the search's exact-identifier tier, read
+    through the identifier index. At most ``max_macs`` MACs are asked in a run, each once; the first
+    refusal or network error switches the lookup off for the rest of the run and says why in
+    ``problem`` (the attachments it could not place are then left out, as before the lookup)."""
+
+    def __init__(self, client: httpx.Client, *, max_macs: int = 2048) -> None:
+        self.client = client  # base_url and Authorization already set
+        self.max_macs = max_macs
+        self.problem: str | None = None
+        self.capped = False  # more MACs than max_macs were asked: the rest were not looked up
+        self._by_mac: dict[str, tuple[str, str] | None] = {}
+
+    def __call__(self, mac: str) -> tuple[str, str] | None:
+        if mac in self._by_mac:
+            return self._by_mac[mac]
+        if self.problem is not None:
+            return None
+        if len(self._by_mac) >= self.max_macs:
+            self.capped = True
+            return None
+        try:
+            page = _api_get(self.client, "/api/v1/search", {"q": mac, "class": "server", "limit": 2})
+        except _Stop as stop:
+            self.problem = str(stop)
+            return None
+        found = [hit for hit in page.get("results", [])
+                 if (hit.get("matched") or {}).get("field") == "identifier.mac_address"]
+        self._by_mac[mac] = ((str(found[0]["id"]), clean_text(found[0].get("name", ""), 255) or mac)
+                             if len(found) == 1 else None)
+        return self._by_mac[mac]
+
+
 class _Stop(Exception):
     pass
+
+
+def _api_get(client: httpx.Client, path: str, params: dict | None = None) -> dict:
+    """One GET's JSON; _Stop (the lookup ends for the run) on a network error, a refusal or any other
+    status."""
+    import httpx
+
+    try:
+        response = client.get(path, params=params)
+    except httpx.TransportError as exc:
+        raise _Stop(f"lookup stopped: cannot reach the API ({type(exc).__name__})") from exc
+    if response.status_code in (401, 403):
+        raise _Stop(f"lookup stopped: HTTP {response.status_code} (the token may not read CIs)")
+    if response.status_code != 200:
+        raise _Stop(f"lookup stopped: HTTP {response.status_code} on {path}")
+    return response.json()

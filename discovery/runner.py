@@ -110,7 +110,7 @@ def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
         if remote is None:
             outcome.batch = build_ssh_batch(outcome.results, run_id=new_run_id(), rules=rules)
         else:
-            with _api_client(remote) as client:
+            with api_client(remote) as client:
                 lookup = ApiApplicationLookup(client)
                 outcome.batch = build_ssh_batch(outcome.results, run_id=new_run_id(), rules=rules,
                                                 remote_lookup=lookup)
@@ -122,7 +122,7 @@ def ssh_scope(name: str, targets: list[str], settings: SshSettings, *,
     return outcome
 
 
-def _api_client(endpoint: Endpoint):
+def api_client(endpoint: Endpoint):
     import httpx  # only runs that look things up pay for it
 
     return httpx.Client(base_url=endpoint.url.rstrip("/"), timeout=30.0, trust_env=uses_proxy(endpoint.url),

@@ -32,16 +32,19 @@ Relationships
       connects_to a ``cluster`` of them instead (min_members 1, each device ``member_of`` it with its
       port), so losing one switch leaves the group degraded and the host at risk, not down. The
       attachment is known from the switch's LLDP neighbour table, or from a forwarding entry when the
-      port has exactly one learned MAC, that MAC is a host of this batch, and LLDP shows no network
-      device on the port (a port with several MACs, or another switch behind it, is an uplink or a hub
-      and says nothing about one host).
-    * ``contains`` from a device to its own addresses, and from a host of this batch to the addresses
-      ARP shows for its MAC.
+      port has exactly one learned MAC, that MAC is a host of this batch or the one host Karta already
+      holds with it (``known_hosts``: the edge then names that CI by id, and no item is sent for it),
+      and LLDP shows no network device on the port (a port with several MACs, or another switch behind
+      it, is an uplink or a hub and says nothing about one host).
+    * ``contains`` from a device to its own addresses, and from a host of this batch (or a known host)
+      to the addresses ARP shows for its MAC.
 
 Uptime is collected but never sent: it changes every run, and each run would write a change record.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from app.core.batch_contract import MAX_NAME
 from discovery.batch import _compact, _ip_item, _Refs
@@ -49,6 +52,8 @@ from discovery.parse_network import is_routable_host_address
 from discovery.snmp.models import DeviceFacts, DeviceResult, LldpNeighbour
 
 LOOPBACK_IF_TYPE = 24
+# mac -> (CI id, name) of the one host Karta holds with it, or None
+KnownHosts = Callable[[str], "tuple[str, str] | None"]
 
 
 def device_attributes(facts: DeviceFacts) -> dict:
@@ -75,6 +80,7 @@ class _Builder:
         self.device_refs: dict[str, str] = {}  # chassis MAC -> ref
         self.host_refs: dict[str, str] = {}  # host MAC -> ref
         self.host_macs: dict[str, str] = {}  # ref -> host MAC
+        self.known_names: dict[str, str] = {}  # CI id of a host Karta holds -> its name
         self.ip_refs: dict[str, str] = {}
         self.edges: set[tuple[str, str, str]] = set()
         self.cables: dict[tuple[str, str], dict] = {}  # (first device ref, second) -> ports
@@ -123,6 +129,15 @@ class _Builder:
                                "identifiers": {"mac_address": [host_mac]}, "attributes": {}})
         return self.host_refs[host_mac]
 
+    def known_host(self, host_mac: str, ci_id: str, name: str) -> str:
+        """A host Karta already holds with this MAC (no LLDP names it): edges go to its CI id, and no item
+        is sent, so the SNMP source asserts nothing about a host it never saw (its name stays SSH's or
+        nmap's) and a MAC nobody knows makes no guessed CI."""
+        self.host_refs[host_mac] = ci_id
+        self.host_macs[ci_id] = host_mac
+        self.known_names[ci_id] = name
+        return ci_id
+
     def address(self, address: str, attributes: dict) -> str:
         if address not in self.ip_refs:
             self.ip_refs[address] = self.refs.new("ip", address)
@@ -132,8 +147,12 @@ class _Builder:
 
 
 def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[str] | None = None,
-                     complete: bool = True) -> tuple[dict, list[str]]:
-    """The batch, and notes on what was left out (devices without a MAC to identify them)."""
+                     complete: bool = True, known_hosts: KnownHosts | None = None) -> tuple[dict, list[str]]:
+    """The batch, and notes on what was left out (devices without a MAC to identify them).
+
+    ``known_hosts(mac)``: the (CI id, name) of the one host Karta holds with that MAC, or None
+    (discovery.remote.ApiHostLookup). Asked only for a MAC learned alone on a port that no LLDP names,
+    so a forwarding entry attaches the hosts SSH or nmap found, which seldom run an LLDP agent."""
     scope = {"subnets": list(subnets or []), "hosts": [] if subnets else sorted({r.target for r in results})}
     builder = _Builder(run_id, scope)
     builder.batch["complete"] = complete
@@ -162,7 +181,7 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
     for (first, second), ports in builder.cables.items():
         builder.relate(first, "cabled_to", second, ports)
     for facts in devices:
-        _forwarding_edges(builder, facts, polled)
+        _forwarding_edges(builder, facts, polled, known_hosts)
     _attachment_edges(builder)
     for facts in devices:
         for entry in facts.arp:
@@ -192,7 +211,8 @@ def _lldp_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -> None
             builder.attach(builder.host(far, neighbour.system_name), ref, neighbour.local_port)
 
 
-def _forwarding_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -> None:
+def _forwarding_edges(builder: _Builder, facts: DeviceFacts, polled: set[str],
+                      known_hosts: KnownHosts | None) -> None:
     ref = builder.device_refs[facts.chassis_mac]
     uplinks = {n.local_port for n in facts.lldp if n.chassis_mac in polled or n.is_network_device}
     by_port: dict[str, set[str]] = {}
@@ -204,7 +224,13 @@ def _forwarding_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -
         if len(macs) != 1:
             continue
         (host_mac,) = macs
-        if host_mac in builder.host_refs and host_mac not in polled:
+        if host_mac in polled or host_mac in builder.device_refs:
+            continue
+        if host_mac not in builder.host_refs and known_hosts is not None:
+            known = known_hosts(host_mac)
+            if known is not None:
+                builder.known_host(host_mac, *known)
+        if host_mac in builder.host_refs:
             builder.attach(builder.host_refs[host_mac], ref, port)
 
 
@@ -212,7 +238,7 @@ def _attachment_edges(builder: _Builder) -> None:
     """A host on one switch ``connects_to`` it; a host on two or more connects_to a redundancy group of
     them (a ``cluster`` with min_members 1, each switch ``member_of`` it with its ports), so one switch
     failing leaves the group degraded and the host at risk, not down (graph/semantics.py)."""
-    names = {item["ref"]: item["name"] for item in builder.items}
+    names = {**builder.known_names, **{item["ref"]: item["name"] for item in builder.items}}
     for host_ref, by_device in builder.attachments.items():
         ports = {device_ref: ", ".join(sorted(found)) for device_ref, found in by_device.items()}
         if len(ports) == 1:

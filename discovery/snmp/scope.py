@@ -6,7 +6,9 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-from discovery.runner import ScopeOutcome, new_run_id
+from discovery.remote import ApiHostLookup
+from discovery.api_access import Endpoint
+from discovery.runner import ScopeOutcome, api_client, new_run_id
 from discovery.snmp.batch import build_snmp_batch
 from discovery.snmp.client import SnmpSettings, collect_devices
 from discovery.snmp.models import DeviceResult
@@ -37,9 +39,12 @@ def run_is_complete(results: list[DeviceResult], notes: list[str]) -> bool:
 
 
 def snmp_scope(name: str, targets: list[str], settings: SnmpSettings, *, subnets: list[str] | None = None,
-               on_result: Callable[[DeviceResult], None] | None = None) -> ScopeOutcome:
+               on_result: Callable[[DeviceResult], None] | None = None,
+               remote: Endpoint | None = None) -> ScopeOutcome:
     """Devices in ``targets`` (already expanded); ``subnets``, when given, is the run's scope instead of
-    the target list, so a device that moves inside the subnets is still in scope."""
+    the target list, so a device that moves inside the subnets is still in scope. ``remote``: the
+    service, asked which host holds a MAC that a port's forwarding entry learned alone
+    (remote.ApiHostLookup); without it (a dry run) only hosts LLDP names are attached."""
     started = time.monotonic()
     outcome = ScopeOutcome(name, "snmp")
     outcome.results = collect_devices(targets, settings, on_result=on_result)
@@ -48,8 +53,18 @@ def snmp_scope(name: str, targets: list[str], settings: SnmpSettings, *, subnets
     if subnets:
         outcome.results = [r for r in outcome.results if r.status != "timeout"]
     complete = run_is_complete(outcome.results, outcome.notes)
-    outcome.batch, notes = build_snmp_batch(outcome.results, run_id=new_run_id(), subnets=subnets,
-                                            complete=complete)
+    if remote is None:
+        outcome.batch, notes = build_snmp_batch(outcome.results, run_id=new_run_id(), subnets=subnets,
+                                                complete=complete)
+    else:
+        with api_client(remote) as client:
+            lookup = ApiHostLookup(client)
+            outcome.batch, notes = build_snmp_batch(outcome.results, run_id=new_run_id(), subnets=subnets,
+                                                    complete=complete, known_hosts=lookup)
+        if lookup.problem:
+            notes.append(f"host {lookup.problem}")
+        if lookup.capped:
+            notes.append(f"host lookup capped at {lookup.max_macs} MACs: forwarding entries past it attach no host")
     outcome.notes += notes
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -21,9 +21,11 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The README's pictures of the pages, taken by the browser tests (needs Chromium).
+# The README's pictures of the pages, taken by the browser tests (needs Chromium; the network picture
+# also needs root, snmpd, lldpd and nmap for its lab).
 screenshots: install
 	KARTA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/web -k "browser and sqlite" -p no:cacheprovider
+	KARTA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/discovery/test_snmp_picture.py -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -51,7 +51,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
 
-from app.models import CIIdentifier, ConfigurationItem, Relationship, ServiceMapMember
+from app.models import CIIdentifier, ConfigurationItem, Relationship, ServiceMapMember, ServiceMapState
 from app.models.discovery import CISource
 from app.core.batch_contract import MAX_NAME
 from app.core.dialect import locked
@@ -62,12 +62,14 @@ from app.services.history import UnitOfWork
 from app.services.registry import Registry
 from app.services.relationships import end_relationships
 from app.services.service_map import SOURCE, create_owned, layer_of, owned_relationships
+from graph.service_map import parse_entry_point
 
 log = logging.getLogger("karta.service_map")
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 CI_SOURCE = CISource.__table__
 MEMBER = ServiceMapMember.__table__
+STATE = ServiceMapState.__table__
 IDENT = CIIdentifier.__table__
 GROUP_CLASS = "cluster"
 PREFIX = "karta-redundancy:"
@@ -106,10 +108,11 @@ def _port(attributes: Any) -> int | None:
     return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else None
 
 
-def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUID]
-                  ) -> dict[uuid.UUID, dict[Kind, set[uuid.UUID]]]:
-    """dependent -> {kind: its instances} for every kind that makes a group (see the module docstring)."""
-    if not dependents:
+def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUID],
+                  services: set[uuid.UUID] = frozenset()) -> dict[uuid.UUID, dict[Kind, set[uuid.UUID]]]:
+    """dependent -> {kind: its instances} for every kind that makes a group (see the module docstring):
+    the applications' discovered dependencies, and the mapped services' entry applications."""
+    if not dependents and not services:
         return {}
     layer = layer_of(registry)
     # Data stores never: two PostgreSQL servers an application uses at 5432 are its orders and its
@@ -123,11 +126,15 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
             select(REL.c.source_id, REL.c.target_id, REL.c.attributes, CI.c.ci_class, CI.c.name, CI.c.attributes)
             .join(CI, CI.c.id == REL.c.target_id)
             .where(id_in(conn, REL.c.source_id, list(dependents)), REL.c.type == "depends_on",
-                   CI.c.ci_class.in_(apps))):
+                   CI.c.ci_class.in_(apps))) if dependents else ():
         port = _port(attributes)
         if port is not None and target != source:
             targets[source][Kind(ci_class, kind_of(name, target_attributes), port)].add(target)
             instances.add(target)
+    for service, kinds in _entry_instances(conn, services, apps).items():
+        for kind, members in kinds.items():
+            targets[service][kind] |= members
+            instances |= members
     if not instances:
         return {}
     hosts: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
@@ -158,6 +165,45 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
                 continue
             wanted.setdefault(dependent, {})[kind] = members
     return wanted
+
+
+def _entry_instances(conn: Connection, services: set[uuid.UUID], apps: list[str]
+                     ) -> dict[uuid.UUID, dict[Kind, set[uuid.UUID]]]:
+    """service -> {kind: entry applications}: the applications its resolved entry points reached (as
+    the map's state stores them), by class, kind and the entry point's port. One address several hosts
+    hold (a virtual address) and several addresses of one service at one port (the A records of its
+    name, listed) are alike: any of the instances serves the service."""
+    if not services:
+        return {}
+    ports: dict[uuid.UUID, dict[uuid.UUID, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for service, entry_points in conn.execute(select(STATE.c.service_id, STATE.c.entry_points).where(
+            id_in(conn, STATE.c.service_id, list(services)))):
+        for entry in entry_points if isinstance(entry_points, list) else ():
+            if not isinstance(entry, dict) or entry.get("status") != "resolved":
+                continue
+            try:
+                port = parse_entry_point(entry.get("entry_point")).port
+            except (ValueError, TypeError, AttributeError):
+                continue
+            for app in entry.get("applications") or ():
+                try:
+                    ports[service][uuid.UUID(str(app))].add(port)
+                except ValueError:
+                    continue
+    members = {app for by_app in ports.values() for app in by_app}
+    if not members:
+        return {}
+    info = {row.id: row for row in conn.execute(select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.attributes).where(
+        id_in(conn, CI.c.id, list(members)), CI.c.ci_class.in_(apps)))}
+    found: dict[uuid.UUID, dict[Kind, set[uuid.UUID]]] = defaultdict(lambda: defaultdict(set))
+    for service, by_app in ports.items():
+        for app, app_ports in by_app.items():
+            row = info.get(app)
+            if row is None:
+                continue
+            for port in app_ports:
+                found[service][Kind(row.ci_class, kind_of(row.name, row.attributes), port)].add(app)
+    return found
 
 
 def _karta_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUID]
@@ -230,17 +276,21 @@ def _group_classes(registry: Registry) -> list[str]:
     return [name for name, other in registry.classes.items() if other.family == info.family]
 
 
-def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID]) -> int:
-    """Bring the groups of these applications in step; returns how many groups were created, changed
-    or removed. An application that is no longer in any service's map (entry or applications layer)
-    keeps no group."""
+def keep(uow: UnitOfWork, registry: Registry, dependents: Iterable[uuid.UUID],
+         services: Iterable[uuid.UUID] = ()) -> int:
+    """Bring the groups of these applications and services in step; returns how many groups were
+    created, changed or removed. An application that is no longer in any service's map (entry or
+    applications layer) keeps no group, nor does a service that is no longer mapped."""
     conn = uow.conn
-    candidates = set(dependents)
+    apps, services = set(dependents), set(services)
+    candidates = apps | services
     if not candidates:
         return 0
     mapped = set(conn.execute(select(MEMBER.c.ci_id).where(
-        id_in(conn, MEMBER.c.ci_id, list(candidates)), MEMBER.c.layer.in_(DEPENDENT_LAYERS))).scalars())
-    wanted = wanted_groups(conn, registry, mapped)
+        id_in(conn, MEMBER.c.ci_id, list(apps)), MEMBER.c.layer.in_(DEPENDENT_LAYERS))).scalars()) if apps else set()
+    mapped_services = set(conn.execute(select(STATE.c.service_id).where(
+        id_in(conn, STATE.c.service_id, list(services)))).scalars()) if services else set()
+    wanted = wanted_groups(conn, registry, mapped, mapped_services)
     wanted_digests = {(dependent, kind.digest()): (dependent, kind, members)
                       for dependent, kinds in wanted.items() for kind, members in kinds.items()}
     existing = _karta_groups(conn, registry, candidates)

@@ -310,7 +310,7 @@ class ServiceMapKeeper:
                 dependents |= {uuid.UUID(ci) for members in maps.values() for ci, layer in members.items()
                                if layer in redundancy.DEPENDENT_LAYERS}
                 changed += service_map.write(uow, plans, maps, as_of_seq)
-                redundancy.keep(uow, registry, dependents)
+                redundancy.keep(uow, registry, dependents, services=chunk)
         return changed
 
     def _advance(self, head: int, *, wrote: bool) -> None:

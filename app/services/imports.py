@@ -36,7 +36,8 @@ from app.services import import_fields
 from app.services.bulk import id_in
 from app.services.errors import InvalidInput, field_error
 from app.services.history import UnitOfWork
-from app.services.identifiers import normalize
+from app.services.identifiers import identifier_values, normalize
+from app.services.identity import held_values, identifying_facts
 from app.services.ingest import phases, store
 from app.services.ingest.batch import Batch
 from app.services.ingest.identification import PlannedItem
@@ -67,6 +68,7 @@ class ImportRow:
     columns: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)  # a CSV cell's text, per attribute read from it as JSON
     errors: list[dict[str, str]] = field(default_factory=list)  # {"column", "reason"}
+    identified: bool = True  # it has an identifier its class identifies or holds by (else its id pins it)
 
 
 @dataclass
@@ -141,8 +143,11 @@ def _attempt_once(engine, registry_cache, rows, relationships, default_class, ru
 
 def _ref(row: ImportRow) -> str:
     """The row's name in the batch. It is in the item's bytes and so in its fingerprint: a row that an
-    `id` identifies (`_pin`) must not be confirmed as the CI of an equal row with another id, or none."""
-    return f"row-{row.where}" if row.ci_id is None else f"row-{row.where}-{row.ci_id}"
+    `id` identifies (`_pin`: no identifier of its own) must not be confirmed as the CI of an equal row
+    with another id, or none, so its id is in it. A row its identifiers identify keeps the plain name,
+    so that the same row with or without the `id` column (a file exported and imported back) is the
+    same report, confirmed by its fingerprint (its id is checked against the CI all the same)."""
+    return f"row-{row.where}" if row.ci_id is None or row.identified else f"row-{row.where}-{row.ci_id}"
 
 
 def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow],
@@ -159,7 +164,7 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     texts = _text_attributes(registry)
     while True:  # again without the rows the id check refuses: a row answered as an error writes nothing
         errors = {where: list(row_errors) for where, row_errors in found_errors.items()}
-        good, items = _items(rows, errors, default_class, texts)
+        good, items = _items(registry, rows, errors, default_class, texts)
         rel_errors = {rel.where: list(rel.errors) for rel in relationships}
         families = {info.family for info in registry.classes.values()}
         ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors,
@@ -201,7 +206,7 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
     return _report(rows, relationships, errors, rel_errors, outcome, changes, rel_actions)
 
 
-def _items(rows: list[ImportRow], errors: dict[int, list], default_class: str | None,
+def _items(registry: Registry, rows: list[ImportRow], errors: dict[int, list], default_class: str | None,
            texts: dict[str, set[str]]) -> tuple[list[ImportRow], list[bytes]]:
     """The rows without errors, and each as an ingest item (a row nested too deeply gets its errors)."""
     good, items = [], []
@@ -209,10 +214,16 @@ def _items(rows: list[ImportRow], errors: dict[int, list], default_class: str | 
         if errors[row.where]:
             continue
         ci_class = row.ci_class or default_class
-        item = {"ref": _ref(row), "class": ci_class, "name": row.name,
+        item = {"class": ci_class, "name": row.name,
                 "identifiers": _as_text(row.identifiers, row.texts, texts[ci_class]),
                 "attributes": _as_text(row.attributes, row.texts, texts[ci_class]),
                 "environment": row.fields.get("environment"), "owner": row.fields.get("owner")}
+        cls = registry.classes.get(ci_class)
+        if row.ci_id is not None and cls is not None:  # as ingest's plan will find it (identification.plan_items)
+            facts = {**item["attributes"], **item["identifiers"]}
+            row.identified = bool(identifier_values(cls.effective_rules, identifying_facts(
+                row.name, item["environment"], facts)) or held_values(cls, facts))
+        item = {"ref": _ref(row), **item}
         try:
             items.append(orjson.dumps(item))
         except orjson.JSONEncodeError:  # nested deeper than JSON is written here (a cell of 300 brackets)

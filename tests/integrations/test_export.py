@@ -160,3 +160,38 @@ def test_cis_without_a_usable_identifier_round_trip_by_their_id(api):
     server, service, application = (api.get(f"/api/v1/cis/{ci['id']}").json() for ci in made)
     assert (server["owner"], service["criticality"], application["version"]) == ("web-team", 3, 1)
     assert len(api.get("/api/v1/cis?limit=100").json()["items"]) == 3
+
+
+def test_an_exported_file_is_the_same_report_with_or_without_its_id_column(api, engine):
+    """A row its identifiers identify is the same report whether the file carries the `id` column (an
+    export imported back) or not: ingest confirms it by its fingerprint instead of deriving it again
+    (100,000 unchanged rows re-imported at 4,300 rows/s when the id changed its bytes). A row only its id
+    identifies keeps the id in its report (test_import: not confirmed as that CI without it)."""
+    from sqlalchemy import select
+
+    from app.models.discovery import CISource
+
+    api.create_ci("server", "web-1", attributes={"fqdn": "web-1.example.com", "rack": "R1"})
+    api.create_ci("server", "hand-made", attributes={"rack": "R2"})  # no identifier: its id pins it
+    text = export(api)
+    header, *lines = text[1:].splitlines()
+    assert header.split(",")[0] == "id"
+    without_id = "\n".join(line.split(",", 1)[1] for line in [header, *lines]) + "\n"
+
+    def fingerprints() -> dict[str, str]:
+        with engine.connect() as conn:
+            return {str(ci_id): fingerprint for ci_id, fingerprint in conn.execute(
+                select(CISource.ci_id, CISource.fingerprint).where(CISource.source == "import"))}
+
+    # the web-1 row without the id column (the hand-made one is an error there: it has nothing else)
+    report = api.post("/api/v1/import?all_or_nothing=false", content=without_id.encode(),
+                      headers={"Content-Type": "text/csv"}).json()
+    assert report["counts"] == {"create": 0, "update": 0, "unchanged": 1, "error": 1}, report
+    before = fingerprints()
+    assert len(before) == 1
+    applied = api.post("/api/v1/import", content=text.encode(), headers={"Content-Type": "text/csv"}).json()
+    assert applied["counts"] == {"create": 0, "update": 0, "unchanged": 2, "error": 0}, applied
+    after = fingerprints()
+    web = next(iter(before))
+    assert after[web] == before[web]  # the same bytes: the same fingerprint, confirmed
+    assert len(after) == 2  # the hand-made CI, reported for the first time

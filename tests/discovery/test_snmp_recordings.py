@@ -128,7 +128,8 @@ def test_real_windows_xp_walk(walked):
         DeviceInterface(65540, bluetooth, bluetooth, None, "00:15:83:07:d4:19", 1, "up", "down", 6)]
     assert f.addresses == [DeviceAddress("127.0.0.1", 8, "MS TCP Loopback interface"),
                            DeviceAddress("192.168.1.9", 24, wifi)]
-    assert f.arp == [ArpEntry("192.168.1.1", "48:5b:39:3a:bb:68", wifi), ArpEntry("192.168.1.2", "b8:8d:12:0f:4f:a4", wifi)]
+    assert f.arp == [ArpEntry("192.168.1.1", "48:5b:39:3a:bb:68", wifi),
+                     ArpEntry("192.168.1.2", "b8:8d:12:0f:4f:a4", wifi)]
     assert (f.lldp, f.forwarding, f.warnings) == ([], [], [])
 
 
@@ -139,12 +140,10 @@ def test_juniper_ex_core(walked):
     assert (f.system_name, f.object_id, f.vendor, f.contact, f.location, f.chassis_mac, f.uptime_seconds) == (
         "ex-core", "1.3.6.1.4.1.2636.1.1.1.2.43", "Juniper", "noc@example.net", "DC1 row A rack 3", EX, 1234567)
     assert f.system_description == compose.EX_DESCR
-    ports = [f"ge-0/0/{n}" for n in (0, 1, 2, 3, 4, 5, 22, 23)]
+    ports, up = (0, 1, 2, 3, 4, 5, 22, 23), (3, 5, 22, 23)
     assert [(i.if_index, i.name, i.if_type, i.oper_status) for i in f.interfaces] == [
-        *((501 + int(p.rsplit("/", 1)[1]), p, 6, "up" if p in ("ge-0/0/3", "ge-0/0/5", "ge-0/0/22", "ge-0/0/23")
-           else "down") for p in ports),
-        *((531 + int(p.rsplit("/", 1)[1]), f"{p}.0", 53, "up" if p in ("ge-0/0/3", "ge-0/0/5", "ge-0/0/22",
-                                                                       "ge-0/0/23") else "down") for p in ports),
+        *((501 + n, f"ge-0/0/{n}", 6, "up" if n in up else "down") for n in ports),
+        *((531 + n, f"ge-0/0/{n}.0", 53, "up" if n in up else "down") for n in ports),
         (600, "vlan", 6, "up"), (601, "vlan.0", 53, "up")]
     assert [i.alias for i in f.interfaces if i.alias] == ["srv-db1 eth0", "uplink procurve-floor2",
                                                           "uplink c2960-access1"]
@@ -209,7 +208,8 @@ def test_procurve_hostile_text_is_bounded_and_kept_as_text(walked):
     assert (ex_core.local_port, ex_core.port_id, ex_core.port_name, ex_core.capabilities) == (
         "25", "523", "ge-0/0/22", ("bridge", "router"))
     assert [(n.local_port, n.system_name, n.capabilities) for n in f.lldp] == [
-        ("3", "srv-web1", ("station",)), ("6", "SEP001BD4000066", ("telephone",)), ("25", "ex-core", ("bridge", "router"))]
+        ("3", "srv-web1", ("station",)), ("6", "SEP001BD4000066", ("telephone",)),
+        ("25", "ex-core", ("bridge", "router"))]
     uplink = (compose.C2960_VLAN_MAC, compose.PHONE, compose.EX_VLAN_MAC, "28:8a:1c:e0:00:19", SRV_DB1,
               compose.APP1, compose.APP2)
     assert f.forwarding == [*(ForwardingEntry(m, "25", 1) for m in uplink), ForwardingEntry(SRV_WEB1, "3", 1),

@@ -26,8 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from discovery.batch import build_scan_batch
+from discovery.models import ScanHost
 from discovery.snmp.batch import build_snmp_batch
 from discovery.snmp.client import collect_devices
 from discovery.snmp.models import (
@@ -238,22 +241,42 @@ def _named(batch: dict) -> dict[str, dict]:
     return {item["ref"]: item for item in batch["items"]}
 
 
+class KnownHosts:
+    """The hosts Karta holds (what discovery.remote.ApiHostLookup answers from the service), and what was asked."""
+
+    def __init__(self, hosts: dict[str, tuple[str, str]]) -> None:
+        self.hosts, self.asked = hosts, []
+
+    def __call__(self, mac: str) -> tuple[str, str] | None:
+        self.asked.append(mac)
+        return self.hosts.get(mac)
+
+
 def test_the_batch_attaches_hosts_on_one_mac_ports_only(walked):
     """srv-db1 is announced by LLDP on ex-core's ge-0/0/5 and seen alone on the Catalyst's Fa0/3 (its bond's
     second leg): two switches, so a redundancy group. srv-web1 (LLDP on the ProCurve's port 3) is among seven
-    MACs on the Catalyst's uplink Gi0/1 and four on ex-core's ge-0/0/22: no attachment there. One-MAC ports of
-    hosts nobody announced (Fa0/1, ge-0/0/3) make no CI; the phone announcing itself is no server."""
+    MACs on the Catalyst's uplink Gi0/1 and four on ex-core's ge-0/0/22: no attachment there. Of the hosts
+    Karta holds, app1 (alone on Fa0/1) and store3 (alone on ge-0/0/3, among seven on Gi0/1) are attached,
+    app2 (with a phone on Fa0/2) is not; a one-MAC port of a MAC nobody holds (the printer) makes no CI; the
+    phone announcing itself by LLDP is no server."""
     results = [walked[n] for n in COMPOSED]
-    batch, notes = build_snmp_batch(results, run_id="r1")
+    known = KnownHosts({compose.APP1: ("ci-app1", "app1"), compose.APP2: ("ci-app2", "app2"),
+                        compose.STORE3: ("ci-store3", "store3")})
+    batch, notes = build_snmp_batch(results, run_id="r1", known_hosts=known)
     items = _named(batch)
     assert notes == []
+    # asked only for a MAC alone on a port that no LLDP names, not for one LLDP announced
+    assert sorted(known.asked) == sorted([compose.STORE3, compose.APP1, compose.WEB2, compose.PRINTER])
     assert sorted((i["class"], i["name"]) for i in items.values()) == sorted([
         ("network_device", "ex-core"), ("network_device", "c2960-access1"), ("network_device", PROCURVE_NAME),
         ("server", "srv-db1"), ("server", "srv-web1"), ("cluster", "network attachment of srv-db1"),
         *(("ip_address", f"10.20.0.{n}") for n in (1, 2, 3, 11, 21, 31))])
-    edges = {(items[r["source"]]["name"], r["type"], items[r["target"]]["name"], tuple(sorted(r["attributes"].items())))
+    names = {**{ref: item["name"] for ref, item in items.items()}, "ci-app1": "app1", "ci-store3": "store3"}
+    edges = {(names[r["source"]], r["type"], names[r["target"]], tuple(sorted(r["attributes"].items())))
              for r in batch["relationships"]}
     assert edges == {
+        ("app1", "connects_to", "c2960-access1", (("port", "Fa0/1"),)),
+        ("store3", "connects_to", "ex-core", (("port", "ge-0/0/3"),)),
         (PROCURVE_NAME, "cabled_to", "ex-core", (("port", "25"), ("remote_port", "ge-0/0/22"))),
         ("srv-db1", "connects_to", "network attachment of srv-db1", ()),
         ("ex-core", "member_of", "network attachment of srv-db1", (("port", "ge-0/0/5"),)),
@@ -275,15 +298,24 @@ def karta_database(request, tmp_path_factory) -> Iterator[str]:
 
 
 def test_karta_discover_snmp_pushes_the_estate_to_karta_serve(sim, karta_database):
-    """One ``karta discover snmp`` over the three switches and the Linksys router (a system group, no MAC to
-    know it by: left out with a note), pushed to a real ``karta serve``; the CMDB then holds what the batch
-    said, hostile names as plain text."""
+    """nmap found app1, app2 and store3; then one ``karta discover snmp`` over the three switches and the
+    Linksys router (a system group, no MAC to know it by: left out with a note), pushed to a real
+    ``karta serve``. The CMDB then holds what the walk said, hostile names as plain text, and the hosts nmap
+    found are attached where a port learned their MAC alone (asked of the service by MAC)."""
     assert KARTA.exists(), f"the karta console script is not installed next to {sys.executable}"
     secrets = tokens_for(karta_database)
     targets = [sim.address(n) for n in (*COMPOSED, "linksys-system")]
     with running_server(karta_database) as base, \
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['read']}"}, timeout=30,
-                         trust_env=False) as api:
+                         trust_env=False) as api, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secrets['discovery']}"}, timeout=30,
+                         trust_env=False) as agent:
+        scan = build_scan_batch([ScanHost("10.20.0.41", mac=compose.APP1, hostname="app1.example.net"),
+                                 ScanHost("10.20.0.42", mac=compose.APP2, hostname="app2.example.net"),
+                                 ScanHost("10.20.0.33", mac=compose.STORE3, hostname="store3.example.net")],
+                                run_id="scan-1", subnets=["10.20.0.0/24"])
+        response = agent.post("/api/v1/ingest", content=orjson.dumps(scan), headers={"Content-Type": "application/json"})
+        assert response.status_code == 200, response.text
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
                "PYTHONPATH": str(REPO), "KARTA_API_URL": base, "KARTA_TOKEN": secrets["discovery"],
                "KARTA_SNMP_COMMUNITY": COMMUNITY}
@@ -307,7 +339,8 @@ def test_karta_discover_snmp_pushes_the_estate_to_karta_serve(sim, karta_databas
     assert sorted((ci["class"], ci["name"]) for ci in cis.values()) == sorted([
         ("network_device", "ex-core"), ("network_device", "c2960-access1"), ("network_device", PROCURVE_NAME),
         ("server", "srv-db1"), ("server", "srv-web1"), ("cluster", "network attachment of srv-db1"),
-        *(("ip_address", f"10.20.0.{n}") for n in (1, 2, 3, 11, 21, 31))])
+        *(("server", f"{n}.example.net") for n in ("app1", "app2", "store3")),
+        *(("ip_address", f"10.20.0.{n}") for n in (1, 2, 3, 11, 21, 31, 33, 41, 42))])
     procurve = by_name[PROCURVE_NAME]["attributes"]
     assert (procurve["vendor"], procurve["system_object_id"], procurve["system_description"], procurve["location"],
             procurve["mac_address"], procurve["management_address"]) == (
@@ -325,6 +358,12 @@ def test_karta_discover_snmp_pushes_the_estate_to_karta_serve(sim, karta_databas
     edges = {(cis[r["source"]]["name"], r["type"], cis[r["target"]]["name"], tuple(sorted(r["attributes"].items())))
              for r in relationships}
     assert edges == {
+        # nmap's
+        *((f"{n}.example.net", "contains", f"10.20.0.{o}", ()) for n, o in (("app1", 41), ("app2", 42),
+                                                                            ("store3", 33))),
+        # the walk's: app2 shares Fa0/2 with a phone, so it hangs on nothing
+        ("app1.example.net", "connects_to", "c2960-access1", (("port", "Fa0/1"),)),
+        ("store3.example.net", "connects_to", "ex-core", (("port", "ge-0/0/3"),)),
         (PROCURVE_NAME, "cabled_to", "ex-core", (("port", "25"), ("remote_port", "ge-0/0/22"))),
         ("srv-db1", "connects_to", "network attachment of srv-db1", ()),
         ("ex-core", "member_of", "network attachment of srv-db1", (("port", "ge-0/0/5"),)),
@@ -333,4 +372,4 @@ def test_karta_discover_snmp_pushes_the_estate_to_karta_serve(sim, karta_databas
         ("ex-core", "contains", "10.20.0.1", ()), ("c2960-access1", "contains", "10.20.0.2", ()),
         (PROCURVE_NAME, "contains", "10.20.0.3", ()),
         ("srv-db1", "contains", "10.20.0.11", ()), ("srv-web1", "contains", "10.20.0.21", ())}
-    assert run["counts"]["created"] == len(cis) and run["counts"]["errors"] == 0 and run["counts"]["conflicts"] == 0
+    assert (run["counts"]["created"], run["counts"]["errors"], run["counts"]["conflicts"]) == (12, 0, 0)

@@ -314,7 +314,8 @@ def test_karta_discover_snmp_pushes_the_estate_to_karta_serve(sim, karta_databas
                                  ScanHost("10.20.0.42", mac=compose.APP2, hostname="app2.example.net"),
                                  ScanHost("10.20.0.33", mac=compose.STORE3, hostname="store3.example.net")],
                                 run_id="scan-1", subnets=["10.20.0.0/24"])
-        response = agent.post("/api/v1/ingest", content=orjson.dumps(scan), headers={"Content-Type": "application/json"})
+        response = agent.post("/api/v1/ingest", content=orjson.dumps(scan),
+                              headers={"Content-Type": "application/json"})
         assert response.status_code == 200, response.text
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
                "PYTHONPATH": str(REPO), "KARTA_API_URL": base, "KARTA_TOKEN": secrets["discovery"],

@@ -39,6 +39,7 @@ IF_ALIAS = oid("1.3.6.1.2.1.31.1.1.1.18")
 IP_ADDRESS_IF_INDEX = oid("1.3.6.1.2.1.4.34.1.3")  # index: addrType.len.addr
 IP_ADDRESS_TYPE = oid("1.3.6.1.2.1.4.34.1.4")  # unicast(1) anycast(2) broadcast(3)
 IP_ADDRESS_PREFIX = oid("1.3.6.1.2.1.4.34.1.5")  # pointer into ipAddressPrefixTable, ends in .prefixLength
+IP_ADDRESS_PREFIX_ENTRY = oid("1.3.6.1.2.1.4.32.1")  # ipAddressPrefixEntry: what IP_ADDRESS_PREFIX points into
 IP_AD_ENT_IF_INDEX = oid("1.3.6.1.2.1.4.20.1.2")  # index: a.b.c.d
 IP_AD_ENT_NETMASK = oid("1.3.6.1.2.1.4.20.1.3")
 IP_NET_TO_PHYSICAL_PHYS = oid("1.3.6.1.2.1.4.35.1.4")  # index: ifIndex.addrType.len.addr
@@ -90,9 +91,10 @@ ENTERPRISES = oid("1.3.6.1.4.1")
 # IANA private enterprise numbers (https://www.iana.org/assignments/enterprise-numbers) of the makers
 # whose devices are common on a network; any other number is reported as "enterprise <n>".
 VENDORS = {
-    9: "Cisco", 11: "HP", 43: "3Com", 171: "D-Link", 207: "Allied Telesis", 318: "APC", 674: "Dell",
-    890: "Zyxel", 1916: "Extreme Networks", 1991: "Brocade (Foundry)", 2011: "Huawei", 2272: "Avaya (Nortel)",
-    2636: "Juniper", 3375: "F5", 4526: "Netgear", 6027: "Dell (Force10)", 6527: "Nokia (Alcatel-Lucent)",
+    9: "Cisco", 11: "HP", 42: "Sun Microsystems", 43: "3Com", 171: "D-Link", 207: "Allied Telesis",
+    311: "Microsoft", 318: "APC", 674: "Dell", 705: "Eaton (MGE UPS Systems)", 890: "Zyxel",
+    1916: "Extreme Networks", 1991: "Brocade (Foundry)", 2011: "Huawei", 2272: "Avaya (Nortel)", 2636: "Juniper",
+    3375: "F5", 3955: "Linksys", 4526: "Netgear", 6027: "Dell (Force10)", 6527: "Nokia (Alcatel-Lucent)",
     6486: "Alcatel-Lucent Enterprise", 8072: "net-snmp", 8741: "SonicWall", 12356: "Fortinet",
     14179: "Cisco (Airespace)", 14823: "Aruba", 14988: "MikroTik", 25461: "Palo Alto Networks",
     25506: "H3C", 30065: "Arista", 41112: "Ubiquiti", 47196: "HPE Aruba",

@@ -35,6 +35,7 @@ CAPABILITIES = ("other", "repeater", "bridge", "wlan_access_point", "router", "t
                 "station")
 CHASSIS_MAC, PORT_MAC = 4, 3  # LldpChassisIdSubtype macAddress(4), LldpPortIdSubtype macAddress(3)
 PORT_NAMES = (1, 5, 7)  # LldpPortIdSubtype interfaceAlias(1), interfaceName(5), local(7)
+PORT_LOCAL = 7
 FDB_LEARNED = 3  # dot1dTpFdbStatus learned(3); self(4) is the device's own MAC, mgmt(5) a static entry
 ARP_INVALID = 2
 
@@ -68,16 +69,19 @@ def _mac_from_index(index: Oid) -> str | None:
 
 
 def _address(family: int, raw: bytes | Oid) -> str | None:
-    """An InetAddress (type 1 ipv4 / 2 ipv6, the zoned 3 and 4 skipped) as text."""
+    """An InetAddress (type 1 ipv4 / 2 ipv6, the zoned 3 and 4 skipped) as text. The unspecified address
+    names no one: Windows lists 0.0.0.0 in ipAddrTable for an adapter without an address."""
     try:
         data = bytes(raw)
         if family == 1 and len(data) == 4:
-            return str(ipaddress.IPv4Address(data))
-        if family == 2 and len(data) == 16:
-            return str(ipaddress.IPv6Address(data))
+            found: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(data)
+        elif family == 2 and len(data) == 16:
+            found = ipaddress.IPv6Address(data)
+        else:
+            return None
     except (ValueError, TypeError):
         return None
-    return None
+    return None if found.is_unspecified else str(found)
 
 
 def _inet_index(index: Oid) -> tuple[int, str] | None:
@@ -155,12 +159,29 @@ def _interfaces(facts: DeviceFacts, walk: Walk) -> dict[int, str]:
     return names
 
 
-def _prefix_length(pointer: object) -> int | None:
-    """ipAddressPrefix points at ipAddressPrefixOrigin.<ifIndex>.<type>.<len>.<addr>.<prefix length>."""
-    if not isinstance(pointer, str) or "." not in pointer:
+def _prefix_length(pointer: object, address: str) -> int | None:
+    """ipAddressPrefix points at a row of ipAddressPrefixTable: <column>.<ifIndex>.<type>.<len>.<prefix>.<length>.
+    The length counts only when that prefix holds the address: an agent may point at zeroDotZero (0.0,
+    unknown) or at garbage (net-snmp of 2007 on Linux 2.6 says 215.218.234.183/0 for 195.218.254.105: snmpsim's
+    recorded linux-full-walk); then the length is unknown and ipAddrTable's mask may tell it."""
+    if not isinstance(pointer, str):
         return None
-    last = pointer.rsplit(".", 1)[1]
-    return int(last) if last.isdigit() and int(last) <= 128 else None
+    try:
+        parts = oids.oid(pointer)
+    except ValueError:
+        return None
+    size = len(oids.IP_ADDRESS_PREFIX_ENTRY)
+    if parts[:size] != oids.IP_ADDRESS_PREFIX_ENTRY or len(parts) < size + 5:
+        return None
+    index, length = parts[size + 2:-1], parts[-1]  # past the column and the ifIndex; the length last
+    parsed = _inet_index(index)
+    if parsed is None or not 0 < length <= 128:
+        return None
+    try:
+        prefix = ipaddress.ip_network(f"{parsed[1]}/{length}", strict=False)
+    except ValueError:
+        return None
+    return length if ipaddress.ip_address(address) in prefix else None
 
 
 def _addresses(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
@@ -172,12 +193,13 @@ def _addresses(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
         if parsed is None or kinds.get(index, 1) != 1:  # unicast only: broadcast and anycast name no device
             continue
         address = parsed[1]
-        seen[address] = DeviceAddress(address, _prefix_length(prefixes.get(index)),
+        seen[address] = DeviceAddress(address, _prefix_length(prefixes.get(index), address),
                                       names.get(value) if isinstance(value, int) else None)
     masks = column(walk, oids.IP_AD_ENT_NETMASK)
     for index, value in column(walk, oids.IP_AD_ENT_IF_INDEX).items():
         address = _address(1, index)
-        if address is None or address in seen:
+        known = seen.get(address) if address else None
+        if address is None or (known is not None and known.prefix_length is not None):
             continue
         mask = masks.get(index)
         length = None
@@ -186,6 +208,9 @@ def _addresses(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
                 length = ipaddress.IPv4Network(f"0.0.0.0/{ipaddress.IPv4Address(mask)}").prefixlen
             except ValueError:
                 length = None
+        if known is not None:  # the newer table's row, its length from the older one's mask
+            seen[address] = DeviceAddress(address, length, known.interface)
+            continue
         seen[address] = DeviceAddress(address, length, names.get(value) if isinstance(value, int) else None)
     facts.addresses = _capped(facts, "addresses", sorted(seen.values(), key=lambda a: (
         ipaddress.ip_address(a.address).version, ipaddress.ip_address(a.address))), MAX_LIST)
@@ -232,6 +257,16 @@ def _local_ports(walk: Walk, names: dict[int, str]) -> dict[int, str]:
     return ports
 
 
+def _port_id_is_name(subtype: object, port_id: str | None, description: str | None) -> bool:
+    """Whether the neighbour's port id names its port as people do. A locally assigned id that is only a
+    number (Junos sends the port's ifIndex, "523") names nothing to a reader: its description
+    ("ge-0/0/22") does, when there is one that is more than a number (a ProCurve's port 25 is "25" in both)."""
+    if subtype not in PORT_NAMES:
+        return False
+    numbered = port_id is not None and port_id.isdigit()
+    return not (subtype == PORT_LOCAL and numbered and description and not description.isdigit())
+
+
 def _lldp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
     ports = _local_ports(walk, names)
     rows: dict[Oid, dict[int, int | bytes | str]] = {}
@@ -258,7 +293,8 @@ def _lldp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
             local_port=ports.get(index[1]) or names.get(index[1]) or f"port{index[1]}",
             chassis_id=chassis_id, chassis_mac=chassis_mac, port_id=port_id,
             port_description=text(row.get(oids.LLDP_REM_PORT_DESC)),
-            port_id_is_name=row.get(oids.LLDP_REM_PORT_SUBTYPE) in PORT_NAMES,
+            port_id_is_name=_port_id_is_name(row.get(oids.LLDP_REM_PORT_SUBTYPE), port_id,
+                                             text(row.get(oids.LLDP_REM_PORT_DESC))),
             system_name=text(row.get(oids.LLDP_REM_SYS_NAME)),
             system_description=text(row.get(oids.LLDP_REM_SYS_DESC), 1024),
             capabilities=_capabilities(row.get(oids.LLDP_REM_CAP_ENABLED)),
@@ -271,10 +307,18 @@ def _forwarding(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
     port_if = {k[0]: v for k, v in column(walk, oids.DOT1D_BASE_PORT_IF_INDEX).items()
                if len(k) == 1 and isinstance(v, int)}
 
+    ports = set(names.values())
+
     def interface(port: object) -> str | None:
         if not isinstance(port, int) or port <= 0:
             return None
-        return names.get(port_if.get(port, -1)) or (f"bridge-port{port}" if port not in port_if else None)
+        name = names.get(port_if.get(port, -1))
+        if name is None:
+            return f"bridge-port{port}" if port not in port_if else None
+        # Junos (EX, non-ELS) bridges a port's logical unit: the bridge port is ge-0/0/5.0, the cable and
+        # LLDP's port ge-0/0/5. The unit's frames come in at its port, so the port is named.
+        base, _, unit = name.rpartition(".")
+        return base if unit.isdigit() and base in ports else name
 
     entries: dict[tuple[str, str, int | None], ForwardingEntry] = {}
     status = column(walk, oids.DOT1Q_TP_FDB_STATUS)

@@ -309,3 +309,56 @@ def test_a_list_cut_by_its_cap_is_said_and_makes_the_walk_partial(monkeypatch):
     notes: list[str] = []
     assert not run_is_complete([DeviceResult("192.0.2.7", "ok", facts)], notes)
     assert notes == ["incomplete run (partial walks: 192.0.2.7)"]
+
+
+def test_vendors_of_the_recorded_devices():
+    """snmpsim's real recordings (test_snmp_recordings.py): a Linksys router, a Sun agent, Windows, an MGE UPS."""
+    assert [vendor_of(f"1.3.6.1.4.1.{o}") for o in ("3955.1.1", "42.2.1.1", "311.1.1.3.1.1", "705.1")] == [
+        "Linksys", "Sun Microsystems", "Microsoft", "Eaton (MGE UPS Systems)"]
+
+
+def test_a_prefix_pointer_counts_only_when_its_prefix_holds_the_address():
+    """ipAddressPrefix pointing at zeroDotZero or at another prefix (net-snmp 5.4: 215.218.234.183/0 for
+    195.218.254.105) says nothing: ipAddrTable's mask gives the length, else it is unknown. The unspecified
+    address (Windows' adapter without one) is no address."""
+    origin = "1.3.6.1.2.1.4.32.1.5"
+    w = {oids.SYS_NAME: b"h"}
+    for address, pointer in (((10, 0, 0, 5), f"{origin}.2.1.4.10.0.0.0.16"), ((195, 218, 254, 105),
+                             f"{origin}.2.1.4.215.218.234.183.0"), ((192, 0, 2, 9), "0.0"),
+                             ((198, 51, 100, 7), f"{origin}.2.1.4.203.0.113.0.24"), ((0, 0, 0, 0), "0.0")):
+        w.update(dict([col(oids.IP_ADDRESS_IF_INDEX, [1, 4, *address], 2),
+                       col(oids.IP_ADDRESS_PREFIX, [1, 4, *address], pointer)]))
+    w.update(dict([col(oids.IP_AD_ENT_IF_INDEX, [195, 218, 254, 105], 2),
+                   col(oids.IP_AD_ENT_NETMASK, [195, 218, 254, 105], bytes([255, 255, 255, 0])),
+                   col(oids.IP_AD_ENT_IF_INDEX, [10, 0, 0, 5], 2),
+                   col(oids.IP_AD_ENT_NETMASK, [10, 0, 0, 5], bytes([255, 0, 0, 0])),
+                   col(oids.IP_AD_ENT_IF_INDEX, [0, 0, 0, 0], 3),
+                   col(oids.IP_AD_ENT_NETMASK, [0, 0, 0, 0], bytes(4))]))
+    assert parse_walk("192.0.2.7", w).addresses == [
+        DeviceAddress("10.0.0.5", 16, None),  # a pointer that holds it wins over the older table
+        DeviceAddress("192.0.2.9", None, None), DeviceAddress("195.218.254.105", 24, None),
+        DeviceAddress("198.51.100.7", None, None)]
+
+
+def test_junos_bridges_logical_units_and_numbers_its_lldp_ports():
+    """dot1dBasePortIfIndex names ge-0/0/5.0 (Junos bridges the unit): the entry names the port, as LLDP does.
+    A neighbour's locally assigned port id that is a number (Junos' ifIndex) gives way to its description."""
+    w = {oids.SYS_NAME: b"ex"}
+    for index, name in ((506, b"ge-0/0/5"), (536, b"ge-0/0/5.0"), (540, b"ae0.0"), (600, b"vlan.10")):
+        w.update(dict([col(oids.IF_NAME, [index], name)]))
+    for port, if_index in ((1, 536), (2, 540), (3, 600)):
+        w[oids.DOT1D_BASE_PORT_IF_INDEX + (port,)] = if_index
+    for mac, port in ((H1, 1), (H3, 2), (SW2, 3)):
+        w[oids.DOT1Q_TP_FDB_PORT + (2, *mac_index(mac))] = port
+        w[oids.DOT1Q_TP_FDB_STATUS + (2, *mac_index(mac))] = 3
+    for local, (subtype, port_id, description) in ((506, (7, b"523", b"ge-0/0/22")), (507, (7, b"25", b"25")),
+                                                    (508, (7, b"1/1", b"uplink"))):
+        for column, value in ((4, 4), (5, mac_bytes(SW2)), (6, subtype), (7, port_id), (8, description),
+                              (12, b"\x20")):
+            w[oids.LLDP_REM + (column, 0, local, 1)] = value
+    facts = parse_walk("192.0.2.7", w)
+    # ae0.0 and vlan.10 name no interface of their own port: kept as they are
+    assert facts.forwarding == [ForwardingEntry(H3, "ae0.0", 2), ForwardingEntry(H1, "ge-0/0/5", 2),
+                                ForwardingEntry(SW2, "vlan.10", 2)]
+    assert [(n.port_id, n.port_name, n.port_id_is_name) for n in facts.lldp] == [
+        ("523", "ge-0/0/22", False), ("25", "25", True), ("1/1", "1/1", True)]

@@ -32,6 +32,7 @@ _UNSAFE_AND_LINE_BREAKS = re.compile(
 
 # Terminal escape sequences (CSI like "ESC[31m", OSC like "ESC]0;title BEL"): removed
 # whole, so no "[31m" debris is left once the ESC itself is gone.
+_LINE_BREAKS = re.compile("[ \t]*(?:\r\n|[\n\r\v\f\x85\u2028\u2029])[ \t]*")
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]")
 
 
@@ -47,8 +48,10 @@ def _no_surrogates(text: str) -> str:
 
 
 def clean_text(value: object, limit: int = MAX_VALUE) -> str:
-    """One-line text: control characters dropped, tabs as spaces, capped."""
+    """One-line text: line breaks and tabs as one space (a multi-line sysDescr keeps its words apart),
+    other control characters dropped, capped."""
     text = _ESCAPES.sub("", _no_surrogates(str(value))).replace("\t", " ")
+    text = _LINE_BREAKS.sub(" ", text)
     text = _UNSAFE_AND_LINE_BREAKS.sub("", text).strip()
     return text[:limit]
 

@@ -161,7 +161,7 @@ def test_hostile_and_broken_answers():
         oids.DOT1D_TP_FDB_PORT + (1, 2, 3): 1,  # an index that is no MAC
     }
     facts = parse_walk("192.0.2.9", walk)
-    assert facts.system_name.startswith("evilname") and len(facts.system_name) == 255
+    assert facts.system_name.startswith("evil name") and len(facts.system_name) == 255
     assert (facts.object_id, facts.vendor, facts.uptime_seconds, facts.chassis_mac) == (None, None, None, None)
     assert facts.interfaces == [DeviceInterface(8, "eth8", "eth8")]
     assert (facts.addresses, facts.arp, facts.lldp, facts.forwarding) == ([], [], [], [])

@@ -171,13 +171,13 @@ def test_juniper_ex_core(walked):
 
 def test_cisco_catalyst_access_switch(walked):
     """IOS: no LLDP (CDP only, as shipped), so the chassis is the lowest port MAC; BRIDGE-MIB for VLAN 1; the
-    self and static (mgmt) entries say nothing about cabling. sysDescr's line breaks are dropped."""
+    self and static (mgmt) entries say nothing about cabling. sysDescr's line breaks are spaces."""
     f = walked["cisco-c2960"].facts
     assert (f.system_name, f.object_id, f.vendor, f.location, f.chassis_mac) == (
         "c2960-access1", "1.3.6.1.4.1.9.1.716", "Cisco", "Building 1, floor 1 IDF", C2960)
     assert f.system_description == (
-        "Cisco IOS Software, C2960 Software (C2960-LANBASEK9-M), Version 12.2(55)SE12, RELEASE SOFTWARE (fc2)"
-        "Technical Support: http://www.cisco.com/techsupportCopyright (c) 1986-2017 by Cisco Systems, Inc."
+        "Cisco IOS Software, C2960 Software (C2960-LANBASEK9-M), Version 12.2(55)SE12, RELEASE SOFTWARE (fc2) "
+        "Technical Support: http://www.cisco.com/techsupport Copyright (c) 1986-2017 by Cisco Systems, Inc. "
         "Compiled Thu 02-Feb-17 11:36 by prod_rel_team")
     assert [(i.if_index, i.name, i.description, i.speed_mbps, i.oper_status) for i in f.interfaces] == [
         (1, "Vl1", "Vlan1", 1000, "up"),

@@ -3,9 +3,9 @@
 Classes form a tree. A class's *family* is its root ancestor. Identifiers are unique per *identity
 family*: the family itself, except that the families of `IDENTITY_DOMAINS` share another's namespace.
 So a `server` and a `virtual_machine` with one serial number are one CI, and so are a `server` and a
-`network_device` with one MAC: a box is one box whatever a scanner guessed it is. A class's effective attribute
-schema is its own schema AND every ancestor's; its effective identification rules are its own, or the
-nearest ancestor's when it has none.
+`network_device` with one MAC: a box is one box whatever a scanner guessed it is. A class's effective
+attribute schema is its own schema AND every ancestor's; its effective identification rules are its
+own, or the nearest ancestor's when it has none.
 
 The cache is rebuilt after `registry_cache_seconds`, at once when a name is unknown (another worker may
 have just added it), and at once in the worker that changed the registry.

@@ -49,7 +49,8 @@ JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 DEVICES, HOSTS = "network_device", "server"  # the family that joins, and the namespace it joins
 CHUNK = 500
 
-IDENT = sa.table("ci_identifier", sa.column("family"), sa.column("key"), sa.column("value"), sa.column("ci_id", sa.Uuid))
+IDENT = sa.table("ci_identifier", sa.column("family"), sa.column("key"), sa.column("value"),
+                 sa.column("ci_id", sa.Uuid))
 CI = sa.table("ci", sa.column("id", sa.Uuid), sa.column("ci_class"), sa.column("attributes", JSON))
 CLASS = sa.table("ci_class", sa.column("name"), sa.column("parent"), sa.column("held_identifiers", JSON))
 

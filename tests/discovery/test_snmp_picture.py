@@ -37,8 +37,14 @@ SVG = "{http://www.w3.org/2000/svg}"
 FILL = {"failed": "darkred", "down": "red", "degraded": "orange", "at_risk": "yellow"}
 
 # The session's Chromium and a fresh page of it, as the web UI's tests have them (tests/web/conftest.py).
-browser = web.browser
 page = web.page
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Closed when this module ends: a browser left open runs Playwright's event loop in the main thread,
+    and every later test calling asyncio.run (the SNMP agent's) would fail."""
+    yield from web.launched_browser()
 
 
 class Network:

@@ -34,8 +34,10 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def browser():
+def launched_browser():
+    """A headless Chromium driven by Playwright's sync API, for as long as the generator is open. While it
+    is, Playwright's event loop runs in this thread and `asyncio.run` cannot: a fixture yielding it from
+    outside tests/web (which pytest runs last) must be scoped to its module, never the session."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -48,6 +50,11 @@ def browser():
                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    yield from launched_browser()
 
 
 class Site:

@@ -180,9 +180,8 @@ def test_the_api_refuses_a_second_host_of_the_other_family_and_a_class_change_ke
 
 
 def test_an_import_row_of_one_family_may_name_a_ci_of_the_other(api):
-    """A spreadsheet row saying a `server` CI is a network_device (by its id) updates it; the class is a
-    person's (they made the CI) and an import ranks below them, so it stays, as the name does; a row
-    naming a CI outside the domain stays an error."""
+    """A spreadsheet row saying a `server` CI is a network_device (by its id) updates it, and its class
+    wins as a discovery report's would; a row naming a CI outside the domain stays an error."""
     box = api.create_ci("server", "box")
     service = api.create_ci("service", "shop")
     sheet = f"id,name,attribute.model\n{box['id']},sw-core,X9\n{service['id']},shop,X9\n"
@@ -194,8 +193,8 @@ def test_an_import_row_of_one_family_may_name_a_ci_of_the_other(api):
     assert rows[3]["errors"] == [{"column": "id", "reason": f"CI {service['id']} is a service, not a network_device "
                                                             "or server or one of their subclasses"}]
     ci = api.get(f"/api/v1/cis/{box['id']}").json()
-    # (the class and the name a person gave outrank an import)
-    assert (ci["class"], ci["name"], ci["attributes"]) == ("server", "box", {"model": "X9"})
+    # (the name a person gave outranks an import)
+    assert (ci["class"], ci["name"], ci["attributes"]) == ("network_device", "box", {"model": "X9"})
 
 
 def test_new_rules_of_one_family_reindex_the_whole_identity_family(api, engine):
@@ -285,40 +284,3 @@ def test_0016_moves_device_identifiers_and_resolves_todays_duplicates(database_u
         assert migrations.is_at_head(engine)
     finally:
         engine.dispose()
-
-
-DOCKER_HOST = "52:54:00:79:00:33"
-
-
-def lldp_sees_a_router(mac: str) -> dict:
-    """sw9's LLDP table holds a neighbour announcing the router capability: lldpd on a Docker or KVM host
-    (ip_forward on) says so as a router would."""
-    from discovery.snmp.models import LldpNeighbour
-
-    facts = switch_facts()
-    facts.lldp = [LldpNeighbour("swp1", mac, mac, None, "eth0", "docker-7", None, ("router",))]
-    return snmp(facts)
-
-
-@pytest.mark.parametrize("found_by", ["ssh", "a person"])
-def test_a_server_ssh_or_a_person_knows_stays_a_server_whatever_lldp_announces(api, found_by):
-    if found_by == "ssh":
-        outcome = push(api, {"source": "ssh", "run_id": f"ssh-{next(RUN)}", "scope": {"hosts": ["docker-7"]},
-                             "items": [{"ref": "h", "class": "server", "name": "docker-7.example.com",
-                                        "identifiers": {"machine_id": "4c4c4544004d", "mac_address": [DOCKER_HOST]},
-                                        "attributes": {"os_name": "debian"}}]})
-        ci_id = outcome["refs"]["h"]
-    else:
-        ci_id = api.create_ci("server", "docker-7", attributes={"mac_address": [DOCKER_HOST]})["id"]
-    device = push(api, batch := lldp_sees_a_router(DOCKER_HOST))
-    neighbour = next(item["ref"] for item in batch["items"] if item["name"] == "docker-7")
-    assert device["refs"][neighbour] == ci_id  # one CI, as before
-    assert api.get(f"/api/v1/cis/{ci_id}").json()["class"] == "server"
-    history = api.get(f"/api/v1/cis/{ci_id}/history").json()["items"]
-    assert not [r for r in history if r["action"] == "update" and "class" in r["diff"]]
-
-
-def test_a_server_only_nmap_guessed_becomes_the_network_device_lldp_announces(api):
-    ci_id = the_device_ref(push(api, scan := nmap("10.79.0.33", DOCKER_HOST)), scan, "server")
-    push(api, lldp_sees_a_router(DOCKER_HOST))
-    assert api.get(f"/api/v1/cis/{ci_id}").json()["class"] == "network_device"

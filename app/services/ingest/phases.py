@@ -241,8 +241,6 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     # network_device; nmap says server): Registry.winning_class. The identifiers the reports carry are
     # claimed under the identity family, which the classes of one domain share.
     new_class = registry.winning_class(stored_cls, cls)
-    if new_class.family != stored_cls.family and _known_better(precedence, stored_cls, source, row["provenance"]):
-        new_class = stored_cls
     name, attributes, provenance = row["name"], row["attributes"], row["provenance"]
     diff: dict[str, list[Any]] = {}
     provenance_changed = False
@@ -269,21 +267,6 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
         changes.records.append(("ci", ci_id, "update", dict(sorted(diff.items()))))
     changes.versions[ci_id] = version
     return "updated" if diff else "unchanged"
-
-
-def _known_better(precedence: PrecedenceTable, stored_cls: ClassInfo, source: str, provenance: Any) -> bool:
-    """Whether a source that outranks `source` (the precedence of the attribute `class`) set one of the
-    CI's fields: then the family it has stays. A network device across families (Registry.winning_class)
-    is taken from SNMP over nmap's guess `server`, not over what an SSH agent or a person said: lldpd on
-    a Docker or KVM host announces itself a router, and the server SSH logged into stays a server."""
-    if not isinstance(provenance, dict):
-        return False
-    for stamp in provenance.values():
-        current = stamp.get("source") if isinstance(stamp, dict) else None
-        if isinstance(current, str) and current != source and \
-                not precedence.may_overwrite(stored_cls, "class", source, current):
-            return True
-    return False
 
 
 def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, found: Identification, changes: Changes,

@@ -31,7 +31,7 @@ from app.services.identifiers import (
     normalize_address,
     normalize_fqdn,
 )
-from app.services.registry import Registry, identity_family_of
+from app.services.registry import Registry
 
 CI = ConfigurationItem.__table__
 IDENT = CIIdentifier.__table__
@@ -42,9 +42,7 @@ DEFAULT_RULES = [
     {"label": "service", "match": "service"},
     {"label": "job", "match": "service"},
 ]
-HOST_FAMILIES = ("server", "network_device")  # class families: which CIs are hosts
-# The namespaces their identifier rows are in (one: hosts are one identity domain, registry.IDENTITY_DOMAINS).
-HOST_IDENTITY_FAMILIES = tuple(sorted({identity_family_of(family) for family in HOST_FAMILIES}))
+HOST_FAMILIES = ("server", "network_device")
 SERVICE_FAMILY = "service"
 CHUNK = 500
 # Short hostnames looked up per statement (each a range with its own LIMIT: SQLite allows 500 parts in a
@@ -111,8 +109,8 @@ def _fqdns_of_hostnames(conn: Connection, hostnames: list[str]):
     on SQLite).
     """
     at_least, below = ("~>=~", "~<~") if is_postgres(conn) else (">=", "<")
-    families = ", ".join(f":family{n}" for n in range(len(HOST_IDENTITY_FAMILIES)))
-    parts, params = [], {f"family{n}": family for n, family in enumerate(HOST_IDENTITY_FAMILIES)}
+    families = ", ".join(f":family{n}" for n in range(len(HOST_FAMILIES)))
+    parts, params = [], {f"family{n}": family for n, family in enumerate(HOST_FAMILIES)}
     for n, hostname in enumerate(hostnames):
         # A LIMIT inside UNION ALL needs a subquery of its own (SQLite).
         parts.append(f"SELECT * FROM (SELECT value, ci_id FROM ci_identifier WHERE family IN ({families}) "
@@ -146,7 +144,7 @@ def find_hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[s
     for key, wanted in (("ip_address", addresses), ("fqdn", fqdns)):
         for chunk in _chunks(wanted):
             for value, ci_id in conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
-                    IDENT.c.family.in_(HOST_IDENTITY_FAMILIES), IDENT.c.key == key, IDENT.c.value.in_(chunk))):
+                    IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == key, IDENT.c.value.in_(chunk))):
                 found[(key, value)].add(ci_id)
     host_classes = [name for name, info in registry.classes.items() if info.family in HOST_FAMILIES]
     if names and host_classes:

@@ -21,7 +21,6 @@ from sqlalchemy import ColumnElement, Connection, Engine, select, text
 from app.models import CIIdentifier, ConfigurationItem, Relationship
 from app.services.bulk import id_in, is_postgres
 from app.services.identifiers import normalize
-from app.services.registry import identity_family_of
 
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
@@ -86,10 +85,9 @@ def unique_identifiers(conn: Connection, ci_ids: set[uuid.UUID], families: set[s
     import resolves (app/services/imports.py `_resolve_end`: exactly one CI holds that key and value,
     whatever its family), and it reads in a spreadsheet and in another Karta, where ids differ.
     `families` are every class family (the registry's): the holders of a value are looked up through
-    the index's (family, key, value) key, one probe per identity family, never by a scan."""
+    the index's (family, key, value) key, one probe per family, never by a scan."""
     if not ci_ids:
         return {}
-    families = {identity_family_of(family) for family in families}
     held = conn.execute(select(IDENT.c.ci_id, IDENT.c.key, IDENT.c.value).where(id_in(conn, IDENT.c.ci_id, ci_ids)))
     candidates: dict[uuid.UUID, list[tuple[str, str]]] = {}
     values_of: dict[str, set[str]] = {}

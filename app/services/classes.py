@@ -3,9 +3,8 @@
 Every change is a change record in the same transaction (object types `class` and
 `relationship_type`, ids from app.services.registry_ids).
 
-Changing a class's identification rules re-indexes every CI of its identity family (its family, and
-the families sharing its identifiers: app.services.registry) in the same transaction; if the new rules
-would make two CIs claim one identifier, nothing changes and the 409 names them.
+Changing a class's identification rules re-indexes every CI of its family in the same transaction;
+if the new rules would make two CIs claim one identifier, nothing changes and the 409 names them.
 Changing its attribute schema checks the CIs of the class and its subclasses against the new
 schemas: if any would no longer be valid (so could no longer be edited), nothing changes and the 409
 says how many and names the first few. Identification rules and held identifiers may only name the
@@ -179,7 +178,7 @@ def update_class(uow: UnitOfWork, name: str, data: CIClassUpdate) -> ClassInfo:
     if "attribute_schema" in changes:
         _refuse_invalidated_cis(conn, registry, after)
     if "identification_rules" in changes or "held_identifiers" in changes:
-        reindex_family(conn, registry, after.identity_family)
+        reindex_family(conn, registry, after.family)
     diff = diff_fields(_audited(before), _audited(after), CLASS_HISTORY_FIELDS)
     if diff:
         uow.record("class", registry_object_id("class", name), "update", diff)
@@ -232,10 +231,8 @@ def _refuse_invalidated_cis(conn: Connection, registry: Registry, info: ClassInf
 
 
 def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
-    """Rebuild the identifier index of one identity family (its rows: ci_identifier.family) from the
-    current facts of the CIs of every class identified in it: a `network_device` and a `server` with
-    one MAC are a duplicate, refused like two servers."""
-    members = [info for info in registry.classes.values() if info.identity_family == family]
+    """Rebuild the identifier index of one class family from the CIs' current facts."""
+    members = [info for info in registry.classes.values() if info.family == family]
     rules_by_class = {info.name: info.effective_rules for info in members}
     held_by_class = {info.name: info.effective_held for info in members}
     owners: dict[tuple[str, str], Any] = {}

@@ -1,8 +1,4 @@
-"""Claiming identifiers for a CI in the identifier index, with duplicates refused by name.
-
-Rows are claimed under the class's identity family (app.services.registry: a `server` and a
-`network_device` share one), so a CI whose class changes within its identity domain keeps its rows,
-and a second CI with a value the first holds is refused whichever class of the domain either is."""
+"""Claiming identifiers for a CI in the identifier index, with duplicates refused by name."""
 
 import uuid
 from typing import Any
@@ -35,11 +31,10 @@ def claim_identifiers(conn: Connection, ci_id: uuid.UUID, cls: ClassInfo, facts:
     A strong identifier held by another CI is refused (409). A held one (a host's IP address) is taken
     over from whichever CI reported it before: the address moved, and the newest report is the truth.
     """
-    family = cls.identity_family
-    wanted = {(family, key, value) for key, value in identifier_values(cls.effective_rules, facts)}
+    wanted = {(cls.family, key, value) for key, value in identifier_values(cls.effective_rules, facts)}
     if wanted:
-        _refuse_duplicates(conn, ci_id, family, wanted)
-    held = {(family, key, value) for key, value in held_values(cls, facts)} - wanted
+        _refuse_duplicates(conn, ci_id, cls.family, wanted)
+    held = {(cls.family, key, value) for key, value in held_values(cls, facts)} - wanted
     if held:
         losers = conn.execute(delete(IDENT).where(
             tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value).in_(sorted(held)), IDENT.c.ci_id != ci_id)
@@ -63,7 +58,7 @@ def claim_identifiers(conn: Connection, ci_id: uuid.UUID, cls: ClassInfo, facts:
             conn.execute(insert(IDENT), rows)
     except IntegrityError:
         # Another transaction claimed one of them after our check: name it like any duplicate.
-        _refuse_duplicates(conn, ci_id, family, missing)
+        _refuse_duplicates(conn, ci_id, cls.family, missing)
         raise
 
 

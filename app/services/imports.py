@@ -166,7 +166,7 @@ def _import(uow: UnitOfWork, registry_cache: RegistryCache, rows: list[ImportRow
         errors = {where: list(row_errors) for where, row_errors in found_errors.items()}
         good, items = _items(registry, rows, errors, default_class, texts)
         rel_errors = {rel.where: list(rel.errors) for rel in relationships}
-        families = {info.identity_family for info in registry.classes.values()}
+        families = {info.family for info in registry.classes.values()}
         ends = _resolve_ends(conn, rows, {row.where for row in rows if errors[row.where]}, relationships, rel_errors,
                              families)
         sent_relationships = [rel for rel in relationships if not rel_errors[rel.where]]
@@ -334,19 +334,15 @@ def _relationship_errors(outcome: Outcome, relationships: list[RelationshipRow],
 
 def _id_errors(registry: Registry, rows: list[ImportRow], default_class: str | None, named: dict[uuid.UUID, str],
                errors: dict[int, list]) -> None:
-    """An `id` naming a CI of another identity family is that row's error (a `network_device` row may
-    name a `server` CI: hosts are one identity domain, and the import's class wins as ingest's does)."""
+    """An `id` naming a CI of another class family is that row's error."""
     for row in rows:
         cls = registry.classes.get(row.ci_class or default_class)
         if row.ci_id not in named or cls is None or errors[row.where]:
             continue
         stored = registry.classes.get(named[row.ci_id])
-        if stored is None or stored.identity_family != cls.identity_family:
-            families = [cls.family, *sorted({info.family for info in registry.classes.values()
-                                             if info.identity_family == cls.identity_family} - {cls.family})]
-            whose = "their" if len(families) > 1 else "its"
-            errors[row.where].append(error("id", f"CI {row.ci_id} is a {named[row.ci_id]}, not a "
-                                                 f"{' or '.join(families)} or one of {whose} subclasses"))
+        if stored is None or stored.family != cls.family:
+            errors[row.where].append(error("id", f"CI {row.ci_id} is a {named[row.ci_id]}, not a {cls.family} "
+                                                 "or one of its subclasses"))
 
 
 def _pin(registry: Registry, batch: Batch, the_plan: phases.Plan, outcome: Outcome,
@@ -401,7 +397,7 @@ def _wrong_ids(rows: list[ImportRow], outcome: Outcome, named: dict[uuid.UUID, s
 def _resolve_ends(conn: Connection, rows: list[ImportRow], bad: set[int], relationships: list[RelationshipRow],
                   rel_errors: dict[int, list], families: set[str]) -> dict[str, str]:
     """Each end a relationship row names, as ingest takes it: a ref of this import or a CI's id.
-    `families` are every identity family: an identifier is looked up through the index's key (family,
+    `families` are every class family: an identifier is looked up through the index's key (family,
     key, value), one probe per family, not by a scan of the whole identifier table."""
     ends: dict[str, str] = {}
     for rel in relationships:

@@ -1,11 +1,9 @@
 """The class and relationship-type registry, cached per worker process.
 
-Classes form a tree. A class's *family* is its root ancestor. Identifiers are unique per *identity
-family*: the family itself, except that the families of `IDENTITY_DOMAINS` share another's namespace.
-So a `server` and a `virtual_machine` with one serial number are one CI, and so are a `server` and a
-`network_device` with one MAC: a box is one box whatever a scanner guessed it is. A class's effective
-attribute schema is its own schema AND every ancestor's; its effective identification rules are its
-own, or the nearest ancestor's when it has none.
+Classes form a tree. A class's *family* is its root ancestor: identifiers are unique per family, so a
+`server` and a `virtual_machine` with one serial number are one CI. A class's effective attribute
+schema is its own schema AND every ancestor's; its effective identification rules are its own, or the
+nearest ancestor's when it has none.
 
 The cache is rebuilt after `registry_cache_seconds`, at once when a name is unknown (another worker may
 have just added it), and at once in the worker that changed the registry.
@@ -32,18 +30,6 @@ from graph.service_map import entry_point_errors
 
 log = logging.getLogger("karta.registry")
 
-# Families whose classes are identified in another family's namespace (family -> identity family).
-# Hosts are one identity domain: nmap calls a box `server` unless its OS guess or MAC vendor says
-# otherwise, while SNMP knows it is a `network_device`; both sightings of one MAC or address must find
-# one CI. The identity family is the domain's default class: what a host is when nothing says otherwise.
-IDENTITY_DOMAINS = {"network_device": "server"}
-
-
-def identity_family_of(family: str) -> str:
-    """The family whose identifier namespace a class family's CIs are identified in."""
-    return IDENTITY_DOMAINS.get(family, family)
-
-
 @dataclass(frozen=True)
 class ClassInfo:
     name: str
@@ -63,11 +49,6 @@ class ClassInfo:
     validators: tuple[Any, ...] = field(repr=False)
     created_at: Any = None
     updated_at: Any = None
-
-    @property
-    def identity_family(self) -> str:
-        """The namespace of this class's identifier rows (ci_identifier.family)."""
-        return identity_family_of(self.family)
 
     def validation_errors(self, attributes: dict[str, Any]) -> list[dict[str, str]]:
         errors = []
@@ -101,29 +82,11 @@ class Registry:
     def digest(self) -> bytes:
         """Changes whenever a class or relationship type does (what ingest fingerprints depend on)."""
         described = (
-            # The identity family too: a report confirmed before two families shared identifiers was
-            # identified without the other's, and must be derived again (fingerprints.py).
-            [(c.name, c.parent, c.identity_family, c.effective_rules, c.effective_held, c.attribute_schema,
-              str(c.updated_at))
+            [(c.name, c.parent, c.effective_rules, c.effective_held, c.attribute_schema, str(c.updated_at))
              for c in sorted(self.classes.values(), key=lambda c: c.name)],
             [(t.name, t.impact_direction, t.membership) for t in sorted(self.relationship_types.values(), key=lambda t: t.name)],
         )
         return hashlib.blake2b(orjson.dumps(described, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
-
-    def winning_class(self, stored: ClassInfo, reported: ClassInfo) -> ClassInfo:
-        """The class of a CI that is `stored` when a source reports it as `reported` (one identity family).
-
-        The more specific class wins: a descendant over its ancestor (an SSH agent knows it is a
-        virtual_machine; nmap says server), and within an identity domain a class of another family over
-        one of the domain's default family (SNMP knows a box is a network_device; nmap says server, which
-        is what a host is when nothing says otherwise). Anything else keeps the stored class: nmap's
-        `server` never undoes SNMP's `network_device`, and a sibling never replaces a sibling."""
-        if reported.name in stored.descendants:
-            return reported
-        if (reported.identity_family == stored.identity_family and reported.family != stored.family
-                and stored.family == stored.identity_family):
-            return reported
-        return stored
 
     def get_class(self, name: str, *, field_name: str = "class") -> ClassInfo:
         info = self.classes.get(name)

@@ -46,7 +46,7 @@ from app.models import (
 )
 from app.models.service_map import MAPPING_SOURCE
 from app.models.types import new_id
-from app.services.alert_binding import HOST_FAMILIES, HOST_IDENTITY_FAMILIES, find_hosts
+from app.services.alert_binding import HOST_FAMILIES, find_hosts
 from app.services.bulk import id_in, insert_rows
 from app.services.history import UnitOfWork
 from app.services.registry import Registry
@@ -129,8 +129,7 @@ def host_keys_of_cis(conn: Connection, registry: Registry, ci_ids: Iterable[uuid
         return set()
     keys: set[str] = set()
     for key, value in conn.execute(select(IDENT.c.key, IDENT.c.value).where(
-            id_in(conn, IDENT.c.ci_id, ids), IDENT.c.family.in_(HOST_IDENTITY_FAMILIES),
-            IDENT.c.key.in_(("ip_address", "fqdn")))):
+            id_in(conn, IDENT.c.ci_id, ids), IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key.in_(("ip_address", "fqdn")))):
         keys.add(value)
         if key == "fqdn":
             keys.add(value.split(".", 1)[0])

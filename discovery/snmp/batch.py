@@ -3,19 +3,7 @@
 Items
     * Each device that answered is a ``network_device`` identified by its chassis MAC (the LLDP local
       chassis id, else its bridge's MAC or its lowest Ethernet MAC, virtual router, multicast and
-      shared MACs left out: parse._base_mac), never by an address alone, which a VRRP pair or a NAT
-      shares. A device with no MAC at all identifies nothing and is left out with a note. Hosts are one
-      identity domain (app.services.registry): the box nmap or SSH found as a ``server`` by a MAC or an
-      address is this device, so the item also carries what those sources can see of it:
-      - the burned-in MACs of its interfaces that hold one of its addresses, when they are not the
-        chassis MAC (a router's interface, its management port): nmap on that segment sees that MAC,
-        never the chassis's. Only MACs on one interface of the device, neither virtual nor multicast
-        (as for the chassis MAC), universally administered (a locally administered MAC is software's and
-        repeats across boxes: every Juniper routing engine's internal 02:00:00:00:00:04), and claimed
-        by no other item of the batch: two devices sharing one would be made one machine;
-      - its own addresses as ``ip_address``, the weakest identifier (held: ingest rule 4): nmap's
-        sighting of an address without a MAC (from another subnet, or of the machine nmap runs on) is
-        the device that holds it, and an address several devices of the batch report identifies none.
+      shared MACs left out: parse._base_mac): never by an address, which a VRRP pair or a NAT shares. A device with no MAC at all identifies nothing and is left out with a note.
     * A device seen only as an LLDP neighbour that says it is a bridge or router (and has a MAC chassis
       id) is a ``network_device`` too, known by that MAC and its LLDP system name. What LLDP says of it
       goes under attribute names of its own (``lldp_management_address``, ``lldp_system_description``):
@@ -62,7 +50,6 @@ from app.core.batch_contract import MAX_NAME
 from discovery.batch import _compact, _ip_item, _Refs
 from discovery.parse_network import is_routable_host_address
 from discovery.snmp.models import DeviceFacts, DeviceResult, LldpNeighbour
-from discovery.snmp.parse import is_own_mac
 
 LOOPBACK_IF_TYPE = 24
 # mac -> (CI id, name) of the one host Karta holds with it, or None
@@ -196,7 +183,6 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
     for facts in devices:
         _forwarding_edges(builder, facts, polled, known_hosts)
     _attachment_edges(builder)
-    _identify_by_what_scanners_see(builder, devices)
     for facts in devices:
         for entry in facts.arp:
             if not is_routable_host_address(entry.address) or entry.mac in polled:
@@ -205,37 +191,6 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
             if entry.mac in builder.host_refs:
                 builder.relate(builder.host_refs[entry.mac], "contains", ip_ref)
     return builder.batch, notes
-
-
-def addressed_macs(facts: DeviceFacts) -> list[str]:
-    """The burned-in MACs of the device's interfaces holding one of its routable addresses, other than
-    its chassis MAC: on one interface only, neither virtual nor multicast (parse.is_own_mac)."""
-    counts: dict[str, int] = {}
-    for interface in facts.interfaces:
-        if interface.mac:
-            counts[interface.mac] = counts.get(interface.mac, 0) + 1
-    addressed = {entry.interface for entry in facts.addresses if is_routable_host_address(entry.address)}
-    return sorted({i.mac for i in facts.interfaces if i.name in addressed and i.mac and counts[i.mac] == 1
-                   and i.mac != facts.chassis_mac and is_own_mac(i.mac) and not int(i.mac[:2], 16) & 2})
-
-
-def _identify_by_what_scanners_see(builder: _Builder, devices: list[DeviceFacts]) -> None:
-    """Each polled device's item also carries its addressed MACs and its addresses (module docstring)."""
-    extras = {facts.chassis_mac: addressed_macs(facts) for facts in devices}
-    claims: dict[str, int] = {}
-    for macs in extras.values():
-        for found in macs:
-            claims[found] = claims.get(found, 0) + 1
-    for item in builder.items:  # every other item's MAC (hosts, devices seen by LLDP) is another machine's
-        for found in item["identifiers"].get("mac_address", []) if item["class"] != "ip_address" else ():
-            claims[found] = claims.get(found, 0) + 2
-    by_ref = {item["ref"]: item for item in builder.items}
-    for facts in devices:
-        identifiers = by_ref[builder.device_refs[facts.chassis_mac]]["identifiers"]
-        identifiers["mac_address"] += [found for found in extras[facts.chassis_mac] if claims[found] == 1]
-        addresses = [entry.address for entry in facts.addresses if is_routable_host_address(entry.address)]
-        if addresses:
-            identifiers["ip_address"] = addresses
 
 
 def _lldp_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -> None:

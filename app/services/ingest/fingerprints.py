@@ -10,10 +10,7 @@ Ingest stores the fingerprint with the CI version that applying the report left 
 report with the same fingerprint, for a CI still at that version and not stale, is known to change
 nothing: identification would find the same CI, reconciliation would produce the same values, and
 every anchored relationship still exists as it was (ending one or changing its attributes forgets the
-fingerprints of its ends, and so does an address moving to another CI). Nor is a class ever stale: a
-CI's class changes only with a new version (another source's network_device over nmap's server, a
-person's edit), and the registry digest covers each class's identity family, so no report confirmed
-before two families shared identifiers (migration 0016) is confirmed after. Such an item is confirmed with
+fingerprints of its ends, and so does an address moving to another CI). Such an item is confirmed with
 one sighting write and no derivation; everything else takes the full path, and so does the whole batch
 when an item to derive could be grouped with a confirmed one (`may_meet_confirmed`, phases.py).
 """

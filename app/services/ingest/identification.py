@@ -2,12 +2,10 @@
 
 The rules, in the order they apply:
 
-1. An item's identifiers are read through its class's identification rules (strongest first:
+1. An item's identifiers are read through its class family's identification rules (strongest first:
    for hosts serial number, product UUID, machine-id, fqdn, MAC) after normalization; junk values
    ("Default string", zero UUIDs and MACs, loopback and link-local addresses, "localhost") are dropped
-   and identify nothing. An item left with no usable identifier is an error for that item. They are
-   looked up in the class's identity family (app.services.registry): a `server` and a
-   `network_device` with one MAC or address are one machine, whichever class a source guessed.
+   and identify nothing. An item left with no usable identifier is an error for that item.
 2. Items of one batch that share a strong identifier are one machine: they become one CI.
 3. The identifier index is asked once for every value of the batch. If the item's strong identifiers
    lead to exactly one CI, that is the item. If they lead to several different CIs, nothing is guessed
@@ -39,7 +37,7 @@ from app.services.identity import held_values, identifying_facts
 from app.services.registry import ClassInfo, Registry
 from app.services.storable import storable_problem
 
-Triple = tuple[str, str, str]  # (identity family, key, normalized value)
+Triple = tuple[str, str, str]  # (family, key, normalized value)
 
 
 @dataclass
@@ -104,9 +102,8 @@ def plan_items(registry: Registry, items: Iterable[tuple[int, IngestItem]], sure
             refuse(_CHECKED_FIELDS.get(where, where.replace("item.3", "attributes", 1)), reason)
             continue
         identifying = identifying_facts(item.name, item.environment, facts)
-        family = cls.identity_family
-        strong = [(family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
-        held = [(family, k, v) for k, v in held_values(cls, facts)]
+        strong = [(cls.family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
+        held = [(cls.family, k, v) for k, v in held_values(cls, facts)]
         if not strong and not held:
             usable = [" + ".join(rule) for rule in cls.effective_rules] + list(cls.effective_held)
             refuse("identifiers",

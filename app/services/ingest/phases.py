@@ -174,7 +174,7 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
         if resolution.ci_id is not None and row is None:
             raise LostRace(f"CI {resolution.ci_id} was deleted while this batch identified it")
         if row is None:
-            ci_id, action = _create(registry, resolution, changes, outcome, counts, source=source, now=now), "created"
+            ci_id, action = _create(resolution, changes, outcome, counts, source=source, now=now), "created"
         else:
             ci_id, action = row["id"], _update(registry, the_plan.precedence, resolution, row, changes, outcome, counts,
                                               source=source, now=now)
@@ -200,18 +200,9 @@ def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution: Reso
     return bool(errors)
 
 
-def _reported_class(registry: Registry, resolution: Resolution) -> ClassInfo:
-    """The class the group's reports give the machine: the winner among them (Registry.winning_class),
-    the first in batch order when none says more than another."""
-    cls = resolution.items[0].cls
-    for item in resolution.items[1:]:
-        cls = registry.winning_class(cls, item.cls)
-    return cls
-
-
-def _create(registry: Registry, resolution: Resolution, changes: Changes, outcome: Outcome, counts: ClassCounts, *,
-            source: str, now) -> uuid.UUID | None:
-    first, cls = resolution.items[0], _reported_class(registry, resolution)
+def _create(resolution: Resolution, changes: Changes, outcome: Outcome, counts: ClassCounts, *, source: str,
+            now) -> uuid.UUID | None:
+    first, cls = resolution.items[0], resolution.items[0].cls
     merged_facts: dict[str, Any] = {}
     for item in resolution.items:
         merged_facts.update(item.facts)
@@ -235,12 +226,10 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
             outcome: Outcome, counts: ClassCounts, *, source: str, now) -> str | None:
     """Merges the group's reports into the stored CI; its action ("updated" or "unchanged"), or None
     when the result breaks the class's schema."""
-    ci_id, cls = row["id"], _reported_class(registry, resolution)
+    ci_id, cls = row["id"], resolution.items[0].cls
     stored_cls = registry.classes.get(row["ci_class"], cls)
-    # The more specific class wins (an SSH agent knows it is a virtual_machine, SNMP that a box is a
-    # network_device; nmap says server): Registry.winning_class. The identifiers the reports carry are
-    # claimed under the identity family, which the classes of one domain share.
-    new_class = registry.winning_class(stored_cls, cls)
+    # The more specific class wins (an SSH agent knows it is a virtual_machine; nmap says server).
+    new_class = cls if cls.name in stored_cls.descendants and cls.name != stored_cls.name else stored_cls
     name, attributes, provenance = row["name"], row["attributes"], row["provenance"]
     diff: dict[str, list[Any]] = {}
     provenance_changed = False

@@ -352,10 +352,8 @@ def test_karta_discover_snmp_pushes_the_estate_to_karta_serve(sim, karta_databas
     assert (ex_core["vendor"], ex_core["mac_address"]) == ("Juniper", [EX])
     # logical units are interfaces of their own, as the switch lists them
     assert [i["name"] for i in ex_core["interfaces"]][:3] == ["ge-0/0/0", "ge-0/0/1", "ge-0/0/2"]
-    # the chassis MAC, and Vlan1's own (burned in, holding the management address: nmap on that VLAN
-    # sees it), so a scan of the switch's address finds this CI (the host identity domain)
     assert (by_name["c2960-access1"]["attributes"]["vendor"], by_name["c2960-access1"]["attributes"]["mac_address"]) \
-        == ("Cisco", [C2960, compose.C2960_VLAN_MAC])
+        == ("Cisco", [C2960])
     assert by_name["srv-db1"]["attributes"]["mac_address"] == [SRV_DB1]
     assert by_name["10.20.0.31"]["attributes"]["mac_address"] == compose.PRINTER
     edges = {(cis[r["source"]]["name"], r["type"], cis[r["target"]]["name"], tuple(sorted(r["attributes"].items())))

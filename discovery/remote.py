@@ -87,8 +87,9 @@ class ApiHostLookup:
     A switch's forwarding table names the host on an access port by its MAC alone. Most servers run no
     LLDP agent, so this is how the SNMP agent attaches the hosts SSH and nmap found
     (discovery/snmp/batch.py); a MAC Karta does not know (a phone, a printer, a visitor's laptop) makes
-    nothing. ``GET /api/v1/search?q=<mac>&class=server``: the search's exact-identifier tier, read
-    through the identifier index. At most ``max_macs`` MACs are asked in a run, each once; the first
+    nothing. ``GET /api/v1/search?q=<mac>&class=server&identifiers_only=true``: the search's
+    exact-identifier tier alone, one probe of the identifier index (a MAC nobody holds costs no name or
+    value search). At most ``max_macs`` MACs are asked in a run, each once; the first
     refusal or network error switches the lookup off for the rest of the run and says why in
     ``problem`` (the attachments it could not place are then left out, as before the lookup)."""
 
@@ -108,7 +109,8 @@ class ApiHostLookup:
             self.capped = True
             return None
         try:
-            page = _api_get(self.client, "/api/v1/search", {"q": mac, "class": "server", "limit": 2})
+            page = _api_get(self.client, "/api/v1/search",
+                            {"q": mac, "class": "server", "limit": 2, "identifiers_only": "true"})
         except _Stop as stop:
             self.problem = str(stop)
             return None

@@ -170,7 +170,7 @@ def test_openapi_documents_the_answer(api):
     operation = api.get("/openapi.json").json()["paths"]["/api/v1/search"]["get"]
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/SearchPage"}
-    assert {p["name"] for p in operation["parameters"]} == {"q", "limit", "class"}
+    assert {p["name"] for p in operation["parameters"]} == {"q", "limit", "class", "identifiers_only"}
 
 
 # PostgreSQL's choice for the identifier join depends on statistics a near-empty table does not have
@@ -271,3 +271,15 @@ def test_a_slow_trigram_statement_is_cancelled_and_the_connection_stays_usable(e
                 assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == before
                 assert conn.exec_driver_sql("SHOW enable_seqscan").scalar() == "on"
             assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_identifiers_only_answers_exact_identifiers_and_nothing_else(api):
+    """What a program asks (the SNMP agent: which host holds this MAC): an identifier or nothing, never a
+    CI whose name or attribute merely holds the text."""
+    api.create_ci("server", "web-9", attributes={"mac_address": ["52:54:00:aa:bb:cc"]})
+    api.create_ci("server", "52:54:00:aa:bb:dd-named", attributes={"note": "52:54:00:aa:bb:dd"})
+    assert found(api, "52-54-00-AA-BB-CC", identifiers_only="true") == [
+        ("web-9", "identifier.mac_address", "52:54:00:aa:bb:cc")]
+    assert found(api, "52:54:00:aa:bb:dd", identifiers_only="true") == []
+    # the full search finds the name that starts with it
+    assert [name for name, _, _ in found(api, "52:54:00:aa:bb:dd")] == ["52:54:00:aa:bb:dd-named"]

@@ -23,6 +23,8 @@ def search_cis(
                             description="A name or part of one, an identifier, an attribute value; any case")],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ci_class: Annotated[str | None, Query(alias="class", description="Subclasses included")] = None,
+    identifiers_only: Annotated[bool, Query(description="Only the exact-identifier tier: the CIs whose "
+                                            "identifier (IP, MAC, fqdn, serial, machine-id) is the query")] = False,
 ):
     """Best matches first: exact identifier, exact name, name prefix, name substring, attribute value.
     Parts of names and values need at least 3 characters."""
@@ -31,4 +33,5 @@ def search_cis(
         raise InvalidInput("The query is empty: give a name, an identifier or a value to search for.",
                            [field_error("query.q", "empty after removing surrounding whitespace")])
     with read_transaction(request) as conn:
-        return JSON(search.search_cis(conn, registry, query, limit=limit, ci_class=ci_class))
+        return JSON(search.search_cis(conn, registry, query, limit=limit, ci_class=ci_class,
+                                      identifiers_only=identifiers_only))

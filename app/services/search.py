@@ -74,9 +74,11 @@ _COLUMNS = (CI.c.id, CI.c.name, CI.c.ci_class, CI.c.status, CI.c.owner)
 
 
 def search_cis(conn: Connection, registry_cache: RegistryCache, q: str, *, limit: int = 20,
-               ci_class: str | None = None) -> dict[str, Any]:
+               ci_class: str | None = None, identifiers_only: bool = False) -> dict[str, Any]:
     """{"query", "results": [{"id", "name", "class", "status", "owner", "matched": {"field", "value"}}],
-    "truncated"}. `ci_class` keeps that class and its subclasses."""
+    "truncated"}. `ci_class` keeps that class and its subclasses; `identifiers_only` stops after the
+    exact-identifier tier (a program asking which CI holds a MAC wants no name that merely contains it,
+    and its question then costs one probe of the identifier index whether or not a CI holds it)."""
     if "\x00" in q:  # no stored text holds one (storable.py), and SQLite's FTS5 cannot parse it
         raise InvalidInput("The query holds a NUL character, which no name or value can contain.",
                            [field_error("q", "contains a NUL character")])
@@ -87,7 +89,9 @@ def search_cis(conn: Connection, registry_cache: RegistryCache, q: str, *, limit
     deadline, cut = time.monotonic() + SEARCH_BUDGET_SECONDS, False
     # Parts of names and values: for 3 characters or more, and only when no identifier matched exactly.
     substrings = len(q) >= MIN_SUBSTRING
-    for tier in (_identifiers, _exact_names, _name_prefixes, _name_substrings, _attribute_values):
+    tiers = (_identifiers,) if identifiers_only else (
+        _identifiers, _exact_names, _name_prefixes, _name_substrings, _attribute_values)
+    for tier in tiers:
         if len(found) >= wanted or (tier in (_name_substrings, _attribute_values) and not substrings):
             break
         try:

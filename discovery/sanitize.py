@@ -32,8 +32,9 @@ _UNSAFE_AND_LINE_BREAKS = re.compile(
 
 # Terminal escape sequences (CSI like "ESC[31m", OSC like "ESC]0;title BEL"): removed
 # whole, so no "[31m" debris is left once the ESC itself is gone.
-_LINE_BREAKS = re.compile("[ \t]*(?:\r\n|[\n\r\v\f\x85\u2028\u2029])[ \t]*")
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]")
+# One or more line breaks, with the blanks around them: one space in one-line text.
+_LINE_BREAKS = re.compile("[ \t]*(?:(?:\r\n|[\n\r\v\f\x85\u2028\u2029])[ \t]*)+")
 
 
 def decode(raw: bytes) -> str:

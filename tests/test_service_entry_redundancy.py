@@ -123,3 +123,14 @@ def test_a_persons_cluster_of_the_front_ends_is_theirs(api, app):
     settle(app)
     assert [g["id"] for g in groups(api)] == [mine["id"]]  # Karta infers nothing beside it
     assert state_of(api, [estate["web-1"]], shop["id"]) == "down"  # their min_members 2
+
+
+def test_entry_points_named_by_host_name_are_two_front_doors(api, app):
+    """`web-1:443` and `web-2:443` by name (the shop and its admin site, say) are not the addresses of one
+    name: each front end stays a dependency of its own."""
+    estate = ingest(api, front_ends())
+    shop = api.create_ci("service", "shop", attributes={"entry_points": ["web-1:443", "https://web-2/"]})
+    settle(app)
+    assert service_map(api, shop["id"])["status"] == "mapped"
+    assert groups(api) == []
+    assert state_of(api, [estate["web-1"]], shop["id"]) == "down"

@@ -169,10 +169,11 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
 
 def _entry_instances(conn: Connection, services: set[uuid.UUID], apps: list[str]
                      ) -> dict[uuid.UUID, dict[Kind, set[uuid.UUID]]]:
-    """service -> {kind: entry applications}: the applications its resolved entry points reached (as
-    the map's state stores them), by class, kind and the entry point's port. One address several hosts
-    hold (a virtual address) and several addresses of one service at one port (the A records of its
-    name, listed) are alike: any of the instances serves the service."""
+    """service -> {kind: entry applications}: the applications its resolved entry points that name an
+    address reached (as the map's state stores them), by class, kind and the entry point's port. Several
+    addresses of one service at one port (the A records of its name, listed) are alike: any of the
+    instances serves the service. Entry points that name hosts by name are not taken together: `shop.
+    example.com:443` and `admin.example.com:443` served by two nginx are two front doors, not copies."""
     if not services:
         return {}
     ports: dict[uuid.UUID, dict[uuid.UUID, set[int]]] = defaultdict(lambda: defaultdict(set))
@@ -182,9 +183,12 @@ def _entry_instances(conn: Connection, services: set[uuid.UUID], apps: list[str]
             if not isinstance(entry, dict) or entry.get("status") != "resolved":
                 continue
             try:
-                port = parse_entry_point(entry.get("entry_point")).port
+                parsed = parse_entry_point(entry.get("entry_point"))
             except (ValueError, TypeError, AttributeError):
                 continue
+            if parsed.address is None:
+                continue
+            port = parsed.port
             for app in entry.get("applications") or ():
                 try:
                     ports[service][uuid.UUID(str(app))].add(port)

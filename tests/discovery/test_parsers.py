@@ -198,6 +198,7 @@ def test_a_ten_megabyte_section_is_capped_and_the_host_still_parses():
 def test_clean_text_removes_controls_escapes_and_bidi_overrides():
     assert clean_text("a\tb\nc\x00d\u202eevil\u2066\x1b[2Je\x9b1mf", 100) == "a b cdevilef"
     assert clean_text("Cisco IOS\r\nTechnical Support: x\n  Copyright (c)\u2028end") == "Cisco IOS Technical Support: x Copyright (c) end"
+    assert clean_text("a\n\n  b\r\n\r\nc") == "a b c"
     assert clean_text("x" * 5000) == "x" * 1024
     assert clean_text("\udcff lone surrogate") == "? lone surrogate"
 

@@ -56,9 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = metrics_listener.start(settings.metrics_listen, app.state.metrics_registry,
                                           max_connections=settings.metrics_max_connections,
                                           read_timeout=settings.metrics_read_timeout_seconds)
-        app.state.service_maps.start()
+        if settings.service_maps_keep:
+            app.state.service_maps.start()
         yield
-        app.state.service_maps.stop()
+        if settings.service_maps_keep:
+            app.state.service_maps.stop()
         if listener is not None:
             listener.stop()
         expirer.stop()

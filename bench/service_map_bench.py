@@ -189,6 +189,10 @@ def main() -> None:
     parser.add_argument("--backend", default="postgresql", choices=("sqlite", "postgresql"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--keeper-off", action="store_true",
+                        help="the mapped side's server runs no keeper (KARTA_SERVICE_MAPS_KEEP=false): its services "
+                             "are mapped once by `karta db map-services` after the load, and the unchanged passes "
+                             "then compare the mapped database without the keeper's thread in the process")
     parser.add_argument("--vacuum", action="store_true",
                         help="VACUUM ANALYZE both databases before the timed passes (what autovacuum would do in "
                              "time: the mapped one took ~13,000 more writes while it was loaded)")
@@ -205,7 +209,8 @@ def main() -> None:
         sides = {}
         for side, data in (("mapped", mapped_items), ("unmapped", items)):
             url = fresh_database(args.backend, f"karta_bench_map_{side}", workdir)
-            env = {**os.environ, "KARTA_DATABASE_URL": url}
+            env = {**os.environ, "KARTA_DATABASE_URL": url,
+                   **({"KARTA_SERVICE_MAPS_KEEP": "false"} if args.keeper_off and side == "mapped" else {})}
             karta = karta_command(env, REPO)
             karta("db", "upgrade")
             secret = karta("token", "create", "--name", "bench", "--scope", "discovery", "--scope", "read"
@@ -221,6 +226,8 @@ def main() -> None:
             for side in ("mapped", "unmapped"):
                 seconds = push(clients[side], sides[side][3], "load", ids[side])
                 print(f"{side}: first load {seconds:.1f} s", file=sys.stderr)
+            if args.keeper_off and mapped_services:
+                karta_command(sides["mapped"][1], REPO)("db", "map-services")
             mapped_in = wait_mapped(sides["mapped"][0], mapped_services)
             print(f"mapped: {args.services} services mapped {mapped_in:.0f} s after the load", file=sys.stderr)
             for side in ("mapped", "unmapped"):  # one unchanged pass each, not timed: both warm alike
@@ -239,7 +246,7 @@ def main() -> None:
                     seconds = push(clients[side], sides[side][3], f"again-{n}", ids[side])
                     results[side].append(seconds)
                     print(f"round {n}: {side} unchanged pass {seconds:.2f} s", file=sys.stderr)
-            if not args.control:
+            if not args.control and not args.keeper_off:
                 follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
             for client in clients.values():
                 client.close()
@@ -253,7 +260,8 @@ def main() -> None:
     follow = sorted(follow) or [float("nan")]
     ratios = [m / u for m, u in zip(results["mapped"], results["unmapped"])]
     lines = [f"Service maps, {args.items:,} items, {mapped_services:,} mapped services, {args.backend}, "
-             f"`karta serve` with one worker each, batches of 5,000" + (" (control: nothing mapped)" if args.control else ""),
+             f"`karta serve` with one worker each, batches of 5,000" + (" (control: nothing mapped)" if args.control else "")
+             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else ""),
              "", "| measure | value |", "|---|---:|",
              f"| unchanged pass, mapped (mean of {args.rounds}) | {mapped_s:.2f} s |",
              f"| unchanged pass, unmapped (mean of {args.rounds}) | {unmapped_s:.2f} s |",

@@ -497,3 +497,22 @@ def test_a_relationship_touches_only_the_maps_of_its_dependent_end(api, app, eng
     # contains: the target depends on the source (a host contains an address)
     assert refreshed_by(lambda: api.relate(estate["db-1"], "contains", outsider["id"])) == set()
     assert refreshed_by(lambda: api.relate(outsider["id"], "contains", estate["db-1"])) == {shop["id"]}
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_api_only_worker_runs_no_keeper(database_url, keep):
+    """KARTA_SERVICE_MAPS_KEEP=false: the worker answers and notifies, and runs no keeper thread (another
+    host's workers keep the maps)."""
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.main import create_app
+    from app.services.service_map_keeper import THREAD_NAME
+
+    app = create_app(Settings(database_url=database_url, service_maps_keep=keep))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        running = [t for t in threading.enumerate() if t.name == THREAD_NAME and t is app.state.service_maps._thread]
+        assert bool(running) is keep
+        app.state.service_maps.notify()  # a write's notification on a worker without a keeper is harmless
+    app.state.engine.dispose()

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # per subscription. `webhook_key` encrypts the subscriptions' secrets (the same on every host);
     # unset, Karta generates a key once and keeps it in the database.
     webhooks_deliver: bool = True
+    # Service maps (app/services/service_map_keeper.py): this worker runs a keeper thread (false on
+    # API-only hosts; some worker of the deployment must keep them, or maps go stale). Keepers of several
+    # workers take turns through an advisory lock on PostgreSQL; one per deployment is enough.
+    service_maps_keep: bool = True
     webhook_max_failures: int = Field(default=10, ge=1, le=1000)
     webhook_retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
     webhook_retry_max_seconds: float = Field(default=600.0, gt=0, le=86400)

@@ -220,13 +220,14 @@ class WorkerConnection:
         self.conn.close()
 
 
-def pin_workers(server_pid: int, port: int, workers: int, secret: str, attempts: int = 300) -> list[WorkerConnection]:
+def pin_workers(server_pid: int, port: int, workers: int, secret: str, attempts: int = 300,
+                timeout: float = 60) -> list[WorkerConnection]:
     """One connection to each of the `workers` workers of the `karta serve` whose process is
     `server_pid`, listening on `port`: connections are opened until every worker has accepted one
     (the kernel hands each to whichever worker accepts first), the others closed."""
     pinned: dict[int, WorkerConnection] = {}
     for _ in range(attempts):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         conn.request("GET", "/healthz")
         conn.getresponse().read()  # answered: a worker has accepted it
         pid = socket_owner(children(server_pid), port, conn.sock.getsockname()[1])

@@ -12,7 +12,10 @@ made here): the production file, with only the strings it names as a site's own 
     answer showing it is measured;
   - one `karta serve` killed (SIGKILL, its workers with it) mid-load: reads keep succeeding (nginx asks
     the other host), a POST that was in flight on the dead host fails with 502 and is never sent again
-    by nginx (no CI is created twice); POSTs sent after the kill go to the living host.
+    by nginx (no CI is created twice); POSTs sent after the kill go to the living host;
+  - deterministically, with a host that reads each request and closes without answering: a GET and an
+    impact question go on to the next host, a POST that creates is answered 502 and goes nowhere else;
+  - TLS and X-Forwarded-Proto reach Karta: the web UI's cookies are Secure behind nginx.
 
 Needs nginx, openssl and what the replica fixture needs (root, PostgreSQL's server programs); skips and
 says why without them, fails in CI (KARTA_REQUIRE_ALL). bench/lb_bench.py uses the helpers here."""

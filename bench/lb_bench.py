@@ -15,27 +15,31 @@ straight to that worker (found by its file descriptors: tests/test_load_balancer
 of T (depth 1) every `--probe-interval` s. The lag of a write at a worker: from sending the
 relationship's POST to the first answer of that worker naming A (so the write's own time is in it).
 Reports p50/p95/p99/max over every (write, worker), and each worker's resident memory. PostgreSQL
-only (the graph's size is the point), the primary alone: tests/test_load_balancer.py measures the same
-lag with a replica at small scale. Writes bench/results/lb.md.
+only (the graph's size is the point): the shared cluster's primary alone, or with `--replica` a
+primary and hot standby of the bench's own (tests/replica/conftest.py's ReplicatedPostgres: root and
+PostgreSQL's server programs needed), the workers' questions then read from the standby, so the lag
+holds its replay. Writes bench/results/lb.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from incident_bench import load
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.core.db import make_engine
@@ -46,6 +50,29 @@ from tests.test_load_balancer import Nginx, LagProbes, children, percentile, pin
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATABASE = "karta_bench_lb"
+
+
+@contextmanager
+def replicated_pair():
+    """A primary and its hot standby on free ports, as tests/replica/conftest.py makes them."""
+    from tests.discovery.lab_services import postgres_bindir
+    from tests.replica.conftest import ReplicatedPostgres
+
+    bindir = postgres_bindir()
+    if os.geteuid() != 0 or bindir is None:
+        raise SystemExit("--replica needs root and PostgreSQL's server programs (initdb, pg_ctl, pg_basebackup)")
+    home = Path(tempfile.mkdtemp(prefix="karta-lb-bench-pg-"))
+    shutil.chown(home, "postgres", "postgres")
+    (home / "sockets").mkdir()
+    shutil.chown(home / "sockets", "postgres", "postgres")
+    pair = None
+    try:
+        pair = ReplicatedPostgres(bindir, home)
+        yield pair
+    finally:
+        if pair is not None:
+            pair.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def token(url: str) -> str:
@@ -101,23 +128,51 @@ def main() -> None:
     parser.add_argument("--probe-interval", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=20261203)
     parser.add_argument("--reuse", action="store_true", help="the PostgreSQL database a previous run loaded")
+    parser.add_argument("--replica", action="store_true", help="a primary and hot standby of the bench's own")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="karta-lb-bench-"))
-    if args.reuse:
-        url = make_url(PG_URL).set(database=DATABASE).render_as_string(hide_password=False)
-    else:
-        url = fresh_database("postgresql", DATABASE, workdir)
-        load(url, args.cis, args.seed)
-    secret = token(url)
-    load_before = os.getloadavg()
-    env = {**os.environ, "KARTA_DATABASE_URL": url, "KARTA_THREADS": "8"}
+    env = {**os.environ, "KARTA_THREADS": "8"}
     with ExitStack() as stack:
+        if args.replica:
+            pair = stack.enter_context(replicated_pair())
+            admin = create_engine(pair.primary.url(), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+            admin.dispose()
+            url = pair.primary.url(DATABASE)
+            load(url, args.cis, args.seed)
+            replica = make_engine(pair.standby.url(DATABASE))
+            head = make_engine(url)
+            try:
+                def applied(engine) -> int:
+                    with engine.connect() as conn:
+                        return conn.execute(text("SELECT coalesce(max(seq), 0) FROM change_record")).scalar_one()
+
+                pair.wait_until(lambda: applied(replica) >= applied(head), 600, "the standby caught up")
+            finally:
+                replica.dispose()
+                head.dispose()
+            env["KARTA_DATABASE_REPLICA_URLS"] = pair.standby.url(DATABASE)
+        elif args.reuse:
+            url = make_url(PG_URL).set(database=DATABASE).render_as_string(hide_password=False)
+        else:
+            url = fresh_database("postgresql", DATABASE, workdir)
+            load(url, args.cis, args.seed)
+        secret = token(url)
+        load_before = os.getloadavg()
+        env["KARTA_DATABASE_URL"] = url
         started = time.monotonic()
         servers = [stack.enter_context(served({**env, **({} if n == 0 else {"KARTA_WEBHOOKS_DELIVER": "false"})}, ROOT,
                                               workers=args.workers, startup_seconds=120))
                    for n in range(args.servers)]
         nginx = stack.enter_context(Nginx(workdir, [s.removeprefix("http://") for s in servers]))
         with nginx.client(secret) as http:
+            if args.replica:  # the questions must read the standby: each host's workers see it in rotation
+                deadline = time.monotonic() + 60
+                while not all(r["in_rotation"] for _ in range(8) for r in http.get("/readyz").json()["replicas"]):
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the standby did not join the rotation within 60 s")
+                    time.sleep(0.5)
             answer = http.post("/api/v1/cis", json={"class": "server", "name": f"lb-target-{uuid.uuid4()}"})
             assert answer.status_code == 201, answer.text
             target = answer.json()["id"]
@@ -168,7 +223,7 @@ def main() -> None:
     ms = [lag * 1000 for lag in lags]
     lines = [
         f"{args.cis:,} CIs (bench/graph_synthetic.py), {args.servers} `karta serve` x {args.workers} workers behind "
-        f"nginx (deploy/nginx/karta.conf, TLS), PostgreSQL primary; {len(sent)} writes through nginx every "
+        f"nginx (deploy/nginx/karta.conf, TLS), PostgreSQL {'primary + hot standby (questions read from it)' if args.replica else 'primary'}; {len(sent)} writes through nginx every "
         f"{args.interval:g} s for {args.seconds:g} s; each worker asked directly every {args.probe_interval:g} s; "
         f"{os.cpu_count()} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after", "",
         "| commit -> each worker's impact answer | samples | p50 ms | p95 ms | p99 ms | max ms | not seen |",

@@ -162,7 +162,7 @@ def main() -> None:
         load_before = os.getloadavg()
         env["KARTA_DATABASE_URL"] = url
         started = time.monotonic()
-        servers = [stack.enter_context(served({**env, **({} if n == 0 else {"KARTA_WEBHOOKS_DELIVER": "false"})}, ROOT,
+        servers = [stack.enter_context(served({**env, **({} if n == 0 else {"KARTA_WEBHOOKS_DELIVER": "false", "KARTA_SERVICE_MAPS_KEEP": "false"})}, ROOT,
                                               workers=args.workers, startup_seconds=120))
                    for n in range(args.servers)]
         nginx = stack.enter_context(Nginx(workdir, [s.removeprefix("http://") for s in servers]))

@@ -340,10 +340,11 @@ def stack(replicated):  # noqa: F811 - the fixture imported above
     home = Path(tempfile.mkdtemp(prefix="karta-nginx-"))
     try:
         with ExitStack() as stack:
-            # As in production: one host delivers webhooks, the other only serves the API.
+            # As in production: one host delivers webhooks and keeps the service maps, the other only
+            # serves the API.
+            api_only = {**env, "KARTA_WEBHOOKS_DELIVER": "false", "KARTA_SERVICE_MAPS_KEEP": "false"}
             servers = [stack.enter_context(running_server(replicated.primary_url, workers=2, env=env)),
-                       stack.enter_context(running_server(replicated.primary_url, workers=2,
-                                                          env={**env, "KARTA_WEBHOOKS_DELIVER": "false"}))]
+                       stack.enter_context(running_server(replicated.primary_url, workers=2, env=api_only))]
             nginx = stack.enter_context(Nginx(home, [s.removeprefix("http://") for s in servers]))
             try:
                 yield Stack(servers, nginx, secret, replicated.primary_url)

@@ -193,6 +193,9 @@ def main() -> None:
                         help="the mapped side's server runs no keeper (KARTA_SERVICE_MAPS_KEEP=false): its services "
                              "are mapped once by `karta db map-services` after the load, and the unchanged passes "
                              "then compare the mapped database without the keeper's thread in the process")
+    parser.add_argument("--restart", action="store_true",
+                        help="time the unchanged passes on two fresh servers started after the mapping (each "
+                             "loads its graph whole; the first ones stay up, idle)")
     parser.add_argument("--vacuum", action="store_true",
                         help="VACUUM ANALYZE both databases before the timed passes (what autovacuum would do in "
                              "time: the mapped one took ~13,000 more writes while it was loaded)")
@@ -239,14 +242,30 @@ def main() -> None:
             if args.vacuum:
                 for side in sides:
                     vacuum(sides[side][0])
-            for n in range(args.rounds):
-                order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
-                for side in order:
-                    settle(sides[side][0])
-                    seconds = push(clients[side], sides[side][3], f"again-{n}", ids[side])
-                    results[side].append(seconds)
-                    print(f"round {n}: {side} unchanged pass {seconds:.2f} s", file=sys.stderr)
-            if not args.control and not args.keeper_off:
+
+            def timed_rounds(timed: dict[str, httpx.Client]) -> None:
+                for n in range(args.rounds):
+                    order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
+                    for side in order:
+                        settle(sides[side][0])
+                        seconds = push(timed[side], sides[side][3], f"again-{n}", ids[side])
+                        results[side].append(seconds)
+                        print(f"round {n}: {side} unchanged pass {seconds:.2f} s", file=sys.stderr)
+
+            if args.restart:  # fresh processes on the same databases: each loads its graph whole
+                with served(sides["mapped"][1], REPO) as again_mapped, served(sides["unmapped"][1], REPO) as again_unmapped:
+                    fresh = {side: httpx.Client(base_url=base, timeout=600,
+                                                headers={"Authorization": f"Bearer {sides[side][2]}"})
+                             for side, base in (("mapped", again_mapped), ("unmapped", again_unmapped))}
+                    for side in ("mapped", "unmapped"):
+                        fresh[side].post("/api/v1/impact", json={"ci_ids": [ids[side]["m-0-db-host"]]}).raise_for_status()
+                        push(fresh[side], sides[side][3], "warm-again", ids[side])
+                    timed_rounds(fresh)
+                    for client in fresh.values():
+                        client.close()
+            else:
+                timed_rounds(clients)
+            if not args.control and not args.keeper_off and not args.restart:
                 follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
             for client in clients.values():
                 client.close()
@@ -261,7 +280,7 @@ def main() -> None:
     ratios = [m / u for m, u in zip(results["mapped"], results["unmapped"])]
     lines = [f"Service maps, {args.items:,} items, {mapped_services:,} mapped services, {args.backend}, "
              f"`karta serve` with one worker each, batches of 5,000" + (" (control: nothing mapped)" if args.control else "")
-             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else ""),
+             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else "") + (" (restarted)" if args.restart else ""),
              "", "| measure | value |", "|---|---:|",
              f"| unchanged pass, mapped (mean of {args.rounds}) | {mapped_s:.2f} s |",
              f"| unchanged pass, unmapped (mean of {args.rounds}) | {unmapped_s:.2f} s |",

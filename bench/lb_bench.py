@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -56,23 +55,13 @@ DATABASE = "karta_bench_lb"
 def replicated_pair():
     """A primary and its hot standby on free ports, as tests/replica/conftest.py makes them."""
     from tests.discovery.lab_services import postgres_bindir
-    from tests.replica.conftest import ReplicatedPostgres
+    from tests.replica.conftest import replicated_postgres
 
     bindir = postgres_bindir()
     if os.geteuid() != 0 or bindir is None:
         raise SystemExit("--replica needs root and PostgreSQL's server programs (initdb, pg_ctl, pg_basebackup)")
-    home = Path(tempfile.mkdtemp(prefix="karta-lb-bench-pg-"))
-    shutil.chown(home, "postgres", "postgres")
-    (home / "sockets").mkdir()
-    shutil.chown(home / "sockets", "postgres", "postgres")
-    pair = None
-    try:
-        pair = ReplicatedPostgres(bindir, home)
+    with replicated_postgres(bindir, prefix="karta-lb-bench-pg-") as pair:
         yield pair
-    finally:
-        if pair is not None:
-            pair.close()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def token(url: str) -> str:

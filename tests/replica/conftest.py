@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,7 +140,15 @@ def replicated():
         pwd.getpwnam("postgres")
     except KeyError:
         missing_requirement("there is no postgres user to run PostgreSQL as")
-    home = Path(tempfile.mkdtemp(prefix="karta-replica-"))
+    with replicated_postgres(bindir) as pair:
+        yield pair
+
+
+@contextmanager
+def replicated_postgres(bindir: Path, prefix: str = "karta-replica-") -> Iterator[ReplicatedPostgres]:
+    """A primary and its hot standby in a directory of their own (bench/lb_bench.py uses it too), stopped
+    and removed on leaving; a setup that failed prints what PostgreSQL said and stops what started."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     shutil.chown(home, "postgres", "postgres")
     (home / "sockets").mkdir()
     shutil.chown(home / "sockets", "postgres", "postgres")

@@ -49,6 +49,7 @@ from tests.conftest import missing_requirement
 from tests.replica.conftest import replicated  # noqa: F401 - the primary + hot standby fixture
 from tests.replica.test_read_replicas import create_tokens
 from tests.server import free_port, running_server
+from tests.thread_group import ThreadGroup
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,9 +252,11 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-class LagProbes:
+class LagProbes(ThreadGroup):
     """A thread per worker asking the impact question of `target` (depth 1) again and again; the first
     time each worker's answer names each awaited CI, and the as_of_seq of that answer."""
+
+    must_stop = False  # daemon threads: a probe stuck in a worker's answer is left behind
 
     def __init__(self, workers: list[WorkerConnection], target: str, seconds: float) -> None:
         self.workers, self.target = workers, target
@@ -264,16 +267,6 @@ class LagProbes:
         self.answers = Counter()
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._probe, args=(w,), daemon=True) for w in workers]
-
-    def __enter__(self) -> LagProbes:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
 
     def _probe(self, worker: WorkerConnection) -> None:
         while not self.stop.is_set() and time.monotonic() < self.deadline:
@@ -355,9 +348,11 @@ def stack(replicated):  # noqa: F811 - the fixture imported above
         shutil.rmtree(home, ignore_errors=True)
 
 
-class Load:
+class Load(ThreadGroup):
     """Readers (CI list, impact) and writers (a CI, then a relationship to it) through nginx, in threads,
     until stopped; every answer counted by kind and time, every failure kept."""
+
+    join_seconds = 60.0
 
     def __init__(self, nginx: Nginx, secret: str, known: list[str], tag: str) -> None:
         self.nginx, self.secret, self.known, self.tag = nginx, secret, known, tag
@@ -369,17 +364,6 @@ class Load:
         self.attempted: list[str] = []  # the name of every CI a writer sent
         self.threads = [threading.Thread(target=self._reader, args=(n,)) for n in range(READERS)]
         self.threads += [threading.Thread(target=self._writer, args=(n,)) for n in range(WRITERS)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
-        assert not any(thread.is_alive() for thread in self.threads), "a load thread did not stop"
 
     def _record(self, kind: str, answer: httpx.Response | Exception, expected: int = 200) -> bool:
         with self.lock:

@@ -5,7 +5,6 @@ with its X-Karta-Seq, and the replica returns to the rotation."""
 import threading
 import time
 from collections import Counter
-from typing import Self
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ from app.core.db import make_engine
 from tests.conftest import new_id
 from tests.replica.test_read_replicas import create_tokens
 from tests.server import running_server
+from tests.thread_group import ThreadGroup
 
 pytestmark = pytest.mark.postgres
 READERS = 4
@@ -24,7 +24,7 @@ DOWN_SECONDS = 2.0
 LOAD_SECONDS_AFTER = 1.5
 
 
-class Load:
+class Load(ThreadGroup):
     """Readers and writers in threads until stopped; every answer's status is counted, every failure kept."""
 
     def __init__(self, base: str, secret: str, known: list[str]) -> None:
@@ -38,17 +38,6 @@ class Load:
         self.last_seq = 0
         self.threads = [threading.Thread(target=self._reader, args=(n,)) for n in range(READERS)]
         self.threads += [threading.Thread(target=self._writer, args=(n,)) for n in range(WRITERS)]
-
-    def __enter__(self) -> Self:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-        assert not any(thread.is_alive() for thread in self.threads), "a load thread did not stop"
 
     def _count(self, what: str, answer: httpx.Response, expected: int = 200) -> None:
         with self.lock:

@@ -60,6 +60,18 @@ SHIPPED = ("linksys-system", "linux-full-walk", "winxp-full-walk", "solaris-syst
 EX, C2960, PROCURVE = "28:8a:1c:e0:00:00", "00:1b:2b:aa:00:01", "00:1f:fe:c0:00:00"
 SRV_DB1, SRV_WEB1 = compose.SRV_DB1, compose.SRV_WEB1
 PROCURVE_NAME = compose.HOSTILE_NAME[:255]  # text() caps a name at 255 characters
+# (source, type, target, attributes) the three composed switches' walks give whatever hosts Karta holds:
+# the cable, srv-db1's attachment group, srv-web1's port, and the addresses of devices and LLDP hosts
+SWITCH_EDGES = {
+    (PROCURVE_NAME, "cabled_to", "ex-core", (("port", "25"), ("remote_port", "ge-0/0/22"))),
+    ("srv-db1", "connects_to", "network attachment of srv-db1", ()),
+    ("ex-core", "member_of", "network attachment of srv-db1", (("port", "ge-0/0/5"),)),
+    ("c2960-access1", "member_of", "network attachment of srv-db1", (("port", "Fa0/3"),)),
+    ("srv-web1", "connects_to", PROCURVE_NAME, (("port", "3"),)),
+    ("ex-core", "contains", "10.20.0.1", ()), ("c2960-access1", "contains", "10.20.0.2", ()),
+    (PROCURVE_NAME, "contains", "10.20.0.3", ()),
+    ("srv-db1", "contains", "10.20.0.11", ()), ("srv-web1", "contains", "10.20.0.21", ())
+}
 
 
 @pytest.fixture(scope="module")
@@ -277,14 +289,7 @@ def test_the_batch_attaches_hosts_on_one_mac_ports_only(walked):
     assert edges == {
         ("app1", "connects_to", "c2960-access1", (("port", "Fa0/1"),)),
         ("store3", "connects_to", "ex-core", (("port", "ge-0/0/3"),)),
-        (PROCURVE_NAME, "cabled_to", "ex-core", (("port", "25"), ("remote_port", "ge-0/0/22"))),
-        ("srv-db1", "connects_to", "network attachment of srv-db1", ()),
-        ("ex-core", "member_of", "network attachment of srv-db1", (("port", "ge-0/0/5"),)),
-        ("c2960-access1", "member_of", "network attachment of srv-db1", (("port", "Fa0/3"),)),
-        ("srv-web1", "connects_to", PROCURVE_NAME, (("port", "3"),)),
-        ("ex-core", "contains", "10.20.0.1", ()), ("c2960-access1", "contains", "10.20.0.2", ()),
-        (PROCURVE_NAME, "contains", "10.20.0.3", ()),
-        ("srv-db1", "contains", "10.20.0.11", ()), ("srv-web1", "contains", "10.20.0.21", ())}
+        *SWITCH_EDGES}
     # the forwarding entry alone makes the Catalyst's attachment: without it srv-db1 hangs on ex-core only
     without = [walked["juniper-ex2200"], walked["hp-procurve"]]
     edges_without = {(r["type"], r["attributes"].get("port")) for r in build_snmp_batch(without, run_id="r2")[0][
@@ -365,12 +370,5 @@ def test_karta_discover_snmp_pushes_the_estate_to_karta_serve(sim, karta_databas
         # the walk's: app2 shares Fa0/2 with a phone, so it hangs on nothing
         ("app1.example.net", "connects_to", "c2960-access1", (("port", "Fa0/1"),)),
         ("store3.example.net", "connects_to", "ex-core", (("port", "ge-0/0/3"),)),
-        (PROCURVE_NAME, "cabled_to", "ex-core", (("port", "25"), ("remote_port", "ge-0/0/22"))),
-        ("srv-db1", "connects_to", "network attachment of srv-db1", ()),
-        ("ex-core", "member_of", "network attachment of srv-db1", (("port", "ge-0/0/5"),)),
-        ("c2960-access1", "member_of", "network attachment of srv-db1", (("port", "Fa0/3"),)),
-        ("srv-web1", "connects_to", PROCURVE_NAME, (("port", "3"),)),
-        ("ex-core", "contains", "10.20.0.1", ()), ("c2960-access1", "contains", "10.20.0.2", ()),
-        (PROCURVE_NAME, "contains", "10.20.0.3", ()),
-        ("srv-db1", "contains", "10.20.0.11", ()), ("srv-web1", "contains", "10.20.0.21", ())}
+        *SWITCH_EDGES}
     assert (run["counts"]["created"], run["counts"]["errors"], run["counts"]["conflicts"]) == (12, 0, 0)

@@ -59,8 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.service_maps_keep:
             app.state.service_maps.start()
         yield
-        if settings.service_maps_keep:
-            app.state.service_maps.stop()
+        app.state.service_maps.stop()  # a keeper never started stops at once
         if listener is not None:
             listener.stop()
         expirer.stop()

@@ -52,15 +52,12 @@ class ApiApplicationLookup:
                 return None
         return self._by_address[address].get(port)
 
-    def _get(self, path: str, params: dict | None = None) -> dict:
-        return _api_get(self.client, path, params)
-
     def _related(self, rel_type: str, target: str) -> list[str]:
-        page = self._get("/api/v1/relationships", {"type": rel_type, "target": target, "limit": 1000})
+        page = _api_get(self.client, "/api/v1/relationships", {"type": rel_type, "target": target, "limit": 1000})
         return [str(rel["source"]) for rel in page.get("items", [])]
 
     def _applications_at(self, address: str) -> dict[int, RemoteApplication]:
-        page = self._get("/api/v1/cis", {"class": "ip_address", "attr.address": address, "limit": 2})
+        page = _api_get(self.client, "/api/v1/cis", {"class": "ip_address", "attr.address": address, "limit": 2})
         ips = page.get("items", [])
         if len(ips) != 1:
             return {}
@@ -69,7 +66,7 @@ class ApiApplicationLookup:
         if len(hosts) != 1:  # an address two hosts claim (a VIP) names no single application
             return {}
         for app_id in self._related("runs_on", hosts[0]):
-            ci = self._get(f"/api/v1/cis/{app_id}")
+            ci = _api_get(self.client, f"/api/v1/cis/{app_id}")
             if ci.get("class") not in APPLICATION_CLASSES:
                 continue
             attributes = ci.get("attributes") or {}

@@ -129,14 +129,13 @@ class _Builder:
                                "identifiers": {"mac_address": [host_mac]}, "attributes": {}})
         return self.host_refs[host_mac]
 
-    def known_host(self, host_mac: str, ci_id: str, name: str) -> str:
+    def known_host(self, host_mac: str, ci_id: str, name: str) -> None:
         """A host Karta already holds with this MAC (no LLDP names it): edges go to its CI id, and no item
         is sent, so the SNMP source asserts nothing about a host it never saw (its name stays SSH's or
         nmap's) and a MAC nobody knows makes no guessed CI."""
         self.host_refs[host_mac] = ci_id
         self.host_macs[ci_id] = host_mac
         self.known_names[ci_id] = name
-        return ci_id
 
     def address(self, address: str, attributes: dict) -> str:
         if address not in self.ip_refs:

@@ -34,13 +34,25 @@ def drop_database(name: str) -> None:
     admin.dispose()
 
 
+def _maintain(url: str, postgresql: str, sqlite: str) -> None:
+    """One maintenance statement, outside any transaction, on the database at `url`."""
+    engine = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(postgresql if engine.dialect.name == "postgresql" else sqlite))
+    finally:
+        engine.dispose()
+
+
 def settle(url: str) -> None:
     """Write out what the last run left dirty before the next one is timed: otherwise the database
     flushes one checkout's first load (a checkpoint after ~1 GB of WAL) while the other is measured."""
-    engine = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("CHECKPOINT" if engine.dialect.name == "postgresql" else "PRAGMA wal_checkpoint(TRUNCATE)"))
-    engine.dispose()
+    _maintain(url, "CHECKPOINT", "PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def vacuum(url: str) -> None:
+    """What autovacuum would have done in time: dead rows reclaimed and statistics current."""
+    _maintain(url, "VACUUM ANALYZE", "ANALYZE")
 
 
 def karta_command(env: dict[str, str], checkout: Path):

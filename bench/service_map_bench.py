@@ -40,7 +40,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import drop_database, fresh_database, karta_command, served, settle
+from bench.common import drop_database, fresh_database, karta_command, served, settle, vacuum
 from bench.ingest_bench import batches_of, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,18 +99,6 @@ def with_entry_points(items):
             item = {**item, "attributes": {**item["attributes"], "entry_points": [f"svc{n}-web.example.com:443"]}}
         out.append((item, rels))
     return out
-
-
-def vacuum(url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    engine = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
-    finally:
-        engine.dispose()
 
 
 def push(http: httpx.Client, items, run: str, id_of: dict) -> float:

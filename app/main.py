@@ -23,6 +23,7 @@ from app.core.db import make_engine, refresh_statistics
 from app.core.replicas import ReplicaSet
 from app.services.incident_expiry import IncidentExpirer
 from app.services.live_graph import LiveGraph
+from app.services.service_directory import ServiceDirectory
 from app.services.registry import RegistryCache
 from app.services.service_map_keeper import ServiceMapKeeper
 from app.services.tokens import TokenVerifier
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.webhook_secrets = SecretBox(engine, settings.webhook_key)
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
+    app.state.service_directory = ServiceDirectory()
     app.state.service_maps = ServiceMapKeeper(engine, app.state.registry, app.state.live_graph)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes,

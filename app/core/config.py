@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # An incident stores at most this many impacted CIs (failed ones first, then nearest); counts,
     # services and risk always cover the whole blast radius.
     incident_impacted_max: int = Field(default=500, ge=0, le=100_000)
+    # ... and at most this many affected services, the most critical first (`services_count` says how many
+    # there are): a datacenter's router takes down thousands, which nobody reads in a ticket or a page and
+    # which made the stored incident megabytes. The risk and the owners to notify cover them all.
+    incident_services_max: int = Field(default=500, ge=0, le=100_000)
     # Root-cause candidates of an incident are ranked by the CIs each would take down besides the
     # symptoms, counted up to this many (graph.causes extra_cap): candidates past it rank after the
     # others of their level, by id, flagged `extra_down_exact: false`. At 1,000,000 CIs, 20 unrelated

@@ -6,7 +6,7 @@ database, so the graph is not held while they do."""
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,27 +75,36 @@ def name_many(conn: Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def radius_answer(conn: Connection, result: ImpactResult, nearest: list[str], classes: dict[str, str | None],
-                  by_class: Counter, service_ids: list[str], also_name: Iterable[str] = ()
-                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+                  by_class: Counter, service_ids: list[str], services: Mapping[str, Any], services_max: int,
+                  also_name: Iterable[str] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """impact_answer for an answer that lists only the `nearest` impacted CIs (ImpactResult.nearest), as an
     incident stores them, with what the graph gave under its lock: `by_class` counts the impacted CIs by
     class and `service_ids` are the failed and impacted CIs of service classes (ImpactGraph.tally),
-    `classes` holds the failed and nearest CIs' classes. The CIs listed, the failed ones, the services
-    and `also_name` (root-cause candidates) are named in one query (name_many); the names come back too,
-    for root_cause_answer. `owners` are the owners of the CIs listed, failed or services. A failed
-    service (an alert bound to the service itself) is among the services, down, and counts in the risk."""
+    `classes` holds the failed and nearest CIs' classes. `services` names the services (by id: name,
+    criticality, owner; app.services.service_directory), so the thousands a datacenter's router takes
+    down cost no query; the answer lists the `services_max` most critical of them (`services_truncated`,
+    `services_count`), and the risk and owners cover them all. The CIs listed, the failed ones and
+    `also_name` (root-cause candidates) are named in one query (name_many); the names come back too, for
+    root_cause_answer. `owners` are the owners of the CIs listed, failed or services. A failed service
+    (an alert bound to the service itself) is among the services, down, and counts in the risk."""
     impacted, failed = result.impacted, set(result.failed)
-    info = name_many(conn, {*nearest, *service_ids, *failed, *also_name})
+    info = name_many(conn, {*nearest, *failed, *also_name})
     entries = [{"id": ci_id, "name": info.get(ci_id, UNKNOWN_CI)["name"], "class": classes.get(ci_id),
                 "state": hit.state, "distance": hit.distance, "path": hit.path}
                for ci_id, hit in ((ci_id, impacted[ci_id]) for ci_id in nearest)]
+    service_ids = [ci_id for ci_id in service_ids if ci_id in services]  # one deleted since the graph saw it: gone
     impacted_services = [ci_id for ci_id in service_ids if ci_id not in failed]
     state_of = {**dict(zip(impacted_services, result.states_of(impacted_services))),
                 **{ci_id: "down" for ci_id in service_ids if ci_id in failed}}
-    services = [{"id": ci_id, "name": ci["name"], "criticality": ci["criticality"], "owner": ci["owner"],
-                 "state": state_of[ci_id]} for ci_id, ci in ((ci_id, info.get(ci_id, UNKNOWN_CI)) for ci_id in service_ids)]
-    owners = {info.get(ci_id, UNKNOWN_CI)["owner"] for ci_id in {*nearest, *service_ids, *failed}} - {None, ""}
-    return _answer(result, info, entries, services, len(impacted), by_class, result.count_by_state(), owners), info
+    listed = [{"id": ci_id, "name": service.name, "criticality": service.criticality, "owner": service.owner,
+               "state": state_of[ci_id]} for ci_id, service in ((ci_id, services[ci_id]) for ci_id in service_ids)]
+    owners = ({info.get(ci_id, UNKNOWN_CI)["owner"] for ci_id in {*nearest, *failed}}
+              | {service["owner"] for service in listed}) - {None, ""}
+    answer = _answer(result, info, entries, listed, len(impacted), by_class, result.count_by_state(), owners)
+    answer["services_count"] = len(listed)
+    answer["services_truncated"] = len(listed) > services_max
+    answer["services"] = answer["services"][:services_max]
+    return answer, info
 
 
 def _answer(result: ImpactResult, info: dict[str, dict[str, Any]], entries: list, services: list, total: int,

@@ -67,6 +67,7 @@ from app.services.bulk import insert_rows
 from app.services.errors import NotFound
 from app.services.history import UnitOfWork, in_unit_of_work
 from app.services.pagination import decode_uuid_cursor, page
+from app.services.service_directory import ServiceDirectory
 
 INCIDENT = Incident.__table__
 ALERT = IncidentAlert.__table__
@@ -120,6 +121,9 @@ class Context:
     registry: Any  # RegistryCache
     rules: list[dict[str, str]] | None = None
     impacted_max: int = 500
+    services_max: int = 500
+    # The services' names, criticality and owners in memory (None: a directory of the call's own).
+    services: Any = None
     # Root-cause candidates are told apart by the CIs they would take down besides the symptoms only up
     # to this many (graph.causes, extra_cap): past it, counting costs seconds at a million CIs.
     root_cause_extra_cap: int | None = 1_000
@@ -132,6 +136,7 @@ def context(state: Any) -> Context:
     settings = state.settings
     return Context(engine=state.engine, live_graph=state.live_graph, registry=state.registry,
                    rules=settings.alert_bindings, impacted_max=settings.incident_impacted_max,
+                   services_max=settings.incident_services_max, services=state.service_directory,
                    root_cause_extra_cap=settings.incident_root_cause_extra_cap,
                    alert_expiry_seconds=settings.alert_expiry_seconds)
 
@@ -406,10 +411,13 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
 
     A group of unrelated hosts may hold a datacenter's router: 50,000 CIs impacted, 11,000 of them
     services. The graph hands over only what is stored (the nearest CIs, counts by class, the services'
-    ids) and one query names the services, the nearest, the failed CIs and the root-cause candidates:
-    every service's criticality and owner is needed now, for the risk and the owners to notify."""
+    ids). Every service's criticality and owner is needed now, for the risk and the owners to notify:
+    they come from memory (app.services.service_directory), and one query names the nearest, the
+    failed CIs and the root-cause candidates. The incident lists the most critical services only
+    (`services_max`); the risk and the owners cover them all."""
     services = ctx.registry.get(conn=conn).classes
     services = frozenset(name for name, info in services.items() if info.family == "service")
+    directory = ctx.services if ctx.services is not None else ServiceDirectory()
     with ctx.live_graph.reading() as graph:
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
@@ -422,19 +430,24 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
         as_of_seq = graph.applied_seq
     if result is None:
         info = impact.describe(conn, set(failed))
-        radius = {"impacted": [], "impacted_truncated": False, "services": [],
+        named = {}
+        radius = {"impacted": [], "impacted_truncated": False, "services": [], "services_count": 0,
+                  "services_truncated": False,
                   "counts": {"total": 0, "by_class": {}, "by_state": {"down": 0, "degraded": 0, "at_risk": 0}},
                   "risk": None}
         causes = []
     else:
-        answer, info = impact.radius_answer(conn, result, nearest, classes, by_class, service_ids,
-                                            {c.ci_id for c in candidates} | set(failed))
+        named = directory.lookup(conn, services, service_ids)
+        answer, info = impact.radius_answer(conn, result, nearest, classes, by_class, service_ids, named,
+                                            ctx.services_max, {c.ci_id for c in candidates} | set(failed))
         radius = {"impacted": answer["impacted"], "impacted_truncated": len(result.impacted) > ctx.impacted_max,
-                  "services": answer["services"], "counts": answer["counts"], "risk": answer["risk"]}
+                  "services": answer["services"], "services_count": answer["services_count"],
+                  "services_truncated": answer["services_truncated"], "counts": answer["counts"],
+                  "risk": answer["risk"]}
         causes = impact.root_cause_answer(conn, known, candidates, info)["candidates"]
     failed_cis = [{"id": ci_id, **{k: info.get(ci_id, {}).get(k) for k in ("name", "class", "owner", "criticality")}}
                   for ci_id in failed]
-    owners = {ci["owner"] for ci in failed_cis if ci["owner"]} | {s["owner"] for s in radius["services"] if s["owner"]}
+    owners = {ci["owner"] for ci in failed_cis if ci["owner"]} | {s.owner for s in named.values() if s.owner}
     return {"failed": failed_cis, "blast_radius": radius, "root_cause": causes, "owners": sorted(owners)}, as_of_seq
 
 

@@ -395,3 +395,78 @@ def test_a_radius_past_what_is_stored_agrees_with_the_blast_radius_api(api, app,
     assert {e["name"] for e in nearest} < {"h0", "h1", "h2", "h3", "h4"}  # one hop away, 4 of 5 by id
     assert incident["owners"] == ["net", "team-0", "team-1", "team-2"]
     assert [(c["name"], c["explains_count"]) for c in incident["root_cause"]] == [("core", 1)]
+
+
+def _router_estate(api, services: int) -> tuple[str, list[str]]:
+    """A core device, and per n a host on it, an application on the host and a service on the
+    application (criticality n % 4 + 1, owner team-(n % 3)); the core's id and the services' ids."""
+    core = api.create_ci("network_device", "core", owner="net")["id"]
+    ids = []
+    for n in range(services):
+        host = api.create_ci("server", f"h{n}", owner="infra")["id"]
+        application = api.create_ci("application", f"a{n}", owner=f"app-{n}")["id"]
+        ids.append(api.create_ci("service", f"s{n}", owner=f"team-{n % 3}", criticality=n % 4 + 1)["id"])
+        api.relate(host, "depends_on", core)
+        api.relate(application, "runs_on", host)
+        api.relate(ids[-1], "depends_on", application)
+    return core, ids
+
+
+def test_an_incident_lists_the_most_critical_services_and_notifies_the_owners_of_all(api, app, monkeypatch):
+    # A datacenter's router takes thousands of services down: the incident lists the most critical
+    # (incident_services_max) and says how many there are; the risk and the owners cover them all.
+    monkeypatch.setattr(app.state.settings, "incident_services_max", 2)
+    core, _ = _router_estate(api, 5)
+    incident = post_am(api, am_payload("core", [am_alert("core", cmdb_ci=core)])).json()
+    full = api.post("/api/v1/blast-radius", json={"failed": [core]}, as_="read").json()
+    radius = incident["blast_radius"]
+    # s0 and s4 are criticality 1; s2 (team-2, criticality 3) is not listed, and its owner is told.
+    assert [s["name"] for s in radius["services"]] == ["s0", "s4"] == [s["name"] for s in full["services"][:2]]
+    assert radius["services"] == full["services"][:2]
+    assert radius["services_count"] == 5 and radius["services_truncated"] is True
+    assert radius["risk"] == full["risk"] == "critical"
+    assert incident["owners"] == ["net", "team-0", "team-1", "team-2"]
+    listed = api.get("/api/v1/incidents", as_="read").json()["items"][0]
+    assert [s["name"] for s in listed["services"]] == ["s0", "s4"]
+    from tests.web.test_session import sign_in
+    sign_in(api.client, api.secrets["read"])
+    page = api.client.get(f"/ui/incidents/{incident['id']}").text
+    assert "The 2 most critical of 5 affected services." in page and ">s4<" in page and ">s2<" not in page
+
+
+def test_the_services_an_incident_names_follow_the_map(api, app):
+    # Services are named from memory (app.services.service_directory), kept in step by the change feed:
+    # a service renamed, re-owned, made more critical or deleted is told right by the next computation.
+    core, services = _router_estate(api, 4)
+    first = post_am(api, am_payload("core", [am_alert("core", cmdb_ci=core)])).json()
+    assert [(s["name"], s["owner"]) for s in first["blast_radius"]["services"]] == [
+        ("s0", "team-0"), ("s1", "team-1"), ("s2", "team-2"), ("s3", "team-0")]
+    assert api.patch(f"/api/v1/cis/{services[2]}", json={"name": "payroll", "owner": "pay-team", "criticality": 1},
+                     as_="write").status_code == 200
+    assert api.delete(f"/api/v1/cis/{services[3]}", as_="write").status_code == 204
+    again = post_am(api, am_payload("core", [am_alert("core", cmdb_ci=core)])).json()  # a repeat on a changed map
+    radius = again["blast_radius"]
+    assert [(s["name"], s["owner"], s["criticality"]) for s in radius["services"]] == [
+        ("payroll", "pay-team", 1), ("s0", "team-0", 1), ("s1", "team-1", 2)]
+    assert radius["services_count"] == 3 and radius["services_truncated"] is False
+    assert again["owners"] == ["net", "pay-team", "team-0", "team-1"]
+    assert app.state.service_directory.reloads == 1  # caught up record by record, not reloaded
+
+
+def test_the_service_directory_reloads_when_far_behind_or_the_service_classes_change(api, app):
+    from app.core.db import read_transaction
+    from app.services.service_directory import ServiceDirectory
+
+    core, services = _router_estate(api, 3)
+    directory = ServiceDirectory(catch_up_max=1)
+    with read_transaction(app.state.engine) as conn:
+        assert {k: v.name for k, v in directory.lookup(conn, frozenset({"service"}), [*services, core]).items()} == {
+            services[0]: "s0", services[1]: "s1", services[2]: "s2"}
+    for n in (0, 1):
+        api.patch(f"/api/v1/cis/{services[n]}", json={"owner": "moved"}, as_="write")
+    with read_transaction(app.state.engine) as conn:
+        found = directory.lookup(conn, frozenset({"service"}), services)
+        assert [found[s].owner for s in services] == ["moved", "moved", "team-2"] and directory.reloads == 2
+        # Another set of service classes (a class added to the family): everything is read again.
+        found = directory.lookup(conn, frozenset({"service", "network_device"}), [core])
+        assert found[core].name == "core" and directory.reloads == 3

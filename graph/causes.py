@@ -81,19 +81,27 @@ class DownWalk:
 
     def subgraph(self, within) -> dict:
         """u -> [(v, kind, spare)] for the impact edges inside `within`; spare is how many members
-        the head may lose and stay up (None for an edge that carries ordinary impact)."""
-        succ, kind_key, spares, spare_of = self.succ, self.kind_key, self._spares, self._spare
-        sub = {}
-        for u in within:
-            edges = sub[u] = []
-            for v, data in succ[u].items():
+        the head may lose and stay up (None for an edge that carries ordinary impact).
+
+        Found from each head's providers, not each tail's dependents: `within` is an ancestor set, so
+        its CIs are the providers (a datacenter's router, thousands of dependents, few providers), and
+        reading their dependents cost ~10x the edges kept. The lists' order differs; closures do not
+        depend on it (each edge is followed once, whichever comes first)."""
+        pred, kind_key, spares, spare_of = self.pred, self.kind_key, self._spares, self._spare
+        sub = {u: [] for u in within}
+        for v in within:
+            spare = None
+            for u, data in pred[v].items():
                 kind = data[kind_key]
-                if kind and v in within:
+                if kind and u in within:
                     if kind & ORDINARY:
-                        edges.append((v, kind, None))
+                        sub[u].append((v, kind, None))
                     else:
-                        spare = spares.get(v)
-                        edges.append((v, kind, spare_of(v) if spare is None else spare))
+                        if spare is None:
+                            spare = spares.get(v)
+                            if spare is None:
+                                spare = spare_of(v)
+                        sub[u].append((v, kind, spare))
         return sub
 
     def closure_in(self, start, sub: dict, stop_at=None):

@@ -13,8 +13,10 @@ re-reads those CIs (a service renamed, re-owned, deleted, a CI whose class becam
 stopped being one). More than `catch_up_max` records behind (a bulk load), or when the registry's
 service classes changed, it reloads every service instead: one indexed query (ix_ci_class_id).
 Sequence numbers grow in commit order (app.services.history), so every change committed before the
-question is at or below the last one read. Through a read replica's connection it never moves back:
-a replica behind the directory adds nothing.
+question is at or below the last one read. Through a read replica's connection, a replica behind the
+directory adds nothing (catching up only moves forward).
+
+Memory: ~200 bytes a service (20,000 services: ~4 MB per worker; 200,000 at ten million CIs: ~40 MB).
 """
 
 import threading

@@ -65,10 +65,14 @@ def in_thread(work) -> tuple[threading.Thread, dict]:
     return thread, outcome
 
 
-def wait_for_a_lock_wait(conn) -> None:
-    """Until a backend of this database other than `conn`'s waits for a lock (the keeper's)."""
+def wait_for_a_lock_wait(conn, thread: threading.Thread, outcome: dict) -> None:
+    """Until a backend of this database other than `conn`'s waits for a lock (the keeper's). `conn` is in
+    a transaction, which reads pg_stat_activity once and keeps what it read: the snapshot is dropped
+    before each look."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
+        assert thread.is_alive(), f"the keeper's pass ended without waiting for the lock held: {outcome}"
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
         if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                              "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).scalar():
             return
@@ -94,7 +98,7 @@ def test_a_chunk_the_database_aborts_to_break_a_deadlock_runs_again(api, app, en
         other.execute(text("SET LOCAL deadlock_timeout = '20s'"))
         other.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE"), {"id": fronts["second"]})
         thread, outcome = in_thread(keeper.catch_up)
-        wait_for_a_lock_wait(other)
+        wait_for_a_lock_wait(other, thread, outcome)
         # The cycle: this waits until the database has aborted the keeper's transaction.
         other.execute(text("SELECT id FROM ci WHERE id = :id FOR UPDATE"), {"id": fronts["first"]})
         other.commit()

@@ -22,7 +22,7 @@ from app.core.db import make_engine
 from app.models import ServiceMapCursor
 from app.services.changes import last_seq
 from app.services.live_graph import LiveGraph
-from app.services.service_map_keeper import CURSOR_NAME, ServiceMapKeeper
+from app.services.service_map_keeper import CHUNK_ATTEMPTS, CURSOR_NAME, ServiceMapKeeper
 from tests.conftest import new_id
 from tests.test_service_map import _app, _host, ingest, the_map
 
@@ -85,12 +85,40 @@ def stored_cursor(engine) -> int | None:
         return conn.execute(select(ServiceMapCursor.seq).where(ServiceMapCursor.name == CURSOR_NAME)).scalar()
 
 
-def test_a_chunk_the_database_aborts_to_break_a_deadlock_runs_again(api, app, engine, fronts, caplog):
+@pytest.fixture
+def keeper_engine(database_url):
+    """An engine of the keeper's own whose sessions start with these settings (`SET name = value`)."""
+    engines = []
+
+    def make(**settings: str):
+        engine = make_engine(database_url)
+
+        @event.listens_for(engine, "connect")
+        def _settings(dbapi_connection, _record) -> None:
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            with dbapi_connection.cursor() as cursor:
+                for name, value in settings.items():
+                    cursor.execute(f"SET {name} = '{value}'")
+            dbapi_connection.autocommit = autocommit
+
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+def test_a_chunk_the_database_aborts_to_break_a_deadlock_runs_again(api, app, engine, fronts, keeper_engine, caplog):
     """A real deadlock: the keeper holds `first` (KEY SHARE) and waits for `second`, which the other
-    transaction holds FOR UPDATE while it asks for `first`. The database aborts the keeper (it waited
-    first; the other transaction's deadlock_timeout is longer), and the same pass maps both services."""
+    transaction holds FOR UPDATE while it asks for `first`. The database aborts the keeper, and the same
+    pass maps both services. The keeper is the one aborted: it waits first and looks for a deadlock
+    after 3 s of waiting (its deadlock_timeout; the test asks for `first` well before), the other
+    transaction only after 20 s."""
     caplog.set_level(logging.INFO, logger="karta.service_map")
-    keeper = ServiceMapKeeper(engine, app.state.registry, LiveGraph(engine, app.state.registry))
+    deadlocking = keeper_engine(deadlock_timeout="3s")
+    keeper = ServiceMapKeeper(deadlocking, app.state.registry, LiveGraph(deadlocking, app.state.registry))
     head = _head(engine)
     other = engine.connect()
     other.begin()
@@ -121,30 +149,14 @@ def _head(engine) -> int:
         return last_seq(conn)
 
 
-@pytest.fixture
-def impatient_engine(database_url):
-    """The keeper's own engine, whose sessions wait at most 100 ms for a row lock (lock_timeout): a
-    lock held longer fails its chunk with 55P03 at every attempt."""
-    engine = make_engine(database_url)
-
-    @event.listens_for(engine, "connect")
-    def _lock_timeout(dbapi_connection, _record) -> None:
-        autocommit = dbapi_connection.autocommit
-        dbapi_connection.autocommit = True
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '100ms'")
-        dbapi_connection.autocommit = autocommit
-
-    yield engine
-    engine.dispose()
-
-
-def test_a_chunk_that_keeps_failing_stays_due_for_the_next_pass(api, app, engine, fronts, impatient_engine, caplog):
-    """A lock held through every attempt: the pass ends without raising, logged; the stored cursor stays
-    before the services' records (a keeper starting afresh would read them again); and the next pass,
-    with no new record to read, maps them once the lock is gone."""
+def test_a_chunk_that_keeps_failing_stays_due_for_the_next_pass(api, app, engine, fronts, keeper_engine, caplog):
+    """A lock held through every attempt, which waits at most 100 ms for it (lock_timeout: 55P03): the
+    pass ends without raising, logged; the stored cursor stays before the services' records (a keeper
+    starting afresh would read them again); and the next pass, with no new record to read, maps them
+    once the lock is gone."""
     caplog.set_level(logging.INFO, logger="karta.service_map")
-    keeper = ServiceMapKeeper(impatient_engine, app.state.registry, LiveGraph(impatient_engine, app.state.registry))
+    impatient = keeper_engine(lock_timeout="100ms")
+    keeper = ServiceMapKeeper(impatient, app.state.registry, LiveGraph(impatient, app.state.registry))
     for service in (fronts["low"], fronts["high"]):  # not mapped yet: the keeper has not run
         assert the_map(api, service)["status"] == "pending"
     stored_before = stored_cursor(engine)
@@ -160,8 +172,8 @@ def test_a_chunk_that_keeps_failing_stays_due_for_the_next_pass(api, app, engine
         other.close()
     assert "error" not in outcome, f"the pass raised instead of leaving its services due: {outcome.get('error')!r}"
     [left] = [r.getMessage() for r in caplog.records if "stay due" in r.getMessage()]
-    assert "55P03" in left and "2 service(s) 5 time(s)" in left, left
-    assert len([r for r in caplog.records if "aborted a chunk's transaction" in r.getMessage()]) == 4
+    assert "55P03" in left and f"2 service(s) {CHUNK_ATTEMPTS} time(s)" in left, left
+    assert len([r for r in caplog.records if "aborted a chunk's transaction" in r.getMessage()]) == CHUNK_ATTEMPTS - 1
     for service in (fronts["low"], fronts["high"]):
         assert the_map(api, service)["status"] == "pending"  # the chunk rolled back whole
     head = _head(engine)

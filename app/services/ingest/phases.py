@@ -181,7 +181,7 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
             ci_id, action = row["id"], _update(registry, the_plan.precedence, resolution, row, changes, outcome, counts,
                                               source=source, now=now, karta_group=row["id"] in found.karta_groups)
         if ci_id is None or action is None:
-            continue  # refused by the class's schema
+            continue  # refused: by the class's schema, or as a change of what identifies a Karta group
         changes.seen.add(ci_id)
         for item in resolution.items:
             changes.reported_by[ci_id].append(item.ref)

@@ -17,6 +17,7 @@ from app.models.types import as_utc, new_id
 from app.services.bulk import id_in, is_postgres
 from app.services.ci_filters import attribute_equals, has_tag
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed, field_error
+from app.services.group_identity import refuse_identity_change
 from app.services.storable import require_size, require_storable
 from app.services.history import UnitOfWork, diff_fields
 from app.services.history import creation_diff as history_creation_diff
@@ -176,10 +177,15 @@ def update_ci(
             new["attributes"] = merged
         else:
             new[name] = value
-    cls = registry_cache.for_write(uow.conn, [new["ci_class"]]).get_class(new["ci_class"])
+    registry = registry_cache.for_write(uow.conn, [new["ci_class"]])
+    cls = registry.get_class(new["ci_class"])
     if "attributes" in changes:
         require_size(new["attributes"], max_attributes_bytes, "attributes")
     _validate(cls, new["attributes"])
+    # A redundancy group Karta made keeps what Karta finds it by (app.services.group_identity).
+    before = registry.classes.get(row["ci_class"])
+    refuse_identity_change(uow.conn, row, new["attributes"],
+                           family_changed=before is not None and before.family != cls.family)
     old_public = to_public(row)
     diff = diff_fields(old_public, to_public(new), HISTORY_FIELDS)
     if not diff:

@@ -32,7 +32,7 @@ from app.core.batch_contract import MAX_NAME
 from app.models import CIIdentifier, ConfigurationItem
 from app.models.ci import CIStatus
 from app.models.ingest import IngestScope
-from app.services import import_fields
+from app.services import group_identity, import_fields
 from app.services.bulk import id_in
 from app.services.errors import InvalidInput, field_error
 from app.services.history import UnitOfWork
@@ -374,7 +374,9 @@ def _identify_pinned(conn: Connection, found: phases.Identification, pinned: dic
     for resolution in found.resolutions:
         if resolution.items[0].ref in pinned:
             resolution.ci_id = pinned[resolution.items[0].ref]
-    found.rows.update(store.load_cis(conn, set(pinned.values())))  # locked, as identify locks the others
+    loaded = store.load_cis(conn, set(pinned.values()))  # locked, as identify locks the others
+    found.rows.update(loaded)
+    found.karta_groups |= group_identity.karta_groups(conn, loaded)
 
 
 def _wrong_ids(rows: list[ImportRow], outcome: Outcome, named: dict[uuid.UUID, str],

@@ -34,6 +34,9 @@ What a person decides stays theirs:
     own) is never ended by Karta; a group that no longer holds (fewer than two instances or hosts, or
     A left every map) loses Karta's relationships, and its CI is deleted only if nothing else
     relates to it.
+What Karta finds its group by stays Karta's: a write that would change its `cluster_id` or move it
+out of the cluster family (which would orphan it, and have Karta make another beside it) is refused
+by every path that writes a CI (app.services.group_identity); editing the group never hands it over.
 
 Kept in step by the service-map keeper (app.services.service_map_keeper), in the transaction that
 writes the maps: every application that is or was in one of the maps written is looked at again, so
@@ -58,6 +61,7 @@ from app.core.dialect import locked
 from app.services.bulk import id_in
 from app.services.cis import creation_diff, delete_ci, insert_ci
 from app.services.errors import Conflict, InvalidInput
+from app.services.group_identity import PREFIX, karta_owned
 from app.services.history import UnitOfWork
 from app.services.registry import Registry
 from app.services.relationships import end_relationships
@@ -72,7 +76,6 @@ MEMBER = ServiceMapMember.__table__
 STATE = ServiceMapState.__table__
 IDENT = CIIdentifier.__table__
 GROUP_CLASS = "cluster"
-PREFIX = "karta-redundancy:"
 DEFAULT_MIN_MEMBERS = 1
 DEPENDENT_LAYERS = ("entry", "applications")
 SCOPE_CHUNK = 500  # dependents per lookup of their groups: a bounded number of parameters
@@ -149,7 +152,7 @@ def wanted_groups(conn: Connection, registry: Registry, dependents: set[uuid.UUI
             .where(id_in(conn, REL.c.source_id, list(targets)), REL.c.type == "depends_on",
                    CI.c.ci_class.in_(clusters))):
         group_of[group].add(dependent)
-    for group in _karta_owned(conn, group_of):
+    for group in karta_owned(conn, group_of):
         del group_of[group]
     if group_of:
         for member, group in conn.execute(select(REL.c.source_id, REL.c.target_id).where(
@@ -252,7 +255,7 @@ def _adopted(conn: Connection, registry: Registry, missing: dict[tuple[uuid.UUID
     by_value = {value: key for key, value in missing.items()}
     hits = dict(conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
         IDENT.c.family == info.family, IDENT.c.key == "cluster_id", IDENT.c.value.in_(sorted(by_value)))).all())
-    ours = _karta_owned(conn, hits.values())
+    ours = karta_owned(conn, hits.values())
     adopted = {}
     for value, ci_id in hits.items():
         if ci_id in ours:
@@ -261,15 +264,6 @@ def _adopted(conn: Connection, registry: Registry, missing: dict[tuple[uuid.UUID
             conn.execute(update(CI_SOURCE).where(CI_SOURCE.c.ci_id == ci_id, CI_SOURCE.c.source == SOURCE)
                          .values(scope_key=str(key[0])))
     return adopted
-
-
-def _karta_owned(conn: Connection, ci_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of these CIs that Karta made (sighted by source `service_mapping`)."""
-    ids = list(ci_ids)
-    if not ids:
-        return set()
-    return set(conn.execute(select(CI_SOURCE.c.ci_id).where(CI_SOURCE.c.source == SOURCE,
-                                                            id_in(conn, CI_SOURCE.c.ci_id, ids))).scalars())
 
 
 def _group_classes(registry: Registry) -> list[str]:

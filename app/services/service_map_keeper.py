@@ -30,11 +30,21 @@ directly), so the refresh it causes finds the same group, writes no relationship
 is not written. A relationship update whose `port` changed touches its dependent end too (a port
 can make or unmake a group).
 
-A pass that fails logs and leaves the cursor where it was: the next pass (the next write, or the
-next poll) catches up. On PostgreSQL every worker runs a keeper: each writing transaction first takes
-an advisory lock, without waiting (KEEPER_LOCK); a keeper that does not get it leaves its pass, cursor
-unmoved, to the next poll, so that two first passes on a fresh database never insert the same map
-rows at once (a unique violation would roll back a whole chunk). SQLite serializes writers already.
+A chunk of services (SERVICES_PER_TRANSACTION, one transaction) that the database aborts for a
+moment's reason, as app.core.db_errors classifies it (a deadlock or serialization failure with a
+concurrent ingest batch, a lock timeout, a connection lost), runs again from its start (resolve,
+walk, write: what the other transaction committed is seen), CHUNK_ATTEMPTS times at most with an
+exponential backoff and jitter (two keepers or batches that collided do not collide again in step).
+Still failing, it and the chunks after it stay *due*: the pass ends there, logged, and the next pass
+(the next write, or the next poll) refreshes them first, whatever records it reads. The stored cursor
+does not move past records whose services are due, so a worker that stops meanwhile loses none of
+them: the keeper that starts next reads those records again. Any other failure logs and leaves the
+cursor where it was: the next pass catches up.
+
+On PostgreSQL every worker runs a keeper: each writing transaction first takes an advisory lock,
+without waiting (KEEPER_LOCK); a keeper that does not get it leaves its pass, cursor unmoved, to the
+next poll, so that two first passes on a fresh database never insert the same map rows at once (a
+unique violation would roll back a whole chunk). SQLite serializes writers already.
 A keeper behind another writes only forward (app.services.service_map.write): the later graph wins.
 """
 
@@ -46,8 +56,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, text, update
+from tenacity import (RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_when_event_set,
+                      wait_exponential, wait_random)
 
 from app.core.db import read_transaction, write_transaction
+from app.core.db_errors import DatabaseFault, classify
 from app.core.dialect import row_locks
 from app.models import (
     ChangeRecord,
@@ -81,6 +94,13 @@ SERVICES_PER_TRANSACTION = 200
 # last written: a write that touches no service costs the keeper a read, not a write.
 CURSOR_WRITE_RECORDS = 10_000
 CURSOR_WRITE_SECONDS = 60.0
+# A chunk the database aborted (deadlock, serialization failure, lock timeout) runs again this many
+# times in all, waiting 0.1 s, 0.2 s, 0.4 s ... (at most CHUNK_BACKOFF_MAX_SECONDS) plus up to
+# CHUNK_JITTER_SECONDS at random in between: a few seconds at most before its services are left due.
+CHUNK_ATTEMPTS = 5
+CHUNK_BACKOFF_SECONDS = 0.1
+CHUNK_BACKOFF_MAX_SECONDS = 2.0
+CHUNK_JITTER_SECONDS = 0.2
 REBUILD_TRIES = 30  # `rebuild` waits for another keeper's pass this many polls at most
 THREAD_NAME = "karta-service-maps"
 # An arbitrary constant naming the keepers' lock among PostgreSQL advisory locks ("KMAP").
@@ -89,6 +109,20 @@ KEEPER_LOCK = 0x4B4D4150
 
 class _Busy(Exception):
     """Another worker's keeper is writing maps: this pass is left to the next poll."""
+
+
+def transient(exc: BaseException) -> bool:
+    """The database aborted the chunk for a moment's reason (app.core.db_errors: what the API answers
+    with 503 and Retry-After): the same chunk may succeed when run again."""
+    return classify(exc) is DatabaseFault.retry
+
+
+def _why(exc: BaseException | None) -> str:
+    """The error as a log line says it: its SQLSTATE (40P01 deadlock detected, 55P03 lock timeout)
+    and the driver's class, not the message (a statement's text and parameters)."""
+    error = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(error, "sqlstate", None)
+    return f"{type(error).__name__}{f' (SQLSTATE {sqlstate})' if sqlstate else ''}"
 
 
 def dependent_ends(rel_type: str | None, directions: dict[str, str]) -> tuple[str, ...]:
@@ -142,6 +176,11 @@ def touched_by(records: Iterable[Any], directions: dict[str, str] | None = None
     return touched, through, updated, everything
 
 
+def _log_retry(state: RetryCallState) -> None:
+    log.info("service maps: the database aborted a chunk's transaction (%s); attempt %d of %d",
+             _why(state.outcome.exception()), state.attempt_number + 1, CHUNK_ATTEMPTS)
+
+
 class ServiceMapKeeper:
     def __init__(self, engine: Engine, registry_cache: RegistryCache, live_graph, *,
                  poll_seconds: float = POLL_SECONDS) -> None:
@@ -155,6 +194,9 @@ class ServiceMapKeeper:
         self._thread: threading.Thread | None = None
         self._cursor: int | None = None  # how far this worker has read (ahead of the stored one)
         self._stored: tuple[int, float] = (0, 0.0)  # the stored cursor and when this worker wrote it
+        # Services a pass meant to refresh and could not write (the database kept aborting their chunk):
+        # the next pass refreshes them whatever it reads. Touched only under self._pass.
+        self._due: set[uuid.UUID] = set()
         self.passes = 0
 
     # ---- the thread ---------------------------------------------------------------------------
@@ -198,7 +240,8 @@ class ServiceMapKeeper:
                     if stored is not None:
                         self._cursor, self._stored = stored, (stored, time.monotonic())
                 cursor = self._cursor
-                if cursor is not None and head <= cursor:
+                due = set(self._due)
+                if cursor is not None and head <= cursor and not due:
                     return 0
                 services = None
                 if cursor is not None and head - cursor <= FULL_PASS_AFTER:
@@ -206,11 +249,11 @@ class ServiceMapKeeper:
             try:
                 if services is None:  # first pass, far behind, or a class or type changed
                     return self._rebuild(head)
-                changed = self._refresh(services)
+                changed = self._refresh(services | due)
             except _Busy:
                 log.debug("another worker's keeper holds the service-map lock; the next poll catches up")
                 return 0
-            self._advance(head, wrote=bool(services))
+            self._advance(head, wrote=bool(services or due))
             return changed
 
     def _touched_services(self, conn, cursor: int, head: int) -> set[uuid.UUID] | None:
@@ -247,9 +290,14 @@ class ServiceMapKeeper:
                 head = last_seq(conn)
             for _ in range(REBUILD_TRIES):
                 try:
-                    return self._rebuild(head)
+                    changed = self._rebuild(head)
                 except _Busy:
                     time.sleep(self.poll_seconds)
+                    continue
+                if self._due:  # the command's process ends here: nothing would bring them current later
+                    raise RuntimeError(f"{len(self._due)} service map(s) could not be written: the database kept "
+                                       f"aborting their transaction (see the log); {changed} changed. Run it again.")
+                return changed
             raise RuntimeError(f"another worker's keeper held the service-map lock for {REBUILD_TRIES} tries; "
                                "try again once it is done")
 
@@ -262,7 +310,7 @@ class ServiceMapKeeper:
                 services |= {ci_id for ci_id, attributes in conn.execute(
                     select(CI.c.id, CI.c.attributes).where(CI.c.ci_class.in_(classes)))
                     if isinstance(attributes, dict) and attributes.get(service_map.ATTRIBUTE)}
-        changed = self._refresh(services)
+        changed = self._refresh(services | self._due)
         self._advance(head, wrote=True)
         return changed
 
@@ -288,33 +336,67 @@ class ServiceMapKeeper:
         return services
 
     def _refresh(self, services: set[uuid.UUID]) -> int:
-        """Resolve, walk and write the maps of `services`, SERVICES_PER_TRANSACTION at a time."""
+        """Resolve, walk and write the maps of `services`, SERVICES_PER_TRANSACTION at a time, each chunk
+        run again when the database aborts it for a moment's reason. A chunk that still fails ends the
+        pass: it and the chunks after it stay due (self._due), and a transient failure is logged and
+        returns (the pass is done, its cursor moves), any other error is raised."""
         changed = 0
         ordered = sorted(services)
         for start in range(0, len(ordered), SERVICES_PER_TRANSACTION):
             chunk = ordered[start:start + SERVICES_PER_TRANSACTION]
-            registry = self.registry_cache.get()
-            with read_transaction(self.engine) as conn:
-                plans = service_map.resolve(conn, registry, chunk)
-            with self.live_graph.reading() as graph:
-                maps = service_map.walk(graph, plans, registry)
-                as_of_seq = graph.applied_seq
-            with UnitOfWork(self.engine, service_map.SOURCE) as uow:
-                if row_locks(uow.conn) and not uow.conn.execute(
-                        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": KEEPER_LOCK}).scalar():
-                    raise _Busy
-                # The applications that were or are where a group may start (app.services.redundancy).
-                dependents = set(uow.conn.execute(select(MEMBER.c.ci_id).where(
-                    id_in(uow.conn, MEMBER.c.service_id, chunk),
-                    MEMBER.c.layer.in_(redundancy.DEPENDENT_LAYERS))).scalars())
-                dependents |= {uuid.UUID(ci) for members in maps.values() for ci, layer in members.items()
-                               if layer in redundancy.DEPENDENT_LAYERS}
-                changed += service_map.write(uow, plans, maps, as_of_seq)
-                redundancy.keep(uow, registry, dependents, services=chunk)
+            retrying = self._retrying()
+            try:
+                changed += retrying(self._refresh_chunk, chunk)
+            except Exception as exc:
+                self._due.update(ordered[start:])
+                if isinstance(exc, _Busy) or not transient(exc):
+                    raise
+                log.warning("service maps: the database aborted the transaction of %d service(s) %d time(s) (%s); "
+                            "they and the %d after them stay due, and the next pass refreshes them (first: %s)",
+                            len(chunk), retrying.statistics.get("attempt_number", 1), _why(exc),
+                            len(ordered) - start - len(chunk), chunk[0])
+                return changed
+            self._due.difference_update(chunk)
+        return changed
+
+    def _retrying(self) -> Retrying:
+        """tenacity: a chunk the database aborted runs again (transient(): deadlock, serialization
+        failure, lock timeout, connection lost), CHUNK_ATTEMPTS times in all, with exponential backoff
+        and jitter; waits end early, and no attempt starts, once the keeper is stopping."""
+        return Retrying(retry=retry_if_exception(transient),
+                        stop=stop_after_attempt(CHUNK_ATTEMPTS) | stop_when_event_set(self._stop),
+                        wait=wait_exponential(multiplier=CHUNK_BACKOFF_SECONDS, max=CHUNK_BACKOFF_MAX_SECONDS)
+                        + wait_random(0, CHUNK_JITTER_SECONDS),
+                        sleep=self._stop.wait, before_sleep=_log_retry, reraise=True)
+
+    def _refresh_chunk(self, chunk: list[uuid.UUID]) -> int:
+        """One chunk's maps, from the database and the graph as they stand now, in one transaction."""
+        registry = self.registry_cache.get()
+        with read_transaction(self.engine) as conn:
+            plans = service_map.resolve(conn, registry, chunk)
+        with self.live_graph.reading() as graph:
+            maps = service_map.walk(graph, plans, registry)
+            as_of_seq = graph.applied_seq
+        with UnitOfWork(self.engine, service_map.SOURCE) as uow:
+            if row_locks(uow.conn) and not uow.conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": KEEPER_LOCK}).scalar():
+                raise _Busy
+            # The applications that were or are where a group may start (app.services.redundancy).
+            dependents = set(uow.conn.execute(select(MEMBER.c.ci_id).where(
+                id_in(uow.conn, MEMBER.c.service_id, chunk),
+                MEMBER.c.layer.in_(redundancy.DEPENDENT_LAYERS))).scalars())
+            dependents |= {uuid.UUID(ci) for members in maps.values() for ci, layer in members.items()
+                           if layer in redundancy.DEPENDENT_LAYERS}
+            changed = service_map.write(uow, plans, maps, as_of_seq)
+            redundancy.keep(uow, registry, dependents, services=chunk)
         return changed
 
     def _advance(self, head: int, *, wrote: bool) -> None:
         self._cursor = max(self._cursor or 0, head)
+        if self._due:
+            # The stored cursor is where a keeper starting afresh reads from: it stays before the records
+            # whose services are due, which only this worker's memory holds until they are written.
+            return
         stored, at = self._stored
         if not wrote and head - stored < CURSOR_WRITE_RECORDS and time.monotonic() - at < CURSOR_WRITE_SECONDS:
             return

@@ -29,6 +29,7 @@ from sqlalchemy import Connection
 from app.models.ingest import IngestItem, IngestRelationship
 from app.models.types import new_id
 from app.services import cis as ci_service
+from app.services import group_identity
 from app.services.history import UnitOfWork
 from app.services.ingest import fingerprints, relationships, runs, store
 from app.services.ingest.batch import Batch
@@ -105,6 +106,7 @@ class Identification:
     index: dict[Triple, uuid.UUID]  # the identifiers found
     ignored_held: set[Triple]  # addresses several machines of the batch claim
     reads: relationships.RelationshipReads
+    karta_groups: set[uuid.UUID] = field(default_factory=set)  # of the CIs found, the groups Karta made
 
 
 def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan, outcome: Outcome) -> Identification:
@@ -137,7 +139,7 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     identified = {item.ref: resolution.ci_id for resolution in resolutions if resolution.ci_id is not None
                   and not resolution.conflict for item in resolution.items}
     reads = relationships.read(conn, registry, set(batch.refs), the_plan.relationships, {**identified, **outcome.refs})
-    return Identification(resolutions, rows, index, ignored_held, reads)
+    return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows))
 
 
 @dataclass
@@ -177,9 +179,9 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
             ci_id, action = _create(resolution, changes, outcome, counts, source=source, now=now), "created"
         else:
             ci_id, action = row["id"], _update(registry, the_plan.precedence, resolution, row, changes, outcome, counts,
-                                              source=source, now=now)
+                                              source=source, now=now, karta_group=row["id"] in found.karta_groups)
         if ci_id is None or action is None:
-            continue  # refused by the class's schema
+            continue  # refused: by the class's schema, or as a change of what identifies a Karta group
         changes.seen.add(ci_id)
         for item in resolution.items:
             changes.reported_by[ci_id].append(item.ref)
@@ -194,7 +196,11 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
 def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution: Resolution, outcome: Outcome,
                     counts: ClassCounts) -> bool:
     """Report a schema violation against every item of the group; True when there is one."""
-    errors = cls.validation_errors(attributes)
+    return _refused(cls.validation_errors(attributes), resolution, outcome, counts)
+
+
+def _refused(errors: list[dict[str, str]], resolution: Resolution, outcome: Outcome, counts: ClassCounts) -> bool:
+    """Report the first of `errors` against every item of the group; True when there is one."""
     for item in resolution.items if errors else ():
         counts.item_error(outcome, item.cls.name, item.index, item.ref, errors[0]["field"], errors[0]["message"])
     return bool(errors)
@@ -223,9 +229,10 @@ def _create(resolution: Resolution, changes: Changes, outcome: Outcome, counts: 
 
 
 def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolution, row: Any, changes: Changes,
-            outcome: Outcome, counts: ClassCounts, *, source: str, now) -> str | None:
+            outcome: Outcome, counts: ClassCounts, *, source: str, now, karta_group: bool = False) -> str | None:
     """Merges the group's reports into the stored CI; its action ("updated" or "unchanged"), or None
-    when the result breaks the class's schema."""
+    when the result breaks the class's schema or would change what identifies a redundancy group
+    Karta made (`karta_group`: app.services.group_identity)."""
     ci_id, cls = row["id"], resolution.items[0].cls
     stored_cls = registry.classes.get(row["ci_class"], cls)
     # The more specific class wins (an SSH agent knows it is a virtual_machine; nmap says server).
@@ -246,6 +253,9 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     if status == "stale":
         diff["status"], status = ["stale", "active"], "active"
     if diff and _schema_refuses(new_class, attributes, resolution, outcome, counts):
+        return None
+    if karta_group and _refused(group_identity.identity_errors(row["attributes"], attributes), resolution, outcome,
+                                counts):
         return None
     version = row["version"] + (1 if diff else 0)
     if diff or provenance_changed:

@@ -179,8 +179,9 @@ def _entity(facts: DeviceFacts, walk: Walk) -> None:
     """The top-level chassis and the device's serial number. A stack is one device (one agent, one
     name, one management address) with a chassis per member: every member's serial is kept, and the
     device is known by the first member's, in entPhysicalIndex order (member 1 on Cisco, whichever is
-    master: a master election changes the stack's MAC, never this), as LibreNMS takes entPhysicalSerialNum
-    of entity 1, else 1001. A member without a usable serial is passed over. Replacing member 1 changes
+    master: a master election changes the stack's MAC, never this), as LibreNMS's get_main_serial takes
+    entPhysicalSerialNum of entity 1, else 1000, else 1001 (by class here, not by number, so any vendor's
+    numbering works). A member without a usable serial is passed over. Replacing member 1 changes
     the serial: the device is then known anew, by its MAC when that stayed."""
     indexes, total = top_chassis(walk)
     if total > len(indexes):

@@ -177,7 +177,9 @@ def serial(value: object) -> str | None:
 
 def _entity(facts: DeviceFacts, walk: Walk) -> None:
     """The top-level chassis and the device's serial number. A stack is one device (one agent, one
-    name, one management address) with a chassis per member: every member's serial is kept, and the
+    name, one management address, one configuration: what Karta can poll and what fails as one; NetBox
+    draws each member as a device of a virtual chassis, which an SNMP walk cannot tell apart by address
+    or name) with a chassis per member: every member's serial is kept, and the
     device is known by the first member's, in entPhysicalIndex order (member 1 on Cisco, whichever is
     master: a master election changes the stack's MAC, never this), as LibreNMS's get_main_serial takes
     entPhysicalSerialNum of entity 1, else 1000, else 1001 (by class here, not by number, so any vendor's

@@ -1,9 +1,14 @@
 """Build step: what the devices said -> one ingest batch (source ``snmp``).
 
 Items
-    * Each device that answered is a ``network_device`` identified by its chassis MAC (the LLDP local
-      chassis id, else its bridge's MAC or its lowest Ethernet MAC, virtual router, multicast and
-      shared MACs left out: parse._base_mac): never by an address, which a VRRP pair or a NAT shares. A device with no MAC at all identifies nothing and is left out with a note.
+    * Each device that answered is a ``network_device`` identified by its serial number (ENTITY-MIB: the
+      first top-level chassis's, parse._entity; placeholders such as "N/A" or zeros are none) and its
+      chassis MAC (the LLDP local chassis id, else its bridge's MAC or its lowest Ethernet MAC, virtual
+      router, multicast and shared MACs left out: parse._base_mac): never by an address, which a VRRP
+      pair or a NAT shares. The serial is the stronger rule: a stack whose MAC changed with its master is
+      still the same CI. A device with neither identifies nothing and is left out with a note. Its
+      chassis's model, maker and software version are attributes (``model``, ``manufacturer``,
+      ``software_version``), and a stack's members are listed whole (``chassis``, every serial).
     * A device seen only as an LLDP neighbour that says it is a bridge or router (and has a MAC chassis
       id) is a ``network_device`` too, known by that MAC and its LLDP system name. What LLDP says of it
       goes under attribute names of its own (``lldp_management_address``, ``lldp_system_description``):
@@ -24,17 +29,27 @@ with its own change records and staleness, and the hosts' interfaces are attribu
 port matters to an edge (which port a host or another switch is cabled to), the edge carries the port
 name as an attribute.
 
+Neighbours are read from LLDP and from CDP (Cisco's, which an IOS device runs by default and LLDP not).
+A CDP row names no chassis MAC, so it counts only when it can be tied to one: its address is a device
+this run polled; or it is a host whose address the ARP tables of this run resolve to one MAC (the MAC
+SSH and nmap know the host by). A CDP row that the same port's LLDP row already reports (same name or
+address) adds nothing: LLDP's chassis MAC names that neighbour. A network device known only by CDP and
+not polled is left out: the MAC ARP gives for it is an interface's (a Catalyst's Vlan1 carries its base
+MAC plus 0x40), not the one its own walk would identify it by, so it would become a second CI.
+
 Relationships
-    * ``cabled_to`` between two devices that see each other by LLDP (no impact: migration 0015), one
-      edge per pair, from the device whose chassis MAC sorts first, with both port names.
+    * ``cabled_to`` between two devices that see each other by LLDP or CDP (no impact: migration 0015),
+      one edge per pair, from the device whose identity (chassis MAC) sorts first, with both port names:
+      the first end's own LLDP report, else its own CDP report, else the other end's.
     * ``connects_to`` from a host to the device it is cabled to (the switch's failure cuts it off),
-      with the switch's port; a host cabled to two or more devices (a bond, two LLDP neighbours)
+      with the switch's port; a host cabled to two or more devices (a bond, two LLDP or CDP neighbours)
       connects_to a ``cluster`` of them instead (min_members 1, each device ``member_of`` it with its
       port), so losing one switch leaves the group degraded and the host at risk, not down. The
-      attachment is known from the switch's LLDP neighbour table, or from a forwarding entry when the
-      port has exactly one learned MAC, that MAC is a host of this batch or the one host Karta already
+      attachment is known from the switch's LLDP or CDP neighbour table, or from a forwarding entry when
+      the port has exactly one learned MAC, that MAC is a host of this batch or the one host Karta already
       holds with it (``known_hosts``: the edge then names that CI by id, and no item is sent for it),
-      and LLDP shows no network device on the port (a port with several MACs, or another switch behind
+      and neither LLDP nor CDP shows a network device on the port (a port with several MACs, or another
+      switch behind
       it, is an uplink or a hub and says nothing about one host).
     * ``contains`` from a device to its own addresses, and from a host of this batch (or a known host)
       to the addresses ARP shows for its MAC.
@@ -49,16 +64,35 @@ from collections.abc import Callable
 from app.core.batch_contract import MAX_NAME
 from discovery.batch import _compact, _ip_item, _Refs
 from discovery.parse_network import is_routable_host_address
-from discovery.snmp.models import DeviceFacts, DeviceResult, LldpNeighbour
+from discovery.snmp.models import Announced, CdpNeighbour, DeviceFacts, DeviceResult, LldpNeighbour
 
 LOOPBACK_IF_TYPE = 24
 # mac -> (CI id, name) of the one host Karta holds with it, or None
 KnownHosts = Callable[[str], "tuple[str, str] | None"]
 
 
+def identity(facts: DeviceFacts) -> str | None:
+    """What the batch knows a polled device by: its chassis MAC, else its serial number, else nothing."""
+    return facts.chassis_mac or (f"serial:{facts.serial_number}" if facts.serial_number else None)
+
+
+def _chassis(facts: DeviceFacts) -> dict:
+    """The model, maker and software of the chassis whose serial names the device (else the first), and a
+    stack's members whole: each member's serial is a fact even though only the first identifies."""
+    if not facts.chassis:
+        return {}
+    main = next((c for c in facts.chassis if c.serial_number and c.serial_number == facts.serial_number),
+                facts.chassis[0])
+    members = [_compact({"serial_number": c.serial_number, "model": c.model, "manufacturer": c.manufacturer,
+                         "software_version": c.software_version}) for c in facts.chassis]
+    return {"model": main.model, "manufacturer": main.manufacturer, "software_version": main.software_version,
+            "chassis": members if len(members) > 1 else None}
+
+
 def device_attributes(facts: DeviceFacts) -> dict:
     return _compact({
         "vendor": facts.vendor,
+        **_chassis(facts),
         "system_object_id": facts.object_id,
         "system_description": facts.system_description,
         "contact": facts.contact,
@@ -77,13 +111,13 @@ class _Builder:
         self.refs = _Refs()
         self.items: list[dict] = []
         self.relationships: list[dict] = []
-        self.device_refs: dict[str, str] = {}  # chassis MAC -> ref
+        self.device_refs: dict[str, str] = {}  # identity (chassis MAC, else serial) -> ref
         self.host_refs: dict[str, str] = {}  # host MAC -> ref
         self.host_macs: dict[str, str] = {}  # ref -> host MAC
         self.known_names: dict[str, str] = {}  # CI id of a host Karta holds -> its name
         self.ip_refs: dict[str, str] = {}
         self.edges: set[tuple[str, str, str]] = set()
-        self.cables: dict[tuple[str, str], dict] = {}  # (first device ref, second) -> ports
+        self.cables: dict[tuple[str, str], tuple[int, dict]] = {}  # (first device ref, second) -> rank, ports
         self.attachments: dict[str, dict[str, set[str]]] = {}  # host ref -> device ref -> its ports
         self.batch = {"source": "snmp", "run_id": run_id, "scope": scope, "complete": True,
                       "items": self.items, "relationships": self.relationships}
@@ -95,19 +129,23 @@ class _Builder:
         self.relationships.append({"source": source, "target": target, "type": rel_type,
                                    "attributes": attributes or {}})
 
-    def cable(self, first: str, second: str, port: str | None, remote_port: str | None, *, own: bool) -> None:
-        if (first, second) in self.cables and not own:
-            return
-        self.cables[(first, second)] = _compact({"port": port, "remote_port": remote_port})
+    def cable(self, first: str, second: str, port: str | None, remote_port: str | None, rank: int) -> None:
+        """``rank``: 2 the first end's own LLDP report, 1 its own CDP report, 0 the other end's (kept only
+        when nothing else is). An own report replaces one of its rank or lower; the names LLDP gives win."""
+        known = self.cables.get((first, second))
+        if known is None or (rank and rank >= known[0]):
+            self.cables[(first, second)] = (rank, _compact({"port": port, "remote_port": remote_port}))
 
     def attach(self, host_ref: str, device_ref: str, port: str) -> None:
         self.attachments.setdefault(host_ref, {}).setdefault(device_ref, set()).add(port)
 
     def device(self, facts: DeviceFacts) -> None:
-        ref = self.device_refs[facts.chassis_mac] = self.refs.new("d", facts.chassis_mac)
+        key = identity(facts)
+        ref = self.device_refs[key] = self.refs.new("d", key)
         self.items.append({"ref": ref, "class": "network_device",
                            "name": (facts.system_name or facts.target)[:MAX_NAME],
-                           "identifiers": {"mac_address": [facts.chassis_mac]},
+                           "identifiers": _compact({"serial_number": facts.serial_number,
+                                                    "mac_address": [facts.chassis_mac] if facts.chassis_mac else None}),
                            "attributes": device_attributes(facts)})
 
     def lldp_device(self, neighbour: LldpNeighbour) -> str:
@@ -157,30 +195,34 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
     builder.batch["complete"] = complete
     notes: list[str] = []
     devices = []
+    serials: set[str] = set()
     for result in results:
         facts = result.facts
         if facts is None:
             continue
-        if facts.chassis_mac is None:
-            notes.append(f"{result.target}: no chassis MAC, left out")
-        elif facts.chassis_mac in builder.device_refs:
+        if identity(facts) is None:
+            notes.append(f"{result.target}: no chassis MAC or serial number, left out")
+        elif identity(facts) in builder.device_refs or (facts.serial_number or "") in serials:
             notes.append(f"{result.target}: same chassis as another target, walked twice")
         else:
             builder.device(facts)
             devices.append(facts)
+            if facts.serial_number:
+                serials.add(facts.serial_number)
     for facts in devices:
-        ref = builder.device_refs[facts.chassis_mac]
+        ref = builder.device_refs[identity(facts)]
         for entry in facts.addresses:
             if is_routable_host_address(entry.address):
                 builder.relate(ref, "contains", builder.address(entry.address, {
                     "prefix_length": entry.prefix_length, "interface": entry.interface}))
-    polled = {facts.chassis_mac for facts in devices}
+    polled = {identity(facts) for facts in devices}
+    links = _links(devices)
     for facts in devices:
-        _lldp_edges(builder, facts, polled)
-    for (first, second), ports in builder.cables.items():
+        _neighbour_edges(builder, facts, links[identity(facts)], polled)
+    for (first, second), (_, ports) in builder.cables.items():
         builder.relate(first, "cabled_to", second, ports)
     for facts in devices:
-        _forwarding_edges(builder, facts, polled, known_hosts)
+        _forwarding_edges(builder, facts, links[identity(facts)], polled, known_hosts)
     _attachment_edges(builder)
     for facts in devices:
         for entry in facts.arp:
@@ -192,28 +234,90 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
     return builder.batch, notes
 
 
-def _lldp_edges(builder: _Builder, facts: DeviceFacts, polled: set[str]) -> None:
-    ref = builder.device_refs[facts.chassis_mac]
-    for neighbour in facts.lldp:
-        far = neighbour.chassis_mac
-        if far is None or far == facts.chassis_mac:
+Link = tuple[LldpNeighbour | CdpNeighbour, str]  # a neighbour row and the identity of its far end
+
+
+def _unique(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """key -> value for the keys that have one value only (an address on two devices names neither)."""
+    found: dict[str, set[str]] = {}
+    for key, value in pairs:
+        found.setdefault(key, set()).add(value)
+    return {key: values.pop() for key, values in found.items() if len(values) == 1}
+
+
+def _short_name(name: str | None) -> str | None:
+    """A device's name as LLDP and CDP may both give it: the first label, without NX-OS's "(serial)"."""
+    if not name:
+        return None
+    return name.split("(", 1)[0].split(".", 1)[0].strip().casefold() or None
+
+
+def _lldp_names(lldp: list[LldpNeighbour]) -> set[tuple[str, str]]:
+    """(local port, short name) and (local port, address) of the LLDP rows that name a chassis MAC: what a CDP
+    row of the same neighbour would agree with (a set, so a device with thousands of rows costs no more)."""
+    found = set()
+    for row in lldp:
+        if row.chassis_mac:
+            found.update((row.local_port, value) for value in (_short_name(row.system_name),
+                                                                *row.management_addresses) if value)
+    return found
+
+
+def _reported_by_lldp(neighbour: CdpNeighbour, lldp: set[tuple[str, str]]) -> bool:
+    """Whether an LLDP row of the same port is the same neighbour: its name or one of its addresses agrees."""
+    return any((neighbour.local_port, value) in lldp for value in (_short_name(neighbour.system_name),
+                                                                   neighbour.address) if value)
+
+
+def _links(devices: list[DeviceFacts]) -> dict[str, list[Link]]:
+    """Each polled device's neighbours tied to an identity: an LLDP row by its chassis MAC; a CDP row (which
+    names none) by its address, when a polled device holds it, or, for a host, by the one MAC the run's ARP
+    tables give that address (module docstring). CDP rows that LLDP reports too are LLDP's."""
+    at = _unique([(address, identity(facts)) for facts in devices
+                  for address in {facts.target, *(a.address for a in facts.addresses)}])
+    polled = {identity(facts) for facts in devices}
+    arp = _unique([(entry.address, entry.mac) for facts in devices for entry in facts.arp if entry.mac not in polled])
+    links: dict[str, list[Link]] = {}
+    for facts in devices:
+        found: list[Link] = [(n, n.chassis_mac) for n in facts.lldp if n.chassis_mac]
+        lldp = _lldp_names(facts.lldp)
+        for neighbour in facts.cdp:
+            if neighbour.address is None or _reported_by_lldp(neighbour, lldp):
+                continue
+            far = at.get(neighbour.address) or (arp.get(neighbour.address) if neighbour.is_host else None)
+            if far:
+                found.append((neighbour, far))
+        links[identity(facts)] = found
+    return links
+
+
+def _neighbour_edges(builder: _Builder, facts: DeviceFacts, links: list[Link], polled: set[str]) -> None:
+    key = identity(facts)
+    ref = builder.device_refs[key]
+    for neighbour, far in links:
+        if far == key:
             continue
+        lldp = isinstance(neighbour, LldpNeighbour)
         if far in polled or neighbour.is_network_device:
+            if far not in polled and not lldp:
+                continue  # a CDP row ties to a network device only when it was polled (_links)
             far_ref = builder.device_refs[far] if far in polled else builder.lldp_device(neighbour)
-            # One cable, one edge, from the device whose chassis MAC sorts first, whichever end reported
-            # it; when both did, the first end's own report wins (its port names are its own).
-            if facts.chassis_mac < far:
-                builder.cable(ref, far_ref, neighbour.local_port, neighbour.port_name, own=True)
+            # One cable, one edge, from the device whose identity sorts first, whichever end reported it;
+            # when both did, the first end's own report wins (its port names are its own), LLDP's first.
+            if key < far:
+                builder.cable(ref, far_ref, neighbour.local_port, neighbour.port_name, 2 if lldp else 1)
             else:
-                builder.cable(far_ref, ref, neighbour.port_name, neighbour.local_port, own=False)
+                builder.cable(far_ref, ref, neighbour.port_name, neighbour.local_port, 0)
         elif neighbour.is_host:
             builder.attach(builder.host(far, neighbour.system_name), ref, neighbour.local_port)
 
 
-def _forwarding_edges(builder: _Builder, facts: DeviceFacts, polled: set[str],
+def _forwarding_edges(builder: _Builder, facts: DeviceFacts, links: list[Link], polled: set[str],
                       known_hosts: KnownHosts | None) -> None:
-    ref = builder.device_refs[facts.chassis_mac]
-    uplinks = {n.local_port for n in facts.lldp if n.chassis_mac in polled or n.is_network_device}
+    ref = builder.device_refs[identity(facts)]
+    announced: list[Announced] = [*facts.lldp, *facts.cdp]
+    uplinks = ({n.local_port for n in announced if n.is_network_device}
+               | {n.local_port for n, far in links if far in polled})
     by_port: dict[str, set[str]] = {}
     for entry in facts.forwarding:
         if entry.interface in uplinks:  # another switch's port: every MAC behind it, even when one talks

@@ -6,7 +6,8 @@ and is retried ``retries`` times (pysnmp's own transport); a table walk stops af
 of a table are walked side by side (oids.TABLE_GROUPS), so a table costs one column's requests. A device
 that does not answer, refuses our credentials or breaks off is a DeviceResult with a status, never
 an exception out of this module. MIBs are never loaded: OIDs are numbers (oids.py) and values are
-turned into int, bytes or dotted text right here, so parse.py never sees a pysnmp type.
+turned into int, bytes or dotted text right here, so parse.py never sees a pysnmp type. ENTITY-MIB is
+read in two steps: two columns of every entity walked, then the text columns of the chassis rows alone.
 
 Credentials (SnmpCredentials) come from the environment or the config file, never the command line
 (cli.py refuses them there); ``repr`` never shows a secret.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from discovery.snmp import oids
 from discovery.snmp.models import DeviceResult
 from discovery.snmp.oids import Oid
-from discovery.snmp.parse import parse_walk
+from discovery.snmp.parse import parse_walk, top_chassis
 
 MAX_ROWS_PER_TABLE = 20_000
 MAX_VARBINDS = 40  # objects asked per GETBULK (repetitions x subtrees): larger answers fragment over UDP
@@ -215,6 +216,7 @@ async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceRes
             walk.update(await session.get(oids.LLDP_LOCAL))
             for group in oids.TABLE_GROUPS:
                 await session.walk(group, walk)
+            await _chassis_columns(session, walk)
     except DeviceFailed as exc:
         if not walk:
             return DeviceResult(target, exc.status, error=str(exc))
@@ -234,6 +236,14 @@ async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceRes
     return DeviceResult(target, "partial" if facts.truncated else "ok", facts=facts, requests=session.requests,
                         seconds=time.monotonic() - started,
                         error=f"{len(facts.truncated)} table(s) cut at a bound" if facts.truncated else None)
+
+
+async def _chassis_columns(session: _Session, walk: dict[Oid, int | bytes | str]) -> None:
+    """The text columns (serial, model, maker, software) of the top-level chassis only, by GET, at most
+    MAX_VARBINDS objects a request: the entity walk read two columns of every row to find them."""
+    wanted = [column + (index,) for index in top_chassis(walk)[0] for column in oids.ENT_CHASSIS_COLUMNS]
+    for start in range(0, len(wanted), MAX_VARBINDS):
+        walk.update(await session.get(tuple(wanted[start:start + MAX_VARBINDS])))
 
 
 def _broken_off(target: str, walk: dict[Oid, int | bytes | str], message: str, session: _Session,

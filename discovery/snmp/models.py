@@ -34,8 +34,27 @@ class ArpEntry:
     interface: str | None
 
 
+class Announced:
+    """What a neighbour says it is (``capabilities``, LLDP's names; CDP's are mapped onto them), the same
+    rule for both protocols."""
+
+    capabilities: tuple[str, ...]
+
+    @property
+    def is_network_device(self) -> bool:
+        return bool({"bridge", "router", "wlan_access_point", "repeater"} & set(self.capabilities))
+
+    @property
+    def is_host(self) -> bool:
+        """A station (lldpd on a server says "station", CDP "host"): not a phone or a modem, which announce
+        themselves too but are no server. A neighbour that announces no capability (or only "other") is
+        neither host nor network device: it could be a printer, a camera or an unmanaged box, and a guessed
+        class would be a wrong CI that the rule "a more specific class wins" cannot undo; it is left out."""
+        return "station" in self.capabilities and set(self.capabilities) <= {"station", "other"}
+
+
 @dataclass(frozen=True)
-class LldpNeighbour:
+class LldpNeighbour(Announced):
     """One row of the device's LLDP remote table: who is at the far end of one of its ports."""
 
     local_port: str  # the device's own interface name
@@ -55,17 +74,30 @@ class LldpNeighbour:
         (lldpd sends the port's MAC as id and its name as description)."""
         return self.port_id if self.port_id_is_name else (self.port_description or self.port_id)
 
-    @property
-    def is_network_device(self) -> bool:
-        return bool({"bridge", "router", "wlan_access_point", "repeater"} & set(self.capabilities))
 
-    @property
-    def is_host(self) -> bool:
-        """A station (lldpd on a server says "station"): not a phone or a modem, which announce themselves
-        too but are no server. A neighbour that announces no capability (or only "other") is neither host
-        nor network device: it could be a printer, a camera or an unmanaged box, and a guessed class would
-        be a wrong CI that the rule "a more specific class wins" cannot undo; it is left out."""
-        return "station" in self.capabilities and set(self.capabilities) <= {"station", "other"}
+@dataclass(frozen=True)
+class CdpNeighbour(Announced):
+    """One row of the device's CDP cache (Cisco devices, and lldpd where a Cisco peer asks for it). CDP
+    names no chassis MAC: batch.py finds the neighbour by its address or by the LLDP row of the same port."""
+
+    local_port: str  # the device's own interface name
+    system_name: str  # cdpCacheDeviceId: a hostname as a rule (a phone's is SEP<its MAC>)
+    port_name: str | None = None  # cdpCacheDevicePort, as the neighbour names it ("GigabitEthernet0/2")
+    address: str | None = None
+    platform: str | None = None  # "cisco WS-C2960-24TT-L", "Linux"
+    version: str | None = None  # the neighbour's software banner, on one line
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Chassis:
+    """A top-level chassis of ENTITY-MIB (a stack lists one per member), with its text columns."""
+
+    index: int  # entPhysicalIndex
+    serial_number: str | None = None  # None when empty or a placeholder ("N/A", zeros)
+    model: str | None = None
+    manufacturer: str | None = None
+    software_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,10 +120,13 @@ class DeviceFacts:
     contact: str | None = None
     location: str | None = None
     chassis_mac: str | None = None
+    serial_number: str | None = None  # the first top-level chassis's (parse._entity says why that one)
+    chassis: list[Chassis] = field(default_factory=list)
     interfaces: list[DeviceInterface] = field(default_factory=list)
     addresses: list[DeviceAddress] = field(default_factory=list)
     arp: list[ArpEntry] = field(default_factory=list)
     lldp: list[LldpNeighbour] = field(default_factory=list)
+    cdp: list[CdpNeighbour] = field(default_factory=list)
     forwarding: list[ForwardingEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)  # tables or lists a bound cut short: a partial walk

@@ -73,6 +73,26 @@ DOT1D_TP_FDB_STATUS = oid("1.3.6.1.2.1.17.4.3.1.3")  # other(1) invalid(2) learn
 DOT1Q_TP_FDB_PORT = oid("1.3.6.1.2.1.17.7.1.2.2.1.2")  # index: fdbId.MAC
 DOT1Q_TP_FDB_STATUS = oid("1.3.6.1.2.1.17.7.1.2.2.1.3")
 
+# ENTITY-MIB entPhysicalTable (RFC 6933; index: entPhysicalIndex). Only the two columns that find the
+# chassis are walked (a modular chassis lists hundreds of entities: cards, ports, sensors); the text
+# columns are then read with one GET for the chassis rows alone (client.py).
+ENT_PHYSICAL_CONTAINED_IN = oid("1.3.6.1.2.1.47.1.1.1.1.4")  # the entity holding it; 0: none
+ENT_PHYSICAL_CLASS = oid("1.3.6.1.2.1.47.1.1.1.1.5")  # chassis(3), stack(11), module(9), port(10)...
+ENT_PHYSICAL_SOFTWARE_REV = oid("1.3.6.1.2.1.47.1.1.1.1.10")
+ENT_PHYSICAL_SERIAL_NUM = oid("1.3.6.1.2.1.47.1.1.1.1.11")
+ENT_PHYSICAL_MFG_NAME = oid("1.3.6.1.2.1.47.1.1.1.1.12")
+ENT_PHYSICAL_MODEL_NAME = oid("1.3.6.1.2.1.47.1.1.1.1.13")
+ENT_CHASSIS_COLUMNS = (ENT_PHYSICAL_SERIAL_NUM, ENT_PHYSICAL_MODEL_NAME, ENT_PHYSICAL_MFG_NAME,
+                       ENT_PHYSICAL_SOFTWARE_REV)
+
+# CISCO-CDP-MIB cdpCacheTable (index: cdpCacheIfIndex.cdpCacheDeviceIndex): columns 3-9 are read, one by
+# one (the entry has a dozen more: VTP domain, native VLAN, duplex...).
+CDP_CACHE = oid("1.3.6.1.4.1.9.9.23.1.2.1.1")
+CDP_CACHE_COLUMNS = tuple(CDP_CACHE + (column,) for column in range(3, 10))
+(CDP_CACHE_ADDRESS_TYPE,  # CiscoNetworkProtocol: ip(1), ipv6(20)
+ CDP_CACHE_ADDRESS, CDP_CACHE_VERSION, CDP_CACHE_DEVICE_ID, CDP_CACHE_DEVICE_PORT, CDP_CACHE_PLATFORM,
+ CDP_CACHE_CAPABILITIES) = CDP_CACHE_COLUMNS
+
 # The subtrees one device walk reads (GETBULK), after the system group and the LLDP local scalars, in
 # groups walked side by side: each request asks for the next rows of every column of a group still
 # running, so a table of n columns costs what one column would, and a table the device lacks costs
@@ -84,6 +104,8 @@ TABLE_GROUPS = (
      IP_NET_TO_PHYSICAL_PHYS, IP_NET_TO_PHYSICAL_TYPE, IP_NET_TO_MEDIA_PHYS, IP_NET_TO_MEDIA_TYPE),
     (LLDP_LOC_PORT_ID_SUBTYPE, LLDP_LOC_PORT_ID, LLDP_LOC_PORT_DESC, LLDP_REM, LLDP_REM_MAN_ADDR_IF_SUBTYPE,
      DOT1D_BASE_PORT_IF_INDEX, DOT1D_TP_FDB_PORT, DOT1D_TP_FDB_STATUS, DOT1Q_TP_FDB_PORT, DOT1Q_TP_FDB_STATUS),
+    # CDP's few rows end early, leaving the requests to the entity columns; one request for a device with neither
+    (*CDP_CACHE_COLUMNS, ENT_PHYSICAL_CONTAINED_IN, ENT_PHYSICAL_CLASS),
 )
 
 ENTERPRISES = oid("1.3.6.1.4.1")

@@ -15,10 +15,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
+from app.services.identifiers import normalize
 from discovery.sanitize import MAX_LIST, clean_text
 from discovery.snmp import oids
 from discovery.snmp.models import (
     ArpEntry,
+    CdpNeighbour,
+    Chassis,
     DeviceAddress,
     DeviceFacts,
     DeviceInterface,
@@ -38,6 +41,14 @@ PORT_NAMES = (1, 5, 7)  # LldpPortIdSubtype interfaceAlias(1), interfaceName(5),
 PORT_LOCAL = 7
 FDB_LEARNED = 3  # dot1dTpFdbStatus learned(3); self(4) is the device's own MAC, mgmt(5) a static entry
 ARP_INVALID = 2
+# CDP capability bits (cdpCacheCapabilities, four octets, the CDP spec's order) as LLDP's names: a switch or
+# a source-route bridge is a bridge, a host a station, a phone a telephone; IGMP snooping says nothing.
+CDP_CAPABILITIES = ((0x01, "router"), (0x02, "bridge"), (0x04, "bridge"), (0x08, "bridge"), (0x10, "station"),
+                    (0x40, "repeater"), (0x80, "telephone"), (0x100, "other"), (0x200, "other"), (0x400, "other"))
+CDP_ADDRESS_FAMILIES = {1: 1, 20: 2}  # CiscoNetworkProtocol ip(1), ipv6(20) -> InetAddressType ipv4(1), ipv6(2)
+ENT_CHASSIS = 3  # PhysicalClass chassis(3)
+MAX_CHASSIS = 16  # top-level chassis kept: a stack has 8 or 9 members, a Juniper virtual chassis 10
+MAX_CONTAINMENT = 32  # steps up entPhysicalContainedIn followed: a loop or a deep chain costs no more
 
 
 def column(walk: Walk, prefix: Oid) -> dict[Oid, int | bytes | str]:
@@ -104,10 +115,12 @@ def _capped(facts: DeviceFacts, what: str, values: list, limit: int) -> list:
 def parse_walk(target: str, walk: Walk) -> DeviceFacts:
     facts = DeviceFacts(target=target)
     _system(facts, walk)
+    _entity(facts, walk)
     names = _interfaces(facts, walk)
     _addresses(facts, walk, names)
     _arp(facts, walk, names)
     _lldp(facts, walk, names)
+    _cdp(facts, walk, names)
     _forwarding(facts, walk, names)
     if facts.chassis_mac is None:
         facts.chassis_mac = _base_mac(facts.interfaces)
@@ -126,6 +139,62 @@ def _system(facts: DeviceFacts, walk: Walk) -> None:
     facts.location = text(walk.get(oids.SYS_LOCATION))
     if walk.get(oids.LLDP_LOC_CHASSIS_SUBTYPE) == CHASSIS_MAC:
         facts.chassis_mac = mac(walk.get(oids.LLDP_LOC_CHASSIS_ID))
+
+
+def top_chassis(walk: Walk) -> tuple[list[int], int]:
+    """The entPhysicalIndex of each top-level chassis, in index order and capped at MAX_CHASSIS, and how
+    many there were. Top-level: of class chassis and contained in no other chassis, however deep. A lone
+    switch's chassis is contained in nothing (0); a stack's members are chassis contained in the stack
+    entity (Cisco: 1001, 2001... in index 1, class stack); a chassis inside a chassis (a blade switch in
+    a blade enclosure that shows it) is part of the outer one. client.py reads the text columns of these
+    rows only, so this is all a 500-entity table costs beyond its two walked columns."""
+    classes = {k[0]: v for k, v in column(walk, oids.ENT_PHYSICAL_CLASS).items() if len(k) == 1}
+    parents = {k[0]: v for k, v in column(walk, oids.ENT_PHYSICAL_CONTAINED_IN).items()
+               if len(k) == 1 and isinstance(v, int)}
+
+    def inside_a_chassis(index: int) -> bool:
+        seen = {index}
+        parent = parents.get(index, 0)
+        for _ in range(MAX_CONTAINMENT):
+            if parent <= 0 or parent in seen:  # the top, or a loop a broken agent drew
+                return False
+            if classes.get(parent) == ENT_CHASSIS:
+                return True
+            seen.add(parent)
+            parent = parents.get(parent, 0)
+        return False
+
+    found = sorted(i for i, kind in classes.items() if kind == ENT_CHASSIS and i > 0 and not inside_a_chassis(i))
+    return found[:MAX_CHASSIS], len(found)
+
+
+def serial(value: object) -> str | None:
+    """A serial number that can name one device: cleaned text that the service would not drop as a
+    placeholder (empty, "N/A", all zeros...: app.services.identifiers, the rule the service applies)."""
+    cleaned = text(value)
+    return cleaned if cleaned is not None and normalize("serial_number", cleaned) is not None else None
+
+
+def _entity(facts: DeviceFacts, walk: Walk) -> None:
+    """The top-level chassis and the device's serial number. A stack is one device (one agent, one
+    name, one management address, one configuration: what Karta can poll and what fails as one; NetBox
+    draws each member as a device of a virtual chassis, which an SNMP walk cannot tell apart by address
+    or name) with a chassis per member: every member's serial is kept, and the
+    device is known by the first member's, in entPhysicalIndex order (member 1 on Cisco, whichever is
+    master: a master election changes the stack's MAC, never this), as LibreNMS's get_main_serial takes
+    entPhysicalSerialNum of entity 1, else 1000, else 1001 (by class here, not by number, so any vendor's
+    numbering works). A member without a usable serial is passed over. Replacing member 1 changes
+    the serial: the device is then known anew, by its MAC when that stayed."""
+    indexes, total = top_chassis(walk)
+    if total > len(indexes):
+        facts.warnings.append(f"{total} chassis, kept the first {len(indexes)}")
+    for index in indexes:
+        key = (index,)
+        facts.chassis.append(Chassis(
+            index, serial(walk.get(oids.ENT_PHYSICAL_SERIAL_NUM + key)),
+            text(walk.get(oids.ENT_PHYSICAL_MODEL_NAME + key)), text(walk.get(oids.ENT_PHYSICAL_MFG_NAME + key)),
+            text(walk.get(oids.ENT_PHYSICAL_SOFTWARE_REV + key))))
+    facts.serial_number = next((c.serial_number for c in facts.chassis if c.serial_number), None)
 
 
 def _status(value: object) -> str | None:
@@ -300,6 +369,35 @@ def _lldp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
             capabilities=_capabilities(row.get(oids.LLDP_REM_CAP_ENABLED)),
             management_addresses=tuple(sorted(set(management.get(index, [])))[:16])))
     facts.lldp = _capped(facts, "LLDP neighbours", neighbours, MAX_LIST)
+
+
+def _cdp_capabilities(value: object) -> tuple[str, ...]:
+    if not isinstance(value, bytes) or not 0 < len(value) <= 4:
+        return ()
+    bits = int.from_bytes(value, "big")
+    return tuple(dict.fromkeys(name for bit, name in CDP_CAPABILITIES if bits & bit))
+
+
+def _cdp(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
+    """cdpCacheTable: ifIndex.deviceIndex -> the neighbour on that port, its capabilities in LLDP's words."""
+    rows: dict[Oid, dict[Oid, int | bytes | str]] = {}
+    for prefix in oids.CDP_CACHE_COLUMNS:
+        for index, value in column(walk, prefix).items():
+            if len(index) == 2 and index[0] > 0:
+                rows.setdefault(index, {})[prefix] = value
+    neighbours = []
+    for index, row in sorted(rows.items()):
+        device_id = text(row.get(oids.CDP_CACHE_DEVICE_ID))
+        if device_id is None:
+            continue
+        family, raw = CDP_ADDRESS_FAMILIES.get(row.get(oids.CDP_CACHE_ADDRESS_TYPE)), row.get(oids.CDP_CACHE_ADDRESS)
+        neighbours.append(CdpNeighbour(
+            local_port=names.get(index[0]) or f"if{index[0]}", system_name=device_id,
+            port_name=text(row.get(oids.CDP_CACHE_DEVICE_PORT)),
+            address=_address(family, raw) if family and isinstance(raw, bytes) else None,
+            platform=text(row.get(oids.CDP_CACHE_PLATFORM)), version=text(row.get(oids.CDP_CACHE_VERSION), 1024),
+            capabilities=_cdp_capabilities(row.get(oids.CDP_CACHE_CAPABILITIES))))
+    facts.cdp = _capped(facts, "CDP neighbours", neighbours, MAX_LIST)
 
 
 def _forwarding(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:

@@ -7,10 +7,14 @@ ipNetToMediaTable, BRIDGE-MIB and Q-BRIDGE-MIB forwarding entries, an ifAlias, a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from discovery.snmp import oids
 from discovery.snmp.batch import build_snmp_batch
 from discovery.snmp.models import (
     ArpEntry,
+    CdpNeighbour,
+    Chassis,
     DeviceAddress,
     DeviceFacts,
     DeviceInterface,
@@ -19,7 +23,7 @@ from discovery.snmp.models import (
     LldpNeighbour,
 )
 from discovery.snmp.oids import oid, vendor_of
-from discovery.snmp.parse import parse_walk
+from discovery.snmp.parse import MAX_CHASSIS, parse_walk, top_chassis
 
 SW1, SW2, H1, H3 = "02:00:00:78:00:01", "02:00:00:78:00:02", "52:54:00:78:00:0b", "52:54:00:78:00:0d"
 
@@ -195,7 +199,7 @@ def test_batch_devices_links_and_attachments():
     silent = DeviceResult("192.0.2.9", "timeout", error="no answer")
     no_mac = device("192.0.2.10", "nomac", None)
     batch, notes = build_snmp_batch([sw1, sw2, silent, no_mac], run_id="r1")
-    assert notes == ["192.0.2.10: no chassis MAC, left out"]
+    assert notes == ["192.0.2.10: no chassis MAC or serial number, left out"]
     assert (batch["source"], batch["complete"], batch["scope"]) == (
         "snmp", True, {"subnets": [], "hosts": ["192.0.2.10", "192.0.2.7", "192.0.2.8", "192.0.2.9"]})
     items = {i["ref"]: i for i in batch["items"]}
@@ -362,3 +366,206 @@ def test_junos_bridges_logical_units_and_numbers_its_lldp_ports():
                                 ForwardingEntry(SW2, "vlan.10", 2)]
     assert [(n.port_id, n.port_name, n.port_id_is_name) for n in facts.lldp] == [
         ("523", "ge-0/0/22", False), ("25", "25", True), ("1/1", "1/1", True)]
+
+
+# ---- ENTITY-MIB ---------------------------------------------------------------------------------------
+
+ENT = oid("1.3.6.1.2.1.47.1.1.1.1")
+CHASSIS, CONTAINER, MODULE, PORT, STACK = 3, 5, 9, 10, 11
+
+
+def entity(walk: dict, index: int, kind: int, contained_in: int, serial: bytes = b"", model: bytes = b"",
+           maker: bytes = b"", software: bytes = b"") -> None:
+    for column, value in ((4, contained_in), (5, kind), (11, serial), (13, model), (12, maker), (10, software)):
+        walk[ENT + (column, index)] = value
+
+
+def test_the_chassis_serial_identifies_the_device_and_its_model_is_said():
+    """A lone switch: the chassis in nothing (0) gives the serial; its modules' and SFPs' serials name nothing."""
+    walk = switch_walk()
+    entity(walk, 1, CHASSIS, 0, b"FOC1234X0AB", b"WS-C2960-24TT-L", b"Cisco Systems, Inc.", b"12.2(55)SE12")
+    entity(walk, 2, CONTAINER, 1)
+    entity(walk, 3, MODULE, 2, b"AGM1234ABCD", b"GLC-SX-MMD")
+    for index in range(4, 30):
+        entity(walk, index, PORT, 1)
+    facts = parse_walk("192.0.2.7", walk)
+    assert facts.chassis == [Chassis(1, "FOC1234X0AB", "WS-C2960-24TT-L", "Cisco Systems, Inc.", "12.2(55)SE12")]
+    assert facts.serial_number == "FOC1234X0AB"
+    batch, _ = build_snmp_batch([DeviceResult("192.0.2.7", "ok", facts)], run_id="r")
+    (item,) = [i for i in batch["items"] if i["name"] == "sw1"]
+    assert item["identifiers"] == {"serial_number": "FOC1234X0AB", "mac_address": [SW1]}
+    assert {k: item["attributes"].get(k) for k in ("vendor", "model", "manufacturer", "software_version", "chassis")} \
+        == {"vendor": "Cisco", "model": "WS-C2960-24TT-L", "manufacturer": "Cisco Systems, Inc.",
+            "software_version": "12.2(55)SE12", "chassis": None}  # one chassis: no member list
+
+
+def test_a_stack_is_one_device_known_by_its_first_members_serial():
+    """Cisco: entity 1 the stack (in nothing), each member a chassis in it. Every member's serial is kept; the
+    first usable one in index order identifies (not the master's: an election must not change who it is)."""
+    walk = switch_walk()
+    entity(walk, 1, STACK, 0, b"", b"c37xx Stack")
+    entity(walk, 1001, CHASSIS, 1, b"N/A", b"WS-C3750X-48T-S")  # member 1 with a placeholder: passed over
+    entity(walk, 1002, PORT, 1001)
+    entity(walk, 2001, CHASSIS, 1, b"FDO1612X2CC", b"WS-C3750X-48T-S", software=b"15.0(2)SE11")
+    entity(walk, 3001, CHASSIS, 1, b"FDO1613X3DD", b"WS-C3750X-24T-S")
+    entity(walk, 3002, CHASSIS, 3001, b"INNER0001")  # a chassis inside a member: part of it, not a member
+    facts = parse_walk("192.0.2.7", walk)
+    assert [(c.index, c.serial_number) for c in facts.chassis] == [(1001, None), (2001, "FDO1612X2CC"),
+                                                                    (3001, "FDO1613X3DD")]
+    assert facts.serial_number == "FDO1612X2CC"
+    (attributes,) = [i["attributes"] for i in build_snmp_batch([DeviceResult("192.0.2.7", "ok", facts)], run_id="r")[0][
+        "items"] if i["name"] == "sw1"]
+    assert (attributes["model"], attributes["software_version"], attributes["chassis"]) == (
+        "WS-C3750X-48T-S", "15.0(2)SE11",
+        [{"model": "WS-C3750X-48T-S"},
+         {"serial_number": "FDO1612X2CC", "model": "WS-C3750X-48T-S", "software_version": "15.0(2)SE11"},
+         {"serial_number": "FDO1613X3DD", "model": "WS-C3750X-24T-S"}])
+
+
+def test_placeholder_serials_name_nothing_and_hostile_text_is_cleaned():
+    placeholders = (b"", b"   ", b"N/A", b"n/a ", b"0000000000", b"00000000000", b"\x1b[31m\x1b[0m", b"\x00\x00",
+                    b"Unknown", b"FFFFFFFF", b"123456789", b"\xff\xfe")
+    for value in placeholders:
+        walk = {oids.SYS_NAME: b"sw"}
+        entity(walk, 1, CHASSIS, 0, value)
+        facts = parse_walk("t", walk)
+        assert (facts.chassis[0].serial_number, facts.serial_number) == (None, None), value
+        assert build_snmp_batch([DeviceResult("t", "ok", facts)], run_id="r")[1] == [
+            "t: no chassis MAC or serial number, left out"]
+    walk = {oids.SYS_NAME: b"sw"}
+    entity(walk, 1, CHASSIS, 0, b"\x1b[31mFOC1234X0AB\x1b[0m\r\n", b"WS-C2960 <b>x</b>\x1b]0;owned\x07" + b"y" * 400,
+           b"Cisco\tSystems", b"12.2\x00(55)")
+    (chassis,) = parse_walk("t", walk).chassis
+    assert chassis == Chassis(1, "FOC1234X0AB", ("WS-C2960 <b>x</b>" + "y" * 400)[:255], "Cisco Systems", "12.2(55)")
+
+
+def test_a_device_known_by_its_serial_alone_is_kept():
+    """No MAC (a router whose ports all carry a VRRP MAC) but a serial: it is identified by the serial; the same
+    serial from a second address is the same device walked twice."""
+    facts = []
+    for target in ("10.0.0.1", "10.0.0.9"):
+        walk = _router_walk("r1", [("vrrp.51", "00:00:5e:00:01:33", 6)])
+        entity(walk, 1, CHASSIS, 0, b"FTX1840A0AA")
+        facts.append(parse_walk(target, walk))
+    batch, notes = build_snmp_batch([DeviceResult(f.target, "ok", f) for f in facts], run_id="r")
+    assert [(i["name"], i["identifiers"]) for i in batch["items"] if i["class"] == "network_device"] == [
+        ("r1", {"serial_number": "FTX1840A0AA"})]
+    assert notes == ["10.0.0.9: same chassis as another target, walked twice"]
+
+
+def test_the_entity_table_is_bounded():
+    """500 entities with a containment loop, a deep chain and 40 chassis: the walk ends, the first
+    MAX_CHASSIS top-level chassis are kept (in index order) and the cut is said."""
+    walk = {oids.SYS_NAME: b"big"}
+    entity(walk, 1, CONTAINER, 2)
+    entity(walk, 2, CONTAINER, 1)  # a loop: 1 in 2 in 1
+    entity(walk, 3, CHASSIS, 1, b"LOOPED0001")  # in the loop, no chassis above it: top-level
+    for index in range(10, 60):  # a chain 50 deep, a chassis at its bottom and its top
+        entity(walk, index, CONTAINER, index - 1 if index > 10 else 0)
+    entity(walk, 10, CHASSIS, 0, b"CHAIN0001")
+    entity(walk, 60, CHASSIS, 59, b"DEEP0001")  # 50 steps below chassis 10: past MAX_CONTAINMENT, so top-level
+    for index in range(100, 140):
+        entity(walk, index, CHASSIS, 0, f"STACK{index:04d}".encode())
+    for index in range(200, 606):
+        entity(walk, index, PORT, 100 + index % 40)
+    assert len({k[len(ENT) + 1] for k in walk if k[:len(ENT)] == ENT}) == 500
+    indexes, total = top_chassis(walk)
+    assert (indexes, total) == ([3, 10, 60, *range(100, 100 + MAX_CHASSIS - 3)], 43)
+    facts = parse_walk("t", walk)
+    assert [c.serial_number for c in facts.chassis][:3] == ["LOOPED0001", "CHAIN0001", "DEEP0001"]
+    assert (len(facts.chassis), facts.serial_number) == (MAX_CHASSIS, "LOOPED0001")
+    assert facts.warnings == [f"43 chassis, kept the first {MAX_CHASSIS}"] and facts.truncated == []
+
+
+# ---- CDP ----------------------------------------------------------------------------------------------
+
+CDP = oid("1.3.6.1.4.1.9.9.23.1.2.1.1")
+SW3, H4, H4_BRIDGE = "02:00:00:78:00:03", "52:54:00:78:00:0e", "fe:54:00:78:00:0e"
+
+
+def cdp_row(walk: dict, if_index: int, device_index: int, device_id: bytes, port: bytes, address: bytes | None,
+            capabilities: bytes, address_type: int = 1, platform: bytes = b"cisco WS-C2960-24TT-L") -> None:
+    index = (if_index, device_index)
+    for column, value in ((3, address_type), (4, address), (5, b"IOS\r\nline two"), (6, device_id), (7, port),
+                          (8, platform), (9, capabilities)):
+        if value is not None:
+            walk[CDP + (column, *index)] = value
+
+
+def test_cdp_neighbours():
+    walk = switch_walk()
+    cdp_row(walk, 4, 1, b"sw2.example.net", b"GigabitEthernet0/9", bytes([10, 78, 0, 3]), b"\0\0\0\x29")
+    cdp_row(walk, 5, 2, b"h1", b"eth0", bytes([10, 78, 0, 11]), b"\0\0\0\x10", platform=b"Linux")
+    cdp_row(walk, 6, 3, b"SEP001BD4000042", b"Port 1", bytes([10, 78, 0, 42]), b"\0\0\x04\x90")
+    cdp_row(walk, 6, 4, b"v6\x1b[2J<b>", b"Gi0/1", bytes(15) + b"\1", b"\x08", address_type=20)
+    cdp_row(walk, 7, 5, b"odd", b"x", bytes([10, 0, 0, 1, 9]), b"\0\0\0\0\x01")  # 5 octets: no address, no caps
+    cdp_row(walk, 8, 6, b"", b"x", bytes([10, 0, 0, 2]), b"\x01")  # no device id: skipped
+    walk[CDP + (6, 9)] = b"bad index"  # one part where two are due
+    facts = parse_walk("192.0.2.7", walk)
+    assert facts.cdp == [
+        CdpNeighbour("swp9", "sw2.example.net", "GigabitEthernet0/9", "10.78.0.3", "cisco WS-C2960-24TT-L",
+                     "IOS line two", ("router", "bridge")),
+        CdpNeighbour("swp1", "h1", "eth0", "10.78.0.11", "Linux", "IOS line two", ("station",)),
+        CdpNeighbour("swp2", "SEP001BD4000042", "Port 1", "10.78.0.42", "cisco WS-C2960-24TT-L", "IOS line two",
+                     ("station", "telephone", "other")),
+        CdpNeighbour("swp2", "v6<b>", "Gi0/1", "::1", "cisco WS-C2960-24TT-L", "IOS line two", ("bridge",)),
+        CdpNeighbour("if7", "odd", "x", None, "cisco WS-C2960-24TT-L", "IOS line two", ())]
+    assert [(n.is_network_device, n.is_host) for n in facts.cdp] == [
+        (True, False), (False, True), (False, False), (True, False), (False, False)]
+
+
+def _cdp_device(target: str, name: str, chassis: str, address: str, **more) -> DeviceResult:
+    return device(target, name, chassis, addresses=[DeviceAddress(address, 24, "vlan1")], **more)
+
+
+def test_cdp_links_devices_and_attaches_hosts():
+    """A CDP row counts when tied to an identity: a polled device by its address (both ends reporting make one
+    cable, from the identity that sorts first, with its own port names), a host by the one MAC ARP gives its
+    address. A network device CDP alone names, unpolled, and a phone make nothing."""
+    sw1 = _cdp_device("192.0.2.7", "sw1", SW1, "10.78.0.2", cdp=[
+        CdpNeighbour("Gi0/1", "sw2", "GigabitEthernet0/24", "10.78.0.3", capabilities=("bridge",)),
+        CdpNeighbour("Fa0/4", "h4", "eth0", "10.78.0.14", capabilities=("station",)),
+        CdpNeighbour("Fa0/5", "ap-1", "Gi0", "10.78.0.60", capabilities=("bridge",)),  # not polled: left out
+        CdpNeighbour("Fa0/6", "SEP001BD4000042", "Port 1", "10.78.0.42", capabilities=("station", "telephone")),
+        CdpNeighbour("Fa0/7", "h9", "eth0", "10.78.0.99", capabilities=("station",))],  # no ARP entry: left out
+        arp=[ArpEntry("10.78.0.14", H4, "vlan1")])
+    sw2 = _cdp_device("192.0.2.8", "sw2", SW2, "10.78.0.3", cdp=[
+        CdpNeighbour("Gi0/24", "sw1", "GigabitEthernet0/1", "192.0.2.7", capabilities=("bridge", "router"))])
+    batch, notes = build_snmp_batch([sw2, sw1], run_id="r")
+    names = {i["ref"]: i["name"] for i in batch["items"]}
+    assert notes == [] and sorted((i["class"], i["name"]) for i in batch["items"] if i["class"] != "ip_address") == [
+        ("network_device", "sw1"), ("network_device", "sw2"), ("server", "h4")]
+    assert [i["identifiers"] for i in batch["items"] if i["name"] == "h4"] == [{"mac_address": [H4]}]
+    assert {(names[r["source"]], r["type"], names[r["target"]], tuple(sorted(r["attributes"].items())))
+            for r in batch["relationships"] if r["type"] != "contains"} == {
+        ("sw1", "cabled_to", "sw2", (("port", "Gi0/1"), ("remote_port", "GigabitEthernet0/24"))),
+        ("h4", "connects_to", "sw1", (("port", "Fa0/4"),))}
+
+
+def test_lldp_and_cdp_of_one_neighbour_are_one_link():
+    """A neighbour speaking both (lldpd answering a Catalyst's CDP, an IOS router with "lldp run") is LLDP's: its
+    chassis MAC names it, even where ARP gives its address another MAC (h4's address is on its bridge), and
+    LLDP's port names win over CDP's for a cable the same end reports both ways."""
+    lldp = [LldpNeighbour("Gi0/2", H4, H4, H4, "eth0", "h4", None, ("station",), ("10.78.0.14",)),
+            LldpNeighbour("Gi0/1", SW3, SW3, "Gi0/9", None, "sw3.example.net", None, ("bridge",), (),
+                          port_id_is_name=True)]
+    cdp = [CdpNeighbour("Gi0/2", "h4.example.net", "eth0", "10.78.0.14", capabilities=("station",)),
+           CdpNeighbour("Gi0/1", "SW3(FOX1234)", "GigabitEthernet0/9", "10.78.0.3", capabilities=("bridge",))]
+    sw1 = _cdp_device("192.0.2.7", "sw1", SW1, "10.78.0.2", lldp=lldp, cdp=cdp,
+                      arp=[ArpEntry("10.78.0.14", H4_BRIDGE, "vlan1")])
+    sw3 = _cdp_device("192.0.2.9", "sw3", SW3, "10.78.0.3")
+    batch, _ = build_snmp_batch([sw1, sw3], run_id="r")
+    names = {i["ref"]: i["name"] for i in batch["items"]}
+    assert sorted(i["name"] for i in batch["items"] if i["class"] == "server") == ["h4"]
+    assert {(names[r["source"]], r["type"], names[r["target"]], tuple(sorted(r["attributes"].items())))
+            for r in batch["relationships"] if r["type"] != "contains"} == {
+        ("sw1", "cabled_to", "sw3", (("port", "Gi0/1"), ("remote_port", "Gi0/9"))),
+        ("h4", "connects_to", "sw1", (("port", "Gi0/2"),))}
+    # the same cable seen by CDP alone from sw1: CDP's names; with an LLDP row that names no system and no
+    # address (both optional), CDP's row stands on its own (its address is sw3's) and LLDP's names still win
+    cables = []
+    for rows in ([], [replace(lldp[1], system_name=None)]):
+        sw1 = _cdp_device("192.0.2.7", "sw1", SW1, "10.78.0.2", lldp=rows, cdp=cdp[1:])
+        cables += [r["attributes"] for r in build_snmp_batch([sw1, sw3], run_id="r")[0]["relationships"]
+                   if r["type"] == "cabled_to"]
+    assert cables == [{"port": "Gi0/1", "remote_port": "GigabitEthernet0/9"}, {"port": "Gi0/1", "remote_port": "Gi0/9"}]

@@ -226,9 +226,12 @@ class ImpactedMap(Mapping):
         return [STATE_NAMES[state[ci_id]] for ci_id in ci_ids]
 
     def count_by_state(self) -> dict[str, int]:
-        """state -> how many impacted CIs are in it (counted at C speed: no dict of states is built)."""
-        counts = Counter(map(self._state.__getitem__, self._parent))
-        return {STATE_NAMES[state]: count for state, count in counts.items()}
+        """state -> how many impacted CIs are in it. Counted over the states' values in their dict's order
+        (a lookup per impacted CI cost 16 ms at 50,000: each one a cache miss), less the failed CIs, which
+        are in `_state` too, down from start to end, and not impacted."""
+        counts = Counter(self._state.values())
+        counts[DOWN] -= len(self._state) - len(self._parent)
+        return {STATE_NAMES[state]: count for state, count in counts.items() if count}
 
     def nearest(self, n: int) -> list:
         """The `n` impacted CIs nearest the failed ones, by (distance, id). `_parent` is in discovery

@@ -4,10 +4,12 @@ the database, services picked out, counts, a risk level, and who to notify.
 The graph's results come in computed (under `LiveGraph.reading()`); these functions only read the
 database, so the graph is not held while they do."""
 
+import heapq
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Text, cast, select
@@ -96,14 +98,18 @@ def radius_answer(conn: Connection, result: ImpactResult, nearest: list[str], cl
     impacted_services = [ci_id for ci_id in service_ids if ci_id not in failed]
     state_of = {**dict(zip(impacted_services, result.states_of(impacted_services))),
                 **{ci_id: "down" for ci_id in service_ids if ci_id in failed}}
+    # Thousands of services: the risk is read off their (criticality, state) pairs, of which there are a
+    # dozen at most, and an entry is built only for those listed.
+    named = list(map(services.__getitem__, service_ids))
+    pairs = Counter(zip(map(attrgetter("criticality"), named), map(state_of.__getitem__, service_ids)))
+    risk = service_risk([{"criticality": criticality, "state": state} for criticality, state in pairs])
+    order = heapq.nsmallest(services_max, zip(map(attrgetter("rank"), named), service_ids))
     listed = [{"id": ci_id, "name": service.name, "criticality": service.criticality, "owner": service.owner,
-               "state": state_of[ci_id]} for ci_id, service in ((ci_id, services[ci_id]) for ci_id in service_ids)]
+               "state": state_of[ci_id]} for ci_id, service in ((ci_id, services[ci_id]) for _, ci_id in order)]
     owners = ({info.get(ci_id, UNKNOWN_CI)["owner"] for ci_id in {*nearest, *failed}}
-              | {service["owner"] for service in listed}) - {None, ""}
+              | set(map(attrgetter("owner"), named))) - {None, ""}
     answer = _answer(result, info, entries, listed, len(impacted), by_class, result.count_by_state(), owners)
-    answer["services_count"] = len(listed)
-    answer["services_truncated"] = len(listed) > services_max
-    answer["services"] = answer["services"][:services_max]
+    answer.update(risk=risk, services_count=len(service_ids), services_truncated=len(service_ids) > services_max)
     return answer, info
 
 

@@ -21,7 +21,7 @@ Memory: ~200 bytes a service (20,000 services: ~4 MB per worker; 200,000 at ten 
 
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
@@ -40,6 +40,12 @@ class Service:
     name: str
     criticality: int | None
     owner: str | None
+    # Where the service comes in a list of affected services: the most critical first, by name (kept,
+    # not computed per answer: thousands are ranked at once).
+    rank: tuple[int, str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rank", (self.criticality or 5, self.name or ""))
 
 
 class ServiceDirectory:

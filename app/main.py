@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.webhook_secrets = SecretBox(engine, settings.webhook_key)
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
-    app.state.service_directory = ServiceDirectory()
+    app.state.service_directory = ServiceDirectory(engine)
     app.state.service_maps = ServiceMapKeeper(engine, app.state.registry, app.state.live_graph)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        larger={"/api/v1/ingest": settings.max_ingest_body_bytes,

@@ -235,7 +235,7 @@ def breakdown(url: str, hosts: dict[str, str], groups: int, seed: int) -> list[s
                     time.perf_counter() - started)
             started = time.perf_counter()
             with read_transaction(app.state.engine) as conn:
-                named = app.state.service_directory.lookup(conn, services, service_ids)
+                named = app.state.service_directory.lookup(services, service_ids)
                 _, info = impact.radius_answer(conn, result, nearest, classes, by_class, service_ids, named,
                                                settings.incident_services_max, {c.ci_id for c in candidates} | set(failed))
                 impact.root_cause_answer(conn, failed, candidates, info)

@@ -417,7 +417,7 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
     (`services_max`); the risk and the owners cover them all."""
     services = ctx.registry.get(conn=conn).classes
     services = frozenset(name for name, info in services.items() if info.family == "service")
-    directory = ctx.services if ctx.services is not None else ServiceDirectory()
+    directory = ctx.services if ctx.services is not None else ServiceDirectory(ctx.engine)
     with ctx.live_graph.reading() as graph:
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
@@ -437,7 +437,7 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
                   "risk": None}
         causes = []
     else:
-        named = directory.lookup(conn, services, service_ids)
+        named = directory.lookup(services, service_ids)  # after the graph: at least as current
         answer, info = impact.radius_answer(conn, result, nearest, classes, by_class, service_ids, named,
                                             ctx.services_max, {c.ci_id for c in candidates} | set(failed))
         radius = {"impacted": answer["impacted"], "impacted_truncated": len(result.impacted) > ctx.impacted_max,

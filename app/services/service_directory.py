@@ -8,23 +8,28 @@ beside everything else (2% of that estate, ~200 bytes each), so every worker kee
 keeps the impact graph, and names them from memory.
 
 Kept in step through the change feed, like the graph (app.services.live_graph), by its own reader:
-before an answer, `current(conn)` reads the CI change records after the sequence it reflects and
-re-reads those CIs (a service renamed, re-owned, deleted, a CI whose class became a service's or
+before an answer, `lookup` reads the CI change records after the sequence it reflects and re-reads
+those CIs (a service renamed, re-owned, deleted, a CI whose class became a service's or
 stopped being one). More than `catch_up_max` records behind (a bulk load), or when the registry's
 service classes changed, it reloads every service instead: one indexed query (ix_ci_class_id).
 Sequence numbers grow in commit order (app.services.history), so every change committed before the
-question is at or below the last one read. Through a read replica's connection, a replica behind the
-directory adds nothing (catching up only moves forward).
+question is at or below the last one read. It reads through a connection of its own to the primary,
+taken after the graph answered: so it is at least as current as the graph (a service the graph holds
+and the directory does not has been deleted). Read through the caller's connection, it was not: a
+SQLite read transaction keeps the snapshot of its first statement, older than a graph that caught up
+since, and a service created in between was taken for deleted.
 
-Memory: ~200 bytes a service (20,000 services: ~4 MB per worker; 200,000 at ten million CIs: ~40 MB).
+Memory: ~250 bytes a service with its strings (20,000 services: ~5 MB per worker; 200,000 at ten
+million CIs: ~50 MB).
 """
 
 import threading
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 
+from app.core.db import read_transaction
 from app.models import ChangeRecord, ConfigurationItem
 from app.services.bulk import id_in
 from app.services.changes import last_seq
@@ -35,7 +40,7 @@ CHANGE = ChangeRecord.__table__
 CATCH_UP_MAX = 20_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     name: str
     criticality: int | None
@@ -51,7 +56,8 @@ class Service:
 class ServiceDirectory:
     """service CI id (canonical text, as the graph's) -> Service, for the service classes of the registry."""
 
-    def __init__(self, *, catch_up_max: int = CATCH_UP_MAX) -> None:
+    def __init__(self, engine: Engine, *, catch_up_max: int = CATCH_UP_MAX) -> None:
+        self._engine = engine
         self._lock = threading.Lock()
         self._services: dict[str, Service] = {}
         self._classes: frozenset[str] | None = None
@@ -59,10 +65,10 @@ class ServiceDirectory:
         self.catch_up_max = catch_up_max
         self.reloads = 0
 
-    def lookup(self, conn: Connection, classes: frozenset[str], ci_ids) -> dict[str, Service]:
-        """The services among `ci_ids` (the rest are left out), as of the last change `conn` sees (or
-        later, never earlier), for `classes`, the registry's service classes."""
-        with self._lock:
+    def lookup(self, classes: frozenset[str], ci_ids) -> dict[str, Service]:
+        """The services among `ci_ids` (the rest are left out), as of the primary's last change, for
+        `classes`, the registry's service classes."""
+        with self._lock, read_transaction(self._engine, routed=False) as conn:
             self._catch_up(conn, classes)
             services = self._services
             return {ci_id: services[ci_id] for ci_id in ci_ids if ci_id in services}
@@ -93,7 +99,7 @@ class ServiceDirectory:
         if not touched:
             return
         rows = conn.execute(select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.criticality, CI.c.owner)
-                            .where(id_in(conn, CI.c.id, touched))).all()
+                            .where(id_in(conn, CI.c.id, touched), CI.c.ci_class.in_(sorted(classes)))).all()
         services = self._services
         for ci_id in touched:
             services.pop(str(ci_id), None)

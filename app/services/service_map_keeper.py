@@ -362,7 +362,7 @@ class ServiceMapKeeper:
     def _retrying(self) -> Retrying:
         """tenacity: a chunk the database aborted runs again (transient(): deadlock, serialization
         failure, lock timeout, connection lost), CHUNK_ATTEMPTS times in all, with exponential backoff
-        and jitter; waits end early, and no attempt starts, once the keeper is stopping."""
+        and jitter; a wait ends early once the keeper is stopping, and at most one more attempt follows it."""
         return Retrying(retry=retry_if_exception(transient),
                         stop=stop_after_attempt(CHUNK_ATTEMPTS) | stop_when_event_set(self._stop),
                         wait=wait_exponential(multiplier=CHUNK_BACKOFF_SECONDS, max=CHUNK_BACKOFF_MAX_SECONDS)

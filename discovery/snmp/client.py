@@ -27,6 +27,10 @@ from discovery.snmp.parse import parse_walk, top_chassis
 
 MAX_ROWS_PER_TABLE = 20_000
 MAX_VARBINDS = 40  # objects asked per GETBULK (repetitions x subtrees): larger answers fragment over UDP
+# Objects asked per GET of the chassis' text columns (two chassis' four): unlike GETBULK, an agent cannot
+# shorten a GET's answer, and 40 strings of a stack's chassis may pass the 1,500 bytes many devices answer
+# at most (the answer would be tooBig and the device partial).
+CHASSIS_GET_MAX = 8
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
 PRIV_PROTOCOLS = ("DES", "AES", "AES192", "AES256")
 
@@ -240,10 +244,10 @@ async def _walk_device(engine, target: str, settings: SnmpSettings) -> DeviceRes
 
 async def _chassis_columns(session: _Session, walk: dict[Oid, int | bytes | str]) -> None:
     """The text columns (serial, model, maker, software) of the top-level chassis only, by GET, at most
-    MAX_VARBINDS objects a request: the entity walk read two columns of every row to find them."""
+    CHASSIS_GET_MAX objects a request: the entity walk read two columns of every row to find them."""
     wanted = [column + (index,) for index in top_chassis(walk)[0] for column in oids.ENT_CHASSIS_COLUMNS]
-    for start in range(0, len(wanted), MAX_VARBINDS):
-        walk.update(await session.get(tuple(wanted[start:start + MAX_VARBINDS])))
+    for start in range(0, len(wanted), CHASSIS_GET_MAX):
+        walk.update(await session.get(tuple(wanted[start:start + CHASSIS_GET_MAX])))
 
 
 def _broken_off(target: str, walk: dict[Oid, int | bytes | str], message: str, session: _Session,

@@ -7,6 +7,7 @@ workers are, served by a TestClient (its lifespan warms the graph up and starts 
 """
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 
@@ -183,6 +184,17 @@ def test_the_worker_writes_the_snapshot_when_it_is_due(database_url, tmp_path):
         with snapshot.writer_lock(path):
             assert live.write_snapshot(force=True) is None
         assert live.write_snapshot(force=True)["applied_seq"] == last_seq(api)
+    # Due again, but nothing changed: the file is kept, its age renewed.
+    with worker(database_url, directory, api.secrets) as (live, api):
+        impacted_names(api, ids["db"])
+        live.snapshot_seconds = 60
+        kept = snapshot.read_header(path)
+        os.utime(path, (time.time() - 120, time.time() - 120))
+        assert live.write_snapshot() is None
+        assert snapshot.read_header(path) == kept and time.time() - path.stat().st_mtime < 60
+        api.relate(api.create_ci("application", "late")["id"], "depends_on", ids["db"])
+        os.utime(path, (time.time() - 120, time.time() - 120))
+        assert live.write_snapshot()["applied_seq"] == last_seq(api)
 
 
 def test_a_directory_others_may_write_is_not_used(database_url, tmp_path, caplog):

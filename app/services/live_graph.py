@@ -280,6 +280,9 @@ class LiveGraph:
         try:
             if not force and path.exists() and time.time() - path.stat().st_mtime < self.snapshot_seconds:
                 return None
+            if not force and self._unchanged(path):
+                os.utime(path)  # a quiet database: the file already holds this very graph
+                return None
             started = time.perf_counter()
             taken = self._capture()
             if taken is None:
@@ -288,9 +291,6 @@ class LiveGraph:
             with read_transaction(self._engine, routed=False) as conn:
                 lineage = _lineage(conn, capture.applied_seq)
             if lineage is None:  # no change recorded yet (or pruned since): nothing ties the file to this database
-                return None
-            if not force and self._unchanged(path, capture, lineage):
-                os.utime(path)
                 return None
             captured = time.perf_counter()
             snapshot_file.remove_leftovers(path)
@@ -341,15 +341,24 @@ class LiveGraph:
             finally:
                 holds.append(time.perf_counter() - started)
 
-    def _unchanged(self, path: Path, capture: snapshot_file.Capture, lineage: str) -> bool:
-        """Whether the file already holds this very graph (a quiet database): then only its age is renewed."""
+    def _unchanged(self, path: Path) -> bool:
+        """Whether the file holds the graph as it is once caught up (checked without taking it: reading the
+        file's header costs ~0.2 s at 1,000,000 CIs, taking the graph several)."""
+        with self._lock:
+            graph = self._graph
+            if graph is None:
+                return False
+            graph = self._refresh()
+            seq, semantics = graph.applied_seq, graph.semantics
         try:
             header = snapshot_file.read_header(path)
         except SnapshotRejected:
             return False
+        with read_transaction(self._engine, routed=False) as conn:
+            lineage = _lineage(conn, seq)
         return (header.applied_seq, header.lineage, header.schema_revision, header.semantics_digest,
-                header.code_digest) == (capture.applied_seq, lineage, self.schema_revision(),
-                                        snapshot_file.semantics_digest(capture.semantics), snapshot_file.CODE_DIGEST)
+                header.code_digest) == (seq, lineage, self.schema_revision(), snapshot_file.semantics_digest(semantics),
+                                        snapshot_file.CODE_DIGEST)
 
     def _catch_up(self, graph: ImpactGraph) -> bool:
         """Apply every record up to the last committed one; False, having applied none, when there

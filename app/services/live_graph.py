@@ -64,10 +64,10 @@ CATCH_UP_PAGE = 10_000
 # 22 s (BENCHMARKS.md): at the cap, catching up still takes a fifth of a big graph's rebuild.
 CATCH_UP_MAX = 200_000
 SNAPSHOT_FILE = "impact-graph.snapshot"
-# A snapshot is taken in slices of this many CIs, each under the graph's lock (~10-40 ms at 1,000,000
-# CIs), questions answered in between; if the graph moved meanwhile it is taken again, and after
-# CAPTURE_TRIES such tries in one hold of the lock (~1 s at 1,000,000 CIs: BENCHMARKS.md).
-CAPTURE_SLICE = 16_384
+# A snapshot is taken in slices of this many CIs, each under the graph's lock (~10-40 ms), questions
+# answered in between; if the graph moved meanwhile it is taken again, and after CAPTURE_TRIES such
+# tries in one hold of the lock (1-2 s at 1,000,000 CIs: BENCHMARKS.md, "A graph that starts from a snapshot").
+CAPTURE_SLICE = 4096
 CAPTURE_TRIES = 3
 
 

@@ -52,6 +52,7 @@ from graph import ImpactGraph, snapshot  # noqa: E402
 
 DATABASE = "karta_snapshot_bench"
 RESULTS = Path(__file__).resolve().parent / "results"
+RUN = f"{int(time.time()):x}"  # names this run's applications apart from a --reuse'd database's earlier ones
 CI = ConfigurationItem.__table__
 REL = Relationship.__table__
 
@@ -72,7 +73,7 @@ def change(base: str, secret: str, server_id: str, count: int) -> set[str]:
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         n = 0
         while made < count:
-            name = f"snapbench-app-{n}"
+            name = f"snapbench-{RUN}-app-{n}"
             ci = client.post("/api/v1/cis", json={"class": "application", "name": name})
             ci.raise_for_status()
             link = client.post("/api/v1/relationships",
@@ -200,7 +201,7 @@ def main() -> None:
             rows.append((f"from the snapshot (seq {written.applied_seq}) + {args.changes} changes from the feed",
                          ready, time.perf_counter() - started, os.getloadavg()[0]))
             print(rows[-1], file=sys.stderr)
-        named = {item["name"] for item in answer["impacted"] if item["name"].startswith("snapbench-app-")}
+        named = {item["name"] for item in answer["impacted"] if item["name"].startswith(f"snapbench-{RUN}-")}
         if named != depending:
             raise SystemExit(f"the worker started from the snapshot answered {len(named)} dependents, "
                              f"not {len(depending)}")

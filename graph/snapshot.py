@@ -119,7 +119,7 @@ class Capture:
     The CIs and their payloads are taken at construction; `take` then takes the adjacency of the next
     CIs. Every call holds the graph's own lock, and the content is consistent only if the graph did not
     change between the first call and the last: the caller checks that (the service compares its
-    applied_seq between slices) or calls `take()` once. Only references are taken (ids, the shared
+    applied_seq between slices) or holds the graph still from construction to a single `take()`. Only references are taken (ids, the shared
     payload and edge data dicts), into flat lists: at 1,000,000 CIs and 3 million edges this holds
     ~100 MB for the time of the write."""
 
@@ -270,8 +270,9 @@ def remove_leftovers(path: Path | str) -> None:
 def save(graph: ImpactGraph, path: Path | str, *, schema_revision: str, lineage: str) -> int:
     """Capture `graph` in one hold of its lock and write it to `path` under the writer's lock; its size.
     (The service captures in slices instead: app/services/live_graph.py.)"""
-    capture = Capture(graph)
-    capture.take()
+    with graph._lock:
+        capture = Capture(graph)
+        capture.take()
     parts = encode(capture, schema_revision=schema_revision, lineage=lineage)
     with writer_lock(path):
         return write(parts, path)

@@ -43,6 +43,7 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from app.core import migrations  # noqa: E402
+from app.core.config import Settings  # noqa: E402
 from app.core.db import make_engine, read_transaction  # noqa: E402
 from app.models import ConfigurationItem, Relationship  # noqa: E402
 from app.services.live_graph import CAPTURE_TRIES, SNAPSHOT_FILE, LiveGraph, min_members_of  # noqa: E402
@@ -206,7 +207,8 @@ def main() -> None:
             raise SystemExit(f"the worker started from the snapshot answered {len(named)} dependents, "
                              f"not {len(depending)}")
 
-        # In this process: where the time goes.
+        # In this process: where the time goes, with the collector set as in a worker.
+        gc.set_threshold(*Settings().gc_thresholds)
         registry = RegistryCache(engine, 5)
         live = LiveGraph(engine, registry, snapshot_dir=snapshots, snapshot_seconds=3600)
         semantics = live._semantics()

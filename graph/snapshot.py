@@ -189,9 +189,22 @@ def _sliced(typecode: str, items: list, index: dict, by_identity: bool = False) 
 
 
 def encode(capture: Capture, *, schema_revision: str, lineage: str) -> list:
-    """The file's parts, in order (bytes and arrays), the digest last. No lock is held."""
+    """The file's parts, in order (bytes and arrays), the digest last. No lock is held.
+
+    The collector is paused meanwhile, as for a load: the capture's lists hold millions of references,
+    and every collection of the oldest generation would walk them (encoding makes no cycles)."""
     if not capture.done:
         raise ValueError("the capture is not complete")
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _encode(capture, schema_revision, lineage)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     ids = capture.ids
     try:
         blob = "\0".join(ids).encode()

@@ -47,6 +47,7 @@ import tempfile
 import time
 import uuid
 from array import array
+from collections import deque
 from dataclasses import asdict, dataclass
 from itertools import chain, islice, repeat
 from pathlib import Path
@@ -168,6 +169,14 @@ class Capture:
         self._next = stop
         return self.done
 
+    def release(self) -> None:
+        """Let go of what was taken, a slice at a time: freeing a list of 3 million references is one C call
+        that touches every CI id (~0.2 s), and holds the GIL throughout."""
+        for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data,
+                      self.pred_counts, self.pred_ends, self.pred_data):
+            while taken:
+                del taken[-SLICE:]
+
 
 def _smallest(count: int) -> str:
     return "B" if count <= 0xFF else "H" if count <= 0xFFFF else INDEX
@@ -235,6 +244,8 @@ def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     names = ["ids", "payload", "succ_counts", "succ_ends", "succ_data", "pred_counts", "pred_ends", "pred_data"]
     layout = [[name, getattr(part, "typecode", None), len(part) * getattr(part, "itemsize", 1)]
               for name, part in zip(names, body)]
+    for start in range(0, len(ids), SLICE):  # freed a slice at a time (see Capture.release)
+        deque(map(position.pop, ids[start:start + SLICE]), maxlen=0)
     header = SnapshotHeader(format=FORMAT_VERSION, schema_revision=schema_revision,
                             semantics_digest=semantics_digest(capture.semantics), code_digest=CODE_DIGEST,
                             applied_seq=capture.applied_seq, lineage=lineage, cis=len(ids),

@@ -294,8 +294,11 @@ class LiveGraph:
                 return None
             captured = time.perf_counter()
             snapshot_file.remove_leftovers(path)
-            size = snapshot_file.write(
-                snapshot_file.encode(capture, schema_revision=self.schema_revision(), lineage=lineage), path)
+            try:
+                size = snapshot_file.write(
+                    snapshot_file.encode(capture, schema_revision=self.schema_revision(), lineage=lineage), path)
+            finally:
+                capture.release()
         finally:
             writers.release()
         done = time.perf_counter()

@@ -109,6 +109,8 @@ def test_taken_in_slices_the_file_is_the_same(shop, tmp_path):
         del header["written_at"], parts[:3], parts[-1]  # what differs: when, so the header's length, the digest
     assert headers[0] == headers[1]
     assert [bytes(p) for p in encoded[0]] == [bytes(p) for p in encoded[1]]
+    sliced.release()
+    assert not sliced.ids and not sliced.succ_ends and not sliced.pred_data
 
 
 def test_the_file_is_the_owners_alone_and_replaced_whole(shop, tmp_path):

@@ -292,7 +292,7 @@ class LiveGraph:
                 lineage = _lineage(conn, capture.applied_seq)
             if lineage is None:  # no change recorded yet (or pruned since): nothing ties the file to this database
                 return None
-            captured = time.perf_counter()
+            captured, cis = time.perf_counter(), len(capture.ids)
             snapshot_file.remove_leftovers(path)
             try:
                 size = snapshot_file.write(
@@ -302,12 +302,12 @@ class LiveGraph:
         finally:
             writers.release()
         done = time.perf_counter()
-        self.last_snapshot = {"applied_seq": capture.applied_seq, "cis": len(capture.ids), "bytes": size,
+        self.last_snapshot = {"applied_seq": capture.applied_seq, "cis": cis, "bytes": size,
                               "seconds": done - started, "capture_seconds": captured - started,
                               "write_seconds": done - captured, "lock_max_seconds": max(holds),
                               "lock_total_seconds": sum(holds), "tries": tries}
         log.info("impact graph snapshot written at seq %d: %d CIs, %.0f MB in %.1f s (lock held %.0f ms at most)",
-                 capture.applied_seq, len(capture.ids), size / 1e6, done - started, max(holds) * 1000)
+                 capture.applied_seq, cis, size / 1e6, done - started, max(holds) * 1000)
         return self.last_snapshot
 
     def _capture(self) -> tuple[snapshot_file.Capture, list[float], int] | None:

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # /var/lib/karta/graph, under the unit's StateDirectory; created 0700 if missing, refused if others
     # may write it) where one worker writes its graph when the file is older than
     # `graph_snapshot_seconds`; a worker that starts loads it and applies the change feed from there
-    # (~2 s at 1,000,000 CIs, against ~20 s from the database). Unset: every worker loads from the database.
+    # (~5 s at 1,000,000 CIs, against ~25 s from the database). Unset: every worker loads from the database.
     graph_snapshot_dir: Path | None = None
     graph_snapshot_seconds: float = Field(default=300.0, ge=1, le=86400)
     # The web UI (/ui): a session is an encrypted, signed cookie holding the token it was opened with,

@@ -23,7 +23,7 @@ Names, owners and criticality come from the database for the CIs in an answer.
 
 Snapshots (KARTA_GRAPH_SNAPSHOT_DIR, graph/snapshot.py): a worker whose graph is built writes it to a
 file of the host's every `snapshot_seconds` (one worker of the host at a time), and a worker starting
-later loads that file (~2 s at 1,000,000 CIs, against ~20 s from the database) and catches up from its
+later loads that file (~5 s at 1,000,000 CIs, against ~25 s from the database) and catches up from its
 `applied_seq` like any graph. The file is trusted only for the schema revision this release runs, the
 relationship semantics the registry holds and this database: the change record at its `applied_seq`
 must be the one it names (`_lineage`). Otherwise, or if it is truncated or corrupt, it is ignored
@@ -64,9 +64,10 @@ CATCH_UP_PAGE = 10_000
 # 22 s (BENCHMARKS.md): at the cap, catching up still takes a fifth of a big graph's rebuild.
 CATCH_UP_MAX = 200_000
 SNAPSHOT_FILE = "impact-graph.snapshot"
-# A snapshot is taken in slices of this many CIs, each under the graph's lock (~10-40 ms), questions
+# A snapshot is taken in slices of this many CIs, each under the graph's lock (~10-70 ms), questions
 # answered in between; if the graph moved meanwhile it is taken again, and after CAPTURE_TRIES such
-# tries in one hold of the lock (1-2 s at 1,000,000 CIs: BENCHMARKS.md, "A graph that starts from a snapshot").
+# tries in one hold of the lock (1.5-2.3 s at 1,000,000 CIs: BENCHMARKS.md, "A graph that starts from a
+# snapshot").
 CAPTURE_SLICE = 4096
 CAPTURE_TRIES = 3
 

@@ -190,12 +190,13 @@ def _smallest(count: int) -> str:
 SLICE = 1 << 14
 
 
-def _sliced(typecode: str, items: list, index: dict, by_identity: bool = False) -> array:
-    """array(typecode) of index[item] (of index[id(item)]) for every item, a slice at a time."""
+def _sliced(typecode: str, items: list, index: dict | None = None, by_identity: bool = False) -> array:
+    """array(typecode) of index[item] (of index[id(item)]; of the items themselves without an index)
+    for every item, a slice at a time."""
     out = array(typecode)
     for start in range(0, len(items), SLICE):
         part = items[start:start + SLICE]
-        out.extend(map(index.__getitem__, map(id, part) if by_identity else part))
+        out.extend(part if index is None else map(index.__getitem__, map(id, part) if by_identity else part))
     return out
 
 
@@ -218,7 +219,7 @@ def encode(capture: Capture, *, schema_revision: str, lineage: str) -> list:
 def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     ids = capture.ids
     try:
-        blob = "\0".join(ids).encode()
+        blob = b"\0".join("\0".join(ids[start:start + SLICE]).encode() for start in range(0, len(ids), SLICE))
     except TypeError:
         raise ValueError("a snapshot holds string CI ids only") from None
     if blob.count(b"\0") != max(len(ids) - 1, 0):
@@ -241,7 +242,7 @@ def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     body = [blob, _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True)]
     for counts, ends, data in ((capture.succ_counts, capture.succ_ends, capture.succ_data),
                                (capture.pred_counts, capture.pred_ends, capture.pred_data)):
-        body += [array(INDEX, counts), _sliced(INDEX, ends, position),
+        body += [_sliced(INDEX, counts), _sliced(INDEX, ends, position),
                  _sliced(data_code, data, data_index, by_identity=True)]
     names = ["ids", "payload", "succ_counts", "succ_ends", "succ_data", "pred_counts", "pred_ends", "pred_data"]
     layout = [[name, getattr(part, "typecode", None), len(part) * getattr(part, "itemsize", 1)]

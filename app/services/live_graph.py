@@ -285,31 +285,46 @@ class LiveGraph:
                 os.utime(path)  # a quiet database: the file already holds this very graph
                 return None
             started = time.perf_counter()
-            taken = self._capture()
-            if taken is None:
-                return None
-            capture, holds, tries = taken
+            # The collector is paused from the capture to the file (~10 s at 1,000,000 CIs, as for a load):
+            # the capture's lists hold millions of references, and a collection between two slices
+            # walked them all (~0.1 s, the GIL held).
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                written = self._write_snapshot(path, started)
+            finally:
+                if was_enabled:
+                    gc.enable()
+        finally:
+            writers.release()
+        if written is not None:
+            self.last_snapshot = written
+            log.info("impact graph snapshot written at seq %d: %d CIs, %.0f MB in %.1f s (lock held %.0f ms at most)",
+                     written["applied_seq"], written["cis"], written["bytes"] / 1e6, written["seconds"],
+                     written["lock_max_seconds"] * 1000)
+        return written
+
+    def _write_snapshot(self, path: Path, started: float) -> dict[str, Any] | None:
+        """Capture, encode and write (under the writers' lock); what it cost, or None if nothing was written."""
+        taken = self._capture()
+        if taken is None:
+            return None
+        capture, holds, tries = taken
+        try:
             with read_transaction(self._engine, routed=False) as conn:
                 lineage = _lineage(conn, capture.applied_seq)
             if lineage is None:  # no change recorded yet (or pruned since): nothing ties the file to this database
                 return None
             captured, cis = time.perf_counter(), len(capture.ids)
             snapshot_file.remove_leftovers(path)
-            try:
-                size = snapshot_file.write(
-                    snapshot_file.encode(capture, schema_revision=self.schema_revision(), lineage=lineage), path)
-            finally:
-                capture.release()
+            size = snapshot_file.write(
+                snapshot_file.encode(capture, schema_revision=self.schema_revision(), lineage=lineage), path)
         finally:
-            writers.release()
+            capture.release()
         done = time.perf_counter()
-        self.last_snapshot = {"applied_seq": capture.applied_seq, "cis": cis, "bytes": size,
-                              "seconds": done - started, "capture_seconds": captured - started,
-                              "write_seconds": done - captured, "lock_max_seconds": max(holds),
-                              "lock_total_seconds": sum(holds), "tries": tries}
-        log.info("impact graph snapshot written at seq %d: %d CIs, %.0f MB in %.1f s (lock held %.0f ms at most)",
-                 capture.applied_seq, cis, size / 1e6, done - started, max(holds) * 1000)
-        return self.last_snapshot
+        return {"applied_seq": capture.applied_seq, "cis": cis, "bytes": size, "seconds": done - started,
+                "capture_seconds": captured - started, "write_seconds": done - captured,
+                "lock_max_seconds": max(holds), "lock_total_seconds": sum(holds), "tries": tries}
 
     def _capture(self) -> tuple[snapshot_file.Capture, list[float], int] | None:
         """The caught-up graph's content, and how long each hold of the lock lasted; None if it is not built.

@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.set_threshold(*settings.gc_thresholds)
         if settings.load_graph_at_startup:
             app.state.live_graph.warm_up(before=lambda: refresh_statistics(engine))
+        app.state.live_graph.start_snapshots()  # only with KARTA_GRAPH_SNAPSHOT_DIR
         deliverer = DeliveryWorker(engine, settings) if settings.webhooks_deliver else None
         if deliverer:
             deliverer.start()
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.service_maps.start()
         yield
         app.state.service_maps.stop()  # a keeper never started stops at once
+        app.state.live_graph.stop_snapshots()
         if listener is not None:
             listener.stop()
         expirer.stop()
@@ -82,7 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = RegistryCache(engine, settings.registry_cache_seconds)
     app.state.token_verifier = TokenVerifier(engine, settings.token_cache_seconds)
     app.state.webhook_secrets = SecretBox(engine, settings.webhook_key)
-    app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max)
+    app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max,
+                                     snapshot_dir=settings.graph_snapshot_dir,
+                                     snapshot_seconds=settings.graph_snapshot_seconds)
     app.state.service_directory = ServiceDirectory(engine)
     app.state.service_maps = ServiceMapKeeper(engine, app.state.registry, app.state.live_graph)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,

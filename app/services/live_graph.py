@@ -20,25 +20,39 @@ An answer must never come from a graph older than it says. So:
 
 The graph holds only what the algorithms need: CI ids (as strings), class and min_members.
 Names, owners and criticality come from the database for the CIs in an answer.
+
+Snapshots (KARTA_GRAPH_SNAPSHOT_DIR, graph/snapshot.py): a worker whose graph is built writes it to a
+file of the host's every `snapshot_seconds` (one worker of the host at a time), and a worker starting
+later loads that file (~5 s at 1,000,000 CIs, against ~25 s from the database) and catches up from its
+`applied_seq` like any graph. The file is trusted only for the schema revision this release runs, the
+relationship semantics the registry holds and this database: the change record at its `applied_seq`
+must be the one it names (`_lineage`). Otherwise, or if it is truncated or corrupt, it is ignored
+with a warning and the graph is loaded from the database.
 """
 
 import gc
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, String, cast, select
+import filelock
+from sqlalchemy import Connection, Engine, String, cast, select
 
+from app.core import migrations
 from app.core.db import prepare_read, read_transaction
 from app.models import ChangeRecord, ConfigurationItem, Relationship
 from app.services.bulk import id_in
 from app.services.changes import last_seq
 from app.services.registry import RegistryCache
 from graph import ImpactGraph, RelationshipSemantics
+from graph import snapshot as snapshot_file  # not `snapshot`: LiveGraph.snapshot() is the metrics' counts
+from graph.snapshot import SnapshotHeader, SnapshotRejected
 
 log = logging.getLogger("karta.graph")
 CI = ConfigurationItem.__table__
@@ -49,6 +63,13 @@ CATCH_UP_PAGE = 10_000
 # costs ~20 us a record (120,000 in 2.3 s on SQLite, reads included), a million-CI graph loads in
 # 22 s (BENCHMARKS.md): at the cap, catching up still takes a fifth of a big graph's rebuild.
 CATCH_UP_MAX = 200_000
+SNAPSHOT_FILE = "impact-graph.snapshot"
+# A snapshot is taken in slices of this many CIs, each under the graph's lock (~10-70 ms), questions
+# answered in between; if the graph moved meanwhile it is taken again, and after CAPTURE_TRIES such
+# tries in one hold of the lock (1.5-2.3 s at 1,000,000 CIs: BENCHMARKS.md, "A graph that starts from a
+# snapshot").
+CAPTURE_SLICE = 4096
+CAPTURE_TRIES = 3
 
 
 def min_members_of(attributes_value: Any) -> int | None:
@@ -61,7 +82,8 @@ def min_members_of(attributes_value: Any) -> int | None:
 
 class LiveGraph:
     def __init__(self, engine: Engine, registry_cache: RegistryCache, *, catch_up_max: int = CATCH_UP_MAX,
-                 catch_up_page: int = CATCH_UP_PAGE) -> None:
+                 catch_up_page: int = CATCH_UP_PAGE, snapshot_dir: Path | str | None = None,
+                 snapshot_seconds: float = 300.0, schema_revision: str | None = None) -> None:
         self._engine = engine
         self._registry = registry_cache
         self._graph: ImpactGraph | None = None
@@ -70,6 +92,17 @@ class LiveGraph:
         self.catch_up_page = catch_up_page
         self.load_seconds: float | None = None
         self.builds = 0
+        # Snapshots: off without a directory. The schema revision a snapshot is written for and trusted
+        # at is the migrations' head this release runs (`karta serve` refuses a database behind it).
+        self.snapshot_path = Path(snapshot_dir) / SNAPSHOT_FILE if snapshot_dir else None
+        self.snapshot_seconds = snapshot_seconds
+        self._schema_revision = schema_revision
+        self._snapshots_stop = threading.Event()
+        self._snapshots_thread: threading.Thread | None = None
+        # The applied_seq of the snapshot the last build started from (None: from the database), and
+        # what the last snapshot written cost (write_snapshot).
+        self.built_from_snapshot: int | None = None
+        self.last_snapshot: dict[str, Any] | None = None
         # Moves whenever the relationships held may have changed (a build, a semantics change, a
         # relationship created or deleted, a CI deleted): what is derived from the edges alone (an
         # inventory's service groups) is kept while it stands still. Read it inside reading().
@@ -139,6 +172,13 @@ class LiveGraph:
 
     def _build(self, semantics: dict[str, RelationshipSemantics]) -> ImpactGraph:
         started = time.perf_counter()
+        graph = self._from_snapshot(semantics)
+        if graph is not None:
+            self.builds += 1
+            self.load_seconds = time.perf_counter() - started
+            log.info("impact graph loaded from snapshot at seq %d and caught up to %d: %d CIs in %.1f s",
+                     self.built_from_snapshot, graph.applied_seq, len(graph), self.load_seconds)
+            return graph
         graph = ImpactGraph(semantics)
         with read_transaction(self._engine, begin=True) as conn:
             # Read first: whatever commits while the tables stream in is at most applied twice, and
@@ -155,10 +195,189 @@ class LiveGraph:
             )
         graph.applied_seq = seq
         self.builds += 1
+        self.built_from_snapshot = None
         self.load_seconds = time.perf_counter() - started
         log.info("impact graph loaded: %d CIs, %d relationships in %.1f s", len(graph),
                  graph.number_of_relationships(), self.load_seconds)
         return graph
+
+    # ---- snapshots ----------------------------------------------------------------------------------
+
+    def schema_revision(self) -> str:
+        if self._schema_revision is None:
+            self._schema_revision = migrations.head_revision()
+        return self._schema_revision
+
+    def _from_snapshot(self, semantics: dict[str, RelationshipSemantics]) -> ImpactGraph | None:
+        """The graph of the snapshot file, caught up to the last committed change; None (logged) when
+        snapshots are off, there is none, it is not to be trusted or it is too far behind."""
+        path = self.snapshot_path
+        if path is None or not _usable_directory(path.parent, create=False):
+            return None
+        if not path.exists():
+            log.info("no impact graph snapshot at %s yet: loading from the database", path)
+            return None
+
+        def same_database(header: SnapshotHeader) -> None:
+            with read_transaction(self._engine, routed=False) as conn:
+                if _lineage(conn, header.applied_seq) != header.lineage:
+                    raise SnapshotRejected(f"written for another database (its change at seq {header.applied_seq} "
+                                           "is not this database's)")
+
+        try:
+            graph, header = snapshot_file.load(path, semantics, schema_revision=self.schema_revision(),
+                                               accept=same_database)
+        except SnapshotRejected as exc:
+            log.warning("impact graph snapshot %s ignored (%s): loading from the database", path, exc)
+            return None
+        self.built_from_snapshot = header.applied_seq
+        if self._catch_up(graph):
+            return graph
+        log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
+                    path, self.catch_up_max, header.applied_seq)
+        del graph
+        gc.unfreeze()  # the snapshot's graph was frozen out of the collector's reach: hand it back
+        return None
+
+    def start_snapshots(self) -> None:
+        """Write snapshots in the background (when a directory is set), checking every so often whether the
+        file is due; `stop_snapshots` ends it."""
+        if self.snapshot_path is None or self._snapshots_thread is not None:
+            return
+        self._snapshots_thread = threading.Thread(target=self._write_snapshots, name="karta-graph-snapshots",
+                                                  daemon=True)
+        self._snapshots_thread.start()
+
+    def stop_snapshots(self) -> None:
+        """Returns once a write in progress ended (it is bounded by one capture and one file)."""
+        self._snapshots_stop.set()
+        if self._snapshots_thread is not None:
+            self._snapshots_thread.join(timeout=120)
+
+    def _write_snapshots(self) -> None:
+        # Checked more often than written: a worker that starts on a host without a fresh file writes one
+        # soon after its graph is built, and the file's age is checked under the writers' lock anyway.
+        while not self._snapshots_stop.wait(min(self.snapshot_seconds / 4, 60.0)):
+            try:
+                self.write_snapshot()
+            except Exception:
+                log.exception("writing the impact graph snapshot failed; trying again later")
+
+    def write_snapshot(self, *, force: bool = False) -> dict[str, Any] | None:
+        """Write the graph to the snapshot file if the file is older than `snapshot_seconds` (or `force`),
+        the graph is built and no other worker of the host is writing it; what the write cost (also kept
+        in `last_snapshot`), or None when nothing was written.
+
+        The graph is caught up first (as a question would), taken in slices under the lock
+        (CAPTURE_SLICE), then encoded and written with no lock held."""
+        path = self.snapshot_path
+        if path is None or self._graph is None or not _usable_directory(path.parent, create=True):
+            return None
+        writers = snapshot_file.writer_lock(path)
+        try:
+            writers.acquire(timeout=0)
+        except filelock.Timeout:
+            return None  # another worker of this host is writing it
+        try:
+            if not force and path.exists() and time.time() - path.stat().st_mtime < self.snapshot_seconds:
+                return None
+            if not force and self._unchanged(path):
+                os.utime(path)  # a quiet database: the file already holds this very graph
+                return None
+            started = time.perf_counter()
+            # The collector is paused from the capture to the file (~10 s at 1,000,000 CIs, as for a load):
+            # the capture's lists hold millions of references, and a collection between two slices
+            # walked them all (~0.1 s, the GIL held).
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                written = self._write_snapshot(path, started)
+            finally:
+                if was_enabled:
+                    gc.enable()
+        finally:
+            writers.release()
+        if written is not None:
+            self.last_snapshot = written
+            log.info("impact graph snapshot written at seq %d: %d CIs, %.0f MB in %.1f s (lock held %.0f ms at most)",
+                     written["applied_seq"], written["cis"], written["bytes"] / 1e6, written["seconds"],
+                     written["lock_max_seconds"] * 1000)
+        return written
+
+    def _write_snapshot(self, path: Path, started: float) -> dict[str, Any] | None:
+        """Capture, encode and write (under the writers' lock); what it cost, or None if nothing was written."""
+        taken = self._capture()
+        if taken is None:
+            return None
+        capture, holds, tries = taken
+        try:
+            with read_transaction(self._engine, routed=False) as conn:
+                lineage = _lineage(conn, capture.applied_seq)
+            if lineage is None:  # no change recorded yet (or pruned since): nothing ties the file to this database
+                return None
+            captured, cis = time.perf_counter(), len(capture.ids)
+            snapshot_file.remove_leftovers(path)
+            size = snapshot_file.write(
+                snapshot_file.encode(capture, schema_revision=self.schema_revision(), lineage=lineage), path)
+        finally:
+            capture.release()
+        done = time.perf_counter()
+        return {"applied_seq": capture.applied_seq, "cis": cis, "bytes": size, "seconds": done - started,
+                "capture_seconds": captured - started, "write_seconds": done - captured,
+                "lock_max_seconds": max(holds), "lock_total_seconds": sum(holds), "tries": tries}
+
+    def _capture(self) -> tuple[snapshot_file.Capture, list[float], int] | None:
+        """The caught-up graph's content, and how long each hold of the lock lasted; None if it is not built.
+        Taken in slices while nothing moves it (its applied_seq, its edges_version and the graph itself
+        are the same at every slice), else taken again; the last try holds the lock throughout."""
+        holds: list[float] = []
+        for tries in range(1, CAPTURE_TRIES + 2):
+            whole = tries > CAPTURE_TRIES
+            with self._held(holds):
+                if self._graph is None:
+                    return None
+                graph = self._refresh()
+                state = (graph, graph.applied_seq, self.edges_version)
+                capture = snapshot_file.Capture(graph)
+                if whole:
+                    capture.take()
+            while not capture.done:
+                with self._held(holds):
+                    graph = self._graph
+                    if (graph, graph and graph.applied_seq, self.edges_version) != state:
+                        break
+                    capture.take(CAPTURE_SLICE)
+            if capture.done:
+                return capture, holds, tries
+        raise AssertionError("the last try holds the lock throughout")  # pragma: no cover
+
+    @contextmanager
+    def _held(self, holds: list[float]) -> Iterator[None]:
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                holds.append(time.perf_counter() - started)
+
+    def _unchanged(self, path: Path) -> bool:
+        """Whether the file holds the graph as it is once caught up (checked without taking it: reading the
+        file's header costs ~0.2 s at 1,000,000 CIs, taking the graph several)."""
+        with self._lock:
+            graph = self._graph
+            if graph is None:
+                return False
+            graph = self._refresh()
+            seq, semantics = graph.applied_seq, graph.semantics
+        try:
+            header = snapshot_file.read_header(path)
+        except SnapshotRejected:
+            return False
+        with read_transaction(self._engine, routed=False) as conn:
+            lineage = _lineage(conn, seq)
+        return (header.applied_seq, header.lineage, header.schema_revision, header.semantics_digest,
+                header.code_digest) == (seq, lineage, self.schema_revision(), snapshot_file.semantics_digest(semantics),
+                                        snapshot_file.CODE_DIGEST)
 
     def _catch_up(self, graph: ImpactGraph) -> bool:
         """Apply every record up to the last committed one; False, having applied none, when there
@@ -216,3 +435,34 @@ def _apply(graph: ImpactGraph, record: Any, current: dict[uuid.UUID, tuple[str, 
             graph.add_relationship(*ends)
         else:
             graph.remove_relationship(*ends)
+
+
+def _lineage(conn: Connection, seq: int) -> str | None:
+    """What ties a graph at `seq` to this database's history: the change record at `seq` (a snapshot of
+    another database, or of this one before a restore rewrote its history, names another record), or
+    None when there is none (seq 0: no change recorded yet)."""
+    row = conn.execute(select(CHANGE.c.at, CHANGE.c.actor, CHANGE.c.object_type, CHANGE.c.object_id, CHANGE.c.action)
+                       .where(CHANGE.c.seq == seq)).first()
+    if row is None:
+        return None
+    return f"{seq} {row.object_type} {row.object_id} {row.action} {row.actor} {row.at.isoformat()}"
+
+
+def _usable_directory(directory: Path, *, create: bool) -> bool:
+    """Whether snapshots may be read from and written to `directory`: it is the service's own (owned by its
+    user, not writable by others), since whoever can write the file decides what every worker's impact
+    answers say. Created (mode 0700) when missing and `create`."""
+    try:
+        if create:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("impact graph snapshots off: %s: %s", directory, exc)
+        return False
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        log.warning("impact graph snapshots off: %s must belong to this service's user and be writable by it "
+                    "alone", directory)
+        return False
+    return True

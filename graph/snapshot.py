@@ -1,0 +1,429 @@
+"""An impact graph written to a file and read back: a new worker starts from it, not from the database.
+
+Building a million-CI graph from the database takes 15-30 s, a bit more than half of it `bulk_load`
+deciding every edge and creating millions of small containers, the rest streaming the rows. A
+snapshot holds the graph as it is in memory, coverage decided, so reading it back only lays out the
+networkx dicts: ~4-5 s at 1,000,000 CIs (BENCHMARKS.md, "A graph that starts from a snapshot"). The
+service then applies the change feed from the snapshot's `applied_seq` (app/services/live_graph.py).
+
+The file is our own format, not pickle: loading a pickle runs whatever code the file names, so
+anyone able to write the directory could run code in every worker; this format is read as numbers
+and strings only. (pickle.loads of the same graph took 2.3 s against 3.9 s for this format: a pickle
+stream without globals, read by an unpickler that refuses them all, would be the faster safe one.)
+Layout:
+
+    MAGIC | header length (4 bytes, little-endian) | header (JSON) | body | blake2b-256 of all before
+
+The header says what the body is and what it was written for: the format version, the database's
+schema revision and a digest of the relationship semantics (both passed in by the caller), a digest
+of the code that decides the stored state (this package's coverage rules), `applied_seq`, and the
+caller's `lineage`, an identity of the database's history at `applied_seq` that the caller checks
+against its database before trusting the file. The body is one '\\0'-joined string of CI ids and
+flat arrays: a payload index per CI; per CI its successors, in adjacency order, each as (CI index,
+edge data index); and the same for predecessors, so both adjacency orders come back as they were.
+Payloads (class, min_members) and edge data (types, covered) are small tables in the header, turned
+back into the graph's shared dicts.
+
+Anything that does not match (another format, schema, semantics or code; a truncated or altered
+file; a lineage the caller refuses) raises `SnapshotRejected`: the caller logs it and loads from its
+database. A snapshot is never partly used.
+
+Writing takes the graph's content in a `Capture` (under the graph's lock, in slices the caller may
+interleave with its own work: see `Capture.take`), then encodes and writes it with no lock held, to a
+temporary file in the same directory, fsynced, then renamed over the old one: a reader opens either
+the old file or the new one, whole. Several workers of one host share the directory; an exclusive
+file lock (`writer_lock`) lets one write at a time. Files are created with mode 0600.
+
+Like the rest of graph/, this module never imports `app/`, a web framework, an ORM or anything HTTP.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from array import array
+from collections import deque
+from dataclasses import asdict, dataclass
+from itertools import chain, islice, repeat
+from pathlib import Path
+from typing import Callable
+
+import filelock
+
+from graph import impact_graph, semantics as semantics_module
+from graph.impact_graph import CLASS_KEY, MIN_MEMBERS_KEY, ImpactGraph
+from graph.semantics import COVERED_KEY, TYPES_KEY, RelationshipSemantics
+
+FORMAT_VERSION = 1
+MAGIC = b"KARTA-GRAPH-SNAPSHOT\n"
+DIGEST_BYTES = 32
+_LENGTH = struct.Struct("<I")
+# Indexes of CIs and edges are 4-byte unsigned: 4 billion of each is beyond any graph held in memory.
+INDEX = "I"
+if array(INDEX).itemsize != 4:  # pragma: no cover - every platform CPython runs on today
+    INDEX = "L"
+
+
+class SnapshotRejected(Exception):
+    """A snapshot that must not be used; the message says why (for the log)."""
+
+
+@dataclass(frozen=True)
+class SnapshotHeader:
+    format: int
+    schema_revision: str
+    semantics_digest: str
+    code_digest: str
+    applied_seq: int
+    lineage: str
+    cis: int
+    links: int  # pairs of CIs related by at least one relationship
+    written_at: float  # time.time() when encoded
+
+
+def semantics_digest(semantics: dict[str, RelationshipSemantics]) -> str:
+    """A digest of the relationship semantics: coverage and edge kinds in the file were decided under them."""
+    canonical = sorted((name, s.impact, s.membership) for name, s in semantics.items())
+    return hashlib.blake2b(json.dumps(canonical).encode(), digest_size=16).hexdigest()
+
+
+def _code_digest() -> str:
+    """A digest of the modules whose rules decide what a snapshot stores (which edges are covered, what
+    an edge's data holds): a release that changes them must not trust a file an older one wrote, even
+    if FORMAT_VERSION was not moved. Unreadable sources (a frozen install) give a digest no other
+    process shares: snapshots are then written but never trusted."""
+    h = hashlib.blake2b(digest_size=16)
+    for module in (impact_graph, semantics_module, sys.modules[__name__]):
+        try:
+            h.update(Path(module.__file__).read_bytes())
+        except (OSError, TypeError):
+            h.update(uuid.uuid4().bytes)
+    return h.hexdigest()
+
+
+CODE_DIGEST = _code_digest()
+
+
+def writer_lock(path: Path | str) -> filelock.FileLock:
+    """The lock a process holds while writing the snapshot at `path` (a file beside it); readers need none."""
+    return filelock.FileLock(f"{path}.lock")
+
+
+class Capture:
+    """The content of a graph at one moment, taken so that it can be encoded with no lock held.
+
+    The CIs and their payloads are taken at construction; `take` then takes the adjacency of the next
+    CIs. Every call holds the graph's own lock, and the content is consistent only if the graph did not
+    change between the first call and the last: the caller checks that (the service compares its
+    applied_seq between slices) or holds the graph still from construction to a single `take()`. Only references are taken (ids, the shared
+    payload and edge data dicts), into flat lists: at 1,000,000 CIs and 3 million edges this holds
+    ~100 MB for the time of the write."""
+
+    def __init__(self, graph: ImpactGraph):
+        with graph._lock:
+            node = graph.graph._node
+            self.applied_seq = graph.applied_seq
+            self.semantics = graph.semantics
+            self.ids = list(node)
+            self.payloads = list(node.values())
+        self._graph = graph
+        self._next = 0
+        self.succ_counts: list[int] = []
+        self.succ_ends: list = []
+        self.succ_data: list[dict] = []
+        self.pred_counts: list[int] = []
+        self.pred_ends: list = []
+        self.pred_data: list[dict] = []
+
+    @property
+    def done(self) -> bool:
+        return self._next >= len(self.ids)
+
+    def take(self, limit: int | None = None) -> bool:
+        """Take the adjacency of the next `limit` CIs (of all those left: None); True once all are taken.
+        A CI removed since construction means the graph changed: the capture is then inconsistent, and
+        this raises KeyError (the caller starts again)."""
+        start = self._next
+        stop = len(self.ids) if limit is None else min(len(self.ids), start + limit)
+        ids = self.ids[start:stop]
+        with self._graph._lock:
+            # C-level passes over the adjacency dicts: ~2 s for succ and pred at 1,000,000 CIs in all.
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                g = self._graph.graph
+                for counts, ends, data, adjacency in ((self.succ_counts, self.succ_ends, self.succ_data, g._succ),
+                                                      (self.pred_counts, self.pred_ends, self.pred_data, g._pred)):
+                    nbrs = list(map(adjacency.__getitem__, ids))
+                    counts.extend(map(len, nbrs))
+                    ends.extend(chain.from_iterable(nbrs))
+                    data.extend(chain.from_iterable(map(dict.values, nbrs)))
+            finally:
+                if was_enabled:
+                    gc.enable()
+        self._next = stop
+        return self.done
+
+    def release(self) -> None:
+        """Let go of what was taken, a slice at a time: freeing a list of 3 million references is one C call
+        that touches every CI id (~0.2 s), and holds the GIL throughout."""
+        for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data,
+                      self.pred_counts, self.pred_ends, self.pred_data):
+            while taken:
+                del taken[-SLICE:]
+
+
+def _smallest(count: int) -> str:
+    return "B" if count <= 0xFF else "H" if count <= 0xFFFF else INDEX
+
+
+# Long passes run in slices: a C-level pass (array(map(dict.__getitem__, ...))) never lets go of the GIL,
+# and a pass over 3 million edges would stall the worker's request threads for a second (16,384 items:
+# ~10-30 ms).
+SLICE = 1 << 14
+
+
+def _sliced(typecode: str, items: list, index: dict | None = None, by_identity: bool = False) -> array:
+    """array(typecode) of index[item] (of index[id(item)]; of the items themselves without an index)
+    for every item, a slice at a time."""
+    out = array(typecode)
+    for start in range(0, len(items), SLICE):
+        part = items[start:start + SLICE]
+        out.extend(part if index is None else map(index.__getitem__, map(id, part) if by_identity else part))
+    return out
+
+
+def encode(capture: Capture, *, schema_revision: str, lineage: str) -> list:
+    """The file's parts, in order (bytes and arrays), the digest last. No lock is held.
+
+    The collector is paused meanwhile, as for a load: the capture's lists hold millions of references,
+    and every collection of the oldest generation would walk them (encoding makes no cycles)."""
+    if not capture.done:
+        raise ValueError("the capture is not complete")
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _encode(capture, schema_revision, lineage)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
+    ids = capture.ids
+    try:
+        blob = b"\0".join("\0".join(ids[start:start + SLICE]).encode() for start in range(0, len(ids), SLICE))
+    except TypeError:
+        raise ValueError("a snapshot holds string CI ids only") from None
+    if blob.count(b"\0") != max(len(ids) - 1, 0):
+        raise ValueError("a CI id holds a NUL character")
+    # The shared dicts, numbered by identity: a graph has a few dozen payloads and edge data dicts.
+    payload_index: dict[int, int] = {}
+    payload_table = []
+    for payload in {id(p): p for p in capture.payloads}.values():
+        payload_index[id(payload)] = len(payload_table)
+        payload_table.append([payload[CLASS_KEY], payload[MIN_MEMBERS_KEY]])
+    data_index: dict[int, int] = {}
+    data_table = []
+    for data in {id(d): d for d in chain(capture.succ_data, capture.pred_data)}.values():
+        data_index[id(data)] = len(data_table)
+        data_table.append([sorted(data[TYPES_KEY]), bool(data[COVERED_KEY])])
+    position: dict = {}
+    for start in range(0, len(ids), SLICE):
+        position.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+    data_code = _smallest(len(data_table))
+    body = [blob, _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True)]
+    for counts, ends, data in ((capture.succ_counts, capture.succ_ends, capture.succ_data),
+                               (capture.pred_counts, capture.pred_ends, capture.pred_data)):
+        body += [_sliced(INDEX, counts), _sliced(INDEX, ends, position),
+                 _sliced(data_code, data, data_index, by_identity=True)]
+    names = ["ids", "payload", "succ_counts", "succ_ends", "succ_data", "pred_counts", "pred_ends", "pred_data"]
+    layout = [[name, getattr(part, "typecode", None), len(part) * getattr(part, "itemsize", 1)]
+              for name, part in zip(names, body)]
+    for start in range(0, len(ids), SLICE):  # freed a slice at a time (see Capture.release)
+        deque(map(position.pop, ids[start:start + SLICE]), maxlen=0)
+    header = SnapshotHeader(format=FORMAT_VERSION, schema_revision=schema_revision,
+                            semantics_digest=semantics_digest(capture.semantics), code_digest=CODE_DIGEST,
+                            applied_seq=capture.applied_seq, lineage=lineage, cis=len(ids),
+                            links=len(capture.succ_ends), written_at=time.time())
+    head = json.dumps({**asdict(header), "byteorder": sys.byteorder, "layout": layout, "payloads": payload_table,
+                       "edge_data": data_table}).encode()
+    parts = [MAGIC, _LENGTH.pack(len(head)), head, *body]
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for part in parts:
+        digest.update(part)
+    parts.append(digest.digest())
+    return parts
+
+
+def write(parts: list, path: Path | str) -> int:
+    """Write encoded parts to `path` atomically (temporary file in its directory, fsync, rename, fsync of
+    the directory); its size. Hold `writer_lock(path)` around it when several processes may write."""
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return size
+
+
+def remove_leftovers(path: Path | str) -> None:
+    """Temporary files a writer killed half way left beside `path` (call holding `writer_lock`)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f"{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def save(graph: ImpactGraph, path: Path | str, *, schema_revision: str, lineage: str) -> int:
+    """Capture `graph` in one hold of its lock and write it to `path` under the writer's lock; its size.
+    (The service captures in slices instead: app/services/live_graph.py.)"""
+    with graph._lock:
+        capture = Capture(graph)
+        capture.take()
+    parts = encode(capture, schema_revision=schema_revision, lineage=lineage)
+    with writer_lock(path):
+        return write(parts, path)
+
+
+def _read(path: Path | str) -> tuple[dict, memoryview]:
+    """The header (as a dict) and body of a whole, unaltered file."""
+    try:
+        with open(path, "rb") as f:
+            content = f.read()
+    except FileNotFoundError:
+        raise SnapshotRejected("no snapshot") from None
+    except OSError as exc:
+        raise SnapshotRejected(f"unreadable: {exc}") from None
+    view = memoryview(content)
+    if not content.startswith(MAGIC):
+        raise SnapshotRejected("not a graph snapshot")
+    start = len(MAGIC) + _LENGTH.size
+    if len(content) < start + DIGEST_BYTES:
+        raise SnapshotRejected("truncated")
+    if hashlib.blake2b(view[:-DIGEST_BYTES], digest_size=DIGEST_BYTES).digest() != content[-DIGEST_BYTES:]:
+        raise SnapshotRejected("checksum mismatch (truncated or corrupt)")
+    (length,) = _LENGTH.unpack_from(content, len(MAGIC))
+    try:
+        header = json.loads(bytes(view[start:start + length]))
+    except ValueError:
+        raise SnapshotRejected("garbled header") from None
+    if not isinstance(header, dict):
+        raise SnapshotRejected("garbled header")
+    return header, view[start + length:-DIGEST_BYTES]
+
+
+def _header(raw: dict) -> SnapshotHeader:
+    if raw.get("format") != FORMAT_VERSION:
+        raise SnapshotRejected(f"format {raw.get('format')!r}, this Karta reads {FORMAT_VERSION}")
+    try:
+        header = SnapshotHeader(**{name: raw[name] for name in SnapshotHeader.__dataclass_fields__})
+    except (KeyError, TypeError):
+        raise SnapshotRejected("garbled header") from None
+    numbers = {"format": int, "applied_seq": int, "cis": int, "links": int, "written_at": (int, float)}
+    for name in SnapshotHeader.__dataclass_fields__:
+        if not isinstance(getattr(header, name), numbers.get(name, str)):
+            raise SnapshotRejected(f"garbled header ({name})")
+    return header
+
+
+def read_header(path: Path | str) -> SnapshotHeader:
+    """The header of a whole, unaltered snapshot of this format (the whole file is read to check it)."""
+    return _header(_read(path)[0])
+
+
+def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schema_revision: str,
+         accept: Callable[[SnapshotHeader], None] | None = None) -> tuple[ImpactGraph, SnapshotHeader]:
+    """The graph the file at `path` holds, and its header. Raises SnapshotRejected when the file is absent,
+    truncated, corrupt, of another format, schema revision, semantics or code, or when `accept(header)`
+    raises it (the caller's check of `lineage`, before the body is decoded)."""
+    raw, body = _read(path)
+    header = _header(raw)
+    if header.schema_revision != schema_revision:
+        raise SnapshotRejected(f"schema revision {header.schema_revision}, the service runs {schema_revision}")
+    if header.semantics_digest != semantics_digest(semantics):
+        raise SnapshotRejected("written under other relationship semantics")
+    if header.code_digest != CODE_DIGEST:
+        raise SnapshotRejected("written by another version of the graph code")
+    if raw.get("byteorder") != sys.byteorder:
+        raise SnapshotRejected(f"written on a {raw.get('byteorder')}-endian machine")
+    if accept is not None:
+        accept(header)
+    try:
+        graph = _decode(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body)
+    except (KeyError, TypeError, ValueError, IndexError, UnicodeDecodeError) as exc:
+        # A file whose digest matches was written whole by a writer of this format: only a bug gets here.
+        raise SnapshotRejected(f"inconsistent body: {exc!r}") from None
+    return graph, header
+
+
+def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview) -> ImpactGraph:
+    sections, offset = {}, 0
+    for name, typecode, size in layout:
+        chunk = body[offset:offset + size]
+        offset += size
+        if typecode is None:
+            sections[name] = chunk
+        else:
+            sections[name] = values = array(typecode)
+            values.frombytes(chunk)
+    if offset != len(body):
+        raise ValueError("body size does not match its layout")
+    graph = ImpactGraph(semantics)
+    with graph._lock:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            _lay_out(graph, header, sections, payloads, edge_data)
+        finally:
+            if was_enabled:
+                gc.enable()
+        # No collection first (bulk_load makes one): decoding leaves no cycles behind, and a full
+        # collection would walk the whole new graph (~0.5 s at 1,000,000 CIs) to find nothing.
+        gc.freeze()
+    graph.applied_seq = header.applied_seq
+    return graph
+
+
+def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data) -> None:
+    ids = bytes(sections["ids"]).decode().split("\0") if header.cis else []
+    if len(ids) != header.cis:
+        raise ValueError("CI count does not match")
+    # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
+    payload_of = [graph._payload(c, k) for c, k in payloads]
+    types = graph._types
+    data_of = [(types.covered if covered else types.of)(frozenset(map(sys.intern, names)))
+               for names, covered in edge_data]
+    g = graph.graph
+    payload = sections["payload"]
+    for start in range(0, len(ids), SLICE):
+        g._node.update(zip(ids[start:start + SLICE], map(payload_of.__getitem__, payload[start:start + SLICE])))
+    for adjacency, side in ((g._succ, "succ"), (g._pred, "pred")):
+        counts = sections[f"{side}_counts"]
+        if len(counts) != len(ids) or sum(counts) != len(sections[f"{side}_ends"]):
+            raise ValueError(f"{side} counts do not match")
+        pairs = zip(map(ids.__getitem__, sections[f"{side}_ends"]), map(data_of.__getitem__, sections[f"{side}_data"]))
+        # One dict per CI from the next `count` pairs: dict(islice(...)) runs in C, no Python loop per
+        # CI; a slice of CIs at a time, so the worker's other threads get the GIL in between.
+        for start in range(0, len(ids), SLICE):
+            stop = start + SLICE
+            adjacency.update(zip(ids[start:stop], map(dict, map(islice, repeat(pairs), counts[start:stop]))))

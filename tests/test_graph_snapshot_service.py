@@ -260,3 +260,57 @@ def test_snapshots_are_off_without_a_directory(app, api):
     assert live.snapshot_path is None and live.write_snapshot(force=True) is None
     assert live.built_from_snapshot is None
 
+
+
+def test_a_graph_that_followed_a_rewritten_history_is_loaded_again_and_never_handed_on(database_url, tmp_path):
+    """The database goes back under a running worker (a restore, a failover to a replica that missed the
+    last commits) and reuses the sequence numbers: the worker's graph holds a relationship the database
+    lost. Its next catch-up finds that the change it last applied is not the database's and loads the
+    graph again; no snapshot of the lost history is written. (From a review: the graph was caught up
+    across the new records, and written with the new history's lineage for every later worker.)"""
+    import uuid
+
+    from sqlalchemy import delete, text
+
+    from app.models import ChangeRecord, Relationship
+
+    directory = tmp_path / "graph"
+    with worker(database_url, directory) as (first, api):
+        ids = estate(api)
+        impacted_names(api, ids["db"])
+        rewound_to = last_seq(api)
+        ghost = api.relate(ids["web1"], "connects_to", ids["web2"])["id"]
+        impacted_names(api, ids["db"])  # the running worker's graph holds the relationship
+        with first._engine.begin() as conn:
+            conn.execute(delete(Relationship.__table__).where(Relationship.__table__.c.id == uuid.UUID(ghost)))
+            conn.execute(delete(ChangeRecord.__table__).where(ChangeRecord.__table__.c.seq > rewound_to))
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT setval(pg_get_serial_sequence('change_record', 'seq'), :s)"),
+                             {"s": rewound_to})
+        for n in range(3):
+            api.create_ci("application", f"new{n}")
+        assert last_seq(api) > rewound_to + 1
+        builds = first.builds
+        impacted_names(api, ids["db"])
+        assert first.builds == builds + 1  # loaded again
+        with first.reading() as graph:
+            assert content(graph) == from_the_database(first)
+        assert first.write_snapshot(force=True) is not None  # of the graph the database holds
+    with worker(database_url, directory, api.secrets) as (second, api):
+        impacted_names(api, ids["db"])
+        with second.reading() as graph:
+            assert content(graph) == from_the_database(second)
+
+
+def test_a_header_sequence_no_database_holds_is_rejected_not_raised(database_url, tmp_path):
+    """A forged header's applied_seq past the database's integers (from a review: SQLite's driver raised
+    OverflowError, PostgreSQL a DataError, in the lineage check, and every question failed)."""
+    directory = tmp_path / "graph"
+    with worker(database_url, directory) as (first, api):
+        ids = estate(api)
+        impacted_names(api, ids["db"])
+        first.write_snapshot(force=True)
+    rewrite_header(directory / SNAPSHOT_FILE, applied_seq=2 ** 70)
+    with worker(database_url, directory, api.secrets) as (second, api):
+        assert impacted_names(api, ids["db"])[0] == {"web1", "web2", "pool", "lb"}
+        assert second.built_from_snapshot is None

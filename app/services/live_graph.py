@@ -31,6 +31,7 @@ with a warning and the graph is loaded from the database.
 """
 
 import gc
+import hashlib
 import logging
 import os
 import threading
@@ -43,6 +44,7 @@ from typing import Any
 
 import filelock
 from sqlalchemy import Connection, Engine, String, cast, select
+from sqlalchemy.exc import DataError
 
 from app.core import migrations
 from app.core.db import prepare_read, read_transaction
@@ -70,6 +72,18 @@ SNAPSHOT_FILE = "impact-graph.snapshot"
 # snapshot").
 CAPTURE_SLICE = 4096
 CAPTURE_TRIES = 3
+
+
+def _module_digest() -> str:
+    """A digest of this module's source (see LiveGraph.schema_revision); one no other process shares when it
+    cannot be read (snapshots are then written but never trusted)."""
+    try:
+        return hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest()
+    except OSError:
+        return uuid.uuid4().hex
+
+
+MODULE_DIGEST = _module_digest()
 
 
 def min_members_of(attributes_value: Any) -> int | None:
@@ -103,6 +117,12 @@ class LiveGraph:
         # what the last snapshot written cost (write_snapshot).
         self.built_from_snapshot: int | None = None
         self.last_snapshot: dict[str, Any] | None = None
+        # (applied_seq, the change record there as _lineage says it) of the graph held: the history it
+        # followed. A catch-up first checks that the database still has that record (a database restored
+        # or failed over to a replica that missed commits reuses sequence numbers: the graph would keep
+        # changes the database lost and skip the records that took their numbers), and a snapshot is
+        # written only with it, so a graph that followed another history is never handed on.
+        self._anchor: tuple[int, str | None] = (0, None)
         # Moves whenever the relationships held may have changed (a build, a semantics change, a
         # relationship created or deleted, a CI deleted): what is derived from the edges alone (an
         # inventory's service groups) is kept while it stands still. Read it inside reading().
@@ -193,7 +213,8 @@ class LiveGraph:
                 ((str(ci_id), ci_class, min_members_of(k)) for ci_id, ci_class, k in cis),
                 ((str(source), str(target), rel_type) for source, target, rel_type in relationships),
             )
-        graph.applied_seq = seq
+            anchor = (seq, _lineage(conn, seq))
+        graph.applied_seq, self._anchor = seq, anchor
         self.builds += 1
         self.built_from_snapshot = None
         self.load_seconds = time.perf_counter() - started
@@ -204,8 +225,11 @@ class LiveGraph:
     # ---- snapshots ----------------------------------------------------------------------------------
 
     def schema_revision(self) -> str:
+        """The migrations' head this release runs, and a digest of this module, which decides what the
+        graph holds of a CI (min_members_of, the queries of a load and of a catch-up): a release that
+        changes either never trusts a file an older one wrote."""
         if self._schema_revision is None:
-            self._schema_revision = migrations.head_revision()
+            self._schema_revision = f"{migrations.head_revision()}+{MODULE_DIGEST}"
         return self._schema_revision
 
     def _from_snapshot(self, semantics: dict[str, RelationshipSemantics]) -> ImpactGraph | None:
@@ -219,10 +243,14 @@ class LiveGraph:
             return None
 
         def same_database(header: SnapshotHeader) -> None:
-            with read_transaction(self._engine, routed=False) as conn:
-                if _lineage(conn, header.applied_seq) != header.lineage:
-                    raise SnapshotRejected(f"written for another database (its change at seq {header.applied_seq} "
-                                           "is not this database's)")
+            try:
+                with read_transaction(self._engine, routed=False) as conn:
+                    lineage = _lineage(conn, header.applied_seq)
+            except (OverflowError, DataError) as exc:  # a sequence no database column holds: a forged header
+                raise SnapshotRejected(f"its sequence {header.applied_seq} cannot be looked up ({type(exc).__name__})") from exc
+            if lineage != header.lineage:
+                raise SnapshotRejected(f"written for another database (its change at seq {header.applied_seq} "
+                                       "is not this database's)")
 
         try:
             graph, header = snapshot_file.load(path, semantics, schema_revision=self.schema_revision(),
@@ -231,6 +259,7 @@ class LiveGraph:
             log.warning("impact graph snapshot %s ignored (%s): loading from the database", path, exc)
             return None
         self.built_from_snapshot = header.applied_seq
+        self._anchor = (header.applied_seq, header.lineage)  # same_database checked it against the database
         if self._catch_up(graph):
             return graph
         log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
@@ -309,11 +338,17 @@ class LiveGraph:
         taken = self._capture()
         if taken is None:
             return None
-        capture, holds, tries = taken
+        capture, holds, tries, anchor = taken
         try:
             with read_transaction(self._engine, routed=False) as conn:
                 lineage = _lineage(conn, capture.applied_seq)
             if lineage is None:  # no change recorded yet (or pruned since): nothing ties the file to this database
+                return None
+            if anchor != (capture.applied_seq, lineage):
+                # The graph followed a history the database no longer has (restored, failed over): the next
+                # question rebuilds it; a file of it would be trusted by every worker that starts.
+                log.warning("impact graph snapshot not written: the change at seq %d is not the one the graph "
+                            "followed (the database was restored or failed over?)", capture.applied_seq)
                 return None
             captured, cis = time.perf_counter(), len(capture.ids)
             snapshot_file.remove_leftovers(path)
@@ -326,7 +361,7 @@ class LiveGraph:
                 "capture_seconds": captured - started, "write_seconds": done - captured,
                 "lock_max_seconds": max(holds), "lock_total_seconds": sum(holds), "tries": tries}
 
-    def _capture(self) -> tuple[snapshot_file.Capture, list[float], int] | None:
+    def _capture(self) -> tuple[snapshot_file.Capture, list[float], int, tuple[int, str | None]] | None:
         """The caught-up graph's content, and how long each hold of the lock lasted; None if it is not built.
         Taken in slices while nothing moves it (its applied_seq, its edges_version and the graph itself
         are the same at every slice), else taken again; the last try holds the lock throughout."""
@@ -337,10 +372,13 @@ class LiveGraph:
                 if self._graph is None:
                     return None
                 graph = self._refresh()
-                state = (graph, graph.applied_seq, self.edges_version)
+                state, anchor = (graph, graph.applied_seq, self.edges_version), self._anchor
                 capture = snapshot_file.Capture(graph)
-                if whole:
-                    capture.take()
+                while whole and not capture.done:
+                    # Still in slices, the lock held throughout: one C-level pass over a million CIs held
+                    # the GIL ~1 s, stalling every thread of the worker (health checks too), not only
+                    # the graph's questions.
+                    capture.take(CAPTURE_SLICE)
             while not capture.done:
                 with self._held(holds):
                     graph = self._graph
@@ -348,7 +386,7 @@ class LiveGraph:
                         break
                     capture.take(CAPTURE_SLICE)
             if capture.done:
-                return capture, holds, tries
+                return capture, holds, tries, anchor
         raise AssertionError("the last try holds the lock throughout")  # pragma: no cover
 
     @contextmanager
@@ -368,24 +406,33 @@ class LiveGraph:
             if graph is None:
                 return False
             graph = self._refresh()
-            seq, semantics = graph.applied_seq, graph.semantics
+            seq, semantics, anchor = graph.applied_seq, graph.semantics, self._anchor
         try:
             header = snapshot_file.read_header(path)
         except SnapshotRejected:
             return False
         with read_transaction(self._engine, routed=False) as conn:
             lineage = _lineage(conn, seq)
+        if anchor != (seq, lineage):
+            return False  # the graph followed another history: the write refuses it, and says why
         return (header.applied_seq, header.lineage, header.schema_revision, header.semantics_digest,
                 header.code_digest) == (seq, lineage, self.schema_revision(), snapshot_file.semantics_digest(semantics),
                                         snapshot_file.CODE_DIGEST)
 
     def _catch_up(self, graph: ImpactGraph) -> bool:
         """Apply every record up to the last committed one; False, having applied none, when there
-        are more than `catch_up_max` of them."""
+        are more than `catch_up_max` of them, or when the database no longer holds the record the graph
+        last applied (`_anchor`: its history was rewritten; the graph must be loaded again)."""
         with read_transaction(self._engine, begin=True) as conn:
             target = last_seq(conn)
             if target <= graph.applied_seq:
+                # Nothing new; or a read replica behind the graph (it only moves forward), which a
+                # history rewritten shorter looks like until it grows past the graph's sequence.
                 return True
+            if self._anchor != (graph.applied_seq, _lineage(conn, graph.applied_seq)):
+                log.warning("the change at seq %d is not the one the impact graph applied (the database was "
+                            "restored or failed over?): loading the graph again", graph.applied_seq)
+                return False
             if target - graph.applied_seq > self.catch_up_max and conn.execute(
                 select(CHANGE.c.seq).where(CHANGE.c.seq > graph.applied_seq).order_by(CHANGE.c.seq)
                 .offset(self.catch_up_max).limit(1)  # sequence numbers have gaps: count the records
@@ -395,7 +442,8 @@ class LiveGraph:
         for _ in range(self.catch_up_max // self.catch_up_page + 1):
             with read_transaction(self._engine, begin=True) as conn:
                 records = conn.execute(
-                    select(CHANGE.c.seq, CHANGE.c.object_type, CHANGE.c.object_id, CHANGE.c.action, CHANGE.c.diff)
+                    select(CHANGE.c.seq, CHANGE.c.object_type, CHANGE.c.object_id, CHANGE.c.action, CHANGE.c.diff,
+                           CHANGE.c.actor, CHANGE.c.at)
                     .where(CHANGE.c.seq > graph.applied_seq, CHANGE.c.seq <= target)
                     .order_by(CHANGE.c.seq).limit(self.catch_up_page)
                 ).all()
@@ -411,10 +459,11 @@ class LiveGraph:
                 self.edges_version += 1
             for record in records:
                 _apply(graph, record, current)
-            graph.applied_seq = records[-1].seq
+            graph.applied_seq, self._anchor = records[-1].seq, (records[-1].seq, _lineage_of(records[-1]))
             if len(records) < self.catch_up_page:
                 break
-        graph.applied_seq = target  # every record up to it is applied (the rest of the way are gaps)
+        if graph.applied_seq != target:  # the last record gone since target was read (pruned): no anchor there
+            graph.applied_seq, self._anchor = target, (target, None)
         return True
 
 
@@ -441,11 +490,14 @@ def _lineage(conn: Connection, seq: int) -> str | None:
     """What ties a graph at `seq` to this database's history: the change record at `seq` (a snapshot of
     another database, or of this one before a restore rewrote its history, names another record), or
     None when there is none (seq 0: no change recorded yet)."""
-    row = conn.execute(select(CHANGE.c.at, CHANGE.c.actor, CHANGE.c.object_type, CHANGE.c.object_id, CHANGE.c.action)
-                       .where(CHANGE.c.seq == seq)).first()
-    if row is None:
-        return None
-    return f"{seq} {row.object_type} {row.object_id} {row.action} {row.actor} {row.at.isoformat()}"
+    row = conn.execute(select(CHANGE.c.seq, CHANGE.c.at, CHANGE.c.actor, CHANGE.c.object_type, CHANGE.c.object_id,
+                              CHANGE.c.action).where(CHANGE.c.seq == seq)).first()
+    return None if row is None else _lineage_of(row)
+
+
+def _lineage_of(record: Any) -> str:
+    """_lineage of a change record read with seq, object_type, object_id, action, actor and at."""
+    return f"{record.seq} {record.object_type} {record.object_id} {record.action} {record.actor} {record.at.isoformat()}"
 
 
 def _usable_directory(directory: Path, *, create: bool) -> bool:

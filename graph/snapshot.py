@@ -314,7 +314,7 @@ HEADER_LIMIT = 1 << 20
 INTEGER_LIMIT = 1 << 63
 # The writer stores CI and edge indexes in INDEX (4 bytes): a file claiming more of either is no file of ours.
 COUNT_LIMIT = 1 << 32
-# CI id bytes per CI, on average, '\\0' included: the service's ids are UUID strings (36 bytes); the bound only
+# CI id bytes per CI, on average, '\0' included: the service's ids are UUID strings (36 bytes); the bound only
 # keeps a file from making the reader allocate memory no real graph of its CI count would need.
 ID_BYTES_LIMIT = 4096
 SECTIONS = ("ids", "payload", "succ_counts", "succ_ends", "succ_data", "pred_counts", "pred_ends", "pred_data")

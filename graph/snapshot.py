@@ -52,6 +52,7 @@ from array import array
 from collections import deque
 from dataclasses import asdict, dataclass
 from itertools import chain, islice, repeat
+from operator import is_
 from pathlib import Path
 from typing import Callable
 
@@ -305,50 +306,148 @@ def save(graph: ImpactGraph, path: Path | str, *, schema_revision: str, lineage:
         return write(parts, path)
 
 
-def _read(path: Path | str) -> tuple[dict, memoryview]:
-    """The header (as a dict) and body of a whole, unaltered file."""
+# The header is a few tables of a few dozen rows: a megabyte is far beyond any real one, and parsing is
+# bounded before json.loads sees it (a deeply nested header exhausts the parser's recursion).
+HEADER_LIMIT = 1 << 20
+# Every integer in the header must fit the database's and the arrays' 64-bit integers: applied_seq goes
+# into the caller's queries, sizes into allocations.
+INTEGER_LIMIT = 1 << 63
+# The writer stores CI and edge indexes in INDEX (4 bytes): a file claiming more of either is no file of ours.
+COUNT_LIMIT = 1 << 32
+# CI id bytes per CI, on average, '\0' included: the service's ids are UUID strings (36 bytes); the bound only
+# keeps a file from making the reader allocate memory no real graph of its CI count would need.
+ID_BYTES_LIMIT = 4096
+SECTIONS = ("ids", "payload", "succ_counts", "succ_ends", "succ_data", "pred_counts", "pred_ends", "pred_data")
+# Unsigned typecodes only: an index read from the file is never negative.
+TYPECODES = frozenset("BHILQ")
+_HASH_CHUNK = 1 << 20
+
+
+def _integer(value, name: str) -> int:
+    if type(value) is not int or not 0 <= value < INTEGER_LIMIT:  # bool is an int subclass: refused too
+        raise SnapshotRejected(f"garbled header ({name})")
+    return value
+
+
+def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, memoryview | None]:
+    """The raw header (a dict), the header and the body of a whole, unaltered file (no body when `body` is
+    false: the digest is then checked reading the file a chunk at a time, never holding it).
+
+    The body is read only once the file's size is the one its header gives: the header is bounded and
+    read first, and the body's size follows from the header's layout, itself checked against `cis` and
+    `links`. A file whose header is refused is checked against its digest first (a chunk at a time), so
+    that a corrupt file is reported as corrupt, not as whatever its flipped byte made of the header."""
     try:
         with open(path, "rb") as f:
-            content = f.read()
+            size = os.fstat(f.fileno()).st_size
+            if f.read(len(MAGIC)) != MAGIC:
+                raise SnapshotRejected("not a graph snapshot")
+            try:
+                raw, header, head = _read_header(f, size)
+            except SnapshotRejected:
+                f.seek(0)
+                if size < DIGEST_BYTES or _digest(f, size - DIGEST_BYTES).digest() != f.read(DIGEST_BYTES):
+                    raise SnapshotRejected("checksum mismatch (truncated or corrupt)") from None
+                raise
+            expected = len(head) + _body_size(raw, header) + DIGEST_BYTES
+            if size != expected:
+                raise SnapshotRejected(f"{size} bytes, the header says {expected}: truncated or altered (the checksum "
+                                       "cannot match), refused before reading the body")
+            if body:
+                digest = hashlib.blake2b(head, digest_size=DIGEST_BYTES)
+                content = f.read(size - len(head))
+                view = memoryview(content)[:-DIGEST_BYTES]
+                digest.update(view)
+            else:
+                f.seek(0)
+                digest, view = _digest(f, size - DIGEST_BYTES), None
+            stored = f.read(DIGEST_BYTES) if view is None else content[-DIGEST_BYTES:]
     except FileNotFoundError:
         raise SnapshotRejected("no snapshot") from None
     except OSError as exc:
         raise SnapshotRejected(f"unreadable: {exc}") from None
-    view = memoryview(content)
-    if not content.startswith(MAGIC):
-        raise SnapshotRejected("not a graph snapshot")
-    start = len(MAGIC) + _LENGTH.size
-    if len(content) < start + DIGEST_BYTES:
-        raise SnapshotRejected("truncated")
-    if hashlib.blake2b(view[:-DIGEST_BYTES], digest_size=DIGEST_BYTES).digest() != content[-DIGEST_BYTES:]:
+    if digest.digest() != stored:
         raise SnapshotRejected("checksum mismatch (truncated or corrupt)")
-    (length,) = _LENGTH.unpack_from(content, len(MAGIC))
+    return raw, header, view
+
+
+def _read_header(f, size: int) -> tuple[dict, SnapshotHeader, bytes]:
+    """The raw header, the header and the file's bytes up to the body, read from `f` just past MAGIC."""
+    lead = f.read(_LENGTH.size)
+    if len(lead) < _LENGTH.size:
+        raise SnapshotRejected("truncated")
+    (length,) = _LENGTH.unpack(lead)
+    if length > HEADER_LIMIT or size < len(MAGIC) + len(lead) + length + DIGEST_BYTES:
+        raise SnapshotRejected(f"garbled header (length {length}) or truncated file")
+    head = f.read(length)
     try:
-        header = json.loads(bytes(view[start:start + length]))
-    except ValueError:
+        raw = json.loads(head)
+    except (ValueError, RecursionError):
         raise SnapshotRejected("garbled header") from None
-    if not isinstance(header, dict):
+    if not isinstance(raw, dict):
         raise SnapshotRejected("garbled header")
-    return header, view[start + length:-DIGEST_BYTES]
+    return raw, _header(raw), MAGIC + lead + head
+
+
+def _digest(f, size: int):
+    """blake2b of the next `size` bytes of `f`, read a chunk at a time."""
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    while size > 0:
+        chunk = f.read(min(size, _HASH_CHUNK))
+        if not chunk:
+            break
+        digest.update(chunk)
+        size -= len(chunk)
+    return digest
 
 
 def _header(raw: dict) -> SnapshotHeader:
-    if raw.get("format") != FORMAT_VERSION:
+    if raw.get("format") != FORMAT_VERSION or type(raw.get("format")) is not int:
         raise SnapshotRejected(f"format {raw.get('format')!r}, this Karta reads {FORMAT_VERSION}")
     try:
         header = SnapshotHeader(**{name: raw[name] for name in SnapshotHeader.__dataclass_fields__})
     except (KeyError, TypeError):
         raise SnapshotRejected("garbled header") from None
-    numbers = {"format": int, "applied_seq": int, "cis": int, "links": int, "written_at": (int, float)}
     for name in SnapshotHeader.__dataclass_fields__:
-        if not isinstance(getattr(header, name), numbers.get(name, str)):
+        value = getattr(header, name)
+        if name in ("format", "applied_seq", "cis", "links"):
+            _integer(value, name)
+        elif name == "written_at":
+            if type(value) not in (int, float):
+                raise SnapshotRejected(f"garbled header ({name})")
+        elif not isinstance(value, str):
             raise SnapshotRejected(f"garbled header ({name})")
+    if header.cis >= COUNT_LIMIT or header.links >= COUNT_LIMIT:
+        raise SnapshotRejected("garbled header (more CIs or links than the format holds)")
     return header
 
 
+def _body_size(raw: dict, header: SnapshotHeader) -> int:
+    """The body's size by the header's layout, once the layout is the one this format writes for
+    `cis` CIs and `links` links: each array as long as those counts say, the ids bounded."""
+    layout = raw.get("layout")
+    if not isinstance(layout, list) or len(layout) != len(SECTIONS):
+        raise SnapshotRejected("garbled header (layout)")
+    total = 0
+    for entry, name in zip(layout, SECTIONS):
+        if not isinstance(entry, list) or len(entry) != 3 or entry[0] != name:
+            raise SnapshotRejected("garbled header (layout)")
+        typecode, size = entry[1], _integer(entry[2], f"{name} size")
+        if name == "ids":
+            ok = typecode is None and (max(header.cis - 1, 0) <= size <= header.cis * ID_BYTES_LIMIT)
+        else:
+            items = header.links if name.endswith(("_ends", "_data")) else header.cis
+            ok = typecode in TYPECODES and size == items * array(typecode).itemsize
+        if not ok:
+            raise SnapshotRejected(f"garbled header (layout of {name})")
+        total += size
+    return total
+
+
 def read_header(path: Path | str) -> SnapshotHeader:
-    """The header of a whole, unaltered snapshot of this format (the whole file is read to check it)."""
-    return _header(_read(path)[0])
+    """The header of a whole, unaltered snapshot of this format: the file is checked against its digest,
+    read a chunk at a time (the body is never held)."""
+    return _read(path, body=False)[1]
 
 
 def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schema_revision: str,
@@ -356,8 +455,7 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     """The graph the file at `path` holds, and its header. Raises SnapshotRejected when the file is absent,
     truncated, corrupt, of another format, schema revision, semantics or code, or when `accept(header)`
     raises it (the caller's check of `lineage`, before the body is decoded)."""
-    raw, body = _read(path)
-    header = _header(raw)
+    raw, header, body = _read(path)
     if header.schema_revision != schema_revision:
         raise SnapshotRejected(f"schema revision {header.schema_revision}, the service runs {schema_revision}")
     if header.semantics_digest != semantics_digest(semantics):
@@ -371,7 +469,8 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     try:
         graph = _decode(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body)
     except (KeyError, TypeError, ValueError, IndexError, UnicodeDecodeError) as exc:
-        # A file whose digest matches was written whole by a writer of this format: only a bug gets here.
+        # The digest is unkeyed: it proves the file whole, not who wrote it. Whoever can write the
+        # directory can write a file whose body contradicts itself, and `_lay_out` refuses it here.
         raise SnapshotRejected(f"inconsistent body: {exc!r}") from None
     return graph, header
 
@@ -405,9 +504,27 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
 
 
 def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data) -> None:
-    ids = bytes(sections["ids"]).decode().split("\0") if header.cis else []
-    if len(ids) != header.cis:
-        raise ValueError("CI count does not match")
+    """Lay the sections out as the graph's dicts, refusing (ValueError) any body this module's writer
+    cannot have written: the graph's code trusts its own invariants (every edge in both adjacencies, on
+    one shared data dict), and a file that breaks one would make a later change record raise in every
+    worker that loaded it. The sections' lengths were checked against the header in `_body_size`."""
+    cis, links = header.cis, header.links
+    raw_ids = bytes(sections["ids"])
+    if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
+        raise ValueError("the ids section does not hold `cis` ids")
+    ids = raw_ids.decode().split("\0") if cis else []
+    del raw_ids
+    if not all(isinstance(row, list) and len(row) == 2 and (row[0] is None or isinstance(row[0], str))
+               and (row[1] is None or type(row[1]) is int) for row in payloads):
+        raise ValueError("garbled payload table")
+    if not all(isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
+               and all(isinstance(name, str) for name in row[0]) and type(row[1]) is bool for row in edge_data):
+        raise ValueError("garbled edge data table")
+    # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
+    for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("pred_ends", cis),
+                        ("succ_data", len(edge_data)), ("pred_data", len(edge_data))):
+        if max(sections[name], default=-1) >= bound:
+            raise ValueError(f"{name} index out of range")
     # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
     payload_of = [graph._payload(c, k) for c, k in payloads]
     types = graph._types
@@ -417,13 +534,39 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     payload = sections["payload"]
     for start in range(0, len(ids), SLICE):
         g._node.update(zip(ids[start:start + SLICE], map(payload_of.__getitem__, payload[start:start + SLICE])))
+    if len(g._node) != cis:
+        raise ValueError("duplicate CI ids")
+    pred_rows: list[dict] = []  # the pred dicts in CI index order, for the mirroring check
     for adjacency, side in ((g._succ, "succ"), (g._pred, "pred")):
         counts = sections[f"{side}_counts"]
-        if len(counts) != len(ids) or sum(counts) != len(sections[f"{side}_ends"]):
+        if sum(counts) != links:
             raise ValueError(f"{side} counts do not match")
         pairs = zip(map(ids.__getitem__, sections[f"{side}_ends"]), map(data_of.__getitem__, sections[f"{side}_data"]))
         # One dict per CI from the next `count` pairs: dict(islice(...)) runs in C, no Python loop per
         # CI; a slice of CIs at a time, so the worker's other threads get the GIL in between.
         for start in range(0, len(ids), SLICE):
             stop = start + SLICE
-            adjacency.update(zip(ids[start:stop], map(dict, map(islice, repeat(pairs), counts[start:stop]))))
+            rows = list(map(dict, map(islice, repeat(pairs), counts[start:stop])))
+            adjacency.update(zip(ids[start:stop], rows))
+            if side == "pred":
+                pred_rows += rows
+        if sum(map(len, adjacency.values())) != links:  # a neighbour twice in one CI's list collapsed
+            raise ValueError(f"{side} holds a pair twice")
+    _check_mirrored(ids, pred_rows, sections["succ_counts"], sections["succ_ends"], sections["succ_data"], data_of)
+
+
+def _check_mirrored(ids: list, pred_rows: list, counts: array, ends: array, data: array, data_of: list) -> None:
+    """Every edge u -> v of the succ side is in the pred side as pred[v][u], on the very same data dict.
+    Both sides hold `links` distinct pairs (checked by the caller), so this inclusion makes them equal.
+    One pass in C (map over operator.is_ and dict.get, no Python frame per edge), a slice of CIs at a
+    time for the other threads' sake. pred[v] is taken from a list by v's index, not from the graph's
+    dict by v's id: that random access into a dict of every CI was 60% of the pass."""
+    offset = 0
+    for start in range(0, len(ids), SLICE):
+        part = counts[start:start + SLICE]
+        stop = offset + sum(part)
+        sources = chain.from_iterable(map(repeat, ids[start:start + SLICE], part))
+        rows = map(pred_rows.__getitem__, ends[offset:stop])
+        if not all(map(is_, map(dict.get, rows, sources), map(data_of.__getitem__, data[offset:stop]))):
+            raise ValueError("the pred side does not mirror the succ side")
+        offset = stop

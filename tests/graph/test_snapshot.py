@@ -5,9 +5,11 @@ adjacency order both ways, each edge pointing at the graph's own shared data dic
 and type filters behave as on the original), and the same answers before and after further changes.
 """
 
+import hashlib
 import json
 import os
 import struct
+import tracemalloc
 
 import pytest
 
@@ -162,7 +164,7 @@ SPOILED = {
     "other graph code": (lambda p: rewrite_header(p, code_digest="0" * 32), {}, "graph code"),
     "not a snapshot": (lambda p: p.write_bytes(b"PK\x03\x04" + bytes(100)), {}, "not a graph snapshot"),
     "a garbled header": (lambda p: rewrite_header(p, applied_seq=None, cis="many"), {}, "garbled"),
-    "an inconsistent body": (lambda p: rewrite_header(p, cis=99), {}, "inconsistent"),
+    "a header at odds with its body": (lambda p: rewrite_header(p, cis=99), {}, "layout"),
 }
 
 
@@ -200,3 +202,210 @@ def test_what_cannot_be_written(tmp_path):
         with pytest.raises(ValueError):
             save(g, tmp_path / "graph.snapshot")
     assert not (tmp_path / "graph.snapshot").exists()
+
+
+# A file is hostile until proven otherwise: its digest is unkeyed, so whoever can write the directory can
+# write a file that passes it. Each file below is sealed with a valid digest; each must be refused with
+# SnapshotRejected (the caller then loads from its database), never loaded and never raised otherwise.
+
+def seal(path, parts) -> None:
+    """Write encoded parts (the digest left off and computed again) to `path`."""
+    parts = [bytes(part) for part in parts[:-1]]
+    digest = hashlib.blake2b(digest_size=snapshot.DIGEST_BYTES)
+    for part in parts:
+        digest.update(part)
+    path.write_bytes(b"".join(parts) + digest.digest())
+
+
+def encoded(g: ImpactGraph, edit=None) -> list:
+    taken = capture(g)
+    if edit is not None:
+        edit(taken)
+    return snapshot.encode(taken, schema_revision=SCHEMA, lineage="L")
+
+
+def test_a_deeply_nested_header_is_rejected_not_raised(tmp_path):
+    path = tmp_path / "graph.snapshot"
+    head = b"[" * 200_000
+    seal(path, [snapshot.MAGIC, snapshot._LENGTH.pack(len(head)), head, b""])
+    with pytest.raises(SnapshotRejected):
+        load(path)
+
+
+def test_an_oversized_header_is_refused_before_it_is_parsed(shop, tmp_path):
+    path = tmp_path / "graph.snapshot"
+    save(shop, path)
+    rewrite_header(path, padding="x" * snapshot.HEADER_LIMIT)
+    for read in (load, snapshot.read_header):
+        with pytest.raises(SnapshotRejected, match="length"):
+            read(path)
+
+
+@pytest.mark.parametrize("fields", [{"applied_seq": 2 ** 70}, {"applied_seq": 2 ** 63}, {"applied_seq": -1},
+                                    {"applied_seq": True}, {"format": True}, {"links": -3}, {"cis": 2 ** 64}])
+def test_header_integers_past_the_databases_or_negative_or_bools_are_refused(shop, tmp_path, fields):
+    path = tmp_path / "graph.snapshot"
+    save(shop, path)
+    rewrite_header(path, **fields)
+    for read in (load, snapshot.read_header):
+        with pytest.raises(SnapshotRejected, match="garbled|format"):
+            read(path)
+
+
+def test_a_header_seq_past_the_databases_integers_makes_the_worker_load_from_the_database(database_url, tmp_path):
+    """applied_seq goes into the lineage check's query: past 2**63 the driver raised there (OverflowError on
+    SQLite, DataError on PostgreSQL), failing the worker's build instead of falling back to the database."""
+    from app.services.live_graph import SNAPSHOT_FILE  # here: that module imports this one
+    from tests.test_graph_snapshot_service import estate, worker
+    from tests.test_live_graph import impacted_names
+
+    directory = tmp_path / "graph"
+    with worker(database_url, directory) as (first, api):
+        ids = estate(api)
+        impacted_names(api, ids["db"])
+        first.write_snapshot(force=True)
+    rewrite_header(directory / SNAPSHOT_FILE, applied_seq=2 ** 70)
+    with worker(database_url, directory, api.secrets) as (second, api):
+        assert impacted_names(api, ids["db"])[0] == {"web1", "web2", "pool", "lb"}
+        assert second.built_from_snapshot is None
+
+
+def drop_the_pred_side(taken) -> None:
+    taken.pred_counts[:] = [0] * len(taken.pred_counts)
+    taken.pred_ends.clear()
+    taken.pred_data.clear()
+
+
+def move_a_pred_edge(taken) -> None:
+    """web1 -> lb in succ, but on the pred side lb's entry for web1 names another CI (counts all kept)."""
+    at = taken.pred_ends.index("web1")
+    taken.pred_ends[at] = next(ci for ci in taken.ids if ci not in ("web1", taken.pred_ends[at]))
+
+
+def swap_pred_data(taken) -> None:
+    """Both sides hold the same pairs, but two pred entries carry each other's data dict."""
+    first = 0
+    other = next(i for i, d in enumerate(taken.pred_data) if d is not taken.pred_data[first])
+    taken.pred_data[first], taken.pred_data[other] = taken.pred_data[other], taken.pred_data[first]
+
+
+def a_pred_pair_twice(taken) -> None:
+    """The pred side lists one pair twice and lacks another: its counts still add up."""
+    at = next(i for i, ci in enumerate(taken.ids) if taken.pred_counts[i] >= 2)
+    offset = sum(taken.pred_counts[:at])
+    taken.pred_ends[offset + 1] = taken.pred_ends[offset]
+    taken.pred_data[offset + 1] = taken.pred_data[offset]
+
+
+def shorten_the_payloads(taken) -> None:
+    taken.payloads.pop()
+
+
+INCONSISTENT = {
+    "a pred side missing its edges": (drop_the_pred_side, "layout of pred_ends"),
+    "a pred edge on another CI": (move_a_pred_edge, "mirror"),
+    "pred edges on each other's data": (swap_pred_data, "mirror"),
+    "a pred pair twice": (a_pred_pair_twice, "twice"),
+    "a payload short": (shorten_the_payloads, "layout of payload"),
+}
+
+
+@pytest.mark.parametrize("case", INCONSISTENT)
+def test_a_body_that_contradicts_itself_is_refused(shop, tmp_path, case):
+    """The pred side must mirror succ exactly, on the same data dicts: a file whose pred side lacked an
+    edge used to load, and the first change record touching that edge raised KeyError in the catch-up, in
+    every worker that loaded it."""
+    edit, reason = INCONSISTENT[case]
+    path = tmp_path / "graph.snapshot"
+    seal(path, encoded(shop, edit))
+    with pytest.raises(SnapshotRejected, match=reason):
+        load(path)
+
+
+# parts: MAGIC, length, header, ids, payload, succ_counts, succ_ends, succ_data, pred_counts, pred_ends, ...
+OUT_OF_RANGE = {
+    "a CI index past the CIs": (6, lambda g: len(g.graph._node)),
+    "a pred CI index past the CIs": (9, lambda g: len(g.graph._node) + 7),
+    "an edge data index past the table": (7, lambda g: 200),
+    "a payload index past the table": (4, lambda g: 200),
+}
+SECTION_NAMES = {6: "succ_ends", 9: "pred_ends", 7: "succ_data", 4: "payload"}
+
+
+@pytest.mark.parametrize("case", OUT_OF_RANGE)
+def test_an_index_out_of_range_is_refused(shop, tmp_path, case):
+    """Checked before anything is laid out (an IndexError half way used to be the only guard)."""
+    section, value = OUT_OF_RANGE[case]
+    parts = encoded(shop)
+    parts[section][0] = value(shop)
+    path = tmp_path / "graph.snapshot"
+    seal(path, parts)
+    with pytest.raises(SnapshotRejected, match=f"{SECTION_NAMES[section]} index out of range"):
+        load(path)
+
+
+def test_a_signed_index_type_is_refused(shop, tmp_path):
+    """With signed arrays an index of -1 would name the last CI: only unsigned typecodes are read."""
+    path = tmp_path / "graph.snapshot"
+    save(shop, path)
+    content = path.read_bytes()
+    (length,) = struct.unpack_from("<I", content, len(snapshot.MAGIC))
+    layout = json.loads(content[len(snapshot.MAGIC) + 4:len(snapshot.MAGIC) + 4 + length])["layout"]
+    rewrite_header(path, layout=[[name, "i" if name == "succ_ends" else code, size] for name, code, size in layout])
+    with pytest.raises(SnapshotRejected, match="layout of succ_ends"):
+        load(path)
+
+
+@pytest.mark.parametrize("edit, reason", [(lambda ids: ids.replace(b"\0", b"-", 1), "ids section"),
+                                           (lambda ids: ids.replace(b"web2", b"web1"), "duplicate CI ids")])
+def test_ids_other_than_the_header_says_are_refused(shop, tmp_path, edit, reason):
+    """Fewer ids than `cis` (counted before the split), or one id twice (two CIs would become one)."""
+    parts = encoded(shop)
+    parts[3] = edit(parts[3])
+    path = tmp_path / "graph.snapshot"
+    seal(path, parts)
+    with pytest.raises(SnapshotRejected, match=reason):
+        load(path)
+
+
+def test_a_file_larger_than_its_header_says_is_refused_unread(shop, tmp_path):
+    """Its size is checked (fstat) before the body is read: a file grown to 256 MiB is not read into memory."""
+    path = tmp_path / "graph.snapshot"
+    save(shop, path)
+    with open(path, "r+b") as f:
+        f.truncate(256 << 20)  # sparse: no disk used
+    for read in (load, snapshot.read_header):
+        tracemalloc.start()
+        try:
+            with pytest.raises(SnapshotRejected, match="the header says"):
+                read(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20
+
+
+def test_a_file_smaller_than_its_header_says_is_refused(shop, tmp_path):
+    path = tmp_path / "graph.snapshot"
+    parts = encoded(shop)
+    parts[3] = parts[3][:-1]  # the last id one byte short, the layout unchanged, the digest valid
+    seal(path, parts)
+    for read in (load, snapshot.read_header):
+        with pytest.raises(SnapshotRejected, match="the header says"):
+            read(path)
+
+
+def test_read_header_holds_no_body_in_memory(tmp_path):
+    g = build([(f"{n:0500d}", "server", None) for n in range(20_000)], [])  # a 10 MB ids section
+    path = tmp_path / "graph.snapshot"
+    save(g, path)
+    tracemalloc.start()
+    try:
+        assert snapshot.read_header(path).cis == 20_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    flip_a_byte(path)
+    with pytest.raises(SnapshotRejected, match="checksum"):
+        snapshot.read_header(path)

@@ -47,6 +47,11 @@ def require_known(graph: ImpactGraph, ids: list[uuid.UUID], field_name: str) -> 
     return keys
 
 
+def service_rank(criticality: int | None, name: str | None) -> tuple[int, str]:
+    """Where a service comes in a list of affected services: the most critical first (unknown last), by name."""
+    return (criticality or 5, name or "")
+
+
 def service_risk(services: list[dict[str, Any]]) -> str:
     """The risk of a change or failure: the criticality of the most critical service it takes down
     (one step less when only degraded)."""
@@ -120,7 +125,7 @@ def _answer(result: ImpactResult, info: dict[str, dict[str, Any]], entries: list
         "failed": [{"id": ci_id, "name": info.get(ci_id, {}).get("name"), "class": info.get(ci_id, {}).get("class")}
                    for ci_id in result.failed],
         "impacted": entries,
-        "services": sorted(services, key=lambda s: (s["criticality"] or 5, s["name"] or "")),
+        "services": sorted(services, key=lambda s: service_rank(s["criticality"], s["name"])),
         "counts": {"total": total, "by_class": dict(sorted(by_class.items(), key=lambda kv: str(kv[0]))),
                    "by_state": {state: by_state.get(state, 0) for state in ("down", "degraded", "at_risk")}},
         "risk": service_risk(services),

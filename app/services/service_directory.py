@@ -33,6 +33,7 @@ from app.core.db import read_transaction
 from app.models import ChangeRecord, ConfigurationItem
 from app.services.bulk import id_in
 from app.services.changes import last_seq
+from app.services.impact import service_rank
 
 CI = ConfigurationItem.__table__
 CHANGE = ChangeRecord.__table__
@@ -45,12 +46,11 @@ class Service:
     name: str
     criticality: int | None
     owner: str | None
-    # Where the service comes in a list of affected services: the most critical first, by name (kept,
-    # not computed per answer: thousands are ranked at once).
+    # impact.service_rank, kept rather than computed per answer: thousands are ranked at once.
     rank: tuple[int, str] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rank", (self.criticality or 5, self.name or ""))
+        object.__setattr__(self, "rank", service_rank(self.criticality, self.name))
 
 
 class ServiceDirectory:

@@ -42,7 +42,6 @@ from incident_bench import load, reuse  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from app.core import migrations  # noqa: E402
 from app.core.config import Settings  # noqa: E402
 from app.core.db import make_engine, read_transaction  # noqa: E402
 from app.models import ConfigurationItem, Relationship  # noqa: E402
@@ -227,7 +226,7 @@ def main() -> None:
         loads, held = [], []
         for _ in range(args.load_rounds):
             before, wall, cpu = resident_bytes(), time.perf_counter(), time.process_time()
-            graph, _ = snapshot.load(snapshots / SNAPSHOT_FILE, semantics, schema_revision=migrations.head_revision())
+            graph, _ = snapshot.load(snapshots / SNAPSHOT_FILE, semantics, schema_revision=live.schema_revision())
             loads.append((time.perf_counter() - wall, time.process_time() - cpu))
             held.append(resident_bytes() - before)
             del graph

@@ -26,7 +26,8 @@ the header, turned back into the graph's shared dicts.
 The predecessors are not stored: every edge u -> v is pred[v][u] on succ[u][v]'s data dict, so the
 reader builds the pred side from the succ side, as bulk_load does from the relationships. (Format 1
 stored both sides, and a file's pred side then had to be checked against its succ side before it
-could be trusted: that check and the second side's layout were a third of a load.) A pred dict's
+could be trusted, ~40% of a load; building the pred side costs what laying out the stored one did:
+BENCHMARKS.md, "The pred side built from succ".) A pred dict's
 order is its predecessors' order among the CIs, which a graph that grew change by change need not
 have had: no answer depends on it (the analyses sort what they return, and closures do not depend
 on the order edges are followed).

@@ -539,7 +539,9 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     if len(g._node) != cis:
         raise ValueError("duplicate CI ids")
     succ, pred = g._succ, g._pred
-    pred_rows = list(map(dict, repeat((), cis)))  # every CI's pred dict, by CI index, filled edge by edge below
+    for start in range(0, len(ids), SLICE):  # every CI's pred dict, empty, filled edge by edge below
+        pred.update(zip(ids[start:start + SLICE], map(dict, repeat((), SLICE))))
+    pred_rows = list(pred.values())  # by CI index; one allocation of its exact size
     # C-level passes only (no Python frame per CI or edge), a slice of CIs at a time so that the worker's
     # other threads get the GIL in between: each CI's succ dict from its next `count` (head, data) pairs
     # (dict(islice(...))), and each of those edges u -> v set as pred[v][u] on the same data dict.
@@ -556,5 +558,3 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
         offset = stop
     if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed (and so did its pred entry)
         raise ValueError("succ holds a pair twice")
-    for start in range(0, len(ids), SLICE):
-        pred.update(zip(ids[start:start + SLICE], pred_rows[start:start + SLICE]))

@@ -278,21 +278,35 @@ def graph_snapshot(
     if directory is None:
         typer.echo("No snapshot directory: pass --directory or set KARTA_GRAPH_SNAPSHOT_DIR.", err=True)
         raise typer.Exit(2)
-    with _database() as engine:
-        current, head = migrations.current_revision(engine), migrations.head_revision()
-        if current != head:  # a worker of this release refuses such a database: its snapshot would go unread
-            typer.echo(f"The database schema is at {current or 'nothing (empty database)'}; Karta needs {head}.\n"
-                       "Run `karta db upgrade` first.", err=True)
-            raise typer.Exit(1)
-        live = LiveGraph(engine, RegistryCache(engine, 60), snapshot_dir=directory)
-        try:
+    import pwd
+
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with _database() as engine:
+            current, head = migrations.current_revision(engine), migrations.head_revision()
+            if current != head:  # a worker of this release refuses such a database: its snapshot would go unread
+                typer.echo(f"The database schema is at {current or 'nothing (empty database)'}; Karta needs {head}.\n"
+                           "Run `karta db upgrade` first.", err=True)
+                raise typer.Exit(1)
+            live = LiveGraph(engine, RegistryCache(engine, 60), snapshot_dir=directory)
             written = live.write_from_database(lock_wait=lock_wait)
-        except SnapshotNotWritten as exc:
-            typer.echo(f"No snapshot written: {exc}", err=True)
-            raise typer.Exit(1) from exc
+    except SnapshotNotWritten as exc:
+        typer.echo(f"No snapshot written: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except (DBAPIError, OSError) as exc:  # the database unreachable, the disk full: one line, not a traceback
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:500]
+        typer.echo(f"No snapshot written: {type(exc).__name__}: {reason}", err=True)
+        raise typer.Exit(1) from exc
+    owner = live.snapshot_path.parent.stat().st_uid
+    try:
+        owner_name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        owner_name = str(owner)
     typer.echo(f"{live.snapshot_path}: applied_seq {written['applied_seq']}, {written['cis']} CIs, "
                f"{written['bytes']} bytes (graph loaded in {live.load_seconds:.1f} s, written in "
-               f"{written['write_seconds']:.1f} s)")
+               f"{written['write_seconds']:.1f} s). The directory is {owner_name}'s: only workers running as "
+               f"{owner_name} read it.")
 
 
 @cli.command("alert")

@@ -3,13 +3,14 @@
 Building a million-CI graph from the database takes 15-30 s, a bit more than half of it `bulk_load`
 deciding every edge and creating millions of small containers, the rest streaming the rows. A
 snapshot holds the graph as it is in memory, coverage decided, so reading it back only lays out the
-networkx dicts: ~4-5 s at 1,000,000 CIs (BENCHMARKS.md, "A graph that starts from a snapshot"). The
+networkx dicts: 8-10 s at 1,000,000 CIs on a 2-core machine, a third of a load from the database (BENCHMARKS.md, "A graph that starts from a snapshot"). The
 service then applies the change feed from the snapshot's `applied_seq` (app/services/live_graph.py).
 
 The file is our own format, not pickle: loading a pickle runs whatever code the file names, so
 anyone able to write the directory could run code in every worker; this format is read as numbers
-and strings only. (pickle.loads of the same graph took 2.3 s against 3.9 s for this format: a pickle
-stream without globals, read by an unpickler that refuses them all, would be the faster safe one.)
+and strings only. (pickle.loads of the same graph took 2.3 s against 3.9 s for format 1 on a faster
+machine: a pickle stream without globals, read by an unpickler that refuses them all, may be the faster
+safe one.)
 Layout:
 
     MAGIC | header length (4 bytes, little-endian) | header (JSON) | body | blake2b-256 of all before
@@ -317,8 +318,6 @@ COUNT_LIMIT = 1 << 32
 # CI id bytes per CI, on average, '\0' included: the service's ids are UUID strings (36 bytes); the bound only
 # keeps a file from making the reader allocate memory no real graph of its CI count would need.
 ID_BYTES_LIMIT = 4096
-# Unsigned typecodes only: an index read from the file is never negative.
-TYPECODES = frozenset("BHILQ")
 _HASH_CHUNK = 1 << 20
 
 
@@ -424,9 +423,16 @@ def _header(raw: dict) -> SnapshotHeader:
 def _body_size(raw: dict, header: SnapshotHeader) -> int:
     """The body's size by the header's layout, once the layout is the one this format writes for
     `cis` CIs and `links` links: each array as long as those counts say, the ids bounded."""
-    layout = raw.get("layout")
+    layout, payloads, edge_data = raw.get("layout"), raw.get("payloads"), raw.get("edge_data")
     if not isinstance(layout, list) or len(layout) != len(SECTIONS):
         raise SnapshotRejected("garbled header (layout)")
+    if not isinstance(payloads, list) or not isinstance(edge_data, list):
+        raise SnapshotRejected("garbled header (tables)")
+    # Each array of the typecode the writer gives it, no narrower: a file's bytes never stand for more
+    # entries than the writer's own file of that graph would (a 2-byte index would halve a file's size
+    # for the memory it makes the reader allocate).
+    codes = {"payload": _smallest(len(payloads)), "succ_counts": INDEX, "succ_ends": INDEX,
+             "succ_data": _smallest(len(edge_data))}
     total = 0
     for entry, name in zip(layout, SECTIONS):
         if not isinstance(entry, list) or len(entry) != 3 or entry[0] != name:
@@ -436,7 +442,7 @@ def _body_size(raw: dict, header: SnapshotHeader) -> int:
             ok = typecode is None and (max(header.cis - 1, 0) <= size <= header.cis * ID_BYTES_LIMIT)
         else:
             items = header.links if name.endswith(("_ends", "_data")) else header.cis
-            ok = typecode in TYPECODES and size == items * array(typecode).itemsize
+            ok = typecode == codes[name] and size == items * array(typecode).itemsize
         if not ok:
             raise SnapshotRejected(f"garbled header (layout of {name})")
         total += size

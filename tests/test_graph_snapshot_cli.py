@@ -68,3 +68,32 @@ def test_a_database_with_no_change_recorded_gets_no_snapshot(database_url, tmp_p
     done = karta_graph_snapshot(database_url, "--directory", str(tmp_path / "graph"))
     assert done.returncode != 0 and "no change record at seq 0" in done.stderr, done.stderr
     assert not (tmp_path / "graph" / SNAPSHOT_FILE).exists()
+
+
+def test_an_unreachable_database_fails_in_one_line_and_writes_nothing(tmp_path):
+    """A database error (here PostgreSQL on a port nothing listens on) says so in a line, no traceback."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port just free: a connection there is refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = karta_graph_snapshot(f"postgresql+psycopg://karta@127.0.0.1:{port}/nothing", "--directory",
+                                str(tmp_path / "graph"))
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith("No snapshot written: OperationalError: ") and "Traceback" not in done.stderr, \
+        done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "graph" / SNAPSHOT_FILE).exists()
+
+
+def test_the_command_names_whose_directory_it_wrote(database_url, tmp_path):
+    """Workers read only a directory of their own user's: the line says whose it is."""
+    import pwd
+
+    with worker(database_url, None) as (_, api):
+        estate(api)
+    done = karta_graph_snapshot(database_url, "--directory", str(tmp_path / "graph"))
+    assert done.returncode == 0, done.stderr
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert done.stdout.rstrip().endswith(f"The directory is {me}'s: only workers running as {me} read it."), \
+        done.stdout

@@ -23,7 +23,7 @@ Names, owners and criticality come from the database for the CIs in an answer.
 
 Snapshots (KARTA_GRAPH_SNAPSHOT_DIR, graph/snapshot.py): a worker whose graph is built writes it to a
 file of the host's every `snapshot_seconds` (one worker of the host at a time), and a worker starting
-later loads that file (~5 s at 1,000,000 CIs, against ~25 s from the database) and catches up from its
+later loads that file (8-10 s at 1,000,000 CIs on 2 cores, against 25-50 s from the database) and catches up from its
 `applied_seq` like any graph. The file is trusted only for the schema revision this release runs, the
 relationship semantics the registry holds and this database: the change record at its `applied_seq`
 must be the one it names (`_lineage`). Otherwise, or if it is truncated or corrupt, it is ignored

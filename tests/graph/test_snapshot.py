@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import tracemalloc
+from array import array
 
 import pytest
 
@@ -381,6 +382,25 @@ def test_a_signed_index_type_is_refused(shop, tmp_path):
     layout = json.loads(content[len(snapshot.MAGIC) + 4:len(snapshot.MAGIC) + 4 + length])["layout"]
     rewrite_header(path, layout=[[name, "i" if name == "succ_ends" else code, size] for name, code, size in layout])
     with pytest.raises(SnapshotRejected, match="layout of succ_ends"):
+        load(path)
+
+
+@pytest.mark.parametrize("section", ["succ_counts", "succ_ends"])
+def test_an_index_narrower_than_the_writer_writes_is_refused(shop, tmp_path, section):
+    """A file whose arrays are narrower than the writer's own (2-byte indexes where it writes 4) is refused,
+    though its sizes add up and it is sealed: its bytes would stand for more entries, and more memory in
+    the reader, than the writer's file of the same graph."""
+    parts = encoded(shop)
+    at = 3 + snapshot.SECTIONS.index(section)  # MAGIC, header length, header, then the body's sections
+    parts[at] = array("H", parts[at])
+    head = json.loads(bytes(parts[2]))
+    head["layout"] = [[name, "H", len(parts[at]) * 2] if name == section else [name, code, size]
+                      for name, code, size in head["layout"]]
+    parts[2] = json.dumps(head).encode()
+    parts[1] = struct.pack("<I", len(parts[2]))
+    path = tmp_path / "graph.snapshot"
+    seal(path, parts)
+    with pytest.raises(SnapshotRejected, match=f"layout of {section}"):
         load(path)
 
 

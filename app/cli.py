@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 cli = typer.Typer(help="Karta: a CMDB with discovery and impact analysis.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+graph_cli = typer.Typer(help="The impact graph the workers hold.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
+cli.add_typer(graph_cli, name="graph")
 cli.add_typer(discover_cli, name="discover")
 
 
@@ -256,6 +258,55 @@ def token_revoke(
         return
     time.sleep(tokens.revocation_settled(settings.token_cache_seconds))
     typer.echo(f"token '{found['name']}' ({found['id']}) revoked")
+
+
+@graph_cli.command("snapshot")
+def graph_snapshot(
+    directory: Annotated[Path | None, typer.Option(
+        "--directory", help="Where the workers read it (default: KARTA_GRAPH_SNAPSHOT_DIR)")] = None,
+    lock_wait: Annotated[float, typer.Option(
+        min=0, max=3600, help="Seconds to wait for a worker writing the file meanwhile")] = 120.0,
+) -> None:
+    """Write the impact graph snapshot now: the graph loaded from the database as a worker loads it, written
+    as the workers write it (run it before starting workers, so that they start from it)."""
+    from app.core import migrations
+    from app.core.config import get_settings
+    from app.services.live_graph import LiveGraph, SnapshotNotWritten
+    from app.services.registry import RegistryCache
+
+    directory = directory or get_settings().graph_snapshot_dir
+    if directory is None:
+        typer.echo("No snapshot directory: pass --directory or set KARTA_GRAPH_SNAPSHOT_DIR.", err=True)
+        raise typer.Exit(2)
+    import pwd
+
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with _database() as engine:
+            current, head = migrations.current_revision(engine), migrations.head_revision()
+            if current != head:  # a worker of this release refuses such a database: its snapshot would go unread
+                typer.echo(f"The database schema is at {current or 'nothing (empty database)'}; Karta needs {head}.\n"
+                           "Run `karta db upgrade` first.", err=True)
+                raise typer.Exit(1)
+            live = LiveGraph(engine, RegistryCache(engine, 60), snapshot_dir=directory)
+            written = live.write_from_database(lock_wait=lock_wait)
+    except SnapshotNotWritten as exc:
+        typer.echo(f"No snapshot written: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except (DBAPIError, OSError) as exc:  # the database unreachable, the disk full: one line, not a traceback
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:500]
+        typer.echo(f"No snapshot written: {type(exc).__name__}: {reason}", err=True)
+        raise typer.Exit(1) from exc
+    owner = live.snapshot_path.parent.stat().st_uid
+    try:
+        owner_name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        owner_name = str(owner)
+    typer.echo(f"{live.snapshot_path}: applied_seq {written['applied_seq']}, {written['cis']} CIs, "
+               f"{written['bytes']} bytes (graph loaded in {live.load_seconds:.1f} s, written in "
+               f"{written['write_seconds']:.1f} s). The directory is {owner_name}'s: only workers running as "
+               f"{owner_name} read it.")
 
 
 @cli.command("alert")

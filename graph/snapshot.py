@@ -3,13 +3,14 @@
 Building a million-CI graph from the database takes 15-30 s, a bit more than half of it `bulk_load`
 deciding every edge and creating millions of small containers, the rest streaming the rows. A
 snapshot holds the graph as it is in memory, coverage decided, so reading it back only lays out the
-networkx dicts: ~4-5 s at 1,000,000 CIs (BENCHMARKS.md, "A graph that starts from a snapshot"). The
+networkx dicts: 8-10 s at 1,000,000 CIs on a 2-core machine, a third of a load from the database (BENCHMARKS.md, "A graph that starts from a snapshot"). The
 service then applies the change feed from the snapshot's `applied_seq` (app/services/live_graph.py).
 
 The file is our own format, not pickle: loading a pickle runs whatever code the file names, so
 anyone able to write the directory could run code in every worker; this format is read as numbers
-and strings only. (pickle.loads of the same graph took 2.3 s against 3.9 s for this format: a pickle
-stream without globals, read by an unpickler that refuses them all, would be the faster safe one.)
+and strings only. (pickle.loads of the same graph took 2.3 s against 3.9 s for format 1 on a faster
+machine: a pickle stream without globals, read by an unpickler that refuses them all, may be the faster
+safe one.)
 Layout:
 
     MAGIC | header length (4 bytes, little-endian) | header (JSON) | body | blake2b-256 of all before
@@ -20,9 +21,17 @@ of the code that decides the stored state (this package's coverage rules), `appl
 caller's `lineage`, an identity of the database's history at `applied_seq` that the caller checks
 against its database before trusting the file. The body is one '\\0'-joined string of CI ids and
 flat arrays: a payload index per CI; per CI its successors, in adjacency order, each as (CI index,
-edge data index); and the same for predecessors, so both adjacency orders come back as they were.
-Payloads (class, min_members) and edge data (types, covered) are small tables in the header, turned
-back into the graph's shared dicts.
+edge data index). Payloads (class, min_members) and edge data (types, covered) are small tables in
+the header, turned back into the graph's shared dicts.
+
+The predecessors are not stored: every edge u -> v is pred[v][u] on succ[u][v]'s data dict, so the
+reader builds the pred side from the succ side, as bulk_load does from the relationships. (Format 1
+stored both sides, and a file's pred side then had to be checked against its succ side before it
+could be trusted, ~40% of a load; building the pred side costs what laying out the stored one did:
+BENCHMARKS.md, "The pred side built from succ".) A pred dict's
+order is its predecessors' order among the CIs, which a graph that grew change by change need not
+have had: no answer depends on it (the analyses sort what they return, and closures do not depend
+on the order edges are followed).
 
 Anything that does not match (another format, schema, semantics or code; a truncated or altered
 file; a lineage the caller refuses) raises `SnapshotRejected`: the caller logs it and loads from its
@@ -52,7 +61,6 @@ from array import array
 from collections import deque
 from dataclasses import asdict, dataclass
 from itertools import chain, islice, repeat
-from operator import is_
 from pathlib import Path
 from typing import Callable
 
@@ -62,8 +70,11 @@ from graph import impact_graph, semantics as semantics_module
 from graph.impact_graph import CLASS_KEY, MIN_MEMBERS_KEY, ImpactGraph
 from graph.semantics import COVERED_KEY, TYPES_KEY, RelationshipSemantics
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1 stored the pred side too: a file of it is refused (full load), never misread
 MAGIC = b"KARTA-GRAPH-SNAPSHOT\n"
+# The body's sections, in order: the CI ids, then arrays (payload index per CI; per CI its successor count;
+# per edge its head's CI index and its data's index).
+SECTIONS = ("ids", "payload", "succ_counts", "succ_ends", "succ_data")
 DIGEST_BYTES = 32
 _LENGTH = struct.Struct("<I")
 # Indexes of CIs and edges are 4-byte unsigned: 4 billion of each is beyond any graph held in memory.
@@ -125,7 +136,7 @@ class Capture:
     change between the first call and the last: the caller checks that (the service compares its
     applied_seq between slices) or holds the graph still from construction to a single `take()`. Only references are taken (ids, the shared
     payload and edge data dicts), into flat lists: at 1,000,000 CIs and 3 million edges this holds
-    ~100 MB for the time of the write."""
+    ~70 MB for the time of the write."""
 
     def __init__(self, graph: ImpactGraph):
         with graph._lock:
@@ -139,9 +150,6 @@ class Capture:
         self.succ_counts: list[int] = []
         self.succ_ends: list = []
         self.succ_data: list[dict] = []
-        self.pred_counts: list[int] = []
-        self.pred_ends: list = []
-        self.pred_data: list[dict] = []
 
     @property
     def done(self) -> bool:
@@ -155,17 +163,14 @@ class Capture:
         stop = len(self.ids) if limit is None else min(len(self.ids), start + limit)
         ids = self.ids[start:stop]
         with self._graph._lock:
-            # C-level passes over the adjacency dicts: ~2 s for succ and pred at 1,000,000 CIs in all.
+            # C-level passes over the succ dicts (the pred side is not stored).
             was_enabled = gc.isenabled()
             gc.disable()
             try:
-                g = self._graph.graph
-                for counts, ends, data, adjacency in ((self.succ_counts, self.succ_ends, self.succ_data, g._succ),
-                                                      (self.pred_counts, self.pred_ends, self.pred_data, g._pred)):
-                    nbrs = list(map(adjacency.__getitem__, ids))
-                    counts.extend(map(len, nbrs))
-                    ends.extend(chain.from_iterable(nbrs))
-                    data.extend(chain.from_iterable(map(dict.values, nbrs)))
+                nbrs = list(map(self._graph.graph._succ.__getitem__, ids))
+                self.succ_counts.extend(map(len, nbrs))
+                self.succ_ends.extend(chain.from_iterable(nbrs))
+                self.succ_data.extend(chain.from_iterable(map(dict.values, nbrs)))
             finally:
                 if was_enabled:
                     gc.enable()
@@ -175,8 +180,7 @@ class Capture:
     def release(self) -> None:
         """Let go of what was taken, a slice at a time: freeing a list of 3 million references is one C call
         that touches every CI id (~0.2 s), and holds the GIL throughout."""
-        for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data,
-                      self.pred_counts, self.pred_ends, self.pred_data):
+        for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data):
             while taken:
                 del taken[-SLICE:]
 
@@ -233,21 +237,18 @@ def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
         payload_table.append([payload[CLASS_KEY], payload[MIN_MEMBERS_KEY]])
     data_index: dict[int, int] = {}
     data_table = []
-    for data in {id(d): d for d in chain(capture.succ_data, capture.pred_data)}.values():
+    for data in {id(d): d for d in capture.succ_data}.values():
         data_index[id(data)] = len(data_table)
         data_table.append([sorted(data[TYPES_KEY]), bool(data[COVERED_KEY])])
     position: dict = {}
     for start in range(0, len(ids), SLICE):
         position.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
     data_code = _smallest(len(data_table))
-    body = [blob, _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True)]
-    for counts, ends, data in ((capture.succ_counts, capture.succ_ends, capture.succ_data),
-                               (capture.pred_counts, capture.pred_ends, capture.pred_data)):
-        body += [_sliced(INDEX, counts), _sliced(INDEX, ends, position),
-                 _sliced(data_code, data, data_index, by_identity=True)]
-    names = ["ids", "payload", "succ_counts", "succ_ends", "succ_data", "pred_counts", "pred_ends", "pred_data"]
+    body = [blob, _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True),
+            _sliced(INDEX, capture.succ_counts), _sliced(INDEX, capture.succ_ends, position),
+            _sliced(data_code, capture.succ_data, data_index, by_identity=True)]
     layout = [[name, getattr(part, "typecode", None), len(part) * getattr(part, "itemsize", 1)]
-              for name, part in zip(names, body)]
+              for name, part in zip(SECTIONS, body)]
     for start in range(0, len(ids), SLICE):  # freed a slice at a time (see Capture.release)
         deque(map(position.pop, ids[start:start + SLICE]), maxlen=0)
     header = SnapshotHeader(format=FORMAT_VERSION, schema_revision=schema_revision,
@@ -317,9 +318,6 @@ COUNT_LIMIT = 1 << 32
 # CI id bytes per CI, on average, '\0' included: the service's ids are UUID strings (36 bytes); the bound only
 # keeps a file from making the reader allocate memory no real graph of its CI count would need.
 ID_BYTES_LIMIT = 4096
-SECTIONS = ("ids", "payload", "succ_counts", "succ_ends", "succ_data", "pred_counts", "pred_ends", "pred_data")
-# Unsigned typecodes only: an index read from the file is never negative.
-TYPECODES = frozenset("BHILQ")
 _HASH_CHUNK = 1 << 20
 
 
@@ -425,9 +423,16 @@ def _header(raw: dict) -> SnapshotHeader:
 def _body_size(raw: dict, header: SnapshotHeader) -> int:
     """The body's size by the header's layout, once the layout is the one this format writes for
     `cis` CIs and `links` links: each array as long as those counts say, the ids bounded."""
-    layout = raw.get("layout")
+    layout, payloads, edge_data = raw.get("layout"), raw.get("payloads"), raw.get("edge_data")
     if not isinstance(layout, list) or len(layout) != len(SECTIONS):
         raise SnapshotRejected("garbled header (layout)")
+    if not isinstance(payloads, list) or not isinstance(edge_data, list):
+        raise SnapshotRejected("garbled header (tables)")
+    # Each array of the typecode the writer gives it, no narrower: a file's bytes never stand for more
+    # entries than the writer's own file of that graph would (a 2-byte index would halve a file's size
+    # for the memory it makes the reader allocate).
+    codes = {"payload": _smallest(len(payloads)), "succ_counts": INDEX, "succ_ends": INDEX,
+             "succ_data": _smallest(len(edge_data))}
     total = 0
     for entry, name in zip(layout, SECTIONS):
         if not isinstance(entry, list) or len(entry) != 3 or entry[0] != name:
@@ -437,7 +442,7 @@ def _body_size(raw: dict, header: SnapshotHeader) -> int:
             ok = typecode is None and (max(header.cis - 1, 0) <= size <= header.cis * ID_BYTES_LIMIT)
         else:
             items = header.links if name.endswith(("_ends", "_data")) else header.cis
-            ok = typecode in TYPECODES and size == items * array(typecode).itemsize
+            ok = typecode == codes[name] and size == items * array(typecode).itemsize
         if not ok:
             raise SnapshotRejected(f"garbled header (layout of {name})")
         total += size
@@ -507,7 +512,8 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     """Lay the sections out as the graph's dicts, refusing (ValueError) any body this module's writer
     cannot have written: the graph's code trusts its own invariants (every edge in both adjacencies, on
     one shared data dict), and a file that breaks one would make a later change record raise in every
-    worker that loaded it. The sections' lengths were checked against the header in `_body_size`."""
+    worker that loaded it. The pred side is built here from the succ side, so it mirrors it by
+    construction. The sections' lengths were checked against the header in `_body_size`."""
     cis, links = header.cis, header.links
     raw_ids = bytes(sections["ids"])
     if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
@@ -520,11 +526,13 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     if not all(isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
                and all(isinstance(name, str) for name in row[0]) and type(row[1]) is bool for row in edge_data):
         raise ValueError("garbled edge data table")
+    counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
     # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
-    for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("pred_ends", cis),
-                        ("succ_data", len(edge_data)), ("pred_data", len(edge_data))):
+    for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
         if max(sections[name], default=-1) >= bound:
             raise ValueError(f"{name} index out of range")
+    if sum(counts) != links:
+        raise ValueError("succ counts do not match")
     # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
     payload_of = [graph._payload(c, k) for c, k in payloads]
     types = graph._types
@@ -536,37 +544,23 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
         g._node.update(zip(ids[start:start + SLICE], map(payload_of.__getitem__, payload[start:start + SLICE])))
     if len(g._node) != cis:
         raise ValueError("duplicate CI ids")
-    pred_rows: list[dict] = []  # the pred dicts in CI index order, for the mirroring check
-    for adjacency, side in ((g._succ, "succ"), (g._pred, "pred")):
-        counts = sections[f"{side}_counts"]
-        if sum(counts) != links:
-            raise ValueError(f"{side} counts do not match")
-        pairs = zip(map(ids.__getitem__, sections[f"{side}_ends"]), map(data_of.__getitem__, sections[f"{side}_data"]))
-        # One dict per CI from the next `count` pairs: dict(islice(...)) runs in C, no Python loop per
-        # CI; a slice of CIs at a time, so the worker's other threads get the GIL in between.
-        for start in range(0, len(ids), SLICE):
-            stop = start + SLICE
-            rows = list(map(dict, map(islice, repeat(pairs), counts[start:stop])))
-            adjacency.update(zip(ids[start:stop], rows))
-            if side == "pred":
-                pred_rows += rows
-        if sum(map(len, adjacency.values())) != links:  # a neighbour twice in one CI's list collapsed
-            raise ValueError(f"{side} holds a pair twice")
-    _check_mirrored(ids, pred_rows, sections["succ_counts"], sections["succ_ends"], sections["succ_data"], data_of)
-
-
-def _check_mirrored(ids: list, pred_rows: list, counts: array, ends: array, data: array, data_of: list) -> None:
-    """Every edge u -> v of the succ side is in the pred side as pred[v][u], on the very same data dict.
-    Both sides hold `links` distinct pairs (checked by the caller), so this inclusion makes them equal.
-    One pass in C (map over operator.is_ and dict.get, no Python frame per edge), a slice of CIs at a
-    time for the other threads' sake. pred[v] is taken from a list by v's index, not from the graph's
-    dict by v's id: that random access into a dict of every CI was 60% of the pass."""
+    succ, pred = g._succ, g._pred
+    for start in range(0, len(ids), SLICE):  # every CI's pred dict, empty, filled edge by edge below
+        pred.update(zip(ids[start:start + SLICE], map(dict, repeat((), SLICE))))
+    pred_rows = list(pred.values())  # by CI index; one allocation of its exact size
+    # C-level passes only (no Python frame per CI or edge), a slice of CIs at a time so that the worker's
+    # other threads get the GIL in between: each CI's succ dict from its next `count` (head, data) pairs
+    # (dict(islice(...))), and each of those edges u -> v set as pred[v][u] on the same data dict.
     offset = 0
     for start in range(0, len(ids), SLICE):
-        part = counts[start:start + SLICE]
+        tails, part = ids[start:start + SLICE], counts[start:start + SLICE]
         stop = offset + sum(part)
-        sources = chain.from_iterable(map(repeat, ids[start:start + SLICE], part))
-        rows = map(pred_rows.__getitem__, ends[offset:stop])
-        if not all(map(is_, map(dict.get, rows, sources), map(data_of.__getitem__, data[offset:stop]))):
-            raise ValueError("the pred side does not mirror the succ side")
+        heads = ends[offset:stop]
+        on = list(map(data_of.__getitem__, data[offset:stop]))
+        pairs = zip(map(ids.__getitem__, heads), on)
+        succ.update(zip(tails, map(dict, map(islice, repeat(pairs), part))))
+        deque(map(dict.__setitem__, map(pred_rows.__getitem__, heads), chain.from_iterable(map(repeat, tails, part)),
+                  on), maxlen=0)
         offset = stop
+    if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed (and so did its pred entry)
+        raise ValueError("succ holds a pair twice")

@@ -23,7 +23,7 @@ Names, owners and criticality come from the database for the CIs in an answer.
 
 Snapshots (KARTA_GRAPH_SNAPSHOT_DIR, graph/snapshot.py): a worker whose graph is built writes it to a
 file of the host's every `snapshot_seconds` (one worker of the host at a time), and a worker starting
-later loads that file (~5 s at 1,000,000 CIs, against ~25 s from the database) and catches up from its
+later loads that file (8-10 s at 1,000,000 CIs on 2 cores, against 25-50 s from the database) and catches up from its
 `applied_seq` like any graph. The file is trusted only for the schema revision this release runs, the
 relationship semantics the registry holds and this database: the change record at its `applied_seq`
 must be the one it names (`_lineage`). Otherwise, or if it is truncated or corrupt, it is ignored
@@ -34,6 +34,7 @@ import gc
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 import uuid
@@ -116,6 +117,7 @@ class LiveGraph:
         # what the last snapshot written cost (write_snapshot).
         self.built_from_snapshot: int | None = None
         self.last_snapshot: dict[str, Any] | None = None
+        self.snapshot_skipped: str | None = None  # why the last write_snapshot wrote nothing
         # (applied_seq, the change record there as _lineage says it) of the graph held: the history it
         # followed. A catch-up first checks that the database still has that record (a database restored
         # or failed over to a replica that missed commits reuses sequence numbers: the graph would keep
@@ -198,6 +200,9 @@ class LiveGraph:
             log.info("impact graph loaded from snapshot at seq %d and caught up to %d: %d CIs in %.1f s",
                      self.built_from_snapshot, graph.applied_seq, len(graph), self.load_seconds)
             return graph
+        return self._from_database(semantics, started)
+
+    def _from_database(self, semantics: dict[str, RelationshipSemantics], started: float) -> ImpactGraph:
         graph = ImpactGraph(semantics)
         with read_transaction(self._engine, begin=True) as conn:
             # Read first: whatever commits while the tables stream in is at most applied twice, and
@@ -290,26 +295,54 @@ class LiveGraph:
             except Exception:
                 log.exception("writing the impact graph snapshot failed; trying again later")
 
-    def write_snapshot(self, *, force: bool = False) -> dict[str, Any] | None:
+    def write_from_database(self, *, lock_wait: float) -> dict[str, Any]:
+        """What `karta graph snapshot` runs: the graph loaded from the database as a worker without a snapshot
+        loads it (a file already there is not read), then written as the workers' writer writes it (its
+        directory checks, its writers' lock, waited for `lock_wait` seconds at most). What the write cost;
+        SnapshotNotWritten saying why when nothing was written."""
+        if self.snapshot_path is None:
+            raise SnapshotNotWritten("no snapshot directory")
+        problem = directory_problem(self.snapshot_path.parent, create=True)
+        if problem is not None:
+            raise SnapshotNotWritten(problem)
+        with self._lock:
+            self._graph = None
+            self._graph = self._from_database(self._semantics(), time.perf_counter())
+            self.edges_version += 1
+        written = self.write_snapshot(force=True, lock_wait=lock_wait)
+        if written is None:
+            raise SnapshotNotWritten(self.snapshot_skipped or "nothing written")
+        return written
+
+    def write_snapshot(self, *, force: bool = False, lock_wait: float = 0) -> dict[str, Any] | None:
         """Write the graph to the snapshot file if the file is older than `snapshot_seconds` (or `force`),
-        the graph is built and no other worker of the host is writing it; what the write cost (also kept
-        in `last_snapshot`), or None when nothing was written.
+        the graph is built and no other worker of the host is writing it (waited for `lock_wait` seconds);
+        what the write cost (also kept in `last_snapshot`), or None when nothing was written (why, in
+        `snapshot_skipped`).
 
         The graph is caught up first (as a question would), taken in slices under the lock
         (CAPTURE_SLICE), then encoded and written with no lock held."""
         path = self.snapshot_path
-        if path is None or self._graph is None or not _usable_directory(path.parent, create=True):
+        self.snapshot_skipped = None
+        if path is None or self._graph is None:
+            self.snapshot_skipped = "no snapshot directory" if path is None else "the graph is not built"
+            return None
+        if not _usable_directory(path.parent, create=True):
+            self.snapshot_skipped = directory_problem(path.parent, create=True) or "the directory is not usable"
             return None
         writers = snapshot_file.writer_lock(path)
         try:
-            writers.acquire(timeout=0)
+            writers.acquire(timeout=lock_wait)
         except filelock.Timeout:
+            self.snapshot_skipped = f"another process is writing {path}"
             return None  # another worker of this host is writing it
         try:
             if not force and path.exists() and time.time() - path.stat().st_mtime < self.snapshot_seconds:
+                self.snapshot_skipped = "the file is not due yet"
                 return None
             if not force and self._unchanged(path):
                 os.utime(path)  # a quiet database: the file already holds this very graph
+                self.snapshot_skipped = "the file already holds this graph"
                 return None
             started = time.perf_counter()
             # The collector is paused from the capture to the file (~10 s at 1,000,000 CIs, as for a load):
@@ -335,18 +368,22 @@ class LiveGraph:
         """Capture, encode and write (under the writers' lock); what it cost, or None if nothing was written."""
         taken = self._capture()
         if taken is None:
+            self.snapshot_skipped = "the graph was dropped or the worker is stopping"
             return None
         capture, holds, tries, anchor = taken
         try:
             with read_transaction(self._engine, routed=False) as conn:
                 lineage = _lineage(conn, capture.applied_seq)
             if lineage is None:  # no change recorded yet (or pruned since): nothing ties the file to this database
+                self.snapshot_skipped = (f"the database holds no change record at seq {capture.applied_seq} (none "
+                                         "recorded yet?): nothing would tie the file to it")
                 return None
             if anchor != (capture.applied_seq, lineage):
                 # The graph followed a history the database no longer has (restored, failed over): the next
                 # question rebuilds it; a file of it would be trusted by every worker that starts.
-                log.warning("impact graph snapshot not written: the change at seq %d is not the one the graph "
-                            "followed (the database was restored or failed over?)", capture.applied_seq)
+                self.snapshot_skipped = (f"the change at seq {capture.applied_seq} is not the one the graph followed "
+                                         "(the database was restored or failed over?)")
+                log.warning("impact graph snapshot not written: %s", self.snapshot_skipped)
                 return None
             captured, cis = time.perf_counter(), len(capture.ids)
             snapshot_file.remove_leftovers(path)
@@ -501,21 +538,32 @@ def _lineage_of(record: Any) -> str:
     return f"{record.seq} {record.object_type} {record.object_id} {record.action} {record.actor} {record.at.isoformat()}"
 
 
+class SnapshotNotWritten(Exception):
+    """LiveGraph.write_from_database wrote nothing; the message says why."""
+
+
 def _usable_directory(directory: Path, *, create: bool) -> bool:
-    """Whether snapshots may be read from and written to `directory`: it is the service's own (owned by its
-    user, not writable by others), since whoever can write the file decides what every worker's impact
-    answers say. Created (mode 0700) when missing and `create`."""
+    """Whether snapshots may be read from and written to `directory` (directory_problem), the problem logged."""
+    problem = directory_problem(directory, create=create)
+    if problem is not None and problem != "missing":
+        log.warning("impact graph snapshots off: %s", problem)
+    return problem is None
+
+
+def directory_problem(directory: Path, *, create: bool) -> str | None:
+    """Why snapshots may not be read from and written to `directory`, or None: it must be the service's own
+    (owned by its user, not writable by others), since whoever can write the file decides what every
+    worker's impact answers say. Created (mode 0700) when missing and `create`; "missing" otherwise."""
     try:
         if create:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = directory.stat()
     except FileNotFoundError:
-        return False
+        return "missing"
     except OSError as exc:
-        log.warning("impact graph snapshots off: %s: %s", directory, exc)
-        return False
+        return f"{directory}: {exc}"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{directory} is not a directory"
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-        log.warning("impact graph snapshots off: %s must belong to this service's user and be writable by it "
-                    "alone", directory)
-        return False
-    return True
+        return f"{directory} must belong to this service's user and be writable by it alone"
+    return None

@@ -1,8 +1,10 @@
 """A graph written to a snapshot file comes back equal, and a file that does not match is never used.
 
 Equal means what the analyses see: the same CIs with the same payloads, the same edges in the same
-adjacency order both ways, each edge pointing at the graph's own shared data dict (so later changes
-and type filters behave as on the original), and the same answers before and after further changes.
+succ adjacency order, the same pred entries (the file holds the succ side only: a pred dict comes back
+in its predecessors' order among the CIs, which no answer depends on), each edge pointing at the
+graph's own shared data dict on both sides (so later changes and type filters behave as on the
+original), and the same answers before and after further changes.
 """
 
 import hashlib
@@ -10,6 +12,7 @@ import json
 import os
 import struct
 import tracemalloc
+from array import array
 
 import pytest
 
@@ -45,12 +48,21 @@ def load(path, semantics=None, schema_revision=SCHEMA, accept=None) -> ImpactGra
 
 
 def layout(g: ImpactGraph):
-    """Everything the analyses read, in order: CIs and payloads, both adjacencies with types and coverage."""
+    """Everything the analyses read: CIs and payloads, both adjacencies with types and coverage, in order
+    but for the entries of one CI's pred dict (sorted)."""
     G = g.graph
     return ([(u, G._node[u]) for u in G._node],
             [(u, [(v, sorted(d[TYPES_KEY]), d[COVERED_KEY]) for v, d in G._succ[u].items()]) for u in G._succ],
-            [(v, [(u, sorted(d[TYPES_KEY]), d[COVERED_KEY]) for u, d in G._pred[v].items()]) for v in G._pred],
+            [(v, sorted((u, sorted(d[TYPES_KEY]), d[COVERED_KEY]) for u, d in G._pred[v].items())) for v in G._pred],
             g.applied_seq)
+
+
+def mirrored(g: ImpactGraph) -> bool:
+    """Whether the pred side holds exactly the succ side's edges, each on the very same data dict."""
+    G = g.graph
+    return ({(u, v, id(d)) for u, nbrs in G._succ.items() for v, d in nbrs.items()}
+            == {(u, v, id(d)) for v, nbrs in G._pred.items() for u, d in nbrs.items()}
+            and list(G._pred) == list(G._succ) == list(G._node))
 
 
 def answers(g: ImpactGraph) -> list:
@@ -75,6 +87,40 @@ def test_round_trip_gives_an_equal_graph(shop, tmp_path):
             assert data is (types.covered if data[COVERED_KEY] else types.of)(data[TYPES_KEY])
     assert answers(loaded) == answers(shop)
     assert sorted(loaded.relationships()) == sorted(shop.relationships())
+    assert mirrored(loaded) and mirrored(shop)
+
+
+def test_the_pred_side_is_built_as_a_fresh_bulk_load_builds_it(tmp_path):
+    """The file holds no pred side: the one laid out from succ has every CI's predecessors, on the succ side's
+    data dicts, as a bulk_load of the same CIs and relationships has them (and no more)."""
+    fresh = build(SHOP_CIS, SHOP_RELATIONSHIPS + EXTRA)
+    path = tmp_path / "graph.snapshot"
+    save(fresh, path)
+    loaded = load(path)
+    again = build(SHOP_CIS, SHOP_RELATIONSHIPS + EXTRA)
+    assert layout(loaded)[:3] == layout(again)[:3]
+    assert mirrored(loaded)
+    for v, nbrs in again.graph._pred.items():
+        assert {u: (sorted(d[TYPES_KEY]), d[COVERED_KEY]) for u, d in loaded.graph._pred[v].items()} \
+            == {u: (sorted(d[TYPES_KEY]), d[COVERED_KEY]) for u, d in nbrs.items()}
+    assert sum(map(len, loaded.graph._pred.values())) == sum(map(len, loaded.graph._succ.values())) \
+        == fresh.number_of_links()
+
+
+def test_the_file_holds_the_succ_side_only(shop, tmp_path):
+    """Format 2 stores no pred side (the reader builds it): a file laid out as format 1 was, both sides
+    stored, is refused even when its header says format 2."""
+    path = tmp_path / "graph.snapshot"
+    save(shop, path)
+    content = path.read_bytes()
+    (length,) = struct.unpack_from("<I", content, len(snapshot.MAGIC))
+    header = json.loads(content[len(snapshot.MAGIC) + 4:len(snapshot.MAGIC) + 4 + length])
+    assert header["format"] == 2
+    assert [name for name, _, _ in header["layout"]] == ["ids", "payload", "succ_counts", "succ_ends", "succ_data"]
+    both_sides = header["layout"] + [[name.replace("succ", "pred"), code, size] for name, code, size in header["layout"][2:]]
+    rewrite_header(path, layout=both_sides)
+    with pytest.raises(SnapshotRejected, match="layout"):
+        load(path)
 
 
 def test_the_loaded_graph_keeps_changing_like_the_original(shop, tmp_path):
@@ -112,7 +158,7 @@ def test_taken_in_slices_the_file_is_the_same(shop, tmp_path):
     assert headers[0] == headers[1]
     assert [bytes(p) for p in encoded[0]] == [bytes(p) for p in encoded[1]]
     sliced.release()
-    assert not sliced.ids and not sliced.succ_ends and not sliced.pred_data
+    assert not sliced.ids and not sliced.succ_ends and not sliced.succ_data
 
 
 def test_the_file_is_the_owners_alone_and_replaced_whole(shop, tmp_path):
@@ -159,6 +205,7 @@ SPOILED = {
     "a corrupt byte": (flip_a_byte, {}, "checksum"),
     "a truncated file": (truncate, {}, "checksum"),
     "another format version": (lambda p: rewrite_header(p, format=snapshot.FORMAT_VERSION + 1), {}, "format"),
+    "format 1 (both sides stored)": (lambda p: rewrite_header(p, format=1), {}, "format 1, this Karta reads 2"),
     "an older schema": (lambda p: None, {"schema_revision": "0041_older"}, "schema revision"),
     "other semantics": (lambda p: None, {"semantics": dict(SEMANTICS, hosts=RelationshipSemantics())}, "semantics"),
     "other graph code": (lambda p: rewrite_header(p, code_digest="0" * 32), {}, "graph code"),
@@ -270,31 +317,17 @@ def test_a_header_seq_past_the_databases_integers_makes_the_worker_load_from_the
         assert second.built_from_snapshot is None
 
 
-def drop_the_pred_side(taken) -> None:
-    taken.pred_counts[:] = [0] * len(taken.pred_counts)
-    taken.pred_ends.clear()
-    taken.pred_data.clear()
+def a_succ_pair_twice(taken) -> None:
+    """A CI's successors name one head twice and lack another: the counts still add up, the dict would
+    collapse the two (and the pred side, built from it, with them)."""
+    at = next(i for i, ci in enumerate(taken.ids) if taken.succ_counts[i] >= 2)
+    offset = sum(taken.succ_counts[:at])
+    taken.succ_ends[offset + 1] = taken.succ_ends[offset]
 
 
-def move_a_pred_edge(taken) -> None:
-    """web1 -> lb in succ, but on the pred side lb's entry for web1 names another CI (counts all kept)."""
-    at = taken.pred_ends.index("web1")
-    taken.pred_ends[at] = next(ci for ci in taken.ids if ci not in ("web1", taken.pred_ends[at]))
-
-
-def swap_pred_data(taken) -> None:
-    """Both sides hold the same pairs, but two pred entries carry each other's data dict."""
-    first = 0
-    other = next(i for i, d in enumerate(taken.pred_data) if d is not taken.pred_data[first])
-    taken.pred_data[first], taken.pred_data[other] = taken.pred_data[other], taken.pred_data[first]
-
-
-def a_pred_pair_twice(taken) -> None:
-    """The pred side lists one pair twice and lacks another: its counts still add up."""
-    at = next(i for i, ci in enumerate(taken.ids) if taken.pred_counts[i] >= 2)
-    offset = sum(taken.pred_counts[:at])
-    taken.pred_ends[offset + 1] = taken.pred_ends[offset]
-    taken.pred_data[offset + 1] = taken.pred_data[offset]
+def one_succ_count_more(taken) -> None:
+    """The counts add up to one edge more than the file holds (the ends and data, sized by `links`, agree)."""
+    taken.succ_counts[0] += 1
 
 
 def shorten_the_payloads(taken) -> None:
@@ -302,19 +335,16 @@ def shorten_the_payloads(taken) -> None:
 
 
 INCONSISTENT = {
-    "a pred side missing its edges": (drop_the_pred_side, "layout of pred_ends"),
-    "a pred edge on another CI": (move_a_pred_edge, "mirror"),
-    "pred edges on each other's data": (swap_pred_data, "mirror"),
-    "a pred pair twice": (a_pred_pair_twice, "twice"),
+    "a succ pair twice": (a_succ_pair_twice, "twice"),
+    "counts past the edges": (one_succ_count_more, "counts do not match"),
     "a payload short": (shorten_the_payloads, "layout of payload"),
 }
 
 
 @pytest.mark.parametrize("case", INCONSISTENT)
 def test_a_body_that_contradicts_itself_is_refused(shop, tmp_path, case):
-    """The pred side must mirror succ exactly, on the same data dicts: a file whose pred side lacked an
-    edge used to load, and the first change record touching that edge raised KeyError in the catch-up, in
-    every worker that loaded it."""
+    """A body the writer cannot have written is refused, not laid out: a graph that breaks the graph code's
+    invariants would make a later change record raise in the catch-up of every worker that loaded it."""
     edit, reason = INCONSISTENT[case]
     path = tmp_path / "graph.snapshot"
     seal(path, encoded(shop, edit))
@@ -322,14 +352,13 @@ def test_a_body_that_contradicts_itself_is_refused(shop, tmp_path, case):
         load(path)
 
 
-# parts: MAGIC, length, header, ids, payload, succ_counts, succ_ends, succ_data, pred_counts, pred_ends, ...
+# parts: MAGIC, length, header, ids, payload, succ_counts, succ_ends, succ_data, digest
 OUT_OF_RANGE = {
     "a CI index past the CIs": (6, lambda g: len(g.graph._node)),
-    "a pred CI index past the CIs": (9, lambda g: len(g.graph._node) + 7),
     "an edge data index past the table": (7, lambda g: 200),
     "a payload index past the table": (4, lambda g: 200),
 }
-SECTION_NAMES = {6: "succ_ends", 9: "pred_ends", 7: "succ_data", 4: "payload"}
+SECTION_NAMES = {6: "succ_ends", 7: "succ_data", 4: "payload"}
 
 
 @pytest.mark.parametrize("case", OUT_OF_RANGE)
@@ -353,6 +382,25 @@ def test_a_signed_index_type_is_refused(shop, tmp_path):
     layout = json.loads(content[len(snapshot.MAGIC) + 4:len(snapshot.MAGIC) + 4 + length])["layout"]
     rewrite_header(path, layout=[[name, "i" if name == "succ_ends" else code, size] for name, code, size in layout])
     with pytest.raises(SnapshotRejected, match="layout of succ_ends"):
+        load(path)
+
+
+@pytest.mark.parametrize("section", ["succ_counts", "succ_ends"])
+def test_an_index_narrower_than_the_writer_writes_is_refused(shop, tmp_path, section):
+    """A file whose arrays are narrower than the writer's own (2-byte indexes where it writes 4) is refused,
+    though its sizes add up and it is sealed: its bytes would stand for more entries, and more memory in
+    the reader, than the writer's file of the same graph."""
+    parts = encoded(shop)
+    at = 3 + snapshot.SECTIONS.index(section)  # MAGIC, header length, header, then the body's sections
+    parts[at] = array("H", parts[at])
+    head = json.loads(bytes(parts[2]))
+    head["layout"] = [[name, "H", len(parts[at]) * 2] if name == section else [name, code, size]
+                      for name, code, size in head["layout"]]
+    parts[2] = json.dumps(head).encode()
+    parts[1] = struct.pack("<I", len(parts[2]))
+    path = tmp_path / "graph.snapshot"
+    seal(path, parts)
+    with pytest.raises(SnapshotRejected, match=f"layout of {section}"):
         load(path)
 
 

@@ -15,13 +15,14 @@ map holds about 25 CIs, and 11,000 CIs are under a mapped service.
 Measured:
   1. the unchanged pass (the same batches again, as discovery's next run sends them), on the two
      databases taking turns (after one pass each not timed), `--rounds` times each: mapped / unmapped
-     time (target: within 5%);
+     time (target: within 5%), and each server process's own CPU seconds during its passes (on a shared
+     machine the wall time mostly measures waiting for the cores; the CPU time does not);
   2. a batch that changes one mapped service's edges (a new database behind one of its application
      instances, through POST /api/v1/ingest): from the ingest answer to the `service_map` change
      record that names the new member, polled every 5 ms (target: <= 100 ms), `--changes` times.
 
     python bench/service_map_bench.py [--items 100000] [--services 1000] [--backend postgresql]
-                                      [--rounds 3] [--changes 20]
+                                      [--rounds 3] [--changes 20] [--ask-during-load]
 """
 
 import argparse
@@ -101,17 +102,29 @@ def with_entry_points(items):
     return out
 
 
-def push(http: httpx.Client, items, run: str, id_of: dict) -> float:
-    started, each = time.perf_counter(), []
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def push(http: httpx.Client, items, run: str, id_of: dict, *, ask: bool = False) -> float:
+    """Seconds to push `items` in batches of 5,000; with `ask`, an impact question after each batch
+    (untimed), as a worker serving people during a load is asked: its graph catches up batch by batch."""
+    started, each, asked = time.perf_counter(), [], 0.0
     for body in batches_of(items, 5000, run, id_of):
         at = time.perf_counter()
         response = http.post("/api/v1/ingest", content=orjson.dumps(body), headers={"Content-Type": "application/json"})
         response.raise_for_status()
         id_of.update(response.json()["refs"])
         each.append(time.perf_counter() - at)
+        if ask:
+            at = time.perf_counter()
+            http.post("/api/v1/impact", json={"ci_ids": [next(iter(id_of.values()))]}).raise_for_status()
+            asked += time.perf_counter() - at
     if os.environ.get("KARTA_BENCH_BATCH_TIMES"):
         print(f"  {run}: batches " + " ".join(f"{t:.2f}" for t in each), file=sys.stderr)
-    return time.perf_counter() - started
+    return time.perf_counter() - started - asked
 
 
 def wait_mapped(url: str, services: int) -> float:
@@ -187,6 +200,10 @@ def main() -> None:
     parser.add_argument("--vacuum", action="store_true",
                         help="VACUUM ANALYZE both databases before the timed passes (what autovacuum would do in "
                              "time: the mapped one took ~13,000 more writes while it was loaded)")
+    parser.add_argument("--ask-during-load", action="store_true",
+                        help="both servers are asked an impact question after each batch of the first load, so both "
+                             "graphs grow change by change as a serving worker's does (without it only the mapped "
+                             "side's keeper walks its graph during the load; the unmapped graph is loaded whole after)")
     parser.add_argument("--control", action="store_true",
                         help="neither database's services carry entry points: the ratio two like databases "
                              "served side by side give (the noise floor of the first measure)")
@@ -208,6 +225,7 @@ def main() -> None:
                            ).strip().splitlines()[-1]
             sides[side] = (url, env, secret, data)
         results: dict[str, list[float]] = {"mapped": [], "unmapped": []}
+        server_cpu: dict[str, list[float]] = {"mapped": [], "unmapped": []}
         follow: list[float] = []
         with served(sides["mapped"][1], REPO) as mapped_base, served(sides["unmapped"][1], REPO) as unmapped_base:
             bases = {"mapped": mapped_base, "unmapped": unmapped_base}
@@ -215,7 +233,7 @@ def main() -> None:
                                           headers={"Authorization": f"Bearer {sides[side][2]}"}) for side in sides}
             ids: dict[str, dict] = {"mapped": {}, "unmapped": {}}
             for side in ("mapped", "unmapped"):
-                seconds = push(clients[side], sides[side][3], "load", ids[side])
+                seconds = push(clients[side], sides[side][3], "load", ids[side], ask=args.ask_during_load)
                 print(f"{side}: first load {seconds:.1f} s", file=sys.stderr)
             if args.keeper_off and mapped_services:
                 karta_command(sides["mapped"][1], REPO)("db", "map-services")
@@ -231,14 +249,18 @@ def main() -> None:
                 for side in sides:
                     vacuum(sides[side][0])
 
-            def timed_rounds(timed: dict[str, httpx.Client]) -> None:
+            def timed_rounds(timed: dict[str, httpx.Client], pids: dict[str, int]) -> None:
                 for n in range(args.rounds):
                     order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
                     for side in order:
                         settle(sides[side][0])
+                        cpu = cpu_seconds(pids[side])
                         seconds = push(timed[side], sides[side][3], f"again-{n}", ids[side])
+                        cpu = cpu_seconds(pids[side]) - cpu
                         results[side].append(seconds)
-                        print(f"round {n}: {side} unchanged pass {seconds:.2f} s", file=sys.stderr)
+                        server_cpu[side].append(cpu)
+                        print(f"round {n}: {side} unchanged pass {seconds:.2f} s, its server's CPU {cpu:.2f} s",
+                              file=sys.stderr)
 
             if args.restart:  # fresh processes on the same databases: each loads its graph whole
                 with served(sides["mapped"][1], REPO) as again_mapped, served(sides["unmapped"][1], REPO) as again_unmapped:
@@ -248,11 +270,11 @@ def main() -> None:
                     for side in ("mapped", "unmapped"):
                         fresh[side].post("/api/v1/impact", json={"ci_ids": [ids[side]["m-0-db-host"]]}).raise_for_status()
                         push(fresh[side], sides[side][3], "warm-again", ids[side])
-                    timed_rounds(fresh)
+                    timed_rounds(fresh, {"mapped": again_mapped.process.pid, "unmapped": again_unmapped.process.pid})
                     for client in fresh.values():
                         client.close()
             else:
-                timed_rounds(clients)
+                timed_rounds(clients, {side: bases[side].process.pid for side in bases})
             if not args.control and not args.keeper_off and not args.restart:
                 follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
             for client in clients.values():
@@ -266,9 +288,10 @@ def main() -> None:
     mapped_s, unmapped_s = statistics.mean(results["mapped"]), statistics.mean(results["unmapped"])
     follow = sorted(follow) or [float("nan")]
     ratios = [m / u for m, u in zip(results["mapped"], results["unmapped"])]
+    cpu_ratios = [m / u for m, u in zip(server_cpu["mapped"], server_cpu["unmapped"])]
     lines = [f"Service maps, {args.items:,} items, {mapped_services:,} mapped services, {args.backend}, "
              f"`karta serve` with one worker each, batches of 5,000" + (" (control: nothing mapped)" if args.control else "")
-             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else "") + (" (restarted)" if args.restart else ""),
+             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else "") + (" (restarted)" if args.restart else "") + (" (both asked during the load)" if args.ask_during_load else ""),
              "", "| measure | value |", "|---|---:|",
              f"| unchanged pass, mapped (mean of {args.rounds}) | {mapped_s:.2f} s |",
              f"| unchanged pass, unmapped (mean of {args.rounds}) | {unmapped_s:.2f} s |",
@@ -277,6 +300,14 @@ def main() -> None:
              # machine whose load drifts between rounds.
              f"| mapped / unmapped per round, median (min-max) | {statistics.median(ratios):.3f} "
              f"({min(ratios):.3f}-{max(ratios):.3f}) |",
+             # The server process's own CPU seconds (user + system) during each pass: on a machine others
+             # share, far less disturbed than the wall time (which waits for the cores), though caches
+             # and frequency are shared still. PostgreSQL's work is not in it (the same on both sides).
+             f"| server CPU per unchanged pass, mapped / unmapped (means) | {statistics.mean(server_cpu['mapped']):.2f} s / "
+             f"{statistics.mean(server_cpu['unmapped']):.2f} s = "
+             f"{statistics.mean(server_cpu['mapped']) / statistics.mean(server_cpu['unmapped']):.3f} |",
+             f"| same, per round, median (min-max) | {statistics.median(cpu_ratios):.3f} "
+             f"({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}) |",
              f"| a one-service batch's map current after its answer, p50 | {statistics.median(follow):.0f} ms |",
              f"| same, p90 | {follow[int(0.9 * (len(follow) - 1))]:.0f} ms |",
              f"| same, max of {len(follow)} | {follow[-1]:.0f} ms |",

@@ -11,6 +11,13 @@ from sqlalchemy.engine import make_url
 PG_URL = os.environ.get("KARTA_BENCH_POSTGRES_URL", "postgresql+psycopg://@127.0.0.1:5432/test")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/<pid>/stat, fields 14 and 15): what a
+    server's work cost, whatever else the (shared) machine ran meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fresh_database(backend: str, name: str, workdir: Path) -> str:
     """The URL of an empty database named `name`: a file in `workdir`, or a PostgreSQL database made anew."""
     if backend == "sqlite":

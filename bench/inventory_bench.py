@@ -38,7 +38,7 @@ from app.core.db import make_engine
 from app.services import tokens
 from app.services.history import UnitOfWork
 from bench.api_bench import load, make_token
-from bench.common import PG_URL, fresh_database, served, settle
+from bench.common import PG_URL, cpu_seconds, fresh_database, served, settle
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENVIRONMENTS = ["prod"] * 5 + ["stage"] * 2 + ["dev"] * 3
@@ -128,13 +128,6 @@ def generate(hosts: int, rng: random.Random) -> Estate:
     for service in services[SHARED_SERVICES::10]:
         estate.relate(service, "depends_on", services[rng.randrange(SHARED_SERVICES)])
     return estate
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process: what the request cost the server, whatever else the
-    (shared) machine ran meanwhile."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed_get(client: httpx.Client, url: str, pid: int) -> tuple[float, float, int, dict]:

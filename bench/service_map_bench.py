@@ -41,7 +41,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import drop_database, fresh_database, karta_command, served, settle, vacuum
+from bench.common import cpu_seconds, drop_database, fresh_database, karta_command, served, settle, vacuum
 from bench.ingest_bench import batches_of, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,12 +100,6 @@ def with_entry_points(items):
             item = {**item, "attributes": {**item["attributes"], "entry_points": [f"svc{n}-web.example.com:443"]}}
         out.append((item, rels))
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (/proc/<pid>/stat, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def push(http: httpx.Client, items, run: str, id_of: dict, *, ask: bool = False) -> float:

@@ -269,6 +269,10 @@ def graph_snapshot(
 ) -> None:
     """Write the impact graph snapshot now: the graph loaded from the database as a worker loads it, written
     as the workers write it (run it before starting workers, so that they start from it)."""
+    import pwd
+
+    from sqlalchemy.exc import DBAPIError
+
     from app.core import migrations
     from app.core.config import get_settings
     from app.services.live_graph import LiveGraph, SnapshotNotWritten
@@ -278,10 +282,6 @@ def graph_snapshot(
     if directory is None:
         typer.echo("No snapshot directory: pass --directory or set KARTA_GRAPH_SNAPSHOT_DIR.", err=True)
         raise typer.Exit(2)
-    import pwd
-
-    from sqlalchemy.exc import DBAPIError
-
     try:
         with _database() as engine:
             current, head = migrations.current_revision(engine), migrations.head_revision()

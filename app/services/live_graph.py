@@ -240,7 +240,7 @@ class LiveGraph:
         """The graph of the snapshot file, caught up to the last committed change; None (logged) when
         snapshots are off, there is none, it is not to be trusted or it is too far behind."""
         path = self.snapshot_path
-        if path is None or not _usable_directory(path.parent, create=False):
+        if path is None or _directory_refused(path.parent, create=False) is not None:
             return None
         if not path.exists():
             log.info("no impact graph snapshot at %s yet: loading from the database", path)
@@ -327,8 +327,9 @@ class LiveGraph:
         if path is None or self._graph is None:
             self.snapshot_skipped = "no snapshot directory" if path is None else "the graph is not built"
             return None
-        if not _usable_directory(path.parent, create=True):
-            self.snapshot_skipped = directory_problem(path.parent, create=True) or "the directory is not usable"
+        problem = _directory_refused(path.parent, create=True)
+        if problem is not None:
+            self.snapshot_skipped = problem
             return None
         writers = snapshot_file.writer_lock(path)
         try:
@@ -542,12 +543,12 @@ class SnapshotNotWritten(Exception):
     """LiveGraph.write_from_database wrote nothing; the message says why."""
 
 
-def _usable_directory(directory: Path, *, create: bool) -> bool:
-    """Whether snapshots may be read from and written to `directory` (directory_problem), the problem logged."""
+def _directory_refused(directory: Path, *, create: bool) -> str | None:
+    """directory_problem, logged unless the directory is merely missing."""
     problem = directory_problem(directory, create=create)
     if problem is not None and problem != "missing":
         log.warning("impact graph snapshots off: %s", problem)
-    return problem is None
+    return problem
 
 
 def directory_problem(directory: Path, *, create: bool) -> str | None:

@@ -44,6 +44,15 @@ SHOP_RELATIONSHIPS = (
 )
 
 
+def mirrored(g: ImpactGraph) -> bool:
+    """Whether the pred side holds exactly the succ side's edges, each on the very same data dict, and both
+    sides list the CIs in the graph's order."""
+    G = g.graph
+    return ({(u, v, id(d)) for u, nbrs in G._succ.items() for v, d in nbrs.items()}
+            == {(u, v, id(d)) for v, nbrs in G._pred.items() for u, d in nbrs.items()}
+            and list(G._pred) == list(G._succ) == list(G._node))
+
+
 def build(cis, relationships, semantics=None) -> ImpactGraph:
     g = ImpactGraph(semantics or SEMANTICS)
     g.bulk_load(cis, relationships)

@@ -19,7 +19,7 @@ import pytest
 from graph import ImpactGraph, RelationshipSemantics, snapshot
 from graph.semantics import COVERED_KEY, TYPES_KEY
 from graph.snapshot import SnapshotRejected
-from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build
+from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build, mirrored
 
 SCHEMA = "0042_head"
 EXTRA = [
@@ -55,14 +55,6 @@ def layout(g: ImpactGraph):
             [(u, [(v, sorted(d[TYPES_KEY]), d[COVERED_KEY]) for v, d in G._succ[u].items()]) for u in G._succ],
             [(v, sorted((u, sorted(d[TYPES_KEY]), d[COVERED_KEY]) for u, d in G._pred[v].items())) for v in G._pred],
             g.applied_seq)
-
-
-def mirrored(g: ImpactGraph) -> bool:
-    """Whether the pred side holds exactly the succ side's edges, each on the very same data dict."""
-    G = g.graph
-    return ({(u, v, id(d)) for u, nbrs in G._succ.items() for v, d in nbrs.items()}
-            == {(u, v, id(d)) for v, nbrs in G._pred.items() for u, d in nbrs.items()}
-            and list(G._pred) == list(G._succ) == list(G._node))
 
 
 def answers(g: ImpactGraph) -> list:

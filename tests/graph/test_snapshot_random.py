@@ -14,7 +14,7 @@ from graph import providers as providers_mod
 from graph import reach, snapshot
 from graph.propagation import spare_members
 from graph.semantics import COVERED_KEY, TYPES_KEY, KIND_KEY
-from tests.graph.conftest import SEMANTICS, build
+from tests.graph.conftest import SEMANTICS, build, mirrored
 
 TYPES = sorted(SEMANTICS)
 
@@ -29,10 +29,7 @@ def content(g):
 
 def invariants(g):
     G, types = g.graph, g._types
-    assert list(G._node) == list(G._succ) == list(G._pred)
-    es = {(u, v, id(d)) for u, n in G._succ.items() for v, d in n.items()}
-    ep = {(u, v, id(d)) for v, n in G._pred.items() for u, d in n.items()}
-    assert es == ep
+    assert mirrored(g)
     for n in G._succ.values():
         for d in n.values():
             assert d is (types.covered if d[COVERED_KEY] else types.of)(d[TYPES_KEY])

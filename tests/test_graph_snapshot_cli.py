@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from app.services.live_graph import SNAPSHOT_FILE
-from tests.server import KARTA
+from tests.server import KARTA, free_port
 from tests.test_graph_snapshot_service import content, estate, from_the_database, worker
 from tests.test_live_graph import impacted_names, last_seq
 
@@ -72,11 +72,7 @@ def test_a_database_with_no_change_recorded_gets_no_snapshot(database_url, tmp_p
 
 def test_an_unreachable_database_fails_in_one_line_and_writes_nothing(tmp_path):
     """A database error (here PostgreSQL on a port nothing listens on) says so in a line, no traceback."""
-    import socket
-
-    with socket.socket() as probe:  # a loopback port just free: a connection there is refused at once
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a loopback port just free: a connection there is refused at once
     done = karta_graph_snapshot(f"postgresql+psycopg://karta@127.0.0.1:{port}/nothing", "--directory",
                                 str(tmp_path / "graph"))
     assert done.returncode == 1, done.stdout

@@ -18,6 +18,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def memory_mib(pid: int | str = "self") -> tuple[float, float]:
+    """A process's resident memory and its peak so far, MiB (/proc/<pid>/status VmRSS and VmHWM; nan
+    when the process is gone or the kernel does not say)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return float("nan"), float("nan")
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+
+    def mib(name: str) -> float:
+        return int(fields[name].split()[0]) / 1024 if name in fields else float("nan")
+
+    return mib("VmRSS"), mib("VmHWM")
+
+
 def fresh_database(backend: str, name: str, workdir: Path) -> str:
     """The URL of an empty database named `name`: a file in `workdir`, or a PostgreSQL database made anew."""
     if backend == "sqlite":

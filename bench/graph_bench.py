@@ -29,6 +29,8 @@ from graph import ImpactGraph  # noqa: E402
 from graph_measures import Report, measure_all  # noqa: E402
 from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
+from bench.common import memory_mib  # noqa: E402
+
 SCHEMA = """
 DROP TABLE IF EXISTS impact_edge, ci, bench_meta;
 CREATE TABLE ci (id uuid PRIMARY KEY, ci_class text NOT NULL, min_members integer);
@@ -103,11 +105,6 @@ def load_graph(args) -> ImpactGraph:
     return g
 
 
-def rss_mib() -> tuple[float, float]:
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cis", type=int, default=1_000_000)
@@ -137,7 +134,7 @@ def main() -> None:
     t0 = time.perf_counter()
     g = load_graph(args)
     load_s = time.perf_counter() - t0
-    rss, peak = rss_mib()
+    rss, peak = memory_mib()
     report.add("start-up load (PostgreSQL rows -> bulk_load)", f"{load_s:.1f} s", "<= 60 s", load_s <= 60)
     report.add("resident memory after load (peak)", f"{rss:,.0f} MiB ({peak:,.0f} MiB)", "<= 4096 MiB", peak <= 4096)
     report.add("graph size", f"{len(g):,} CIs, {g.number_of_relationships():,} relationships")

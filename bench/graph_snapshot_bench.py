@@ -47,7 +47,7 @@ from app.core.db import make_engine, read_transaction  # noqa: E402
 from app.models import ConfigurationItem, Relationship  # noqa: E402
 from app.services.live_graph import CAPTURE_TRIES, SNAPSHOT_FILE, LiveGraph, min_members_of  # noqa: E402
 from app.services.registry import RegistryCache  # noqa: E402
-from bench.common import PG_URL, drop_database, fresh_database, served  # noqa: E402
+from bench.common import PG_URL, drop_database, fresh_database, memory_mib, served  # noqa: E402
 from graph import ImpactGraph, snapshot  # noqa: E402
 
 DATABASE = "karta_snapshot_bench"
@@ -94,12 +94,6 @@ def timed(work) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     work()
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def resident_bytes() -> int:
-    """This process's resident memory (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def stream_then_load(live: LiveGraph, semantics) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -225,10 +219,10 @@ def main() -> None:
         # freed memory, so only their times are kept (--load-rounds).
         loads, held = [], []
         for _ in range(args.load_rounds):
-            before, wall, cpu = resident_bytes(), time.perf_counter(), time.process_time()
+            before, wall, cpu = memory_mib()[0], time.perf_counter(), time.process_time()
             graph, _ = snapshot.load(snapshots / SNAPSHOT_FILE, semantics, schema_revision=live.schema_revision())
             loads.append((time.perf_counter() - wall, time.process_time() - cpu))
-            held.append(resident_bytes() - before)
+            held.append((memory_mib()[0] - before) * 2**20)
             del graph
             gc.unfreeze()
             gc.collect()

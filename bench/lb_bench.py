@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from app.core.db import make_engine
 from app.services import tokens
 from app.services.history import UnitOfWork
-from bench.common import PG_URL, fresh_database, served
+from bench.common import PG_URL, fresh_database, memory_mib, served
 from tests.test_load_balancer import Nginx, LagProbes, children, percentile, pin_workers
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,13 +76,6 @@ def token(url: str) -> str:
 def pin_all(servers, workers: int, secret: str, timeout: float = 60):
     return [w for s in servers for w in pin_workers(s.process.pid, int(s.rsplit(":", 1)[1]), workers, secret,
                                                     timeout=timeout)]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class PacedProbes(LagProbes):
@@ -198,9 +191,9 @@ def main() -> None:
                 probes.wait_all_saw(last, 30)
                 time.sleep(1)  # stragglers of earlier writes
                 seen, errors, answered = dict(probes.seen), list(probes.errors), dict(probes.answers)
-        memory = {w.pid: rss_mib(w.pid) for w in workers}
-        supervisors = {s.process.pid: rss_mib(s.process.pid) for s in servers}
-        helpers = {pid: rss_mib(pid) for s in servers for pid in children(s.process.pid)
+        memory = {w.pid: memory_mib(w.pid)[0] for w in workers}
+        supervisors = {s.process.pid: memory_mib(s.process.pid)[0] for s in servers}
+        helpers = {pid: memory_mib(pid)[0] for s in servers for pid in children(s.process.pid)
                    if pid not in memory}
         for worker in workers:
             worker.close()

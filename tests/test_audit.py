@@ -6,7 +6,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
 
 from app.services import changes as change_service
 from app.services import relationships

@@ -5,7 +5,6 @@ problem+json 4xx that changes nothing and writes no record; nothing answers 500.
 A mutating route added without an entry in CONTRACT fails test_contract_covers_every_mutating_route.
 """
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable

@@ -13,7 +13,6 @@ The web shop (also built by test_browser_impact.py, through a running server's A
 import csv
 import html
 import io
-import json
 import re
 import shutil
 

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from app.web.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE
-from tests.conftest import create_tokens
 
 
 def login_csrf(client) -> str:

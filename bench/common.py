@@ -18,6 +18,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults a process has taken so far (/proc/<pid>/stat field 10): pages it touched for the
+    first time, or again after the allocator gave them back."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def memory_mib(pid: int | str = "self") -> tuple[float, float]:
     """A process's resident memory and its peak so far, MiB (/proc/<pid>/status VmRSS and VmHWM; nan
     when the process is gone or the kernel does not say)."""

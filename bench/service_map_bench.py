@@ -41,7 +41,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cpu_seconds, drop_database, fresh_database, karta_command, served, settle, vacuum
+from bench.common import (cpu_seconds, drop_database, fresh_database, karta_command, memory_mib, minor_faults, served,
+                          settle, vacuum)
 from bench.ingest_bench import batches_of, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -191,6 +192,9 @@ def main() -> None:
     parser.add_argument("--restart", action="store_true",
                         help="time the unchanged passes on two fresh servers started after the mapping (each "
                              "loads its graph whole; the first ones stay up, idle)")
+    parser.add_argument("--then-restart", action="store_true",
+                        help="time the rounds on the servers that went through the load, then the same rounds on two "
+                             "fresh servers started on the same databases: the four processes compared in one run")
     parser.add_argument("--vacuum", action="store_true",
                         help="VACUUM ANALYZE both databases before the timed passes (what autovacuum would do in "
                              "time: the mapped one took ~13,000 more writes while it was loaded)")
@@ -220,6 +224,9 @@ def main() -> None:
             sides[side] = (url, env, secret, data)
         results: dict[str, list[float]] = {"mapped": [], "unmapped": []}
         server_cpu: dict[str, list[float]] = {"mapped": [], "unmapped": []}
+        # per process kind ("loaded": went through the load; "fresh": started after it) and side: CPU s,
+        # minor faults and resident MiB after each pass
+        passes: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
         follow: list[float] = []
         with served(sides["mapped"][1], REPO) as mapped_base, served(sides["unmapped"][1], REPO) as unmapped_base:
             bases = {"mapped": mapped_base, "unmapped": unmapped_base}
@@ -243,20 +250,24 @@ def main() -> None:
                 for side in sides:
                     vacuum(sides[side][0])
 
-            def timed_rounds(timed: dict[str, httpx.Client], pids: dict[str, int]) -> None:
+            def timed_rounds(timed: dict[str, httpx.Client], pids: dict[str, int], kind: str = "loaded") -> None:
                 for n in range(args.rounds):
                     order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
                     for side in order:
                         settle(sides[side][0])
-                        cpu = cpu_seconds(pids[side])
+                        cpu, faults = cpu_seconds(pids[side]), minor_faults(pids[side])
                         seconds = push(timed[side], sides[side][3], f"again-{n}", ids[side])
-                        cpu = cpu_seconds(pids[side]) - cpu
-                        results[side].append(seconds)
-                        server_cpu[side].append(cpu)
-                        print(f"round {n}: {side} unchanged pass {seconds:.2f} s, its server's CPU {cpu:.2f} s",
-                              file=sys.stderr)
+                        cpu, faults = cpu_seconds(pids[side]) - cpu, minor_faults(pids[side]) - faults
+                        passes.setdefault((kind, side), []).append((cpu, faults, memory_mib(pids[side])[0]))
+                        if kind == "loaded" or args.restart:
+                            results[side].append(seconds)
+                            server_cpu[side].append(cpu)
+                        print(f"round {n}: {kind} {side} unchanged pass {seconds:.2f} s, its server's CPU {cpu:.2f} s, "
+                              f"{faults} minor faults", file=sys.stderr)
 
-            if args.restart:  # fresh processes on the same databases: each loads its graph whole
+            if args.then_restart:
+                timed_rounds(clients, {side: bases[side].process.pid for side in bases})
+            if args.restart or args.then_restart:  # fresh processes on the same databases: each loads its graph whole
                 with served(sides["mapped"][1], REPO) as again_mapped, served(sides["unmapped"][1], REPO) as again_unmapped:
                     fresh = {side: httpx.Client(base_url=base, timeout=600,
                                                 headers={"Authorization": f"Bearer {sides[side][2]}"})
@@ -264,12 +275,12 @@ def main() -> None:
                     for side in ("mapped", "unmapped"):
                         fresh[side].post("/api/v1/impact", json={"ci_ids": [ids[side]["m-0-db-host"]]}).raise_for_status()
                         push(fresh[side], sides[side][3], "warm-again", ids[side])
-                    timed_rounds(fresh, {"mapped": again_mapped.process.pid, "unmapped": again_unmapped.process.pid})
+                    timed_rounds(fresh, {"mapped": again_mapped.process.pid, "unmapped": again_unmapped.process.pid}, "fresh")
                     for client in fresh.values():
                         client.close()
             else:
                 timed_rounds(clients, {side: bases[side].process.pid for side in bases})
-            if not args.control and not args.keeper_off and not args.restart:
+            if not args.control and not args.keeper_off and not args.restart and not args.then_restart:
                 follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
             for client in clients.values():
                 client.close()
@@ -306,6 +317,12 @@ def main() -> None:
              f"| same, p90 | {follow[int(0.9 * (len(follow) - 1))]:.0f} ms |",
              f"| same, max of {len(follow)} | {follow[-1]:.0f} ms |",
              f"| every service mapped, after the first load | {mapped_in:.0f} s |"]
+    # Each server process's own cost per pass: the servers that went through the load, and (with
+    # --restart or --then-restart) the ones started after it on the same databases.
+    for (kind, side), rows in sorted(passes.items()):
+        lines.append(f"| {kind} {side} server per pass: CPU, minor faults (means); resident after | "
+                     f"{statistics.mean(r[0] for r in rows):.2f} s, {statistics.mean(r[1] for r in rows):,.0f}; "
+                     f"{rows[-1][2]:,.0f} MiB |")
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)

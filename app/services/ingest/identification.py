@@ -5,7 +5,8 @@ The rules, in the order they apply:
 1. An item's identifiers are read through its class family's identification rules (strongest first:
    for hosts serial number, product UUID, machine-id, fqdn, MAC) after normalization; junk values
    ("Default string", zero UUIDs and MACs, loopback and link-local addresses, "localhost") are dropped
-   and identify nothing. An item left with no usable identifier is an error for that item.
+   and identify nothing. An item left with no usable identifier is an error for that item. They are
+   looked up in the class's identity family: a `server` and a `network_device` are one namespace.
 2. Items of one batch that share a strong identifier are one machine: they become one CI.
 3. The identifier index is asked once for every value of the batch. If the item's strong identifiers
    lead to exactly one CI, that is the item. If they lead to several different CIs, nothing is guessed
@@ -15,8 +16,10 @@ The rules, in the order they apply:
    - an item that knows nothing but an address (an nmap sighting) is the CI that currently holds that
      address, whichever source reported it;
    - an item with strong identifiers that match nothing takes over a CI that was only ever known by
-     that address (the nmap sighting that came first) — but never a CI that has strong identifiers of
-     its own: that is another machine, and the address has moved to this one.
+     that address (the nmap sighting that came first), or whose strong identifiers are all values the
+     item reports (nmap's sighting of a router's interface MAC, which the router reports as a
+     secondary MAC: app.services.identity.SECONDARY) — but never a CI that has other strong
+     identifiers of its own: that is another machine, and the address has moved to this one.
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
 5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI
@@ -37,7 +40,7 @@ from app.services.identity import held_values, identifying_facts
 from app.services.registry import ClassInfo, Registry
 from app.services.storable import storable_problem
 
-Triple = tuple[str, str, str]  # (family, key, normalized value)
+Triple = tuple[str, str, str]  # (identity family, key, normalized value)
 
 
 @dataclass
@@ -102,8 +105,9 @@ def plan_items(registry: Registry, items: Iterable[tuple[int, IngestItem]], sure
             refuse(_CHECKED_FIELDS.get(where, where.replace("item.3", "attributes", 1)), reason)
             continue
         identifying = identifying_facts(item.name, item.environment, facts)
-        strong = [(cls.family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
-        held = [(cls.family, k, v) for k, v in held_values(cls, facts)]
+        family = cls.identity_family  # server and network_device share one (app.services.registry)
+        strong = [(family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
+        held = [(family, k, v) for k, v in held_values(cls, facts)]
         if not strong and not held:
             usable = [" + ".join(rule) for rule in cls.effective_rules] + list(cls.effective_held)
             refuse("identifiers",
@@ -173,11 +177,11 @@ def non_unique_held(items: list[PlannedItem]) -> set[Triple]:
 def resolve(
     group: list[PlannedItem],
     index: dict[Triple, Any],
-    strongly_identified: set[Any],
+    strongly_identified: dict[Any, set[Triple]],
     ignored_held: set[Triple],
 ) -> Resolution:
     """Rules 3-5 for one group. `index` maps each triple found to its CI; `strongly_identified` holds
-    the CIs (among those found by a held value) that have strong identifiers of their own."""
+    the strong identifiers of the CIs found by a held value that have some."""
     strong = [triple for item in group for triple in item.strong]
     held = [triple for item in group for triple in item.held if triple not in ignored_held]
     strong_matches = {index[t] for t in strong if t in index}
@@ -188,8 +192,9 @@ def resolve(
         return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
     held_matches = {index[t] for t in held if t in index}
     if strong:
-        # Only a CI known by nothing but the address may become this machine.
-        held_matches -= strongly_identified
+        # Only a CI known by nothing but values this machine reports may become it.
+        reported = {*strong, *held}
+        held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported}
     if len(held_matches) > 1:
         return Resolution(group, conflict=sorted(str(ci) for ci in held_matches))
     if held_matches:

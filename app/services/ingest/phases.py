@@ -235,9 +235,10 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     Karta made (`karta_group`: app.services.group_identity)."""
     ci_id, cls = row["id"], resolution.items[0].cls
     stored_cls = registry.classes.get(row["ci_class"], cls)
-    # The more specific class wins (an SSH agent knows it is a virtual_machine; nmap says server).
-    new_class = cls if cls.name in stored_cls.descendants and cls.name != stored_cls.name else stored_cls
+    new_class = class_after(precedence, stored_cls, cls, source, row["provenance"])
     name, attributes, provenance = row["name"], row["attributes"], row["provenance"]
+    if new_class.family != stored_cls.family:
+        provenance = {**provenance, CLASS_FIELD: {"source": source, "at": now.isoformat()}}
     diff: dict[str, list[Any]] = {}
     provenance_changed = False
     for item in resolution.items:
@@ -266,6 +267,48 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
         changes.records.append(("ci", ci_id, "update", dict(sorted(diff.items()))))
     changes.versions[ci_id] = version
     return "updated" if diff else "unchanged"
+
+
+CLASS_FIELD = "class"  # the provenance entry, and the precedence attribute, of a CI's class
+
+
+def class_owner(precedence: PrecedenceTable, stored_cls: ClassInfo, provenance: Any) -> str | None:
+    """The source a CI's class is known from: the one that set it across families (its stamp under
+    CLASS_FIELD: a person's edit, ingest's change below), else the highest-ranked source (by the
+    precedence of 'class') that set any of its fields: the source that created it, or one above it that
+    has reported on it since (and so did not contradict the class, or would have changed it)."""
+    if not isinstance(provenance, dict):
+        return None
+    stamp = provenance.get(CLASS_FIELD)
+    if isinstance(stamp, dict) and isinstance(stamp.get("source"), str):
+        return stamp["source"]
+    best = None
+    for stamp in provenance.values():
+        source = stamp.get("source") if isinstance(stamp, dict) else None
+        if isinstance(source, str) and (best is None or not precedence.may_overwrite(stored_cls, CLASS_FIELD, best,
+                                                                                      source)):
+            best = source
+    return best
+
+
+def class_after(precedence: PrecedenceTable, stored_cls: ClassInfo, reported: ClassInfo, source: str,
+                provenance: Any) -> ClassInfo:
+    """The class a stored CI has after `source` reports it as `reported`.
+
+    Within a family the more specific class wins, whoever says it (an SSH agent knows it is a
+    virtual_machine; nmap says server), and an ancestor or a sibling never replaces it. Across the
+    families of one identity domain (app.services.registry: nmap's `server`, SNMP's `network_device`)
+    the source precedence of the attribute 'class' decides, both ways: the reporter changes the class
+    when it ranks at or above the source the class is known from (class_owner). By default
+    manual > ssh > snmp > nmap: SNMP's network_device replaces nmap's guess and nmap never undoes it; a
+    server SSH or a person knows stays one; SSH or a person saying otherwise later wins."""
+    if reported.name == stored_cls.name or reported.name in stored_cls.descendants:
+        return reported
+    if reported.family == stored_cls.family:
+        return stored_cls
+    if precedence.may_overwrite(stored_cls, CLASS_FIELD, source, class_owner(precedence, stored_cls, provenance)):
+        return reported
+    return stored_cls
 
 
 def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, found: Identification, changes: Changes,

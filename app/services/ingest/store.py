@@ -51,12 +51,16 @@ def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple
     return {(family, key, value): ci_id for family, key, value, ci_id in rows}
 
 
-def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set[str]) -> set[uuid.UUID]:
-    """Those of `ci_ids` that hold some identifier other than a held one."""
+def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set[str]) -> dict[uuid.UUID, set[Triple]]:
+    """The identifiers other than held ones of those of `ci_ids` that have some."""
     if not ci_ids:
-        return set()
-    query = select(IDENT.c.ci_id).where(id_in(conn, IDENT.c.ci_id, ci_ids), IDENT.c.key.not_in(sorted(held_keys) or [""]))
-    return set(conn.execute(query.distinct()).scalars())
+        return {}
+    query = select(IDENT.c.family, IDENT.c.key, IDENT.c.value, IDENT.c.ci_id).where(
+        id_in(conn, IDENT.c.ci_id, ci_ids), IDENT.c.key.not_in(sorted(held_keys) or [""]))
+    found: dict[uuid.UUID, set[Triple]] = {}
+    for family, key, value, ci_id in conn.execute(query):
+        found.setdefault(ci_id, set()).add((family, key, value))
+    return found
 
 
 def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:

@@ -119,6 +119,9 @@ class DeviceFacts:
     uptime_seconds: int | None = None
     contact: str | None = None
     location: str | None = None
+    services: int | None = None  # sysServices (0-127)
+    capabilities: tuple[str, ...] = ()  # its own LLDP enabled capabilities (lldpLocSysCapEnabled)
+    bridge_ports: int = 0  # BRIDGE-MIB ports mapped to an interface (dot1dBasePortIfIndex rows)
     chassis_mac: str | None = None
     serial_number: str | None = None  # the first top-level chassis's (parse._entity says why that one)
     chassis: list[Chassis] = field(default_factory=list)
@@ -130,6 +133,25 @@ class DeviceFacts:
     forwarding: list[ForwardingEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)  # tables or lists a bound cut short: a partial walk
+
+
+DATALINK, INTERNET, HOST_LAYERS = 0x02, 0x04, 0x08 | 0x40  # sysServices bits: layers 2, 3; 4 and 7
+
+
+def forwarding_evidence(facts: DeviceFacts) -> list[str]:
+    """Why the device is a network device (switches or routes frames), empty when nothing says so: its
+    sysServices has the datalink or internet layer (a host's agent says 72, end-to-end + applications),
+    its own LLDP says bridge or router is enabled, or BRIDGE-MIB maps bridge ports to its interfaces.
+    Answering SNMP is no evidence: net-snmp runs on Linux and Windows servers too."""
+    found = []
+    if facts.services is not None and facts.services & (DATALINK | INTERNET):
+        found.append(f"sysServices {facts.services}")
+    enabled = sorted({"bridge", "router"} & set(facts.capabilities))
+    if enabled:
+        found.append(f"LLDP {'+'.join(enabled)} enabled")
+    if facts.bridge_ports:
+        found.append(f"{facts.bridge_ports} bridge ports")
+    return found
 
 
 @dataclass

@@ -48,6 +48,7 @@ def switch_walk() -> dict:
         oids.SYS_CONTACT: b"netops@example.org\x1b[31m",
         oids.SYS_NAME: b"sw1",
         oids.SYS_LOCATION: b"rack 1",
+        oids.SYS_SERVICES: 6,
         oids.LLDP_LOC_CHASSIS_SUBTYPE: 4,
         oids.LLDP_LOC_CHASSIS_ID: mac_bytes(SW1),
     }
@@ -178,6 +179,7 @@ def test_oid_text():
 # ---- batch --------------------------------------------------------------------------------------------
 
 def device(target: str, name: str, chassis: str | None, **more) -> DeviceResult:
+    more.setdefault("services", 6)  # datalink + internet: a switch that routes (models.forwarding_evidence)
     return DeviceResult(target, "ok", DeviceFacts(target, system_name=name, chassis_mac=chassis, vendor="Cisco",
                                                   **more))
 
@@ -267,7 +269,10 @@ def test_batch_forwarding_entry_confirms_only_hosts_it_knows():
 
 
 def _router_walk(name: str, interfaces: list[tuple[str, str, int]]) -> dict:
-    walk = {oids.SYS_NAME: name.encode(), oids.SYS_DESCR: b"Linux router (keepalived, use_vmac)"}
+    # sysServices 78 (physical, datalink, internet, end-to-end, applications): a router's agent configured
+    # as one (net-snmp's `sysservices`); its default, 72, says host (models.forwarding_evidence)
+    walk = {oids.SYS_NAME: name.encode(), oids.SYS_DESCR: b"Linux router (keepalived, use_vmac)",
+            oids.SYS_SERVICES: 78}
     for index, (ifname, address, kind) in enumerate(interfaces, 1):
         walk.update(dict([col(oids.IF_DESCR, [index], ifname.encode()),
                           col(oids.IF_PHYS_ADDRESS, [index], mac_bytes(address)), col(oids.IF_TYPE, [index], kind)]))

@@ -1,0 +1,169 @@
+"""Hosts are one identity domain (issue #15): what nmap, SSH and SNMP report of one box is one CI, and
+its class follows source precedence both ways (app.services.ingest.phases.class_after), on SQLite and
+PostgreSQL, through the real ingest API; and migration 0016 merges the duplicates made before it."""
+
+import uuid
+
+import sqlalchemy as sa
+
+from app.core import migrations
+from app.core.db import make_engine
+from discovery.snmp.batch import build_snmp_batch
+from discovery.snmp.models import DeviceFacts, DeviceInterface, DeviceResult
+from tests.test_ingest import batch, push
+
+CHASSIS, PORT_MAC, OTHER = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"
+
+
+def nmap_host(mac, address="10.0.0.1"):
+    return {"ref": "n", "class": "server", "name": address, "identifiers": {"mac_address": [mac],
+                                                                          "ip_address": [address]}, "attributes": {}}
+
+
+def snmp_device(chassis=CHASSIS, secondary=(PORT_MAC,), name="sw1"):
+    attributes = {"vendor": "Cisco"}
+    if secondary:
+        attributes["interface_mac"] = list(secondary)
+    return {"ref": "d", "class": "network_device", "name": name, "identifiers": {"mac_address": [chassis]},
+            "attributes": attributes}
+
+
+def ssh_host(mac=CHASSIS):
+    return {"ref": "s", "class": "server", "name": "web-1", "identifiers": {"machine_id": "0f8e7a1b2c3d4e5f60718293a4b5c6d7",
+                                                                         "mac_address": [mac]},
+            "attributes": {"os_name": "debian"}}
+
+
+def hosts(api):
+    return [ci for cls in ("server", "network_device")
+            for ci in api.get(f"/api/v1/cis?class={cls}").json()["items"] if ci["status"] != "retired"]
+
+
+def test_nmap_then_snmp_is_one_network_device(api):
+    nmap = push(api, batch("nmap", [nmap_host(PORT_MAC)]))  # nmap saw the interface's MAC, not the chassis's
+    snmp = push(api, batch("snmp", [snmp_device()]))
+    assert snmp["conflicts"] == [] and snmp["refs"]["d"] == nmap["refs"]["n"]
+    [ci] = hosts(api)
+    assert ci["class"] == "network_device"
+    again = push(api, batch("nmap", [nmap_host(PORT_MAC)]))  # nmap's guess never undoes SNMP's class
+    assert again["refs"]["n"] == ci["id"] and again["conflicts"] == []
+    assert api.get(f"/api/v1/cis/{ci['id']}").json()["class"] == "network_device"
+
+
+def test_snmp_then_nmap_is_one_network_device(api):
+    snmp = push(api, batch("snmp", [snmp_device()]))
+    for mac in (CHASSIS, PORT_MAC):
+        nmap = push(api, batch("nmap", [nmap_host(mac)]))
+        assert nmap["refs"]["n"] == snmp["refs"]["d"] and nmap["conflicts"] == []
+    [ci] = hosts(api)
+    assert ci["class"] == "network_device"
+
+
+def test_a_server_ssh_knows_stays_a_server_and_ssh_wins_later(api):
+    ssh = push(api, batch("ssh", [ssh_host()]))
+    # lldpd on a Docker host announces a bridge: SNMP says network_device, but SSH outranks SNMP
+    snmp = push(api, batch("snmp", [snmp_device(secondary=())]))
+    assert snmp["refs"]["d"] == ssh["refs"]["s"] and snmp["conflicts"] == []
+    [ci] = hosts(api)
+    assert ci["class"] == "server"
+    # the other way: SNMP's device, then SSH logs into it and says server: the higher source wins
+    device = push(api, batch("snmp", [snmp_device(chassis=OTHER, secondary=(), name="sw2")]))["refs"]["d"]
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "network_device"
+    push(api, batch("ssh", [{**ssh_host(OTHER), "identifiers": {"mac_address": [OTHER]}}]))
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+
+
+def test_a_persons_class_wins(api):
+    device = push(api, batch("snmp", [snmp_device()]))["refs"]["d"]
+    assert api.patch(f"/api/v1/cis/{device}", json={"class": "server"}).status_code == 200
+    assert push(api, batch("snmp", [snmp_device()]))["refs"]["d"] == device
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+    host = push(api, batch("nmap", [nmap_host(OTHER, "10.0.0.9")]))["refs"]["n"]
+    assert api.patch(f"/api/v1/cis/{host}", json={"class": "network_device"}).status_code == 200
+    assert push(api, batch("ssh", [ssh_host(OTHER)]))["refs"]["s"] == host
+    assert api.get(f"/api/v1/cis/{host}").json()["class"] == "network_device"
+    assert len(hosts(api)) == 2
+
+
+def test_a_routers_interface_mac_held_by_nmaps_ci_is_taken_over_without_conflict(api):
+    device = push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"]  # known by its chassis MAC
+    sighting = push(api, batch("nmap", [nmap_host(PORT_MAC, "10.0.0.2")]))["refs"]["n"]  # nmap saw a port
+    assert sighting != device
+    for _ in range(3):
+        out = push(api, batch("snmp", [snmp_device()]))
+        assert out["conflicts"] == [] and out["refs"]["d"] == device
+    # nmap's next sighting of that port is the router, and its old CI can still be edited
+    assert push(api, batch("nmap", [nmap_host(PORT_MAC, "10.0.0.2")]))["refs"]["n"] == device
+    assert api.patch(f"/api/v1/cis/{sighting}", json={"owner": "net"}).status_code == 200
+    assert api.patch(f"/api/v1/cis/{device}", json={"owner": "net"}).status_code == 200
+    assert push(api, batch("nmap", [nmap_host(PORT_MAC, "10.0.0.2")]))["refs"]["n"] == device
+
+
+def test_an_snmp_agent_on_a_host_is_no_network_device():
+    host = DeviceFacts("10.0.0.5", system_name="web-1", services=72, chassis_mac=CHASSIS,
+                       interfaces=[DeviceInterface(2, "eth0", mac=CHASSIS, if_type=6)])
+    switch = DeviceFacts("10.0.0.6", system_name="sw1", services=72, capabilities=("bridge",), chassis_mac=OTHER)
+    body, notes = build_snmp_batch([DeviceResult("10.0.0.5", "ok", host), DeviceResult("10.0.0.6", "ok", switch)],
+                                   run_id="r")
+    assert [(i["class"], i["name"]) for i in body["items"] if i["class"] != "ip_address"] == [("network_device", "sw1")]
+    assert notes and notes[0].startswith("10.0.0.5: no sign of switching or routing")
+
+
+SOURCE = sa.table("ci_source", sa.column("ci_id", sa.Uuid), sa.column("source"))
+IDENT = sa.table("ci_identifier", sa.column("family"), sa.column("key"), sa.column("value"), sa.column("ci_id", sa.Uuid))
+
+
+def test_0016_merges_the_duplicates_made_before_it(api, database_url):
+    # Before 0016 a network_device and a server with one MAC were two CIs. Made here by the real ingest on
+    # a database downgraded to 0015 (the device's rows back in their own namespace), then upgraded.
+    engine = make_engine(database_url)
+    try:
+        rels = [{"source": "d", "target": "ip", "type": "contains"}]
+        ip = {"ref": "ip", "class": "ip_address", "name": "10.0.0.1", "identifiers": {"address": "10.0.0.1"},
+              "attributes": {}}
+        device = push(api, batch("snmp", [snmp_device(secondary=()), ip], rels))["refs"]["d"]
+        api.patch(f"/api/v1/cis/{device}", json={"attributes": {"interfaces": [{"name": "ge0", "mac_address": PORT_MAC}]}})
+        migrations.downgrade(engine, "0015")
+        with engine.connect() as conn:
+            assert {f for (f,) in conn.execute(sa.select(IDENT.c.family).where(IDENT.c.ci_id == uuid.UUID(device)))} \
+                == {"network_device"}
+        # nmap saw the chassis MAC (one duplicate) and a port's MAC (another), with an address each
+        ip2 = {**ip, "ref": "ip2", "name": "10.0.0.2", "identifiers": {"address": "10.0.0.2"}}
+        nmap = push(api, batch("nmap", [nmap_host(CHASSIS), ip, {**nmap_host(PORT_MAC, "10.0.0.2"), "ref": "p"}, ip2],
+                               [{"source": "n", "target": "ip", "type": "contains"},
+                                {"source": "p", "target": "ip2", "type": "contains"}]))
+        twin, port = nmap["refs"]["n"], nmap["refs"]["p"]
+        assert len({device, twin, port}) == 3
+        migrations.upgrade(engine)
+        with engine.connect() as conn:
+            sources = {s for (s,) in conn.execute(sa.select(SOURCE.c.source).where(SOURCE.c.ci_id == uuid.UUID(device)))}
+            left = conn.execute(sa.select(sa.func.count()).select_from(SOURCE).where(
+                SOURCE.c.ci_id.in_([uuid.UUID(twin), uuid.UUID(port)]))).scalar()
+            actors = conn.execute(sa.text("SELECT object_type, action FROM change_record WHERE actor = 'migration 0016' "
+                                          "ORDER BY seq")).all()
+            families = {f for (f,) in conn.execute(sa.text("SELECT DISTINCT family FROM ci_identifier"))}
+    finally:
+        engine.dispose()
+    assert sources == {"snmp", "nmap"} and left == 0  # nmap's sightings moved to the survivor
+    assert "network_device" not in families
+    # the survivor's update, two retirements, the twin's edge ended (the device had it), the port's moved
+    assert sorted(tuple(a) for a in actors) == sorted([("ci", "update")] * 3 + [("relationship", "delete")] * 2
+                                    + [("relationship", "create")])
+    [ci] = hosts(api)
+    assert ci["id"] == device and ci["class"] == "network_device"
+    for other in (twin, port):
+        retired = api.get(f"/api/v1/cis/{other}").json()
+        assert retired["status"] == "retired" and retired["attributes"]["merged_into"] == device
+        assert "mac_address" not in retired["attributes"]
+        assert api.get(f"/api/v1/cis/{other}").json()["relationships"] == []
+    detail = api.get(f"/api/v1/cis/{device}").json()
+    assert detail["attributes"]["interface_mac"] == [PORT_MAC]
+    assert sorted(r["ci_name"] for r in detail["relationships"] if r["type"] == "contains") == ["10.0.0.1", "10.0.0.2"]
+    # every CI can be edited, and the next runs of both sources find the one CI without a conflict
+    for ci_id in [item["id"] for item in api.get("/api/v1/cis?limit=500").json()["items"]]:
+        assert api.patch(f"/api/v1/cis/{ci_id}", json={"owner": "net"}).status_code == 200, ci_id
+    for mac in (CHASSIS, PORT_MAC):
+        out = push(api, batch("nmap", [nmap_host(mac)]))
+        assert out["refs"]["n"] == device and out["conflicts"] == []
+    out = push(api, batch("snmp", [snmp_device()]))
+    assert out["refs"]["d"] == device and out["conflicts"] == []

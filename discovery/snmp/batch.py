@@ -5,8 +5,9 @@ Items
       its own LLDP capabilities, BRIDGE-MIB ports) is a ``network_device`` identified by its serial number (ENTITY-MIB: the
       first top-level chassis's, parse._entity; placeholders such as "N/A" or zeros are none) and its
       chassis MAC (the LLDP local chassis id, else its bridge's MAC or its lowest Ethernet MAC, virtual
-      router, multicast and shared MACs left out: parse._base_mac): never by an address, which a VRRP
-      pair or a NAT shares. The serial is the stronger rule: a stack whose MAC changed with its master is
+      router, multicast and shared MACs left out: parse._base_mac): never by an address alone, which a
+      VRRP pair or a NAT shares (its addresses are ``ip_address``, held identifiers: they find a CI
+      nmap knew by nothing but that address, and move, but never make two machines one). The serial is the stronger rule: a stack whose MAC changed with its master is
       still the same CI. A device with neither identifies nothing and is left out with a note. Its
       chassis's model, maker and software version are attributes (``model``, ``manufacturer``,
       ``software_version``), and a stack's members are listed whole (``chassis``, every serial). Its
@@ -152,7 +153,8 @@ class _Builder:
         self.items.append({"ref": ref, "class": "network_device",
                            "name": (facts.system_name or facts.target)[:MAX_NAME],
                            "identifiers": _compact({"serial_number": facts.serial_number,
-                                                    "mac_address": [facts.chassis_mac] if facts.chassis_mac else None}),
+                                                    "mac_address": [facts.chassis_mac] if facts.chassis_mac else None,
+                                                    "ip_address": own_addresses(facts) or None}),
                            "attributes": device_attributes(facts)})
 
     def lldp_device(self, neighbour: LldpNeighbour) -> str:
@@ -243,6 +245,13 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
             if entry.mac in builder.host_refs:
                 builder.relate(builder.host_refs[entry.mac], "contains", ip_ref)
     return builder.batch, notes
+
+
+def own_addresses(facts: DeviceFacts) -> list[str]:
+    """The device's routable unicast addresses, in its order: held identifiers (ingest's rule 4), so nmap's
+    sighting of a switch's address with no MAC (its own namespace, another subnet) is this device, and
+    an address two devices of the batch report (a VRRP address) identifies neither."""
+    return list(dict.fromkeys(entry.address for entry in facts.addresses if is_routable_host_address(entry.address)))
 
 
 def secondary_macs(facts: DeviceFacts) -> list[str]:

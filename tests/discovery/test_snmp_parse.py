@@ -398,7 +398,8 @@ def test_the_chassis_serial_identifies_the_device_and_its_model_is_said():
     assert facts.serial_number == "FOC1234X0AB"
     batch, _ = build_snmp_batch([DeviceResult("192.0.2.7", "ok", facts)], run_id="r")
     (item,) = [i for i in batch["items"] if i["name"] == "sw1"]
-    assert item["identifiers"] == {"serial_number": "FOC1234X0AB", "mac_address": [SW1]}
+    assert item["identifiers"] == {"serial_number": "FOC1234X0AB", "mac_address": [SW1],
+                                   "ip_address": ["10.78.0.2", "192.0.2.7"]}  # held: batch.own_addresses
     assert {k: item["attributes"].get(k) for k in ("vendor", "model", "manufacturer", "software_version", "chassis")} \
         == {"vendor": "Cisco", "model": "WS-C2960-24TT-L", "manufacturer": "Cisco Systems, Inc.",
             "software_version": "12.2(55)SE12", "chassis": None}  # one chassis: no member list

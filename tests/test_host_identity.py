@@ -99,6 +99,21 @@ def test_a_routers_interface_mac_held_by_nmaps_ci_is_taken_over_without_conflict
     assert push(api, batch("nmap", [nmap_host(PORT_MAC, "10.0.0.2")]))["refs"]["n"] == device
 
 
+def test_a_secondary_mac_another_machine_names_as_its_own_stays_there(api):
+    # SSH knows a host by its machine-id and a MAC that a device reports as one of its interfaces'
+    # (a VRRP-less cluster address, a mistaken agent): the device does not take it, and nobody conflicts
+    host = push(api, batch("ssh", [ssh_host(PORT_MAC)]))["refs"]["s"]
+    for _ in range(2):
+        out = push(api, batch("snmp", [snmp_device()]))
+        assert out["conflicts"] == [] and out["refs"]["d"] != host
+        out = push(api, batch("ssh", [ssh_host(PORT_MAC)]))
+        assert out["conflicts"] == [] and out["refs"]["s"] == host
+    device = push(api, batch("snmp", [snmp_device()]))["refs"]["d"]
+    for ci_id in (host, device):
+        assert api.patch(f"/api/v1/cis/{ci_id}", json={"owner": "net"}).status_code == 200
+    assert push(api, batch("ssh", [ssh_host(PORT_MAC)]))["conflicts"] == []
+
+
 def test_an_snmp_agent_on_a_host_is_no_network_device():
     host = DeviceFacts("10.0.0.5", system_name="web-1", services=72, chassis_mac=CHASSIS,
                        interfaces=[DeviceInterface(2, "eth0", mac=CHASSIS, if_type=6)])

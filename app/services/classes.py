@@ -234,8 +234,8 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
     """Rebuild the identifier index of one identity family (ci_identifier.family: a `server` and a
     `network_device` share one, app.services.registry) from the current facts of its classes' CIs.
     Two CIs with one strong value are refused; a value one CI names as strong and another holds (a
-    router's interface MAC that nmap's sighting of the interface still names) stays with the holder,
-    as ingest moved it there (app.services.identity)."""
+    router's interface MAC that nmap's sighting of the interface still names) goes to the first: the
+    holder's next report takes it back from a mere sighting (ingest/phases._another_machines)."""
     members = {info.name: info for info in registry.classes.values() if info.identity_family == family}
     owners: dict[tuple[str, str], Any] = {}
     held: dict[tuple[str, str], Any] = {}
@@ -257,8 +257,7 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
         for pair in held_values(members[ci_class], attributes):
             held.setdefault(pair, ci_id)  # a held value that two CIs claim stays with one of them
     for pair, ci_id in held.items():
-        if owners.get(pair) != ci_id:
-            owners[pair] = ci_id
+        owners.setdefault(pair, ci_id)
     rows = [{"family": family, "key": key, "value": value, "ci_id": ci_id} for (key, value), ci_id in owners.items()]
     conn.execute(delete(IDENT).where(IDENT.c.family == family))
     for start in range(0, len(rows), 5000):

@@ -49,15 +49,22 @@ def held_values(cls: ClassInfo, facts: dict[str, Any]) -> list[tuple[str, str]]:
 def claim_identifiers(conn: Connection, ci_id: uuid.UUID, cls: ClassInfo, facts: dict[str, Any]) -> None:
     """Make the index hold exactly the identifiers `facts` give this CI.
 
-    A strong identifier held by another CI is refused (409). A held one (a host's IP address) is taken
-    over from whichever CI reported it before: the address moved, and the newest report is the truth.
+    A strong identifier held by another CI is refused (409), unless that CI holds it as a held or
+    secondary value of its own (a router took its interface MAC over from nmap's sighting of that
+    interface): then it stays there, and this CI is not refused for naming it (it would 409 on every
+    edit). A held one (a host's IP address) is taken over from whichever CI reported it before: the
+    address moved, and the newest report is the truth; a secondary one (SECONDARY) only from a CI that
+    does not name it as a strong identifier of its own (that is another machine's, or its own view).
     """
     family = cls.identity_family
     wanted = {(family, key, value) for key, value in identifier_values(cls.effective_rules, facts)}
-    wanted -= _held_elsewhere(conn, ci_id, family, wanted)
+    held = {(family, key, value) for key, value in held_values(cls, facts)} - wanted
+    theirs_held, theirs_strong = _held_elsewhere(conn, ci_id, family, wanted | held)
+    wanted -= theirs_held
     if wanted:
         _refuse_duplicates(conn, ci_id, family, wanted)
-    held = {(family, key, value) for key, value in held_values(cls, facts)} - wanted
+    strong_keys = {rule[0] for rule in cls.effective_rules if len(rule) == 1}
+    held -= {triple for triple in theirs_strong if triple[1] in strong_keys}
     if held:
         losers = conn.execute(delete(IDENT).where(
             tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value).in_(sorted(held)), IDENT.c.ci_id != ci_id)
@@ -85,31 +92,32 @@ def claim_identifiers(conn: Connection, ci_id: uuid.UUID, cls: ClassInfo, facts:
         raise
 
 
-def _held_elsewhere(conn: Connection, ci_id: uuid.UUID, family: str, wanted: set[tuple[str, str, str]]
-                    ) -> set[tuple[str, str, str]]:
-    """Those of `wanted` that another CI holds as a held or secondary value of its own (a router took
-    its interface MAC over from nmap's sighting of that interface): they stay with it, and this CI,
-    which also names them as strong, is not refused for it (it would 409 on every edit)."""
-    if not wanted:
-        return set()
+Triples = set[tuple[str, str, str]]
+
+
+def _held_elsewhere(conn: Connection, ci_id: uuid.UUID, family: str, triples: Triples) -> tuple[Triples, Triples]:
+    """Of `triples` held by other CIs: those they hold as held or secondary values of their own, and
+    those they name as strong identifiers (by their facts)."""
+    if not triples:
+        return set(), set()
     rows = conn.execute(
         select(IDENT.c.key, IDENT.c.value, CI.c.ci_class, CI.c.name, CI.c.environment, CI.c.attributes)
         .join(CI, CI.c.id == IDENT.c.ci_id)
-        .where(IDENT.c.family == family, tuple_(IDENT.c.key, IDENT.c.value).in_(sorted((k, v) for _, k, v in wanted)),
+        .where(IDENT.c.family == family, tuple_(IDENT.c.key, IDENT.c.value).in_(sorted((k, v) for _, k, v in triples)),
                IDENT.c.ci_id != ci_id)).all()
     if not rows:
-        return set()
+        return set(), set()
     classes = load_registry(conn).classes
-    kept = set()
+    held, strong = set(), set()
     for key, value, ci_class, name, environment, attributes in rows:
         other = classes.get(ci_class)
         if other is None or not isinstance(attributes, dict):
             continue
-        facts = identifying_facts(name, environment, attributes)
-        if (key, value) in held_values(other, attributes) and \
-                (key, value) not in identifier_values(other.effective_rules, facts):
-            kept.add((family, key, value))
-    return kept
+        if (key, value) in identifier_values(other.effective_rules, identifying_facts(name, environment, attributes)):
+            strong.add((family, key, value))
+        elif (key, value) in held_values(other, attributes):
+            held.add((family, key, value))
+    return held, strong
 
 
 def _refuse_duplicates(conn: Connection, ci_id: uuid.UUID, family: str, wanted: set[tuple[str, str, str]]) -> None:

@@ -107,6 +107,8 @@ class Identification:
     ignored_held: set[Triple]  # addresses several machines of the batch claim
     reads: relationships.RelationshipReads
     karta_groups: set[uuid.UUID] = field(default_factory=set)  # of the CIs found, the groups Karta made
+    # the strong identifiers of the CIs found by a held value (store.strongly_identified)
+    strong_of: dict[uuid.UUID, set[Triple]] = field(default_factory=dict)
 
 
 def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan, outcome: Outcome) -> Identification:
@@ -139,7 +141,8 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     identified = {item.ref: resolution.ci_id for resolution in resolutions if resolution.ci_id is not None
                   and not resolution.conflict for item in resolution.items}
     reads = relationships.read(conn, registry, set(batch.refs), the_plan.relationships, {**identified, **outcome.refs})
-    return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows))
+    return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows),
+                          strong_cis)
 
 
 @dataclass
@@ -153,6 +156,7 @@ class Changes:
     reported_by: dict[uuid.UUID, list[str]] = field(default_factory=lambda: defaultdict(list))
     strong_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
     held_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
+    kept_elsewhere: set[Triple] = field(default_factory=set)  # secondary values left with another machine
     records: list[tuple[str, uuid.UUID, str, dict]] = field(default_factory=list)  # change records, in order
 
     @property
@@ -188,9 +192,26 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
             outcome.refs[item.ref] = ci_id
             counts[item.cls.name][action] += 1
             changes.strong_claims.extend((t, ci_id) for t in item.strong if t not in found.index)
-            changes.held_claims.extend((t, ci_id) for t in item.held
-                                       if t not in found.ignored_held and found.index.get(t) != ci_id)
+            for t in item.held:
+                if t in found.ignored_held or found.index.get(t) == ci_id:
+                    continue
+                if _another_machines(t, item.cls, found.index.get(t), found.strong_of, resolution):
+                    changes.kept_elsewhere.add(t)
+                    continue
+                changes.held_claims.append((t, ci_id))
     return changes
+
+
+def _another_machines(triple: Triple, cls: ClassInfo, holder: uuid.UUID | None, strong_of: dict[uuid.UUID, set[Triple]],
+                      resolution: Resolution) -> bool:
+    """A secondary value (a router's interface MAC: identity.SECONDARY, indexed under a key its class
+    identifies by) is taken over from a CI that is a sighting of this machine (nmap's of that interface:
+    strong identifiers all among the group's values), never from one known by others of its own (an SSH
+    host naming that MAC among its own): that one keeps it, and neither is refused for it."""
+    if holder is None or not any(len(rule) == 1 and rule[0] == triple[1] for rule in cls.effective_rules):
+        return False
+    reported = {t for item in resolution.items for t in (*item.strong, *item.held)}
+    return not strong_of.get(holder, set()) <= reported
 
 
 def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution: Resolution, outcome: Outcome,
@@ -338,7 +359,8 @@ def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, fou
             # An address another batch took since this one read the index must be taken back by the
             # next report, so that report cannot be confirmed.
             expected = {t: ci_id for ci_id in changes.seen for ref in changes.reported_by[ci_id]
-                        for t in planned_by_ref[ref].held if t not in found.ignored_held}
+                        for t in planned_by_ref[ref].held if t not in found.ignored_held
+                        and t not in changes.kept_elsewhere}
             held_now = store.find_identifiers(conn, list(expected))
             lost = {ci_id for t, ci_id in expected.items() if held_now.get(t) != ci_id}
             sightings = []

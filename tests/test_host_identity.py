@@ -2,6 +2,7 @@
 its class follows source precedence both ways (app.services.ingest.phases.class_after), on SQLite and
 PostgreSQL, through the real ingest API; and migration 0016 merges the duplicates made before it."""
 
+import time
 import uuid
 
 import sqlalchemy as sa
@@ -125,6 +126,20 @@ def test_an_snmp_agent_on_a_host_is_no_network_device():
 
 
 SOURCE = sa.table("ci_source", sa.column("ci_id", sa.Uuid), sa.column("source"))
+def downgrade_to_0015(engine) -> None:
+    """Down to 0015 while the app runs: on SQLite, a write its background work commits between the
+    migration's first read and its first write fails the migration at once (a stale snapshot, not a
+    wait); it rolls back whole and is tried again, a few times at most."""
+    for attempt in range(5):
+        try:
+            migrations.downgrade(engine, "0015")
+            return
+        except sa.exc.OperationalError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
+
+
 IDENT = sa.table("ci_identifier", sa.column("family"), sa.column("key"), sa.column("value"), sa.column("ci_id", sa.Uuid))
 
 
@@ -138,7 +153,7 @@ def test_0016_merges_the_duplicates_made_before_it(api, database_url):
               "attributes": {}}
         device = push(api, batch("snmp", [snmp_device(secondary=()), ip], rels))["refs"]["d"]
         api.patch(f"/api/v1/cis/{device}", json={"attributes": {"interfaces": [{"name": "ge0", "mac_address": PORT_MAC}]}})
-        migrations.downgrade(engine, "0015")
+        downgrade_to_0015(engine)
         with engine.connect() as conn:
             assert {f for (f,) in conn.execute(sa.select(IDENT.c.family).where(IDENT.c.ci_id == uuid.UUID(device)))} \
                 == {"network_device"}
@@ -182,3 +197,29 @@ def test_0016_merges_the_duplicates_made_before_it(api, database_url):
         assert out["refs"]["n"] == device and out["conflicts"] == []
     out = push(api, batch("snmp", [snmp_device()]))
     assert out["refs"]["d"] == device and out["conflicts"] == []
+
+
+def test_0016_keeps_the_class_a_higher_source_set(api, database_url):
+    # A Linux router SSH knows (a server) and SNMP walked (a device) with one MAC: merged into the device's
+    # CI, which becomes the server SSH says it is; no network_device is left.
+    engine = make_engine(database_url)
+    try:
+        device = push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"]
+        downgrade_to_0015(engine)
+        host = push(api, batch("ssh", [ssh_host(CHASSIS)]))["refs"]["s"]
+        assert host != device
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    [ci] = hosts(api)
+    assert (ci["id"], ci["class"]) == (device, "server")
+    detail = api.get(f"/api/v1/cis/{device}").json()
+    assert detail["attributes"]["machine_id"] == "0f8e7a1b2c3d4e5f60718293a4b5c6d7"
+    assert detail["provenance"]["class"]["source"] == "ssh"
+    out = push(api, batch("ssh", [ssh_host(CHASSIS)]))
+    assert out["refs"]["s"] == device and out["conflicts"] == []
+    out = push(api, batch("snmp", [snmp_device(secondary=())]))
+    assert out["refs"]["d"] == device and out["conflicts"] == []
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+    for ci_id in (device, host):
+        assert api.patch(f"/api/v1/cis/{ci_id}", json={"owner": "net"}).status_code == 200

@@ -24,7 +24,7 @@ secondary MAC, `interface_mac`). CIs linked that way form one group; in each:
   provenance `class`, else the highest source stamping any field; manual > ssh > snmp > nmap > import,
   the default precedence, frozen here), the device's on a tie: a server SSH knows stays a server;
 * every other member is retired (status `retired`, attribute `merged_into`: the survivor's id) and
-  loses the identifying values the survivor now holds, so that it can still be edited. Each CI changed gets one change record (actor
+  loses its identifying attributes (their rows are the survivor's), so that it can still be edited. Each CI changed gets one change record (actor
   `migration 0016`), so the feed and the history show what was merged where.
 
 An address (a held identifier) a device and an unrelated server both hold stays with the server: held
@@ -202,7 +202,7 @@ def upgrade() -> None:
     for node in list(groups.parent):
         members.setdefault(groups.find(node), set()).add(node)
     for group in members.values():
-        _merge(bind, sorted(group, key=str), device_classes, now)
+        _merge(bind, sorted(group, key=str), device_classes, {ci_id for _, _, ci_id in device_rows}, now)
     # What is left of the devices' rows meets no server's strong value; a held one a server holds stays its.
     hosts = IDENT.alias("hosts")
     bind.execute(IDENT.delete().where(IDENT.c.family == DEVICES, sa.exists().where(
@@ -210,10 +210,12 @@ def upgrade() -> None:
     bind.execute(IDENT.update().where(IDENT.c.family == DEVICES).values(family=HOSTS))
 
 
-def _merge(bind, group: list, device_classes: list[str], now: datetime) -> None:
+def _merge(bind, group: list, device_classes: list[str], device_cis: set, now: datetime) -> None:
     rows = {row["id"]: dict(row) for row in bind.execute(sa.select(CI).where(CI.c.id.in_(group))).mappings()}
-    devices = sorted((r for r in rows.values() if r["ci_class"] in device_classes),
-                     key=lambda r: (_iso(r["created_at"]) or "", str(r["id"])))
+    # A group is joined from a device's row: one of its CIs holds network_device rows (its class of that
+    # family, unless changed by hand without its rows following).
+    devices = sorted((r for r in rows.values() if r["ci_class"] in device_classes or r["id"] in device_cis),
+                     key=lambda r: (r["ci_class"] not in device_classes, _iso(r["created_at"]) or "", str(r["id"])))
     survivor = devices[0]
     others = [rows[ci_id] for ci_id in group if ci_id != survivor["id"] and ci_id in rows]
     # The class: the member whose class comes from the highest-ranked source, the survivor's on a tie.
@@ -269,39 +271,22 @@ def _merge(bind, group: list, device_classes: list[str], now: datetime) -> None:
         ci_class=new_class, attributes=attributes, provenance=provenance, version=survivor["version"] + 1,
         updated_at=now))
     _record(bind, now, "ci", survivor["id"], "update", dict(sorted(diff.items())))
-    held = {value for _, value in wanted}
     for other in others:
-        _retire(bind, other, held, survivor["id"], now)
+        _retire(bind, other, survivor["id"], now)
     _move_sightings(bind, survivor["id"], [o["id"] for o in others])
     _move_relationships(bind, survivor["id"], {o["id"] for o in others}, now)
 
 
-def _retire(bind, row: dict, taken: set[str], survivor: uuid.UUID, now: datetime) -> None:
-    """The member merged away: retired, without the identifying values its survivor now holds."""
+def _retire(bind, row: dict, survivor: uuid.UUID, now: datetime) -> None:
+    """The member merged away: retired, without its identifying attributes (their rows are the
+    survivor's now: naming them still would refuse every edit of it as a duplicate)."""
     attributes = dict(row["attributes"] or {})
     provenance = dict(row["provenance"] or {})
     diff: dict = {}
-    for key in STRONG_KEYS + ("ip_address", "interface_mac"):
-        value = attributes.get(key)
-        if value is None:
-            continue
-        normalize = _mac if key in ("mac_address", "interface_mac") else (lambda v: v.strip().lower() if isinstance(
-            v, str) else v)
-        if isinstance(value, list):
-            kept = [v for v in value if normalize(v) not in taken and v not in taken]
-            if kept == value:
-                continue
-            new = kept or None
-        else:
-            if normalize(value) not in taken and value not in taken:
-                continue
-            new = None
-        diff[f"attributes.{key}"] = [value, new]
-        if new is None:
-            attributes.pop(key)
+    for key in (*STRONG_KEYS, "ip_address", "interface_mac"):
+        if attributes.get(key) is not None:
+            diff[f"attributes.{key}"] = [attributes.pop(key), None]
             provenance.pop(key, None)
-        else:
-            attributes[key] = new
     if row["status"] != "retired":
         diff["status"] = [row["status"], "retired"]
     attributes["merged_into"] = str(survivor)  # where its identifiers, sightings and relationships went

@@ -223,3 +223,13 @@ def test_0016_keeps_the_class_a_higher_source_set(api, database_url):
     assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
     for ci_id in (device, host):
         assert api.patch(f"/api/v1/cis/{ci_id}", json={"owner": "net"}).status_code == 200
+
+
+def test_a_network_device_is_found_by_its_mac_in_its_class(api):
+    # its rows are in the servers' namespace: search within the class looks there (search._identifier_keys)
+    device = push(api, batch("snmp", [snmp_device()]))["refs"]["d"]
+    for mac in (CHASSIS, PORT_MAC.upper().replace(":", "-")):
+        response = api.get("/api/v1/search", params={"q": mac, "class": "network_device"}, as_="read")
+        assert response.status_code == 200, response.text
+        assert [(r["id"], r["matched"]["field"]) for r in response.json()["results"]] == [
+            (device, "identifier.mac_address")], mac

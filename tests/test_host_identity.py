@@ -233,3 +233,76 @@ def test_a_network_device_is_found_by_its_mac_in_its_class(api):
         assert response.status_code == 200, response.text
         assert [(r["id"], r["matched"]["field"]) for r in response.json()["results"]] == [
             (device, "identifier.mac_address")], mac
+
+
+def test_a_router_nmap_saw_on_two_segments_is_made_and_takes_both_sightings_over(api):
+    # review finding 1: nmap saw a new router on two segments, by one port's MAC here and by its address
+    # alone there; SNMP reports both: the router is made (by its chassis MAC), not a conflict on every run
+    by_mac = push(api, batch("nmap", [nmap_host(PORT_MAC, "10.0.0.2")], scope={"subnets": ["10.0.0.0/24"]}))["refs"]["n"]
+    by_address = push(api, batch("nmap", [{"ref": "n", "class": "server", "name": "10.0.1.1",
+                                           "identifiers": {"ip_address": ["10.0.1.1"]}, "attributes": {}}],
+                                 scope={"subnets": ["10.0.1.0/24"]}))["refs"]["n"]
+    device_item = snmp_device()
+    device_item["identifiers"]["ip_address"] = ["10.0.0.2", "10.0.1.1"]
+    out = push(api, batch("snmp", [device_item]))
+    assert out["conflicts"] == []
+    device = out["refs"]["d"]
+    assert device not in (by_mac, by_address)
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "network_device"
+    again = push(api, batch("snmp", [device_item]))
+    assert again["conflicts"] == [] and again["refs"]["d"] == device
+    # what nmap sees next on either segment is the router
+    assert push(api, batch("nmap", [nmap_host(PORT_MAC, "10.0.0.2")]))["refs"]["n"] == device
+    sighting = {"ref": "n", "class": "server", "name": "10.0.1.1", "identifiers": {"ip_address": ["10.0.1.1"]},
+                "attributes": {}}
+    assert push(api, batch("nmap", [sighting]))["refs"]["n"] == device
+    # and so with two MAC sightings (two ports' MACs, no address in common)
+    first = push(api, batch("nmap", [nmap_host(OTHER, "10.0.2.1")]))["refs"]["n"]
+    second = push(api, batch("nmap", [nmap_host("52:54:00:00:00:04", "10.0.3.1")]))["refs"]["n"]
+    out = push(api, batch("snmp", [snmp_device(chassis="52:54:00:00:00:05", secondary=(OTHER, "52:54:00:00:00:04"),
+                                               name="sw2")]))
+    assert out["conflicts"] == [] and out["refs"]["d"] not in (first, second)
+    assert push(api, batch("nmap", [nmap_host(OTHER, "10.0.2.1")]))["refs"]["n"] == out["refs"]["d"]
+
+
+def test_a_secondary_mac_a_host_claimed_meanwhile_is_not_taken_from_it(api, engine, monkeypatch):
+    # review finding 2: an SSH batch commits host S with MAC P (strong for it) after the SNMP batch read the
+    # index and before it writes: the device's claim of P as a secondary MAC must not delete S's row.
+    from app.services.ingest import store
+    device = push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"]
+    host = push(api, batch("ssh", [ssh_host(PORT_MAC)]))["refs"]["s"]
+    where = sa.and_(IDENT.c.key == "mac_address", IDENT.c.value == PORT_MAC)
+    with engine.begin() as conn:  # the index as the SNMP batch reads it: S's row not there yet
+        conn.execute(IDENT.delete().where(where))
+    real = store.claim_identifiers
+
+    def after_identify(conn, *args):
+        # S's batch commits now (between this batch's identify and its writes)
+        conn.execute(IDENT.insert(), [{"family": "server", "key": "mac_address", "value": PORT_MAC,
+                                       "ci_id": uuid.UUID(host)}])
+        monkeypatch.setattr(store, "claim_identifiers", real)
+        return real(conn, *args)
+
+    monkeypatch.setattr(store, "claim_identifiers", after_identify)
+    assert push(api, batch("snmp", [snmp_device()]))["refs"]["d"] == device
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(IDENT.c.ci_id).where(where)).all() == [(uuid.UUID(host),)]
+    for _ in range(2):
+        out = push(api, batch("ssh", [ssh_host(PORT_MAC)]))
+        assert out["conflicts"] == [] and out["refs"]["s"] == host
+        out = push(api, batch("snmp", [snmp_device()]))
+        assert out["conflicts"] == [] and out["refs"]["d"] == device
+
+
+def test_nmap_never_flips_a_class_across_families(api):
+    # review finding 6: nmap's OS guess differs between runs (server, then network_device): the class it
+    # set stays; only a higher source changes it across families
+    nmap = push(api, batch("nmap", [nmap_host(OTHER, "10.0.0.7")]))["refs"]["n"]
+    for _ in range(2):
+        out = push(api, batch("nmap", [{**nmap_host(OTHER, "10.0.0.7"), "class": "network_device"}]))
+        assert out["refs"]["n"] == nmap
+        assert api.get(f"/api/v1/cis/{nmap}").json()["class"] == "server"
+    push(api, batch("snmp", [snmp_device(chassis=OTHER, secondary=())]))
+    assert api.get(f"/api/v1/cis/{nmap}").json()["class"] == "network_device"
+    push(api, batch("nmap", [nmap_host(OTHER, "10.0.0.7")]))
+    assert api.get(f"/api/v1/cis/{nmap}").json()["class"] == "network_device"

@@ -196,6 +196,12 @@ def resolve(
         reported = {*strong, *held}
         held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported}
     if len(held_matches) > 1:
+        if strong:
+            # Several sightings of this machine (nmap saw a router on two segments, by an interface MAC
+            # here and by an address there): it is none of them alone. It is made from its strong
+            # identifiers and takes the values they held over (phases.reconcile); a conflict would lose
+            # the machine on every run.
+            return Resolution(group)
         return Resolution(group, conflict=sorted(str(ci) for ci in held_matches))
     if held_matches:
         return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))

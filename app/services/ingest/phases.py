@@ -157,6 +157,8 @@ class Changes:
     strong_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
     held_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
     kept_elsewhere: set[Triple] = field(default_factory=set)  # secondary values left with another machine
+    # secondary values claimed: (triple, new holder, the holder identification saw, or None)
+    secondary_claims: list[tuple[Triple, uuid.UUID, uuid.UUID | None]] = field(default_factory=list)
     records: list[tuple[str, uuid.UUID, str, dict]] = field(default_factory=list)  # change records, in order
 
     @property
@@ -197,6 +199,11 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
                     continue
                 if _another_machines(t, item.cls, found.index.get(t), found.strong_of, resolution):
                     changes.kept_elsewhere.add(t)
+                    continue
+                if any(len(rule) == 1 and rule[0] == t[1] for rule in item.cls.effective_rules):
+                    # A secondary value (a key the class is identified by): taken only from the holder
+                    # seen now, so a machine that names it strong in a batch committed meanwhile keeps it.
+                    changes.secondary_claims.append((t, ci_id, found.index.get(t)))
                     continue
                 changes.held_claims.append((t, ci_id))
     return changes
@@ -327,7 +334,10 @@ def class_after(precedence: PrecedenceTable, stored_cls: ClassInfo, reported: Cl
         return reported
     if reported.family == stored_cls.family:
         return stored_cls
-    if precedence.may_overwrite(stored_cls, CLASS_FIELD, source, class_owner(precedence, stored_cls, provenance)):
+    owner = class_owner(precedence, stored_cls, provenance)
+    # Only a source ranked above the owner: the owner itself changing its mind across families (nmap's
+    # OS guess differing between runs) would flip the class on every run.
+    if source != owner and precedence.may_overwrite(stored_cls, CLASS_FIELD, source, owner):
         return reported
     return stored_cls
 
@@ -348,7 +358,7 @@ def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, fou
         writes.submit(store.insert_cis, changes.creates)
         writes.submit(store.update_cis, changes.updates)
         writes.submit(store.touch_cis, changes.seen - {row["id"] for row in changes.updates} - new_cis, now)
-        writes.submit(store.claim_identifiers, changes.strong_claims, changes.held_claims)
+        writes.submit(store.claim_identifiers, changes.strong_claims, changes.held_claims, changes.secondary_claims)
         checked = relationships.plan(registry, set(batch.refs), the_plan.relationships, found.reads, outcome, prints)
         relationships.write(uow, writes, checked, carried_count, outcome, key, prints, new_cis=new_cis)
         failed_anchors = checked.failed_anchors

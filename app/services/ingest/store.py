@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
+from sqlalchemy import Connection, Uuid, bindparam, delete, func, select, text, tuple_, update
 
 from app.core.dialect import locked, locking_clause
 from app.models import CIIdentifier, CISource, ConfigurationItem, PrecedenceRule, Relationship, RelationshipSource
@@ -116,8 +116,18 @@ def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
                      .values(last_seen=at, first_seen=func.coalesce(CI.c.first_seen, at)))
 
 
-def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:
-    """Insert strong identifiers not yet indexed; move held ones to their new holder."""
+def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]],
+                      secondary: Sequence[tuple[Triple, uuid.UUID, uuid.UUID | None]] = ()) -> None:
+    """Insert strong identifiers not yet indexed; move held ones to their new holder. A secondary one
+    (a router's interface MAC, held under a key other classes identify by) moves only from the holder
+    identification saw: a row another batch wrote since (an SSH host naming that MAC strong) stays, the
+    insert below does nothing, and the report is not confirmed (phases.apply: `lost`)."""
+    taken = [(f, k, v, holder) for (f, k, v), _, holder in secondary if holder is not None]
+    for start in range(0, len(taken), 500):
+        losers = conn.execute(delete(IDENT).where(
+            tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value, IDENT.c.ci_id).in_(taken[start:start + 500]))
+            .returning(IDENT.c.ci_id))
+        forget_fingerprints(conn, losers.scalars().all())
     if held:
         m = json_rows(conn, "m", "moved", {"f": "text", "k": "text", "v": "text", "c": "uuid"},
                       ((f, k, v, c) for (f, k, v), c in held))
@@ -131,6 +141,7 @@ def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], 
     # A plain insert for strong identifiers: if a concurrent batch indexed one first, the primary key
     # refuses this one and the whole batch is retried (it will then find that CI instead of making a twin).
     insert_rows(conn, IDENT, [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(strong).items()])
+    held = [*held, *((triple, ci_id) for triple, ci_id, _ in secondary)]
     insert_rows(conn, IDENT, [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(held).items()],
                 on_conflict_do_nothing=True)
 

@@ -143,6 +143,19 @@ def downgrade_to_0015(engine) -> None:
 IDENT = sa.table("ci_identifier", sa.column("family"), sa.column("key"), sa.column("value"), sa.column("ci_id", sa.Uuid))
 
 
+def across_0016(database_url, before, after_downgrade):
+    """What `before` makes on 0016, then what `after_downgrade(engine)` makes on 0015, then the upgrade."""
+    engine = make_engine(database_url)
+    try:
+        made = before()
+        downgrade_to_0015(engine)
+        other = after_downgrade(engine)
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    return made, other
+
+
 def test_0016_merges_the_duplicates_made_before_it(api, database_url):
     # Before 0016 a network_device and a server with one MAC were two CIs. Made here by the real ingest on
     # a database downgraded to 0015 (the device's rows back in their own namespace), then upgraded.
@@ -202,15 +215,9 @@ def test_0016_merges_the_duplicates_made_before_it(api, database_url):
 def test_0016_keeps_the_class_a_higher_source_set(api, database_url):
     # A Linux router SSH knows (a server) and SNMP walked (a device) with one MAC: merged into the device's
     # CI, which becomes the server SSH says it is; no network_device is left.
-    engine = make_engine(database_url)
-    try:
-        device = push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"]
-        downgrade_to_0015(engine)
-        host = push(api, batch("ssh", [ssh_host(CHASSIS)]))["refs"]["s"]
-        assert host != device
-        migrations.upgrade(engine)
-    finally:
-        engine.dispose()
+    device, host = across_0016(database_url, lambda: push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"],
+                               lambda _: push(api, batch("ssh", [ssh_host(CHASSIS)]))["refs"]["s"])
+    assert host != device
     [ci] = hosts(api)
     assert (ci["id"], ci["class"]) == (device, "server")
     detail = api.get(f"/api/v1/cis/{device}").json()
@@ -306,3 +313,42 @@ def test_nmap_never_flips_a_class_across_families(api):
     assert api.get(f"/api/v1/cis/{nmap}").json()["class"] == "network_device"
     push(api, batch("nmap", [nmap_host(OTHER, "10.0.0.7")]))
     assert api.get(f"/api/v1/cis/{nmap}").json()["class"] == "network_device"
+
+
+def test_0016_gives_snmp_no_class_it_had_no_evidence_for(api, database_url):
+    # review finding 3: before 0016 SNMP made a network_device of a Linux host's net-snmp agent, and nmap
+    # a server of the same box; merged into the device, the class is nobody's: nmap's next report decides
+    (device, real), twin = across_0016(
+        database_url, lambda: (push(api, batch("snmp", [snmp_device(secondary=(), name="web-7")]))["refs"]["d"],
+                               push(api, batch("snmp", [snmp_device(chassis=OTHER, secondary=(), name="sw9")]))["refs"]["d"]),
+        lambda _: push(api, batch("nmap", [nmap_host(CHASSIS)]))["refs"]["n"])
+    assert twin != device
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "network_device"  # merged, nothing decided yet
+    for _ in range(2):  # SNMP now leaves that host out; nmap says server
+        assert push(api, batch("nmap", [nmap_host(CHASSIS)]))["refs"]["n"] == device
+        assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+    # a real switch SNMP reports again keeps its class, now on SNMP's evidence, and nmap cannot undo it
+    assert push(api, batch("snmp", [snmp_device(chassis=OTHER, secondary=(), name="sw9")]))["refs"]["d"] == real
+    assert api.get(f"/api/v1/cis/{real}").json()["provenance"]["class"]["source"] == "snmp"
+    assert push(api, batch("nmap", [nmap_host(OTHER, "10.0.0.9")]))["refs"]["n"] == real
+    assert api.get(f"/api/v1/cis/{real}").json()["class"] == "network_device"
+
+
+def test_0016_stamps_a_persons_class_edit_made_before_it(api, database_url):
+    # review finding 4: before 0016 a person's class edit was not stamped; the first SNMP run after the
+    # upgrade must not undo it
+    def persons_edit(engine):
+        assert api.patch(f"/api/v1/cis/{device}", json={"class": "server"}).status_code == 200
+        ci = sa.table("ci", sa.column("id", sa.Uuid), sa.column("provenance", sa.JSON))
+        with engine.begin() as conn:  # main stamped no class: the edit as it was made before 0016
+            where = ci.c.id == uuid.UUID(device)
+            provenance = conn.execute(sa.select(ci.c.provenance).where(where)).scalar_one()
+            assert provenance.pop("class")["source"] == "manual"
+            conn.execute(ci.update().where(where).values(provenance=provenance))
+
+    device = push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"]
+    across_0016(database_url, lambda: None, persons_edit)
+    assert api.get(f"/api/v1/cis/{device}").json()["provenance"]["class"]["source"] == "manual"
+    for _ in range(2):
+        assert push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"] == device
+        assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"

@@ -30,6 +30,12 @@ secondary MAC, `interface_mac`). CIs linked that way form one group; in each:
 An address (a held identifier) a device and an unrelated server both hold stays with the server: held
 values move to whoever reports them next, and a shared address never makes two machines one.
 
+Who a class is known from (ingest/phases.class_owner) is settled before and after merging: a person's
+class edit made before 0016 (the change feed shows one across the host families, which discovery never
+made) is stamped `manual` as of its time; a CI of the network_device family whose class nobody stamped
+and no person touched gets a class stamp ranked below every source (before 0016 SNMP made a
+network_device of any agent, a Linux host's too): the next source that reports it decides.
+
 The downgrade moves the rows of CIs of the network_device family back to family `network_device`; a
 merge is not undone (the retired CIs and the change records say what it did).
 
@@ -158,6 +164,7 @@ class _Groups:
 def upgrade() -> None:
     bind = op.get_bind()
     now = datetime.now(UTC)
+    _stamp_persons_class(bind)
     held_keys = {key for (keys,) in bind.execute(sa.select(CLASS.c.held_identifiers)) for key in keys or ()}
     device_rows = bind.execute(sa.select(IDENT.c.key, IDENT.c.value, IDENT.c.ci_id)
                                .where(IDENT.c.family == DEVICES)).all()
@@ -208,6 +215,65 @@ def upgrade() -> None:
     bind.execute(IDENT.delete().where(IDENT.c.family == DEVICES, sa.exists().where(
         hosts.c.family == HOSTS, hosts.c.key == IDENT.c.key, hosts.c.value == IDENT.c.value)))
     bind.execute(IDENT.update().where(IDENT.c.family == DEVICES).values(family=HOSTS))
+    _mark_unproven_devices(bind, device_classes, now)
+
+
+def _class_changes(bind) -> dict:
+    """CI -> its latest class change in the change feed: (old, new, at, actor)."""
+    if bind.dialect.name == "postgresql":
+        has_class = sa.text("(change_record.diff -> 'class') IS NOT NULL")
+    else:
+        has_class = sa.text("json_type(change_record.diff, '$.class') IS NOT NULL")
+    latest: dict = {}
+    for object_id, at, actor, diff in bind.execute(
+            sa.select(CHANGE.c.object_id, CHANGE.c.at, CHANGE.c.actor, CHANGE.c.diff).where(
+                CHANGE.c.object_type == "ci", CHANGE.c.action == "update", has_class)
+            .order_by(sa.text("change_record.seq"))):
+        change = (diff or {}).get("class")
+        if isinstance(change, list) and len(change) == 2:
+            latest[object_id] = (change[0], change[1], at, actor)
+    return latest
+
+
+def _stamp_persons_class(bind) -> None:
+    """A person's class edit made before 0016 was not stamped (main stamped no `class`): one that moved a
+    CI between the two host families (which discovery never did before 0016: ingest only made a class
+    more specific, an import refuses another family) is stamped `manual` at its time, where the CI still
+    has that class, so the next SNMP or nmap run does not undo it (ingest/phases.class_after)."""
+    hosts, devices = set(_family_classes(bind, HOSTS)), set(_family_classes(bind, DEVICES))
+    crossing = {ci_id: (new, at) for ci_id, (old, new, at, actor) in _class_changes(bind).items()
+                if actor != ACTOR and ((old in hosts and new in devices) or (old in devices and new in hosts))}
+    for chunk in _chunks(sorted(crossing, key=str)):
+        for ci_id, ci_class, provenance in bind.execute(
+                sa.select(CI.c.id, CI.c.ci_class, CI.c.provenance).where(CI.c.id.in_(chunk))):
+            new, at = crossing[ci_id]
+            stamps = dict(provenance or {})
+            if ci_class != new or isinstance(stamps.get("class"), dict):
+                continue
+            stamps["class"] = {"source": "manual", "at": _iso(at)}
+            bind.execute(CI.update().where(CI.c.id == ci_id).values(provenance=stamps))
+            bind.execute(SOURCE.update().where(SOURCE.c.ci_id == ci_id).values(fingerprint=None))
+
+
+UNPROVEN = {"source": ACTOR}  # not a source name (it has a space): ranked below every source
+
+
+def _mark_unproven_devices(bind, device_classes: list[str], now: datetime) -> None:
+    """Before 0016 SNMP made a network_device of any agent it walked (a Linux host's net-snmp too):
+    that class is no evidence of switching or routing, and the SNMP stamps it came with would keep it
+    against everyone below SNMP (ingest/phases.class_owner). A CI of the network_device family whose
+    class nobody stamped and no person touched gets a class stamp ranked below every source: the next
+    source that reports it decides (SNMP, reporting it again on evidence, keeps it so and stamps it)."""
+    for chunk in _chunks(device_classes):
+        for ci_id, provenance in bind.execute(sa.select(CI.c.id, CI.c.provenance).where(CI.c.ci_class.in_(chunk))
+                                              .order_by(CI.c.id)).all():
+            stamps = dict(provenance or {})
+            if isinstance(stamps.get("class"), dict) or any(
+                    isinstance(s, dict) and s.get("source") == "manual" for s in stamps.values()):
+                continue
+            stamps["class"] = {**UNPROVEN, "at": now.isoformat()}
+            bind.execute(CI.update().where(CI.c.id == ci_id).values(provenance=stamps))
+            bind.execute(SOURCE.update().where(SOURCE.c.ci_id == ci_id).values(fingerprint=None))
 
 
 def _merge(bind, group: list, device_classes: list[str], device_cis: set, now: datetime) -> None:

@@ -265,10 +265,16 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     stored_cls = registry.classes.get(row["ci_class"], cls)
     new_class = class_after(precedence, stored_cls, cls, source, row["provenance"])
     name, attributes, provenance = row["name"], row["attributes"], row["provenance"]
-    if new_class.family != stored_cls.family:
+    stamp = provenance.get(CLASS_FIELD) if isinstance(provenance, dict) else None
+    # A class stamp of no source (migration 0016: a pre-0016 network_device, no evidence) is replaced by
+    # the first source that reports the class again: its evidence.
+    unproven = (isinstance(stamp, dict) and cls.family == new_class.family
+                and stamp.get("source") not in precedence.order(new_class, CLASS_FIELD)
+                and source in precedence.order(new_class, CLASS_FIELD))
+    if new_class.family != stored_cls.family or unproven:
         provenance = {**provenance, CLASS_FIELD: {"source": source, "at": now.isoformat()}}
     diff: dict[str, list[Any]] = {}
-    provenance_changed = False
+    provenance_changed = unproven
     for item in resolution.items:
         result = merge(precedence, new_class, source, now, name, attributes, provenance, item.name, item.facts)
         name, attributes, provenance = result.name, result.attributes, result.provenance

@@ -352,3 +352,21 @@ def test_0016_stamps_a_persons_class_edit_made_before_it(api, database_url):
     for _ in range(2):
         assert push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"] == device
         assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+
+
+def test_a_devices_address_does_not_move_to_nmaps_ci_of_its_ptr_name_and_back(api, engine):
+    # review finding 5: nmap (--names system) gives its item the PTR name as a strong fqdn, so its CI is
+    # never the device; the address SNMP reports stays with the device instead of moving every run
+    sighting = {"ref": "n", "class": "server", "name": "sw1.example.com",
+                "identifiers": {"fqdn": "sw1.example.com", "ip_address": ["192.0.2.1"]}, "attributes": {}}
+    device_item = snmp_device(secondary=())
+    device_item["identifiers"]["ip_address"] = ["192.0.2.1"]
+    device = push(api, batch("snmp", [device_item]))["refs"]["d"]
+    where = sa.and_(IDENT.c.key == "ip_address", IDENT.c.value == "192.0.2.1")
+    for _ in range(3):
+        named = push(api, batch("nmap", [sighting]))["refs"]["n"]
+        assert named != device
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(IDENT.c.ci_id).where(where)).all() == [(uuid.UUID(device),)]
+        out = push(api, batch("snmp", [device_item]))
+        assert out["refs"]["d"] == device and out["counts"]["unchanged"] == 1, out["counts"]

@@ -201,6 +201,16 @@ def test_0016_merges_the_duplicates_made_before_it(api, database_url):
         assert api.get(f"/api/v1/cis/{other}").json()["relationships"] == []
     detail = api.get(f"/api/v1/cis/{device}").json()
     assert detail["attributes"]["interface_mac"] == [PORT_MAC]
+    # review finding 8: the addresses it took over are named by its attributes, so an edit keeps their rows
+    assert sorted(detail["attributes"]["ip_address"]) == ["10.0.0.1", "10.0.0.2"]
+    assert api.patch(f"/api/v1/cis/{device}", json={"owner": "net"}).status_code == 200
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            assert sorted(v for (v,) in conn.execute(sa.select(IDENT.c.value).where(
+                IDENT.c.ci_id == uuid.UUID(device), IDENT.c.key == "ip_address"))) == ["10.0.0.1", "10.0.0.2"]
+    finally:
+        engine.dispose()
     assert sorted(r["ci_name"] for r in detail["relationships"] if r["type"] == "contains") == ["10.0.0.1", "10.0.0.2"]
     # every CI can be edited, and the next runs of both sources find the one CI without a conflict
     for ci_id in [item["id"] for item in api.get("/api/v1/cis?limit=500").json()["items"]]:

@@ -320,6 +320,20 @@ def _merge(bind, group: list, device_classes: list[str], device_cis: set, now: d
                     provenance[key] = stamps[key]
     if secondary:
         attributes["interface_mac"] = secondary
+    # The addresses it now holds are named by its attributes too, or an edit (which derives its rows from
+    # them) would drop them.
+    addresses = [a for a in _as_list(attributes.get("ip_address")) if isinstance(a, str)]
+    named = {a.strip() for a in addresses}
+    for key, value in wanted:
+        if key == "ip_address" and value not in named:
+            addresses.append(value)
+            named.add(value)
+            stamp = next((o["provenance"]["ip_address"] for o in others
+                          if isinstance((o["provenance"] or {}).get("ip_address"), dict)), None)
+            if stamp is not None:
+                provenance.setdefault("ip_address", stamp)
+    if addresses:
+        attributes["ip_address"] = addresses
     diff = {f"attributes.{key}": [(survivor["attributes"] or {}).get(key), value]
             for key, value in attributes.items() if (survivor["attributes"] or {}).get(key) != value}
     new_class = best["ci_class"]

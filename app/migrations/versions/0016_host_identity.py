@@ -126,10 +126,17 @@ def _class_rank(provenance: object) -> int:
     return min((_rank(s.get("source")) for s in provenance.values() if isinstance(s, dict)), default=len(PRECEDENCE))
 
 
+# discovery.snmp.parse.VIRTUAL_MAC_PREFIXES as of 0016: MACs every router of a redundancy group carries
+VIRTUAL_MAC_PREFIXES = ("00:00:5e:00:01:", "00:00:5e:00:02:", "00:00:0c:07:ac:", "00:00:0c:9f:f")
+
+
 def _interface_macs(attributes: dict) -> set[str]:
+    """The MACs of a device's interfaces that can name it alone (discovery.snmp.batch.secondary_macs as of
+    0016): unicast, universally administered, no virtual router's."""
     interfaces = attributes.get("interfaces")
-    return {found for i in interfaces if isinstance(i, dict) and (found := _mac(i.get("mac_address")))} \
+    found = {m for i in interfaces if isinstance(i, dict) and (m := _mac(i.get("mac_address")))} \
         if isinstance(interfaces, list) else set()
+    return {m for m in found if not int(m[:2], 16) & 3 and not m.startswith(VIRTUAL_MAC_PREFIXES)}
 
 
 def _iso(value) -> str | None:
@@ -182,12 +189,14 @@ def upgrade() -> None:
                     groups.union(device_of[(key, value)], ci_id)
     # A server CI known (strongly) by nothing but MACs of one device's interfaces: nmap's sighting of them.
     device_classes = _family_classes(bind, DEVICES)
-    interface_owner: dict[str, object] = {}
+    interface_owners: dict[str, set] = {}
     for chunk in _chunks(device_classes):
         for ci_id, attributes in bind.execute(sa.select(CI.c.id, CI.c.attributes).where(CI.c.ci_class.in_(chunk))
                                               .order_by(CI.c.id)):
             for found in _interface_macs(attributes or {}):
-                interface_owner.setdefault(found, ci_id)
+                interface_owners.setdefault(found, set()).add(ci_id)
+    # A MAC two devices carry (MLAG, a shared virtual MAC) names neither: it joins nothing.
+    interface_owner = {mac: next(iter(owners)) for mac, owners in interface_owners.items() if len(owners) == 1}
     macs = sorted(interface_owner)
     candidates: dict = {}
     for chunk in _chunks(macs):

@@ -31,7 +31,6 @@ from app.models.types import new_id
 from app.services import cis as ci_service
 from app.services import group_identity
 from app.services.history import UnitOfWork
-from app.services.identifiers import identifier_values
 from app.services.ingest import fingerprints, relationships, runs, store
 from app.services.ingest.batch import Batch
 from app.services.ingest.identification import (PlannedItem, Resolution, Triple, contradicting_rule,
@@ -110,8 +109,6 @@ class Identification:
     karta_groups: set[uuid.UUID] = field(default_factory=set)  # of the CIs found, the groups Karta made
     # the strong identifiers of the CIs found by a held value (store.strongly_identified)
     strong_of: dict[uuid.UUID, set[Triple]] = field(default_factory=dict)
-    # the CIs found by a held value that no item is: their class, attributes and provenance
-    holders: dict[uuid.UUID, Any] = field(default_factory=dict)
 
 
 def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan, outcome: Outcome) -> Identification:
@@ -145,7 +142,7 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
                   and not resolution.conflict for item in resolution.items}
     reads = relationships.read(conn, registry, set(batch.refs), the_plan.relationships, {**identified, **outcome.refs})
     return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows),
-                          strong_cis, store.held_by(conn, held_found - set(rows)))
+                          strong_cis)
 
 
 @dataclass
@@ -208,28 +205,8 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
                     # seen now, so a machine that names it strong in a batch committed meanwhile keeps it.
                     changes.secondary_claims.append((t, ci_id, found.index.get(t)))
                     continue
-                if _held_on_better_word(registry, the_plan.precedence, t, found.holders.get(found.index.get(t)), source):
-                    changes.kept_elsewhere.add(t)
-                    continue
                 changes.held_claims.append((t, ci_id))
     return changes
-
-
-def _held_on_better_word(registry: Registry, precedence: PrecedenceTable, triple: Triple, holder: Any,
-                         source: str) -> bool:
-    """A held value (an address) stays with a CI whose current facts still name it on the word of a source
-    ranked above this one (SNMP's device keeps its address against nmap's CI of the box's PTR name: it
-    would move back and forth every run). Once the holder's source stops naming it, it moves."""
-    if holder is None or not isinstance(holder["attributes"], dict) or not isinstance(holder["provenance"], dict):
-        return False
-    holder_cls = registry.classes.get(holder["ci_class"])
-    _, key, value = triple
-    stamp = holder["provenance"].get(key)
-    if holder_cls is None or not isinstance(stamp, dict) or not isinstance(stamp.get("source"), str):
-        return False
-    if (key, value) not in identifier_values([[key]], holder["attributes"]):
-        return False
-    return stamp["source"] != source and not precedence.may_overwrite(holder_cls, key, source, stamp["source"])
 
 
 def _another_machines(triple: Triple, cls: ClassInfo, holder: uuid.UUID | None, strong_of: dict[uuid.UUID, set[Triple]],

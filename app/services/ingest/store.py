@@ -73,15 +73,6 @@ def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
     return {row["id"]: row for row in conn.execute(query).mappings()}
 
 
-def held_by(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    """The class, attributes and provenance of CIs holding values a batch claims, read without a lock
-    (a decision made on a stale read is corrected by the next report)."""
-    if not ci_ids:
-        return {}
-    query = select(CI.c.id, CI.c.ci_class, CI.c.attributes, CI.c.provenance).where(id_in(conn, CI.c.id, ci_ids))
-    return {row["id"]: row for row in conn.execute(query).mappings()}
-
-
 def existing_ci_ids(conn: Connection, ci_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     """Those of `ci_ids` that exist, locked until commit so that none is deleted under a relationship
     this batch writes to it (relationships have no foreign keys, migration 0006)."""

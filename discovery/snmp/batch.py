@@ -68,7 +68,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.core.batch_contract import MAX_NAME
-from discovery.batch import _compact, _ip_item, _Refs
+from discovery.batch import MAX_IDENTIFIER_VALUES, _compact, _ip_item, _Refs
 from discovery.parse_network import is_routable_host_address
 from discovery.snmp.models import (Announced, CdpNeighbour, DeviceFacts, DeviceResult, LldpNeighbour,
                                    forwarding_evidence)
@@ -250,20 +250,22 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
 def own_addresses(facts: DeviceFacts) -> list[str]:
     """The device's routable unicast addresses, in its order: held identifiers (ingest's rule 4), so nmap's
     sighting of a switch's address with no MAC (its own namespace, another subnet) is this device, and
-    an address two devices of the batch report (a VRRP address) identifies neither."""
-    return list(dict.fromkeys(entry.address for entry in facts.addresses if is_routable_host_address(entry.address)))
+    an address two devices of the batch report (a VRRP address) identifies neither. At most
+    MAX_IDENTIFIER_VALUES, as SSH sends."""
+    found = dict.fromkeys(entry.address for entry in facts.addresses if is_routable_host_address(entry.address))
+    return list(found)[:MAX_IDENTIFIER_VALUES]
 
 
 def secondary_macs(facts: DeviceFacts) -> list[str]:
     """The device's own MACs besides its chassis MAC that can name it alone: on one of its interfaces
     only, unicast and no virtual router's (parse.is_own_mac), universally administered (a locally
-    administered MAC is software's and repeats across boxes)."""
+    administered MAC is software's and repeats across boxes). At most MAX_IDENTIFIER_VALUES, as SSH sends."""
     counts: dict[str, int] = {}
     for interface in facts.interfaces:
         if interface.mac:
             counts[interface.mac] = counts.get(interface.mac, 0) + 1
     return sorted(found for found, count in counts.items() if count == 1 and found != facts.chassis_mac
-                  and is_own_mac(found) and not int(found[:2], 16) & 2)
+                  and is_own_mac(found) and not int(found[:2], 16) & 2)[:MAX_IDENTIFIER_VALUES]
 
 
 def _secondary_macs(builder: _Builder, devices: list[DeviceFacts]) -> None:

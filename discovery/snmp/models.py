@@ -120,6 +120,7 @@ class DeviceFacts:
     contact: str | None = None
     location: str | None = None
     services: int | None = None  # sysServices (0-127)
+    ip_forwarding: bool | None = None  # IP-MIB ipForwarding, None when the agent does not say
     capabilities: tuple[str, ...] = ()  # its own LLDP enabled capabilities (lldpLocSysCapEnabled)
     bridge_ports: int = 0  # BRIDGE-MIB ports mapped to an interface (dot1dBasePortIfIndex rows)
     chassis_mac: str | None = None
@@ -140,12 +141,18 @@ DATALINK, INTERNET, HOST_LAYERS = 0x02, 0x04, 0x08 | 0x40  # sysServices bits: l
 
 def forwarding_evidence(facts: DeviceFacts) -> list[str]:
     """Why the device is a network device (switches or routes frames), empty when nothing says so: its
-    sysServices has the datalink or internet layer (a host's agent says 72, end-to-end + applications),
-    its own LLDP says bridge or router is enabled, or BRIDGE-MIB maps bridge ports to its interfaces.
-    Answering SNMP is no evidence: net-snmp runs on Linux and Windows servers too."""
+    sysServices has the datalink layer, or the internet layer from an agent that forwards IP (ipForwarding
+    1) or, not saying, serves no host layer (a Juniper router's 4); its own LLDP says bridge or router is
+    enabled; or BRIDGE-MIB maps bridge ports to its interfaces. A host's agent says 72 (end-to-end +
+    applications) on Linux and 76 on Windows, whose internet bit comes with ipForwarding 2. Answering
+    SNMP is no evidence: net-snmp runs on Linux and Windows servers too."""
     found = []
-    if facts.services is not None and facts.services & (DATALINK | INTERNET):
-        found.append(f"sysServices {facts.services}")
+    services = facts.services
+    if services is not None and services & DATALINK:
+        found.append(f"sysServices {services}")
+    elif services is not None and services & INTERNET and (
+            facts.ip_forwarding or (facts.ip_forwarding is None and not services & HOST_LAYERS)):
+        found.append(f"sysServices {services}" + (", ipForwarding 1" if facts.ip_forwarding else ""))
     enabled = sorted({"bridge", "router"} & set(facts.capabilities))
     if enabled:
         found.append(f"LLDP {'+'.join(enabled)} enabled")

@@ -22,7 +22,9 @@ SYS_CONTACT = oid("1.3.6.1.2.1.1.4.0")
 SYS_NAME = oid("1.3.6.1.2.1.1.5.0")
 SYS_LOCATION = oid("1.3.6.1.2.1.1.6.0")
 SYS_SERVICES = oid("1.3.6.1.2.1.1.7.0")  # the OSI layers it serves: bit 2^(layer-1), datalink 2, internet 4
-SYSTEM = (SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_CONTACT, SYS_NAME, SYS_LOCATION, SYS_SERVICES)
+# IP-MIB ipForwarding: forwarding(1) for a router, notForwarding(2) for a host; read with the system group
+IP_FORWARDING = oid("1.3.6.1.2.1.4.1.0")
+SYSTEM = (SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_CONTACT, SYS_NAME, SYS_LOCATION, SYS_SERVICES, IP_FORWARDING)
 
 # IF-MIB ifTable / ifXTable columns (index: ifIndex).
 IF_DESCR = oid("1.3.6.1.2.1.2.2.1.2")

@@ -139,6 +139,8 @@ def _system(facts: DeviceFacts, walk: Walk) -> None:
     facts.location = text(walk.get(oids.SYS_LOCATION))
     services = walk.get(oids.SYS_SERVICES)
     facts.services = services if isinstance(services, int) and 0 <= services <= 127 else None
+    forwarding = walk.get(oids.IP_FORWARDING)
+    facts.ip_forwarding = {1: True, 2: False}.get(forwarding) if isinstance(forwarding, int) else None
     facts.capabilities = _capabilities(walk.get(oids.LLDP_LOC_SYS_CAP_ENABLED))
     if walk.get(oids.LLDP_LOC_CHASSIS_SUBTYPE) == CHASSIS_MAC:
         facts.chassis_mac = mac(walk.get(oids.LLDP_LOC_CHASSIS_ID))

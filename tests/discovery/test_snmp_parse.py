@@ -21,6 +21,7 @@ from discovery.snmp.models import (
     DeviceResult,
     ForwardingEntry,
     LldpNeighbour,
+    forwarding_evidence,
 )
 from discovery.snmp.oids import oid, vendor_of
 from discovery.snmp.parse import MAX_CHASSIS, parse_walk, top_chassis
@@ -575,3 +576,17 @@ def test_lldp_and_cdp_of_one_neighbour_are_one_link():
         cables += [r["attributes"] for r in build_snmp_batch([sw1, sw3], run_id="r")[0]["relationships"]
                    if r["type"] == "cabled_to"]
     assert cables == [{"port": "Gi0/1", "remote_port": "GigabitEthernet0/9"}, {"port": "Gi0/1", "remote_port": "Gi0/9"}]
+
+
+def test_the_internet_layer_is_evidence_only_from_an_agent_that_forwards_or_serves_no_host_layer():
+    # review finding 10: Windows' SNMP service says sysServices 76 (internet, end-to-end, applications)
+    # with ipForwarding 2; a Juniper router says 4; a router saying 76 forwards (ipForwarding 1)
+    def evidence(services, forwarding=None):
+        walk = {oids.SYS_NAME: b"x", oids.SYS_SERVICES: services}
+        if forwarding is not None:
+            walk[oids.IP_FORWARDING] = forwarding
+        return forwarding_evidence(parse_walk("10.0.0.1", walk))
+
+    assert evidence(76, 2) == [] and evidence(76) == [] and evidence(72, 1) == []
+    assert evidence(76, 1) == ["sysServices 76, ipForwarding 1"]
+    assert evidence(4) == ["sysServices 4"] and evidence(6, 2) == ["sysServices 6"]

@@ -5,6 +5,7 @@ PostgreSQL, through the real ingest API; and migration 0016 merges the duplicate
 import time
 import uuid
 
+import pytest
 import sqlalchemy as sa
 
 from app.core import migrations
@@ -14,6 +15,7 @@ from discovery.snmp.models import DeviceFacts, DeviceInterface, DeviceResult
 from tests.test_ingest import batch, push
 
 CHASSIS, PORT_MAC, OTHER = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"
+UA_PORT = "00:1b:21:00:00:02"  # universally administered: a port MAC migration 0016 may join by
 
 
 def nmap_host(mac, address="10.0.0.1"):
@@ -100,19 +102,56 @@ def test_a_routers_interface_mac_held_by_nmaps_ci_is_taken_over_without_conflict
     assert push(api, batch("nmap", [nmap_host(PORT_MAC, "10.0.0.2")]))["refs"]["n"] == device
 
 
-def test_a_secondary_mac_another_machine_names_as_its_own_stays_there(api):
-    # SSH knows a host by its machine-id and a MAC that a device reports as one of its interfaces'
-    # (a VRRP-less cluster address, a mistaken agent): the device does not take it, and nobody conflicts
-    host = push(api, batch("ssh", [ssh_host(PORT_MAC)]))["refs"]["s"]
+@pytest.mark.parametrize("first,then", [("snmp", "ssh"), ("ssh", "snmp")])
+def test_a_host_ssh_knows_by_a_mac_a_device_reports_as_secondary_is_one_ci_in_either_order(api, first, then):
+    # review finding 9: a Linux router SSH logs into and SNMP walks. SNMP first: SSH's strong MAC is the
+    # device's secondary row. SSH first: the device's secondary MAC is a strong MAC of the host, whose
+    # other strong identifiers (machine-id) are of keys SNMP does not report: no contradiction, one CI.
+    # Either way the class is SSH's (server), and nobody conflicts on later runs.
+    items, refs = {"ssh": ssh_host(PORT_MAC), "snmp": snmp_device()}, {"ssh": "s", "snmp": "d"}
+    made = push(api, batch(first, [items[first]]))["refs"][refs[first]]
     for _ in range(2):
-        out = push(api, batch("snmp", [snmp_device()]))
+        for source in (then, first):
+            out = push(api, batch(source, [items[source]]))
+            assert out["conflicts"] == [] and out["refs"][refs[source]] == made, (first, source, out)
+    assert api.get(f"/api/v1/cis/{made}").json()["class"] == "server"
+    assert [ci["id"] for ci in hosts(api)] == [made]
+
+
+def test_a_secondary_mac_another_machine_names_as_its_own_stays_there_until_it_stops(api, engine):
+    # SSH knows a host by its serial and a MAC that a device with another serial reports as one of its
+    # interfaces' (a mistaken agent, a NIC moved between boxes): two machines; the device does not take
+    # the MAC and nobody conflicts. Its report is not confirmed, so once the host stops naming the MAC
+    # the device's identical report takes it (second review, finding 1's secondary part).
+    host_item = {**ssh_host(PORT_MAC), "identifiers": {"serial_number": "HOST-1", "mac_address": [PORT_MAC]}}
+    device_item = snmp_device()
+    device_item["identifiers"]["serial_number"] = "SW-1"
+    host = push(api, batch("ssh", [host_item]))["refs"]["s"]
+    where = sa.and_(IDENT.c.key == "mac_address", IDENT.c.value == PORT_MAC)
+
+    def holder():
+        with engine.connect() as conn:
+            return conn.execute(sa.select(IDENT.c.ci_id).where(where)).scalar_one()
+
+    for _ in range(2):
+        out = push(api, batch("snmp", [device_item]))
         assert out["conflicts"] == [] and out["refs"]["d"] != host
-        out = push(api, batch("ssh", [ssh_host(PORT_MAC)]))
+        out = push(api, batch("ssh", [host_item]))
         assert out["conflicts"] == [] and out["refs"]["s"] == host
-    device = push(api, batch("snmp", [snmp_device()]))["refs"]["d"]
+    device = push(api, batch("snmp", [device_item]))["refs"]["d"]
+    assert holder() == uuid.UUID(host)
     for ci_id in (host, device):
         assert api.patch(f"/api/v1/cis/{ci_id}", json={"owner": "net"}).status_code == 200
-    assert push(api, batch("ssh", [ssh_host(PORT_MAC)]))["conflicts"] == []
+    assert push(api, batch("ssh", [host_item]))["conflicts"] == []
+    assert push(api, batch("snmp", [device_item]))["refs"]["d"] == device  # left the MAC: not confirmed
+    # the NIC moved: SSH reports another MAC; the index lets the old row go when the CI is written whole
+    # (an edit; ingest leaves a strong row a report stops naming)
+    push(api, batch("ssh", [{**host_item, "identifiers": {"serial_number": "HOST-1", "mac_address": [OTHER]}}]))
+    assert api.patch(f"/api/v1/cis/{host}", json={"owner": "ops"}).status_code == 200
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(IDENT.c.ci_id).where(where)).all() == []
+    assert push(api, batch("snmp", [device_item]))["refs"]["d"] == device
+    assert holder() == uuid.UUID(device)
 
 
 def test_an_snmp_agent_on_a_host_is_no_network_device():
@@ -165,14 +204,14 @@ def test_0016_merges_the_duplicates_made_before_it(api, database_url):
         ip = {"ref": "ip", "class": "ip_address", "name": "10.0.0.1", "identifiers": {"address": "10.0.0.1"},
               "attributes": {}}
         device = push(api, batch("snmp", [snmp_device(secondary=()), ip], rels))["refs"]["d"]
-        api.patch(f"/api/v1/cis/{device}", json={"attributes": {"interfaces": [{"name": "ge0", "mac_address": PORT_MAC}]}})
+        api.patch(f"/api/v1/cis/{device}", json={"attributes": {"interfaces": [{"name": "ge0", "mac_address": UA_PORT}]}})
         downgrade_to_0015(engine)
         with engine.connect() as conn:
             assert {f for (f,) in conn.execute(sa.select(IDENT.c.family).where(IDENT.c.ci_id == uuid.UUID(device)))} \
                 == {"network_device"}
         # nmap saw the chassis MAC (one duplicate) and a port's MAC (another), with an address each
         ip2 = {**ip, "ref": "ip2", "name": "10.0.0.2", "identifiers": {"address": "10.0.0.2"}}
-        nmap = push(api, batch("nmap", [nmap_host(CHASSIS), ip, {**nmap_host(PORT_MAC, "10.0.0.2"), "ref": "p"}, ip2],
+        nmap = push(api, batch("nmap", [nmap_host(CHASSIS), ip, {**nmap_host(UA_PORT, "10.0.0.2"), "ref": "p"}, ip2],
                                [{"source": "n", "target": "ip", "type": "contains"},
                                 {"source": "p", "target": "ip2", "type": "contains"}]))
         twin, port = nmap["refs"]["n"], nmap["refs"]["p"]
@@ -200,12 +239,22 @@ def test_0016_merges_the_duplicates_made_before_it(api, database_url):
         assert "mac_address" not in retired["attributes"]
         assert api.get(f"/api/v1/cis/{other}").json()["relationships"] == []
     detail = api.get(f"/api/v1/cis/{device}").json()
-    assert detail["attributes"]["interface_mac"] == [PORT_MAC]
+    assert detail["attributes"]["interface_mac"] == [UA_PORT]
+    # review finding 8: the addresses it took over are named by its attributes, so an edit keeps their rows
+    assert sorted(detail["attributes"]["ip_address"]) == ["10.0.0.1", "10.0.0.2"]
+    assert api.patch(f"/api/v1/cis/{device}", json={"owner": "net"}).status_code == 200
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            assert sorted(v for (v,) in conn.execute(sa.select(IDENT.c.value).where(
+                IDENT.c.ci_id == uuid.UUID(device), IDENT.c.key == "ip_address"))) == ["10.0.0.1", "10.0.0.2"]
+    finally:
+        engine.dispose()
     assert sorted(r["ci_name"] for r in detail["relationships"] if r["type"] == "contains") == ["10.0.0.1", "10.0.0.2"]
     # every CI can be edited, and the next runs of both sources find the one CI without a conflict
     for ci_id in [item["id"] for item in api.get("/api/v1/cis?limit=500").json()["items"]]:
         assert api.patch(f"/api/v1/cis/{ci_id}", json={"owner": "net"}).status_code == 200, ci_id
-    for mac in (CHASSIS, PORT_MAC):
+    for mac in (CHASSIS, UA_PORT):
         out = push(api, batch("nmap", [nmap_host(mac)]))
         assert out["refs"]["n"] == device and out["conflicts"] == []
     out = push(api, batch("snmp", [snmp_device()]))
@@ -352,3 +401,111 @@ def test_0016_stamps_a_persons_class_edit_made_before_it(api, database_url):
     for _ in range(2):
         assert push(api, batch("snmp", [snmp_device(secondary=())]))["refs"]["d"] == device
         assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+
+
+def test_0016_joins_no_sighting_by_a_mac_two_devices_carry_or_a_local_one(api, database_url):
+    # review finding 7: an interface MAC two devices carry (MLAG) names neither, and a locally administered
+    # one (software's, repeated across boxes) names nothing: nmap's sightings of them are not merged away
+    shared = {"interfaces": [{"name": "po1", "mac_address": UA_PORT}]}
+
+    def devices():
+        made = [push(api, batch("snmp", [snmp_device(chassis=chassis, secondary=(), name=name)]))["refs"]["d"]
+                for chassis, name in ((CHASSIS, "sw1"), (OTHER, "sw2"))]
+        for device in made:
+            assert api.patch(f"/api/v1/cis/{device}", json={"attributes": shared}).status_code == 200
+        api.patch(f"/api/v1/cis/{made[0]}", json={"attributes": {"interfaces": [
+            {"name": "po1", "mac_address": UA_PORT}, {"name": "vlan9", "mac_address": PORT_MAC}]}})
+        return made
+
+    _, sightings = across_0016(database_url, devices, lambda _: [
+        push(api, batch("nmap", [nmap_host(mac, address)]))["refs"]["n"]
+        for mac, address in ((UA_PORT, "10.0.0.2"), (PORT_MAC, "10.0.0.3"))])
+    for sighting in sightings:
+        assert api.get(f"/api/v1/cis/{sighting}").json()["status"] != "retired"
+
+
+def ptr_sighting(address, fqdn=None, mac=None):
+    """nmap's item with --names system: a dotted PTR name is a strong fqdn (discovery.batch)."""
+    identifiers = {"ip_address": [address]}
+    if fqdn:
+        identifiers["fqdn"] = fqdn
+    if mac:
+        identifiers["mac_address"] = [mac]
+    return {"ref": "n", "class": "server", "name": fqdn or address, "identifiers": identifiers, "attributes": {}}
+
+
+def holder_of(engine, key, value):
+    with engine.connect() as conn:
+        return [str(ci) for (ci,) in conn.execute(sa.select(IDENT.c.ci_id).where(IDENT.c.key == key,
+                                                                                   IDENT.c.value == value))]
+
+
+def test_nmaps_ptr_name_sighting_is_the_host_or_device_holding_the_address(api, engine):
+    # An fqdn the box never reports itself contradicts nothing: nmap's item for an SSH host whose
+    # `hostname -f` is short, and for a switch SNMP knows by its chassis MAC, is that box, on every run
+    # (main made a second CI of the PTR name; the branch's first fix kept two as well)
+    ssh = {**ssh_host(OTHER), "identifiers": {"machine_id": "0f8e7a1b2c3d4e5f60718293a4b5c6d7",
+                                              "mac_address": [OTHER], "ip_address": ["10.0.0.5"]}}
+    device_item = snmp_device(secondary=())
+    device_item["identifiers"]["ip_address"] = ["192.0.2.1"]
+    host = push(api, batch("ssh", [ssh]))["refs"]["s"]
+    device = push(api, batch("snmp", [device_item]))["refs"]["d"]
+    for _ in range(3):
+        assert push(api, batch("nmap", [ptr_sighting("10.0.0.5", "web-1.mgmt.example.com")]))["refs"]["n"] == host
+        assert push(api, batch("nmap", [ptr_sighting("192.0.2.1", "sw1.mgmt.example.com")]))["refs"]["n"] == device
+        assert push(api, batch("ssh", [ssh]))["counts"]["unchanged"] == 1
+        assert push(api, batch("snmp", [device_item]))["counts"]["unchanged"] == 1
+    assert sorted(ci["id"] for ci in hosts(api)) == sorted([host, device])
+    assert holder_of(engine, "ip_address", "10.0.0.5") == [host]
+    assert holder_of(engine, "ip_address", "192.0.2.1") == [device]
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "network_device"
+
+
+def test_an_address_moves_to_another_machine_that_contradicts_its_holder(api, engine):
+    # A DHCP lease reused (second review, finding 1): the host SSH knew at 10.0.0.5 stops reporting; nmap
+    # sees another box there, by a PTR name other than the host's fqdn, or by another MAC: a new CI,
+    # which takes the address; an SSH report of yet another machine-id takes it too
+    old = {"ref": "s", "class": "server", "name": "a", "identifiers": {
+        "machine_id": "0f8e7a1b2c3d4e5f60718293a4b5c6d7", "fqdn": "a.example.com", "mac_address": [CHASSIS],
+        "ip_address": ["10.0.0.5"]}, "attributes": {}}
+    host = push(api, batch("ssh", [old]))["refs"]["s"]
+    by_name = push(api, batch("nmap", [ptr_sighting("10.0.0.5", "b.example.com")]))["refs"]["n"]
+    assert by_name != host and holder_of(engine, "ip_address", "10.0.0.5") == [by_name]
+    push(api, batch("ssh", [old]))  # the old host is back for a moment: it takes its address back
+    assert holder_of(engine, "ip_address", "10.0.0.5") == [host]
+    by_mac = push(api, batch("nmap", [ptr_sighting("10.0.0.5", mac=PORT_MAC)]))["refs"]["n"]
+    assert by_mac not in (host, by_name) and holder_of(engine, "ip_address", "10.0.0.5") == [by_mac]
+    new = {**old, "name": "c", "identifiers": {"machine_id": "1f8e7a1b2c3d4e5f60718293a4b5c6d7",
+                                               "mac_address": [OTHER], "ip_address": ["10.0.0.5"]}}
+    other = push(api, batch("ssh", [new]))["refs"]["s"]
+    assert other not in (host, by_name, by_mac) and holder_of(engine, "ip_address", "10.0.0.5") == [other]
+
+
+def test_a_persons_edit_of_another_field_does_not_pin_the_class(api):
+    # second review, finding 2: only a person's class edit (or a CI a person made) pins the class
+    sighting = push(api, batch("nmap", [nmap_host(PORT_MAC)]))["refs"]["n"]
+    assert api.patch(f"/api/v1/cis/{sighting}", json={"name": "core switch"}).status_code == 200
+    assert push(api, batch("snmp", [snmp_device()]))["refs"]["d"] == sighting
+    assert api.get(f"/api/v1/cis/{sighting}").json()["class"] == "network_device"
+    device = push(api, batch("snmp", [snmp_device(chassis=OTHER, secondary=(), name="sw2")]))["refs"]["d"]
+    assert api.patch(f"/api/v1/cis/{device}", json={"attributes": {"location": "rack 4"}}).status_code == 200
+    push(api, batch("ssh", [ssh_host(OTHER)]))
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+    made = api.post("/api/v1/cis", json={"class": "network_device", "name": "fw1",
+                                         "attributes": {"mac_address": ["52:54:00:00:00:09"]}})
+    assert made.status_code == 201, made.text
+    push(api, batch("ssh", [ssh_host("52:54:00:00:00:09")]))
+    assert api.get(f"/api/v1/cis/{made.json()['id']}").json()["class"] == "network_device"
+
+
+def test_an_import_row_of_class_server_may_name_a_network_device_by_id(api):
+    # review finding 11: the id check compares identity families (one for hosts), not class families
+    from tests.integrations.test_import import post_csv, rows_by_number
+    device = push(api, batch("snmp", [snmp_device()]))["refs"]["d"]
+    service = api.create_ci("service", "shop")
+    sheet = f"id,name,attribute.rack\n{device},sw1,R9\n{service['id']},shop,\n"
+    rows = rows_by_number(post_csv(api, sheet, "class=server&all_or_nothing=false").json())
+    assert (rows[2]["action"], rows[2]["ci"], rows[2].get("errors", [])) == ("update", device, [])
+    assert rows[3]["errors"][0]["column"] == "id"
+    ci = api.get(f"/api/v1/cis/{device}").json()
+    assert (ci["class"], ci["attributes"]["rack"]) == ("network_device", "R9")

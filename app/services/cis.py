@@ -121,7 +121,7 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate, *,
         "attributes": data.attributes,
         "first_seen": data.first_seen,
         "last_seen": data.last_seen,
-    }, manual_provenance(["name", *data.attributes], uow.now))
+    }, manual_provenance(["name", "class", *data.attributes], uow.now))
     public = to_public(row)
     uow.record("ci", row["id"], "create", diff_fields(None, public, HISTORY_FIELDS))
     return public

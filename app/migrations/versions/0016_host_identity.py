@@ -21,7 +21,8 @@ secondary MAC, `interface_mac`). CIs linked that way form one group; in each:
   begins, with its sightings and change record: a relationship's ends never change). Identifying attributes the survivor lacks are copied
   to it (a MAC it lacks as `interface_mac`), so that an edit of it derives the rows it now holds;
 * its class is the class of the member whose class comes from the highest-ranked source (a stamp under
-  provenance `class`, else the highest source stamping any field; manual > ssh > snmp > nmap > import,
+  provenance `class`, else the highest discovery source stamping any field (a person only on a CI
+  nobody else wrote); manual > ssh > snmp > nmap > import,
   the default precedence, frozen here), the device's on a tie: a server SSH knows stays a server;
 * every other member is retired (status `retired`, attribute `merged_into`: the survivor's id) and
   loses its identifying attributes (their rows are the survivor's), so that it can still be edited. Each CI changed gets one change record (actor
@@ -33,7 +34,7 @@ values move to whoever reports them next, and a shared address never makes two m
 Who a class is known from (ingest/phases.class_owner) is settled before and after merging: a person's
 class edit made before 0016 (the change feed shows one across the host families, which discovery never
 made) is stamped `manual` as of its time; a CI of the network_device family whose class nobody stamped
-and no person touched gets a class stamp ranked below every source (before 0016 SNMP made a
+and that a discovery source wrote gets a class stamp ranked below every source (before 0016 SNMP made a
 network_device of any agent, a Linux host's too): the next source that reports it decides.
 
 The downgrade moves the rows of CIs of the network_device family back to family `network_device`; a
@@ -123,7 +124,10 @@ def _class_rank(provenance: object) -> int:
     stamp = provenance.get("class")
     if isinstance(stamp, dict) and isinstance(stamp.get("source"), str):
         return _rank(stamp["source"])
-    return min((_rank(s.get("source")) for s in provenance.values() if isinstance(s, dict)), default=len(PRECEDENCE))
+    sources = {s.get("source") for s in provenance.values() if isinstance(s, dict)}
+    # A person's edit of another field says nothing of the class, unless nothing but people wrote the CI.
+    found = [_rank(source) for source in sources - {"manual"}] or [_rank(source) for source in sources]
+    return min(found, default=len(PRECEDENCE))
 
 
 # discovery.snmp.parse.VIRTUAL_MAC_PREFIXES as of 0016: MACs every router of a redundancy group carries
@@ -271,13 +275,16 @@ def _mark_unproven_devices(bind, device_classes: list[str], now: datetime) -> No
     """Before 0016 SNMP made a network_device of any agent it walked (a Linux host's net-snmp too):
     that class is no evidence of switching or routing, and the SNMP stamps it came with would keep it
     against everyone below SNMP (ingest/phases.class_owner). A CI of the network_device family whose
-    class nobody stamped and no person touched gets a class stamp ranked below every source: the next
+    class nobody stamped and that a source (not only people) wrote gets a class stamp ranked below every
+    source: the next
     source that reports it decides (SNMP, reporting it again on evidence, keeps it so and stamps it)."""
     for chunk in _chunks(device_classes):
         for ci_id, provenance in bind.execute(sa.select(CI.c.id, CI.c.provenance).where(CI.c.ci_class.in_(chunk))
                                               .order_by(CI.c.id)).all():
             stamps = dict(provenance or {})
-            if isinstance(stamps.get("class"), dict) or any(
+            # A person's edit of another field (a location) is no class decision; a CI nothing but
+            # people wrote is theirs (ingest/phases.class_owner).
+            if isinstance(stamps.get("class"), dict) or all(
                     isinstance(s, dict) and s.get("source") == "manual" for s in stamps.values()):
                 continue
             stamps["class"] = {**UNPROVEN, "at": now.isoformat()}

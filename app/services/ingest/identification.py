@@ -15,11 +15,14 @@ The rules, in the order they apply:
    identifier matched:
    - an item that knows nothing but an address (an nmap sighting) is the CI that currently holds that
      address, whichever source reported it;
-   - an item with strong identifiers that match nothing takes over a CI that was only ever known by
-     that address (the nmap sighting that came first), or whose strong identifiers are all values the
-     item reports (nmap's sighting of a router's interface MAC, which the router reports as a
-     secondary MAC: app.services.identity.SECONDARY) — but never a CI that has other strong
-     identifiers of its own: that is another machine, and the address has moved to this one.
+   - an item with strong identifiers that match nothing is the CI holding its address unless that
+     CI contradicts it (`contradicts`): for a key the item identifies itself by (MAC, machine-id,
+     fqdn), the CI holds values and the item reports none of them. So nmap's sighting that came
+     first becomes the SSH host; nmap's item for a box whose PTR name is an fqdn the box itself never
+     reports (an SSH host whose `hostname -f` is short, a switch SNMP knows by its chassis MAC) is
+     that box; a router's sighting by an interface MAC it reports as secondary
+     (app.services.identity.SECONDARY) becomes the router. A CI with another MAC, machine-id or fqdn
+     than the item's is another machine: the address has moved to this one (a DHCP lease reused).
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
 5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI
@@ -192,9 +195,9 @@ def resolve(
         return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
     held_matches = {index[t] for t in held if t in index}
     if strong:
-        # Only a CI known by nothing but values this machine reports may become it.
-        reported = {*strong, *held}
-        held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported}
+        # A CI whose own strong identifiers contradict this machine's is another machine: the address
+        # moved to this one.
+        held_matches = {ci for ci in held_matches if not contradicts(strongly_identified.get(ci, set()), strong, held)}
     if len(held_matches) > 1:
         if strong:
             # Several sightings of this machine (nmap saw a router on two segments, by an interface MAC
@@ -206,6 +209,21 @@ def resolve(
     if held_matches:
         return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))
     return Resolution(group)
+
+
+def contradicts(theirs: set[Triple], strong: list[Triple], held: list[Triple]) -> bool:
+    """Whether a CI holding strong identifiers `theirs` is another machine than the one reporting `strong`
+    and `held`: for some key the machine identifies itself by, the CI has values and none of them is among
+    the machine's. A key the machine does not report says nothing: nmap's item (a PTR name as fqdn, an
+    address) is the SSH host without an fqdn of its own, or the switch SNMP knows by its chassis MAC, that
+    holds the address; an item with another MAC, machine-id or fqdn than the holder's is not."""
+    keys = {key for _, key, _ in strong}
+    reported = {*strong, *held}
+    mine: dict[str, bool] = {}
+    for triple in theirs:
+        if triple[1] in keys:
+            mine[triple[1]] = mine.get(triple[1], False) or triple in reported
+    return not all(mine.values())
 
 
 def contradicting_rule(resolution: Resolution, row: Any) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from app.models.discovery import MANUAL_SOURCE
 from app.models.ingest import IngestItem, IngestRelationship
 from app.models.types import new_id
 from app.services import cis as ci_service
@@ -156,7 +157,6 @@ class Changes:
     reported_by: dict[uuid.UUID, list[str]] = field(default_factory=lambda: defaultdict(list))
     strong_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
     held_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
-    kept_elsewhere: set[Triple] = field(default_factory=set)  # secondary values left with another machine
     # secondary values claimed: (triple, new holder, the holder identification saw, or None)
     secondary_claims: list[tuple[Triple, uuid.UUID, uuid.UUID | None]] = field(default_factory=list)
     records: list[tuple[str, uuid.UUID, str, dict]] = field(default_factory=list)  # change records, in order
@@ -198,8 +198,7 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
                 if t in found.ignored_held or found.index.get(t) == ci_id:
                     continue
                 if _another_machines(t, item.cls, found.index.get(t), found.strong_of, resolution):
-                    changes.kept_elsewhere.add(t)
-                    continue
+                    continue  # left with that machine: this report is not confirmed (apply: record_sightings)
                 if any(len(rule) == 1 and rule[0] == t[1] for rule in item.cls.effective_rules):
                     # A secondary value (a key the class is identified by): taken only from the holder
                     # seen now, so a machine that names it strong in a batch committed meanwhile keeps it.
@@ -308,21 +307,26 @@ CLASS_FIELD = "class"  # the provenance entry, and the precedence attribute, of 
 
 def class_owner(precedence: PrecedenceTable, stored_cls: ClassInfo, provenance: Any) -> str | None:
     """The source a CI's class is known from: the one that set it across families (its stamp under
-    CLASS_FIELD: a person's edit, ingest's change below), else the highest-ranked source (by the
-    precedence of 'class') that set any of its fields: the source that created it, or one above it that
-    has reported on it since (and so did not contradict the class, or would have changed it)."""
+    CLASS_FIELD: a person's class edit or creation, ingest's change below), else the highest-ranked
+    discovery source (by the precedence of 'class') that set any of its fields: the source that created
+    it, or one above it that has reported on it since (and so did not contradict the class, or would
+    have changed it); a person's edits count only on a CI no source ever reported on."""
     if not isinstance(provenance, dict):
         return None
     stamp = provenance.get(CLASS_FIELD)
     if isinstance(stamp, dict) and isinstance(stamp.get("source"), str):
         return stamp["source"]
-    best = None
+    best, by_person = None, False
     for stamp in provenance.values():
         source = stamp.get("source") if isinstance(stamp, dict) else None
-        if isinstance(source, str) and (best is None or not precedence.may_overwrite(stored_cls, CLASS_FIELD, best,
+        if source == MANUAL_SOURCE:
+            # A person's edit of another field (a name, a location) says nothing of the class: only a
+            # class edit, stamped under CLASS_FIELD, pins it (or a CI nothing but people ever wrote).
+            by_person = True
+        elif isinstance(source, str) and (best is None or not precedence.may_overwrite(stored_cls, CLASS_FIELD, best,
                                                                                       source)):
             best = source
-    return best
+    return best if best is not None or not by_person else MANUAL_SOURCE
 
 
 def class_after(precedence: PrecedenceTable, stored_cls: ClassInfo, reported: ClassInfo, source: str,
@@ -373,10 +377,11 @@ def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, fou
             # A fingerprint is kept only for a report that was applied whole: one item for the CI, and
             # every relationship anchored on it applied. Anything less must be derived again next time.
             # An address another batch took since this one read the index must be taken back by the
-            # next report, so that report cannot be confirmed.
+            # next report, so that report cannot be confirmed; nor can one that left a value with
+            # another machine (_another_machines): once that machine stops naming it, the same report
+            # must take it.
             expected = {t: ci_id for ci_id in changes.seen for ref in changes.reported_by[ci_id]
-                        for t in planned_by_ref[ref].held if t not in found.ignored_held
-                        and t not in changes.kept_elsewhere}
+                        for t in planned_by_ref[ref].held if t not in found.ignored_held}
             held_now = store.find_identifiers(conn, list(expected))
             lost = {ci_id for t, ci_id in expected.items() if held_now.get(t) != ci_id}
             sightings = []

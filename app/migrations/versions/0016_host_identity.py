@@ -279,17 +279,36 @@ def _mark_unproven_devices(bind, device_classes: list[str], now: datetime) -> No
     source: the next
     source that reports it decides (SNMP, reporting it again on evidence, keeps it so and stamps it)."""
     for chunk in _chunks(device_classes):
-        for ci_id, provenance in bind.execute(sa.select(CI.c.id, CI.c.provenance).where(CI.c.ci_class.in_(chunk))
-                                              .order_by(CI.c.id)).all():
+        for ci_id, provenance, created_at in bind.execute(
+                sa.select(CI.c.id, CI.c.provenance, CI.c.created_at).where(CI.c.ci_class.in_(chunk)).order_by(CI.c.id)).all():
             stamps = dict(provenance or {})
             # A person's edit of another field (a location) is no class decision; a CI nothing but
             # people wrote is theirs (ingest/phases.class_owner).
             if isinstance(stamps.get("class"), dict) or all(
                     isinstance(s, dict) and s.get("source") == "manual" for s in stamps.values()):
                 continue
-            stamps["class"] = {**UNPROVEN, "at": now.isoformat()}
+            if _made_by_a_person(stamps, created_at):
+                # its class is a person's word, whoever reported on it since: stamped as the API now does
+                stamps["class"] = {"source": "manual", "at": _iso(created_at)}
+            else:
+                stamps["class"] = {**UNPROVEN, "at": now.isoformat()}
             bind.execute(CI.update().where(CI.c.id == ci_id).values(provenance=stamps))
             bind.execute(SOURCE.update().where(SOURCE.c.ci_id == ci_id).values(fingerprint=None))
+
+
+def _made_by_a_person(stamps: dict, created_at) -> bool:
+    """A CI created through the CI API: its name stamped `manual` when it was created (a person's later
+    rename is stamped at its own time)."""
+    name = stamps.get("name")
+    if not isinstance(name, dict) or name.get("source") != "manual" or created_at is None:
+        return False
+    try:
+        stamped = datetime.fromisoformat(str(name.get("at")))
+        made = created_at if isinstance(created_at, datetime) else datetime.fromisoformat(str(created_at))
+    except ValueError:
+        return False
+    stamped, made = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (stamped, made))
+    return abs((stamped - made).total_seconds()) < 1
 
 
 def _merge(bind, group: list, device_classes: list[str], device_cis: set, now: datetime) -> None:

@@ -17,12 +17,16 @@ The rules, in the order they apply:
      address, whichever source reported it;
    - an item with strong identifiers that match nothing is the CI holding its address unless that
      CI contradicts it (`contradicts`): for a key the item identifies itself by (MAC, machine-id,
-     fqdn), the CI holds values and the item reports none of them. So nmap's sighting that came
-     first becomes the SSH host; nmap's item for a box whose PTR name is an fqdn the box itself never
-     reports (an SSH host whose `hostname -f` is short, a switch SNMP knows by its chassis MAC) is
-     that box; a router's sighting by an interface MAC it reports as secondary
-     (app.services.identity.SECONDARY) becomes the router. A CI with another MAC, machine-id or fqdn
-     than the item's is another machine: the address has moved to this one (a DHCP lease reused).
+     fqdn), the CI holds values and the item reports none of them. A CI with another MAC, machine-id
+     or fqdn than the item's is another machine: the address has moved to this one (a DHCP lease
+     reused). A CI whose strong identifiers are all among the item's values (nmap's sighting that
+     came first, known by an address or by a router's interface MAC the router reports as secondary:
+     app.services.identity.SECONDARY) becomes the item's machine, its strong values included. One
+     with strong identifiers the item does not report (an SSH host whose `hostname -f` is short, a
+     switch SNMP knows by its chassis MAC, seen by nmap with a PTR name) is found, but the item is
+     only a *sighting* of it: none of the item's identifying facts is written to it, so an address
+     several machines answer for (a NAT or virtual address) never gives one the others' names, and a
+     name that followed an address is never kept by the box that left it.
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
 5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI
@@ -69,6 +73,10 @@ class Resolution:
     conflict: list[str] = field(default_factory=list)  # candidate CI ids when ambiguous
     matched_by: str | None = None
     reason: str | None = None  # why it is a conflict, when not the plain "several CIs"
+    # Found by a held value only, on a CI with strong identifiers of its own the items do not report
+    # (rule 4): the items are a sighting of it, their unmatched strong values are not its (reconcile
+    # writes none of the items' identifying facts).
+    sighting: bool = False
 
 
 class ItemError(NamedTuple):
@@ -207,7 +215,9 @@ def resolve(
             return Resolution(group)
         return Resolution(group, conflict=sorted(str(ci) for ci in held_matches))
     if held_matches:
-        return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))
+        ci_id = held_matches.pop()
+        sighting = bool(strong) and not strongly_identified.get(ci_id, set()) <= {*strong, *held}
+        return Resolution(group, ci_id=ci_id, matched_by=next(t[1] for t in held if t in index), sighting=sighting)
     return Resolution(group)
 
 

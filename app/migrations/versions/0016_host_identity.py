@@ -279,15 +279,18 @@ def _mark_unproven_devices(bind, device_classes: list[str], now: datetime) -> No
     source: the next
     source that reports it decides (SNMP, reporting it again on evidence, keeps it so and stamps it)."""
     for chunk in _chunks(device_classes):
+        candidates = {}
         for ci_id, provenance, created_at in bind.execute(
                 sa.select(CI.c.id, CI.c.provenance, CI.c.created_at).where(CI.c.ci_class.in_(chunk)).order_by(CI.c.id)).all():
             stamps = dict(provenance or {})
             # A person's edit of another field (a location) is no class decision; a CI nothing but
             # people wrote is theirs (ingest/phases.class_owner).
-            if isinstance(stamps.get("class"), dict) or all(
-                    isinstance(s, dict) and s.get("source") == "manual" for s in stamps.values()):
-                continue
-            if _made_by_a_person(stamps, created_at):
+            if not (isinstance(stamps.get("class"), dict) or all(
+                    isinstance(s, dict) and s.get("source") == "manual" for s in stamps.values())):
+                candidates[ci_id] = (stamps, created_at)
+        by_people = _made_by_people(bind, candidates)
+        for ci_id, (stamps, created_at) in candidates.items():
+            if ci_id in by_people:
                 # its class is a person's word, whoever reported on it since: stamped as the API now does
                 stamps["class"] = {"source": "manual", "at": _iso(created_at)}
             else:
@@ -296,19 +299,29 @@ def _mark_unproven_devices(bind, device_classes: list[str], now: datetime) -> No
             bind.execute(SOURCE.update().where(SOURCE.c.ci_id == ci_id).values(fingerprint=None))
 
 
-def _made_by_a_person(stamps: dict, created_at) -> bool:
-    """A CI created through the CI API: its name stamped `manual` when it was created (a person's later
-    rename is stamped at its own time)."""
-    name = stamps.get("name")
-    if not isinstance(name, dict) or name.get("source") != "manual" or created_at is None:
-        return False
+def _as_utc(value) -> datetime | None:
+    if value is None:
+        return None
     try:
-        stamped = datetime.fromisoformat(str(name.get("at")))
-        made = created_at if isinstance(created_at, datetime) else datetime.fromisoformat(str(created_at))
+        found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     except ValueError:
-        return False
-    stamped, made = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (stamped, made))
-    return abs((stamped - made).total_seconds()) < 1
+        return None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+def _made_by_people(bind, candidates: dict) -> set:
+    """Of `candidates` (CI id -> (provenance, created_at)), those created through the CI API: a name a
+    person set, and no source's sighting that began at the CI's creation time (ingest, an import
+    included, records its source's sighting with the CI). A rename later keeps it so."""
+    named = {ci_id: _as_utc(created_at) for ci_id, (stamps, created_at) in candidates.items()
+             if isinstance(stamps.get("name"), dict) and stamps["name"].get("source") == "manual"}
+    made_by_a_source = set()
+    for chunk in _chunks(sorted(named, key=str)):
+        for ci_id, first_seen in bind.execute(sa.select(SOURCE.c.ci_id, SOURCE.c.first_seen).where(SOURCE.c.ci_id.in_(chunk))):
+            seen, made = _as_utc(first_seen), named[ci_id]
+            if seen is None or made is None or abs((seen - made).total_seconds()) < 0.001:
+                made_by_a_source.add(ci_id)
+    return set(named) - made_by_a_source
 
 
 def _merge(bind, group: list, device_classes: list[str], device_cis: set, now: datetime) -> None:

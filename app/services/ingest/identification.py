@@ -15,18 +15,16 @@ The rules, in the order they apply:
    identifier matched:
    - an item that knows nothing but an address (an nmap sighting) is the CI that currently holds that
      address, whichever source reported it;
-   - an item with strong identifiers that match nothing is the CI holding its address unless that
-     CI contradicts it (`contradicts`): for a key the item identifies itself by (MAC, machine-id,
-     fqdn), the CI holds values and the item reports none of them. A CI with another MAC, machine-id
-     or fqdn than the item's is another machine: the address has moved to this one (a DHCP lease
-     reused). A CI whose strong identifiers are all among the item's values (nmap's sighting that
-     came first, known by an address or by a router's interface MAC the router reports as secondary:
-     app.services.identity.SECONDARY) becomes the item's machine, its strong values included. One
-     with strong identifiers the item does not report (an SSH host whose `hostname -f` is short, a
-     switch SNMP knows by its chassis MAC, seen by nmap with a PTR name) is found, but the item is
-     only a *sighting* of it: none of the item's identifying facts is written to it, so an address
-     several machines answer for (a NAT or virtual address) never gives one the others' names, and a
-     name that followed an address is never kept by the box that left it.
+   - an item with strong identifiers that match nothing takes over a CI whose strong identifiers are
+     all values the item reports: nmap's sighting that came first, known by an address, or by a
+     router's interface MAC that the router reports as secondary (app.services.identity.SECONDARY);
+   - it is also the CI that holds, as a strong MAC of its own, a MAC the item reports as secondary,
+     unless that CI contradicts it (`contradicts`: for a key the item identifies itself by, the CI
+     holds values and the item reports none of them): SNMP's item of a Linux router is the host SSH
+     knows by that MAC, in either order;
+   - never any other CI with strong identifiers of its own: that is another machine, and the address
+     has moved to this one (a DHCP lease reused). So nmap's item carrying a PTR name as fqdn that the
+     host or device at that address does not report is a CI of its own (nmap's `names: off` avoids it).
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
 5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI
@@ -73,10 +71,6 @@ class Resolution:
     conflict: list[str] = field(default_factory=list)  # candidate CI ids when ambiguous
     matched_by: str | None = None
     reason: str | None = None  # why it is a conflict, when not the plain "several CIs"
-    # Found by a held value only, on a CI with strong identifiers of its own the items do not report
-    # (rule 4): the items are a sighting of it, their unmatched strong values are not its (reconcile
-    # writes none of the items' identifying facts).
-    sighting: bool = False
 
 
 class ItemError(NamedTuple):
@@ -203,9 +197,13 @@ def resolve(
         return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
     held_matches = {index[t] for t in held if t in index}
     if strong:
-        # A CI whose own strong identifiers contradict this machine's is another machine: the address
-        # moved to this one.
-        held_matches = {ci for ci in held_matches if not contradicts(strongly_identified.get(ci, set()), strong, held)}
+        # Only a CI known by nothing but values this machine reports may become it, or one that holds as
+        # its own a MAC this machine reports as a secondary one and does not contradict it.
+        reported = {*strong, *held}
+        by_mac = {index[t] for item in group for t in item.held
+                  if t in index and t not in ignored_held and t[1] not in item.cls.effective_held}
+        held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported
+                        or (ci in by_mac and not contradicts(strongly_identified.get(ci, set()), strong, held))}
     if len(held_matches) > 1:
         if strong:
             # Several sightings of this machine (nmap saw a router on two segments, by an interface MAC
@@ -215,9 +213,7 @@ def resolve(
             return Resolution(group)
         return Resolution(group, conflict=sorted(str(ci) for ci in held_matches))
     if held_matches:
-        ci_id = held_matches.pop()
-        sighting = bool(strong) and not strongly_identified.get(ci_id, set()) <= {*strong, *held}
-        return Resolution(group, ci_id=ci_id, matched_by=next(t[1] for t in held if t in index), sighting=sighting)
+        return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))
     return Resolution(group)
 
 

@@ -20,7 +20,7 @@ whole batch runs again (pipeline.py).
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -32,7 +32,6 @@ from app.models.types import new_id
 from app.services import cis as ci_service
 from app.services import group_identity
 from app.services.history import UnitOfWork
-from app.services.identity import SECONDARY
 from app.services.ingest import fingerprints, relationships, runs, store
 from app.services.ingest.batch import Batch
 from app.services.ingest.identification import (PlannedItem, Resolution, Triple, contradicting_rule,
@@ -185,9 +184,8 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
         if row is None:
             ci_id, action = _create(resolution, changes, outcome, counts, source=source, now=now), "created"
         else:
-            ci_id, action = row["id"], _update(registry, the_plan.precedence, _as_sighting(resolution), row, changes,
-                                              outcome, counts, source=source, now=now,
-                                              karta_group=row["id"] in found.karta_groups)
+            ci_id, action = row["id"], _update(registry, the_plan.precedence, resolution, row, changes, outcome, counts,
+                                              source=source, now=now, karta_group=row["id"] in found.karta_groups)
         if ci_id is None or action is None:
             continue  # refused: by the class's schema, or as a change of what identifies a Karta group
         changes.seen.add(ci_id)
@@ -195,13 +193,10 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
             changes.reported_by[ci_id].append(item.ref)
             outcome.refs[item.ref] = ci_id
             counts[item.cls.name][action] += 1
-            if not resolution.sighting:
-                changes.strong_claims.extend((t, ci_id) for t in item.strong if t not in found.index)
+            changes.strong_claims.extend((t, ci_id) for t in item.strong if t not in found.index)
             for t in item.held:
                 if t in found.ignored_held or found.index.get(t) == ci_id:
                     continue
-                if resolution.sighting and t[1] not in item.cls.effective_held:
-                    continue  # a secondary value: identifying, not the sighting's to write
                 if _another_machines(t, item.cls, found.index.get(t), found.strong_of, resolution):
                     continue  # left with that machine: this report is not confirmed (apply: record_sightings)
                 if any(len(rule) == 1 and rule[0] == t[1] for rule in item.cls.effective_rules):
@@ -211,18 +206,6 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
                     continue
                 changes.held_claims.append((t, ci_id))
     return changes
-
-
-def _as_sighting(resolution: Resolution) -> Resolution:
-    """A sighting's items without their identifying facts (identification rule 4): the strong keys of
-    their class, and its secondary attributes (identity.SECONDARY)."""
-    if not resolution.sighting:
-        return resolution
-    items = []
-    for item in resolution.items:
-        identifying = {key for rule in item.cls.effective_rules for key in rule} | set(SECONDARY)
-        items.append(replace(item, facts={k: v for k, v in item.facts.items() if k not in identifying}))
-    return replace(resolution, items=items)
 
 
 def _another_machines(triple: Triple, cls: ClassInfo, holder: uuid.UUID | None, strong_of: dict[uuid.UUID, set[Triple]],

@@ -221,6 +221,8 @@ def upgrade() -> None:
     members: dict = {}
     for node in list(groups.parent):
         members.setdefault(groups.find(node), set()).add(node)
+    # Who made each device, decided before the merges move sightings onto it.
+    by_people = _devices_made_by_people(bind, device_classes)
     for group in members.values():
         _merge(bind, sorted(group, key=str), device_classes, {ci_id for _, _, ci_id in device_rows}, now)
     # What is left of the devices' rows meets no server's strong value; a held one a server holds stays its.
@@ -228,7 +230,7 @@ def upgrade() -> None:
     bind.execute(IDENT.delete().where(IDENT.c.family == DEVICES, sa.exists().where(
         hosts.c.family == HOSTS, hosts.c.key == IDENT.c.key, hosts.c.value == IDENT.c.value)))
     bind.execute(IDENT.update().where(IDENT.c.family == DEVICES).values(family=HOSTS))
-    _mark_unproven_devices(bind, device_classes, now)
+    _mark_unproven_devices(bind, device_classes, by_people, now)
 
 
 def _class_changes(bind) -> dict:
@@ -271,7 +273,23 @@ def _stamp_persons_class(bind) -> None:
 UNPROVEN = {"source": ACTOR}  # not a source name (it has a space): ranked below every source
 
 
-def _mark_unproven_devices(bind, device_classes: list[str], now: datetime) -> None:
+def _unstamped(stamps: dict) -> bool:
+    """No class stamp, and not a CI nothing but people wrote (theirs: ingest/phases.class_owner)."""
+    return not (isinstance(stamps.get("class"), dict) or all(
+        isinstance(s, dict) and s.get("source") == "manual" for s in stamps.values()))
+
+
+def _devices_made_by_people(bind, device_classes: list[str]) -> set:
+    found: set = set()
+    for chunk in _chunks(device_classes):
+        candidates = {ci_id: (dict(provenance or {}), created_at) for ci_id, provenance, created_at in bind.execute(
+            sa.select(CI.c.id, CI.c.provenance, CI.c.created_at).where(CI.c.ci_class.in_(chunk))).all()
+            if _unstamped(dict(provenance or {}))}
+        found |= _made_by_people(bind, candidates)
+    return found
+
+
+def _mark_unproven_devices(bind, device_classes: list[str], by_people: set, now: datetime) -> None:
     """Before 0016 SNMP made a network_device of any agent it walked (a Linux host's net-snmp too):
     that class is no evidence of switching or routing, and the SNMP stamps it came with would keep it
     against everyone below SNMP (ingest/phases.class_owner). A CI of the network_device family whose
@@ -279,16 +297,10 @@ def _mark_unproven_devices(bind, device_classes: list[str], now: datetime) -> No
     source: the next
     source that reports it decides (SNMP, reporting it again on evidence, keeps it so and stamps it)."""
     for chunk in _chunks(device_classes):
-        candidates = {}
-        for ci_id, provenance, created_at in bind.execute(
-                sa.select(CI.c.id, CI.c.provenance, CI.c.created_at).where(CI.c.ci_class.in_(chunk)).order_by(CI.c.id)).all():
-            stamps = dict(provenance or {})
-            # A person's edit of another field (a location) is no class decision; a CI nothing but
-            # people wrote is theirs (ingest/phases.class_owner).
-            if not (isinstance(stamps.get("class"), dict) or all(
-                    isinstance(s, dict) and s.get("source") == "manual" for s in stamps.values())):
-                candidates[ci_id] = (stamps, created_at)
-        by_people = _made_by_people(bind, candidates)
+        # A person's edit of another field (a location) is no class decision.
+        candidates = {ci_id: (dict(provenance or {}), created_at) for ci_id, provenance, created_at in bind.execute(
+            sa.select(CI.c.id, CI.c.provenance, CI.c.created_at).where(CI.c.ci_class.in_(chunk)).order_by(CI.c.id)).all()
+            if _unstamped(dict(provenance or {}))}
         for ci_id, (stamps, created_at) in candidates.items():
             if ci_id in by_people:
                 # its class is a person's word, whoever reported on it since: stamped as the API now does

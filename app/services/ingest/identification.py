@@ -18,11 +18,7 @@ The rules, in the order they apply:
    - an item with strong identifiers that match nothing takes over a CI whose strong identifiers are
      all values the item reports: nmap's sighting that came first, known by an address, or by a
      router's interface MAC that the router reports as secondary (app.services.identity.SECONDARY);
-   - it is also the CI that holds, as a strong MAC of its own, a MAC the item reports as secondary,
-     unless that CI contradicts it (`contradicts`: for a key the item identifies itself by, the CI
-     holds values and the item reports none of them): SNMP's item of a Linux router is the host SSH
-     knows by that MAC, in either order;
-   - never any other CI with strong identifiers of its own: that is another machine, and the address
+     never a CI with other strong identifiers of its own: that is another machine, and the address
      has moved to this one (a DHCP lease reused). So nmap's item carrying a PTR name as fqdn that the
      host or device at that address does not report is a CI of its own (nmap's `names: off` avoids it).
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
@@ -197,13 +193,9 @@ def resolve(
         return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
     held_matches = {index[t] for t in held if t in index}
     if strong:
-        # Only a CI known by nothing but values this machine reports may become it, or one that holds as
-        # its own a MAC this machine reports as a secondary one and does not contradict it.
+        # Only a CI known by nothing but values this machine reports may become it.
         reported = {*strong, *held}
-        by_mac = {index[t] for item in group for t in item.held
-                  if t in index and t not in ignored_held and t[1] not in item.cls.effective_held}
-        held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported
-                        or (ci in by_mac and not contradicts(strongly_identified.get(ci, set()), strong, held))}
+        held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported}
     if len(held_matches) > 1:
         if strong:
             # Several sightings of this machine (nmap saw a router on two segments, by an interface MAC
@@ -215,21 +207,6 @@ def resolve(
     if held_matches:
         return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))
     return Resolution(group)
-
-
-def contradicts(theirs: set[Triple], strong: list[Triple], held: list[Triple]) -> bool:
-    """Whether a CI holding strong identifiers `theirs` is another machine than the one reporting `strong`
-    and `held`: for some key the machine identifies itself by, the CI has values and none of them is among
-    the machine's. A key the machine does not report says nothing: nmap's item (a PTR name as fqdn, an
-    address) is the SSH host without an fqdn of its own, or the switch SNMP knows by its chassis MAC, that
-    holds the address; an item with another MAC, machine-id or fqdn than the holder's is not."""
-    keys = {key for _, key, _ in strong}
-    reported = {*strong, *held}
-    mine: dict[str, bool] = {}
-    for triple in theirs:
-        if triple[1] in keys:
-            mine[triple[1]] = mine.get(triple[1], False) or triple in reported
-    return not all(mine.values())
 
 
 def contradicting_rule(resolution: Resolution, row: Any) -> str | None:

@@ -51,7 +51,7 @@ def test_plan_items_reads_identifiers_and_refuses_what_cannot_be_planned():
 def _identify(planned, index, rows):
     groups = group_items(planned)
     ignored = non_unique_held(planned)
-    resolutions = [resolve(group, index, set(), ignored) for group in groups]
+    resolutions = [resolve(group, index, {}, ignored) for group in groups]
     return Identification(resolutions, rows, index, ignored, RelationshipReads({}, {}))
 
 

@@ -84,7 +84,9 @@ def manual_provenance(fields: list[str], at: datetime) -> dict[str, dict[str, st
 def _provenance_after_edit(provenance: dict[str, Any], diff: dict[str, Any], at: datetime) -> dict[str, Any]:
     updated = dict(provenance)
     for field, (_, new_value) in diff.items():
-        if field == "name" or field.startswith("attributes."):
+        if field == "class":  # a person's class outranks what discovery says (ingest/phases.class_after)
+            updated.update(manual_provenance(["class"], at))
+        elif field == "name" or field.startswith("attributes."):
             key = field.removeprefix("attributes.")
             if new_value is None and field != "name":
                 updated.pop(key, None)
@@ -119,7 +121,7 @@ def create_ci(uow: UnitOfWork, registry_cache: RegistryCache, data: CICreate, *,
         "attributes": data.attributes,
         "first_seen": data.first_seen,
         "last_seen": data.last_seen,
-    }, manual_provenance(["name", *data.attributes], uow.now))
+    }, manual_provenance(["name", "class", *data.attributes], uow.now))
     public = to_public(row)
     uow.record("ci", row["id"], "create", diff_fields(None, public, HISTORY_FIELDS))
     return public

@@ -24,7 +24,7 @@ from app.models.types import as_utc, utcnow
 from app.services.errors import Conflict, InvalidInput, NotFound, field_error
 from app.services.history import UnitOfWork, diff_fields
 from app.services.identifiers import identifier_values
-from app.services.identity import identifying_facts
+from app.services.identity import held_values, identifying_facts
 from app.services.registry import ClassInfo, Registry, RelationshipTypeInfo, compile_schema, load_registry
 from app.services.registry_ids import registry_object_id
 from app.services.storable import require_storable
@@ -178,7 +178,7 @@ def update_class(uow: UnitOfWork, name: str, data: CIClassUpdate) -> ClassInfo:
     if "attribute_schema" in changes:
         _refuse_invalidated_cis(conn, registry, after)
     if "identification_rules" in changes or "held_identifiers" in changes:
-        reindex_family(conn, registry, after.family)
+        reindex_family(conn, registry, after.identity_family)
     diff = diff_fields(_audited(before), _audited(after), CLASS_HISTORY_FIELDS)
     if diff:
         uow.record("class", registry_object_id("class", name), "update", diff)
@@ -231,18 +231,22 @@ def _refuse_invalidated_cis(conn: Connection, registry: Registry, info: ClassInf
 
 
 def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
-    """Rebuild the identifier index of one class family from the CIs' current facts."""
-    members = [info for info in registry.classes.values() if info.family == family]
-    rules_by_class = {info.name: info.effective_rules for info in members}
-    held_by_class = {info.name: info.effective_held for info in members}
+    """Rebuild the identifier index of one identity family (ci_identifier.family: a `server` and a
+    `network_device` share one, app.services.registry) from the current facts of its classes' CIs.
+    Two CIs with one strong value are refused; a value one CI names as strong and another holds (a
+    router's interface MAC that nmap's sighting of the interface still names) goes to the first: the
+    holder's next report takes it back from a mere sighting (ingest/phases._another_machines)."""
+    members = {info.name: info for info in registry.classes.values() if info.identity_family == family}
     owners: dict[tuple[str, str], Any] = {}
+    held: dict[tuple[str, str], Any] = {}
     query = select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.environment, CI.c.attributes).where(
-        CI.c.ci_class.in_(sorted(rules_by_class)))
+        CI.c.ci_class.in_(sorted(members)))
     # The index has no foreign key to ci (migration 0004): a CI deleted while this runs would keep
     # the rows written here. Locked, its deletion waits for this commit and then removes them.
     query = locked(conn, query, order_by=CI.c.id, read=True)
     for ci_id, ci_class, name, environment, attributes in conn.execute(query):
-        for key, value in identifier_values(rules_by_class[ci_class], identifying_facts(name, environment, attributes)):
+        for key, value in identifier_values(members[ci_class].effective_rules,
+                                            identifying_facts(name, environment, attributes)):
             other = owners.setdefault((key, value), ci_id)
             if other != ci_id:
                 raise Conflict(
@@ -250,8 +254,10 @@ def reindex_family(conn: Connection, registry: Registry, family: str) -> int:
                     "merge or correct them first. Nothing was changed.",
                     duplicates=[str(other), str(ci_id)],
                 )
-        for key, value in identifier_values([[key] for key in held_by_class[ci_class]], attributes):
-            owners.setdefault((key, value), ci_id)  # a held value that two CIs claim stays with one of them
+        for pair in held_values(members[ci_class], attributes):
+            held.setdefault(pair, ci_id)  # a held value that two CIs claim stays with one of them
+    for pair, ci_id in held.items():
+        owners.setdefault(pair, ci_id)
     rows = [{"family": family, "key": key, "value": value, "ci_id": ci_id} for (key, value), ci_id in owners.items()]
     conn.execute(delete(IDENT).where(IDENT.c.family == family))
     for start in range(0, len(rows), 5000):

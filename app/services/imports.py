@@ -334,15 +334,16 @@ def _relationship_errors(outcome: Outcome, relationships: list[RelationshipRow],
 
 def _id_errors(registry: Registry, rows: list[ImportRow], default_class: str | None, named: dict[uuid.UUID, str],
                errors: dict[int, list]) -> None:
-    """An `id` naming a CI of another class family is that row's error."""
+    """An `id` naming a CI of another identity family is that row's error (a `server` row may name a
+    `network_device`: hosts are one identity domain, and ingest's source precedence decides the class)."""
     for row in rows:
         cls = registry.classes.get(row.ci_class or default_class)
         if row.ci_id not in named or cls is None or errors[row.where]:
             continue
         stored = registry.classes.get(named[row.ci_id])
-        if stored is None or stored.family != cls.family:
+        if stored is None or stored.identity_family != cls.identity_family:
             errors[row.where].append(error("id", f"CI {row.ci_id} is a {named[row.ci_id]}, not a {cls.family} "
-                                                 "or one of its subclasses"))
+                                                 "or one of its subclasses (nor a class identified with it)"))
 
 
 def _pin(registry: Registry, batch: Batch, the_plan: phases.Plan, outcome: Outcome,

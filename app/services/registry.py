@@ -1,9 +1,12 @@
 """The class and relationship-type registry, cached per worker process.
 
-Classes form a tree. A class's *family* is its root ancestor: identifiers are unique per family, so a
-`server` and a `virtual_machine` with one serial number are one CI. A class's effective attribute
-schema is its own schema AND every ancestor's; its effective identification rules are its own, or the
-nearest ancestor's when it has none.
+Classes form a tree. A class's *family* is its root ancestor. Identifiers are unique per *identity
+family*: the family itself, except for the families of `IDENTITY_DOMAINS`, which are identified in
+another family's namespace. So a `server` and a `virtual_machine` with one serial number are one CI,
+and so are a `server` and a `network_device` with one MAC: nmap calls a box a server, SNMP knows it
+is a switch, and it is one box (which class it keeps: ingest/phases.py, by source precedence). A
+class's effective attribute schema is its own schema AND every ancestor's; its effective
+identification rules are its own, or the nearest ancestor's when it has none.
 
 The cache is rebuilt after `registry_cache_seconds`, at once when a name is unknown (another worker may
 have just added it), and at once in the worker that changed the registry.
@@ -30,6 +33,15 @@ from graph.service_map import entry_point_errors
 
 log = logging.getLogger("karta.registry")
 
+# Family -> the family whose identifier namespace (ci_identifier.family) its CIs are identified in.
+# Hosts are one identity domain (migration 0016 moved the rows and merged the duplicates it found).
+IDENTITY_DOMAINS = {"network_device": "server"}
+
+
+def identity_family_of(family: str) -> str:
+    return IDENTITY_DOMAINS.get(family, family)
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     name: str
@@ -49,6 +61,11 @@ class ClassInfo:
     validators: tuple[Any, ...] = field(repr=False)
     created_at: Any = None
     updated_at: Any = None
+
+    @property
+    def identity_family(self) -> str:
+        """The namespace of this class's identifier rows (ci_identifier.family)."""
+        return identity_family_of(self.family)
 
     def validation_errors(self, attributes: dict[str, Any]) -> list[dict[str, str]]:
         errors = []
@@ -82,7 +99,9 @@ class Registry:
     def digest(self) -> bytes:
         """Changes whenever a class or relationship type does (what ingest fingerprints depend on)."""
         described = (
-            [(c.name, c.parent, c.effective_rules, c.effective_held, c.attribute_schema, str(c.updated_at))
+            # The identity family too: a report confirmed while network devices had a namespace of their
+            # own was identified without the servers' identifiers and must be derived again.
+            [(c.name, c.parent, c.identity_family, c.effective_rules, c.effective_held, c.attribute_schema, str(c.updated_at))
              for c in sorted(self.classes.values(), key=lambda c: c.name)],
             [(t.name, t.impact_direction, t.membership) for t in sorted(self.relationship_types.values(), key=lambda t: t.name)],
         )

@@ -118,7 +118,7 @@ def _in_classes(query, classes: list[str] | None):
 
 
 def _identifier_keys(registry: Registry, classes: list[str] | None) -> set[tuple[str, str]]:
-    """(family, key) of every single-value identifier some class identifies or holds by (a name is
+    """(identity family, key) of every single-value identifier some class identifies or holds by (a name is
     searched as a name; composite rules join several values and nobody types them)."""
     pairs = set()
     for info in registry.classes.values():
@@ -126,7 +126,7 @@ def _identifier_keys(registry: Registry, classes: list[str] | None) -> set[tuple
             continue
         for rule in [*info.effective_rules, *([key] for key in info.effective_held)]:
             if len(rule) == 1 and rule[0] not in ("name", "environment"):
-                pairs.add((info.family, rule[0]))
+                pairs.add((info.identity_family, rule[0]))
     return pairs
 
 

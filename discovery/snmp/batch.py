@@ -1,14 +1,20 @@
 """Build step: what the devices said -> one ingest batch (source ``snmp``).
 
 Items
-    * Each device that answered is a ``network_device`` identified by its serial number (ENTITY-MIB: the
+    * Each device that answered and shows it switches or routes (models.forwarding_evidence: sysServices,
+      its own LLDP capabilities, BRIDGE-MIB ports) is a ``network_device`` identified by its serial number (ENTITY-MIB: the
       first top-level chassis's, parse._entity; placeholders such as "N/A" or zeros are none) and its
       chassis MAC (the LLDP local chassis id, else its bridge's MAC or its lowest Ethernet MAC, virtual
-      router, multicast and shared MACs left out: parse._base_mac): never by an address, which a VRRP
-      pair or a NAT shares. The serial is the stronger rule: a stack whose MAC changed with its master is
+      router, multicast and shared MACs left out: parse._base_mac): never by an address alone, which a
+      VRRP pair or a NAT shares (its addresses are ``ip_address``, held identifiers: they find a CI
+      nmap knew by nothing but that address, and move, but never make two machines one). The serial is the stronger rule: a stack whose MAC changed with its master is
       still the same CI. A device with neither identifies nothing and is left out with a note. Its
       chassis's model, maker and software version are attributes (``model``, ``manufacturer``,
-      ``software_version``), and a stack's members are listed whole (``chassis``, every serial).
+      ``software_version``), and a stack's members are listed whole (``chassis``, every serial). Its
+      other own MACs are ``interface_mac`` (secondary_macs): held identifiers, so nmap's sighting of a
+      router's interface is this CI. An agent with no such evidence (net-snmp on a Linux or Windows
+      server) is left out with a note: hosts are SSH's and nmap's, and a polled host would turn its
+      switch's view of it (a host cabled to a port) into a cable between two devices.
     * A device seen only as an LLDP neighbour that says it is a bridge or router (and has a MAC chassis
       id) is a ``network_device`` too, known by that MAC and its LLDP system name. What LLDP says of it
       goes under attribute names of its own (``lldp_management_address``, ``lldp_system_description``):
@@ -62,9 +68,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.core.batch_contract import MAX_NAME
-from discovery.batch import _compact, _ip_item, _Refs
+from discovery.batch import MAX_IDENTIFIER_VALUES, _compact, _ip_item, _Refs
 from discovery.parse_network import is_routable_host_address
-from discovery.snmp.models import Announced, CdpNeighbour, DeviceFacts, DeviceResult, LldpNeighbour
+from discovery.snmp.models import (Announced, CdpNeighbour, DeviceFacts, DeviceResult, LldpNeighbour,
+                                   forwarding_evidence)
+from discovery.snmp.parse import is_own_mac
 
 LOOPBACK_IF_TYPE = 24
 # mac -> (CI id, name) of the one host Karta holds with it, or None
@@ -145,7 +153,8 @@ class _Builder:
         self.items.append({"ref": ref, "class": "network_device",
                            "name": (facts.system_name or facts.target)[:MAX_NAME],
                            "identifiers": _compact({"serial_number": facts.serial_number,
-                                                    "mac_address": [facts.chassis_mac] if facts.chassis_mac else None}),
+                                                    "mac_address": [facts.chassis_mac] if facts.chassis_mac else None,
+                                                    "ip_address": own_addresses(facts) or None}),
                            "attributes": device_attributes(facts)})
 
     def lldp_device(self, neighbour: LldpNeighbour) -> str:
@@ -202,6 +211,9 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
             continue
         if identity(facts) is None:
             notes.append(f"{result.target}: no chassis MAC or serial number, left out")
+        elif not forwarding_evidence(facts):
+            notes.append(f"{result.target}: no sign of switching or routing (sysServices, its LLDP capabilities, "
+                         "BRIDGE-MIB ports): a host's agent, left to SSH and nmap")
         elif identity(facts) in builder.device_refs or (facts.serial_number or "") in serials:
             notes.append(f"{result.target}: same chassis as another target, walked twice")
         else:
@@ -215,6 +227,7 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
             if is_routable_host_address(entry.address):
                 builder.relate(ref, "contains", builder.address(entry.address, {
                     "prefix_length": entry.prefix_length, "interface": entry.interface}))
+    _secondary_macs(builder, devices)
     polled = {identity(facts) for facts in devices}
     links = _links(devices)
     for facts in devices:
@@ -232,6 +245,46 @@ def build_snmp_batch(results: list[DeviceResult], *, run_id: str, subnets: list[
             if entry.mac in builder.host_refs:
                 builder.relate(builder.host_refs[entry.mac], "contains", ip_ref)
     return builder.batch, notes
+
+
+def own_addresses(facts: DeviceFacts) -> list[str]:
+    """The device's routable unicast addresses, in its order: held identifiers (ingest's rule 4), so nmap's
+    sighting of a switch's address with no MAC (its own namespace, another subnet) is this device, and
+    an address two devices of the batch report (a VRRP address) identifies neither. At most
+    MAX_IDENTIFIER_VALUES, as SSH sends."""
+    found = dict.fromkeys(entry.address for entry in facts.addresses if is_routable_host_address(entry.address))
+    return list(found)[:MAX_IDENTIFIER_VALUES]
+
+
+def secondary_macs(facts: DeviceFacts) -> list[str]:
+    """The device's own MACs besides its chassis MAC that can name it alone: on one of its interfaces
+    only, unicast and no virtual router's (parse.is_own_mac), universally administered (a locally
+    administered MAC is software's and repeats across boxes). At most MAX_IDENTIFIER_VALUES, as SSH sends."""
+    counts: dict[str, int] = {}
+    for interface in facts.interfaces:
+        if interface.mac:
+            counts[interface.mac] = counts.get(interface.mac, 0) + 1
+    return sorted(found for found, count in counts.items() if count == 1 and found != facts.chassis_mac
+                  and is_own_mac(found) and not int(found[:2], 16) & 2)[:MAX_IDENTIFIER_VALUES]
+
+
+def _secondary_macs(builder: _Builder, devices: list[DeviceFacts]) -> None:
+    """Each polled device's item carries its secondary MACs (``interface_mac``, held: nmap on a router's
+    segment sees the interface's MAC, never the chassis's; app.services.identity.SECONDARY), those
+    no other device of the batch reports and no other item is identified by."""
+    claims: dict[str, int] = {}
+    extras = {identity(facts): secondary_macs(facts) for facts in devices}
+    for macs in extras.values():
+        for found in macs:
+            claims[found] = claims.get(found, 0) + 1
+    for item in builder.items:
+        for found in item["identifiers"].get("mac_address", []):
+            claims[found] = claims.get(found, 0) + 2
+    by_ref = {item["ref"]: item for item in builder.items}
+    for key, macs in extras.items():
+        kept = [found for found in macs if claims[found] == 1]
+        if kept:
+            by_ref[builder.device_refs[key]]["attributes"]["interface_mac"] = kept
 
 
 Link = tuple[LldpNeighbour | CdpNeighbour, str]  # a neighbour row and the identity of its far end

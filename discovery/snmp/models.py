@@ -119,6 +119,10 @@ class DeviceFacts:
     uptime_seconds: int | None = None
     contact: str | None = None
     location: str | None = None
+    services: int | None = None  # sysServices (0-127)
+    ip_forwarding: bool | None = None  # IP-MIB ipForwarding, None when the agent does not say
+    capabilities: tuple[str, ...] = ()  # its own LLDP enabled capabilities (lldpLocSysCapEnabled)
+    bridge_ports: int = 0  # BRIDGE-MIB ports mapped to an interface (dot1dBasePortIfIndex rows)
     chassis_mac: str | None = None
     serial_number: str | None = None  # the first top-level chassis's (parse._entity says why that one)
     chassis: list[Chassis] = field(default_factory=list)
@@ -130,6 +134,31 @@ class DeviceFacts:
     forwarding: list[ForwardingEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)  # tables or lists a bound cut short: a partial walk
+
+
+DATALINK, INTERNET, HOST_LAYERS = 0x02, 0x04, 0x08 | 0x40  # sysServices bits: layers 2, 3; 4 and 7
+
+
+def forwarding_evidence(facts: DeviceFacts) -> list[str]:
+    """Why the device is a network device (switches or routes frames), empty when nothing says so: its
+    sysServices has the datalink layer, or the internet layer from an agent that forwards IP (ipForwarding
+    1) or, not saying, serves no host layer (a Juniper router's 4); its own LLDP says bridge or router is
+    enabled; or BRIDGE-MIB maps bridge ports to its interfaces. A host's agent says 72 (end-to-end +
+    applications) on Linux and 76 on Windows, whose internet bit comes with ipForwarding 2. Answering
+    SNMP is no evidence: net-snmp runs on Linux and Windows servers too."""
+    found = []
+    services = facts.services
+    if services is not None and services & DATALINK:
+        found.append(f"sysServices {services}")
+    elif services is not None and services & INTERNET and (
+            facts.ip_forwarding or (facts.ip_forwarding is None and not services & HOST_LAYERS)):
+        found.append(f"sysServices {services}" + (", ipForwarding 1" if facts.ip_forwarding else ""))
+    enabled = sorted({"bridge", "router"} & set(facts.capabilities))
+    if enabled:
+        found.append(f"LLDP {'+'.join(enabled)} enabled")
+    if facts.bridge_ports:
+        found.append(f"{facts.bridge_ports} bridge ports")
+    return found
 
 
 @dataclass

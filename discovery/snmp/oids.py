@@ -21,7 +21,10 @@ SYS_UPTIME = oid("1.3.6.1.2.1.1.3.0")
 SYS_CONTACT = oid("1.3.6.1.2.1.1.4.0")
 SYS_NAME = oid("1.3.6.1.2.1.1.5.0")
 SYS_LOCATION = oid("1.3.6.1.2.1.1.6.0")
-SYSTEM = (SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_CONTACT, SYS_NAME, SYS_LOCATION)
+SYS_SERVICES = oid("1.3.6.1.2.1.1.7.0")  # the OSI layers it serves: bit 2^(layer-1), datalink 2, internet 4
+# IP-MIB ipForwarding: forwarding(1) for a router, notForwarding(2) for a host; read with the system group
+IP_FORWARDING = oid("1.3.6.1.2.1.4.1.0")
+SYSTEM = (SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_CONTACT, SYS_NAME, SYS_LOCATION, SYS_SERVICES, IP_FORWARDING)
 
 # IF-MIB ifTable / ifXTable columns (index: ifIndex).
 IF_DESCR = oid("1.3.6.1.2.1.2.2.1.2")
@@ -51,7 +54,8 @@ IP_NET_TO_MEDIA_TYPE = oid("1.3.6.1.2.1.4.22.1.4")  # other(1) invalid(2) dynami
 LLDP_LOC_CHASSIS_SUBTYPE = oid("1.0.8802.1.1.2.1.3.1.0")
 LLDP_LOC_CHASSIS_ID = oid("1.0.8802.1.1.2.1.3.2.0")
 LLDP_LOC_SYS_NAME = oid("1.0.8802.1.1.2.1.3.3.0")
-LLDP_LOCAL = (LLDP_LOC_CHASSIS_SUBTYPE, LLDP_LOC_CHASSIS_ID, LLDP_LOC_SYS_NAME)
+LLDP_LOC_SYS_CAP_ENABLED = oid("1.0.8802.1.1.2.1.3.6.0")  # LldpSystemCapabilitiesMap: what it says it does
+LLDP_LOCAL = (LLDP_LOC_CHASSIS_SUBTYPE, LLDP_LOC_CHASSIS_ID, LLDP_LOC_SYS_NAME, LLDP_LOC_SYS_CAP_ENABLED)
 LLDP_LOC_PORT_ID_SUBTYPE = oid("1.0.8802.1.1.2.1.3.7.1.2")  # index: lldpLocPortNum
 LLDP_LOC_PORT_ID = oid("1.0.8802.1.1.2.1.3.7.1.3")
 LLDP_LOC_PORT_DESC = oid("1.0.8802.1.1.2.1.3.7.1.4")

@@ -137,6 +137,11 @@ def _system(facts: DeviceFacts, walk: Walk) -> None:
     facts.uptime_seconds = uptime // 100 if isinstance(uptime, int) and uptime >= 0 else None  # TimeTicks: 1/100 s
     facts.contact = text(walk.get(oids.SYS_CONTACT))
     facts.location = text(walk.get(oids.SYS_LOCATION))
+    services = walk.get(oids.SYS_SERVICES)
+    facts.services = services if isinstance(services, int) and 0 <= services <= 127 else None
+    forwarding = walk.get(oids.IP_FORWARDING)
+    facts.ip_forwarding = {1: True, 2: False}.get(forwarding) if isinstance(forwarding, int) else None
+    facts.capabilities = _capabilities(walk.get(oids.LLDP_LOC_SYS_CAP_ENABLED))
     if walk.get(oids.LLDP_LOC_CHASSIS_SUBTYPE) == CHASSIS_MAC:
         facts.chassis_mac = mac(walk.get(oids.LLDP_LOC_CHASSIS_ID))
 
@@ -404,6 +409,7 @@ def _forwarding(facts: DeviceFacts, walk: Walk, names: dict[int, str]) -> None:
     """Learned entries only: the device's own MACs (self) and static ones say nothing about cabling."""
     port_if = {k[0]: v for k, v in column(walk, oids.DOT1D_BASE_PORT_IF_INDEX).items()
                if len(k) == 1 and isinstance(v, int)}
+    facts.bridge_ports = sum(1 for v in port_if.values() if v in names)
 
     ports = set(names.values())
 

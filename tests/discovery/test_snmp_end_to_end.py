@@ -5,8 +5,9 @@ h2 on sw2 announcing themselves with lldpd, h3 on sw1 silent, h4 cabled to both 
 sw1's management link, so an agent in sw1's namespace (nmap, which sees the LAN's MACs there) and one in
 this machine's namespace (the SNMP walk of both switches) push to the same service. Rounds:
 
-1. nmap scans the hosts' LAN (the switches' own addresses excluded: see the report on nmap and SNMP
-   sightings of one switch), then ``karta discover snmp`` walks both switches with v2c;
+1. nmap scans the hosts' LAN, the switches' own addresses included (nmap's sighting of a switch and
+   SNMP's walk of it are one CI: hosts are one identity domain), then ``karta discover snmp`` walks both
+   switches with v2c;
 2. ``karta discover snmp`` again, with v3 authPriv: the same facts, so no change record at all;
 3. h1's cable is pulled (h1's end goes down): after the next walk h1 is no longer attached to sw1;
 4. the cable is back: after the next walk the map is what it was, and the impact of a switch failure
@@ -57,8 +58,10 @@ class Estate:
         return response.json()
 
     def nmap(self) -> str:
-        result = self.lab.switch_run("sw1", [str(KARTA), "discover", "scan", "--subnet", "10.78.0.0/24", "--exclude",
-                                             "10.78.0.2,10.78.0.3", "--ports", "22", "--names", "off", "--insecure"],
+        # The switches' own addresses too: nmap's sightings of them (sw2 by its MAC, sw1 from its own
+        # namespace by its address alone) must be the CIs SNMP makes of them (hosts are one identity domain).
+        result = self.lab.switch_run("sw1", [str(KARTA), "discover", "scan", "--subnet", "10.78.0.0/24",
+                                             "--ports", "22", "--names", "off", "--insecure"],
                                      env=self.env, timeout=300)
         assert result.returncode == 0, result.stderr
         return result.stderr.strip().splitlines()[-1]
@@ -142,7 +145,7 @@ def test_devices_hosts_and_addresses_are_one_ci_each(estate):
         assert {k: v for k, v in ci["attributes"].items() if k not in ("interfaces", "system_description")} == {
             "mac_address": [switch.mac], "vendor": "net-snmp", "system_object_id": "1.3.6.1.4.1.8072.3.2.10",
             "contact": "netops@lab.example", "location": f"lab rack {switch.number}",
-            "management_address": switch.management}
+            "management_address": switch.management, "ip_address": [switch.lan_address, switch.management]}
         ports = ["swp9", *lab.host_ports(name)]
         macs = {"mgmt0": f"02:00:00:78:{switch.number:02x}:ff", "br0": switch.mac, "swp9": switch.mac}
         assert ci["attributes"]["interfaces"] == [
@@ -150,6 +153,7 @@ def test_devices_hosts_and_addresses_are_one_ci_each(estate):
              "admin_status": "up", "oper_status": "up"} for port in ["mgmt0", "br0", *ports]]
     # nmap found the three hosts by MAC and address; the switches' LLDP found h1 and h2 by MAC: the same CIs,
     # now named by LLDP's system name (snmp ranks above nmap), h3 keeping nmap's name (its address)
+    # nmap also saw both switches (sw2 by its MAC, sw1 by its address alone): no server CI of theirs
     hosts = {ci["name"]: ci for ci in cis if ci["class"] == "server"}
     assert set(hosts) == {"h1", "h2", "10.78.0.13", "h4"}
     for name, host in (("h1", "h1"), ("h2", "h2"), ("10.78.0.13", "h3"), ("h4", "h4")):

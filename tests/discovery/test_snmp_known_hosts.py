@@ -49,7 +49,7 @@ def push(http: httpx.Client, batch: dict) -> dict:
 
 
 def switches() -> list[DeviceResult]:
-    sw1 = DeviceFacts("192.0.2.1", system_name="sw1", chassis_mac=SW, vendor="Cisco",
+    sw1 = DeviceFacts("192.0.2.1", system_name="sw1", chassis_mac=SW, vendor="Cisco", services=6,
                       lldp=[LldpNeighbour("swp9", SW2, SW2, None, "swp9", "sw2", None, ("bridge",))],
                       forwarding=[ForwardingEntry(KNOWN, "swp1"), ForwardingEntry(PHONE, "swp2"),
                                   ForwardingEntry(TWICE, "swp3"),
@@ -57,7 +57,7 @@ def switches() -> list[DeviceResult]:
                                   ForwardingEntry(ON_UPLINK, "swp4"), ForwardingEntry("52:54:00:55:00:99", "swp4"),
                                   ForwardingEntry(KNOWN, "swp9")],  # behind the cable to sw2 as well
                       arp=[ArpEntry("198.51.100.7", KNOWN, "vlan10")])
-    sw2 = DeviceFacts("192.0.2.2", system_name="sw2", chassis_mac=SW2, vendor="Cisco",
+    sw2 = DeviceFacts("192.0.2.2", system_name="sw2", chassis_mac=SW2, vendor="Cisco", services=6,
                       lldp=[LldpNeighbour("swp9", SW, SW, None, "swp9", "sw1", None, ("bridge",))],
                       forwarding=[ForwardingEntry(TWICE, "swp3")])
     return [DeviceResult("192.0.2.1", "ok", sw1), DeviceResult("192.0.2.2", "ok", sw2)]

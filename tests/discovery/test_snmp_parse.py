@@ -21,6 +21,7 @@ from discovery.snmp.models import (
     DeviceResult,
     ForwardingEntry,
     LldpNeighbour,
+    forwarding_evidence,
 )
 from discovery.snmp.oids import oid, vendor_of
 from discovery.snmp.parse import MAX_CHASSIS, parse_walk, top_chassis
@@ -48,6 +49,7 @@ def switch_walk() -> dict:
         oids.SYS_CONTACT: b"netops@example.org\x1b[31m",
         oids.SYS_NAME: b"sw1",
         oids.SYS_LOCATION: b"rack 1",
+        oids.SYS_SERVICES: 6,
         oids.LLDP_LOC_CHASSIS_SUBTYPE: 4,
         oids.LLDP_LOC_CHASSIS_ID: mac_bytes(SW1),
     }
@@ -178,6 +180,7 @@ def test_oid_text():
 # ---- batch --------------------------------------------------------------------------------------------
 
 def device(target: str, name: str, chassis: str | None, **more) -> DeviceResult:
+    more.setdefault("services", 6)  # datalink + internet: a switch that routes (models.forwarding_evidence)
     return DeviceResult(target, "ok", DeviceFacts(target, system_name=name, chassis_mac=chassis, vendor="Cisco",
                                                   **more))
 
@@ -267,7 +270,10 @@ def test_batch_forwarding_entry_confirms_only_hosts_it_knows():
 
 
 def _router_walk(name: str, interfaces: list[tuple[str, str, int]]) -> dict:
-    walk = {oids.SYS_NAME: name.encode(), oids.SYS_DESCR: b"Linux router (keepalived, use_vmac)"}
+    # sysServices 78 (physical, datalink, internet, end-to-end, applications): a router's agent configured
+    # as one (net-snmp's `sysservices`); its default, 72, says host (models.forwarding_evidence)
+    walk = {oids.SYS_NAME: name.encode(), oids.SYS_DESCR: b"Linux router (keepalived, use_vmac)",
+            oids.SYS_SERVICES: 78}
     for index, (ifname, address, kind) in enumerate(interfaces, 1):
         walk.update(dict([col(oids.IF_DESCR, [index], ifname.encode()),
                           col(oids.IF_PHYS_ADDRESS, [index], mac_bytes(address)), col(oids.IF_TYPE, [index], kind)]))
@@ -393,7 +399,8 @@ def test_the_chassis_serial_identifies_the_device_and_its_model_is_said():
     assert facts.serial_number == "FOC1234X0AB"
     batch, _ = build_snmp_batch([DeviceResult("192.0.2.7", "ok", facts)], run_id="r")
     (item,) = [i for i in batch["items"] if i["name"] == "sw1"]
-    assert item["identifiers"] == {"serial_number": "FOC1234X0AB", "mac_address": [SW1]}
+    assert item["identifiers"] == {"serial_number": "FOC1234X0AB", "mac_address": [SW1],
+                                   "ip_address": ["10.78.0.2", "192.0.2.7"]}  # held: batch.own_addresses
     assert {k: item["attributes"].get(k) for k in ("vendor", "model", "manufacturer", "software_version", "chassis")} \
         == {"vendor": "Cisco", "model": "WS-C2960-24TT-L", "manufacturer": "Cisco Systems, Inc.",
             "software_version": "12.2(55)SE12", "chassis": None}  # one chassis: no member list
@@ -569,3 +576,17 @@ def test_lldp_and_cdp_of_one_neighbour_are_one_link():
         cables += [r["attributes"] for r in build_snmp_batch([sw1, sw3], run_id="r")[0]["relationships"]
                    if r["type"] == "cabled_to"]
     assert cables == [{"port": "Gi0/1", "remote_port": "GigabitEthernet0/9"}, {"port": "Gi0/1", "remote_port": "Gi0/9"}]
+
+
+def test_the_internet_layer_is_evidence_only_from_an_agent_that_forwards_or_serves_no_host_layer():
+    # review finding 10: Windows' SNMP service says sysServices 76 (internet, end-to-end, applications)
+    # with ipForwarding 2; a Juniper router says 4; a router saying 76 forwards (ipForwarding 1)
+    def evidence(services, forwarding=None):
+        walk = {oids.SYS_NAME: b"x", oids.SYS_SERVICES: services}
+        if forwarding is not None:
+            walk[oids.IP_FORWARDING] = forwarding
+        return forwarding_evidence(parse_walk("10.0.0.1", walk))
+
+    assert evidence(76, 2) == [] and evidence(76) == [] and evidence(72, 1) == []
+    assert evidence(76, 1) == ["sysServices 76, ipForwarding 1"]
+    assert evidence(4) == ["sysServices 4"] and evidence(6, 2) == ["sysServices 6"]

@@ -340,7 +340,8 @@ def test_the_batch_attaches_hosts_on_one_mac_ports_only(walked):
         *(("ip_address", f"10.20.0.{n}") for n in (1, 2, 3, 4, 11, 21, 31, 51, 254))])
     stack = items[f"d:{STACK}"]
     assert (stack["identifiers"], stack["attributes"]["model"], stack["attributes"]["chassis"]) == (
-        {"serial_number": compose.STACK_SERIALS[0], "mac_address": [STACK]}, "WS-C3750X-48T-S",
+        {"serial_number": compose.STACK_SERIALS[0], "mac_address": [STACK], "ip_address": ["10.20.0.4"]},
+        "WS-C3750X-48T-S",
         [{"serial_number": serial, "model": "WS-C3750X-48T-S", "software_version": "15.0(2)SE11"}
          for serial in compose.STACK_SERIALS])
     names = {**{ref: item["name"] for ref, item in items.items()}, "ci-app1": "app1", "ci-store3": "store3"}

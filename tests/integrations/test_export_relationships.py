@@ -23,13 +23,14 @@ def make_estate(api) -> dict[str, dict]:
     made = {
         "web": api.create_ci("server", "web-1", attributes={"fqdn": "web-1.example.com", "ip_address": "10.0.0.11"}),
         "db": api.create_ci("server", "db-1", attributes={"fqdn": "db-1.example.com"}),
-        # Two CIs (of two families) holding one serial number: neither can be named by it.
+        # Two CIs (of two identity families: not server and network_device, which share one) holding one
+        # serial number: neither can be named by it.
         "twin_a": api.create_ci("server", "twin-a", attributes={"serial_number": "SN-SHARED"}),
         "bare": api.create_ci("service", "shop", environment="prod"),  # identified by name + environment only
         "hostile": api.create_ci("server", "=cmd|' /C calc'!A0", attributes={"fqdn": "h.example.com"}),
     }
-    made["twin_b"] = api.create_ci("network_device", "twin-b", attributes={"serial_number": "SN-SHARED",
-                                                                           "fqdn": "twin-b.example.com"})
+    made["twin_b"] = api.create_ci("load_balancer", "twin-b", attributes={"serial_number": "SN-SHARED",
+                                                                          "fqdn": "twin-b.example.com"})
     api.relate(made["web"]["id"], "depends_on", made["db"]["id"], port=5432, note="+SUM(A1)")
     api.relate(made["bare"]["id"], "depends_on", made["web"]["id"])
     api.relate(made["twin_a"]["id"], "runs_on", made["hostile"]["id"])

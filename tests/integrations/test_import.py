@@ -273,7 +273,7 @@ def test_an_id_is_the_identity_of_a_row_without_identifiers_when_it_names_a_ci_o
              f"{missing},ghost,,\n{hand['id']},web-1,web-1.example.com,\n{web['id']},again,,\n,web-1,web-1.example.com,\n")
     rows = rows_by_number(post_csv(api, sheet, "class=server&all_or_nothing=false").json())
     assert (rows[2]["action"], rows[2]["ci"]) == ("update", hand["id"])
-    assert rows[3]["errors"] == [{"column": "id", "reason": f"CI {service['id']} is a service, not a server or one of its subclasses"}]
+    assert rows[3]["errors"] == [{"column": "id", "reason": f"CI {service['id']} is a service, not a server or one of its subclasses (nor a class identified with it)"}]
     assert rows[4]["errors"][0]["column"] == "identifiers" and "no identifier usable" in rows[4]["errors"][0]["reason"]
     assert rows[5]["errors"] == [{"column": "id", "reason": f"the row's identifiers are CI {web['id']}, not {hand['id']}"}]
     assert rows[6]["errors"] == [{"column": "id", "reason": f"CI {web['id']} is also the CI of another row of this import"}]

@@ -5,7 +5,8 @@ The rules, in the order they apply:
 1. An item's identifiers are read through its class family's identification rules (strongest first:
    for hosts serial number, product UUID, machine-id, fqdn, MAC) after normalization; junk values
    ("Default string", zero UUIDs and MACs, loopback and link-local addresses, "localhost") are dropped
-   and identify nothing. An item left with no usable identifier is an error for that item.
+   and identify nothing. An item left with no usable identifier is an error for that item. They are
+   looked up in the class's identity family: a `server` and a `network_device` are one namespace.
 2. Items of one batch that share a strong identifier are one machine: they become one CI.
 3. The identifier index is asked once for every value of the batch. If the item's strong identifiers
    lead to exactly one CI, that is the item. If they lead to several different CIs, nothing is guessed
@@ -14,9 +15,12 @@ The rules, in the order they apply:
    identifier matched:
    - an item that knows nothing but an address (an nmap sighting) is the CI that currently holds that
      address, whichever source reported it;
-   - an item with strong identifiers that match nothing takes over a CI that was only ever known by
-     that address (the nmap sighting that came first) — but never a CI that has strong identifiers of
-     its own: that is another machine, and the address has moved to this one.
+   - an item with strong identifiers that match nothing takes over a CI whose strong identifiers are
+     all values the item reports: nmap's sighting that came first, known by an address, or by a
+     router's interface MAC that the router reports as secondary (app.services.identity.SECONDARY);
+     never a CI with other strong identifiers of its own: that is another machine, and the address
+     has moved to this one (a DHCP lease reused). So nmap's item carrying a PTR name as fqdn that the
+     host or device at that address does not report is a CI of its own (nmap's `names: off` avoids it).
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
 5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI
@@ -37,7 +41,7 @@ from app.services.identity import held_values, identifying_facts
 from app.services.registry import ClassInfo, Registry
 from app.services.storable import storable_problem
 
-Triple = tuple[str, str, str]  # (family, key, normalized value)
+Triple = tuple[str, str, str]  # (identity family, key, normalized value)
 
 
 @dataclass
@@ -102,8 +106,9 @@ def plan_items(registry: Registry, items: Iterable[tuple[int, IngestItem]], sure
             refuse(_CHECKED_FIELDS.get(where, where.replace("item.3", "attributes", 1)), reason)
             continue
         identifying = identifying_facts(item.name, item.environment, facts)
-        strong = [(cls.family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
-        held = [(cls.family, k, v) for k, v in held_values(cls, facts)]
+        family = cls.identity_family  # server and network_device share one (app.services.registry)
+        strong = [(family, k, v) for k, v in identifier_values(cls.effective_rules, identifying)]
+        held = [(family, k, v) for k, v in held_values(cls, facts)]
         if not strong and not held:
             usable = [" + ".join(rule) for rule in cls.effective_rules] + list(cls.effective_held)
             refuse("identifiers",
@@ -173,11 +178,11 @@ def non_unique_held(items: list[PlannedItem]) -> set[Triple]:
 def resolve(
     group: list[PlannedItem],
     index: dict[Triple, Any],
-    strongly_identified: set[Any],
+    strongly_identified: dict[Any, set[Triple]],
     ignored_held: set[Triple],
 ) -> Resolution:
     """Rules 3-5 for one group. `index` maps each triple found to its CI; `strongly_identified` holds
-    the CIs (among those found by a held value) that have strong identifiers of their own."""
+    the strong identifiers of the CIs found by a held value that have some."""
     strong = [triple for item in group for triple in item.strong]
     held = [triple for item in group for triple in item.held if triple not in ignored_held]
     strong_matches = {index[t] for t in strong if t in index}
@@ -188,9 +193,16 @@ def resolve(
         return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
     held_matches = {index[t] for t in held if t in index}
     if strong:
-        # Only a CI known by nothing but the address may become this machine.
-        held_matches -= strongly_identified
+        # Only a CI known by nothing but values this machine reports may become it.
+        reported = {*strong, *held}
+        held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported}
     if len(held_matches) > 1:
+        if strong:
+            # Several sightings of this machine (nmap saw a router on two segments, by an interface MAC
+            # here and by an address there): it is none of them alone. It is made from its strong
+            # identifiers and takes the values they held over (phases.reconcile); a conflict would lose
+            # the machine on every run.
+            return Resolution(group)
         return Resolution(group, conflict=sorted(str(ci) for ci in held_matches))
     if held_matches:
         return Resolution(group, ci_id=held_matches.pop(), matched_by=next(t[1] for t in held if t in index))

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from app.models.discovery import MANUAL_SOURCE
 from app.models.ingest import IngestItem, IngestRelationship
 from app.models.types import new_id
 from app.services import cis as ci_service
@@ -107,6 +108,8 @@ class Identification:
     ignored_held: set[Triple]  # addresses several machines of the batch claim
     reads: relationships.RelationshipReads
     karta_groups: set[uuid.UUID] = field(default_factory=set)  # of the CIs found, the groups Karta made
+    # the strong identifiers of the CIs found by a held value (store.strongly_identified)
+    strong_of: dict[uuid.UUID, set[Triple]] = field(default_factory=dict)
 
 
 def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan, outcome: Outcome) -> Identification:
@@ -139,7 +142,8 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     identified = {item.ref: resolution.ci_id for resolution in resolutions if resolution.ci_id is not None
                   and not resolution.conflict for item in resolution.items}
     reads = relationships.read(conn, registry, set(batch.refs), the_plan.relationships, {**identified, **outcome.refs})
-    return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows))
+    return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows),
+                          strong_cis)
 
 
 @dataclass
@@ -153,6 +157,8 @@ class Changes:
     reported_by: dict[uuid.UUID, list[str]] = field(default_factory=lambda: defaultdict(list))
     strong_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
     held_claims: list[tuple[Triple, uuid.UUID]] = field(default_factory=list)
+    # secondary values claimed: (triple, new holder, the holder identification saw, or None)
+    secondary_claims: list[tuple[Triple, uuid.UUID, uuid.UUID | None]] = field(default_factory=list)
     records: list[tuple[str, uuid.UUID, str, dict]] = field(default_factory=list)  # change records, in order
 
     @property
@@ -188,9 +194,30 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
             outcome.refs[item.ref] = ci_id
             counts[item.cls.name][action] += 1
             changes.strong_claims.extend((t, ci_id) for t in item.strong if t not in found.index)
-            changes.held_claims.extend((t, ci_id) for t in item.held
-                                       if t not in found.ignored_held and found.index.get(t) != ci_id)
+            for t in item.held:
+                if t in found.ignored_held or found.index.get(t) == ci_id:
+                    continue
+                if _another_machines(t, item.cls, found.index.get(t), found.strong_of, resolution):
+                    continue  # left with that machine: this report is not confirmed (apply: record_sightings)
+                if any(len(rule) == 1 and rule[0] == t[1] for rule in item.cls.effective_rules):
+                    # A secondary value (a key the class is identified by): taken only from the holder
+                    # seen now, so a machine that names it strong in a batch committed meanwhile keeps it.
+                    changes.secondary_claims.append((t, ci_id, found.index.get(t)))
+                    continue
+                changes.held_claims.append((t, ci_id))
     return changes
+
+
+def _another_machines(triple: Triple, cls: ClassInfo, holder: uuid.UUID | None, strong_of: dict[uuid.UUID, set[Triple]],
+                      resolution: Resolution) -> bool:
+    """A secondary value (a router's interface MAC: identity.SECONDARY, indexed under a key its class
+    identifies by) is taken over from a CI that is a sighting of this machine (nmap's of that interface:
+    strong identifiers all among the group's values), never from one known by others of its own (an SSH
+    host naming that MAC among its own): that one keeps it, and neither is refused for it."""
+    if holder is None or not any(len(rule) == 1 and rule[0] == triple[1] for rule in cls.effective_rules):
+        return False
+    reported = {t for item in resolution.items for t in (*item.strong, *item.held)}
+    return not strong_of.get(holder, set()) <= reported
 
 
 def _schema_refuses(cls: ClassInfo, attributes: dict[str, Any], resolution: Resolution, outcome: Outcome,
@@ -235,11 +262,18 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     Karta made (`karta_group`: app.services.group_identity)."""
     ci_id, cls = row["id"], resolution.items[0].cls
     stored_cls = registry.classes.get(row["ci_class"], cls)
-    # The more specific class wins (an SSH agent knows it is a virtual_machine; nmap says server).
-    new_class = cls if cls.name in stored_cls.descendants and cls.name != stored_cls.name else stored_cls
+    new_class = class_after(precedence, stored_cls, cls, source, row["provenance"])
     name, attributes, provenance = row["name"], row["attributes"], row["provenance"]
+    stamp = provenance.get(CLASS_FIELD) if isinstance(provenance, dict) else None
+    # A class stamp of no source (migration 0016: a pre-0016 network_device, no evidence) is replaced by
+    # the first source that reports the class again: its evidence.
+    unproven = (isinstance(stamp, dict) and cls.family == new_class.family
+                and stamp.get("source") not in precedence.order(new_class, CLASS_FIELD)
+                and source in precedence.order(new_class, CLASS_FIELD))
+    if new_class.family != stored_cls.family or unproven:
+        provenance = {**provenance, CLASS_FIELD: {"source": source, "at": now.isoformat()}}
     diff: dict[str, list[Any]] = {}
-    provenance_changed = False
+    provenance_changed = unproven
     for item in resolution.items:
         result = merge(precedence, new_class, source, now, name, attributes, provenance, item.name, item.facts)
         name, attributes, provenance = result.name, result.attributes, result.provenance
@@ -268,6 +302,56 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     return "updated" if diff else "unchanged"
 
 
+CLASS_FIELD = "class"  # the provenance entry, and the precedence attribute, of a CI's class
+
+
+def class_owner(precedence: PrecedenceTable, stored_cls: ClassInfo, provenance: Any) -> str | None:
+    """The source a CI's class is known from: the one that set it across families (its stamp under
+    CLASS_FIELD: a person's class edit or creation, ingest's change below), else the highest-ranked
+    discovery source (by the precedence of 'class') that set any of its fields: the source that created
+    it, or one above it that has reported on it since (and so did not contradict the class, or would
+    have changed it); a person's edits count only on a CI no source ever reported on."""
+    if not isinstance(provenance, dict):
+        return None
+    stamp = provenance.get(CLASS_FIELD)
+    if isinstance(stamp, dict) and isinstance(stamp.get("source"), str):
+        return stamp["source"]
+    best, by_person = None, False
+    for stamp in provenance.values():
+        source = stamp.get("source") if isinstance(stamp, dict) else None
+        if source == MANUAL_SOURCE:
+            # A person's edit of another field (a name, a location) says nothing of the class: only a
+            # class edit, stamped under CLASS_FIELD, pins it (or a CI nothing but people ever wrote).
+            by_person = True
+        elif isinstance(source, str) and (best is None or not precedence.may_overwrite(stored_cls, CLASS_FIELD, best,
+                                                                                      source)):
+            best = source
+    return best if best is not None or not by_person else MANUAL_SOURCE
+
+
+def class_after(precedence: PrecedenceTable, stored_cls: ClassInfo, reported: ClassInfo, source: str,
+                provenance: Any) -> ClassInfo:
+    """The class a stored CI has after `source` reports it as `reported`.
+
+    Within a family the more specific class wins, whoever says it (an SSH agent knows it is a
+    virtual_machine; nmap says server), and an ancestor or a sibling never replaces it. Across the
+    families of one identity domain (app.services.registry: nmap's `server`, SNMP's `network_device`)
+    the source precedence of the attribute 'class' decides, both ways: the reporter changes the class
+    when it ranks at or above the source the class is known from (class_owner). By default
+    manual > ssh > snmp > nmap: SNMP's network_device replaces nmap's guess and nmap never undoes it; a
+    server SSH or a person knows stays one; SSH or a person saying otherwise later wins."""
+    if reported.name == stored_cls.name or reported.name in stored_cls.descendants:
+        return reported
+    if reported.family == stored_cls.family:
+        return stored_cls
+    owner = class_owner(precedence, stored_cls, provenance)
+    # Only a source ranked above the owner: the owner itself changing its mind across families (nmap's
+    # OS guess differing between runs) would flip the class on every run.
+    if source != owner and precedence.may_overwrite(stored_cls, CLASS_FIELD, source, owner):
+        return reported
+    return stored_cls
+
+
 def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, found: Identification, changes: Changes,
           outcome: Outcome, *, background: bool = True) -> None:
     """Writes what reconcile decided, in order on the batch's writer (store.Writes: the database works
@@ -284,7 +368,7 @@ def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, fou
         writes.submit(store.insert_cis, changes.creates)
         writes.submit(store.update_cis, changes.updates)
         writes.submit(store.touch_cis, changes.seen - {row["id"] for row in changes.updates} - new_cis, now)
-        writes.submit(store.claim_identifiers, changes.strong_claims, changes.held_claims)
+        writes.submit(store.claim_identifiers, changes.strong_claims, changes.held_claims, changes.secondary_claims)
         checked = relationships.plan(registry, set(batch.refs), the_plan.relationships, found.reads, outcome, prints)
         relationships.write(uow, writes, checked, carried_count, outcome, key, prints, new_cis=new_cis)
         failed_anchors = checked.failed_anchors
@@ -293,7 +377,9 @@ def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, fou
             # A fingerprint is kept only for a report that was applied whole: one item for the CI, and
             # every relationship anchored on it applied. Anything less must be derived again next time.
             # An address another batch took since this one read the index must be taken back by the
-            # next report, so that report cannot be confirmed.
+            # next report, so that report cannot be confirmed; nor can one that left a value with
+            # another machine (_another_machines): once that machine stops naming it, the same report
+            # must take it.
             expected = {t: ci_id for ci_id in changes.seen for ref in changes.reported_by[ci_id]
                         for t in planned_by_ref[ref].held if t not in found.ignored_held}
             held_now = store.find_identifiers(conn, list(expected))

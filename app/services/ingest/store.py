@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Uuid, bindparam, func, select, text, update
+from sqlalchemy import Connection, Uuid, bindparam, delete, func, select, text, tuple_, update
 
 from app.core.dialect import locked, locking_clause
 from app.models import CIIdentifier, CISource, ConfigurationItem, PrecedenceRule, Relationship, RelationshipSource
@@ -51,12 +51,16 @@ def find_identifiers(conn: Connection, triples: Sequence[Triple]) -> dict[Triple
     return {(family, key, value): ci_id for family, key, value, ci_id in rows}
 
 
-def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set[str]) -> set[uuid.UUID]:
-    """Those of `ci_ids` that hold some identifier other than a held one."""
+def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set[str]) -> dict[uuid.UUID, set[Triple]]:
+    """The identifiers other than held ones of those of `ci_ids` that have some."""
     if not ci_ids:
-        return set()
-    query = select(IDENT.c.ci_id).where(id_in(conn, IDENT.c.ci_id, ci_ids), IDENT.c.key.not_in(sorted(held_keys) or [""]))
-    return set(conn.execute(query.distinct()).scalars())
+        return {}
+    query = select(IDENT.c.family, IDENT.c.key, IDENT.c.value, IDENT.c.ci_id).where(
+        id_in(conn, IDENT.c.ci_id, ci_ids), IDENT.c.key.not_in(sorted(held_keys) or [""]))
+    found: dict[uuid.UUID, set[Triple]] = {}
+    for family, key, value, ci_id in conn.execute(query):
+        found.setdefault(ci_id, set()).add((family, key, value))
+    return found
 
 
 def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
@@ -112,8 +116,18 @@ def touch_cis(conn: Connection, ci_ids: set[uuid.UUID], at: datetime) -> None:
                      .values(last_seen=at, first_seen=func.coalesce(CI.c.first_seen, at)))
 
 
-def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]]) -> None:
-    """Insert strong identifiers not yet indexed; move held ones to their new holder."""
+def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], held: list[tuple[Triple, uuid.UUID]],
+                      secondary: Sequence[tuple[Triple, uuid.UUID, uuid.UUID | None]] = ()) -> None:
+    """Insert strong identifiers not yet indexed; move held ones to their new holder. A secondary one
+    (a router's interface MAC, held under a key other classes identify by) moves only from the holder
+    identification saw: a row another batch wrote since (an SSH host naming that MAC strong) stays, the
+    insert below does nothing, and the report is not confirmed (phases.apply: `lost`)."""
+    taken = [(f, k, v, holder) for (f, k, v), _, holder in secondary if holder is not None]
+    for start in range(0, len(taken), 500):
+        losers = conn.execute(delete(IDENT).where(
+            tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value, IDENT.c.ci_id).in_(taken[start:start + 500]))
+            .returning(IDENT.c.ci_id))
+        forget_fingerprints(conn, losers.scalars().all())
     if held:
         m = json_rows(conn, "m", "moved", {"f": "text", "k": "text", "v": "text", "c": "uuid"},
                       ((f, k, v, c) for (f, k, v), c in held))
@@ -127,6 +141,7 @@ def claim_identifiers(conn: Connection, strong: list[tuple[Triple, uuid.UUID]], 
     # A plain insert for strong identifiers: if a concurrent batch indexed one first, the primary key
     # refuses this one and the whole batch is retried (it will then find that CI instead of making a twin).
     insert_rows(conn, IDENT, [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(strong).items()])
+    held = [*held, *((triple, ci_id) for triple, ci_id, _ in secondary)]
     insert_rows(conn, IDENT, [{"family": f, "key": k, "value": v, "ci_id": c} for (f, k, v), c in dict(held).items()],
                 on_conflict_do_nothing=True)
 

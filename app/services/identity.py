@@ -39,9 +39,8 @@ def held_values(cls: ClassInfo, facts: dict[str, Any]) -> list[tuple[str, str]]:
     """The class's held identifiers (a host's addresses), and its secondary ones (SECONDARY) when the
     class is identified by the key they are indexed under."""
     pairs = identifier_values([[key] for key in cls.effective_held], facts)
-    strong_keys = {rule[0] for rule in cls.effective_rules if len(rule) == 1}
     for attribute, key in SECONDARY.items():
-        if key in strong_keys and facts.get(attribute) is not None:
+        if key in cls.single_keys and facts.get(attribute) is not None:
             pairs += identifier_values([[key]], {key: facts[attribute]})
     return pairs
 
@@ -63,8 +62,7 @@ def claim_identifiers(conn: Connection, ci_id: uuid.UUID, cls: ClassInfo, facts:
     wanted -= theirs_held
     if wanted:
         _refuse_duplicates(conn, ci_id, family, wanted)
-    strong_keys = {rule[0] for rule in cls.effective_rules if len(rule) == 1}
-    held -= {triple for triple in theirs_strong if triple[1] in strong_keys}
+    held -= {triple for triple in theirs_strong if triple[1] in cls.single_keys}
     if held:
         losers = conn.execute(delete(IDENT).where(
             tuple_(IDENT.c.family, IDENT.c.key, IDENT.c.value).in_(sorted(held)), IDENT.c.ci_id != ci_id)

@@ -63,6 +63,11 @@ class ClassInfo:
     updated_at: Any = None
 
     @property
+    def single_keys(self) -> frozenset[str]:
+        """The attributes that identify this class alone (its one-attribute rules: serial, MAC...)."""
+        return frozenset(rule[0] for rule in self.effective_rules if len(rule) == 1)
+
+    @property
     def identity_family(self) -> str:
         """The namespace of this class's identifier rows (ci_identifier.family)."""
         return identity_family_of(self.family)

@@ -197,24 +197,23 @@ def reconcile(registry: Registry, the_plan: Plan, found: Identification, outcome
             for t in item.held:
                 if t in found.ignored_held or found.index.get(t) == ci_id:
                     continue
-                if _another_machines(t, item.cls, found.index.get(t), found.strong_of, resolution):
-                    continue  # left with that machine: this report is not confirmed (apply: record_sightings)
-                if any(len(rule) == 1 and rule[0] == t[1] for rule in item.cls.effective_rules):
+                if t[1] not in item.cls.single_keys:
+                    changes.held_claims.append((t, ci_id))
+                elif not _another_machines(found.index.get(t), found.strong_of, resolution):
                     # A secondary value (a key the class is identified by): taken only from the holder
                     # seen now, so a machine that names it strong in a batch committed meanwhile keeps it.
                     changes.secondary_claims.append((t, ci_id, found.index.get(t)))
-                    continue
-                changes.held_claims.append((t, ci_id))
+                # else left with that machine: this report is not confirmed (apply: record_sightings)
     return changes
 
 
-def _another_machines(triple: Triple, cls: ClassInfo, holder: uuid.UUID | None, strong_of: dict[uuid.UUID, set[Triple]],
-                      resolution: Resolution) -> bool:
-    """A secondary value (a router's interface MAC: identity.SECONDARY, indexed under a key its class
-    identifies by) is taken over from a CI that is a sighting of this machine (nmap's of that interface:
-    strong identifiers all among the group's values), never from one known by others of its own (an SSH
-    host naming that MAC among its own): that one keeps it, and neither is refused for it."""
-    if holder is None or not any(len(rule) == 1 and rule[0] == triple[1] for rule in cls.effective_rules):
+def _another_machines(holder: uuid.UUID | None, strong_of: dict[uuid.UUID, set[Triple]], resolution: Resolution) -> bool:
+    """Whether the holder of a secondary value (a router's interface MAC: identity.SECONDARY, indexed
+    under a key its class identifies by) is another machine: it is taken over from a CI that is a
+    sighting of this one (nmap's of that interface: strong identifiers all among the group's values),
+    never from one known by others of its own (an SSH host naming that MAC among its own): that one
+    keeps it, and neither is refused for it."""
+    if holder is None:
         return False
     reported = {t for item in resolution.items for t in (*item.strong, *item.held)}
     return not strong_of.get(holder, set()) <= reported

@@ -5,7 +5,8 @@ A batch is the JSON body of ``POST /api/v1/ingest`` (see the ingest contract):
 Items refer to each other by ``ref`` inside one run.
 
 Identifiers follow the service's identification rules: hosts send
-serial_number, product_uuid, machine_id, fqdn, mac_address and ip_address
+serial_number, product_uuid, machine_id, fqdn, mac_address and ip_address (nmap's reverse-DNS
+name is the attribute ``dns_name``, never an identifier)
 (placeholders and loopback/link-local already dropped); ip_address items send
 ``address``; applications send ``instance_key`` = ``<host key>/<kind>/<port>``
 where the host key is the machine-id, else the product UUID, else the FQDN,
@@ -250,14 +251,17 @@ def build_scan_batch(hosts: list[ScanHost], *, run_id: str, subnets: list[str], 
     relationships: list[dict] = []
     for host in sorted(hosts, key=lambda h: ipaddress.ip_address(h.address)):
         href, iref = refs.new("h", host.address), refs.new("ip", host.address)
-        dns_name = host.hostname if is_dns_name(host.hostname) else None
-        fqdn = dns_name if dns_name and "." in dns_name else None
+        dns_name = host.hostname.rstrip(".") if is_dns_name(host.hostname) else None
         items.append({
             "ref": href,
             "class": host_class(scan=host),
             "name": dns_name or host.address,
-            "identifiers": _compact({"fqdn": fqdn, "mac_address": [host.mac] if host.mac else [],
-                                     "ip_address": [host.address]}),
+            # The reverse-DNS name is what DNS calls the address, not what the machine calls itself: a
+            # NAT address's PTR names another box, a host's `hostname -f` may be short, a reused lease
+            # keeps its old PTR. As an identifier it made a second CI of a host or device that does not
+            # report that name; as the `dns_name` attribute it is found by alerts, service entry points
+            # and inventories (app.services.alert_binding) and identifies nothing.
+            "identifiers": _compact({"mac_address": [host.mac] if host.mac else [], "ip_address": [host.address]}),
             "attributes": _compact({
                 "listening": [_compact({"port": p.port, "protocol": p.protocol, "service": p.service,
                                         "product": p.product, "version": p.version})
@@ -267,6 +271,7 @@ def build_scan_batch(hosts: list[ScanHost], *, run_id: str, subnets: list[str], 
                 "mac_vendor": host.vendor,
                 "vendor": (host.os_vendors[0] if host.os_vendors else host.vendor)
                 if host_class(scan=host) == "network_device" else None,
+                "dns_name": dns_name,
                 "ptr_name": host.hostname if host.hostname and not dns_name else None,
             }),
         })

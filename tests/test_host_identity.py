@@ -422,7 +422,8 @@ def test_0016_joins_no_sighting_by_a_mac_two_devices_carry_or_a_local_one(api, d
 
 
 def ptr_sighting(address, fqdn=None, mac=None):
-    """nmap's item with --names system: a dotted PTR name is a strong fqdn (discovery.batch)."""
+    """nmap's item from an agent before migration 0017 (--names system), which sent a dotted PTR name as
+    a strong fqdn; agents since send it as the attribute dns_name (tests/test_dns_name.py)."""
     identifiers = {"ip_address": [address]}
     if fqdn:
         identifiers["fqdn"] = fqdn

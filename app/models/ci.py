@@ -48,6 +48,16 @@ VALUE_TRIGRAMS_SQL = ("translate(lower(jsonb_path_query_array(attributes, 'stric
                       f"|| @.type() == \"number\")'::jsonpath)::text), {_TRANSLATE})")
 
 
+# The reverse-DNS name nmap reports for a host's address (discovery.batch: the attribute `dns_name`, never
+# an identifier), lower-cased, for finding hosts by the name monitoring calls them
+# (app.services.alert_binding). Indexed only where present; text_pattern_ops makes a prefix (`web-1.`) a
+# range whatever the collation. Migration 0017 makes it, and SQLite's twin (DNS_NAME_SQLITE), which as an
+# expression index reflection cannot compare, is declared there alone.
+DNS_NAME_ATTRIBUTE = "dns_name"
+DNS_NAME_PG = "lower(attributes ->> 'dns_name'::text)"
+DNS_NAME_SQLITE = "lower(json_extract(attributes, '$.dns_name'))"
+
+
 def search_indexes() -> list[Index]:
     name = literal_column("name")
     return [
@@ -59,6 +69,9 @@ def search_indexes() -> list[Index]:
               postgresql_ops={"name_trigrams": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
         Index("ix_ci_attribute_values_trgm", literal_column(VALUE_TRIGRAMS_SQL).label("value_trigrams"),
               postgresql_using="gin", postgresql_ops={"value_trigrams": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_ci_dns_name", literal_column(DNS_NAME_PG).label("dns_name_lower"),
+              postgresql_ops={"dns_name_lower": "text_pattern_ops"},
+              postgresql_where=literal_column(f"{DNS_NAME_PG} IS NOT NULL")).ddl_if(dialect="postgresql"),
     ]
 
 

@@ -5,7 +5,9 @@ The default rules (KARTA_ALERT_BINDINGS replaces them):
   2. `instance` is a host: the port is stripped (`10.0.0.5:9100`, `[2001:db8::5]:9100`, `web-1:9100`),
      then the value is looked up, normalized as identification normalizes it (lower case, canonical
      address), among the identifiers of host CIs (classes of the server and network_device
-     families): ip_address, fqdn; and as a hostname: a host CI's name, or an fqdn `<hostname>.<domain>`.
+     families): ip_address, fqdn; and as a hostname: a host CI's name, or an fqdn `<hostname>.<domain>`;
+     where none of those names it, the reverse-DNS name nmap reported for it (its `dns_name`
+     attribute), exactly or as `<hostname>.<domain>`.
   3. `service`, then 4. `job`: the name of a CI of class service (any case).
 The first rule whose label names exactly one CI binds the alert; a value that names several CIs
 binds nothing (Karta does not guess), and the next rule is tried. An alert no rule binds is kept,
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, String, Uuid, func, select, text
 
 from app.models import CIIdentifier, ConfigurationItem
+from app.models.ci import DNS_NAME_PG, DNS_NAME_SQLITE
 from app.services.bulk import id_in, is_postgres
 from app.services.identifiers import (
     MAX_IDENTIFIER_LENGTH,
@@ -119,6 +122,34 @@ def _fqdns_of_hostnames(conn: Connection, hostnames: list[str]):
     return text(" UNION ALL ".join(parts)).bindparams(**params).columns(value=String, ci_id=Uuid)
 
 
+def _dns_name(conn: Connection) -> str:
+    """The indexed expression of a CI's `dns_name` (app.models.ci, migration 0017), as SQL text."""
+    return DNS_NAME_PG if is_postgres(conn) else DNS_NAME_SQLITE
+
+
+def _by_dns_name(conn: Connection, names: list[str]):
+    """(dns_name, class, CI id) of the CIs whose reverse-DNS name is one of `names` (ix_ci_dns_name).
+    The caller keeps the hosts' classes: a condition on the class here made SQLite read ix_ci_class_id."""
+    expression = _dns_name(conn)
+    marks = ", ".join(f":n{n}" for n in range(len(names)))
+    return text(f"SELECT {expression} AS value, ci_class, id AS ci_id FROM ci WHERE {expression} IN ({marks})"
+                ).bindparams(**{f"n{n}": name for n, name in enumerate(names)}
+                             ).columns(value=String, ci_class=String, ci_id=Uuid)
+
+
+def _dns_names_of_hostnames(conn: Connection, hostnames: list[str]):
+    """As _fqdns_of_hostnames, over the CIs' reverse-DNS names: (dns_name, class, CI id) of those that
+    start with `<hostname>.`, at most PREFIX_ROWS per hostname, one range of ix_ci_dns_name each."""
+    at_least, below = ("~>=~", "~<~") if is_postgres(conn) else (">=", "<")
+    expression = _dns_name(conn)
+    parts, params = [], {}
+    for n, hostname in enumerate(hostnames):
+        parts.append(f"SELECT * FROM (SELECT {expression} AS value, ci_class, id AS ci_id FROM ci WHERE {expression} "
+                     f"{at_least} :low{n} AND {expression} {below} :high{n} LIMIT {PREFIX_ROWS}) AS p{n}")
+        params[f"low{n}"], params[f"high{n}"] = hostname + ".", hostname + "/"
+    return text(" UNION ALL ".join(parts)).bindparams(**params).columns(value=String, ci_class=String, ci_id=Uuid)
+
+
 def _ci_ids(conn: Connection, values: set[str]) -> dict[str, uuid.UUID]:
     parsed = {}
     for value in values:
@@ -156,14 +187,26 @@ def find_hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[s
         for chunk in _chunks(short, PREFIX_CHUNK):
             for value, ci_id in conn.execute(_fqdns_of_hostnames(conn, chunk)):
                 found[("name", value.split(".", 1)[0])].add(ci_id)
+        # What DNS calls a host's address (nmap's PTR name): read last, where the host's own names
+        # found nothing, for a NAT address's PTR may name another box.
+        hosts = set(host_classes)
+        for chunk in _chunks(fqdns):
+            for value, ci_class, ci_id in conn.execute(_by_dns_name(conn, chunk)):
+                if ci_class in hosts:
+                    found[("dns_name", value)].add(ci_id)
+        for chunk in _chunks(short, PREFIX_CHUNK):
+            for value, ci_class, ci_id in conn.execute(_dns_names_of_hostnames(conn, chunk)):
+                if ci_class in hosts:
+                    found[("dns_name", value.split(".", 1)[0])].add(ci_id)
     bound = {}
     for value, (address, fqdn, hostname) in forms.items():
         if address:
             ids = found.get(("ip_address", address), set())
         elif fqdn:
-            ids = found.get(("fqdn", fqdn), set()) or found.get(("name", fqdn), set())
+            ids = (found.get(("fqdn", fqdn), set()) or found.get(("name", fqdn), set())
+                   or found.get(("dns_name", fqdn), set()))
         elif hostname:
-            ids = found.get(("name", hostname), set())
+            ids = found.get(("name", hostname), set()) or found.get(("dns_name", hostname), set())
         else:
             ids = set()
         if len(ids) == 1:

@@ -129,11 +129,11 @@ def test_scan_batch_from_the_recorded_lab_scan(data_dir, nmap_program):
     web = next(i for i in batch["items"] if i["name"] == "web-1.lab")
     assert web == {
         "ref": "h:10.77.0.11", "class": "server", "name": "web-1.lab",
-        "identifiers": {"fqdn": "web-1.lab", "mac_address": ["52:54:00:77:00:0b"], "ip_address": ["10.77.0.11"]},
+        "identifiers": {"mac_address": ["52:54:00:77:00:0b"], "ip_address": ["10.77.0.11"]},
         "attributes": {"listening": [{"port": 22, "protocol": "tcp", "service": "ssh"},
                                      {"port": 80, "protocol": "tcp", "service": "http"},
                                      {"port": 8080, "protocol": "tcp", "service": "http-proxy"}],
-                       "os_family": "Linux", "mac_vendor": "QEMU virtual NIC"}}
+                       "os_family": "Linux", "mac_vendor": "QEMU virtual NIC", "dns_name": "web-1.lab"}}
 
 
 def test_scan_batch_network_device_and_a_hostile_ptr_name(data_dir, nmap_program):
@@ -142,10 +142,12 @@ def test_scan_batch_network_device_and_a_hostile_ptr_name(data_dir, nmap_program
     hosts_out = [i for i in batch["items"] if i["class"] != "ip_address"]
     assert [(i["class"], i["name"], i["identifiers"]) for i in hosts_out] == [
         ("network_device", "core-rtr-1.example.net",
-         {"fqdn": "core-rtr-1.example.net", "mac_address": ["00:1b:54:aa:bb:01"], "ip_address": ["192.0.2.1"]}),
+         {"mac_address": ["00:1b:54:aa:bb:01"], "ip_address": ["192.0.2.1"]}),
         ("server", "192.0.2.5", {"mac_address": ["52:54:00:12:34:05"], "ip_address": ["192.0.2.5"]}),
     ]
+    assert hosts_out[0]["attributes"]["dns_name"] == "core-rtr-1.example.net"
     assert hosts_out[1]["attributes"]["ptr_name"] == "app;rm -rf /.example.net"
+    assert "dns_name" not in hosts_out[1]["attributes"]
     assert [p["port"] for p in hosts_out[0]["attributes"]["listening"]] == [22, 23]  # closed 80 left out
 
 

@@ -19,8 +19,9 @@ The rules, in the order they apply:
      all values the item reports: nmap's sighting that came first, known by an address, or by a
      router's interface MAC that the router reports as secondary (app.services.identity.SECONDARY);
      never a CI with other strong identifiers of its own: that is another machine, and the address
-     has moved to this one (a DHCP lease reused). So nmap's item carrying a PTR name as fqdn that the
-     host or device at that address does not report is a CI of its own (nmap's `names: off` avoids it).
+     has moved to this one (a DHCP lease reused). (nmap's agent sends an address's PTR name as the
+     attribute `dns_name`, not as an fqdn: as an fqdn the host or device at that address, not
+     reporting that name, was a CI beside nmap's.)
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
 5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI

@@ -1,0 +1,158 @@
+"""nmap's reverse-DNS name is the attribute `dns_name`, never an identifier (issue #15, finding 5): the
+host or device at an address is one CI whatever DNS calls the address, and the tools that name hosts
+by DNS (alerts, service entry points, Ansible, Prometheus) still find it by that name. Through the real
+ingest API and the agent's own batch builder, on SQLite and PostgreSQL."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import CIIdentifier
+from app.services import alert_binding, service_map
+from discovery.batch import build_scan_batch
+from discovery.models import ScanHost
+from tests.integrations.test_incidents import am_alert, am_payload, post_am
+from tests.test_ingest import batch, push
+
+IDENT = CIIdentifier.__table__
+MID_A, MID_B = "0f8e7a1b2c3d4e5f60718293a4b5c6d7", "1f8e7a1b2c3d4e5f60718293a4b5c6d7"
+
+
+def nmap(api, *hosts: ScanHost) -> dict:
+    """The agent's own scan batch for these hosts, pushed: ref -> CI id, by address."""
+    body = build_scan_batch(list(hosts), run_id=f"scan-{hosts[0].address}-{len(hosts)}", subnets=["10.0.0.0/24"])
+    out = push(api, body)
+    assert out["conflicts"] == [] and out["errors"] == [], out
+    return {ref.split(":", 1)[1]: ci for ref, ci in out["refs"].items() if ref.startswith("h:")}
+
+
+def ssh(name, machine_id, addresses, fqdn=None):
+    identifiers = {"machine_id": machine_id, "ip_address": addresses}
+    if fqdn:
+        identifiers["fqdn"] = fqdn
+    return {"ref": "s", "class": "server", "name": name, "identifiers": identifiers, "attributes": {}}
+
+
+def live_hosts(api):
+    return [ci for cls in ("server", "network_device")
+            for ci in api.get(f"/api/v1/cis?class={cls}").json()["items"] if ci["status"] != "retired"]
+
+
+def fqdn_rows(engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(IDENT.c.value).where(IDENT.c.key == "fqdn")).scalars().all()
+
+
+def test_the_scan_batch_sends_the_ptr_name_as_an_attribute():
+    hosts = [ScanHost("10.0.0.5", hostname="web-1.example.com"), ScanHost("10.0.0.6", hostname="printer")]
+    body = build_scan_batch(hosts, run_id="r", subnets=["10.0.0.0/24"])
+    web, printer = (item for item in body["items"] if item["class"] != "ip_address")
+    assert web["identifiers"] == {"ip_address": ["10.0.0.5"]} and web["name"] == "web-1.example.com"
+    assert web["attributes"]["dns_name"] == "web-1.example.com"
+    assert printer["identifiers"] == {"ip_address": ["10.0.0.6"]} and printer["attributes"]["dns_name"] == "printer"
+
+
+@pytest.mark.parametrize("nmap_first", [True, False])
+def test_a_host_whose_hostname_f_is_short_and_its_ptr_name_are_one_ci(api, engine, nmap_first):
+    sighting = ScanHost("10.0.0.5", hostname="web-1.example.com")
+    if nmap_first:
+        seen = nmap(api, sighting)["10.0.0.5"]
+        host = push(api, batch("ssh", [ssh("web-1", MID_A, ["10.0.0.5"])]))["refs"]["s"]
+        assert host == seen  # nmap's CI, known by nothing but its address, became the host
+    else:
+        host = push(api, batch("ssh", [ssh("web-1", MID_A, ["10.0.0.5"])]))["refs"]["s"]
+    for _ in range(2):  # and every later scan is the host
+        assert nmap(api, sighting)["10.0.0.5"] == host
+    [ci] = live_hosts(api)
+    detail = api.get(f"/api/v1/cis/{host}").json()
+    assert ci["id"] == host and detail["name"] == "web-1"  # SSH's name outranks nmap's
+    assert detail["attributes"]["dns_name"] == "web-1.example.com"
+    assert fqdn_rows(engine) == []
+
+
+def test_a_switchs_ptr_name_is_the_switch(api, engine):
+    device = {"ref": "d", "class": "network_device", "name": "sw1", "identifiers": {
+        "mac_address": ["00:1b:21:00:00:10"], "serial_number": "FOC123", "ip_address": ["10.0.0.1"]},
+        "attributes": {"vendor": "Cisco"}}
+    switch = push(api, batch("snmp", [device]))["refs"]["d"]
+    assert nmap(api, ScanHost("10.0.0.1", hostname="sw1-mgmt.example.net"))["10.0.0.1"] == switch
+    [ci] = live_hosts(api)
+    assert ci["class"] == "network_device" and fqdn_rows(engine) == []
+
+
+def test_a_nat_address_ptr_name_stays_with_the_firewall_and_alerts_find_the_web_server(api):
+    firewall = {"ref": "d", "class": "network_device", "name": "fw1", "identifiers": {
+        "mac_address": ["00:1b:21:00:00:10"], "serial_number": "FGT123", "ip_address": ["10.0.0.254"]},
+        "attributes": {"vendor": "Fortinet"}}
+    fw = push(api, batch("snmp", [firewall]))["refs"]["d"]
+    assert nmap(api, ScanHost("10.0.0.254", hostname="www.example.com"))["10.0.0.254"] == fw
+    web = push(api, batch("ssh", [ssh("www", MID_A, ["10.0.1.10"], fqdn="www.example.com")]))["refs"]["s"]
+    assert web != fw
+    assert bound(api, "nat", ["www.example.com:443", "www"]) == {"www.example.com:443": "www", "www": "www"}
+
+
+def bound(api, group: str, instances: list[str]) -> dict[str, str | None]:
+    response = post_am(api, am_payload(group, [am_alert(f"{group}{n}", instance=i) for n, i in enumerate(instances)]))
+    assert response.status_code == 200, response.text
+    detail = api.get(f"/api/v1/incidents/{response.json()['id']}", as_="read").json()
+    return {a["labels"]["instance"]: a["ci"] and a["ci"]["name"] for a in detail["alerts"]}
+
+
+def test_alerts_find_a_host_by_the_name_dns_gives_its_address(api):
+    # SSH knows web-1 by a short name and `hostname -f` web-1.corp; DNS calls its address web-1.example.com
+    push(api, batch("ssh", [ssh("web-1", MID_A, ["10.0.0.5"], fqdn="web-1.corp")]))
+    nmap(api, ScanHost("10.0.0.5", hostname="web-1.example.com"),
+         ScanHost("10.0.0.7", hostname="printer-3.example.com"),
+         ScanHost("10.0.0.8", hostname="pool.example.com"), ScanHost("10.0.0.9", hostname="pool.example.com"),
+         ScanHost("10.0.0.10", hostname="Mixed.Example.com"))
+    # an SSH host whose own name another's PTR name also starts with: its own name wins
+    push(api, batch("ssh", [ssh("printer", MID_B, ["10.0.0.20"])]))
+    nmap(api, ScanHost("10.0.0.21", hostname="printer.example.com"))
+    assert bound(api, "dns", ["web-1.example.com:9100", "web-1.corp", "web-1", "printer-3", "printer-3.example.com",
+                              "pool.example.com", "pool", "mixed", "printer"]) == {
+        "web-1.example.com:9100": "web-1", "web-1.corp": "web-1", "web-1": "web-1",
+        "printer-3": "printer-3.example.com", "printer-3.example.com": "printer-3.example.com",
+        "pool.example.com": None, "pool": None,  # two addresses DNS calls alike: no guess
+        "mixed": "Mixed.Example.com",  # compared in lower case
+        "printer": "printer",
+    }
+
+
+def test_the_dns_name_is_read_from_its_index(api, engine):
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # Enough rows (rolled back below) that the planner weighs its indexes, not the table's pages.
+            conn.exec_driver_sql(
+                "INSERT INTO ci (id, ci_class, name, status, tags, attributes, provenance, created_at, updated_at, "
+                "version) SELECT gen_random_uuid(), 'server', 'h' || n, 'active', '[]', "
+                "jsonb_build_object('dns_name', 'h' || n || '.example.com'), '{}', now(), now(), 1 "
+                "FROM generate_series(1, 20000) AS n")
+            conn.exec_driver_sql("ANALYZE ci")
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        explain = "EXPLAIN" if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
+        plans = []
+        for statement in (alert_binding._by_dns_name(conn, ["web-1.example.com", "db.example.com"]),
+                          alert_binding._dns_names_of_hostnames(conn, ["web-1", "db"])):
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plans.append("\n".join(str(row[-1]) for row in conn.exec_driver_sql(f"{explain} {compiled}")))
+        conn.rollback()
+    for plan in plans:
+        assert "ix_ci_dns_name" in plan, plan
+        assert "SCAN ci\n" not in plan + "\n" and "Seq Scan" not in plan, plan
+
+
+def test_entry_points_ansible_and_prometheus_reach_a_host_by_its_dns_name(api, engine):
+    seen = nmap(api, ScanHost("10.0.0.5", hostname="nas-1.example.com"))["10.0.0.5"]
+    host = push(api, batch("ssh", [ssh("nas-1", MID_A, ["10.0.0.5"])]))["refs"]["s"]
+    assert host == seen
+    with engine.connect() as conn:
+        registry = api.client.app.state.registry.get(conn=conn)
+        keys = service_map.host_keys_of_cis(conn, registry, [uuid.UUID(host)])
+    assert {"nas-1.example.com", "nas-1", "10.0.0.5"} <= keys
+    hostvars = api.get("/api/v1/integrations/ansible/inventory", params={"ansible_host": "fqdn"},
+                       as_="read").json()["_meta"]["hostvars"]
+    assert hostvars["nas-1"]["ansible_host"] == {"__ansible_unsafe": "nas-1.example.com"}
+    targets = api.get("/api/v1/integrations/prometheus/targets", params={"address": "fqdn", "port": 9100},
+                      as_="read").json()
+    assert [group["targets"] for group in targets] == [["nas-1.example.com:9100"]]

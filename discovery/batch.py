@@ -6,7 +6,7 @@ Items refer to each other by ``ref`` inside one run.
 
 Identifiers follow the service's identification rules: hosts send
 serial_number, product_uuid, machine_id, fqdn, mac_address and ip_address (nmap's reverse-DNS
-name is the attribute ``dns_name``, never an identifier)
+name is the ``dns_name`` attribute of the address's item, never a host's identifier)
 (placeholders and loopback/link-local already dropped); ip_address items send
 ``address``; applications send ``instance_key`` = ``<host key>/<kind>/<port>``
 where the host key is the machine-id, else the product UUID, else the FQDN,
@@ -257,10 +257,10 @@ def build_scan_batch(hosts: list[ScanHost], *, run_id: str, subnets: list[str], 
             "class": host_class(scan=host),
             "name": dns_name or host.address,
             # The reverse-DNS name is what DNS calls the address, not what the machine calls itself: a
-            # NAT address's PTR names another box, a host's `hostname -f` may be short, a reused lease
-            # keeps its old PTR. As an identifier it made a second CI of a host or device that does not
-            # report that name; as the `dns_name` attribute it is found by alerts, service entry points
-            # and inventories (app.services.alert_binding) and identifies nothing.
+            # NAT address's PTR names another box, a host's `hostname -f` may be short, a host with two
+            # addresses has two. As the host's fqdn it made a second CI of a host or device that does not
+            # report that name; it is the address's `dns_name` (below), by which alerts and service
+            # entry points find the host holding it (app.services.alert_binding), and identifies nothing.
             "identifiers": _compact({"mac_address": [host.mac] if host.mac else [], "ip_address": [host.address]}),
             "attributes": _compact({
                 "listening": [_compact({"port": p.port, "protocol": p.protocol, "service": p.service,
@@ -271,12 +271,11 @@ def build_scan_batch(hosts: list[ScanHost], *, run_id: str, subnets: list[str], 
                 "mac_vendor": host.vendor,
                 "vendor": (host.os_vendors[0] if host.os_vendors else host.vendor)
                 if host_class(scan=host) == "network_device" else None,
-                "dns_name": dns_name,
                 "ptr_name": host.hostname if host.hostname and not dns_name else None,
             }),
         })
         items.append(_ip_item(iref, host.address, {
-            "family": "ipv6" if ":" in host.address else "ipv4", "mac_address": host.mac}))
+            "family": "ipv6" if ":" in host.address else "ipv4", "mac_address": host.mac, "dns_name": dns_name}))
         relationships.append({"source": href, "target": iref, "type": "contains", "attributes": {}})
     return {"source": "nmap", "run_id": run_id, "scope": {"subnets": list(subnets), "hosts": []},
             "complete": complete, "items": items, "relationships": relationships}

@@ -1,13 +1,16 @@
-"""nmap's reverse-DNS name is the attribute `dns_name`, never an identifier (issue #15, finding 5): the
-host or device at an address is one CI whatever DNS calls the address, and the tools that name hosts
-by DNS (alerts, service entry points, Ansible, Prometheus) still find it by that name. Through the real
-ingest API and the agent's own batch builder, on SQLite and PostgreSQL."""
+"""nmap's reverse-DNS name is the `dns_name` of the address, never a host's identifier (issue #15,
+finding 5): the host or device at an address is one CI whatever DNS calls the address, and alerts and
+service entry points still find the host by that name. Through the real ingest API and the agent's own
+batch builder, on SQLite and PostgreSQL; and migration 0017 forgets the PTR names older agents sent as
+an fqdn."""
 
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
+from app.core import migrations
+from app.core.db import make_engine
 from app.models import CIIdentifier
 from app.services import alert_binding, service_map
 from discovery.batch import build_scan_batch
@@ -44,13 +47,18 @@ def fqdn_rows(engine):
         return conn.execute(sa.select(IDENT.c.value).where(IDENT.c.key == "fqdn")).scalars().all()
 
 
-def test_the_scan_batch_sends_the_ptr_name_as_an_attribute():
+def test_the_scan_batch_puts_the_ptr_name_on_the_address():
     hosts = [ScanHost("10.0.0.5", hostname="web-1.example.com"), ScanHost("10.0.0.6", hostname="printer")]
     body = build_scan_batch(hosts, run_id="r", subnets=["10.0.0.0/24"])
-    web, printer = (item for item in body["items"] if item["class"] != "ip_address")
+    web, web_ip, printer, printer_ip = body["items"]
     assert web["identifiers"] == {"ip_address": ["10.0.0.5"]} and web["name"] == "web-1.example.com"
-    assert web["attributes"]["dns_name"] == "web-1.example.com"
-    assert printer["identifiers"] == {"ip_address": ["10.0.0.6"]} and printer["attributes"]["dns_name"] == "printer"
+    assert "dns_name" not in web["attributes"] and web_ip["attributes"]["dns_name"] == "web-1.example.com"
+    assert printer["identifiers"] == {"ip_address": ["10.0.0.6"]} and printer_ip["attributes"]["dns_name"] == "printer"
+
+
+def address_ci(api, address):
+    [ci] = [ci for ci in api.get("/api/v1/cis?class=ip_address").json()["items"] if ci["name"] == address]
+    return api.get(f"/api/v1/cis/{ci['id']}").json()
 
 
 @pytest.mark.parametrize("nmap_first", [True, False])
@@ -67,8 +75,19 @@ def test_a_host_whose_hostname_f_is_short_and_its_ptr_name_are_one_ci(api, engin
     [ci] = live_hosts(api)
     detail = api.get(f"/api/v1/cis/{host}").json()
     assert ci["id"] == host and detail["name"] == "web-1"  # SSH's name outranks nmap's
-    assert detail["attributes"]["dns_name"] == "web-1.example.com"
+    assert address_ci(api, "10.0.0.5")["attributes"]["dns_name"] == "web-1.example.com"
     assert fqdn_rows(engine) == []
+
+
+def test_a_host_with_two_addresses_keeps_both_ptr_names_and_scans_change_nothing(api):
+    # review: on the host, one name per address flipped on every scan (a change record each time)
+    host = push(api, batch("ssh", [ssh("web-1", MID_A, ["10.0.0.5", "10.0.0.6"])]))["refs"]["s"]
+    scan = (ScanHost("10.0.0.5", hostname="web-1.prod.example"), ScanHost("10.0.0.6", hostname="web-1.mgmt.example"))
+    assert set(nmap(api, *scan).values()) == {host}
+    out = push(api, build_scan_batch(list(scan), run_id="again", subnets=["10.0.0.0/24"]))
+    assert out["counts"]["updated"] == 0 and out["counts"]["created"] == 0, out["counts"]
+    assert bound(api, "two", ["web-1.prod.example", "web-1.mgmt.example:9100"]) == {
+        "web-1.prod.example": "web-1", "web-1.mgmt.example:9100": "web-1"}
 
 
 def test_a_switchs_ptr_name_is_the_switch(api, engine):
@@ -125,15 +144,15 @@ def test_the_dns_name_is_read_from_its_index(api, engine):
             # Enough rows (rolled back below) that the planner weighs its indexes, not the table's pages.
             conn.exec_driver_sql(
                 "INSERT INTO ci (id, ci_class, name, status, tags, attributes, provenance, created_at, updated_at, "
-                "version) SELECT gen_random_uuid(), 'server', 'h' || n, 'active', '[]', "
+                "version) SELECT gen_random_uuid(), 'ip_address', '10.1.' || n, 'active', '[]', "
                 "jsonb_build_object('dns_name', 'h' || n || '.example.com'), '{}', now(), now(), 1 "
                 "FROM generate_series(1, 20000) AS n")
             conn.exec_driver_sql("ANALYZE ci")
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         explain = "EXPLAIN" if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
         plans = []
-        for statement in (alert_binding._by_dns_name(conn, ["web-1.example.com", "db.example.com"]),
-                          alert_binding._dns_names_of_hostnames(conn, ["web-1", "db"])):
+        for statement in (alert_binding._by_dns_name(conn, ["ip_address"], ["web-1.example.com", "db.example.com"]),
+                          alert_binding._dns_names_of_hostnames(conn, ["ip_address"], ["web-1", "db"])):
             compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
             plans.append("\n".join(str(row[-1]) for row in conn.exec_driver_sql(f"{explain} {compiled}")))
         conn.rollback()
@@ -142,17 +161,55 @@ def test_the_dns_name_is_read_from_its_index(api, engine):
         assert "SCAN ci\n" not in plan + "\n" and "Seq Scan" not in plan, plan
 
 
-def test_entry_points_ansible_and_prometheus_reach_a_host_by_its_dns_name(api, engine):
+def test_entry_points_know_a_host_by_its_addresss_dns_name(api, engine):
     seen = nmap(api, ScanHost("10.0.0.5", hostname="nas-1.example.com"))["10.0.0.5"]
     host = push(api, batch("ssh", [ssh("nas-1", MID_A, ["10.0.0.5"])]))["refs"]["s"]
     assert host == seen
+    address = address_ci(api, "10.0.0.5")["id"]
     with engine.connect() as conn:
         registry = api.client.app.state.registry.get(conn=conn)
-        keys = service_map.host_keys_of_cis(conn, registry, [uuid.UUID(host)])
-    assert {"nas-1.example.com", "nas-1", "10.0.0.5"} <= keys
-    hostvars = api.get("/api/v1/integrations/ansible/inventory", params={"ansible_host": "fqdn"},
-                       as_="read").json()["_meta"]["hostvars"]
-    assert hostvars["nas-1"]["ansible_host"] == {"__ansible_unsafe": "nas-1.example.com"}
-    targets = api.get("/api/v1/integrations/prometheus/targets", params={"address": "fqdn", "port": 9100},
-                      as_="read").json()
-    assert [group["targets"] for group in targets] == [["nas-1.example.com:9100"]]
+        keys = service_map.host_keys_of_cis(conn, registry, [uuid.UUID(address)])
+        assert alert_binding.find_hosts(conn, registry, {"nas-1.example.com", "nas-1"}) == {
+            "nas-1.example.com": uuid.UUID(host), "nas-1": uuid.UUID(host)}
+    assert {"nas-1.example.com", "nas-1"} <= keys
+
+
+def test_other_classes_dns_names_never_crowd_a_host_out(api):
+    # review: the prefix read 10 rows before keeping the addresses' classes
+    for n in range(12):
+        api.create_ci("service", f"svc-{n}", attributes={"dns_name": f"web-1.svc{n:02d}.example.com"})
+    nmap(api, ScanHost("10.0.0.5", hostname="web-1.zz.example.com"))
+    assert bound(api, "crowd", ["web-1"]) == {"web-1": "web-1.zz.example.com"}
+
+
+@pytest.mark.parametrize("value", ["x" * 4000, "é" * 1500, ["a.example.com"] * 500, 12, {"a": "b"}])
+def test_any_dns_name_a_person_writes_is_stored(api, value):
+    # review: a value over a btree entry's size failed the write with a 500 on PostgreSQL
+    ci = api.create_ci("ip_address", "10.0.0.9", attributes={"address": "10.0.0.9", "dns_name": value})
+    assert api.get(f"/api/v1/cis/{ci['id']}").json()["attributes"]["dns_name"] == value
+    assert bound(api, "odd", ["x", "a.example.com"]) == {"x": None, "a.example.com": None}
+
+
+def test_0017_forgets_the_ptr_names_older_agents_sent_as_an_fqdn(api, database_url):
+    engine = make_engine(database_url)
+    try:
+        old_agent = {"ref": "n", "class": "server", "name": "web-1.example.com",
+                     "identifiers": {"fqdn": "web-1.example.com", "ip_address": ["10.0.0.5"]}, "attributes": {}}
+        made = push(api, batch("nmap", [old_agent]))["refs"]["n"]
+        mixed = push(api, batch("import", [{**old_agent, "name": "db-1", "identifiers": {
+            "fqdn": "db-1.example.com", "ip_address": ["10.0.0.7"]}}]), as_="write")["refs"]["n"]
+        push(api, batch("nmap", [{**old_agent, "name": "db-1.example.com", "identifiers": {
+            "fqdn": "db-1.example.com", "ip_address": ["10.0.0.7"]}}]))  # nmap's PTR agrees with the sheet
+        migrations.downgrade(engine, "0016")
+        migrations.upgrade(engine)
+        assert sorted(fqdn_rows(engine)) == ["db-1.example.com"]  # the sheet's stays
+        ci = api.get(f"/api/v1/cis/{made}").json()
+        assert "fqdn" not in ci["attributes"] and ci["version"] == 2
+        history = api.get(f"/api/v1/cis/{made}/history").json()["items"]
+        assert history[0]["actor"] == "migration 0017"
+        # the host SSH reports at that address is now the CI nmap made, and nmap's scans go to it
+        host = push(api, batch("ssh", [ssh("web-1", MID_A, ["10.0.0.5"])]))["refs"]["s"]
+        assert host == made and nmap(api, ScanHost("10.0.0.5", hostname="web-1.example.com"))["10.0.0.5"] == made
+        assert api.get(f"/api/v1/cis/{mixed}").json()["attributes"]["fqdn"] == "db-1.example.com"
+    finally:
+        engine.dispose()

@@ -35,8 +35,7 @@ Group names
     of their CI ids (deterministic, and cheaper than sorting 100,000 names).
 Host variables
     ansible_host (the first usable address of the `ip_address` attribute, or of the `fqdn`
-    attribute, else the reverse-DNS name nmap reported (`dns_name`), when asked
-    (`?ansible_host=fqdn`), falling back to the other; absent when the host
+    attribute when asked (`?ansible_host=fqdn`), falling back to the other; absent when the host
     has neither, and Ansible then connects to the host name), karta_id, karta_name, karta_class,
     karta_status, karta_environment, karta_owner, karta_tags, and karta_attributes when asked.
     Ansible templates inventory variables: a hostname of `{{ lookup('pipe', 'id') }}` would run on
@@ -146,8 +145,8 @@ def ansible_host(host: InventoryHost, prefer: HostAddress = "ip") -> str | None:
     """The address Ansible connects to: the first usable ip_address, or the fqdn (as preferred),
     falling back to the other."""
     if prefer == "ip":
-        return _first(host.ip_address, _address) or _first(host.fqdn, _fqdn) or _first(host.dns_name, _fqdn)
-    return _first(host.fqdn, _fqdn) or _first(host.dns_name, _fqdn) or _first(host.ip_address, _address)
+        return _first(host.ip_address, _address) or _first(host.fqdn, _fqdn)
+    return _first(host.fqdn, _fqdn) or _first(host.ip_address, _address)
 
 
 class _Groups(dict):

@@ -48,14 +48,17 @@ VALUE_TRIGRAMS_SQL = ("translate(lower(jsonb_path_query_array(attributes, 'stric
                       f"|| @.type() == \"number\")'::jsonpath)::text), {_TRANSLATE})")
 
 
-# The reverse-DNS name nmap reports for a host's address (discovery.batch: the attribute `dns_name`, never
-# an identifier), lower-cased, for finding hosts by the name monitoring calls them
+# The reverse-DNS name nmap reports for an address (discovery.batch: the attribute `dns_name` of the
+# ip_address CI, never an identifier), lower-cased, for finding hosts by the name monitoring calls them
 # (app.services.alert_binding). Indexed only where present; text_pattern_ops makes a prefix (`web-1.`) a
 # range whatever the collation. Migration 0017 makes it, and SQLite's twin (DNS_NAME_SQLITE), which as an
 # expression index reflection cannot compare, is declared there alone.
-DNS_NAME_ATTRIBUTE = "dns_name"
+# Only names a DNS name can be (253 characters at most): a longer value written by hand would not fit a
+# btree entry (2,704 bytes on PostgreSQL) and fail the CI's write. Queries repeat the condition.
 DNS_NAME_PG = "lower(attributes ->> 'dns_name'::text)"
+DNS_NAME_PG_WHERE = "length(attributes ->> 'dns_name'::text) <= 253"
 DNS_NAME_SQLITE = "lower(json_extract(attributes, '$.dns_name'))"
+DNS_NAME_SQLITE_WHERE = "length(json_extract(attributes, '$.dns_name')) <= 253"
 
 
 def search_indexes() -> list[Index]:
@@ -71,7 +74,7 @@ def search_indexes() -> list[Index]:
               postgresql_using="gin", postgresql_ops={"value_trigrams": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
         Index("ix_ci_dns_name", literal_column(DNS_NAME_PG).label("dns_name_lower"),
               postgresql_ops={"dns_name_lower": "text_pattern_ops"},
-              postgresql_where=literal_column(f"{DNS_NAME_PG} IS NOT NULL")).ddl_if(dialect="postgresql"),
+              postgresql_where=literal_column(DNS_NAME_PG_WHERE)).ddl_if(dialect="postgresql"),
     ]
 
 

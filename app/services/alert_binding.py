@@ -6,8 +6,8 @@ The default rules (KARTA_ALERT_BINDINGS replaces them):
      then the value is looked up, normalized as identification normalizes it (lower case, canonical
      address), among the identifiers of host CIs (classes of the server and network_device
      families): ip_address, fqdn; and as a hostname: a host CI's name, or an fqdn `<hostname>.<domain>`;
-     where none of those names it, the reverse-DNS name nmap reported for it (its `dns_name`
-     attribute), exactly or as `<hostname>.<domain>`.
+     where none of those names it, the reverse-DNS name nmap reported for one of its addresses (the
+     `dns_name` of the ip_address CI whose address the host holds), exactly or as `<hostname>.<domain>`.
   3. `service`, then 4. `job`: the name of a CI of class service (any case).
 The first rule whose label names exactly one CI binds the alert; a value that names several CIs
 binds nothing (Karta does not guess), and the next rule is tried. An alert no rule binds is kept,
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, String, Uuid, func, select, text
 
 from app.models import CIIdentifier, ConfigurationItem
-from app.models.ci import DNS_NAME_PG, DNS_NAME_SQLITE
+from app.models.ci import DNS_NAME_PG, DNS_NAME_PG_WHERE, DNS_NAME_SQLITE, DNS_NAME_SQLITE_WHERE
 from app.services.bulk import id_in, is_postgres
 from app.services.identifiers import (
     MAX_IDENTIFIER_LENGTH,
@@ -47,6 +47,7 @@ DEFAULT_RULES = [
 ]
 HOST_FAMILIES = ("server", "network_device")
 SERVICE_FAMILY = "service"
+ADDRESS_FAMILY = "ip_address"
 CHUNK = 500
 # Short hostnames looked up per statement (each a range with its own LIMIT: SQLite allows 500 parts in a
 # compound SELECT and 32,766 bound parameters), and fqdns read per hostname at most.
@@ -122,32 +123,73 @@ def _fqdns_of_hostnames(conn: Connection, hostnames: list[str]):
     return text(" UNION ALL ".join(parts)).bindparams(**params).columns(value=String, ci_id=Uuid)
 
 
-def _dns_name(conn: Connection) -> str:
-    """The indexed expression of a CI's `dns_name` (app.models.ci, migration 0017), as SQL text."""
-    return DNS_NAME_PG if is_postgres(conn) else DNS_NAME_SQLITE
+def _dns_name(conn: Connection) -> tuple[str, str, str]:
+    """The indexed expression of a CI's `dns_name` and the index's condition (app.models.ci, migration
+    0017), and the CI's `address` attribute, as SQL text of this database."""
+    if is_postgres(conn):
+        return DNS_NAME_PG, DNS_NAME_PG_WHERE, "attributes ->> 'address'"
+    return DNS_NAME_SQLITE, DNS_NAME_SQLITE_WHERE, "json_extract(attributes, '$.address')"
 
 
-def _by_dns_name(conn: Connection, names: list[str]):
-    """(dns_name, class, CI id) of the CIs whose reverse-DNS name is one of `names` (ix_ci_dns_name).
-    The caller keeps the hosts' classes: a condition on the class here made SQLite read ix_ci_class_id."""
-    expression = _dns_name(conn)
+def _class_in(conn: Connection, classes: list[str], params: dict) -> str:
+    """`ci_class IN (...)`; on SQLite as `+ci_class`, which keeps its planner on ix_ci_dns_name (it took
+    ix_ci_class_id, every address CI, for the class's equality)."""
+    params.update({f"c{n}": name for n, name in enumerate(classes)})
+    column = "ci_class" if is_postgres(conn) else "+ci_class"
+    return f"{column} IN ({', '.join(f':c{n}' for n in range(len(classes)))})"
+
+
+def _by_dns_name(conn: Connection, address_classes: list[str], names: list[str]):
+    """(dns_name, address) of the address CIs whose reverse-DNS name is one of `names` (ix_ci_dns_name)."""
+    expression, condition, address = _dns_name(conn)
+    params = {f"n{n}": name for n, name in enumerate(names)}
+    classes = _class_in(conn, address_classes, params)
     marks = ", ".join(f":n{n}" for n in range(len(names)))
-    return text(f"SELECT {expression} AS value, ci_class, id AS ci_id FROM ci WHERE {expression} IN ({marks})"
-                ).bindparams(**{f"n{n}": name for n, name in enumerate(names)}
-                             ).columns(value=String, ci_class=String, ci_id=Uuid)
+    return text(f"SELECT {expression} AS value, {address} AS address FROM ci WHERE {condition} AND "
+                f"{expression} IN ({marks}) AND {classes}").bindparams(**params).columns(value=String, address=String)
 
 
-def _dns_names_of_hostnames(conn: Connection, hostnames: list[str]):
-    """As _fqdns_of_hostnames, over the CIs' reverse-DNS names: (dns_name, class, CI id) of those that
-    start with `<hostname>.`, at most PREFIX_ROWS per hostname, one range of ix_ci_dns_name each."""
+def _dns_names_of_hostnames(conn: Connection, address_classes: list[str], hostnames: list[str]):
+    """As _fqdns_of_hostnames, over the address CIs' reverse-DNS names: (dns_name, address) of those
+    that start with `<hostname>.`, at most PREFIX_ROWS per hostname, one range of ix_ci_dns_name each."""
     at_least, below = ("~>=~", "~<~") if is_postgres(conn) else (">=", "<")
-    expression = _dns_name(conn)
-    parts, params = [], {}
+    expression, condition, address = _dns_name(conn)
+    params: dict = {}
+    classes = _class_in(conn, address_classes, params)
+    parts = []
     for n, hostname in enumerate(hostnames):
-        parts.append(f"SELECT * FROM (SELECT {expression} AS value, ci_class, id AS ci_id FROM ci WHERE {expression} "
-                     f"{at_least} :low{n} AND {expression} {below} :high{n} LIMIT {PREFIX_ROWS}) AS p{n}")
+        parts.append(f"SELECT * FROM (SELECT {expression} AS value, {address} AS address FROM ci WHERE {condition} "
+                     f"AND {expression} {at_least} :low{n} AND {expression} {below} :high{n} AND {classes} "
+                     f"LIMIT {PREFIX_ROWS}) AS p{n}")
         params[f"low{n}"], params[f"high{n}"] = hostname + ".", hostname + "/"
-    return text(" UNION ALL ".join(parts)).bindparams(**params).columns(value=String, ci_class=String, ci_id=Uuid)
+    return text(" UNION ALL ".join(parts)).bindparams(**params).columns(value=String, address=String)
+
+
+def _hosts_by_dns_name(conn: Connection, registry: Registry, fqdns: set[str], short: set[str]
+                       ) -> dict[tuple[str, str], set[uuid.UUID]]:
+    """("dns_name", fqdn or short hostname) -> the host CIs holding an address DNS calls by it.
+
+    A PTR name is the address's, not a host's (discovery.batch: nmap reports it on the ip_address
+    item): a host with two addresses has two, and a NAT address's may name another box. So the
+    address CIs are found by name, then the hosts holding those addresses by the identifier index."""
+    address_classes = [name for name, info in registry.classes.items() if info.family == ADDRESS_FAMILY]
+    if not address_classes or not (fqdns or short):
+        return {}
+    addresses: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for chunk in _chunks(fqdns):
+        for value, address in conn.execute(_by_dns_name(conn, address_classes, chunk)):
+            addresses[("dns_name", value)].add(address)
+    for chunk in _chunks(short, PREFIX_CHUNK):
+        for value, address in conn.execute(_dns_names_of_hostnames(conn, address_classes, chunk)):
+            addresses[("dns_name", value.split(".", 1)[0])].add(address)
+    canonical = {raw: normalize_address(raw) for found in addresses.values() for raw in found if isinstance(raw, str)}
+    holders: dict[str, set[uuid.UUID]] = defaultdict(set)
+    for chunk in _chunks({a for a in canonical.values() if a}):
+        for value, ci_id in conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
+                IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == "ip_address", IDENT.c.value.in_(chunk))):
+            holders[value].add(ci_id)
+    return {key: {ci for raw in found if canonical.get(raw) for ci in holders.get(canonical[raw], ())}
+            for key, found in addresses.items()}
 
 
 def _ci_ids(conn: Connection, values: set[str]) -> dict[str, uuid.UUID]:
@@ -189,15 +231,7 @@ def find_hosts(conn: Connection, registry: Registry, values: set[str]) -> dict[s
                 found[("name", value.split(".", 1)[0])].add(ci_id)
         # What DNS calls a host's address (nmap's PTR name): read last, where the host's own names
         # found nothing, for a NAT address's PTR may name another box.
-        hosts = set(host_classes)
-        for chunk in _chunks(fqdns):
-            for value, ci_class, ci_id in conn.execute(_by_dns_name(conn, chunk)):
-                if ci_class in hosts:
-                    found[("dns_name", value)].add(ci_id)
-        for chunk in _chunks(short, PREFIX_CHUNK):
-            for value, ci_class, ci_id in conn.execute(_dns_names_of_hostnames(conn, chunk)):
-                if ci_class in hosts:
-                    found[("dns_name", value.split(".", 1)[0])].add(ci_id)
+        found.update(_hosts_by_dns_name(conn, registry, fqdns, short))
     bound = {}
     for value, (address, fqdn, hostname) in forms.items():
         if address:

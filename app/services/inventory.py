@@ -55,7 +55,6 @@ class InventoryHost(NamedTuple):
     tags: list[str]
     ip_address: Any  # the attribute as stored: a string, a list of them, or anything a hand edit left
     fqdn: Any
-    dns_name: Any  # what DNS calls its address (nmap's PTR name), for reaching a host with no fqdn
     attributes: dict[str, Any] | None  # only when asked for
 
 
@@ -76,8 +75,7 @@ def _host_query(conn: Connection, registry_cache: RegistryCache, *, with_attribu
     100,000 hosts, against 0.61 s unordered); sorting the ids here costs 0.05 s."""
     host_classes = family_classes(registry_cache, HOST_FAMILY, conn=conn)
     conditions = [CI.c.ci_class.in_(host_classes), *list_filters(conn, registry_cache, **filters)]
-    wanted = (json_text(conn, CI.c.attributes) if with_attributes
-              else attributes_array(conn, ["ip_address", "fqdn", "dns_name"]))
+    wanted = json_text(conn, CI.c.attributes) if with_attributes else attributes_array(conn, ["ip_address", "fqdn"])
     return select(id_text(conn), CI.c.ci_class, CI.c.name, CI.c.status, CI.c.environment, CI.c.owner,
                   json_text(conn, CI.c.tags), wanted).where(*conditions)
 
@@ -95,12 +93,11 @@ def _host(ci_id: str, ci_class, name, status, environment, owner, tags, extra, w
     tags = loads(tags) if tags and tags != "[]" else []
     if with_attributes:
         attributes = loads(extra) or {}
-        ip_address, fqdn, dns_name = attributes.get("ip_address"), attributes.get("fqdn"), attributes.get("dns_name")
+        ip_address, fqdn = attributes.get("ip_address"), attributes.get("fqdn")
     else:
         attributes = None
-        ip_address, fqdn, dns_name = loads(extra) if extra else (None, None, None)
-    return InventoryHost(ci_id, ci_class, name, status, environment, owner, tags, ip_address, fqdn, dns_name,
-                         attributes)
+        ip_address, fqdn = loads(extra) if extra else (None, None)
+    return InventoryHost(ci_id, ci_class, name, status, environment, owner, tags, ip_address, fqdn, attributes)
 
 
 def read_hosts(conn: Connection, registry_cache: RegistryCache, *, with_attributes: bool,

@@ -2,9 +2,8 @@
 
 A target is a CI (by default of the server class and its subclasses; any class may be asked for) with
 an address to scrape: the first usable address in its `ip_address` (or `address`) attribute, else its
-`fqdn`, else the reverse-DNS name nmap reported (`dns_name`); `prefer="fqdn"` tries those names first.
-Discovery writes a host's addresses in the order the host lists its interfaces, loopback and link-local
-ones dropped; a CI with no address is left out.
+`fqdn` (`prefer="fqdn"` tries the fqdn first). Discovery writes a host's addresses in the order the
+host lists its interfaces, loopback and link-local ones dropped; a CI with no address is left out.
 
 The services a host serves are the CIs of the service class (and subclasses) that the host's failure
 reaches in the live impact graph (app/services/live_graph.py): every service with the host among its
@@ -54,9 +53,9 @@ def _fqdn(value: Any) -> str | None:
     return normalize_fqdn(value) if isinstance(value, str) else None
 
 
-def address_of(ip_addresses: Any, address: Any, fqdn: Any, prefer: str, dns_name: Any = None) -> str | None:
+def address_of(ip_addresses: Any, address: Any, fqdn: Any, prefer: str) -> str | None:
     by_ip = _first_address(ip_addresses) or _first_address(address)
-    by_name = _fqdn(fqdn) or _fqdn(dns_name)
+    by_name = _fqdn(fqdn)
     return (by_name or by_ip) if prefer == "fqdn" else (by_ip or by_name)
 
 
@@ -68,7 +67,7 @@ def targets(conn: Connection, registry_cache: RegistryCache, live_graph, *, pref
     attributes = CI.c.attributes
     rows = conn.execute(
         select(CI.c.id, CI.c.name, CI.c.ci_class, CI.c.environment, CI.c.owner, attributes["ip_address"],
-               attributes["address"], attributes["fqdn"], attributes["dns_name"])
+               attributes["address"], attributes["fqdn"])
         .where(*list_filters(conn, registry_cache, **filters)).order_by(CI.c.name, CI.c.id).limit(MAX_TARGETS + 1)
     ).all()
     if len(rows) > MAX_TARGETS:
@@ -76,7 +75,7 @@ def targets(conn: Connection, registry_cache: RegistryCache, live_graph, *, pref
                            "owner, tag, attr.<key>) and make several http_sd jobs.",
                            [field_error("query", "too many targets")])
     found = [(row, address) for row in rows
-             if (address := address_of(row[5], row[6], row[7], prefer, row[8])) is not None]
+             if (address := address_of(row[5], row[6], row[7], prefer)) is not None]
     served = services_of(conn, registry_cache, live_graph, {str(row.id) for row, _ in found})
     return [Target(str(row.id), row.name, row.ci_class, row.environment, row.owner, address,
                    served.get(str(row.id), ())) for row, address in found]

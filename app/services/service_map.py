@@ -123,7 +123,8 @@ def entry_keys(entry: EntryPoint) -> set[str]:
 
 def host_keys_of_cis(conn: Connection, registry: Registry, ci_ids: Iterable[uuid.UUID]) -> set[str]:
     """The keys by which an entry point could name these CIs if they are hosts: their addresses and
-    fqdns (and each fqdn's first label), their names and reverse-DNS names (and each one's first label)."""
+    fqdns (and each fqdn's first label), their names (and each name's first label); if they are
+    addresses, their reverse-DNS names (and each one's first label)."""
     ids = list(ci_ids)
     if not ids:
         return set()
@@ -134,12 +135,17 @@ def host_keys_of_cis(conn: Connection, registry: Registry, ci_ids: Iterable[uuid
         if key == "fqdn":
             keys.add(value.split(".", 1)[0])
     host_classes = [name for name, info in registry.classes.items() if info.family in HOST_FAMILIES]
-    for name, dns_name in conn.execute(select(CI.c.name, CI.c.attributes["dns_name"].as_string()).where(
-            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(host_classes))):
-        for known in (name, dns_name):  # dns_name: what DNS calls its address (nmap's PTR name)
-            if isinstance(known, str) and known.strip():
-                lowered = known.strip().lower()
-                keys.update({lowered, lowered.split(".", 1)[0]})
+    for (name,) in conn.execute(select(CI.c.name).where(id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(host_classes))):
+        lowered = name.strip().lower()
+        keys.update({lowered, lowered.split(".", 1)[0]})
+    # An address's reverse-DNS name (nmap's PTR name, its dns_name): an entry point may name the host
+    # holding that address by it (alert_binding.find_hosts).
+    address_classes = [name for name, info in registry.classes.items() if info.family == "ip_address"]
+    for (dns_name,) in conn.execute(select(CI.c.attributes["dns_name"].as_string()).where(
+            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(address_classes))):
+        if isinstance(dns_name, str) and dns_name.strip():
+            lowered = dns_name.strip().lower()
+            keys.update({lowered, lowered.split(".", 1)[0]})
     return keys
 
 

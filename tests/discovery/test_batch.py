@@ -133,7 +133,9 @@ def test_scan_batch_from_the_recorded_lab_scan(data_dir, nmap_program):
         "attributes": {"listening": [{"port": 22, "protocol": "tcp", "service": "ssh"},
                                      {"port": 80, "protocol": "tcp", "service": "http"},
                                      {"port": 8080, "protocol": "tcp", "service": "http-proxy"}],
-                       "os_family": "Linux", "mac_vendor": "QEMU virtual NIC", "dns_name": "web-1.lab"}}
+                       "os_family": "Linux", "mac_vendor": "QEMU virtual NIC"}}
+    [address] = [i for i in batch["items"] if i["class"] == "ip_address" and i["name"] == "10.77.0.11"]
+    assert address["attributes"]["dns_name"] == "web-1.lab"  # the PTR name is the address's
 
 
 def test_scan_batch_network_device_and_a_hostile_ptr_name(data_dir, nmap_program):
@@ -145,9 +147,10 @@ def test_scan_batch_network_device_and_a_hostile_ptr_name(data_dir, nmap_program
          {"mac_address": ["00:1b:54:aa:bb:01"], "ip_address": ["192.0.2.1"]}),
         ("server", "192.0.2.5", {"mac_address": ["52:54:00:12:34:05"], "ip_address": ["192.0.2.5"]}),
     ]
-    assert hosts_out[0]["attributes"]["dns_name"] == "core-rtr-1.example.net"
+    addresses = {i["name"]: i["attributes"] for i in batch["items"] if i["class"] == "ip_address"}
+    assert addresses["192.0.2.1"]["dns_name"] == "core-rtr-1.example.net"
     assert hosts_out[1]["attributes"]["ptr_name"] == "app;rm -rf /.example.net"
-    assert "dns_name" not in hosts_out[1]["attributes"]
+    assert "dns_name" not in addresses["192.0.2.5"]
     assert [p["port"] for p in hosts_out[0]["attributes"]["listening"]] == [22, 23]  # closed 80 left out
 
 

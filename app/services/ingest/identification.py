@@ -20,8 +20,8 @@ The rules, in the order they apply:
      router's interface MAC that the router reports as secondary (app.services.identity.SECONDARY);
      never a CI with other strong identifiers of its own: that is another machine, and the address
      has moved to this one (a DHCP lease reused). (nmap's agent sends an address's PTR name as the
-     attribute `dns_name`, not as an fqdn: as an fqdn the host or device at that address, not
-     reporting that name, was a CI beside nmap's.)
+     address item's `dns_name`, not as the host's fqdn: as an fqdn the host or device at that
+     address, not reporting that name, was a CI beside nmap's.)
    In one batch, an address claimed by two items with strong identifiers (a Docker bridge address on
    every host) is not unique and identifies nothing.
 5. A match is refused when a stronger rule contradicts it: if the item was found by its MAC but the CI

@@ -213,3 +213,23 @@ def test_0017_forgets_the_ptr_names_older_agents_sent_as_an_fqdn(api, database_u
         assert api.get(f"/api/v1/cis/{mixed}").json()["attributes"]["fqdn"] == "db-1.example.com"
     finally:
         engine.dispose()
+
+
+def test_a_short_ptr_name_is_found_whole(api):
+    # second review: `printer` (a PTR name without a dot) was only tried as the prefix `printer.`
+    push(api, batch("ssh", [ssh("prn-01", MID_A, ["10.0.0.6"])]))
+    nmap(api, ScanHost("10.0.0.6", hostname="printer"))
+    assert bound(api, "short", ["printer"]) == {"printer": "prn-01"}
+
+
+def test_a_service_map_follows_its_entry_points_dns_name(api, app):
+    # second review: the address CI is no member of the map, so its renamed PTR refreshed nothing
+    from tests.test_service_map import estate_batch, ingest, keep_in_step, the_map
+    ingest(api, estate_batch())
+    service = api.create_ci("service", "shop", attributes={"entry_points": ["web-1.example.com:80"]})
+    nmap(api, ScanHost("10.0.0.5", hostname="web-1.example.com"))
+    keep_in_step(app)
+    assert the_map(api, service["id"])["status"] == "mapped"
+    nmap(api, ScanHost("10.0.0.5", hostname="other.example.com"))
+    keep_in_step(app)
+    assert the_map(api, service["id"])["status"] != "mapped"

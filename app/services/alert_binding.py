@@ -176,7 +176,7 @@ def _hosts_by_dns_name(conn: Connection, registry: Registry, fqdns: set[str], sh
     if not address_classes or not (fqdns or short):
         return {}
     addresses: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for chunk in _chunks(fqdns):
+    for chunk in _chunks(fqdns | short):  # a short one may be a whole PTR name (`printer`)
         for value, address in conn.execute(_by_dns_name(conn, address_classes, chunk)):
             addresses[("dns_name", value)].add(address)
     for chunk in _chunks(short, PREFIX_CHUNK):

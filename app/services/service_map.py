@@ -48,6 +48,7 @@ from app.models.service_map import MAPPING_SOURCE
 from app.models.types import new_id
 from app.services.alert_binding import HOST_FAMILIES, find_hosts
 from app.services.bulk import id_in, insert_rows
+from app.services.identifiers import normalize_address
 from app.services.history import UnitOfWork
 from app.services.registry import Registry
 from app.services.relationships import REL_COLUMNS, creation_diff, end_relationships
@@ -147,6 +148,25 @@ def host_keys_of_cis(conn: Connection, registry: Registry, ci_ids: Iterable[uuid
             lowered = dns_name.strip().lower()
             keys.update({lowered, lowered.split(".", 1)[0]})
     return keys
+
+
+def hosts_holding(conn: Connection, registry: Registry, ci_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The host CIs holding the addresses of those of `ci_ids` that are address CIs: what an entry point
+    named by an address's reverse-DNS name (its dns_name) resolved to (alert_binding.find_hosts)."""
+    ids = list(ci_ids)
+    address_classes = [name for name, info in registry.classes.items() if info.family == "ip_address"]
+    if not ids or not address_classes:
+        return set()
+    addresses = {normalize_address(address) for (address,) in conn.execute(
+        select(CI.c.attributes["address"].as_string()).where(id_in(conn, CI.c.id, ids),
+                                                             CI.c.ci_class.in_(address_classes)))
+        if isinstance(address, str)} - {None}
+    ordered, hosts = sorted(addresses), set()
+    for start in range(0, len(ordered), 500):  # within every database's bound parameters
+        hosts.update(conn.execute(select(IDENT.c.ci_id).where(
+            IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == "ip_address",
+            IDENT.c.value.in_(ordered[start:start + 500]))).scalars())
+    return hosts
 
 
 def _applications_on(conn: Connection, registry: Registry, hosts: set[uuid.UUID]) -> dict[uuid.UUID, list[tuple]]:

@@ -327,6 +327,13 @@ class ServiceMapKeeper:
         # An application that starts listening touches no host: the hosts it runs on are looked up too.
         hosts = set(conn.execute(select(REL.c.target_id).where(id_in(conn, REL.c.source_id, ids),
                                                                REL.c.type == "runs_on")).scalars())
+        # An address whose reverse-DNS name changed: an entry point that named it resolved to the host
+        # holding it, a member of that map; the address CI itself is no member.
+        holders = service_map.hosts_holding(conn, registry, ids)
+        if holders:
+            services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, list(holders)))
+                                         .distinct()).scalars())
+        hosts |= holders
         keys = service_map.host_keys_of_cis(conn, registry, touched | hosts)
         if keys:
             # Every entry key, matched here: a few per service, where a list of the touched hosts' keys

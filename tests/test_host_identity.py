@@ -599,3 +599,33 @@ def test_0016_gives_a_renamed_snmp_device_whose_sightings_a_merge_moved_no_perso
     across_0016(database_url, before, as_main_left_it)
     assert api.get(f"/api/v1/cis/{made['host']}").json()["status"] == "retired"
     assert api.get(f"/api/v1/cis/{made['device']}").json()["provenance"]["class"]["source"] != "manual"
+
+
+def sheet_device(address="10.0.0.1"):
+    return {"ref": "i", "class": "network_device", "name": "core-sw", "identifiers": {
+        "serial_number": "FOC999", "ip_address": [address]}, "attributes": {"vendor": "Cisco"}}
+
+
+def test_a_device_a_sheet_imported_stays_one_when_nmap_guesses_server(api):
+    # third review 6: import ranked below nmap for every attribute, the class too, so nmap's OS guess
+    # turned a switch from a person's sheet into a server
+    device = push(api, batch("import", [sheet_device()]), as_="write")["refs"]["i"]
+    sighting = {"ref": "n", "class": "server", "name": "10.0.0.1", "identifiers": {"ip_address": ["10.0.0.1"]},
+                "attributes": {"os_family": "Linux"}}
+    assert push(api, batch("nmap", [sighting]))["refs"]["n"] == device
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "network_device"
+    # and a sheet names the class of a box nmap found first
+    found = push(api, batch("nmap", [{**sighting, "identifiers": {"ip_address": ["10.0.0.2"]}}]))["refs"]["n"]
+    assert push(api, batch("import", [sheet_device("10.0.0.2") | {"identifiers": {
+        "serial_number": "FOC998", "ip_address": ["10.0.0.2"]}}]), as_="write")["refs"]["i"] == found
+    assert api.get(f"/api/v1/cis/{found}").json()["class"] == "network_device"
+
+
+def test_a_rule_for_everything_decides_the_class_too(api):
+    rules = [{"class": None, "attribute": None, "sources": ["manual", "ssh", "snmp", "nmap", "import"]}]
+    assert api.request("PUT", "/api/v1/precedence", json=rules).status_code == 200
+    device = push(api, batch("import", [sheet_device()]), as_="write")["refs"]["i"]
+    sighting = {"ref": "n", "class": "server", "name": "10.0.0.1", "identifiers": {"ip_address": ["10.0.0.1"]},
+                "attributes": {}}
+    assert push(api, batch("nmap", [sighting]))["refs"]["n"] == device
+    assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"

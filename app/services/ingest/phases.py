@@ -37,6 +37,7 @@ from app.services.ingest.batch import Batch
 from app.services.ingest.identification import (PlannedItem, Resolution, Triple, contradicting_rule,
                                                  group_items, non_unique_held, plan_items, resolve)
 from app.services.ingest.outcome import ClassCounts, Outcome, StalenessPolicy
+from app.services.ingest import reconciliation
 from app.services.ingest.reconciliation import PrecedenceTable, merge
 from app.services.ingest.staleness import close_scope
 from app.services.registry import ClassInfo, Registry
@@ -301,7 +302,7 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     return "updated" if diff else "unchanged"
 
 
-CLASS_FIELD = "class"  # the provenance entry, and the precedence attribute, of a CI's class
+CLASS_FIELD = reconciliation.CLASS_FIELD  # the provenance entry, and the precedence attribute, of a CI's class
 
 
 def class_owner(precedence: PrecedenceTable, stored_cls: ClassInfo, provenance: Any) -> str | None:
@@ -337,8 +338,9 @@ def class_after(precedence: PrecedenceTable, stored_cls: ClassInfo, reported: Cl
     families of one identity domain (app.services.registry: nmap's `server`, SNMP's `network_device`)
     the source precedence of the attribute 'class' decides, both ways: the reporter changes the class
     when it ranks at or above the source the class is known from (class_owner). By default
-    manual > ssh > snmp > nmap: SNMP's network_device replaces nmap's guess and nmap never undoes it; a
-    server SSH or a person knows stays one; SSH or a person saying otherwise later wins."""
+    manual > ssh > snmp > import > nmap (the rule migration 0018 writes): SNMP's network_device
+    replaces nmap's guess and nmap never undoes it, nor a class a person's sheet gave; a server SSH or a
+    person knows stays one; SSH or a person saying otherwise later wins."""
     if reported.name == stored_cls.name or reported.name in stored_cls.descendants:
         return reported
     if reported.family == stored_cls.family:

@@ -629,3 +629,20 @@ def test_a_rule_for_everything_decides_the_class_too(api):
                 "attributes": {}}
     assert push(api, batch("nmap", [sighting]))["refs"]["n"] == device
     assert api.get(f"/api/v1/cis/{device}").json()["class"] == "server"
+
+
+def test_0018_writes_the_class_rule_only_over_the_shipped_rules(api, database_url):
+    assert {"class": None, "attribute": "class", "sources": ["manual", "ssh", "snmp", "import", "nmap"]} in \
+        api.get("/api/v1/precedence").json()
+    engine = make_engine(database_url)
+    try:
+        migrations.downgrade(engine, "0017")
+        assert [r["attribute"] for r in api.get("/api/v1/precedence").json()] == [None]
+        # review: beside an admin's rule for a class it would outrank that rule for `class`
+        mine = [{"class": None, "attribute": None, "sources": ["manual", "ssh", "snmp", "nmap", "import"]},
+                {"class": "network_device", "attribute": None, "sources": ["manual", "import", "ssh", "snmp", "nmap"]}]
+        assert api.request("PUT", "/api/v1/precedence", json=mine).status_code == 200
+        migrations.upgrade(engine)
+        assert api.get("/api/v1/precedence").json() == mine
+    finally:
+        engine.dispose()

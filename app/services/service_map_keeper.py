@@ -333,7 +333,6 @@ class ServiceMapKeeper:
         if holders:
             services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, list(holders)))
                                          .distinct()).scalars())
-        hosts |= holders
         keys = service_map.host_keys_of_cis(conn, registry, touched | hosts)
         if keys:
             # Every entry key, matched here: a few per service, where a list of the touched hosts' keys

@@ -68,7 +68,8 @@ CHANGE = sa.table("change_record", sa.column("at", TS), sa.column("actor"), sa.c
 def _forget_nmaps_ptr_fqdns(bind) -> None:
     """Page through the hosts' fqdn rows in the primary key's order (memory bounded by CHUNK whatever the
     estate), read only the CIs whose fqdn nmap stamped, and write each page's changes in a few statements
-    (one per CI cost 18 s for 5,000 such CIs on PostgreSQL: bench/dns_name_migration_bench.py)."""
+    (a few per CI cost 337 s for 20,000 such CIs on a loaded PostgreSQL, these 16.5 s:
+    bench/dns_name_migration_bench.py, BENCHMARKS.md)."""
     now = datetime.now(UTC)
     last = None
     for _ in range(10_000_000 // CHUNK + 1):  # bounded: a page per CHUNK rows of at most 10M hosts' fqdns

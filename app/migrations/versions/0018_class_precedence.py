@@ -4,9 +4,9 @@ Across the host families (`server`, `network_device`: one identity domain since 
 follows the precedence of the attribute `class` (app.services.ingest.phases.class_after). Without a
 rule naming it, that was the default order manual > ssh > snmp > nmap > import: a switch a CSV import
 made became a `server` as soon as nmap's OS fingerprint guessed one. This writes the rule
-(class: any, attribute: `class`) manual > ssh > snmp > import > nmap, where the rule for everything is
-still the shipped default and no rule names `class` yet: an installation that set its own order keeps
-it. It is an ordinary rule: `GET /api/v1/precedence` shows it, `PUT` replaces it. As migration 0002
+(class: any, attribute: `class`) manual > ssh > snmp > import > nmap only where the rules are still
+the shipped ones (the default rule alone, or none): an installation that set any rule of its own keeps
+its rules as they are (a rule naming `class` would outrank its class rules, `(network_device, *)`). It is an ordinary rule: `GET /api/v1/precedence` shows it, `PUT` replaces it. As migration 0002
 wrote the default rule, it writes no change record. The downgrade removes it if it is still as written.
 
 Revision ID: 0018
@@ -37,7 +37,10 @@ def _rules(bind) -> dict:
 def upgrade() -> None:
     bind = op.get_bind()
     rules = _rules(bind)
-    if rules.get((None, None), SHIPPED_DEFAULT) == SHIPPED_DEFAULT and (None, "class") not in rules:
+    # Only over the shipped rules: a rule for a class ((network_device, *)) is outranked by a rule
+    # naming the attribute (app.services.ingest.reconciliation.PrecedenceTable.order), so writing this
+    # beside an admin's rules would change what they decided.
+    if all(key == (None, None) and sources == SHIPPED_DEFAULT for key, sources in rules.items()):
         bind.execute(RULE.insert(), [{"ci_class": None, "attribute": "class", "sources": CLASS_RULE}])
 
 

@@ -150,18 +150,19 @@ def host_keys_of_cis(conn: Connection, registry: Registry, ci_ids: Iterable[uuid
     return keys
 
 
-def hosts_holding(conn: Connection, registry: Registry, ci_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """The host CIs holding the addresses of those of `ci_ids` that are address CIs: what an entry point
-    named by an address's reverse-DNS name (its dns_name) resolved to (alert_binding.find_hosts)."""
+def hosts_holding(conn: Connection, registry: Registry, ci_ids: Iterable[uuid.UUID],
+                  addresses: Iterable[Any] = ()) -> set[uuid.UUID]:
+    """The host CIs holding `addresses` and the addresses of those of `ci_ids` that are address CIs: what
+    an entry point named by an address's reverse-DNS name (its dns_name) resolved to
+    (alert_binding.find_hosts). `addresses`: those of address CIs gone since (a delete's diff)."""
     ids = list(ci_ids)
     address_classes = [name for name, info in registry.classes.items() if info.family == "ip_address"]
-    if not ids or not address_classes:
-        return set()
-    addresses = {normalize_address(address) for (address,) in conn.execute(
-        select(CI.c.attributes["address"].as_string()).where(id_in(conn, CI.c.id, ids),
-                                                             CI.c.ci_class.in_(address_classes)))
-        if isinstance(address, str)} - {None}
-    ordered, hosts = sorted(addresses), set()
+    wanted = list(addresses)
+    if ids and address_classes:
+        wanted += conn.execute(select(CI.c.attributes["address"].as_string()).where(
+            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(address_classes))).scalars().all()
+    ordered = sorted({normalize_address(value) for value in wanted if isinstance(value, str)} - {None})
+    hosts: set[uuid.UUID] = set()
     for start in range(0, len(ordered), 500):  # within every database's bound parameters
         hosts.update(conn.execute(select(IDENT.c.ci_id).where(
             IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == "ip_address",

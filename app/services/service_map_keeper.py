@@ -140,6 +140,13 @@ def dependent_ends(rel_type: str | None, directions: dict[str, str]) -> tuple[st
     return ("source", "target")
 
 
+def gone_addresses(records: Iterable[Any]) -> set[str]:
+    """The addresses of the address CIs these records delete (their diff keeps the row before): the
+    hosts holding them may be what an entry point named by the address's dns_name resolved to."""
+    return {old for record in records if record.object_type == "ci" and record.action == "delete"
+            for old in [(record.diff.get("attributes.address") or [None])[0]] if isinstance(old, str)}
+
+
 def touched_by(records: Iterable[Any], directions: dict[str, str] | None = None
                ) -> tuple[set[uuid.UUID], set[uuid.UUID], set[uuid.UUID], bool]:
     """(the CIs the records touch: CIs written, the dependent end of relationships created or ended
@@ -261,6 +268,7 @@ class ServiceMapKeeper:
         touched: set[uuid.UUID] = set()
         through: set[uuid.UUID] = set()
         updated: set[uuid.UUID] = set()
+        gone: set[str] = set()
         directions = {name: info.impact_direction
                       for name, info in self.registry_cache.get().relationship_types.items()}
         for start in range(cursor, head, PAGE):  # bounded: head - cursor <= FULL_PASS_AFTER
@@ -273,11 +281,12 @@ class ServiceMapKeeper:
             touched |= page_touched
             through |= page_through
             updated |= page_updated
+            gone |= gone_addresses(records)
         if updated:  # relationships whose port changed: their dependent ends, as they stand
             for source, target, rel_type in conn.execute(select(REL.c.source_id, REL.c.target_id, REL.c.type)
                                                          .where(id_in(conn, REL.c.id, list(updated)))):
                 touched |= {source if end == "source" else target for end in dependent_ends(rel_type, directions)}
-        services = self._affected(conn, touched)
+        services = self._affected(conn, touched, gone)
         if through:  # the maps that go through a service whose owned relationships changed
             services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, list(through)))
                                          .distinct()).scalars())
@@ -314,7 +323,7 @@ class ServiceMapKeeper:
         self._advance(head, wrote=True)
         return changed
 
-    def _affected(self, conn, touched: set[uuid.UUID]) -> set[uuid.UUID]:
+    def _affected(self, conn, touched: set[uuid.UUID], gone: set[str] = frozenset()) -> set[uuid.UUID]:
         if not touched:
             return set()
         registry = self.registry_cache.get()
@@ -329,7 +338,7 @@ class ServiceMapKeeper:
                                                                REL.c.type == "runs_on")).scalars())
         # An address whose reverse-DNS name changed: an entry point that named it resolved to the host
         # holding it, a member of that map; the address CI itself is no member.
-        holders = service_map.hosts_holding(conn, registry, ids)
+        holders = service_map.hosts_holding(conn, registry, ids, gone)
         if holders:
             services |= set(conn.execute(select(MEMBER.c.service_id).where(id_in(conn, MEMBER.c.ci_id, list(holders)))
                                          .distinct()).scalars())

@@ -646,18 +646,3 @@ def test_0018_writes_the_class_rule_only_over_the_shipped_rules(api, database_ur
         assert api.get("/api/v1/precedence").json() == mine
     finally:
         engine.dispose()
-
-
-def test_a_hosts_addresses_seen_as_two_items_of_one_batch_keep_both_reports(api):
-    # fourth review 5: each was merged from the same stored row, and the second write lost the first's
-    host = push(api, batch("ssh", [ssh_at("web-1", MID_A, ["10.0.0.5", "10.0.0.6"])]))["refs"]["s"]
-    out = push(api, batch("nmap", [
-        {"ref": "a", "class": "server", "name": "10.0.0.5", "identifiers": {"ip_address": ["10.0.0.5"]},
-         "attributes": {"seen_on_a": 1}},
-        {"ref": "b", "class": "server", "name": "10.0.0.6", "identifiers": {"ip_address": ["10.0.0.6"]},
-         "attributes": {"seen_on_b": 2}}]))
-    assert out["refs"]["a"] == out["refs"]["b"] == host and out["conflicts"] == []
-    ci = api.get(f"/api/v1/cis/{host}").json()
-    assert (ci["attributes"]["seen_on_a"], ci["attributes"]["seen_on_b"], ci["version"]) == (1, 2, 2)
-    history = api.get(f"/api/v1/cis/{host}/history").json()["items"]
-    assert len([r for r in history if r["action"] == "update"]) == 1  # one change record for the one write

@@ -134,7 +134,6 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
             if contradiction:
                 resolution.conflict = [str(resolution.ci_id)]
                 resolution.reason = contradiction
-    resolutions = _one_per_ci(resolutions)
     if any(resolution.ci_id in confirmed_cis for resolution in resolutions):
         raise ConfirmedOverlap
     for ref, ci_class in zip(batch.refs, batch.classes):
@@ -146,23 +145,6 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     reads = relationships.read(conn, registry, set(batch.refs), the_plan.relationships, {**identified, **outcome.refs})
     return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows),
                           strong_cis)
-
-
-def _one_per_ci(resolutions: list[Resolution]) -> list[Resolution]:
-    """Groups found to be one stored CI (the addresses of one host, an nmap item each, found by what
-    the host holds) become one resolution, their items in batch order: merged apart, each from the same
-    stored row, the second write lost what only the first reported."""
-    kept: list[Resolution] = []
-    by_ci: dict[Any, Resolution] = {}
-    for resolution in resolutions:
-        first = by_ci.get(resolution.ci_id) if resolution.ci_id is not None and not resolution.conflict else None
-        if first is not None:
-            first.items = sorted([*first.items, *resolution.items], key=lambda item: item.index)
-            continue
-        if resolution.ci_id is not None and not resolution.conflict:
-            by_ci[resolution.ci_id] = resolution
-        kept.append(resolution)
-    return kept
 
 
 @dataclass

@@ -9,13 +9,13 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from app.core import migrations
 from app.core.db import make_engine
 from app.models import CIIdentifier
 from app.services import alert_binding, service_map
 from discovery.batch import build_scan_batch
 from discovery.models import ScanHost
 from tests.integrations.test_incidents import am_alert, am_payload, post_am
+from tests.test_host_identity import migrate_while_running
 from tests.test_ingest import batch, push
 
 IDENT = CIIdentifier.__table__
@@ -200,8 +200,8 @@ def test_0017_forgets_the_ptr_names_older_agents_sent_as_an_fqdn(api, database_u
             "fqdn": "db-1.example.com", "ip_address": ["10.0.0.7"]}}]), as_="write")["refs"]["n"]
         push(api, batch("nmap", [{**old_agent, "name": "db-1.example.com", "identifiers": {
             "fqdn": "db-1.example.com", "ip_address": ["10.0.0.7"]}}]))  # nmap's PTR agrees with the sheet
-        migrations.downgrade(engine, "0016")
-        migrations.upgrade(engine)
+        migrate_while_running(engine, "0016", down=True)
+        migrate_while_running(engine)
         assert sorted(fqdn_rows(engine)) == ["db-1.example.com"]  # the sheet's stays
         ci = api.get(f"/api/v1/cis/{made}").json()
         assert "fqdn" not in ci["attributes"] and ci["version"] == 2

@@ -162,18 +162,22 @@ def test_an_snmp_agent_on_a_host_is_no_network_device():
 
 
 SOURCE = sa.table("ci_source", sa.column("ci_id", sa.Uuid), sa.column("source"))
-def downgrade_to_0015(engine) -> None:
-    """Down to 0015 while the app runs: on SQLite, a write its background work commits between the
+def migrate_while_running(engine, revision: str = "head", *, down: bool = False) -> None:
+    """Up or down while the app runs: on SQLite, a write its background work commits between the
     migration's first read and its first write fails the migration at once (a stale snapshot, not a
     wait); it rolls back whole and is tried again, a few times at most."""
     for attempt in range(5):
         try:
-            migrations.downgrade(engine, "0015")
+            (migrations.downgrade if down else migrations.upgrade)(engine, revision)
             return
         except sa.exc.OperationalError:
             if attempt == 4:
                 raise
             time.sleep(0.5)
+
+
+def downgrade_to_0015(engine) -> None:
+    migrate_while_running(engine, "0015", down=True)
 
 
 IDENT = sa.table("ci_identifier", sa.column("family"), sa.column("key"), sa.column("value"), sa.column("ci_id", sa.Uuid))
@@ -636,13 +640,13 @@ def test_0018_writes_the_class_rule_only_over_the_shipped_rules(api, database_ur
         api.get("/api/v1/precedence").json()
     engine = make_engine(database_url)
     try:
-        migrations.downgrade(engine, "0017")
+        migrate_while_running(engine, "0017", down=True)
         assert [r["attribute"] for r in api.get("/api/v1/precedence").json()] == [None]
         # review: beside an admin's rule for a class it would outrank that rule for `class`
         mine = [{"class": None, "attribute": None, "sources": ["manual", "ssh", "snmp", "nmap", "import"]},
                 {"class": "network_device", "attribute": None, "sources": ["manual", "import", "ssh", "snmp", "nmap"]}]
         assert api.request("PUT", "/api/v1/precedence", json=mine).status_code == 200
-        migrations.upgrade(engine)
+        migrate_while_running(engine)
         assert api.get("/api/v1/precedence").json() == mine
     finally:
         engine.dispose()

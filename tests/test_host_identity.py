@@ -190,7 +190,7 @@ def across_0016(database_url, before, after_downgrade):
         made = before()
         downgrade_to_0015(engine)
         other = after_downgrade(engine)
-        migrations.upgrade(engine)
+        migrate_while_running(engine)
     finally:
         engine.dispose()
     return made, other
@@ -217,7 +217,7 @@ def test_0016_merges_the_duplicates_made_before_it(api, database_url):
                                 {"source": "p", "target": "ip2", "type": "contains"}]))
         twin, port = nmap["refs"]["n"], nmap["refs"]["p"]
         assert len({device, twin, port}) == 3
-        migrations.upgrade(engine)
+        migrate_while_running(engine)
         with engine.connect() as conn:
             sources = {s for (s,) in conn.execute(sa.select(SOURCE.c.source).where(SOURCE.c.ci_id == uuid.UUID(device)))}
             left = conn.execute(sa.select(sa.func.count()).select_from(SOURCE).where(

@@ -172,24 +172,35 @@ def _hosts_by_dns_name(conn: Connection, registry: Registry, fqdns: set[str], sh
     A PTR name is the address's, not a host's (discovery.batch: nmap reports it on the ip_address
     item): a host with two addresses has two, and a NAT address's may name another box. So the
     address CIs are found by name, then the hosts holding those addresses by the identifier index."""
-    address_classes = [name for name, info in registry.classes.items() if info.family == ADDRESS_FAMILY]
-    if not address_classes or not (fqdns or short):
+    classes = address_classes(registry)
+    if not classes or not (fqdns or short):
         return {}
     addresses: dict[tuple[str, str], set[str]] = defaultdict(set)
     for chunk in _chunks(fqdns | short):  # a short one may be a whole PTR name (`printer`)
-        for value, address in conn.execute(_by_dns_name(conn, address_classes, chunk)):
+        for value, address in conn.execute(_by_dns_name(conn, classes, chunk)):
             addresses[("dns_name", value)].add(address)
     for chunk in _chunks(short, PREFIX_CHUNK):
-        for value, address in conn.execute(_dns_names_of_hostnames(conn, address_classes, chunk)):
+        for value, address in conn.execute(_dns_names_of_hostnames(conn, classes, chunk)):
             addresses[("dns_name", value.split(".", 1)[0])].add(address)
-    canonical = {raw: normalize_address(raw) for found in addresses.values() for raw in found if isinstance(raw, str)}
+    holders = holders_of_addresses(conn, {raw for found in addresses.values() for raw in found})
+    return {key: {ci for raw in found for ci in holders.get(raw, ())} for key, found in addresses.items()}
+
+
+def address_classes(registry: Registry) -> list[str]:
+    """The classes of the ip_address family: the CIs that carry an address's `dns_name`."""
+    return [name for name, info in registry.classes.items() if info.family == ADDRESS_FAMILY]
+
+
+def holders_of_addresses(conn: Connection, addresses: Iterable[object]) -> dict[str, set[uuid.UUID]]:
+    """Each address as given (a value read from a CI: anything) -> the host CIs holding it (their
+    ip_address identifier, canonical form); a value that is no address holds nothing."""
+    canonical = {raw: normalize_address(raw) for raw in addresses if isinstance(raw, str)}
     holders: dict[str, set[uuid.UUID]] = defaultdict(set)
     for chunk in _chunks({a for a in canonical.values() if a}):
         for value, ci_id in conn.execute(select(IDENT.c.value, IDENT.c.ci_id).where(
                 IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == "ip_address", IDENT.c.value.in_(chunk))):
             holders[value].add(ci_id)
-    return {key: {ci for raw in found if canonical.get(raw) for ci in holders.get(canonical[raw], ())}
-            for key, found in addresses.items()}
+    return {raw: holders[address] for raw, address in canonical.items() if address in holders}
 
 
 def _ci_ids(conn: Connection, values: set[str]) -> dict[str, uuid.UUID]:

@@ -46,9 +46,8 @@ from app.models import (
 )
 from app.models.service_map import MAPPING_SOURCE
 from app.models.types import new_id
-from app.services.alert_binding import HOST_FAMILIES, find_hosts
+from app.services.alert_binding import HOST_FAMILIES, address_classes, find_hosts, holders_of_addresses
 from app.services.bulk import id_in, insert_rows
-from app.services.identifiers import normalize_address
 from app.services.history import UnitOfWork
 from app.services.registry import Registry
 from app.services.relationships import REL_COLUMNS, creation_diff, end_relationships
@@ -141,9 +140,8 @@ def host_keys_of_cis(conn: Connection, registry: Registry, ci_ids: Iterable[uuid
         keys.update({lowered, lowered.split(".", 1)[0]})
     # An address's reverse-DNS name (nmap's PTR name, its dns_name): an entry point may name the host
     # holding that address by it (alert_binding.find_hosts).
-    address_classes = [name for name, info in registry.classes.items() if info.family == "ip_address"]
     for (dns_name,) in conn.execute(select(CI.c.attributes["dns_name"].as_string()).where(
-            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(address_classes))):
+            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(address_classes(registry)))):
         if isinstance(dns_name, str) and dns_name.strip():
             lowered = dns_name.strip().lower()
             keys.update({lowered, lowered.split(".", 1)[0]})
@@ -155,19 +153,11 @@ def hosts_holding(conn: Connection, registry: Registry, ci_ids: Iterable[uuid.UU
     """The host CIs holding `addresses` and the addresses of those of `ci_ids` that are address CIs: what
     an entry point named by an address's reverse-DNS name (its dns_name) resolved to
     (alert_binding.find_hosts). `addresses`: those of address CIs gone since (a delete's diff)."""
-    ids = list(ci_ids)
-    address_classes = [name for name, info in registry.classes.items() if info.family == "ip_address"]
-    wanted = list(addresses)
-    if ids and address_classes:
+    ids, classes, wanted = list(ci_ids), address_classes(registry), list(addresses)
+    if ids and classes:
         wanted += conn.execute(select(CI.c.attributes["address"].as_string()).where(
-            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(address_classes))).scalars().all()
-    ordered = sorted({normalize_address(value) for value in wanted if isinstance(value, str)} - {None})
-    hosts: set[uuid.UUID] = set()
-    for start in range(0, len(ordered), 500):  # within every database's bound parameters
-        hosts.update(conn.execute(select(IDENT.c.ci_id).where(
-            IDENT.c.family.in_(HOST_FAMILIES), IDENT.c.key == "ip_address",
-            IDENT.c.value.in_(ordered[start:start + 500]))).scalars())
-    return hosts
+            id_in(conn, CI.c.id, ids), CI.c.ci_class.in_(classes))).scalars().all()
+    return {ci for held_by in holders_of_addresses(conn, wanted).values() for ci in held_by}
 
 
 def _applications_on(conn: Connection, registry: Registry, hosts: set[uuid.UUID]) -> dict[uuid.UUID, list[tuple]]:

@@ -1,14 +1,15 @@
 """Hosts are found by the reverse-DNS name nmap reports: an index of the `dns_name` attribute.
 
-nmap's agent now reports a host's PTR name as the attribute `dns_name` instead of the identifier `fqdn`
-(discovery.batch.build_scan_batch): as an identifier it made a second CI of any host or device that does
-not report that name itself. app.services.alert_binding finds hosts by it (an alert's `instance`, a
-service map's entry point), exactly and as a short hostname's prefix (`web-1` -> `web-1.example.com`), so
-it is indexed, lower-cased, only where present:
+nmap's agent now reports an address's PTR name as the `dns_name` attribute of the ip_address item
+instead of the host's identifier `fqdn` (discovery.batch.build_scan_batch): as an identifier it made a
+second CI of any host or device that does not report that name itself. app.services.alert_binding finds
+the hosts holding such addresses by it (an alert's `instance`, a service map's entry point), exactly and
+as a short hostname's prefix (`web-1` -> `web-1.example.com`), so it is indexed, lower-cased, only where
+it is present and can be a DNS name (253 characters at most: a longer one would not fit a btree entry):
 
 - PostgreSQL: ix_ci_dns_name on lower(attributes ->> 'dns_name') text_pattern_ops (a prefix is a range
-  whatever the collation), WHERE it is not null; the model declares it too (app.models.ci).
-- SQLite: ix_ci_dns_name on lower(json_extract(attributes, '$.dns_name')), WHERE it is not null.
+  whatever the collation); the model declares it too (app.models.ci).
+- SQLite: ix_ci_dns_name on lower(json_extract(attributes, '$.dns_name')).
 
 The PTR names older agents sent as an fqdn are forgotten where nothing but nmap ever wrote the CI: its
 `fqdn` attribute and identifier row go (a change record by `migration 0017`, the version bumped, its

@@ -6,8 +6,9 @@ rule naming it, that was the default order manual > ssh > snmp > nmap > import: 
 made became a `server` as soon as nmap's OS fingerprint guessed one. This writes the rule
 (class: any, attribute: `class`) manual > ssh > snmp > import > nmap only where the rules are still
 the shipped ones (the default rule alone, or none): an installation that set any rule of its own keeps
-its rules as they are (a rule naming `class` would outrank its class rules, `(network_device, *)`). It is an ordinary rule: `GET /api/v1/precedence` shows it, `PUT` replaces it. As migration 0002
-wrote the default rule, it writes no change record. The downgrade removes it if it is still as written.
+its rules as they are (a rule naming `class` would outrank its class rules, `(network_device, *)`). It
+is an ordinary rule: `GET /api/v1/precedence` shows it, `PUT` replaces it. As migration 0002 wrote the
+default rule, it writes no change record. The downgrade removes it if it is still as written.
 
 Revision ID: 0018
 Revises: 0017
@@ -26,7 +27,7 @@ depends_on = None
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 RULE = sa.table("precedence_rule", sa.column("ci_class"), sa.column("attribute"), sa.column("sources", JSON))
 SHIPPED_DEFAULT = ["manual", "ssh", "snmp", "nmap", "import"]  # migration 0002's rule for everything
-CLASS_RULE = ["manual", "ssh", "snmp", "import", "nmap"]  # app.services.ingest.reconciliation.DEFAULT_CLASS_PRECEDENCE
+CLASS_RULE = ["manual", "ssh", "snmp", "import", "nmap"]  # SSH's and SNMP's evidence > a sheet > nmap's guess
 
 
 def _rules(bind) -> dict:

@@ -37,7 +37,6 @@ from app.services.ingest.batch import Batch
 from app.services.ingest.identification import (PlannedItem, Resolution, Triple, contradicting_rule,
                                                  group_items, non_unique_held, plan_items, resolve)
 from app.services.ingest.outcome import ClassCounts, Outcome, StalenessPolicy
-from app.services.ingest import reconciliation
 from app.services.ingest.reconciliation import PrecedenceTable, merge
 from app.services.ingest.staleness import close_scope
 from app.services.registry import ClassInfo, Registry
@@ -302,7 +301,7 @@ def _update(registry: Registry, precedence: PrecedenceTable, resolution: Resolut
     return "updated" if diff else "unchanged"
 
 
-CLASS_FIELD = reconciliation.CLASS_FIELD  # the provenance entry, and the precedence attribute, of a CI's class
+CLASS_FIELD = "class"  # the provenance entry, and the precedence attribute, of a CI's class
 
 
 def class_owner(precedence: PrecedenceTable, stored_cls: ClassInfo, provenance: Any) -> str | None:

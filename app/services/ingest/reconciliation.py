@@ -3,9 +3,9 @@
 Every attribute (and the CI's name) remembers which source set it and when (its provenance). A
 precedence list, highest first, decides between sources; the default is
 manual > ssh > snmp > nmap > import (and a rule for a CI's `class` across the host families, manual >
-ssh > snmp > import > nmap: a person's sheet outranks nmap's OS guess), and rules can name a class
-and/or an attribute to differ (the most specific rule wins; a class rule applies to its subclasses). A source
-not in the list ranks below every source in it.
+ssh > snmp > import > nmap, migration 0018: a person's sheet outranks nmap's OS guess), and rules can
+name a class and/or an attribute to differ (the most specific rule wins; a class rule applies to its
+subclasses). A source not in the list ranks below every source in it.
 
 - A value that is missing or null is filled by any source.
 - A source ranked equal to or above the one that set the current value overwrites it.
@@ -23,10 +23,6 @@ from app.services.registry import ClassInfo
 
 DEFAULT_PRECEDENCE = ("manual", "ssh", "snmp", "nmap", "import")
 NAME_FIELD = "name"
-CLASS_FIELD = "class"  # the provenance entry, and the precedence attribute, of a CI's class
-# The rule for CLASS_FIELD that migration 0018 writes where the default stood: the sheet a person keeps
-# (`import`) outranks nmap's OS guess, SSH's and SNMP's evidence outranks the sheet.
-DEFAULT_CLASS_PRECEDENCE = ("manual", "ssh", "snmp", "import", "nmap")
 
 
 @dataclass(frozen=True)

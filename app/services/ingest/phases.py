@@ -32,6 +32,7 @@ from app.models.types import new_id
 from app.services import cis as ci_service
 from app.services import group_identity
 from app.services.history import UnitOfWork
+from app.services.identity import own_identifiers
 from app.services.ingest import fingerprints, relationships, runs, store
 from app.services.ingest.batch import Batch
 from app.services.ingest.identification import (PlannedItem, Resolution, Triple, contradicting_rule,
@@ -125,7 +126,7 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     held_found = {index[t] for item in planned for t in item.held if t in index}
     held_keys = {k for cls in registry.classes.values() for k in cls.effective_held}
     strong_cis = store.strongly_identified(conn, held_found, held_keys)
-    resolutions = [resolve(group, index, strong_cis, ignored_held) for group in groups]
+    resolutions = _resolve(conn, registry, planned, groups, index, strong_cis, ignored_held)
     rows = store.load_cis(conn, {r.ci_id for r in resolutions if r.ci_id is not None})
     for resolution in resolutions:
         if resolution.ci_id is not None and resolution.ci_id in rows:
@@ -144,6 +145,33 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     reads = relationships.read(conn, registry, set(batch.refs), the_plan.relationships, {**identified, **outcome.refs})
     return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows),
                           strong_cis)
+
+
+def _resolve(conn: Connection, registry: Registry, planned: list[PlannedItem], groups: list[list[PlannedItem]],
+             index: dict[Triple, uuid.UUID], strong_cis: dict[uuid.UUID, set[Triple]],
+             ignored_held: set[Triple]) -> list[Resolution]:
+    """identification.resolve for each group, knowing which CIs found by a secondary value (a router's
+    interface MAC) name it as their own. Such a match that a stronger rule contradicts (the CI's serial
+    is another) is no match: the group is resolved as without it, two machines, no conflict."""
+    secondary_found: set[uuid.UUID] = set()
+    for item in planned:
+        if item.strong and item.held:
+            keys = item.cls.single_keys
+            secondary_found.update(index[t] for t in item.held if t[1] in keys and t in index)
+    peeked = store.peek_cis(conn, secondary_found)
+    own: dict[uuid.UUID, set[Triple]] = {}
+    for ci_id, row in peeked.items():
+        cls = registry.classes.get(row["ci_class"])
+        if cls is not None:
+            own[ci_id] = {(cls.identity_family, key, value) for key, value
+                          in own_identifiers(cls, row["name"], row["environment"], row["attributes"])}
+    resolutions = []
+    for group in groups:
+        resolution = resolve(group, index, strong_cis, ignored_held, own)
+        if resolution.by_secondary and contradicting_rule(resolution, peeked[resolution.ci_id]):
+            resolution = resolve(group, index, strong_cis, ignored_held)
+        resolutions.append(resolution)
+    return resolutions
 
 
 @dataclass

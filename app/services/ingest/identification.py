@@ -15,14 +15,14 @@ The rules, in the order they apply:
    identifier matched:
    - an item that knows nothing but an address (an nmap sighting) is the CI that currently holds that
      address, whichever source reported it;
-   - an item with strong identifiers that match nothing is the one CI that names, by its own facts, a
-     MAC the item reports as secondary (one of a router's interfaces' MACs, app.services.identity.
-     SECONDARY) and is known by more than the item's values: SSH knew a Linux router first by that
-     MAC, SNMP walks it after, and the other order was one CI already (SSH's strong MAC matches the
-     device's secondary row). A row a CI holds only as secondary (an HA pair's shared virtual MAC) is
-     not its own and names it for no one; several such CIs name none; a stronger rule contradicting
-     the match (another serial) leaves the item to the rules below, two machines and no conflict
-     (phases._resolve);
+   - an item with strong identifiers that match nothing is the one CI that names, by its own facts,
+     every MAC the item reports as secondary (a router's interfaces' MACs, app.services.identity.
+     SECONDARY) and is known by more than the item's values: SSH knew a Linux router first by those
+     MACs, SNMP walks it after, and the other order was one CI already (SSH's strong MAC matches the
+     device's secondary row). A row a CI holds only as secondary is not its own; a CI naming only some
+     of them (an HA pair's shared virtual MAC among a firewall's ports) or several such CIs name none;
+     a stronger rule contradicting the match (another serial) leaves the item to the rules below, two
+     machines and no conflict (phases._resolve);
    - an item with strong identifiers that match nothing takes over a CI whose strong identifiers are
      all values the item reports: nmap's sighting that came first, known by an address, or by a
      router's interface MAC that the router reports as secondary (app.services.identity.SECONDARY);
@@ -205,14 +205,15 @@ def resolve(
         return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
     reported = {*strong, *held}
     if strong and own:
-        # A MAC this machine reports as one of its interfaces' that one CI, known by more than this
-        # machine's values (not a sighting: below), names as its own (SSH knows a Linux router first,
-        # SNMP walks it after): that CI. Several such CIs name no one.
-        owners = {index[t]: t for t in held if t in index and t in own.get(index[t], ())
+        # The one CI, known by more than this machine's values (not a sighting: below), that names every
+        # MAC this machine reports as an interface's as its own (SSH knows a Linux router first, SNMP
+        # walks it after): that CI. Several such CIs, or one naming only some of them (an HA pair's
+        # shared MAC among a firewall's ports), name no one.
+        macs = {t for item in group for t in item.held if t[1] in item.cls.single_keys}
+        owners = {index[t] for t in macs if t in index and t in own.get(index[t], ())
                   and not strongly_identified.get(index[t], set()) <= reported}
-        if len(owners) == 1:
-            ((ci_id, triple),) = owners.items()
-            return Resolution(group, ci_id=ci_id, matched_by=triple[1], by_secondary=True)
+        if len(owners) == 1 and macs <= own[ci_id := next(iter(owners))]:
+            return Resolution(group, ci_id=ci_id, matched_by=next(iter(macs))[1], by_secondary=True)
     held_matches = {index[t] for t in held if t in index}
     if strong:
         # Only a CI known by nothing but values this machine reports may become it.

@@ -32,6 +32,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -178,6 +179,16 @@ def map_follows(http: httpx.Client, id_of: dict, services: int, changes: int, rn
     return times
 
 
+def watch_workers(bases: dict, seen: dict[str, set[int]], stop: "threading.Event") -> None:
+    """--recycle-mib: every worker process each server runs, sampled every 0.2 s until `stop`."""
+    while not stop.wait(0.2):
+        for side, base in bases.items():
+            try:
+                seen[side].add(worker_pid(base.process.pid))
+            except OSError:
+                pass
+
+
 def settle_workers(bases: dict, clients: dict, ids: dict, seen: dict[str, set[int]], quiet: float = 15,
                    longest: float = 300) -> None:
     """--recycle-mib: wait until no server replaced its worker for `quiet` seconds (at most `longest`), each
@@ -252,8 +263,12 @@ def main() -> None:
         passes: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
         follow: list[float] = []
         workers_seen: dict[str, set[int]] = {"mapped": set(), "unmapped": set()}  # --recycle-mib: worker pids seen
+        stop_watching = threading.Event()
         with served(sides["mapped"][1], REPO) as mapped_base, served(sides["unmapped"][1], REPO) as unmapped_base:
             bases = {"mapped": mapped_base, "unmapped": unmapped_base}
+            if args.recycle_mib:  # watched from the start: a worker may be replaced during the load
+                watch = threading.Thread(target=watch_workers, args=(bases, workers_seen, stop_watching), daemon=True)
+                watch.start()
             clients = {side: httpx.Client(base_url=bases[side], timeout=600,
                                           headers={"Authorization": f"Bearer {sides[side][2]}"}) for side in sides}
             ids: dict[str, dict] = {"mapped": {}, "unmapped": {}}
@@ -315,6 +330,7 @@ def main() -> None:
                 timed_rounds(clients, {side: bases[side].process.pid for side in bases})
             if not args.control and not args.keeper_off and not args.restart and not args.then_restart:
                 follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
+            stop_watching.set()
             for client in clients.values():
                 client.close()
     finally:

@@ -102,7 +102,9 @@ class Recycler:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.check_seconds):
+        # Often until the graph is built and the baseline taken (close to the worker's start), then every
+        # check_seconds.
+        while not self._stop.wait(self.check_seconds if self.baseline is not None else min(self.check_seconds, 0.5)):
             try:
                 if self.check():
                     return
@@ -111,13 +113,17 @@ class Recycler:
 
     def check(self) -> bool:
         """One check; True once the worker asked to be replaced (or learned its replacement is coming)."""
-        if self._builds() == 0 or self.in_flight:
-            self._grown_before = False
-            return False  # no graph yet (no baseline to grow from), or a request holds memory for its own time
+        if self._builds() == 0:
+            return False  # no graph yet: no baseline to grow from
         rss = resident_mib()
         if self.baseline is None:
+            # Taken busy or idle: a load that begins as the worker starts keeps it from being idle until
+            # the load is over, and a baseline taken then would hide the very growth it is for.
             self.baseline = rss
             return False
+        if self.in_flight:
+            self._grown_before = False
+            return False  # a request holds memory for its own time
         grown = rss - self.baseline
         if grown < self.growth_mib:
             self._grown_before = False

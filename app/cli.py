@@ -109,14 +109,9 @@ def _serve(host: str, port: int, workers: int, migrate: bool, access_log: bool) 
             err=True,
         )
         raise typer.Exit(1)
-    options = dict(factory=True, host=host, port=port, workers=workers, log_level="info", access_log=access_log,
-                   proxy_headers=True, http="app.core.http_protocol:HeaderDeadlineProtocol", log_config=_log_config())
-    settings = get_settings()
-    if settings.worker_recycle_mib <= 0:
-        uvicorn.run("app.main:create_app", **options)
-        return
-    _supervised(uvicorn.Config("app.main:create_app", **options,
-                               timeout_worker_healthcheck=settings.worker_start_timeout_seconds))
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=access_log, proxy_headers=True,
+                http="app.core.http_protocol:HeaderDeadlineProtocol", log_config=_log_config())
 
 
 def _log_config() -> dict:
@@ -130,21 +125,6 @@ def _log_config() -> dict:
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["karta"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
-
-
-def _supervised(config) -> None:
-    """The workers under uvicorn's supervisor, even one (KARTA_WORKER_RECYCLE_MIB: app/core/recycling.py):
-    a worker that asks for fresh workers sends it SIGHUP, and it replaces each worker, ending the old one
-    only once its replacement serves. The workers know it by its pid and share a directory of its own."""
-    import os
-
-    from uvicorn.supervisors import Multiprocess
-
-    from app.core.recycling import SUPERVISOR_DIR_ENV, SUPERVISOR_ENV
-
-    os.environ[SUPERVISOR_ENV] = str(os.getpid())
-    os.environ[SUPERVISOR_DIR_ENV] = os.environ["PROMETHEUS_MULTIPROC_DIR"]  # this start's own (_metrics_directory)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 @db_cli.command("upgrade")

@@ -20,7 +20,6 @@ from app.api.responses import PROBLEM_RESPONSES
 from app.core import metrics_listener
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, refresh_statistics
-from app.core.recycling import InFlight, Recycler
 from app.core.replicas import ReplicaSet
 from app.services.incident_expiry import IncidentExpirer
 from app.services.live_graph import LiveGraph
@@ -49,7 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.load_graph_at_startup:
             app.state.live_graph.warm_up(before=lambda: refresh_statistics(engine))
         app.state.live_graph.start_snapshots()  # only with KARTA_GRAPH_SNAPSHOT_DIR
-        recycler.start()  # only with KARTA_WORKER_RECYCLE_MIB, under karta serve's supervisor
         deliverer = DeliveryWorker(engine, settings) if settings.webhooks_deliver else None
         if deliverer:
             deliverer.start()
@@ -63,7 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.service_maps_keep:
             app.state.service_maps.start()
         yield
-        recycler.stop()
         app.state.service_maps.stop()  # a keeper never started stops at once
         app.state.live_graph.stop_snapshots()
         if listener is not None:
@@ -90,11 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max,
                                      snapshot_dir=settings.graph_snapshot_dir,
                                      snapshot_seconds=settings.graph_snapshot_seconds)
-    live_graph = app.state.live_graph
-    recycler = Recycler(settings.worker_recycle_mib, settings.worker_recycle_check_seconds, lambda: live_graph.builds,
-                        before_asking=(lambda: live_graph.write_snapshot(force=True, lock_wait=30))
-                        if settings.graph_snapshot_dir else None)
-    app.state.recycler = recycler
     app.state.service_directory = ServiceDirectory(engine)
     app.state.service_maps = ServiceMapKeeper(engine, app.state.registry, app.state.live_graph)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
@@ -105,8 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ReadRouting, replicas=replicas)  # inside the metrics: a read answered again counts once
     metrics.install(app)
     problems.install(app)  # last: its request ids are the outermost layer, on every answer
-    if settings.worker_recycle_mib:
-        app.add_middleware(InFlight, recycler=recycler)  # outside it: a request counts from its first byte
     for module in (health, cis, relationships, changes, registry, tokens, ingest, impact, search, webhooks, incidents,
                    metrics, prometheus, ansible, imports, service_map):
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)

@@ -18,30 +18,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process and of every child it has waited for, plus its live children's: what a
-    supervised server (a parent and the workers it replaces) cost, the replaced workers included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
-    seconds = ticks / os.sysconf("SC_CLK_TCK")
-    from tests.server import workers_of  # here, as in `served`: tests.server imports httpx
-
-    for child in workers_of(pid):
-        try:
-            seconds += cpu_seconds(child)
-        except OSError:
-            pass  # ended meanwhile: its time is in cutime once waited for
-    return seconds
-
-
-def worker_pid(pid: int) -> int:
-    """The one worker of a server started with one worker: itself, or its single child when supervised."""
-    from tests.server import workers_of
-
-    children = workers_of(pid)
-    return children[0] if len(children) == 1 else pid
-
-
 def minor_faults(pid: int) -> int:
     """Minor page faults a process has taken so far (/proc/<pid>/stat field 10): pages it touched for the
     first time, or again after the allocator gave them back."""

@@ -32,7 +32,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -43,7 +42,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (cpu_seconds, drop_database, fresh_database, karta_command, memory_mib, minor_faults, served,
-                          settle, tree_cpu_seconds, vacuum, worker_pid)
+                          settle, vacuum)
 from bench.ingest_bench import batches_of, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,33 +178,6 @@ def map_follows(http: httpx.Client, id_of: dict, services: int, changes: int, rn
     return times
 
 
-def watch_workers(bases: dict, seen: dict[str, set[int]], stop: "threading.Event") -> None:
-    """--recycle-mib: every worker process each server runs, sampled every 0.2 s until `stop`."""
-    while not stop.wait(0.2):
-        for side, base in bases.items():
-            try:
-                seen[side].add(worker_pid(base.process.pid))
-            except OSError:
-                pass
-
-
-def settle_workers(bases: dict, clients: dict, ids: dict, seen: dict[str, set[int]], quiet: float = 15,
-                   longest: float = 300) -> None:
-    """--recycle-mib: wait until no server replaced its worker for `quiet` seconds (at most `longest`), each
-    replacement asked a question so that its graph is loaded before the timed passes."""
-    deadline, last_change = time.monotonic() + longest, time.monotonic()
-    current = {side: worker_pid(base.process.pid) for side, base in bases.items()}
-    while time.monotonic() < deadline and time.monotonic() - last_change < quiet:
-        time.sleep(1)
-        for side, base in bases.items():
-            now = worker_pid(base.process.pid)
-            if now != current[side]:
-                current[side], last_change = now, time.monotonic()
-                seen[side].add(now)
-                print(f"{side}: worker replaced ({now})", file=sys.stderr)
-                clients[side].post("/api/v1/impact", json={"ci_ids": [ids[side]["m-0-db-host"]]}).raise_for_status()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -230,10 +202,6 @@ def main() -> None:
                         help="both servers are asked an impact question after each batch of the first load, so both "
                              "graphs grow change by change as a serving worker's does (without it only the mapped "
                              "side's keeper walks its graph during the load; the unmapped graph is loaded whole after)")
-    parser.add_argument("--recycle-mib", type=int, default=0,
-                        help="both servers recycle their worker once it grew this many MiB since its graph was built "
-                             "(KARTA_WORKER_RECYCLE_MIB, checked every 5 s, each side with a graph snapshot directory "
-                             "of its own); the timed passes start once no worker was replaced for 15 s")
     parser.add_argument("--control", action="store_true",
                         help="neither database's services carry entry points: the ratio two like databases "
                              "served side by side give (the noise floor of the first measure)")
@@ -248,9 +216,7 @@ def main() -> None:
         for side, data in (("mapped", mapped_items), ("unmapped", items)):
             url = fresh_database(args.backend, f"karta_bench_map_{side}", workdir)
             env = {**os.environ, "KARTA_DATABASE_URL": url,
-                   **({"KARTA_SERVICE_MAPS_KEEP": "false"} if args.keeper_off and side == "mapped" else {}),
-                   **({"KARTA_WORKER_RECYCLE_MIB": str(args.recycle_mib), "KARTA_WORKER_RECYCLE_CHECK_SECONDS": "5",
-                       "KARTA_GRAPH_SNAPSHOT_DIR": str(workdir / f"graph-{side}")} if args.recycle_mib else {})}
+                   **({"KARTA_SERVICE_MAPS_KEEP": "false"} if args.keeper_off and side == "mapped" else {})}
             karta = karta_command(env, REPO)
             karta("db", "upgrade")
             secret = karta("token", "create", "--name", "bench", "--scope", "discovery", "--scope", "read"
@@ -262,13 +228,8 @@ def main() -> None:
         # minor faults and resident MiB after each pass
         passes: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
         follow: list[float] = []
-        workers_seen: dict[str, set[int]] = {"mapped": set(), "unmapped": set()}  # --recycle-mib: worker pids seen
-        stop_watching = threading.Event()
         with served(sides["mapped"][1], REPO) as mapped_base, served(sides["unmapped"][1], REPO) as unmapped_base:
             bases = {"mapped": mapped_base, "unmapped": unmapped_base}
-            if args.recycle_mib:  # watched from the start: a worker may be replaced during the load
-                watch = threading.Thread(target=watch_workers, args=(bases, workers_seen, stop_watching), daemon=True)
-                watch.start()
             clients = {side: httpx.Client(base_url=bases[side], timeout=600,
                                           headers={"Authorization": f"Bearer {sides[side][2]}"}) for side in sides}
             ids: dict[str, dict] = {"mapped": {}, "unmapped": {}}
@@ -285,10 +246,6 @@ def main() -> None:
                 # mapped one's; nothing had asked the unmapped one a question yet).
                 clients[side].post("/api/v1/impact", json={"ci_ids": [ids[side]["m-0-db-host"]]}).raise_for_status()
             wait_mapped(sides["mapped"][0], mapped_services)
-            if args.recycle_mib:
-                for side in sides:
-                    workers_seen[side] |= {worker_pid(bases[side].process.pid)}
-                settle_workers(bases, clients, ids, workers_seen)
             if args.vacuum:
                 for side in sides:
                     vacuum(sides[side][0])
@@ -298,15 +255,10 @@ def main() -> None:
                     order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
                     for side in order:
                         settle(sides[side][0])
-                        # supervised (--recycle-mib): the parent and its workers, a replaced one included
-                        cpu_of = tree_cpu_seconds if args.recycle_mib else cpu_seconds
-                        worker = worker_pid(pids[side])
-                        cpu, faults = cpu_of(pids[side]), minor_faults(worker)
+                        cpu, faults = cpu_seconds(pids[side]), minor_faults(pids[side])
                         seconds = push(timed[side], sides[side][3], f"again-{n}", ids[side])
-                        cpu, faults = cpu_of(pids[side]) - cpu, minor_faults(worker) - faults
-                        passes.setdefault((kind, side), []).append((cpu, faults, memory_mib(worker_pid(pids[side]))[0]))
-                        if args.recycle_mib:
-                            workers_seen[side] |= {worker, worker_pid(pids[side])}
+                        cpu, faults = cpu_seconds(pids[side]) - cpu, minor_faults(pids[side]) - faults
+                        passes.setdefault((kind, side), []).append((cpu, faults, memory_mib(pids[side])[0]))
                         if kind == "loaded" or args.restart:
                             results[side].append(seconds)
                             server_cpu[side].append(cpu)
@@ -330,7 +282,6 @@ def main() -> None:
                 timed_rounds(clients, {side: bases[side].process.pid for side in bases})
             if not args.control and not args.keeper_off and not args.restart and not args.then_restart:
                 follow = map_follows(clients["mapped"], ids["mapped"], args.services, args.changes, random.Random(9))
-            stop_watching.set()
             for client in clients.values():
                 client.close()
     finally:
@@ -345,8 +296,7 @@ def main() -> None:
     cpu_ratios = [m / u for m, u in zip(server_cpu["mapped"], server_cpu["unmapped"])]
     lines = [f"Service maps, {args.items:,} items, {mapped_services:,} mapped services, {args.backend}, "
              f"`karta serve` with one worker each, batches of 5,000" + (" (control: nothing mapped)" if args.control else "")
-             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "")
-             + (f" (workers recycled at {args.recycle_mib} MiB of growth)" if args.recycle_mib else "") + (" (vacuumed)" if args.vacuum else "") + (" (restarted)" if args.restart else "") + (" (both asked during the load)" if args.ask_during_load else ""),
+             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else "") + (" (restarted)" if args.restart else "") + (" (both asked during the load)" if args.ask_during_load else ""),
              "", "| measure | value |", "|---|---:|",
              f"| unchanged pass, mapped (mean of {args.rounds}) | {mapped_s:.2f} s |",
              f"| unchanged pass, unmapped (mean of {args.rounds}) | {unmapped_s:.2f} s |",
@@ -373,9 +323,6 @@ def main() -> None:
         lines.append(f"| {kind} {side} server per pass: CPU, minor faults (means); resident after | "
                      f"{statistics.mean(r[0] for r in rows):.2f} s, {statistics.mean(r[1] for r in rows):,.0f}; "
                      f"{rows[-1][2]:,.0f} MiB |")
-    if args.recycle_mib:
-        lines.append("| worker processes seen per server (1 = never replaced) | "
-                     + ", ".join(f"{side} {len(pids)}" for side, pids in workers_seen.items()) + " |")
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)

@@ -6,9 +6,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 
@@ -30,7 +28,6 @@ class ServerUrl(str):
     """The server's base URL, with its process (a test may kill it: SIGKILL mid-delivery)."""
 
     process: subprocess.Popen
-    log: "Callable[[], str]"  # the last 20,000 characters the server logged
 
 
 @contextmanager
@@ -54,8 +51,6 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
         log.seek(0)
         return log.read()[-20_000:]
 
-    base.log = server_log
-
     try:
         deadline = time.monotonic() + startup_seconds
         while True:
@@ -76,19 +71,6 @@ def running_server(database_url: str, *, workers: int = 1, startup_seconds: floa
     finally:
         stop(process)
         log.close()
-
-
-def workers_of(pid: int) -> list[int]:
-    """The live child processes of `pid` (a supervised `karta serve`'s workers), a multiprocessing
-    resource tracker left out."""
-    found = []
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(int(child))
-        except OSError:
-            continue  # ended meanwhile
-    return found
 
 
 def stop(process: subprocess.Popen) -> None:

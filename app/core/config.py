@@ -61,15 +61,6 @@ class Settings(BaseSettings):
     # (~5 s at 1,000,000 CIs, against ~25 s from the database). Unset: every worker loads from the database.
     graph_snapshot_dir: Path | None = None
     graph_snapshot_seconds: float = Field(default=300.0, ge=1, le=86400)
-    # Worker recycling (app/core/recycling.py): a worker whose resident memory has grown by this many MiB
-    # since its impact graph was first built (a bulk load went through it) writes a graph snapshot and asks
-    # `karta serve` to replace its workers with fresh ones, each ended only once its replacement serves.
-    # 0 (the default): never; `karta serve` then runs one worker without a supervisor process.
-    worker_recycle_mib: int = Field(default=0, ge=0, le=1024 * 1024)
-    worker_recycle_check_seconds: float = Field(default=30.0, ge=0.1, le=3600)
-    # How long `karta serve` waits for a new worker to serve before it gives the replacement up (and
-    # keeps the old worker): a worker serves once started, before its graph is loaded.
-    worker_start_timeout_seconds: int = Field(default=60, ge=1, le=3600)
     # The web UI (/ui): a session is an encrypted, signed cookie holding the token it was opened with,
     # valid this many hours (and never past the token's own expiry). Its key is KARTA_SESSION_SECRET
     # when set (the same on every host), else one Karta generates once and keeps in the database.

@@ -7,8 +7,8 @@ closes a connection whose request headers are not complete `header_timeout_secon
 connection opened, or the first byte after the last response arrived. The body's deadline is app.api.limits'.
 
 It also stops gently. uvicorn's graceful stop closes every idle kept-alive connection at once, so a
-request a client sends on one at that moment is lost unanswered ("server disconnected"): a worker
-replaced after a load (app/core/recycling.py), or any restart, dropped it. Here an idle connection
+request a client sends on one at that moment is lost unanswered ("server disconnected"): any restart
+(a deploy, systemd's stop) dropped it. Here an idle connection
 stays open until its next request, answered with `Connection: close`, or until its keep-alive timeout
 or header deadline closes it, as when nothing stops: the stop waits that long at most (5 s, or the
 header deadline for a connection that has sent nothing). The listening socket is closed first, so no

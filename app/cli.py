@@ -111,7 +111,20 @@ def _serve(host: str, port: int, workers: int, migrate: bool, access_log: bool) 
         raise typer.Exit(1)
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="info", access_log=access_log, proxy_headers=True,
-                http="app.core.http_protocol:HeaderDeadlineProtocol")
+                http="app.core.http_protocol:HeaderDeadlineProtocol", log_config=_log_config())
+
+
+def _log_config() -> dict:
+    """uvicorn's logging, and Karta's own messages (karta.*: the graph loaded and from where, snapshots
+    written, replicas in and out of rotation) at INFO through the same handler: without it they had no
+    handler and only warnings reached the log, through Python's last resort."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["karta"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 @db_cli.command("upgrade")

@@ -111,11 +111,19 @@ def _held_elsewhere(conn: Connection, ci_id: uuid.UUID, family: str, triples: Tr
         other = classes.get(ci_class)
         if other is None or not isinstance(attributes, dict):
             continue
-        if (key, value) in identifier_values(other.effective_rules, identifying_facts(name, environment, attributes)):
+        if (key, value) in own_identifiers(other, name, environment, attributes):
             strong.add((family, key, value))
         elif (key, value) in held_values(other, attributes):
             held.add((family, key, value))
     return held, strong
+
+
+def own_identifiers(cls: ClassInfo, name: str, environment: str | None, attributes: Any) -> list[tuple[str, str]]:
+    """The strong identifiers a CI names by its own facts: not the rows it holds as held or secondary
+    values (a router's interface MACs), which the index keeps under the same keys."""
+    if not isinstance(attributes, dict):
+        return []
+    return identifier_values(cls.effective_rules, identifying_facts(name, environment, attributes))
 
 
 def _refuse_duplicates(conn: Connection, ci_id: uuid.UUID, family: str, wanted: set[tuple[str, str, str]]) -> None:

@@ -15,6 +15,14 @@ The rules, in the order they apply:
    identifier matched:
    - an item that knows nothing but an address (an nmap sighting) is the CI that currently holds that
      address, whichever source reported it;
+   - an item with strong identifiers that match nothing is the one CI that names, by its own facts,
+     every MAC the item reports as secondary (a router's interfaces' MACs, app.services.identity.
+     SECONDARY) and is known by more than the item's values: SSH knew a Linux router first by those
+     MACs, SNMP walks it after, and the other order was one CI already (SSH's strong MAC matches the
+     device's secondary row). A row a CI holds only as secondary is not its own; a CI naming only some
+     of them (an HA pair's shared virtual MAC among a firewall's ports) or several such CIs name none;
+     a stronger rule contradicting the match (another serial) leaves the item to the rules below, two
+     machines and no conflict (phases._resolve);
    - an item with strong identifiers that match nothing takes over a CI whose strong identifiers are
      all values the item reports: nmap's sighting that came first, known by an address, or by a
      router's interface MAC that the router reports as secondary (app.services.identity.SECONDARY);
@@ -67,6 +75,7 @@ class Resolution:
     ci_id: Any = None  # an existing CI, or None to create one
     conflict: list[str] = field(default_factory=list)  # candidate CI ids when ambiguous
     matched_by: str | None = None
+    by_secondary: bool = False  # found by a MAC it reports as an interface's that the CI names as its own
     reason: str | None = None  # why it is a conflict, when not the plain "several CIs"
 
 
@@ -181,9 +190,11 @@ def resolve(
     index: dict[Triple, Any],
     strongly_identified: dict[Any, set[Triple]],
     ignored_held: set[Triple],
+    own: dict[Any, set[Triple]] | None = None,
 ) -> Resolution:
     """Rules 3-5 for one group. `index` maps each triple found to its CI; `strongly_identified` holds
-    the strong identifiers of the CIs found by a held value that have some."""
+    the strong identifiers of the CIs found by a held value that have some (their secondary rows
+    included); `own`, of the CIs found by a secondary value, the strong identifiers their own facts name."""
     strong = [triple for item in group for triple in item.strong]
     held = [triple for item in group for triple in item.held if triple not in ignored_held]
     strong_matches = {index[t] for t in strong if t in index}
@@ -192,10 +203,20 @@ def resolve(
     if strong_matches:
         key = next(t[1] for t in strong if t in index)
         return Resolution(group, ci_id=strong_matches.pop(), matched_by=key)
+    reported = {*strong, *held}
+    if strong and own:
+        # The one CI, known by more than this machine's values (not a sighting: below), that names every
+        # MAC this machine reports as an interface's as its own (SSH knows a Linux router first, SNMP
+        # walks it after): that CI. Several such CIs, or one naming only some of them (an HA pair's
+        # shared MAC among a firewall's ports), name no one.
+        macs = {t for item in group for t in item.held if t[1] in item.cls.single_keys}
+        owners = {index[t] for t in macs if t in index and t in own.get(index[t], ())
+                  and not strongly_identified.get(index[t], set()) <= reported}
+        if len(owners) == 1 and macs <= own[ci_id := next(iter(owners))]:
+            return Resolution(group, ci_id=ci_id, matched_by=next(iter(macs))[1], by_secondary=True)
     held_matches = {index[t] for t in held if t in index}
     if strong:
         # Only a CI known by nothing but values this machine reports may become it.
-        reported = {*strong, *held}
         held_matches = {ci for ci in held_matches if strongly_identified.get(ci, set()) <= reported}
     if len(held_matches) > 1:
         if strong:

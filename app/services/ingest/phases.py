@@ -32,6 +32,7 @@ from app.models.types import new_id
 from app.services import cis as ci_service
 from app.services import group_identity
 from app.services.history import UnitOfWork
+from app.services.identity import own_identifiers
 from app.services.ingest import fingerprints, relationships, runs, store
 from app.services.ingest.batch import Batch
 from app.services.ingest.identification import (PlannedItem, Resolution, Triple, contradicting_rule,
@@ -125,10 +126,13 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     held_found = {index[t] for item in planned for t in item.held if t in index}
     held_keys = {k for cls in registry.classes.values() for k in cls.effective_held}
     strong_cis = store.strongly_identified(conn, held_found, held_keys)
-    resolutions = [resolve(group, index, strong_cis, ignored_held) for group in groups]
+    resolutions = _resolve(conn, registry, planned, groups, index, strong_cis, ignored_held)
     rows = store.load_cis(conn, {r.ci_id for r in resolutions if r.ci_id is not None})
     for resolution in resolutions:
         if resolution.ci_id is not None and resolution.ci_id in rows:
+            if resolution.by_secondary and not _names_as_own(registry, resolution, rows[resolution.ci_id]):
+                raise LostRace(f"CI {resolution.ci_id} stopped naming the MACs it was found by while this batch "
+                               "identified it")
             contradiction = contradicting_rule(resolution, rows[resolution.ci_id])
             if contradiction:
                 resolution.conflict = [str(resolution.ci_id)]
@@ -144,6 +148,44 @@ def identify(conn: Connection, registry: Registry, batch: Batch, the_plan: Plan,
     reads = relationships.read(conn, registry, set(batch.refs), the_plan.relationships, {**identified, **outcome.refs})
     return Identification(resolutions, rows, index, ignored_held, reads, group_identity.karta_groups(conn, rows),
                           strong_cis)
+
+
+def _own_triples(registry: Registry, row: Any) -> set[Triple]:
+    """The strong identifiers a stored CI names by its own facts (identity.own_identifiers), as triples."""
+    cls = registry.classes.get(row["ci_class"])
+    if cls is None:
+        return set()
+    return {(cls.identity_family, key, value)
+            for key, value in own_identifiers(cls, row["name"], row["environment"], row["attributes"])}
+
+
+def _names_as_own(registry: Registry, resolution: Resolution, row: Any) -> bool:
+    """Whether the CI a group was found by its interface MACs still names them all as its own (read again,
+    locked: another transaction may have changed it since identification read it unlocked)."""
+    macs = {t for item in resolution.items for t in item.held if t[1] in item.cls.single_keys}
+    return macs <= _own_triples(registry, row)
+
+
+def _resolve(conn: Connection, registry: Registry, planned: list[PlannedItem], groups: list[list[PlannedItem]],
+             index: dict[Triple, uuid.UUID], strong_cis: dict[uuid.UUID, set[Triple]],
+             ignored_held: set[Triple]) -> list[Resolution]:
+    """identification.resolve for each group, knowing which CIs found by a secondary value (a router's
+    interface MAC) name it as their own. Such a match that a stronger rule contradicts (the CI's serial
+    is another) is no match: the group is resolved as without it, two machines, no conflict."""
+    secondary_found: set[uuid.UUID] = set()
+    for item in planned:  # only an item its strong identifiers do not find can need it
+        if item.strong and item.held and not any(t in index for t in item.strong):
+            keys = item.cls.single_keys
+            secondary_found.update(index[t] for t in item.held if t[1] in keys and t in index)
+    peeked = store.peek_cis(conn, secondary_found)
+    own = {ci_id: _own_triples(registry, row) for ci_id, row in peeked.items()}
+    resolutions = []
+    for group in groups:
+        resolution = resolve(group, index, strong_cis, ignored_held, own)
+        if resolution.by_secondary and contradicting_rule(resolution, peeked[resolution.ci_id]):
+            resolution = resolve(group, index, strong_cis, ignored_held)
+        resolutions.append(resolution)
+    return resolutions
 
 
 @dataclass
@@ -383,6 +425,14 @@ def apply(uow: UnitOfWork, registry: Registry, batch: Batch, the_plan: Plan, fou
             expected = {t: ci_id for ci_id in changes.seen for ref in changes.reported_by[ci_id]
                         for t in planned_by_ref[ref].held if t not in found.ignored_held}
             held_now = store.find_identifiers(conn, list(expected))
+            # A new CI's interface MAC that nobody held when this batch identified it, indexed by another
+            # CI since (an SSH host committed meanwhile): identification would have found that host by it;
+            # left so, the new CI's chassis MAC would keep the two apart for good. Decided again.
+            raced = [t for ci_id in new_cis for ref in changes.reported_by[ci_id] for t in planned_by_ref[ref].held
+                     if t[1] in planned_by_ref[ref].cls.single_keys and t not in found.index
+                     and held_now.get(t) not in (None, ci_id)]
+            if raced:
+                raise LostRace(f"{raced[0][1]} '{raced[0][2]}' was indexed by another CI while this batch identified it")
             lost = {ci_id for t, ci_id in expected.items() if held_now.get(t) != ci_id}
             sightings = []
             for ci_id in changes.seen:

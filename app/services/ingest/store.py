@@ -63,6 +63,16 @@ def strongly_identified(conn: Connection, ci_ids: set[uuid.UUID], held_keys: set
     return found
 
 
+def peek_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    """The CIs' class, name, environment and attributes, read without a lock: for identification to
+    decide with (the CI it chooses is read again, locked, by load_cis)."""
+    if not ci_ids:
+        return {}
+    query = select(CI.c.id, CI.c.ci_class, CI.c.name, CI.c.environment, CI.c.attributes).where(
+        id_in(conn, CI.c.id, ci_ids))
+    return {row["id"]: row for row in conn.execute(query).mappings()}
+
+
 def load_cis(conn: Connection, ci_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
     if not ci_ids:
         return {}

@@ -331,6 +331,35 @@ def test_detail_shows_relationships_both_ways_with_labels(api):
     assert incoming["ci"] == shop["id"]
 
 
+def test_detail_lists_relationships_in_order_and_truncates_past_the_limit(api, monkeypatch):
+    # PostgreSQL reads the CI and its relationships in one statement (a JSON array), SQLite in two: the
+    # answers are the same, in the same order (outgoing first, then by type and id), ids as ids, attributes
+    # as stored, and a CI with more relationships than the limit shows the first ones and says so.
+    from app.services import cis
+
+    hub = api.create_ci("server", "hub")
+    peers = [api.create_ci("application", f"app-{n}") for n in range(3)]
+    made = [api.relate(peers[0]["id"], "runs_on", hub["id"], note="x" * 3, nested={"a": [1, None, "é"]}),
+            api.relate(hub["id"], "depends_on", peers[1]["id"]),
+            api.relate(hub["id"], "connects_to", peers[2]["id"]),
+            api.relate(peers[2]["id"], "depends_on", hub["id"])]
+    views = api.get(f"/api/v1/cis/{hub['id']}").json()
+    assert views["relationships_truncated"] is False
+    expected = sorted(((r["source"] == hub["id"]) and "outgoing" or "incoming", r["type"], r["id"]) for r in made)
+    expected.sort(key=lambda item: item[0] != "outgoing")
+    assert [(v["direction"], v["type"], v["id"]) for v in views["relationships"]] == expected
+    stored = next(v for v in views["relationships"] if v["type"] == "runs_on")
+    assert stored["attributes"] == {"note": "xxx", "nested": {"a": [1, None, "é"]}}
+    assert (stored["ci"], stored["ci_name"], stored["ci_class"], stored["label"]) == (peers[0]["id"], "app-0", "application",
+                                                                                      "hosts")
+    monkeypatch.setattr(cis, "DETAIL_RELATIONSHIP_LIMIT", 3)
+    cut = api.get(f"/api/v1/cis/{hub['id']}").json()
+    assert cut["relationships_truncated"] is True
+    assert [(v["direction"], v["type"], v["id"]) for v in cut["relationships"]] == expected[:3]
+    monkeypatch.setattr(cis, "DETAIL_RELATIONSHIP_LIMIT", 4)
+    assert api.get(f"/api/v1/cis/{hub['id']}").json()["relationships_truncated"] is False
+
+
 def test_deleting_a_ci_while_its_family_is_reindexed_leaves_no_identifier_behind(api, engine):
     # ci_identifier has no foreign key to ci (migration 0004). Re-indexing (PATCH /classes with new
     # rules) rewrites every identifier of the family; a CI deleted meanwhile must not keep the new ones,

@@ -360,6 +360,38 @@ def test_detail_lists_relationships_in_order_and_truncates_past_the_limit(api, m
     assert api.get(f"/api/v1/cis/{hub['id']}").json()["relationships_truncated"] is False
 
 
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_detail_read_is_one_prepared_statement_on_postgresql(api, engine):
+    # #14: one statement per read, prepared. psycopg prepares a statement on the connection once it ran
+    # five times there; the read's SQLAlchemy statement is built once, so its text is the same each time.
+    import threading
+
+    from sqlalchemy import event, text
+
+    from app.core.db import read_transaction
+    from app.services import cis
+
+    hub = api.create_ci("server", "hub")
+    api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"])
+    statements, reader = [], threading.get_ident()
+
+    def seen(conn, cursor, statement, *args):
+        if threading.get_ident() == reader:  # not the service's background threads
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with read_transaction(engine) as conn:
+            for _ in range(6):
+                assert len(cis.get_ci_detail(conn, api.client.app.state.registry, hub["id"])["relationships"]) == 1
+            prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%json_agg%'"))
+            assert prepared.scalar() == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    reads = [statement for statement in statements if "relationship" in statement]
+    assert len(reads) == 6 and all("json_agg" in statement for statement in reads)
+
+
 def test_deleting_a_ci_while_its_family_is_reindexed_leaves_no_identifier_behind(api, engine):
     # ci_identifier has no foreign key to ci (migration 0004). Re-indexing (PATCH /classes with new
     # rules) rewrites every identifier of the family; a CI deleted meanwhile must not keep the new ones,

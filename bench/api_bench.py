@@ -31,7 +31,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ from app.services.history import UnitOfWork
 from app.services.identifiers import identifier_values
 from app.services.identity import identifying_facts
 from app.services.registry import load_registry
-from bench.common import PG_URL, cpu_seconds, fresh_database, served
+from bench.common import PG_URL, cpu_seconds, drop_database, fresh_database, served, settle, vacuum
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -172,10 +172,27 @@ end
 """
 
 
+def require_estate(url: str, last: dict, count: int) -> None:
+    """Exit unless the database holds the estate this run generated (a --reuse of a database loaded with
+    another --cis would time 404s): its last CI, by id and name (ids come from one seeded sequence, so
+    another estate may hold the same id under another name)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            table = ConfigurationItem.__table__
+            found = conn.execute(select(func.count()).select_from(table).where(
+                table.c.id == last["id"], table.c.name == last["name"])).scalar()
+    finally:
+        engine.dispose()
+    if not found:
+        sys.exit(f"{url} does not hold the estate of --cis {count}: load it (without --reuse) first")
+
+
 def wait_for_graph(base: str, secret: str, ci_id, seconds: float = 900) -> None:
     """Until the workers hold their impact graphs (built at start-up in the background): a read measured
     while one is being built measures the build. An impact question waits for its worker's graph; it is
-    asked on 8 new connections at once, which the kernel spreads over the workers."""
+    asked on 8 new connections at once, three times; whichever worker accepts a connection answers it,
+    so every worker is asked unless one accepted all 24."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
@@ -186,7 +203,8 @@ def wait_for_graph(base: str, secret: str, ci_id, seconds: float = 900) -> None:
         answer.raise_for_status()
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(ask, range(8)))
+        for _ in range(3):
+            list(pool.map(ask, range(8)))
 
 
 def _processes() -> dict[int, str]:
@@ -207,30 +225,39 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def cpu_by_side(server_pid: int, database: str) -> dict[str, float]:
-    """CPU seconds used so far by the server's processes (the supervisor and its workers) and by the
-    PostgreSQL backends serving `database`: what each side's work cost, whatever the machine's load."""
-    server = database_side = 0.0
+def cpu_by_process(server_pid: int, database: str) -> dict[tuple[str, int], float]:
+    """CPU seconds used so far by each of the server's processes (the supervisor and its workers) and each
+    PostgreSQL backend serving `database` (none when `database` is empty: SQLite), keyed by (side, pid)."""
+    found = {}
     for pid, command in _processes().items():
         try:
             if pid == server_pid or _parent(pid) == server_pid or _parent(_parent(pid)) == server_pid:
-                server += cpu_seconds(pid)
-            elif command.startswith("postgres: ") and f" {database} " in command:
-                database_side += cpu_seconds(pid)
+                found["server", pid] = cpu_seconds(pid)
+            elif database and command.startswith("postgres: ") and f" {database} " in command:
+                found["database", pid] = cpu_seconds(pid)
         except OSError:
             pass
-    return {"server": server, "database": database_side}
+    return found
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """What each side used between two readings, process by process: a process that started meanwhile
+    counts from zero; one that ended meanwhile is not counted (its last figure is gone with it)."""
+    used = {"server": 0.0, "database": 0.0}
+    for (side, pid), seconds in after.items():
+        used[side] += seconds - before.get((side, pid), 0.0)
+    return used
 
 
 def run_wrk(base: str, script: str, env: dict, seconds: int, connections: int, database: str = "") -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     server_pid = getattr(base, "process", None)
-    before = cpu_by_side(server_pid.pid, database) if server_pid else None
+    before = cpu_by_process(server_pid.pid, database) if server_pid else None
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, base],
                          env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60,
                          check=False).stdout
-    after = cpu_by_side(server_pid.pid, database) if server_pid else None
+    after = cpu_by_process(server_pid.pid, database) if server_pid else None
     os.unlink(handle.name)
 
     def ms(label):
@@ -241,8 +268,8 @@ def run_wrk(base: str, script: str, env: dict, seconds: int, connections: int, d
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     requests = int(re.search(r"(\d+) requests in", out).group(1))
-    cpu = ({side: (after[side] - before[side]) / max(requests, 1) * 1e6 for side in after} if before
-           else {"server": float("nan"), "database": float("nan")})
+    cpu = ({side: seconds / max(requests, 1) * 1e6 for side, seconds in cpu_used(before, after).items()}
+           if server_pid else {"server": float("nan"), "database": float("nan")})
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
             "server_us": cpu["server"], "database_us": cpu["database"],
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else "",
@@ -256,7 +283,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--endpoints", default="detail,list", help="detail, list or both (comma-separated)")
+    parser.add_argument("--endpoints", default="detail,list", help="detail, list, or detail,list")
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before, served in turn with this one")
     parser.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the baseline's server only (with --baseline: compare settings)")
@@ -264,7 +291,9 @@ def main() -> None:
                         help="an environment variable for this checkout's server only")
     parser.add_argument("--rounds", type=int, default=1, help="timed runs per endpoint and checkout, alternating")
     parser.add_argument("--database", default="karta_bench_api", help="the PostgreSQL database (or SQLite file) name")
-    parser.add_argument("--keep", action="store_true", help="leave the PostgreSQL database for --reuse")
+    parser.add_argument("--keep", action="store_true", help="leave the database (PostgreSQL, or the SQLite file in the "
+                        "temporary directory's parent) for --reuse; without it (and without --reuse) a PostgreSQL database is "
+                        "dropped at the end")
     parser.add_argument("--reuse", action="store_true", help="serve the database a --keep run left, without loading")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -290,11 +319,15 @@ def main() -> None:
             url = fresh_database(backend, args.database, workdir.parent if args.keep else workdir)
             started = time.perf_counter()
             load(url, cis, relationships)
+            if backend == "postgresql":
+                vacuum(url)  # what autovacuum would do to the new rows meanwhile, done before any timing
             print(f"{backend}: loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         secret = make_token(url)
+        require_estate(url, cis[-1], args.cis)
         for round_no in range(args.rounds):
             # Alternate which checkout goes first, so neither always meets the machine as the other left it.
             for name, checkout, extra_env in (checkouts if round_no % 2 == 0 else checkouts[::-1]):
+                settle(url)  # the previous server's writes flushed before this one is timed
                 with served({**os.environ, "KARTA_DATABASE_URL": url, **extra_env}, checkout, workers=args.workers,
                             startup_seconds=600) as base:
                     env = {"KARTA_TOKEN": secret, "KARTA_IDS": ids_file.name}
@@ -310,6 +343,8 @@ def main() -> None:
                               f"{result['p50']:.1f} ms p99 {result['p99']:.1f} ms CPU/request server {result['server_us']:.0f} us "
                               f"database {result['database_us']:.0f} us non-2xx {result['non2xx']} "
                               f"{result['socket_errors']} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+        if backend == "postgresql" and not (args.keep or args.reuse):
+            drop_database(args.database)
     shutil.rmtree(workdir, ignore_errors=True)
     os.unlink(ids_file.name)
     lines = [(f"CI read API, {len(cis):,} CIs and {len(relationships):,} relationships, uvicorn {args.workers} workers, "

@@ -388,8 +388,49 @@ def test_the_detail_read_is_one_prepared_statement_on_postgresql(api, engine):
             assert prepared.scalar() == 1
     finally:
         event.remove(engine, "before_cursor_execute", seen)
-    reads = [statement for statement in statements if "relationship" in statement]
+    reads = [statement for statement in statements if "UNION ALL" in statement]  # not a registry reload
     assert len(reads) == 6 and all("json_agg" in statement for statement in reads)
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_detail_read_falls_back_to_two_statements_where_one_cannot_do(api, engine, monkeypatch):
+    # Inside a transaction the read takes its two statements (a failed one would abort the transaction);
+    # outside, a relationship array past PostgreSQL's bound for one value (program_limit_exceeded, here
+    # made by a real statement that asks for a 1.1 GB string) is read again row by row, not a 500.
+    import threading
+
+    from sqlalchemy import event, text
+
+    from app.core.db import read_transaction
+    from app.services import cis
+
+    hub = api.create_ci("server", "hub")
+    api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"], port=80)
+    expected = api.get(f"/api/v1/cis/{hub['id']}").json()
+    registry = api.client.app.state.registry
+    statements, reader = [], threading.get_ident()
+
+    def seen(conn, cursor, statement, *args):
+        statements.append((threading.get_ident() == reader, statement))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with read_transaction(engine, begin=True) as conn:
+            in_transaction = cis.get_ci_detail(conn, registry, hub["id"])
+        mine = [statement for own, statement in statements if own]  # not the service's background threads
+        assert not any("json_agg" in statement for statement in mine)
+        assert len([statement for statement in mine if "UNION ALL" in statement]) == 1
+        monkeypatch.setattr(cis, "_DETAIL", text("SELECT repeat('x', 1100000000) AS relationships "
+                                                 "WHERE CAST(:ci_id AS uuid) IS NOT NULL AND :rel_limit > 0"))
+        statements.clear()
+        too_big = api.get(f"/api/v1/cis/{hub['id']}")
+        assert any("repeat(" in statement for _, statement in statements)  # the one statement was tried
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert too_big.status_code == 200, too_big.text
+    for answer in (too_big.json(), in_transaction):
+        answer = {**answer, "relationships": [{**v, "id": str(v["id"]), "ci": str(v["ci"])} for v in answer["relationships"]]}
+        assert answer["relationships"] == expected["relationships"] and answer["relationships_truncated"] is False
 
 
 def test_deleting_a_ci_while_its_family_is_reindexed_leaves_no_identifier_behind(api, engine):

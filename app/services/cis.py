@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (ColumnElement, Connection, bindparam, delete, false, func, insert, literal, literal_column,
                         or_, select, text, union_all, update)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.exc import DBAPIError
 
 from app.core.dialect import locked, row_locks
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
@@ -253,7 +254,9 @@ _RELATIONSHIPS_OF = _relationships_of_statement()
 def _detail_statement():
     """PostgreSQL: the CI and its relationships (as _RELATIONSHIPS_OF reads them, as one JSON array in the
     same order) in one statement, so a read is one round trip and one statement for the server to run.
-    SQLite, in process, has no round trip to save: it runs _CI_BY_ID and _RELATIONSHIPS_OF."""
+    SQLite, in process, has no round trip to save: it runs _CI_BY_ID and _RELATIONSHIPS_OF, as does a
+    read inside a transaction, or one whose array would pass PostgreSQL's 1 GB bound for one value
+    (relationship attributes have no size cap of their own): see _detail_in_one."""
     ordered = _RELATIONSHIPS_OF.subquery()
     as_rows = func.json_agg(aggregate_order_by(
         func.json_build_array(*ordered.c), ordered.c.direction.desc(), ordered.c.type, ordered.c.id))
@@ -275,12 +278,35 @@ def get_ci(conn: Connection, ci_id: uuid.UUID) -> dict[str, Any]:
     return to_public(_ci_row(conn, ci_id))
 
 
+# PostgreSQL's program_limit_exceeded: among others, a value past the 1 GB bound of one field.
+_PROGRAM_LIMIT_EXCEEDED = "54000"
+
+
+def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list] | None:
+    """The CI's row and its relationships' rows read by _DETAIL; None where the two statements must do.
+
+    Only outside a transaction (the service's reads on PostgreSQL run in autocommit): there a statement
+    that fails leaves nothing behind, so a relationship array too big for one value (~1,000
+    relationships of ~1 MB of attributes each) is read again row by row, as before, instead of failing."""
+    driver = conn.connection.driver_connection
+    if not getattr(driver, "autocommit", False):
+        return None
+    try:
+        row = _ci_row(conn, ci_id, _DETAIL, rel_limit=DETAIL_RELATIONSHIP_LIMIT + 1)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _PROGRAM_LIMIT_EXCEEDED:
+            return None
+        raise
+    rows = [(direction, uuid.UUID(rel_id), rel_type, attributes, uuid.UUID(other_id), other_name, other_class)
+            for direction, rel_id, rel_type, attributes, other_id, other_name, other_class in row["relationships"]]
+    return row, rows
+
+
 def get_ci_detail(conn: Connection, registry_cache: RegistryCache, ci_id: uuid.UUID) -> dict[str, Any]:
     """The CI, its attributes' provenance, and its relationships both ways, labelled as read from this CI."""
-    if is_postgres(conn):
-        row = _ci_row(conn, ci_id, _DETAIL, rel_limit=DETAIL_RELATIONSHIP_LIMIT + 1)
-        rows = [(direction, uuid.UUID(rel_id), rel_type, attributes, uuid.UUID(other_id), other_name, other_class)
-                for direction, rel_id, rel_type, attributes, other_id, other_name, other_class in row["relationships"]]
+    read = _detail_in_one(conn, ci_id) if is_postgres(conn) else None
+    if read is not None:
+        row, rows = read
     else:
         row = _ci_row(conn, ci_id)
         rows = conn.execute(_RELATIONSHIPS_OF, {"ci_id": ci_id, "rel_limit": DETAIL_RELATIONSHIP_LIMIT + 1}).all()

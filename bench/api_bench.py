@@ -33,6 +33,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -182,6 +183,8 @@ def require_estate(url: str, last: dict, count: int) -> None:
             table = ConfigurationItem.__table__
             found = conn.execute(select(func.count()).select_from(table).where(
                 table.c.id == last["id"], table.c.name == last["name"])).scalar()
+    except SQLAlchemyError as exc:
+        sys.exit(f"{url} cannot be read ({type(exc).__name__}): load it (without --reuse) first")
     finally:
         engine.dispose()
     if not found:
@@ -322,29 +325,31 @@ def main() -> None:
             if backend == "postgresql":
                 vacuum(url)  # what autovacuum would do to the new rows meanwhile, done before any timing
             print(f"{backend}: loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-        secret = make_token(url)
-        require_estate(url, cis[-1], args.cis)
-        for round_no in range(args.rounds):
-            # Alternate which checkout goes first, so neither always meets the machine as the other left it.
-            for name, checkout, extra_env in (checkouts if round_no % 2 == 0 else checkouts[::-1]):
-                settle(url)  # the previous server's writes flushed before this one is timed
-                with served({**os.environ, "KARTA_DATABASE_URL": url, **extra_env}, checkout, workers=args.workers,
-                            startup_seconds=600) as base:
-                    env = {"KARTA_TOKEN": secret, "KARTA_IDS": ids_file.name}
-                    # Warm-up: caches, connection pools, and each worker's start-up work (SQLite statistics,
-                    # the impact graph load), which would otherwise compete with the first measurement.
-                    wait_for_graph(base, secret, cis[0]["id"])
-                    run_wrk(base, LUA_BY_ID, env, 10, args.connections)
-                    for label, script in endpoints:
-                        result = run_wrk(base, script, env, args.seconds, args.connections,
-                                         make_url(url).database if backend == "postgresql" else "")
-                        rows.append((backend, name, round_no, label, result))
-                        print(f"{backend} {name} round {round_no + 1} {label}: {result['rps']:.0f} req/s p50 "
-                              f"{result['p50']:.1f} ms p99 {result['p99']:.1f} ms CPU/request server {result['server_us']:.0f} us "
-                              f"database {result['database_us']:.0f} us non-2xx {result['non2xx']} "
-                              f"{result['socket_errors']} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
-        if backend == "postgresql" and not (args.keep or args.reuse):
-            drop_database(args.database)
+        try:
+            require_estate(url, cis[-1], args.cis)
+            secret = make_token(url)
+            for round_no in range(args.rounds):
+                # Alternate which checkout goes first, so neither always meets the machine as the other left it.
+                for name, checkout, extra_env in (checkouts if round_no % 2 == 0 else checkouts[::-1]):
+                    settle(url)  # the previous server's writes flushed before this one is timed
+                    with served({**os.environ, "KARTA_DATABASE_URL": url, **extra_env}, checkout, workers=args.workers,
+                                startup_seconds=600) as base:
+                        env = {"KARTA_TOKEN": secret, "KARTA_IDS": ids_file.name}
+                        # Warm-up: caches, connection pools, and each worker's start-up work (SQLite statistics,
+                        # the impact graph load), which would otherwise compete with the first measurement.
+                        wait_for_graph(base, secret, cis[0]["id"])
+                        run_wrk(base, LUA_BY_ID, env, 10, args.connections)
+                        for label, script in endpoints:
+                            result = run_wrk(base, script, env, args.seconds, args.connections,
+                                             make_url(url).database if backend == "postgresql" else "")
+                            rows.append((backend, name, round_no, label, result))
+                            print(f"{backend} {name} round {round_no + 1} {label}: {result['rps']:.0f} req/s p50 "
+                                  f"{result['p50']:.1f} ms p99 {result['p99']:.1f} ms CPU/request server {result['server_us']:.0f} us "
+                                  f"database {result['database_us']:.0f} us non-2xx {result['non2xx']} "
+                                  f"{result['socket_errors']} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+        finally:
+            if backend == "postgresql" and not (args.keep or args.reuse):
+                drop_database(args.database)  # several GB at 1,000,000 CIs: not left behind by a failed run
     shutil.rmtree(workdir, ignore_errors=True)
     os.unlink(ids_file.name)
     lines = [(f"CI read API, {len(cis):,} CIs and {len(relationships):,} relationships, uvicorn {args.workers} workers, "

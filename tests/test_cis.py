@@ -395,8 +395,10 @@ def test_the_detail_read_is_one_prepared_statement_on_postgresql(api, engine):
 @pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_the_detail_read_falls_back_to_two_statements_where_one_cannot_do(api, engine, monkeypatch):
     # Inside a transaction the read takes its two statements (a failed one would abort the transaction);
-    # outside, a relationship array past PostgreSQL's bound for one value (program_limit_exceeded, here
-    # made by a real statement that asks for a 1.1 GB string) is read again row by row, not a 500.
+    # outside, relationships whose attributes pass a bound are read row by row, not built into one array
+    # in the server's memory; and an array past PostgreSQL's bound for one value all the same
+    # (program_limit_exceeded, here made by a real statement that asks PostgreSQL 15 for a 1.1 GB string)
+    # is read again row by row, not a 500.
     import threading
 
     from sqlalchemy import event, text
@@ -420,6 +422,11 @@ def test_the_detail_read_falls_back_to_two_statements_where_one_cannot_do(api, e
         mine = [statement for own, statement in statements if own]  # not the service's background threads
         assert not any("json_agg" in statement for statement in mine)
         assert len([statement for statement in mine if "UNION ALL" in statement]) == 1
+        monkeypatch.setattr(cis, "DETAIL_INLINE_ATTRIBUTES_MAX", 1)  # the relationship's attributes take more
+        statements.clear()
+        inline_bound = api.get(f"/api/v1/cis/{hub['id']}")
+        tried = [statement for _, statement in statements if "UNION ALL" in statement]
+        assert len(tried) == 2 and "json_agg" in tried[0] and "json_agg" not in tried[1]  # then row by row
         monkeypatch.setattr(cis, "_DETAIL", text("SELECT repeat('x', 1100000000) AS relationships "
                                                  "WHERE CAST(:ci_id AS uuid) IS NOT NULL AND :rel_limit > 0"))
         statements.clear()
@@ -428,7 +435,8 @@ def test_the_detail_read_falls_back_to_two_statements_where_one_cannot_do(api, e
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert too_big.status_code == 200, too_big.text
-    for answer in (too_big.json(), in_transaction):
+    assert inline_bound.status_code == 200, inline_bound.text
+    for answer in (too_big.json(), inline_bound.json(), in_transaction):
         answer = {**answer, "relationships": [{**v, "id": str(v["id"]), "ci": str(v["ci"])} for v in answer["relationships"]]}
         assert answer["relationships"] == expected["relationships"] and answer["relationships_truncated"] is False
 

@@ -8,6 +8,12 @@ drives it with wrk (C, so the load generator takes little of the two cores) for:
 On SQLite and on PostgreSQL, side by side in one run. Prints a Markdown table, writes bench/results/api.md.
 
     python bench/api_bench.py [--cis 100000] [--seconds 20] [--connections 32] [--backends sqlite,postgresql]
+
+Side by side with other code: `--baseline DIR` (a checkout of the code before) serves the same database in
+turn with this checkout, `--rounds` times each, alternating (these machines' speed drifts within minutes: a
+ratio is only worth what one run gives). `--keep` leaves the PostgreSQL database, `--reuse` serves it again
+without loading (the estate is generated from the same seed, so the ids asked for are the same).
+`--endpoints detail` times the single-CI read only.
 Needs wrk (apt-get install wrk) and, for PostgreSQL, KARTA_BENCH_POSTGRES_URL (default: the local server).
 """
 
@@ -16,6 +22,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +31,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -37,7 +46,7 @@ from app.services.history import UnitOfWork
 from app.services.identifiers import identifier_values
 from app.services.identity import identifying_facts
 from app.services.registry import load_registry
-from bench.common import fresh_database, served
+from bench.common import PG_URL, cpu_seconds, drop_database, fresh_database, served, settle, vacuum
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -164,12 +173,94 @@ end
 """
 
 
-def run_wrk(base: str, script: str, env: dict, seconds: int, connections: int) -> dict:
+def require_estate(url: str, last: dict, count: int) -> None:
+    """Exit unless the database holds the estate this run generated (a --reuse of a database loaded with
+    another --cis would time 404s): its last CI, by id and name (ids come from one seeded sequence, so
+    another estate may hold the same id under another name)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            table = ConfigurationItem.__table__
+            found = conn.execute(select(func.count()).select_from(table).where(
+                table.c.id == last["id"], table.c.name == last["name"])).scalar()
+    except SQLAlchemyError as exc:
+        sys.exit(f"{url} cannot be read ({type(exc).__name__}): load it (without --reuse) first")
+    finally:
+        engine.dispose()
+    if not found:
+        sys.exit(f"{url} does not hold the estate of --cis {count}: load it (without --reuse) first")
+
+
+def wait_for_graph(base: str, secret: str, ci_id, seconds: float = 900) -> None:
+    """Until the workers hold their impact graphs (built at start-up in the background): a read measured
+    while one is being built measures the build. An impact question waits for its worker's graph; it is
+    asked on 8 new connections at once, three times; whichever worker accepts a connection answers it,
+    so every worker is asked unless one accepted all 24."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def ask(_):
+        answer = httpx.post(base + "/api/v1/impact", json={"ci_ids": [str(ci_id)], "max_depth": 1},
+                            headers={"Authorization": f"Bearer {secret}"}, timeout=seconds)
+        answer.raise_for_status()
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            list(pool.map(ask, range(8)))
+
+
+def _processes() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                pass
+    return found
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def cpu_by_process(server_pid: int, database: str) -> dict[tuple[str, int], float]:
+    """CPU seconds used so far by each of the server's processes (the supervisor and its workers) and each
+    PostgreSQL backend serving `database` (none when `database` is empty: SQLite), keyed by (side, pid)."""
+    found = {}
+    for pid, command in _processes().items():
+        try:
+            if pid == server_pid or _parent(pid) == server_pid or _parent(_parent(pid)) == server_pid:
+                found["server", pid] = cpu_seconds(pid)
+            elif database and command.startswith("postgres: ") and f" {database} " in command:
+                found["database", pid] = cpu_seconds(pid)
+        except OSError:
+            pass
+    return found
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """What each side used between two readings, process by process: a process that started meanwhile
+    counts from zero; one that ended meanwhile is not counted (its last figure is gone with it)."""
+    used = {"server": 0.0, "database": 0.0}
+    for (side, pid), seconds in after.items():
+        used[side] += seconds - before.get((side, pid), 0.0)
+    return used
+
+
+def run_wrk(base: str, script: str, env: dict, seconds: int, connections: int, database: str = "") -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
+    server_pid = getattr(base, "process", None)
+    before = cpu_by_process(server_pid.pid, database) if server_pid else None
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, base],
                          env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60,
                          check=False).stdout
+    after = cpu_by_process(server_pid.pid, database) if server_pid else None
     os.unlink(handle.name)
 
     def ms(label):
@@ -179,7 +270,11 @@ def run_wrk(base: str, script: str, env: dict, seconds: int, connections: int) -
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu = ({side: seconds / max(requests, 1) * 1e6 for side, seconds in cpu_used(before, after).items()}
+           if server_pid else {"server": float("nan"), "database": float("nan")})
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
+            "server_us": cpu["server"], "database_us": cpu["database"],
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else "",
             "raw": out}
 
@@ -191,6 +286,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--endpoints", default="detail,list", help="detail, list, or detail,list")
+    parser.add_argument("--baseline", type=Path, help="a checkout of the code before, served in turn with this one")
+    parser.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the baseline's server only (with --baseline: compare settings)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for this checkout's server only")
+    parser.add_argument("--rounds", type=int, default=1, help="timed runs per endpoint and checkout, alternating")
+    parser.add_argument("--database", default="karta_bench_api", help="the PostgreSQL database (or SQLite file) name")
+    parser.add_argument("--keep", action="store_true", help="leave the database (PostgreSQL, or the SQLite file in the "
+                        "temporary directory's parent) for --reuse; without it (and without --reuse) a PostgreSQL database is "
+                        "dropped at the end")
+    parser.add_argument("--reuse", action="store_true", help="serve the database a --keep run left, without loading")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -203,29 +310,68 @@ def main() -> None:
         ids_file.write("\n".join(str(row["id"]) for row in rng.sample(cis, min(20_000, len(cis)))) + "\n")
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="karta-bench-"))
+    scripts = {"detail": ("GET /api/v1/cis/{id}", LUA_BY_ID), "list": ("GET /api/v1/cis?filters (5 kinds)", LUA_LIST)}
+    endpoints = [scripts[name] for name in args.endpoints.split(",")]
+    baseline_env = dict(pair.split("=", 1) for pair in args.baseline_env)
+    checkouts = [("after", REPO, dict(pair.split("=", 1) for pair in args.env))] + ([("before", args.baseline.resolve(), baseline_env)] if args.baseline else [])
     for backend in args.backends.split(","):
-        url = fresh_database(backend, "karta_bench_api", workdir)
-        started = time.perf_counter()
-        load(url, cis, relationships)
-        print(f"{backend}: loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-        secret = make_token(url)
-        with served({**os.environ, "KARTA_DATABASE_URL": url}, REPO, workers=args.workers) as base:
-            env = {"KARTA_TOKEN": secret, "KARTA_IDS": ids_file.name}
-            # Warm-up: caches, connection pools, and each worker's start-up work (SQLite statistics, the
-            # impact graph load), which would otherwise compete with the first measurement.
-            run_wrk(base, LUA_BY_ID, env, 10, args.connections)
-            for label, script in (("GET /api/v1/cis/{id}", LUA_BY_ID), ("GET /api/v1/cis?filters (5 kinds)", LUA_LIST)):
-                result = run_wrk(base, script, env, args.seconds, args.connections)
-                rows.append((backend, label, result))
-                print(f"{backend} {label}: {result['rps']:.0f} req/s p50 {result['p50']:.1f} ms p99 {result['p99']:.1f} ms "
-                      f"non-2xx {result['non2xx']} {result['socket_errors']}", file=sys.stderr)
+        if args.reuse:
+            url = (f"sqlite:///{workdir.parent / (args.database + '.db')}" if backend == "sqlite"
+                   else make_url(PG_URL).set(database=args.database).render_as_string(hide_password=False))
+        else:
+            url = fresh_database(backend, args.database, workdir.parent if args.keep else workdir)
+            started = time.perf_counter()
+            load(url, cis, relationships)
+            if backend == "postgresql":
+                vacuum(url)  # what autovacuum would do to the new rows meanwhile, done before any timing
+            print(f"{backend}: loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        try:
+            require_estate(url, cis[-1], args.cis)
+            secret = make_token(url)
+            for round_no in range(args.rounds):
+                # Alternate which checkout goes first, so neither always meets the machine as the other left it.
+                for name, checkout, extra_env in (checkouts if round_no % 2 == 0 else checkouts[::-1]):
+                    settle(url)  # the previous server's writes flushed before this one is timed
+                    with served({**os.environ, "KARTA_DATABASE_URL": url, **extra_env}, checkout, workers=args.workers,
+                                startup_seconds=600) as base:
+                        env = {"KARTA_TOKEN": secret, "KARTA_IDS": ids_file.name}
+                        # Warm-up: caches, connection pools, and each worker's start-up work (SQLite statistics,
+                        # the impact graph load), which would otherwise compete with the first measurement.
+                        wait_for_graph(base, secret, cis[0]["id"])
+                        run_wrk(base, LUA_BY_ID, env, 10, args.connections)
+                        for label, script in endpoints:
+                            result = run_wrk(base, script, env, args.seconds, args.connections,
+                                             make_url(url).database if backend == "postgresql" else "")
+                            rows.append((backend, name, round_no, label, result))
+                            print(f"{backend} {name} round {round_no + 1} {label}: {result['rps']:.0f} req/s p50 "
+                                  f"{result['p50']:.1f} ms p99 {result['p99']:.1f} ms CPU/request server {result['server_us']:.0f} us "
+                                  f"database {result['database_us']:.0f} us non-2xx {result['non2xx']} "
+                                  f"{result['socket_errors']} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+        finally:
+            if backend == "postgresql" and not (args.keep or args.reuse):
+                drop_database(args.database)  # several GB at 1,000,000 CIs: not left behind by a failed run
     shutil.rmtree(workdir, ignore_errors=True)
     os.unlink(ids_file.name)
     lines = [(f"CI read API, {len(cis):,} CIs and {len(relationships):,} relationships, uvicorn {args.workers} workers, "
               f"wrk 2 threads x {args.connections} connections x {args.seconds} s, on {os.cpu_count()} cores (wrk shares them)"),
-             "", "| backend | endpoint | req/s | p50 ms | p99 ms | non-2xx |", "|---|---|---:|---:|---:|---:|"]
-    for backend, label, result in rows:
-        lines.append(f"| {backend} | `{label}` | {result['rps']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} | {result['non2xx']} |")
+             "", "| backend | code | round | endpoint | req/s | p50 ms | p99 ms | CPU per request: server / database µs | non-2xx |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    for backend, name, round_no, label, result in rows:
+        lines.append(f"| {backend} | {name} | {round_no + 1} | `{label}` | {result['rps']:.0f} | {result['p50']:.1f} | "
+                     f"{result['p99']:.1f} | {result['server_us']:.0f} / {result['database_us']:.0f} | {result['non2xx']} |")
+    if args.baseline:
+        lines += ["", "| backend | endpoint | req/s after / before (median of rounds) | p99 after / before (median) | "
+                  "server CPU per request after / before (median) |", "|---|---|---:|---:|---:|"]
+        for backend in args.backends.split(","):
+            for label, _ in endpoints:
+                pairs = [[result for b, n, r, lab, result in rows if (b, n, r, lab) == (backend, name, round_no, label)][0]
+                         for round_no in range(args.rounds) for name in ("after", "before")]
+                rps = sorted(pairs[i]["rps"] / pairs[i + 1]["rps"] for i in range(0, len(pairs), 2))
+                p99 = sorted(pairs[i]["p99"] / pairs[i + 1]["p99"] for i in range(0, len(pairs), 2))
+                cpu = sorted(pairs[i]["server_us"] / pairs[i + 1]["server_us"] for i in range(0, len(pairs), 2))
+                lines.append(f"| {backend} | `{label}` | {statistics.median(rps):.3f} ({', '.join(f'{x:.3f}' for x in rps)}) | "
+                             f"{statistics.median(p99):.3f} ({', '.join(f'{x:.3f}' for x in p99)}) | "
+                             f"{statistics.median(cpu):.3f} ({', '.join(f'{x:.3f}' for x in cpu)}) |")
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)

@@ -331,6 +331,116 @@ def test_detail_shows_relationships_both_ways_with_labels(api):
     assert incoming["ci"] == shop["id"]
 
 
+def test_detail_lists_relationships_in_order_and_truncates_past_the_limit(api, monkeypatch):
+    # PostgreSQL reads the CI and its relationships in one statement (a JSON array), SQLite in two: the
+    # answers are the same, in the same order (outgoing first, then by type and id), ids as ids, attributes
+    # as stored, and a CI with more relationships than the limit shows the first ones and says so.
+    from app.services import cis
+
+    hub = api.create_ci("server", "hub")
+    peers = [api.create_ci("application", f"app-{n}") for n in range(3)]
+    made = [api.relate(peers[0]["id"], "runs_on", hub["id"], note="x" * 3, nested={"a": [1, None, "é"]}),
+            api.relate(hub["id"], "depends_on", peers[1]["id"]),
+            api.relate(hub["id"], "connects_to", peers[2]["id"]),
+            api.relate(peers[2]["id"], "depends_on", hub["id"])]
+    views = api.get(f"/api/v1/cis/{hub['id']}").json()
+    assert views["relationships_truncated"] is False
+    expected = sorted(((r["source"] == hub["id"]) and "outgoing" or "incoming", r["type"], r["id"]) for r in made)
+    expected.sort(key=lambda item: item[0] != "outgoing")
+    assert [(v["direction"], v["type"], v["id"]) for v in views["relationships"]] == expected
+    stored = next(v for v in views["relationships"] if v["type"] == "runs_on")
+    assert stored["attributes"] == {"note": "xxx", "nested": {"a": [1, None, "é"]}}
+    assert (stored["ci"], stored["ci_name"], stored["ci_class"], stored["label"]) == (peers[0]["id"], "app-0", "application",
+                                                                                      "hosts")
+    monkeypatch.setattr(cis, "DETAIL_RELATIONSHIP_LIMIT", 3)
+    cut = api.get(f"/api/v1/cis/{hub['id']}").json()
+    assert cut["relationships_truncated"] is True
+    assert [(v["direction"], v["type"], v["id"]) for v in cut["relationships"]] == expected[:3]
+    monkeypatch.setattr(cis, "DETAIL_RELATIONSHIP_LIMIT", 4)
+    assert api.get(f"/api/v1/cis/{hub['id']}").json()["relationships_truncated"] is False
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_detail_read_is_one_prepared_statement_on_postgresql(api, engine):
+    # #14: one statement per read, prepared. psycopg prepares a statement on the connection once it ran
+    # five times there; the read's SQLAlchemy statement is built once, so its text is the same each time.
+    import threading
+
+    from sqlalchemy import event, text
+
+    from app.core.db import read_transaction
+    from app.services import cis
+
+    hub = api.create_ci("server", "hub")
+    api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"])
+    statements, reader = [], threading.get_ident()
+
+    def seen(conn, cursor, statement, *args):
+        if threading.get_ident() == reader:  # not the service's background threads
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with read_transaction(engine) as conn:
+            for _ in range(6):
+                assert len(cis.get_ci_detail(conn, api.client.app.state.registry, hub["id"])["relationships"]) == 1
+            prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%json_agg%'"))
+            assert prepared.scalar() == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    reads = [statement for statement in statements if "UNION ALL" in statement]  # not a registry reload
+    assert len(reads) == 6 and all("json_agg" in statement for statement in reads)
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_detail_read_falls_back_to_two_statements_where_one_cannot_do(api, engine, monkeypatch):
+    # Inside a transaction the read takes its two statements (a failed one would abort the transaction);
+    # outside, relationships whose attributes pass a bound are read row by row, not built into one array
+    # in the server's memory; and an array past PostgreSQL's bound for one value all the same
+    # (program_limit_exceeded, here made by a real statement that asks PostgreSQL 15 for a 1.1 GB string)
+    # is read again row by row, not a 500.
+    import threading
+
+    from sqlalchemy import event, text
+
+    from app.core.db import read_transaction
+    from app.services import cis
+
+    hub = api.create_ci("server", "hub")
+    api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"], port=80)
+    expected = api.get(f"/api/v1/cis/{hub['id']}").json()
+    registry = api.client.app.state.registry
+    statements, reader = [], threading.get_ident()
+
+    def seen(conn, cursor, statement, *args):
+        statements.append((threading.get_ident() == reader, statement))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with read_transaction(engine, begin=True) as conn:
+            in_transaction = cis.get_ci_detail(conn, registry, hub["id"])
+        mine = [statement for own, statement in statements if own]  # not the service's background threads
+        assert not any("json_agg" in statement for statement in mine)
+        assert len([statement for statement in mine if "UNION ALL" in statement]) == 1
+        monkeypatch.setattr(cis, "DETAIL_INLINE_ATTRIBUTES_MAX", 1)  # the relationship's attributes take more
+        statements.clear()
+        inline_bound = api.get(f"/api/v1/cis/{hub['id']}")
+        tried = [statement for _, statement in statements if "UNION ALL" in statement]
+        assert len(tried) == 2 and "json_agg" in tried[0] and "json_agg" not in tried[1]  # then row by row
+        monkeypatch.setattr(cis, "_DETAIL", text("SELECT repeat('x', 1100000000) AS relationships "
+                                                 "WHERE CAST(:ci_id AS uuid) IS NOT NULL AND :rel_limit > 0"))
+        statements.clear()
+        too_big = api.get(f"/api/v1/cis/{hub['id']}")
+        assert any("repeat(" in statement for _, statement in statements)  # the one statement was tried
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert too_big.status_code == 200, too_big.text
+    assert inline_bound.status_code == 200, inline_bound.text
+    for answer in (too_big.json(), inline_bound.json(), in_transaction):
+        answer = {**answer, "relationships": [{**v, "id": str(v["id"]), "ci": str(v["ci"])} for v in answer["relationships"]]}
+        assert answer["relationships"] == expected["relationships"] and answer["relationships_truncated"] is False
+
+
 def test_deleting_a_ci_while_its_family_is_reindexed_leaves_no_identifier_behind(api, engine):
     # ci_identifier has no foreign key to ci (migration 0004). Re-indexing (PATCH /classes with new
     # rules) rewrites every identifier of the family; a CI deleted meanwhile must not keep the new ones,

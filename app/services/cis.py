@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (ColumnElement, Connection, bindparam, delete, false, func, insert, literal, or_, select,
-                        text, union_all, update)
+from sqlalchemy import (ColumnElement, Connection, bindparam, case, delete, false, func, insert, literal,
+                        literal_column, null, or_, select, text, union_all, update)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.exc import DBAPIError
 
 from app.core.dialect import locked, row_locks
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
@@ -243,14 +245,35 @@ def _relationships_of_statement():
                                               ("incoming", REL.c.target_id, REL.c.source_id))
     ]
     both = union_all(*ends).subquery()
-    return select(both).order_by(both.c.direction.desc(), both.c.type, both.c.id).limit(DETAIL_RELATIONSHIP_LIMIT + 1)
+    return select(both).order_by(both.c.direction.desc(), both.c.type, both.c.id).limit(bindparam("rel_limit"))
 
 
 _RELATIONSHIPS_OF = _relationships_of_statement()
 
 
-def _ci_row(conn: Connection, ci_id: uuid.UUID) -> Any:
-    row = conn.execute(_CI_BY_ID, {"ci_id": ci_id}).mappings().first()
+def _detail_statement():
+    """PostgreSQL: the CI and its relationships (as _RELATIONSHIPS_OF reads them, as one JSON array in the
+    same order) in one statement, so a read is one round trip and one statement for the server to run.
+    SQLite, in process, has no round trip to save: it runs _CI_BY_ID and _RELATIONSHIPS_OF, as does a
+    read inside a transaction, or one whose relationships hold more than DETAIL_INLINE_ATTRIBUTES_MAX
+    bytes of attributes as stored (they have no size cap of their own; the array has PostgreSQL's 1 GB
+    bound for one value): see _detail_in_one."""
+    ordered = _RELATIONSHIPS_OF.subquery()
+    as_rows = func.json_agg(aggregate_order_by(
+        func.json_build_array(*ordered.c), ordered.c.direction.desc(), ordered.c.type, ordered.c.id))
+    # NULL (read them row by row) when their attributes as stored pass a bound: the array is built whole
+    # in the server's memory before anything is sent, and past 1 GB it fails.
+    too_big = func.sum(func.pg_column_size(ordered.c.attributes)) > bindparam("inline_max")
+    relationships = select(case((too_big, null()), else_=func.coalesce(as_rows, literal_column("'[]'::json"))))
+    relationships = relationships.scalar_subquery()
+    return select(*CI_COLUMNS, relationships.label("relationships")).where(CI.c.id == bindparam("ci_id"))
+
+
+_DETAIL = _detail_statement()
+
+
+def _ci_row(conn: Connection, ci_id: uuid.UUID, statement=_CI_BY_ID, **params) -> Any:
+    row = conn.execute(statement, {"ci_id": ci_id, **params}).mappings().first()
     if row is None:
         raise NotFound(f"No CI with id {ci_id}.")
     return row
@@ -260,13 +283,49 @@ def get_ci(conn: Connection, ci_id: uuid.UUID) -> dict[str, Any]:
     return to_public(_ci_row(conn, ci_id))
 
 
+# Past this many bytes of relationship attributes as PostgreSQL stores them (compressed, maybe ten to one),
+# the detail read takes them row by row rather than as one JSON array built in the server's memory.
+DETAIL_INLINE_ATTRIBUTES_MAX = 32 * 1024 * 1024
+# PostgreSQL's program_limit_exceeded (among others, a value past the 1 GB bound of one field) and
+# out_of_memory: the array did not fit after all; the rows one by one may.
+_TOO_BIG = ("54000", "53200")
+
+
+def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list] | None:
+    """The CI's row and its relationships' rows read by _DETAIL; None where the two statements must do.
+
+    Only outside a transaction (the service's reads on PostgreSQL run in autocommit): there a statement
+    that fails leaves nothing behind, so a relationship array too big for one value (~1,000
+    relationships of ~1 MB of attributes each) is read again row by row, as before, instead of failing.
+    Relationships whose attributes pass DETAIL_INLINE_ATTRIBUTES_MAX are not built into one array at all."""
+    driver = conn.connection.driver_connection
+    if not getattr(driver, "autocommit", False):
+        return None
+    try:
+        row = _ci_row(conn, ci_id, _DETAIL, rel_limit=DETAIL_RELATIONSHIP_LIMIT + 1,
+                      inline_max=DETAIL_INLINE_ATTRIBUTES_MAX)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) in _TOO_BIG:
+            return None
+        raise
+    if row["relationships"] is None:
+        return None
+    rows = [(direction, uuid.UUID(rel_id), rel_type, attributes, uuid.UUID(other_id), other_name, other_class)
+            for direction, rel_id, rel_type, attributes, other_id, other_name, other_class in row["relationships"]]
+    return row, rows
+
+
 def get_ci_detail(conn: Connection, registry_cache: RegistryCache, ci_id: uuid.UUID) -> dict[str, Any]:
     """The CI, its attributes' provenance, and its relationships both ways, labelled as read from this CI."""
-    row = _ci_row(conn, ci_id)
+    read = _detail_in_one(conn, ci_id) if is_postgres(conn) else None
+    if read is not None:
+        row, rows = read
+    else:
+        row = _ci_row(conn, ci_id)
+        rows = conn.execute(_RELATIONSHIPS_OF, {"ci_id": ci_id, "rel_limit": DETAIL_RELATIONSHIP_LIMIT + 1}).all()
     ci = to_public(row)
     ci["provenance"] = row["provenance"]
     types = registry_cache.get(conn=conn).relationship_types
-    rows = conn.execute(_RELATIONSHIPS_OF, {"ci_id": ci_id}).all()
     truncated = len(rows) > DETAIL_RELATIONSHIP_LIMIT
     views = []
     for direction, rel_id, rel_type, attributes, other_id, other_name, other_class in rows[:DETAIL_RELATIONSHIP_LIMIT]:

@@ -291,8 +291,9 @@ DETAIL_INLINE_ATTRIBUTES_MAX = 32 * 1024 * 1024
 _TOO_BIG = ("54000", "53200")
 
 
-def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list] | None:
-    """The CI's row and its relationships' rows read by _DETAIL; None where the two statements must do.
+def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list | None]:
+    """The CI's row and its relationships' rows as _DETAIL reads them; (None, None) where the two
+    statements must do, and (row, None) where only the relationships must be read row by row.
 
     Only outside a transaction (the service's reads on PostgreSQL run in autocommit): there a statement
     that fails leaves nothing behind, so a relationship array too big for one value (~1,000
@@ -300,16 +301,16 @@ def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list] | Non
     Relationships whose attributes pass DETAIL_INLINE_ATTRIBUTES_MAX are not built into one array at all."""
     driver = conn.connection.driver_connection
     if not getattr(driver, "autocommit", False):
-        return None
+        return None, None
     try:
         row = _ci_row(conn, ci_id, _DETAIL, rel_limit=DETAIL_RELATIONSHIP_LIMIT + 1,
                       inline_max=DETAIL_INLINE_ATTRIBUTES_MAX)
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) in _TOO_BIG:
-            return None
+            return None, None
         raise
     if row["relationships"] is None:
-        return None
+        return row, None
     rows = [(direction, uuid.UUID(rel_id), rel_type, attributes, uuid.UUID(other_id), other_name, other_class)
             for direction, rel_id, rel_type, attributes, other_id, other_name, other_class in row["relationships"]]
     return row, rows
@@ -317,11 +318,10 @@ def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list] | Non
 
 def get_ci_detail(conn: Connection, registry_cache: RegistryCache, ci_id: uuid.UUID) -> dict[str, Any]:
     """The CI, its attributes' provenance, and its relationships both ways, labelled as read from this CI."""
-    read = _detail_in_one(conn, ci_id) if is_postgres(conn) else None
-    if read is not None:
-        row, rows = read
-    else:
+    row, rows = _detail_in_one(conn, ci_id) if is_postgres(conn) else (None, None)
+    if row is None:
         row = _ci_row(conn, ci_id)
+    if rows is None:
         rows = conn.execute(_RELATIONSHIPS_OF, {"ci_id": ci_id, "rel_limit": DETAIL_RELATIONSHIP_LIMIT + 1}).all()
     ci = to_public(row)
     ci["provenance"] = row["provenance"]

@@ -47,6 +47,7 @@ from app.services.identifiers import identifier_values
 from app.services.identity import identifying_facts
 from app.services.registry import load_registry
 from bench.common import PG_URL, cpu_seconds, drop_database, fresh_database, served, settle, vacuum
+from tests.test_load_balancer import children
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -210,36 +211,34 @@ def wait_for_graph(base: str, secret: str, ci_id, seconds: float = 900) -> None:
             list(pool.map(ask, range(8)))
 
 
-def _processes() -> dict[int, str]:
-    found = {}
+def _backends(database: str) -> list[int]:
+    """The PostgreSQL processes serving `database` (their titles name it)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
-                pass
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                found.append(int(entry.name))
     return found
 
 
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def cpu_by_process(server_pid: int, database: str) -> dict[tuple[str, int], float]:
-    """CPU seconds used so far by each of the server's processes (the supervisor and its workers) and each
-    PostgreSQL backend serving `database` (none when `database` is empty: SQLite), keyed by (side, pid)."""
+    """CPU seconds used so far by each of the server's processes (the supervisor, its workers and their
+    helpers) and each PostgreSQL backend serving `database` (none when `database` is empty: SQLite),
+    keyed by (side, pid)."""
+    workers = children(server_pid)
+    sides = {"server": [server_pid, *workers, *(helper for pid in workers for helper in children(pid))],
+             "database": _backends(database) if database else []}
     found = {}
-    for pid, command in _processes().items():
-        try:
-            if pid == server_pid or _parent(pid) == server_pid or _parent(_parent(pid)) == server_pid:
-                found["server", pid] = cpu_seconds(pid)
-            elif database and command.startswith("postgres: ") and f" {database} " in command:
-                found["database", pid] = cpu_seconds(pid)
-        except OSError:
-            pass
+    for side, pids in sides.items():
+        for pid in pids:
+            try:
+                found[side, pid] = cpu_seconds(pid)
+            except OSError:
+                pass
     return found
 
 

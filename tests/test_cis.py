@@ -345,8 +345,8 @@ def test_detail_lists_relationships_in_order_and_truncates_past_the_limit(api, m
             api.relate(peers[2]["id"], "depends_on", hub["id"])]
     views = api.get(f"/api/v1/cis/{hub['id']}").json()
     assert views["relationships_truncated"] is False
-    expected = sorted(((r["source"] == hub["id"]) and "outgoing" or "incoming", r["type"], r["id"]) for r in made)
-    expected.sort(key=lambda item: item[0] != "outgoing")
+    expected = sorted((("outgoing" if r["source"] == hub["id"] else "incoming"), r["type"], r["id"]) for r in made)
+    expected.sort(key=lambda item: item[0] != "outgoing")  # stable: by type and id within each direction
     assert [(v["direction"], v["type"], v["id"]) for v in views["relationships"]] == expected
     stored = next(v for v in views["relationships"] if v["type"] == "runs_on")
     assert stored["attributes"] == {"note": "xxx", "nested": {"a": [1, None, "é"]}}

@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--rewrite", action="store_true", help="regenerate even if the database holds this dataset")
     parser.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "graph.md"))
+    parser.add_argument("--root-cause-runs", type=int, default=20, help="root cause of 20 random services, this many times")
     parser.add_argument("--python-only", action="store_true",
                         help="no compiled view (graph.compact): every question answered by the Python loop")
     args = parser.parse_args()

@@ -148,6 +148,190 @@ def _propagate(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_ed
 
 
 @_compiled
+def _advance(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, kinds, members, kk, down, lost,
+             stack, sp, outside, count, cap):  # pragma: no cover - compiled
+    """causes.ExtraWalk.advance over the arrays, statement for statement: walk on (the stack's top first,
+    each row in its dict's order) until the count of CIs down outside `outside` passes `cap` or the walk
+    ends. Returns (count, the stack's new size)."""
+    while sp > 0 and count <= cap:
+        sp -= 1
+        u = stack[sp]
+        k = slot[u]
+        if k < 0 and u < base_n:
+            lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+        elif k >= 0:
+            lo = o_start[k]
+            hi = lo + o_len[k]
+            hs, es = o_heads, o_edata
+        else:
+            lo, hi, hs, es = 0, 0, heads, edata
+        for j in range(lo, hi):
+            v = hs[j]
+            if down[v]:
+                continue
+            kind = kinds[es[j]]
+            if not kind & ORDINARY:
+                if not kind:
+                    continue
+                lost[v] += 1
+                if lost[v] <= members[v] - kk[v]:
+                    continue
+            down[v] = 1
+            stack[sp] = v
+            sp += 1
+            if not outside[v]:
+                count += 1
+    return count, sp
+
+
+@_compiled
+def _grow(array, size):  # pragma: no cover - compiled
+    """`array` with room for `size` entries (doubling)."""
+    if array.shape[0] >= size:
+        return array
+    bigger = np.empty(max(size, 2 * array.shape[0]), array.dtype)
+    bigger[:array.shape[0]] = array
+    return bigger
+
+
+@_compiled
+def _candidates(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, p_indptr, p_tails, p_edata,
+                op_heads, op_tails, op_edata, kinds, members, kk, symptoms):  # pragma: no cover - compiled
+    """causes.root_cause's first part over the arrays: the symptoms' ancestors along impact edges, and for
+    every ancestor that can explain something (a symptom, or one with an edge inside the ancestors that
+    carries ordinary impact or reaches a group with no spare member) its down closure inside the ancestors
+    (causes.DownWalk.closure_in). Returns, for each candidate whose closure holds a symptom, in the
+    ancestors' breadth-first order: its index, its closure's size outside the symptoms (the lower bound),
+    the positions in `symptoms` it explains (CSR), and its closure (CSR)."""
+    n = slot.shape[0]
+    inside = np.zeros(n, np.int8)
+    sym = np.full(n, -1, np.int32)
+    for i in range(symptoms.shape[0]):
+        sym[symptoms[i]] = i
+    up = np.empty(16, np.int64)
+    count = 0
+    for i in range(symptoms.shape[0]):  # ancestors: breadth-first over providers, symptoms first
+        v = symptoms[i]
+        if inside[v] == 0:
+            inside[v] = 1
+            up = _grow(up, count + 1)
+            up[count] = v
+            count += 1
+    head = 0
+    while head < count:
+        v = up[head]
+        head += 1
+        lo, hi = (p_indptr[v], p_indptr[v + 1]) if v < base_n else (0, 0)
+        for j in range(lo, hi):
+            u = p_tails[j]
+            if slot[u] >= 0 or inside[u] or not kinds[p_edata[j]]:
+                continue  # a changed CI's edges are in the overlay
+            inside[u] = 1
+            up = _grow(up, count + 1)
+            up[count] = u
+            count += 1
+        lo = np.searchsorted(op_heads, v, side="left")
+        hi = np.searchsorted(op_heads, v, side="right")
+        for j in range(lo, hi):
+            u = op_tails[j]
+            if inside[u] or not kinds[op_edata[j]]:
+                continue
+            inside[u] = 1
+            up = _grow(up, count + 1)
+            up[count] = u
+            count += 1
+    down_at = np.zeros(n, np.int32)  # the candidate (ordinal + 1) whose closure holds the CI
+    lost_at = np.zeros(n, np.int32)
+    lost = np.zeros(n, np.int32)
+    stack = np.empty(max(count, 1), np.int64)
+    cands = np.empty(16, np.int64)
+    bounds = np.empty(16, np.int64)
+    e_ptr = np.zeros(17, np.int64)
+    e_pos = np.empty(16, np.int32)
+    c_ptr = np.zeros(17, np.int64)
+    c_nodes = np.empty(16, np.int32)
+    kept = 0
+    for ordinal in range(count):
+        c = up[ordinal]
+        k = slot[c]
+        if k < 0 and c < base_n:
+            lo, hi, hs, es = indptr[c], indptr[c + 1], heads, edata
+        elif k >= 0:
+            lo = o_start[k]
+            hi = lo + o_len[k]
+            hs, es = o_heads, o_edata
+        else:
+            lo, hi, hs, es = 0, 0, heads, edata
+        if sym[c] < 0:
+            able = False
+            for j in range(lo, hi):
+                v = hs[j]
+                kind = kinds[es[j]]
+                if kind and inside[v] and (kind & ORDINARY or members[v] - kk[v] < 1):
+                    able = True
+                    break
+            if not able:
+                continue
+        stamp = ordinal + 1
+        down_at[c] = stamp
+        stack[0] = c
+        sp = 1
+        c_start = c_ptr[kept]
+        c_nodes = _grow(c_nodes, c_start + 1)
+        c_nodes[c_start] = c
+        size = 1
+        while sp > 0:
+            sp -= 1
+            u = stack[sp]
+            k = slot[u]
+            if k < 0 and u < base_n:
+                lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+            elif k >= 0:
+                lo = o_start[k]
+                hi = lo + o_len[k]
+                hs, es = o_heads, o_edata
+            else:
+                lo, hi, hs, es = 0, 0, heads, edata
+            for j in range(lo, hi):
+                v = hs[j]
+                kind = kinds[es[j]]
+                if not kind or not inside[v] or down_at[v] == stamp:
+                    continue
+                if not kind & ORDINARY:
+                    if lost_at[v] != stamp:
+                        lost_at[v] = stamp
+                        lost[v] = 0
+                    lost[v] += 1
+                    if lost[v] <= members[v] - kk[v]:
+                        continue
+                down_at[v] = stamp
+                stack[sp] = v
+                sp += 1
+                c_nodes = _grow(c_nodes, c_start + size + 1)
+                c_nodes[c_start + size] = v
+                size += 1
+        explained = 0
+        e_start = e_ptr[kept]
+        for i in range(symptoms.shape[0]):
+            if down_at[symptoms[i]] == stamp:
+                e_pos = _grow(e_pos, e_start + explained + 1)
+                e_pos[e_start + explained] = i
+                explained += 1
+        if explained == 0:
+            continue  # its closure is dropped: the next kept one is written over it
+        cands = _grow(cands, kept + 1)
+        bounds = _grow(bounds, kept + 1)
+        e_ptr = _grow(e_ptr, kept + 2)
+        c_ptr = _grow(c_ptr, kept + 2)
+        cands[kept] = c
+        bounds[kept] = size - explained
+        e_ptr[kept + 1] = e_start + explained
+        c_ptr[kept + 1] = c_start + size
+        kept += 1
+    return cands[:kept], bounds[:kept], e_ptr[:kept + 1], e_pos[:e_ptr[kept]], c_ptr[:kept + 1], c_nodes[:c_ptr[kept]]
+
+
+@_compiled
 def _count_members(indptr, heads, edata, kinds, n):  # pragma: no cover - compiled
     """Per CI, how many base edges carrying membership point at it."""
     counts = np.zeros(n, np.int32)
@@ -210,6 +394,8 @@ class CompactView:
         self._kinds: dict[str, tuple[int, np.ndarray]] = {}
         self._base_members: dict[str, np.ndarray] = {}
         self._members: dict[str, tuple[int, np.ndarray]] = {}
+        self._pred: tuple | None = None  # the base's predecessors (CSR), made when root cause first asks
+        self._pred_overlay: tuple | None = None  # the overlay rows' edges by head, made again after a refresh
         self.state = np.full(capacity, -1, np.int8)
         self.done = np.full(capacity, -1, np.int8)
         self.lost = np.zeros(capacity, np.int32)
@@ -263,6 +449,7 @@ class CompactView:
             self.rows += 1
             self.o_used += width
         self.generation += 1
+        self._pred_overlay = None
 
     def _append(self, ci_id) -> None:
         i = len(self.ids)
@@ -322,6 +509,53 @@ class CompactView:
         self._members[kind_key] = (self.generation, counts)
         return counts
 
+    def predecessors(self) -> tuple:
+        """(p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata): the base's edges by head (CSR; a
+        tail whose row changed is skipped by the reader, its edges being in the overlay), and the overlay
+        rows' current edges sorted by head (for a binary search)."""
+        if self._pred is None:
+            tails = np.repeat(np.arange(self.base_n, dtype=np.int32), np.diff(self.indptr))
+            order = np.argsort(self.heads, kind="stable")
+            p_indptr = np.zeros(self.base_n + 1, np.int64)
+            np.cumsum(np.bincount(self.heads, minlength=self.base_n), out=p_indptr[1:])
+            self._pred = (p_indptr, tails[order], self.edata[order])
+        if self._pred_overlay is None and not self.changed:
+            self._pred_overlay = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
+        if self._pred_overlay is None:
+            changed = np.array(self.changed, np.int64)
+            rows = self.slot[changed]
+            lens = self.o_len[rows].astype(np.int64)
+            starts = self.o_start[rows]
+            total = int(lens.sum())
+            # The positions of every changed CI's current row's edges, row after row.
+            at = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(total)
+            heads, tails, edata = self.o_heads[at], np.repeat(changed, lens), self.o_edata[at]
+            order = np.argsort(heads, kind="stable")
+            self._pred_overlay = (heads[order], tails[order], edata[order])
+        return self._pred + self._pred_overlay
+
+    def candidates(self, symptoms: list, kind_key: str) -> tuple[list, list, list, "Closures"]:
+        """causes.root_cause's candidates, computed compiled: (candidate ids, their lower bounds, the
+        symptoms each explains, in the order given, their closures inside the ancestors)."""
+        kinds = self.kinds(kind_key)
+        members = self.members(kind_key, kinds)
+        index, ids = self.index, self.ids
+        at = np.array([index[ci_id] for ci_id in symptoms], np.int64)
+        cands, bounds, e_ptr, e_pos, c_ptr, c_nodes = _candidates(
+            self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len, self.o_heads,
+            self.o_edata, *self.predecessors(), kinds, members, self.kk, at)
+        found = list(map(ids.__getitem__, cands.tolist()))
+        positions, ptr = e_pos.tolist(), e_ptr.tolist()
+        explains = [[symptoms[p] for p in positions[ptr[i]:ptr[i + 1]]] for i in range(len(found))]
+        return found, bounds.tolist(), explains, Closures(ids, found, c_ptr, c_nodes)
+
+    def mask(self, ci_ids) -> np.ndarray:
+        """1 for each of `ci_ids` (CIs the view knows), 0 elsewhere."""
+        out = np.zeros(self.state.shape[0], np.int8)
+        index = self.index
+        out[[index[ci_id] for ci_id in ci_ids if ci_id in index]] = 1
+        return out
+
     def propagate(self, failed: list, kind_key: str, max_depth: int | None) -> "CompactImpacted":
         """The impacted CIs as propagation.impact finds them, as an ImpactedMap read off arrays."""
         kinds = self.kinds(kind_key)
@@ -333,6 +567,60 @@ class CompactView:
                                self.order, self.parent, self.dist)
         return CompactImpacted(self.ids, self.index, failed, self.order[:n].copy(), self.parent[:n].copy(),
                                self.dist[:n].copy(), states)
+
+
+class Closures:
+    """candidate id -> its down closure (a frozenset of ids), made from the arrays when first read: root
+    cause reads a few of the thousands it computes."""
+
+    __slots__ = ("_ids", "_at", "_ptr", "_nodes", "_made")
+
+    def __init__(self, ids: list, candidates: list, ptr: np.ndarray, nodes: np.ndarray):
+        self._ids, self._ptr, self._nodes = ids, ptr, nodes
+        self._at = dict(zip(candidates, range(len(candidates))))
+        self._made: dict = {}
+
+    def __getitem__(self, candidate) -> frozenset:
+        made = self._made.get(candidate)
+        if made is None:
+            i = self._at[candidate]
+            made = self._made[candidate] = frozenset(
+                map(self._ids.__getitem__, self._nodes[self._ptr[i]:self._ptr[i + 1]].tolist()))
+        return made
+
+    def __contains__(self, candidate) -> bool:
+        return candidate in self._at
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+
+class ExtraWalkArrays:
+    """causes.ExtraWalk over a view's arrays (the same walk, compiled): a resumable whole-graph walk
+    counting the CIs not in `outside` that one failure takes down, itself included. The view must not
+    change while it is used (the graph's lock held, as ImpactGraph.root_cause does)."""
+
+    __slots__ = ("_view", "_kinds", "_members", "_outside", "_down", "_lost", "_stack", "_sp", "count")
+
+    def __init__(self, view: CompactView, kind_key: str, start, outside: np.ndarray):
+        capacity = view.state.shape[0]
+        self._view, self._outside = view, outside
+        self._kinds = view.kinds(kind_key)
+        self._members = view.members(kind_key, self._kinds)
+        at = view.index[start]
+        self._down = np.zeros(capacity, np.int8)  # calloc'd: only the pages a walk touches are ever mapped
+        self._lost = np.zeros(capacity, np.int32)
+        self._stack = np.empty(capacity, np.int32)  # a CI is pushed once, when it goes down
+        self._down[at], self._stack[0], self._sp = 1, at, 1
+        self.count = 0 if outside[at] else 1
+
+    def advance(self, cap) -> tuple[int, bool]:
+        view = self._view
+        self.count, self._sp = _advance(view.indptr, view.heads, view.edata, view.base_n, view.slot, view.o_start,
+                                        view.o_len, view.o_heads, view.o_edata, self._kinds, self._members, view.kk,
+                                        self._down, self._lost, self._stack, self._sp, self._outside, self.count,
+                                        int(min(cap, 1 << 62)))
+        return self.count, self._sp == 0
 
 
 class CompactImpacted(ImpactedMap):
@@ -503,10 +791,11 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
         heads_np = np.frombuffer(heads, np.int32).copy() if heads else np.zeros(0, np.int32)
         edata_np = np.frombuffer(edata, np.int32).copy() if edata else np.zeros(0, np.int32)
         del heads, edata
+        view = CompactView(ids, index, indptr, heads_np, edata_np, table, kk, tracked)
+        view.predecessors()  # the base's side, sorted here without the lock (root cause reads it)
         with lock:
             if current() != started:
                 return None
-            view = CompactView(ids, index, indptr, heads_np, edata_np, table, kk, tracked)
             view.refresh(graph)
             install(view)
             installed = True
@@ -518,7 +807,9 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
 
 
 def warm_up() -> None:
-    """Compile the loops (or load them from numba's cache) on a two-CI graph."""
+    """Compile every loop (or load it from numba's cache) on a two-CI graph."""
     view = CompactView(["a", "b"], {"a": 0, "b": 1}, np.array([0, 1, 1], np.int64), np.array([1], np.int32),
                        np.array([0], np.int32), [{"kind": ORDINARY}], np.ones(2, np.int32), set())
     view.propagate(["a"], "kind", None).keys_list()
+    view.candidates(["b"], "kind")
+    ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)

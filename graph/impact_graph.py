@@ -353,7 +353,11 @@ class ImpactGraph:
         `extra_cap`, extra CIs down are counted no further than that (graph.causes)."""
         with self._lock:
             kind_key = self._types.kind_key(None)
-            return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key), extra_cap)
+            view = self._view
+            if view is not None:
+                view.refresh(self._g)
+            return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key), extra_cap,
+                                     view)
 
     def spof(self, ci_id) -> list:
         """CIs whose single failure takes `ci_id` down, nearest first; [] for an unknown CI."""

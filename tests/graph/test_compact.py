@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from graph import compact
+from graph import causes, compact
 from tests.graph.conftest import SHOP_CIS, SHOP_RELATIONSHIPS, build
 from tests.graph.test_reference_model import TYPES, random_graph
 
@@ -184,3 +184,22 @@ def test_a_graph_under_its_threshold_is_not_compacted():
     assert not g.maybe_compact()  # compact_min_cis None: never
     g.compact_min_cis = 1_000
     assert not g.maybe_compact()
+
+
+@pytest.mark.parametrize("cheap", [20_000, 0], ids=["exact", "bounded"])
+@pytest.mark.parametrize("seed", range(60))
+def test_root_cause_walks_compiled_rank_alike(seed, cheap, monkeypatch):
+    # Whole-graph walks (causes.ExtraWalk) run compiled over the view: the same ranking, the same counts
+    # and bounds, with a cap or without, before and after changes read through the overlay.
+    monkeypatch.setattr(causes, "CHEAP_EXTRA", cheap)
+    cis, rels = random_graph(seed)
+    python, compiled = build(cis, rels), build(cis, rels)
+    assert compiled.build_compact()
+    cis, rels = {ci: k for ci, _, k in cis}, set(rels)
+    rng = random.Random(seed * 13 + 5)
+    for step in range(12):
+        symptoms = rng.sample(sorted(cis), min(len(cis), rng.randint(1, 4)))
+        for cap in (None, 0, 1, 3):
+            assert compiled.root_cause(symptoms, limit=10, extra_cap=cap) == \
+                python.root_cause(symptoms, limit=10, extra_cap=cap), (symptoms, cap)
+        change(rng, (python, compiled), cis, rels, step)

@@ -42,10 +42,22 @@ from graph.propagation import ImpactedCI, ImpactedMap
 from graph.semantics import AT_RISK, DEGRADED, DOWN, MEMBER, ORDINARY, STATE_NAMES
 
 MIN_MEMBERS_KEY = "min_members"
-# A view whose overlay holds more rows than this share of its CIs (and at least REBUILD_MIN_ROWS)
-# asks to be built afresh: the overlay is read through a second array and grows with every change.
+# A view whose overlay holds more rows than this share of its CIs (at least REBUILD_MIN_ROWS), or more
+# edges than this share of the base's (at least REBUILD_MIN_EDGES), asks to be built afresh: the overlay
+# is read through a second array and grows with the changes (a row rewritten in place while it fits).
 REBUILD_SHARE = 0.125
 REBUILD_MIN_ROWS = 50_000
+REBUILD_MIN_EDGES = 500_000
+# min_members as the arrays hold it: clipped into a range where `members - k` cannot overflow. No answer
+# changes: past the bound a group is down at its first lost member either way, and before it never.
+K_BOUND = 1 << 30
+# Per-filter caches kept at most (a filter is a set of relationship types asked for).
+FILTERS_KEPT = 64
+
+
+def clipped_k(k) -> int:
+    """A CI's `min_members` as the arrays hold it (None counts as 1)."""
+    return 1 if k is None else max(-K_BOUND, min(K_BOUND, k))
 
 
 # ---- the compiled loops ------------------------------------------------------------------------
@@ -384,6 +396,7 @@ class CompactView:
         self.slot = np.full(capacity, -1, np.int32)
         self.o_start = np.zeros(1024, np.int64)
         self.o_len = np.zeros(1024, np.int32)
+        self.o_cap = np.zeros(1024, np.int64)  # room of each row, rewritten in place while the CI's row fits
         self.o_heads = np.zeros(4096, np.int32)
         self.o_edata = np.zeros(4096, np.int32)
         self.rows = 0  # overlay rows used
@@ -408,17 +421,18 @@ class CompactView:
 
     @property
     def stale(self) -> bool:
-        return self.rows > max(REBUILD_MIN_ROWS, REBUILD_SHARE * self.base_n)
+        return (self.rows > max(REBUILD_MIN_ROWS, REBUILD_SHARE * self.base_n)
+                or self.o_used > max(REBUILD_MIN_EDGES, REBUILD_SHARE * self.heads.shape[0]))
 
     # ---- keeping current -------------------------------------------------------------------------
 
     def refresh(self, graph) -> None:
-        """Read the rows of the CIs touched since the last refresh from the graph's dicts (under its lock)."""
+        """Read the rows of the CIs touched since the last refresh from the graph's dicts (under its lock).
+        A CI leaves `pending` only once its row is read: a refresh that fails midway leaves the rest due."""
         if not self.pending:
             return
         node, succ = graph._node, graph._succ
         index, touched = self.index, list(self.pending)
-        self.pending.clear()
         for ci_id in touched:  # new CIs first: a row may name one as its head
             if ci_id not in index:
                 self._append(ci_id)
@@ -429,27 +443,31 @@ class CompactView:
                     if v not in index:  # defensive: every CI the graph gained was touched
                         self._append(v)
         slot, kk, data_index = self.slot, self.kk, self._data_index
+        self.generation += 1
+        self._pred_overlay = None
         for ci_id in touched:
             i = index[ci_id]
             row = succ.get(ci_id)
             payload = node.get(ci_id)
             if payload is not None:
-                k = payload[MIN_MEMBERS_KEY]
-                kk[i] = 1 if k is None else k
+                kk[i] = clipped_k(payload[MIN_MEMBERS_KEY])
             width = 0 if row is None else len(row)
-            self._room(width)
-            start = self.o_used
+            k = slot[i]
+            if k < 0 or self.o_cap[k] < width:  # a new row, with room to grow by a quarter
+                if k < 0:
+                    self.changed.append(i)
+                room = width + width // 4 + 4
+                self._room(room)
+                k = slot[i] = self.rows
+                self.o_start[k], self.o_cap[k] = self.o_used, room
+                self.rows += 1
+                self.o_used += room
+            start = self.o_start[k]
             if width:
                 self.o_heads[start:start + width] = [index[v] for v in row]
                 self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
-            if slot[i] < 0:
-                self.changed.append(i)
-            slot[i] = self.rows
-            self.o_start[self.rows], self.o_len[self.rows] = start, width
-            self.rows += 1
-            self.o_used += width
-        self.generation += 1
-        self._pred_overlay = None
+            self.o_len[k] = width
+            self.pending.discard(ci_id)
 
     def _append(self, ci_id) -> None:
         i = len(self.ids)
@@ -470,6 +488,7 @@ class CompactView:
         if self.rows + 1 > self.o_start.shape[0]:
             self.o_start = _grown(self.o_start, self.rows + 1, 0)
             self.o_len = _grown(self.o_len, self.rows + 1, 0)
+            self.o_cap = _grown(self.o_cap, self.rows + 1, 0)
         if self.o_used + width > self.o_heads.shape[0]:
             self.o_heads = _grown(self.o_heads, self.o_used + width, 0)
             self.o_edata = _grown(self.o_edata, self.o_used + width, 0)
@@ -487,6 +506,8 @@ class CompactView:
         """Each shared edge dict's kind under `kind_key` (the graph registered the key on every dict first)."""
         cached = self._kinds.get(kind_key)
         if cached is None or cached[0] != len(self.table):
+            if len(self._kinds) >= FILTERS_KEPT:
+                self._kinds.clear()
             cached = self._kinds[kind_key] = (len(self.table),
                                               np.array([data[kind_key] for data in self.table], np.int8))
         return cached[1]
@@ -498,13 +519,15 @@ class CompactView:
             return cached[1]
         base = self._base_members.get(kind_key)
         if base is None:
+            if len(self._base_members) >= FILTERS_KEPT:
+                self._base_members.clear()
             base = _count_members(self.indptr, self.heads, self.edata, kinds, self.base_n)
         base = self._base_members[kind_key] = _grown(base, len(self.ids), 0)
         counts = base.copy()
         if self.changed:
             _fix_members(counts, self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
                          self.o_len, self.o_heads, self.o_edata, kinds, np.array(self.changed, np.int64))
-        if len(self._members) >= 64:
+        if len(self._members) >= FILTERS_KEPT:
             self._members.clear()
         self._members[kind_key] = (self.generation, counts)
         return counts
@@ -782,9 +805,7 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
                     counts[i + 1] = len(row_heads)
                     heads.extend(row_heads)
                     edata.extend([data_index(data) for data in row.values()])
-                    k = node[ci_id][MIN_MEMBERS_KEY]
-                    if k is not None:
-                        kk[i] = k
+                    kk[i] = clipped_k(node[ci_id][MIN_MEMBERS_KEY])
             if between is not None:
                 between()
         indptr = np.cumsum(counts)
@@ -813,3 +834,6 @@ def warm_up() -> None:
     view.propagate(["a"], "kind", None).keys_list()
     view.candidates(["b"], "kind")
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
+    view.changed.append(0)  # and the count of members corrected by the overlay's rows
+    view.slot[0] = 0
+    view.members("kind", view.kinds("kind"))

@@ -32,12 +32,13 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from graph import causes, compact, propagation
+from graph import causes, propagation
 from graph.semantics import COVERED_KEY, KIND_KEY, MEMBER, ORDINARY, TYPES_KEY, EdgeTypeSets, RelationshipSemantics
 
 CLASS_KEY = "ci_class"
 MIN_MEMBERS_KEY = "min_members"
 log = logging.getLogger("karta.graph")
+COMPACT_RETRY_SECONDS = 300  # a compiled view's build that failed is not tried again before this
 
 
 class ImpactGraph:
@@ -59,7 +60,9 @@ class ImpactGraph:
         # in progress). `_epoch` moves when every edge is re-laid (a load, a change of semantics): the
         # view is dropped and a build in progress gives up.
         self.compact_min_cis: int | None = None
-        self._view: compact.CompactView | None = None
+        # graph.compact (numpy and numba, ~120 MiB in a process) is imported only when a view is built.
+        self._view = None  # graph.compact.CompactView
+        self._compact_failed: float | None = None  # when a build last failed (the next waits COMPACT_RETRY_SECONDS)
         self._sinks: list[set] = []
         self._epoch = 0
         self._building = False
@@ -301,18 +304,25 @@ class ImpactGraph:
         view = self._view
         return None if view is None else view.rows
 
-    def build_compact(self, slice_size: int = compact.SLICE, between=None) -> bool:
+    def build_compact(self, slice_size: int | None = None, between=None) -> bool:
         """Build the integer-indexed view in this thread, the lock taken a slice of CIs at a time, and
         answer impact questions from it from then on; False if a load or a change of semantics
         overtook the build (nothing installed)."""
-        def install(view: compact.CompactView) -> None:  # under the lock, the view exact
+        from graph import compact
+
+        def install(view) -> None:  # under the lock, the view exact
             old = self._view
-            if old is not None:
+            if old is not None:  # by identity: two empty sets are equal
                 self._sinks[:] = [sink for sink in self._sinks if sink is not old.pending]
             self._view = view
 
         return compact.build(self._g, self._lock, self._sinks, lambda: self._epoch, install,
-                             slice_size, between) is not None
+                             slice_size or compact.SLICE, between) is not None
+
+    def drop_compact(self) -> None:
+        """Forget the view, and give up a build in progress (a graph being let go: nothing keeps it alive)."""
+        with self._lock:
+            self._drop_view()
 
     def maybe_compact(self) -> bool:
         """Build (or build again, when its overlay grew stale) the view in a thread of its own, when
@@ -320,7 +330,9 @@ class ImpactGraph:
         with self._lock:
             view = self._view
             if (self._building or self.compact_min_cis is None or len(self) < self.compact_min_cis
-                    or (view is not None and not view.stale)):
+                    or (view is not None and not view.stale)
+                    or (self._compact_failed is not None
+                        and time.monotonic() - self._compact_failed < COMPACT_RETRY_SECONDS)):
                 return False
             self._building = True
         threading.Thread(target=self._build_compact, name="karta-graph-compact", daemon=True).start()
@@ -328,13 +340,17 @@ class ImpactGraph:
 
     def _build_compact(self) -> None:
         try:
+            from graph import compact
+
             compact.warm_up()  # compiled (or loaded from numba's cache) before the first question waits on it
             started = time.perf_counter()
             if self.build_compact():
                 log.info("impact graph: compact view of %d CIs built in %.1f s", len(self._view or ()),
                          time.perf_counter() - started)
         except Exception:  # the dicts keep answering
-            log.exception("building the impact graph's compact view failed; the Python loop answers")
+            self._compact_failed = time.monotonic()
+            log.exception("building the impact graph's compact view failed; the Python loop answers, and the "
+                          "build is tried again in %d s", COMPACT_RETRY_SECONDS)
         finally:
             with self._lock:
                 self._building = False

@@ -180,7 +180,9 @@ class LiveGraph:
             log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
                         self.catch_up_max, graph.applied_seq)
             # Let the old graph go before loading the new one (never two in memory); the load froze it
-            # out of the collector's reach, so hand its cycles back to the collector.
+            # out of the collector's reach, so hand its cycles back to the collector. A compiled view's
+            # build running on it gives up (it would keep it alive).
+            graph.drop_compact()
             self._graph = graph = None
             gc.unfreeze()
         self._graph = self._build(semantics)

@@ -274,10 +274,13 @@ def _fewest_extra(walk: DownWalk, level: list, need: int, symptom_set: set, clos
                 bound, exact = walk_of.advance(min(max(rival[0], CHEAP_EXTRA, bound + bound // 4), ceiling))
                 if exact:
                     settled[candidate] = bound
+                if exact or bound > ceiling:  # never walked again: let its memory go now, not with the level
+                    del walks[key]
                 again = entry(bound, key, exact, candidate, explains)
                 if (rival[0], rival[1]) < (again[0], key):
                     heapq.heappush(heap, again)
                     continue
+        walks.pop(key, None)
         ranked.append(RootCauseCandidate(candidate, explains, bound, exact))
     return ranked
 
@@ -285,6 +288,8 @@ def _fewest_extra(walk: DownWalk, level: list, need: int, symptom_set: set, clos
 def _dominated_floor(candidate, closures: dict, settled: dict, symptom_set: set) -> int:
     """A lower bound from settled candidates this one takes down: its closure holds theirs, and
     itself too (one more, unless it is a symptom or they take it down as well)."""
+    if not settled:
+        return 0
     mine = closures[candidate]
     floor = 0
     for other, extra in settled.items():

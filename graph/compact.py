@@ -407,7 +407,7 @@ class CompactView:
         self._kinds: dict[str, tuple[int, np.ndarray]] = {}
         self._base_members: dict[str, np.ndarray] = {}
         self._members: dict[str, tuple[int, np.ndarray]] = {}
-        self._pred: tuple | None = None  # the base's predecessors (CSR), made when root cause first asks
+        self._pred: tuple | None = None  # the base's predecessors (CSR), made by build() before the view is installed
         self._pred_overlay: tuple | None = None  # the overlay rows' edges by head, made again after a refresh
         self.state = np.full(capacity, -1, np.int8)
         self.done = np.full(capacity, -1, np.int8)

@@ -372,6 +372,8 @@ class ImpactGraph:
             view = self._view
             if view is not None:
                 view.refresh(self._g)
+                if view.stale:
+                    self.maybe_compact()
             return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key), extra_cap,
                                      view)
 

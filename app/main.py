@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.webhook_secrets = SecretBox(engine, settings.webhook_key)
     app.state.live_graph = LiveGraph(engine, app.state.registry, catch_up_max=settings.graph_catch_up_max,
                                      snapshot_dir=settings.graph_snapshot_dir,
-                                     snapshot_seconds=settings.graph_snapshot_seconds)
+                                     snapshot_seconds=settings.graph_snapshot_seconds,
+                                     compact_min_cis=settings.graph_compact_min_cis if settings.graph_compact else None)
     app.state.service_directory = ServiceDirectory(engine)
     app.state.service_maps = ServiceMapKeeper(engine, app.state.registry, app.state.live_graph)
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,

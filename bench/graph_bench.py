@@ -25,7 +25,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from graph import ImpactGraph  # noqa: E402
+from graph import ImpactGraph, compact  # noqa: E402
 from graph_measures import Report, measure_all  # noqa: E402
 from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
@@ -120,6 +120,9 @@ def main() -> None:
     parser.add_argument("--rewrite", action="store_true", help="regenerate even if the database holds this dataset")
     parser.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "graph.md"))
+    parser.add_argument("--root-cause-runs", type=int, default=20, help="root cause of 20 random services, this many times")
+    parser.add_argument("--python-only", action="store_true",
+                        help="no compiled view (graph.compact): every question answered by the Python loop")
     args = parser.parse_args()
 
     ensure_database(args)
@@ -138,6 +141,15 @@ def main() -> None:
     report.add("start-up load (PostgreSQL rows -> bulk_load)", f"{load_s:.1f} s", "<= 60 s", load_s <= 60)
     report.add("resident memory after load (peak)", f"{rss:,.0f} MiB ({peak:,.0f} MiB)", "<= 4096 MiB", peak <= 4096)
     report.add("graph size", f"{len(g):,} CIs, {g.number_of_relationships():,} relationships")
+    if not args.python_only:
+        t0, before = time.perf_counter(), memory_mib()[0]
+        compact.warm_up()
+        report.add("compiled loops: compiled, or loaded from numba's cache; resident memory added (numba)",
+                   f"{time.perf_counter() - t0:.1f} s; {memory_mib()[0] - before:,.0f} MiB")
+        t0, before = time.perf_counter(), memory_mib()[0]
+        g.build_compact()
+        report.add("compiled view (graph.compact): built in, resident memory added",
+                   f"{time.perf_counter() - t0:.1f} s, {memory_mib()[0] - before:,.0f} MiB")
     with connect(args, args.db) as conn:
         conn.execute(f"SET statement_timeout = {int(args.cte_timeout * 1000)}")
         measure_all(g, conn, report, random.Random(args.seed))

@@ -167,7 +167,19 @@ def one_cause(client: httpx.Client, hosts: dict[str, str], rng: random.Random) -
     raise RuntimeError("no failure takes 20 hosts with it")
 
 
-def measure(base: str, secret: str, hosts: dict[str, str], groups: int, seed: int) -> tuple[dict[str, list[float]], dict]:
+def compiled_view(client: httpx.Client) -> float | None:
+    """karta_graph_compact from /metrics (1: the worker answers impact with the compiled loop), None when
+    the graph's metrics are not there."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("karta_graph_compact "):
+            return float(line.split()[1])
+    return None
+
+
+def measure(base: str, secret: str, hosts: dict[str, str], groups: int, seed: int, tag: str = "",
+            compact: bool | None = None) -> tuple[dict[str, list[float]], dict]:
+    """`tag` makes the groups' keys new (a round on a database that holds the incidents of another); with
+    `compact` True the measure waits until the worker answers from its compiled view (graph.compact)."""
     rng = random.Random(seed + 1)
     addresses_of = list(hosts.values())
     times: dict[str, list[float]] = {}
@@ -178,12 +190,19 @@ def measure(base: str, secret: str, hosts: dict[str, str], groups: int, seed: in
         warm = client.post(url, json=payload(f"warm-up {uuid.uuid4()}", rng.sample(addresses_of, 20), "firing"))  # builds the graph (a new group: a stored one is answered without it)
         assert warm.status_code == 200, warm.text
         first = time.perf_counter() - started
+        if compact is not None:
+            deadline = time.monotonic() + 300
+            while compiled_view(client) != float(compact):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker's karta_graph_compact did not become {int(compact)} in 300 s")
+                time.sleep(0.5)
+            first = time.perf_counter() - started
         for n in range(groups):
             for shape in ("random hosts", "one cause"):
                 addresses = rng.sample(addresses_of, 20) if shape == "random hosts" else one_cause(client, hosts, rng)
                 for kind, status in (("new", "firing"), ("repeat", "firing"), ("resolve", "resolved")):
                     started = time.perf_counter()
-                    response = client.post(url, json=payload(f'{{}}:{{bench="{shape} {n}"}}', addresses, status))
+                    response = client.post(url, json=payload(f'{{}}:{{bench="{shape} {n}{tag}"}}', addresses, status))
                     times.setdefault(f"{shape}: {kind}", []).append((time.perf_counter() - started) * 1000)
                     if response.status_code != 200:
                         raise RuntimeError(f"{response.status_code}: {response.text[:500]}")
@@ -257,7 +276,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--reuse", action="store_true", help="measure the PostgreSQL database a previous run left")
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of a new group in-process")
+    parser.add_argument("--compare-compact", type=int, default=0, metavar="ROUNDS",
+                        help="serve the database with the compiled view off (KARTA_GRAPH_COMPACT=false) and on, in "
+                             "turn, for ROUNDS rounds, the same groups each time; per-round figures and ratios")
     args = parser.parse_args()
+    if args.compare_compact:
+        return compare_compact(args)
     workdir = Path(tempfile.mkdtemp(prefix="karta-incident-bench-"))
     lines = [(f"POST /api/v1/integrations/alertmanager, 20-alert groups, {args.cis:,} CIs (bench/graph_synthetic.py), "
               f"{args.groups} groups sent one at a time to `karta serve` (1 worker), client-side latency, "
@@ -285,6 +309,55 @@ def main() -> None:
     print(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "incident.md").write_text(report + "\n")
+
+
+def compare_compact(args) -> None:
+    """The same database and groups served by the Python loop and by the compiled view in turn (which goes
+    first alternates by round), the same code otherwise: KARTA_GRAPH_COMPACT false, then true."""
+    if args.reuse:
+        url = make_url(PG_URL).set(database="karta_bench_incident").render_as_string(hide_password=False)
+        hosts, secret = reuse(url)
+    else:
+        url = fresh_database("postgresql", "karta_bench_incident", Path(tempfile.mkdtemp(prefix="karta-incident-bench-")))
+        hosts, secret = load(url, args.cis, args.seed)
+    engine = make_engine(url)
+    with UnitOfWork(engine, "bench") as uow:  # /metrics (scope read) tells when the compiled view answers
+        secret = tokens.create_token(uow, f"bench-{uuid.uuid4().hex[:6]}", ["read", "write"])["secret"]
+    engine.dispose()
+    runs: dict[str, list[dict[str, list[float]]]] = {"python": [], "compiled": []}
+    firsts: dict[str, list[float]] = {"python": [], "compiled": []}
+    for round_ in range(args.compare_compact):
+        for mode in (("python", "compiled") if round_ % 2 == 0 else ("compiled", "python")):
+            env = {**os.environ, "KARTA_DATABASE_URL": url, "KARTA_GRAPH_COMPACT": str(mode == "compiled").lower()}
+            with served(env, ROOT, startup_seconds=120) as base:
+                times, sizes = measure(base, secret, hosts, args.groups, args.seed, tag=f" r{round_} {mode}",
+                                       compact=mode == "compiled")
+            runs[mode].append(times)
+            firsts[mode].append(sizes["first_s"])
+            print(f"round {round_ + 1} {mode}: " + "; ".join(
+                f"{kind} p50 {statistics.median(v):.1f} p99 {percentile(v, 0.99):.1f}" for kind, v in times.items()),
+                file=sys.stderr, flush=True)
+    lines = [f"POST /api/v1/integrations/alertmanager, 20-alert groups, {args.cis:,} CIs, {args.groups} groups per shape "
+             f"and round, `karta serve` (1 worker), Python loop (KARTA_GRAPH_COMPACT=false) against the compiled view, "
+             f"{args.compare_compact} rounds, {os.cpu_count()} cores", "",
+             "| webhook | p50 ms, Python loop (per round) | p50 ms, compiled | p99 ms, Python loop | p99 ms, compiled | "
+             "compiled / Python, p50 (median of rounds) | p99 (median of rounds) |", "|---|---|---|---|---|---:|---:|"]
+    for kind in runs["python"][0]:
+        cells = []
+        for share in (0.5, 0.99):
+            for mode in ("python", "compiled"):
+                cells.append(" / ".join(f"{percentile(run[kind], share) if share != 0.5 else statistics.median(run[kind]):.0f}"
+                                        for run in runs[mode]))
+        ratio = [statistics.median((statistics.median(c[kind]) if share == 0.5 else percentile(c[kind], share))
+                                   / max(1e-9, statistics.median(p[kind]) if share == 0.5 else percentile(p[kind], share))
+                                   for p, c in zip(runs["python"], runs["compiled"])) for share in (0.5, 0.99)]
+        lines.append(f"| {kind} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {ratio[0]:.2f} | {ratio[1]:.2f} |")
+    lines += ["", "first webhook until the worker answers as measured (graph built; compiled view built too): "
+              + "; ".join(f"{mode} " + " / ".join(f"{v:.1f} s" for v in values) for mode, values in firsts.items())]
+    report = "\n".join(lines)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "incident-compact.md").write_text(report + "\n")
 
 
 if __name__ == "__main__":

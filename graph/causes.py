@@ -60,10 +60,13 @@ CHEAP_EXTRA = 20_000
 class DownWalk:
     """Down closures of single failures over one graph, sharing group member totals."""
 
-    def __init__(self, g, kind_key: str, spares: dict | None = None):
+    def __init__(self, g, kind_key: str, spares: dict | None = None, view=None):
         self.node, self.succ, self.pred = g._node, g._succ, g._pred
         self.kind_key = kind_key
         self._spares = {} if spares is None else spares
+        # graph.compact's view of g, current: whole-graph walks then run compiled over its arrays.
+        self.view = view
+        self._outside: tuple | None = None  # (the set, its mask over the view)
 
     def ancestors(self, targets: Iterable) -> dict:
         """CIs upstream of `targets` along impact edges, with their hop distance (targets at 0)."""
@@ -123,8 +126,14 @@ class DownWalk:
                 stack.append(v)
         return down
 
-    def extra_walk(self, start, outside: set) -> "ExtraWalk":
-        return ExtraWalk(self, start, outside)
+    def extra_walk(self, start, outside: set):
+        """A resumable walk (ExtraWalk, or the same walk compiled over the view: graph.compact)."""
+        if self.view is None:
+            return ExtraWalk(self, start, outside)
+        if self._outside is None or self._outside[0] is not outside:
+            self._outside = (outside, self.view.mask(outside))
+        from graph.compact import ExtraWalkArrays
+        return ExtraWalkArrays(self.view, self.kind_key, start, self._outside[1])
 
     def _spare(self, group) -> int:
         """How many members a group can lose and stay up."""
@@ -192,15 +201,20 @@ def spof(g, ci_id, kind_key: str, spares: dict | None = None) -> list:
 
 
 def root_cause(g, symptom_ids: Iterable, limit: int, kind_key: str, spares: dict | None = None,
-               extra_cap: int | None = None) -> list[RootCauseCandidate]:
+               extra_cap: int | None = None, view=None) -> list[RootCauseCandidate]:
     symptoms, _unknown = split_known(g._node, symptom_ids)
     if not symptoms or limit <= 0:
         return []
-    walk = DownWalk(g, kind_key, spares)
+    walk = DownWalk(g, kind_key, spares, view)
     symptom_set = set(symptoms)
+    levels: dict[int, list] = {}
+    if view is not None:  # the same candidates, closures and bounds, computed compiled (graph.compact)
+        found, bounds, explained, closures = view.candidates(symptoms, kind_key)
+        for candidate, lower_bound, explains in zip(found, bounds, explained):
+            levels.setdefault(len(explains), []).append([lower_bound, str(candidate), False, candidate, explains])
+        return _ranked(walk, levels, limit, symptom_set, closures, extra_cap)
     upstream = walk.ancestors(symptoms)
     sub = walk.subgraph(upstream)
-    levels: dict[int, list] = {}
     closures: dict = {}  # explaining candidate -> its down closure inside the ancestor subgraph
     for candidate in upstream:
         if candidate not in symptom_set and not any(spare is None or spare < 1 for _, _, spare in sub[candidate]):
@@ -212,6 +226,11 @@ def root_cause(g, symptom_ids: Iterable, limit: int, kind_key: str, spares: dict
         lower_bound = sum(1 for c in down if c not in symptom_set)
         levels.setdefault(len(explains), []).append([lower_bound, str(candidate), False, candidate, explains])
         closures[candidate] = down
+    return _ranked(walk, levels, limit, symptom_set, closures, extra_cap)
+
+
+def _ranked(walk: DownWalk, levels: dict, limit: int, symptom_set: set, closures, extra_cap: int | None
+            ) -> list[RootCauseCandidate]:
     ranked: list[RootCauseCandidate] = []
     for count in sorted(levels, reverse=True):
         need = limit - len(ranked)
@@ -255,10 +274,13 @@ def _fewest_extra(walk: DownWalk, level: list, need: int, symptom_set: set, clos
                 bound, exact = walk_of.advance(min(max(rival[0], CHEAP_EXTRA, bound + bound // 4), ceiling))
                 if exact:
                     settled[candidate] = bound
+                if exact or bound > ceiling:  # never walked again: let its memory go now, not with the level
+                    del walks[key]
                 again = entry(bound, key, exact, candidate, explains)
                 if (rival[0], rival[1]) < (again[0], key):
                     heapq.heappush(heap, again)
                     continue
+        walks.pop(key, None)
         ranked.append(RootCauseCandidate(candidate, explains, bound, exact))
     return ranked
 
@@ -266,6 +288,8 @@ def _fewest_extra(walk: DownWalk, level: list, need: int, symptom_set: set, clos
 def _dominated_floor(candidate, closures: dict, settled: dict, symptom_set: set) -> int:
     """A lower bound from settled candidates this one takes down: its closure holds theirs, and
     itself too (one more, unless it is a symptom or they take it down as well)."""
+    if not settled:
+        return 0
     mine = closures[candidate]
     floor = 0
     for other, extra in settled.items():

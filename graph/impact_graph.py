@@ -23,8 +23,10 @@ every edge at once, walking only from members that relate to something besides t
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 
@@ -35,6 +37,8 @@ from graph.semantics import COVERED_KEY, KIND_KEY, MEMBER, ORDINARY, TYPES_KEY, 
 
 CLASS_KEY = "ci_class"
 MIN_MEMBERS_KEY = "min_members"
+log = logging.getLogger("karta.graph")
+COMPACT_RETRY_SECONDS = 300  # a compiled view's build that failed is not tried again before this
 
 
 class ImpactGraph:
@@ -50,6 +54,18 @@ class ImpactGraph:
         # Serializes writers and readers: a worker may answer from threads while applying changes.
         self._lock = threading.RLock()
         self.applied_seq: int = 0
+        # The compiled impact loop's integer-indexed view (graph.compact), built beside the dicts once
+        # the graph holds `compact_min_cis` CIs (None: never), and kept current by `_touch`: every CI
+        # whose successors or payload change is added to each set in `_sinks` (the view's, and a build's
+        # in progress). `_epoch` moves when every edge is re-laid (a load, a change of semantics): the
+        # view is dropped and a build in progress gives up.
+        self.compact_min_cis: int | None = None
+        # graph.compact (numpy and numba, ~120 MiB in a process) is imported only when a view is built.
+        self._view = None  # graph.compact.CompactView
+        self._compact_failed: float | None = None  # when a build last failed (the next waits COMPACT_RETRY_SECONDS)
+        self._sinks: list[set] = []
+        self._epoch = 0
+        self._building = False
 
     # ---- read-only views -------------------------------------------------------------------
 
@@ -109,6 +125,7 @@ class ImpactGraph:
         with self._lock:
             old, new = self._types, EdgeTypeSets(semantics)
             self._spares.clear()
+            self._drop_view()
             if all(_flips(old, t) == _flips(new, t) for t in old.present_types()):
                 self._types = new
                 self._cover_members(self._relink_edge_data())
@@ -138,6 +155,7 @@ class ImpactGraph:
         """
         with self._lock:
             self._spares.clear()
+            self._drop_view()
             was_enabled = gc.isenabled()
             gc.disable()
             try:
@@ -204,6 +222,7 @@ class ImpactGraph:
             g = self._g
             g._node[ci_id] = self._payload(ci_class, min_members)
             self._group_changed(ci_id)
+            self._touch(ci_id)
             if ci_id not in g._succ:
                 g._succ[ci_id] = {}
                 g._pred[ci_id] = {}
@@ -218,6 +237,9 @@ class ImpactGraph:
                 self._group_changed(group)
             self._group_changed(ci_id)
             around = list(self._covered_through(ci_id))
+            for provider in self._g._pred[ci_id]:
+                self._touch(provider)
+            self._touch(ci_id)
             self._g.remove_node(ci_id)
             for member, dependent in around:
                 self._decide(member, dependent)
@@ -242,6 +264,7 @@ class ImpactGraph:
                 return False
             data = self._types.without_type(old, type_name)
             self._group_changed(v)
+            self._touch(u)
             if data is None:
                 del self._g._succ[u][v]
                 del self._g._pred[v][u]
@@ -258,14 +281,101 @@ class ImpactGraph:
         """What the failed CIs, taken together, put down, degrade or put at risk."""
         with self._lock:
             kind_key = self._types.kind_key(types)
-            return propagation.impact(self._g, failed_ids, kind_key, max_depth, self._spares_for(kind_key))
+            view = self._view
+            if view is None:
+                return propagation.impact(self._g, failed_ids, kind_key, max_depth, self._spares_for(kind_key))
+            view.refresh(self._g)
+            failed, unknown = propagation.split_known(self._g._node, failed_ids)
+            impacted = view.propagate(failed, kind_key, max_depth)
+            if view.stale:
+                self.maybe_compact()
+            return propagation.ImpactResult(failed, unknown, impacted)
+
+    # ---- the compiled view (graph.compact) -------------------------------------------------------
+
+    @property
+    def compacted(self) -> bool:
+        """Whether impact questions are answered by the compiled loop over the integer-indexed view."""
+        return self._view is not None
+
+    def compact_overlay_rows(self) -> int | None:
+        """How many CIs' rows the compiled view reads from its overlay (changed since it was built); None
+        when there is no view."""
+        view = self._view
+        return None if view is None else view.rows
+
+    def build_compact(self, slice_size: int | None = None, between=None) -> bool:
+        """Build the integer-indexed view in this thread, the lock taken a slice of CIs at a time, and
+        answer impact questions from it from then on; False if a load or a change of semantics
+        overtook the build (nothing installed)."""
+        from graph import compact
+
+        def install(view) -> None:  # under the lock, the view exact
+            old = self._view
+            if old is not None:  # by identity: two empty sets are equal
+                self._sinks[:] = [sink for sink in self._sinks if sink is not old.pending]
+            self._view = view
+
+        return compact.build(self._g, self._lock, self._sinks, lambda: self._epoch, install,
+                             slice_size or compact.SLICE, between) is not None
+
+    def drop_compact(self) -> None:
+        """Forget the view, and give up a build in progress (a graph being let go: nothing keeps it alive)."""
+        with self._lock:
+            self._drop_view()
+
+    def maybe_compact(self) -> bool:
+        """Build (or build again, when its overlay grew stale) the view in a thread of its own, when
+        the graph is large enough; True if a build was started."""
+        with self._lock:
+            view = self._view
+            if (self._building or self.compact_min_cis is None or len(self) < self.compact_min_cis
+                    or (view is not None and not view.stale)
+                    or (self._compact_failed is not None
+                        and time.monotonic() - self._compact_failed < COMPACT_RETRY_SECONDS)):
+                return False
+            self._building = True
+        threading.Thread(target=self._build_compact, name="karta-graph-compact", daemon=True).start()
+        return True
+
+    def _build_compact(self) -> None:
+        try:
+            from graph import compact
+
+            compact.warm_up()  # compiled (or loaded from numba's cache) before the first question waits on it
+            started = time.perf_counter()
+            if self.build_compact():
+                log.info("impact graph: compact view of %d CIs built in %.1f s", len(self._view or ()),
+                         time.perf_counter() - started)
+        except Exception:  # the dicts keep answering
+            self._compact_failed = time.monotonic()
+            log.exception("building the impact graph's compact view failed; the Python loop answers, and the "
+                          "build is tried again in %d s", COMPACT_RETRY_SECONDS)
+        finally:
+            with self._lock:
+                self._building = False
+
+    def _touch(self, ci_id) -> None:
+        for sink in self._sinks:
+            sink.add(ci_id)
+
+    def _drop_view(self) -> None:
+        self._view = None
+        self._sinks.clear()
+        self._epoch += 1
 
     def root_cause(self, symptom_ids: Iterable, limit: int = 10, extra_cap: int | None = None):
         """CIs whose single failure best explains the symptoms being down, best first; with
         `extra_cap`, extra CIs down are counted no further than that (graph.causes)."""
         with self._lock:
             kind_key = self._types.kind_key(None)
-            return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key), extra_cap)
+            view = self._view
+            if view is not None:
+                view.refresh(self._g)
+                if view.stale:
+                    self.maybe_compact()
+            return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key), extra_cap,
+                                     view)
 
     def spof(self, ci_id) -> list:
         """CIs whose single failure takes `ci_id` down, nearest first; [] for an unknown CI."""
@@ -341,6 +451,7 @@ class ImpactGraph:
         succ[u][v] = new
         pred[v][u] = new
         self._group_changed(v)
+        self._touch(u)
         if old is None:
             self._decide(u, v)
         self._kind_changed(u, v, old, new)
@@ -399,6 +510,7 @@ class ImpactGraph:
                     edge, up = mine.get(a), around.get(a)
                     if edge is not None and up is not None and not edge[COVERED_KEY] and raw_kind(up) & ORDINARY:
                         mine[a] = pred[a][member] = covered(edge[TYPES_KEY])
+                        self._touch(member)
 
     def _covers(self, m, a) -> bool:
         """Whether an edge m -> a is covered: a depends on a group m is a member of."""
@@ -427,6 +539,7 @@ class ImpactGraph:
             new = self._types.variant(data, self._covers(m, a))
             if new is not data:
                 self._g._succ[m][a] = self._g._pred[a][m] = new
+                self._touch(m)
 
     def _kind_changed(self, u, v, old: dict | None, new: dict | None) -> None:
         """Re-decide the edges whose coverage rests on u -> v, whose data went old -> new (None:

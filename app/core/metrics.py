@@ -177,7 +177,7 @@ class KartaCollector:
         snapshot = self._live_graph.snapshot(GRAPH_WAIT_SECONDS) if self._live_graph is not None else None
         if snapshot is None:
             return
-        graph_cis, pairs, applied = snapshot
+        graph_cis, pairs, applied, overlay_rows = snapshot
         yield GaugeMetricFamily("karta_graph_cis", "CIs in the impact graph of the worker that answered.",
                                 value=graph_cis)
         yield GaugeMetricFamily("karta_graph_related_pairs", "Pairs of CIs related in the impact graph of the "
@@ -189,6 +189,14 @@ class KartaCollector:
         yield GaugeMetricFamily("karta_graph_lag_sequences", "Change-feed sequence numbers the graph is behind "
                                 "(head minus applied; caught up before the worker's next impact answer).",
                                 value=max(0, head - applied))
+        yield GaugeMetricFamily("karta_graph_compact", "1 when that worker answers impact questions with the "
+                                "compiled loop over its integer-indexed view of the graph, 0 with the Python loop "
+                                "(the view is built after the graph, past KARTA_GRAPH_COMPACT_MIN_CIS).",
+                                value=0 if overlay_rows is None else 1)
+        if overlay_rows is not None:
+            yield GaugeMetricFamily("karta_graph_compact_overlay_rows", "CIs changed since that worker's view was "
+                                    "built, read from its overlay (built again past an eighth of the graph).",
+                                    value=overlay_rows)
 
 
 def _replica_gauges(replicas: list[dict[str, Any]]) -> Iterable[Metric]:

@@ -97,8 +97,10 @@ def min_members_of(attributes_value: Any) -> int | None:
 class LiveGraph:
     def __init__(self, engine: Engine, registry_cache: RegistryCache, *, catch_up_max: int = CATCH_UP_MAX,
                  catch_up_page: int = CATCH_UP_PAGE, snapshot_dir: Path | str | None = None,
-                 snapshot_seconds: float = 300.0, schema_revision: str | None = None) -> None:
+                 snapshot_seconds: float = 300.0, schema_revision: str | None = None,
+                 compact_min_cis: int | None = None) -> None:
         self._engine = engine
+        self.compact_min_cis = compact_min_cis  # graph.compact: a graph this large gets its compiled view
         self._registry = registry_cache
         self._graph: ImpactGraph | None = None
         self._lock = threading.Lock()
@@ -138,15 +140,18 @@ class LiveGraph:
         with self._lock:
             yield self._refresh()
 
-    def snapshot(self, wait_seconds: float) -> tuple[int, int, int] | None:
-        """(CIs, related pairs of CIs, applied_seq) of the graph as it is, without catching up (for
-        metrics); None before it is built, or while a catch-up or build holds it past `wait_seconds`.
-        Pairs, not relationships: counting those walks every edge under the lock (0.5 s at 1.5 million)."""
+    def snapshot(self, wait_seconds: float) -> tuple[int, int, int, int | None] | None:
+        """(CIs, related pairs of CIs, applied_seq, the rows in the compiled view's overlay or None when
+        there is no view: graph.compact) of the graph as it is, without catching up (for metrics); None
+        before it is built, or while a catch-up or build holds it past `wait_seconds`. Pairs, not
+        relationships: counting those walks every edge under the lock (0.5 s at 1.5 million)."""
         if not self._lock.acquire(timeout=wait_seconds):
             return None
         try:
             graph = self._graph
-            return None if graph is None else (len(graph), graph.number_of_links(), graph.applied_seq)
+            if graph is None:
+                return None
+            return len(graph), graph.number_of_links(), graph.applied_seq, graph.compact_overlay_rows()
         finally:
             self._lock.release()
 
@@ -170,15 +175,20 @@ class LiveGraph:
                 graph.set_semantics(semantics)
                 self.edges_version += 1
             if self._catch_up(graph):
+                graph.maybe_compact()  # a graph that grew past the threshold, or a view gone stale (cheap)
                 return graph
             log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
                         self.catch_up_max, graph.applied_seq)
             # Let the old graph go before loading the new one (never two in memory); the load froze it
-            # out of the collector's reach, so hand its cycles back to the collector.
+            # out of the collector's reach, so hand its cycles back to the collector. A compiled view's
+            # build running on it gives up (it would keep it alive).
+            graph.drop_compact()
             self._graph = graph = None
             gc.unfreeze()
         self._graph = self._build(semantics)
         self.edges_version += 1
+        self._graph.compact_min_cis = self.compact_min_cis
+        self._graph.maybe_compact()
         return self._graph
 
     def _semantics(self) -> dict[str, RelationshipSemantics]:

@@ -82,6 +82,8 @@ def test_cis_by_class_discovery_runs_and_the_graph(app, api):
     assert (value(found, "karta_graph_cis"), value(found, "karta_graph_related_pairs")) == (4, 2)
     assert value(found, "karta_graph_applied_sequence") == head
     assert value(found, "karta_graph_lag_sequences") == 0
+    # Four CIs: under KARTA_GRAPH_COMPACT_MIN_CIS, the Python loop answers and there is no overlay to count.
+    assert value(found, "karta_graph_compact") == 0 and series(found, "karta_graph_compact_overlay_rows") == {}
 
 
 def test_database_counts_are_cached(api):

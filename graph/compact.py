@@ -1,0 +1,839 @@
+"""An integer-indexed copy of the impact graph's adjacency, and impact propagation compiled over it.
+
+Why: on a graph of a million CIs, `graph.propagation.impact` spends its time on cache misses in
+networkx's dicts (a lookup per edge into a million-entry dict), not on its own logic. This module
+keeps, beside the networkx graph (which stays the graph every algorithm is written against), the
+same adjacency as arrays, and runs the very loop of `propagation.impact`, statement for statement,
+compiled with numba over them. Each CI's successors are laid out in its dict's order, so the
+compiled loop discovers CIs in the same order, picks the same parent on the same shortest path and
+gives the same states as the Python loop: answers are identical, entry for entry (tests/graph/
+test_compact.py holds them to it on random graphs and random changes).
+
+Layout (a `CompactView`):
+  - every CI has an index (`ids[i]`, `index[ci_id]`); a CI the graph gained since the base was
+    built is appended;
+  - the base: CSR arrays of the successors as they were when the view was built (`indptr`,
+    `heads`, and per edge the index of its shared data dict in `table`);
+  - an overlay for the CIs changed since (the graph calls `touch` for every CI whose successors or
+    payload it changes): each such CI's row is read again from the dicts, appended to the overlay
+    arrays, and `slot[i]` points at it; the base row is then ignored. A removed CI gets an empty row;
+  - per CI its redundancy `k` (`min_members`, None read as 1) and, per kind key (a type filter),
+    how many members each group has, from the base and corrected by the overlay's rows: the
+    group's spare members are `members - k`, as `propagation.spare_members` counts them.
+  - a view whose overlay has grown past a fraction of the graph asks to be rebuilt (`stale`).
+
+A view is built in slices of CIs, the graph's lock taken per slice (`build`), so that a worker's
+other threads are not held for the seconds a million CIs take. Whatever changes while it is built is
+recorded by `touch` from its start, so a row read in a slice that later changed is read again into
+the overlay: the view is exact as soon as it is installed, whatever happened meanwhile.
+
+Pure computation: it imports numpy and numba, never `app/`, a web framework or a database driver.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+
+import numpy as np
+from numba import njit
+
+from graph.propagation import ImpactedCI, ImpactedMap
+from graph.semantics import AT_RISK, DEGRADED, DOWN, MEMBER, ORDINARY, STATE_NAMES
+
+MIN_MEMBERS_KEY = "min_members"
+# A view whose overlay holds more rows than this share of its CIs (at least REBUILD_MIN_ROWS), or more
+# edges than this share of the base's (at least REBUILD_MIN_EDGES), asks to be built afresh: the overlay
+# is read through a second array and grows with the changes (a row rewritten in place while it fits).
+REBUILD_SHARE = 0.125
+REBUILD_MIN_ROWS = 50_000
+REBUILD_MIN_EDGES = 500_000
+# min_members as the arrays hold it: clipped into a range where `members - k` cannot overflow. No answer
+# changes: past the bound a group is down at its first lost member either way, and before it never.
+K_BOUND = 1 << 30
+# Per-filter caches kept at most (a filter is a set of relationship types asked for).
+FILTERS_KEPT = 64
+
+
+def clipped_k(k) -> int:
+    """A CI's `min_members` as the arrays hold it (None counts as 1)."""
+    return 1 if k is None else max(-K_BOUND, min(K_BOUND, k))
+
+
+# ---- the compiled loops ------------------------------------------------------------------------
+
+
+def _compiled(function):
+    """numba's compiled function, cached on disk (next to this file, else in the user's cache directory)
+    so that a worker that starts loads it instead of compiling it for ~2 s; compiled in each process when
+    neither is writable (NUMBA_CACHE_DIR names another place)."""
+    try:
+        return njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return njit(nogil=True)(function)
+
+
+
+@_compiled
+def _propagate(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, kinds, members, kk,
+               failed, max_depth, state, done, lost, order, parent, dist):  # pragma: no cover - compiled
+    """propagation.impact over the arrays; state/done hold -1 and lost 0 for every CI on entry, and
+    again on return. Returns (how many CIs were discovered, their final states): the discovered CIs
+    are order[:n], each found from parent[:n], dist[:n] hops from the failed ones."""
+    n_order = 0
+    for f in failed:
+        state[f] = DOWN
+    level = [np.int64(x) for x in failed]
+    redo = [np.int64(0)]
+    redo.pop()
+    d = 0
+    redoing = False
+    while len(level) > 0 or len(redo) > 0:
+        if len(level) == 0:
+            level = redo
+            redo = [np.int64(0)]
+            redo.pop()
+            redoing = True
+        at_bound = (not redoing) and d == max_depth
+        nxt = [np.int64(0)]
+        nxt.pop()
+        for u in level:
+            s = state[u]
+            if redoing and done[u] == s:
+                continue
+            done[u] = s
+            s_ord = DOWN if s == DOWN else AT_RISK
+            k = slot[u]
+            if k < 0 and u < base_n:
+                lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+            elif k >= 0:
+                lo = o_start[k]
+                hi = lo + o_len[k]
+                hs, es = o_heads, o_edata
+            else:
+                lo, hi, hs, es = 0, 0, heads, edata
+            for j in range(lo, hi):
+                v = hs[j]
+                kind = kinds[es[j]]
+                if kind == 0:
+                    continue
+                sv = state[v]
+                if sv < 0:
+                    if at_bound or redoing:
+                        continue
+                    order[n_order] = v
+                    parent[n_order] = u
+                    dist[n_order] = d + 1
+                    n_order += 1
+                    nxt.append(np.int64(v))
+                    if kind == ORDINARY:
+                        state[v] = s_ord
+                        continue
+                    sv = 0
+                elif sv == DOWN:
+                    continue
+                new = s_ord if kind & ORDINARY else 0
+                if kind & MEMBER and new != DOWN:
+                    if s == DOWN:
+                        lost[v] += 1
+                        new = DOWN if lost[v] > members[v] - kk[v] else DEGRADED
+                    elif new < AT_RISK:
+                        new = AT_RISK
+                if new > sv:
+                    state[v] = new
+                    if done[v] >= 0:
+                        redo.append(np.int64(v))
+        level = nxt
+        if not redoing:
+            d += 1
+    states = np.empty(n_order, np.int8)
+    for i in range(n_order):
+        v = order[i]
+        states[i] = state[v]
+        state[v] = -1
+        done[v] = -1
+        lost[v] = 0
+    for f in failed:
+        state[f] = -1
+        done[f] = -1
+    return n_order, states
+
+
+@_compiled
+def _advance(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, kinds, members, kk, down, lost,
+             stack, sp, outside, count, cap):  # pragma: no cover - compiled
+    """causes.ExtraWalk.advance over the arrays, statement for statement: walk on (the stack's top first,
+    each row in its dict's order) until the count of CIs down outside `outside` passes `cap` or the walk
+    ends. Returns (count, the stack's new size)."""
+    while sp > 0 and count <= cap:
+        sp -= 1
+        u = stack[sp]
+        k = slot[u]
+        if k < 0 and u < base_n:
+            lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+        elif k >= 0:
+            lo = o_start[k]
+            hi = lo + o_len[k]
+            hs, es = o_heads, o_edata
+        else:
+            lo, hi, hs, es = 0, 0, heads, edata
+        for j in range(lo, hi):
+            v = hs[j]
+            if down[v]:
+                continue
+            kind = kinds[es[j]]
+            if not kind & ORDINARY:
+                if not kind:
+                    continue
+                lost[v] += 1
+                if lost[v] <= members[v] - kk[v]:
+                    continue
+            down[v] = 1
+            stack[sp] = v
+            sp += 1
+            if not outside[v]:
+                count += 1
+    return count, sp
+
+
+@_compiled
+def _grow(array, size):  # pragma: no cover - compiled
+    """`array` with room for `size` entries (doubling)."""
+    if array.shape[0] >= size:
+        return array
+    bigger = np.empty(max(size, 2 * array.shape[0]), array.dtype)
+    bigger[:array.shape[0]] = array
+    return bigger
+
+
+@_compiled
+def _candidates(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, p_indptr, p_tails, p_edata,
+                op_heads, op_tails, op_edata, kinds, members, kk, symptoms):  # pragma: no cover - compiled
+    """causes.root_cause's first part over the arrays: the symptoms' ancestors along impact edges, and for
+    every ancestor that can explain something (a symptom, or one with an edge inside the ancestors that
+    carries ordinary impact or reaches a group with no spare member) its down closure inside the ancestors
+    (causes.DownWalk.closure_in). Returns, for each candidate whose closure holds a symptom, in the
+    ancestors' breadth-first order: its index, its closure's size outside the symptoms (the lower bound),
+    the positions in `symptoms` it explains (CSR), and its closure (CSR)."""
+    n = slot.shape[0]
+    inside = np.zeros(n, np.int8)
+    sym = np.full(n, -1, np.int32)
+    for i in range(symptoms.shape[0]):
+        sym[symptoms[i]] = i
+    up = np.empty(16, np.int64)
+    count = 0
+    for i in range(symptoms.shape[0]):  # ancestors: breadth-first over providers, symptoms first
+        v = symptoms[i]
+        if inside[v] == 0:
+            inside[v] = 1
+            up = _grow(up, count + 1)
+            up[count] = v
+            count += 1
+    head = 0
+    while head < count:
+        v = up[head]
+        head += 1
+        lo, hi = (p_indptr[v], p_indptr[v + 1]) if v < base_n else (0, 0)
+        for j in range(lo, hi):
+            u = p_tails[j]
+            if slot[u] >= 0 or inside[u] or not kinds[p_edata[j]]:
+                continue  # a changed CI's edges are in the overlay
+            inside[u] = 1
+            up = _grow(up, count + 1)
+            up[count] = u
+            count += 1
+        lo = np.searchsorted(op_heads, v, side="left")
+        hi = np.searchsorted(op_heads, v, side="right")
+        for j in range(lo, hi):
+            u = op_tails[j]
+            if inside[u] or not kinds[op_edata[j]]:
+                continue
+            inside[u] = 1
+            up = _grow(up, count + 1)
+            up[count] = u
+            count += 1
+    down_at = np.zeros(n, np.int32)  # the candidate (ordinal + 1) whose closure holds the CI
+    lost_at = np.zeros(n, np.int32)
+    lost = np.zeros(n, np.int32)
+    stack = np.empty(max(count, 1), np.int64)
+    cands = np.empty(16, np.int64)
+    bounds = np.empty(16, np.int64)
+    e_ptr = np.zeros(17, np.int64)
+    e_pos = np.empty(16, np.int32)
+    c_ptr = np.zeros(17, np.int64)
+    c_nodes = np.empty(16, np.int32)
+    kept = 0
+    for ordinal in range(count):
+        c = up[ordinal]
+        k = slot[c]
+        if k < 0 and c < base_n:
+            lo, hi, hs, es = indptr[c], indptr[c + 1], heads, edata
+        elif k >= 0:
+            lo = o_start[k]
+            hi = lo + o_len[k]
+            hs, es = o_heads, o_edata
+        else:
+            lo, hi, hs, es = 0, 0, heads, edata
+        if sym[c] < 0:
+            able = False
+            for j in range(lo, hi):
+                v = hs[j]
+                kind = kinds[es[j]]
+                if kind and inside[v] and (kind & ORDINARY or members[v] - kk[v] < 1):
+                    able = True
+                    break
+            if not able:
+                continue
+        stamp = ordinal + 1
+        down_at[c] = stamp
+        stack[0] = c
+        sp = 1
+        c_start = c_ptr[kept]
+        c_nodes = _grow(c_nodes, c_start + 1)
+        c_nodes[c_start] = c
+        size = 1
+        while sp > 0:
+            sp -= 1
+            u = stack[sp]
+            k = slot[u]
+            if k < 0 and u < base_n:
+                lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+            elif k >= 0:
+                lo = o_start[k]
+                hi = lo + o_len[k]
+                hs, es = o_heads, o_edata
+            else:
+                lo, hi, hs, es = 0, 0, heads, edata
+            for j in range(lo, hi):
+                v = hs[j]
+                kind = kinds[es[j]]
+                if not kind or not inside[v] or down_at[v] == stamp:
+                    continue
+                if not kind & ORDINARY:
+                    if lost_at[v] != stamp:
+                        lost_at[v] = stamp
+                        lost[v] = 0
+                    lost[v] += 1
+                    if lost[v] <= members[v] - kk[v]:
+                        continue
+                down_at[v] = stamp
+                stack[sp] = v
+                sp += 1
+                c_nodes = _grow(c_nodes, c_start + size + 1)
+                c_nodes[c_start + size] = v
+                size += 1
+        explained = 0
+        e_start = e_ptr[kept]
+        for i in range(symptoms.shape[0]):
+            if down_at[symptoms[i]] == stamp:
+                e_pos = _grow(e_pos, e_start + explained + 1)
+                e_pos[e_start + explained] = i
+                explained += 1
+        if explained == 0:
+            continue  # its closure is dropped: the next kept one is written over it
+        cands = _grow(cands, kept + 1)
+        bounds = _grow(bounds, kept + 1)
+        e_ptr = _grow(e_ptr, kept + 2)
+        c_ptr = _grow(c_ptr, kept + 2)
+        cands[kept] = c
+        bounds[kept] = size - explained
+        e_ptr[kept + 1] = e_start + explained
+        c_ptr[kept + 1] = c_start + size
+        kept += 1
+    return cands[:kept], bounds[:kept], e_ptr[:kept + 1], e_pos[:e_ptr[kept]], c_ptr[:kept + 1], c_nodes[:c_ptr[kept]]
+
+
+@_compiled
+def _count_members(indptr, heads, edata, kinds, n):  # pragma: no cover - compiled
+    """Per CI, how many base edges carrying membership point at it."""
+    counts = np.zeros(n, np.int32)
+    for j in range(indptr[-1]):
+        if kinds[edata[j]] & MEMBER:
+            counts[heads[j]] += 1
+    return counts
+
+
+@_compiled
+def _fix_members(counts, indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, kinds,
+                 changed):  # pragma: no cover - compiled
+    """Correct base member counts (in place) for the CIs in `changed`: their base rows out, their
+    overlay rows in."""
+    for u in changed:
+        if u < base_n:
+            for j in range(indptr[u], indptr[u + 1]):
+                if kinds[edata[j]] & MEMBER:
+                    counts[heads[j]] -= 1
+        k = slot[u]
+        for j in range(o_start[k], o_start[k] + o_len[k]):
+            if kinds[o_edata[j]] & MEMBER:
+                counts[o_heads[j]] += 1
+
+
+# ---- the view ------------------------------------------------------------------------------------
+
+
+def _grown(array: np.ndarray, size: int, fill) -> np.ndarray:
+    """`array` with room for at least `size` entries (doubling), new entries set to `fill`."""
+    if array.shape[0] >= size:
+        return array
+    bigger = np.full(max(size, 2 * array.shape[0], 1024), fill, array.dtype)
+    bigger[:array.shape[0]] = array
+    return bigger
+
+
+class CompactView:
+    """See the module docstring. Used only under the owning graph's lock."""
+
+    def __init__(self, ids: list, index: dict, indptr: np.ndarray, heads: np.ndarray, edata: np.ndarray,
+                 table: list, kk: np.ndarray, pending: set):
+        self.ids, self.index = ids, index
+        self.base_n = len(ids)
+        self.indptr, self.heads, self.edata = indptr, heads, edata
+        self.table = table
+        self._table_index = {id(data): i for i, data in enumerate(table)}
+        capacity = max(self.base_n, 1)
+        self.kk = _grown(kk, capacity, 1)
+        self.slot = np.full(capacity, -1, np.int32)
+        self.o_start = np.zeros(1024, np.int64)
+        self.o_len = np.zeros(1024, np.int32)
+        self.o_cap = np.zeros(1024, np.int64)  # room of each row, rewritten in place while the CI's row fits
+        self.o_heads = np.zeros(4096, np.int32)
+        self.o_edata = np.zeros(4096, np.int32)
+        self.rows = 0  # overlay rows used
+        self.o_used = 0  # overlay edges used
+        self.changed: list[int] = []  # CIs with an overlay row, each once
+        self.pending = pending  # CIs touched since the last refresh (the graph adds to it)
+        self.generation = 0
+        self._kinds: dict[str, tuple[int, np.ndarray]] = {}
+        self._base_members: dict[str, np.ndarray] = {}
+        self._members: dict[str, tuple[int, np.ndarray]] = {}
+        self._pred: tuple | None = None  # the base's predecessors (CSR), made by build() before the view is installed
+        self._pred_overlay: tuple | None = None  # the overlay rows' edges by head, made again after a refresh
+        self.state = np.full(capacity, -1, np.int8)
+        self.done = np.full(capacity, -1, np.int8)
+        self.lost = np.zeros(capacity, np.int32)
+        self.order = np.empty(capacity, np.int32)
+        self.parent = np.empty(capacity, np.int32)
+        self.dist = np.empty(capacity, np.int32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def stale(self) -> bool:
+        return (self.rows > max(REBUILD_MIN_ROWS, REBUILD_SHARE * self.base_n)
+                or self.o_used > max(REBUILD_MIN_EDGES, REBUILD_SHARE * self.heads.shape[0]))
+
+    # ---- keeping current -------------------------------------------------------------------------
+
+    def refresh(self, graph) -> None:
+        """Read the rows of the CIs touched since the last refresh from the graph's dicts (under its lock).
+        A CI leaves `pending` only once its row is read: a refresh that fails midway leaves the rest due."""
+        if not self.pending:
+            return
+        node, succ = graph._node, graph._succ
+        index, touched = self.index, list(self.pending)
+        for ci_id in touched:  # new CIs first: a row may name one as its head
+            if ci_id not in index:
+                self._append(ci_id)
+        for ci_id in touched:
+            row = succ.get(ci_id)
+            if row is not None:
+                for v in row:
+                    if v not in index:  # defensive: every CI the graph gained was touched
+                        self._append(v)
+        slot, kk, data_index = self.slot, self.kk, self._data_index
+        self.generation += 1
+        self._pred_overlay = None
+        for ci_id in touched:
+            i = index[ci_id]
+            row = succ.get(ci_id)
+            payload = node.get(ci_id)
+            if payload is not None:
+                kk[i] = clipped_k(payload[MIN_MEMBERS_KEY])
+            width = 0 if row is None else len(row)
+            k = slot[i]
+            if k < 0 or self.o_cap[k] < width:  # a new row, with room to grow by a quarter
+                if k < 0:
+                    self.changed.append(i)
+                room = width + width // 4 + 4
+                self._room(room)
+                k = slot[i] = self.rows
+                self.o_start[k], self.o_cap[k] = self.o_used, room
+                self.rows += 1
+                self.o_used += room
+            start = self.o_start[k]
+            if width:
+                self.o_heads[start:start + width] = [index[v] for v in row]
+                self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
+            self.o_len[k] = width
+            self.pending.discard(ci_id)
+
+    def _append(self, ci_id) -> None:
+        i = len(self.ids)
+        self.ids.append(ci_id)
+        self.index[ci_id] = i
+        n = i + 1
+        self.kk = _grown(self.kk, n, 1)
+        self.slot = _grown(self.slot, n, -1)
+        self.state = _grown(self.state, n, -1)
+        self.done = _grown(self.done, n, -1)
+        self.lost = _grown(self.lost, n, 0)
+        if self.order.shape[0] < n:
+            self.order = np.empty(self.state.shape[0], np.int32)
+            self.parent = np.empty(self.state.shape[0], np.int32)
+            self.dist = np.empty(self.state.shape[0], np.int32)
+
+    def _room(self, width: int) -> None:
+        if self.rows + 1 > self.o_start.shape[0]:
+            self.o_start = _grown(self.o_start, self.rows + 1, 0)
+            self.o_len = _grown(self.o_len, self.rows + 1, 0)
+            self.o_cap = _grown(self.o_cap, self.rows + 1, 0)
+        if self.o_used + width > self.o_heads.shape[0]:
+            self.o_heads = _grown(self.o_heads, self.o_used + width, 0)
+            self.o_edata = _grown(self.o_edata, self.o_used + width, 0)
+
+    def _data_index(self, data: dict) -> int:
+        i = self._table_index.get(id(data))
+        if i is None:
+            i = self._table_index[id(data)] = len(self.table)
+            self.table.append(data)  # held here, so its id is never reused
+        return i
+
+    # ---- answering -------------------------------------------------------------------------------
+
+    def kinds(self, kind_key: str) -> np.ndarray:
+        """Each shared edge dict's kind under `kind_key` (the graph registered the key on every dict first)."""
+        cached = self._kinds.get(kind_key)
+        if cached is None or cached[0] != len(self.table):
+            if len(self._kinds) >= FILTERS_KEPT:
+                self._kinds.clear()
+            cached = self._kinds[kind_key] = (len(self.table),
+                                              np.array([data[kind_key] for data in self.table], np.int8))
+        return cached[1]
+
+    def members(self, kind_key: str, kinds: np.ndarray) -> np.ndarray:
+        """Per CI, how many members it has (edges carrying membership into it) as the graph stands."""
+        cached = self._members.get(kind_key)
+        if cached is not None and cached[0] == self.generation:
+            return cached[1]
+        base = self._base_members.get(kind_key)
+        if base is None:
+            if len(self._base_members) >= FILTERS_KEPT:
+                self._base_members.clear()
+            base = _count_members(self.indptr, self.heads, self.edata, kinds, self.base_n)
+        base = self._base_members[kind_key] = _grown(base, len(self.ids), 0)
+        counts = base.copy()
+        if self.changed:
+            _fix_members(counts, self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
+                         self.o_len, self.o_heads, self.o_edata, kinds, np.array(self.changed, np.int64))
+        if len(self._members) >= FILTERS_KEPT:
+            self._members.clear()
+        self._members[kind_key] = (self.generation, counts)
+        return counts
+
+    def predecessors(self) -> tuple:
+        """(p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata): the base's edges by head (CSR; a
+        tail whose row changed is skipped by the reader, its edges being in the overlay), and the overlay
+        rows' current edges sorted by head (for a binary search)."""
+        if self._pred is None:
+            tails = np.repeat(np.arange(self.base_n, dtype=np.int32), np.diff(self.indptr))
+            order = np.argsort(self.heads, kind="stable")
+            p_indptr = np.zeros(self.base_n + 1, np.int64)
+            np.cumsum(np.bincount(self.heads, minlength=self.base_n), out=p_indptr[1:])
+            self._pred = (p_indptr, tails[order], self.edata[order])
+        if self._pred_overlay is None and not self.changed:
+            self._pred_overlay = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
+        if self._pred_overlay is None:
+            changed = np.array(self.changed, np.int64)
+            rows = self.slot[changed]
+            lens = self.o_len[rows].astype(np.int64)
+            starts = self.o_start[rows]
+            total = int(lens.sum())
+            # The positions of every changed CI's current row's edges, row after row.
+            at = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(total)
+            heads, tails, edata = self.o_heads[at], np.repeat(changed, lens), self.o_edata[at]
+            order = np.argsort(heads, kind="stable")
+            self._pred_overlay = (heads[order], tails[order], edata[order])
+        return self._pred + self._pred_overlay
+
+    def candidates(self, symptoms: list, kind_key: str) -> tuple[list, list, list, "Closures"]:
+        """causes.root_cause's candidates, computed compiled: (candidate ids, their lower bounds, the
+        symptoms each explains, in the order given, their closures inside the ancestors)."""
+        kinds = self.kinds(kind_key)
+        members = self.members(kind_key, kinds)
+        index, ids = self.index, self.ids
+        at = np.array([index[ci_id] for ci_id in symptoms], np.int64)
+        cands, bounds, e_ptr, e_pos, c_ptr, c_nodes = _candidates(
+            self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len, self.o_heads,
+            self.o_edata, *self.predecessors(), kinds, members, self.kk, at)
+        found = list(map(ids.__getitem__, cands.tolist()))
+        positions, ptr = e_pos.tolist(), e_ptr.tolist()
+        explains = [[symptoms[p] for p in positions[ptr[i]:ptr[i + 1]]] for i in range(len(found))]
+        return found, bounds.tolist(), explains, Closures(ids, found, c_ptr, c_nodes)
+
+    def mask(self, ci_ids) -> np.ndarray:
+        """1 for each of `ci_ids` (CIs the view knows), 0 elsewhere."""
+        out = np.zeros(self.state.shape[0], np.int8)
+        index = self.index
+        out[[index[ci_id] for ci_id in ci_ids if ci_id in index]] = 1
+        return out
+
+    def propagate(self, failed: list, kind_key: str, max_depth: int | None) -> "CompactImpacted":
+        """The impacted CIs as propagation.impact finds them, as an ImpactedMap read off arrays."""
+        kinds = self.kinds(kind_key)
+        members = self.members(kind_key, kinds)
+        at = np.array([self.index[ci_id] for ci_id in failed], np.int64)
+        n, states = _propagate(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
+                               self.o_len, self.o_heads, self.o_edata, kinds, members, self.kk, at,
+                               -1 if max_depth is None else max_depth, self.state, self.done, self.lost,
+                               self.order, self.parent, self.dist)
+        return CompactImpacted(self.ids, self.index, failed, self.order[:n].copy(), self.parent[:n].copy(),
+                               self.dist[:n].copy(), states)
+
+
+class Closures:
+    """candidate id -> its down closure (a frozenset of ids), made from the arrays when first read: root
+    cause reads a few of the thousands it computes."""
+
+    __slots__ = ("_ids", "_at", "_ptr", "_nodes", "_made")
+
+    def __init__(self, ids: list, candidates: list, ptr: np.ndarray, nodes: np.ndarray):
+        self._ids, self._ptr, self._nodes = ids, ptr, nodes
+        self._at = dict(zip(candidates, range(len(candidates))))
+        self._made: dict = {}
+
+    def __getitem__(self, candidate) -> frozenset:
+        made = self._made.get(candidate)
+        if made is None:
+            i = self._at[candidate]
+            made = self._made[candidate] = frozenset(
+                map(self._ids.__getitem__, self._nodes[self._ptr[i]:self._ptr[i + 1]].tolist()))
+        return made
+
+    def __contains__(self, candidate) -> bool:
+        return candidate in self._at
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+
+class ExtraWalkArrays:
+    """causes.ExtraWalk over a view's arrays (the same walk, compiled): a resumable whole-graph walk
+    counting the CIs not in `outside` that one failure takes down, itself included. The view must not
+    change while it is used (the graph's lock held, as ImpactGraph.root_cause does)."""
+
+    __slots__ = ("_view", "_kinds", "_members", "_outside", "_down", "_lost", "_stack", "_sp", "count")
+
+    def __init__(self, view: CompactView, kind_key: str, start, outside: np.ndarray):
+        capacity = view.state.shape[0]
+        self._view, self._outside = view, outside
+        self._kinds = view.kinds(kind_key)
+        self._members = view.members(kind_key, self._kinds)
+        at = view.index[start]
+        self._down = np.zeros(capacity, np.int8)  # calloc'd: only the pages a walk touches are ever mapped
+        self._lost = np.zeros(capacity, np.int32)
+        self._stack = np.empty(capacity, np.int32)  # a CI is pushed once, when it goes down
+        self._down[at], self._stack[0], self._sp = 1, at, 1
+        self.count = 0 if outside[at] else 1
+
+    def advance(self, cap) -> tuple[int, bool]:
+        view = self._view
+        self.count, self._sp = _advance(view.indptr, view.heads, view.edata, view.base_n, view.slot, view.o_start,
+                                        view.o_len, view.o_heads, view.o_edata, self._kinds, self._members, view.kk,
+                                        self._down, self._lost, self._stack, self._sp, self._outside, self.count,
+                                        int(min(cap, 1 << 62)))
+        return self.count, self._sp == 0
+
+
+class CompactImpacted(ImpactedMap):
+    """An ImpactedMap (ci_id -> ImpactedCI, in discovery order) read off the compiled loop's arrays: the
+    ids, dicts and paths of the tens of thousands of CIs a large answer holds are made only when asked
+    for, and counts by state and the nearest CIs are read off the arrays. Same answers as the dicts'
+    map: `_state` and `_parent` build the very dicts propagation.impact would have (tests compare them)."""
+
+    __slots__ = ("_ids", "_index", "_failed", "_order", "_via", "_dist", "_codes", "_keys", "_pos")
+
+    def __init__(self, ids: list, index: dict, failed: list, order, via, dist, codes):
+        self._ids, self._index, self._failed = ids, index, failed  # ids only grow: entries never change
+        self._order, self._via, self._dist, self._codes = order, via, dist, codes
+        self._keys: list | None = None
+        self._pos: dict | None = None
+
+    # The base class's two dicts, built when read.
+    @property
+    def _state(self) -> dict:
+        state = dict.fromkeys(self._failed, DOWN)
+        state.update(zip(self.keys_list(), self._codes.tolist()))
+        return state
+
+    @property
+    def _parent(self) -> dict:
+        return dict(zip(self.keys_list(), map(self._ids.__getitem__, self._via.tolist())))
+
+    def keys_list(self) -> list:
+        if self._keys is None:
+            self._keys = list(map(self._ids.__getitem__, self._order.tolist()))
+        return self._keys
+
+    def _position(self, ci_id) -> int | None:
+        if self._pos is None:
+            self._pos = dict(zip(self._order.tolist(), range(len(self._order))))
+        i = self._index.get(ci_id)
+        return None if i is None else self._pos.get(i)
+
+    def __getitem__(self, ci_id) -> ImpactedCI:
+        at = self._position(ci_id)
+        if at is None:
+            raise KeyError(ci_id)
+        path = self.path(ci_id)
+        return ImpactedCI(STATE_NAMES[int(self._codes[at])], len(path) - 1, path)
+
+    def __iter__(self):
+        return iter(self.keys_list())
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, ci_id) -> bool:
+        return self._position(ci_id) is not None
+
+    def path(self, ci_id) -> list:
+        ids, via, path = self._ids, self._via, [ci_id]
+        at = self._position(ci_id)
+        while at is not None:
+            ci_id = ids[via[at]]
+            path.append(ci_id)
+            at = self._position(ci_id)
+        path.reverse()
+        return path
+
+    def entries(self):
+        ids, prefixes = self._ids, {}
+        for ci_id, via, code in zip(self.keys_list(), self._via.tolist(), self._codes.tolist()):
+            via = ids[via]
+            prefix = prefixes[ci_id] = prefixes.get(via, (via,)) + (ci_id,)
+            yield ci_id, ImpactedCI(STATE_NAMES[code], len(prefix) - 1, list(prefix))
+
+    def distances(self) -> dict:
+        return dict(zip(self.keys_list(), self._dist.tolist()))
+
+    def states(self) -> dict:
+        return dict(zip(self.keys_list(), map(STATE_NAMES.__getitem__, self._codes.tolist())))
+
+    def states_of(self, ci_ids) -> list:
+        codes, out = self._codes, []
+        for ci_id in ci_ids:
+            at = self._position(ci_id)
+            if at is None:
+                raise KeyError(ci_id)
+            out.append(STATE_NAMES[int(codes[at])])
+        return out
+
+    def count_by_state(self) -> dict[str, int]:
+        counts = np.bincount(self._codes, minlength=DOWN + 1).tolist() if len(self._codes) else [0] * (DOWN + 1)
+        return {STATE_NAMES[state]: counts[state] for state in (AT_RISK, DEGRADED, DOWN) if counts[state]}
+
+    def nearest(self, n: int) -> list:
+        """As ImpactedMap.nearest: every level before the one holding the n-th CI, each by id, then the
+        smallest ids of that level (distances never decrease along the discovery order)."""
+        dist, total = self._dist, len(self._order)
+        if n <= 0 or not total:
+            return []
+        last = int(dist[min(n, total) - 1])
+        before = int(np.searchsorted(dist, last, "left"))
+        end = int(np.searchsorted(dist, last, "right"))
+        keys, out, start = self.keys_list(), [], 0
+        while start < before:  # whole levels, each by id
+            stop = int(np.searchsorted(dist, dist[start], "right"))
+            out += sorted(keys[start:stop])
+            start = stop
+        return out + heapq.nsmallest(max(0, n - before), keys[before:end])
+
+
+# ---- building ------------------------------------------------------------------------------------
+
+SLICE = 16_384
+
+
+def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, between=None) -> CompactView | None:
+    """A view of `graph` (a networkx DiGraph), its rows read a slice of CIs at a time under `lock`.
+
+    `sinks` is the graph's list of sets that its `touch` adds to: one is added for the build and
+    becomes the view's `pending`, so every CI changed from the build's start is read again into the
+    overlay. `current()` says which graph the build runs on (a load or a change of semantics re-lays
+    every edge and moves it: the build is then given up and None returned). `install(view)` is called
+    under the lock the moment the view is exact. `between` is called after each slice without the
+    lock (tests change the graph there)."""
+    with lock:
+        started = current()
+        tracked: set = set()
+        sinks.append(tracked)
+        ids = list(graph._node)
+    installed = False
+    try:
+        index = {ci_id: i for i, ci_id in enumerate(ids)}
+        n = len(ids)
+        counts = np.zeros(n + 1, np.int64)
+        heads, edata = array("i"), array("i")
+        kk = np.ones(max(n, 1), np.int32)
+        table: list = []
+        table_index: dict = {}
+
+        def data_index(data: dict) -> int:
+            i = table_index.get(id(data))
+            if i is None:
+                i = table_index[id(data)] = len(table)
+                table.append(data)
+            return i
+
+        for start in range(0, n, slice_size):
+            with lock:
+                if current() != started:
+                    return None
+                node, succ = graph._node, graph._succ
+                for i in range(start, min(n, start + slice_size)):
+                    ci_id = ids[i]
+                    row = succ.get(ci_id)
+                    if row is None:  # removed since the build started: touched, read again
+                        continue
+                    try:
+                        row_heads = [index[v] for v in row]
+                    except KeyError:  # a head added since the start: this CI was touched too
+                        tracked.add(ci_id)
+                        continue
+                    counts[i + 1] = len(row_heads)
+                    heads.extend(row_heads)
+                    edata.extend([data_index(data) for data in row.values()])
+                    kk[i] = clipped_k(node[ci_id][MIN_MEMBERS_KEY])
+            if between is not None:
+                between()
+        indptr = np.cumsum(counts)
+        heads_np = np.frombuffer(heads, np.int32).copy() if heads else np.zeros(0, np.int32)
+        edata_np = np.frombuffer(edata, np.int32).copy() if edata else np.zeros(0, np.int32)
+        del heads, edata
+        view = CompactView(ids, index, indptr, heads_np, edata_np, table, kk, tracked)
+        view.predecessors()  # the base's side, sorted here without the lock (root cause reads it)
+        with lock:
+            if current() != started:
+                return None
+            view.refresh(graph)
+            install(view)
+            installed = True
+            return view
+    finally:
+        if not installed:
+            with lock:
+                sinks[:] = [sink for sink in sinks if sink is not tracked]  # by identity: empty sets are equal
+
+
+def warm_up() -> None:
+    """Compile every loop (or load it from numba's cache) on a two-CI graph."""
+    view = CompactView(["a", "b"], {"a": 0, "b": 1}, np.array([0, 1, 1], np.int64), np.array([1], np.int32),
+                       np.array([0], np.int32), [{"kind": ORDINARY}], np.ones(2, np.int32), set())
+    view.propagate(["a"], "kind", None).keys_list()
+    view.candidates(["b"], "kind")
+    ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
+    view.changed.append(0)  # and the count of members corrected by the overlay's rows
+    view.slot[0] = 0
+    view.members("kind", view.kinds("kind"))

@@ -1,0 +1,294 @@
+"""The compiled impact loop over the integer-indexed view (graph.compact) against the Python loop.
+
+Both walk each CI's successors in its dict's order, so their answers must be identical entry for entry:
+states, distances, the parent picked on each shortest path, the discovery order. Random graphs bring
+cycles, groups of any k, several types between one pair, covered edges and no-impact relationships;
+random changes after the view is built (and while it is being built) exercise its overlay.
+"""
+
+import random
+
+import pytest
+
+from graph import causes, compact
+from tests.graph.conftest import SHOP_CIS, SHOP_RELATIONSHIPS, build
+from tests.graph.test_reference_model import TYPES, random_graph
+
+
+def answer(result):
+    """Everything an answer holds, in its order: the failed and unknown CIs, each impacted CI's entry
+    (state, distance, path) in discovery order, the states of every CI reached, and what each reading
+    of the map gives (the compiled answer reads its arrays where the Python one reads dicts)."""
+    hit = result.impacted
+    keys = list(hit)
+    asked = keys[::3] + ["nowhere", *result.failed]
+    return (result.failed, result.unknown, list(hit.items()), list(hit.values()), hit._state, list(hit._parent.items()),
+            keys, len(hit), [ci in hit for ci in asked], [hit[ci] for ci in keys[::2]], [hit.path(ci) for ci in keys[1::2]],
+            result.distances(), list(result.distances()), result.states(), result.count_by_state(),
+            result.states_of(keys[::2]), [result.nearest(n) for n in (0, 1, 2, 3, 5, 8, len(keys), len(keys) + 3)])
+
+
+def ask(a, b, rng, names, unknown=False):
+    failed = rng.sample(names, min(len(names), rng.randint(1, 3)))
+    if unknown:
+        failed.append("nowhere")
+    types = rng.choice([None, None, rng.sample(TYPES, 3)])
+    max_depth = rng.choice([None, None, 0, 1, 2, 3])
+    assert answer(a.impact(failed, max_depth=max_depth, types=types)) == \
+        answer(b.impact(failed, max_depth=max_depth, types=types)), (failed, types, max_depth)
+
+
+def change(rng, graphs, cis, rels, step):
+    """One random change, applied to every graph alike; returns nothing, updates cis and rels."""
+    names = sorted(cis)
+    roll = rng.random()
+    if roll < 0.3 and len(names) > 1:
+        rel = (*rng.sample(names, 2), rng.choice(TYPES))
+        for g in graphs:
+            g.add_relationship(*rel)
+        rels.add(rel)
+    elif roll < 0.55 and rels:
+        rel = rng.choice(sorted(rels))
+        for g in graphs:
+            g.remove_relationship(*rel)
+        rels.discard(rel)
+    elif roll < 0.75:
+        ci = rng.choice(names)
+        cis[ci] = rng.choice([None, 1, 2, 3])
+        for g in graphs:
+            g.upsert_ci(ci, "x", cis[ci])
+    elif roll < 0.85 and len(names) > 3:
+        ci = rng.choice(names)
+        for g in graphs:
+            g.remove_ci(ci)
+        del cis[ci]
+        for rel in [r for r in rels if ci in r[:2]]:
+            rels.discard(rel)
+    else:
+        ci = f"n{step}"
+        cis[ci] = None
+        other = rng.choice(names)
+        rel = (ci, other, rng.choice(TYPES)) if rng.random() < 0.5 else (other, ci, rng.choice(TYPES))
+        for g in graphs:
+            g.add_relationship(*rel)  # an end the graph does not know yet becomes a CI
+        rels.add(rel)
+
+
+def test_the_shop_answers_alike():
+    python, compiled = build(SHOP_CIS, SHOP_RELATIONSHIPS), build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact() and compiled.compacted and not python.compacted
+    for failed in (["db_primary"], ["web1"], ["web1", "web2"], ["switch"], ["web1", "web2", "web3"], ["nowhere"]):
+        assert answer(python.impact(failed)) == answer(compiled.impact(failed))
+    # The compiled answer is the one documented: two of three web servers lost take the cluster down.
+    hit = compiled.impact(["web1", "web2"]).impacted
+    assert hit["web_cluster"].state == "down" and hit["shop"].state == "down"
+    assert compiled.impact(["web1"]).impacted["web_cluster"].state == "degraded"
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_random_graphs_answer_alike(seed):
+    cis, rels = random_graph(seed)
+    python, compiled = build(cis, rels), build(cis, rels)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    rng = random.Random(seed)
+    names = [ci for ci, _, _ in cis]
+    for i in range(6):
+        ask(python, compiled, rng, names, unknown=i == 5)
+
+
+def rng_slice(seed):
+    return 1 + seed % 7
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_changes_after_the_build_are_read_through_the_overlay(seed):
+    cis, rels = random_graph(seed)
+    python, compiled = build(cis, rels), build(cis, rels)
+    assert compiled.build_compact()
+    cis, rels = {ci: k for ci, _, k in cis}, set(rels)
+    rng = random.Random(seed * 31 + 7)
+    for step in range(40):
+        change(rng, (python, compiled), cis, rels, step)
+        if rng.random() < 0.6:  # several changes may be waiting when a question comes
+            ask(python, compiled, rng, sorted(cis))
+        if step == 25:  # built again over a graph that changed: the new view takes over
+            assert compiled.build_compact(slice_size=3)
+    ask(python, compiled, rng, sorted(cis))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_changes_while_the_view_is_built_are_not_lost(seed):
+    cis, rels = random_graph(seed)
+    python, compiled = build(cis, rels), build(cis, rels)
+    state = {ci: k for ci, _, k in cis}, set(rels)
+    rng = random.Random(seed + 1000)
+    steps = iter(range(10_000))
+
+    def between():  # the lock is not held here: another thread's changes land between slices
+        for _ in range(rng.randint(0, 3)):
+            change(rng, (python, compiled), *state, next(steps))
+
+    assert compiled.build_compact(slice_size=2, between=between)
+    for _ in range(5):
+        ask(python, compiled, rng, sorted(state[0]))
+
+
+def test_a_load_during_the_build_gives_it_up():
+    cis, rels = random_graph(3)
+    g = build(cis, rels)
+
+    def between():
+        g.bulk_load([("late", "x", None)], [])
+
+    assert not g.build_compact(slice_size=4, between=between)
+    assert not g.compacted and g._sinks == []
+
+
+def test_a_load_or_new_semantics_drop_the_view():
+    g = build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert g.build_compact()
+    g.bulk_load([("extra", "server", None)], [("app", "extra", "runs_on")])
+    assert not g.compacted and g._sinks == []
+    python = build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    python.bulk_load([("extra", "server", None)], [("app", "extra", "runs_on")])
+    assert g.build_compact()
+    assert answer(g.impact(["extra"])) == answer(python.impact(["extra"]))
+    semantics = dict(g.semantics)
+    del semantics["member_of"]  # member_of now carries no impact
+    g.set_semantics(semantics)
+    python.set_semantics(semantics)
+    assert not g.compacted
+    assert answer(g.impact(["web1", "web2", "web3"])) == answer(python.impact(["web1", "web2", "web3"]))
+
+
+def test_a_stale_overlay_asks_for_a_build_in_the_background(monkeypatch):
+    monkeypatch.setattr(compact, "REBUILD_MIN_ROWS", 3)
+    monkeypatch.setattr(compact, "REBUILD_SHARE", 0.0)
+    g = build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    g.compact_min_cis = 5
+    assert g.build_compact()
+    first = g._view
+    for i in range(5):
+        g.add_relationship(f"extra{i}", "app", "depends_on")
+    g.impact(["app"])  # the overlay holds 10 rows now: stale, a build is started
+    for _ in range(200):
+        if g._view is not first and not g._building:
+            break
+        __import__("time").sleep(0.05)
+    assert g._view is not first and not g._view.stale
+    assert set(g.impact(["app"]).impacted) >= {f"extra{i}" for i in range(5)}
+
+
+def test_a_graph_under_its_threshold_is_not_compacted():
+    g = build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert not g.maybe_compact()  # compact_min_cis None: never
+    g.compact_min_cis = 1_000
+    assert not g.maybe_compact()
+
+
+@pytest.mark.parametrize("cheap", [20_000, 0], ids=["exact", "bounded"])
+@pytest.mark.parametrize("seed", range(60))
+def test_root_cause_walks_compiled_rank_alike(seed, cheap, monkeypatch):
+    # Whole-graph walks (causes.ExtraWalk) run compiled over the view: the same ranking, the same counts
+    # and bounds, with a cap or without, before and after changes read through the overlay.
+    monkeypatch.setattr(causes, "CHEAP_EXTRA", cheap)
+    cis, rels = random_graph(seed)
+    python, compiled = build(cis, rels), build(cis, rels)
+    assert compiled.build_compact()
+    cis, rels = {ci: k for ci, _, k in cis}, set(rels)
+    rng = random.Random(seed * 13 + 5)
+    for step in range(12):
+        symptoms = rng.sample(sorted(cis), min(len(cis), rng.randint(1, 4)))
+        for cap in (None, 0, 1, 3):
+            assert compiled.root_cause(symptoms, limit=10, extra_cap=cap) == \
+                python.root_cause(symptoms, limit=10, extra_cap=cap), (symptoms, cap)
+        change(rng, (python, compiled), cis, rels, step)
+
+
+def random_graph_with_oddities(seed):
+    """random_graph's, with self-loops, groups of huge, zero and negative min_members and a hub."""
+    cis, rels = random_graph(seed)
+    rng = random.Random(seed + 77)
+    names = [ci for ci, _, _ in cis]
+    cis = [(ci, cls, rng.choice([k, k, 0, -1, 2 ** 31, 2 ** 40, -(2 ** 33)])) for ci, cls, k in cis]
+    rels = set(rels)
+    for _ in range(3):
+        ci = rng.choice(names)
+        rels.add((ci, ci, rng.choice(TYPES)))
+    hub = names[0]
+    for ci in names[1:]:
+        rels.add((ci, hub, "depends_on"))
+    return cis, sorted(rels)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_oddities_answer_alike(seed, monkeypatch):
+    # Self-loops, min_members past int32 or below 1, a hub every CI depends on whose row is written again at
+    # each change, CIs removed and made again with the same id, and more type filters than are cached.
+    monkeypatch.setattr(compact, "FILTERS_KEPT", 3)
+    cis, rels = random_graph_with_oddities(seed)
+    python, compiled = build(cis, rels), build(cis, rels)
+    assert compiled.build_compact(slice_size=4)
+    names = [ci for ci, _, _ in cis]
+    rng = random.Random(seed)
+    for step in range(30):
+        roll = rng.random()
+        if roll < 0.3:  # the hub gains a dependent: its row grows by one
+            rel = (f"d{step}", names[0], "depends_on")
+        elif roll < 0.5:
+            rel = (names[0], names[0], rng.choice(TYPES))
+        else:
+            rel = (*rng.sample(names, 2), rng.choice(TYPES))
+        for g in (python, compiled):
+            g.add_relationship(*rel)
+        if roll > 0.85:  # removed, then made again under the same id with another k
+            gone = rng.choice(names[1:])
+            k = rng.choice([None, 2 ** 35, 0])
+            for g in (python, compiled):
+                g.remove_ci(gone)
+                g.upsert_ci(gone, "x", k)
+                g.add_relationship(gone, names[0], "member_of")
+        types = rng.choice([None, rng.sample(TYPES, rng.randint(1, len(TYPES)))])
+        failed = rng.sample(names, rng.randint(1, 3))
+        assert answer(python.impact(failed, types=types)) == answer(compiled.impact(failed, types=types))
+        assert python.root_cause(failed) == compiled.root_cause(failed)
+    view = compiled._view
+    # A row is written again in place while it fits (it has a quarter more room): rows are few more than the
+    # CIs changed, however often the hub's row was written.
+    assert view.rows <= len(view.changed) + 5
+
+
+def test_a_build_given_up_leaves_the_live_view_current():
+    # A build that gives up removes its own set from the graph's, not the live view's (equal when both are empty).
+    cis, rels = random_graph(4)
+    python, compiled = build(cis, rels), build(cis, rels)
+    assert compiled.build_compact()
+    live = compiled._view
+
+    def between():
+        compiled._epoch += 1  # as a load would, without dropping the live view
+
+    assert not compiled.build_compact(slice_size=2, between=between)
+    assert compiled._view is live and any(sink is live.pending for sink in compiled._sinks)
+    for g in (python, compiled):
+        g.add_relationship("c0", "c1", "depends_on")
+        g.add_relationship("c2", "c0", "depends_on")
+    for failed in (["c1"], ["c0"], ["c2"]):
+        assert answer(python.impact(failed)) == answer(compiled.impact(failed))
+
+
+def test_a_failed_build_is_not_tried_again_at_once(monkeypatch):
+    g = build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    g.compact_min_cis = 1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(compact, "build", broken)
+    assert g.maybe_compact()
+    for _ in range(200):
+        if not g._building:
+            break
+        __import__("time").sleep(0.02)
+    assert g._compact_failed is not None and not g.compacted
+    assert not g.maybe_compact()  # within COMPACT_RETRY_SECONDS

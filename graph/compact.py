@@ -61,6 +61,10 @@ def clipped_k(k) -> int:
 
 
 # ---- the compiled loops ------------------------------------------------------------------------
+#
+# Each loop picks a CI's row (its overlay row when it changed since the base was built, else its base row)
+# with the same few lines, written out in each: a compiled helper returning (lo, hi, heads, edata), even
+# inlined by numba, made impact 3x slower at 1,000,000 CIs (0.35 -> 1.1 ms a question, measured).
 
 
 def _compiled(function):

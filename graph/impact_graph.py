@@ -281,15 +281,11 @@ class ImpactGraph:
         """What the failed CIs, taken together, put down, degrade or put at risk."""
         with self._lock:
             kind_key = self._types.kind_key(types)
-            view = self._view
+            view = self._current_view()
             if view is None:
                 return propagation.impact(self._g, failed_ids, kind_key, max_depth, self._spares_for(kind_key))
-            view.refresh(self._g)
             failed, unknown = propagation.split_known(self._g._node, failed_ids)
-            impacted = view.propagate(failed, kind_key, max_depth)
-            if view.stale:
-                self.maybe_compact()
-            return propagation.ImpactResult(failed, unknown, impacted)
+            return propagation.ImpactResult(failed, unknown, view.propagate(failed, kind_key, max_depth))
 
     # ---- the compiled view (graph.compact) -------------------------------------------------------
 
@@ -355,6 +351,16 @@ class ImpactGraph:
             with self._lock:
                 self._building = False
 
+    def _current_view(self):
+        """The compiled view with every change read into it (under the lock), a build asked for when its
+        overlay grew stale; None without one."""
+        view = self._view
+        if view is not None:
+            view.refresh(self._g)
+            if view.stale:
+                self.maybe_compact()
+        return view
+
     def _touch(self, ci_id) -> None:
         for sink in self._sinks:
             sink.add(ci_id)
@@ -369,13 +375,8 @@ class ImpactGraph:
         `extra_cap`, extra CIs down are counted no further than that (graph.causes)."""
         with self._lock:
             kind_key = self._types.kind_key(None)
-            view = self._view
-            if view is not None:
-                view.refresh(self._g)
-                if view.stale:
-                    self.maybe_compact()
             return causes.root_cause(self._g, symptom_ids, limit, kind_key, self._spares_for(kind_key), extra_cap,
-                                     view)
+                                     self._current_view())
 
     def spof(self, ci_id) -> list:
         """CIs whose single failure takes `ci_id` down, nearest first; [] for an unknown CI."""

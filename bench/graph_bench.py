@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from graph import ImpactGraph, compact  # noqa: E402
-from graph_measures import Report, measure_all  # noqa: E402
+from graph_measures import Report, measure_all, publish  # noqa: E402
 from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
 from bench.common import memory_mib  # noqa: E402
@@ -155,11 +155,7 @@ def main() -> None:
         measure_all(g, conn, report, random.Random(args.seed))
     # The machine may be shared: say how busy it was, so a slow row can be read for what it is.
     report.add("load average (1 min) before / after the run", f"{load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    text = report.markdown()
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    publish(report.markdown(), args.out)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import math
 import platform
 import statistics
 import time
+from pathlib import Path
 
 from graph import ImpactGraph, propagation
 from graph import causes as graph_causes
@@ -48,6 +49,14 @@ class Report:
         ]
         lines += [f"| {w} | {v} | {t} | {m} |" for w, v, t, m in self.rows]
         return "\n".join(lines) + "\n"
+
+
+def publish(text: str, out: str) -> None:
+    """Print a bench's Markdown report and write it to `out` (bench/results/ by default)."""
+    print(text)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def pct(values: list[float], q: float) -> float:

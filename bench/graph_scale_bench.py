@@ -25,17 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from graph_measures import pct, python_impact, python_root_cause, same  # noqa: E402
+from graph_measures import pct, publish, python_impact, python_root_cause, same, timed  # noqa: E402
 from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
 from bench.common import memory_mib  # noqa: E402
 from graph import ImpactGraph, compact  # noqa: E402
-
-
-def timed(fn, *args):
-    started = time.perf_counter()
-    out = fn(*args)
-    return out, (time.perf_counter() - started) * 1000
 
 
 def main() -> None:
@@ -115,10 +109,7 @@ def main() -> None:
     text = "\n".join([f"# graph/ at scale, {args.cis:,} CIs (seed {args.seed})", "",
                       f"Command: `python bench/graph_scale_bench.py --cis {args.cis}`", "",
                       "| measure | value |", "| --- | --- |"] + [f"| {w} | {v} |" for w, v in rows]) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,13 @@ def ask(a, b, rng, names, unknown=False):
         answer(b.impact(failed, max_depth=max_depth, types=types)), (failed, types, max_depth)
 
 
+def twins(seed):
+    """random_graph(seed) built twice (one for the Python loops, one to compact), with its CIs as
+    {ci: min_members} and its relationships as a set, for change() to keep in step."""
+    cis, rels = random_graph(seed)
+    return build(cis, rels), build(cis, rels), {ci: k for ci, _, k in cis}, set(rels)
+
+
 def change(rng, graphs, cis, rels, step):
     """One random change, applied to every graph alike; returns nothing, updates cis and rels."""
     names = sorted(cis)
@@ -102,10 +109,8 @@ def rng_slice(seed):
 
 @pytest.mark.parametrize("seed", range(80))
 def test_changes_after_the_build_are_read_through_the_overlay(seed):
-    cis, rels = random_graph(seed)
-    python, compiled = build(cis, rels), build(cis, rels)
+    python, compiled, cis, rels = twins(seed)
     assert compiled.build_compact()
-    cis, rels = {ci: k for ci, _, k in cis}, set(rels)
     rng = random.Random(seed * 31 + 7)
     for step in range(40):
         change(rng, (python, compiled), cis, rels, step)
@@ -118,9 +123,7 @@ def test_changes_after_the_build_are_read_through_the_overlay(seed):
 
 @pytest.mark.parametrize("seed", range(60))
 def test_changes_while_the_view_is_built_are_not_lost(seed):
-    cis, rels = random_graph(seed)
-    python, compiled = build(cis, rels), build(cis, rels)
-    state = {ci: k for ci, _, k in cis}, set(rels)
+    python, compiled, *state = twins(seed)
     rng = random.Random(seed + 1000)
     steps = iter(range(10_000))
 
@@ -192,10 +195,8 @@ def test_root_cause_walks_compiled_rank_alike(seed, cheap, monkeypatch):
     # Whole-graph walks (causes.ExtraWalk) run compiled over the view: the same ranking, the same counts
     # and bounds, with a cap or without, before and after changes read through the overlay.
     monkeypatch.setattr(causes, "CHEAP_EXTRA", cheap)
-    cis, rels = random_graph(seed)
-    python, compiled = build(cis, rels), build(cis, rels)
+    python, compiled, cis, rels = twins(seed)
     assert compiled.build_compact()
-    cis, rels = {ci: k for ci, _, k in cis}, set(rels)
     rng = random.Random(seed * 13 + 5)
     for step in range(12):
         symptoms = rng.sample(sorted(cis), min(len(cis), rng.randint(1, 4)))

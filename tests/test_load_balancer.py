@@ -573,10 +573,14 @@ def test_a_host_killed_mid_load_fails_no_read_and_sends_no_post_twice(stack):
     counted = dict(load.answers)
     print(f"answers with one host killed: {counted}; failed writes: {[(kind, what[:3]) for _, kind, what in writes]}")
     assert reads == [], reads[:10]  # nginx asked the other host
-    # A POST in flight on the killed host: nginx answers 502 and does not send it again. At most one
-    # per writer (each sends one at a time), and only around the kill.
+    # A POST in flight on the killed host: nginx answers 502 and does not send it again; or, when the
+    # host died after its answer's head had gone through nginx to the client and before its body
+    # (uvicorn writes them apart), nginx can only cut the connection: the client sees the answer
+    # end early. At most one per writer (each sends one at a time), and only around the kill.
     assert len(writes) <= WRITERS, writes
-    assert all(f[2].startswith("502") and abs(f[0] - killed_at) < 5 for f in writes), writes
+    cut = "RemoteProtocolError: peer closed connection without sending complete message body"
+    assert all((f[2].startswith("502") or f[2].startswith(cut)) and abs(f[0] - killed_at) < 5
+               for f in writes), writes
     # Writes went on after the kill (to the living host), and reads too.
     assert sum(1 for at, _ in load.created if at > killed_at + 1) >= 10, counted
     log = stack.nginx.access_log()[before:]

@@ -266,7 +266,7 @@ class LiveGraph:
 
         try:
             graph, header = snapshot_file.load(path, semantics, schema_revision=self.schema_revision(),
-                                               accept=same_database)
+                                               accept=same_database, compact_min_cis=self.compact_min_cis)
         except SnapshotRejected as exc:
             log.warning("impact graph snapshot %s ignored (%s): loading from the database", path, exc)
             return None
@@ -276,6 +276,7 @@ class LiveGraph:
             return graph
         log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
                     path, self.catch_up_max, header.applied_seq)
+        graph.drop_compact()  # its view, being made from the file, is given up (it keeps the graph alive till then)
         del graph
         gc.unfreeze()  # the snapshot's graph was frozen out of the collector's reach: hand it back
         return None

@@ -408,6 +408,7 @@ class CompactView:
         self.changed: list[int] = []  # CIs with an overlay row, each once
         self.pending = pending  # CIs touched since the last refresh (the graph adds to it)
         self.generation = 0
+        self.made_from = "graph"  # or "snapshot" (from_snapshot)
         self._kinds: dict[str, tuple[int, np.ndarray]] = {}
         self._base_members: dict[str, np.ndarray] = {}
         self._members: dict[str, tuple[int, np.ndarray]] = {}
@@ -832,8 +833,8 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
-    """`array`, read-only. A base's `heads` and `edata` always are (a snapshot's lie in the mapped file, and
-    numba compiles a loop once per kind of array it is given: one kind, one compilation)."""
+    """`array`, read-only. A base's `heads` and `edata` always are, however made (numba compiles a loop once
+    per kind of array it is given: one kind, one compilation)."""
     array.setflags(write=False)
     return array
 
@@ -846,13 +847,17 @@ def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.nd
     `ks` the min_members of each payload row, `pending` the CIs changed since the file was read. The
     snapshot's reader checked every index in range and the counts against the edges."""
     n = len(ids)
+    if counts.shape[0] != n or int(counts.sum(dtype=np.int64)) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
+        raise ValueError("the snapshot's arrays are at odds with each other")  # a checked file never is
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
     index: dict = {}
     for start in range(0, n, SLICE):  # a slice at a time: one C call over 10 million ids would hold the GIL for seconds
         index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
-    return CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), list(table), kk, pending)
+    view = CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), list(table), kk, pending)
+    view.made_from = "snapshot"
+    return view
 
 
 def warm_up() -> None:

@@ -354,7 +354,15 @@ class ImpactGraph:
                     self._building = False
 
         thread = self._adopting = threading.Thread(target=adopt, name="karta-graph-compact", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the dicts answer, and maybe_compact tries later
+            log.exception("no thread for the impact graph's compact view from its snapshot")
+            with self._lock:
+                self._sinks[:] = [sink for sink in self._sinks if sink is not tracked]
+                self._building = False
+            self._adopting = None
+            return None
         return thread
 
     def wait_compact(self, timeout: float) -> bool:

@@ -22,13 +22,13 @@ caller's `lineage`, an identity of the database's history at `applied_seq` that 
 against its database before trusting the file (the header is padded with spaces so that the body
 starts 8-aligned). The body is flat arrays, then one '\\0'-joined string of CI ids: per CI its
 successor count; per edge, in adjacency order, its head's CI index and its edge data index (4 bytes
-each, aligned: the compiled view, graph/compact.py, uses them in place); a payload index per CI.
+each, aligned); a payload index per CI.
 Payloads (class, min_members) and edge data (types, covered) are small tables in the header, turned
 back into the graph's shared dicts.
 
-The file is read mapped (mmap), not copied into memory whole: the arrays are read where they lie, and
-a graph that gets its compiled view (graph/compact.py) gets it from copies of them, without building one
-from the dicts. The mapping lasts as long as the load.
+A graph that gets its compiled view (graph/compact.py) gets it from copies of the file's arrays,
+without building one from the dicts. The file is read into memory whole (not mapped): the digest then
+covers the very bytes that are checked and decoded, whoever writes into the file meanwhile.
 
 The predecessors are not stored: every edge u -> v is pred[v][u] on succ[u][v]'s data dict, so the
 reader builds the pred side from the succ side, as bulk_load does from the relationships. (Format 1
@@ -57,7 +57,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import mmap
 import os
 import struct
 import sys
@@ -84,7 +83,7 @@ MAGIC = b"KARTA-GRAPH-SNAPSHOT\n"
 # The body's sections, in order: arrays (per CI its successor count; per edge its head's CI index and its
 # data's index; a payload index per CI), then the CI ids. The body starts at an offset of the file that is a
 # multiple of ALIGN (the header is padded with spaces) and the three 4-byte arrays come first, so each starts
-# 4-aligned: mapped, they are numpy arrays as they lie in the file (graph.compact reads them in place).
+# 4-aligned: read as memoryviews and numpy arrays where they lie in the body, with no copy made to align them.
 SECTIONS = ("succ_counts", "succ_ends", "succ_data", "payload", "ids")
 ALIGN = 8
 DIGEST_BYTES = 32
@@ -343,11 +342,9 @@ def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, me
     """The raw header (a dict), the header and the body of a whole, unaltered file (no body when `body` is
     false: the digest is then checked reading the file a chunk at a time, never holding it).
 
-    The body is the file mapped read-only (read whole where the file system cannot map it), for the time
-    of the load: nothing keeps a part of the mapping afterwards. The writer never changes a file in place
-    (it writes another and renames it over); a file truncated in place during a load (someone with the
-    service's rights running `cp` over it) would end that worker with SIGBUS, and its restart refuses the
-    file by its digest.
+    The body is read into memory, not mapped: with a mapping, bytes written into the file after the
+    digest or the checks (someone with the service's rights running `dd` or `rsync --inplace` on it) would
+    reach the graph and the compiled loops unchecked, and a truncation would end the worker with SIGBUS.
 
     The body is read only once the file's size is the one its header gives: the header is bounded and
     read first, and the body's size follows from the header's layout, itself checked against `cis` and
@@ -373,12 +370,8 @@ def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, me
                 raise SnapshotRejected("garbled header (the body does not start aligned)")
             if body:
                 digest = hashlib.blake2b(head, digest_size=DIGEST_BYTES)
-                try:
-                    content = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-                except (OSError, ValueError):  # a file system that cannot map files
-                    f.seek(0)
-                    content = memoryview(f.read(size))
-                view = content[len(head):-DIGEST_BYTES]
+                content = memoryview(f.read(size - len(head)))  # the body and digest: its data starts aligned
+                view = content[:-DIGEST_BYTES]
                 digest.update(view)
             else:
                 f.seek(0)
@@ -485,9 +478,10 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     truncated, corrupt, of another format, schema revision, semantics or code, or when `accept(header)`
     raises it (the caller's check of `lineage`, before the body is decoded).
 
-    With `compact_min_cis` (None: never), a graph of at least that many CIs also gets its compiled view (graph.compact) from the file's arrays as they
-    lie in the mapped file, instead of building one from the dicts (~6 s at 1,000,000 CIs, ~100 s at
-    10,000,000): the view goes in once its loops are compiled, in a thread (ImpactGraph.adopt_compact)."""
+    With `compact_min_cis` (None: never), a graph of at least that many CIs also gets its compiled view
+    (graph.compact) from copies of the file's arrays instead of one built from the dicts (~4 s at
+    1,000,000 CIs, ~50 s at 10,000,000): the view goes in once its loops are compiled, in a thread
+    (ImpactGraph.adopt_compact)."""
     raw, header, body = _read(path)
     if header.schema_revision != schema_revision:
         raise SnapshotRejected(f"schema revision {header.schema_revision}, the service runs {schema_revision}")
@@ -516,7 +510,7 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
         chunk = body[offset:offset + size]
         offsets[name] = offset
         offset += size
-        sections[name] = chunk if typecode is None else chunk.cast(typecode)  # in place, not copied
+        sections[name] = chunk if typecode is None else chunk.cast(typecode)  # read where they lie, not copied
     if offset != len(body):
         raise ValueError("body size does not match its layout")
     graph = ImpactGraph(semantics)
@@ -533,14 +527,16 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
         gc.freeze()
         graph.applied_seq = header.applied_seq
         if compact and header.cis < 1 << 31:  # the view's indexes are 4-byte signed
-            # The indexes were checked in range by _lay_out, and the counts against `links`. Copied out of
-            # the mapping (~0.1 s at 1,000,000 CIs): a view reading the file in place, for days, would be
-            # killed (SIGBUS) by anyone truncating or rewriting it in place (`cp` over it), and read
-            # whatever indexes they wrote, unchecked.
+            # The indexes were checked in range by _lay_out, and the counts against `links`, on these very
+            # bytes (read into memory, digest checked). Copied (~0.1 s at 1,000,000 CIs), so that the view
+            # does not keep the whole file's bytes alive.
             import numpy as np
 
-            arrays = {name: np.frombuffer(body, np.dtype(typecode), len(sections[name]), offsets[name]).astype(
-                np.int32) for name, typecode, _ in layout if typecode is not None}
+            try:
+                arrays = {name: np.frombuffer(body, np.dtype(typecode), len(sections[name]), offsets[name]).astype(
+                    np.int32) for name, typecode, _ in layout if typecode is not None}
+            except MemoryError:  # the graph is whole: its view is built from the dicts later (maybe_compact)
+                return graph
             ks = [k for _, k in payloads]
 
             def make(pending: set):  # in the view's thread: numba is imported there, not here

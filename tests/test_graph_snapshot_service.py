@@ -108,7 +108,7 @@ def test_a_worker_from_the_snapshot_answers_compiled_from_the_files_arrays(datab
             with second.reading() as graph:
                 assert second.built_from_snapshot is not None
                 assert graph.wait_compact(60)
-                assert graph._adopting is not None  # made from the file's arrays, not built from the dicts
+                assert graph._view.made_from == "snapshot"  # from the file's arrays, not built from the dicts
             assert impacted_names(api2, ids["db"]) == ({"report", "web2", "pool", "lb"}, last_seq(api))
             api.relate(ids["lb"], "depends_on", report)
             for name in ("db", "web2", "pool", "lb", "report"):

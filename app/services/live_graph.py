@@ -272,7 +272,12 @@ class LiveGraph:
             return None
         self.built_from_snapshot = header.applied_seq
         self._anchor = (header.applied_seq, header.lineage)  # same_database checked it against the database
-        if self._catch_up(graph):
+        try:
+            caught_up = self._catch_up(graph)
+        except BaseException:
+            graph.drop_compact()  # its view, being made from the file, is given up (it keeps the graph alive till then)
+            raise
+        if caught_up:
             return graph
         log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
                     path, self.catch_up_max, header.applied_seq)

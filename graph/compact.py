@@ -408,6 +408,7 @@ class CompactView:
         self.changed: list[int] = []  # CIs with an overlay row, each once
         self.pending = pending  # CIs touched since the last refresh (the graph adds to it)
         self.generation = 0
+        self.made_from = "graph"  # or "snapshot" (from_snapshot)
         self._kinds: dict[str, tuple[int, np.ndarray]] = {}
         self._base_members: dict[str, np.ndarray] = {}
         self._members: dict[str, tuple[int, np.ndarray]] = {}
@@ -813,8 +814,8 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
             if between is not None:
                 between()
         indptr = np.cumsum(counts)
-        heads_np = np.frombuffer(heads, np.int32).copy() if heads else np.zeros(0, np.int32)
-        edata_np = np.frombuffer(edata, np.int32).copy() if edata else np.zeros(0, np.int32)
+        heads_np = _frozen(np.frombuffer(heads, np.int32).copy() if heads else np.zeros(0, np.int32))
+        edata_np = _frozen(np.frombuffer(edata, np.int32).copy() if edata else np.zeros(0, np.int32))
         del heads, edata
         view = CompactView(ids, index, indptr, heads_np, edata_np, table, kk, tracked)
         view.predecessors()  # the base's side, sorted here without the lock (root cause reads it)
@@ -831,10 +832,38 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
                 sinks[:] = [sink for sink in sinks if sink is not tracked]  # by identity: empty sets are equal
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """`array`, read-only. A base's `heads` and `edata` always are, however made (numba compiles a loop once
+    per kind of array it is given: one kind, one compilation)."""
+    array.setflags(write=False)
+    return array
+
+
+def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.ndarray, payload: np.ndarray,
+                  table: list, ks: list, pending: set) -> CompactView:
+    """The view of a graph just read from a snapshot file (graph.snapshot), from the file's own arrays
+    instead of the dicts: per CI its successor count, per edge its head and its edge data row (int32, in
+    each CI's dict order), per CI its payload row; `table` is the graph's data dict of each edge data row,
+    `ks` the min_members of each payload row, `pending` the CIs changed since the file was read. The
+    snapshot's reader checked every index in range and the counts against the edges."""
+    n = len(ids)
+    if counts.shape[0] != n or int(counts.sum(dtype=np.int64)) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
+        raise ValueError("the snapshot's arrays are at odds with each other")  # a checked file never is
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
+    index: dict = {}
+    for start in range(0, n, SLICE):  # a slice at a time: one C call over 10 million ids would hold the GIL for seconds
+        index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+    view = CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), list(table), kk, pending)
+    view.made_from = "snapshot"
+    return view
+
+
 def warm_up() -> None:
     """Compile every loop (or load it from numba's cache) on a two-CI graph."""
-    view = CompactView(["a", "b"], {"a": 0, "b": 1}, np.array([0, 1, 1], np.int64), np.array([1], np.int32),
-                       np.array([0], np.int32), [{"kind": ORDINARY}], np.ones(2, np.int32), set())
+    view = CompactView(["a", "b"], {"a": 0, "b": 1}, np.array([0, 1, 1], np.int64), _frozen(np.array([1], np.int32)),
+                       _frozen(np.array([0], np.int32)), [{"kind": ORDINARY}], np.ones(2, np.int32), set())
     view.propagate(["a"], "kind", None).keys_list()
     view.candidates(["b"], "kind")
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)

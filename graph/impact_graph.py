@@ -66,6 +66,7 @@ class ImpactGraph:
         self._sinks: list[set] = []
         self._epoch = 0
         self._building = False
+        self._adopting: threading.Thread | None = None  # adopt_compact's thread, for wait_compact
 
     # ---- read-only views -------------------------------------------------------------------
 
@@ -306,14 +307,71 @@ class ImpactGraph:
         overtook the build (nothing installed)."""
         from graph import compact
 
-        def install(view) -> None:  # under the lock, the view exact
-            old = self._view
-            if old is not None:  # by identity: two empty sets are equal
-                self._sinks[:] = [sink for sink in self._sinks if sink is not old.pending]
-            self._view = view
-
-        return compact.build(self._g, self._lock, self._sinks, lambda: self._epoch, install,
+        return compact.build(self._g, self._lock, self._sinks, lambda: self._epoch, self._install_view,
                              slice_size or compact.SLICE, between) is not None
+
+    def _install_view(self, view) -> None:  # under the lock, the view exact
+        old = self._view
+        if old is not None:  # by identity: two empty sets are equal
+            self._sinks[:] = [sink for sink in self._sinks if sink is not old.pending]
+        self._view = view
+
+    def adopt_compact(self, make) -> threading.Thread | None:
+        """Install the view `make(pending)` returns (graph.compact.from_snapshot: a snapshot's arrays, as
+        the dicts were when the file was read), in a thread of its own once the loops are compiled; every
+        CI changed from this call on is read into its overlay first. The Python loop answers until then,
+        and if making it fails, until the next maybe_compact builds one from the dicts. The thread (None
+        if a build is under way already)."""
+        with self._lock:
+            if self._building:
+                return None
+            self._building = True
+            tracked: set = set()
+            self._sinks.append(tracked)
+            epoch = self._epoch
+
+        def adopt() -> None:
+            installed = False
+            try:
+                view = make(tracked)
+                from graph import compact  # imported by make
+
+                for step in (compact.warm_up, view.predecessors):  # the base's pred side sorted without the lock
+                    if self._epoch != epoch:  # dropped (a load, a change of semantics, a graph let go): give up
+                        return
+                    step()
+                with self._lock:
+                    if self._epoch == epoch:
+                        view.refresh(self._g)
+                        self._install_view(view)
+                        installed = True
+            except Exception:  # the dicts keep answering; the next maybe_compact builds a view from them
+                log.exception("the impact graph's compact view from its snapshot failed; the Python loop answers")
+            finally:
+                with self._lock:
+                    if not installed:
+                        self._sinks[:] = [sink for sink in self._sinks if sink is not tracked]
+                    self._building = False
+
+        thread = self._adopting = threading.Thread(target=adopt, name="karta-graph-compact", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the dicts answer, and maybe_compact tries later
+            log.exception("no thread for the impact graph's compact view from its snapshot")
+            with self._lock:
+                self._sinks[:] = [sink for sink in self._sinks if sink is not tracked]
+                self._building = False
+            self._adopting = None
+            return None
+        return thread
+
+    def wait_compact(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds for a view being adopted (adopt_compact) to go in; whether the
+        graph has a view then."""
+        thread = self._adopting
+        if thread is not None:
+            thread.join(timeout)
+        return self.compacted
 
     def drop_compact(self) -> None:
         """Forget the view, and give up a build in progress (a graph being let go: nothing keeps it alive)."""

@@ -94,6 +94,29 @@ def test_a_worker_starts_from_the_snapshot_and_applies_the_changes_made_since(da
             assert impacted_names(api2, ids["db"]) == ({"report", "lb"}, last_seq(api))
 
 
+def test_a_worker_from_the_snapshot_answers_compiled_from_the_files_arrays(database_url, tmp_path):
+    """With the compiled view on, the worker's view is made from the file's arrays (not built from the
+    dicts) and holds the changes its catch-up applied: answers as a worker without it."""
+    directory = tmp_path / "graph"
+    with worker(database_url, directory) as (first, api):
+        ids = estate(api)
+        first.write_snapshot(force=True)
+        report = api.create_ci("application", "report")["id"]
+        api.relate(report, "depends_on", ids["db"])
+        assert api.delete(f"/api/v1/cis/{ids['web1']}").status_code == 204
+        with worker(database_url, directory, api.secrets, graph_compact_min_cis=0) as (second, api2):
+            with second.reading() as graph:
+                assert second.built_from_snapshot is not None
+                assert graph.wait_compact(60)
+                assert graph._view.made_from == "snapshot"  # from the file's arrays, not built from the dicts
+            assert impacted_names(api2, ids["db"]) == ({"report", "web2", "pool", "lb"}, last_seq(api))
+            api.relate(ids["lb"], "depends_on", report)
+            for name in ("db", "web2", "pool", "lb", "report"):
+                assert impacted_names(api2, ids.get(name) or report) == impacted_names(api, ids.get(name) or report)
+            with second.reading() as graph:
+                assert graph.compacted
+
+
 @pytest.fixture
 def other_database_url(request, database_url, tmp_path):
     """A second fresh database of the same backend: another deployment's."""

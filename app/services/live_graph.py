@@ -266,16 +266,22 @@ class LiveGraph:
 
         try:
             graph, header = snapshot_file.load(path, semantics, schema_revision=self.schema_revision(),
-                                               accept=same_database)
+                                               accept=same_database, compact_min_cis=self.compact_min_cis)
         except SnapshotRejected as exc:
             log.warning("impact graph snapshot %s ignored (%s): loading from the database", path, exc)
             return None
         self.built_from_snapshot = header.applied_seq
         self._anchor = (header.applied_seq, header.lineage)  # same_database checked it against the database
-        if self._catch_up(graph):
+        try:
+            caught_up = self._catch_up(graph)
+        except BaseException:
+            graph.drop_compact()  # its view, being made from the file, is given up (it keeps the graph alive till then)
+            raise
+        if caught_up:
             return graph
         log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
                     path, self.catch_up_max, header.applied_seq)
+        graph.drop_compact()  # its view, being made from the file, is given up (it keeps the graph alive till then)
         del graph
         gc.unfreeze()  # the snapshot's graph was frozen out of the collector's reach: hand it back
         return None

@@ -1,0 +1,188 @@
+"""Benchmark: a worker starting from a snapshot file, up to its compiled view (graph/compact.py), and what
+the workers of one host hold in memory, side by side with the code before.
+
+    git worktree add ../before <commit>      # the code before, e.g. the commit before this bench
+    python bench/snapshot_view_bench.py --cis 1000000 --baseline ../before --workers 4 --rounds 3
+
+Each side runs its own code (this checkout, and --baseline's) in child processes, no database:
+  1. a child generates the seeded synthetic enterprise of bench/graph_synthetic.py, loads it with
+     `bulk_load` and writes its snapshot with that side's writer (and compiles numba's loops into that
+     side's cache, so no later child pays compiling);
+  2. --rounds times, sides alternating which goes first, one child alone: reads the snapshot
+     (`snapshot.load`), then gets its compiled view as that side's worker does: before, built from the
+     dicts (`build_compact`, what LiveGraph starts after a load); after, made from the file's arrays
+     (`load(compact_min_cis=...)`, then `wait_compact`). Timed: to the graph, and to the view;
+  3. --workers children of one side at once, each holding its loaded graph and view: their memory from
+     /proc/<pid>/smaps_rollup (resident, proportional share, and private = what the child alone holds),
+     read once every child of the side holds its graph and view.
+Every child checks one impact answer compiled against the Python loop. Writes bench/results/snapshot-view.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SCHEMA = "bench"
+JOIN_SECONDS = 1800
+
+
+def rollup() -> dict[str, float]:
+    """This process's /proc/self/smaps_rollup, MiB: Rss, Pss and Private (clean + dirty)."""
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            fields[name] = int(value.split()[0]) / 1024
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
+
+
+def child(args) -> None:
+    """Runs in a child, with the side's code first on sys.path."""
+    sys.path[:0] = [args.code, os.path.join(args.code, "bench")]
+    from graph_synthetic import SEMANTICS, generate
+
+    from graph import ImpactGraph, compact, propagation, snapshot
+
+    if args.child == "write":
+        inventory = generate(args.cis, args.seed)
+        g = ImpactGraph(SEMANTICS)
+        g.bulk_load(inventory.cis, inventory.relationships)
+        g.applied_seq = 1
+        snapshot.save(g, args.path, schema_revision=SCHEMA, lineage="bench")
+        compact.warm_up()
+        print(json.dumps({"cis": len(g), "bytes": os.path.getsize(args.path)}), flush=True)
+        return
+    started = time.perf_counter()
+    adopt = "compact_min_cis" in snapshot.load.__code__.co_varnames
+    if adopt:
+        g, _ = snapshot.load(args.path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0)
+    else:
+        g, _ = snapshot.load(args.path, SEMANTICS, schema_revision=SCHEMA)
+    graph_at = time.perf_counter() - started
+    if adopt:
+        viewed = g.wait_compact(JOIN_SECONDS)
+    else:
+        compact.warm_up()  # as LiveGraph's background build does first (from numba's cache)
+        viewed = g.build_compact()
+    view_at = time.perf_counter() - started
+    assert viewed and g.compacted, "no compiled view"
+    ids = list(g.graph._node)
+    rng = random.Random(args.seed)
+    for ci in rng.sample(ids, 5):  # answers checked against the Python loop
+        kind_key = g._types.kind_key(None)
+        python = propagation.impact(g.graph, [ci], kind_key, None, g._spares_for(kind_key))
+        assert g.impact([ci]).states() == python.states(), ci
+    print(json.dumps({"graph_s": graph_at, "view_s": view_at, "adopted": adopt, **rollup()}), flush=True)
+    if args.hold:  # memory read again once every child of the side holds its graph and view
+        sys.stdin.readline()
+        print(json.dumps(rollup()), flush=True)
+        sys.stdin.readline()  # held until the parent has read every child's memory
+
+
+def spawn(code: Path, path: Path, args, kind: str, hold: bool = False) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--child", kind, "--code", str(code), "--path", str(path),
+               "--cis", str(args.cis), "--seed", str(args.seed)] + (["--hold"] if hold else [])
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=code)
+
+
+def answer(process: subprocess.Popen, timeout: float = JOIN_SECONDS) -> dict:
+    line = process.stdout.readline()
+    if not line:
+        process.wait(timeout)
+        raise SystemExit(f"a child failed (exit {process.returncode})")
+    return json.loads(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cis", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--baseline", type=Path, help="a checkout of the code before (a git worktree)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", choices=["write", "load"], help=argparse.SUPPRESS)
+    parser.add_argument("--code", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    sides = {"after": ROOT} | ({"before": args.baseline.resolve()} if args.baseline else {})
+    workdir = Path(tempfile.mkdtemp(prefix="karta-snapshot-view-"))
+    files = {side: workdir / f"{side}.snapshot" for side in sides}
+    try:
+        written = {}
+        for side, code in sides.items():
+            process = spawn(code, files[side], args, "write")
+            written[side] = answer(process)
+            process.wait(JOIN_SECONDS)
+            print(f"{side}: snapshot of {written[side]['cis']:,} CIs, {written[side]['bytes'] / 2**20:.0f} MiB", flush=True)
+        times: dict[str, list[dict]] = {side: [] for side in sides}
+        for round_ in range(args.rounds):
+            order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+            for side in order:
+                process = spawn(sides[side], files[side], args, "load")
+                times[side].append(answer(process))
+                process.wait(JOIN_SECONDS)
+                print(f"round {round_ + 1} {side}: {times[side][-1]}", flush=True)
+        memory: dict[str, list[dict]] = {}
+        for side in sides:
+            processes = [spawn(sides[side], files[side], args, "load", hold=True) for _ in range(args.workers)]
+            try:
+                ready = [answer(p) for p in processes]  # every child holds its graph and view now
+                for p in processes:
+                    p.stdin.write("measure\n")
+                    p.stdin.flush()
+                memory[side] = [{**r, **answer(p)} for r, p in zip(ready, processes)]
+            finally:
+                for p in processes:
+                    p.stdin.close()
+                    p.wait(JOIN_SECONDS)
+            print(f"{side}, {args.workers} at once: {memory[side]}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(args, sides, written, times, memory)
+
+
+def report(args, sides, written, times, memory) -> None:
+    def med(side, key):
+        return statistics.median(t[key] for t in times[side])
+
+    lines = [f"# A worker from a snapshot to its compiled view, {written['after']['cis']:,} CIs", "",
+             f"`python bench/snapshot_view_bench.py --cis {args.cis} --workers {args.workers} --rounds {args.rounds}"
+             + (f" --baseline {args.baseline}`" if args.baseline else "`"), "",
+             "| measure | " + " | ".join(sides) + " |", "|---|" + "---:|" * len(sides),
+             "| snapshot file, MiB | " + " | ".join(f"{written[s]['bytes'] / 2**20:.0f}" for s in sides) + " |",
+             "| start to the graph (snapshot.load), s, median (range) | " + " | ".join(
+                 f"{med(s, 'graph_s'):.1f} ({min(t['graph_s'] for t in times[s]):.1f}-{max(t['graph_s'] for t in times[s]):.1f})"
+                 for s in sides) + " |",
+             "| start to the compiled view, s, median (range) | " + " | ".join(
+                 f"{med(s, 'view_s'):.1f} ({min(t['view_s'] for t in times[s]):.1f}-{max(t['view_s'] for t in times[s]):.1f})"
+                 for s in sides) + " |"]
+    for key, label in (("rss", "resident"), ("pss", "proportional share (Pss)"), ("private", "private (its own alone)")):
+        lines.append(f"| {label} per worker, {args.workers} at once, MiB, median | " + " | ".join(
+            f"{statistics.median(m[key] for m in memory[s]):.0f}" for s in sides) + " |")
+    lines.append(f"| the host's {args.workers} workers, sum of Pss, MiB | " + " | ".join(
+        f"{sum(m['pss'] for m in memory[s]):.0f}" for s in sides) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "snapshot-view.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

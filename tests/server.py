@@ -24,6 +24,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: held bound together while they are picked (two free_port() calls
+    in a row can return the same port, the first being free again once its socket closed)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 class ServerUrl(str):
     """The server's base URL, with its process (a test may kill it: SIGKILL mid-delivery)."""
 
@@ -32,10 +45,11 @@ class ServerUrl(str):
 
 @contextmanager
 def running_server(database_url: str, *, workers: int = 1, startup_seconds: float = 30, host: str = "127.0.0.1",
-                   env: dict[str, str] | None = None):
-    """`karta serve` on a free port of `host` (one of this machine's addresses); yields its base URL.
-    `env` adds settings (KARTA_STALE_AFTER_RUNS=2)."""
-    port = free_port(host)
+                   env: dict[str, str] | None = None, port: int | None = None):
+    """`karta serve` on a free port of `host` (one of this machine's addresses; `port` when the test picked
+    it, with free_ports, apart from another it uses); yields its base URL. `env` adds settings
+    (KARTA_STALE_AFTER_RUNS=2)."""
+    port = port or free_port(host)
     env = {**os.environ, **(env or {}), "KARTA_DATABASE_URL": database_url}
     # The server's log goes to a file (a pipe nobody reads would stall it once full) and is printed
     # when the block fails, so a 500 in a test comes with its traceback.

@@ -48,7 +48,7 @@ from app.models import ConfigurationItem
 from tests.conftest import missing_requirement
 from tests.replica.conftest import replicated  # noqa: F401 - the primary + hot standby fixture
 from tests.replica.test_read_replicas import create_tokens
-from tests.server import free_port, running_server
+from tests.server import free_ports, running_server
 from tests.thread_group import ThreadGroup
 
 pytestmark = pytest.mark.postgres
@@ -87,7 +87,8 @@ class Nginx:
 
     def __init__(self, home: Path, upstreams: list[str], *, upstream_lines: list[str] | None = None) -> None:
         self.home = home
-        self.https_port, self.http_port = free_port(), free_port()
+        # Distinct: nginx given one port for both listens made both TLS, and refused to start (a flake in CI).
+        self.https_port, self.http_port = free_ports(2)
         self.cert, self.key = home / "karta.crt", home / "karta.key"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                         "-nodes", "-days", "1", "-subj", "/CN=karta.test", "-addext", "subjectAltName=IP:127.0.0.1",
@@ -571,16 +572,21 @@ def test_a_host_killed_mid_load_fails_no_read_and_sends_no_post_twice(stack):
     reads = [f for f in load.failures if f[1] in ("list", "impact", "read")]
     writes = [f for f in load.failures if f not in reads]
     counted = dict(load.answers)
-    print(f"answers with one host killed: {counted}; failed writes: {[(kind, what[:3]) for _, kind, what in writes]}")
-    assert reads == [], reads[:10]  # nginx asked the other host
-    # A POST in flight on the killed host: nginx answers 502 and does not send it again; or, when the
-    # host died after its answer's head had gone through nginx to the client and before its body
-    # (uvicorn writes them apart), nginx can only cut the connection: the client sees the answer
-    # end early. At most one per writer (each sends one at a time), and only around the kill.
-    assert len(writes) <= WRITERS, writes
+    print(f"answers with one host killed: {counted}; failed: {[(kind, what[:3]) for _, kind, what in load.failures]}")
+    # A host that dies after its answer's head went through nginx to the client and before its body
+    # (uvicorn writes them apart) leaves nginx nothing to do but cut the connection: HTTP cannot take
+    # a head back, so the client sees that answer end early, read or write. Around the kill only, and
+    # at most one per client thread (each sends one request at a time).
     cut = "RemoteProtocolError: peer closed connection without sending complete message body"
-    assert all((f[2].startswith("502") or f[2].startswith(cut)) and abs(f[0] - killed_at) < 5
-               for f in writes), writes
+
+    def mid_answer(failure) -> bool:
+        return failure[2].startswith(cut) and abs(failure[0] - killed_at) < 5
+
+    assert [f for f in reads if not mid_answer(f)] == [], reads[:10]  # nginx asked the other host
+    assert len(reads) <= READERS, reads
+    # A POST in flight on the killed host: nginx answers 502 and does not send it again (or it was cut).
+    assert len(writes) <= WRITERS, writes
+    assert all((f[2].startswith("502") or mid_answer(f)) and abs(f[0] - killed_at) < 5 for f in writes), writes
     # Writes went on after the kill (to the living host), and reads too.
     assert sum(1 for at, _ in load.created if at > killed_at + 1) >= 10, counted
     log = stack.nginx.access_log()[before:]

@@ -12,7 +12,7 @@ import pytest
 from app.core.db import make_engine
 from tests.conftest import create_tokens, new_id
 from tests.integrations.metrics_text import samples, value
-from tests.server import KARTA, free_port, running_server
+from tests.server import KARTA, free_port, free_ports, running_server
 
 REQUESTS = "karta_http_request_duration_seconds_count"
 TEMPLATE = "/api/v1/cis/{ci_id}"
@@ -42,10 +42,10 @@ def test_two_workers_counters_add_up_and_the_open_listener(database_url, tmp_pat
     secrets = _tokens(database_url)
     tmp = str(tmp_path / "tmp")
     os.mkdir(tmp)
-    listen_port = free_port()
+    listen_port, api_port = free_ports(2)  # apart: two free_port() calls in a row can return one port
     env = {"TMPDIR": tmp, "KARTA_METRICS_LISTEN": f"127.0.0.1:{listen_port}", "KARTA_METRICS_CACHE_SECONDS": "0"}
     read = {"Authorization": f"Bearer {secrets['read']}"}
-    with running_server(database_url, workers=2, env=env) as base:
+    with running_server(database_url, workers=2, env=env, port=api_port) as base:
         assert len(_metrics_dirs(tmp)) == 1
         sent = 0
         # New connections until both workers have answered some (the kernel hands connections out).

@@ -20,7 +20,7 @@ import yaml
 
 from tests.conftest import missing_requirement, tokens_for
 from tests.integrations.estate import expected_targets, ingest_estate
-from tests.server import free_port, running_server, stop
+from tests.server import free_port, free_ports, running_server, stop
 
 PROMETHEUS = "/usr/bin/prometheus"
 WAIT_SECONDS = 60
@@ -102,8 +102,9 @@ def test_prometheus_discovers_targets_from_karta_and_scrapes_it(database_url, tm
     token_file = tmp_path / "karta-token"
     token_file.write_text(secrets["read"])
     token_file.chmod(0o600)
-    listener = f"127.0.0.1:{free_port()}"
-    with running_server(database_url, env={"KARTA_METRICS_LISTEN": listener}) as base:
+    listen_port, api_port = free_ports(2)  # apart: two free_port() calls in a row can return one port
+    listener = f"127.0.0.1:{listen_port}"
+    with running_server(database_url, env={"KARTA_METRICS_LISTEN": listener}, port=api_port) as base:
         refs = ingest_estate(_Api(base, secrets["discovery"]))
         karta = base.removeprefix("http://")
         config = tmp_path / "prometheus.yml"

@@ -39,6 +39,18 @@ def memory_mib(pid: int | str = "self") -> tuple[float, float]:
     return mib("VmRSS"), mib("VmHWM")
 
 
+def smaps_rollup(pid: int | str = "self") -> dict[str, float]:
+    """A process's /proc/<pid>/smaps_rollup, MiB: resident (Rss), proportional share (Pss) and private
+    (clean + dirty: the pages it alone holds)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            fields[name] = int(value.split()[0]) / 1024
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
+
+
 def fresh_database(backend: str, name: str, workdir: Path) -> str:
     """The URL of an empty database named `name`: a file in `workdir`, or a PostgreSQL database made anew."""
     if backend == "sqlite":

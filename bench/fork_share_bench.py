@@ -29,15 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-
-def rollup(pid: int | str = "self") -> dict[str, float]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, _, value = line.partition(":")
-        if value.strip().endswith("kB"):
-            fields[name] = int(value.split()[0]) / 1024
-    return {"rss": fields["Rss"], "pss": fields["Pss"],
-            "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
+from bench.common import smaps_rollup as rollup  # noqa: E402
 
 
 def work(g, seconds: float, seed: int, top: list, services: list, changes_per_second: float) -> dict:

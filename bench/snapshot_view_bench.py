@@ -33,20 +33,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]  # this checkout's bench helpers; a child then puts its side's code first
+
+from bench.common import smaps_rollup as rollup  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 SCHEMA = "bench"
 JOIN_SECONDS = 1800
-
-
-def rollup() -> dict[str, float]:
-    """This process's /proc/self/smaps_rollup, MiB: Rss, Pss and Private (clean + dirty)."""
-    fields = {}
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
-        name, _, value = line.partition(":")
-        if value.strip().endswith("kB"):
-            fields[name] = int(value.split()[0]) / 1024
-    return {"rss": fields["Rss"], "pss": fields["Pss"],
-            "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
 
 
 def child(args) -> None:

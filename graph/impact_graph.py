@@ -311,10 +311,12 @@ class ImpactGraph:
                              slice_size or compact.SLICE, between) is not None
 
     def _install_view(self, view) -> None:  # under the lock, the view exact
-        old = self._view
-        if old is not None:  # by identity: two empty sets are equal
-            self._sinks[:] = [sink for sink in self._sinks if sink is not old.pending]
+        if self._view is not None:
+            self._drop_sink(self._view.pending)
         self._view = view
+
+    def _drop_sink(self, sink: set) -> None:  # under the lock
+        self._sinks[:] = [s for s in self._sinks if s is not sink]  # by identity: two empty sets are equal
 
     def adopt_compact(self, make) -> threading.Thread | None:
         """Install the view `make(pending)` returns (graph.compact.from_snapshot: a snapshot's arrays, as
@@ -350,7 +352,7 @@ class ImpactGraph:
             finally:
                 with self._lock:
                     if not installed:
-                        self._sinks[:] = [sink for sink in self._sinks if sink is not tracked]
+                        self._drop_sink(tracked)
                     self._building = False
 
         thread = self._adopting = threading.Thread(target=adopt, name="karta-graph-compact", daemon=True)
@@ -359,7 +361,7 @@ class ImpactGraph:
         except RuntimeError:  # no thread to be had: the dicts answer, and maybe_compact tries later
             log.exception("no thread for the impact graph's compact view from its snapshot")
             with self._lock:
-                self._sinks[:] = [sink for sink in self._sinks if sink is not tracked]
+                self._drop_sink(tracked)
                 self._building = False
             self._adopting = None
             return None

@@ -505,10 +505,9 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
 
 def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview,
             compact: bool = False) -> ImpactGraph:
-    sections, offsets, offset = {}, {}, 0
+    sections, offset = {}, 0
     for name, typecode, size in layout:
         chunk = body[offset:offset + size]
-        offsets[name] = offset
         offset += size
         sections[name] = chunk if typecode is None else chunk.cast(typecode)  # read where they lie, not copied
     if offset != len(body):
@@ -533,8 +532,8 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
             import numpy as np
 
             try:
-                arrays = {name: np.frombuffer(body, np.dtype(typecode), len(sections[name]), offsets[name]).astype(
-                    np.int32) for name, typecode, _ in layout if typecode is not None}
+                arrays = {name: np.frombuffer(sections[name], np.dtype(typecode)).astype(np.int32)
+                          for name, typecode, _ in layout if typecode is not None}
             except MemoryError:  # the graph is whole: its view is built from the dicts later (maybe_compact)
                 return graph
             ks = [k for _, k in payloads]

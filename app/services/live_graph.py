@@ -272,16 +272,16 @@ class LiveGraph:
             return None
         self.built_from_snapshot = header.applied_seq
         self._anchor = (header.applied_seq, header.lineage)  # same_database checked it against the database
+        caught_up = False
         try:
             caught_up = self._catch_up(graph)
-        except BaseException:
-            graph.drop_compact()  # its view, being made from the file, is given up (it keeps the graph alive till then)
-            raise
+        finally:
+            if not caught_up:  # a graph let go: its view, being made from the file, would keep it alive till then
+                graph.drop_compact()
         if caught_up:
             return graph
         log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
                     path, self.catch_up_max, header.applied_seq)
-        graph.drop_compact()  # its view, being made from the file, is given up (it keeps the graph alive till then)
         del graph
         gc.unfreeze()  # the snapshot's graph was frozen out of the collector's reach: hand it back
         return None

@@ -29,6 +29,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -202,10 +203,29 @@ def main() -> None:
                         help="both servers are asked an impact question after each batch of the first load, so both "
                              "graphs grow change by change as a serving worker's does (without it only the mapped "
                              "side's keeper walks its graph during the load; the unmapped graph is loaded whole after)")
+    parser.add_argument("--profile", type=Path,
+                        help="record each timed pass's server's CPU profile into this directory (--profile-with)")
+    parser.add_argument("--profile-with", choices=("py-spy", "perf"), default="py-spy",
+                        help="py-spy (pip install py-spy): Python stacks, one collapsed-stack file a pass; perf (linux-perf): the interpreter's own C "
+                             "functions (malloc, hashing, the collector), one perf.data file a pass")
     parser.add_argument("--control", action="store_true",
                         help="neither database's services carry entry points: the ratio two like databases "
                              "served side by side give (the noise floor of the first measure)")
     args = parser.parse_args()
+
+    def profiling(pid: int, name: str):
+        if args.profile is None:
+            return None
+        args.profile.mkdir(parents=True, exist_ok=True)
+        import subprocess
+        if args.profile_with == "perf":
+            command = ["perf", "record", "-F", "999", "-p", str(pid), "-o", str(args.profile / f"{name}.data")]
+        else:
+            command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--nonblocking",
+                       "--rate", "250", "--format", "raw", "--output", str(args.profile / f"{name}.txt")]
+        profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # attached before the pass starts
+        return profiler
     stacks = service_stacks(args.services, random.Random(42))
     items = stacks + generate(max(args.items - len(stacks), 1000), random.Random(43))
     mapped_items = items if args.control else with_entry_points(items)
@@ -255,8 +275,12 @@ def main() -> None:
                     order = ("mapped", "unmapped") if n % 2 == 0 else ("unmapped", "mapped")
                     for side in order:
                         settle(sides[side][0])
+                        profiler = profiling(pids[side], f"{kind}-{side}-{n}")
                         cpu, faults = cpu_seconds(pids[side]), minor_faults(pids[side])
                         seconds = push(timed[side], sides[side][3], f"again-{n}", ids[side])
+                        if profiler is not None:
+                            profiler.send_signal(signal.SIGINT)
+                            profiler.wait(60)
                         cpu, faults = cpu_seconds(pids[side]) - cpu, minor_faults(pids[side]) - faults
                         passes.setdefault((kind, side), []).append((cpu, faults, memory_mib(pids[side])[0]))
                         if kind == "loaded" or args.restart:

@@ -144,3 +144,28 @@ def test_graph_imports_nothing_from_the_service_or_the_web():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_changes_applied_one_by_one_keep_one_string_per_id():
+    # A catch-up decodes each record's ids into new strings: the graph keeps one object per id however
+    # many relationships name it (two more per relationship otherwise, for as long as it lasts).
+    import uuid
+
+    g = ImpactGraph(SEMANTICS)
+    app, dbs, hosts = uuid.uuid4(), [uuid.uuid4() for _ in range(3)], [uuid.uuid4() for _ in range(3)]
+    g.upsert_ci(str(app), "application")
+    for db, host in zip(dbs, hosts):
+        g.upsert_ci(str(db), "database")
+        g.add_relationship(str(app), str(db), "depends_on")
+        g.add_relationship(str(db), str(host), "runs_on")  # a host first seen in a relationship
+        g.add_relationship(str(app), str(host), "runs_on")
+    held: dict[str, set[int]] = {}
+    for adjacency in (g._g._succ, g._g._pred):
+        for u, nbrs in adjacency.items():
+            held.setdefault(u, set()).add(id(u))
+            for v in nbrs:
+                held.setdefault(v, set()).add(id(v))
+    for u in g._g._node:
+        held.setdefault(u, set()).add(id(u))
+    assert len(held) == 7 and all(len(objects) == 1 for objects in held.values()), held
+    assert g.impact([str(hosts[0])]).states() == {str(dbs[0]): "down", str(app): "down"}

@@ -30,6 +30,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -217,15 +218,28 @@ def main() -> None:
         if args.profile is None:
             return None
         args.profile.mkdir(parents=True, exist_ok=True)
-        import subprocess
         if args.profile_with == "perf":
             command = ["perf", "record", "-F", "999", "-p", str(pid), "-o", str(args.profile / f"{name}.data")]
         else:
             command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--nonblocking",
                        "--rate", "250", "--format", "raw", "--output", str(args.profile / f"{name}.txt")]
-        profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1)  # attached before the pass starts
+        if profiler.poll() is not None:
+            raise SystemExit(f"{command[0]} could not record process {pid}: {profiler.stderr.read().decode()[-500:]}")
         return profiler
+
+    def stop_profiling(profiler) -> None:
+        """Stopped once the pass's readings are taken (its own flush is not the server's work); killed if
+        it does not end within a minute, so that none outlives the run."""
+        if profiler is None:
+            return
+        profiler.send_signal(signal.SIGINT)
+        try:
+            profiler.wait(60)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait(10)
     stacks = service_stacks(args.services, random.Random(42))
     items = stacks + generate(max(args.items - len(stacks), 1000), random.Random(43))
     mapped_items = items if args.control else with_entry_points(items)
@@ -276,12 +290,12 @@ def main() -> None:
                     for side in order:
                         settle(sides[side][0])
                         profiler = profiling(pids[side], f"{kind}-{side}-{n}")
-                        cpu, faults = cpu_seconds(pids[side]), minor_faults(pids[side])
-                        seconds = push(timed[side], sides[side][3], f"again-{n}", ids[side])
-                        if profiler is not None:
-                            profiler.send_signal(signal.SIGINT)
-                            profiler.wait(60)
-                        cpu, faults = cpu_seconds(pids[side]) - cpu, minor_faults(pids[side]) - faults
+                        try:
+                            cpu, faults = cpu_seconds(pids[side]), minor_faults(pids[side])
+                            seconds = push(timed[side], sides[side][3], f"again-{n}", ids[side])
+                            cpu, faults = cpu_seconds(pids[side]) - cpu, minor_faults(pids[side]) - faults
+                        finally:
+                            stop_profiling(profiler)
                         passes.setdefault((kind, side), []).append((cpu, faults, memory_mib(pids[side])[0]))
                         if kind == "loaded" or args.restart:
                             results[side].append(seconds)
@@ -320,7 +334,8 @@ def main() -> None:
     cpu_ratios = [m / u for m, u in zip(server_cpu["mapped"], server_cpu["unmapped"])]
     lines = [f"Service maps, {args.items:,} items, {mapped_services:,} mapped services, {args.backend}, "
              f"`karta serve` with one worker each, batches of 5,000" + (" (control: nothing mapped)" if args.control else "")
-             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else "") + (" (restarted)" if args.restart else "") + (" (both asked during the load)" if args.ask_during_load else ""),
+             + (" (the mapped side's server runs no keeper)" if args.keeper_off else "") + (" (vacuumed)" if args.vacuum else "") + (" (restarted)" if args.restart else "") + (" (both asked during the load)" if args.ask_during_load else "")
+             + (f" (profiled with {args.profile_with}: its sampling counts in the servers' CPU)" if args.profile else ""),
              "", "| measure | value |", "|---|---:|",
              f"| unchanged pass, mapped (mean of {args.rounds}) | {mapped_s:.2f} s |",
              f"| unchanged pass, unmapped (mean of {args.rounds}) | {unmapped_s:.2f} s |",

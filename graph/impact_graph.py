@@ -655,14 +655,27 @@ def _common(a: dict, b: dict) -> list:
     return [k for k in a if k in b]
 
 
+def _interned_strings_are_mortal() -> bool:
+    """Whether an interned string is freed once nothing else holds it (CPython 3.11, and 3.12.6 on):
+    3.12.0 to 3.12.5 keep every interned string for the life of the process, and a worker would keep
+    the id of every CI it ever applied a change to."""
+    probe = sys.intern("".join(("karta-", "mortal-", "probe")))
+    return sys.getrefcount(probe) < 1 << 30
+
+
+_INTERN = _interned_strings_are_mortal()
+
+
 def _one_copy(ci_id):
     """One string object per id, however many relationships name it (sys.intern): a change applied one by
     one brings its ids as new strings (decoded from its record), and each relationship kept its own copies
-    of both ends in the adjacency dicts, two more small objects per relationship for as long as it lasts
-    (at 100,000 CIs grown change by change, about 450,000 more objects and 43 MB; bulk_load shares them
-    already). A worker's heap strewn with them also made every later request slower (BENCHMARKS.md,
-    "Service maps: one copy of each id"). Ids of other types (tests use ints) are kept as given."""
-    return sys.intern(ci_id) if type(ci_id) is str else ci_id
+    of both ends in the adjacency dicts, two more ~85-byte strings per relationship for as long as it
+    lasts (about 480,000 more objects in a worker whose 100,000-CI graph grew during a load). A graph
+    loaded whole (bulk_load, a snapshot) shares one object per id already, not the interned one: the
+    relationships caught up after add at most one more per id. A worker's heap strewn with the copies
+    also made every later request slower (BENCHMARKS.md, "Service maps: one copy of each id"). Ids of
+    other types (tests use ints) are kept as given; so is every id where interned strings are never freed."""
+    return sys.intern(ci_id) if _INTERN and type(ci_id) is str else ci_id
 
 
 def _flips(types: EdgeTypeSets, type_name: str) -> bool:

@@ -5,10 +5,18 @@ than its catch-up cap rebuilds rather than answering from a graph only partly ca
 the cap applies the records page by page without rebuilding.
 """
 
+import json
 import threading
 import time
+import uuid
+from types import SimpleNamespace
 
+import pytest
+
+from app.services.live_graph import _apply
+from graph import ImpactGraph, impact_graph
 from tests.conftest import new_id
+from tests.graph.conftest import SEMANTICS
 
 
 def last_seq(api) -> int:
@@ -114,3 +122,45 @@ def test_every_impact_answer_says_its_sequence(api):
     after = api.post("/api/v1/impact", json={"ci_ids": [db]})
     assert after.json()["impacted"] == [] and after.json()["as_of_seq"] == last_seq(api) > seq
     assert api.post("/api/v1/impact", json={"ci_ids": [new_id()]}).status_code == 422
+
+
+def _ids_held(graph) -> dict[str, set[int]]:
+    """Each id the graph holds, with the distinct string objects that spell it."""
+    held: dict[str, set[int]] = {}
+    for adjacency in (graph.graph._succ, graph.graph._pred):
+        for u, nbrs in adjacency.items():
+            held.setdefault(u, set()).add(id(u))
+            for v in nbrs:
+                held.setdefault(v, set()).add(id(v))
+    for u in graph.graph._node:
+        held.setdefault(u, set()).add(id(u))
+    return held
+
+
+@pytest.mark.skipif(not impact_graph._INTERN, reason="this Python never frees interned strings (3.12.0-3.12.5): the graph keeps the ids as given")
+@pytest.mark.parametrize("start", ["empty", "loaded whole"])
+def test_a_catch_up_keeps_one_string_per_id_however_many_relationships_name_it(start):
+    # As a catch-up reads the records: each diff decoded from JSON (new strings every time). A graph
+    # loaded whole holds its own object per id: the changes after it add at most one more.
+    app, dbs, hosts = uuid.uuid4(), [uuid.uuid4() for _ in range(4)], [uuid.uuid4() for _ in range(4)]
+    current = {app: ("application", None), **{db: ("database", None) for db in dbs}}
+    graph = ImpactGraph(SEMANTICS)
+    if start == "loaded whole":
+        graph.bulk_load([(str(ci), ci_class, k) for ci, (ci_class, k) in current.items()], [])
+
+    def record(seq, object_type, object_id, diff=None):
+        return SimpleNamespace(seq=seq, object_type=object_type, action="create" if diff else "update",
+                               object_id=object_id, diff=json.loads(json.dumps(diff or {})))
+
+    records = [record(1 + n, "ci", ci) for n, ci in enumerate(current)]
+    for db, host in zip(dbs, hosts):
+        for source, target, rel_type in ((app, db, "depends_on"), (db, host, "runs_on"), (app, host, "runs_on")):
+            records.append(record(len(records) + 1, "relationship", uuid.uuid4(),
+                                  {"source": [None, str(source)], "target": [None, str(target)], "type": [None, rel_type]}))
+    for one in records:
+        _apply(graph, one, current)
+    held = _ids_held(graph)
+    assert len(held) == 9
+    most = 1 if start == "empty" else 2  # app alone is named by 8 relationships
+    assert all(len(objects) <= most for objects in held.values()), held
+    assert graph.impact([str(hosts[0])]).states() == {str(dbs[0]): "down", str(app): "down"}

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graph import ImpactGraph, RelationshipSemantics
+import pytest
+
+from graph import ImpactGraph, RelationshipSemantics, impact_graph
 from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +148,8 @@ def test_graph_imports_nothing_from_the_service_or_the_web():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.skipif(not impact_graph._INTERN, reason="this Python never frees interned strings (3.12.0-3.12.5): "
+                    "the graph keeps the ids as given")
 def test_changes_applied_one_by_one_keep_one_string_per_id():
     # A catch-up decodes each record's ids into new strings: the graph keeps one object per id however
     # many relationships name it (two more per relationship otherwise, for as long as it lasts).

@@ -16,7 +16,7 @@ import pytest
 from app.services.live_graph import _apply
 from graph import ImpactGraph, impact_graph
 from tests.conftest import new_id
-from tests.graph.conftest import SEMANTICS
+from tests.graph.conftest import SEMANTICS, ids_held
 
 
 def last_seq(api) -> int:
@@ -124,19 +124,6 @@ def test_every_impact_answer_says_its_sequence(api):
     assert api.post("/api/v1/impact", json={"ci_ids": [new_id()]}).status_code == 422
 
 
-def _ids_held(graph) -> dict[str, set[int]]:
-    """Each id the graph holds, with the distinct string objects that spell it."""
-    held: dict[str, set[int]] = {}
-    for adjacency in (graph.graph._succ, graph.graph._pred):
-        for u, nbrs in adjacency.items():
-            held.setdefault(u, set()).add(id(u))
-            for v in nbrs:
-                held.setdefault(v, set()).add(id(v))
-    for u in graph.graph._node:
-        held.setdefault(u, set()).add(id(u))
-    return held
-
-
 @pytest.mark.skipif(not impact_graph._INTERN, reason="this Python never frees interned strings (3.12.0-3.12.5): the graph keeps the ids as given")
 @pytest.mark.parametrize("start", ["empty", "loaded whole"])
 def test_a_catch_up_keeps_one_string_per_id_however_many_relationships_name_it(start):
@@ -159,7 +146,7 @@ def test_a_catch_up_keeps_one_string_per_id_however_many_relationships_name_it(s
                                   {"source": [None, str(source)], "target": [None, str(target)], "type": [None, rel_type]}))
     for one in records:
         _apply(graph, one, current)
-    held = _ids_held(graph)
+    held = ids_held(graph)
     assert len(held) == 9
     most = 1 if start == "empty" else 2  # app alone is named by 8 relationships
     assert all(len(objects) <= most for objects in held.values()), held

@@ -53,6 +53,19 @@ def mirrored(g: ImpactGraph) -> bool:
             and list(G._pred) == list(G._succ) == list(G._node))
 
 
+def ids_held(g: ImpactGraph) -> dict:
+    """Each id the graph holds, with the distinct string objects that spell it (nodes and both adjacencies)."""
+    held: dict = {}
+    for adjacency in (g.graph._succ, g.graph._pred):
+        for u, nbrs in adjacency.items():
+            held.setdefault(u, set()).add(id(u))
+            for v in nbrs:
+                held.setdefault(v, set()).add(id(v))
+    for u in g.graph._node:
+        held.setdefault(u, set()).add(id(u))
+    return held
+
+
 def build(cis, relationships, semantics=None) -> ImpactGraph:
     g = ImpactGraph(semantics or SEMANTICS)
     g.bulk_load(cis, relationships)

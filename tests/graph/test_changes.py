@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from graph import ImpactGraph, RelationshipSemantics, impact_graph
-from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build
+from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build, ids_held
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,13 +163,6 @@ def test_changes_applied_one_by_one_keep_one_string_per_id():
         g.add_relationship(str(app), str(db), "depends_on")
         g.add_relationship(str(db), str(host), "runs_on")  # a host first seen in a relationship
         g.add_relationship(str(app), str(host), "runs_on")
-    held: dict[str, set[int]] = {}
-    for adjacency in (g._g._succ, g._g._pred):
-        for u, nbrs in adjacency.items():
-            held.setdefault(u, set()).add(id(u))
-            for v in nbrs:
-                held.setdefault(v, set()).add(id(v))
-    for u in g._g._node:
-        held.setdefault(u, set()).add(id(u))
+    held = ids_held(g)
     assert len(held) == 7 and all(len(objects) == 1 for objects in held.values()), held
     assert g.impact([str(hosts[0])]).states() == {str(dbs[0]): "down", str(app): "down"}

@@ -30,8 +30,8 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -207,8 +207,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path,
                         help="record each timed pass's server's CPU profile into this directory (--profile-with)")
     parser.add_argument("--profile-with", choices=("py-spy", "perf"), default="py-spy",
-                        help="py-spy (pip install py-spy): Python stacks, one collapsed-stack file a pass; perf (linux-perf): the interpreter's own C "
-                             "functions (malloc, hashing, the collector), one perf.data file a pass")
+                        help="py-spy (pip install py-spy): Python stacks, one collapsed-stack file a pass; perf "
+                             "(linux-perf): the interpreter's own C functions (malloc, hashing, the collector), one "
+                             "perf.data file a pass")
     parser.add_argument("--control", action="store_true",
                         help="neither database's services carry entry points: the ratio two like databases "
                              "served side by side give (the noise floor of the first measure)")

@@ -124,7 +124,8 @@ def test_every_impact_answer_says_its_sequence(api):
     assert api.post("/api/v1/impact", json={"ci_ids": [new_id()]}).status_code == 422
 
 
-@pytest.mark.skipif(not impact_graph._INTERN, reason="this Python never frees interned strings (3.12.0-3.12.5): the graph keeps the ids as given")
+@pytest.mark.skipif(not impact_graph._INTERN, reason="this Python never frees interned strings (3.12.0-3.12.5): "
+                    "the graph keeps the ids as given")
 @pytest.mark.parametrize("start", ["empty", "loaded whole"])
 def test_a_catch_up_keeps_one_string_per_id_however_many_relationships_name_it(start):
     # As a catch-up reads the records: each diff decoded from JSON (new strings every time). A graph
@@ -142,8 +143,8 @@ def test_a_catch_up_keeps_one_string_per_id_however_many_relationships_name_it(s
     records = [record(1 + n, "ci", ci) for n, ci in enumerate(current)]
     for db, host in zip(dbs, hosts):
         for source, target, rel_type in ((app, db, "depends_on"), (db, host, "runs_on"), (app, host, "runs_on")):
-            records.append(record(len(records) + 1, "relationship", uuid.uuid4(),
-                                  {"source": [None, str(source)], "target": [None, str(target)], "type": [None, rel_type]}))
+            ends = {"source": [None, str(source)], "target": [None, str(target)], "type": [None, rel_type]}
+            records.append(record(len(records) + 1, "relationship", uuid.uuid4(), ends))
     for one in records:
         _apply(graph, one, current)
     held = ids_held(graph)

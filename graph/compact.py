@@ -7,7 +7,8 @@ same adjacency as arrays, and runs the very loop of `propagation.impact`, statem
 compiled with numba over them. Each CI's successors are laid out in its dict's order, so the
 compiled loop discovers CIs in the same order, picks the same parent on the same shortest path and
 gives the same states as the Python loop: answers are identical, entry for entry (tests/graph/
-test_compact.py holds them to it on random graphs and random changes).
+test_compact.py holds them to it on random graphs and random changes). Root cause's candidates and
+whole-graph walks and the single points of failure (graph.causes) run compiled over the same arrays.
 
 Layout (a `CompactView`):
   - every CI has an index (`ids[i]`, `index[ci_id]`); a CI the graph gained since the base was
@@ -211,6 +212,48 @@ def _grow(array, size):  # pragma: no cover - compiled
 
 
 @_compiled
+def _upstream(base_n, slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata, kinds, seeds,
+              dist):  # pragma: no cover - compiled
+    """The CIs upstream of `seeds` along impact edges, breadth-first over providers, the seeds first, each
+    once (causes.DownWalk.ancestors); in `dist` (zeroed) each one's hop distance + 1, 0 elsewhere. Returns
+    them in that order and how many there are."""
+    up = np.empty(16, np.int64)
+    count = 0
+    for i in range(seeds.shape[0]):
+        v = seeds[i]
+        if dist[v] == 0:
+            dist[v] = 1
+            up = _grow(up, count + 1)
+            up[count] = v
+            count += 1
+    head = 0
+    while head < count:
+        v = up[head]
+        head += 1
+        d = dist[v] + 1
+        lo, hi = (p_indptr[v], p_indptr[v + 1]) if v < base_n else (0, 0)
+        for j in range(lo, hi):
+            u = p_tails[j]
+            if slot[u] >= 0 or dist[u] or not kinds[p_edata[j]]:
+                continue  # a changed CI's edges are in the overlay
+            dist[u] = d
+            up = _grow(up, count + 1)
+            up[count] = u
+            count += 1
+        lo = np.searchsorted(op_heads, v, side="left")
+        hi = np.searchsorted(op_heads, v, side="right")
+        for j in range(lo, hi):
+            u = op_tails[j]
+            if dist[u] or not kinds[op_edata[j]]:
+                continue
+            dist[u] = d
+            up = _grow(up, count + 1)
+            up[count] = u
+            count += 1
+    return up, count
+
+
+@_compiled
 def _candidates(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, p_indptr, p_tails, p_edata,
                 op_heads, op_tails, op_edata, kinds, members, kk, symptoms):  # pragma: no cover - compiled
     """causes.root_cause's first part over the arrays: the symptoms' ancestors along impact edges, and for
@@ -220,42 +263,12 @@ def _candidates(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_e
     ancestors' breadth-first order: its index, its closure's size outside the symptoms (the lower bound),
     the positions in `symptoms` it explains (CSR), and its closure (CSR)."""
     n = slot.shape[0]
-    inside = np.zeros(n, np.int8)
+    inside = np.zeros(n, np.int32)  # an ancestor's hop distance + 1, 0 elsewhere
     sym = np.full(n, -1, np.int32)
     for i in range(symptoms.shape[0]):
         sym[symptoms[i]] = i
-    up = np.empty(16, np.int64)
-    count = 0
-    for i in range(symptoms.shape[0]):  # ancestors: breadth-first over providers, symptoms first
-        v = symptoms[i]
-        if inside[v] == 0:
-            inside[v] = 1
-            up = _grow(up, count + 1)
-            up[count] = v
-            count += 1
-    head = 0
-    while head < count:
-        v = up[head]
-        head += 1
-        lo, hi = (p_indptr[v], p_indptr[v + 1]) if v < base_n else (0, 0)
-        for j in range(lo, hi):
-            u = p_tails[j]
-            if slot[u] >= 0 or inside[u] or not kinds[p_edata[j]]:
-                continue  # a changed CI's edges are in the overlay
-            inside[u] = 1
-            up = _grow(up, count + 1)
-            up[count] = u
-            count += 1
-        lo = np.searchsorted(op_heads, v, side="left")
-        hi = np.searchsorted(op_heads, v, side="right")
-        for j in range(lo, hi):
-            u = op_tails[j]
-            if inside[u] or not kinds[op_edata[j]]:
-                continue
-            inside[u] = 1
-            up = _grow(up, count + 1)
-            up[count] = u
-            count += 1
+    up, count = _upstream(base_n, slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata, kinds, symptoms,
+                          inside)
     down_at = np.zeros(n, np.int32)  # the candidate (ordinal + 1) whose closure holds the CI
     lost_at = np.zeros(n, np.int32)
     lost = np.zeros(n, np.int32)
@@ -348,6 +361,95 @@ def _candidates(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_e
 
 
 @_compiled
+def _spof(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, p_indptr, p_tails, p_edata,
+          op_heads, op_tails, op_edata, kinds, members, kk, target, dist, found, down_at, lost_at,
+          lost):  # pragma: no cover - compiled
+    """causes.spof over the arrays: the target's ancestors along impact edges with their hop distance, then
+    each ancestor that can take something down (causes.spof's test) walked inside the ancestors, nearest
+    first, until its down closure reaches the target or a single point of failure already found (closures
+    are monotone: that one takes the target down). Returns the points found (indexes, the target left out)
+    and their distances, in the order found. `dist` (hop distance + 1, 0 for a CI not upstream), `found`,
+    `down_at`, `lost_at` and `lost`, one entry per CI, come zeroed and are left zeroed (only the ancestors'
+    entries are ever written, and they are cleared before returning): the view keeps them from one question
+    to the next, where five arrays of a million entries made and zeroed cost more than a small answer."""
+    up, count = _upstream(base_n, slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata, kinds,
+                          np.array([target], np.int64), dist)
+    found[target] = 1
+    stack = np.empty(max(count, 1), np.int64)
+    points = np.empty(max(count, 1), np.int64)
+    kept = 0
+    for ordinal in range(1, count):
+        c = up[ordinal]
+        k = slot[c]
+        if k < 0 and c < base_n:
+            lo, hi, hs, es = indptr[c], indptr[c + 1], heads, edata
+        elif k >= 0:
+            lo = o_start[k]
+            hi = lo + o_len[k]
+            hs, es = o_heads, o_edata
+        else:
+            lo, hi, hs, es = 0, 0, heads, edata
+        able = False
+        for j in range(lo, hi):
+            v = hs[j]
+            kind = kinds[es[j]]
+            if kind and dist[v] and (kind & ORDINARY or members[v] - kk[v] < 1):
+                able = True
+                break
+        if not able:
+            continue  # alone it takes nothing down
+        stamp = ordinal + 1
+        down_at[c] = stamp
+        stack[0] = c
+        sp = 1
+        hit = False
+        while sp > 0 and not hit:
+            sp -= 1
+            u = stack[sp]
+            k = slot[u]
+            if k < 0 and u < base_n:
+                lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+            elif k >= 0:
+                lo = o_start[k]
+                hi = lo + o_len[k]
+                hs, es = o_heads, o_edata
+            else:
+                lo, hi, hs, es = 0, 0, heads, edata
+            for j in range(lo, hi):
+                v = hs[j]
+                kind = kinds[es[j]]
+                if not kind or not dist[v] or down_at[v] == stamp:
+                    continue
+                if not kind & ORDINARY:
+                    if lost_at[v] != stamp:
+                        lost_at[v] = stamp
+                        lost[v] = 0
+                    lost[v] += 1
+                    if lost[v] <= members[v] - kk[v]:
+                        continue
+                if found[v]:
+                    hit = True
+                    break
+                down_at[v] = stamp
+                stack[sp] = v
+                sp += 1
+        if hit:
+            found[c] = 1
+            points[kept] = c
+            kept += 1
+    points = points[:kept]
+    distances = dist[points] - 1
+    for i in range(count):
+        v = up[i]
+        dist[v] = 0
+        found[v] = 0
+        down_at[v] = 0
+        lost_at[v] = 0
+        lost[v] = 0
+    return points, distances
+
+
+@_compiled
 def _count_members(indptr, heads, edata, kinds, n):  # pragma: no cover - compiled
     """Per CI, how many base edges carrying membership point at it."""
     counts = np.zeros(n, np.int32)
@@ -420,6 +522,7 @@ class CompactView:
         self.order = np.empty(capacity, np.int32)
         self.parent = np.empty(capacity, np.int32)
         self.dist = np.empty(capacity, np.int32)
+        self._spof_scratch: tuple | None = None  # spof's per-CI arrays, zero between questions (_spof)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -576,6 +679,20 @@ class CompactView:
         positions, ptr = e_pos.tolist(), e_ptr.tolist()
         explains = [[symptoms[p] for p in positions[ptr[i]:ptr[i + 1]]] for i in range(len(found))]
         return found, bounds.tolist(), explains, Closures(ids, found, c_ptr, c_nodes)
+
+    def spof(self, ci_id, kind_key: str) -> list:
+        """causes.spof computed compiled: the CIs whose single failure takes `ci_id` (a CI the view knows)
+        down, nearest first, then by id."""
+        kinds = self.kinds(kind_key)
+        n = self.slot.shape[0]
+        if self._spof_scratch is None or self._spof_scratch[0].shape[0] != n:  # the view grew: made again, zeroed
+            self._spof_scratch = (np.zeros(n, np.int32), np.zeros(n, np.int8), np.zeros(n, np.int32),
+                                  np.zeros(n, np.int32), np.zeros(n, np.int32))
+        points, dist = _spof(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len,
+                             self.o_heads, self.o_edata, *self.predecessors(), kinds, self.members(kind_key, kinds),
+                             self.kk, self.index[ci_id], *self._spof_scratch)
+        found = list(map(self.ids.__getitem__, points.tolist()))
+        return [c for _, _, c in sorted(zip(dist.tolist(), map(str, found), found), key=lambda t: t[:2])]
 
     def mask(self, ci_ids) -> np.ndarray:
         """1 for each of `ci_ids` (CIs the view knows), 0 elsewhere."""
@@ -866,6 +983,7 @@ def warm_up() -> None:
                        _frozen(np.array([0], np.int32)), [{"kind": ORDINARY}], np.ones(2, np.int32), set())
     view.propagate(["a"], "kind", None).keys_list()
     view.candidates(["b"], "kind")
+    view.spof("b", "kind")
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
     view.changed.append(0)  # and the count of members corrected by the overlay's rows
     view.slot[0] = 0

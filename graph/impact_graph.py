@@ -444,7 +444,7 @@ class ImpactGraph:
         """CIs whose single failure takes `ci_id` down, nearest first; [] for an unknown CI."""
         with self._lock:
             kind_key = self._types.kind_key(None)
-            return causes.spof(self._g, ci_id, kind_key, self._spares_for(kind_key))
+            return causes.spof(self._g, ci_id, kind_key, self._spares_for(kind_key), self._current_view())
 
     def neighborhood(self, ci_id, depth: int = 1, direction: str = "both", types: Iterable[str] | None = None):
         """CIs within `depth` hops of `ci_id` and the relationships among them.

@@ -206,6 +206,29 @@ def test_root_cause_walks_compiled_rank_alike(seed, cheap, monkeypatch):
         change(rng, (python, compiled), cis, rels, step)
 
 
+@pytest.mark.parametrize("seed", range(60))
+def test_spof_compiled_finds_alike(seed, monkeypatch):
+    # Single points of failure found compiled over the view (graph.compact._spof): the same CIs, in the same
+    # order, before and after changes read through the overlay.
+    calls = []
+    real = compact._spof
+    monkeypatch.setattr(compact, "_spof", lambda *args: calls.append(1) or real(*args))
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    rng = random.Random(seed * 7 + 3)
+    found = asked = 0
+    for step in range(12):
+        known = rng.sample(sorted(cis), min(len(cis), 5))
+        for ci in known + ["nowhere"]:
+            points = python.spof(ci)
+            assert compiled.spof(ci) == points, (ci, step)
+            found += len(points)
+        asked += len(known)
+        change(rng, (python, compiled), cis, rels, step)
+    assert found  # every seed's graph has CIs with single points of failure
+    assert len(calls) == asked  # each known CI's asked of the view, not of the dicts
+
+
 def random_graph_with_oddities(seed):
     """random_graph's, with self-loops, groups of huge, zero and negative min_members and a hub."""
     cis, rels = random_graph(seed)
@@ -253,6 +276,8 @@ def test_oddities_answer_alike(seed, monkeypatch):
         failed = rng.sample(names, rng.randint(1, 3))
         assert answer(python.impact(failed, types=types)) == answer(compiled.impact(failed, types=types))
         assert python.root_cause(failed) == compiled.root_cause(failed)
+        for ci in (names[0], *failed):
+            assert python.spof(ci) == compiled.spof(ci)
     view = compiled._view
     # A row is written again in place while it fits (it has a quarter more room): rows are few more than the
     # CIs changed, however often the hub's row was written.

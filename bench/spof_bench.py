@@ -1,0 +1,120 @@
+"""Single points of failure at scale: found compiled over the graph's view against the Python walks.
+
+    python bench/spof_bench.py --cis 1000000
+
+In one process, no database: the seeded synthetic enterprise of bench/graph_synthetic.py is generated,
+loaded with `bulk_load`, and its compiled view built (graph/compact.py). Then `ImpactGraph.spof` (as the
+API, the CI page and the overview ask it: compiled once the view exists) and `graph.causes.spof` over the
+dicts (the Python walks, what every worker ran before) are asked of the same CIs, which goes first
+alternating, each answer checked equal: business services, and CIs of any class. Then the overview's
+"services at risk" panel as app/services/overview.py runs it: spof of up to SERVICES_EXAMINED services,
+one after the other, until SPOF_SECONDS have passed; how many it gets through each way. Prints a Markdown
+table and writes bench/results/spof.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from graph_measures import pct, publish, python_spof, timed  # noqa: E402
+from graph_synthetic import SEMANTICS, generate  # noqa: E402
+
+from app.services.overview import SERVICES_EXAMINED, SPOF_SECONDS  # noqa: E402
+from graph import ImpactGraph, compact  # noqa: E402
+
+
+def side_by_side(g: ImpactGraph, targets: list) -> tuple[list, list, list, int]:
+    """(compiled ms, Python ms, answer sizes, answers differing), which goes first alternating."""
+    fast, slow, sizes, differ = [], [], [], 0
+    for turn, ci in enumerate(targets):
+        if turn % 2:
+            other, pms = timed(python_spof, g, ci)
+        found, ms = timed(g.spof, ci)
+        if not turn % 2:
+            other, pms = timed(python_spof, g, ci)
+        fast.append(ms)
+        slow.append(pms)
+        sizes.append(len(found))
+        differ += found != other
+    return fast, slow, sizes, differ
+
+
+def panel(spof, services: list) -> int:
+    """How many services the overview's panel examines before its deadline (its own loop's rule)."""
+    looked_at = 0
+    deadline = time.monotonic() + SPOF_SECONDS
+    for service in services[:SERVICES_EXAMINED]:
+        if time.monotonic() > deadline:
+            break
+        looked_at += 1
+        spof(service)
+    return looked_at
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cis", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--services", type=int, default=50, help="business services asked, each both ways")
+    parser.add_argument("--random", type=int, default=200, help="CIs of any class asked, each both ways")
+    parser.add_argument("--panels", type=int, default=5, help="overview panels run each way, alternating")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "spof.md"))
+    args = parser.parse_args()
+    rows = []
+
+    def add(what: str, value: str) -> None:
+        rows.append((what, value))
+        print(f"{what}: {value}", flush=True)
+
+    started = time.perf_counter()
+    inventory = generate(args.cis, args.seed)
+    g = ImpactGraph(SEMANTICS)
+    g.bulk_load(inventory.cis, inventory.relationships)
+    del inventory
+    compact.warm_up()
+    assert g.build_compact(), "the compiled view was not built"
+    add("estate generated, loaded and its view built",
+        f"{len(g):,} CIs, {g.number_of_relationships():,} relationships in {time.perf_counter() - started:.0f} s")
+
+    rng = random.Random(args.seed)
+    ids = list(g.graph._node)
+    node = g.graph._node
+    services = [c for c in ids if node[c]["ci_class"] == "business_service"]
+    for label, targets in ((f"business services ({len(services):,} in the estate)", rng.sample(services, args.services)),
+                           ("CIs of any class", rng.sample(ids, args.random))):
+        fast, slow, sizes, differ = side_by_side(g, targets)
+        ratio = statistics.median(s / max(f, 1e-6) for s, f in zip(slow, fast))
+        add(f"spof of {len(targets)} {label}: points found p50 / max", f"{pct(sizes, .5):,} / {max(sizes):,}")
+        add(f"spof of {len(targets)} {label}: compiled p50 / p99 / max",
+            f"{pct(fast, .5):.2f} / {pct(fast, .99):.2f} / {max(fast):.2f} ms")
+        add(f"spof of {len(targets)} {label}: Python walks p50 / p99 / max",
+            f"{pct(slow, .5):.2f} / {pct(slow, .99):.2f} / {max(slow):.2f} ms")
+        add(f"spof of {len(targets)} {label}: Python / compiled, median per question; total; answers differing",
+            f"{ratio:.1f}x; {sum(slow) / max(sum(fast), 1e-6):.1f}x; {differ}")
+    examined = {"compiled": [], "Python walks": []}
+    for turn in range(args.panels):
+        shown = rng.sample(services, min(len(services), SERVICES_EXAMINED))
+        ways = [("compiled", g.spof), ("Python walks", lambda ci: python_spof(g, ci))]
+        for name, spof in ways if turn % 2 == 0 else ways[::-1]:
+            examined[name].append(panel(spof, shown))
+    for name, counts in examined.items():
+        add(f"overview's services-at-risk panel, {name}: services examined in its {SPOF_SECONDS} s "
+            f"(of {SERVICES_EXAMINED}; {args.panels} panels)", ", ".join(map(str, counts)))
+    add("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    text = "\n".join([f"# spof, compiled and Python, {args.cis:,} CIs (seed {args.seed})", "",
+                      f"Command: `python bench/spof_bench.py --cis {args.cis}`", "",
+                      "| measure | value |", "| --- | --- |"] + [f"| {w} | {v} |" for w, v in rows]) + "\n"
+    publish(text, args.out)
+
+
+if __name__ == "__main__":
+    main()

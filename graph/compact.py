@@ -450,6 +450,18 @@ def _spof(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, 
 
 
 @_compiled
+def _providers(base_n, slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata, kinds, target,
+               dist):  # pragma: no cover - compiled
+    """graph.providers' walk over the arrays: the CIs upstream of `target` along impact edges, itself left
+    out. `dist` comes zeroed and is left zeroed (see _spof)."""
+    up, count = _upstream(base_n, slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata, kinds,
+                          np.array([target], np.int64), dist)
+    for i in range(count):
+        dist[up[i]] = 0
+    return up[1:count]
+
+
+@_compiled
 def _count_members(indptr, heads, edata, kinds, n):  # pragma: no cover - compiled
     """Per CI, how many base edges carrying membership point at it."""
     counts = np.zeros(n, np.int32)
@@ -522,7 +534,7 @@ class CompactView:
         self.order = np.empty(capacity, np.int32)
         self.parent = np.empty(capacity, np.int32)
         self.dist = np.empty(capacity, np.int32)
-        self._spof_scratch: tuple | None = None  # spof's per-CI arrays, zero between questions (_spof)
+        self._walk_scratch: tuple | None = None  # the compiled walks' per-CI arrays (_scratch)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -684,15 +696,27 @@ class CompactView:
         """causes.spof computed compiled: the CIs whose single failure takes `ci_id` (a CI the view knows)
         down, nearest first, then by id."""
         kinds = self.kinds(kind_key)
-        n = self.slot.shape[0]
-        if self._spof_scratch is None or self._spof_scratch[0].shape[0] != n:  # the view grew: made again, zeroed
-            self._spof_scratch = (np.zeros(n, np.int32), np.zeros(n, np.int8), np.zeros(n, np.int32),
-                                  np.zeros(n, np.int32), np.zeros(n, np.int32))
         points, dist = _spof(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len,
                              self.o_heads, self.o_edata, *self.predecessors(), kinds, self.members(kind_key, kinds),
-                             self.kk, self.index[ci_id], *self._spof_scratch)
+                             self.kk, self.index[ci_id], *self._scratch())
         found = list(map(self.ids.__getitem__, points.tolist()))
         return [c for _, _, c in sorted(zip(dist.tolist(), map(str, found), found), key=lambda t: t[:2])]
+
+    def providers(self, ci_id, kind_key: str) -> set:
+        """graph.providers' walk computed compiled: the CIs upstream of `ci_id` (a CI the view knows)."""
+        p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata = self.predecessors()
+        found = _providers(self.base_n, self.slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata,
+                           self.kinds(kind_key), self.index[ci_id], self._scratch()[0])
+        return set(map(self.ids.__getitem__, found.tolist()))
+
+    def _scratch(self) -> tuple:
+        """Per-CI arrays for the compiled walks, zero between questions (each walk clears what it wrote):
+        five arrays of a million entries made and zeroed afresh cost more than a small answer."""
+        n = self.slot.shape[0]
+        if self._walk_scratch is None or self._walk_scratch[0].shape[0] != n:  # the view grew: made again, zeroed
+            self._walk_scratch = (np.zeros(n, np.int32), np.zeros(n, np.int8), np.zeros(n, np.int32),
+                                  np.zeros(n, np.int32), np.zeros(n, np.int32))
+        return self._walk_scratch
 
     def mask(self, ci_ids) -> np.ndarray:
         """1 for each of `ci_ids` (CIs the view knows), 0 elsewhere."""
@@ -984,6 +1008,7 @@ def warm_up() -> None:
     view.propagate(["a"], "kind", None).keys_list()
     view.candidates(["b"], "kind")
     view.spof("b", "kind")
+    view.providers("b", "kind")
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
     view.changed.append(0)  # and the count of members corrected by the overlay's rows
     view.slot[0] = 0

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from graph import causes, propagation
+from graph import causes, propagation, providers
 from graph.semantics import COVERED_KEY, KIND_KEY, MEMBER, ORDINARY, TYPES_KEY, EdgeTypeSets, RelationshipSemantics
 
 CLASS_KEY = "ci_class"
@@ -445,6 +445,17 @@ class ImpactGraph:
         with self._lock:
             kind_key = self._types.kind_key(None)
             return causes.spof(self._g, ci_id, kind_key, self._spares_for(kind_key), self._current_view())
+
+    def providers(self, ci_id) -> set:
+        """The CIs `ci_id` depends on, transitively, along impact edges (graph.providers); set() for an
+        unknown CI."""
+        with self._lock:
+            if ci_id not in self._g._node:
+                return set()
+            view = self._current_view()
+            if view is not None:  # the same walk, compiled (graph.compact)
+                return view.providers(ci_id, KIND_KEY)
+            return providers.walk(self._g._pred, ci_id)
 
     def neighborhood(self, ci_id, depth: int = 1, direction: str = "both", types: Iterable[str] | None = None):
         """CIs within `depth` hops of `ci_id` and the relationships among them.

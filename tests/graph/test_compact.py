@@ -11,6 +11,7 @@ import random
 import pytest
 
 from graph import causes, compact
+from graph.providers import providers
 from tests.graph.conftest import SHOP_CIS, SHOP_RELATIONSHIPS, build
 from tests.graph.test_reference_model import TYPES, random_graph
 
@@ -229,6 +230,30 @@ def test_spof_compiled_finds_alike(seed, monkeypatch):
     assert len(calls) == asked  # each known CI's asked of the view, not of the dicts
 
 
+@pytest.mark.parametrize("seed", range(60))
+def test_providers_compiled_walk_alike(seed, monkeypatch):
+    # graph.providers' walk compiled over the view (graph.compact._providers): the same CIs, before and
+    # after changes read through the overlay, interleaved with spof questions sharing its scratch arrays.
+    calls = []
+    real = compact._providers
+    monkeypatch.setattr(compact, "_providers", lambda *args: calls.append(1) or real(*args))
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    rng = random.Random(seed * 11 + 7)
+    found = asked = 0
+    for step in range(12):
+        known = rng.sample(sorted(cis), min(len(cis), 5))
+        for ci in known + ["nowhere"]:
+            walked = providers(python, ci)
+            assert providers(compiled, ci) == walked, (ci, step)
+            assert providers(compiled, ci, keep={ci, *sorted(walked)[::2]}) == set(sorted(walked)[::2])
+            assert compiled.spof(ci) == python.spof(ci)
+            found += len(walked)
+        asked += len(known)
+        change(rng, (python, compiled), cis, rels, step)
+    assert found and len(calls) == 2 * asked
+
+
 def random_graph_with_oddities(seed):
     """random_graph's, with self-loops, groups of huge, zero and negative min_members and a hub."""
     cis, rels = random_graph(seed)
@@ -278,6 +303,7 @@ def test_oddities_answer_alike(seed, monkeypatch):
         assert python.root_cause(failed) == compiled.root_cause(failed)
         for ci in (names[0], *failed):
             assert python.spof(ci) == compiled.spof(ci)
+            assert python.providers(ci) == compiled.providers(ci)
     view = compiled._view
     # A row is written again in place while it fits (it has a quarter more room): rows are few more than the
     # CIs changed, however often the hub's row was written.

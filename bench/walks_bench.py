@@ -1,15 +1,18 @@
-"""Single points of failure at scale: found compiled over the graph's view against the Python walks.
+"""The graph's walks at scale (single points of failure, providers): compiled over its view against Python.
 
-    python bench/spof_bench.py --cis 1000000
+    python bench/walks_bench.py --cis 1000000
 
 In one process, no database: the seeded synthetic enterprise of bench/graph_synthetic.py is generated,
-loaded with `bulk_load`, and its compiled view built (graph/compact.py). Then `ImpactGraph.spof` (as the
-API, the CI page and the overview ask it: compiled once the view exists) and `graph.causes.spof` over the
-dicts (the Python walks, what every worker ran before) are asked of the same CIs, which goes first
-alternating, each answer checked equal: business services, and CIs of any class. Then the overview's
-"services at risk" panel as app/services/overview.py runs it: spof of up to SERVICES_EXAMINED services,
-one after the other, until SPOF_SECONDS have passed; how many it gets through each way. Prints a Markdown
-table and writes bench/results/spof.md.
+loaded with `bulk_load`, and its compiled view built (graph/compact.py). Then each walk as the service
+asks it (compiled once the view exists) and over the dicts (the Python walks, what every worker ran
+before) is asked of the same CIs, which goes first alternating, each answer checked equal:
+  - `ImpactGraph.spof` against `graph.causes.spof`, of business services and of CIs of any class; then
+    the overview's "services at risk" panel as app/services/overview.py runs it: spof of up to
+    SERVICES_EXAMINED services, one after the other, until SPOF_SECONDS have passed; how many it gets
+    through each way;
+  - `graph.providers.providers` against `graph.providers.walk` over the dicts, of 2,000 business services
+    (what the Ansible inventory's ServiceWalks walks again, for every service, after a relationship changes).
+Prints a Markdown table and writes bench/results/walks.md.
 """
 
 from __future__ import annotations
@@ -30,17 +33,24 @@ from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
 from app.services.overview import SERVICES_EXAMINED, SPOF_SECONDS  # noqa: E402
 from graph import ImpactGraph, compact  # noqa: E402
+from graph import providers as graph_providers  # noqa: E402
 
 
-def side_by_side(g: ImpactGraph, targets: list) -> tuple[list, list, list, int]:
+def python_providers(g: ImpactGraph, ci_id) -> set:
+    """graph.providers' walk over the dicts, as a graph without its compiled view walks."""
+    with g._lock:
+        return graph_providers.walk(g.graph._pred, ci_id)
+
+
+def side_by_side(compiled, python, targets: list) -> tuple[list, list, list, int]:
     """(compiled ms, Python ms, answer sizes, answers differing), which goes first alternating."""
     fast, slow, sizes, differ = [], [], [], 0
     for turn, ci in enumerate(targets):
         if turn % 2:
-            other, pms = timed(python_spof, g, ci)
-        found, ms = timed(g.spof, ci)
+            other, pms = timed(python, ci)
+        found, ms = timed(compiled, ci)
         if not turn % 2:
-            other, pms = timed(python_spof, g, ci)
+            other, pms = timed(python, ci)
         fast.append(ms)
         slow.append(pms)
         sizes.append(len(found))
@@ -67,7 +77,8 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=50, help="business services asked, each both ways")
     parser.add_argument("--random", type=int, default=200, help="CIs of any class asked, each both ways")
     parser.add_argument("--panels", type=int, default=5, help="overview panels run each way, alternating")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "spof.md"))
+    parser.add_argument("--walked", type=int, default=2000, help="business services whose providers are walked")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "walks.md"))
     args = parser.parse_args()
     rows = []
 
@@ -91,7 +102,7 @@ def main() -> None:
     services = [c for c in ids if node[c]["ci_class"] == "business_service"]
     for label, targets in ((f"business services ({len(services):,} in the estate)", rng.sample(services, args.services)),
                            ("CIs of any class", rng.sample(ids, args.random))):
-        fast, slow, sizes, differ = side_by_side(g, targets)
+        fast, slow, sizes, differ = side_by_side(g.spof, lambda ci: python_spof(g, ci), targets)
         ratio = statistics.median(s / max(f, 1e-6) for s, f in zip(slow, fast))
         add(f"spof of {len(targets)} {label}: points found p50 / max", f"{pct(sizes, .5):,} / {max(sizes):,}")
         add(f"spof of {len(targets)} {label}: compiled p50 / p99 / max",
@@ -109,9 +120,21 @@ def main() -> None:
     for name, counts in examined.items():
         add(f"overview's services-at-risk panel, {name}: services examined in its {SPOF_SECONDS} s "
             f"(of {SERVICES_EXAMINED}; {args.panels} panels)", ", ".join(map(str, counts)))
+    walked = rng.sample(services, min(len(services), args.walked))
+    fast, slow, sizes, differ = side_by_side(lambda ci: graph_providers.providers(g, ci),
+                                             lambda ci: python_providers(g, ci), walked)
+    label = f"providers of {len(walked):,} business services"
+    add(f"{label}: CIs found p50 / max", f"{pct(sizes, .5):,} / {max(sizes):,}")
+    add(f"{label}: compiled p50 / p99 / max; all of them", f"{pct(fast, .5):.3f} / {pct(fast, .99):.2f} / "
+        f"{max(fast):.2f} ms; {sum(fast) / 1000:.2f} s")
+    add(f"{label}: Python walk p50 / p99 / max; all of them", f"{pct(slow, .5):.3f} / {pct(slow, .99):.2f} / "
+        f"{max(slow):.2f} ms; {sum(slow) / 1000:.2f} s")
+    add(f"{label}: Python / compiled, median per walk; total; answers differing",
+        f"{statistics.median(s / max(f, 1e-6) for s, f in zip(slow, fast)):.1f}x; "
+        f"{sum(slow) / max(sum(fast), 1e-6):.1f}x; {differ}")
     add("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    text = "\n".join([f"# spof, compiled and Python, {args.cis:,} CIs (seed {args.seed})", "",
-                      f"Command: `python bench/spof_bench.py --cis {args.cis}`", "",
+    text = "\n".join([f"# The graph's walks, compiled and Python, {args.cis:,} CIs (seed {args.seed})", "",
+                      f"Command: `python bench/walks_bench.py --cis {args.cis}`", "",
                       "| measure | value |", "| --- | --- |"] + [f"| {w} | {v} |" for w, v in rows]) + "\n"
     publish(text, args.out)
 

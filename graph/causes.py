@@ -34,8 +34,10 @@ spof(x)
     inside x's ancestor subgraph; a walk that reaches x or an already known spof stops at once
     (monotone closures: the known spof would take x down).
 
-With the graph's compiled view (graph.compact), root cause's candidates and whole-graph walks and the
-whole of spof run compiled over its arrays, statement for statement: the same answers.
+With the graph's compiled view (graph.compact), root cause's candidates and whole-graph walks run
+compiled over its arrays statement for statement, and spof as one compiled walk (its candidates taken
+breadth-first rather than sorted, which changes no answer: closures are monotone, and the points are
+sorted at the end): the same answers.
 """
 
 from __future__ import annotations

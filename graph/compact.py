@@ -8,7 +8,8 @@ compiled with numba over them. Each CI's successors are laid out in its dict's o
 compiled loop discovers CIs in the same order, picks the same parent on the same shortest path and
 gives the same states as the Python loop: answers are identical, entry for entry (tests/graph/
 test_compact.py holds them to it on random graphs and random changes). Root cause's candidates and
-whole-graph walks and the single points of failure (graph.causes) run compiled over the same arrays.
+whole-graph walks, the single points of failure (graph.causes), graph.providers' walk and
+ImpactGraph.neighborhood's run compiled over the same arrays, with the same answers.
 
 Layout (a `CompactView`):
   - every CI has an index (`ids[i]`, `index[ci_id]`); a CI the graph gained since the base was
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from contextlib import contextmanager
 
 import numpy as np
 from numba import njit
@@ -54,6 +56,8 @@ REBUILD_MIN_EDGES = 500_000
 K_BOUND = 1 << 30
 # Per-filter caches kept at most (a filter is a set of relationship types asked for).
 FILTERS_KEPT = 64
+# The compiled walks' per-CI arrays, in order (CompactView._scratch).
+_SCRATCH_TYPES = (np.int32, np.int8, np.int32, np.int32, np.int32)
 
 
 def clipped_k(k) -> int:
@@ -462,6 +466,90 @@ def _providers(base_n, slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_
 
 
 @_compiled
+def _neighborhood(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, p_indptr, p_tails, p_edata,
+                  op_heads, op_tails, op_edata, allow, start, depth, down, up, dist):  # pragma: no cover - compiled
+    """ImpactGraph.neighborhood's walk over the arrays: the CIs within `depth` hops of `start` along edges
+    whose data row `allow`s them, following dependents (`down`) and providers (`up`); then every allowed
+    edge among them (the caller keeps the types asked for of each). Returns the CIs (breadth-first) and the
+    edges as tails, heads and data rows. `dist` comes zeroed and is left zeroed (see _spof)."""
+    seen = np.empty(16, np.int64)
+    dist[start] = 1
+    seen[0] = start
+    count = 1
+    head = 0
+    while head < count:
+        u = seen[head]
+        head += 1
+        d = dist[u]  # hops + 1: what a CI found from u gets is d + 1
+        if d > depth:
+            continue
+        if down:
+            k = slot[u]
+            if k < 0 and u < base_n:
+                lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+            elif k >= 0:
+                lo = o_start[k]
+                hi = lo + o_len[k]
+                hs, es = o_heads, o_edata
+            else:
+                lo, hi, hs, es = 0, 0, heads, edata
+            for j in range(lo, hi):
+                v = hs[j]
+                if dist[v] or not allow[es[j]]:
+                    continue
+                dist[v] = d + 1
+                seen = _grow(seen, count + 1)
+                seen[count] = v
+                count += 1
+        if up:
+            lo, hi = (p_indptr[u], p_indptr[u + 1]) if u < base_n else (0, 0)
+            for j in range(lo, hi):
+                v = p_tails[j]
+                if slot[v] >= 0 or dist[v] or not allow[p_edata[j]]:
+                    continue  # a changed CI's edges are in the overlay
+                dist[v] = d + 1
+                seen = _grow(seen, count + 1)
+                seen[count] = v
+                count += 1
+            lo = np.searchsorted(op_heads, u, side="left")
+            hi = np.searchsorted(op_heads, u, side="right")
+            for j in range(lo, hi):
+                v = op_tails[j]
+                if dist[v] or not allow[op_edata[j]]:
+                    continue
+                dist[v] = d + 1
+                seen = _grow(seen, count + 1)
+                seen[count] = v
+                count += 1
+    tails = np.empty(16, np.int64)
+    ends = np.empty(16, np.int64)
+    rows = np.empty(16, np.int64)
+    m = 0
+    for i in range(count):
+        u = seen[i]
+        k = slot[u]
+        if k < 0 and u < base_n:
+            lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+        elif k >= 0:
+            lo = o_start[k]
+            hi = lo + o_len[k]
+            hs, es = o_heads, o_edata
+        else:
+            lo, hi, hs, es = 0, 0, heads, edata
+        for j in range(lo, hi):
+            v = hs[j]
+            if dist[v] and allow[es[j]]:
+                tails = _grow(tails, m + 1)
+                ends = _grow(ends, m + 1)
+                rows = _grow(rows, m + 1)
+                tails[m], ends[m], rows[m] = u, v, es[j]
+                m += 1
+    for i in range(count):
+        dist[seen[i]] = 0
+    return seen[:count], tails[:m], ends[:m], rows[:m]
+
+
+@_compiled
 def _count_members(indptr, heads, edata, kinds, n):  # pragma: no cover - compiled
     """Per CI, how many base edges carrying membership point at it."""
     counts = np.zeros(n, np.int32)
@@ -694,29 +782,57 @@ class CompactView:
 
     def spof(self, ci_id, kind_key: str) -> list:
         """causes.spof computed compiled: the CIs whose single failure takes `ci_id` (a CI the view knows)
-        down, nearest first, then by id."""
+        down, nearest first, then by id (for ids whose str() differ: the service's are strings)."""
         kinds = self.kinds(kind_key)
-        points, dist = _spof(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len,
-                             self.o_heads, self.o_edata, *self.predecessors(), kinds, self.members(kind_key, kinds),
-                             self.kk, self.index[ci_id], *self._scratch())
+        with self._scratch(5) as scratch:
+            points, dist = _spof(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
+                                 self.o_len, self.o_heads, self.o_edata, *self.predecessors(), kinds,
+                                 self.members(kind_key, kinds), self.kk, self.index[ci_id], *scratch)
         found = list(map(self.ids.__getitem__, points.tolist()))
         return [c for _, _, c in sorted(zip(dist.tolist(), map(str, found), found), key=lambda t: t[:2])]
 
     def providers(self, ci_id, kind_key: str) -> set:
         """graph.providers' walk computed compiled: the CIs upstream of `ci_id` (a CI the view knows)."""
         p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata = self.predecessors()
-        found = _providers(self.base_n, self.slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata,
-                           self.kinds(kind_key), self.index[ci_id], self._scratch()[0])
+        with self._scratch(1) as (dist,):
+            found = _providers(self.base_n, self.slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata,
+                               self.kinds(kind_key), self.index[ci_id], dist)
         return set(map(self.ids.__getitem__, found.tolist()))
 
-    def _scratch(self) -> tuple:
-        """Per-CI arrays for the compiled walks, zero between questions (each walk clears what it wrote):
-        five arrays of a million entries made and zeroed afresh cost more than a small answer."""
+    def neighborhood(self, ci_id, depth: int, down: bool, up: bool, allowed: frozenset | None,
+                     types_key: str) -> tuple[set, dict]:
+        """ImpactGraph.neighborhood's walk computed compiled: the CIs within `depth` hops of `ci_id` (a CI the
+        view knows) along edges holding a type in `allowed` (any edge: None), and {u: {v: data}} for such
+        edges among them."""
+        table = self.table
+        allow = np.fromiter((allowed is None or not allowed.isdisjoint(data[types_key]) for data in table),
+                            np.int8, len(table))
+        with self._scratch(1) as (dist,):
+            seen, tails, ends, rows = _neighborhood(
+                self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len,
+                self.o_heads, self.o_edata, *self.predecessors(), allow, self.index[ci_id],
+                max(-1, min(depth, 1 << 30)), down, up, dist)
+        ids = self.ids
+        found = list(map(ids.__getitem__, seen.tolist()))
+        among: dict = {u: {} for u in found}
+        for u, v, row in zip(tails.tolist(), ends.tolist(), rows.tolist()):
+            among[ids[u]][ids[v]] = table[row]
+        return set(found), among
+
+    @contextmanager
+    def _scratch(self, count: int):
+        """The first `count` of the compiled walks' per-CI arrays (int32, int8, int32, int32, int32), all
+        zero: each walk clears what it wrote before returning, so they are kept from one question to the
+        next (five arrays of a million entries made and zeroed afresh cost 0.33 ms, more than most
+        answers). What they hold: 4 bytes per CI of the view's capacity once providers or a neighborhood
+        was asked, 17 once spof was. A walk that fails midway may leave them dirty: they are let go then."""
         n = self.slot.shape[0]
-        if self._walk_scratch is None or self._walk_scratch[0].shape[0] != n:  # the view grew: made again, zeroed
-            self._walk_scratch = (np.zeros(n, np.int32), np.zeros(n, np.int8), np.zeros(n, np.int32),
-                                  np.zeros(n, np.int32), np.zeros(n, np.int32))
-        return self._walk_scratch
+        held, self._walk_scratch = self._walk_scratch, None
+        if held is None or held[0].shape[0] != n:  # none yet, or the view grew: made again, zeroed
+            held = ()
+        arrays = held + tuple(np.zeros(n, dtype) for dtype in _SCRATCH_TYPES[len(held):count])
+        yield arrays[:count]
+        self._walk_scratch = arrays
 
     def mask(self, ci_ids) -> np.ndarray:
         """1 for each of `ci_ids` (CIs the view knows), 0 elsewhere."""
@@ -1009,6 +1125,7 @@ def warm_up() -> None:
     view.candidates(["b"], "kind")
     view.spof("b", "kind")
     view.providers("b", "kind")
+    view.neighborhood("a", 2, True, True, None, "kind")
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
     view.changed.append(0)  # and the count of members corrected by the overlay's rows
     view.slot[0] = 0

@@ -469,24 +469,38 @@ class ImpactGraph:
             raise ValueError(f"direction must be up, down or both, not {direction!r}")
         allowed = None if types is None else frozenset(types)
         with self._lock:
-            succ, pred = self._g._succ, self._g._pred
-            if ci_id not in succ:
+            if ci_id not in self._g._succ:
                 return set(), []
-            sides = {"up": (pred,), "down": (succ,), "both": (succ, pred)}[direction]
-            seen = {ci_id}
-            frontier = deque([(ci_id, 0)])
-            while frontier:
-                u, d = frontier.popleft()
-                if d >= depth:
-                    continue
-                for adj in sides:
-                    for v, data in adj[u].items():
-                        if v not in seen and (allowed is None or not allowed.isdisjoint(data[TYPES_KEY])):
-                            seen.add(v)
-                            frontier.append((v, d + 1))
-            among = {u: {v: d for v, d in succ[u].items() if v in seen} for u in seen}
-            edges = [e for e in self._relationships(among) if allowed is None or e[2] in allowed]
-            return seen, sorted(edges)
+            view = self._current_view()
+            if view is not None:  # the same walk, compiled (graph.compact)
+                seen, among = view.neighborhood(ci_id, depth, direction != "up", direction != "down", allowed,
+                                                TYPES_KEY)
+            else:
+                seen, among = self._neighborhood_walk(ci_id, depth, direction, allowed)
+            return seen, self._edges_allowed(among, allowed)
+
+    def _neighborhood_walk(self, ci_id, depth: int, direction: str, allowed: frozenset | None) -> tuple[set, dict]:
+        """neighborhood's walk over the dicts (under the lock, `ci_id` a CI of the graph): the CIs, and
+        {u: {v: data}} for the edges among them."""
+        succ, pred = self._g._succ, self._g._pred
+        sides = {"up": (pred,), "down": (succ,), "both": (succ, pred)}[direction]
+        seen = {ci_id}
+        frontier = deque([(ci_id, 0)])
+        while frontier:
+            u, d = frontier.popleft()
+            if d >= depth:
+                continue
+            for adj in sides:
+                for v, data in adj[u].items():
+                    if v not in seen and (allowed is None or not allowed.isdisjoint(data[TYPES_KEY])):
+                        seen.add(v)
+                        frontier.append((v, d + 1))
+        return seen, {u: {v: d for v, d in succ[u].items() if v in seen} for u in seen}
+
+    def _edges_allowed(self, among: dict, allowed: frozenset | None) -> list:
+        """The relationships of the adjacency `among` as (source, target, type), of the types `allowed`
+        (every type: None), sorted."""
+        return sorted(e for e in self._relationships(among) if allowed is None or e[2] in allowed)
 
     def edges_among(self, ci_ids: Iterable) -> list:
         """The relationships whose two ends are both in `ci_ids`, as (source, target, type), sorted:

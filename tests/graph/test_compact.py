@@ -207,13 +207,19 @@ def test_root_cause_walks_compiled_rank_alike(seed, cheap, monkeypatch):
         change(rng, (python, compiled), cis, rels, step)
 
 
+def counted(monkeypatch, loop: str) -> list:
+    """A list that grows by one at each call of graph.compact's compiled `loop` (it still runs)."""
+    calls = []
+    real = getattr(compact, loop)
+    monkeypatch.setattr(compact, loop, lambda *args: calls.append(1) or real(*args))
+    return calls
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_spof_compiled_finds_alike(seed, monkeypatch):
     # Single points of failure found compiled over the view (graph.compact._spof): the same CIs, in the same
     # order, before and after changes read through the overlay.
-    calls = []
-    real = compact._spof
-    monkeypatch.setattr(compact, "_spof", lambda *args: calls.append(1) or real(*args))
+    calls = counted(monkeypatch, "_spof")
     python, compiled, cis, rels = twins(seed)
     assert compiled.build_compact(slice_size=rng_slice(seed))
     rng = random.Random(seed * 7 + 3)
@@ -234,9 +240,7 @@ def test_spof_compiled_finds_alike(seed, monkeypatch):
 def test_providers_compiled_walk_alike(seed, monkeypatch):
     # graph.providers' walk compiled over the view (graph.compact._providers): the same CIs, before and
     # after changes read through the overlay, interleaved with spof questions sharing its scratch arrays.
-    calls = []
-    real = compact._providers
-    monkeypatch.setattr(compact, "_providers", lambda *args: calls.append(1) or real(*args))
+    calls = counted(monkeypatch, "_providers")
     python, compiled, cis, rels = twins(seed)
     assert compiled.build_compact(slice_size=rng_slice(seed))
     rng = random.Random(seed * 11 + 7)
@@ -252,6 +256,58 @@ def test_providers_compiled_walk_alike(seed, monkeypatch):
         asked += len(known)
         change(rng, (python, compiled), cis, rels, step)
     assert found and len(calls) == 2 * asked
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_neighborhoods_compiled_walk_alike(seed, monkeypatch):
+    # ImpactGraph.neighborhood's walk compiled over the view (graph.compact._neighborhood): the same CIs and
+    # edges, every direction, depth and type filter, before and after changes read through the overlay.
+    calls = counted(monkeypatch, "_neighborhood")
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    rng = random.Random(seed * 5 + 1)
+    asked = sizes = 0
+    for step in range(10):
+        known = rng.sample(sorted(cis), min(len(cis), 3))
+        for ci in known + ["nowhere"]:
+            for direction in ("up", "down", "both"):
+                depth = rng.choice([0, 1, 1, 2, 3, 10])
+                types = rng.choice([None, None, rng.sample(TYPES, rng.randint(1, 3))])
+                answer = python.neighborhood(ci, depth, direction, types)
+                assert compiled.neighborhood(ci, depth, direction, types) == answer, (ci, depth, direction, types)
+                sizes += len(answer[0]) + len(answer[1])
+        asked += 3 * len(known)
+        change(rng, (python, compiled), cis, rels, step)
+    assert sizes > 2 * asked and len(calls) == asked  # answers beyond the CI itself, all from the view
+
+
+def test_the_walks_scratch_is_left_zero_and_let_go_when_a_walk_fails(monkeypatch):
+    # spof, providers and neighborhoods share per-CI arrays kept between questions: zero after each, and
+    # dropped (made afresh at the next question) when a walk fails midway, so no later answer reads them dirty.
+    python, compiled = build(SHOP_CIS, SHOP_RELATIONSHIPS), build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    assert python.spof("shop")
+    for ci in ("shop", "web_cluster", "db_primary"):
+        assert compiled.spof(ci) == python.spof(ci)
+        assert compiled.providers(ci) == python.providers(ci)
+        assert compiled.neighborhood(ci, 2) == python.neighborhood(ci, 2)
+    view = compiled._view
+    assert len(view._walk_scratch) == 5 and not any(array.any() for array in view._walk_scratch)
+    real = compact._spof
+
+    def failing(*args):
+        for array in args[-5:]:
+            array[:] = 1
+        raise MemoryError
+
+    monkeypatch.setattr(compact, "_spof", failing)
+    with pytest.raises(MemoryError):
+        compiled.spof("shop")
+    assert view._walk_scratch is None
+    monkeypatch.setattr(compact, "_spof", real)
+    assert compiled.providers("shop") == python.providers("shop")
+    assert compiled.spof("shop") == python.spof("shop")
+    assert not any(array.any() for array in view._walk_scratch)
 
 
 def random_graph_with_oddities(seed):
@@ -304,6 +360,7 @@ def test_oddities_answer_alike(seed, monkeypatch):
         for ci in (names[0], *failed):
             assert python.spof(ci) == compiled.spof(ci)
             assert python.providers(ci) == compiled.providers(ci)
+            assert python.neighborhood(ci, 2, "both", types) == compiled.neighborhood(ci, 2, "both", types)
     view = compiled._view
     # A row is written again in place while it fits (it has a quarter more room): rows are few more than the
     # CIs changed, however often the hub's row was written.

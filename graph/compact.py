@@ -19,6 +19,9 @@ Layout (a `CompactView`):
   - an overlay for the CIs changed since (the graph calls `touch` for every CI whose successors or
     payload it changes): each such CI's row is read again from the dicts, appended to the overlay
     arrays, and `slot[i]` points at it; the base row is then ignored. A removed CI gets an empty row;
+  - the predecessors, for the walks over providers: the base's by head (CSR, made once), and the
+    overlay rows' edges sorted by head, patched with the rows read again since (linear in the
+    overlay's edges) when a walk next needs them;
   - per CI its redundancy `k` (`min_members`, None read as 1) and, per kind key (a type filter),
     how many members each group has, from the base and corrected by the overlay's rows: the
     group's spare members are `members - k`, as `propagation.spare_members` counts them.
@@ -615,7 +618,8 @@ class CompactView:
         self._base_members: dict[str, np.ndarray] = {}
         self._members: dict[str, tuple[int, np.ndarray]] = {}
         self._pred: tuple | None = None  # the base's predecessors (CSR), made by build() before the view is installed
-        self._pred_overlay: tuple | None = None  # the overlay rows' edges by head, made again after a refresh
+        self._pred_overlay: tuple | None = None  # the overlay rows' edges by head (predecessors())
+        self._pred_dirty: set = set()  # CIs whose rows were read again since: patched in at the next use
         self.state = np.full(capacity, -1, np.int8)
         self.done = np.full(capacity, -1, np.int8)
         self.lost = np.zeros(capacity, np.int32)
@@ -652,7 +656,8 @@ class CompactView:
                         self._append(v)
         slot, kk, data_index = self.slot, self.kk, self._data_index
         self.generation += 1
-        self._pred_overlay = None
+        if self._pred_overlay is not None:  # whatever is read below, even if not all of it: patched in when used
+            self._pred_dirty.update(index[ci_id] for ci_id in touched)
         for ci_id in touched:
             i = index[ci_id]
             row = succ.get(ci_id)
@@ -744,26 +749,52 @@ class CompactView:
         """(p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata): the base's edges by head (CSR; a
         tail whose row changed is skipped by the reader, its edges being in the overlay), and the overlay
         rows' current edges sorted by head (for a binary search)."""
+        if self._pred_overlay is None:
+            self._pred_overlay = self._overlay_edges(np.array(self.changed, np.int64))
+            self._pred_dirty.clear()
+        elif self._pred_dirty:
+            self._pred_overlay = self._patched(self._pred_overlay, np.array(sorted(self._pred_dirty), np.int64))
+            self._pred_dirty.clear()
+        return self._base_predecessors() + self._pred_overlay
+
+    def _overlay_edges(self, cis: np.ndarray) -> tuple:
+        """(heads, tails, data rows) of these CIs' overlay rows as they stand (CIs without one have none),
+        sorted by head."""
+        if not cis.shape[0]:
+            return _no_overlay_predecessors()
+        rows = self.slot[cis]
+        cis, rows = cis[rows >= 0], rows[rows >= 0]
+        lens = self.o_len[rows].astype(np.int64)
+        starts = self.o_start[rows]
+        total = int(lens.sum())
+        # The positions of every such CI's current row's edges, row after row.
+        at = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(total)
+        heads, tails, edata = self.o_heads[at], np.repeat(cis, lens), self.o_edata[at]
+        order = np.argsort(heads, kind="stable")
+        return heads[order], tails[order], edata[order]
+
+    def _patched(self, edges: tuple, dirty: np.ndarray) -> tuple:
+        """`edges` (predecessors()' overlay part) with the `dirty` CIs' edges replaced by their rows as they
+        stand: their old edges dropped, their rows' merged in by head. Linear in the overlay's edges (two
+        copies), where sorting them all again cost ~40 ns an edge."""
+        heads, tails, edata = edges
+        mark = np.zeros(self.slot.shape[0], np.bool_)
+        mark[dirty] = True
+        keep = ~mark[tails]
+        heads, tails, edata = heads[keep], tails[keep], edata[keep]
+        new_heads, new_tails, new_edata = self._overlay_edges(dirty)
+        at = np.searchsorted(heads, new_heads, side="right")
+        return np.insert(heads, at, new_heads), np.insert(tails, at, new_tails), np.insert(edata, at, new_edata)
+
+    def _base_predecessors(self) -> tuple:
+        """(p_indptr, p_tails, p_edata): the base's edges by head, made once."""
         if self._pred is None:
             tails = np.repeat(np.arange(self.base_n, dtype=np.int32), np.diff(self.indptr))
             order = np.argsort(self.heads, kind="stable")
             p_indptr = np.zeros(self.base_n + 1, np.int64)
             np.cumsum(np.bincount(self.heads, minlength=self.base_n), out=p_indptr[1:])
             self._pred = (p_indptr, tails[order], self.edata[order])
-        if self._pred_overlay is None and not self.changed:
-            self._pred_overlay = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
-        if self._pred_overlay is None:
-            changed = np.array(self.changed, np.int64)
-            rows = self.slot[changed]
-            lens = self.o_len[rows].astype(np.int64)
-            starts = self.o_start[rows]
-            total = int(lens.sum())
-            # The positions of every changed CI's current row's edges, row after row.
-            at = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(total)
-            heads, tails, edata = self.o_heads[at], np.repeat(changed, lens), self.o_edata[at]
-            order = np.argsort(heads, kind="stable")
-            self._pred_overlay = (heads[order], tails[order], edata[order])
-        return self._pred + self._pred_overlay
+        return self._pred
 
     def candidates(self, symptoms: list, kind_key: str) -> tuple[list, list, list, "Closures"]:
         """causes.root_cause's candidates, computed compiled: (candidate ids, their lower bounds, the
@@ -807,11 +838,13 @@ class CompactView:
         table = self.table
         allow = np.fromiter((allowed is None or not allowed.isdisjoint(data[types_key]) for data in table),
                             np.int8, len(table))
+        # A walk down never reads the predecessors: the overlay's are not sorted again for it.
+        pred = self.predecessors() if up else self._base_predecessors() + _no_overlay_predecessors()
         with self._scratch(1) as (dist,):
             seen, tails, ends, rows = _neighborhood(
                 self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len,
-                self.o_heads, self.o_edata, *self.predecessors(), allow, self.index[ci_id],
-                max(-1, min(depth, 1 << 30)), down, up, dist)
+                self.o_heads, self.o_edata, *pred, allow, self.index[ci_id], max(-1, min(depth, 1 << 30)), down,
+                up, dist)
         ids = self.ids
         found = list(map(ids.__getitem__, seen.tolist()))
         among: dict = {u: {} for u in found}
@@ -852,6 +885,11 @@ class CompactView:
                                self.order, self.parent, self.dist)
         return CompactImpacted(self.ids, self.index, failed, self.order[:n].copy(), self.parent[:n].copy(),
                                self.dist[:n].copy(), states)
+
+
+def _no_overlay_predecessors() -> tuple:
+    """(op_heads, op_tails, op_edata) of an overlay without rows, typed as predecessors() makes them."""
+    return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32)
 
 
 class Closures:

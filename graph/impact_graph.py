@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import sys
 import threading
 import time
@@ -467,6 +468,7 @@ class ImpactGraph:
         """
         if direction not in ("up", "down", "both"):
             raise ValueError(f"direction must be up, down or both, not {direction!r}")
+        depth = operator.index(depth)  # a whole number of hops (1.5 would be read as 2 by one walk, 1 by the other)
         allowed = None if types is None else frozenset(types)
         with self._lock:
             if ci_id not in self._g._succ:

@@ -8,6 +8,7 @@ random changes after the view is built (and while it is being built) exercise it
 
 import random
 
+import numpy as np
 import pytest
 
 from graph import causes, compact
@@ -272,13 +273,51 @@ def test_neighborhoods_compiled_walk_alike(seed, monkeypatch):
         for ci in known + ["nowhere"]:
             for direction in ("up", "down", "both"):
                 depth = rng.choice([0, 1, 1, 2, 3, 10])
-                types = rng.choice([None, None, rng.sample(TYPES, rng.randint(1, 3))])
+                types = rng.choice([None, None, rng.sample(TYPES, rng.randint(1, 3)), [], ["unheard_of", TYPES[0]]])
                 answer = python.neighborhood(ci, depth, direction, types)
                 assert compiled.neighborhood(ci, depth, direction, types) == answer, (ci, depth, direction, types)
                 sizes += len(answer[0]) + len(answer[1])
         asked += 3 * len(known)
         change(rng, (python, compiled), cis, rels, step)
     assert sizes > 2 * asked and len(calls) == asked  # answers beyond the CI itself, all from the view
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_overlays_predecessors_are_patched_as_rows_change(seed):
+    # After changes, the overlay rows' edges by head (what walks over providers read) are patched, not sorted
+    # again: the same edges as made afresh from the rows, ordered by head, whatever changed in between. A
+    # neighborhood walked down reads none of them and leaves them to be patched later.
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    view = compiled._view
+    rng = random.Random(seed * 3 + 11)
+    patched = 0
+    for step in range(25):
+        for _ in range(rng.randint(1, 4)):
+            change(rng, (python, compiled), cis, rels, step)
+        ci = rng.choice(sorted(cis))
+        if rng.random() < 0.3:
+            assert compiled.neighborhood(ci, 2, "down") == python.neighborhood(ci, 2, "down")
+            assert view._pred_overlay is None or view._pred_dirty  # left for the next walk up
+        before = view._pred_overlay is not None and bool(view._pred_dirty)
+        assert compiled.providers(ci) == python.providers(ci)
+        patched += before
+        heads, tails, edata = view._pred_overlay
+        assert (np.diff(heads) >= 0).all() and not view._pred_dirty
+        fresh = view._overlay_edges(np.array(view.changed, np.int64))
+        assert sorted(zip(heads.tolist(), tails.tolist(), edata.tolist())) == \
+            sorted(zip(*(array.tolist() for array in fresh)))
+        assert heads.dtype == fresh[0].dtype and tails.dtype == fresh[1].dtype and edata.dtype == fresh[2].dtype
+    assert patched
+
+
+def test_a_neighborhood_is_a_whole_number_of_hops():
+    python, compiled = build(SHOP_CIS, SHOP_RELATIONSHIPS), build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    for g in (python, compiled):
+        with pytest.raises(TypeError):
+            g.neighborhood("db_primary", 1.5)
+    assert compiled.neighborhood("db_primary", np.int64(2)) == python.neighborhood("db_primary", 2)
 
 
 def test_the_walks_scratch_is_left_zero_and_let_go_when_a_walk_fails(monkeypatch):

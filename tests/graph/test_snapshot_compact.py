@@ -148,6 +148,9 @@ def test_random_graphs_and_changes_answer_alike(tmp_path, seed, held):
     assert compiled.root_cause(symptoms, limit=10) == python.root_cause(symptoms, limit=10)
     for ci in symptoms:
         assert compiled.spof(ci) == python.spof(ci)
+        assert compiled.providers(ci) == python.providers(ci)
+        assert compiled.neighborhood(ci, 2, "both") == python.neighborhood(ci, 2, "both")
+        assert compiled.neighborhood(ci, 3, "down", ["depends_on"]) == python.neighborhood(ci, 3, "down", ["depends_on"])
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -33,6 +33,11 @@ spof(x)
     The CIs upstream of x whose single failure takes x down. Candidates are walked nearest first
     inside x's ancestor subgraph; a walk that reaches x or an already known spof stops at once
     (monotone closures: the known spof would take x down).
+
+With the graph's compiled view (graph.compact), root cause's candidates and whole-graph walks run
+compiled over its arrays statement for statement, and spof as one compiled walk (its candidates taken
+breadth-first rather than sorted, which changes no answer: closures are monotone, and the points are
+sorted at the end): the same answers.
 """
 
 from __future__ import annotations
@@ -184,9 +189,11 @@ class ExtraWalk:
         return count, not stack
 
 
-def spof(g, ci_id, kind_key: str, spares: dict | None = None) -> list:
+def spof(g, ci_id, kind_key: str, spares: dict | None = None, view=None) -> list:
     if ci_id not in g._node:
         return []
+    if view is not None:  # the same points, computed compiled (graph.compact)
+        return view.spof(ci_id, kind_key)
     walk = DownWalk(g, kind_key, spares)
     upstream = walk.ancestors([ci_id])
     sub = walk.subgraph(upstream)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from graph import causes, propagation
+from graph import causes, propagation, providers
 from graph.semantics import COVERED_KEY, KIND_KEY, MEMBER, ORDINARY, TYPES_KEY, EdgeTypeSets, RelationshipSemantics
 
 CLASS_KEY = "ci_class"
@@ -444,7 +445,18 @@ class ImpactGraph:
         """CIs whose single failure takes `ci_id` down, nearest first; [] for an unknown CI."""
         with self._lock:
             kind_key = self._types.kind_key(None)
-            return causes.spof(self._g, ci_id, kind_key, self._spares_for(kind_key))
+            return causes.spof(self._g, ci_id, kind_key, self._spares_for(kind_key), self._current_view())
+
+    def providers(self, ci_id) -> set:
+        """The CIs `ci_id` depends on, transitively, along impact edges (graph.providers); set() for an
+        unknown CI."""
+        with self._lock:
+            if ci_id not in self._g._node:
+                return set()
+            view = self._current_view()
+            if view is not None:  # the same walk, compiled (graph.compact)
+                return view.providers(ci_id, KIND_KEY)
+            return providers.walk(self._g._pred, ci_id)
 
     def neighborhood(self, ci_id, depth: int = 1, direction: str = "both", types: Iterable[str] | None = None):
         """CIs within `depth` hops of `ci_id` and the relationships among them.
@@ -456,26 +468,41 @@ class ImpactGraph:
         """
         if direction not in ("up", "down", "both"):
             raise ValueError(f"direction must be up, down or both, not {direction!r}")
+        depth = operator.index(depth)  # a whole number of hops (1.5 would be read as 2 by one walk, 1 by the other)
         allowed = None if types is None else frozenset(types)
         with self._lock:
-            succ, pred = self._g._succ, self._g._pred
-            if ci_id not in succ:
+            if ci_id not in self._g._succ:
                 return set(), []
-            sides = {"up": (pred,), "down": (succ,), "both": (succ, pred)}[direction]
-            seen = {ci_id}
-            frontier = deque([(ci_id, 0)])
-            while frontier:
-                u, d = frontier.popleft()
-                if d >= depth:
-                    continue
-                for adj in sides:
-                    for v, data in adj[u].items():
-                        if v not in seen and (allowed is None or not allowed.isdisjoint(data[TYPES_KEY])):
-                            seen.add(v)
-                            frontier.append((v, d + 1))
-            among = {u: {v: d for v, d in succ[u].items() if v in seen} for u in seen}
-            edges = [e for e in self._relationships(among) if allowed is None or e[2] in allowed]
-            return seen, sorted(edges)
+            view = self._current_view()
+            if view is not None:  # the same walk, compiled (graph.compact)
+                seen, among = view.neighborhood(ci_id, depth, direction != "up", direction != "down", allowed,
+                                                TYPES_KEY)
+            else:
+                seen, among = self._neighborhood_walk(ci_id, depth, direction, allowed)
+            return seen, self._edges_allowed(among, allowed)
+
+    def _neighborhood_walk(self, ci_id, depth: int, direction: str, allowed: frozenset | None) -> tuple[set, dict]:
+        """neighborhood's walk over the dicts (under the lock, `ci_id` a CI of the graph): the CIs, and
+        {u: {v: data}} for the edges among them."""
+        succ, pred = self._g._succ, self._g._pred
+        sides = {"up": (pred,), "down": (succ,), "both": (succ, pred)}[direction]
+        seen = {ci_id}
+        frontier = deque([(ci_id, 0)])
+        while frontier:
+            u, d = frontier.popleft()
+            if d >= depth:
+                continue
+            for adj in sides:
+                for v, data in adj[u].items():
+                    if v not in seen and (allowed is None or not allowed.isdisjoint(data[TYPES_KEY])):
+                        seen.add(v)
+                        frontier.append((v, d + 1))
+        return seen, {u: {v: d for v, d in succ[u].items() if v in seen} for u in seen}
+
+    def _edges_allowed(self, among: dict, allowed: frozenset | None) -> list:
+        """The relationships of the adjacency `among` as (source, target, type), of the types `allowed`
+        (every type: None), sorted."""
+        return sorted(e for e in self._relationships(among) if allowed is None or e[2] in allowed)
 
     def edges_among(self, ci_ids: Iterable) -> list:
         """The relationships whose two ends are both in `ci_ids`, as (source, target, type), sorted:

@@ -9,23 +9,30 @@ a member's direct edge to a dependent of its group carries nothing of its own) i
 member is reached through its group. Cycles end the walk, they never loop it.
 
 Pure computation over an `ImpactGraph` held still by its caller (LiveGraph.reading()); it must
-never import `app/`, a web framework or a database driver.
+never import `app/`, a web framework or a database driver. With the graph's compiled view the walk runs
+compiled over its arrays (graph.compact), with the same answer; `walk` is the walk over the dicts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from graph.impact_graph import ImpactGraph
 from graph.semantics import KIND_KEY
+
+if TYPE_CHECKING:
+    from graph.impact_graph import ImpactGraph
 
 
 def providers(graph: ImpactGraph, ci_id, keep: set | frozenset | None = None) -> set:
     """The CIs `ci_id` depends on, transitively (never itself, even through a cycle), kept to those in
     `keep` when given (the walk still passes through the others). An unknown CI has none."""
-    pred = graph.graph._pred
-    if ci_id not in pred:
-        return set()
+    found = graph.providers(ci_id)
+    return found if keep is None else found & keep
+
+
+def walk(pred: dict, ci_id) -> set:
+    """providers() over the graph's predecessor dicts (`ci_id` a CI of the graph)."""
     seen = {ci_id}
     stack = [ci_id]
     while stack:
@@ -34,7 +41,7 @@ def providers(graph: ImpactGraph, ci_id, keep: set | frozenset | None = None) ->
                 seen.add(provider)
                 stack.append(provider)
     seen.discard(ci_id)
-    return seen if keep is None else seen & keep
+    return seen
 
 
 def providers_of_each(graph: ImpactGraph, ci_ids: Iterable, keep: set | frozenset | None = None) -> dict:

@@ -1,6 +1,7 @@
 """The service answering impact questions from the compiled view (graph.compact) gives the answers the
 Python loop gives: two apps on one database, one with the view built at any size, one without it,
-asked the same questions before and after writes (read into the view's overlay by the change feed)."""
+asked the same questions (impact, blast radius, single points of failure, neighborhoods, the Ansible
+inventory's service groups) before and after writes (read into the view's overlay by the change feed)."""
 
 import random
 import time
@@ -50,6 +51,18 @@ def test_the_compiled_view_answers_as_the_python_loop(pair):
                 got, want = compiled.post(path, json=body), python.post(path, json=body)
                 assert got.status_code == want.status_code == 200, (got.text, want.text)
                 assert got.json() == want.json(), body
+            # Single points of failure, neighborhoods and the inventory's service groups: walked compiled too.
+            paths = ["/api/v1/integrations/ansible/inventory"]
+            for name in rng.sample(names, 2):
+                ci = shop[name]
+                paths += [f"/api/v1/cis/{ci}/spof",
+                          f"/api/v1/cis/{ci}/neighborhood?depth={rng.randint(0, 3)}"
+                          f"&direction={rng.choice(['up', 'down', 'both'])}",
+                          f"/api/v1/cis/{ci}/neighborhood?depth=2&types=runs_on&types=member_of"]
+            for path in paths:
+                got, want = compiled.get(path), python.get(path)
+                assert got.status_code == want.status_code == 200, (got.text, want.text)
+                assert got.json() == want.json(), path
 
     compiled.post("/api/v1/impact", json={"ci_ids": [shop["web1"]]})  # the graph is loaded: the view follows
     deadline = time.monotonic() + 60

@@ -8,9 +8,11 @@ random changes after the view is built (and while it is being built) exercise it
 
 import random
 
+import numpy as np
 import pytest
 
 from graph import causes, compact
+from graph.providers import providers
 from tests.graph.conftest import SHOP_CIS, SHOP_RELATIONSHIPS, build
 from tests.graph.test_reference_model import TYPES, random_graph
 
@@ -206,6 +208,147 @@ def test_root_cause_walks_compiled_rank_alike(seed, cheap, monkeypatch):
         change(rng, (python, compiled), cis, rels, step)
 
 
+def counted(monkeypatch, loop: str) -> list:
+    """A list that grows by one at each call of graph.compact's compiled `loop` (it still runs)."""
+    calls = []
+    real = getattr(compact, loop)
+    monkeypatch.setattr(compact, loop, lambda *args: calls.append(1) or real(*args))
+    return calls
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_spof_compiled_finds_alike(seed, monkeypatch):
+    # Single points of failure found compiled over the view (graph.compact._spof): the same CIs, in the same
+    # order, before and after changes read through the overlay.
+    calls = counted(monkeypatch, "_spof")
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    rng = random.Random(seed * 7 + 3)
+    found = asked = 0
+    for step in range(12):
+        known = rng.sample(sorted(cis), min(len(cis), 5))
+        for ci in known + ["nowhere"]:
+            points = python.spof(ci)
+            assert compiled.spof(ci) == points, (ci, step)
+            found += len(points)
+        asked += len(known)
+        change(rng, (python, compiled), cis, rels, step)
+    assert found  # every seed's graph has CIs with single points of failure
+    assert len(calls) == asked  # each known CI's asked of the view, not of the dicts
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_providers_compiled_walk_alike(seed, monkeypatch):
+    # graph.providers' walk compiled over the view (graph.compact._providers): the same CIs, before and
+    # after changes read through the overlay, interleaved with spof questions sharing its scratch arrays.
+    calls = counted(monkeypatch, "_providers")
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    rng = random.Random(seed * 11 + 7)
+    found = asked = 0
+    for step in range(12):
+        known = rng.sample(sorted(cis), min(len(cis), 5))
+        for ci in known + ["nowhere"]:
+            walked = providers(python, ci)
+            assert providers(compiled, ci) == walked, (ci, step)
+            assert providers(compiled, ci, keep={ci, *sorted(walked)[::2]}) == set(sorted(walked)[::2])
+            assert compiled.spof(ci) == python.spof(ci)
+            found += len(walked)
+        asked += len(known)
+        change(rng, (python, compiled), cis, rels, step)
+    assert found and len(calls) == 2 * asked
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_neighborhoods_compiled_walk_alike(seed, monkeypatch):
+    # ImpactGraph.neighborhood's walk compiled over the view (graph.compact._neighborhood): the same CIs and
+    # edges, every direction, depth and type filter, before and after changes read through the overlay.
+    calls = counted(monkeypatch, "_neighborhood")
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    rng = random.Random(seed * 5 + 1)
+    asked = sizes = 0
+    for step in range(10):
+        known = rng.sample(sorted(cis), min(len(cis), 3))
+        for ci in known + ["nowhere"]:
+            for direction in ("up", "down", "both"):
+                depth = rng.choice([0, 1, 1, 2, 3, 10])
+                types = rng.choice([None, None, rng.sample(TYPES, rng.randint(1, 3)), [], ["unheard_of", TYPES[0]]])
+                answer = python.neighborhood(ci, depth, direction, types)
+                assert compiled.neighborhood(ci, depth, direction, types) == answer, (ci, depth, direction, types)
+                sizes += len(answer[0]) + len(answer[1])
+        asked += 3 * len(known)
+        change(rng, (python, compiled), cis, rels, step)
+    assert sizes > 2 * asked and len(calls) == asked  # answers beyond the CI itself, all from the view
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_overlays_predecessors_are_patched_as_rows_change(seed):
+    # After changes, the overlay rows' edges by head (what walks over providers read) are patched, not sorted
+    # again: the same edges as made afresh from the rows, ordered by head, whatever changed in between. A
+    # neighborhood walked down reads none of them and leaves them to be patched later.
+    python, compiled, cis, rels = twins(seed)
+    assert compiled.build_compact(slice_size=rng_slice(seed))
+    view = compiled._view
+    rng = random.Random(seed * 3 + 11)
+    patched = 0
+    for step in range(25):
+        for _ in range(rng.randint(1, 4)):
+            change(rng, (python, compiled), cis, rels, step)
+        ci = rng.choice(sorted(cis))
+        if rng.random() < 0.3:
+            assert compiled.neighborhood(ci, 2, "down") == python.neighborhood(ci, 2, "down")
+            assert view._pred_overlay is None or view._pred_dirty  # left for the next walk up
+        before = view._pred_overlay is not None and bool(view._pred_dirty)
+        assert compiled.providers(ci) == python.providers(ci)
+        patched += before
+        heads, tails, edata = view._pred_overlay
+        assert (np.diff(heads) >= 0).all() and not view._pred_dirty
+        fresh = view._overlay_edges(np.array(view.changed, np.int64))
+        assert sorted(zip(heads.tolist(), tails.tolist(), edata.tolist())) == \
+            sorted(zip(*(array.tolist() for array in fresh)))
+        assert heads.dtype == fresh[0].dtype and tails.dtype == fresh[1].dtype and edata.dtype == fresh[2].dtype
+    assert patched
+
+
+def test_a_neighborhood_is_a_whole_number_of_hops():
+    python, compiled = build(SHOP_CIS, SHOP_RELATIONSHIPS), build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    for g in (python, compiled):
+        with pytest.raises(TypeError):
+            g.neighborhood("db_primary", 1.5)
+    assert compiled.neighborhood("db_primary", np.int64(2)) == python.neighborhood("db_primary", 2)
+
+
+def test_the_walks_scratch_is_left_zero_and_let_go_when_a_walk_fails(monkeypatch):
+    # spof, providers and neighborhoods share per-CI arrays kept between questions: zero after each, and
+    # dropped (made afresh at the next question) when a walk fails midway, so no later answer reads them dirty.
+    python, compiled = build(SHOP_CIS, SHOP_RELATIONSHIPS), build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    assert python.spof("shop")
+    for ci in ("shop", "web_cluster", "db_primary"):
+        assert compiled.spof(ci) == python.spof(ci)
+        assert compiled.providers(ci) == python.providers(ci)
+        assert compiled.neighborhood(ci, 2) == python.neighborhood(ci, 2)
+    view = compiled._view
+    assert len(view._walk_scratch) == 5 and not any(array.any() for array in view._walk_scratch)
+    real = compact._spof
+
+    def failing(*args):
+        for array in args[-5:]:
+            array[:] = 1
+        raise MemoryError
+
+    monkeypatch.setattr(compact, "_spof", failing)
+    with pytest.raises(MemoryError):
+        compiled.spof("shop")
+    assert view._walk_scratch is None
+    monkeypatch.setattr(compact, "_spof", real)
+    assert compiled.providers("shop") == python.providers("shop")
+    assert compiled.spof("shop") == python.spof("shop")
+    assert not any(array.any() for array in view._walk_scratch)
+
+
 def random_graph_with_oddities(seed):
     """random_graph's, with self-loops, groups of huge, zero and negative min_members and a hub."""
     cis, rels = random_graph(seed)
@@ -253,6 +396,10 @@ def test_oddities_answer_alike(seed, monkeypatch):
         failed = rng.sample(names, rng.randint(1, 3))
         assert answer(python.impact(failed, types=types)) == answer(compiled.impact(failed, types=types))
         assert python.root_cause(failed) == compiled.root_cause(failed)
+        for ci in (names[0], *failed):
+            assert python.spof(ci) == compiled.spof(ci)
+            assert python.providers(ci) == compiled.providers(ci)
+            assert python.neighborhood(ci, 2, "both", types) == compiled.neighborhood(ci, 2, "both", types)
     view = compiled._view
     # A row is written again in place while it fits (it has a quarter more room): rows are few more than the
     # CIs changed, however often the hub's row was written.

@@ -146,6 +146,11 @@ def test_random_graphs_and_changes_answer_alike(tmp_path, seed, held):
         ask(python, compiled, rng, sorted(cis))
     symptoms = rng.sample(sorted(cis), min(len(cis), 4))
     assert compiled.root_cause(symptoms, limit=10) == python.root_cause(symptoms, limit=10)
+    for ci in symptoms:
+        assert compiled.spof(ci) == python.spof(ci)
+        assert compiled.providers(ci) == python.providers(ci)
+        assert compiled.neighborhood(ci, 2, "both") == python.neighborhood(ci, 2, "both")
+        assert compiled.neighborhood(ci, 3, "down", ["depends_on"]) == python.neighborhood(ci, 3, "down", ["depends_on"])
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -161,6 +166,7 @@ def test_oddities_from_a_snapshot_answer_alike(tmp_path, seed):
         ask(python, compiled, rng, names)
     failed = rng.sample(names, 3)
     assert compiled.root_cause(failed) == python.root_cause(failed)
+    assert [compiled.spof(ci) for ci in failed] == [python.spof(ci) for ci in failed]
 
 
 def test_a_load_after_the_snapshot_drops_the_view_being_made(tmp_path, held):

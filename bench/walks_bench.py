@@ -85,16 +85,17 @@ def panel(spof, services: list) -> int:
 
 def after_changes(g: ImpactGraph, rng, ids: list, services: list, add) -> None:
     """The walks on a view whose overlay holds many changed CIs, each question right after one more change
-    (a worker following a stream of writes): the overlay's edges are then sorted by head again before a
-    walk over providers (CompactView.predecessors). Changed CIs: their min_members written, which puts
-    their rows in the overlay as any change to them does."""
+    (a worker following a stream of writes): the overlay's edges by head are then brought up to date before
+    a walk over providers (CompactView.predecessors), and the groups' member counts before any compiled
+    question. Changed CIs: their min_members written, which puts their rows in the overlay as any change to
+    them does."""
     node = g.graph._node
     changed = 0
     for size in (len(ids) // 1000, len(ids) // 50, len(ids) // 20):  # 0.1%, 2%, 5%: the view not stale yet
         for ci in rng.sample(ids, size - changed):
             g.upsert_ci(ci, node[ci]["ci_class"], rng.choice([None, 1, 2]))
         changed = size
-        g.spof(services[0])  # the rows read into the overlay, and sorted, before the timing
+        g.spof(services[0])  # the rows read into the overlay, and its edges by head made, before the timing
         view = g._view
         label = f"after {size:,} CIs changed ({view.rows:,} overlay rows, {view.o_used:,} overlay edges' room)"
         for name, ask, python in (("spof of a service", g.spof, lambda ci: python_spof(g, ci)),
@@ -104,7 +105,7 @@ def after_changes(g: ImpactGraph, rng, ids: list, services: list, add) -> None:
             for ci in rng.sample(services, 20):
                 poked = rng.choice(ids)
                 g.upsert_ci(poked, node[poked]["ci_class"], rng.choice([None, 1, 2]))
-                found, ms = timed(ask, ci)  # what the service pays: the sort again, when it sorts
+                found, ms = timed(ask, ci)  # what the service pays: the overlay brought up to date first
                 other, pms = timed(python, ci)
                 fast.append(ms)
                 slow.append(pms)

@@ -20,8 +20,8 @@ Layout (a `CompactView`):
     payload it changes): each such CI's row is read again from the dicts, appended to the overlay
     arrays, and `slot[i]` points at it; the base row is then ignored. A removed CI gets an empty row;
   - the predecessors, for the walks over providers: the base's by head (CSR, made once), and the
-    overlay rows' edges sorted by head, patched with the rows read again since (linear in the
-    overlay's edges) when a walk next needs them;
+    overlay rows' edges sorted by head, patched with the rows read again since when a walk next needs
+    them (the kept edges copied, not sorted again; made afresh once half the overlay's rows are due);
   - per CI its redundancy `k` (`min_members`, None read as 1) and, per kind key (a type filter),
     how many members each group has, from the base and corrected by the overlay's rows: the
     group's spare members are `members - k`, as `propagation.spare_members` counts them.
@@ -658,6 +658,9 @@ class CompactView:
         self.generation += 1
         if self._pred_overlay is not None:  # whatever is read below, even if not all of it: patched in when used
             self._pred_dirty.update(index[ci_id] for ci_id in touched)
+            if len(self._pred_dirty) > len(self.changed) // 2:  # a patch would cost what making them afresh does
+                self._pred_overlay = None
+                self._pred_dirty.clear()
         for ci_id in touched:
             i = index[ci_id]
             row = succ.get(ci_id)
@@ -667,10 +670,10 @@ class CompactView:
             width = 0 if row is None else len(row)
             k = slot[i]
             if k < 0 or self.o_cap[k] < width:  # a new row, with room to grow by a quarter
+                room = width + width // 4 + 4
+                self._room(room)  # first: if it fails, nothing says the CI has a row (it stays pending)
                 if k < 0:
                     self.changed.append(i)
-                room = width + width // 4 + 4
-                self._room(room)
                 k = slot[i] = self.rows
                 self.o_start[k], self.o_cap[k] = self.o_used, room
                 self.rows += 1
@@ -684,18 +687,18 @@ class CompactView:
 
     def _append(self, ci_id) -> None:
         i = len(self.ids)
+        n = i + 1
+        # The arrays grown first: if an allocation fails, the view is as it was (the CI stays pending).
+        grown = (_grown(self.kk, n, 1), _grown(self.slot, n, -1), _grown(self.state, n, -1),
+                 _grown(self.done, n, -1), _grown(self.lost, n, 0))
+        walks = None
+        if self.order.shape[0] < n:
+            walks = tuple(np.empty(grown[2].shape[0], np.int32) for _ in range(3))
+        self.kk, self.slot, self.state, self.done, self.lost = grown
+        if walks is not None:
+            self.order, self.parent, self.dist = walks
         self.ids.append(ci_id)
         self.index[ci_id] = i
-        n = i + 1
-        self.kk = _grown(self.kk, n, 1)
-        self.slot = _grown(self.slot, n, -1)
-        self.state = _grown(self.state, n, -1)
-        self.done = _grown(self.done, n, -1)
-        self.lost = _grown(self.lost, n, 0)
-        if self.order.shape[0] < n:
-            self.order = np.empty(self.state.shape[0], np.int32)
-            self.parent = np.empty(self.state.shape[0], np.int32)
-            self.dist = np.empty(self.state.shape[0], np.int32)
 
     def _room(self, width: int) -> None:
         if self.rows + 1 > self.o_start.shape[0]:
@@ -753,7 +756,8 @@ class CompactView:
             self._pred_overlay = self._overlay_edges(np.array(self.changed, np.int64))
             self._pred_dirty.clear()
         elif self._pred_dirty:
-            self._pred_overlay = self._patched(self._pred_overlay, np.array(sorted(self._pred_dirty), np.int64))
+            dirty = np.fromiter(self._pred_dirty, np.int64, len(self._pred_dirty))
+            self._pred_overlay = self._patched(self._pred_overlay, dirty)
             self._pred_dirty.clear()
         return self._base_predecessors() + self._pred_overlay
 
@@ -775,12 +779,10 @@ class CompactView:
 
     def _patched(self, edges: tuple, dirty: np.ndarray) -> tuple:
         """`edges` (predecessors()' overlay part) with the `dirty` CIs' edges replaced by their rows as they
-        stand: their old edges dropped, their rows' merged in by head. Linear in the overlay's edges (two
-        copies), where sorting them all again cost ~40 ns an edge."""
+        stand: their old edges dropped, their rows' (sorted alone) merged in by head. The kept edges are
+        copied, not sorted again (sorting all of them cost ~40 ns an edge)."""
         heads, tails, edata = edges
-        mark = np.zeros(self.slot.shape[0], np.bool_)
-        mark[dirty] = True
-        keep = ~mark[tails]
+        keep = ~np.isin(tails, dirty)
         heads, tails, edata = heads[keep], tails[keep], edata[keep]
         new_heads, new_tails, new_edata = self._overlay_edges(dirty)
         at = np.searchsorted(heads, new_heads, side="right")

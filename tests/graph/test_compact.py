@@ -285,13 +285,16 @@ def test_neighborhoods_compiled_walk_alike(seed, monkeypatch):
 @pytest.mark.parametrize("seed", range(40))
 def test_the_overlays_predecessors_are_patched_as_rows_change(seed):
     # After changes, the overlay rows' edges by head (what walks over providers read) are patched, not sorted
-    # again: the same edges as made afresh from the rows, ordered by head, whatever changed in between. A
-    # neighborhood walked down reads none of them and leaves them to be patched later.
+    # again (made afresh only once half the overlay's rows are due): the edges of every overlay row as the
+    # dicts hold them, ordered by head, whatever changed in between. A neighborhood walked down reads none of
+    # them and leaves them to be patched later.
     python, compiled, cis, rels = twins(seed)
     assert compiled.build_compact(slice_size=rng_slice(seed))
     view = compiled._view
+    patches = []
+    patch = view._patched
+    view._patched = lambda *args: patches.append(1) or patch(*args)
     rng = random.Random(seed * 3 + 11)
-    patched = 0
     for step in range(25):
         for _ in range(rng.randint(1, 4)):
             change(rng, (python, compiled), cis, rels, step)
@@ -299,16 +302,51 @@ def test_the_overlays_predecessors_are_patched_as_rows_change(seed):
         if rng.random() < 0.3:
             assert compiled.neighborhood(ci, 2, "down") == python.neighborhood(ci, 2, "down")
             assert view._pred_overlay is None or view._pred_dirty  # left for the next walk up
-        before = view._pred_overlay is not None and bool(view._pred_dirty)
         assert compiled.providers(ci) == python.providers(ci)
-        patched += before
         heads, tails, edata = view._pred_overlay
         assert (np.diff(heads) >= 0).all() and not view._pred_dirty
-        fresh = view._overlay_edges(np.array(view.changed, np.int64))
-        assert sorted(zip(heads.tolist(), tails.tolist(), edata.tolist())) == \
-            sorted(zip(*(array.tolist() for array in fresh)))
-        assert heads.dtype == fresh[0].dtype and tails.dtype == fresh[1].dtype and edata.dtype == fresh[2].dtype
-    assert patched
+        succ, index = compiled.graph._succ, view.index
+        # Read from the dicts, not from the view's own rows: each changed CI's successors as (head, tail, edge).
+        expected = sorted((index[v], i, view.table.index(data)) for i in view.changed
+                          for v, data in succ.get(view.ids[i], {}).items())
+        got = sorted((h, t, view.table.index(view.table[e])) for h, t, e in zip(heads.tolist(), tails.tolist(),
+                                                                              edata.tolist()))
+        assert got == expected
+        assert (heads.dtype, tails.dtype, edata.dtype) == (np.int32, np.int64, np.int32)
+    assert patches  # patched, not only made afresh
+
+
+def test_a_failed_allocation_while_reading_rows_leaves_the_view_whole(monkeypatch):
+    # An allocation that fails while a refresh grows the view for a new CI, or reads a row into the overlay,
+    # leaves the view as it was, the CI still due: the next question reads it and answers as the dicts do.
+    cis = [(ci, cls, 1 if ci == "web_cluster" else k) for ci, cls, k in SHOP_CIS]
+    python, compiled = build(cis, SHOP_RELATIONSHIPS), build(cis, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    view = compiled._view
+    for g in (python, compiled):
+        g.remove_relationship("web1", "web_cluster", "member_of")  # web1's row changes: one member fewer
+        g.add_relationship("newcomer", "shop", "depends_on")  # a CI the view appends
+    monkeypatch.setattr(compact, "REBUILD_MIN_ROWS", 10 ** 6)  # no rebuild of the view behind the test's back
+
+    def once(owner, name):
+        real = getattr(owner, name)
+
+        def fail(*args):
+            monkeypatch.setattr(owner, name, real)
+            raise MemoryError("injected")
+        monkeypatch.setattr(owner, name, fail)
+
+    once(compact, "_grown")  # the view's arrays grown for "newcomer"
+    with pytest.raises(MemoryError):
+        compiled.impact(["web2"])
+    assert "newcomer" not in view.index and len(view.ids) == view.base_n
+    once(compact.CompactView, "_room")  # web1's row read into the overlay
+    with pytest.raises(MemoryError):
+        compiled.impact(["web2"])
+    assert answer(compiled.impact(["web2"])) == answer(python.impact(["web2"]))
+    assert compiled.spof("shop") == python.spof("shop")
+    assert compiled.impact(["newcomer"]).impacted.keys() == python.impact(["newcomer"]).impacted.keys()
+    assert len(view.changed) == len(set(view.changed))  # each changed CI's row counted once in its groups
 
 
 def test_a_neighborhood_is_a_whole_number_of_hops():

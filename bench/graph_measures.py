@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import platform
 import statistics
 import time
@@ -49,6 +50,23 @@ class Report:
         ]
         lines += [f"| {w} | {v} | {t} | {m} |" for w, v, t, m in self.rows]
         return "\n".join(lines) + "\n"
+
+
+class Measures:
+    """A bench's (measure, value) rows, each printed as it comes, published as one Markdown table."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str]] = []
+
+    def add(self, what: str, value: str) -> None:
+        self.rows.append((what, value))
+        print(f"{what}: {value}", flush=True)
+
+    def publish(self, title: str, command: str, out: str) -> None:
+        """The machine's load at the end as the last row, then the table under `title` and `command`."""
+        self.add("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        publish("\n".join([f"# {title}", "", f"Command: `{command}`", "", "| measure | value |", "| --- | --- |"]
+                          + [f"| {w} | {v} |" for w, v in self.rows]) + "\n", out)
 
 
 def publish(text: str, out: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import heapq
-import os
 import random
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from graph_measures import pct, publish, python_impact, python_root_cause, same, timed  # noqa: E402
+from graph_measures import Measures, pct, python_impact, python_root_cause, same, timed  # noqa: E402
 from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
 from bench.common import memory_mib  # noqa: E402
@@ -42,11 +41,8 @@ def main() -> None:
     parser.add_argument("--root-cause-runs", type=int, default=10)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "graph-scale.md"))
     args = parser.parse_args()
-    rows = []
-
-    def add(what: str, value: str) -> None:
-        rows.append((what, value))
-        print(f"{what}: {value}", flush=True)
+    measures = Measures()
+    add = measures.add
 
     process = memory_mib()[0]
     started = time.perf_counter()
@@ -105,11 +101,7 @@ def main() -> None:
     add(f"root cause of 20 random services, compiled: p50 / max ({len(fast)} runs)", f"{pct(fast, .5):.0f} / {max(fast):.0f} ms")
     add(f"root cause of 20 random services, Python walks: p50 / max ({len(slow)} runs, same rankings)",
         f"{pct(slow, .5):.0f} / {max(slow):.0f} ms")
-    add("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    text = "\n".join([f"# graph/ at scale, {args.cis:,} CIs (seed {args.seed})", "",
-                      f"Command: `python bench/graph_scale_bench.py --cis {args.cis}`", "",
-                      "| measure | value |", "| --- | --- |"] + [f"| {w} | {v} |" for w, v in rows]) + "\n"
-    publish(text, args.out)
+    measures.publish(f"graph/ at scale, {args.cis:,} CIs (seed {args.seed})", f"python bench/graph_scale_bench.py --cis {args.cis}", args.out)
 
 
 if __name__ == "__main__":

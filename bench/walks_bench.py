@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import random
 import statistics
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from graph_measures import pct, publish, python_spof, timed  # noqa: E402
+from graph_measures import Measures, pct, python_spof, timed  # noqa: E402
 from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
 from app.services.overview import SERVICES_EXAMINED, SPOF_SECONDS  # noqa: E402
@@ -126,11 +125,8 @@ def main() -> None:
     parser.add_argument("--walked", type=int, default=2000, help="business services whose providers are walked")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "walks.md"))
     args = parser.parse_args()
-    rows = []
-
-    def add(what: str, value: str) -> None:
-        rows.append((what, value))
-        print(f"{what}: {value}", flush=True)
+    measures = Measures()
+    add = measures.add
 
     started = time.perf_counter()
     inventory = generate(args.cis, args.seed)
@@ -195,11 +191,7 @@ def main() -> None:
             f"{statistics.median(s / max(f, 1e-6) for s, f in zip(slow, fast)):.1f}x; "
             f"{sum(slow) / max(sum(fast), 1e-6):.1f}x; {differ}")
     after_changes(g, rng, ids, services, add)
-    add("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    text = "\n".join([f"# The graph's walks, compiled and Python, {args.cis:,} CIs (seed {args.seed})", "",
-                      f"Command: `python bench/walks_bench.py --cis {args.cis}`", "",
-                      "| measure | value |", "| --- | --- |"] + [f"| {w} | {v} |" for w, v in rows]) + "\n"
-    publish(text, args.out)
+    measures.publish(f"The graph's walks, compiled and Python, {args.cis:,} CIs (seed {args.seed})", f"python bench/walks_bench.py --cis {args.cis}", args.out)
 
 
 if __name__ == "__main__":

@@ -826,10 +826,9 @@ class CompactView:
 
     def providers(self, ci_id, kind_key: str) -> set:
         """graph.providers' walk computed compiled: the CIs upstream of `ci_id` (a CI the view knows)."""
-        p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata = self.predecessors()
         with self._scratch(1) as (dist,):
-            found = _providers(self.base_n, self.slot, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata,
-                               self.kinds(kind_key), self.index[ci_id], dist)
+            found = _providers(self.base_n, self.slot, *self.predecessors(), self.kinds(kind_key), self.index[ci_id],
+                               dist)
         return set(map(self.ids.__getitem__, found.tolist()))
 
     def neighborhood(self, ci_id, depth: int, down: bool, up: bool, allowed: frozenset | None,

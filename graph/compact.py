@@ -23,8 +23,10 @@ Layout (a `CompactView`):
     overlay rows' edges sorted by head, patched with the rows read again since when a walk next needs
     them (the kept edges copied, not sorted again; made afresh once half the overlay's rows are due);
   - per CI its redundancy `k` (`min_members`, None read as 1) and, per kind key (a type filter),
-    how many members each group has, from the base and corrected by the overlay's rows: the
-    group's spare members are `members - k`, as `propagation.spare_members` counts them.
+    how many members each group has: counted from the base and corrected by the overlay's rows at
+    the key's first question, then moved by each refresh for the rows it reads again (their old
+    edges out, their new ones in); the group's spare members are `members - k`, as
+    `propagation.spare_members` counts them.
   - a view whose overlay has grown past a fraction of the graph asks to be rebuilt (`stale`).
 
 A view is built in slices of CIs, the graph's lock taken per slice (`build`), so that a worker's
@@ -590,6 +592,15 @@ def _grown(array: np.ndarray, size: int, fill) -> np.ndarray:
     return bigger
 
 
+def _rows(starts: np.ndarray, lens: np.ndarray, heads: np.ndarray, edata: np.ndarray) -> tuple:
+    """The (heads, data rows) of the rows at `starts` of `lens` edges each in `heads`/`edata`, one row after
+    the other (copies)."""
+    lens = lens.astype(np.int64)
+    total = int(lens.sum())
+    at = np.repeat(starts.astype(np.int64) - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(total)
+    return heads[at].astype(np.int32), edata[at].astype(np.int32)
+
+
 class CompactView:
     """See the module docstring. Used only under the owning graph's lock."""
 
@@ -612,11 +623,12 @@ class CompactView:
         self.o_used = 0  # overlay edges used
         self.changed: list[int] = []  # CIs with an overlay row, each once
         self.pending = pending  # CIs touched since the last refresh (the graph adds to it)
-        self.generation = 0
         self.made_from = "graph"  # or "snapshot" (from_snapshot)
         self._kinds: dict[str, tuple[int, np.ndarray]] = {}
-        self._base_members: dict[str, np.ndarray] = {}
-        self._members: dict[str, tuple[int, np.ndarray]] = {}
+        # Per kind key, each CI's member count as the graph stands: made once per key (the base's counted,
+        # corrected by every overlay row), then kept by refresh(), which moves the counts of the rows it reads
+        # again (their old edges out, their new ones in) instead of them all being counted again.
+        self._counts: dict[str, np.ndarray] = {}
         self._pred: tuple | None = None  # the base's predecessors (CSR), made by build() before the view is installed
         self._pred_overlay: tuple | None = None  # the overlay rows' edges by head (predecessors())
         self._pred_dirty: set = set()  # CIs whose rows were read again since: patched in at the next use
@@ -655,35 +667,49 @@ class CompactView:
                     if v not in index:  # defensive: every CI the graph gained was touched
                         self._append(v)
         slot, kk, data_index = self.slot, self.kk, self._data_index
-        self.generation += 1
         if self._pred_overlay is not None:  # whatever is read below, even if not all of it: patched in when used
             self._pred_dirty.update(index[ci_id] for ci_id in touched)
             if len(self._pred_dirty) > len(self.changed) // 2:  # a patch would cost what making them afresh does
                 self._pred_overlay = None
                 self._pred_dirty.clear()
-        for ci_id in touched:
-            i = index[ci_id]
-            row = succ.get(ci_id)
-            payload = node.get(ci_id)
-            if payload is not None:
-                kk[i] = clipped_k(payload[MIN_MEMBERS_KEY])
-            width = 0 if row is None else len(row)
-            k = slot[i]
-            if k < 0 or self.o_cap[k] < width:  # a new row, with room to grow by a quarter
-                room = width + width // 4 + 4
-                self._room(room)  # first: if it fails, nothing says the CI has a row (it stays pending)
-                if k < 0:
-                    self.changed.append(i)
-                k = slot[i] = self.rows
-                self.o_start[k], self.o_cap[k] = self.o_used, room
-                self.rows += 1
-                self.o_used += room
-            start = self.o_start[k]
-            if width:
-                self.o_heads[start:start + width] = [index[v] for v in row]
-                self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
-            self.o_len[k] = width
-            self.pending.discard(ci_id)
+        counted = bool(self._counts)  # member counts kept: the rows replaced are noted, to move them
+        old, from_base, done = [], [], []
+        try:
+            for ci_id in touched:
+                i = index[ci_id]
+                row = succ.get(ci_id)
+                payload = node.get(ci_id)
+                if payload is not None:
+                    kk[i] = clipped_k(payload[MIN_MEMBERS_KEY])
+                width = 0 if row is None else len(row)
+                k = slot[i]
+                if counted:
+                    if k >= 0:
+                        start, end = self.o_start[k], self.o_start[k] + self.o_len[k]
+                        old.append((self.o_heads[start:end].copy(), self.o_edata[start:end].copy()))
+                    elif i < self.base_n:
+                        from_base.append(i)
+                    done.append(i)
+                if k < 0 or self.o_cap[k] < width:  # a new row, with room to grow by a quarter
+                    room = width + width // 4 + 4
+                    self._room(room)  # first: if it fails, nothing says the CI has a row (it stays pending)
+                    if k < 0:
+                        self.changed.append(i)
+                    k = slot[i] = self.rows
+                    self.o_start[k], self.o_cap[k] = self.o_used, room
+                    self.rows += 1
+                    self.o_used += room
+                start = self.o_start[k]
+                if width:
+                    self.o_heads[start:start + width] = [index[v] for v in row]
+                    self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
+                self.o_len[k] = width
+                self.pending.discard(ci_id)
+            if counted:
+                self._move_members(old, from_base, done)
+        except BaseException:  # a row half read, or counts half moved: they are counted afresh when next asked
+            self._counts.clear()
+            raise
 
     def _append(self, ci_id) -> None:
         i = len(self.ids)
@@ -729,24 +755,38 @@ class CompactView:
         return cached[1]
 
     def members(self, kind_key: str, kinds: np.ndarray) -> np.ndarray:
-        """Per CI, how many members it has (edges carrying membership into it) as the graph stands."""
-        cached = self._members.get(kind_key)
-        if cached is not None and cached[0] == self.generation:
-            return cached[1]
-        base = self._base_members.get(kind_key)
-        if base is None:
-            if len(self._base_members) >= FILTERS_KEPT:
-                self._base_members.clear()
-            base = _count_members(self.indptr, self.heads, self.edata, kinds, self.base_n)
-        base = self._base_members[kind_key] = _grown(base, len(self.ids), 0)
-        counts = base.copy()
-        if self.changed:
-            _fix_members(counts, self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
-                         self.o_len, self.o_heads, self.o_edata, kinds, np.array(self.changed, np.int64))
-        if len(self._members) >= FILTERS_KEPT:
-            self._members.clear()
-        self._members[kind_key] = (self.generation, counts)
+        """Per CI, how many members it has (edges carrying membership into it) as the graph stands. Kept
+        current by refresh(): only a key's first question (or one after more than FILTERS_KEPT keys, or
+        after a refresh failed) counts every edge and overlay row."""
+        counts = self._counts.get(kind_key)
+        if counts is None:
+            counts = _grown(_count_members(self.indptr, self.heads, self.edata, kinds, self.base_n), len(self.ids), 0)
+            if self.changed:
+                _fix_members(counts, self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
+                             self.o_len, self.o_heads, self.o_edata, kinds, np.array(self.changed, np.int64))
+            if len(self._counts) >= FILTERS_KEPT:
+                self._counts.clear()
+            self._counts[kind_key] = counts
+        elif counts.shape[0] < len(self.ids):
+            counts = self._counts[kind_key] = _grown(counts, len(self.ids), 0)
         return counts
+
+    def _move_members(self, old: list, from_base: list, done: list) -> None:
+        """Bring every kept member count up to date with the rows just read again: `old`, the overlay rows
+        they replaced ((heads, data rows) copies), `from_base`, CIs whose base row they replaced, and `done`,
+        every CI whose row was read (its new row is the overlay's)."""
+        from_base = np.array(from_base, np.int64)
+        starts = self.indptr[from_base]
+        base_heads, base_edata = _rows(starts, self.indptr[from_base + 1] - starts, self.heads, self.edata)
+        old_heads = np.concatenate([base_heads] + [heads for heads, _ in old])
+        old_edata = np.concatenate([base_edata] + [edata for _, edata in old])
+        rows = self.slot[done]
+        new_heads, new_edata = _rows(self.o_start[rows], self.o_len[rows], self.o_heads, self.o_edata)
+        for kind_key in list(self._counts):
+            counts = self._counts[kind_key] = _grown(self._counts[kind_key], len(self.ids), 0)
+            kinds = self.kinds(kind_key)
+            np.subtract.at(counts, old_heads[(kinds[old_edata] & MEMBER) != 0], 1)
+            np.add.at(counts, new_heads[(kinds[new_edata] & MEMBER) != 0], 1)
 
     def predecessors(self) -> tuple:
         """(p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata): the base's edges by head (CSR; a

@@ -349,6 +349,64 @@ def test_a_failed_allocation_while_reading_rows_leaves_the_view_whole(monkeypatc
     assert len(view.changed) == len(set(view.changed))  # each changed CI's row counted once in its groups
 
 
+def test_member_counts_kept_through_refreshes_and_counted_afresh_after_a_failed_one(monkeypatch):
+    # The groups' member counts are made at the first question, then moved by each refresh (the rows read
+    # again: old edges out, new in). A refresh that fails after some rows were read, or while moving the
+    # counts, must not leave them as they were: the next question counts afresh.
+    cis = [(ci, cls, 1 if ci == "web_cluster" else k) for ci, cls, k in SHOP_CIS]
+    python, compiled = build(cis, SHOP_RELATIONSHIPS), build(cis, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    monkeypatch.setattr(compact, "REBUILD_MIN_ROWS", 10 ** 6)
+    view = compiled._view
+    assert answer(compiled.impact(["web1"])) == answer(python.impact(["web1"]))  # web_cluster degraded
+    counts = view._counts["kind"]
+    cluster = view.index["web_cluster"]
+    assert counts[cluster] == 3
+    for g in (python, compiled):
+        g.remove_relationship("web1", "web_cluster", "member_of")
+    assert answer(compiled.impact(["web2"])) == answer(python.impact(["web2"]))
+    assert view._counts["kind"] is counts and counts[cluster] == 2  # moved in place, not counted afresh
+    for g in (python, compiled):
+        g.add_relationship("web1", "web_cluster", "member_of")  # the row read again: back from the overlay's
+        g.remove_relationship("web2", "web_cluster", "member_of")
+    assert answer(compiled.impact(["web3"])) == answer(python.impact(["web3"]))
+    assert counts[cluster] == 2
+    real_clipped = compact.clipped_k
+    calls = []
+
+    def failing_at_the_second_row(k):  # called as each row's reading starts
+        calls.append(k)
+        if len(calls) == 2:
+            raise MemoryError("injected")
+        return real_clipped(k)
+
+    monkeypatch.setattr(compact, "clipped_k", failing_at_the_second_row)
+    for g in (python, compiled):  # three rows to read, each moving the cluster's count: the second fails
+        g.remove_relationship("web3", "web_cluster", "member_of")
+        g.remove_relationship("web1", "web_cluster", "member_of")
+        g.add_relationship("web2", "web_cluster", "member_of")
+    with pytest.raises(MemoryError):
+        compiled.impact(["web2"])
+    assert len(compiled._view.pending) == 2 and not view._counts  # one row read, its move not made: let go
+    monkeypatch.setattr(compact, "clipped_k", real_clipped)
+    assert answer(compiled.impact(["web2"])) == answer(python.impact(["web2"]))  # web2 alone: the cluster down
+    assert view._counts["kind"][cluster] == 1
+    real_move = compact.CompactView._move_members
+
+    def move_failing(self, *args):
+        monkeypatch.setattr(compact.CompactView, "_move_members", real_move)
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(compact.CompactView, "_move_members", move_failing)
+    for g in (python, compiled):
+        g.add_relationship("web3", "web_cluster", "member_of")
+    with pytest.raises(MemoryError):
+        compiled.impact(["web2"])
+    assert not compiled._view.pending and not view._counts  # every row read, the counts let go
+    assert answer(compiled.impact(["web2"])) == answer(python.impact(["web2"]))
+    assert view._counts["kind"][cluster] == 2
+
+
 def test_a_neighborhood_is_a_whole_number_of_hops():
     python, compiled = build(SHOP_CIS, SHOP_RELATIONSHIPS), build(SHOP_CIS, SHOP_RELATIONSHIPS)
     assert compiled.build_compact()

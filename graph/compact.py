@@ -1176,15 +1176,21 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.ndarray, payload: np.ndarray,
-                  table: list, ks: list, pending: set) -> CompactView:
+                  table: list, ks: list, pending: set, predecessors: tuple | None = None) -> CompactView:
     """The view of a graph just read from a snapshot file (graph.snapshot), from the file's own arrays
     instead of the dicts: per CI its successor count, per edge its head and its edge data row (int32, in
     each CI's dict order), per CI its payload row; `table` is the graph's data dict of each edge data row,
     `ks` the min_members of each payload row, `pending` the CIs changed since the file was read. The
-    snapshot's reader checked every index in range and the counts against the edges."""
+    snapshot's reader checked every index in range and the counts against the edges. `predecessors`, if
+    the reader ordered the edges by head already: (p_indptr int64, tails int32, edge data rows int32), as
+    `CompactView._base_predecessors` makes them."""
     n = len(ids)
     if counts.shape[0] != n or int(counts.sum(dtype=np.int64)) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
         raise ValueError("the snapshot's arrays are at odds with each other")  # a checked file never is
+    if predecessors is not None and (predecessors[0].shape[0] != n + 1 or int(predecessors[0][-1]) != heads.shape[0]
+                                     or predecessors[1].shape[0] != heads.shape[0]
+                                     or predecessors[2].shape[0] != heads.shape[0]):
+        raise ValueError("the snapshot's predecessors are at odds with its edges")
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
@@ -1193,6 +1199,8 @@ def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.nd
         index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
     view = CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), list(table), kk, pending)
     view.made_from = "snapshot"
+    if predecessors is not None:  # writable, as _base_predecessors makes them: numba compiles per kind of array
+        view._pred = tuple(predecessors)
     return view
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import numpy as np
 from numba import njit
@@ -580,6 +581,25 @@ def _fix_members(counts, indptr, heads, edata, base_n, slot, o_start, o_len, o_h
                 counts[o_heads[j]] += 1
 
 
+@_compiled
+def _move_members(counts, kinds, indptr, heads, edata, slot, o_start, o_len, o_heads, o_edata, old_heads, old_edata,
+                  first, done):  # pragma: no cover - compiled
+    """Move member counts (in place) for rows just read again: the replaced overlay rows' edges (`old_heads`,
+    `old_edata`) and the base rows of the CIs in `first` out, the current overlay rows of the CIs in `done` in."""
+    for j in range(old_heads.shape[0]):
+        if kinds[old_edata[j]] & MEMBER:
+            counts[old_heads[j]] -= 1
+    for u in first:
+        for j in range(indptr[u], indptr[u + 1]):
+            if kinds[edata[j]] & MEMBER:
+                counts[heads[j]] -= 1
+    for u in done:
+        k = slot[u]
+        for j in range(o_start[k], o_start[k] + o_len[k]):
+            if kinds[o_edata[j]] & MEMBER:
+                counts[o_heads[j]] += 1
+
+
 # ---- the view ------------------------------------------------------------------------------------
 
 
@@ -590,15 +610,6 @@ def _grown(array: np.ndarray, size: int, fill) -> np.ndarray:
     bigger = np.full(max(size, 2 * array.shape[0], 1024), fill, array.dtype)
     bigger[:array.shape[0]] = array
     return bigger
-
-
-def _rows(starts: np.ndarray, lens: np.ndarray, heads: np.ndarray, edata: np.ndarray) -> tuple:
-    """The (heads, data rows) of the rows at `starts` of `lens` edges each in `heads`/`edata`, one row after
-    the other (copies)."""
-    lens = lens.astype(np.int64)
-    total = int(lens.sum())
-    at = np.repeat(starts.astype(np.int64) - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(total)
-    return heads[at].astype(np.int32), edata[at].astype(np.int32)
 
 
 class CompactView:
@@ -705,8 +716,11 @@ class CompactView:
                     self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
                 self.o_len[k] = width
                 self.pending.discard(ci_id)
+            # Emptied one by one, a set keeps the table it grew to (50,000 CIs read in one refresh: 2 MiB),
+            # and every later refresh's list() walks all of it (0.5 ms a question): clear() lets it go.
+            self.pending.clear()
             if counted:
-                self._move_members(old, from_base, done)
+                self._moved(old, from_base, done)
         except BaseException:  # a row half read, or counts half moved: they are counted afresh when next asked
             self._counts.clear()
             raise
@@ -756,8 +770,9 @@ class CompactView:
 
     def members(self, kind_key: str, kinds: np.ndarray) -> np.ndarray:
         """Per CI, how many members it has (edges carrying membership into it) as the graph stands. Kept
-        current by refresh(): only a key's first question (or one after more than FILTERS_KEPT keys, or
-        after a refresh failed) counts every edge and overlay row."""
+        current by refresh(): only a key's first question counts every edge and overlay row, and every key's
+        next one once FILTERS_KEPT keys were kept (all let go then), a refresh failed, or the graph forgot
+        the type filter."""
         counts = self._counts.get(kind_key)
         if counts is None:
             counts = _grown(_count_members(self.indptr, self.heads, self.edata, kinds, self.base_n), len(self.ids), 0)
@@ -771,22 +786,23 @@ class CompactView:
             counts = self._counts[kind_key] = _grown(counts, len(self.ids), 0)
         return counts
 
-    def _move_members(self, old: list, from_base: list, done: list) -> None:
+    def _moved(self, old: list, from_base: list, done: list) -> None:
         """Bring every kept member count up to date with the rows just read again: `old`, the overlay rows
         they replaced ((heads, data rows) copies), `from_base`, CIs whose base row they replaced, and `done`,
         every CI whose row was read (its new row is the overlay's)."""
-        from_base = np.array(from_base, np.int64)
-        starts = self.indptr[from_base]
-        base_heads, base_edata = _rows(starts, self.indptr[from_base + 1] - starts, self.heads, self.edata)
-        old_heads = np.concatenate([base_heads] + [heads for heads, _ in old])
-        old_edata = np.concatenate([base_edata] + [edata for _, edata in old])
-        rows = self.slot[done]
-        new_heads, new_edata = _rows(self.o_start[rows], self.o_len[rows], self.o_heads, self.o_edata)
+        old_heads = np.concatenate([heads for heads, _ in old]) if old else np.zeros(0, np.int32)
+        old_edata = np.concatenate([edata for _, edata in old]) if old else np.zeros(0, np.int32)
+        first, done = np.array(from_base, np.int64), np.array(done, np.int64)
         for kind_key in list(self._counts):
+            try:
+                kinds = self.kinds(kind_key)
+            except KeyError:  # a type filter the graph forgot (EdgeTypeSets._forget_filters): no dict holds it
+                del self._counts[kind_key]
+                self._kinds.pop(kind_key, None)
+                continue
             counts = self._counts[kind_key] = _grown(self._counts[kind_key], len(self.ids), 0)
-            kinds = self.kinds(kind_key)
-            np.subtract.at(counts, old_heads[(kinds[old_edata] & MEMBER) != 0], 1)
-            np.add.at(counts, new_heads[(kinds[new_edata] & MEMBER) != 0], 1)
+            _move_members(counts, kinds, self.indptr, self.heads, self.edata, self.slot, self.o_start, self.o_len,
+                          self.o_heads, self.o_edata, old_heads, old_edata, first, done)
 
     def predecessors(self) -> tuple:
         """(p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata): the base's edges by head (CSR; a
@@ -1214,6 +1230,9 @@ def warm_up() -> None:
     view.providers("b", "kind")
     view.neighborhood("a", 2, True, True, None, "kind")
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
-    view.changed.append(0)  # and the count of members corrected by the overlay's rows
+    view.changed.append(0)  # and the count of members corrected by the overlay's rows (counted afresh)
     view.slot[0] = 0
+    view._counts.clear()
     view.members("kind", view.kinds("kind"))
+    view.pending.add("a")  # then moved by a refresh reading "a"'s row again
+    view.refresh(SimpleNamespace(_node={"a": {MIN_MEMBERS_KEY: None}}, _succ={"a": {"b": view.table[0]}}))

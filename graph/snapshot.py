@@ -594,33 +594,39 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     if len(g._node) != cis:
         raise ValueError("duplicate CI ids")
     # C-level passes only (no Python frame per CI or edge), a slice of CIs at a time so that the worker's
-    # other threads get the GIL in between: each CI's succ dict from its next `count` (head, data) pairs
-    # (dict(islice(...))) of the edges in the file's order.
+    # other threads get the GIL in between.
     succ, pred = g._succ, g._pred
-    pairs = zip(map(ids.__getitem__, ends), map(data_of.__getitem__, data))
-    for start in range(0, len(ids), SLICE):
-        succ.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), counts[start:start + SLICE]))))
-    if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed
-        raise ValueError("succ holds a pair twice")
     if not ordered:
-        # Each edge u -> v set as pred[v][u] on succ's very data dict, into every CI's pred dict made empty first.
+        # Each CI's succ dict from its next `count` (head, data) pairs (dict(islice(...))), and each of those
+        # edges u -> v set as pred[v][u] on the same data dict, into every CI's pred dict made empty first.
         for start in range(0, len(ids), SLICE):
             pred.update(zip(ids[start:start + SLICE], map(dict, repeat((), SLICE))))
         pred_rows = list(pred.values())  # by CI index; one allocation of its exact size
         offset = 0
         for start in range(0, len(ids), SLICE):
-            part = counts[start:start + SLICE]
+            tails, part = ids[start:start + SLICE], counts[start:start + SLICE]
             stop = offset + sum(part)
-            deque(map(dict.__setitem__, map(pred_rows.__getitem__, ends[offset:stop]),
-                      chain.from_iterable(map(repeat, ids[start:start + SLICE], part)),
-                      map(data_of.__getitem__, data[offset:stop])), maxlen=0)
+            heads = ends[offset:stop]
+            on = list(map(data_of.__getitem__, data[offset:stop]))
+            pairs = zip(map(ids.__getitem__, heads), on)
+            succ.update(zip(tails, map(dict, map(islice, repeat(pairs), part))))
+            deque(map(dict.__setitem__, map(pred_rows.__getitem__, heads),
+                      chain.from_iterable(map(repeat, tails, part)), on), maxlen=0)
             offset = stop
+        if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed (and its pred entry)
+            raise ValueError("succ holds a pair twice")
         return ids, data_of, None
     # With numpy at hand (`ordered`: the compiled view is made next, which needs the edges by head too), the
-    # pred side as succ is laid out: each CI's dict from its next pairs of the edges ordered by head (a stable
-    # sort: each head's tails in CI order, as the edge by edge way lists them too). ~25% less time than the
-    # edge by edge way (an insert into a random dict per edge) at 1,000,000 CIs; not without numpy, whose
-    # import alone (~17 MiB) a worker whose graph is too small for the view does not pay.
+    # pred side is laid out as succ is: each CI's dict from its next pairs, of the edges ordered by head (a
+    # stable sort: each head's tails in CI order, as the edge by edge way lists them too), each on succ's very
+    # data dict. ~25% less time than the edge by edge way (an insert into a random dict per edge) at 1,000,000
+    # CIs; not without numpy, whose import alone (~17 MiB) a worker whose graph is too small for the view
+    # does not pay.
+    pairs = zip(map(ids.__getitem__, ends), map(data_of.__getitem__, data))
+    for start in range(0, len(ids), SLICE):
+        succ.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), counts[start:start + SLICE]))))
+    if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed
+        raise ValueError("succ holds a pair twice")
     by_head = _by_head(counts, ends, data, cis)
     p_counts, p_tails, p_data = (memoryview(array) for array in by_head)
     pairs = zip(map(ids.__getitem__, p_tails), map(data_of.__getitem__, p_data))

@@ -16,7 +16,9 @@ before) is asked of the same CIs, which goes first alternating, each answer chec
     over the dicts: random CIs at depth 2, and the most depended-upon CIs at depth 1;
   - then impact, spof and providers again on a view whose overlay holds 0.1%, 2% and 5% of the CIs changed (before
     its overlay grows past what makes it be built again), one more change before each question (a worker
-    following a stream of writes).
+    following a stream of writes); here the compiled question is asked first, right after the change, as the
+    service asks it (the overlay brought up to date first), then the Python walk; impact's compiled answer
+    is timed as it is returned (read lazily), the Python loop's as it builds its dicts.
 Prints a Markdown table and writes bench/results/walks.md.
 """
 

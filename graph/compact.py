@@ -718,7 +718,8 @@ class CompactView:
                 self.pending.discard(ci_id)
             # Emptied one by one, a set keeps the table it grew to (50,000 CIs read in one refresh: 2 MiB),
             # and every later refresh's list() walks all of it (0.5 ms a question): clear() lets it go.
-            self.pending.clear()
+            if not self.pending:
+                self.pending.clear()
             if counted:
                 self._moved(old, from_base, done)
         except BaseException:  # a row half read, or counts half moved: they are counted afresh when next asked

@@ -597,22 +597,7 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     # other threads get the GIL in between.
     succ, pred = g._succ, g._pred
     if not ordered:
-        # Each CI's succ dict from its next `count` (head, data) pairs (dict(islice(...))), and each of those
-        # edges u -> v set as pred[v][u] on the same data dict, into every CI's pred dict made empty first.
-        for start in range(0, len(ids), SLICE):
-            pred.update(zip(ids[start:start + SLICE], map(dict, repeat((), SLICE))))
-        pred_rows = list(pred.values())  # by CI index; one allocation of its exact size
-        offset = 0
-        for start in range(0, len(ids), SLICE):
-            tails, part = ids[start:start + SLICE], counts[start:start + SLICE]
-            stop = offset + sum(part)
-            heads = ends[offset:stop]
-            on = list(map(data_of.__getitem__, data[offset:stop]))
-            pairs = zip(map(ids.__getitem__, heads), on)
-            succ.update(zip(tails, map(dict, map(islice, repeat(pairs), part))))
-            deque(map(dict.__setitem__, map(pred_rows.__getitem__, heads),
-                      chain.from_iterable(map(repeat, tails, part)), on), maxlen=0)
-            offset = stop
+        _edge_by_edge(ids, counts, ends, data, data_of, succ, pred)
         if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed (and its pred entry)
             raise ValueError("succ holds a pair twice")
         return ids, data_of, None
@@ -627,12 +612,36 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
         succ.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), counts[start:start + SLICE]))))
     if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed
         raise ValueError("succ holds a pair twice")
-    by_head = _by_head(counts, ends, data, cis)
+    try:
+        by_head = _by_head(counts, ends, data, cis)
+    except MemoryError:  # ~5 arrays of an entry per edge: without them, the pred side edge by edge (no view)
+        _edge_by_edge(ids, counts, ends, data, data_of, None, pred)
+        return ids, data_of, None
     p_counts, p_tails, p_data = (memoryview(array) for array in by_head)
     pairs = zip(map(ids.__getitem__, p_tails), map(data_of.__getitem__, p_data))
     for start in range(0, len(ids), SLICE):
         pred.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), p_counts[start:start + SLICE]))))
     return ids, data_of, by_head
+
+
+def _edge_by_edge(ids: list, counts, ends, data, data_of: list, succ: dict | None, pred: dict) -> None:
+    """Each CI's succ dict from its next `count` (head, data) pairs (dict(islice(...))), unless `succ` is None,
+    and each of those edges u -> v set as pred[v][u] on the same data dict, into every CI's pred dict made
+    empty first."""
+    for start in range(0, len(ids), SLICE):
+        pred.update(zip(ids[start:start + SLICE], map(dict, repeat((), SLICE))))
+    pred_rows = list(pred.values())  # by CI index; one allocation of its exact size
+    offset = 0
+    for start in range(0, len(ids), SLICE):
+        tails, part = ids[start:start + SLICE], counts[start:start + SLICE]
+        stop = offset + sum(part)
+        heads = ends[offset:stop]
+        on = list(map(data_of.__getitem__, data[offset:stop]))
+        if succ is not None:
+            succ.update(zip(tails, map(dict, map(islice, repeat(zip(map(ids.__getitem__, heads), on)), part))))
+        deque(map(dict.__setitem__, map(pred_rows.__getitem__, heads), chain.from_iterable(map(repeat, tails, part)),
+                  on), maxlen=0)
+        offset = stop
 
 
 def _by_head(counts, ends, data, cis: int) -> tuple:

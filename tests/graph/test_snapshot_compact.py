@@ -165,6 +165,24 @@ def test_the_view_from_a_snapshot_takes_the_predecessors_its_reader_ordered(tmp_
         assert compiled.neighborhood(ci, 2) == python.neighborhood(ci, 2)
 
 
+def test_no_memory_to_order_the_edges_leaves_a_whole_graph_without_the_view(tmp_path, monkeypatch):
+    # The edges ordered by head take ~5 arrays of an entry per edge: without them, the pred side is laid out
+    # edge by edge and the graph loads whole, without a view from the file (maybe_compact builds one later).
+    path = tmp_path / "graph.snapshot"
+    saved(build(SHOP_CIS, SHOP_RELATIONSHIPS), path)
+
+    def no_memory(*args):
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(snapshot, "_by_head", no_memory)
+    python, graph = loaded(path), loaded(path, compact_min_cis=0)
+    assert mirrored(graph) and not graph.compacted and graph._adopting is None
+    assert [(v, list(nbrs)) for v, nbrs in graph.graph._pred.items()] == \
+        [(v, list(nbrs)) for v, nbrs in python.graph._pred.items()]
+    for failed in (["db_primary"], ["web1", "web2"], ["switch"]):
+        assert answer(graph.impact(failed)) == answer(python.impact(failed))
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_random_graphs_and_changes_answer_alike(tmp_path, seed, held):
     cis, rels = random_graph(seed)

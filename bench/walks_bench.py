@@ -14,9 +14,11 @@ before) is asked of the same CIs, which goes first alternating, each answer chec
     (what the Ansible inventory's ServiceWalks walks again, for every service, after a relationship changes);
   - `ImpactGraph.neighborhood` both ways (the CI page's picture, `/cis/{id}/neighborhood`) against its walk
     over the dicts: random CIs at depth 2, and the most depended-upon CIs at depth 1;
-  - then spof and providers again on a view whose overlay holds 0.1%, 2% and 5% of the CIs changed (before
+  - then impact, spof and providers again on a view whose overlay holds 0.1%, 2% and 5% of the CIs changed (before
     its overlay grows past what makes it be built again), one more change before each question (a worker
-    following a stream of writes).
+    following a stream of writes); here the compiled question is asked first, right after the change, as the
+    service asks it (the overlay brought up to date first), then the Python walk; impact's compiled answer
+    is timed as it is returned (read lazily), the Python loop's as it builds its dicts.
 Prints a Markdown table and writes bench/results/walks.md.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from graph_measures import Measures, pct, python_spof, timed  # noqa: E402
+from graph_measures import Measures, pct, python_impact, python_spof, timed  # noqa: E402
 from graph_synthetic import SEMANTICS, generate  # noqa: E402
 
 from app.services.overview import SERVICES_EXAMINED, SPOF_SECONDS  # noqa: E402
@@ -82,33 +84,47 @@ def panel(spof, services: list) -> int:
     return looked_at
 
 
+def impact_answer(result) -> tuple:
+    """An impact answer as a comparable value: who failed, who is unknown, each CI's state and parent, in order."""
+    impacted = result.impacted
+    return result.failed, result.unknown, impacted._state, impacted._parent, list(impacted._parent)
+
+
 def after_changes(g: ImpactGraph, rng, ids: list, services: list, add) -> None:
-    """The walks on a view whose overlay holds many changed CIs, each question right after one more change
-    (a worker following a stream of writes): the overlay's edges by head are then brought up to date before
-    a walk over providers (CompactView.predecessors), and the groups' member counts before any compiled
-    question. Changed CIs: their min_members written, which puts their rows in the overlay as any change to
-    them does."""
+    """Impact and the walks on a view whose overlay holds many changed CIs, each question right after one more
+    change (a worker following a stream of writes): the overlay's edges by head are then brought up to date
+    before a walk over providers (CompactView.predecessors), and the groups' member counts (moved by the
+    row read again) before any compiled question. Changed CIs: their min_members written, which puts their
+    rows in the overlay as any change to them does."""
     node = g.graph._node
     changed = 0
     for size in (len(ids) // 1000, len(ids) // 50, len(ids) // 20):  # 0.1%, 2%, 5%: the view not stale yet
         for ci in rng.sample(ids, size - changed):
             g.upsert_ci(ci, node[ci]["ci_class"], rng.choice([None, 1, 2]))
-        changed = size
-        g.spof(services[0])  # the rows read into the overlay, and its edges by head made, before the timing
+        batch, changed = size - changed, size
+        # The batch's rows read into the overlay (and the member counts brought up to date), then the
+        # overlay's edges by head made, before the timing of single changes below.
+        _, ms = timed(g.impact, [services[0]])
+        g.spof(services[0])
         view = g._view
         label = f"after {size:,} CIs changed ({view.rows:,} overlay rows, {view.o_used:,} overlay edges' room)"
-        for name, ask, python in (("spof of a service", g.spof, lambda ci: python_spof(g, ci)),
-                                  ("providers of a service", lambda ci: graph_providers.providers(g, ci),
-                                   lambda ci: python_providers(g, ci))):
+        add(f"the first impact question after a batch of {batch:,} changed CIs (their rows read into the "
+            f"overlay), {label}", f"{ms:.1f} ms")
+        # Impact answers compared once timed: turning them into comparable values is no part of answering.
+        for name, ask, python, compared in (("impact of a random CI", lambda ci: g.impact([ci]),
+                                             lambda ci: python_impact(g, [ci]), impact_answer),
+                                            ("spof of a service", g.spof, lambda ci: python_spof(g, ci), None),
+                                            ("providers of a service", lambda ci: graph_providers.providers(g, ci),
+                                             lambda ci: python_providers(g, ci), None)):
             fast, slow, differ = [], [], 0
-            for ci in rng.sample(services, 20):
+            for ci in rng.sample(ids if compared else services, 20):
                 poked = rng.choice(ids)
                 g.upsert_ci(poked, node[poked]["ci_class"], rng.choice([None, 1, 2]))
                 found, ms = timed(ask, ci)  # what the service pays: the overlay brought up to date first
                 other, pms = timed(python, ci)
                 fast.append(ms)
                 slow.append(pms)
-                differ += found != other
+                differ += (compared(found) != compared(other)) if compared else found != other
             add(f"{name}, {label}, one more change before each: as the service answers p50 / max; Python walk "
                 f"p50 / max (20 questions; answers differing: {differ})",
                 f"{pct(fast, .5):.2f} / {max(fast):.2f} ms; {pct(slow, .5):.2f} / {max(slow):.2f} ms")

@@ -23,8 +23,10 @@ Layout (a `CompactView`):
     overlay rows' edges sorted by head, patched with the rows read again since when a walk next needs
     them (the kept edges copied, not sorted again; made afresh once half the overlay's rows are due);
   - per CI its redundancy `k` (`min_members`, None read as 1) and, per kind key (a type filter),
-    how many members each group has, from the base and corrected by the overlay's rows: the
-    group's spare members are `members - k`, as `propagation.spare_members` counts them.
+    how many members each group has: counted from the base and corrected by the overlay's rows at
+    the key's first question, then moved by each refresh for the rows it reads again (their old
+    edges out, their new ones in); the group's spare members are `members - k`, as
+    `propagation.spare_members` counts them.
   - a view whose overlay has grown past a fraction of the graph asks to be rebuilt (`stale`).
 
 A view is built in slices of CIs, the graph's lock taken per slice (`build`), so that a worker's
@@ -40,6 +42,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import numpy as np
 from numba import njit
@@ -578,6 +581,25 @@ def _fix_members(counts, indptr, heads, edata, base_n, slot, o_start, o_len, o_h
                 counts[o_heads[j]] += 1
 
 
+@_compiled
+def _move_members(counts, kinds, indptr, heads, edata, slot, o_start, o_len, o_heads, o_edata, old_heads, old_edata,
+                  first, done):  # pragma: no cover - compiled
+    """Move member counts (in place) for rows just read again: the replaced overlay rows' edges (`old_heads`,
+    `old_edata`) and the base rows of the CIs in `first` out, the current overlay rows of the CIs in `done` in."""
+    for j in range(old_heads.shape[0]):
+        if kinds[old_edata[j]] & MEMBER:
+            counts[old_heads[j]] -= 1
+    for u in first:
+        for j in range(indptr[u], indptr[u + 1]):
+            if kinds[edata[j]] & MEMBER:
+                counts[heads[j]] -= 1
+    for u in done:
+        k = slot[u]
+        for j in range(o_start[k], o_start[k] + o_len[k]):
+            if kinds[o_edata[j]] & MEMBER:
+                counts[o_heads[j]] += 1
+
+
 # ---- the view ------------------------------------------------------------------------------------
 
 
@@ -612,11 +634,12 @@ class CompactView:
         self.o_used = 0  # overlay edges used
         self.changed: list[int] = []  # CIs with an overlay row, each once
         self.pending = pending  # CIs touched since the last refresh (the graph adds to it)
-        self.generation = 0
         self.made_from = "graph"  # or "snapshot" (from_snapshot)
         self._kinds: dict[str, tuple[int, np.ndarray]] = {}
-        self._base_members: dict[str, np.ndarray] = {}
-        self._members: dict[str, tuple[int, np.ndarray]] = {}
+        # Per kind key, each CI's member count as the graph stands: made once per key (the base's counted,
+        # corrected by every overlay row), then kept by refresh(), which moves the counts of the rows it reads
+        # again (their old edges out, their new ones in) instead of them all being counted again.
+        self._counts: dict[str, np.ndarray] = {}
         self._pred: tuple | None = None  # the base's predecessors (CSR), made by build() before the view is installed
         self._pred_overlay: tuple | None = None  # the overlay rows' edges by head (predecessors())
         self._pred_dirty: set = set()  # CIs whose rows were read again since: patched in at the next use
@@ -655,35 +678,53 @@ class CompactView:
                     if v not in index:  # defensive: every CI the graph gained was touched
                         self._append(v)
         slot, kk, data_index = self.slot, self.kk, self._data_index
-        self.generation += 1
         if self._pred_overlay is not None:  # whatever is read below, even if not all of it: patched in when used
             self._pred_dirty.update(index[ci_id] for ci_id in touched)
             if len(self._pred_dirty) > len(self.changed) // 2:  # a patch would cost what making them afresh does
                 self._pred_overlay = None
                 self._pred_dirty.clear()
-        for ci_id in touched:
-            i = index[ci_id]
-            row = succ.get(ci_id)
-            payload = node.get(ci_id)
-            if payload is not None:
-                kk[i] = clipped_k(payload[MIN_MEMBERS_KEY])
-            width = 0 if row is None else len(row)
-            k = slot[i]
-            if k < 0 or self.o_cap[k] < width:  # a new row, with room to grow by a quarter
-                room = width + width // 4 + 4
-                self._room(room)  # first: if it fails, nothing says the CI has a row (it stays pending)
-                if k < 0:
-                    self.changed.append(i)
-                k = slot[i] = self.rows
-                self.o_start[k], self.o_cap[k] = self.o_used, room
-                self.rows += 1
-                self.o_used += room
-            start = self.o_start[k]
-            if width:
-                self.o_heads[start:start + width] = [index[v] for v in row]
-                self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
-            self.o_len[k] = width
-            self.pending.discard(ci_id)
+        counted = bool(self._counts)  # member counts kept: the rows replaced are noted, to move them
+        old, from_base, done = [], [], []
+        try:
+            for ci_id in touched:
+                i = index[ci_id]
+                row = succ.get(ci_id)
+                payload = node.get(ci_id)
+                if payload is not None:
+                    kk[i] = clipped_k(payload[MIN_MEMBERS_KEY])
+                width = 0 if row is None else len(row)
+                k = slot[i]
+                if counted:
+                    if k >= 0:
+                        start, end = self.o_start[k], self.o_start[k] + self.o_len[k]
+                        old.append((self.o_heads[start:end].copy(), self.o_edata[start:end].copy()))
+                    elif i < self.base_n:
+                        from_base.append(i)
+                    done.append(i)
+                if k < 0 or self.o_cap[k] < width:  # a new row, with room to grow by a quarter
+                    room = width + width // 4 + 4
+                    self._room(room)  # first: if it fails, nothing says the CI has a row (it stays pending)
+                    if k < 0:
+                        self.changed.append(i)
+                    k = slot[i] = self.rows
+                    self.o_start[k], self.o_cap[k] = self.o_used, room
+                    self.rows += 1
+                    self.o_used += room
+                start = self.o_start[k]
+                if width:
+                    self.o_heads[start:start + width] = [index[v] for v in row]
+                    self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
+                self.o_len[k] = width
+                self.pending.discard(ci_id)
+            # Emptied one by one, a set keeps the table it grew to (50,000 CIs read in one refresh: 2 MiB),
+            # and every later refresh's list() walks all of it (0.5 ms a question): clear() lets it go.
+            if not self.pending:
+                self.pending.clear()
+            if counted:
+                self._moved(old, from_base, done)
+        except BaseException:  # a row half read, or counts half moved: they are counted afresh when next asked
+            self._counts.clear()
+            raise
 
     def _append(self, ci_id) -> None:
         i = len(self.ids)
@@ -729,24 +770,40 @@ class CompactView:
         return cached[1]
 
     def members(self, kind_key: str, kinds: np.ndarray) -> np.ndarray:
-        """Per CI, how many members it has (edges carrying membership into it) as the graph stands."""
-        cached = self._members.get(kind_key)
-        if cached is not None and cached[0] == self.generation:
-            return cached[1]
-        base = self._base_members.get(kind_key)
-        if base is None:
-            if len(self._base_members) >= FILTERS_KEPT:
-                self._base_members.clear()
-            base = _count_members(self.indptr, self.heads, self.edata, kinds, self.base_n)
-        base = self._base_members[kind_key] = _grown(base, len(self.ids), 0)
-        counts = base.copy()
-        if self.changed:
-            _fix_members(counts, self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
-                         self.o_len, self.o_heads, self.o_edata, kinds, np.array(self.changed, np.int64))
-        if len(self._members) >= FILTERS_KEPT:
-            self._members.clear()
-        self._members[kind_key] = (self.generation, counts)
+        """Per CI, how many members it has (edges carrying membership into it) as the graph stands. Kept
+        current by refresh(): only a key's first question counts every edge and overlay row, and every key's
+        next one once FILTERS_KEPT keys were kept (all let go then), a refresh failed, or the graph forgot
+        the type filter."""
+        counts = self._counts.get(kind_key)
+        if counts is None:
+            counts = _grown(_count_members(self.indptr, self.heads, self.edata, kinds, self.base_n), len(self.ids), 0)
+            if self.changed:
+                _fix_members(counts, self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
+                             self.o_len, self.o_heads, self.o_edata, kinds, np.array(self.changed, np.int64))
+            if len(self._counts) >= FILTERS_KEPT:
+                self._counts.clear()
+            self._counts[kind_key] = counts
+        elif counts.shape[0] < len(self.ids):
+            counts = self._counts[kind_key] = _grown(counts, len(self.ids), 0)
         return counts
+
+    def _moved(self, old: list, from_base: list, done: list) -> None:
+        """Bring every kept member count up to date with the rows just read again: `old`, the overlay rows
+        they replaced ((heads, data rows) copies), `from_base`, CIs whose base row they replaced, and `done`,
+        every CI whose row was read (its new row is the overlay's)."""
+        old_heads = np.concatenate([heads for heads, _ in old]) if old else np.zeros(0, np.int32)
+        old_edata = np.concatenate([edata for _, edata in old]) if old else np.zeros(0, np.int32)
+        first, done = np.array(from_base, np.int64), np.array(done, np.int64)
+        for kind_key in list(self._counts):
+            try:
+                kinds = self.kinds(kind_key)
+            except KeyError:  # a type filter the graph forgot (EdgeTypeSets._forget_filters): no dict holds it
+                del self._counts[kind_key]
+                self._kinds.pop(kind_key, None)
+                continue
+            counts = self._counts[kind_key] = _grown(self._counts[kind_key], len(self.ids), 0)
+            _move_members(counts, kinds, self.indptr, self.heads, self.edata, self.slot, self.o_start, self.o_len,
+                          self.o_heads, self.o_edata, old_heads, old_edata, first, done)
 
     def predecessors(self) -> tuple:
         """(p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata): the base's edges by head (CSR; a
@@ -1136,15 +1193,21 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.ndarray, payload: np.ndarray,
-                  table: list, ks: list, pending: set) -> CompactView:
+                  table: list, ks: list, pending: set, predecessors: tuple | None = None) -> CompactView:
     """The view of a graph just read from a snapshot file (graph.snapshot), from the file's own arrays
     instead of the dicts: per CI its successor count, per edge its head and its edge data row (int32, in
     each CI's dict order), per CI its payload row; `table` is the graph's data dict of each edge data row,
     `ks` the min_members of each payload row, `pending` the CIs changed since the file was read. The
-    snapshot's reader checked every index in range and the counts against the edges."""
+    snapshot's reader checked every index in range and the counts against the edges. `predecessors`, if
+    the reader ordered the edges by head already: (p_indptr int64, tails int32, edge data rows int32), as
+    `CompactView._base_predecessors` makes them."""
     n = len(ids)
     if counts.shape[0] != n or int(counts.sum(dtype=np.int64)) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
         raise ValueError("the snapshot's arrays are at odds with each other")  # a checked file never is
+    if predecessors is not None and (predecessors[0].shape[0] != n + 1 or int(predecessors[0][-1]) != heads.shape[0]
+                                     or predecessors[1].shape[0] != heads.shape[0]
+                                     or predecessors[2].shape[0] != heads.shape[0]):
+        raise ValueError("the snapshot's predecessors are at odds with its edges")
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
@@ -1153,6 +1216,8 @@ def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.nd
         index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
     view = CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), list(table), kk, pending)
     view.made_from = "snapshot"
+    if predecessors is not None:  # writable, as _base_predecessors makes them: numba compiles per kind of array
+        view._pred = tuple(predecessors)
     return view
 
 
@@ -1166,6 +1231,9 @@ def warm_up() -> None:
     view.providers("b", "kind")
     view.neighborhood("a", 2, True, True, None, "kind")
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
-    view.changed.append(0)  # and the count of members corrected by the overlay's rows
+    view.changed.append(0)  # and the count of members corrected by the overlay's rows (counted afresh)
     view.slot[0] = 0
+    view._counts.clear()
     view.members("kind", view.kinds("kind"))
+    view.pending.add("a")  # then moved by a refresh reading "a"'s row again
+    view.refresh(SimpleNamespace(_node={"a": {MIN_MEMBERS_KEY: None}}, _succ={"a": {"b": view.table[0]}}))

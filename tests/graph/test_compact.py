@@ -7,12 +7,16 @@ random changes after the view is built (and while it is being built) exercise it
 """
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from graph import causes, compact
 from graph.providers import providers
+from graph.semantics import EdgeTypeSets
 from tests.graph.conftest import SHOP_CIS, SHOP_RELATIONSHIPS, build
 from tests.graph.test_reference_model import TYPES, random_graph
 
@@ -347,6 +351,118 @@ def test_a_failed_allocation_while_reading_rows_leaves_the_view_whole(monkeypatc
     assert compiled.spof("shop") == python.spof("shop")
     assert compiled.impact(["newcomer"]).impacted.keys() == python.impact(["newcomer"]).impacted.keys()
     assert len(view.changed) == len(set(view.changed))  # each changed CI's row counted once in its groups
+
+
+def test_member_counts_kept_through_refreshes_and_counted_afresh_after_a_failed_one(monkeypatch):
+    # The groups' member counts are made at the first question, then moved by each refresh (the rows read
+    # again: old edges out, new in). A refresh that fails after some rows were read, or while moving the
+    # counts, must not leave them as they were: the next question counts afresh.
+    cis = [(ci, cls, 1 if ci == "web_cluster" else k) for ci, cls, k in SHOP_CIS]
+    python, compiled = build(cis, SHOP_RELATIONSHIPS), build(cis, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    monkeypatch.setattr(compact, "REBUILD_MIN_ROWS", 10 ** 6)
+    view = compiled._view
+    assert answer(compiled.impact(["web1"])) == answer(python.impact(["web1"]))  # web_cluster degraded
+    counts = view._counts["kind"]
+    cluster = view.index["web_cluster"]
+    assert counts[cluster] == 3
+    for g in (python, compiled):
+        g.remove_relationship("web1", "web_cluster", "member_of")
+    assert answer(compiled.impact(["web2"])) == answer(python.impact(["web2"]))
+    assert view._counts["kind"] is counts and counts[cluster] == 2  # moved in place, not counted afresh
+    for g in (python, compiled):
+        g.add_relationship("web1", "web_cluster", "member_of")  # the row read again: back from the overlay's
+        g.remove_relationship("web2", "web_cluster", "member_of")
+        g.add_relationship("portal", "web1", "depends_on")  # web1's row: web_cluster, then portal
+    assert answer(compiled.impact(["web3"])) == answer(python.impact(["web3"]))
+    assert view._counts["kind"][cluster] == 2  # grown for portal, a CI the view appended
+    row = view.slot[view.index["web1"]]
+    for g in (python, compiled):  # its first edge gone: the row rewritten in place, over the edge counted out
+        g.remove_relationship("web1", "web_cluster", "member_of")
+    assert answer(compiled.impact(["web3"])) == answer(python.impact(["web3"]))
+    assert view.slot[view.index["web1"]] == row and view._counts["kind"][cluster] == 1
+    for g in (python, compiled):
+        g.add_relationship("web1", "web_cluster", "member_of")
+    assert answer(compiled.impact(["web3"])) == answer(python.impact(["web3"]))
+    assert view._counts["kind"][cluster] == 2
+    real_clipped = compact.clipped_k
+    calls = []
+
+    def failing_at_the_second_row(k):  # called as each row's reading starts
+        calls.append(k)
+        if len(calls) == 2:
+            raise MemoryError("injected")
+        return real_clipped(k)
+
+    monkeypatch.setattr(compact, "clipped_k", failing_at_the_second_row)
+    for g in (python, compiled):  # three rows to read, each moving the cluster's count: the second fails
+        g.remove_relationship("web3", "web_cluster", "member_of")
+        g.remove_relationship("web1", "web_cluster", "member_of")
+        g.add_relationship("web2", "web_cluster", "member_of")
+    with pytest.raises(MemoryError):
+        compiled.impact(["web2"])
+    assert len(compiled._view.pending) == 2 and not view._counts  # one row read, its move not made: let go
+    monkeypatch.setattr(compact, "clipped_k", real_clipped)
+    assert answer(compiled.impact(["web2"])) == answer(python.impact(["web2"]))  # web2 alone: the cluster down
+    assert view._counts["kind"][cluster] == 1
+    real_move = compact.CompactView._moved
+
+    def move_failing(self, *args):
+        monkeypatch.setattr(compact.CompactView, "_moved", real_move)
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(compact.CompactView, "_moved", move_failing)
+    for g in (python, compiled):
+        g.add_relationship("web3", "web_cluster", "member_of")
+    with pytest.raises(MemoryError):
+        compiled.impact(["web2"])
+    assert not compiled._view.pending and not view._counts  # every row read, the counts let go
+    assert answer(compiled.impact(["web2"])) == answer(python.impact(["web2"]))
+    assert view._counts["kind"][cluster] == 2
+
+
+def test_member_counts_of_a_type_filter_the_graph_forgot_are_let_go(monkeypatch):
+    # The graph forgets every type filter past EdgeTypeSets.MAX_FILTERS (their kinds leave the edge data); the
+    # view's counts kept for them must not make a later refresh look those kinds up.
+    monkeypatch.setattr(EdgeTypeSets, "MAX_FILTERS", 3)
+    python, compiled = build(SHOP_CIS, SHOP_RELATIONSHIPS), build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    assert compiled.build_compact()
+    filters = [["depends_on", "member_of", f"t{i}"] for i in range(5)]
+    for types in filters[:4]:  # the fourth: the first three forgotten
+        assert answer(compiled.impact(["web1"], types=types)) == answer(python.impact(["web1"], types=types))
+    for g in (python, compiled):
+        g.add_relationship("web1", "app", "runs_on")  # a new edge data dict: every kept key's kinds made again
+    assert answer(compiled.impact(["web1"])) == answer(python.impact(["web1"]))
+    for types in filters:
+        assert answer(compiled.impact(["web1"], types=types)) == answer(python.impact(["web1"], types=types))
+
+
+def test_warm_up_compiles_every_loop():
+    # A loop left out is compiled at a worker's first question that needs it, under the graph's lock.
+    script = ("from numba.core.registry import CPUDispatcher\n"
+              "from graph import compact\n"
+              "compact.warm_up()\n"
+              "print(' '.join(sorted(name for name, f in vars(compact).items() if isinstance(f, CPUDispatcher)"
+              " and not f.signatures)))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2], check=True).stdout
+    # These two are called by compiled loops only, and compiled into them.
+    assert set(out.split()) <= {"_grow", "_upstream"}
+
+
+def test_a_large_refresh_leaves_no_large_set_behind():
+    # The CIs due are discarded one by one as their rows are read: a set keeps the table it grew to, and each
+    # later refresh would walk all of it (0.5 ms a question after 50,000 CIs were read at once).
+    cis = [(f"ci{i}", "server", None) for i in range(20_000)]
+    g = build(cis, [(f"ci{i}", f"ci{i + 1}", "depends_on") for i in range(19_999)])
+    assert g.build_compact()
+    view = g._view
+    small = sys.getsizeof(set())
+    for ci, _, _ in cis:
+        g.upsert_ci(ci, "server", 2)
+    assert sys.getsizeof(view.pending) > 100 * small
+    g.impact(["ci0"])
+    assert not view.pending and sys.getsizeof(view.pending) == small
 
 
 def test_a_neighborhood_is_a_whole_number_of_hops():

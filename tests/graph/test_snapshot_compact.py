@@ -8,10 +8,12 @@ import struct
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from graph import compact, snapshot
-from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build
+from graph.semantics import COVERED_KEY, TYPES_KEY
+from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build, mirrored
 from tests.graph.test_compact import answer, ask, change, random_graph_with_oddities
 from tests.graph.test_reference_model import random_graph
 
@@ -125,12 +127,74 @@ def test_a_body_that_does_not_start_aligned_is_refused(tmp_path):
         loaded(path, compact_min_cis=0)
 
 
+def assert_predecessors_as_made(view) -> None:
+    """The base's edges by head the snapshot's reader handed the view: what the view makes from its own arrays,
+    of the same dtypes and as writable (numba compiles a loop again for another kind of array)."""
+    handed = view._pred
+    view._pred = None
+    try:
+        made = view._base_predecessors()
+    finally:
+        view._pred = handed
+    assert len(handed) == len(made) == 3
+    for got, expected in zip(handed, made):
+        assert got.dtype == expected.dtype and got.flags.writeable == expected.flags.writeable
+        assert np.array_equal(got, expected)
+
+
+def test_the_view_from_a_snapshot_takes_the_predecessors_its_reader_ordered(tmp_path, monkeypatch):
+    # The reader orders the edges by head to lay out the pred dicts; the view takes that order instead of
+    # sorting the edges again in its thread.
+    path = tmp_path / "graph.snapshot"
+    saved(build(SHOP_CIS, SHOP_RELATIONSHIPS), path)
+    asked, real = [], compact.CompactView._base_predecessors
+
+    def spied(self):
+        if self.made_from == "snapshot":  # not warm_up's own little view
+            asked.append(self._pred is None)
+        return real(self)
+
+    monkeypatch.setattr(compact.CompactView, "_base_predecessors", spied)
+    python, compiled = loaded(path), adopted(loaded(path, compact_min_cis=0))
+    assert asked and not any(asked)  # asked for, never made by the view
+    monkeypatch.setattr(compact.CompactView, "_base_predecessors", real)
+    assert_predecessors_as_made(compiled._view)
+    for ci in ("shop", "web_cluster", "db_primary", "dns"):
+        assert compiled.spof(ci) == python.spof(ci)
+        assert compiled.providers(ci) == python.providers(ci)
+        assert compiled.neighborhood(ci, 2) == python.neighborhood(ci, 2)
+
+
+def test_no_memory_to_order_the_edges_leaves_a_whole_graph_without_the_view(tmp_path, monkeypatch):
+    # The edges ordered by head take ~5 arrays of an entry per edge: without them, the pred side is laid out
+    # edge by edge and the graph loads whole, without a view from the file (maybe_compact builds one later).
+    path = tmp_path / "graph.snapshot"
+    saved(build(SHOP_CIS, SHOP_RELATIONSHIPS), path)
+
+    def no_memory(*args):
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(snapshot, "_by_head", no_memory)
+    python, graph = loaded(path), loaded(path, compact_min_cis=0)
+    assert mirrored(graph) and not graph.compacted and graph._adopting is None
+    assert [(v, list(nbrs)) for v, nbrs in graph.graph._pred.items()] == \
+        [(v, list(nbrs)) for v, nbrs in python.graph._pred.items()]
+    for failed in (["db_primary"], ["web1", "web2"], ["switch"]):
+        assert answer(graph.impact(failed)) == answer(python.impact(failed))
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_random_graphs_and_changes_answer_alike(tmp_path, seed, held):
     cis, rels = random_graph(seed)
     path = tmp_path / "graph.snapshot"
     saved(build(cis, rels), path)
     python, compiled = loaded(path), loaded(path, compact_min_cis=0)
+    # The pred side laid out from the edges ordered by head: as the edge by edge way lays it out, entry for
+    # entry and in order, each edge on succ's very data dict.
+    assert mirrored(compiled)
+    assert [(v, [(u, sorted(d[TYPES_KEY]), d[COVERED_KEY]) for u, d in nbrs.items()])
+            for v, nbrs in compiled.graph._pred.items()] == \
+        [(v, [(u, sorted(d[TYPES_KEY]), d[COVERED_KEY]) for u, d in nbrs.items()]) for v, nbrs in python.graph._pred.items()]
     cis, rels = {ci: k for ci, _, k in cis}, set(rels)
     rng = random.Random(seed * 17 + 3)
     # Changes while the view is being made (a worker's catch-up): it goes in after them and must have read
@@ -140,6 +204,7 @@ def test_random_graphs_and_changes_answer_alike(tmp_path, seed, held):
     assert not compiled.compacted
     held.set()
     assert adopted(compiled)._view.made_from == "snapshot"
+    assert_predecessors_as_made(compiled._view)
     for step in range(30):
         if rng.random() < 0.5:
             change(rng, (python, compiled), cis, rels, 100 + step)

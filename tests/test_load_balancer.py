@@ -58,6 +58,7 @@ NGINX_START_SECONDS = 15
 LOAD_SECONDS = 10
 READERS = 4
 WRITERS = 2
+MAX_FAILS = 2  # each upstream line's max_fails, as deploy/nginx/karta-upstreams.conf sets it
 LAG_WRITES = 12
 LAG_BOUND_SECONDS = 3.0  # per write and worker, on a shared machine (bench/lb_bench.py measures the p99)
 SERVER_ENV = {"KARTA_THREADS": "4"}  # 4 workers x (4 + 4 overflow) to each database: within max_connections
@@ -94,7 +95,7 @@ class Nginx:
                         "-nodes", "-days", "1", "-subj", "/CN=karta.test", "-addext", "subjectAltName=IP:127.0.0.1",
                         "-keyout", str(self.key), "-out", str(self.cert)], check=True, capture_output=True, timeout=30)
         # The upstream file as deploy/nginx/karta-upstreams.conf writes it, with these servers.
-        lines = upstream_lines or [f"server {u} max_fails=2 fail_timeout=5s;" for u in upstreams]
+        lines = upstream_lines or [f"server {u} max_fails={MAX_FAILS} fail_timeout=5s;" for u in upstreams]
         (home / "upstreams.conf").write_text("".join(f"{line}\n" for line in lines))
         (home / "karta.conf").write_text(render_config(
             NGINX_CONF.read_text(), upstreams=home / "upstreams.conf", https_port=self.https_port,
@@ -585,7 +586,13 @@ def test_a_host_killed_mid_load_fails_no_read_and_sends_no_post_twice(stack):
     assert [f for f in reads if not mid_answer(f)] == [], reads[:10]  # nginx asked the other host
     assert len(reads) <= READERS, reads
     # A POST in flight on the killed host: nginx answers 502 and does not send it again (or it was cut).
-    assert len(writes) <= WRITERS, writes
+    # A writer may also send its next POST to the host as it dies: the kernel still completes connections
+    # on the listening socket until the last of its processes has exited, nginx sends the request, and the
+    # connection is then reset ("recv() failed (104: Connection reset by peer) while reading response
+    # header" in nginx's log, ~10 ms after the first 502 on the same client connection, seen under load).
+    # A 502 counts towards the host's max_fails (an answer cut mid-body does not), and once they are
+    # counted nginx sends the host nothing for fail_timeout: per writer, one cut and MAX_FAILS 502s at most.
+    assert len(writes) <= WRITERS * (1 + MAX_FAILS), writes
     assert all((f[2].startswith("502") or mid_answer(f)) and abs(f[0] - killed_at) < 5 for f in writes), writes
     # Writes went on after the kill (to the living host), and reads too.
     assert sum(1 for at, _ in load.created if at > killed_at + 1) >= 10, counted

@@ -69,6 +69,18 @@ class ImpactGraph:
         self._building = False
         self._adopting: threading.Thread | None = None  # adopt_compact's thread, for wait_compact
 
+    @classmethod
+    def over(cls, tables: "ImpactGraph", node: dict, succ: dict, pred: dict, sink: set) -> "ImpactGraph":
+        """A graph over these dicts (graph.view_changes: some CIs' rows only), sharing `tables`' type-set and
+        payload tables, so that its edge and node data are `tables`' very dicts; every CI it touches is added
+        to `sink`. It never builds a compiled view."""
+        local = cls(tables._types.semantics)
+        local._types, local._payloads = tables._types, tables._payloads
+        g = local._g
+        g._node, g._succ, g._pred = node, succ, pred
+        local._sinks.append(sink)
+        return local
+
     # ---- read-only views -------------------------------------------------------------------
 
     @property

@@ -118,6 +118,12 @@ class ImpactGraph:
             return sum(map(len, self._g._succ.values()))
 
     @property
+    def broken(self) -> bool:
+        """Whether a graph started view first lost its view before its dicts were laid out (changes that failed
+        half way): it can answer nothing, and is to be loaded again."""
+        return self._dicts_due is not None and self._view is None
+
+    @property
     def dicts_ready(self) -> bool:
         """False while a graph started view first has no succ and pred dicts yet: only what its compiled
         view answers (impact, spof, root cause, providers) and the CIs' own data may be asked of it."""
@@ -320,7 +326,11 @@ class ImpactGraph:
                 return
             from graph import view_changes
 
-            view_changes.apply(self._view, self._g._node, self, changes)
+            try:
+                view_changes.apply(self._view, self._g._node, self, changes)
+            except BaseException:  # the view and the payloads may each hold part of the changes: neither is trusted
+                self._drop_view()
+                raise
             self._replay.extend(changes)
 
     def start_view_first(self, view, lay_out) -> None:
@@ -455,9 +465,11 @@ class ImpactGraph:
         return self.compacted
 
     def drop_compact(self) -> None:
-        """Forget the view, and give up a build in progress (a graph being let go: nothing keeps it alive)."""
+        """Forget the view, and give up a build in progress (a graph being let go: nothing keeps it alive), or
+        the dicts' lay-out of a graph started view first."""
         with self._lock:
             self._drop_view()
+            self._dicts_due, self._replay = None, []
 
     def maybe_compact(self) -> bool:
         """Build (or build again, when its overlay grew stale) the view in a thread of its own, when

@@ -85,6 +85,9 @@ def run(seed, cis, rels, tmp_path):
         g.edges_among(sorted(known))
     assert g.lay_out_dicts() and g.dicts_ready and not g.lay_out_dicts()
     assert adjacency(g) == adjacency(p) and mirrored(g)
+    # The dicts' keys are the view's strings (one copy of each id), for every CI the file held.
+    view = g._view
+    assert all(view.ids[view.index[ci]] is ci for ci in g.graph._node if view.index[ci] < view.base_n)
     # The dicts laid out are on the view's very edge data dicts: reading rows again adds none to its table.
     table = {id(d) for d in g._view.table}
     assert all(id(d) in table for nbrs in g.graph._succ.values() for d in nbrs.values())
@@ -184,3 +187,22 @@ def test_changes_while_the_dicts_are_laid_out_reach_them(shop, tmp_path):
     thread.join(30)
     assert g.dicts_ready and adjacency(g) == adjacency(p) and payloads(g) == payloads(p)
     asked(p, g, random.Random(4))
+
+
+def test_changes_failing_half_way_leave_a_graph_to_load_again(shop, tmp_path, monkeypatch):
+    from graph import view_changes
+
+    g = view_first(saved(shop, tmp_path / "g.snapshot"))
+    real = view_changes.apply
+
+    def half(view, node, tables, changes):
+        real(view, node, tables, changes[:1])
+        raise MemoryError
+
+    monkeypatch.setattr(view_changes, "apply", half)
+    with pytest.raises(MemoryError):
+        g.apply_changes([("remove_ci", "lb"), ("remove_ci", "app")])
+    assert g.broken and not g.compacted  # neither the view nor the payloads are trusted
+    g.drop_compact()
+    assert not g.broken
+

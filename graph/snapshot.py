@@ -682,10 +682,11 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
 
 def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
              ids: list | None = None) -> tuple[list, list, list]:
-    """The CI ids in the file's order (`ids` if given: decoded by an earlier call), the graph's payload dict
-    of each payload row and its data dict of each edge data row, once the tables are well formed, every
-    index in range and the counts add up to `links` (ValueError otherwise)."""
+    """The CI ids in the file's order (`ids` if given: decoded, and the sections checked, by an earlier call),
+    the graph's payload dict of each payload row and its data dict of each edge data row, once the tables are
+    well formed, every index in range and the counts add up to `links` (ValueError otherwise)."""
     cis, links = header.cis, header.links
+    checked = ids is not None  # by the call that decoded them, on these very bytes
     if ids is None:
         raw_ids = bytes(sections["ids"])
         if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
@@ -698,13 +699,13 @@ def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     if not all(isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
                and all(isinstance(name, str) for name in row[0]) and type(row[1]) is bool for row in edge_data):
         raise ValueError("garbled edge data table")
-    counts = sections["succ_counts"]
-    # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
-    for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
-        if max(sections[name], default=-1) >= bound:
-            raise ValueError(f"{name} index out of range")
-    if sum(counts) != links:
-        raise ValueError("succ counts do not match")
+    if not checked:
+        # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
+        for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
+            if max(sections[name], default=-1) >= bound:
+                raise ValueError(f"{name} index out of range")
+        if sum(sections["succ_counts"]) != links:
+            raise ValueError("succ counts do not match")
     # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
     payload_of = [graph._payload(c, k) for c, k in payloads]
     types = graph._types

@@ -28,6 +28,11 @@ later loads that file (8-10 s at 1,000,000 CIs on 2 cores, against 25-50 s from 
 relationship semantics the registry holds and this database: the change record at its `applied_seq`
 must be the one it names (`_lineage`). Otherwise, or if it is truncated or corrupt, it is ignored
 with a warning and the graph is loaded from the database.
+
+A graph large enough for the compiled view (graph.compact) starts from the file view first: its CIs and its
+view are there first, and impact, blast radius, root cause, spof and incidents are answered from the view,
+changes applied to it alone (graph.view_changes), while a thread lays out the networkx dicts; questions that
+walk the dicts (neighborhoods, service maps, the inventory, pictures) wait for them (`reading(view_only=...)`).
 """
 
 import gc

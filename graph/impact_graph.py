@@ -127,7 +127,7 @@ class ImpactGraph:
     def dicts_ready(self) -> bool:
         """False while a graph started view first has no succ and pred dicts yet: only what its compiled
         view answers (impact, spof, root cause, providers) and the CIs' own data may be asked of it."""
-        return self._dicts_due is None
+        return type(self._g._pred) is not NotLaidOut
 
     def ci(self, ci_id) -> tuple[str | None, int | None] | None:
         """(ci_class, min_members) of a CI, or None if it is not in the graph."""
@@ -352,7 +352,10 @@ class ImpactGraph:
             due = self._dicts_due
             if due is None:
                 return False
-            g = due()
+            try:
+                g = due()
+            except LayOutGivenUp:  # the graph was let go meanwhile
+                return False
             with self._lock:
                 if self._dicts_due is not due:  # dropped meanwhile (a load, new semantics)
                     return False
@@ -762,6 +765,10 @@ class ImpactGraph:
         cache = getattr(self._g, "__networkx_cache__", None)
         if cache:
             cache.clear()
+
+
+class LayOutGivenUp(Exception):
+    """A graph's dicts were being laid out when the graph was let go (graph.snapshot stops between slices)."""
 
 
 class DictsNotLaidOut(RuntimeError):

@@ -528,7 +528,8 @@ def _sections(layout, body: memoryview) -> dict:
 
 def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview) -> ImpactGraph | None:
     """The graph with its CIs' payloads and its compiled view, its dicts due (ImpactGraph.start_view_first);
-    None when memory for the view's arrays could not be had (the caller loads the graph the usual way). The
+    None when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
+    then loads the graph the usual way. The
     checks are _lay_out's: those on the dicts' lengths made on the arrays instead (no CI id twice, no pair
     twice in a CI's successors)."""
     import numpy as np
@@ -578,7 +579,7 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
         try:
             # The ids decoded above: the dicts' keys are then the view's strings, not a second copy of each
             # (~90 bytes an id: ~0.9 GiB at 10,000,000 CIs).
-            _lay_out(laid, header, sections, payloads, edge_data, True, ids)
+            _lay_out(laid, header, sections, payloads, edge_data, True, ids, lambda: graph._dicts_due is not lay_out)
         finally:
             if was_enabled:
                 gc.enable()
@@ -636,16 +637,22 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
 
 
 def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
-             ordered: bool = False, ids: list | None = None) -> tuple[list, list, tuple | None]:
+             ordered: bool = False, ids: list | None = None, stop=None) -> tuple[list, list, tuple | None]:
     """Lay the sections out as the graph's dicts, refusing (ValueError) any body this module's writer
     cannot have written: the graph's code trusts its own invariants (every edge in both adjacencies, on
     one shared data dict), and a file that breaks one would make a later change record raise in every
     worker that loaded it. The pred side is built here from the succ side, so it mirrors it by
     construction. The sections' lengths were checked against the header in `_body_size`. Returns the CI ids
     in the file's order, the graph's data dict of each edge data row and, if `ordered`, the edges ordered by
-    head (`_by_head`; else None). `ids`: the ids section as _checked decoded it already (its very strings)."""
+    head (`_by_head`; else None). `ids`: the ids section as _checked decoded it already (its very strings).
+    `stop()`, if given, is asked between slices of the ordered way: true, the lay-out raises LayOutGivenUp."""
     ids, payload_of, data_of = _checked(graph, header, sections, payloads, edge_data, ids)
     _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
+
+    def given_up() -> None:
+        if stop is not None and stop():
+            raise impact_graph.LayOutGivenUp()
+
     cis, links = header.cis, header.links
     counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
     # C-level passes only (no Python frame per CI or edge), a slice of CIs at a time so that the worker's
@@ -665,6 +672,7 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     # does not pay.
     pairs = zip(map(ids.__getitem__, ends), map(data_of.__getitem__, data))
     for start in range(0, len(ids), SLICE):
+        given_up()
         succ.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), counts[start:start + SLICE]))))
     if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed
         raise ValueError("succ holds a pair twice")
@@ -676,6 +684,7 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     p_counts, p_tails, p_data = (memoryview(array) for array in by_head)
     pairs = zip(map(ids.__getitem__, p_tails), map(data_of.__getitem__, p_data))
     for start in range(0, len(ids), SLICE):
+        given_up()
         pred.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), p_counts[start:start + SLICE]))))
     return ids, data_of, by_head
 

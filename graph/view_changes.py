@@ -6,13 +6,12 @@ the changes since the file was written are in it; this module puts them there wi
 payloads (`node`: ci_id -> its payload dict, one insert per CI to lay out).
 
 How: the changes are applied, by ImpactGraph's own code (so every rule, covered dependencies included, is
-the one the dicts follow), to a graph holding only the rows they can read: every CI a change names (its
-ends) and every CI next to one of those in the view, each with its whole succ and pred rows read from the
-view. That is enough, because a change to edge u -> v reads and writes the rows of u, v, their members,
-groups and dependents, all one hop from u or v (ImpactGraph's "covered dependencies" are decided locally
-for that reason); edges a change makes join two of its ends, so the hop is the view's, before the changes.
-The rows of every CI the changes touched are then read into the view's overlay (CompactView.refresh), in
-the order ImpactGraph keeps them: the view ends as the one the dicts would have given, row for row.
+the one the dicts follow), to a graph whose succ and pred dicts hold a CI's row only once that code asks for
+it (`_Rows`), read then from the view. A row is written only after it is read, so a row not read yet is the
+view's as it stood before the changes: every row the code reads is the one the dicts would hold at that
+point. The rows of every CI the changes touched are then read into the view's overlay (CompactView.refresh),
+in the order ImpactGraph keeps them: the view ends as the one the dicts would have given, row for row. What a
+batch costs is the rows it reads (those the dicts' way walks too), not its CIs' neighbourhoods.
 
 Not covered: a graph's `_spares` (the Python loop's cache; the view keeps its own member counts), and a
 change of semantics (every edge is laid again: a full load).
@@ -46,48 +45,68 @@ def apply(view, node: dict, tables: ImpactGraph, changes: Iterable[tuple]) -> se
     for change in changes:
         if not isinstance(change, tuple) or change[:1] == () or change[0] not in OPERATIONS:
             raise ValueError(f"not a change: {change!r}")
-    ends = {ci_id for change in changes for ci_id in change[1:1 + OPERATIONS[change[0]]]}
-    succ, pred = _rows(view, node, ends)
+    index = view.index
+    for change in changes:
+        for ci_id in change[1:1 + OPERATIONS[change[0]]]:
+            if ci_id in node and ci_id not in index:
+                raise ViewOutOfStep(f"CI {ci_id!r} is in the payloads but not in the view")
+    predecessors = view.predecessors()
+    removed: set = set()  # CIs a change removed: a row read while one is removed still names it
+    succ = _Rows(view, node, removed, lambda i: _succ_row(view, i))
+    pred = _Rows(view, node, removed, lambda i: _pred_row(view, i, *predecessors))
     touched: set = set()
     local = ImpactGraph.over(tables, node, succ, pred, touched)
-    read = set(succ)
     for operation, *arguments in changes:
+        if operation == "remove_ci":
+            removed.add(arguments[0])
         getattr(local, operation)(*arguments)
-    if not touched <= read | ends:
-        raise ViewOutOfStep(f"a change touched CIs whose rows were not read: {sorted(map(str, touched - read - ends))[:5]}")
     view.pending.update(touched)
     view.refresh(SimpleNamespace(_node=node, _succ=succ))
     return touched
 
 
-def _rows(view, node: dict, ends: set) -> tuple[dict, dict]:
-    """The succ and pred dicts of every CI in `ends` that `node` holds and of every CI next to one in the
-    view, each whole and in the view's order (the dicts' own)."""
-    index, ids, table = view.index, view.ids, view.table
-    around: dict = {}  # CI id -> its index, in the order met
-    for ci_id in ends:
-        if ci_id in node:
-            i = index.get(ci_id)
-            if i is None:
-                raise ViewOutOfStep(f"CI {ci_id!r} is in the payloads but not in the view")
-            around[ci_id] = i
-    p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata = view.predecessors()
-    rows = {}
-    for ci_id, i in list(around.items()):
-        heads, edata = _succ_row(view, i)
-        tails, t_edata = _pred_row(view, i, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata)
-        rows[ci_id] = (heads, edata, tails, t_edata)
-        for j in np.concatenate((heads, tails)).tolist():
-            around.setdefault(ids[j], j)
-    succ, pred = {}, {}
-    for ci_id, i in around.items():
-        if ci_id not in node:
-            raise ViewOutOfStep(f"the view has edges of CI {ci_id!r}, which the payloads do not hold")
-        heads, edata, tails, t_edata = rows.get(ci_id) or (
-            *_succ_row(view, i), *_pred_row(view, i, p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata))
-        succ[ci_id] = dict(zip(map(ids.__getitem__, heads.tolist()), map(table.__getitem__, edata.tolist())))
-        pred[ci_id] = dict(zip(map(ids.__getitem__, tails.tolist()), map(table.__getitem__, t_edata.tolist())))
-    return succ, pred
+class _Rows(dict):
+    """One side of the graph (succ or pred), each CI's row read from the view when ImpactGraph's code first
+    asks for it. A CI is there when the payloads hold it and the view knows it (its row, maybe empty), or
+    once the code set its row (a CI made by the changes); not once the code deleted it."""
+
+    def __init__(self, view, node: dict, removed: set, row) -> None:
+        super().__init__()
+        self._view, self._node, self._removed, self._row, self._gone = view, node, removed, row, set()
+
+    def _known(self, ci_id) -> bool:
+        return ci_id not in self._gone and ci_id in self._node and ci_id in self._view.index
+
+    def __missing__(self, ci_id):
+        if not self._known(ci_id):
+            raise KeyError(ci_id)
+        ids, table, node, removed = self._view.ids, self._view.table, self._node, self._removed
+        ends, data = self._row(self._view.index[ci_id])
+        others = list(map(ids.__getitem__, ends.tolist()))
+        for other in others:
+            if other not in node and other not in removed:
+                raise ViewOutOfStep(f"the view has an edge of CI {other!r}, which the payloads do not hold")
+        row = dict(zip(others, map(table.__getitem__, data.tolist())))
+        dict.__setitem__(self, ci_id, row)
+        return row
+
+    def __contains__(self, ci_id) -> bool:
+        return dict.__contains__(self, ci_id) or self._known(ci_id)
+
+    def get(self, ci_id, default=None):
+        try:
+            return self[ci_id]
+        except KeyError:
+            return default
+
+    def __setitem__(self, ci_id, row) -> None:
+        dict.__setitem__(self, ci_id, row)
+        self._gone.discard(ci_id)
+
+    def __delitem__(self, ci_id) -> None:
+        self[ci_id]  # noqa: B018 - a CI the side does not hold raises KeyError, as a dict's del does
+        dict.__delitem__(self, ci_id)
+        self._gone.add(ci_id)
 
 
 def _succ_row(view, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +128,8 @@ def _pred_row(view, i: int, p_indptr, p_tails, p_edata, op_heads, op_tails, op_e
         tails, edata = p_tails[p_indptr[i]:p_indptr[i + 1]], p_edata[p_indptr[i]:p_indptr[i + 1]]
         kept = view.slot[tails] < 0
         tails, edata = tails[kept], edata[kept]
-    lo, hi = np.searchsorted(op_heads, i, "left"), np.searchsorted(op_heads, i, "right")
+    key = op_heads.dtype.type(i)  # a Python int would make numpy convert all of op_heads at each call
+    lo, hi = np.searchsorted(op_heads, key, "left"), np.searchsorted(op_heads, key, "right")
     if hi > lo:
         tails = np.concatenate((tails, op_tails[lo:hi].astype(tails.dtype)))
         edata = np.concatenate((edata, op_edata[lo:hi].astype(edata.dtype)))

@@ -199,20 +199,11 @@ class LiveGraph:
             if semantics != graph.semantics:
                 graph.set_semantics(semantics)
                 self.edges_version += 1
-            try:
-                caught_up = not graph.broken and self._catch_up(graph)
-            except Exception:
-                if graph.dicts_ready:
-                    raise
-                log.exception("applying changes to the impact graph's compiled view failed (its dicts not laid out "
-                              "yet): loading the graph again")
-                caught_up = False
-            if caught_up:
+            if self._caught_up(graph):
                 graph.maybe_compact()  # a graph that grew past the threshold, or a view gone stale (cheap)
                 return graph
-            if graph.dicts_ready:
-                log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
-                            self.catch_up_max, graph.applied_seq)
+            log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
+                        self.catch_up_max, graph.applied_seq)
             # Let the old graph go before loading the new one (never two in memory); the load froze it
             # out of the collector's reach, so hand its cycles back to the collector. A compiled view's
             # build running on it gives up (it would keep it alive).
@@ -310,7 +301,7 @@ class LiveGraph:
         self._anchor = (header.applied_seq, header.lineage)  # same_database checked it against the database
         caught_up = False
         try:
-            caught_up = self._catch_up(graph)
+            caught_up = self._caught_up(graph)
         finally:
             if not caught_up:  # a graph let go: its view, being made from the file, would keep it alive till then
                 graph.drop_compact()
@@ -535,6 +526,21 @@ class LiveGraph:
         return (header.applied_seq, header.lineage, header.schema_revision, header.semantics_digest,
                 header.code_digest) == (seq, lineage, self.schema_revision(), snapshot_file.semantics_digest(semantics),
                                         snapshot_file.CODE_DIGEST)
+
+    def _caught_up(self, graph: ImpactGraph) -> bool:
+        """_catch_up; when the changes fail on the compiled view of a graph started view first (the view and
+        its payloads then hold part of them: `broken`), its dicts are laid out from the file with the changes
+        applied before those, and the catch-up is made again on the dicts (whose view is built afresh later)."""
+        if not graph.broken:
+            try:
+                return self._catch_up(graph)
+            except Exception:
+                if not graph.broken:
+                    raise
+                log.exception("applying changes to the impact graph's compiled view failed: its dicts are laid out "
+                              "and the changes applied to them instead")
+        graph.lay_out_dicts()
+        return self._catch_up(graph)
 
     def _catch_up(self, graph: ImpactGraph) -> bool:
         """Apply every record up to the last committed one; False, having applied none, when there

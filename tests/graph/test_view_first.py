@@ -163,19 +163,19 @@ def test_a_failed_lay_out_leaves_the_view_answering_and_is_tried_again(shop, tmp
     assert g.lay_out_dicts() and adjacency(g) == adjacency(p)
 
 
-def test_changes_while_the_dicts_are_laid_out_reach_them(shop, tmp_path):
+def test_changes_while_the_dicts_are_laid_out_reach_them(shop, tmp_path, monkeypatch):
     # The lay-out runs outside the graph's lock: a change applied meanwhile goes to the view, and is applied to
     # the dicts under the lock before they answer.
     p = build(SHOP_CIS, SHOP_RELATIONSHIPS)
     g = view_first(saved(shop, tmp_path / "g.snapshot"))
-    due, started, go = g._dicts_due, threading.Event(), threading.Event()
+    started, go, real = threading.Event(), threading.Event(), snapshot._lay_out_nodes
 
-    def slow():
+    def slow(*args):
         started.set()
         assert go.wait(30)
-        return due()
+        real(*args)
 
-    g._dicts_due = slow
+    monkeypatch.setattr(snapshot, "_lay_out_nodes", slow)
     thread = threading.Thread(target=g.lay_out_dicts)
     thread.start()
     assert started.wait(30)
@@ -189,10 +189,15 @@ def test_changes_while_the_dicts_are_laid_out_reach_them(shop, tmp_path):
     asked(p, g, random.Random(4))
 
 
-def test_changes_failing_half_way_leave_a_graph_to_load_again(shop, tmp_path, monkeypatch):
+def test_changes_failing_half_way_fall_back_to_the_dicts(shop, tmp_path, monkeypatch):
+    # The view and the payloads hold part of the changes: neither is trusted. The dicts are laid out from the file
+    # with the changes applied before those, and the failed ones can then be applied to them.
     from graph import view_changes
 
+    p = build(SHOP_CIS, SHOP_RELATIONSHIPS)
     g = view_first(saved(shop, tmp_path / "g.snapshot"))
+    before = [("add_relationship", "reporting", "app", "depends_on")]
+    g.apply_changes(before)
     real = view_changes.apply
 
     def half(view, node, tables, changes):
@@ -200,9 +205,30 @@ def test_changes_failing_half_way_leave_a_graph_to_load_again(shop, tmp_path, mo
         raise MemoryError
 
     monkeypatch.setattr(view_changes, "apply", half)
+    failing = [("remove_ci", "lb"), ("remove_ci", "app")]
     with pytest.raises(MemoryError):
-        g.apply_changes([("remove_ci", "lb"), ("remove_ci", "app")])
-    assert g.broken and not g.compacted  # neither the view nor the payloads are trusted
-    g.drop_compact()
-    assert not g.broken
+        g.apply_changes(failing)
+    assert g.broken and not g.compacted and not g.dicts_ready
+    assert g.lay_out_dicts() and g.dicts_ready and not g.broken
+    g.apply_changes(failing)
+    for operation, *arguments in before + failing:
+        getattr(p, operation)(*arguments)
+    assert adjacency(g) == adjacency(p) and payloads(g) == payloads(p)
+    asked(p, g, random.Random(5))
 
+
+def test_a_graph_let_go_stops_laying_its_dicts_out(shop, tmp_path, monkeypatch):
+    # Let go while its dicts are laid out (a rebuild), the graph's lay-out stops at its next slice instead of
+    # holding a second graph's dicts for as long as the whole lay-out takes.
+    g = view_first(saved(shop, tmp_path / "g.snapshot"))
+    real = snapshot._lay_out_nodes
+
+    def then_let_go(*args):
+        real(*args)
+        g.drop_compact()
+
+    ordered = []
+    monkeypatch.setattr(snapshot, "_lay_out_nodes", then_let_go)
+    monkeypatch.setattr(snapshot, "_by_head", lambda *args: ordered.append(args))
+    assert not g.lay_out_dicts() and not g.dicts_ready
+    assert not ordered  # stopped in the succ side's first slice, before the pred side

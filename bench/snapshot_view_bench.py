@@ -59,17 +59,28 @@ def child(args) -> None:
         return
     started = time.perf_counter()
     adopt = "compact_min_cis" in snapshot.load.__code__.co_varnames
-    if adopt:
+    dicts_at = None
+    if args.view_first:  # answers from the view as soon as load returns; the dicts laid out after
+        g, _ = snapshot.load(args.path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0, view_first=True)
+        assert not g.dicts_ready, "not view first"
+        graph_at = time.perf_counter() - started
+        g.impact([next(iter(g.graph._node))])  # the first answer
+        view_at = time.perf_counter() - started
+        g.lay_out_dicts()
+        dicts_at = time.perf_counter() - started
+        viewed = True
+    elif adopt:
         g, _ = snapshot.load(args.path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0)
     else:
         g, _ = snapshot.load(args.path, SEMANTICS, schema_revision=SCHEMA)
-    graph_at = time.perf_counter() - started
-    if adopt:
-        viewed = g.wait_compact(JOIN_SECONDS)
-    else:
-        compact.warm_up()  # as LiveGraph's background build does first (from numba's cache)
-        viewed = g.build_compact()
-    view_at = time.perf_counter() - started
+    if not args.view_first:
+        graph_at = time.perf_counter() - started
+        if adopt:
+            viewed = g.wait_compact(JOIN_SECONDS)
+        else:
+            compact.warm_up()  # as LiveGraph's background build does first (from numba's cache)
+            viewed = g.build_compact()
+        view_at = time.perf_counter() - started
     assert viewed and g.compacted, "no compiled view"
     ids = list(g.graph._node)
     rng = random.Random(args.seed)
@@ -77,16 +88,18 @@ def child(args) -> None:
         kind_key = g._types.kind_key(None)
         python = propagation.impact(g.graph, [ci], kind_key, None, g._spares_for(kind_key))
         assert g.impact([ci]).states() == python.states(), ci
-    print(json.dumps({"graph_s": graph_at, "view_s": view_at, "adopted": adopt, **rollup()}), flush=True)
+    print(json.dumps({"graph_s": graph_at, "view_s": view_at, "dicts_s": dicts_at, "adopted": adopt, **rollup()}),
+          flush=True)
     if args.hold:  # memory read again once every child of the side holds its graph and view
         sys.stdin.readline()
         print(json.dumps(rollup()), flush=True)
         sys.stdin.readline()  # held until the parent has read every child's memory
 
 
-def spawn(code: Path, path: Path, args, kind: str, hold: bool = False) -> subprocess.Popen:
+def spawn(code: Path, path: Path, args, kind: str, hold: bool = False, view_first: bool = False) -> subprocess.Popen:
     command = [sys.executable, __file__, "--child", kind, "--code", str(code), "--path", str(path),
-               "--cis", str(args.cis), "--seed", str(args.seed)] + (["--hold"] if hold else [])
+               "--cis", str(args.cis), "--seed", str(args.seed)] + (["--hold"] if hold else []) + (
+               ["--view-first"] if view_first else [])
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=code)
 
 
@@ -109,6 +122,7 @@ def main() -> None:
     parser.add_argument("--code", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--view-first", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -123,11 +137,15 @@ def main() -> None:
             written[side] = answer(process)
             process.wait(JOIN_SECONDS)
             print(f"{side}: snapshot of {written[side]['cis']:,} CIs, {written[side]['bytes'] / 2**20:.0f} MiB", flush=True)
-        times: dict[str, list[dict]] = {side: [] for side in sides}
+        # This checkout's code also started view first (snapshot.load(view_first=True)), from its own file.
+        first = "after" in sides and "view_first" in (ROOT / "graph" / "snapshot.py").read_text()
+        timed = [*sides, "after, view first"] if first else list(sides)
+        times: dict[str, list[dict]] = {side: [] for side in timed}
         for round_ in range(args.rounds):
-            order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+            order = timed if round_ % 2 == 0 else list(reversed(timed))
             for side in order:
-                process = spawn(sides[side], files[side], args, "load")
+                code = sides[side.split(",")[0]]
+                process = spawn(code, files[side.split(",")[0]], args, "load", view_first=side != side.split(",")[0])
                 times[side].append(answer(process))
                 process.wait(JOIN_SECONDS)
                 print(f"round {round_ + 1} {side}: {times[side][-1]}", flush=True)
@@ -154,22 +172,23 @@ def report(args, sides, written, times, memory) -> None:
     def med(side, key):
         return statistics.median(t[key] for t in times[side])
 
+    def spread(key):
+        return " | ".join(f"{med(s, key):.1f} ({min(t[key] for t in times[s]):.1f}-{max(t[key] for t in times[s]):.1f})"
+                          if times[s][0][key] is not None else "-" for s in times)
+
     lines = [f"# A worker from a snapshot to its compiled view, {written['after']['cis']:,} CIs", "",
              f"`python bench/snapshot_view_bench.py --cis {args.cis} --workers {args.workers} --rounds {args.rounds}"
              + (f" --baseline {args.baseline}`" if args.baseline else "`"), "",
-             "| measure | " + " | ".join(sides) + " |", "|---|" + "---:|" * len(sides),
-             "| snapshot file, MiB | " + " | ".join(f"{written[s]['bytes'] / 2**20:.0f}" for s in sides) + " |",
-             "| start to the graph (snapshot.load), s, median (range) | " + " | ".join(
-                 f"{med(s, 'graph_s'):.1f} ({min(t['graph_s'] for t in times[s]):.1f}-{max(t['graph_s'] for t in times[s]):.1f})"
-                 for s in sides) + " |",
-             "| start to the compiled view, s, median (range) | " + " | ".join(
-                 f"{med(s, 'view_s'):.1f} ({min(t['view_s'] for t in times[s]):.1f}-{max(t['view_s'] for t in times[s]):.1f})"
-                 for s in sides) + " |"]
+             "| measure | " + " | ".join(times) + " |", "|---|" + "---:|" * len(times),
+             "| snapshot file, MiB | " + " | ".join(f"{written[s.split(',')[0]]['bytes'] / 2**20:.0f}" for s in times) + " |",
+             "| start to snapshot.load's return, s, median (range) | " + spread("graph_s") + " |",
+             "| start to the compiled view (view first: its first impact answer), s | " + spread("view_s") + " |",
+             "| start to the dicts laid out (view first), s | " + spread("dicts_s") + " |"]
     for key, label in (("rss", "resident"), ("pss", "proportional share (Pss)"), ("private", "private (its own alone)")):
         lines.append(f"| {label} per worker, {args.workers} at once, MiB, median | " + " | ".join(
-            f"{statistics.median(m[key] for m in memory[s]):.0f}" for s in sides) + " |")
+            f"{statistics.median(m[key] for m in memory[s]):.0f}" if s in memory else "-" for s in times) + " |")
     lines.append(f"| the host's {args.workers} workers, sum of Pss, MiB | " + " | ".join(
-        f"{sum(m['pss'] for m in memory[s]):.0f}" for s in sides) + " |")
+        f"{sum(m['pss'] for m in memory[s]):.0f}" if s in memory else "-" for s in times) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

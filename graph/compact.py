@@ -654,6 +654,14 @@ class CompactView:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def links(self) -> int:
+        """How many edges the rows hold as they stand (ImpactGraph.number_of_links of a graph whose dicts
+        are not laid out)."""
+        changed = np.array(self.changed, np.int64)
+        replaced = changed[changed < self.base_n]
+        return int(self.indptr[-1] - (self.indptr[replaced + 1] - self.indptr[replaced]).sum()
+                   + self.o_len[self.slot[changed]].sum(dtype=np.int64))
+
     @property
     def stale(self) -> bool:
         return (self.rows > max(REBUILD_MIN_ROWS, REBUILD_SHARE * self.base_n)

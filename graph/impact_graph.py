@@ -68,6 +68,24 @@ class ImpactGraph:
         self._epoch = 0
         self._building = False
         self._adopting: threading.Thread | None = None  # adopt_compact's thread, for wait_compact
+        # A graph started view first (start_view_first): until lay_out_dicts, its succ and pred dicts are not
+        # there (NotLaidOut stands in), changes go to the view alone (graph.view_changes) and are kept here to
+        # be applied to the dicts when they are laid out; `_dicts_due()` lays them out as the file had them.
+        self._dicts_due = None
+        self._replay: list[tuple] = []
+        self._laying_out = threading.Lock()
+
+    @classmethod
+    def over(cls, tables: "ImpactGraph", node: dict, succ: dict, pred: dict, sink: set) -> "ImpactGraph":
+        """A graph over these dicts (graph.view_changes: some CIs' rows only), sharing `tables`' type-set and
+        payload tables, so that its edge and node data are `tables`' very dicts; every CI it touches is added
+        to `sink`. It never builds a compiled view."""
+        local = cls(tables._types.semantics)
+        local._types, local._payloads = tables._types, tables._payloads
+        g = local._g
+        g._node, g._succ, g._pred = node, succ, pred
+        local._sinks.append(sink)
+        return local
 
     # ---- read-only views -------------------------------------------------------------------
 
@@ -92,8 +110,24 @@ class ImpactGraph:
 
     def number_of_links(self) -> int:
         """Pairs of CIs related by at least one relationship (several types between one pair count
-        once): a C-level sum, ~30 ms for 1.5 million pairs where number_of_relationships takes 0.5 s."""
-        return sum(map(len, self._g._succ.values()))
+        once): a C-level sum, ~30 ms for 1.5 million pairs where number_of_relationships takes 0.5 s;
+        before the dicts of a graph started view first are laid out, the view's count."""
+        with self._lock:
+            if self._dicts_due is not None:
+                return self._view.links()
+            return sum(map(len, self._g._succ.values()))
+
+    @property
+    def broken(self) -> bool:
+        """Whether a graph started view first lost its view before its dicts were laid out (changes that failed
+        half way): it can answer nothing, and is to be loaded again."""
+        return self._dicts_due is not None and self._view is None
+
+    @property
+    def dicts_ready(self) -> bool:
+        """False while a graph started view first has no succ and pred dicts yet: only what its compiled
+        view answers (impact, spof, root cause, providers) and the CIs' own data may be asked of it."""
+        return type(self._g._pred) is not NotLaidOut
 
     def ci(self, ci_id) -> tuple[str | None, int | None] | None:
         """(ci_class, min_members) of a CI, or None if it is not in the graph."""
@@ -123,7 +157,9 @@ class ImpactGraph:
     # ---- loading and change records ---------------------------------------------------------
 
     def set_semantics(self, semantics: dict[str, RelationshipSemantics]) -> None:
-        """Replace the relationship-type semantics. Edges whose type changed direction are re-laid."""
+        """Replace the relationship-type semantics. Edges whose type changed direction are re-laid. A graph
+        started view first has its dicts laid out first (call this without holding the graph's lock)."""
+        self.lay_out_dicts()
         with self._lock:
             old, new = self._types, EdgeTypeSets(semantics)
             self._spares.clear()
@@ -279,6 +315,59 @@ class ImpactGraph:
             self._cache_changed()
             return True
 
+    def apply_changes(self, changes: list[tuple]) -> None:
+        """Apply (operation, *arguments) changes in order, each operation one of graph.view_changes.OPERATIONS
+        (upsert_ci, remove_ci, add_relationship, remove_relationship: these methods). Before the dicts of a
+        graph started view first are laid out, to its view alone, and kept for the dicts."""
+        with self._lock:
+            if self._dicts_due is None:
+                for operation, *arguments in changes:
+                    getattr(self, operation)(*arguments)
+                return
+            from graph import view_changes
+
+            try:
+                view_changes.apply(self._view, self._g._node, self, changes)
+            except BaseException:  # the view and the payloads may each hold part of the changes: neither is trusted
+                self._drop_view()
+                raise
+            self._replay.extend(changes)
+
+    def start_view_first(self, view, lay_out) -> None:
+        """Answer from `view` (graph.compact, exact for this graph's CIs as `_node` holds them) before the
+        succ and pred dicts are there: `lay_out()` returns the networkx graph the file held (nodes, succ and
+        pred on this graph's tables), called by lay_out_dicts."""
+        with self._lock:
+            self._drop_view()
+            self._view = view
+            self._g._succ = self._g._pred = NotLaidOut()
+            self._dicts_due, self._replay = lay_out, []
+
+    def lay_out_dicts(self) -> bool:
+        """Lay out the dicts of a graph started view first (outside the graph's lock: ~4 s at 1,000,000 CIs),
+        then, under it, apply to them every change applied to the view since, and answer from both from then
+        on. Whether this call laid them out (False: there was nothing to do, or another thread did it). If
+        it raises, the graph stays as it was (view only), and a later call tries again."""
+        with self._laying_out:
+            due = self._dicts_due
+            if due is None:
+                return False
+            try:
+                g = due()
+            except LayOutGivenUp:  # the graph was let go meanwhile
+                return False
+            with self._lock:
+                if self._dicts_due is not due:  # dropped meanwhile (a load, new semantics)
+                    return False
+                laid = ImpactGraph.over(self, g._node, g._succ, g._pred, set())
+                for operation, *arguments in self._replay:
+                    getattr(laid, operation)(*arguments)
+                self._g = g
+                self._dicts_due, self._replay = None, []
+                if self._view is not None:  # kept current by the dicts' changes from now on
+                    self._sinks.append(self._view.pending)
+                return True
+
     # ---- analyses -----------------------------------------------------------------------------
 
     def impact(self, failed_ids: Iterable, max_depth: int | None = None, types: Iterable[str] | None = None):
@@ -379,16 +468,19 @@ class ImpactGraph:
         return self.compacted
 
     def drop_compact(self) -> None:
-        """Forget the view, and give up a build in progress (a graph being let go: nothing keeps it alive)."""
+        """Forget the view, and give up a build in progress (a graph being let go: nothing keeps it alive), or
+        the dicts' lay-out of a graph started view first."""
         with self._lock:
             self._drop_view()
+            self._dicts_due, self._replay = None, []
 
     def maybe_compact(self) -> bool:
         """Build (or build again, when its overlay grew stale) the view in a thread of its own, when
         the graph is large enough; True if a build was started."""
         with self._lock:
             view = self._view
-            if (self._building or self.compact_min_cis is None or len(self) < self.compact_min_cis
+            if (self._building or self._dicts_due is not None or self.compact_min_cis is None
+                    or len(self) < self.compact_min_cis
                     or (view is not None and not view.stale)
                     or (self._compact_failed is not None
                         and time.monotonic() - self._compact_failed < COMPACT_RETRY_SECONDS)):
@@ -673,6 +765,29 @@ class ImpactGraph:
         cache = getattr(self._g, "__networkx_cache__", None)
         if cache:
             cache.clear()
+
+
+class LayOutGivenUp(Exception):
+    """A graph's dicts were being laid out when the graph was let go (graph.snapshot stops between slices)."""
+
+
+class DictsNotLaidOut(RuntimeError):
+    """A graph started view first was asked what only its dicts answer before they were laid out."""
+
+
+class NotLaidOut:
+    """Stands in for the succ and pred dicts of a graph started view first until they are laid out: any use
+    raises DictsNotLaidOut (an answer from empty dicts would be wrong without a word)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise DictsNotLaidOut("the graph's relationships are still being laid out; only its compiled view answers")
+
+    __getitem__ = __setitem__ = __delitem__ = __iter__ = __len__ = __contains__ = __bool__ = _refuse
+
+    def __getattr__(self, name):
+        self._refuse()
 
 
 def _common(a: dict, b: dict) -> list:

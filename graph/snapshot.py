@@ -57,6 +57,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import os
 import struct
 import sys
@@ -72,9 +73,12 @@ from typing import Callable
 
 import filelock
 
-from graph import impact_graph, semantics as semantics_module
+from graph import impact_graph
+from graph import semantics as semantics_module
 from graph.impact_graph import CLASS_KEY, MIN_MEMBERS_KEY, ImpactGraph
 from graph.semantics import COVERED_KEY, TYPES_KEY, RelationshipSemantics
+
+log = logging.getLogger("karta.graph")
 
 # 1 stored the pred side too; 2 put the ids first and its edge data indexes in the narrowest type: a file of
 # either is refused (full load), never misread.
@@ -473,7 +477,7 @@ def read_header(path: Path | str) -> SnapshotHeader:
 
 def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schema_revision: str,
          accept: Callable[[SnapshotHeader], None] | None = None,
-         compact_min_cis: int | None = None) -> tuple[ImpactGraph, SnapshotHeader]:
+         compact_min_cis: int | None = None, view_first: bool = False) -> tuple[ImpactGraph, SnapshotHeader]:
     """The graph the file at `path` holds, and its header. Raises SnapshotRejected when the file is absent,
     truncated, corrupt, of another format, schema revision, semantics or code, or when `accept(header)`
     raises it (the caller's check of `lineage`, before the body is decoded).
@@ -481,7 +485,11 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     With `compact_min_cis` (None: never), a graph of at least that many CIs also gets its compiled view
     (graph.compact) from copies of the file's arrays instead of one built from the dicts (~4 s at
     1,000,000 CIs, ~50 s at 10,000,000): the view goes in once its loops are compiled, in a thread
-    (ImpactGraph.adopt_compact)."""
+    (ImpactGraph.adopt_compact).
+
+    With `view_first` too, such a graph is returned as soon as its compiled view and its CIs' payloads are
+    there, before its succ and pred dicts (ImpactGraph.start_view_first: `lay_out_dicts` lays them out);
+    numba's loops are compiled (or loaded from its cache) first, in this thread."""
     raw, header, body = _read(path)
     if header.schema_revision != schema_revision:
         raise SnapshotRejected(f"schema revision {header.schema_revision}, the service runs {schema_revision}")
@@ -494,8 +502,12 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     if accept is not None:
         accept(header)
     try:
-        graph = _decode(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body,
-                        compact_min_cis is not None and header.cis >= compact_min_cis)
+        compact = compact_min_cis is not None and header.cis >= compact_min_cis and header.cis < 1 << 31
+        graph = None
+        if compact and view_first:
+            graph = _view_first(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body)
+        if graph is None:
+            graph = _decode(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body, compact)
     except (KeyError, TypeError, ValueError, IndexError, UnicodeDecodeError) as exc:
         # The digest is unkeyed: it proves the file whole, not who wrote it. Whoever can write the
         # directory can write a file whose body contradicts itself, and `_lay_out` refuses it here.
@@ -503,8 +515,7 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     return graph, header
 
 
-def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview,
-            compact: bool = False) -> ImpactGraph:
+def _sections(layout, body: memoryview) -> dict:
     sections, offset = {}, 0
     for name, typecode, size in layout:
         chunk = body[offset:offset + size]
@@ -512,6 +523,77 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
         sections[name] = chunk if typecode is None else chunk.cast(typecode)  # read where they lie, not copied
     if offset != len(body):
         raise ValueError("body size does not match its layout")
+    return sections
+
+
+def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview) -> ImpactGraph | None:
+    """The graph with its CIs' payloads and its compiled view, its dicts due (ImpactGraph.start_view_first);
+    None when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
+    then loads the graph the usual way. The
+    checks are _lay_out's: those on the dicts' lengths made on the arrays instead (no CI id twice, no pair
+    twice in a CI's successors)."""
+    import numpy as np
+
+    from graph import compact
+
+    sections = _sections(layout, body)
+    graph = ImpactGraph(semantics)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ids, payload_of, _data_of = _checked(graph, header, sections, payloads, edge_data)
+        _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
+        counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
+        try:
+            p_counts, p_tails, p_data, heads = _by_head(counts, ends, data, header.cis, with_heads=True)
+            # The edges by head keep each head's tails in CI order: a pair twice in a CI's row is two equal
+            # neighbours (the dicts would have collapsed it).
+            if bool(((heads[1:] == heads[:-1]) & (p_tails[1:] == p_tails[:-1])).any()):
+                raise ValueError("succ holds a pair twice")
+            del heads
+            arrays = {name: np.frombuffer(sections[name], np.dtype(typecode)).astype(np.int32)
+                      for name, typecode, _ in layout if typecode is not None}
+            p_indptr = np.zeros(header.cis + 1, np.int64)
+            np.cumsum(p_counts, out=p_indptr[1:])
+            predecessors = (p_indptr, p_tails.astype(np.int32, copy=False), p_data.astype(np.int32))
+        except MemoryError:
+            return None
+    finally:
+        if was_enabled:
+            gc.enable()
+    try:
+        compact.warm_up()
+        view = compact.from_snapshot(list(ids), arrays["succ_counts"], arrays["succ_ends"], arrays["succ_data"],
+                                     arrays["payload"], _data_of, [k for _, k in payloads], set(), predecessors)
+    except Exception:  # as for a view adopted in the background: the graph is loaded the usual way instead
+        log.exception("the impact graph's compact view from its snapshot failed: the graph is laid out first")
+        return None
+    del arrays, predecessors, p_counts, p_tails, p_data
+
+    def lay_out():
+        """The dicts as the file holds them, on the graph's own tables (its payload and edge data dicts)."""
+        laid = ImpactGraph(semantics)
+        laid._types, laid._payloads = graph._types, graph._payloads
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            # The ids decoded above: the dicts' keys are then the view's strings, not a second copy of each
+            # (~90 bytes an id: ~0.9 GiB at 10,000,000 CIs).
+            _lay_out(laid, header, sections, payloads, edge_data, True, ids, lambda: graph._dicts_due is not lay_out)
+        finally:
+            if was_enabled:
+                gc.enable()
+        gc.freeze()
+        return laid.graph
+
+    graph.start_view_first(view, lay_out)
+    graph.applied_seq = header.applied_seq
+    return graph
+
+
+def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview,
+            compact: bool = False) -> ImpactGraph:
+    sections = _sections(layout, body)
     graph = ImpactGraph(semantics)
     with graph._lock:
         was_enabled = gc.isenabled()
@@ -525,7 +607,7 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
         # collection would walk the whole new graph (~0.5 s at 1,000,000 CIs) to find nothing.
         gc.freeze()
         graph.applied_seq = header.applied_seq
-        if by_head is not None and header.cis < 1 << 31:  # the view's indexes are 4-byte signed
+        if by_head is not None:  # (load: no view past 2**31 CIs, the view's indexes being 4-byte signed)
             # The indexes were checked in range by _lay_out, and the counts against `links`, on these very
             # bytes (read into memory, digest checked). Copied (~0.1 s at 1,000,000 CIs), so that the view
             # does not keep the whole file's bytes alive.
@@ -555,46 +637,27 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
 
 
 def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
-             ordered: bool = False) -> tuple[list, list, tuple | None]:
+             ordered: bool = False, ids: list | None = None, stop=None) -> tuple[list, list, tuple | None]:
     """Lay the sections out as the graph's dicts, refusing (ValueError) any body this module's writer
     cannot have written: the graph's code trusts its own invariants (every edge in both adjacencies, on
     one shared data dict), and a file that breaks one would make a later change record raise in every
     worker that loaded it. The pred side is built here from the succ side, so it mirrors it by
     construction. The sections' lengths were checked against the header in `_body_size`. Returns the CI ids
     in the file's order, the graph's data dict of each edge data row and, if `ordered`, the edges ordered by
-    head (`_by_head`; else None)."""
+    head (`_by_head`; else None). `ids`: the ids section as _checked decoded it already (its very strings).
+    `stop()`, if given, is asked between slices of the ordered way: true, the lay-out raises LayOutGivenUp."""
+    ids, payload_of, data_of = _checked(graph, header, sections, payloads, edge_data, ids)
+    _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
+
+    def given_up() -> None:
+        if stop is not None and stop():
+            raise impact_graph.LayOutGivenUp()
+
     cis, links = header.cis, header.links
-    raw_ids = bytes(sections["ids"])
-    if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
-        raise ValueError("the ids section does not hold `cis` ids")
-    ids = raw_ids.decode().split("\0") if cis else []
-    del raw_ids
-    if not all(isinstance(row, list) and len(row) == 2 and (row[0] is None or isinstance(row[0], str))
-               and (row[1] is None or type(row[1]) is int) for row in payloads):
-        raise ValueError("garbled payload table")
-    if not all(isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
-               and all(isinstance(name, str) for name in row[0]) and type(row[1]) is bool for row in edge_data):
-        raise ValueError("garbled edge data table")
     counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
-    # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
-    for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
-        if max(sections[name], default=-1) >= bound:
-            raise ValueError(f"{name} index out of range")
-    if sum(counts) != links:
-        raise ValueError("succ counts do not match")
-    # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
-    payload_of = [graph._payload(c, k) for c, k in payloads]
-    types = graph._types
-    data_of = [(types.covered if covered else types.of)(frozenset(map(sys.intern, names)))
-               for names, covered in edge_data]
-    g = graph.graph
-    payload = sections["payload"]
-    for start in range(0, len(ids), SLICE):
-        g._node.update(zip(ids[start:start + SLICE], map(payload_of.__getitem__, payload[start:start + SLICE])))
-    if len(g._node) != cis:
-        raise ValueError("duplicate CI ids")
     # C-level passes only (no Python frame per CI or edge), a slice of CIs at a time so that the worker's
     # other threads get the GIL in between.
+    g = graph.graph
     succ, pred = g._succ, g._pred
     if not ordered:
         _edge_by_edge(ids, counts, ends, data, data_of, succ, pred)
@@ -609,6 +672,7 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     # does not pay.
     pairs = zip(map(ids.__getitem__, ends), map(data_of.__getitem__, data))
     for start in range(0, len(ids), SLICE):
+        given_up()
         succ.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), counts[start:start + SLICE]))))
     if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed
         raise ValueError("succ holds a pair twice")
@@ -620,8 +684,50 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     p_counts, p_tails, p_data = (memoryview(array) for array in by_head)
     pairs = zip(map(ids.__getitem__, p_tails), map(data_of.__getitem__, p_data))
     for start in range(0, len(ids), SLICE):
+        given_up()
         pred.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), p_counts[start:start + SLICE]))))
     return ids, data_of, by_head
+
+
+def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
+             ids: list | None = None) -> tuple[list, list, list]:
+    """The CI ids in the file's order (`ids` if given: decoded, and the sections checked, by an earlier call),
+    the graph's payload dict of each payload row and its data dict of each edge data row, once the tables are
+    well formed, every index in range and the counts add up to `links` (ValueError otherwise)."""
+    cis, links = header.cis, header.links
+    checked = ids is not None  # by the call that decoded them, on these very bytes
+    if ids is None:
+        raw_ids = bytes(sections["ids"])
+        if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
+            raise ValueError("the ids section does not hold `cis` ids")
+        ids = raw_ids.decode().split("\0") if cis else []
+        del raw_ids
+    if not all(isinstance(row, list) and len(row) == 2 and (row[0] is None or isinstance(row[0], str))
+               and (row[1] is None or type(row[1]) is int) for row in payloads):
+        raise ValueError("garbled payload table")
+    if not all(isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
+               and all(isinstance(name, str) for name in row[0]) and type(row[1]) is bool for row in edge_data):
+        raise ValueError("garbled edge data table")
+    if not checked:
+        # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
+        for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
+            if max(sections[name], default=-1) >= bound:
+                raise ValueError(f"{name} index out of range")
+        if sum(sections["succ_counts"]) != links:
+            raise ValueError("succ counts do not match")
+    # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
+    payload_of = [graph._payload(c, k) for c, k in payloads]
+    types = graph._types
+    data_of = [(types.covered if covered else types.of)(frozenset(map(sys.intern, names)))
+               for names, covered in edge_data]
+    return ids, payload_of, data_of
+
+
+def _lay_out_nodes(g, ids: list, payload_of: list, payload, cis: int) -> None:
+    for start in range(0, len(ids), SLICE):
+        g._node.update(zip(ids[start:start + SLICE], map(payload_of.__getitem__, payload[start:start + SLICE])))
+    if len(g._node) != cis:
+        raise ValueError("duplicate CI ids")
 
 
 def _edge_by_edge(ids: list, counts, ends, data, data_of: list, succ: dict | None, pred: dict) -> None:
@@ -644,12 +750,13 @@ def _edge_by_edge(ids: list, counts, ends, data, data_of: list, succ: dict | Non
         offset = stop
 
 
-def _by_head(counts, ends, data, cis: int) -> tuple:
+def _by_head(counts, ends, data, cis: int, with_heads: bool = False) -> tuple:
     """(per CI its predecessor count, per edge its tail, per edge its edge data row), the edges ordered by
-    head, each head's in CI order of their tails (numpy arrays)."""
+    head, each head's in CI order of their tails (numpy arrays); and with `with_heads`, per edge its head."""
     import numpy as np  # here: only a load that makes the compiled view (which imports it anyway) comes here
 
     heads = np.asarray(ends)
     order = np.argsort(heads, kind="stable")
     tails = np.repeat(np.arange(cis, dtype=np.int32 if cis < 1 << 31 else np.int64), np.asarray(counts))
-    return np.bincount(heads, minlength=cis), tails[order], np.asarray(data)[order]
+    by_head = np.bincount(heads, minlength=cis), tails[order], np.asarray(data)[order]
+    return (*by_head, heads[order]) if with_heads else by_head

@@ -117,6 +117,83 @@ def test_a_worker_from_the_snapshot_answers_compiled_from_the_files_arrays(datab
                 assert graph.compacted
 
 
+def test_a_worker_started_view_first_answers_impact_before_its_dicts(database_url, tmp_path, monkeypatch):
+    """A worker's graph from a snapshot, with the compiled view on, answers impact, root cause and spof from
+    its view before its dicts are laid out (here they are never laid out in the background), with every
+    change made since the file applied to the view; a question that needs the dicts lays them out first."""
+    directory = tmp_path / "graph"
+    with worker(database_url, directory) as (first, api):
+        ids = estate(api)
+        first.write_snapshot(force=True)
+        report = api.create_ci("application", "report")["id"]
+        api.relate(report, "depends_on", ids["pool"])
+        assert api.delete(f"/api/v1/cis/{ids['web1']}").status_code == 204
+        monkeypatch.setattr(LiveGraph, "_lay_out_in_background", lambda self, graph, started: None)
+        with worker(database_url, directory, api.secrets, graph_compact_min_cis=0) as (second, api2):
+            assert impacted_names(api2, ids["db"]) == ({"report", "web2", "pool", "lb"}, last_seq(api))
+            api.relate(ids["lb"], "depends_on", report)  # applied to the view alone
+            assert impacted_names(api2, report) == ({"lb"}, last_seq(api))
+            radius = api2.post("/api/v1/blast-radius", json={"failed": [report]})
+            assert radius.status_code == 200 and [c["name"] for c in radius.json()["impacted"]] == ["lb"]
+            for symptoms in ([ids["lb"], report], [ids["pool"]], [ids["web2"], ids["lb"]]):
+                causes = [api_.post("/api/v1/root-cause", json={"symptoms": symptoms}).json()["candidates"]
+                          for api_ in (api, api2)]  # the first worker answers from its dicts
+                assert causes[0] == causes[1] and causes[0]
+            spof = [api_.get(f"/api/v1/cis/{ids['lb']}/spof").json()["single_points_of_failure"] for api_ in (api, api2)]
+            assert spof[0] == spof[1] and {p["name"] for p in spof[1]} == {"report", "pool", "web2", "db"}
+            assert second._graph.dicts_ready is False and second._graph.compacted
+            cis, links, seq, _ = second.snapshot(5)  # the metrics' counts, from the view
+            assert (cis, seq) == (5, last_seq(api))
+            assert second.write_snapshot(force=True) is None and "laid out" in second.snapshot_skipped
+            # The neighborhood walks the dicts: they are laid out for it, the changes since the file applied.
+            around = api2.get(f"/api/v1/cis/{ids['lb']}/neighborhood").json()
+            assert {n["name"] for n in around["nodes"]} == {"lb", "web2", "pool", "report"}
+            with second.reading() as graph:
+                assert graph.dicts_ready and content(graph) == from_the_database(second)
+                assert graph.number_of_links() == links
+            for name in ("db", "web2", "pool", "lb"):
+                assert impacted_names(api2, ids[name]) == impacted_names(api, ids[name])
+
+
+def test_a_view_first_graph_whose_changes_fail_lays_its_dicts_out(database_url, tmp_path, monkeypatch, caplog):
+    """Changes that fail on the view (every time, here) leave neither it nor the payloads trusted: the worker lays
+    the dicts out from the file with the changes before those, applies them to the dicts and answers from
+    them; a database error in a catch-up is not such a failure (the graph is kept)."""
+    directory = tmp_path / "graph"
+    with worker(database_url, directory) as (first, api):
+        ids = estate(api)
+        first.write_snapshot(force=True)
+        monkeypatch.setattr(LiveGraph, "_lay_out_in_background", lambda self, graph, started: None)
+        with worker(database_url, directory, api.secrets, graph_compact_min_cis=0) as (second, api2):
+            assert impacted_names(api2, ids["db"])[0] == {"web1", "web2", "pool", "lb"}
+            from sqlalchemy.exc import OperationalError
+
+            real_catch_up, errors = LiveGraph._catch_up, []
+
+            def database_down_once(self, graph):
+                if not errors:
+                    errors.append(1)
+                    raise OperationalError("SELECT", {}, Exception("the database went away"))
+                return real_catch_up(self, graph)
+
+            monkeypatch.setattr(LiveGraph, "_catch_up", database_down_once)
+            assert api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}).status_code >= 500
+            assert second.builds == 1 and not second._graph.dicts_ready  # the graph kept, view first still
+            from graph import view_changes
+
+            def fails(*args):
+                raise MemoryError
+
+            monkeypatch.setattr(view_changes, "apply", fails)
+            report = api.create_ci("application", "report")["id"]
+            api.relate(report, "depends_on", ids["db"])
+            with caplog.at_level(logging.ERROR, logger="karta.graph"):
+                assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
+            assert "applied to them instead" in caplog.text and second.builds == 1
+            with second.reading() as graph:
+                assert graph.dicts_ready and content(graph) == from_the_database(second)
+
+
 @pytest.fixture
 def other_database_url(request, database_url, tmp_path):
     """A second fresh database of the same backend: another deployment's."""

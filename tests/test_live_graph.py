@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.services.live_graph import _apply
+from app.services.live_graph import _change
 from graph import ImpactGraph, impact_graph
 from tests.conftest import new_id
 from tests.graph.conftest import SEMANTICS, ids_held
@@ -146,7 +146,7 @@ def test_a_catch_up_keeps_one_string_per_id_however_many_relationships_name_it(s
             ends = {"source": [None, str(source)], "target": [None, str(target)], "type": [None, rel_type]}
             records.append(record(len(records) + 1, "relationship", uuid.uuid4(), ends))
     for one in records:
-        _apply(graph, one, current)
+        graph.apply_changes([_change(one, current)])
     held = ids_held(graph)
     assert len(held) == 9
     most = 1 if start == "empty" else 2  # app alone is named by 8 relationships

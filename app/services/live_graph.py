@@ -28,6 +28,11 @@ later loads that file (8-10 s at 1,000,000 CIs on 2 cores, against 25-50 s from 
 relationship semantics the registry holds and this database: the change record at its `applied_seq`
 must be the one it names (`_lineage`). Otherwise, or if it is truncated or corrupt, it is ignored
 with a warning and the graph is loaded from the database.
+
+A graph large enough for the compiled view (graph.compact) starts from the file view first: its CIs and its
+view are there first, and impact, blast radius, root cause, spof and incidents are answered from the view,
+changes applied to it alone (graph.view_changes), while a thread lays out the networkx dicts; questions that
+walk the dicts (neighborhoods, service maps, the inventory, pictures) wait for them (`reading(view_only=...)`).
 """
 
 import gc
@@ -98,9 +103,14 @@ class LiveGraph:
     def __init__(self, engine: Engine, registry_cache: RegistryCache, *, catch_up_max: int = CATCH_UP_MAX,
                  catch_up_page: int = CATCH_UP_PAGE, snapshot_dir: Path | str | None = None,
                  snapshot_seconds: float = 300.0, schema_revision: str | None = None,
-                 compact_min_cis: int | None = None) -> None:
+                 compact_min_cis: int | None = None, view_first: bool = True) -> None:
         self._engine = engine
         self.compact_min_cis = compact_min_cis  # graph.compact: a graph this large gets its compiled view
+        # A graph that large, loaded from a snapshot, answers the view's questions (impact, blast radius, root
+        # cause, spof) as soon as its view is made, before its dicts are laid out (in a thread of their own):
+        # graph.snapshot.load(view_first=True). Questions that need the dicts wait for them (reading()).
+        self.view_first = view_first
+        self.dicts_seconds: float | None = None  # from the start of the last build to its dicts laid out
         self._registry = registry_cache
         self._graph: ImpactGraph | None = None
         self._lock = threading.Lock()
@@ -132,13 +142,28 @@ class LiveGraph:
         self.edges_version = 0
 
     @contextmanager
-    def reading(self) -> Iterator[ImpactGraph]:
+    def reading(self, view_only: bool = False) -> Iterator[ImpactGraph]:
         """The graph with every change committed before the call applied, held still until the block
         ends: an answer computed inside reflects exactly `graph.applied_seq`. Keep the block to graph
-        work; database reads and drawing belong after it."""
+        work; database reads and drawing belong after it.
+
+        A graph started view first answers only its compiled view's questions (impact, spof, root cause,
+        providers) and its CIs' own data until its dicts are laid out: a block that asks nothing else passes
+        `view_only`; any other waits for the dicts (their thread's work, or done here if that failed)."""
         prepare_read(self._engine)  # a wait for a replica (X-Karta-Min-Seq) happens here, not under the lock
         with self._lock:
-            yield self._refresh()
+            graph = self._refresh()
+            if view_only or graph.dicts_ready:
+                yield graph
+                return
+        for _ in range(3):  # a graph rebuilt meanwhile may be view first again: bounded
+            graph.lay_out_dicts()  # without the worker's lock: catch-ups and the view's questions go on
+            with self._lock:
+                graph = self._refresh()
+                if graph.dicts_ready:
+                    yield graph
+                    return
+        raise RuntimeError("the impact graph was rebuilt three times while its relationships were laid out")
 
     def snapshot(self, wait_seconds: float) -> tuple[int, int, int, int | None] | None:
         """(CIs, related pairs of CIs, applied_seq, the rows in the compiled view's overlay or None when
@@ -162,7 +187,7 @@ class LiveGraph:
         try:
             if before is not None:
                 before()
-            with self.reading():
+            with self.reading(view_only=True):  # built; a graph started view first lays its dicts out in a thread
                 pass
         except Exception:  # the first question will try again and report the error itself
             log.exception("building the impact graph at start-up failed")
@@ -174,7 +199,7 @@ class LiveGraph:
             if semantics != graph.semantics:
                 graph.set_semantics(semantics)
                 self.edges_version += 1
-            if self._catch_up(graph):
+            if self._caught_up(graph):
                 graph.maybe_compact()  # a graph that grew past the threshold, or a view gone stale (cheap)
                 return graph
             log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
@@ -264,9 +289,11 @@ class LiveGraph:
                 raise SnapshotRejected(f"written for another database (its change at seq {header.applied_seq} "
                                        "is not this database's)")
 
+        started = time.perf_counter()
         try:
             graph, header = snapshot_file.load(path, semantics, schema_revision=self.schema_revision(),
-                                               accept=same_database, compact_min_cis=self.compact_min_cis)
+                                               accept=same_database, compact_min_cis=self.compact_min_cis,
+                                               view_first=self.view_first)
         except SnapshotRejected as exc:
             log.warning("impact graph snapshot %s ignored (%s): loading from the database", path, exc)
             return None
@@ -274,17 +301,40 @@ class LiveGraph:
         self._anchor = (header.applied_seq, header.lineage)  # same_database checked it against the database
         caught_up = False
         try:
-            caught_up = self._catch_up(graph)
+            caught_up = self._caught_up(graph)
         finally:
             if not caught_up:  # a graph let go: its view, being made from the file, would keep it alive till then
                 graph.drop_compact()
         if caught_up:
+            self.dicts_seconds = None
+            if graph.dicts_ready:
+                self.dicts_seconds = time.perf_counter() - started
+            else:
+                self._lay_out_in_background(graph, started)
             return graph
         log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
                     path, self.catch_up_max, header.applied_seq)
         del graph
         gc.unfreeze()  # the snapshot's graph was frozen out of the collector's reach: hand it back
         return None
+
+    def _lay_out_in_background(self, graph: ImpactGraph, started: float) -> None:
+        """Lay out the dicts of a graph started view first in a thread of their own; if that fails, the next
+        question that needs them lays them out (reading())."""
+        def lay_out() -> None:
+            try:
+                if graph.lay_out_dicts():
+                    self.dicts_seconds = time.perf_counter() - started
+                    log.info("impact graph: relationships laid out %.1f s after the load began (the compiled view "
+                             "answered from %.1f s)", self.dicts_seconds, self.load_seconds or 0)
+            except Exception:
+                log.exception("laying out the impact graph's relationships failed; the next question that needs "
+                              "them tries again")
+
+        try:
+            threading.Thread(target=lay_out, name="karta-graph-dicts", daemon=True).start()
+        except RuntimeError:  # no thread to be had: the next question that needs the dicts lays them out
+            log.exception("no thread to lay out the impact graph's relationships")
 
     def start_snapshots(self) -> None:
         """Write snapshots in the background (when a directory is set), checking every so often whether the
@@ -385,7 +435,7 @@ class LiveGraph:
         """Capture, encode and write (under the writers' lock); what it cost, or None if nothing was written."""
         taken = self._capture()
         if taken is None:
-            self.snapshot_skipped = "the graph was dropped or the worker is stopping"
+            self.snapshot_skipped = self.snapshot_skipped or "the graph was dropped or the worker is stopping"
             return None
         capture, holds, tries, anchor = taken
         try:
@@ -424,6 +474,9 @@ class LiveGraph:
                 if self._graph is None:
                     return None
                 graph = self._refresh()
+                if not graph.dicts_ready:  # started view first: the file is written from the dicts
+                    self.snapshot_skipped = "the graph's relationships are still being laid out"
+                    return None
                 state, anchor = (graph, graph.applied_seq, self.edges_version), self._anchor
                 capture = snapshot_file.Capture(graph)
                 while whole and not capture.done:
@@ -474,6 +527,21 @@ class LiveGraph:
                 header.code_digest) == (seq, lineage, self.schema_revision(), snapshot_file.semantics_digest(semantics),
                                         snapshot_file.CODE_DIGEST)
 
+    def _caught_up(self, graph: ImpactGraph) -> bool:
+        """_catch_up; when the changes fail on the compiled view of a graph started view first (the view and
+        its payloads then hold part of them: `broken`), its dicts are laid out from the file with the changes
+        applied before those, and the catch-up is made again on the dicts (whose view is built afresh later)."""
+        if not graph.broken:
+            try:
+                return self._catch_up(graph)
+            except Exception:
+                if not graph.broken:
+                    raise
+                log.exception("applying changes to the impact graph's compiled view failed: its dicts are laid out "
+                              "and the changes applied to them instead")
+        graph.lay_out_dicts()
+        return self._catch_up(graph)
+
     def _catch_up(self, graph: ImpactGraph) -> bool:
         """Apply every record up to the last committed one; False, having applied none, when there
         are more than `catch_up_max` of them, or when the database no longer holds the record the graph
@@ -512,8 +580,8 @@ class LiveGraph:
                         .where(id_in(conn, CI.c.id, touched)))}
             if any(r.object_type == "relationship" or (r.object_type == "ci" and r.action == "delete") for r in records):
                 self.edges_version += 1
-            for record in records:
-                _apply(graph, record, current)
+            graph.apply_changes([change for change in (_change(record, current) for record in records)
+                                 if change is not None])
             graph.applied_seq, self._anchor = records[-1].seq, (records[-1].seq, _lineage_of(records[-1]))
             if len(records) < self.catch_up_page:
                 break
@@ -522,23 +590,22 @@ class LiveGraph:
         return True
 
 
-def _apply(graph: ImpactGraph, record: Any, current: dict[uuid.UUID, tuple[str, int | None]]) -> None:
+def _change(record: Any, current: dict[uuid.UUID, tuple[str, int | None]]) -> tuple | None:
+    """The graph's change (ImpactGraph.apply_changes) a change record makes; None for one that changes nothing
+    the graph holds."""
     object_id, diff = record.object_id, record.diff
     if record.object_type == "ci":
         if record.action != "delete" and object_id in current:
-            graph.upsert_ci(str(object_id), *current[object_id])
-        else:
-            graph.remove_ci(str(object_id))
-    elif record.object_type == "relationship" and record.action in ("create", "delete"):
+            return ("upsert_ci", str(object_id), *current[object_id])
+        return ("remove_ci", str(object_id))
+    if record.object_type == "relationship" and record.action in ("create", "delete"):
         side = 1 if record.action == "create" else 0
         ends = (diff.get("source", [None, None])[side], diff.get("target", [None, None])[side],
                 diff.get("type", [None, None])[side])
         if None in ends:
-            return
-        if record.action == "create":
-            graph.add_relationship(*ends)
-        else:
-            graph.remove_relationship(*ends)
+            return None
+        return ("add_relationship" if record.action == "create" else "remove_relationship", *ends)
+    return None
 
 
 def _lineage(conn: Connection, seq: int) -> str | None:

@@ -341,16 +341,17 @@ INCONSISTENT = {
 
 
 @pytest.mark.parametrize("case", INCONSISTENT)
-@pytest.mark.parametrize("compact_min_cis", [None, 0])
-def test_a_body_that_contradicts_itself_is_refused(shop, tmp_path, case, compact_min_cis):
+@pytest.mark.parametrize("compact_min_cis, view_first", [(None, False), (0, False), (0, True)])
+def test_a_body_that_contradicts_itself_is_refused(shop, tmp_path, case, compact_min_cis, view_first):
     """A body the writer cannot have written is refused, not laid out: a graph that breaks the graph code's
     invariants would make a later change record raise in the catch-up of every worker that loaded it. Either
-    way of laying out the pred side (edge by edge; from the edges ordered by head, when the view is made)."""
+    way of laying out the pred side (edge by edge; from the edges ordered by head, when the view is made), and
+    view first (the checks on the dicts' lengths made on the arrays)."""
     edit, reason = INCONSISTENT[case]
     path = tmp_path / "graph.snapshot"
     seal(path, encoded(shop, edit))
     with pytest.raises(SnapshotRejected, match=reason):
-        snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=compact_min_cis)
+        snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=compact_min_cis, view_first=view_first)
 
 
 def part(name: str) -> int:
@@ -366,8 +367,8 @@ OUT_OF_RANGE = {
 
 
 @pytest.mark.parametrize("case", OUT_OF_RANGE)
-@pytest.mark.parametrize("compact_min_cis", [None, 0])
-def test_an_index_out_of_range_is_refused(shop, tmp_path, case, compact_min_cis):
+@pytest.mark.parametrize("compact_min_cis, view_first", [(None, False), (0, False), (0, True)])
+def test_an_index_out_of_range_is_refused(shop, tmp_path, case, compact_min_cis, view_first):
     """Checked before anything is laid out (an IndexError half way used to be the only guard), and before
     the compiled view, whose loops do not check bounds, is made from the file's arrays."""
     section, value = OUT_OF_RANGE[case]
@@ -376,7 +377,7 @@ def test_an_index_out_of_range_is_refused(shop, tmp_path, case, compact_min_cis)
     path = tmp_path / "graph.snapshot"
     seal(path, parts)
     with pytest.raises(SnapshotRejected, match=f"{section} index out of range"):
-        snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=compact_min_cis)
+        snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=compact_min_cis, view_first=view_first)
 
 
 def test_a_signed_index_type_is_refused(shop, tmp_path):

@@ -2,7 +2,7 @@
 
 A graph grown change by change, as a worker's follows a load: `--cis` CI records, then `--relationships`
 relationship records between random pairs, each decoded from JSON as a catch-up reads it, applied through
-the catch-up's own `_apply` (app.services.live_graph) to an empty graph. Timed with interning off and on,
+the catch-up's own `_change` and `ImpactGraph.apply_changes` (app.services.live_graph) to an empty graph. Timed with interning off and on,
 alternating, `--rounds` times each, in one process; then what the graph alone holds (pymalloc blocks,
 once the records are dropped and collected). Prints a Markdown table.
 
@@ -24,7 +24,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import graph.impact_graph as impact_graph  # noqa: E402
-from app.services.live_graph import _apply  # noqa: E402
+from app.services.live_graph import _change  # noqa: E402
 from graph import ImpactGraph  # noqa: E402
 from graph.semantics import STANDARD_SEMANTICS  # noqa: E402
 
@@ -46,8 +46,8 @@ def one_run(cis: int, relationships: int, intern: bool) -> tuple[float, int]:
     graph = ImpactGraph(dict(STANDARD_SEMANTICS))
     gc.collect()
     started = time.perf_counter()
-    for record in records:
-        _apply(graph, record, current)
+    for record in records:  # a record at a time, as the catch-up turned them into changes before
+        graph.apply_changes([_change(record, current)])
     seconds = time.perf_counter() - started
     del records, current, ids
     gc.collect()

@@ -120,7 +120,7 @@ class ImpactGraph:
     @property
     def broken(self) -> bool:
         """Whether a graph started view first lost its view before its dicts were laid out (changes that failed
-        half way): it can answer nothing, and is to be loaded again."""
+        half way): it can answer nothing until lay_out_dicts lays them out with the changes applied before."""
         return self._dicts_due is not None and self._view is None
 
     @property
@@ -359,9 +359,7 @@ class ImpactGraph:
             with self._lock:
                 if self._dicts_due is not due:  # dropped meanwhile (a load, new semantics)
                     return False
-                laid = ImpactGraph.over(self, g._node, g._succ, g._pred, set())
-                for operation, *arguments in self._replay:
-                    getattr(laid, operation)(*arguments)
+                ImpactGraph.over(self, g._node, g._succ, g._pred, set()).apply_changes(self._replay)
                 self._g = g
                 self._dicts_due, self._replay = None, []
                 if self._view is not None:  # kept current by the dicts' changes from now on

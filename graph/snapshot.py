@@ -529,9 +529,8 @@ def _sections(layout, body: memoryview) -> dict:
 def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview) -> ImpactGraph | None:
     """The graph with its CIs' payloads and its compiled view, its dicts due (ImpactGraph.start_view_first);
     None when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
-    then loads the graph the usual way. The
-    checks are _lay_out's: those on the dicts' lengths made on the arrays instead (no CI id twice, no pair
-    twice in a CI's successors)."""
+    then loads the graph the usual way. The checks are _lay_out's: those on the dicts' lengths made on the
+    arrays instead (no CI id twice, no pair twice in a CI's successors)."""
     import numpy as np
 
     from graph import compact

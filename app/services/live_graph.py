@@ -110,7 +110,6 @@ class LiveGraph:
         # cause, spof) as soon as its view is made, before its dicts are laid out (in a thread of their own):
         # graph.snapshot.load(view_first=True). Questions that need the dicts wait for them (reading()).
         self.view_first = view_first
-        self.dicts_seconds: float | None = None  # from the start of the last build to its dicts laid out
         self._registry = registry_cache
         self._graph: ImpactGraph | None = None
         self._lock = threading.Lock()
@@ -306,10 +305,7 @@ class LiveGraph:
             if not caught_up:  # a graph let go: its view, being made from the file, would keep it alive till then
                 graph.drop_compact()
         if caught_up:
-            self.dicts_seconds = None
-            if graph.dicts_ready:
-                self.dicts_seconds = time.perf_counter() - started
-            else:
+            if not graph.dicts_ready:
                 self._lay_out_in_background(graph, started)
             return graph
         log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
@@ -324,9 +320,8 @@ class LiveGraph:
         def lay_out() -> None:
             try:
                 if graph.lay_out_dicts():
-                    self.dicts_seconds = time.perf_counter() - started
                     log.info("impact graph: relationships laid out %.1f s after the load began (the compiled view "
-                             "answered from %.1f s)", self.dicts_seconds, self.load_seconds or 0)
+                             "answered from %.1f s)", time.perf_counter() - started, self.load_seconds or 0)
             except Exception:
                 log.exception("laying out the impact graph's relationships failed; the next question that needs "
                               "them tries again")

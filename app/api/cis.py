@@ -3,8 +3,10 @@
 import uuid
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api.ci_query import CIFilters, CIQuery, attribute_filters
 from app.api.deps import (
@@ -17,6 +19,7 @@ from app.api.deps import (
     write,
 )
 from app.api.responses import JSON
+from app.core import db
 from app.integrations import csv_export
 from app.models.change import HistoryPage
 from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIUpdate
@@ -79,10 +82,33 @@ def _export(request: Request, registry, filters: dict) -> StreamingResponse:
 
 
 @router.get("/{ci_id}", response_model=CIDetail)
-def get_ci(ci_id: uuid.UUID, request: Request, principal: Reader, registry: RegistryDep):
-    with read_transaction(request) as conn:
-        ci = cis.get_ci_detail(conn, registry, ci_id)
+async def get_ci(ci_id: uuid.UUID, request: Request, principal: Reader):
+    # An id in the usual spelling is answered by app/api/hot_routes.py, the same way, before this route.
+    return await ci_detail(request, ci_id)
+
+
+async def ci_detail(request: Request, ci_id: uuid.UUID) -> JSON:
+    """The CI's detail read (authorized already): at most `ci_read_concurrency` at once in this worker, the
+    database read in the thread pool."""
+    engine = request.app.state.engine
+    if db.read_may_wait(engine):
+        # X-Karta-Min-Seq with read replicas: the wait for a replica to show it is not a read's turn
+        await run_in_threadpool(db.prepare_read, engine)
+    async with _turns(request.app):
+        ci = await run_in_threadpool(_read_detail, request, ci_id)
     return JSON(ci, headers=_etag(ci))
+
+
+def _turns(app) -> anyio.CapacityLimiter:
+    turns = getattr(app.state, "ci_reads", None)
+    if turns is None:  # made at start-up (app.main); an application served without its lifespan makes it here
+        turns = app.state.ci_reads = anyio.CapacityLimiter(app.state.settings.ci_read_concurrency)
+    return turns
+
+
+def _read_detail(request: Request, ci_id: uuid.UUID) -> dict:
+    with read_transaction(request) as conn:
+        return cis.get_ci_detail(conn, request.app.state.registry, ci_id)
 
 
 @router.patch("/{ci_id}", response_model=CIPublic)

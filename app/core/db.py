@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 # Execution option that marks a connection as about to write (see _begin_sqlite_transaction).
 WRITE_OPTION = "karta_write"
@@ -136,6 +138,55 @@ def read_transaction(engine: Engine, *, begin: bool = False, routed: bool = True
         return
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+# The text of the statements driver_first has run, by statement and dialect (a handful: bounded below).
+_DRIVER_SQL: dict[tuple[int, str], tuple[Any, str, dict[str, Any]]] = {}
+
+
+def driver_first(conn: Connection, statement: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The first row of a SELECT (as a dict), or None: run by psycopg itself on `conn`'s connection, past
+    SQLAlchemy's execution and result handling, which cost the client ~160 µs of CPU for the CI detail
+    read against ~90 µs for psycopg alone (BENCHMARKS.md). PostgreSQL outside a transaction only (the
+    service's reads run in autocommit); for statements whose parameters and columns SQLAlchemy does not
+    convert (tests/test_cis.py compares the detail read's row both ways). The statement is compiled once.
+
+    An error leaves as SQLAlchemy raises it (a DBAPIError around psycopg's), so it is classified and
+    answered as before. One SQLAlchemy takes for a disconnect is handed to SQLAlchemy: the statement is
+    run once more through it, which fails at once on the broken connection and does what SQLAlchemy does
+    then (that connection and the pool's others of its generation dropped, `connection_invalidated` set,
+    which takes a replica out of rotation: app.core.replicas)."""
+    key = (id(statement), conn.dialect.name)
+    entry = _DRIVER_SQL.get(key)
+    if entry is None or entry[0] is not statement:
+        compiled = statement.compile(dialect=conn.dialect)
+        if len(_DRIVER_SQL) >= 64:
+            _DRIVER_SQL.clear()
+        # The values bound in the statement itself (literals); the caller's parameters fill the rest.
+        entry = _DRIVER_SQL[key] = (statement, compiled.string,
+                                    {name: value for name, value in compiled.params.items() if value is not None})
+    _, sql, constants = entry
+    arguments = {**constants, **params}
+    driver = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(sql, arguments)
+            row = cursor.fetchone()
+            names = [column.name for column in cursor.description] if row is not None else None
+    except psycopg.Error as exc:
+        if not conn.dialect.is_disconnect(exc, driver, None):
+            raise DBAPIError.instance(sql, arguments, exc, psycopg.Error, dialect=conn.dialect) from exc
+        found = conn.execute(statement, params).mappings().first()
+        return None if found is None else dict(found)
+    return None if row is None else dict(zip(names, row))
+
+
+def read_may_wait(engine: Engine) -> bool:
+    """Whether the request's first read of `engine` may wait for a replica to show a change
+    (X-Karta-Min-Seq, with read replicas): prepare_read(engine) would do that wait now."""
+    route = READ_ROUTE.get()
+    return (route is not None and route.may_lag and route.primary is engine and bool(route.min_seq)
+            and not route.decided)
 
 
 def prepare_read(engine: Engine) -> None:

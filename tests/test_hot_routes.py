@@ -1,0 +1,110 @@
+"""app/api/hot_routes.py: GET /api/v1/cis/{id} answered ahead of FastAPI's routing, on both databases.
+
+Each request is sent twice to the same application: as it runs (the hot route answers) and with the hot
+routes taken out (FastAPI's route answers). Status, body and headers must be the same (but the date and
+the request id), for answers and for every error the hot route can give. (Read routing through the hot
+route, the context variable reaching the read's thread included: tests/replica/test_read_replicas.py.)"""
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from app.api import hot_routes
+from tests.conftest import new_id
+
+_VARYING = {"date", "x-request-id"}
+
+
+@pytest.fixture
+def both_ways(app, api, monkeypatch):
+    answered_hot = []
+    handle = hot_routes._HotRoute.handle
+
+    async def counted(route, scope, receive, send):
+        answered_hot.append(scope["path"])
+        await handle(route, scope, receive, send)
+
+    monkeypatch.setattr(hot_routes._HotRoute, "handle", counted)
+
+    def ask(method: str, path: str, *, hot: bool, **kwargs):
+        answered_hot.clear()
+        response = api.request(method, path, **kwargs)
+        if hot is not None:
+            assert bool(answered_hot) is hot, f"{method} {path}: the hot route {'did not answer' if hot else 'answered'}"
+        return response
+
+    def compare(method: str, path: str, *, hot: bool | None = True, **kwargs):
+        first = ask(method, path, hot=hot, **kwargs)
+        routes = app.router.routes
+        app.router.routes = [route for route in routes if not isinstance(route, hot_routes._HotRoute)]
+        try:
+            second = ask(method, path, hot=False, **kwargs)
+        finally:
+            app.router.routes = routes
+        assert first.status_code == second.status_code, (first.text, second.text)
+        assert first.content == second.content
+        assert ({k: v for k, v in first.headers.items() if k not in _VARYING}
+                == {k: v for k, v in second.headers.items() if k not in _VARYING})
+        return first
+
+    return compare
+
+
+def test_a_ci_reads_the_same_through_the_hot_route_and_fastapis(api, both_ways):
+    hub = api.create_ci("server", "hub <é>", tags=["a"], attributes={"os": "debian", "n": None})
+    api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"], port=80)
+    api.relate(hub["id"], "depends_on", api.create_ci("database", "db")["id"])
+    answer = both_ways("GET", f"/api/v1/cis/{hub['id']}")
+    assert answer.status_code == 200 and answer.headers["etag"] == '"1"'
+    assert [v["label"] for v in answer.json()["relationships"]] == ["depends on", "hosts"]
+    for spelling in (hub["id"].upper(), hub["id"].replace("-", "")):  # what Starlette's uuid convertor takes
+        assert both_ways("GET", f"/api/v1/cis/{spelling}").json() == answer.json()
+    assert both_ways("GET", f"/api/v1/cis/{hub['id']}?unknown=1").json() == answer.json()
+    for scope in ("read", "write", "discovery"):
+        assert both_ways("GET", f"/api/v1/cis/{hub['id']}", as_=scope).status_code == 200
+
+
+def test_errors_are_the_same_through_the_hot_route_and_fastapis(api, both_ways, engine):
+    from app.services import tokens
+    from app.services.history import UnitOfWork
+
+    path = f"/api/v1/cis/{new_id()}"
+    assert both_ways("GET", path).status_code == 404
+    assert both_ways("GET", path, as_=None).status_code == 401
+    assert both_ways("GET", path, as_=None, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert both_ways("GET", path, as_=None, headers={"Authorization": "Basic dXNlcjpwdw=="}).status_code == 401
+    assert both_ways("GET", path, as_=None, headers={"Authorization": "Bearer "}).status_code == 401
+    # A token this worker has not seen yet is checked against the database, then cached.
+    for _ in range(2):
+        with UnitOfWork(engine, "tests") as uow:
+            secret = tokens.create_token(uow, f"reader-{new_id()[:8]}", ["read"])["secret"]
+        assert both_ways("GET", path, as_=None, headers={"Authorization": f"Bearer {secret}"}).status_code == 404
+    # Other methods: 405 as before (from the hot route, the first whose path matches), or FastAPI's route.
+    assert both_ways("HEAD", path, hot=None).status_code == 405
+    assert both_ways("POST", path, hot=None, json={}).status_code == 405
+    assert both_ways("PATCH", path, hot=False, json={"owner": "x"}).status_code == 404
+    # Not the hot route's: other spellings of an id, and what is not an id.
+    assert both_ways("GET", "/api/v1/cis/not-an-id", hot=False).status_code == 422
+    assert both_ways("GET", "/api/v1/cis/{" + new_id() + "}", hot=False).status_code in (404, 422)
+
+
+def test_database_and_unexpected_errors_are_answered_as_fastapis_route_answers_them(api, both_ways, monkeypatch):
+    from app.services import cis
+
+    ci = api.create_ci("server", "s1")
+
+    def unavailable(*args, **kwargs):  # the connection broke: SQLAlchemy says so
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"),
+                               connection_invalidated=True)
+
+    monkeypatch.setattr(cis, "get_ci_detail", unavailable)
+    same_id = {"X-Request-Id": "the-same-request"}  # a 500 names it
+    answer = both_ways("GET", f"/api/v1/cis/{ci['id']}", headers=same_id)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "2"
+    assert answer.headers["content-type"] == "application/problem+json"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cis, "get_ci_detail", broken)
+    answer = both_ways("GET", f"/api/v1/cis/{ci['id']}", headers=same_id)
+    assert answer.status_code == 500 and answer.json()["type"] == "urn:karta:problem:internal-error"

@@ -449,8 +449,27 @@ def test_the_detail_read_raises_database_errors_as_sqlalchemy_does(api, engine, 
         with pytest.raises(DBAPIError) as broken:
             driver_first(conn, text("SELECT 1 AS one"), {})
         assert broken.value.connection_invalidated and isinstance(broken.value.orig, psycopg.OperationalError)
+        assert "the connection is closed" not in str(broken.value.orig)  # what broke it, not the retry's error
     with read_transaction(engine) as conn:
         assert driver_first(conn, text("SELECT 1 AS one"), {}) == {"one": 1}
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_driver_first_sends_only_what_it_can_send_as_sqlalchemy_would(api, engine):
+    from sqlalchemy import bindparam, column, literal, select, text
+
+    from app.core.db import driver_first, read_transaction
+
+    with read_transaction(engine) as conn:
+        # literals bound by the statement itself, a NULL among them; the caller's parameters
+        assert driver_first(conn, select(literal("x").label("a"), literal(None).label("b"),
+                                         bindparam("c", type_=column("c").type).label("c")), {"c": 3}) == \
+            {"a": "x", "b": None, "c": 3}
+        with pytest.raises(ValueError, match="IN lists"):
+            driver_first(conn, select(literal(1).label("one")).where(literal(1).in_(bindparam("ids", expanding=True))),
+                         {"ids": [1, 2]})
+    with read_transaction(engine, begin=True) as conn, pytest.raises(ValueError, match="outside a transaction"):
+        driver_first(conn, text("SELECT 1 AS one"), {})
 
 
 @pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)

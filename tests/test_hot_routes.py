@@ -84,6 +84,7 @@ def test_errors_are_the_same_through_the_hot_route_and_fastapis(api, both_ways, 
     assert both_ways("PATCH", path, hot=False, json={"owner": "x"}).status_code == 404
     # Not the hot route's: other spellings of an id, and what is not an id.
     assert both_ways("GET", "/api/v1/cis/not-an-id", hot=False).status_code == 422
+    assert both_ways("GET", "/api/v1/cis/" + new_id().replace("-", "", 1), hot=False).status_code == 422
     assert both_ways("GET", "/api/v1/cis/{" + new_id() + "}", hot=False).status_code in (404, 422)
 
 
@@ -108,3 +109,50 @@ def test_database_and_unexpected_errors_are_answered_as_fastapis_route_answers_t
     monkeypatch.setattr(cis, "get_ci_detail", broken)
     answer = both_ways("GET", f"/api/v1/cis/{ci['id']}", headers=same_id)
     assert answer.status_code == 500 and answer.json()["type"] == "urn:karta:problem:internal-error"
+
+
+def test_single_ci_reads_take_turns_and_one_held_up_holds_the_others_up_no_longer_than_the_bound(app, api,
+                                                                                                   monkeypatch):
+    # KARTA_CI_READ_CONCURRENCY reads at once per worker, the others in order; one that waited
+    # KARTA_CI_READ_TURN_SECONDS goes anyway (a read held up by the database holds the others up no longer).
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.services import cis
+
+    held_up, other = api.create_ci("server", "held-up"), api.create_ci("server", "other")
+    detail, gates = cis.get_ci_detail, {}
+
+    def slow(conn, registry, ci_id):
+        if str(ci_id) == held_up["id"]:
+            entered, release = gates["entered"], gates["release"]
+            entered.set()
+            assert release.wait(20)
+        return detail(conn, registry, ci_id)
+
+    monkeypatch.setattr(cis, "get_ci_detail", slow)
+    with ThreadPoolExecutor(2) as pool:
+        for turn_seconds in (0.5, 30):
+            app.state.settings = app.state.settings.model_copy(
+                update={"ci_read_concurrency": 1, "ci_read_turn_seconds": turn_seconds})
+            app.state.ci_reads = None  # made again from the settings at the next read
+            gates.update(entered=threading.Event(), release=threading.Event())
+            first = pool.submit(api.get, f"/api/v1/cis/{held_up['id']}")
+            assert gates["entered"].wait(20)
+            started = time.monotonic()
+            second = pool.submit(api.get, f"/api/v1/cis/{other['id']}")
+            if turn_seconds < 1:
+                assert second.result(20).status_code == 200  # went after waiting its turn that long
+                assert 0.5 <= time.monotonic() - started < 10 and not first.done()
+                gates["release"].set()
+            else:
+                time.sleep(1)
+                assert not second.done()  # its turn comes when the first read is done
+                gates["release"].set()
+                assert second.result(20).status_code == 200
+            assert first.result(20).status_code == 200
+    started = time.monotonic()
+    for _ in range(3):  # every turn was given back
+        assert api.get(f"/api/v1/cis/{other['id']}").status_code == 200
+    assert time.monotonic() - started < 10

@@ -88,14 +88,26 @@ async def get_ci(ci_id: uuid.UUID, request: Request, principal: Reader):
 
 
 async def ci_detail(request: Request, ci_id: uuid.UUID) -> JSON:
-    """The CI's detail read (authorized already): at most `ci_read_concurrency` at once in this worker, the
-    database read in the thread pool."""
-    engine = request.app.state.engine
+    """The CI's detail read (authorized already), the database read in the thread pool: at most
+    `ci_read_concurrency` at once in this worker, unless a read waited `ci_read_turn_seconds` for its turn."""
+    engine, settings = request.app.state.engine, request.app.state.settings
     if db.read_may_wait(engine):
         # X-Karta-Min-Seq with read replicas: the wait for a replica to show it is not a read's turn
         await run_in_threadpool(db.prepare_read, engine)
-    async with _turns(request.app):
+    turns = _turns(request.app)
+    try:
+        turns.acquire_nowait()
+        took = True
+    except anyio.WouldBlock:
+        took = False
+        with anyio.move_on_after(settings.ci_read_turn_seconds):
+            await turns.acquire()
+            took = True
+    try:
         ci = await run_in_threadpool(_read_detail, request, ci_id)
+    finally:
+        if took:
+            turns.release()
     return JSON(ci, headers=_etag(ci))
 
 

@@ -12,8 +12,11 @@ same route template, read routing, security headers).
 
 FastAPI's route stays behind it: it is the one the OpenAPI description documents, and it answers what
 the plain route does not match (an id in another spelling, which it reads the same way, or refuses with
-422 as before)."""
+422 as before). FastAPI's `dependency_overrides` do not reach the plain route."""
 
+import uuid
+
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -29,14 +32,33 @@ async def _ci_detail(request: Request) -> Response:
     return await cis.ci_detail(request, request.path_params["ci_id"])
 
 
+class _CanonicalUUID(Convertor):
+    """An id as FastAPI's route takes it and as Karta writes it: 8-4-4-4-12 hex digits, or 32 in a row
+    (Starlette's own uuid convertor also takes some hyphens without the others, which FastAPI refused
+    with 422: such a path goes on to FastAPI's route, as do braces and urn:uuid:)."""
+
+    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}"
+
+    def convert(self, value: str) -> uuid.UUID:
+        return uuid.UUID(value)
+
+    def to_string(self, value: uuid.UUID) -> str:
+        return str(value)
+
+
+register_url_convertor("karta_uuid", _CanonicalUUID())
+
+
 class _HotRoute(Route):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = self  # FastAPI's router leaves this to its own routes; the request metrics read it
+        # FastAPI's router (APIRouter.app) sets scope["route"] for its own routes only; the request
+        # metrics label the request with its template from there
+        scope["route"] = self
         await super().handle(scope, receive, send)
 
 
 def routes() -> list[Route]:
-    detail = _HotRoute("/api/v1/cis/{ci_id:uuid}", _ci_detail, methods=["GET"])
+    detail = _HotRoute("/api/v1/cis/{ci_id:karta_uuid}", _ci_detail, methods=["GET"])
     detail.methods.discard("HEAD")  # Starlette adds HEAD to a GET route; FastAPI's route answers HEAD with 405
     return [detail]
 

@@ -32,9 +32,11 @@ class Settings(BaseSettings):
     # Single-CI reads (GET /api/v1/cis/{id}) a worker runs at once; the others wait their turn in order.
     # A worker is one Python process: more reads at once than it takes to cover one read's database
     # round trip only make them take turns at the interpreter, slower and less fairly (BENCHMARKS.md,
-    # "The single-CI read ahead of FastAPI's routing"). Raise it when the database is far (a round trip
-    # of more than ~1 ms). Reads waiting for a replica to catch up (X-Karta-Min-Seq) wait outside it.
+    # "The single-CI read ahead of FastAPI's routing"). A read that waited `ci_read_turn_seconds` for
+    # its turn goes anyway: reads held up by the database (a frozen replica, a far or loaded server)
+    # hold up the others no longer than that, and where reads are slow, more run at once.
     ci_read_concurrency: int = Field(default=3, ge=1, le=1000)
+    ci_read_turn_seconds: float = Field(default=0.1, ge=0, le=60)
     default_page_size: int = 100
     # Bounds on what a client sends: the body's size (413 beyond), the time to send the body (408
     # beyond) and the headers (the connection is closed beyond), so slow clients cannot hold workers.

@@ -376,6 +376,12 @@ class ReadRoute:
         if self.committed_seq is None or seq > self.committed_seq:
             self.committed_seq = seq
 
+    def may_wait(self) -> bool:
+        """Whether choosing the database may wait for a replica: a sequence to see that no replica in
+        rotation is known to hold yet (app.core.db.read_may_wait)."""
+        return (not self.decided and bool(self.min_seq) and
+                not any(replica.in_rotation and replica.applied_seq >= self.min_seq for replica in self.replicas.replicas))
+
     def prepare(self) -> None:
         """Choose the database now (app.core.db.prepare_read); the reads that follow keep the choice."""
         if not self.decided:

@@ -1,9 +1,9 @@
 """The reads that carry the most load, answered ahead of FastAPI's routing.
 
 `GET /api/v1/cis/{id}` is the read every tool makes (a CMDB lookup per alert, per playbook host, per
-ticket). Of the CPU one costs a worker, FastAPI's per-request work around the endpoint (matching the
-path through the included routers, solving the dependencies, validating the parameters) was about a
-sixth, as much as the database read itself (BENCHMARKS.md, "The single-CI read ahead of FastAPI's
+ticket). Of the CPU one cost a worker, FastAPI's per-request work around the endpoint (solving the
+dependencies and validating the parameters ~19%, matching the path through the included routers ~5%)
+was more than the statement's execution (BENCHMARKS.md, "The single-CI read ahead of FastAPI's
 routing"). So the path is also declared as a plain Starlette route, first in the application's routes,
 that does what FastAPI's route does by the same calls: the token checked by `app.api.deps.authorize`
 (what the `Reader` dependency runs), the answer made by `app.api.cis.ci_detail`, errors raised as

@@ -161,8 +161,8 @@ def _driver_sql(statement: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
 
 def driver_first(conn: Connection, statement: Any, params: dict[str, Any]) -> dict[str, Any] | None:
     """The first row of a SELECT (as a dict), or None: run by psycopg itself on `conn`'s connection, past
-    SQLAlchemy's execution and result handling, which cost the client ~160 µs of CPU for the CI detail
-    read against ~90 µs for psycopg alone (BENCHMARKS.md, "The single-CI read ahead of FastAPI's
+    SQLAlchemy's execution and result handling, which cost the client ~200 µs of CPU for the CI detail
+    read against 124-152 µs for psycopg alone (BENCHMARKS.md, "The single-CI read ahead of FastAPI's
     routing"). PostgreSQL outside a transaction only (the service's reads run in autocommit); for
     statements whose parameters and columns SQLAlchemy does not convert (tests/test_cis.py compares the
     detail read's row both ways). The statement is compiled once per engine.

@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
-        app.state.ci_reads = anyio.CapacityLimiter(settings.ci_read_concurrency)  # app/api/cis.py
+        app.state.ci_reads = cis.ReadTurns(settings.ci_read_concurrency, settings.ci_read_turn_seconds)
         gc.set_threshold(*settings.gc_thresholds)
         if settings.load_graph_at_startup:
             app.state.live_graph.warm_up(before=lambda: refresh_statistics(engine))

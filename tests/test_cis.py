@@ -456,7 +456,7 @@ def test_the_detail_read_raises_database_errors_as_sqlalchemy_does(api, engine, 
 
 @pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_driver_first_sends_only_what_it_can_send_as_sqlalchemy_would(api, engine):
-    from sqlalchemy import bindparam, column, literal, select, text
+    from sqlalchemy import JSON, bindparam, column, literal, select, text
 
     from app.core.db import driver_first, read_transaction
 
@@ -465,6 +465,10 @@ def test_driver_first_sends_only_what_it_can_send_as_sqlalchemy_would(api, engin
         assert driver_first(conn, select(literal("x").label("a"), literal(None).label("b"),
                                          bindparam("c", type_=column("c").type).label("c")), {"c": 3}) == \
             {"a": "x", "b": None, "c": 3}
+        with pytest.raises(ValueError, match="converts or computes"):  # a JSON parameter: SQLAlchemy wraps it
+            driver_first(conn, select(bindparam("j", type_=JSON).label("j")), {"j": {"a": 1}})
+        with pytest.raises(ValueError, match="converts or computes"):  # a value computed at each execution
+            driver_first(conn, select(bindparam("now", callable_=lambda: 1).label("now")), {})
         with pytest.raises(ValueError, match="IN lists"):
             driver_first(conn, select(literal(1).label("one")).where(literal(1).in_(bindparam("ids", expanding=True))),
                          {"ids": [1, 2]})

@@ -85,6 +85,8 @@ def test_errors_are_the_same_through_the_hot_route_and_fastapis(api, both_ways, 
     # Not the hot route's: other spellings of an id, and what is not an id.
     assert both_ways("GET", "/api/v1/cis/not-an-id", hot=False).status_code == 422
     assert both_ways("GET", "/api/v1/cis/" + new_id().replace("-", "", 1), hot=False).status_code == 422
+    for spelling in (new_id(), new_id().replace("-", "")):  # a newline after the id
+        assert both_ways("GET", f"/api/v1/cis/{spelling}%0A", hot=False).status_code == 422
     assert both_ways("GET", "/api/v1/cis/{" + new_id() + "}", hot=False).status_code in (404, 422)
 
 
@@ -156,3 +158,58 @@ def test_single_ci_reads_take_turns_and_one_held_up_holds_the_others_up_no_longe
     for _ in range(3):  # every turn was given back
         assert api.get(f"/api/v1/cis/{other['id']}").status_code == 200
     assert time.monotonic() - started < 10
+
+
+def test_read_turns_keep_a_moving_queue_in_order_and_let_a_stalled_one_go():
+    # ReadTurns (app/api/cis.py): `size` at once, the rest in order; a read goes without a turn only when
+    # no turn was given back for `stall_seconds`; a read cancelled while waiting, or just as a turn came
+    # to it, loses no turn.
+    import asyncio
+
+    from app.api.cis import ReadTurns
+
+    async def scenario():
+        turns, order, without = ReadTurns(1, 0.05), [], []
+
+        async def read(n: int, holds: float) -> None:
+            took = await turns.take()
+            (order if took else without).append(n)
+            try:
+                await asyncio.sleep(holds)
+            finally:
+                if took:
+                    turns.give_back()
+
+        # 30 reads of 20 ms each queue for up to 0.6 s, 12 times the stall bound: every one waits its turn
+        await asyncio.wait_for(asyncio.gather(*(read(n, 0.02) for n in range(30))), 10)
+        assert order == list(range(30)) and without == [] and turns.free == 1
+        # a read held up (1 s) stalls the queue: the others go without a turn after ~0.05 s
+        started = asyncio.get_running_loop().time()
+        stuck = asyncio.create_task(read(-1, 1.0))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*(read(n, 0.0) for n in range(3))), 10)
+        assert without == [0, 1, 2] and asyncio.get_running_loop().time() - started < 0.5
+        await stuck
+        assert turns.free == 1 and not turns.waiting
+        # cancelled while waiting, and cancelled as the turn reaches it: the turn goes on
+        holder = asyncio.create_task(read(100, 0.05))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(read(101, 0.0))
+        after = asyncio.create_task(read(102, 0.0))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        await asyncio.gather(holder, after, return_exceptions=True)
+        assert order[-2:] == [100, 102] and turns.free == 1
+        late = ReadTurns(1, 5.0)
+        assert await late.take()
+        waiting = asyncio.create_task(late.take())
+        await asyncio.sleep(0.01)
+        late.give_back()  # hands the turn to `waiting`, which is cancelled before it runs
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        if not waiting.cancelled():  # Python 3.11's wait_for keeps a result that came with the cancel
+            assert waiting.result() is True
+            late.give_back()  # as the read's `finally` does
+        assert late.free == 1 and not late.waiting and await late.take()
+
+    asyncio.run(scenario())

@@ -1,9 +1,11 @@
 """/api/v1/cis: configuration items."""
 
+import asyncio
+import time
 import uuid
+from collections import deque
 from typing import Annotated, Literal
 
-import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -88,33 +90,80 @@ async def get_ci(ci_id: uuid.UUID, request: Request, principal: Reader):
 
 
 async def ci_detail(request: Request, ci_id: uuid.UUID) -> JSON:
-    """The CI's detail read (authorized already), the database read in the thread pool: at most
-    `ci_read_concurrency` at once in this worker, unless a read waited `ci_read_turn_seconds` for its turn."""
-    engine, settings = request.app.state.engine, request.app.state.settings
+    """The CI's detail read (authorized already), the database read in the thread pool, at most
+    `ci_read_concurrency` at once in this worker (ReadTurns)."""
+    engine = request.app.state.engine
     if db.read_may_wait(engine):
         # X-Karta-Min-Seq with read replicas: the wait for a replica to show it is not a read's turn
         await run_in_threadpool(db.prepare_read, engine)
     turns = _turns(request.app)
-    try:
-        turns.acquire_nowait()
-        took = True
-    except anyio.WouldBlock:
-        took = False
-        with anyio.move_on_after(settings.ci_read_turn_seconds):
-            await turns.acquire()
-            took = True
+    took = await turns.take()
     try:
         ci = await run_in_threadpool(_read_detail, request, ci_id)
     finally:
         if took:
-            turns.release()
+            turns.give_back()
     return JSON(ci, headers=_etag(ci))
 
 
-def _turns(app) -> anyio.CapacityLimiter:
+class ReadTurns:
+    """At most `size` reads at once (on one event loop), the others waiting in order. A waiting read goes
+    without a turn when no read has given one back for `stall_seconds`: the reads holding the turns are
+    then held up by the database (a frozen replica, a far or loaded server), and they hold the others up
+    no longer. A queue that moves keeps its order however long it is (an overloaded worker still runs
+    `size` at once)."""
+
+    def __init__(self, size: int, stall_seconds: float) -> None:
+        self.free = size
+        self.stall_seconds = stall_seconds
+        self.waiting: deque[asyncio.Future] = deque()
+        self.given_back = time.monotonic()
+
+    async def take(self) -> bool:
+        """True with a turn (give it back), False when it goes without one."""
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return True
+        turn = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            for _ in range(_STALL_CHECKS):
+                try:
+                    await asyncio.wait_for(asyncio.shield(turn), self.stall_seconds)
+                    return True
+                except TimeoutError:
+                    if turn.done() or time.monotonic() - self.given_back >= self.stall_seconds:
+                        break
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.give_back()  # handed over as this read was cancelled: to the next one
+            else:
+                turn.cancel()
+            raise
+        if turn.done() and not turn.cancelled():
+            return True  # handed over just as it gave up waiting
+        turn.cancel()  # give_back passes over it
+        return False
+
+    def give_back(self) -> None:
+        self.given_back = time.monotonic()
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1
+
+
+# A read checks this many times whether the queue moves before it goes without a turn all the same.
+_STALL_CHECKS = 100
+
+
+def _turns(app) -> ReadTurns:
     turns = getattr(app.state, "ci_reads", None)
     if turns is None:  # made at start-up (app.main); an application served without its lifespan makes it here
-        turns = app.state.ci_reads = anyio.CapacityLimiter(app.state.settings.ci_read_concurrency)
+        settings = app.state.settings
+        turns = app.state.ci_reads = ReadTurns(settings.ci_read_concurrency, settings.ci_read_turn_seconds)
     return turns
 
 

@@ -37,7 +37,8 @@ class _CanonicalUUID(Convertor):
     (Starlette's own uuid convertor also takes some hyphens without the others, which FastAPI refused
     with 422: such a path goes on to FastAPI's route, as do braces and urn:uuid:)."""
 
-    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}"
+    # (?!\n): the route's pattern ends in `$`, which also matches before a final newline (%0A)
+    regex = "(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})(?!\n)"
 
     def convert(self, value: str) -> uuid.UUID:
         return uuid.UUID(value)

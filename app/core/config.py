@@ -33,9 +33,9 @@ class Settings(BaseSettings):
     # A worker is one Python process: more reads at once than it takes to cover one read's database
     # round trip only make them take turns at the interpreter, less fairly (at 16 at once, the 99th
     # percentile was 1.4-11x as long: BENCHMARKS.md, "The single-CI read ahead of FastAPI's routing").
-    # A read that waited `ci_read_turn_seconds` for its turn goes anyway: reads held up by the database
-    # (a frozen replica, a far or loaded server) hold up the others no longer than that, and where reads
-    # are slow, more run at once.
+    # A waiting read goes without a turn once no read has given one back for `ci_read_turn_seconds`: reads
+    # held up by the database (a frozen replica, a far or loaded server) hold up the others no longer
+    # than that. A queue that moves keeps its order however long (app/api/cis.py, ReadTurns).
     ci_read_concurrency: int = Field(default=3, ge=1, le=1000)
     ci_read_turn_seconds: float = Field(default=0.1, ge=0, le=60)
     default_page_size: int = 100

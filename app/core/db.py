@@ -151,6 +151,10 @@ def _driver_sql(statement: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
         compiled = statement.compile(dialect=dialect)
         if compiled.post_compile_params or compiled.literal_execute_params:
             raise ValueError("driver_first cannot send a statement SQLAlchemy completes at execution (IN lists)")
+        if compiled.escaped_bind_names or any(
+                bind.callable is not None or bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
+                for bind in compiled.bind_names):
+            raise ValueError("driver_first cannot send parameters SQLAlchemy converts or computes at execution")
         # The values the statement binds itself (literals); the caller's parameters fill the others.
         constants = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
         if len(_DRIVER_SQL) >= 64:

@@ -300,7 +300,7 @@ def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list | None
     that fails leaves nothing behind, so a relationship array too big for one value (~1,000
     relationships of ~1 MB of attributes each) is read again row by row, as before, instead of failing.
     Relationships whose attributes pass DETAIL_INLINE_ATTRIBUTES_MAX are not built into one array at all.
-    The statement is run by psycopg alone (app.core.db.driver_first: ~25-45% less of the client's CPU than
+    The statement is run by psycopg alone (app.core.db.driver_first: ~25-40% less of the client's CPU than
     SQLAlchemy's execution, for the read every tool makes)."""
     driver = conn.connection.driver_connection
     if not getattr(driver, "autocommit", False):

@@ -12,8 +12,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import web
-from app.api import (ansible, changes, cis, health, impact, imports, incidents, ingest, metrics, openapi, problems,
-                     prometheus, registry, relationships, search, service_map, tokens, webhooks)
+from app.api import (ansible, changes, cis, health, hot_routes, impact, imports, incidents, ingest, metrics, openapi,
+                     problems, prometheus, registry, relationships, search, service_map, tokens, webhooks)
 from app.api.limits import BoundedBody
 from app.api.read_routing import ReadRouting
 from app.api.responses import PROBLEM_RESPONSES
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        app.state.ci_reads = cis.ReadTurns(settings.ci_read_concurrency, settings.ci_read_turn_seconds)
         gc.set_threshold(*settings.gc_thresholds)
         if settings.load_graph_at_startup:
             app.state.live_graph.warm_up(before=lambda: refresh_statistics(engine))
@@ -103,5 +104,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=PROBLEM_RESPONSES if module is not health else None)
     openapi.install(app)
     web.install(app)
+    hot_routes.install(app)
     logging.getLogger("karta").setLevel(logging.INFO)
     return app

@@ -1,5 +1,7 @@
 """The CI resource: create, read, update with optimistic concurrency, delete, list filters, pagination."""
 
+from contextlib import contextmanager
+
 import pytest
 
 from tests.conftest import discovered_app_host_and_database, new_id
@@ -360,36 +362,118 @@ def test_detail_lists_relationships_in_order_and_truncates_past_the_limit(api, m
     assert api.get(f"/api/v1/cis/{hub['id']}").json()["relationships_truncated"] is False
 
 
-@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
-def test_the_detail_read_is_one_prepared_statement_on_postgresql(api, engine):
-    # #14: one statement per read, prepared. psycopg prepares a statement on the connection once it ran
-    # five times there; the read's SQLAlchemy statement is built once, so its text is the same each time.
+@contextmanager
+def _sent_by_psycopg(monkeypatch):
+    """(sent from this thread?, query) for every statement psycopg sends, SQLAlchemy's and those the
+    detail read sends itself (app.core.db.driver_first) alike."""
     import threading
 
-    from sqlalchemy import event, text
+    import psycopg
+
+    sent, me, execute = [], threading.get_ident(), psycopg.Cursor.execute
+
+    def recording(cursor, query, *args, **kwargs):
+        sent.append((threading.get_ident() == me, query if isinstance(query, str) else repr(query)))
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    yield sent
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_detail_read_is_one_prepared_statement_on_postgresql(api, engine, monkeypatch):
+    # #14: one statement per read, prepared. psycopg prepares a statement on the connection once it ran
+    # five times there; the read's statement is built once, so its text is the same each time.
+    from sqlalchemy import text
 
     from app.core.db import read_transaction
     from app.services import cis
 
     hub = api.create_ci("server", "hub")
     api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"])
-    statements, reader = [], threading.get_ident()
+    with _sent_by_psycopg(monkeypatch) as sent, read_transaction(engine) as conn:
+        for _ in range(6):
+            assert len(cis.get_ci_detail(conn, api.client.app.state.registry, hub["id"])["relationships"]) == 1
+        prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%json_agg%'"))
+        assert prepared.scalar() == 1
+    reads = [query for own, query in sent if own and "UNION ALL" in query]  # not a registry reload
+    assert len(reads) == 6 and all("json_agg" in query for query in reads)
 
-    def seen(conn, cursor, statement, *args):
-        if threading.get_ident() == reader:  # not the service's background threads
-            statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        with read_transaction(engine) as conn:
-            for _ in range(6):
-                assert len(cis.get_ci_detail(conn, api.client.app.state.registry, hub["id"])["relationships"]) == 1
-            prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%json_agg%'"))
-            assert prepared.scalar() == 1
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-    reads = [statement for statement in statements if "UNION ALL" in statement]  # not a registry reload
-    assert len(reads) == 6 and all("json_agg" in statement for statement in reads)
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_detail_read_row_is_the_same_through_psycopg_as_through_sqlalchemy(api, engine):
+    # driver_first runs the detail statement on psycopg alone: its row must be SQLAlchemy's, value for
+    # value and type for type (UUIDs, aware datetimes, JSON, NULLs, non-ASCII text), found or not.
+    from app.core.db import driver_first, read_transaction
+    from app.services import cis
+
+    hub = api.create_ci("server", "hub-é", environment="prod", tags=["a"], attributes={"n": 1, "x": None, "s": "ü"})
+    bare = api.create_ci("server", "bare")
+    api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"], port=80, note="ß")
+    api.relate(hub["id"], "depends_on", api.create_ci("database", "db")["id"])
+    with read_transaction(engine) as conn:
+        for ci_id in (hub["id"], bare["id"], new_id()):
+            params = {"ci_id": ci_id, "rel_limit": 10, "inline_max": cis.DETAIL_INLINE_ATTRIBUTES_MAX}
+            expected = conn.execute(cis._DETAIL, params).mappings().first()
+            got = driver_first(conn, cis._DETAIL, params)
+            if expected is None:
+                assert got is None
+                continue
+            assert list(got) == list(expected.keys())
+            for name, value in expected.items():
+                assert got[name] == value and type(got[name]) is type(value), name
+            if ci_id == hub["id"]:
+                assert len(got["relationships"]) == 2 and got["last_seen"] is None and got["tags"] == ["a"]
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_detail_read_raises_database_errors_as_sqlalchemy_does(api, engine, monkeypatch):
+    # A statement PostgreSQL refuses leaves driver_first as SQLAlchemy's error around psycopg's, so the
+    # handlers classify it; a connection that breaks under it is handed to SQLAlchemy, which drops it
+    # (connection_invalidated) and fails the read at once.
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+    from app.core.db import driver_first, read_transaction
+
+    with read_transaction(engine) as conn:
+        with pytest.raises(ProgrammingError) as refused:
+            driver_first(conn, text("SELECT no_such_column FROM ci WHERE id = :ci_id"), {"ci_id": new_id()})
+        assert refused.value.orig.sqlstate == "42703" and not refused.value.connection_invalidated
+        assert driver_first(conn, text("SELECT 1 AS one"), {}) == {"one": 1}  # the connection still serves
+    with read_transaction(engine) as conn:
+        pid = conn.connection.driver_connection.info.backend_pid
+        with engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as broken:
+            driver_first(conn, text("SELECT 1 AS one"), {})
+        assert broken.value.connection_invalidated and isinstance(broken.value.orig, psycopg.OperationalError)
+        assert "the connection is closed" not in str(broken.value.orig)  # what broke it, not the retry's error
+    with read_transaction(engine) as conn:
+        assert driver_first(conn, text("SELECT 1 AS one"), {}) == {"one": 1}
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_driver_first_sends_only_what_it_can_send_as_sqlalchemy_would(api, engine):
+    from sqlalchemy import JSON, bindparam, column, literal, select, text
+
+    from app.core.db import driver_first, read_transaction
+
+    with read_transaction(engine) as conn:
+        # literals bound by the statement itself, a NULL among them; the caller's parameters
+        assert driver_first(conn, select(literal("x").label("a"), literal(None).label("b"),
+                                         bindparam("c", type_=column("c").type).label("c")), {"c": 3}) == \
+            {"a": "x", "b": None, "c": 3}
+        with pytest.raises(ValueError, match="converts or computes"):  # a JSON parameter: SQLAlchemy wraps it
+            driver_first(conn, select(bindparam("j", type_=JSON).label("j")), {"j": {"a": 1}})
+        with pytest.raises(ValueError, match="converts or computes"):  # a value computed at each execution
+            driver_first(conn, select(bindparam("now", callable_=lambda: 1).label("now")), {})
+        with pytest.raises(ValueError, match="IN lists"):
+            driver_first(conn, select(literal(1).label("one")).where(literal(1).in_(bindparam("ids", expanding=True))),
+                         {"ids": [1, 2]})
+    with read_transaction(engine, begin=True) as conn, pytest.raises(ValueError, match="outside a transaction"):
+        driver_first(conn, text("SELECT 1 AS one"), {})
 
 
 @pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
@@ -399,9 +483,7 @@ def test_the_detail_read_falls_back_to_two_statements_where_one_cannot_do(api, e
     # in the server's memory; and an array past PostgreSQL's bound for one value all the same
     # (program_limit_exceeded, here made by a real statement that asks PostgreSQL 15 for a 1.1 GB string)
     # is read again row by row, not a 500.
-    import threading
-
-    from sqlalchemy import event, text
+    from sqlalchemy import text
 
     from app.core.db import read_transaction
     from app.services import cis
@@ -410,30 +492,22 @@ def test_the_detail_read_falls_back_to_two_statements_where_one_cannot_do(api, e
     api.relate(api.create_ci("application", "app")["id"], "runs_on", hub["id"], port=80)
     expected = api.get(f"/api/v1/cis/{hub['id']}").json()
     registry = api.client.app.state.registry
-    statements, reader = [], threading.get_ident()
-
-    def seen(conn, cursor, statement, *args):
-        statements.append((threading.get_ident() == reader, statement))
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with _sent_by_psycopg(monkeypatch) as sent:
         with read_transaction(engine, begin=True) as conn:
             in_transaction = cis.get_ci_detail(conn, registry, hub["id"])
-        mine = [statement for own, statement in statements if own]  # not the service's background threads
-        assert not any("json_agg" in statement for statement in mine)
-        assert len([statement for statement in mine if "UNION ALL" in statement]) == 1
+        mine = [query for own, query in sent if own]  # not the service's background threads
+        assert not any("json_agg" in query for query in mine)
+        assert len([query for query in mine if "UNION ALL" in query]) == 1
         monkeypatch.setattr(cis, "DETAIL_INLINE_ATTRIBUTES_MAX", 1)  # the relationship's attributes take more
-        statements.clear()
+        sent.clear()
         inline_bound = api.get(f"/api/v1/cis/{hub['id']}")
-        tried = [statement for _, statement in statements if "UNION ALL" in statement]
+        tried = [query for _, query in sent if "UNION ALL" in query]
         assert len(tried) == 2 and "json_agg" in tried[0] and "json_agg" not in tried[1]  # then row by row
         monkeypatch.setattr(cis, "_DETAIL", text("SELECT repeat('x', 1100000000) AS relationships "
                                                  "WHERE CAST(:ci_id AS uuid) IS NOT NULL AND :rel_limit > 0"))
-        statements.clear()
+        sent.clear()
         too_big = api.get(f"/api/v1/cis/{hub['id']}")
-        assert any("repeat(" in statement for _, statement in statements)  # the one statement was tried
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+        assert any("repeat(" in query for _, query in sent)  # the one statement was tried
     assert too_big.status_code == 200, too_big.text
     assert inline_bound.status_code == 200, inline_bound.text
     for answer in (too_big.json(), inline_bound.json(), in_transaction):

@@ -1,10 +1,14 @@
 """/api/v1/cis: configuration items."""
 
+import asyncio
+import time
 import uuid
+from collections import deque
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api.ci_query import CIFilters, CIQuery, attribute_filters
 from app.api.deps import (
@@ -17,6 +21,7 @@ from app.api.deps import (
     write,
 )
 from app.api.responses import JSON
+from app.core import db
 from app.integrations import csv_export
 from app.models.change import HistoryPage
 from app.models.ci import CICreate, CIDetail, CIPage, CIPublic, CIUpdate
@@ -79,10 +84,92 @@ def _export(request: Request, registry, filters: dict) -> StreamingResponse:
 
 
 @router.get("/{ci_id}", response_model=CIDetail)
-def get_ci(ci_id: uuid.UUID, request: Request, principal: Reader, registry: RegistryDep):
-    with read_transaction(request) as conn:
-        ci = cis.get_ci_detail(conn, registry, ci_id)
+async def get_ci(ci_id: uuid.UUID, request: Request, principal: Reader):
+    # An id in the usual spelling is answered by app/api/hot_routes.py, the same way, before this route.
+    return await ci_detail(request, ci_id)
+
+
+async def ci_detail(request: Request, ci_id: uuid.UUID) -> JSON:
+    """The CI's detail read (authorized already), the database read in the thread pool, at most
+    `ci_read_concurrency` at once in this worker (ReadTurns)."""
+    engine = request.app.state.engine
+    if db.read_may_wait(engine):
+        # X-Karta-Min-Seq with read replicas: the wait for a replica to show it is not a read's turn
+        await run_in_threadpool(db.prepare_read, engine)
+    turns = _turns(request.app)
+    took = await turns.take()
+    try:
+        ci = await run_in_threadpool(_read_detail, request, ci_id)
+    finally:
+        if took:
+            turns.give_back()
     return JSON(ci, headers=_etag(ci))
+
+
+class ReadTurns:
+    """At most `size` reads at once (on one event loop), the others waiting in order. A waiting read goes
+    without a turn when no read has given one back for `stall_seconds`: the reads holding the turns are
+    then held up by the database (a frozen replica, a far or loaded server), and they hold the others up
+    no longer. A queue that moves keeps its order however long it is (an overloaded worker still runs
+    `size` at once)."""
+
+    def __init__(self, size: int, stall_seconds: float) -> None:
+        self.free = size
+        self.stall_seconds = stall_seconds
+        self.waiting: deque[asyncio.Future] = deque()
+        self.given_back = time.monotonic()
+
+    async def take(self) -> bool:
+        """True with a turn (give it back), False when it goes without one."""
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return True
+        turn = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            for _ in range(_STALL_CHECKS):
+                try:
+                    await asyncio.wait_for(asyncio.shield(turn), self.stall_seconds)
+                    return True
+                except TimeoutError:
+                    if turn.done() or time.monotonic() - self.given_back >= self.stall_seconds:
+                        break
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.give_back()  # handed over as this read was cancelled: to the next one
+            else:
+                turn.cancel()
+            raise
+        if turn.done() and not turn.cancelled():
+            return True  # handed over just as it gave up waiting
+        turn.cancel()  # give_back passes over it
+        return False
+
+    def give_back(self) -> None:
+        self.given_back = time.monotonic()
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1
+
+
+# A read checks this many times whether the queue moves before it goes without a turn all the same.
+_STALL_CHECKS = 100
+
+
+def _turns(app) -> ReadTurns:
+    turns = getattr(app.state, "ci_reads", None)
+    if turns is None:  # made at start-up (app.main); an application served without its lifespan makes it here
+        settings = app.state.settings
+        turns = app.state.ci_reads = ReadTurns(settings.ci_read_concurrency, settings.ci_read_turn_seconds)
+    return turns
+
+
+def _read_detail(request: Request, ci_id: uuid.UUID) -> dict:
+    with read_transaction(request) as conn:
+        return cis.get_ci_detail(conn, request.app.state.registry, ci_id)
 
 
 @router.patch("/{ci_id}", response_model=CIPublic)

@@ -47,22 +47,31 @@ async def _authenticate(request: Request, credentials: HTTPAuthorizationCredenti
     return principal
 
 
+def _admitted(principal: Principal, scopes: tuple[Scope, ...]) -> Principal:
+    if not any(principal.has(scope) for scope in scopes):
+        wanted = " or ".join(scope.value for scope in scopes)
+        raise Forbidden(f"This needs a token with scope '{wanted}'; token '{principal.name}' has "
+                        f"{', '.join(sorted(principal.scopes)) or 'none'}.")
+    return principal
+
+
 def require(*scopes: Scope):
     """A dependency that admits tokens holding any one of `scopes` (admin holds every scope)."""
-    wanted = " or ".join(scope.value for scope in scopes)
 
     # async so FastAPI runs it on the event loop: a cached token costs no thread hop; a cache miss
     # goes to the thread pool.
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
-        principal = await _authenticate(request, credentials)
-        if not any(principal.has(scope) for scope in scopes):
-            raise Forbidden(f"This needs a token with scope '{wanted}'; token '{principal.name}' has "
-                            f"{', '.join(sorted(principal.scopes)) or 'none'}.")
-        return principal
+        return _admitted(await _authenticate(request, credentials), scopes)
 
     return Depends(dependency)
+
+
+async def authorize(request: Request, *scopes: Scope) -> Principal:
+    """What `require(*scopes)` does, for an endpoint FastAPI does not call (app/api/hot_routes.py):
+    the same header parsing, token check and errors."""
+    return _admitted(await _authenticate(request, await _bearer(request)), scopes)
 
 
 Reader = Annotated[Principal, require(Scope.read)]

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     # Threads serving blocking endpoints per worker, and database connections held per worker.
     # One connection per thread, so no request waits for a connection or opens one of its own.
     threads: int = 16
+    # Single-CI reads (GET /api/v1/cis/{id}) a worker runs at once; the others wait their turn in order.
+    # A worker is one Python process: more reads at once than it takes to cover one read's database
+    # round trip only make them take turns at the interpreter, less fairly (at 16 at once, the 99th
+    # percentile was 1.4-11x as long: BENCHMARKS.md, "The single-CI read ahead of FastAPI's routing").
+    # A waiting read goes without a turn once no read has given one back for `ci_read_turn_seconds`: reads
+    # held up by the database (a frozen replica, a far or loaded server) hold up the others no longer
+    # than that. A queue that moves keeps its order however long (app/api/cis.py, ReadTurns).
+    ci_read_concurrency: int = Field(default=3, ge=1, le=1000)
+    ci_read_turn_seconds: float = Field(default=0.1, ge=0, le=60)
     default_page_size: int = 100
     # Bounds on what a client sends: the body's size (413 beyond), the time to send the body (408
     # beyond) and the headers (the connection is closed beyond), so slow clients cannot hold workers.

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 # Execution option that marks a connection as about to write (see _begin_sqlite_transaction).
 WRITE_OPTION = "karta_write"
@@ -136,6 +138,72 @@ def read_transaction(engine: Engine, *, begin: bool = False, routed: bool = True
         return
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+# What driver_first sends for a statement on a dialect (an engine's): a handful, bounded below.
+_DRIVER_SQL: dict[tuple[int, int], tuple[Any, Any, str, dict[str, Any]]] = {}
+
+
+def _driver_sql(statement: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
+    key = (id(statement), id(dialect))
+    entry = _DRIVER_SQL.get(key)
+    if entry is None or entry[0] is not statement or entry[1] is not dialect:
+        compiled = statement.compile(dialect=dialect)
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            raise ValueError("driver_first cannot send a statement SQLAlchemy completes at execution (IN lists)")
+        if compiled.escaped_bind_names or any(
+                bind.callable is not None or bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
+                for bind in compiled.bind_names):
+            raise ValueError("driver_first cannot send parameters SQLAlchemy converts or computes at execution")
+        # The values the statement binds itself (literals); the caller's parameters fill the others.
+        constants = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
+        if len(_DRIVER_SQL) >= 64:
+            _DRIVER_SQL.clear()
+        entry = _DRIVER_SQL[key] = (statement, dialect, compiled.string, constants)
+    return entry[2], entry[3]
+
+
+def driver_first(conn: Connection, statement: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The first row of a SELECT (as a dict), or None: run by psycopg itself on `conn`'s connection, past
+    SQLAlchemy's execution and result handling, which cost the client ~200 µs of CPU for the CI detail
+    read against 124-152 µs for psycopg alone (BENCHMARKS.md, "The single-CI read ahead of FastAPI's
+    routing"). PostgreSQL outside a transaction only (the service's reads run in autocommit); for
+    statements whose parameters and columns SQLAlchemy does not convert (tests/test_cis.py compares the
+    detail read's row both ways). The statement is compiled once per engine.
+
+    An error leaves as SQLAlchemy raises it (a DBAPIError around psycopg's), so it is classified and
+    answered as before. On one SQLAlchemy takes for a disconnect, the statement is run once more through
+    SQLAlchemy, which fails at once on the broken connection and does what SQLAlchemy does then (that
+    connection and the pool's others of its generation dropped); the error raised is still psycopg's
+    first one, with `connection_invalidated` set (which takes a replica out of rotation: app.core.replicas)."""
+    driver = conn.connection.driver_connection
+    if not getattr(driver, "autocommit", False):
+        raise ValueError("driver_first runs outside a transaction only (PostgreSQL in autocommit)")
+    sql, constants = _driver_sql(statement, conn.dialect)
+    arguments = {**constants, **params}
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(sql, arguments)
+            row = cursor.fetchone()
+            names = [column.name for column in cursor.description] if row is not None else None
+    except psycopg.Error as exc:
+        if not conn.dialect.is_disconnect(exc, driver, None):
+            raise DBAPIError.instance(sql, arguments, exc, psycopg.Error, dialect=conn.dialect) from exc
+        try:
+            found = conn.execute(statement, params).mappings().first()
+        except DBAPIError as again:
+            raise DBAPIError.instance(sql, arguments, exc, psycopg.Error, dialect=conn.dialect,
+                                      connection_invalidated=again.connection_invalidated) from again
+        return None if found is None else dict(found)
+    return None if row is None else dict(zip(names, row))
+
+
+def read_may_wait(engine: Engine) -> bool:
+    """Whether the request's first read of `engine` may wait for a replica to show a change
+    (X-Karta-Min-Seq, with read replicas, none of which is known to have it): prepare_read(engine) would
+    do that wait now."""
+    route = READ_ROUTE.get()
+    return route is not None and route.may_lag and route.primary is engine and route.may_wait()
 
 
 def prepare_read(engine: Engine) -> None:

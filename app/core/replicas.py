@@ -376,6 +376,14 @@ class ReadRoute:
         if self.committed_seq is None or seq > self.committed_seq:
             self.committed_seq = seq
 
+    def may_wait(self) -> bool:
+        """Whether choosing the database may wait for a replica: a sequence to see that no replica in
+        rotation is known to hold yet (app.core.db.read_may_wait)."""
+        if self.decided or not self.min_seq:
+            return False
+        rotation = [replica for replica in self.replicas.replicas if replica.in_rotation]
+        return bool(rotation) and not any(replica.applied_seq >= self.min_seq for replica in rotation)
+
     def prepare(self) -> None:
         """Choose the database now (app.core.db.prepare_read); the reads that follow keep the choice."""
         if not self.decided:

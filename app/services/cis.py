@@ -11,6 +11,7 @@ from sqlalchemy import (ColumnElement, Connection, bindparam, case, delete, fals
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError
 
+from app.core.db import driver_first
 from app.core.dialect import locked, row_locks
 from app.models import CIIdentifier, CISource, ConfigurationItem, Relationship
 from app.models.ci import CICreate
@@ -298,17 +299,21 @@ def _detail_in_one(conn: Connection, ci_id: uuid.UUID) -> tuple[Any, list | None
     Only outside a transaction (the service's reads on PostgreSQL run in autocommit): there a statement
     that fails leaves nothing behind, so a relationship array too big for one value (~1,000
     relationships of ~1 MB of attributes each) is read again row by row, as before, instead of failing.
-    Relationships whose attributes pass DETAIL_INLINE_ATTRIBUTES_MAX are not built into one array at all."""
+    Relationships whose attributes pass DETAIL_INLINE_ATTRIBUTES_MAX are not built into one array at all.
+    The statement is run by psycopg alone (app.core.db.driver_first: ~25-40% less of the client's CPU than
+    SQLAlchemy's execution, for the read every tool makes)."""
     driver = conn.connection.driver_connection
     if not getattr(driver, "autocommit", False):
         return None, None
     try:
-        row = _ci_row(conn, ci_id, _DETAIL, rel_limit=DETAIL_RELATIONSHIP_LIMIT + 1,
-                      inline_max=DETAIL_INLINE_ATTRIBUTES_MAX)
+        row = driver_first(conn, _DETAIL, {"ci_id": ci_id, "rel_limit": DETAIL_RELATIONSHIP_LIMIT + 1,
+                                           "inline_max": DETAIL_INLINE_ATTRIBUTES_MAX})
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) in _TOO_BIG:
             return None, None
         raise
+    if row is None:
+        raise NotFound(f"No CI with id {ci_id}.")
     if row["relationships"] is None:
         return row, None
     rows = [(direction, uuid.UUID(rel_id), rel_type, attributes, uuid.UUID(other_id), other_name, other_class)

@@ -187,6 +187,15 @@ def test_a_view_first_graph_whose_changes_fail_lays_its_dicts_out(database_url, 
             monkeypatch.setattr(view_changes, "apply", fails)
             report = api.create_ci("application", "report")["id"]
             api.relate(report, "depends_on", ids["db"])
+            # The lay-out that falls back fails too (once): the graph answers nothing, and its metrics say
+            # it is not built rather than failing.
+            from graph.impact_graph import ImpactGraph
+
+            real_lay_out = ImpactGraph.lay_out_dicts
+            monkeypatch.setattr(ImpactGraph, "lay_out_dicts", lambda graph: fails())
+            assert api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}).status_code >= 500
+            assert second._graph.broken and second.snapshot(5) is None
+            monkeypatch.setattr(ImpactGraph, "lay_out_dicts", real_lay_out)
             with caplog.at_level(logging.ERROR, logger="karta.graph"):
                 assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
             assert "applied to them instead" in caplog.text and second.builds == 1

@@ -168,12 +168,13 @@ class LiveGraph:
         """(CIs, related pairs of CIs, applied_seq, the rows in the compiled view's overlay or None when
         there is no view: graph.compact) of the graph as it is, without catching up (for metrics); None
         before it is built, or while a catch-up or build holds it past `wait_seconds`. Pairs, not
-        relationships: counting those walks every edge under the lock (0.5 s at 1.5 million)."""
+        relationships: counting those walks every edge under the lock (0.5 s at 1.5 million). A graph started
+        view first whose view was lost before its dicts were laid out (`broken`) answers nothing: None too."""
         if not self._lock.acquire(timeout=wait_seconds):
             return None
         try:
             graph = self._graph
-            if graph is None:
+            if graph is None or graph.broken:
                 return None
             return len(graph), graph.number_of_links(), graph.applied_seq, graph.compact_overlay_rows()
         finally:

@@ -40,14 +40,13 @@ def measure(database_url: str, requests: int) -> dict:
 
     from app.core.db import make_engine, read_transaction
     from app.main import create_app
-    from app.services import cis, tokens
-    from app.services.history import UnitOfWork
+    from app.services import cis
+    from bench.api_bench import make_token
 
     engine = make_engine(database_url)
     with engine.connect() as conn:
         ids = [str(row[0]) for row in conn.execute(text("SELECT id FROM ci ORDER BY random() LIMIT 5000"))]
-    with UnitOfWork(engine, "bench") as uow:
-        secret = tokens.create_token(uow, f"cpu-bench-{uuid.uuid4().hex[:6]}", ["read"])["secret"]
+    secret = make_token(database_url)
     app = create_app()
     state: dict = {}
 

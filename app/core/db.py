@@ -140,14 +140,15 @@ def read_transaction(engine: Engine, *, begin: bool = False, routed: bool = True
         yield conn
 
 
-# What driver_first sends for a statement on a dialect (an engine's): a handful, bounded below.
+# What driver_first sends for a statement on a dialect (an engine's): a handful, bounded below. Each entry
+# holds its statement and dialect, so their ids stay theirs while it is kept.
 _DRIVER_SQL: dict[tuple[int, int], tuple[Any, Any, str, dict[str, Any]]] = {}
 
 
 def _driver_sql(statement: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
     key = (id(statement), id(dialect))
     entry = _DRIVER_SQL.get(key)
-    if entry is None or entry[0] is not statement or entry[1] is not dialect:
+    if entry is None:
         compiled = statement.compile(dialect=dialect)
         if compiled.post_compile_params or compiled.literal_execute_params:
             raise ValueError("driver_first cannot send a statement SQLAlchemy completes at execution (IN lists)")

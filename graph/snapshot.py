@@ -154,17 +154,29 @@ class Capture:
     ~70 MB for the time of the write."""
 
     def __init__(self, graph: ImpactGraph):
+        self.succ_counts: list[int] = []
+        self.succ_ends: list = []
+        self.succ_data: list[dict] = []
+        # A graph without dicts (started view first) is taken whole here, off its compiled view: (counts, heads
+        # as CI positions, data rows, the view's edge data table), numpy arrays made afresh (~50 ms under the
+        # lock at 1,000,000 CIs), and the ids and payloads listed.
+        self.rows: tuple | None = None
         with graph._lock:
             node = graph.graph._node
             self.applied_seq = graph.applied_seq
             self.semantics = graph.semantics
-            self.ids = list(node)
-            self.payloads = list(node.values())
+            rows = graph.view_rows()
+            if rows is None:
+                self.ids = list(node)
+                self.payloads = list(node.values())
+            else:
+                import numpy as np  # the view's own import
+
+                self.ids, indptr, heads, edata, table = rows
+                self.payloads = list(map(node.__getitem__, self.ids))
+                self.rows = (np.diff(indptr), heads, edata, table)
         self._graph = graph
-        self._next = 0
-        self.succ_counts: list[int] = []
-        self.succ_ends: list = []
-        self.succ_data: list[dict] = []
+        self._next = 0 if rows is None else len(self.ids)
 
     @property
     def done(self) -> bool:
@@ -195,6 +207,7 @@ class Capture:
     def release(self) -> None:
         """Let go of what was taken, a slice at a time: freeing a list of 3 million references is one C call
         that touches every CI id (~0.2 s), and holds the GIL throughout."""
+        self.rows = None
         for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data):
             while taken:
                 del taken[-SLICE:]
@@ -217,6 +230,15 @@ def _sliced(typecode: str, items: list, index: dict | None = None, by_identity: 
     for start in range(0, len(items), SLICE):
         part = items[start:start + SLICE]
         out.extend(part if index is None else map(index.__getitem__, map(id, part) if by_identity else part))
+    return out
+
+
+def _array(values) -> array:
+    """array(INDEX) of a numpy array of non-negative integers below 2**32."""
+    import numpy as np  # a capture off a compiled view only: numpy is imported already
+
+    out = array(INDEX)
+    out.frombytes(values.astype(np.dtype(INDEX)).tobytes())
     return out
 
 
@@ -250,25 +272,37 @@ def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     for payload in {id(p): p for p in capture.payloads}.values():
         payload_index[id(payload)] = len(payload_table)
         payload_table.append([payload[CLASS_KEY], payload[MIN_MEMBERS_KEY]])
-    data_index: dict[int, int] = {}
     data_table = []
-    for data in {id(d): d for d in capture.succ_data}.values():
-        data_index[id(data)] = len(data_table)
-        data_table.append([sorted(data[TYPES_KEY]), bool(data[COVERED_KEY])])
-    position: dict = {}
-    for start in range(0, len(ids), SLICE):
-        position.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
-    body = [_sliced(INDEX, capture.succ_counts), _sliced(INDEX, capture.succ_ends, position),
-            _sliced(INDEX, capture.succ_data, data_index, by_identity=True),
-            _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True), blob]
+    if capture.rows is not None:  # taken off a compiled view: the edges are arrays of positions already
+        import numpy as np
+
+        counts, heads, edata, table = capture.rows
+        used = np.unique(edata)  # the table's rows some edge holds, each once
+        renumber = np.zeros(len(table), np.int64)
+        renumber[used] = np.arange(used.shape[0])
+        data_table = [[sorted(table[row][TYPES_KEY]), bool(table[row][COVERED_KEY])] for row in used.tolist()]
+        edges = [_array(counts), _array(heads), _array(renumber[edata])]
+        links = heads.shape[0]
+    else:
+        data_index: dict[int, int] = {}
+        for data in {id(d): d for d in capture.succ_data}.values():
+            data_index[id(data)] = len(data_table)
+            data_table.append([sorted(data[TYPES_KEY]), bool(data[COVERED_KEY])])
+        position: dict = {}
+        for start in range(0, len(ids), SLICE):
+            position.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+        edges = [_sliced(INDEX, capture.succ_counts), _sliced(INDEX, capture.succ_ends, position),
+                 _sliced(INDEX, capture.succ_data, data_index, by_identity=True)]
+        links = len(capture.succ_ends)
+        for start in range(0, len(ids), SLICE):  # freed a slice at a time (see Capture.release)
+            deque(map(position.pop, ids[start:start + SLICE]), maxlen=0)
+    body = [*edges, _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True), blob]
     layout = [[name, getattr(part, "typecode", None), len(part) * getattr(part, "itemsize", 1)]
               for name, part in zip(SECTIONS, body)]
-    for start in range(0, len(ids), SLICE):  # freed a slice at a time (see Capture.release)
-        deque(map(position.pop, ids[start:start + SLICE]), maxlen=0)
     header = SnapshotHeader(format=FORMAT_VERSION, schema_revision=schema_revision,
                             semantics_digest=semantics_digest(capture.semantics), code_digest=CODE_DIGEST,
                             applied_seq=capture.applied_seq, lineage=lineage, cis=len(ids),
-                            links=len(capture.succ_ends), written_at=time.time())
+                            links=links, written_at=time.time())
     head = json.dumps({**asdict(header), "byteorder": sys.byteorder, "layout": layout, "payloads": payload_table,
                        "edge_data": data_table}).encode()
     head += b" " * (-(len(MAGIC) + _LENGTH.size + len(head)) % ALIGN)  # the body starts aligned
@@ -562,31 +596,17 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
             gc.enable()
     try:
         compact.warm_up()
-        view = compact.from_snapshot(list(ids), arrays["succ_counts"], arrays["succ_ends"], arrays["succ_data"],
+        # The payloads' keys and the view's ids are the same strings (one copy of each id).
+        view = compact.from_snapshot(ids, arrays["succ_counts"], arrays["succ_ends"], arrays["succ_data"],
                                      arrays["payload"], _data_of, [k for _, k in payloads], set(), predecessors)
     except Exception:  # as for a view adopted in the background: the graph is loaded the usual way instead
         log.exception("the impact graph's compact view from its snapshot failed: the graph is laid out first")
         return None
     del arrays, predecessors, p_counts, p_tails, p_data
-
-    def lay_out():
-        """The dicts as the file holds them, on the graph's own tables (its payload and edge data dicts)."""
-        laid = ImpactGraph(semantics)
-        laid._types, laid._payloads = graph._types, graph._payloads
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            # The ids decoded above: the dicts' keys are then the view's strings, not a second copy of each
-            # (~90 bytes an id: ~0.9 GiB at 10,000,000 CIs).
-            _lay_out(laid, header, sections, payloads, edge_data, True, ids, lambda: graph._dicts_due is not lay_out)
-        finally:
-            if was_enabled:
-                gc.enable()
-        gc.freeze()
-        return laid.graph
-
-    graph.start_view_first(view, lay_out)
+    # Nothing of the file is kept: the graph's dicts, if ever needed, are laid out from the view.
+    graph.start_view_first(view)
     graph.applied_seq = header.applied_seq
+    gc.freeze()  # as a load does: the CIs' payloads and ids out of the collector's reach
     return graph
 
 
@@ -636,21 +656,16 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
 
 
 def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
-             ordered: bool = False, ids: list | None = None, stop=None) -> tuple[list, list, tuple | None]:
+             ordered: bool = False) -> tuple[list, list, tuple | None]:
     """Lay the sections out as the graph's dicts, refusing (ValueError) any body this module's writer
     cannot have written: the graph's code trusts its own invariants (every edge in both adjacencies, on
     one shared data dict), and a file that breaks one would make a later change record raise in every
     worker that loaded it. The pred side is built here from the succ side, so it mirrors it by
     construction. The sections' lengths were checked against the header in `_body_size`. Returns the CI ids
     in the file's order, the graph's data dict of each edge data row and, if `ordered`, the edges ordered by
-    head (`_by_head`; else None). `ids`: the ids section as _checked decoded it already (its very strings).
-    `stop()`, if given, is asked between slices of the ordered way: true, the lay-out raises LayOutGivenUp."""
-    ids, payload_of, data_of = _checked(graph, header, sections, payloads, edge_data, ids)
+    head (`_by_head`; else None)."""
+    ids, payload_of, data_of = _checked(graph, header, sections, payloads, edge_data)
     _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
-
-    def given_up() -> None:
-        if stop is not None and stop():
-            raise impact_graph.LayOutGivenUp()
 
     cis, links = header.cis, header.links
     counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
@@ -671,7 +686,6 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     # does not pay.
     pairs = zip(map(ids.__getitem__, ends), map(data_of.__getitem__, data))
     for start in range(0, len(ids), SLICE):
-        given_up()
         succ.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), counts[start:start + SLICE]))))
     if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed
         raise ValueError("succ holds a pair twice")
@@ -683,37 +697,33 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     p_counts, p_tails, p_data = (memoryview(array) for array in by_head)
     pairs = zip(map(ids.__getitem__, p_tails), map(data_of.__getitem__, p_data))
     for start in range(0, len(ids), SLICE):
-        given_up()
         pred.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), p_counts[start:start + SLICE]))))
     return ids, data_of, by_head
 
 
-def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
-             ids: list | None = None) -> tuple[list, list, list]:
-    """The CI ids in the file's order (`ids` if given: decoded, and the sections checked, by an earlier call),
-    the graph's payload dict of each payload row and its data dict of each edge data row, once the tables are
-    well formed, every index in range and the counts add up to `links` (ValueError otherwise)."""
+def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads,
+             edge_data) -> tuple[list, list, list]:
+    """The CI ids in the file's order, the graph's payload dict of each payload row and its data dict of each
+    edge data row, once the tables are well formed, every index in range and the counts add up to `links`
+    (ValueError otherwise)."""
     cis, links = header.cis, header.links
-    checked = ids is not None  # by the call that decoded them, on these very bytes
-    if ids is None:
-        raw_ids = bytes(sections["ids"])
-        if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
-            raise ValueError("the ids section does not hold `cis` ids")
-        ids = raw_ids.decode().split("\0") if cis else []
-        del raw_ids
+    raw_ids = bytes(sections["ids"])
+    if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
+        raise ValueError("the ids section does not hold `cis` ids")
+    ids = raw_ids.decode().split("\0") if cis else []
+    del raw_ids
     if not all(isinstance(row, list) and len(row) == 2 and (row[0] is None or isinstance(row[0], str))
                and (row[1] is None or type(row[1]) is int) for row in payloads):
         raise ValueError("garbled payload table")
     if not all(isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
                and all(isinstance(name, str) for name in row[0]) and type(row[1]) is bool for row in edge_data):
         raise ValueError("garbled edge data table")
-    if not checked:
-        # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
-        for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
-            if max(sections[name], default=-1) >= bound:
-                raise ValueError(f"{name} index out of range")
-        if sum(sections["succ_counts"]) != links:
-            raise ValueError("succ counts do not match")
+    # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
+    for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
+        if max(sections[name], default=-1) >= bound:
+            raise ValueError(f"{name} index out of range")
+    if sum(sections["succ_counts"]) != links:
+        raise ValueError("succ counts do not match")
     # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
     payload_of = [graph._payload(c, k) for c, k in payloads]
     types = graph._types

@@ -14,7 +14,8 @@ Each side runs its own code (this checkout, and --baseline's) in child processes
      (`load(compact_min_cis=...)`, then `wait_compact`). Timed: to the graph, and to the view;
   3. --workers children of one side at once, each holding its graph as that side's service worker does
      (view first where the side's snapshot.load can, the networkx dicts laid out where its LiveGraph lays
-     them out: before session 24 always, since then never): their memory from /proc/<pid>/smaps_rollup
+     them out: before session 24 always, since then never; the view's base arrays shared between them where
+     the side's code shares them, graph.shared_base): their memory from /proc/<pid>/smaps_rollup
      (resident, proportional share, and private = what the child alone holds), read once every child of the
      side holds its graph.
 Every child checks five impact answers compiled against the Python loop (a child without dicts lays them out
@@ -64,7 +65,11 @@ def child(args) -> None:
     adopt = "compact_min_cis" in snapshot.load.__code__.co_varnames
     dicts_at = None
     if args.view_first:  # answers from the view as soon as load returns; the dicts laid out after, if asked
-        g, _ = snapshot.load(args.path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0, view_first=True)
+        # The base arrays shared with the side's other children where its code can (graph.shared_base), as its
+        # service's workers share them.
+        shared = {"share": True} if "share" in snapshot.load.__code__.co_varnames else {}
+        g, _ = snapshot.load(args.path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0, view_first=True,
+                             **shared)
         assert not g.dicts_ready, "not view first"
         graph_at = time.perf_counter() - started
         g.impact([next(iter(g.graph._node))])  # the first answer
@@ -117,6 +122,10 @@ def spawn(code: Path, path: Path, args, kind: str, hold: bool = False, view_firs
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=code)
 
 
+def workers(args, side: str) -> int:
+    return args.baseline_workers if side == "before" and args.baseline_workers else args.workers
+
+
 def as_served(code: Path) -> dict:
     """How a service worker of that code holds its graph from a snapshot: view first where its snapshot.load can,
     and the networkx dicts laid out (in a thread) where its LiveGraph does so."""
@@ -139,6 +148,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before (a git worktree)")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--baseline-workers", type=int,
+                        help="workers of the code before at once (default --workers): fewer where the host cannot hold as many")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", choices=["write", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
@@ -175,7 +186,7 @@ def main() -> None:
         memory: dict[str, list[dict]] = {}
         for side in sides:
             processes = [spawn(sides[side], files[side], args, "load", hold=True, **as_served(sides[side]))
-                         for _ in range(args.workers)]
+                         for _ in range(workers(args, side))]
             try:
                 ready = [answer(p) for p in processes]  # every child holds its graph and view now
                 for p in processes:
@@ -183,12 +194,14 @@ def main() -> None:
                     p.stdin.flush()
                 memory[side] = [{**r, **answer(p)} for r, p in zip(ready, processes)]
             finally:
-                for p in processes:
+                failed = []
+                for p in processes:  # one at a time: a child without dicts lays them out now, to check its answers
                     p.stdin.close()
-                for p in processes:
                     if p.wait(JOIN_SECONDS) != 0:
-                        raise SystemExit(f"a {side} child failed (exit {p.returncode})")
-            print(f"{side}, {args.workers} at once ({as_served(sides[side])}): {memory[side]}", flush=True)
+                        failed.append(p.returncode)
+            if failed:
+                raise SystemExit(f"{len(failed)} {side} children failed (exits {failed})")
+            print(f"{side}, {workers(args, side)} at once ({as_served(sides[side])}): {memory[side]}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(args, sides, written, times, memory)
@@ -204,20 +217,22 @@ def report(args, sides, written, times, memory) -> None:
 
     lines = [f"# A worker from a snapshot to its compiled view, {written['after']['cis']:,} CIs", "",
              f"`python bench/snapshot_view_bench.py --cis {args.cis} --workers {args.workers} --rounds {args.rounds}"
-             + (f" --baseline {args.baseline}`" if args.baseline else "`"), "",
+             + (f" --baseline {args.baseline}" if args.baseline else "")
+             + (f" --baseline-workers {args.baseline_workers}`" if args.baseline_workers else "`"), "",
              "| measure | " + " | ".join(times) + " |", "|---|" + "---:|" * len(times),
              "| snapshot file, MiB | " + " | ".join(f"{written[s.split(',')[0]]['bytes'] / 2**20:.0f}" for s in times) + " |",
              "| start to snapshot.load's return, s, median (range) | " + spread("graph_s") + " |",
              "| start to the compiled view (view first: its first impact answer), s | " + spread("view_s") + " |",
              "| start to the dicts laid out (view first), s | " + spread("dicts_s") + " |"]
-    lines.append(f"| {args.workers} workers at once, each as the side's service holds its graph | " + " | ".join(
+    lines.append("| workers at once, each as the side's service holds its graph | " + " | ".join(
+        f"{workers(args, s)}: " +
         ("view first" if as_served(sides[s])["view_first"] else "loaded")
         + (", dicts laid out" if as_served(sides[s])["dicts"] else ", no dicts") if s in memory else "-"
         for s in times) + " |")
     for key, label in (("rss", "resident"), ("pss", "proportional share (Pss)"), ("private", "private (its own alone)")):
-        lines.append(f"| {label} per worker, {args.workers} at once, MiB, median | " + " | ".join(
+        lines.append(f"| {label} per worker, MiB, median | " + " | ".join(
             f"{statistics.median(m[key] for m in memory[s]):.0f}" if s in memory else "-" for s in times) + " |")
-    lines.append(f"| the host's {args.workers} workers, sum of Pss, MiB | " + " | ".join(
+    lines.append("| the host's workers, sum of Pss, MiB | " + " | ".join(
         f"{sum(m['pss'] for m in memory[s]):.0f}" if s in memory else "-" for s in times) + " |")
     text = "\n".join(lines) + "\n"
     print(text)

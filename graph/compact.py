@@ -703,6 +703,7 @@ class CompactView:
         self.parent = np.empty(capacity, np.int32)
         self.dist = np.empty(capacity, np.int32)
         self._walk_scratch: tuple | None = None  # the compiled walks' per-CI arrays (_scratch)
+        self.shared_base = None  # graph.shared_base.Base whose mapping holds the base's arrays, if shared
         self.gone: list = []  # CIs the graph no longer held that a rebase kept, with empty rows (rebased)
 
     def __len__(self) -> int:
@@ -914,7 +915,7 @@ class CompactView:
             order = np.argsort(self.heads, kind="stable")
             p_indptr = np.zeros(self.base_n + 1, np.int64)
             np.cumsum(np.bincount(self.heads, minlength=self.base_n), out=p_indptr[1:])
-            self._pred = (p_indptr, tails[order], self.edata[order])
+            self._pred = (_frozen(p_indptr), _frozen(tails[order]), _frozen(self.edata[order]))
         return self._pred
 
     def candidates(self, symptoms: list, kind_key: str) -> tuple[list, list, list, "Closures"]:
@@ -1028,11 +1029,15 @@ class CompactView:
         ids = self.ids
         return (list(map(ids.__getitem__, keep.tolist())) if gone else list(ids)), indptr, heads, edata
 
-    def _kept(self, gone: list) -> tuple[np.ndarray, np.ndarray]:
+    def _kept(self, gone: list, drop: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(the CIs kept, each CI's number among them): the `gone` ones dropped, else kept in place; either way
+        a row naming one of them is refused (-1 in the numbering: _current_rows)."""
         n = len(self.ids)
-        if not gone:
+        if not drop:
             keep = np.arange(n, dtype=np.int64)
-            return keep, keep
+            remap = keep.copy()
+            remap[gone] = -1
+            return keep, remap
         mask = np.ones(n, bool)
         mask[gone] = False
         keep = np.flatnonzero(mask)
@@ -1047,6 +1052,13 @@ class CompactView:
             raise ValueError("a row of the view names a CI the graph no longer holds")
         return indptr, heads, edata
 
+    def relinked(self) -> None:
+        """Take note that the graph swapped every entry of `table` for another dict (new semantics that change no
+        kind nor coverage: ImpactGraph.set_semantics): what was derived from the old dicts is let go."""
+        self._table_index = {id(data): i for i, data in enumerate(self.table)}
+        self._kinds.clear()
+        self._counts.clear()
+
     def rebased(self, node: dict) -> "CompactView":
         """This view with an empty overlay: each CI's row as it stands made its base row, the predecessors
         merged likewise (no sort), so that a view grown stale is made fresh without the dicts. The CIs the graph
@@ -1058,7 +1070,7 @@ class CompactView:
         n = len(self.ids)
         gone = self._gone(node)
         drop = len(gone) > REBUILD_SHARE * n
-        keep, remap = self._kept(gone if drop else [])
+        keep, remap = self._kept(gone, drop)
         indptr, heads, edata = self._rows_of(keep, remap)
         # The predecessors as they stand: the base's edges whose tail's row is still the base's, and the overlay
         # rows' edges, both ordered by head, merged.
@@ -1081,10 +1093,11 @@ class CompactView:
         m = len(ids)
         pred_indptr = np.zeros(m + 1, np.int64)
         np.cumsum(np.bincount(by_head, minlength=m), out=pred_indptr[1:])
-        view = CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), self.table, self.kk[keep], set())
+        view = CompactView(ids, index, _frozen(indptr), _frozen(heads), _frozen(edata), self.table, self.kk[keep],
+                           set())
         view.made_from = "rebased"
         view.gone = [] if drop else gone
-        view._pred = (pred_indptr, tails, rows)
+        view._pred = (_frozen(pred_indptr), _frozen(tails), _frozen(rows))
         return view
 
     @contextmanager
@@ -1343,7 +1356,7 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
                     kk[i] = clipped_k(node[ci_id][MIN_MEMBERS_KEY])
             if between is not None:
                 between()
-        indptr = np.cumsum(counts)
+        indptr = _frozen(np.cumsum(counts))
         heads_np = _frozen(np.frombuffer(heads, np.int32).copy() if heads else np.zeros(0, np.int32))
         edata_np = _frozen(np.frombuffer(edata, np.int32).copy() if edata else np.zeros(0, np.int32))
         del heads, edata
@@ -1369,38 +1382,43 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.ndarray, payload: np.ndarray,
-                  table: list, ks: list, pending: set, predecessors: tuple | None = None) -> CompactView:
+def from_snapshot(ids: list, counts: np.ndarray | None, heads: np.ndarray, edata: np.ndarray, payload: np.ndarray,
+                  table: list, ks: list, pending: set, predecessors: tuple | None = None, *,
+                  indptr: np.ndarray | None = None) -> CompactView:
     """The view of a graph just read from a snapshot file (graph.snapshot), from the file's own arrays
     instead of the dicts: per CI its successor count, per edge its head and its edge data row (int32, in
     each CI's dict order), per CI its payload row; `table` is the graph's data dict of each edge data row,
     `ks` the min_members of each payload row, `pending` the CIs changed since the file was read. The
     snapshot's reader checked every index in range and the counts against the edges. `predecessors`, if
     the reader ordered the edges by head already: (p_indptr int64, tails int32, edge data rows int32), as
-    `CompactView._base_predecessors` makes them."""
+    `CompactView._base_predecessors` makes them. `indptr` (where each CI's row starts, and the end), if given
+    instead of `counts` (graph.shared_base's, read-only)."""
     n = len(ids)
-    if counts.shape[0] != n or int(counts.sum(dtype=np.int64)) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
+    if indptr is None:
+        if counts.shape[0] != n:
+            raise ValueError("the snapshot's arrays are at odds with each other")
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+    if indptr.shape[0] != n + 1 or int(indptr[-1]) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
         raise ValueError("the snapshot's arrays are at odds with each other")  # a checked file never is
     if predecessors is not None and (predecessors[0].shape[0] != n + 1 or int(predecessors[0][-1]) != heads.shape[0]
                                      or predecessors[1].shape[0] != heads.shape[0]
                                      or predecessors[2].shape[0] != heads.shape[0]):
         raise ValueError("the snapshot's predecessors are at odds with its edges")
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
     index: dict = {}
     for start in range(0, n, SLICE):  # a slice at a time: one C call over 10 million ids would hold the GIL for seconds
         index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
-    view = CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), list(table), kk, pending)
+    view = CompactView(ids, index, _frozen(indptr), _frozen(heads), _frozen(edata), list(table), kk, pending)
     view.made_from = "snapshot"
-    if predecessors is not None:  # writable, as _base_predecessors makes them: numba compiles per kind of array
-        view._pred = tuple(predecessors)
+    if predecessors is not None:  # read-only, as _base_predecessors makes them: numba compiles per kind of array
+        view._pred = tuple(map(_frozen, predecessors))
     return view
 
 
 def warm_up() -> None:
     """Compile every loop (or load it from numba's cache) on a two-CI graph."""
-    view = CompactView(["a", "b"], {"a": 0, "b": 1}, np.array([0, 1, 1], np.int64), _frozen(np.array([1], np.int32)),
+    view = CompactView(["a", "b"], {"a": 0, "b": 1}, _frozen(np.array([0, 1, 1], np.int64)), _frozen(np.array([1], np.int32)),
                        _frozen(np.array([0], np.int32)), [{"kind": ORDINARY}], np.ones(2, np.int32), set())
     view.propagate(["a"], "kind", None).keys_list()
     view.candidates(["b"], "kind")

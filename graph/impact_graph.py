@@ -115,7 +115,7 @@ class ImpactGraph:
         before the dicts of a graph started view first are laid out, the view's count."""
         with self._lock:
             if self._dicts_due is not None:
-                return self._view.links()
+                return self._view_or_refuse().links()
             return sum(map(len, self._g._succ.values()))
 
     @property
@@ -160,7 +160,24 @@ class ImpactGraph:
 
     def set_semantics(self, semantics: dict[str, RelationshipSemantics]) -> None:
         """Replace the relationship-type semantics. Edges whose type changed direction are re-laid. A graph
-        started view first has its dicts laid out first (call this without holding the graph's lock)."""
+        started view first keeps answering from its view alone when no type its edges hold changed meaning (a
+        type added, or one no edge holds changed): its edge data dicts are swapped for the new table's, every
+        kind and coverage staying what it was; otherwise its dicts are laid out first (call this without holding
+        the graph's lock), and the view built again from them later."""
+        new = EdgeTypeSets(semantics)
+        with self._lock:
+            old = self._types
+            if self._dicts_due is not None and all(old.semantics_of(t) == new.semantics_of(t)
+                                                   for t in old.present_types()):
+                view = self._view_or_refuse()
+                table = view.table
+                for i, data in enumerate(table):  # in place: the rows' data rows stay what they index
+                    table[i] = (new.covered if data[COVERED_KEY] else new.of)(data[TYPES_KEY])
+                view.relinked()
+                self._types = new
+                self._spares.clear()
+                self._cache_changed()
+                return
         self.lay_out_dicts()
         with self._lock:
             old, new = self._types, EdgeTypeSets(semantics)
@@ -321,6 +338,7 @@ class ImpactGraph:
         """Apply (operation, *arguments) changes in order, each operation one of graph.view_changes.OPERATIONS
         (upsert_ci, remove_ci, add_relationship, remove_relationship: these methods). Before the dicts of a
         graph started view first are laid out, to its view alone, and kept for the dicts."""
+        changes = list(changes)  # (read twice below: by the view's code, then kept for a lay-out under way)
         with self._lock:
             if self._dicts_due is None:
                 for operation, *arguments in changes:
@@ -363,9 +381,10 @@ class ImpactGraph:
                     return False
                 if self._view is None:
                     raise DictsNotLaidOut("the graph's compiled view was lost before its dicts were laid out")
-                due = self._dicts_due = object()  # this lay-out's mark: a load or new semantics replace it
-                self._view = view = self._view.rebased(self._g._node)
+                view = self._view.rebased(self._g._node)  # (if it raises, nothing was changed)
                 node = dict(self._g._node)  # the payloads as the view's rows stand
+                due = self._dicts_due = object()  # this lay-out's mark: a load or new semantics replace it
+                self._view = view
                 self._replay = []
             try:
                 g = view_changes.lay_out(view, node, self, stop=lambda: self._dicts_due is not due)
@@ -536,7 +555,11 @@ class ImpactGraph:
             view.refresh(self._g)
             if view.stale:
                 if self._dicts_due is not None:  # no dicts to build one from: the view made fresh from itself
-                    view = self._view = view.rebased(self._g._node)
+                    try:
+                        view = self._view = view.rebased(self._g._node)
+                    except ValueError:  # a row naming a CI the graph no longer holds: nothing left to trust (broken)
+                        self._drop_view()
+                        raise
                 else:
                     self.maybe_compact()
         return view

@@ -147,7 +147,8 @@ class Capture:
     """The content of a graph at one moment, taken so that it can be encoded with no lock held.
 
     The CIs and their payloads are taken at construction; `take` then takes the adjacency of the next
-    CIs. Every call holds the graph's own lock, and the content is consistent only if the graph did not
+    CIs (of a graph without dicts, the rows are taken at construction off its compiled view, and `take` takes
+    the next CIs' payloads). Every call holds the graph's own lock, and the content is consistent only if the graph did not
     change between the first call and the last: the caller checks that (the service compares its
     applied_seq between slices) or holds the graph still from construction to a single `take()`. Only references are taken (ids, the shared
     payload and edge data dicts), into flat lists: at 1,000,000 CIs and 3 million edges this holds
@@ -157,10 +158,11 @@ class Capture:
         self.succ_counts: list[int] = []
         self.succ_ends: list = []
         self.succ_data: list[dict] = []
-        # A graph without dicts (started view first) is taken whole here, off its compiled view: (counts, heads
-        # as CI positions, data rows, the view's edge data table), numpy arrays made afresh (~50 ms under the
-        # lock at 1,000,000 CIs), and the ids and payloads listed.
+        # A graph without dicts (started view first) is taken off its compiled view: its rows here, as arrays
+        # made afresh (counts, heads as CI positions, data rows, and the view's edge data table; ~0.1 s under the
+        # lock at 1,000,000 CIs), its CIs' payloads by `take`, in slices, as the dicts' rows are.
         self.rows: tuple | None = None
+        self.payloads = []
         with graph._lock:
             node = graph.graph._node
             self.applied_seq = graph.applied_seq
@@ -173,10 +175,11 @@ class Capture:
                 import numpy as np  # the view's own import
 
                 self.ids, indptr, heads, edata, table = rows
-                self.payloads = list(map(node.__getitem__, self.ids))
+                if len(self.ids) != len(node):
+                    raise ValueError(f"the compiled view holds {len(self.ids)} CIs, the payloads {len(node)}")
                 self.rows = (np.diff(indptr), heads, edata, table)
         self._graph = graph
-        self._next = 0 if rows is None else len(self.ids)
+        self._next = 0
 
     @property
     def done(self) -> bool:
@@ -189,6 +192,11 @@ class Capture:
         start = self._next
         stop = len(self.ids) if limit is None else min(len(self.ids), start + limit)
         ids = self.ids[start:stop]
+        if self.rows is not None:  # the rows are taken: the payloads, which a change swaps
+            with self._graph._lock:
+                self.payloads.extend(map(self._graph.graph._node.__getitem__, ids))
+            self._next = stop
+            return self.done
         with self._graph._lock:
             # C-level passes over the succ dicts (the pred side is not stored).
             was_enabled = gc.isenabled()
@@ -376,9 +384,9 @@ def _integer(value, name: str) -> int:
     return value
 
 
-def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, memoryview | None]:
-    """The raw header (a dict), the header and the body of a whole, unaltered file (no body when `body` is
-    false: the digest is then checked reading the file a chunk at a time, never holding it).
+def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, memoryview | None, bytes]:
+    """The raw header (a dict), the header, the body and the digest of a whole, unaltered file (no body when
+    `body` is false: the digest is then checked reading the file a chunk at a time, never holding it).
 
     The body is read into memory, not mapped: with a mapping, bytes written into the file after the
     digest or the checks (someone with the service's rights running `dd` or `rsync --inplace` on it) would
@@ -421,7 +429,7 @@ def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, me
         raise SnapshotRejected(f"unreadable: {exc}") from None
     if digest.digest() != stored:
         raise SnapshotRejected("checksum mismatch (truncated or corrupt)")
-    return raw, header, view
+    return raw, header, view, stored
 
 
 def _read_header(f, size: int) -> tuple[dict, SnapshotHeader, bytes]:
@@ -511,7 +519,8 @@ def read_header(path: Path | str) -> SnapshotHeader:
 
 def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schema_revision: str,
          accept: Callable[[SnapshotHeader], None] | None = None,
-         compact_min_cis: int | None = None, view_first: bool = False) -> tuple[ImpactGraph, SnapshotHeader]:
+         compact_min_cis: int | None = None, view_first: bool = False,
+         share: bool = False) -> tuple[ImpactGraph, SnapshotHeader]:
     """The graph the file at `path` holds, and its header. Raises SnapshotRejected when the file is absent,
     truncated, corrupt, of another format, schema revision, semantics or code, or when `accept(header)`
     raises it (the caller's check of `lineage`, before the body is decoded).
@@ -522,9 +531,11 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     (ImpactGraph.adopt_compact).
 
     With `view_first` too, such a graph is returned as soon as its compiled view and its CIs' payloads are
-    there, before its succ and pred dicts (ImpactGraph.start_view_first: `lay_out_dicts` lays them out);
-    numba's loops are compiled (or loaded from its cache) first, in this thread."""
-    raw, header, body = _read(path)
+    there, with no succ and pred dicts (ImpactGraph.start_view_first); numba's loops are compiled (or loaded
+    from its cache) first, in this thread. With `share` too, the view's base arrays are those another process
+    of the host made from the same file, once checked against it, or made here and offered to the next ones
+    (graph.shared_base: memory shared by a host's workers)."""
+    raw, header, body, digest = _read(path)
     if header.schema_revision != schema_revision:
         raise SnapshotRejected(f"schema revision {header.schema_revision}, the service runs {schema_revision}")
     if header.semantics_digest != semantics_digest(semantics):
@@ -539,7 +550,8 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
         compact = compact_min_cis is not None and header.cis >= compact_min_cis and header.cis < 1 << 31
         graph = None
         if compact and view_first:
-            graph = _view_first(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body)
+            graph = _view_first(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body,
+                                (path, digest) if share else None)
         if graph is None:
             graph = _decode(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body, compact)
     except (KeyError, TypeError, ValueError, IndexError, UnicodeDecodeError) as exc:
@@ -560,14 +572,16 @@ def _sections(layout, body: memoryview) -> dict:
     return sections
 
 
-def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview) -> ImpactGraph | None:
-    """The graph with its CIs' payloads and its compiled view, its dicts due (ImpactGraph.start_view_first);
-    None when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
+def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview,
+                share: tuple | None = None) -> ImpactGraph | None:
+    """The graph with its CIs' payloads and its compiled view, and no dicts (ImpactGraph.start_view_first); None
+    when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
     then loads the graph the usual way. The checks are _lay_out's: those on the dicts' lengths made on the
-    arrays instead (no CI id twice, no pair twice in a CI's successors)."""
+    arrays instead (no CI id twice, no pair twice in a CI's successors). With `share` ((the file's path, its
+    digest)), the view's base arrays are shared with the host's other workers (graph.shared_base)."""
     import numpy as np
 
-    from graph import compact
+    from graph import compact, shared_base
 
     sections = _sections(layout, body)
     graph = ImpactGraph(semantics)
@@ -577,18 +591,30 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
         ids, payload_of, _data_of = _checked(graph, header, sections, payloads, edge_data)
         _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
         counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
-        try:
+
+        def own() -> dict:
+            """The base arrays, made from the file's."""
             p_counts, p_tails, p_data, heads = _by_head(counts, ends, data, header.cis, with_heads=True)
             # The edges by head keep each head's tails in CI order: a pair twice in a CI's row is two equal
             # neighbours (the dicts would have collapsed it).
             if bool(((heads[1:] == heads[:-1]) & (p_tails[1:] == p_tails[:-1])).any()):
                 raise ValueError("succ holds a pair twice")
             del heads
-            arrays = {name: np.frombuffer(sections[name], np.dtype(typecode)).astype(np.int32)
-                      for name, typecode, _ in layout if typecode is not None}
-            p_indptr = np.zeros(header.cis + 1, np.int64)
+            indptr, p_indptr = np.zeros(header.cis + 1, np.int64), np.zeros(header.cis + 1, np.int64)
+            np.cumsum(np.asarray(counts), out=indptr[1:])
             np.cumsum(p_counts, out=p_indptr[1:])
-            predecessors = (p_indptr, p_tails.astype(np.int32, copy=False), p_data.astype(np.int32))
+            return {"indptr": indptr, "heads": np.asarray(ends).astype(np.int32),
+                    "edata": np.asarray(data).astype(np.int32), "p_indptr": p_indptr,
+                    "p_tails": p_tails.astype(np.int32, copy=False), "p_edata": p_data.astype(np.int32)}
+
+        try:
+            holder = None
+            if share is None:
+                base = own()
+            else:
+                rows = (np.asarray(counts), np.asarray(ends), np.asarray(data), len(edge_data))
+                base, holder, _ = shared_base.share(share[0], share[1], rows, own)
+            payload = np.asarray(sections["payload"])
         except MemoryError:
             return None
     finally:
@@ -597,12 +623,14 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
     try:
         compact.warm_up()
         # The payloads' keys and the view's ids are the same strings (one copy of each id).
-        view = compact.from_snapshot(ids, arrays["succ_counts"], arrays["succ_ends"], arrays["succ_data"],
-                                     arrays["payload"], _data_of, [k for _, k in payloads], set(), predecessors)
+        view = compact.from_snapshot(ids, None, base["heads"], base["edata"], payload, _data_of,
+                                     [k for _, k in payloads], set(),
+                                     (base["p_indptr"], base["p_tails"], base["p_edata"]), indptr=base["indptr"])
+        view.shared_base = holder  # the memfd stays open while the view uses it (others may map it through us)
     except Exception:  # as for a view adopted in the background: the graph is loaded the usual way instead
         log.exception("the impact graph's compact view from its snapshot failed: the graph is laid out first")
         return None
-    del arrays, predecessors, p_counts, p_tails, p_data
+    del base, holder
     # Nothing of the file is kept: the graph's dicts, if ever needed, are laid out from the view.
     graph.start_view_first(view)
     graph.applied_seq = header.applied_seq

@@ -159,6 +159,7 @@ def test_a_worker_started_view_first_answers_everything_from_its_view(database_u
             cis, links, seq, _ = second.snapshot(5)  # the metrics' counts, from the view
             assert (cis, seq) == (6, last_seq(api))
             assert second._graph.dicts_ready is False and second._graph.compacted  # never laid out
+            assert second._graph._view.shared_base is not None  # its base offered to the host's next workers
             written = second.write_snapshot(force=True)  # off the view
             assert written is not None and written["cis"] == 6 and written["applied_seq"] == last_seq(api)
             assert second._graph.dicts_ready is False
@@ -168,45 +169,85 @@ def test_a_worker_started_view_first_answers_everything_from_its_view(database_u
                 assert content(graph) == from_the_database(third) and graph.number_of_links() == links
 
 
-def test_a_view_first_graph_whose_changes_fail_is_loaded_from_the_database(database_url, tmp_path, monkeypatch,
-                                                                          caplog):
-    """Changes that fail on the view leave neither it nor the payloads trusted, and nothing to lay dicts out
-    from: the worker lets the graph go and loads it from the database (not from the file, whose catch-up may
-    fail the same way); a database error in a catch-up is not such a failure (the graph is kept)."""
+@contextmanager
+def view_first_worker(database_url: str, tmp_path):
+    """(the estate's ids, the API of a first worker that wrote the snapshot, the live graph and API of a second one
+    that started from it view first and answered once)."""
     directory = tmp_path / "graph"
     with worker(database_url, directory) as (first, api):
         ids = estate(api)
         first.write_snapshot(force=True)
         with worker(database_url, directory, api.secrets, graph_compact_min_cis=0) as (second, api2):
             assert impacted_names(api2, ids["db"])[0] == {"web1", "web2", "pool", "lb"}
-            from sqlalchemy.exc import OperationalError
+            yield ids, api, second, api2
 
-            real_catch_up, errors = LiveGraph._catch_up, []
 
-            def database_down_once(self, graph):
-                if not errors:
-                    errors.append(1)
-                    raise OperationalError("SELECT", {}, Exception("the database went away"))
-                return real_catch_up(self, graph)
+def test_a_view_first_graph_whose_changes_fail_is_loaded_from_the_database(database_url, tmp_path, monkeypatch,
+                                                                          caplog):
+    """Changes that fail on the view leave neither it nor the payloads trusted, and nothing to lay dicts out
+    from: the worker lets the graph go and loads it from the database (not from the file, whose catch-up may
+    fail the same way); a database error in a catch-up is not such a failure (the graph is kept)."""
+    with view_first_worker(database_url, tmp_path) as (ids, api, second, api2):
+        from sqlalchemy.exc import OperationalError
 
-            monkeypatch.setattr(LiveGraph, "_catch_up", database_down_once)
-            assert api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}).status_code >= 500
-            assert second.builds == 1 and not second._graph.dicts_ready  # the graph kept, view first still
-            from graph import view_changes
+        real_catch_up, errors = LiveGraph._catch_up, []
 
-            def fails(*args):
-                raise MemoryError
+        def database_down_once(self, graph):
+            if not errors:
+                errors.append(1)
+                raise OperationalError("SELECT", {}, Exception("the database went away"))
+            return real_catch_up(self, graph)
 
-            monkeypatch.setattr(view_changes, "apply", fails)
-            report = api.create_ci("application", "report")["id"]
-            api.relate(report, "depends_on", ids["db"])
-            caplog.clear()
-            with caplog.at_level(logging.INFO, logger="karta.graph"):
-                assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
-            assert "the graph is loaded again" in caplog.text and second.builds == 2
-            assert second.built_from_snapshot is None and "from snapshot" not in caplog.text
-            with second.reading() as graph:
-                assert graph.dicts_ready and content(graph) == from_the_database(second)
+        monkeypatch.setattr(LiveGraph, "_catch_up", database_down_once)
+        assert api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}).status_code >= 500
+        assert second.builds == 1 and not second._graph.dicts_ready  # the graph kept, view first still
+        from graph import view_changes
+
+        def fails(*args):
+            raise MemoryError
+
+        monkeypatch.setattr(view_changes, "apply", fails)
+        report = api.create_ci("application", "report")["id"]
+        api.relate(report, "depends_on", ids["db"])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="karta.graph"):
+            assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
+        assert "the graph is loaded again" in caplog.text and second.builds == 2
+        assert second.built_from_snapshot is None and "from snapshot" not in caplog.text
+        with second.reading() as graph:
+            assert graph.dicts_ready and content(graph) == from_the_database(second)
+
+
+def test_a_type_added_leaves_a_view_first_worker_on_its_view(database_url, tmp_path, monkeypatch, caplog):
+    """A relationship type added through the registry changes no edge's meaning: the view-first worker keeps
+    answering from its view, without laying its dicts out, edges of the new type included. New semantics that
+    cannot be had on the view (here: failing) let the graph go, to be loaded again from the database, instead
+    of failing every question."""
+    with view_first_worker(database_url, tmp_path) as (ids, api, second, api2):
+        assert api.post("/api/v1/relationship-types", json={
+            "name": "feeds", "forward_label": "feeds", "reverse_label": "fed by",
+            "impact_direction": "source_to_target"}).status_code == 201
+        report = api.create_ci("application", "report")["id"]
+        api.relate(ids["db"], "feeds", report)
+        assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
+        assert not second._graph.dicts_ready and second.builds == 1
+        from graph.impact_graph import ImpactGraph
+
+        def fails(graph, semantics):
+            raise MemoryError
+
+        monkeypatch.setattr(ImpactGraph, "set_semantics", fails)
+        assert api.post("/api/v1/relationship-types", json={
+            "name": "backs_up", "forward_label": "backs up", "reverse_label": "backed up by",
+            "impact_direction": "none"}).status_code == 201
+        second._registry.invalidate()  # (its cache's seconds gone by)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="karta.graph"):
+            assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
+        assert "the graph is loaded again" in caplog.text and second.builds == 2
+        assert second.built_from_snapshot is None
+        with second.reading() as graph:
+            assert graph.dicts_ready and content(graph) == from_the_database(second)
 
 
 @pytest.fixture

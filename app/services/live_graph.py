@@ -33,7 +33,9 @@ A graph large enough for the compiled view (graph.compact) starts from the file 
 CIs' payloads and its view are all it holds (no networkx dicts, ~600 MiB fewer per worker at 1,000,000 CIs),
 changes are applied to the view alone (graph.view_changes), and every question is read off the view (impact,
 blast radius, root cause, spof, incidents, neighbourhoods, pictures, service maps, the inventory's and the
-scrape targets' walks). Only a change of the relationship semantics lays the dicts out, from the view.
+scrape targets' walks). Only a change of the relationship semantics lays the dicts out, from the view. The
+view's base arrays are shared by the host's workers that start from the same file (graph.shared_base: a sealed
+memfd, checked against the file by each worker that maps it).
 """
 
 import gc
@@ -185,9 +187,8 @@ class LiveGraph:
         graph = self._graph
         if graph is not None:
             if semantics != graph.semantics and not graph.broken:  # (a broken graph is loaded again below)
-                graph.set_semantics(semantics)
-                self.edges_version += 1
-            if self._caught_up(graph):
+                self._new_semantics(graph, semantics)
+            if not self._reload_from_database and self._caught_up(graph):
                 graph.maybe_compact()  # a graph that grew past the threshold, or a view gone stale (cheap)
                 return graph
             if not self._reload_from_database:
@@ -204,6 +205,20 @@ class LiveGraph:
         self._graph.compact_min_cis = self.compact_min_cis
         self._graph.maybe_compact()
         return self._graph
+
+    def _new_semantics(self, graph: ImpactGraph, semantics: dict[str, RelationshipSemantics]) -> None:
+        """graph.set_semantics; for a graph without dicts, whose dicts it may have to lay out first (when a type
+        its edges hold changed meaning), a failure lets the graph go to be loaded again from the database, not
+        tried again by every question."""
+        try:
+            graph.set_semantics(semantics)
+        except Exception:
+            if graph.dicts_ready:
+                raise
+            log.exception("new relationship semantics failed on the impact graph's compiled view: the graph is "
+                          "loaded again")
+            self._reload_from_database = True
+        self.edges_version += 1
 
     def _semantics(self) -> dict[str, RelationshipSemantics]:
         return {
@@ -284,7 +299,7 @@ class LiveGraph:
         try:
             graph, header = snapshot_file.load(path, semantics, schema_revision=self.schema_revision(),
                                                accept=same_database, compact_min_cis=self.compact_min_cis,
-                                               view_first=self.view_first)
+                                               view_first=self.view_first, share=True)
         except SnapshotRejected as exc:
             log.warning("impact graph snapshot %s ignored (%s): loading from the database", path, exc)
             return None
@@ -546,8 +561,19 @@ class LiveGraph:
                         .where(id_in(conn, CI.c.id, touched)))}
             if any(r.object_type == "relationship" or (r.object_type == "ci" and r.action == "delete") for r in records):
                 self.edges_version += 1
-            graph.apply_changes([change for change in (_change(record, current) for record in records)
-                                 if change is not None])
+            changes = [change for change in (_change(record, current) for record in records) if change is not None]
+            known = graph.semantics
+            if any(change[0] == "add_relationship" and change[3] not in known for change in changes):
+                # A type this worker's registry did not hold yet (made within its cache's seconds): read again
+                # first, so that its edges carry its meaning at once, and, on a graph without dicts, come to the
+                # view as a type added (no lay-out), not as one whose meaning changed under its edges.
+                self._registry.invalidate()
+                semantics = self._semantics()
+                if semantics != known:
+                    self._new_semantics(graph, semantics)
+                    if self._reload_from_database:
+                        return False
+            graph.apply_changes(changes)
             graph.applied_seq, self._anchor = records[-1].seq, (records[-1].seq, _lineage_of(records[-1]))
             if len(records) < self.catch_up_page:
                 break

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from graph import ImpactGraph, compact, reach, snapshot, view_changes
+from graph import ImpactGraph, RelationshipSemantics, compact, reach, snapshot, view_changes
 from graph.impact_graph import CLASS_KEY, MIN_MEMBERS_KEY, DictsNotLaidOut
 from graph.semantics import COVERED_KEY, TYPES_KEY
 from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build, mirrored
@@ -90,7 +90,7 @@ def written_and_read(g: ImpactGraph, tmp_path) -> ImpactGraph:
     """The graph a snapshot of g holds, loaded the usual way (dicts)."""
     path = tmp_path / "again.snapshot"
     snapshot.save(g, path, schema_revision=SCHEMA, lineage="t")
-    loaded, header = snapshot.load(path, SEMANTICS, schema_revision=SCHEMA)
+    loaded, header = snapshot.load(path, g.semantics, schema_revision=SCHEMA)
     assert header.cis == len(g) and header.applied_seq == g.applied_seq and loaded.dicts_ready
     return loaded
 
@@ -188,11 +188,35 @@ def test_new_semantics_lay_the_dicts_out_first(shop, tmp_path):
     g = view_first(saved(shop, tmp_path / "g.snapshot"))
     g.apply_changes([("remove_relationship", "web3", "web_cluster", "member_of")])
     p.remove_relationship("web3", "web_cluster", "member_of")
-    flipped = dict(SEMANTICS, depends_on=SEMANTICS["connects_to"])
+    flipped = dict(SEMANTICS, depends_on=SEMANTICS["contains"])  # impact now from source to target
     for graph in (p, g):
         graph.set_semantics(flipped)
     assert g.dicts_ready and adjacency(g) == adjacency(p)
     assert answer(g.impact(["switch"])) == answer(p.impact(["switch"]))
+
+
+@pytest.mark.parametrize("added", [RelationshipSemantics(impact="source_to_target"),
+                                   RelationshipSemantics(impact="target_to_source", membership=True),
+                                   RelationshipSemantics(impact="none")])
+def test_a_type_added_keeps_the_graph_on_its_view(shop, tmp_path, added):
+    # No edge holds the new type: no kind nor coverage moves, so the view's edge data dicts are swapped for the new
+    # table's in place, and the graph stays without dicts; then edges of the new type come as any change.
+    p = build(SHOP_CIS, SHOP_RELATIONSHIPS)
+    g = view_first(saved(shop, tmp_path / "g.snapshot"))
+    before = answer(g.impact(["web1", "web2"], types=["member_of", "runs_on"]))  # a type filter's kinds kept
+    semantics = dict(SEMANTICS, backs_up=added)
+    for graph in (p, g):
+        graph.set_semantics(semantics)
+    assert not g.dicts_ready and g.compacted and g.semantics == semantics
+    assert answer(g.impact(["web1", "web2"], types=["member_of", "runs_on"])) == before
+    changes = [("add_relationship", "db_replica", "db_primary", "backs_up"), ("add_relationship", "dns2", "app", "backs_up"),
+               ("add_relationship", "web3", "reporting", "backs_up")]
+    g.apply_changes(changes)
+    for operation, *arguments in changes:
+        getattr(p, operation)(*arguments)
+    asked(p, g, random.Random(6))
+    again = written_and_read(g, tmp_path)  # a new file (written under the new semantics) holds P's graph
+    assert adjacency(again) == adjacency(p)
 
 
 def test_a_failed_lay_out_leaves_the_view_answering_and_is_tried_again(shop, tmp_path, monkeypatch):

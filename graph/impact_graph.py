@@ -167,7 +167,7 @@ class ImpactGraph:
         new = EdgeTypeSets(semantics)
         with self._lock:
             old = self._types
-            if self._dicts_due is not None and all(old.semantics_of(t) == new.semantics_of(t)
+            if self._dicts_due is True and all(old.semantics_of(t) == new.semantics_of(t)
                                                    for t in old.present_types()):
                 view = self._view_or_refuse()
                 table = view.table

@@ -44,7 +44,7 @@ FORMAT = 1
 ARRAYS = (("indptr", np.int64), ("heads", np.int32), ("edata", np.int32),
           ("p_indptr", np.int64), ("p_tails", np.int32), ("p_edata", np.int32))
 ALIGN = 64
-SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+SEALS = sum(getattr(fcntl, name, 0) for name in ("F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE", "F_SEAL_SEAL"))
 # Entries the registry keeps at most (holders of bases of this file and of older ones): a bound on the file.
 REGISTRY_MAX = 64
 HEADER_MAX = 1 << 16
@@ -61,6 +61,7 @@ class Base:
     def __init__(self, fd: int, size: int, arrays: dict[str, np.ndarray]):
         self.fd, self.size, self.arrays = fd, size, arrays
         self.inode = os.fstat(fd).st_ino
+        self.theirs = False  # made by another worker (set by share)
         self._closed = weakref.finalize(self, os.close, fd)  # once nothing holds the base: its fd given back
 
     def close(self) -> None:
@@ -74,83 +75,126 @@ def registry_path(snapshot_path: Path | str) -> Path:
 # How long a worker waits for another making the base of the same file (~5 s at 10,000,000 CIs) before making
 # its own, unshared.
 LOCK_SECONDS = 120
+# Whether this system has sealed memfds (Linux); elsewhere every worker keeps its own arrays.
+AVAILABLE = hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
 
 
 def share(snapshot_path: Path | str, digest: bytes, rows: tuple, make) -> tuple[dict, Base | None, bool]:
     """(the base arrays for the snapshot file whose digest is `digest`, the shared base holding them or None
-    when they are this worker's own (memfds or the registry unavailable: logged), whether another worker made
+    when they are this worker's own (no memfds, or the registry unusable: logged), whether another worker made
     them).
 
     `rows` is the file's (counts, heads, edge data rows) as numpy arrays, and its edge data table's length: what
     another worker's base is checked against. `make()` returns the arrays (ARRAYS' names) when this worker has to
-    make them itself; what it raises (a file the caller refuses) is raised."""
+    make them itself; what it raises (a file the caller refuses) is raised, and nothing else is: whatever goes
+    wrong with another worker's base or the registry leaves this worker with its own arrays.
+
+    The registry's lock is held to read it and to list a base, and while this worker makes one (so that the
+    host's workers starting at once make one between them); another worker's base is checked without it."""
+    if not AVAILABLE:
+        return make(), None, False
     registry = registry_path(snapshot_path)
     key = digest.hex()
     lock = filelock.FileLock(f"{registry}.lock", timeout=LOCK_SECONDS)
+    tried: set = set()
     try:
-        lock.acquire()
-    except (OSError, filelock.Timeout) as exc:
+        with lock:
+            entries = _entries(registry)
+        found = _checked_base(entries, key, rows, tried)
+        if found is None:
+            with lock:
+                entries = _entries(registry)
+                found = _checked_base(entries, key, rows, tried)  # made meanwhile by a worker that held the lock
+                if found is None:
+                    arrays = make()
+                    try:
+                        found = _made(arrays)
+                    except Exception as exc:  # noqa: BLE001 - any failure leaves this worker its own arrays
+                        log.warning("the impact graph's base arrays are not shared between workers (%s): this "
+                                    "worker keeps its own", exc)
+                        return arrays, None, False
+                    del arrays
+                _listed(registry, entries, key, found)
+                return found.arrays, found, found.theirs
+        with lock:
+            _listed(registry, _entries(registry), key, found)
+        return found.arrays, found, True
+    except (OSError, filelock.Timeout) as exc:  # the lock (or its directory) unusable
         log.warning("the impact graph's base arrays are not shared between workers (%s): this worker keeps its own",
                     exc)
         return make(), None, False
-    try:
-        entries = _entries(registry)
-        for entry in entries:
-            if entry["digest"] != key:
-                continue
-            base = _attached(entry)
-            if base is None:
-                continue
-            problem = _problem(base.arrays, *rows)
-            if problem is None:
-                try:
-                    _register(registry, entries, key, base)
-                except OSError as exc:  # used all the same; others may not find it through this worker
-                    log.warning("the impact graph's shared base could not be listed (%s)", exc)
-                return base.arrays, base, True
-            log.warning("the impact graph's shared base of worker %s refused (%s): this worker makes its own",
-                        entry["pid"], problem)
-            base.close()
-        arrays = make()
+
+
+def _checked_base(entries: list[dict], key: str, rows: tuple, tried: set) -> "Base | None":
+    """The first base listed for `key` (and not tried yet) that opens and passes the check against the file's
+    rows; the others are closed. Never raises."""
+    unreachable = 0
+    for entry in entries:
+        mark = (entry["pid"], entry["fd"], entry["inode"])
+        if entry["digest"] != key or mark in tried:
+            continue
+        tried.add(mark)
+        base = _attached(entry)
+        if base is None:
+            unreachable += 1
+            continue
         try:
-            base = _made(arrays)
-            _register(registry, entries, key, base)
-        except OSError as exc:
-            log.warning("the impact graph's base arrays are not shared between workers (%s): this worker keeps its "
-                        "own", exc)
-            return arrays, None, False
-        return base.arrays, base, False
-    finally:
-        lock.release()
+            problem = _problem(base.arrays, *rows)
+        except Exception as exc:  # noqa: BLE001 - a base that cannot be checked is not used
+            problem = repr(exc)
+        if problem is None:
+            base.theirs = True
+            return base
+        log.warning("the impact graph's shared base of worker %s refused (%s): this worker makes its own",
+                    entry["pid"], problem)
+        base.close()
+    if unreachable:
+        log.info("%d base(s) of the impact graph listed by other workers could not be opened (their /proc hidden, "
+                 "or gone): this worker makes its own", unreachable)
+    return None
+
+
+def _listed(registry: Path, entries: list[dict], key: str, base: "Base") -> None:
+    """_register, its failure logged (the base is used all the same; later workers may not find it through
+    this one)."""
+    try:
+        _register(registry, entries, key, base)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the impact graph's shared base could not be listed (%s)", exc)
 
 
 def _entries(registry: Path) -> list[dict]:
-    """The registry's entries of holders still alive (unreadable or garbled: none)."""
+    """The registry's entries whose holder is alive and still holds what it listed (its fd a regular file of the
+    listed inode and size); unreadable or garbled: none. Never raises."""
     try:
         raw = json.loads(registry.read_text())
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - unreadable, garbled, nested past the parser's depth: no entries
         return []
     if not isinstance(raw, list):
         return []
     alive = []
     for entry in raw[-REGISTRY_MAX:]:
-        if not (isinstance(entry, dict) and all(type(entry.get(k)) is int for k in ("pid", "fd", "inode", "size"))
-                and isinstance(entry.get("digest"), str)):
-            continue
         try:
-            os.kill(entry["pid"], 0)
-        except ProcessLookupError:
+            if not (isinstance(entry, dict) and isinstance(entry.get("digest"), str)
+                    and all(type(entry.get(k)) is int and 0 <= entry[k] < 1 << 31 for k in ("pid", "fd"))
+                    and all(type(entry.get(k)) is int and 0 <= entry[k] < 1 << 63 for k in ("inode", "size"))):
+                continue
+            # stat, not open: the number may now be a FIFO or a terminal, whose open could block.
+            info = os.stat(f"/proc/{entry['pid']}/fd/{entry['fd']}")
+            if stat.S_ISREG(info.st_mode) and (info.st_ino, info.st_size) == (entry["inode"], entry["size"]):
+                alive.append(entry)
+        except Exception:  # noqa: BLE001 - gone, another user's, /proc hidden: not listed any more
             continue
-        except PermissionError:  # another user's process: not one of ours
-            continue
-        alive.append(entry)
     return alive
 
 
 def _register(registry: Path, entries: list[dict], key: str, base: Base) -> None:
-    """List this process as a holder of `base` (under the registry's lock), atomically."""
+    """List this process as a holder of `base` (under the registry's lock), atomically; the files a writer
+    killed half way left are removed (no other writer can be under way)."""
     mine = {"pid": os.getpid(), "fd": base.fd, "inode": base.inode, "size": base.size, "digest": key}
     kept = [e for e in entries if (e["pid"], e["fd"]) != (mine["pid"], mine["fd"])][-(REGISTRY_MAX - 1):]
+    for leftover in registry.parent.glob(f".{registry.name}.*.new"):
+        leftover.unlink(missing_ok=True)
     # (not named as graph.snapshot.remove_leftovers finds a snapshot writer's leftovers)
     fd, temporary = tempfile.mkstemp(dir=registry.parent, prefix=f".{registry.name}.", suffix=".new")  # mode 0600
     try:
@@ -203,10 +247,15 @@ def _aligned(offset: int) -> int:
 
 def _attached(entry: dict) -> Base | None:
     """The base another worker listed, opened and mapped, if it is still the sealed memfd it listed (None
-    otherwise: gone, reused for something else, /proc closed to us)."""
+    otherwise: gone, its number reused for something else, /proc closed to us, garbled). Never raises, never
+    blocks: the link is looked at (stat) before it is opened, and opened non-blocking."""
+    link = f"/proc/{entry['pid']}/fd/{entry['fd']}"
     try:
-        fd = os.open(f"/proc/{entry['pid']}/fd/{entry['fd']}", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        info = os.stat(link)
+        if not stat.S_ISREG(info.st_mode) or (info.st_ino, info.st_size) != (entry["inode"], entry["size"]):
+            return None
+        fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except Exception:  # noqa: BLE001
         return None
     try:
         info = os.fstat(fd)
@@ -215,14 +264,16 @@ def _attached(entry: dict) -> Base | None:
             os.close(fd)
             return None
         return Base(fd, info.st_size, _mapped(fd, info.st_size))
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - a garbled one (struct.error, a header nested past the parser's depth...)
         os.close(fd)
         return None
 
 
 def _mapped(fd: int, size: int) -> dict[str, np.ndarray]:
     """The arrays of a base's memfd, read-only views of a read-only mapping (ValueError if garbled)."""
-    memory = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    # Private and read-only: the memfd's pages are shared all the same (never written, never copied), and a
+    # write-sealed memfd cannot be mapped shared before Linux 6.7, even read-only.
+    memory = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
     try:
         if memory[:len(MAGIC)] != MAGIC:
             raise ValueError("not a graph base")

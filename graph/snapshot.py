@@ -586,40 +586,40 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
     sections = _sections(layout, body)
     graph = ImpactGraph(semantics)
     was_enabled = gc.isenabled()
-    gc.disable()
+    gc.disable()  # a million small objects made: no collection walks them meanwhile
     try:
         ids, payload_of, _data_of = _checked(graph, header, sections, payloads, edge_data)
         _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
-        counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
-
-        def own() -> dict:
-            """The base arrays, made from the file's."""
-            p_counts, p_tails, p_data, heads = _by_head(counts, ends, data, header.cis, with_heads=True)
-            # The edges by head keep each head's tails in CI order: a pair twice in a CI's row is two equal
-            # neighbours (the dicts would have collapsed it).
-            if bool(((heads[1:] == heads[:-1]) & (p_tails[1:] == p_tails[:-1])).any()):
-                raise ValueError("succ holds a pair twice")
-            del heads
-            indptr, p_indptr = np.zeros(header.cis + 1, np.int64), np.zeros(header.cis + 1, np.int64)
-            np.cumsum(np.asarray(counts), out=indptr[1:])
-            np.cumsum(p_counts, out=p_indptr[1:])
-            return {"indptr": indptr, "heads": np.asarray(ends).astype(np.int32),
-                    "edata": np.asarray(data).astype(np.int32), "p_indptr": p_indptr,
-                    "p_tails": p_tails.astype(np.int32, copy=False), "p_edata": p_data.astype(np.int32)}
-
-        try:
-            holder = None
-            if share is None:
-                base = own()
-            else:
-                rows = (np.asarray(counts), np.asarray(ends), np.asarray(data), len(edge_data))
-                base, holder, _ = shared_base.share(share[0], share[1], rows, own)
-            payload = np.asarray(sections["payload"])
-        except MemoryError:
-            return None
     finally:
         if was_enabled:
             gc.enable()
+    counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
+
+    def own() -> dict:
+        """The base arrays, made from the file's."""
+        p_counts, p_tails, p_data, heads = _by_head(counts, ends, data, header.cis, with_heads=True)
+        # The edges by head keep each head's tails in CI order: a pair twice in a CI's row is two equal
+        # neighbours (the dicts would have collapsed it).
+        if bool(((heads[1:] == heads[:-1]) & (p_tails[1:] == p_tails[:-1])).any()):
+            raise ValueError("succ holds a pair twice")
+        del heads
+        indptr, p_indptr = np.zeros(header.cis + 1, np.int64), np.zeros(header.cis + 1, np.int64)
+        np.cumsum(np.asarray(counts), out=indptr[1:])
+        np.cumsum(p_counts, out=p_indptr[1:])
+        return {"indptr": indptr, "heads": np.asarray(ends).astype(np.int32),
+                "edata": np.asarray(data).astype(np.int32), "p_indptr": p_indptr,
+                "p_tails": p_tails.astype(np.int32, copy=False), "p_edata": p_data.astype(np.int32)}
+
+    try:
+        holder = None
+        if share is None:
+            base = own()
+        else:  # (outside the collector's pause: a wait for another worker's lock may last)
+            rows = (np.asarray(counts), np.asarray(ends), np.asarray(data), len(edge_data))
+            base, holder, _ = shared_base.share(share[0], share[1], rows, own)
+        payload = np.asarray(sections["payload"])
+    except MemoryError:
+        return None
     try:
         compact.warm_up()
         # The payloads' keys and the view's ids are the same strings (one copy of each id).

@@ -213,3 +213,37 @@ def test_without_a_registry_the_worker_keeps_its_own_arrays(tmp_path, monkeypatc
     g = loaded(path)
     assert g._view.shared_base is None and "not shared between workers" in caplog.text
     alike(g, p)
+
+
+def test_a_listed_fd_now_something_else_neither_blocks_nor_breaks_the_load(tmp_path, caplog):
+    # A worker's fd number, once its base was let go, may be reused for anything: a FIFO with no writer (whose
+    # open would block for ever), a garbled memfd. The registry itself may be garbled. None of it stops a load.
+    import threading
+
+    path = tmp_path / "g.snapshot"
+    p = saved(9, path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    short = os.memfd_create("karta-graph-base", os.MFD_ALLOW_SEALING)  # MAGIC, then too short for its length
+    os.write(short, shared_base.MAGIC + b"\x01")
+    fcntl.fcntl(short, fcntl.F_ADD_SEALS, shared_base.SEALS)
+    raw, header, body, digest = snapshot._read(path)
+    listed = [{"pid": os.getpid(), "fd": fd, "inode": os.fstat(fd).st_ino, "size": os.fstat(fd).st_size,
+               "digest": digest.hex()} for fd in (reader, short)]
+    try:
+        for registry in (listed, [{"pid": 2 ** 70, "fd": 3, "inode": 1, "size": 1, "digest": digest.hex()}],
+                         "[" * 100_000, {"not": "a list"}):
+            shared_base.registry_path(path).write_text(json.dumps(registry) if not isinstance(registry, str) else registry)
+            done = []
+            loading = threading.Thread(target=lambda: done.append(loaded(path)), daemon=True)
+            loading.start()
+            loading.join(60)
+            assert done, f"the load blocked or failed with the registry {str(registry)[:80]}"
+            g = done[0]
+            assert mapped(g._view) and g._view.shared_base.inode not in {e["inode"] for e in listed}
+            alike(g, p)
+        assert shared_base._attached(listed[1]) is None
+    finally:
+        os.close(reader)
+        os.close(short)

@@ -527,12 +527,25 @@ def _neighborhood(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o
                 seen = _grow(seen, count + 1)
                 seen[count] = v
                 count += 1
+    tails, ends, rows = _among(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, seen[:count],
+                               dist, allow)
+    for i in range(count):
+        dist[seen[i]] = 0
+    return seen[:count], tails, ends, rows
+
+
+@_compiled
+def _among(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, nodes, inside,
+           allow):  # pragma: no cover - compiled
+    """The edges among `nodes` (each once; `inside` is non-zero for each of them, 0 elsewhere) whose data row
+    `allow`s them: per edge its tail, its head and its data row, each tail's in its row's order, the tails in
+    the order given."""
     tails = np.empty(16, np.int64)
     ends = np.empty(16, np.int64)
     rows = np.empty(16, np.int64)
     m = 0
-    for i in range(count):
-        u = seen[i]
+    for i in range(nodes.shape[0]):
+        u = nodes[i]
         k = slot[u]
         if k < 0 and u < base_n:
             lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
@@ -544,15 +557,55 @@ def _neighborhood(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o
             lo, hi, hs, es = 0, 0, heads, edata
         for j in range(lo, hi):
             v = hs[j]
-            if dist[v] and allow[es[j]]:
+            if inside[v] and allow[es[j]]:
                 tails = _grow(tails, m + 1)
                 ends = _grow(ends, m + 1)
                 rows = _grow(rows, m + 1)
                 tails[m], ends[m], rows[m] = u, v, es[j]
                 m += 1
-    for i in range(count):
-        dist[seen[i]] = 0
-    return seen[:count], tails[:m], ends[:m], rows[:m]
+    return tails[:m], ends[:m], rows[:m]
+
+
+@_compiled
+def _current_rows(indptr, heads, edata, base_n, slot, o_start, o_len, o_heads, o_edata, keep,
+                  remap):  # pragma: no cover - compiled
+    """The rows of the CIs `keep` as they stand (overlay or base), laid out as a base: (indptr, heads, data rows),
+    every head renumbered by `remap` (its position among `keep`); and False when a head is one `remap` drops
+    (-1): a row naming a CI the graph no longer holds (never, in a view kept by the graph)."""
+    n = keep.shape[0]
+    ptr = np.zeros(n + 1, np.int64)
+    for t in range(n):
+        u = keep[t]
+        k = slot[u]
+        if k >= 0:
+            width = o_len[k]
+        elif u < base_n:
+            width = indptr[u + 1] - indptr[u]
+        else:
+            width = 0
+        ptr[t + 1] = ptr[t] + width
+    out_heads = np.empty(ptr[n], np.int32)
+    out_edata = np.empty(ptr[n], np.int32)
+    for t in range(n):
+        u = keep[t]
+        k = slot[u]
+        if k < 0 and u < base_n:
+            lo, hi, hs, es = indptr[u], indptr[u + 1], heads, edata
+        elif k >= 0:
+            lo = o_start[k]
+            hi = lo + o_len[k]
+            hs, es = o_heads, o_edata
+        else:
+            lo, hi, hs, es = 0, 0, heads, edata
+        at = ptr[t]
+        for j in range(lo, hi):
+            v = remap[hs[j]]
+            if v < 0:
+                return ptr, out_heads, out_edata, False
+            out_heads[at] = v
+            out_edata[at] = es[j]
+            at += 1
+    return ptr, out_heads, out_edata, True
 
 
 @_compiled
@@ -650,6 +703,8 @@ class CompactView:
         self.parent = np.empty(capacity, np.int32)
         self.dist = np.empty(capacity, np.int32)
         self._walk_scratch: tuple | None = None  # the compiled walks' per-CI arrays (_scratch)
+        self.shared_base = None  # graph.shared_base.Base whose mapping holds the base's arrays, if shared
+        self.gone: list = []  # CIs the graph no longer held that a rebase kept, with empty rows (rebased)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -860,7 +915,7 @@ class CompactView:
             order = np.argsort(self.heads, kind="stable")
             p_indptr = np.zeros(self.base_n + 1, np.int64)
             np.cumsum(np.bincount(self.heads, minlength=self.base_n), out=p_indptr[1:])
-            self._pred = (p_indptr, tails[order], self.edata[order])
+            self._pred = (_frozen(p_indptr), _frozen(tails[order]), _frozen(self.edata[order]))
         return self._pred
 
     def candidates(self, symptoms: list, kind_key: str) -> tuple[list, list, list, "Closures"]:
@@ -917,6 +972,133 @@ class CompactView:
         for u, v, row in zip(tails.tolist(), ends.tolist(), rows.tolist()):
             among[ids[u]][ids[v]] = table[row]
         return set(found), among
+
+    def among(self, ci_ids) -> dict:
+        """{u: {v: data}} for the edges whose two ends are both among `ci_ids` (those the view knows), each u's
+        in its row's order: ImpactGraph.edges_among's adjacency, read off the arrays."""
+        index = self.index
+        nodes = np.fromiter(dict.fromkeys(index[ci_id] for ci_id in ci_ids if ci_id in index), np.int64)
+        inside = np.zeros(len(self.ids), np.int8)
+        inside[nodes] = 1
+        tails, ends, rows = _among(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
+                                   self.o_len, self.o_heads, self.o_edata, nodes, inside,
+                                   np.ones(len(self.table), np.int8))
+        ids, table = self.ids, self.table
+        among: dict = {ids[u]: {} for u in nodes.tolist()}
+        for u, v, row in zip(tails.tolist(), ends.tolist(), rows.tolist()):
+            among[ids[u]][ids[v]] = table[row]
+        return among
+
+    def upstream_part(self, seeds) -> dict:
+        """graph.reach.upstream_part over the arrays: node -> its successors within the part of the graph from
+        which one of `seeds` (CIs the view knows) can be reached along any edge, the seeds included; the part
+        breadth-first from the seeds, each node's successors in its row's order."""
+        index = self.index
+        at = np.fromiter(dict.fromkeys(index[ci_id] for ci_id in seeds), np.int64)
+        every = np.ones(len(self.table), np.int8)  # every edge is followed, whatever it carries
+        with self._scratch(1) as (dist,):
+            up, count = _upstream(self.base_n, self.slot, *self.predecessors(), every, at, dist)
+            part = up[:count]
+            dist[part] = 0
+        inside = np.zeros(len(self.ids), np.int8)
+        inside[part] = 1
+        tails, ends, _ = _among(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
+                                self.o_len, self.o_heads, self.o_edata, part, inside, every)
+        ids = self.ids
+        found: dict = {ids[u]: [] for u in part.tolist()}
+        for u, v in zip(tails.tolist(), ends.tolist()):
+            found[ids[u]].append(ids[v])
+        return found
+
+    # ---- made afresh without the dicts -------------------------------------------------------------
+
+    def _gone(self, node: dict) -> list:
+        """The view's CIs the graph no longer holds (not in `node`): each was read again (an empty row) when it
+        went, so only the overlay's CIs and those a rebase kept are looked at."""
+        ids = self.ids
+        return sorted({i for i in (*self.changed, *self.gone) if ids[i] not in node})
+
+    def current_rows(self, node: dict) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+        """Every CI of the graph (`node`: its payloads) in the view's order, with its row as it stands: (the
+        ids, indptr, heads as positions among those ids, data rows of `table`). No CI may be pending."""
+        if self.pending:
+            raise RuntimeError("the view has rows to read again")
+        gone = self._gone(node)
+        keep, remap = self._kept(gone)
+        indptr, heads, edata = self._rows_of(keep, remap)
+        ids = self.ids
+        return (list(map(ids.__getitem__, keep.tolist())) if gone else list(ids)), indptr, heads, edata
+
+    def _kept(self, gone: list, drop: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(the CIs kept, each CI's number among them): the `gone` ones dropped, else kept in place; either way
+        a row naming one of them is refused (-1 in the numbering: _current_rows)."""
+        n = len(self.ids)
+        if not drop:
+            keep = np.arange(n, dtype=np.int64)
+            remap = keep.copy()
+            remap[gone] = -1
+            return keep, remap
+        mask = np.ones(n, bool)
+        mask[gone] = False
+        keep = np.flatnonzero(mask)
+        remap = np.full(n, -1, np.int64)
+        remap[keep] = np.arange(keep.shape[0])
+        return keep, remap
+
+    def _rows_of(self, keep: np.ndarray, remap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        indptr, heads, edata, whole = _current_rows(self.indptr, self.heads, self.edata, self.base_n, self.slot,
+                                                    self.o_start, self.o_len, self.o_heads, self.o_edata, keep, remap)
+        if not whole:
+            raise ValueError("a row of the view names a CI the graph no longer holds")
+        return indptr, heads, edata
+
+    def relinked(self) -> None:
+        """Take note that the graph swapped every entry of `table` for another dict (new semantics that change no
+        kind nor coverage: ImpactGraph.set_semantics): what was derived from the old dicts is let go."""
+        self._table_index = {id(data): i for i, data in enumerate(self.table)}
+        self._kinds.clear()
+        self._counts.clear()
+
+    def rebased(self, node: dict) -> "CompactView":
+        """This view with an empty overlay: each CI's row as it stands made its base row, the predecessors
+        merged likewise (no sort), so that a view grown stale is made fresh without the dicts. The CIs the graph
+        no longer holds (not in `node`) keep their index and an empty row, unless they are more than
+        REBUILD_SHARE of the view's: they are dropped then and the others numbered again (a new index). No CI
+        may be pending. The new view shares this one's ids, index (when kept) and edge data table."""
+        if self.pending:
+            raise RuntimeError("the view has rows to read again")
+        n = len(self.ids)
+        gone = self._gone(node)
+        drop = len(gone) > REBUILD_SHARE * n
+        keep, remap = self._kept(gone, drop)
+        indptr, heads, edata = self._rows_of(keep, remap)
+        # The predecessors as they stand: the base's edges whose tail's row is still the base's, and the overlay
+        # rows' edges, both ordered by head, merged.
+        p_indptr, p_tails, p_edata, op_heads, op_tails, op_edata = self.predecessors()
+        kept = self.slot[p_tails] < 0
+        p_heads = np.repeat(np.arange(self.base_n, dtype=np.int32), np.diff(p_indptr))[kept]
+        at = np.searchsorted(p_heads, op_heads, side="right")
+        by_head = np.insert(p_heads, at, op_heads.astype(np.int32))
+        tails = np.insert(p_tails[kept], at, op_tails.astype(np.int32))
+        rows = np.insert(p_edata[kept], at, op_edata.astype(np.int32))
+        del p_heads, kept, at
+        if drop:  # a CI gone has no edge left
+            by_head, tails = remap[by_head].astype(np.int32), remap[tails].astype(np.int32)
+            ids = list(map(self.ids.__getitem__, keep.tolist()))
+            index: dict = {}
+            for start in range(0, len(ids), SLICE):
+                index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+        else:
+            ids, index = self.ids, self.index
+        m = len(ids)
+        pred_indptr = np.zeros(m + 1, np.int64)
+        np.cumsum(np.bincount(by_head, minlength=m), out=pred_indptr[1:])
+        view = CompactView(ids, index, _frozen(indptr), _frozen(heads), _frozen(edata), self.table, self.kk[keep],
+                           set())
+        view.made_from = "rebased"
+        view.gone = [] if drop else gone
+        view._pred = (_frozen(pred_indptr), _frozen(tails), _frozen(rows))
+        return view
 
     @contextmanager
     def _scratch(self, count: int):
@@ -1174,7 +1356,7 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
                     kk[i] = clipped_k(node[ci_id][MIN_MEMBERS_KEY])
             if between is not None:
                 between()
-        indptr = np.cumsum(counts)
+        indptr = _frozen(np.cumsum(counts))
         heads_np = _frozen(np.frombuffer(heads, np.int32).copy() if heads else np.zeros(0, np.int32))
         edata_np = _frozen(np.frombuffer(edata, np.int32).copy() if edata else np.zeros(0, np.int32))
         del heads, edata
@@ -1200,44 +1382,52 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def from_snapshot(ids: list, counts: np.ndarray, heads: np.ndarray, edata: np.ndarray, payload: np.ndarray,
-                  table: list, ks: list, pending: set, predecessors: tuple | None = None) -> CompactView:
+def from_snapshot(ids: list, counts: np.ndarray | None, heads: np.ndarray, edata: np.ndarray, payload: np.ndarray,
+                  table: list, ks: list, pending: set, predecessors: tuple | None = None, *,
+                  indptr: np.ndarray | None = None) -> CompactView:
     """The view of a graph just read from a snapshot file (graph.snapshot), from the file's own arrays
     instead of the dicts: per CI its successor count, per edge its head and its edge data row (int32, in
     each CI's dict order), per CI its payload row; `table` is the graph's data dict of each edge data row,
     `ks` the min_members of each payload row, `pending` the CIs changed since the file was read. The
     snapshot's reader checked every index in range and the counts against the edges. `predecessors`, if
     the reader ordered the edges by head already: (p_indptr int64, tails int32, edge data rows int32), as
-    `CompactView._base_predecessors` makes them."""
+    `CompactView._base_predecessors` makes them. `indptr` (where each CI's row starts, and the end), if given
+    instead of `counts` (graph.shared_base's, read-only)."""
     n = len(ids)
-    if counts.shape[0] != n or int(counts.sum(dtype=np.int64)) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
+    if indptr is None:
+        if counts.shape[0] != n:
+            raise ValueError("the snapshot's arrays are at odds with each other")
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+    if indptr.shape[0] != n + 1 or int(indptr[-1]) != heads.shape[0] or heads.shape[0] != edata.shape[0]:
         raise ValueError("the snapshot's arrays are at odds with each other")  # a checked file never is
     if predecessors is not None and (predecessors[0].shape[0] != n + 1 or int(predecessors[0][-1]) != heads.shape[0]
                                      or predecessors[1].shape[0] != heads.shape[0]
                                      or predecessors[2].shape[0] != heads.shape[0]):
         raise ValueError("the snapshot's predecessors are at odds with its edges")
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
     index: dict = {}
     for start in range(0, n, SLICE):  # a slice at a time: one C call over 10 million ids would hold the GIL for seconds
         index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
-    view = CompactView(ids, index, indptr, _frozen(heads), _frozen(edata), list(table), kk, pending)
+    view = CompactView(ids, index, _frozen(indptr), _frozen(heads), _frozen(edata), list(table), kk, pending)
     view.made_from = "snapshot"
-    if predecessors is not None:  # writable, as _base_predecessors makes them: numba compiles per kind of array
-        view._pred = tuple(predecessors)
+    if predecessors is not None:  # read-only, as _base_predecessors makes them: numba compiles per kind of array
+        view._pred = tuple(map(_frozen, predecessors))
     return view
 
 
 def warm_up() -> None:
     """Compile every loop (or load it from numba's cache) on a two-CI graph."""
-    view = CompactView(["a", "b"], {"a": 0, "b": 1}, np.array([0, 1, 1], np.int64), _frozen(np.array([1], np.int32)),
+    view = CompactView(["a", "b"], {"a": 0, "b": 1}, _frozen(np.array([0, 1, 1], np.int64)), _frozen(np.array([1], np.int32)),
                        _frozen(np.array([0], np.int32)), [{"kind": ORDINARY}], np.ones(2, np.int32), set())
     view.propagate(["a"], "kind", None).keys_list()
     view.candidates(["b"], "kind")
     view.spof("b", "kind")
     view.providers("b", "kind")
     view.neighborhood("a", 2, True, True, None, "kind")
+    view.among(["a", "b"])
+    view.upstream_part(["b"])
+    view.current_rows({"a": None, "b": None})
     ExtraWalkArrays(view, "kind", "a", view.mask(["b"])).advance(10)
     view.changed.append(0)  # and the count of members corrected by the overlay's rows (counted afresh)
     view.slot[0] = 0

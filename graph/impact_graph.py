@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from graph import causes, propagation, providers
+from graph import causes, propagation, providers, reach
 from graph.semantics import COVERED_KEY, KIND_KEY, MEMBER, ORDINARY, TYPES_KEY, EdgeTypeSets, RelationshipSemantics
 
 CLASS_KEY = "ci_class"
@@ -69,10 +69,11 @@ class ImpactGraph:
         self._building = False
         self._adopting: threading.Thread | None = None  # adopt_compact's thread, for wait_compact
         # A graph started view first (start_view_first): until lay_out_dicts, its succ and pred dicts are not
-        # there (NotLaidOut stands in), changes go to the view alone (graph.view_changes) and are kept here to
-        # be applied to the dicts when they are laid out; `_dicts_due()` lays them out as the file had them.
-        self._dicts_due = None
-        self._replay: list[tuple] = []
+        # there (NotLaidOut stands in; `_dicts_due` is set) and changes go to the view alone (graph.view_changes).
+        # While lay_out_dicts lays them out from the view, outside the lock, the changes applied meanwhile are
+        # kept in `_replay` (None otherwise), to be applied to them before they answer.
+        self._dicts_due: object | None = None
+        self._replay: list[tuple] | None = None
         self._laying_out = threading.Lock()
 
     @classmethod
@@ -114,19 +115,20 @@ class ImpactGraph:
         before the dicts of a graph started view first are laid out, the view's count."""
         with self._lock:
             if self._dicts_due is not None:
-                return self._view.links()
+                return self._view_or_refuse().links()
             return sum(map(len, self._g._succ.values()))
 
     @property
     def broken(self) -> bool:
         """Whether a graph started view first lost its view before its dicts were laid out (changes that failed
-        half way): it can answer nothing until lay_out_dicts lays them out with the changes applied before."""
+        half way): it can answer nothing, and its dicts cannot be laid out from the view; let it go."""
         return self._dicts_due is not None and self._view is None
 
     @property
     def dicts_ready(self) -> bool:
-        """False while a graph started view first has no succ and pred dicts yet: only what its compiled
-        view answers (impact, spof, root cause, providers) and the CIs' own data may be asked of it."""
+        """False while a graph started view first has no succ and pred dicts: every analysis, neighbourhoods,
+        the edges among CIs and the parts upstream of CIs are then read off its compiled view; what walks the
+        dicts themselves (`graph`, relationships, number_of_relationships) refuses (DictsNotLaidOut)."""
         return type(self._g._pred) is not NotLaidOut
 
     def ci(self, ci_id) -> tuple[str | None, int | None] | None:
@@ -158,7 +160,24 @@ class ImpactGraph:
 
     def set_semantics(self, semantics: dict[str, RelationshipSemantics]) -> None:
         """Replace the relationship-type semantics. Edges whose type changed direction are re-laid. A graph
-        started view first has its dicts laid out first (call this without holding the graph's lock)."""
+        started view first keeps answering from its view alone when no type its edges hold changed meaning (a
+        type added, or one no edge holds changed): its edge data dicts are swapped for the new table's, every
+        kind and coverage staying what it was; otherwise its dicts are laid out first (call this without holding
+        the graph's lock), and the view built again from them later."""
+        new = EdgeTypeSets(semantics)
+        with self._lock:
+            old = self._types
+            if self._dicts_due is True and all(old.semantics_of(t) == new.semantics_of(t)
+                                                   for t in old.present_types()):
+                view = self._view_or_refuse()
+                table = view.table
+                for i, data in enumerate(table):  # in place: the rows' data rows stay what they index
+                    table[i] = (new.covered if data[COVERED_KEY] else new.of)(data[TYPES_KEY])
+                view.relinked()
+                self._types = new
+                self._spares.clear()
+                self._cache_changed()
+                return
         self.lay_out_dicts()
         with self._lock:
             old, new = self._types, EdgeTypeSets(semantics)
@@ -319,6 +338,7 @@ class ImpactGraph:
         """Apply (operation, *arguments) changes in order, each operation one of graph.view_changes.OPERATIONS
         (upsert_ci, remove_ci, add_relationship, remove_relationship: these methods). Before the dicts of a
         graph started view first are laid out, to its view alone, and kept for the dicts."""
+        changes = list(changes)  # (read twice below: by the view's code, then kept for a lay-out under way)
         with self._lock:
             if self._dicts_due is None:
                 for operation, *arguments in changes:
@@ -326,42 +346,65 @@ class ImpactGraph:
                 return
             from graph import view_changes
 
+            if self._view is None:
+                raise DictsNotLaidOut("the graph's compiled view was lost before its dicts were laid out")
             try:
                 view_changes.apply(self._view, self._g._node, self, changes)
             except BaseException:  # the view and the payloads may each hold part of the changes: neither is trusted
                 self._drop_view()
                 raise
-            self._replay.extend(changes)
+            if self._replay is not None:  # a lay-out of the dicts under way: they get these too
+                self._replay.extend(changes)
 
-    def start_view_first(self, view, lay_out) -> None:
-        """Answer from `view` (graph.compact, exact for this graph's CIs as `_node` holds them) before the
-        succ and pred dicts are there: `lay_out()` returns the networkx graph the file held (nodes, succ and
-        pred on this graph's tables), called by lay_out_dicts."""
+    def start_view_first(self, view) -> None:
+        """Answer from `view` (graph.compact, exact for this graph's CIs as `_node` holds them) with no succ and
+        pred dicts: changes go to the view alone, and lay_out_dicts lays the dicts out from it if they are
+        ever needed (a change of semantics)."""
         with self._lock:
             self._drop_view()
             self._view = view
             self._g._succ = self._g._pred = NotLaidOut()
-            self._dicts_due, self._replay = lay_out, []
+            self._dicts_due, self._replay = True, None
 
     def lay_out_dicts(self) -> bool:
-        """Lay out the dicts of a graph started view first (outside the graph's lock: ~4 s at 1,000,000 CIs),
-        then, under it, apply to them every change applied to the view since, and answer from both from then
-        on. Whether this call laid them out (False: there was nothing to do, or another thread did it). If
-        it raises, the graph stays as it was (view only), and a later call tries again."""
+        """Lay out the succ and pred dicts of a graph started view first from its view: the view made fresh
+        (CompactView.rebased) under the graph's lock, the dicts laid out from its arrays outside it (~4 s at
+        1,000,000 CIs), then, under it again, every change applied since applied to them too; both answer from
+        then on. Whether this call laid them out (False: there was nothing to do, another thread did it, or
+        the graph was let go meanwhile). If it raises, the graph stays as it was (view only), and a later
+        call tries again. A graph whose view was lost (`broken`) raises DictsNotLaidOut: let it go."""
+        from graph import view_changes
+
         with self._laying_out:
-            due = self._dicts_due
-            if due is None:
-                return False
+            with self._lock:
+                if self._dicts_due is None:
+                    return False
+                if self._view is None:
+                    raise DictsNotLaidOut("the graph's compiled view was lost before its dicts were laid out")
+                view = self._view.rebased(self._g._node)  # (if it raises, nothing was changed)
+                node = dict(self._g._node)  # the payloads as the view's rows stand
+                due = self._dicts_due = object()  # this lay-out's mark: a load or new semantics replace it
+                self._view = view
+                self._replay = []
             try:
-                g = due()
+                g = view_changes.lay_out(view, node, self, stop=lambda: self._dicts_due is not due)
             except LayOutGivenUp:  # the graph was let go meanwhile
                 return False
+            except BaseException:
+                with self._lock:
+                    if self._dicts_due is due:
+                        self._dicts_due, self._replay = True, None
+                raise
             with self._lock:
                 if self._dicts_due is not due:  # dropped meanwhile (a load, new semantics)
                     return False
-                ImpactGraph.over(self, g._node, g._succ, g._pred, set()).apply_changes(self._replay)
+                try:
+                    ImpactGraph.over(self, g._node, g._succ, g._pred, set()).apply_changes(self._replay)
+                except BaseException:
+                    self._dicts_due, self._replay = True, None
+                    raise
                 self._g = g
-                self._dicts_due, self._replay = None, []
+                self._dicts_due, self._replay = None, None
                 if self._view is not None:  # kept current by the dicts' changes from now on
                     self._sinks.append(self._view.pending)
                 return True
@@ -470,7 +513,7 @@ class ImpactGraph:
         the dicts' lay-out of a graph started view first."""
         with self._lock:
             self._drop_view()
-            self._dicts_due, self._replay = None, []
+            self._dicts_due, self._replay = None, None
 
     def maybe_compact(self) -> bool:
         """Build (or build again, when its overlay grew stale) the view in a thread of its own, when
@@ -511,7 +554,14 @@ class ImpactGraph:
         if view is not None:
             view.refresh(self._g)
             if view.stale:
-                self.maybe_compact()
+                if self._dicts_due is not None:  # no dicts to build one from: the view made fresh from itself
+                    try:
+                        view = self._view = view.rebased(self._g._node)
+                    except ValueError:  # a row naming a CI the graph no longer holds: nothing left to trust (broken)
+                        self._drop_view()
+                        raise
+                else:
+                    self.maybe_compact()
         return view
 
     def _touch(self, ci_id) -> None:
@@ -561,7 +611,7 @@ class ImpactGraph:
         depth = operator.index(depth)  # a whole number of hops (1.5 would be read as 2 by one walk, 1 by the other)
         allowed = None if types is None else frozenset(types)
         with self._lock:
-            if ci_id not in self._g._succ:
+            if ci_id not in self._g._node:
                 return set(), []
             view = self._current_view()
             if view is not None:  # the same walk, compiled (graph.compact)
@@ -598,10 +648,41 @@ class ImpactGraph:
         """The relationships whose two ends are both in `ci_ids`, as (source, target, type), sorted:
         the edges of an answer's subgraph, for drawing it."""
         with self._lock:
-            succ = self._g._succ
-            keep = {ci_id for ci_id in ci_ids if ci_id in succ}
-            among = {u: {v: data for v, data in succ[u].items() if v in keep} for u in keep}
+            node = self._g._node
+            if self._dicts_due is not None:  # no dicts: read off the compiled view
+                among = self._view_or_refuse().among(ci_id for ci_id in ci_ids if ci_id in node)
+            else:
+                succ = self._g._succ
+                keep = {ci_id for ci_id in ci_ids if ci_id in node}
+                among = {u: {v: data for v, data in succ[u].items() if v in keep} for u in keep}
             return sorted(self._relationships(among))
+
+    def upstream_part(self, starts: Iterable) -> dict:
+        """graph.reach.upstream_part of this graph: node -> its successors within the part from which one of
+        `starts` (those the graph holds) can be reached, `starts` included; read off the compiled view when
+        the dicts are not laid out (the same part, each node's successors in the same order)."""
+        with self._lock:
+            if self._dicts_due is None:
+                return reach.upstream_part(self._g, starts)
+            node = self._g._node
+            return self._view_or_refuse().upstream_part(ci_id for ci_id in starts if ci_id in node)
+
+    def _view_or_refuse(self):
+        """The current view of a graph without dicts (under the lock); DictsNotLaidOut if it lost it."""
+        view = self._current_view()
+        if view is None:
+            raise DictsNotLaidOut("the graph's compiled view was lost before its dicts were laid out")
+        return view
+
+    def view_rows(self) -> tuple | None:
+        """(the CI ids, indptr, heads as positions among them, data rows, the edge data table) of a graph
+        without dicts, every row as it stands (CompactView.current_rows): what a snapshot of it holds. None
+        when the dicts are laid out. Under the graph's lock."""
+        with self._lock:
+            if self._dicts_due is None:
+                return None
+            view = self._view_or_refuse()
+            return (*view.current_rows(self._g._node), view.table)
 
     def relationships(self):
         """Every relationship as (source, target, type), as recorded."""

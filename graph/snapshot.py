@@ -147,24 +147,39 @@ class Capture:
     """The content of a graph at one moment, taken so that it can be encoded with no lock held.
 
     The CIs and their payloads are taken at construction; `take` then takes the adjacency of the next
-    CIs. Every call holds the graph's own lock, and the content is consistent only if the graph did not
+    CIs (of a graph without dicts, the rows are taken at construction off its compiled view, and `take` takes
+    the next CIs' payloads). Every call holds the graph's own lock, and the content is consistent only if the graph did not
     change between the first call and the last: the caller checks that (the service compares its
     applied_seq between slices) or holds the graph still from construction to a single `take()`. Only references are taken (ids, the shared
     payload and edge data dicts), into flat lists: at 1,000,000 CIs and 3 million edges this holds
     ~70 MB for the time of the write."""
 
     def __init__(self, graph: ImpactGraph):
+        self.succ_counts: list[int] = []
+        self.succ_ends: list = []
+        self.succ_data: list[dict] = []
+        # A graph without dicts (started view first) is taken off its compiled view: its rows here, as arrays
+        # made afresh (counts, heads as CI positions, data rows, and the view's edge data table; ~0.1 s under the
+        # lock at 1,000,000 CIs), its CIs' payloads by `take`, in slices, as the dicts' rows are.
+        self.rows: tuple | None = None
+        self.payloads = []
         with graph._lock:
             node = graph.graph._node
             self.applied_seq = graph.applied_seq
             self.semantics = graph.semantics
-            self.ids = list(node)
-            self.payloads = list(node.values())
+            rows = graph.view_rows()
+            if rows is None:
+                self.ids = list(node)
+                self.payloads = list(node.values())
+            else:
+                import numpy as np  # the view's own import
+
+                self.ids, indptr, heads, edata, table = rows
+                if len(self.ids) != len(node):
+                    raise ValueError(f"the compiled view holds {len(self.ids)} CIs, the payloads {len(node)}")
+                self.rows = (np.diff(indptr), heads, edata, table)
         self._graph = graph
         self._next = 0
-        self.succ_counts: list[int] = []
-        self.succ_ends: list = []
-        self.succ_data: list[dict] = []
 
     @property
     def done(self) -> bool:
@@ -177,6 +192,11 @@ class Capture:
         start = self._next
         stop = len(self.ids) if limit is None else min(len(self.ids), start + limit)
         ids = self.ids[start:stop]
+        if self.rows is not None:  # the rows are taken: the payloads, which a change swaps
+            with self._graph._lock:
+                self.payloads.extend(map(self._graph.graph._node.__getitem__, ids))
+            self._next = stop
+            return self.done
         with self._graph._lock:
             # C-level passes over the succ dicts (the pred side is not stored).
             was_enabled = gc.isenabled()
@@ -195,6 +215,7 @@ class Capture:
     def release(self) -> None:
         """Let go of what was taken, a slice at a time: freeing a list of 3 million references is one C call
         that touches every CI id (~0.2 s), and holds the GIL throughout."""
+        self.rows = None
         for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data):
             while taken:
                 del taken[-SLICE:]
@@ -217,6 +238,15 @@ def _sliced(typecode: str, items: list, index: dict | None = None, by_identity: 
     for start in range(0, len(items), SLICE):
         part = items[start:start + SLICE]
         out.extend(part if index is None else map(index.__getitem__, map(id, part) if by_identity else part))
+    return out
+
+
+def _array(values) -> array:
+    """array(INDEX) of a numpy array of non-negative integers below 2**32."""
+    import numpy as np  # a capture off a compiled view only: numpy is imported already
+
+    out = array(INDEX)
+    out.frombytes(values.astype(np.dtype(INDEX)).tobytes())
     return out
 
 
@@ -250,25 +280,37 @@ def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     for payload in {id(p): p for p in capture.payloads}.values():
         payload_index[id(payload)] = len(payload_table)
         payload_table.append([payload[CLASS_KEY], payload[MIN_MEMBERS_KEY]])
-    data_index: dict[int, int] = {}
     data_table = []
-    for data in {id(d): d for d in capture.succ_data}.values():
-        data_index[id(data)] = len(data_table)
-        data_table.append([sorted(data[TYPES_KEY]), bool(data[COVERED_KEY])])
-    position: dict = {}
-    for start in range(0, len(ids), SLICE):
-        position.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
-    body = [_sliced(INDEX, capture.succ_counts), _sliced(INDEX, capture.succ_ends, position),
-            _sliced(INDEX, capture.succ_data, data_index, by_identity=True),
-            _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True), blob]
+    if capture.rows is not None:  # taken off a compiled view: the edges are arrays of positions already
+        import numpy as np
+
+        counts, heads, edata, table = capture.rows
+        used = np.unique(edata)  # the table's rows some edge holds, each once
+        renumber = np.zeros(len(table), np.int64)
+        renumber[used] = np.arange(used.shape[0])
+        data_table = [[sorted(table[row][TYPES_KEY]), bool(table[row][COVERED_KEY])] for row in used.tolist()]
+        edges = [_array(counts), _array(heads), _array(renumber[edata])]
+        links = heads.shape[0]
+    else:
+        data_index: dict[int, int] = {}
+        for data in {id(d): d for d in capture.succ_data}.values():
+            data_index[id(data)] = len(data_table)
+            data_table.append([sorted(data[TYPES_KEY]), bool(data[COVERED_KEY])])
+        position: dict = {}
+        for start in range(0, len(ids), SLICE):
+            position.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+        edges = [_sliced(INDEX, capture.succ_counts), _sliced(INDEX, capture.succ_ends, position),
+                 _sliced(INDEX, capture.succ_data, data_index, by_identity=True)]
+        links = len(capture.succ_ends)
+        for start in range(0, len(ids), SLICE):  # freed a slice at a time (see Capture.release)
+            deque(map(position.pop, ids[start:start + SLICE]), maxlen=0)
+    body = [*edges, _sliced(_smallest(len(payload_table)), capture.payloads, payload_index, by_identity=True), blob]
     layout = [[name, getattr(part, "typecode", None), len(part) * getattr(part, "itemsize", 1)]
               for name, part in zip(SECTIONS, body)]
-    for start in range(0, len(ids), SLICE):  # freed a slice at a time (see Capture.release)
-        deque(map(position.pop, ids[start:start + SLICE]), maxlen=0)
     header = SnapshotHeader(format=FORMAT_VERSION, schema_revision=schema_revision,
                             semantics_digest=semantics_digest(capture.semantics), code_digest=CODE_DIGEST,
                             applied_seq=capture.applied_seq, lineage=lineage, cis=len(ids),
-                            links=len(capture.succ_ends), written_at=time.time())
+                            links=links, written_at=time.time())
     head = json.dumps({**asdict(header), "byteorder": sys.byteorder, "layout": layout, "payloads": payload_table,
                        "edge_data": data_table}).encode()
     head += b" " * (-(len(MAGIC) + _LENGTH.size + len(head)) % ALIGN)  # the body starts aligned
@@ -342,9 +384,9 @@ def _integer(value, name: str) -> int:
     return value
 
 
-def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, memoryview | None]:
-    """The raw header (a dict), the header and the body of a whole, unaltered file (no body when `body` is
-    false: the digest is then checked reading the file a chunk at a time, never holding it).
+def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, memoryview | None, bytes]:
+    """The raw header (a dict), the header, the body and the digest of a whole, unaltered file (no body when
+    `body` is false: the digest is then checked reading the file a chunk at a time, never holding it).
 
     The body is read into memory, not mapped: with a mapping, bytes written into the file after the
     digest or the checks (someone with the service's rights running `dd` or `rsync --inplace` on it) would
@@ -387,7 +429,7 @@ def _read(path: Path | str, body: bool = True) -> tuple[dict, SnapshotHeader, me
         raise SnapshotRejected(f"unreadable: {exc}") from None
     if digest.digest() != stored:
         raise SnapshotRejected("checksum mismatch (truncated or corrupt)")
-    return raw, header, view
+    return raw, header, view, stored
 
 
 def _read_header(f, size: int) -> tuple[dict, SnapshotHeader, bytes]:
@@ -477,7 +519,8 @@ def read_header(path: Path | str) -> SnapshotHeader:
 
 def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schema_revision: str,
          accept: Callable[[SnapshotHeader], None] | None = None,
-         compact_min_cis: int | None = None, view_first: bool = False) -> tuple[ImpactGraph, SnapshotHeader]:
+         compact_min_cis: int | None = None, view_first: bool = False,
+         share: bool = False) -> tuple[ImpactGraph, SnapshotHeader]:
     """The graph the file at `path` holds, and its header. Raises SnapshotRejected when the file is absent,
     truncated, corrupt, of another format, schema revision, semantics or code, or when `accept(header)`
     raises it (the caller's check of `lineage`, before the body is decoded).
@@ -488,9 +531,11 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
     (ImpactGraph.adopt_compact).
 
     With `view_first` too, such a graph is returned as soon as its compiled view and its CIs' payloads are
-    there, before its succ and pred dicts (ImpactGraph.start_view_first: `lay_out_dicts` lays them out);
-    numba's loops are compiled (or loaded from its cache) first, in this thread."""
-    raw, header, body = _read(path)
+    there, with no succ and pred dicts (ImpactGraph.start_view_first); numba's loops are compiled (or loaded
+    from its cache) first, in this thread. With `share` too, the view's base arrays are those another process
+    of the host made from the same file, once checked against it, or made here and offered to the next ones
+    (graph.shared_base: memory shared by a host's workers)."""
+    raw, header, body, digest = _read(path)
     if header.schema_revision != schema_revision:
         raise SnapshotRejected(f"schema revision {header.schema_revision}, the service runs {schema_revision}")
     if header.semantics_digest != semantics_digest(semantics):
@@ -505,7 +550,8 @@ def load(path: Path | str, semantics: dict[str, RelationshipSemantics], *, schem
         compact = compact_min_cis is not None and header.cis >= compact_min_cis and header.cis < 1 << 31
         graph = None
         if compact and view_first:
-            graph = _view_first(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body)
+            graph = _view_first(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body,
+                                (path, digest) if share else None)
         if graph is None:
             graph = _decode(semantics, header, raw["layout"], raw["payloads"], raw["edge_data"], body, compact)
     except (KeyError, TypeError, ValueError, IndexError, UnicodeDecodeError) as exc:
@@ -526,67 +572,69 @@ def _sections(layout, body: memoryview) -> dict:
     return sections
 
 
-def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview) -> ImpactGraph | None:
-    """The graph with its CIs' payloads and its compiled view, its dicts due (ImpactGraph.start_view_first);
-    None when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
+def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, body: memoryview,
+                share: tuple | None = None) -> ImpactGraph | None:
+    """The graph with its CIs' payloads and its compiled view, and no dicts (ImpactGraph.start_view_first); None
+    when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
     then loads the graph the usual way. The checks are _lay_out's: those on the dicts' lengths made on the
-    arrays instead (no CI id twice, no pair twice in a CI's successors)."""
+    arrays instead (no CI id twice, no pair twice in a CI's successors). With `share` ((the file's path, its
+    digest)), the view's base arrays are shared with the host's other workers (graph.shared_base)."""
     import numpy as np
 
-    from graph import compact
+    from graph import compact, shared_base
 
     sections = _sections(layout, body)
     graph = ImpactGraph(semantics)
     was_enabled = gc.isenabled()
-    gc.disable()
+    gc.disable()  # a million small objects made: no collection walks them meanwhile
     try:
         ids, payload_of, _data_of = _checked(graph, header, sections, payloads, edge_data)
         _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
-        counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
-        try:
-            p_counts, p_tails, p_data, heads = _by_head(counts, ends, data, header.cis, with_heads=True)
-            # The edges by head keep each head's tails in CI order: a pair twice in a CI's row is two equal
-            # neighbours (the dicts would have collapsed it).
-            if bool(((heads[1:] == heads[:-1]) & (p_tails[1:] == p_tails[:-1])).any()):
-                raise ValueError("succ holds a pair twice")
-            del heads
-            arrays = {name: np.frombuffer(sections[name], np.dtype(typecode)).astype(np.int32)
-                      for name, typecode, _ in layout if typecode is not None}
-            p_indptr = np.zeros(header.cis + 1, np.int64)
-            np.cumsum(p_counts, out=p_indptr[1:])
-            predecessors = (p_indptr, p_tails.astype(np.int32, copy=False), p_data.astype(np.int32))
-        except MemoryError:
-            return None
     finally:
         if was_enabled:
             gc.enable()
+    counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
+
+    def own() -> dict:
+        """The base arrays, made from the file's."""
+        p_counts, p_tails, p_data, heads = _by_head(counts, ends, data, header.cis, with_heads=True)
+        # The edges by head keep each head's tails in CI order: a pair twice in a CI's row is two equal
+        # neighbours (the dicts would have collapsed it).
+        if bool(((heads[1:] == heads[:-1]) & (p_tails[1:] == p_tails[:-1])).any()):
+            raise ValueError("succ holds a pair twice")
+        del heads
+        indptr, p_indptr = np.zeros(header.cis + 1, np.int64), np.zeros(header.cis + 1, np.int64)
+        np.cumsum(np.asarray(counts), out=indptr[1:])
+        np.cumsum(p_counts, out=p_indptr[1:])
+        return {"indptr": indptr, "heads": np.asarray(ends).astype(np.int32),
+                "edata": np.asarray(data).astype(np.int32), "p_indptr": p_indptr,
+                "p_tails": p_tails.astype(np.int32, copy=False), "p_edata": p_data.astype(np.int32)}
+
+    try:
+        holder = None
+        if share is None:
+            base = own()
+        else:  # (outside the collector's pause: a wait for another worker's lock may last)
+            rows = (np.asarray(counts), np.asarray(ends), np.asarray(data), len(edge_data))
+            base, holder, _ = shared_base.share(share[0], share[1], rows, own)
+        payload = np.asarray(sections["payload"])
+    except MemoryError:
+        return None
     try:
         compact.warm_up()
-        view = compact.from_snapshot(list(ids), arrays["succ_counts"], arrays["succ_ends"], arrays["succ_data"],
-                                     arrays["payload"], _data_of, [k for _, k in payloads], set(), predecessors)
+        # The payloads' keys and the view's ids are the same strings (one copy of each id).
+        view = compact.from_snapshot(ids, None, base["heads"], base["edata"], payload, _data_of,
+                                     [k for _, k in payloads], set(),
+                                     (base["p_indptr"], base["p_tails"], base["p_edata"]), indptr=base["indptr"])
+        view.shared_base = holder  # the memfd stays open while the view uses it (others may map it through us)
     except Exception:  # as for a view adopted in the background: the graph is loaded the usual way instead
         log.exception("the impact graph's compact view from its snapshot failed: the graph is laid out first")
         return None
-    del arrays, predecessors, p_counts, p_tails, p_data
-
-    def lay_out():
-        """The dicts as the file holds them, on the graph's own tables (its payload and edge data dicts)."""
-        laid = ImpactGraph(semantics)
-        laid._types, laid._payloads = graph._types, graph._payloads
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            # The ids decoded above: the dicts' keys are then the view's strings, not a second copy of each
-            # (~90 bytes an id: ~0.9 GiB at 10,000,000 CIs).
-            _lay_out(laid, header, sections, payloads, edge_data, True, ids, lambda: graph._dicts_due is not lay_out)
-        finally:
-            if was_enabled:
-                gc.enable()
-        gc.freeze()
-        return laid.graph
-
-    graph.start_view_first(view, lay_out)
+    del base, holder
+    # Nothing of the file is kept: the graph's dicts, if ever needed, are laid out from the view.
+    graph.start_view_first(view)
     graph.applied_seq = header.applied_seq
+    gc.freeze()  # as a load does: the CIs' payloads and ids out of the collector's reach
     return graph
 
 
@@ -636,21 +684,16 @@ def _decode(semantics, header: SnapshotHeader, layout, payloads, edge_data, body
 
 
 def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
-             ordered: bool = False, ids: list | None = None, stop=None) -> tuple[list, list, tuple | None]:
+             ordered: bool = False) -> tuple[list, list, tuple | None]:
     """Lay the sections out as the graph's dicts, refusing (ValueError) any body this module's writer
     cannot have written: the graph's code trusts its own invariants (every edge in both adjacencies, on
     one shared data dict), and a file that breaks one would make a later change record raise in every
     worker that loaded it. The pred side is built here from the succ side, so it mirrors it by
     construction. The sections' lengths were checked against the header in `_body_size`. Returns the CI ids
     in the file's order, the graph's data dict of each edge data row and, if `ordered`, the edges ordered by
-    head (`_by_head`; else None). `ids`: the ids section as _checked decoded it already (its very strings).
-    `stop()`, if given, is asked between slices of the ordered way: true, the lay-out raises LayOutGivenUp."""
-    ids, payload_of, data_of = _checked(graph, header, sections, payloads, edge_data, ids)
+    head (`_by_head`; else None)."""
+    ids, payload_of, data_of = _checked(graph, header, sections, payloads, edge_data)
     _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
-
-    def given_up() -> None:
-        if stop is not None and stop():
-            raise impact_graph.LayOutGivenUp()
 
     cis, links = header.cis, header.links
     counts, ends, data = sections["succ_counts"], sections["succ_ends"], sections["succ_data"]
@@ -671,7 +714,6 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     # does not pay.
     pairs = zip(map(ids.__getitem__, ends), map(data_of.__getitem__, data))
     for start in range(0, len(ids), SLICE):
-        given_up()
         succ.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), counts[start:start + SLICE]))))
     if sum(map(len, succ.values())) != links:  # a head twice in one CI's list collapsed
         raise ValueError("succ holds a pair twice")
@@ -683,37 +725,33 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     p_counts, p_tails, p_data = (memoryview(array) for array in by_head)
     pairs = zip(map(ids.__getitem__, p_tails), map(data_of.__getitem__, p_data))
     for start in range(0, len(ids), SLICE):
-        given_up()
         pred.update(zip(ids[start:start + SLICE], map(dict, map(islice, repeat(pairs), p_counts[start:start + SLICE]))))
     return ids, data_of, by_head
 
 
-def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads, edge_data,
-             ids: list | None = None) -> tuple[list, list, list]:
-    """The CI ids in the file's order (`ids` if given: decoded, and the sections checked, by an earlier call),
-    the graph's payload dict of each payload row and its data dict of each edge data row, once the tables are
-    well formed, every index in range and the counts add up to `links` (ValueError otherwise)."""
+def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads,
+             edge_data) -> tuple[list, list, list]:
+    """The CI ids in the file's order, the graph's payload dict of each payload row and its data dict of each
+    edge data row, once the tables are well formed, every index in range and the counts add up to `links`
+    (ValueError otherwise)."""
     cis, links = header.cis, header.links
-    checked = ids is not None  # by the call that decoded them, on these very bytes
-    if ids is None:
-        raw_ids = bytes(sections["ids"])
-        if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
-            raise ValueError("the ids section does not hold `cis` ids")
-        ids = raw_ids.decode().split("\0") if cis else []
-        del raw_ids
+    raw_ids = bytes(sections["ids"])
+    if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
+        raise ValueError("the ids section does not hold `cis` ids")
+    ids = raw_ids.decode().split("\0") if cis else []
+    del raw_ids
     if not all(isinstance(row, list) and len(row) == 2 and (row[0] is None or isinstance(row[0], str))
                and (row[1] is None or type(row[1]) is int) for row in payloads):
         raise ValueError("garbled payload table")
     if not all(isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
                and all(isinstance(name, str) for name in row[0]) and type(row[1]) is bool for row in edge_data):
         raise ValueError("garbled edge data table")
-    if not checked:
-        # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
-        for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
-            if max(sections[name], default=-1) >= bound:
-                raise ValueError(f"{name} index out of range")
-        if sum(sections["succ_counts"]) != links:
-            raise ValueError("succ counts do not match")
+    # Indexes in range: the typecodes are unsigned, so max() (one C pass each) is the whole check.
+    for name, bound in (("payload", len(payloads)), ("succ_ends", cis), ("succ_data", len(edge_data))):
+        if max(sections[name], default=-1) >= bound:
+            raise ValueError(f"{name} index out of range")
+    if sum(sections["succ_counts"]) != links:
+        raise ValueError("succ counts do not match")
     # The graph's own shared dicts: its payload table, and its type-set tables' dicts for each edge's types.
     payload_of = [graph._payload(c, k) for c, k in payloads]
     types = graph._types

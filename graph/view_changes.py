@@ -24,6 +24,8 @@ from typing import Iterable
 
 import numpy as np
 
+import networkx as nx
+
 from graph.impact_graph import ImpactGraph
 
 # The operations, named as ImpactGraph's methods, and how many ends (CI ids) lead their arguments.
@@ -134,3 +136,54 @@ def _pred_row(view, i: int, p_indptr, p_tails, p_edata, op_heads, op_tails, op_e
         tails = np.concatenate((tails, op_tails[lo:hi].astype(tails.dtype)))
         edata = np.concatenate((edata, op_edata[lo:hi].astype(edata.dtype)))
     return tails, edata
+
+
+# The dicts are laid out a slice of CIs at a time, the graph's other threads getting the GIL in between, and
+# the lay-out asked between slices whether it is still wanted.
+LAY_OUT_SLICE = 1 << 14
+
+
+def lay_out(view, node: dict, tables: ImpactGraph, stop=None) -> "nx.DiGraph":
+    """The networkx graph (nodes, succ and pred dicts) of the base of a view made by CompactView.rebased, whose
+    CIs' payloads were `node` then (its overlay, which changes applied since fill, is not read): each CI's succ
+    dict its row, in the row's order, each pred dict its
+    predecessors as the view's base holds them (their order among the CIs; no answer depends on it), every
+    edge on the view's very edge data dict (`tables`' shared dicts, as the graph's own). The CIs of the view
+    that `node` does not hold (gone, with empty rows) are left out. Needs no lock: the base's arrays never
+    change, and the view's ids list only grows. `stop()`, asked between slices: true, this raises
+    LayOutGivenUp."""
+    import gc
+    from itertools import islice, repeat
+
+    from graph.impact_graph import LayOutGivenUp
+
+    laid = ImpactGraph(tables._types.semantics)
+    laid._types, laid._payloads = tables._types, tables._payloads
+    g = laid.graph
+    n, ids, table = view.base_n, view.ids, view.table
+    p_indptr, p_tails, p_edata = view._base_predecessors()
+    counts, p_counts = memoryview(np.diff(view.indptr)), memoryview(np.diff(p_indptr))
+    was_enabled = gc.isenabled()
+    gc.disable()  # millions of containers made: no collection walks them meanwhile (none is a cycle)
+    try:
+        for start in range(0, n, LAY_OUT_SLICE):  # the CIs in the view's order, as both sides list them
+            g._node.update(zip(ids[start:min(n, start + LAY_OUT_SLICE)], map(node.get, ids[start:start + LAY_OUT_SLICE])))
+        for side, ends, rows, widths in ((g._succ, view.heads, view.edata, counts),
+                                         (g._pred, p_tails, p_edata, p_counts)):
+            # C-level passes (no Python frame per CI or edge), as graph.snapshot lays a file's dicts out.
+            pairs = zip(map(ids.__getitem__, memoryview(ends)), map(table.__getitem__, memoryview(rows)))
+            for start in range(0, n, LAY_OUT_SLICE):
+                if stop is not None and stop():
+                    raise LayOutGivenUp()
+                side.update(zip(ids[start:min(n, start + LAY_OUT_SLICE)],
+                                map(dict, map(islice, repeat(pairs), widths[start:start + LAY_OUT_SLICE]))))
+        for ci_id in [ids[i] for i in view.gone]:  # the CIs gone, kept by the view with empty rows
+            if ci_id not in node:
+                del g._node[ci_id], g._succ[ci_id], g._pred[ci_id]
+    finally:
+        if was_enabled:
+            gc.enable()
+    if len(g._node) != len(node) or None in g._node.values():
+        raise ViewOutOfStep(f"the view holds {len(g._node)} CIs, the payloads {len(node)}")
+    gc.freeze()  # as a load does: the new dicts out of the collector's reach
+    return g

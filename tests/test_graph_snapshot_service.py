@@ -117,10 +117,12 @@ def test_a_worker_from_the_snapshot_answers_compiled_from_the_files_arrays(datab
                 assert graph.compacted
 
 
-def test_a_worker_started_view_first_answers_impact_before_its_dicts(database_url, tmp_path, monkeypatch):
-    """A worker's graph from a snapshot, with the compiled view on, answers impact, root cause and spof from
-    its view before its dicts are laid out (here they are never laid out in the background), with every
-    change made since the file applied to the view; a question that needs the dicts lays them out first."""
+def test_a_worker_started_view_first_answers_everything_from_its_view(database_url, tmp_path):
+    """A worker's graph from a snapshot, with the compiled view on, holds no networkx dicts and answers every
+    question from its view as a worker holding dicts does: impact, blast radius, root cause, spof,
+    neighbourhoods, pictures, a service's map, the Ansible inventory and the Prometheus targets, with every
+    change made since the file applied to the view. It writes the snapshot off its view, and a worker starting
+    from that file holds what the database holds."""
     directory = tmp_path / "graph"
     with worker(database_url, directory) as (first, api):
         ids = estate(api)
@@ -128,79 +130,124 @@ def test_a_worker_started_view_first_answers_impact_before_its_dicts(database_ur
         report = api.create_ci("application", "report")["id"]
         api.relate(report, "depends_on", ids["pool"])
         assert api.delete(f"/api/v1/cis/{ids['web1']}").status_code == 204
-        monkeypatch.setattr(LiveGraph, "_lay_out_in_background", lambda self, graph, started: None)
+        shop = api.create_ci("service", "shop")["id"]
         with worker(database_url, directory, api.secrets, graph_compact_min_cis=0) as (second, api2):
             assert impacted_names(api2, ids["db"]) == ({"report", "web2", "pool", "lb"}, last_seq(api))
             api.relate(ids["lb"], "depends_on", report)  # applied to the view alone
-            assert impacted_names(api2, report) == ({"lb"}, last_seq(api))
+            api.relate(shop, "depends_on", ids["lb"])
+            assert impacted_names(api2, report) == ({"lb", "shop"}, last_seq(api))
             radius = api2.post("/api/v1/blast-radius", json={"failed": [report]})
-            assert radius.status_code == 200 and [c["name"] for c in radius.json()["impacted"]] == ["lb"]
+            assert radius.status_code == 200 and [c["name"] for c in radius.json()["impacted"]] == ["lb", "shop"]
             for symptoms in ([ids["lb"], report], [ids["pool"]], [ids["web2"], ids["lb"]]):
                 causes = [api_.post("/api/v1/root-cause", json={"symptoms": symptoms}).json()["candidates"]
                           for api_ in (api, api2)]  # the first worker answers from its dicts
                 assert causes[0] == causes[1] and causes[0]
             spof = [api_.get(f"/api/v1/cis/{ids['lb']}/spof").json()["single_points_of_failure"] for api_ in (api, api2)]
             assert spof[0] == spof[1] and {p["name"] for p in spof[1]} == {"report", "pool", "web2", "db"}
-            assert second._graph.dicts_ready is False and second._graph.compacted
-            cis, links, seq, _ = second.snapshot(5)  # the metrics' counts, from the view
-            assert (cis, seq) == (5, last_seq(api))
-            assert second.write_snapshot(force=True) is None and "laid out" in second.snapshot_skipped
-            # The neighborhood walks the dicts: they are laid out for it, the changes since the file applied.
+            for path in (f"/api/v1/cis/{ids['lb']}/neighborhood", f"/api/v1/cis/{ids['lb']}/neighborhood?depth=3",
+                         f"/api/v1/cis/{ids['pool']}/neighborhood?direction=up&format=dot",
+                         f"/api/v1/cis/{shop}/service-map", "/api/v1/integrations/ansible/inventory",
+                         "/api/v1/integrations/prometheus/targets"):
+                answers = [api_.get(path) for api_ in (api, api2)]
+                assert answers[0].status_code == answers[1].status_code == 200, (path, answers[1].text)
+                assert answers[0].text == answers[1].text, path
             around = api2.get(f"/api/v1/cis/{ids['lb']}/neighborhood").json()
-            assert {n["name"] for n in around["nodes"]} == {"lb", "web2", "pool", "report"}
-            with second.reading() as graph:
-                assert graph.dicts_ready and content(graph) == from_the_database(second)
-                assert graph.number_of_links() == links
-            for name in ("db", "web2", "pool", "lb"):
-                assert impacted_names(api2, ids[name]) == impacted_names(api, ids[name])
+            assert {n["name"] for n in around["nodes"]} == {"lb", "web2", "pool", "report", "shop"}
+            drawn = api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}, params={"format": "dot"})
+            assert drawn.status_code == 200 and drawn.text == api.post(
+                "/api/v1/impact", json={"ci_ids": [ids["db"]]}, params={"format": "dot"}).text
+            cis, links, seq, _ = second.snapshot(5)  # the metrics' counts, from the view
+            assert (cis, seq) == (6, last_seq(api))
+            assert second._graph.dicts_ready is False and second._graph.compacted  # never laid out
+            assert second._graph._view.shared_base is not None  # its base offered to the host's next workers
+            written = second.write_snapshot(force=True)  # off the view
+            assert written is not None and written["cis"] == 6 and written["applied_seq"] == last_seq(api)
+            assert second._graph.dicts_ready is False
+        with worker(database_url, directory, api.secrets) as (third, api3):
+            with third.reading() as graph:
+                assert third.built_from_snapshot == last_seq(api) and graph.dicts_ready
+                assert content(graph) == from_the_database(third) and graph.number_of_links() == links
 
 
-def test_a_view_first_graph_whose_changes_fail_lays_its_dicts_out(database_url, tmp_path, monkeypatch, caplog):
-    """Changes that fail on the view (every time, here) leave neither it nor the payloads trusted: the worker lays
-    the dicts out from the file with the changes before those, applies them to the dicts and answers from
-    them; a database error in a catch-up is not such a failure (the graph is kept)."""
+@contextmanager
+def view_first_worker(database_url: str, tmp_path):
+    """(the estate's ids, the API of a first worker that wrote the snapshot, the live graph and API of a second one
+    that started from it view first and answered once)."""
     directory = tmp_path / "graph"
     with worker(database_url, directory) as (first, api):
         ids = estate(api)
         first.write_snapshot(force=True)
-        monkeypatch.setattr(LiveGraph, "_lay_out_in_background", lambda self, graph, started: None)
         with worker(database_url, directory, api.secrets, graph_compact_min_cis=0) as (second, api2):
             assert impacted_names(api2, ids["db"])[0] == {"web1", "web2", "pool", "lb"}
-            from sqlalchemy.exc import OperationalError
+            yield ids, api, second, api2
 
-            real_catch_up, errors = LiveGraph._catch_up, []
 
-            def database_down_once(self, graph):
-                if not errors:
-                    errors.append(1)
-                    raise OperationalError("SELECT", {}, Exception("the database went away"))
-                return real_catch_up(self, graph)
+def test_a_view_first_graph_whose_changes_fail_is_loaded_from_the_database(database_url, tmp_path, monkeypatch,
+                                                                          caplog):
+    """Changes that fail on the view leave neither it nor the payloads trusted, and nothing to lay dicts out
+    from: the worker lets the graph go and loads it from the database (not from the file, whose catch-up may
+    fail the same way); a database error in a catch-up is not such a failure (the graph is kept)."""
+    with view_first_worker(database_url, tmp_path) as (ids, api, second, api2):
+        from sqlalchemy.exc import OperationalError
 
-            monkeypatch.setattr(LiveGraph, "_catch_up", database_down_once)
-            assert api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}).status_code >= 500
-            assert second.builds == 1 and not second._graph.dicts_ready  # the graph kept, view first still
-            from graph import view_changes
+        real_catch_up, errors = LiveGraph._catch_up, []
 
-            def fails(*args):
-                raise MemoryError
+        def database_down_once(self, graph):
+            if not errors:
+                errors.append(1)
+                raise OperationalError("SELECT", {}, Exception("the database went away"))
+            return real_catch_up(self, graph)
 
-            monkeypatch.setattr(view_changes, "apply", fails)
-            report = api.create_ci("application", "report")["id"]
-            api.relate(report, "depends_on", ids["db"])
-            # The lay-out that falls back fails too (once): the graph answers nothing, and its metrics say
-            # it is not built rather than failing.
-            from graph.impact_graph import ImpactGraph
+        monkeypatch.setattr(LiveGraph, "_catch_up", database_down_once)
+        assert api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}).status_code >= 500
+        assert second.builds == 1 and not second._graph.dicts_ready  # the graph kept, view first still
+        from graph import view_changes
 
-            real_lay_out = ImpactGraph.lay_out_dicts
-            monkeypatch.setattr(ImpactGraph, "lay_out_dicts", lambda graph: fails())
-            assert api2.post("/api/v1/impact", json={"ci_ids": [ids["db"]]}).status_code >= 500
-            assert second._graph.broken and second.snapshot(5) is None
-            monkeypatch.setattr(ImpactGraph, "lay_out_dicts", real_lay_out)
-            with caplog.at_level(logging.ERROR, logger="karta.graph"):
-                assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
-            assert "applied to them instead" in caplog.text and second.builds == 1
-            with second.reading() as graph:
-                assert graph.dicts_ready and content(graph) == from_the_database(second)
+        def fails(*args):
+            raise MemoryError
+
+        monkeypatch.setattr(view_changes, "apply", fails)
+        report = api.create_ci("application", "report")["id"]
+        api.relate(report, "depends_on", ids["db"])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="karta.graph"):
+            assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
+        assert "the graph is loaded again" in caplog.text and second.builds == 2
+        assert second.built_from_snapshot is None and "from snapshot" not in caplog.text
+        with second.reading() as graph:
+            assert graph.dicts_ready and content(graph) == from_the_database(second)
+
+
+def test_a_type_added_leaves_a_view_first_worker_on_its_view(database_url, tmp_path, monkeypatch, caplog):
+    """A relationship type added through the registry changes no edge's meaning: the view-first worker keeps
+    answering from its view, without laying its dicts out, edges of the new type included. New semantics that
+    cannot be had on the view (here: failing) let the graph go, to be loaded again from the database, instead
+    of failing every question."""
+    with view_first_worker(database_url, tmp_path) as (ids, api, second, api2):
+        assert api.post("/api/v1/relationship-types", json={
+            "name": "feeds", "forward_label": "feeds", "reverse_label": "fed by",
+            "impact_direction": "source_to_target"}).status_code == 201
+        report = api.create_ci("application", "report")["id"]
+        api.relate(ids["db"], "feeds", report)
+        assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
+        assert not second._graph.dicts_ready and second.builds == 1
+        from graph.impact_graph import ImpactGraph
+
+        def fails(graph, semantics):
+            raise MemoryError
+
+        monkeypatch.setattr(ImpactGraph, "set_semantics", fails)
+        assert api.post("/api/v1/relationship-types", json={
+            "name": "backs_up", "forward_label": "backs up", "reverse_label": "backed up by",
+            "impact_direction": "none"}).status_code == 201
+        second._registry.invalidate()  # (its cache's seconds gone by)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="karta.graph"):
+            assert impacted_names(api2, ids["db"]) == ({"web1", "web2", "pool", "lb", "report"}, last_seq(api))
+        assert "the graph is loaded again" in caplog.text and second.builds == 2
+        assert second.built_from_snapshot is None
+        with second.reading() as graph:
+            assert graph.dicts_ready and content(graph) == from_the_database(second)
 
 
 @pytest.fixture

@@ -184,7 +184,7 @@ def blast_radius(body: BlastRadiusRequest, request: Request, principal: Reader,
 def root_cause(body: RootCauseRequest, request: Request, principal: Reader):
     """The CIs upstream of the symptoms whose single failure would put the most of them down; ties go
     to the one that would take down fewest other CIs (the most specific explanation)."""
-    with request.app.state.live_graph.reading(view_only=True) as graph:
+    with request.app.state.live_graph.reading() as graph:
         symptoms = impact.require_known(graph, body.symptoms, "symptoms")
         candidates = graph.root_cause(symptoms, limit=body.limit)
         as_of_seq = graph.applied_seq
@@ -196,7 +196,7 @@ def root_cause(body: RootCauseRequest, request: Request, principal: Reader):
 @router.get("/cis/{ci_id}/spof", responses=JSON_RESPONSES)
 def single_points_of_failure(ci_id: uuid.UUID, request: Request, principal: Reader):
     """The CIs whose failure alone takes this CI down, redundancy considered."""
-    with request.app.state.live_graph.reading(view_only=True) as graph:
+    with request.app.state.live_graph.reading() as graph:
         key = impact.require_ci(graph, ci_id)
         points = graph.spof(key)
         as_of_seq = graph.applied_seq

@@ -210,7 +210,7 @@ def analyse(live_graph, engine: Engine, ids: list[uuid.UUID], field_name: str, *
     """Treat `ids` as failing together and answer: the API's /impact and /blast-radius and the web
     UI's change review and incident pages all call this. `before_edges(count)` may refuse (raise)
     once the number of CIs to draw is known, before the relationships among them are listed."""
-    with live_graph.reading(view_only=not with_edges) as graph:  # edges_among reads the dicts
+    with live_graph.reading() as graph:
         failed = require_known(graph, ids, field_name)
         result = graph.impact(failed, max_depth=max_depth, types=types)
         as_of_seq = graph.applied_seq

@@ -128,7 +128,7 @@ def as_csv(analysis: impact.Analysis, failed_state: str) -> str:
 
 def root_causes(live_graph, engine: Engine, ids: list[uuid.UUID], limit: int = ROOT_CAUSE_LIMIT) -> dict[str, Any]:
     """The API's root-cause answer (graph.root_cause + impact.root_cause_answer) with its change sequence."""
-    with live_graph.reading(view_only=True) as graph:
+    with live_graph.reading() as graph:
         symptoms = impact.require_known(graph, ids, "symptom")
         candidates = graph.root_cause(symptoms, limit=limit)
         as_of_seq = graph.applied_seq

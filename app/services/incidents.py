@@ -418,7 +418,7 @@ def compute(ctx: Context, conn: Connection, failed: list[str]) -> tuple[dict[str
     services = ctx.registry.get(conn=conn).classes
     services = frozenset(name for name, info in services.items() if info.family == "service")
     directory = ctx.services if ctx.services is not None else ServiceDirectory(ctx.engine)
-    with ctx.live_graph.reading(view_only=True) as graph:  # impact, root cause and the CIs' classes
+    with ctx.live_graph.reading() as graph:  # impact, root cause and the CIs' classes
         known = [ci_id for ci_id in failed if ci_id in graph]  # a CI deleted since the alert bound to it
         result = graph.impact(known) if known else None
         candidates = graph.root_cause(known, limit=ROOT_CAUSE_LIMIT, extra_cap=ctx.root_cause_extra_cap) if known else []

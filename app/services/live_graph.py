@@ -29,10 +29,13 @@ relationship semantics the registry holds and this database: the change record a
 must be the one it names (`_lineage`). Otherwise, or if it is truncated or corrupt, it is ignored
 with a warning and the graph is loaded from the database.
 
-A graph large enough for the compiled view (graph.compact) starts from the file view first: its CIs and its
-view are there first, and impact, blast radius, root cause, spof and incidents are answered from the view,
-changes applied to it alone (graph.view_changes), while a thread lays out the networkx dicts; questions that
-walk the dicts (neighborhoods, service maps, the inventory, pictures) wait for them (`reading(view_only=...)`).
+A graph large enough for the compiled view (graph.compact) starts from the file view first, and stays so: its
+CIs' payloads and its view are all it holds (no networkx dicts, ~600 MiB fewer per worker at 1,000,000 CIs),
+changes are applied to the view alone (graph.view_changes), and every question is read off the view (impact,
+blast radius, root cause, spof, incidents, neighbourhoods, pictures, service maps, the inventory's and the
+scrape targets' walks). Only a change of the relationship semantics lays the dicts out, from the view. The
+view's base arrays are shared by the host's workers that start from the same file (graph.shared_base: a sealed
+memfd, checked against the file by each worker that maps it).
 """
 
 import gc
@@ -106,9 +109,8 @@ class LiveGraph:
                  compact_min_cis: int | None = None, view_first: bool = True) -> None:
         self._engine = engine
         self.compact_min_cis = compact_min_cis  # graph.compact: a graph this large gets its compiled view
-        # A graph that large, loaded from a snapshot, answers the view's questions (impact, blast radius, root
-        # cause, spof) as soon as its view is made, before its dicts are laid out (in a thread of their own):
-        # graph.snapshot.load(view_first=True). Questions that need the dicts wait for them (reading()).
+        # A graph that large, loaded from a snapshot, answers as soon as its view is made, and from the view alone
+        # (graph.snapshot.load(view_first=True)): its networkx dicts are never laid out unless new semantics need them.
         self.view_first = view_first
         self._registry = registry_cache
         self._graph: ImpactGraph | None = None
@@ -139,30 +141,18 @@ class LiveGraph:
         # relationship created or deleted, a CI deleted): what is derived from the edges alone (an
         # inventory's service groups) is kept while it stands still. Read it inside reading().
         self.edges_version = 0
+        # Set when a graph's changes failed on its compiled view (_caught_up): the next build skips the snapshot.
+        self._reload_from_database = False
 
     @contextmanager
-    def reading(self, view_only: bool = False) -> Iterator[ImpactGraph]:
+    def reading(self) -> Iterator[ImpactGraph]:
         """The graph with every change committed before the call applied, held still until the block
         ends: an answer computed inside reflects exactly `graph.applied_seq`. Keep the block to graph
-        work; database reads and drawing belong after it.
-
-        A graph started view first answers only its compiled view's questions (impact, spof, root cause,
-        providers) and its CIs' own data until its dicts are laid out: a block that asks nothing else passes
-        `view_only`; any other waits for the dicts (their thread's work, or done here if that failed)."""
+        work; database reads and drawing belong after it. Ask it through ImpactGraph's methods: a graph
+        started view first has no networkx dicts (`graph.graph`'s succ and pred refuse)."""
         prepare_read(self._engine)  # a wait for a replica (X-Karta-Min-Seq) happens here, not under the lock
         with self._lock:
-            graph = self._refresh()
-            if view_only or graph.dicts_ready:
-                yield graph
-                return
-        for _ in range(3):  # a graph rebuilt meanwhile may be view first again: bounded
-            graph.lay_out_dicts()  # without the worker's lock: catch-ups and the view's questions go on
-            with self._lock:
-                graph = self._refresh()
-                if graph.dicts_ready:
-                    yield graph
-                    return
-        raise RuntimeError("the impact graph was rebuilt three times while its relationships were laid out")
+            yield self._refresh()
 
     def snapshot(self, wait_seconds: float) -> tuple[int, int, int, int | None] | None:
         """(CIs, related pairs of CIs, applied_seq, the rows in the compiled view's overlay or None when
@@ -187,7 +177,7 @@ class LiveGraph:
         try:
             if before is not None:
                 before()
-            with self.reading(view_only=True):  # built; a graph started view first lays its dicts out in a thread
+            with self.reading():
                 pass
         except Exception:  # the first question will try again and report the error itself
             log.exception("building the impact graph at start-up failed")
@@ -196,14 +186,14 @@ class LiveGraph:
         semantics = self._semantics()
         graph = self._graph
         if graph is not None:
-            if semantics != graph.semantics:
-                graph.set_semantics(semantics)
-                self.edges_version += 1
-            if self._caught_up(graph):
+            if semantics != graph.semantics and not graph.broken:  # (a broken graph is loaded again below)
+                self._new_semantics(graph, semantics)
+            if not self._reload_from_database and self._caught_up(graph):
                 graph.maybe_compact()  # a graph that grew past the threshold, or a view gone stale (cheap)
                 return graph
-            log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
-                        self.catch_up_max, graph.applied_seq)
+            if not self._reload_from_database:
+                log.warning("impact graph more than %d changes behind (at seq %d): rebuilding it",
+                            self.catch_up_max, graph.applied_seq)
             # Let the old graph go before loading the new one (never two in memory); the load froze it
             # out of the collector's reach, so hand its cycles back to the collector. A compiled view's
             # build running on it gives up (it would keep it alive).
@@ -215,6 +205,20 @@ class LiveGraph:
         self._graph.compact_min_cis = self.compact_min_cis
         self._graph.maybe_compact()
         return self._graph
+
+    def _new_semantics(self, graph: ImpactGraph, semantics: dict[str, RelationshipSemantics]) -> None:
+        """graph.set_semantics; for a graph without dicts, whose dicts it may have to lay out first (when a type
+        its edges hold changed meaning), a failure lets the graph go to be loaded again from the database, not
+        tried again by every question."""
+        try:
+            graph.set_semantics(semantics)
+        except Exception:
+            if graph.dicts_ready:
+                raise
+            log.exception("new relationship semantics failed on the impact graph's compiled view: the graph is "
+                          "loaded again")
+            self._reload_from_database = True
+        self.edges_version += 1
 
     def _semantics(self) -> dict[str, RelationshipSemantics]:
         return {
@@ -228,7 +232,10 @@ class LiveGraph:
 
     def _build(self, semantics: dict[str, RelationshipSemantics]) -> ImpactGraph:
         started = time.perf_counter()
-        graph = self._from_snapshot(semantics)
+        graph = None
+        if not self._reload_from_database:
+            graph = self._from_snapshot(semantics)
+        self._reload_from_database = False  # (set again by a snapshot's graph that broke: loaded below)
         if graph is not None:
             self.builds += 1
             self.load_seconds = time.perf_counter() - started
@@ -289,11 +296,10 @@ class LiveGraph:
                 raise SnapshotRejected(f"written for another database (its change at seq {header.applied_seq} "
                                        "is not this database's)")
 
-        started = time.perf_counter()
         try:
             graph, header = snapshot_file.load(path, semantics, schema_revision=self.schema_revision(),
                                                accept=same_database, compact_min_cis=self.compact_min_cis,
-                                               view_first=self.view_first)
+                                               view_first=self.view_first, share=True)
         except SnapshotRejected as exc:
             log.warning("impact graph snapshot %s ignored (%s): loading from the database", path, exc)
             return None
@@ -306,31 +312,13 @@ class LiveGraph:
             if not caught_up:  # a graph let go: its view, being made from the file, would keep it alive till then
                 graph.drop_compact()
         if caught_up:
-            if not graph.dicts_ready:
-                self._lay_out_in_background(graph, started)
             return graph
-        log.warning("impact graph snapshot %s is more than %d changes behind (at seq %d): loading from the database",
-                    path, self.catch_up_max, header.applied_seq)
+        log.warning("impact graph snapshot %s not used (more than %d changes behind at seq %d, or its changes "
+                    "failed on its compiled view): loading from the database", path, self.catch_up_max,
+                    header.applied_seq)
         del graph
         gc.unfreeze()  # the snapshot's graph was frozen out of the collector's reach: hand it back
         return None
-
-    def _lay_out_in_background(self, graph: ImpactGraph, started: float) -> None:
-        """Lay out the dicts of a graph started view first in a thread of their own; if that fails, the next
-        question that needs them lays them out (reading())."""
-        def lay_out() -> None:
-            try:
-                if graph.lay_out_dicts():
-                    log.info("impact graph: relationships laid out %.1f s after the load began (the compiled view "
-                             "answered from %.1f s)", time.perf_counter() - started, self.load_seconds or 0)
-            except Exception:
-                log.exception("laying out the impact graph's relationships failed; the next question that needs "
-                              "them tries again")
-
-        try:
-            threading.Thread(target=lay_out, name="karta-graph-dicts", daemon=True).start()
-        except RuntimeError:  # no thread to be had: the next question that needs the dicts lays them out
-            log.exception("no thread to lay out the impact graph's relationships")
 
     def start_snapshots(self) -> None:
         """Write snapshots in the background (when a directory is set), checking every so often whether the
@@ -470,9 +458,6 @@ class LiveGraph:
                 if self._graph is None:
                     return None
                 graph = self._refresh()
-                if not graph.dicts_ready:  # started view first: the file is written from the dicts
-                    self.snapshot_skipped = "the graph's relationships are still being laid out"
-                    return None
                 state, anchor = (graph, graph.applied_seq, self.edges_version), self._anchor
                 capture = snapshot_file.Capture(graph)
                 while whole and not capture.done:
@@ -524,19 +509,19 @@ class LiveGraph:
                                         snapshot_file.CODE_DIGEST)
 
     def _caught_up(self, graph: ImpactGraph) -> bool:
-        """_catch_up; when the changes fail on the compiled view of a graph started view first (the view and
-        its payloads then hold part of them: `broken`), its dicts are laid out from the file with the changes
-        applied before those, and the catch-up is made again on the dicts (whose view is built afresh later)."""
+        """_catch_up; False too when the changes fail on the compiled view of a graph started view first (the
+        view and its payloads then hold part of them, `broken`: nothing is left to answer from), so that the
+        graph is loaded again, from the database (a file's catch-up may fail the same way)."""
         if not graph.broken:
             try:
                 return self._catch_up(graph)
             except Exception:
                 if not graph.broken:
                     raise
-                log.exception("applying changes to the impact graph's compiled view failed: its dicts are laid out "
-                              "and the changes applied to them instead")
-        graph.lay_out_dicts()
-        return self._catch_up(graph)
+                log.exception("applying changes to the impact graph's compiled view failed: the graph is loaded again")
+        self.snapshot_skipped = "the graph's changes failed on its compiled view"
+        self._reload_from_database = True
+        return False
 
     def _catch_up(self, graph: ImpactGraph) -> bool:
         """Apply every record up to the last committed one; False, having applied none, when there
@@ -576,8 +561,19 @@ class LiveGraph:
                         .where(id_in(conn, CI.c.id, touched)))}
             if any(r.object_type == "relationship" or (r.object_type == "ci" and r.action == "delete") for r in records):
                 self.edges_version += 1
-            graph.apply_changes([change for change in (_change(record, current) for record in records)
-                                 if change is not None])
+            changes = [change for change in (_change(record, current) for record in records) if change is not None]
+            known = graph.semantics
+            if any(change[0] == "add_relationship" and change[3] not in known for change in changes):
+                # A type this worker's registry did not hold yet (made within its cache's seconds): read again
+                # first, so that its edges carry its meaning at once, and, on a graph without dicts, come to the
+                # view as a type added (no lay-out), not as one whose meaning changed under its edges.
+                self._registry.invalidate()
+                semantics = self._semantics()
+                if semantics != known:
+                    self._new_semantics(graph, semantics)
+                    if self._reload_from_database:
+                        return False
+            graph.apply_changes(changes)
             graph.applied_seq, self._anchor = records[-1].seq, (records[-1].seq, _lineage_of(records[-1]))
             if len(records) < self.catch_up_page:
                 break

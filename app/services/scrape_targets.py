@@ -90,7 +90,7 @@ def services_of(conn: Connection, registry_cache: RegistryCache, live_graph, hos
     names = {str(ci_id): name for ci_id, name in conn.execute(
         select(CI.c.id, CI.c.name).where(CI.c.ci_class.in_(service_classes)))}
     with live_graph.reading() as graph:  # held only while the part that matters is copied
-        part = reach.upstream_part(graph.graph, names)
+        part = graph.upstream_part(names)
     found = reach.reached(part, set(names))
     sorted_names: dict[int, tuple[str, ...]] = {}  # hosts often share one set: sort it once
     answer = {}

@@ -341,17 +341,23 @@ INCONSISTENT = {
 
 
 @pytest.mark.parametrize("case", INCONSISTENT)
-@pytest.mark.parametrize("compact_min_cis, view_first", [(None, False), (0, False), (0, True)])
-def test_a_body_that_contradicts_itself_is_refused(shop, tmp_path, case, compact_min_cis, view_first):
+@pytest.mark.parametrize("compact_min_cis, view_first, share", [(None, False, False), (0, False, False),
+                                                                  (0, True, False), (0, True, True)])
+def test_a_body_that_contradicts_itself_is_refused(shop, tmp_path, case, compact_min_cis, view_first, share):
     """A body the writer cannot have written is refused, not laid out: a graph that breaks the graph code's
     invariants would make a later change record raise in the catch-up of every worker that loaded it. Either
     way of laying out the pred side (edge by edge; from the edges ordered by head, when the view is made), and
-    view first (the checks on the dicts' lengths made on the arrays)."""
+    view first (the checks on the dicts' lengths made on the arrays), its base shared or not (no base of such a
+    file is offered)."""
+    from graph import shared_base
+
     edit, reason = INCONSISTENT[case]
     path = tmp_path / "graph.snapshot"
     seal(path, encoded(shop, edit))
     with pytest.raises(SnapshotRejected, match=reason):
-        snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=compact_min_cis, view_first=view_first)
+        snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=compact_min_cis, view_first=view_first,
+                      share=share)
+    assert shared_base._entries(shared_base.registry_path(path)) == []
 
 
 def part(name: str) -> int:

@@ -1085,9 +1085,7 @@ class CompactView:
         if drop:  # a CI gone has no edge left
             by_head, tails = remap[by_head].astype(np.int32), remap[tails].astype(np.int32)
             ids = list(map(self.ids.__getitem__, keep.tolist()))
-            index: dict = {}
-            for start in range(0, len(ids), SLICE):
-                index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+            index = _index_of(ids)
         else:
             ids, index = self.ids, self.index
         m = len(ids)
@@ -1375,6 +1373,15 @@ def build(graph, lock, sinks: list, current, install, slice_size: int = SLICE, b
                 sinks[:] = [sink for sink in sinks if sink is not tracked]  # by identity: empty sets are equal
 
 
+def _index_of(ids: list) -> dict:
+    """{ci_id: its position in `ids`}, made a slice at a time: one C call over 10 million ids would hold the GIL
+    for seconds."""
+    index: dict = {}
+    for start in range(0, len(ids), SLICE):
+        index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+    return index
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     """`array`, read-only. A base's `heads` and `edata` always are, however made (numba compiles a loop once
     per kind of array it is given: one kind, one compilation)."""
@@ -1406,9 +1413,7 @@ def from_snapshot(ids: list, counts: np.ndarray | None, heads: np.ndarray, edata
                                      or predecessors[2].shape[0] != heads.shape[0]):
         raise ValueError("the snapshot's predecessors are at odds with its edges")
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
-    index: dict = {}
-    for start in range(0, n, SLICE):  # a slice at a time: one C call over 10 million ids would hold the GIL for seconds
-        index.update(zip(ids[start:start + SLICE], range(start, start + SLICE)))
+    index = _index_of(ids)
     view = CompactView(ids, index, _frozen(indptr), _frozen(heads), _frozen(edata), list(table), kk, pending)
     view.made_from = "snapshot"
     if predecessors is not None:  # read-only, as _base_predecessors makes them: numba compiles per kind of array

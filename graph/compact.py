@@ -47,6 +47,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit
 
+from graph.id_table import names_at as _names
 from graph.propagation import ImpactedCI, ImpactedMap
 from graph.semantics import AT_RISK, DEGRADED, DOWN, MEMBER, ORDINARY, STATE_NAMES
 
@@ -928,7 +929,7 @@ class CompactView:
         cands, bounds, e_ptr, e_pos, c_ptr, c_nodes = _candidates(
             self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len, self.o_heads,
             self.o_edata, *self.predecessors(), kinds, members, self.kk, at)
-        found = list(map(ids.__getitem__, cands.tolist()))
+        found = _names(ids, cands)
         positions, ptr = e_pos.tolist(), e_ptr.tolist()
         explains = [[symptoms[p] for p in positions[ptr[i]:ptr[i + 1]]] for i in range(len(found))]
         return found, bounds.tolist(), explains, Closures(ids, found, c_ptr, c_nodes)
@@ -941,7 +942,7 @@ class CompactView:
             points, dist = _spof(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
                                  self.o_len, self.o_heads, self.o_edata, *self.predecessors(), kinds,
                                  self.members(kind_key, kinds), self.kk, self.index[ci_id], *scratch)
-        found = list(map(self.ids.__getitem__, points.tolist()))
+        found = _names(self.ids, points)
         return [c for _, _, c in sorted(zip(dist.tolist(), map(str, found), found), key=lambda t: t[:2])]
 
     def providers(self, ci_id, kind_key: str) -> set:
@@ -949,7 +950,7 @@ class CompactView:
         with self._scratch(1) as (dist,):
             found = _providers(self.base_n, self.slot, *self.predecessors(), self.kinds(kind_key), self.index[ci_id],
                                dist)
-        return set(map(self.ids.__getitem__, found.tolist()))
+        return set(_names(self.ids, found))
 
     def neighborhood(self, ci_id, depth: int, down: bool, up: bool, allowed: frozenset | None,
                      types_key: str) -> tuple[set, dict]:
@@ -966,11 +967,11 @@ class CompactView:
                 self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len,
                 self.o_heads, self.o_edata, *pred, allow, self.index[ci_id], max(-1, min(depth, 1 << 30)), down,
                 up, dist)
-        ids = self.ids
-        found = list(map(ids.__getitem__, seen.tolist()))
+        found = _names(self.ids, seen)
+        name = dict(zip(seen.tolist(), found))
         among: dict = {u: {} for u in found}
         for u, v, row in zip(tails.tolist(), ends.tolist(), rows.tolist()):
-            among[ids[u]][ids[v]] = table[row]
+            among[name[u]][name[v]] = table[row]
         return set(found), among
 
     def among(self, ci_ids) -> dict:
@@ -983,10 +984,11 @@ class CompactView:
         tails, ends, rows = _among(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
                                    self.o_len, self.o_heads, self.o_edata, nodes, inside,
                                    np.ones(len(self.table), np.int8))
-        ids, table = self.ids, self.table
-        among: dict = {ids[u]: {} for u in nodes.tolist()}
+        table = self.table
+        name = dict(zip(nodes.tolist(), _names(self.ids, nodes)))
+        among: dict = {name[u]: {} for u in nodes.tolist()}
         for u, v, row in zip(tails.tolist(), ends.tolist(), rows.tolist()):
-            among[ids[u]][ids[v]] = table[row]
+            among[name[u]][name[v]] = table[row]
         return among
 
     def upstream_part(self, seeds) -> dict:
@@ -1004,10 +1006,10 @@ class CompactView:
         inside[part] = 1
         tails, ends, _ = _among(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
                                 self.o_len, self.o_heads, self.o_edata, part, inside, every)
-        ids = self.ids
-        found: dict = {ids[u]: [] for u in part.tolist()}
+        name = dict(zip(part.tolist(), _names(self.ids, part)))
+        found: dict = {name[u]: [] for u in part.tolist()}
         for u, v in zip(tails.tolist(), ends.tolist()):
-            found[ids[u]].append(ids[v])
+            found[name[u]].append(name[v])
         return found
 
     # ---- made afresh without the dicts -------------------------------------------------------------
@@ -1026,8 +1028,7 @@ class CompactView:
         gone = self._gone(node)
         keep, remap = self._kept(gone)
         indptr, heads, edata = self._rows_of(keep, remap)
-        ids = self.ids
-        return (list(map(ids.__getitem__, keep.tolist())) if gone else list(ids)), indptr, heads, edata
+        return (_names(self.ids, keep) if gone else list(self.ids)), indptr, heads, edata
 
     def _kept(self, gone: list, drop: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(the CIs kept, each CI's number among them): the `gone` ones dropped, else kept in place; either way
@@ -1084,8 +1085,12 @@ class CompactView:
         del p_heads, kept, at
         if drop:  # a CI gone has no edge left
             by_head, tails = remap[by_head].astype(np.int32), remap[tails].astype(np.int32)
-            ids = list(map(self.ids.__getitem__, keep.tolist()))
-            index = _index_of(ids)
+            ids = self.ids.subset(keep) if hasattr(self.ids, "subset") else None  # (graph.id_table's)
+            if ids is None:
+                ids = _names(self.ids, keep)
+                index = _index_of(ids)
+            else:
+                index = ids.index
         else:
             ids, index = self.ids, self.index
         m = len(ids)
@@ -1153,8 +1158,7 @@ class Closures:
         made = self._made.get(candidate)
         if made is None:
             i = self._at[candidate]
-            made = self._made[candidate] = frozenset(
-                map(self._ids.__getitem__, self._nodes[self._ptr[i]:self._ptr[i + 1]].tolist()))
+            made = self._made[candidate] = frozenset(_names(self._ids, self._nodes[self._ptr[i]:self._ptr[i + 1]]))
         return made
 
     def __contains__(self, candidate) -> bool:
@@ -1215,11 +1219,11 @@ class CompactImpacted(ImpactedMap):
 
     @property
     def _parent(self) -> dict:
-        return dict(zip(self.keys_list(), map(self._ids.__getitem__, self._via.tolist())))
+        return dict(zip(self.keys_list(), _names(self._ids, self._via)))
 
     def keys_list(self) -> list:
         if self._keys is None:
-            self._keys = list(map(self._ids.__getitem__, self._order.tolist()))
+            self._keys = _names(self._ids, self._order)
         return self._keys
 
     def _position(self, ci_id) -> int | None:
@@ -1255,9 +1259,8 @@ class CompactImpacted(ImpactedMap):
         return path
 
     def entries(self):
-        ids, prefixes = self._ids, {}
-        for ci_id, via, code in zip(self.keys_list(), self._via.tolist(), self._codes.tolist()):
-            via = ids[via]
+        prefixes = {}
+        for ci_id, via, code in zip(self.keys_list(), _names(self._ids, self._via), self._codes.tolist()):
             prefix = prefixes[ci_id] = prefixes.get(via, (via,)) + (ci_id,)
             yield ci_id, ImpactedCI(STATE_NAMES[code], len(prefix) - 1, list(prefix))
 
@@ -1413,7 +1416,7 @@ def from_snapshot(ids: list, counts: np.ndarray | None, heads: np.ndarray, edata
                                      or predecessors[2].shape[0] != heads.shape[0]):
         raise ValueError("the snapshot's predecessors are at odds with its edges")
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
-    index = _index_of(ids)
+    index = _index_of(ids) if isinstance(ids, list) else ids.index  # (a graph.id_table.IdTable's)
     view = CompactView(ids, index, _frozen(indptr), _frozen(heads), _frozen(edata), list(table), kk, pending)
     view.made_from = "snapshot"
     if predecessors is not None:  # read-only, as _base_predecessors makes them: numba compiles per kind of array

@@ -382,7 +382,7 @@ class ImpactGraph:
                 if self._view is None:
                     raise DictsNotLaidOut("the graph's compiled view was lost before its dicts were laid out")
                 view = self._view.rebased(self._g._node)  # (if it raises, nothing was changed)
-                node = dict(self._g._node)  # the payloads as the view's rows stand
+                node = self._g._node.copy()  # the payloads as the view's rows stand (a dict, or graph.id_table's)
                 due = self._dicts_due = object()  # this lay-out's mark: a load or new semantics replace it
                 self._view = view
                 self._replay = []

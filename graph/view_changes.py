@@ -26,6 +26,7 @@ import numpy as np
 
 import networkx as nx
 
+from graph.id_table import names_at
 from graph.impact_graph import ImpactGraph
 
 # The operations, named as ImpactGraph's methods, and how many ends (CI ids) lead their arguments.
@@ -84,7 +85,7 @@ class _Rows(dict):
             raise KeyError(ci_id)
         ids, table, node, removed = self._view.ids, self._view.table, self._node, self._removed
         ends, data = self._row(self._view.index[ci_id])
-        others = list(map(ids.__getitem__, ends.tolist()))
+        others = names_at(ids, ends)
         for other in others:
             if other not in node and other not in removed:
                 raise ViewOutOfStep(f"the view has an edge of CI {other!r}, which the payloads do not hold")
@@ -161,6 +162,8 @@ def lay_out(view, node: dict, tables: ImpactGraph, stop=None) -> "nx.DiGraph":
     laid._types, laid._payloads = tables._types, tables._payloads
     g = laid.graph
     n, ids, table = view.base_n, view.ids, view.table
+    if not isinstance(ids, list):  # a graph.id_table.IdTable: the ids as the dicts will hold them, decoded once
+        ids = list(ids)
     p_indptr, p_tails, p_edata = view._base_predecessors()
     counts, p_counts = memoryview(np.diff(view.indptr)), memoryview(np.diff(p_indptr))
     was_enabled = gc.isenabled()

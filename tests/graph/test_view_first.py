@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from graph import ImpactGraph, RelationshipSemantics, compact, reach, snapshot, view_changes
+from graph import ImpactGraph, RelationshipSemantics, compact, id_table, reach, snapshot, view_changes
 from graph.impact_graph import CLASS_KEY, MIN_MEMBERS_KEY, DictsNotLaidOut
 from graph.semantics import COVERED_KEY, TYPES_KEY
 from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build, mirrored
@@ -33,6 +33,8 @@ def saved(g: ImpactGraph, path):
 def view_first(path) -> ImpactGraph:
     g, header = snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0, view_first=True)
     assert not g.dicts_ready and g.compacted and g.applied_seq == header.applied_seq == 7
+    # Its ids a table (graph.id_table), its payloads read off it: no string per CI.
+    assert isinstance(g._view.ids, id_table.IdTable) and isinstance(g.graph._node, id_table.NodeTable)
     return g
 
 
@@ -129,9 +131,15 @@ def run(seed, cis, rels, tmp_path):
     assert not g.dicts_ready
     assert g.lay_out_dicts() and g.dicts_ready and not g.lay_out_dicts()
     assert adjacency(g) == adjacency(p) and payloads(g) == payloads(p) and mirrored(g)
-    # The dicts' keys are the view's strings (one copy of each id).
+    # The dicts' keys are the view's strings (one copy of each id); or, the view's ids a table (graph.id_table),
+    # one copy of each id between the dicts.
     view = g._view
-    assert all(view.ids[view.index[ci]] is ci for ci in g.graph._node)
+    if isinstance(view.ids, list):
+        assert all(view.ids[view.index[ci]] is ci for ci in g.graph._node)
+    else:
+        ids = {ci: ci for ci in g.graph._node}
+        assert all(ids[u] is u and all(ids[v] is v for v in nbrs) for side in (g.graph._succ, g.graph._pred)
+                   for u, nbrs in side.items())
     # The dicts laid out are on the view's very edge data dicts: reading rows again adds none to its table.
     table = {id(d) for d in g._view.table}
     assert all(id(d) in table for nbrs in g.graph._succ.values() for d in nbrs.values())

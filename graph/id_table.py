@@ -1,0 +1,347 @@
+"""The CI ids and payloads of a graph without dicts, as arrays: ~45 bytes a CI instead of ~200, shareable.
+
+Why: a worker answering from its compiled view (graph.compact, started view first from a snapshot file) held,
+per CI, its id as a Python string, the view's index (id -> position) and the payloads' dict (id -> payload):
+~180 bytes a CI, 1.8 GiB at 10,000,000 CIs, in every worker of a host. Here the ids of the view's base are one
+array of fixed-width UTF-8 bytes, sorted (a CI's position is found by binary search), with each CI's rank in it
+and the inverse; graph.shared_base maps those three arrays into every worker of a host. The payloads are one
+small integer per CI into the graph's payload table. Only what changed since the base (CIs appended, payloads
+swapped, CIs removed) is kept in Python dicts.
+
+`IdTable` stands in for the view's `ids` list (positions -> ids; `append` for a CI the graph gained) and its
+`index` (`IdTable.index`: ids -> positions, dict-like); `NodeTable` for the graph's `_node` dict (ids -> payload
+dicts, a mutable mapping, iterated in a dict's order). Both answer as the list and dicts they replace, entry
+for entry (tests/graph/test_id_table.py holds them to it under random changes).
+
+Pure: numpy and the standard library.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import MutableMapping
+
+import numpy as np
+
+# Ids wider than this (UTF-8 bytes) are not laid out as a table (the graph keeps its list and dicts): Karta's
+# ids are UUIDs, 36 bytes; a table is as wide as its widest id, for every CI.
+MAX_WIDTH = 64
+# Ids decoded at a time by iteration.
+SLICE = 1 << 14
+
+
+def encoded(ids: list, width: int | None = None) -> np.ndarray | None:
+    """The ids as an array of fixed-width UTF-8 bytes ('S<width>', in their order), None if one is wider than
+    MAX_WIDTH (or `width`), not a string, holds a NUL (a table's padding) or cannot be encoded."""
+    try:
+        raw = [ci_id.encode() for ci_id in ids]
+    except (AttributeError, UnicodeEncodeError):
+        return None
+    widest = max(map(len, raw), default=0)
+    if widest > (MAX_WIDTH if width is None else width) or any(b"\0" in key for key in raw):
+        return None
+    return np.array(raw, dtype=f"S{max(width or widest, 1)}")
+
+
+def keys_of(blob, count: int) -> np.ndarray | None:
+    """The `count` NUL-separated UTF-8 ids of `blob` (a snapshot file's ids section, its NULs counted already)
+    laid out as `encoded` lays them out, with no Python string per id; None where they make no table (an id
+    wider than MAX_WIDTH). UTF-8 is not checked here (graph.snapshot does)."""
+    raw = np.frombuffer(blob, np.uint8)
+    if not count:
+        return np.zeros(0, "S1")
+    nul = np.flatnonzero(raw == 0)
+    if nul.shape[0] != count - 1:
+        raise ValueError("the ids section does not hold `cis` ids")
+    starts = np.concatenate((np.zeros(1, np.int64), nul + 1))
+    lengths = np.concatenate((nul, np.array([raw.shape[0]], np.int64))) - starts
+    widest = int(lengths.max())
+    if widest > MAX_WIDTH:
+        return None
+    width = max(widest, 1)
+    if widest and bool((lengths == width).all()):  # (Karta's ids: UUIDs, all 36 bytes)
+        keys = np.delete(raw, nul).reshape(count, width)
+    else:
+        keys = np.zeros((count, width), np.uint8)
+        for k in range(widest):
+            has = np.flatnonzero(lengths > k)
+            keys[has, k] = raw[starts[has] + k]
+    return np.ascontiguousarray(keys).view(f"S{width}").reshape(count)
+
+
+def sorted_parts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(the keys sorted, each key's rank among them (int32), the position of each rank (int32)), None if a key
+    is there twice."""
+    order = np.argsort(keys, kind="stable").astype(np.int32)
+    ordered = keys[order]
+    if ordered.shape[0] > 1 and not bool((ordered[1:] > ordered[:-1]).all()):
+        return None
+    ranks = np.empty(order.shape[0], np.int32)
+    ranks[order] = np.arange(order.shape[0], dtype=np.int32)
+    return ordered, ranks, order
+
+
+def problem(keys: np.ndarray, ranks: np.ndarray, order: np.ndarray, mine: np.ndarray) -> str | None:
+    """Why (`keys`, `ranks`, `order`) are not sorted_parts(`mine`) (None: they are); no sort, vectorised passes
+    (graph.shared_base checks another worker's table with it)."""
+    n = mine.shape[0]
+    if keys.dtype != mine.dtype or (keys.shape[0], ranks.shape[0], order.shape[0]) != (n, n, n):
+        return "id table sizes"
+    if n and (int(ranks.min()) < 0 or int(ranks.max()) >= n or int(order.min()) < 0 or int(order.max()) >= n):
+        return "id table ranges"
+    if n > 1 and not bool((keys[1:] > keys[:-1]).all()):
+        return "id table order"
+    for start in range(0, n, 1 << 20):  # (bounded temporaries)
+        part = slice(start, start + (1 << 20))
+        if not np.array_equal(order[ranks[part]], np.arange(start, min(n, start + (1 << 20)), dtype=order.dtype)):
+            return "id table ranks"
+        if not np.array_equal(keys[ranks[part]], mine[part]):
+            return "id table ids"
+    return None
+
+
+def names_at(ids, positions: np.ndarray) -> list:
+    """The ids at `positions` (an integer array) of a view's ids: a list's, or an IdTable's (decoded in one pass)."""
+    names = getattr(ids, "names", None)
+    return list(map(ids.__getitem__, positions.tolist())) if names is None else names(positions)
+
+
+class IdTable:
+    """The view's ids (a list's interface: `len`, `[i]`, slices, iteration, `append`) over the base's sorted
+    fixed-width ids, with `index` (ids -> positions, a dict's interface). Not thread-safe: used under the
+    graph's lock, as the list it replaces."""
+
+    def __init__(self, keys: np.ndarray, ranks: np.ndarray, order: np.ndarray):
+        self.keys, self.ranks, self.order = keys, ranks, order
+        self.width = keys.dtype.itemsize
+        self.base_n = keys.shape[0]
+        self._added: list = []  # CIs appended, at base_n + their place here
+        self._added_at: dict = {}
+        self.index = IdIndex(self)
+
+    @classmethod
+    def of(cls, ids: list) -> "IdTable | None":
+        """The table of `ids` (unique), None if they cannot make one (see `encoded`)."""
+        keys = encoded(ids)
+        parts = None if keys is None else sorted_parts(keys)
+        return None if parts is None else cls(*parts)
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.ranks.nbytes + self.order.nbytes
+
+    def __len__(self) -> int:
+        return self.base_n + len(self._added)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step != 1:
+                return [self[j] for j in range(start, stop, step)]
+            out = self.names(np.arange(start, min(stop, self.base_n), dtype=np.int64)) if start < self.base_n else []
+            if stop > self.base_n:
+                out += self._added[max(start - self.base_n, 0):stop - self.base_n]
+            return out
+        i = operator.index(i)
+        if i < 0:
+            i += len(self)
+        if 0 <= i < self.base_n:
+            return self.keys[self.ranks[i]].decode()
+        if i < 0:
+            raise IndexError("list index out of range")
+        return self._added[i - self.base_n]
+
+    def names(self, positions) -> list:
+        """The ids at `positions` (an integer array, each in range), in order."""
+        positions = np.asarray(positions, np.int64)
+        if positions.size and (int(positions.max()) >= self.base_n or int(positions.min()) < 0):
+            return [self[i] for i in positions.tolist()]
+        return list(map(bytes.decode, self.keys[self.ranks[positions]].tolist()))
+
+    def __iter__(self):
+        for start in range(0, self.base_n, SLICE):
+            yield from self.names(np.arange(start, min(self.base_n, start + SLICE), dtype=np.int64))
+        yield from list(self._added)
+
+    def append(self, ci_id) -> None:
+        if self.find(ci_id) >= 0:
+            raise ValueError(f"CI {ci_id!r} is in the table already")
+        self._added_at[ci_id] = len(self)
+        self._added.append(ci_id)
+
+    def find(self, ci_id) -> int:
+        """The position of `ci_id`, -1 if the table does not hold it."""
+        try:
+            at = self._added_at.get(ci_id)
+        except TypeError:  # unhashable: in no dict, and no id
+            return -1
+        if at is not None:
+            return at
+        if type(ci_id) is not str:
+            return -1
+        try:
+            key = ci_id.encode()
+        except UnicodeEncodeError:
+            return -1
+        if len(key) > self.width or b"\0" in key or not self.base_n:
+            return -1
+        j = int(np.searchsorted(self.keys, key))
+        return int(self.order[j]) if j < self.base_n and self.keys[j] == key else -1
+
+    def positions(self, ci_ids) -> np.ndarray:
+        """find() of each of `ci_ids` (int64, -1 for those not held)."""
+        ci_ids = list(ci_ids)
+        if len(ci_ids) < 64 or not self.base_n:
+            return np.fromiter(map(self.find, ci_ids), np.int64, len(ci_ids))
+        out = np.full(len(ci_ids), -1, np.int64)
+        keys, at = [], []
+        for j, ci_id in enumerate(ci_ids):
+            try:
+                added = self._added_at.get(ci_id)
+            except TypeError:  # unhashable: no id
+                continue
+            if added is not None:
+                out[j] = added
+            elif type(ci_id) is str:
+                try:
+                    key = ci_id.encode()
+                except UnicodeEncodeError:
+                    continue
+                if len(key) <= self.width and b"\0" not in key:
+                    keys.append(key)
+                    at.append(j)
+        if keys:
+            wanted = np.array(keys, dtype=self.keys.dtype)
+            found = np.minimum(np.searchsorted(self.keys, wanted), self.base_n - 1)
+            hit = self.keys[found] == wanted
+            out[np.array(at, np.int64)[hit]] = self.order[found[hit]]
+        return out
+
+    def subset(self, keep: np.ndarray) -> "IdTable | None":
+        """The table of the ids at positions `keep` (increasing, each in range), numbered by their place in it,
+        None if they cannot make one (an appended id too wide, say). The base's kept keys stay sorted (no
+        sort); CIs appended that are kept become base ones (then sorted)."""
+        keep = np.asarray(keep, np.int64)
+        base = keep[keep < self.base_n]
+        added = keep[keep >= self.base_n]
+        if added.size:
+            extra = encoded([self._added[i - self.base_n] for i in added.tolist()], self.width)
+            if extra is None or extra.dtype != self.keys.dtype:
+                return None
+            parts = sorted_parts(np.concatenate((self.keys[self.ranks[base]], extra)))
+            return None if parts is None else IdTable(*parts)
+        kept_ranks = self.ranks[base]
+        in_rank_order = np.argsort(kept_ranks, kind="stable").astype(np.int32)  # new positions, by rank
+        ranks = np.empty(base.shape[0], np.int32)
+        ranks[in_rank_order] = np.arange(base.shape[0], dtype=np.int32)
+        return IdTable(self.keys[kept_ranks[in_rank_order]], ranks, in_rank_order)
+
+
+class IdIndex:
+    """An IdTable's ids -> positions, as the view's index dict answers (`[]`, `get`, `in`, `len`); setting a
+    position is allowed for a CI just appended (CompactView._append) only."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: IdTable):
+        self._table = table
+
+    def __getitem__(self, ci_id) -> int:
+        i = self._table.find(ci_id)
+        if i < 0:
+            raise KeyError(ci_id)
+        return i
+
+    def get(self, ci_id, default=None):
+        i = self._table.find(ci_id)
+        return default if i < 0 else i
+
+    def __contains__(self, ci_id) -> bool:
+        return self._table.find(ci_id) >= 0
+
+    def __setitem__(self, ci_id, i) -> None:
+        if self._table.find(ci_id) != i:
+            raise ValueError(f"CI {ci_id!r} is not at {i} in the table")
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+class NodeTable(MutableMapping):
+    """The graph's `_node` (ids -> payload dicts) over an IdTable's base CIs (each's payload row of `payloads`),
+    with what changed since in dicts: the base CIs whose payload was swapped, those removed, and the CIs added
+    (or removed and added again), which come last in iteration, as in a dict. Not thread-safe (under the
+    graph's lock, as the dict it replaces)."""
+
+    def __init__(self, ids: IdTable, rows: np.ndarray, payloads: list):
+        if rows.shape[0] != ids.base_n:
+            raise ValueError("a payload row per CI of the table")
+        self._ids, self._rows, self._payloads = ids, rows, payloads
+        self._n = ids.base_n  # base CIs: those of the table then (its appended ones are never base CIs)
+        self._out: set = set()  # positions of base CIs removed (if added again: in _extra)
+        self._swapped: dict = {}  # base CI in place -> its payload, when no longer its row's
+        self._extra: dict = {}
+
+    def copy(self) -> "NodeTable":
+        """A copy (the arrays shared, never written; the changes' dicts copied): the payloads as they stand."""
+        other = NodeTable.__new__(NodeTable)
+        other._ids, other._rows, other._payloads, other._n = self._ids, self._rows, self._payloads, self._n
+        other._out, other._swapped, other._extra = set(self._out), dict(self._swapped), dict(self._extra)
+        return other
+
+    def _base(self, ci_id) -> int:
+        i = self._ids.find(ci_id)
+        return i if 0 <= i < self._n and i not in self._out else -1
+
+    def __getitem__(self, ci_id):
+        payload = self._extra.get(ci_id)
+        if payload is not None:
+            return payload
+        i = self._base(ci_id)
+        if i < 0:
+            raise KeyError(ci_id)
+        payload = self._swapped.get(ci_id)
+        return self._payloads[self._rows[i]] if payload is None else payload
+
+    def get(self, ci_id, default=None):
+        try:
+            return self[ci_id]
+        except KeyError:
+            return default
+
+    def __contains__(self, ci_id) -> bool:
+        try:
+            if ci_id in self._extra:
+                return True
+        except TypeError:  # unhashable, as a dict would say
+            raise
+        return self._base(ci_id) >= 0
+
+    def __setitem__(self, ci_id, payload) -> None:
+        if payload is None:
+            raise ValueError("a CI's payload is a dict")
+        if self._base(ci_id) < 0:  # (a base CI removed and set again is one of the extra, last, as in a dict)
+            self._extra[ci_id] = payload
+        else:
+            self._swapped[ci_id] = payload
+
+    def __delitem__(self, ci_id) -> None:
+        if ci_id in self._extra:
+            del self._extra[ci_id]
+            return
+        i = self._base(ci_id)
+        if i < 0:
+            raise KeyError(ci_id)
+        self._out.add(i)
+        self._swapped.pop(ci_id, None)
+
+    def __len__(self) -> int:
+        return self._n - len(self._out) + len(self._extra)
+
+    def __iter__(self):
+        out = self._out
+        for start in range(0, self._n, SLICE):
+            positions = np.arange(start, min(self._n, start + SLICE), dtype=np.int64)
+            if out:
+                positions = positions[[i not in out for i in positions.tolist()]]
+            yield from self._ids.names(positions)
+        yield from list(self._extra)

@@ -1,0 +1,173 @@
+"""graph.id_table: the ids of a view as a table and the payloads over it answer as the list and dicts they stand
+for, entry for entry, under random changes (a list and a dict doing the same are the reference)."""
+
+import random
+import uuid
+
+import numpy as np
+import pytest
+
+from graph import id_table
+from graph.id_table import IdTable, NodeTable
+
+ODD = ["", "é", "ü-ö", "a" * 64, "漢字", "a", "ab", "b", "a b", "Z"]
+
+
+def some_ids(rng: random.Random, n: int) -> list:
+    ids = {str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(n)}
+    ids.update(rng.sample(ODD, rng.randint(0, len(ODD))))
+    out = list(ids)
+    rng.shuffle(out)
+    return out
+
+
+def strangers(rng: random.Random, known) -> list:
+    """Ids a table may be asked about that it does not hold."""
+    out = ["nowhere", "a" * 65, "a\0", "\udc80", 7, None, ("t",), str(uuid.UUID(int=rng.getrandbits(128)))]
+    return [x for x in out if x not in known]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_table_answers_as_its_list_and_dict(seed):
+    rng = random.Random(seed)
+    ids = some_ids(rng, rng.choice([0, 1, 5, 40, 300]))
+    table = IdTable.of(ids)
+    assert table is not None and table.base_n == len(ids)
+    model = list(ids)
+    for _ in range(rng.randint(0, 20)):  # CIs appended (CompactView._append): wider ones and others too
+        new = rng.choice([str(uuid.uuid4()), "w" * 80, 10 ** 6 + len(model), "ñ" + str(len(model))])
+        if new in model:
+            continue
+        table.append(new)
+        table.index[new] = len(model)
+        model.append(new)
+        with pytest.raises(ValueError):
+            table.append(new)
+    index = {ci: i for i, ci in enumerate(model)}
+    n = len(model)
+    assert len(table) == len(table.index) == n and list(table) == model
+    for i in range(-n, n):
+        assert table[i] == model[i]
+    for bad in (n, -n - 1):
+        with pytest.raises(IndexError):
+            table[bad]
+    for _ in range(30):
+        a, b = rng.randint(-n - 2, n + 2), rng.randint(-n - 2, n + 2)
+        step = rng.choice([None, None, 1, 2, -1])
+        assert table[a:b:step] == model[a:b:step]
+    positions = np.array([rng.randrange(n) for _ in range(rng.randint(0, 50))] if n else [], np.int64)
+    assert table.names(positions) == [model[i] for i in positions.tolist()]
+    assert id_table.names_at(table, positions) == id_table.names_at(model, positions)
+    asked = model + strangers(rng, index)
+    rng.shuffle(asked)
+    for ci in asked:
+        assert (ci in table.index) == (ci in index)
+        assert table.index.get(ci, "none") == index.get(ci, "none") and table.find(ci) == index.get(ci, -1)
+        if ci not in index:
+            with pytest.raises(KeyError):
+                table.index[ci]
+    assert table.positions(asked).tolist() == [index.get(ci, -1) for ci in asked]  # (64 and more: at once)
+    assert table.positions(asked[:5]).tolist() == [index.get(ci, -1) for ci in asked[:5]]
+    with pytest.raises(ValueError):
+        if n:
+            table.index[model[0]] = n  # a position other than its own
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_subset_is_the_table_of_the_ids_kept(seed):
+    rng = random.Random(100 + seed)
+    ids = some_ids(rng, rng.choice([1, 30, 200]))
+    table = IdTable.of(ids)
+    model = list(ids)
+    if rng.random() < 0.5:  # appended ones among them: kept as base CIs of the new table
+        for j in range(rng.randint(1, 5)):
+            table.append(f"added-{j}")
+            model.append(f"added-{j}")
+    keep = np.array(sorted(rng.sample(range(len(model)), rng.randint(0, len(model)))), np.int64)
+    sub = table.subset(keep)
+    kept = [model[i] for i in keep.tolist()]
+    assert sub is not None and sub.base_n == len(kept) and list(sub) == kept
+    assert all(sub.index[ci] == i for i, ci in enumerate(kept))
+    assert id_table.problem(sub.keys, sub.ranks, sub.order, id_table.encoded(kept, sub.width)) is None
+    # An appended id wider than the table: no table (the caller keeps a list).
+    table.append("w" * (table.width + 1))
+    assert table.subset(np.arange(len(table))) is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_keys_from_a_files_bytes_are_the_encoded_ids(seed):
+    rng = random.Random(200 + seed)
+    ids = some_ids(rng, rng.choice([1, 3, 50]))
+    if seed % 2:  # all one width (the quick way) or not
+        ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(40)]
+    blob = "\0".join(ids).encode()
+    keys = id_table.keys_of(blob, len(ids))
+    expected = id_table.encoded(ids)
+    assert keys.dtype == expected.dtype and keys.tolist() == expected.tolist()
+    assert [k.decode() for k in keys.tolist()] == ids
+    assert id_table.keys_of(b"", 0).shape == (0,)
+    assert id_table.keys_of("\0".join(ids + ["x" * 65]).encode(), len(ids) + 1) is None  # too wide: no table
+    assert id_table.encoded(ids + ["x" * 65]) is None and id_table.encoded(ids + [3]) is None
+    with pytest.raises(ValueError):
+        id_table.keys_of(blob, len(ids) + 1)
+
+
+def test_a_table_that_is_not_the_ids_has_a_problem():
+    ids = [f"ci-{i:03d}" for i in range(50)][::-1]
+    mine = id_table.encoded(ids)
+    keys, ranks, order = id_table.sorted_parts(mine)
+    assert id_table.problem(keys, ranks, order, mine) is None
+    assert id_table.sorted_parts(id_table.encoded(ids + [ids[3]])) is None  # an id twice: no table
+    swapped = ranks.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    cases = {
+        "id table sizes": (keys[:-1], ranks, order),
+        "id table ranges": (keys, np.where(ranks == 0, 50, ranks).astype(np.int32), order),
+        "id table order": (keys[::-1].copy(), ranks, order),
+        "id table ranks": (keys, swapped, order),
+        "id table ids": (np.concatenate((keys[:-1], np.array([b"ci-zzz"], keys.dtype))), ranks, order),
+    }
+    for reason, (k, r, o) in cases.items():
+        assert id_table.problem(k, r, o, mine) == reason
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_node_table_is_the_dict_it_stands_for(seed):
+    """Payloads swapped, CIs removed, added, removed and added again, in a dict's order; a copy is its own."""
+    rng = random.Random(300 + seed)
+    ids = some_ids(rng, rng.choice([0, 1, 20, 150]))
+    table = IdTable.of(ids)
+    payloads = [{"ci_class": c, "min_members": k} for c in ("a", "b", None) for k in (None, 2)]
+    rows = np.array([rng.randrange(len(payloads)) for _ in ids], np.uint8)
+    nodes = NodeTable(table, rows, payloads)
+    model = {ci: payloads[r] for ci, r in zip(ids, rows.tolist())}
+    known = list(ids) + [f"new-{j}" for j in range(10)] + ["w" * 90]
+    copies = []
+    for step in range(rng.randint(1, 80)):
+        ci = rng.choice(known)
+        what = rng.random()
+        if what < 0.35:
+            nodes[ci] = model[ci] = rng.choice(payloads)
+        elif what < 0.7:
+            if ci in model:
+                del nodes[ci], model[ci]
+            else:
+                with pytest.raises(KeyError):
+                    del nodes[ci]
+        elif what < 0.8 and rng.random() < 0.5:  # the table grows under it (the view appends a new CI)
+            if table.find(ci) < 0:
+                table.append(ci)
+        elif what < 0.9:
+            copies.append((nodes.copy(), dict(model)))
+        assert len(nodes) == len(model) and (ci in nodes) == (ci in model)
+        assert nodes.get(ci, "none") is model.get(ci, "none")
+    assert list(nodes) == list(model) and list(nodes.items()) == list(model.items())
+    for ci in known + ["nowhere", 5]:
+        assert (ci in nodes) == (ci in model) and nodes.get(ci) is model.get(ci)
+        if ci not in model:
+            with pytest.raises(KeyError):
+                nodes[ci]
+    for copied, then in copies:  # the changes since the copy did not reach it
+        assert list(copied.items()) == list(then.items())
+    with pytest.raises(ValueError):
+        nodes["x"] = None

@@ -236,6 +236,40 @@ class IdTable:
         return IdTable(self.keys[kept_ranks[in_rank_order]], ranks, in_rank_order)
 
 
+class Taken:
+    """The ids of the CIs at `positions` (increasing) of an IdTable, as a snapshot's capture takes them
+    (graph.snapshot.Capture): `len`, slices (lists of ids), the ids' UTF-8 joined by NULs (the file's section,
+    with no string per id), and a slice's payloads off a NodeTable."""
+
+    def __init__(self, table: IdTable, positions: np.ndarray):
+        self.table, self.positions = table, np.asarray(positions, np.int64)
+
+    def __len__(self) -> int:
+        return self.positions.shape[0]
+
+    def __getitem__(self, part: slice) -> list:
+        return self.table.names(self.positions[part])
+
+    def payloads(self, nodes, start: int, stop: int) -> list:
+        """The payloads (nodes: the graph's `_node`) of the ids from `start` to `stop`; KeyError if one is gone."""
+        if isinstance(nodes, NodeTable):
+            return nodes.payloads_at(self.table, self.positions[start:stop])
+        return list(map(nodes.__getitem__, self[start:stop]))
+
+    def joined(self) -> bytes:
+        table, positions = self.table, self.positions
+        if positions.size and int(positions[-1]) >= table.base_n:  # CIs appended since the base: as strings
+            return "\0".join(table.names(positions)).encode()
+        keys = table.keys[table.ranks[positions]]
+        width = table.width
+        matrix = keys.view(np.uint8).reshape(-1, width)
+        if not positions.size or not bool(matrix[:, -1].all()):  # some narrower than the widest: padding dropped
+            return b"\0".join(keys.tolist())
+        out = np.zeros((positions.shape[0], width + 1), np.uint8)
+        out[:, :width] = matrix
+        return out.tobytes()[:-1]
+
+
 class IdIndex:
     """An IdTable's ids -> positions, as the view's index dict answers (`[]`, `get`, `in`, `len`); setting a
     position is allowed for a CI just appended (CompactView._append) only."""
@@ -278,7 +312,7 @@ class NodeTable(MutableMapping):
         self._ids, self._rows, self._payloads = ids, rows, payloads
         self._n = ids.base_n  # base CIs: those of the table then (its appended ones are never base CIs)
         self._out: set = set()  # positions of base CIs removed (if added again: in _extra)
-        self._swapped: dict = {}  # base CI in place -> its payload, when no longer its row's
+        self._swapped: dict = {}  # position of a base CI in place -> its payload, when no longer its row's
         self._extra: dict = {}
 
     def copy(self) -> "NodeTable":
@@ -299,7 +333,7 @@ class NodeTable(MutableMapping):
         i = self._base(ci_id)
         if i < 0:
             raise KeyError(ci_id)
-        payload = self._swapped.get(ci_id)
+        payload = self._swapped.get(i)
         return self._payloads[self._rows[i]] if payload is None else payload
 
     def get(self, ci_id, default=None):
@@ -319,10 +353,11 @@ class NodeTable(MutableMapping):
     def __setitem__(self, ci_id, payload) -> None:
         if payload is None:
             raise ValueError("a CI's payload is a dict")
-        if self._base(ci_id) < 0:  # (a base CI removed and set again is one of the extra, last, as in a dict)
+        i = -1 if ci_id in self._extra else self._base(ci_id)
+        if i < 0:  # (a base CI removed and set again is one of the extra, last, as in a dict)
             self._extra[ci_id] = payload
         else:
-            self._swapped[ci_id] = payload
+            self._swapped[i] = payload
 
     def __delitem__(self, ci_id) -> None:
         if ci_id in self._extra:
@@ -332,10 +367,53 @@ class NodeTable(MutableMapping):
         if i < 0:
             raise KeyError(ci_id)
         self._out.add(i)
-        self._swapped.pop(ci_id, None)
+        self._swapped.pop(i, None)
 
     def __len__(self) -> int:
         return self._n - len(self._out) + len(self._extra)
+
+    def payloads_of(self, ci_ids) -> list:
+        """self.get(ci) of each of `ci_ids` (None for a CI not held), the lookups at once (ImpactGraph.tally's
+        classes of the tens of thousands of CIs an incident holds)."""
+        ci_ids = list(ci_ids)
+        at = self._ids.positions(ci_ids)
+        held = np.flatnonzero((at >= 0) & (at < self._n))
+        out = [None] * len(ci_ids)
+        payloads, rows = self._payloads, self._rows
+        for j, row in zip(held.tolist(), rows[at[held]].tolist()):
+            out[j] = payloads[row]
+        if self._out or self._swapped:
+            removed, swapped = self._out, self._swapped
+            for j, i in zip(held.tolist(), at[held].tolist()):
+                if i in removed:
+                    out[j] = None
+                elif i in swapped:
+                    out[j] = swapped[i]
+        if self._extra:
+            extra = self._extra
+            for j, ci_id in enumerate(ci_ids):
+                payload = extra.get(ci_id)
+                if payload is not None:
+                    out[j] = payload
+        return out
+
+    def payloads_at(self, table: IdTable, positions: np.ndarray) -> list:
+        """self[ci] for the CIs at `positions` of `table` (in order), at C speed when `table` is this one's (the
+        view's, not rebased since): a capture's payloads (graph.snapshot). KeyError if one is not held."""
+        positions = np.asarray(positions, np.int64)
+        base = positions < self._n
+        if table is not self._ids or not bool(base.all()):
+            return list(map(self.__getitem__, table.names(positions)))
+        out = list(map(self._payloads.__getitem__, self._rows[positions].tolist()))
+        if self._out or self._swapped:  # the changes since: a lookup per CI of the slice, no more
+            removed, swapped = self._out, self._swapped
+            for j, i in enumerate(positions.tolist()):
+                if i in removed:
+                    raise KeyError(table[i])
+                payload = swapped.get(i)
+                if payload is not None:
+                    out[j] = payload
+        return out
 
     def __iter__(self):
         out = self._out

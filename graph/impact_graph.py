@@ -69,7 +69,8 @@ class ImpactGraph:
         self._building = False
         self._adopting: threading.Thread | None = None  # adopt_compact's thread, for wait_compact
         # A graph started view first (start_view_first): until lay_out_dicts, its succ and pred dicts are not
-        # there (NotLaidOut stands in; `_dicts_due` is set) and changes go to the view alone (graph.view_changes).
+        # there (NotLaidOut stands in; `_dicts_due` is set) and changes go to the view alone (graph.view_changes);
+        # its `_node` is a graph.id_table.NodeTable over the view's ids where those are a table (no string per CI).
         # While lay_out_dicts lays them out from the view, outside the lock, the changes applied meanwhile are
         # kept in `_replay` (None otherwise), to be applied to them before they answer.
         self._dicts_due: object | None = None
@@ -140,6 +141,10 @@ class ImpactGraph:
         """ci_id -> class for the CIs given that the graph holds (an impact answer's, say)."""
         with self._lock:
             node = self._g._node
+            if not isinstance(node, dict):  # graph.id_table.NodeTable: the lookups at once
+                ci_ids = list(ci_ids)
+                return {ci_id: payload[CLASS_KEY] for ci_id, payload in zip(ci_ids, node.payloads_of(ci_ids))
+                        if payload is not None}
             return {ci_id: node[ci_id][CLASS_KEY] for ci_id in ci_ids if ci_id in node}
 
     def tally(self, ci_ids: Iterable, picked: Iterable[str]) -> tuple[Counter, list]:
@@ -150,10 +155,13 @@ class ImpactGraph:
         picked, ci_ids = frozenset(picked), list(ci_ids)
         with self._lock:
             node = self._g._node
-            try:
-                found = [node[ci_id][CLASS_KEY] for ci_id in ci_ids]
-            except KeyError:  # a CI removed since the answer was computed: one lookup more per CI
-                found = [node[ci_id][CLASS_KEY] if ci_id in node else None for ci_id in ci_ids]
+            if not isinstance(node, dict):  # graph.id_table.NodeTable: the lookups at once
+                found = [None if payload is None else payload[CLASS_KEY] for payload in node.payloads_of(ci_ids)]
+            else:
+                try:
+                    found = [node[ci_id][CLASS_KEY] for ci_id in ci_ids]
+                except KeyError:  # a CI removed since the answer was computed: one lookup more per CI
+                    found = [node[ci_id][CLASS_KEY] if ci_id in node else None for ci_id in ci_ids]
         return Counter(found), [ci_id for ci_id, ci_class in zip(ci_ids, found) if ci_class in picked]
 
     # ---- loading and change records ---------------------------------------------------------

@@ -192,12 +192,16 @@ class Capture:
         this raises KeyError (the caller starts again)."""
         start = self._next
         stop = len(self.ids) if limit is None else min(len(self.ids), start + limit)
-        ids = self.ids[start:stop]
         if self.rows is not None:  # the rows are taken: the payloads, which a change swaps
             with self._graph._lock:
-                self.payloads.extend(map(self._graph.graph._node.__getitem__, ids))
+                node = self._graph.graph._node
+                if isinstance(self.ids, list):
+                    self.payloads.extend(map(node.__getitem__, self.ids[start:stop]))
+                else:  # graph.id_table.Taken: off the payloads' table, no string per CI
+                    self.payloads.extend(self.ids.payloads(node, start, stop))
             self._next = stop
             return self.done
+        ids = self.ids[start:stop]
         with self._graph._lock:
             # C-level passes over the succ dicts (the pred side is not stored).
             was_enabled = gc.isenabled()
@@ -217,6 +221,8 @@ class Capture:
         """Let go of what was taken, a slice at a time: freeing a list of 3 million references is one C call
         that touches every CI id (~0.2 s), and holds the GIL throughout."""
         self.rows = None
+        if not isinstance(self.ids, list):  # (graph.id_table.Taken: arrays)
+            self.ids = []
         for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data):
             while taken:
                 del taken[-SLICE:]
@@ -270,7 +276,10 @@ def encode(capture: Capture, *, schema_revision: str, lineage: str) -> list:
 def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     ids = capture.ids
     try:
-        blob = b"\0".join("\0".join(ids[start:start + SLICE]).encode() for start in range(0, len(ids), SLICE))
+        if isinstance(ids, list):
+            blob = b"\0".join("\0".join(ids[start:start + SLICE]).encode() for start in range(0, len(ids), SLICE))
+        else:  # graph.id_table.Taken: joined off the table
+            blob = ids.joined()
     except TypeError:
         raise ValueError("a snapshot holds string CI ids only") from None
     if blob.count(b"\0") != max(len(ids) - 1, 0):
@@ -578,8 +587,10 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
     """The graph with its CIs' payloads and its compiled view, and no dicts (ImpactGraph.start_view_first); None
     when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
     then loads the graph the usual way. The checks are _lay_out's: those on the dicts' lengths made on the
-    arrays instead (no CI id twice, no pair twice in a CI's successors). With `share` ((the file's path, its
-    digest)), the view's base arrays are shared with the host's other workers (graph.shared_base)."""
+    arrays instead (no CI id twice, no pair twice in a CI's successors). The CIs' ids and payloads are laid out
+    as tables (graph.id_table: no Python string per CI) where the ids fit one (each at most id_table.MAX_WIDTH
+    bytes), as a list and dicts otherwise. With `share` ((the file's path, its digest)), the view's base arrays
+    and the ids' table are shared with the host's other workers (graph.shared_base)."""
     import numpy as np
 
     from graph import compact, id_table, shared_base

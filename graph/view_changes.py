@@ -3,7 +3,7 @@
 Why: a worker starting from a snapshot file has the view's arrays ~1 s after reading it, and the networkx
 dicts ~4 s later at 1,000,000 CIs (~60 s at 10,000,000). The view can answer impact questions as soon as
 the changes since the file was written are in it; this module puts them there with no dicts but the CIs'
-payloads (`node`: ci_id -> its payload dict, one insert per CI to lay out).
+payloads (`node`: ci_id -> its payload dict; a dict, or a graph.id_table.NodeTable over the view's ids).
 
 How: the changes are applied, by ImpactGraph's own code (so every rule, covered dependencies included, is
 the one the dicts follow), to a graph whose succ and pred dicts hold a CI's row only once that code asks for

@@ -171,3 +171,69 @@ def test_node_table_is_the_dict_it_stands_for(seed):
         assert list(copied.items()) == list(then.items())
     with pytest.raises(ValueError):
         nodes["x"] = None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_what_a_capture_takes_off_the_tables_is_the_ids_and_payloads(seed):
+    """id_table.Taken (a snapshot's capture off a view whose ids are a table): slices, the NUL-joined bytes, the
+    payloads of a slice; as the list and dict would give them, under changes, KeyError for a CI removed."""
+    rng = random.Random(400 + seed)
+    if seed % 2:
+        ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(rng.choice([1, 60, 500]))]  # one width
+    else:
+        ids = some_ids(rng, rng.choice([1, 60, 500]))
+    table = IdTable.of(ids)
+    payloads = [{"ci_class": c} for c in "abcd"]
+    nodes = NodeTable(table, np.array([rng.randrange(4) for _ in ids], np.uint8), payloads)
+    model = dict(zip(ids, (nodes[ci] for ci in ids)))
+    names = list(ids)
+    for _ in range(rng.randint(0, 30)):
+        ci = rng.choice(names)
+        if rng.random() < 0.2 and seed % 3 == 0:  # a CI the view appended (then every payload one by one)
+            new = f"new-{len(names)}"
+            table.append(new)
+            names.append(new)
+            nodes[new] = model[new] = rng.choice(payloads)
+        elif ci in model:
+            nodes[ci] = model[ci] = rng.choice(payloads)
+    gone = set(rng.sample(names, rng.randint(0, min(3, len(names) - 1))))
+    keep = np.array([i for i, ci in enumerate(names) if ci not in gone], np.int64)
+    taken = id_table.Taken(table, keep)
+    kept = [names[i] for i in keep.tolist()]
+    assert len(taken) == len(kept) and taken[:] == kept and taken[3:9] == kept[3:9]
+    assert taken.joined() == "\0".join(kept).encode()
+    for start in range(0, len(kept), 7):
+        assert taken.payloads(nodes, start, start + 7) == [model[ci] for ci in kept[start:start + 7]]
+        assert taken.payloads(dict(model), start, start + 7) == [model[ci] for ci in kept[start:start + 7]]
+    if gone:  # a CI of the capture removed meanwhile: the capture is no longer consistent
+        victim = rng.choice(kept)
+        del nodes[victim]
+        with pytest.raises(KeyError):
+            taken.payloads(nodes, 0, len(kept))
+    # Another table (the view rebased with a drop): the payloads by id.
+    other = table.subset(keep)
+    if other is not None:
+        survivors = [ci for ci in kept if ci in nodes]
+        at = np.array([other.find(ci) for ci in survivors], np.int64)
+        assert nodes.payloads_at(other, at) == [nodes[ci] for ci in survivors]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_payloads_of_many_ids_at_once_are_each_ones(seed):
+    rng = random.Random(500 + seed)
+    ids = some_ids(rng, rng.choice([10, 200]))
+    table = IdTable.of(ids)
+    payloads = [{"ci_class": c} for c in "abc"]
+    nodes = NodeTable(table, np.array([rng.randrange(3) for _ in ids], np.uint8), payloads)
+    for _ in range(rng.randint(0, 40)):  # swapped, removed, added, removed and added again
+        ci = rng.choice(ids + [f"new-{j}" for j in range(5)])
+        if rng.random() < 0.4 and ci in nodes:
+            del nodes[ci]
+        else:
+            nodes[ci] = rng.choice(payloads)
+            if rng.random() < 0.3 and table.find(ci) < 0:
+                table.append(ci)
+    asked = ids + [f"new-{j}" for j in range(5)] + ["nowhere", 3]
+    rng.shuffle(asked)
+    for part in (asked, asked[:10]):  # (64 and more: one search for them all)
+        assert nodes.payloads_of(part) == [nodes.get(ci) for ci in part]

@@ -709,6 +709,7 @@ class CompactView:
         self._walk_scratch: tuple | None = None  # the compiled walks' per-CI arrays (_scratch)
         self.shared_base = None  # graph.shared_base.Base whose mapping holds the base's arrays, if shared
         self.gone: list = []  # CIs the graph no longer held that a rebase kept, with empty rows (rebased)
+        self.kept: np.ndarray | None = None  # (rebased)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -738,12 +739,19 @@ class CompactView:
         for ci_id in touched:  # new CIs first: a row may name one as its head
             if ci_id not in index:
                 self._append(ci_id)
+        positions_of = getattr(self.ids, "positions", None)  # a graph.id_table.IdTable: a row's heads at once
+        heads_at: dict = {}
         for ci_id in touched:
             row = succ.get(ci_id)
             if row is not None:
-                for v in row:
-                    if v not in index:  # defensive: every CI the graph gained was touched
-                        self._append(v)
+                at = None if positions_of is None or not row else positions_of(row)
+                if at is None or bool((at < 0).any()):
+                    for v in row:
+                        if v not in index:  # defensive: every CI the graph gained was touched
+                            self._append(v)
+                    at = None if at is None else positions_of(row)
+                if at is not None:
+                    heads_at[ci_id] = at
         slot, kk, data_index = self.slot, self.kk, self._data_index
         if self._pred_overlay is not None:  # whatever is read below, even if not all of it: patched in when used
             self._pred_dirty.update(index[ci_id] for ci_id in touched)
@@ -779,7 +787,8 @@ class CompactView:
                     self.o_used += room
                 start = self.o_start[k]
                 if width:
-                    self.o_heads[start:start + width] = [index[v] for v in row]
+                    at = heads_at.get(ci_id)
+                    self.o_heads[start:start + width] = [index[v] for v in row] if at is None else at
                     self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
                 self.o_len[k] = width
                 self.pending.discard(ci_id)
@@ -980,8 +989,8 @@ class CompactView:
     def among(self, ci_ids) -> dict:
         """{u: {v: data}} for the edges whose two ends are both among `ci_ids` (those the view knows), each u's
         in its row's order: ImpactGraph.edges_among's adjacency, read off the arrays."""
-        index = self.index
-        nodes = np.fromiter(dict.fromkeys(index[ci_id] for ci_id in ci_ids if ci_id in index), np.int64)
+        at = self._positions(ci_ids)
+        nodes = np.fromiter(dict.fromkeys(at[at >= 0].tolist()), np.int64)
         inside = np.zeros(len(self.ids), np.int8)
         inside[nodes] = 1
         tails, ends, rows = _among(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
@@ -998,8 +1007,10 @@ class CompactView:
         """graph.reach.upstream_part over the arrays: node -> its successors within the part of the graph from
         which one of `seeds` (CIs the view knows) can be reached along any edge, the seeds included; the part
         breadth-first from the seeds, each node's successors in its row's order."""
-        index = self.index
-        at = np.fromiter(dict.fromkeys(index[ci_id] for ci_id in seeds), np.int64)
+        at = self._positions(seeds)
+        if bool((at < 0).any()):
+            raise KeyError("a seed the view does not know")
+        at = np.fromiter(dict.fromkeys(at.tolist()), np.int64)
         every = np.ones(len(self.table), np.int8)  # every edge is followed, whatever it carries
         with self._scratch(1) as (dist,):
             up, count = _upstream(self.base_n, self.slot, *self.predecessors(), every, at, dist)
@@ -1108,6 +1119,9 @@ class CompactView:
                            set())
         view.made_from = "rebased"
         view.gone = [] if drop else gone
+        # The CIs kept, by their index here, when they were numbered again into a table of ids (graph.id_table):
+        # the graph's payload table follows (ImpactGraph._rebased), then lets it go.
+        view.kept = keep if drop and ids is not self.ids and not isinstance(ids, list) else None
         view._pred = (_frozen(pred_indptr), _frozen(tails), _frozen(rows))
         return view
 
@@ -1129,9 +1143,17 @@ class CompactView:
     def mask(self, ci_ids) -> np.ndarray:
         """1 for each of `ci_ids` (CIs the view knows), 0 elsewhere."""
         out = np.zeros(self.state.shape[0], np.int8)
-        index = self.index
-        out[[index[ci_id] for ci_id in ci_ids if ci_id in index]] = 1
+        at = self._positions(ci_ids)
+        out[at[at >= 0]] = 1
         return out
+
+    def _positions(self, ci_ids) -> np.ndarray:
+        """The index of each of `ci_ids` (int64; -1 for a CI the view does not know): an IdTable's lookups at once."""
+        positions = getattr(self.ids, "positions", None)
+        if positions is not None:
+            return positions(ci_ids)
+        get = self.index.get
+        return np.fromiter((get(ci_id, -1) for ci_id in ci_ids), np.int64)
 
     def propagate(self, failed: list, kind_key: str, max_depth: int | None) -> "CompactImpacted":
         """The impacted CIs as propagation.impact finds them, as an ImpactedMap read off arrays."""

@@ -151,11 +151,24 @@ class IdTable:
         return self._added[i - self.base_n]
 
     def names(self, positions) -> list:
-        """The ids at `positions` (an integer array, each in range), in order."""
+        """The ids at `positions` (an integer array, each in range), in order: the base's decoded in one pass,
+        the appended ones taken from their list."""
         positions = np.asarray(positions, np.int64)
-        if positions.size and (int(positions.max()) >= self.base_n or int(positions.min()) < 0):
+        if not positions.size:
+            return []
+        if int(positions.min()) < 0:
             return [self[i] for i in positions.tolist()]
-        return list(map(bytes.decode, self.keys[self.ranks[positions]].tolist()))
+        appended = positions >= self.base_n
+        if not appended.any():
+            return list(map(bytes.decode, self.keys[self.ranks[positions]].tolist()))
+        out = [None] * positions.shape[0]
+        at = np.flatnonzero(~appended)
+        for j, name in zip(at.tolist(), map(bytes.decode, self.keys[self.ranks[positions[at]]].tolist())):
+            out[j] = name
+        added = self._added
+        for j, i in zip(np.flatnonzero(appended).tolist(), (positions[appended] - self.base_n).tolist()):
+            out[j] = added[i]  # (IndexError past the end, as a list's)
+        return out
 
     def __iter__(self):
         for start in range(0, self.base_n, SLICE):
@@ -176,7 +189,7 @@ class IdTable:
             return -1
         if at is not None:
             return at
-        if type(ci_id) is not str:
+        if not isinstance(ci_id, str):
             return -1
         try:
             key = ci_id.encode()
@@ -201,7 +214,7 @@ class IdTable:
                 continue
             if added is not None:
                 out[j] = added
-            elif type(ci_id) is str:
+            elif isinstance(ci_id, str):
                 try:
                     key = ci_id.encode()
                 except UnicodeEncodeError:
@@ -223,17 +236,34 @@ class IdTable:
         keep = np.asarray(keep, np.int64)
         base = keep[keep < self.base_n]
         added = keep[keep >= self.base_n]
-        if added.size:
-            extra = encoded([self._added[i - self.base_n] for i in added.tolist()], self.width)
-            if extra is None or extra.dtype != self.keys.dtype:
-                return None
-            parts = sorted_parts(np.concatenate((self.keys[self.ranks[base]], extra)))
-            return None if parts is None else IdTable(*parts)
-        kept_ranks = self.ranks[base]
-        in_rank_order = np.argsort(kept_ranks, kind="stable").astype(np.int32)  # new positions, by rank
-        ranks = np.empty(base.shape[0], np.int32)
-        ranks[in_rank_order] = np.arange(base.shape[0], dtype=np.int32)
-        return IdTable(self.keys[kept_ranks[in_rank_order]], ranks, in_rank_order)
+        b = base.shape[0]
+        # The kept base CIs' ranks among themselves (no sort: a mask of the ranks kept, counted).
+        kept = np.zeros(self.base_n, bool)
+        kept[self.ranks[base]] = True
+        new_rank = (np.cumsum(kept) - 1).astype(np.int32)
+        ranks = new_rank[self.ranks[base]]
+        order = np.empty(b, np.int32)
+        order[ranks] = np.arange(b, dtype=np.int32)
+        keys = self.keys[kept]  # sorted still
+        if not added.size:
+            return IdTable(keys, ranks, order)
+        # CIs appended and kept become base CIs: their keys (a few, sorted) merged into the kept ones.
+        extra = encoded([self._added[i - self.base_n] for i in added.tolist()], self.width)
+        if extra is None or extra.dtype != self.keys.dtype:
+            return None
+        by_key = np.argsort(extra, kind="stable")
+        extra = extra[by_key]
+        if extra.shape[0] > 1 and not bool((extra[1:] > extra[:-1]).all()):
+            return None
+        at = np.searchsorted(keys, extra)
+        inside = at < b
+        if bool((keys[at[inside]] == extra[inside]).any()):
+            return None  # an appended id equal to a base one
+        order = np.insert(order, at, (b + by_key).astype(np.int32))
+        keys = np.insert(keys, at, extra)
+        ranks = np.empty(order.shape[0], np.int32)
+        ranks[order] = np.arange(order.shape[0], dtype=np.int32)
+        return IdTable(keys, ranks, order)
 
 
 class Taken:
@@ -258,8 +288,10 @@ class Taken:
 
     def joined(self) -> bytes:
         table, positions = self.table, self.positions
-        if positions.size and int(positions[-1]) >= table.base_n:  # CIs appended since the base: as strings
-            return "\0".join(table.names(positions)).encode()
+        split = int(np.searchsorted(positions, table.base_n))  # (increasing: the CIs appended since last)
+        if split < positions.shape[0]:
+            added = "\0".join(table.names(positions[split:])).encode()
+            return Taken(table, positions[:split]).joined() + b"\0" + added if split else added
         keys = table.keys[table.ranks[positions]]
         width = table.width
         matrix = keys.view(np.uint8).reshape(-1, width)
@@ -343,12 +375,7 @@ class NodeTable(MutableMapping):
             return default
 
     def __contains__(self, ci_id) -> bool:
-        try:
-            if ci_id in self._extra:
-                return True
-        except TypeError:  # unhashable, as a dict would say
-            raise
-        return self._base(ci_id) >= 0
+        return ci_id in self._extra or self._base(ci_id) >= 0
 
     def __setitem__(self, ci_id, payload) -> None:
         if payload is None:
@@ -356,6 +383,8 @@ class NodeTable(MutableMapping):
         i = -1 if ci_id in self._extra else self._base(ci_id)
         if i < 0:  # (a base CI removed and set again is one of the extra, last, as in a dict)
             self._extra[ci_id] = payload
+        elif payload is self._payloads[self._rows[i]]:  # its row's again (a class set as it was): nothing kept
+            self._swapped.pop(i, None)
         else:
             self._swapped[i] = payload
 
@@ -397,23 +426,63 @@ class NodeTable(MutableMapping):
                     out[j] = payload
         return out
 
-    def payloads_at(self, table: IdTable, positions: np.ndarray) -> list:
+    def payloads_at(self, table: IdTable, positions: np.ndarray, strict: bool = True) -> list:
         """self[ci] for the CIs at `positions` of `table` (in order), at C speed when `table` is this one's (the
-        view's, not rebased since): a capture's payloads (graph.snapshot). KeyError if one is not held."""
+        view's): a capture's payloads (graph.snapshot), the dicts' lay-out (graph.view_changes). A CI not held
+        raises KeyError, or, not `strict`, gives None."""
         positions = np.asarray(positions, np.int64)
+        if table is not self._ids or (positions.size and int(positions.min()) < 0):
+            get = self.__getitem__ if strict else self.get
+            return list(map(get, table.names(positions)))
         base = positions < self._n
-        if table is not self._ids or not bool(base.all()):
-            return list(map(self.__getitem__, table.names(positions)))
-        out = list(map(self._payloads.__getitem__, self._rows[positions].tolist()))
+        whole = bool(base.all())
+        picked = positions if whole else positions[base]
+        found = list(map(self._payloads.__getitem__, self._rows[picked].tolist()))
+        if whole:
+            out = found
+        else:
+            out = [None] * positions.shape[0]
+            for j, payload in zip(np.flatnonzero(base).tolist(), found):
+                out[j] = payload
         if self._out or self._swapped:  # the changes since: a lookup per CI of the slice, no more
-            removed, swapped = self._out, self._swapped
-            for j, i in enumerate(positions.tolist()):
-                if i in removed:
-                    raise KeyError(table[i])
-                payload = swapped.get(i)
-                if payload is not None:
-                    out[j] = payload
+            removed, swapped, extra = self._out, self._swapped, self._extra
+            for j, i in zip(np.flatnonzero(base).tolist() if not whole else range(len(out)), picked.tolist()):
+                if i in removed:  # removed; maybe set again since (then one of the extra)
+                    out[j] = extra.get(table[i]) if extra else None
+                    if out[j] is None and strict:
+                        raise KeyError(table[i])
+                else:
+                    payload = swapped.get(i)
+                    if payload is not None:
+                        out[j] = payload
+        if not whole:  # CIs appended to the table since: each one of the extra
+            extra = self._extra
+            for j, ci_id in zip(np.flatnonzero(~base).tolist(), table.names(positions[~base])):
+                payload = extra.get(ci_id)
+                if payload is None and strict:
+                    raise KeyError(ci_id)
+                out[j] = payload
         return out
+
+    def held_at(self, table: IdTable, positions: np.ndarray) -> np.ndarray:
+        """Whether each CI at `positions` of `table` is held (a bool array)."""
+        return np.array([payload is not None for payload in self.payloads_at(table, positions, strict=False)], bool)
+
+    def rebased(self, table: IdTable, keep: np.ndarray) -> "NodeTable":
+        """This mapping over `table`, the IdTable.subset(`keep`) of this one's table (a view rebased with the CIs
+        gone dropped, CompactView.rebased): every CI kept is one of its base, its payload a row again; the
+        changes' dicts start empty. Iterated in the new table's order (a CI's place among the others is no
+        answer's)."""
+        payloads = self.payloads_at(self._ids, keep)
+        rows_of: dict = {id(payload): i for i, payload in enumerate(self._payloads)}
+        table_rows = list(self._payloads)
+        for payload in payloads:
+            if id(payload) not in rows_of:
+                rows_of[id(payload)] = len(table_rows)
+                table_rows.append(payload)
+        dtype = np.uint8 if len(table_rows) <= 1 << 8 else np.uint16 if len(table_rows) <= 1 << 16 else np.uint32
+        rows = np.fromiter(map(rows_of.__getitem__, map(id, payloads)), dtype, len(payloads))
+        return NodeTable(table, rows, table_rows)
 
     def __iter__(self):
         out = self._out

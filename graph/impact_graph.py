@@ -389,7 +389,7 @@ class ImpactGraph:
                     return False
                 if self._view is None:
                     raise DictsNotLaidOut("the graph's compiled view was lost before its dicts were laid out")
-                view = self._view.rebased(self._g._node)  # (if it raises, nothing was changed)
+                view = self._rebased(self._view)  # (if it raises, nothing was changed)
                 node = self._g._node.copy()  # the payloads as the view's rows stand (a dict, or graph.id_table's)
                 due = self._dicts_due = object()  # this lay-out's mark: a load or new semantics replace it
                 self._view = view
@@ -564,13 +564,25 @@ class ImpactGraph:
             if view.stale:
                 if self._dicts_due is not None:  # no dicts to build one from: the view made fresh from itself
                     try:
-                        view = self._view = view.rebased(self._g._node)
+                        view = self._view = self._rebased(view)
                     except ValueError:  # a row naming a CI the graph no longer holds: nothing left to trust (broken)
                         self._drop_view()
                         raise
                 else:
                     self.maybe_compact()
         return view
+
+    def _rebased(self, view):
+        """view.rebased() (CompactView: made fresh from itself, under the lock); when it numbered the CIs again
+        into a new table of ids, the payloads' table (graph.id_table.NodeTable) made over it too, so that it
+        reads the view's positions again (and the old table, maybe a shared base's, is let go)."""
+        fresh = view.rebased(self._g._node)
+        if fresh.kept is not None:
+            node = self._g._node
+            if hasattr(node, "rebased"):
+                self._g._node = node.rebased(fresh.ids, fresh.kept)
+            fresh.kept = None
+        return fresh
 
     def _touch(self, ci_id) -> None:
         for sink in self._sinks:

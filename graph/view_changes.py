@@ -86,7 +86,8 @@ class _Rows(dict):
         ids, table, node, removed = self._view.ids, self._view.table, self._node, self._removed
         ends, data = self._row(self._view.index[ci_id])
         others = names_at(ids, ends)
-        for other in others:
+        held_at = getattr(node, "held_at", None)  # (a graph.id_table.NodeTable: by position, at once)
+        for other in others if held_at is None else [others[j] for j in np.flatnonzero(~held_at(ids, ends)).tolist()]:
             if other not in node and other not in removed:
                 raise ViewOutOfStep(f"the view has an edge of CI {other!r}, which the payloads do not hold")
         row = dict(zip(others, map(table.__getitem__, data.tolist())))
@@ -169,8 +170,11 @@ def lay_out(view, node: dict, tables: ImpactGraph, stop=None) -> "nx.DiGraph":
     was_enabled = gc.isenabled()
     gc.disable()  # millions of containers made: no collection walks them meanwhile (none is a cycle)
     try:
+        payloads_at = getattr(node, "payloads_at", None)  # (a graph.id_table.NodeTable: by position)
         for start in range(0, n, LAY_OUT_SLICE):  # the CIs in the view's order, as both sides list them
-            g._node.update(zip(ids[start:min(n, start + LAY_OUT_SLICE)], map(node.get, ids[start:start + LAY_OUT_SLICE])))
+            part = ids[start:min(n, start + LAY_OUT_SLICE)]
+            g._node.update(zip(part, map(node.get, part) if payloads_at is None else
+                               payloads_at(view.ids, np.arange(start, start + len(part)), strict=False)))
         for side, ends, rows, widths in ((g._succ, view.heads, view.edata, counts),
                                          (g._pred, p_tails, p_edata, p_counts)):
             # C-level passes (no Python frame per CI or edge), as graph.snapshot lays a file's dicts out.

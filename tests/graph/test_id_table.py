@@ -68,8 +68,8 @@ def test_a_table_answers_as_its_list_and_dict(seed):
                 table.index[ci]
     assert table.positions(asked).tolist() == [index.get(ci, -1) for ci in asked]  # (64 and more: at once)
     assert table.positions(asked[:5]).tolist() == [index.get(ci, -1) for ci in asked[:5]]
-    with pytest.raises(ValueError):
-        if n:
+    if n:
+        with pytest.raises(ValueError):
             table.index[model[0]] = n  # a position other than its own
 
 
@@ -215,7 +215,7 @@ def test_what_a_capture_takes_off_the_tables_is_the_ids_and_payloads(seed):
     if other is not None:
         survivors = [ci for ci in kept if ci in nodes]
         at = np.array([other.find(ci) for ci in survivors], np.int64)
-        assert nodes.payloads_at(other, at) == [nodes[ci] for ci in survivors]
+        assert nodes.payloads_at(other, at) == [model[ci] for ci in survivors]
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -237,3 +237,47 @@ def test_payloads_of_many_ids_at_once_are_each_ones(seed):
     rng.shuffle(asked)
     for part in (asked, asked[:10]):  # (64 and more: one search for them all)
         assert nodes.payloads_of(part) == [nodes.get(ci) for ci in part]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_payloads_by_position_through_every_kind_of_change(seed):
+    """NodeTable.payloads_at / held_at (a capture's slices, the dicts' lay-out, a row's ends) and NodeTable.rebased
+    (a view numbered again), against a dict doing the same: payloads swapped and swapped back, CIs removed, removed
+    and set again, appended to the table."""
+    rng = random.Random(600 + seed)
+    ids = some_ids(rng, rng.choice([5, 80, 300]))
+    table = IdTable.of(ids)
+    payloads = [{"ci_class": c} for c in "abc"]
+    rows = np.array([rng.randrange(3) for _ in ids], np.uint8)
+    nodes = NodeTable(table, rows, payloads)
+    model = {ci: payloads[r] for ci, r in zip(ids, rows.tolist())}
+    names = list(ids)
+    for _ in range(rng.randint(1, 60)):
+        roll = rng.random()
+        ci = rng.choice(names)
+        if roll < 0.3 and ci in model:
+            del nodes[ci], model[ci]
+        elif roll < 0.5:  # a CI the view appends
+            new = f"new-{len(names)}"
+            table.append(new)
+            names.append(new)
+            nodes[new] = model[new] = rng.choice(payloads)
+        else:  # swapped, swapped back to its row's own, or set again after a removal
+            nodes[ci] = model[ci] = rng.choice(payloads)
+    # A payload set back to its row's is not kept as a change.
+    assert all(payload is not payloads[rows[i]] for i, payload in nodes._swapped.items())
+    positions = np.arange(len(names), dtype=np.int64)
+    assert nodes.payloads_at(table, positions, strict=False) == [model.get(ci) for ci in names]
+    assert nodes.held_at(table, positions).tolist() == [ci in model for ci in names]
+    held = np.array([i for i, ci in enumerate(names) if ci in model], np.int64)
+    assert nodes.payloads_at(table, held) == [model[names[i]] for i in held.tolist()]
+    if len(held) < len(names):
+        with pytest.raises(KeyError):
+            nodes.payloads_at(table, positions)
+    # Numbered again: the CIs held, in their order, a new table; the payloads' table follows it.
+    other = table.subset(held)
+    assert other is not None and list(other) == [names[i] for i in held.tolist()]
+    moved = nodes.rebased(other, held)
+    assert dict(moved.items()) == model and len(moved) == len(model)
+    assert moved.payloads_at(other, np.arange(len(held), dtype=np.int64)) == [model[ci] for ci in other]
+    assert not moved._out and not moved._swapped and not moved._extra

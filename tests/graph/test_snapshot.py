@@ -423,8 +423,9 @@ def test_an_index_narrower_than_the_writer_writes_is_refused(shop, tmp_path, sec
 @pytest.mark.parametrize("view_first, share", [(False, False), (True, False), (True, True)])
 def test_ids_other_than_the_header_says_are_refused(shop, tmp_path, edit, reason, view_first, share):
     """Fewer ids than `cis` (counted before the split), one id twice (two CIs would become one), or an id that
-    is not UTF-8; view first too, where the ids are laid out as a table (graph.id_table) and never split, and
-    whether the table is made or another worker's is checked (sharing: the second load)."""
+    is not UTF-8; view first too, where the ids are laid out as a table (graph.id_table) and never split, with
+    sharing on as well (the table is refused as it is made, before any base is offered: the second load finds
+    none). Another worker's table that is not the file's is refused by graph.shared_base (test_shared_base)."""
     parts = encoded(shop)
     parts[part("ids")] = edit(parts[part("ids")])
     path = tmp_path / "graph.snapshot"

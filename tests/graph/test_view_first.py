@@ -124,10 +124,12 @@ def run(seed, cis, rels, tmp_path):
         if round_ == 2:
             share, compact.REBUILD_SHARE = compact.REBUILD_SHARE, 0
             try:
-                g._view = g._view.rebased(g.graph._node)
+                g._view = g._rebased(g._view)
             finally:
                 compact.REBUILD_SHARE = share
             assert not g._view.gone and len(g._view) == len(p)
+            # The ids numbered again into a new table: the payloads' table made over it (reading its positions).
+            assert g._view.kept is None and (g.graph._node._ids is g._view.ids or isinstance(g._view.ids, list))
     assert not g.dicts_ready
     assert g.lay_out_dicts() and g.dicts_ready and not g.lay_out_dicts()
     assert adjacency(g) == adjacency(p) and payloads(g) == payloads(p) and mirrored(g)

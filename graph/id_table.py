@@ -426,14 +426,14 @@ class NodeTable(MutableMapping):
                     out[j] = payload
         return out
 
-    def payloads_at(self, table: IdTable, positions: np.ndarray, strict: bool = True) -> list:
+    def payloads_at(self, table, positions: np.ndarray, strict: bool = True) -> list:
         """self[ci] for the CIs at `positions` of `table` (in order), at C speed when `table` is this one's (the
         view's): a capture's payloads (graph.snapshot), the dicts' lay-out (graph.view_changes). A CI not held
         raises KeyError, or, not `strict`, gives None."""
         positions = np.asarray(positions, np.int64)
         if table is not self._ids or (positions.size and int(positions.min()) < 0):
             get = self.__getitem__ if strict else self.get
-            return list(map(get, table.names(positions)))
+            return list(map(get, names_at(table, positions)))  # (`table` may be a view's list of ids)
         base = positions < self._n
         whole = bool(base.all())
         picked = positions if whole else positions[base]
@@ -464,7 +464,7 @@ class NodeTable(MutableMapping):
                 out[j] = payload
         return out
 
-    def held_at(self, table: IdTable, positions: np.ndarray) -> np.ndarray:
+    def held_at(self, table, positions: np.ndarray) -> np.ndarray:
         """Whether each CI at `positions` of `table` is held (a bool array)."""
         return np.array([payload is not None for payload in self.payloads_at(table, positions, strict=False)], bool)
 

@@ -104,7 +104,7 @@ def test_a_second_worker_maps_the_first_ones_base(seed, tmp_path, holder):
     for operation, *arguments in changes:
         getattr(p, operation)(*arguments)
     alike(g, p)
-    g._view = g._view.rebased(g.graph._node)
+    g._view = g._rebased(g._view)
     assert g._view.shared_base is None
     alike(g, p)
 

@@ -118,7 +118,7 @@ def run(seed, cis, rels, tmp_path):
         again = written_and_read(g, tmp_path)
         assert adjacency(again) == adjacency(p) and payloads(again) == payloads(p) and mirrored(again)
         if round_ == 1:  # made fresh from itself, the CIs gone kept; then dropped
-            g._view = g._view.rebased(g.graph._node)
+            g._view = g._rebased(g._view)
             assert g._view.rows == 0 and g._view.made_from == "rebased"
             asked(p, g, rng)
         if round_ == 2:

@@ -1251,6 +1251,11 @@ class CompactImpacted(ImpactedMap):
     def _parent(self) -> dict:
         return dict(zip(self.keys_list(), _names(self._ids, self._via)))
 
+    def positions_in(self, ids) -> np.ndarray | None:
+        """The index of each of this map's CIs, in its order, among `ids`: None unless `ids` are the view's that
+        answered (ImpactGraph.tally reads their classes by position)."""
+        return self._order if ids is self._ids else None
+
     def keys_list(self) -> list:
         if self._keys is None:
             self._keys = _names(self._ids, self._order)

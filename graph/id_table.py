@@ -28,6 +28,9 @@ import numpy as np
 MAX_WIDTH = 64
 # Ids decoded at a time by iteration.
 SLICE = 1 << 14
+# Lookups an IdTable remembers (a change batch looks the same CIs up again and again: ImpactGraph's code, the
+# view's rows, the payloads), cleared when full: positions never change, and a CI appended is found first.
+FOUND_MAX = 1 << 16
 
 
 def encoded(ids: list, width: int | None = None) -> np.ndarray | None:
@@ -117,6 +120,7 @@ class IdTable:
         self.base_n = keys.shape[0]
         self._added: list = []  # CIs appended, at base_n + their place here
         self._added_at: dict = {}
+        self._found: dict = {}  # ids looked up lately -> their base position, or -1 (FOUND_MAX)
         self.index = IdIndex(self)
 
     @classmethod
@@ -189,16 +193,24 @@ class IdTable:
             return -1
         if at is not None:
             return at
+        at = self._found.get(ci_id)
+        if at is not None:
+            return at
         if not isinstance(ci_id, str):
             return -1
         try:
             key = ci_id.encode()
         except UnicodeEncodeError:
             return -1
-        if len(key) > self.width or b"\0" in key or not self.base_n:
-            return -1
-        j = int(np.searchsorted(self.keys, key))
-        return int(self.order[j]) if j < self.base_n and self.keys[j] == key else -1
+        at = -1
+        if len(key) <= self.width and b"\0" not in key and self.base_n:
+            j = int(self.keys.searchsorted(key))
+            if j < self.base_n and self.keys[j] == key:
+                at = int(self.order[j])
+        if len(self._found) >= FOUND_MAX:
+            self._found.clear()
+        self._found[ci_id] = at
+        return at
 
     def positions(self, ci_ids) -> np.ndarray:
         """find() of each of `ci_ids` (int64, -1 for those not held)."""
@@ -346,6 +358,11 @@ class NodeTable(MutableMapping):
         self._out: set = set()  # positions of base CIs removed (if added again: in _extra)
         self._swapped: dict = {}  # position of a base CI in place -> its payload, when no longer its row's
         self._extra: dict = {}
+
+    @property
+    def table(self) -> IdTable:
+        """The IdTable whose positions this reads (the view's, unless the view fell back to a list of ids)."""
+        return self._ids
 
     def copy(self) -> "NodeTable":
         """A copy (the arrays shared, never written; the changes' dicts copied): the payloads as they stand."""

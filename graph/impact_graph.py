@@ -152,11 +152,14 @@ class ImpactGraph:
         those whose class is in `picked`, in their order: an incident's counts by class and its
         services, in one pass under the lock, without the dict `classes` would build for the tens
         of thousands of CIs a datacenter's router takes down."""
+        given = ci_ids
         picked, ci_ids = frozenset(picked), list(ci_ids)
         with self._lock:
             node = self._g._node
-            if not isinstance(node, dict):  # graph.id_table.NodeTable: the lookups at once
-                found = [None if payload is None else payload[CLASS_KEY] for payload in node.payloads_of(ci_ids)]
+            if not isinstance(node, dict):  # graph.id_table.NodeTable: the lookups at once, by position if known
+                at = given.positions_in(node.table) if hasattr(given, "positions_in") else None
+                payloads = node.payloads_of(ci_ids) if at is None else node.payloads_at(node.table, at, strict=False)
+                found = [None if payload is None else payload[CLASS_KEY] for payload in payloads]
             else:
                 try:
                     found = [node[ci_id][CLASS_KEY] for ci_id in ci_ids]

@@ -86,7 +86,8 @@ class _Rows(dict):
         ids, table, node, removed = self._view.ids, self._view.table, self._node, self._removed
         ends, data = self._row(self._view.index[ci_id])
         others = names_at(ids, ends)
-        held_at = getattr(node, "held_at", None)  # (a graph.id_table.NodeTable: by position, at once)
+        # A graph.id_table.NodeTable's lookups by position, at once, for a long row (a hub's).
+        held_at = getattr(node, "held_at", None) if len(others) > 64 else None
         for other in others if held_at is None else [others[j] for j in np.flatnonzero(~held_at(ids, ends)).tolist()]:
             if other not in node and other not in removed:
                 raise ViewOutOfStep(f"the view has an edge of CI {other!r}, which the payloads do not hold")

@@ -62,12 +62,18 @@ def asked(p: ImpactGraph, g: ImpactGraph, rng) -> None:
         max_depth = rng.choice([None, None, 1, 2])
         assert answer(g.impact(failed, max_depth=max_depth, types=types)) == \
             answer(p.impact(failed, max_depth=max_depth, types=types)), (failed, types, max_depth)
+        # An answer's classes (an incident's counts): by position off the view's answer, by id off a list.
+        picked = rng.sample(["app", "db", "server", "x", None], 2)
+        theirs = p.impact(failed).impacted
+        assert g.tally(g.impact(failed).impacted, picked) == p.tally(theirs, picked)
+        assert g.tally(list(theirs) + ["nowhere"], picked) == p.tally(list(theirs) + ["nowhere"], picked)
     for ci in rng.sample(names, min(len(names), 3)) + ["nowhere"]:
         assert g.spof(ci) == p.spof(ci)
         assert g.providers(ci) == p.providers(ci)
     symptoms = rng.sample(names, min(len(names), 3))
     assert g.root_cause(symptoms) == p.root_cause(symptoms)
     assert g.classes(names[:3]) == p.classes(names[:3])
+    assert g.classes(names + ["nowhere"]) == p.classes(names + ["nowhere"])
     walked(p, g, rng)
 
 

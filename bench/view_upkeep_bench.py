@@ -202,11 +202,11 @@ def questions(g: ImpactGraph, names: list, hubs: list, rng: random.Random) -> li
 
     sizes = []
     for ci in hubs:
-        answer = timed("impact of one of the 20 most depended-upon CIs, the answer's ids listed and counted",
+        result = timed("impact of one of the 20 most depended-upon CIs, the answer's ids listed and counted",
                        lambda: _read(g.impact([ci])))
-        sizes.append(len(answer))
-        timed("classes of that answer's CIs (ImpactGraph.tally, an incident's counts)",
-              lambda: g.tally(answer, ["service"]))
+        sizes.append(len(result.impacted))
+        timed("classes of that answer's CIs (ImpactGraph.tally, an incident's counts, as incidents ask)",
+              lambda: g.tally(result.impacted, ["service"]))
         timed("neighborhood of that CI, 2 hops both ways", lambda: g.neighborhood(ci, 2))
     for _ in range(20):
         symptoms = rng.sample(names, 50)
@@ -216,11 +216,11 @@ def questions(g: ImpactGraph, names: list, hubs: list, rng: random.Random) -> li
     return rows
 
 
-def _read(result) -> list:
-    """The impacted CIs' ids, and their counts by state (what an impact answer's first page needs)."""
-    ids = list(result.impacted)
+def _read(result):
+    """The answer with its CIs' ids listed, and their counts by state (what an impact answer's first page needs)."""
+    list(result.impacted)
     result.count_by_state()
-    return ids
+    return result
 
 
 if __name__ == "__main__":

@@ -1007,9 +1007,10 @@ class CompactView:
         """graph.reach.upstream_part over the arrays: node -> its successors within the part of the graph from
         which one of `seeds` (CIs the view knows) can be reached along any edge, the seeds included; the part
         breadth-first from the seeds, each node's successors in its row's order."""
+        seeds = list(seeds)
         at = self._positions(seeds)
         if bool((at < 0).any()):
-            raise KeyError("a seed the view does not know")
+            raise KeyError(seeds[int(np.flatnonzero(at < 0)[0])])
         at = np.fromiter(dict.fromkeys(at.tolist()), np.int64)
         every = np.ones(len(self.table), np.int8)  # every edge is followed, whatever it carries
         with self._scratch(1) as (dist,):
@@ -1110,6 +1111,14 @@ class CompactView:
                 index = _index_of(ids)
             else:
                 index = ids.index
+        elif getattr(self.ids, "base_n", len(self.ids)) < len(self.ids):
+            # A table of ids (graph.id_table) with CIs appended since it was made: they are folded into a new one
+            # (their strings, and their payloads kept one by one, let go), every CI in its place.
+            ids = self.ids.subset(keep)
+            if ids is None:  # (an appended id that cannot be in a table: the table as it was)
+                ids, index = self.ids, self.index
+            else:
+                index = ids.index
         else:
             ids, index = self.ids, self.index
         m = len(ids)
@@ -1121,7 +1130,7 @@ class CompactView:
         view.gone = [] if drop else gone
         # The CIs kept, by their index here, when they were numbered again into a table of ids (graph.id_table):
         # the graph's payload table follows (ImpactGraph._rebased), then lets it go.
-        view.kept = keep if drop and ids is not self.ids and not isinstance(ids, list) else None
+        view.kept = keep if ids is not self.ids and not isinstance(ids, list) else None
         view._pred = (_frozen(pred_indptr), _frozen(tails), _frozen(rows))
         return view
 

@@ -207,9 +207,10 @@ class IdTable:
             j = int(self.keys.searchsorted(key))
             if j < self.base_n and self.keys[j] == key:
                 at = int(self.order[j])
-        if len(self._found) >= FOUND_MAX:
-            self._found.clear()
-        self._found[ci_id] = at
+        if type(ci_id) is str:  # (a subclass may compare otherwise: not remembered)
+            if len(self._found) >= FOUND_MAX:
+                self._found.clear()
+            self._found[ci_id] = at
         return at
 
     def positions(self, ci_ids) -> np.ndarray:
@@ -252,7 +253,7 @@ class IdTable:
         # The kept base CIs' ranks among themselves (no sort: a mask of the ranks kept, counted).
         kept = np.zeros(self.base_n, bool)
         kept[self.ranks[base]] = True
-        new_rank = (np.cumsum(kept) - 1).astype(np.int32)
+        new_rank = np.cumsum(kept, dtype=np.int32) - 1
         ranks = new_rank[self.ranks[base]]
         order = np.empty(b, np.int32)
         order[ranks] = np.arange(b, dtype=np.int32)
@@ -260,9 +261,13 @@ class IdTable:
         if not added.size:
             return IdTable(keys, ranks, order)
         # CIs appended and kept become base CIs: their keys (a few, sorted) merged into the kept ones.
-        extra = encoded([self._added[i - self.base_n] for i in added.tolist()], self.width)
-        if extra is None or extra.dtype != self.keys.dtype:
+        extra = encoded([self._added[i - self.base_n] for i in added.tolist()])
+        if extra is None:  # (not strings, wider than MAX_WIDTH, or not encodable)
             return None
+        if extra.dtype.itemsize > self.width:  # an appended id wider than the base's: the table widened
+            keys = keys.astype(extra.dtype)
+        else:
+            extra = extra.astype(keys.dtype)
         by_key = np.argsort(extra, kind="stable")
         extra = extra[by_key]
         if extra.shape[0] > 1 and not bool((extra[1:] > extra[:-1]).all()):
@@ -486,20 +491,43 @@ class NodeTable(MutableMapping):
         return np.array([payload is not None for payload in self.payloads_at(table, positions, strict=False)], bool)
 
     def rebased(self, table: IdTable, keep: np.ndarray) -> "NodeTable":
-        """This mapping over `table`, the IdTable.subset(`keep`) of this one's table (a view rebased with the CIs
-        gone dropped, CompactView.rebased): every CI kept is one of its base, its payload a row again; the
-        changes' dicts start empty. Iterated in the new table's order (a CI's place among the others is no
-        answer's)."""
-        payloads = self.payloads_at(self._ids, keep)
-        rows_of: dict = {id(payload): i for i, payload in enumerate(self._payloads)}
+        """This mapping over `table`, the IdTable.subset(`keep`) of this one's table (a view made fresh that
+        numbered its CIs again, CompactView.rebased): each CI kept is one of the new base, its payload a row
+        again (a CI kept that this mapping does not hold, one gone that the view keeps, is left out, as here).
+        The base's rows taken at once; what changed since (payloads swapped, CIs removed, added, appended) a
+        lookup each. Iterated in the new table's order (a CI's place among the others is no answer's)."""
+        keep = np.asarray(keep, np.int64)
+        if keep.shape[0] != table.base_n:
+            raise ValueError("a position kept per CI of the new table")
         table_rows = list(self._payloads)
-        for payload in payloads:
+        rows_of: dict = {id(payload): i for i, payload in enumerate(table_rows)}
+
+        def row_of(payload) -> int:
             if id(payload) not in rows_of:
                 rows_of[id(payload)] = len(table_rows)
                 table_rows.append(payload)
+            return rows_of[id(payload)]
+
+        base = keep < self._n
+        rows = np.zeros(keep.shape[0], np.uint32)
+        rows[base] = self._rows[keep[base]]
+        moved: list = []  # (new position, payload or None: not held)
+        for i, payload in list(self._swapped.items()) + [(i, None) for i in self._out]:
+            j = int(np.searchsorted(keep, i))
+            if j < keep.shape[0] and keep[j] == i:
+                moved.append((j, payload if payload is not None else self._extra.get(self._ids[i])))
+        added = np.flatnonzero(~base)
+        moved += zip(added.tolist(), map(self._extra.get, self._ids.names(keep[added])))
+        out = set()
+        for j, payload in moved:
+            if payload is None:
+                out.add(j)
+            else:
+                rows[j] = row_of(payload)
         dtype = np.uint8 if len(table_rows) <= 1 << 8 else np.uint16 if len(table_rows) <= 1 << 16 else np.uint32
-        rows = np.fromiter(map(rows_of.__getitem__, map(id, payloads)), dtype, len(payloads))
-        return NodeTable(table, rows, table_rows)
+        made = NodeTable(table, rows.astype(dtype), table_rows)
+        made._out = out
+        return made
 
     def __iter__(self):
         out = self._out

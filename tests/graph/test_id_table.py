@@ -89,8 +89,15 @@ def test_a_subset_is_the_table_of_the_ids_kept(seed):
     assert sub is not None and sub.base_n == len(kept) and list(sub) == kept
     assert all(sub.index[ci] == i for i, ci in enumerate(kept))
     assert id_table.problem(sub.keys, sub.ranks, sub.order, id_table.encoded(kept, sub.width)) is None
-    # An appended id wider than the table: no table (the caller keeps a list).
-    table.append("w" * (table.width + 1))
+    # An appended id wider than the table: the table widened (up to MAX_WIDTH); wider still, no table (the
+    # caller keeps what it had).
+    wide = "w" * (table.width + 1)
+    table.append(wide)
+    widened = table.subset(np.arange(len(table)))
+    if table.width + 1 <= id_table.MAX_WIDTH:
+        assert widened is not None and widened.width == table.width + 1 and list(widened) == model + [wide]
+        assert all(widened.index[ci] == i for i, ci in enumerate(model + [wide]))
+    table.append("v" * (id_table.MAX_WIDTH + 1))
     assert table.subset(np.arange(len(table))) is None
 
 
@@ -281,3 +288,8 @@ def test_payloads_by_position_through_every_kind_of_change(seed):
     assert dict(moved.items()) == model and len(moved) == len(model)
     assert moved.payloads_at(other, np.arange(len(held), dtype=np.int64)) == [model[ci] for ci in other]
     assert not moved._out and not moved._swapped and not moved._extra
+    # Every CI kept in its place, those no longer held too (a view keeps the CIs gone): the appended folded in.
+    folded_ids = table.subset(positions)
+    folded = nodes.rebased(folded_ids, positions)
+    assert dict(folded.items()) == model and len(folded) == len(model) and not folded._extra
+    assert folded.payloads_at(folded_ids, positions, strict=False) == [model.get(ci) for ci in names]

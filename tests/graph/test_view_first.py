@@ -126,6 +126,9 @@ def run(seed, cis, rels, tmp_path):
         if round_ == 1:  # made fresh from itself, the CIs gone kept; then dropped
             g._view = g._rebased(g._view)
             assert g._view.rows == 0 and g._view.made_from == "rebased"
+            # The CIs appended to the table since the file folded into a new one, the payloads' table over it.
+            ids = g._view.ids
+            assert ids.base_n == len(ids) and g.graph._node.table is ids and g._view.kept is None
             asked(p, g, rng)
         if round_ == 2:
             share, compact.REBUILD_SHARE = compact.REBUILD_SHARE, 0

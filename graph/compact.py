@@ -13,7 +13,9 @@ ImpactGraph.neighborhood's run compiled over the same arrays, with the same answ
 
 Layout (a `CompactView`):
   - every CI has an index (`ids[i]`, `index[ci_id]`); a CI the graph gained since the base was
-    built is appended;
+    built is appended. `ids` is a list and `index` a dict, or, in a view made from a snapshot file, a
+    graph.id_table.IdTable and its index (the ids as fixed-width bytes, sorted, found by binary search:
+    ~45 bytes a CI instead of ~180, and shared by a host's workers);
   - the base: CSR arrays of the successors as they were when the view was built (`indptr`,
     `heads`, and per edge the index of its shared data dict in `table`);
   - an overlay for the CIs changed since (the graph calls `touch` for every CI whose successors or
@@ -47,6 +49,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit
 
+from graph.id_table import names_at as _names
 from graph.propagation import ImpactedCI, ImpactedMap
 from graph.semantics import AT_RISK, DEGRADED, DOWN, MEMBER, ORDINARY, STATE_NAMES
 
@@ -668,8 +671,9 @@ def _grown(array: np.ndarray, size: int, fill) -> np.ndarray:
 class CompactView:
     """See the module docstring. Used only under the owning graph's lock."""
 
-    def __init__(self, ids: list, index: dict, indptr: np.ndarray, heads: np.ndarray, edata: np.ndarray,
+    def __init__(self, ids, index, indptr: np.ndarray, heads: np.ndarray, edata: np.ndarray,
                  table: list, kk: np.ndarray, pending: set):
+        # ids: a list, or a graph.id_table.IdTable; index: a dict, or the table's index (the same interface).
         self.ids, self.index = ids, index
         self.base_n = len(ids)
         self.indptr, self.heads, self.edata = indptr, heads, edata
@@ -705,6 +709,7 @@ class CompactView:
         self._walk_scratch: tuple | None = None  # the compiled walks' per-CI arrays (_scratch)
         self.shared_base = None  # graph.shared_base.Base whose mapping holds the base's arrays, if shared
         self.gone: list = []  # CIs the graph no longer held that a rebase kept, with empty rows (rebased)
+        self.kept: np.ndarray | None = None  # (rebased)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -734,12 +739,19 @@ class CompactView:
         for ci_id in touched:  # new CIs first: a row may name one as its head
             if ci_id not in index:
                 self._append(ci_id)
+        positions_of = getattr(self.ids, "positions", None)  # a graph.id_table.IdTable: a row's heads at once
+        heads_at: dict = {}
         for ci_id in touched:
             row = succ.get(ci_id)
             if row is not None:
-                for v in row:
-                    if v not in index:  # defensive: every CI the graph gained was touched
-                        self._append(v)
+                at = None if positions_of is None or not row else positions_of(row)
+                if at is None or bool((at < 0).any()):
+                    for v in row:
+                        if v not in index:  # defensive: every CI the graph gained was touched
+                            self._append(v)
+                    at = None if at is None else positions_of(row)
+                if at is not None:
+                    heads_at[ci_id] = at
         slot, kk, data_index = self.slot, self.kk, self._data_index
         if self._pred_overlay is not None:  # whatever is read below, even if not all of it: patched in when used
             self._pred_dirty.update(index[ci_id] for ci_id in touched)
@@ -775,7 +787,8 @@ class CompactView:
                     self.o_used += room
                 start = self.o_start[k]
                 if width:
-                    self.o_heads[start:start + width] = [index[v] for v in row]
+                    at = heads_at.get(ci_id)
+                    self.o_heads[start:start + width] = [index[v] for v in row] if at is None else at
                     self.o_edata[start:start + width] = [data_index(data) for data in row.values()]
                 self.o_len[k] = width
                 self.pending.discard(ci_id)
@@ -928,7 +941,7 @@ class CompactView:
         cands, bounds, e_ptr, e_pos, c_ptr, c_nodes = _candidates(
             self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len, self.o_heads,
             self.o_edata, *self.predecessors(), kinds, members, self.kk, at)
-        found = list(map(ids.__getitem__, cands.tolist()))
+        found = _names(ids, cands)
         positions, ptr = e_pos.tolist(), e_ptr.tolist()
         explains = [[symptoms[p] for p in positions[ptr[i]:ptr[i + 1]]] for i in range(len(found))]
         return found, bounds.tolist(), explains, Closures(ids, found, c_ptr, c_nodes)
@@ -941,7 +954,7 @@ class CompactView:
             points, dist = _spof(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
                                  self.o_len, self.o_heads, self.o_edata, *self.predecessors(), kinds,
                                  self.members(kind_key, kinds), self.kk, self.index[ci_id], *scratch)
-        found = list(map(self.ids.__getitem__, points.tolist()))
+        found = _names(self.ids, points)
         return [c for _, _, c in sorted(zip(dist.tolist(), map(str, found), found), key=lambda t: t[:2])]
 
     def providers(self, ci_id, kind_key: str) -> set:
@@ -949,7 +962,7 @@ class CompactView:
         with self._scratch(1) as (dist,):
             found = _providers(self.base_n, self.slot, *self.predecessors(), self.kinds(kind_key), self.index[ci_id],
                                dist)
-        return set(map(self.ids.__getitem__, found.tolist()))
+        return set(_names(self.ids, found))
 
     def neighborhood(self, ci_id, depth: int, down: bool, up: bool, allowed: frozenset | None,
                      types_key: str) -> tuple[set, dict]:
@@ -966,35 +979,39 @@ class CompactView:
                 self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start, self.o_len,
                 self.o_heads, self.o_edata, *pred, allow, self.index[ci_id], max(-1, min(depth, 1 << 30)), down,
                 up, dist)
-        ids = self.ids
-        found = list(map(ids.__getitem__, seen.tolist()))
+        found = _names(self.ids, seen)
+        name = dict(zip(seen.tolist(), found))
         among: dict = {u: {} for u in found}
         for u, v, row in zip(tails.tolist(), ends.tolist(), rows.tolist()):
-            among[ids[u]][ids[v]] = table[row]
+            among[name[u]][name[v]] = table[row]
         return set(found), among
 
     def among(self, ci_ids) -> dict:
         """{u: {v: data}} for the edges whose two ends are both among `ci_ids` (those the view knows), each u's
         in its row's order: ImpactGraph.edges_among's adjacency, read off the arrays."""
-        index = self.index
-        nodes = np.fromiter(dict.fromkeys(index[ci_id] for ci_id in ci_ids if ci_id in index), np.int64)
+        at = self._positions(ci_ids)
+        nodes = np.fromiter(dict.fromkeys(at[at >= 0].tolist()), np.int64)
         inside = np.zeros(len(self.ids), np.int8)
         inside[nodes] = 1
         tails, ends, rows = _among(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
                                    self.o_len, self.o_heads, self.o_edata, nodes, inside,
                                    np.ones(len(self.table), np.int8))
-        ids, table = self.ids, self.table
-        among: dict = {ids[u]: {} for u in nodes.tolist()}
+        table = self.table
+        name = dict(zip(nodes.tolist(), _names(self.ids, nodes)))
+        among: dict = {name[u]: {} for u in nodes.tolist()}
         for u, v, row in zip(tails.tolist(), ends.tolist(), rows.tolist()):
-            among[ids[u]][ids[v]] = table[row]
+            among[name[u]][name[v]] = table[row]
         return among
 
     def upstream_part(self, seeds) -> dict:
         """graph.reach.upstream_part over the arrays: node -> its successors within the part of the graph from
         which one of `seeds` (CIs the view knows) can be reached along any edge, the seeds included; the part
         breadth-first from the seeds, each node's successors in its row's order."""
-        index = self.index
-        at = np.fromiter(dict.fromkeys(index[ci_id] for ci_id in seeds), np.int64)
+        seeds = list(seeds)
+        at = self._positions(seeds)
+        if bool((at < 0).any()):
+            raise KeyError(seeds[int(np.flatnonzero(at < 0)[0])])
+        at = np.fromiter(dict.fromkeys(at.tolist()), np.int64)
         every = np.ones(len(self.table), np.int8)  # every edge is followed, whatever it carries
         with self._scratch(1) as (dist,):
             up, count = _upstream(self.base_n, self.slot, *self.predecessors(), every, at, dist)
@@ -1004,10 +1021,10 @@ class CompactView:
         inside[part] = 1
         tails, ends, _ = _among(self.indptr, self.heads, self.edata, self.base_n, self.slot, self.o_start,
                                 self.o_len, self.o_heads, self.o_edata, part, inside, every)
-        ids = self.ids
-        found: dict = {ids[u]: [] for u in part.tolist()}
+        name = dict(zip(part.tolist(), _names(self.ids, part)))
+        found: dict = {name[u]: [] for u in part.tolist()}
         for u, v in zip(tails.tolist(), ends.tolist()):
-            found[ids[u]].append(ids[v])
+            found[name[u]].append(name[v])
         return found
 
     # ---- made afresh without the dicts -------------------------------------------------------------
@@ -1027,7 +1044,11 @@ class CompactView:
         keep, remap = self._kept(gone)
         indptr, heads, edata = self._rows_of(keep, remap)
         ids = self.ids
-        return (list(map(ids.__getitem__, keep.tolist())) if gone else list(ids)), indptr, heads, edata
+        if not isinstance(ids, list):  # a graph.id_table.IdTable: no string per CI (id_table.Taken)
+            from graph.id_table import Taken
+
+            return Taken(ids, keep), indptr, heads, edata
+        return (_names(ids, keep) if gone else list(ids)), indptr, heads, edata
 
     def _kept(self, gone: list, drop: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(the CIs kept, each CI's number among them): the `gone` ones dropped, else kept in place; either way
@@ -1084,8 +1105,20 @@ class CompactView:
         del p_heads, kept, at
         if drop:  # a CI gone has no edge left
             by_head, tails = remap[by_head].astype(np.int32), remap[tails].astype(np.int32)
-            ids = list(map(self.ids.__getitem__, keep.tolist()))
-            index = _index_of(ids)
+            ids = self.ids.subset(keep) if hasattr(self.ids, "subset") else None  # (graph.id_table's)
+            if ids is None:
+                ids = _names(self.ids, keep)
+                index = _index_of(ids)
+            else:
+                index = ids.index
+        elif getattr(self.ids, "base_n", len(self.ids)) < len(self.ids):
+            # A table of ids (graph.id_table) with CIs appended since it was made: they are folded into a new one
+            # (their strings, and their payloads kept one by one, let go), every CI in its place.
+            ids = self.ids.subset(keep)
+            if ids is None:  # (an appended id that cannot be in a table: the table as it was)
+                ids, index = self.ids, self.index
+            else:
+                index = ids.index
         else:
             ids, index = self.ids, self.index
         m = len(ids)
@@ -1095,6 +1128,9 @@ class CompactView:
                            set())
         view.made_from = "rebased"
         view.gone = [] if drop else gone
+        # The CIs kept, by their index here, when they were numbered again into a table of ids (graph.id_table):
+        # the graph's payload table follows (ImpactGraph._rebased), then lets it go.
+        view.kept = keep if ids is not self.ids and not isinstance(ids, list) else None
         view._pred = (_frozen(pred_indptr), _frozen(tails), _frozen(rows))
         return view
 
@@ -1116,9 +1152,17 @@ class CompactView:
     def mask(self, ci_ids) -> np.ndarray:
         """1 for each of `ci_ids` (CIs the view knows), 0 elsewhere."""
         out = np.zeros(self.state.shape[0], np.int8)
-        index = self.index
-        out[[index[ci_id] for ci_id in ci_ids if ci_id in index]] = 1
+        at = self._positions(ci_ids)
+        out[at[at >= 0]] = 1
         return out
+
+    def _positions(self, ci_ids) -> np.ndarray:
+        """The index of each of `ci_ids` (int64; -1 for a CI the view does not know): an IdTable's lookups at once."""
+        positions = getattr(self.ids, "positions", None)
+        if positions is not None:
+            return positions(ci_ids)
+        get = self.index.get
+        return np.fromiter((get(ci_id, -1) for ci_id in ci_ids), np.int64)
 
     def propagate(self, failed: list, kind_key: str, max_depth: int | None) -> "CompactImpacted":
         """The impacted CIs as propagation.impact finds them, as an ImpactedMap read off arrays."""
@@ -1153,8 +1197,7 @@ class Closures:
         made = self._made.get(candidate)
         if made is None:
             i = self._at[candidate]
-            made = self._made[candidate] = frozenset(
-                map(self._ids.__getitem__, self._nodes[self._ptr[i]:self._ptr[i + 1]].tolist()))
+            made = self._made[candidate] = frozenset(_names(self._ids, self._nodes[self._ptr[i]:self._ptr[i + 1]]))
         return made
 
     def __contains__(self, candidate) -> bool:
@@ -1215,11 +1258,16 @@ class CompactImpacted(ImpactedMap):
 
     @property
     def _parent(self) -> dict:
-        return dict(zip(self.keys_list(), map(self._ids.__getitem__, self._via.tolist())))
+        return dict(zip(self.keys_list(), _names(self._ids, self._via)))
+
+    def positions_in(self, ids) -> np.ndarray | None:
+        """The index of each of this map's CIs, in its order, among `ids`: None unless `ids` are the view's that
+        answered (ImpactGraph.tally reads their classes by position)."""
+        return self._order if ids is self._ids else None
 
     def keys_list(self) -> list:
         if self._keys is None:
-            self._keys = list(map(self._ids.__getitem__, self._order.tolist()))
+            self._keys = _names(self._ids, self._order)
         return self._keys
 
     def _position(self, ci_id) -> int | None:
@@ -1255,9 +1303,8 @@ class CompactImpacted(ImpactedMap):
         return path
 
     def entries(self):
-        ids, prefixes = self._ids, {}
-        for ci_id, via, code in zip(self.keys_list(), self._via.tolist(), self._codes.tolist()):
-            via = ids[via]
+        prefixes = {}
+        for ci_id, via, code in zip(self.keys_list(), _names(self._ids, self._via), self._codes.tolist()):
             prefix = prefixes[ci_id] = prefixes.get(via, (via,)) + (ci_id,)
             yield ci_id, ImpactedCI(STATE_NAMES[code], len(prefix) - 1, list(prefix))
 
@@ -1413,7 +1460,7 @@ def from_snapshot(ids: list, counts: np.ndarray | None, heads: np.ndarray, edata
                                      or predecessors[2].shape[0] != heads.shape[0]):
         raise ValueError("the snapshot's predecessors are at odds with its edges")
     kk = np.array([clipped_k(k) for k in ks], np.int32)[payload] if n else np.ones(0, np.int32)
-    index = _index_of(ids)
+    index = _index_of(ids) if isinstance(ids, list) else ids.index  # (a graph.id_table.IdTable's)
     view = CompactView(ids, index, _frozen(indptr), _frozen(heads), _frozen(edata), list(table), kk, pending)
     view.made_from = "snapshot"
     if predecessors is not None:  # read-only, as _base_predecessors makes them: numba compiles per kind of array

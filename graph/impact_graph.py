@@ -69,7 +69,8 @@ class ImpactGraph:
         self._building = False
         self._adopting: threading.Thread | None = None  # adopt_compact's thread, for wait_compact
         # A graph started view first (start_view_first): until lay_out_dicts, its succ and pred dicts are not
-        # there (NotLaidOut stands in; `_dicts_due` is set) and changes go to the view alone (graph.view_changes).
+        # there (NotLaidOut stands in; `_dicts_due` is set) and changes go to the view alone (graph.view_changes);
+        # its `_node` is a graph.id_table.NodeTable over the view's ids where those are a table (no string per CI).
         # While lay_out_dicts lays them out from the view, outside the lock, the changes applied meanwhile are
         # kept in `_replay` (None otherwise), to be applied to them before they answer.
         self._dicts_due: object | None = None
@@ -140,6 +141,10 @@ class ImpactGraph:
         """ci_id -> class for the CIs given that the graph holds (an impact answer's, say)."""
         with self._lock:
             node = self._g._node
+            if not isinstance(node, dict):  # graph.id_table.NodeTable: the lookups at once
+                ci_ids = list(ci_ids)
+                return {ci_id: payload[CLASS_KEY] for ci_id, payload in zip(ci_ids, node.payloads_of(ci_ids))
+                        if payload is not None}
             return {ci_id: node[ci_id][CLASS_KEY] for ci_id in ci_ids if ci_id in node}
 
     def tally(self, ci_ids: Iterable, picked: Iterable[str]) -> tuple[Counter, list]:
@@ -147,13 +152,19 @@ class ImpactGraph:
         those whose class is in `picked`, in their order: an incident's counts by class and its
         services, in one pass under the lock, without the dict `classes` would build for the tens
         of thousands of CIs a datacenter's router takes down."""
+        given = ci_ids
         picked, ci_ids = frozenset(picked), list(ci_ids)
         with self._lock:
             node = self._g._node
-            try:
-                found = [node[ci_id][CLASS_KEY] for ci_id in ci_ids]
-            except KeyError:  # a CI removed since the answer was computed: one lookup more per CI
-                found = [node[ci_id][CLASS_KEY] if ci_id in node else None for ci_id in ci_ids]
+            if not isinstance(node, dict):  # graph.id_table.NodeTable: the lookups at once, by position if known
+                at = given.positions_in(node.table) if hasattr(given, "positions_in") else None
+                payloads = node.payloads_of(ci_ids) if at is None else node.payloads_at(node.table, at, strict=False)
+                found = [None if payload is None else payload[CLASS_KEY] for payload in payloads]
+            else:
+                try:
+                    found = [node[ci_id][CLASS_KEY] for ci_id in ci_ids]
+                except KeyError:  # a CI removed since the answer was computed: one lookup more per CI
+                    found = [node[ci_id][CLASS_KEY] if ci_id in node else None for ci_id in ci_ids]
         return Counter(found), [ci_id for ci_id, ci_class in zip(ci_ids, found) if ci_class in picked]
 
     # ---- loading and change records ---------------------------------------------------------
@@ -381,8 +392,8 @@ class ImpactGraph:
                     return False
                 if self._view is None:
                     raise DictsNotLaidOut("the graph's compiled view was lost before its dicts were laid out")
-                view = self._view.rebased(self._g._node)  # (if it raises, nothing was changed)
-                node = dict(self._g._node)  # the payloads as the view's rows stand
+                view = self._rebased(self._view)  # (if it raises, nothing was changed)
+                node = self._g._node.copy()  # the payloads as the view's rows stand (a dict, or graph.id_table's)
                 due = self._dicts_due = object()  # this lay-out's mark: a load or new semantics replace it
                 self._view = view
                 self._replay = []
@@ -556,13 +567,28 @@ class ImpactGraph:
             if view.stale:
                 if self._dicts_due is not None:  # no dicts to build one from: the view made fresh from itself
                     try:
-                        view = self._view = view.rebased(self._g._node)
+                        view = self._view = self._rebased(view)
                     except ValueError:  # a row naming a CI the graph no longer holds: nothing left to trust (broken)
                         self._drop_view()
                         raise
                 else:
                     self.maybe_compact()
         return view
+
+    def _rebased(self, view):
+        """view.rebased() (CompactView: made fresh from itself, under the lock); when it numbered the CIs again
+        into a new table of ids, the payloads' table (graph.id_table.NodeTable) made over it too, so that it
+        reads the view's positions again (and the old table, maybe a shared base's, is let go)."""
+        fresh = view.rebased(self._g._node)
+        if fresh.kept is not None:
+            node = self._g._node
+            if hasattr(node, "rebased") and node.table is view.ids:  # (else it keeps reading by id: slower)
+                try:
+                    self._g._node = node.rebased(fresh.ids, fresh.kept)
+                except KeyError as exc:  # the view and the payloads disagree: nothing left to trust (broken)
+                    raise ValueError(f"the view holds CI {exc.args[0]!r}, the payloads do not") from exc
+            fresh.kept = None
+        return fresh
 
     def _touch(self, ci_id) -> None:
         for sink in self._sinks:

@@ -2,7 +2,9 @@
 
 Every worker of a host that starts from the same snapshot file (graph.snapshot, view first) makes the same
 base arrays from it: per CI where its row starts, per edge its head and its edge data row, and the same edges
-by head (the predecessors); ~64 MiB at 1,000,000 CIs and 3 million edges, ~640 MiB at 10,000,000. The first
+by head (the predecessors), and its CIs' ids (graph.id_table: fixed-width bytes sorted, each CI's rank and each
+rank's CI, 44 bytes a CI for Karta's UUIDs); ~110 MiB at 1,000,000 CIs and 3 million edges, ~1.1 GiB at
+10,000,000. The first
 worker to load a file writes them into a memfd (memory, no file on disk), seals it (F_SEAL_SHRINK, GROW, WRITE
 and SEAL: from then on nobody, root included, can change or truncate it) and lists itself in a registry beside
 the snapshot file; the next ones open it through /proc/<pid>/fd/<fd> of a listed worker still alive, map it
@@ -10,7 +12,8 @@ read-only and list themselves too, so that the base lives as long as one of them
 
 A worker uses no base it did not make before checking it against the file it has just read and checked
 itself: the seals; the rows equal to the file's (starts, heads and edge data rows, element for element); the
-predecessors the very transposition of those rows (per CI as many as edges into it, each CI's tails in
+ids' table the file's ids (the keys strictly increasing, the ranks and their inverse permutations of each other,
+each CI's key the file's id), the predecessors the very transposition of those rows (per CI as many as edges into it, each CI's tails in
 strictly increasing order, and the multiset of (tail, head, row) triples equal to the rows', compared by sums
 of a hash keyed with a secret of this process, which a base made to pass the check would need). The checks are
 vectorised passes over the arrays, no sort; sealed, the pages checked are the pages used. Whatever fails (no
@@ -39,10 +42,13 @@ import numpy as np
 log = logging.getLogger("karta.graph")
 
 MAGIC = b"KARTA-GRAPH-BASE\n"
-FORMAT = 1
-# The arrays, in order, with their types (CompactView's base: indptr, heads, edata; its predecessors).
+FORMAT = 2
+# The arrays, in order, with their types (CompactView's base: indptr, heads, edata; its predecessors; its CIs'
+# ids as graph.id_table lays them out, the fixed-width keys sorted as bytes, each CI's rank and each rank's CI;
+# empty where the ids make no table).
 ARRAYS = (("indptr", np.int64), ("heads", np.int32), ("edata", np.int32),
-          ("p_indptr", np.int64), ("p_tails", np.int32), ("p_edata", np.int32))
+          ("p_indptr", np.int64), ("p_tails", np.int32), ("p_edata", np.int32),
+          ("keys", np.uint8), ("ranks", np.int32), ("order", np.int32))
 ALIGN = 64
 SEALS = sum(getattr(fcntl, name, 0) for name in ("F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE", "F_SEAL_SEAL"))
 # Entries the registry keeps at most (holders of bases of this file and of older ones): a bound on the file.
@@ -84,7 +90,8 @@ def share(snapshot_path: Path | str, digest: bytes, rows: tuple, make) -> tuple[
     when they are this worker's own (no memfds, or the registry unusable: logged), whether another worker made
     them).
 
-    `rows` is the file's (counts, heads, edge data rows) as numpy arrays, and its edge data table's length: what
+    `rows` is the file's (counts, heads, edge data rows) as numpy arrays, its edge data table's length, and its CI
+    ids laid out as graph.id_table's keys in the file's order (or None where they make no table): what
     another worker's base is checked against. `make()` returns the arrays (ARRAYS' names) when this worker has to
     make them itself; what it raises (a file the caller refuses) is raised, and nothing else is: whatever goes
     wrong with another worker's base or the registry leaves this worker with its own arrays.
@@ -211,7 +218,12 @@ def _made(arrays: dict[str, np.ndarray]) -> Base:
     header = {"format": FORMAT, "arrays": []}
     parts = []
     for name, dtype in ARRAYS:
-        array = np.ascontiguousarray(arrays[name], dtype=dtype)
+        array = arrays.get(name)
+        if array is None:
+            array = np.zeros(0, dtype)
+        elif name == "keys":  # fixed-width bytes ('S<width>'), as their bytes
+            array = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        array = np.ascontiguousarray(array, dtype=dtype)
         header["arrays"].append([name, int(array.shape[0])])
         parts.append(array)
     encoded = json.dumps(header).encode()
@@ -302,9 +314,21 @@ def _mapped(fd: int, size: int) -> dict[str, np.ndarray]:
 
 
 def _problem(arrays: dict[str, np.ndarray], counts: np.ndarray, heads: np.ndarray, edata: np.ndarray,
-             table_len: int) -> str | None:
-    """Why `arrays` are not the base the file's rows make (None: they are)."""
+             table_len: int, keys: np.ndarray | None = None) -> str | None:
+    """Why `arrays` are not the base the file's rows and ids make (None: they are); `keys`: the file's CI ids as
+    graph.id_table lays them out, in the file's order (None: no table)."""
     n, e = counts.shape[0], heads.shape[0]
+    if keys is None:
+        if arrays["keys"].shape[0] or arrays["ranks"].shape[0] or arrays["order"].shape[0]:
+            return "id table"
+    else:
+        from graph import id_table
+
+        if arrays["keys"].shape[0] != n * keys.dtype.itemsize:
+            return "id table sizes"
+        problem = id_table.problem(arrays["keys"].view(keys.dtype), arrays["ranks"], arrays["order"], keys)
+        if problem is not None:
+            return problem
     indptr, b_heads, b_edata = arrays["indptr"], arrays["heads"], arrays["edata"]
     p_indptr, p_tails, p_edata = arrays["p_indptr"], arrays["p_tails"], arrays["p_edata"]
     if (indptr.shape[0], b_heads.shape[0], b_edata.shape[0], p_indptr.shape[0], p_tails.shape[0],

@@ -54,6 +54,7 @@ Like the rest of graph/, this module never imports `app/`, a web framework, an O
 
 from __future__ import annotations
 
+import codecs
 import gc
 import hashlib
 import json
@@ -191,12 +192,16 @@ class Capture:
         this raises KeyError (the caller starts again)."""
         start = self._next
         stop = len(self.ids) if limit is None else min(len(self.ids), start + limit)
-        ids = self.ids[start:stop]
         if self.rows is not None:  # the rows are taken: the payloads, which a change swaps
             with self._graph._lock:
-                self.payloads.extend(map(self._graph.graph._node.__getitem__, ids))
+                node = self._graph.graph._node
+                if isinstance(self.ids, list):
+                    self.payloads.extend(map(node.__getitem__, self.ids[start:stop]))
+                else:  # graph.id_table.Taken: off the payloads' table, no string per CI
+                    self.payloads.extend(self.ids.payloads(node, start, stop))
             self._next = stop
             return self.done
+        ids = self.ids[start:stop]
         with self._graph._lock:
             # C-level passes over the succ dicts (the pred side is not stored).
             was_enabled = gc.isenabled()
@@ -216,6 +221,8 @@ class Capture:
         """Let go of what was taken, a slice at a time: freeing a list of 3 million references is one C call
         that touches every CI id (~0.2 s), and holds the GIL throughout."""
         self.rows = None
+        if not isinstance(self.ids, list):  # (graph.id_table.Taken: arrays)
+            self.ids = []
         for taken in (self.ids, self.payloads, self.succ_counts, self.succ_ends, self.succ_data):
             while taken:
                 del taken[-SLICE:]
@@ -269,7 +276,10 @@ def encode(capture: Capture, *, schema_revision: str, lineage: str) -> list:
 def _encode(capture: Capture, schema_revision: str, lineage: str) -> list:
     ids = capture.ids
     try:
-        blob = b"\0".join("\0".join(ids[start:start + SLICE]).encode() for start in range(0, len(ids), SLICE))
+        if isinstance(ids, list):
+            blob = b"\0".join("\0".join(ids[start:start + SLICE]).encode() for start in range(0, len(ids), SLICE))
+        else:  # graph.id_table.Taken: joined off the table
+            blob = ids.joined()
     except TypeError:
         raise ValueError("a snapshot holds string CI ids only") from None
     if blob.count(b"\0") != max(len(ids) - 1, 0):
@@ -577,19 +587,25 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
     """The graph with its CIs' payloads and its compiled view, and no dicts (ImpactGraph.start_view_first); None
     when memory for the view's arrays could not be had, or the view could not be made (logged): the caller
     then loads the graph the usual way. The checks are _lay_out's: those on the dicts' lengths made on the
-    arrays instead (no CI id twice, no pair twice in a CI's successors). With `share` ((the file's path, its
-    digest)), the view's base arrays are shared with the host's other workers (graph.shared_base)."""
+    arrays instead (no CI id twice, no pair twice in a CI's successors). The CIs' ids and payloads are laid out
+    as tables (graph.id_table: no Python string per CI) where the ids fit one (each at most id_table.MAX_WIDTH
+    bytes), as a list and dicts otherwise. With `share` ((the file's path, its digest)), the view's base arrays
+    and the ids' table are shared with the host's other workers (graph.shared_base)."""
     import numpy as np
 
-    from graph import compact, shared_base
+    from graph import compact, id_table, shared_base
 
     sections = _sections(layout, body)
     graph = ImpactGraph(semantics)
+    # The CIs' ids as a table (graph.id_table: ~45 bytes a CI, shared with the host's other workers) where they
+    # fit one; else a Python string each, the view's index and the payloads a dict each.
+    keys = id_table.keys_of(sections["ids"], header.cis)
     was_enabled = gc.isenabled()
     gc.disable()  # a million small objects made: no collection walks them meanwhile
     try:
-        ids, payload_of, _data_of = _checked(graph, header, sections, payloads, edge_data)
-        _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
+        ids, payload_of, _data_of = _checked(graph, header, sections, payloads, edge_data, with_ids=keys is None)
+        if keys is None:
+            _lay_out_nodes(graph.graph, ids, payload_of, sections["payload"], header.cis)
     finally:
         if was_enabled:
             gc.enable()
@@ -606,23 +622,33 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
         indptr, p_indptr = np.zeros(header.cis + 1, np.int64), np.zeros(header.cis + 1, np.int64)
         np.cumsum(np.asarray(counts), out=indptr[1:])
         np.cumsum(p_counts, out=p_indptr[1:])
-        return {"indptr": indptr, "heads": np.asarray(ends).astype(np.int32),
+        made = {"indptr": indptr, "heads": np.asarray(ends).astype(np.int32),
                 "edata": np.asarray(data).astype(np.int32), "p_indptr": p_indptr,
                 "p_tails": p_tails.astype(np.int32, copy=False), "p_edata": p_data.astype(np.int32)}
+        if keys is not None:
+            parts = id_table.sorted_parts(keys)
+            if parts is None:
+                raise ValueError("duplicate CI ids")
+            made["keys"], made["ranks"], made["order"] = parts
+        return made
 
     try:
-        holder = None
+        holder = rows = None
         if share is None:
             base = own()
         else:  # (outside the collector's pause: a wait for another worker's lock may last)
-            rows = (np.asarray(counts), np.asarray(ends), np.asarray(data), len(edge_data))
+            rows = (np.asarray(counts), np.asarray(ends), np.asarray(data), len(edge_data), keys)
             base, holder, _ = shared_base.share(share[0], share[1], rows, own)
         payload = np.asarray(sections["payload"])
+        if keys is not None:
+            ids = id_table.IdTable(base["keys"].view(keys.dtype), base["ranks"], base["order"])
+            nodes = id_table.NodeTable(ids, payload.copy(), payload_of)  # (the file's body is let go)
+        rows = keys = None  # (the file's ids as keys: ~36 bytes a CI, let go)
     except MemoryError:
         return None
     try:
         compact.warm_up()
-        # The payloads' keys and the view's ids are the same strings (one copy of each id).
+        # The payloads' keys and the view's ids are the same strings (one copy of each id), or the same table.
         view = compact.from_snapshot(ids, None, base["heads"], base["edata"], payload, _data_of,
                                      [k for _, k in payloads], set(),
                                      (base["p_indptr"], base["p_tails"], base["p_edata"]), indptr=base["indptr"])
@@ -631,6 +657,8 @@ def _view_first(semantics, header: SnapshotHeader, layout, payloads, edge_data, 
         log.exception("the impact graph's compact view from its snapshot failed: the graph is laid out first")
         return None
     del base, holder
+    if isinstance(ids, id_table.IdTable):
+        graph.graph._node = nodes
     # Nothing of the file is kept: the graph's dicts, if ever needed, are laid out from the view.
     graph.start_view_first(view)
     graph.applied_seq = header.applied_seq
@@ -730,15 +758,22 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
 
 
 def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads,
-             edge_data) -> tuple[list, list, list]:
-    """The CI ids in the file's order, the graph's payload dict of each payload row and its data dict of each
-    edge data row, once the tables are well formed, every index in range and the counts add up to `links`
-    (ValueError otherwise)."""
+             edge_data, with_ids: bool = True) -> tuple[list | None, list, list]:
+    """The CI ids in the file's order (None unless `with_ids`: they are checked, not decoded), the graph's
+    payload dict of each payload row and its data dict of each edge data row, once the tables are well formed,
+    every index in range and the counts add up to `links` (ValueError otherwise)."""
     cis, links = header.cis, header.links
-    raw_ids = bytes(sections["ids"])
-    if raw_ids.count(b"\0") != max(cis - 1, 0) or (not cis and raw_ids):  # before splitting: no surprise list
+    raw_ids = bytes(sections["ids"]) if with_ids else sections["ids"]
+    nuls = raw_ids.count(b"\0") if with_ids else _nuls(raw_ids)
+    if nuls != max(cis - 1, 0) or (not cis and len(raw_ids)):  # before splitting: no surprise list
         raise ValueError("the ids section does not hold `cis` ids")
-    ids = raw_ids.decode().split("\0") if cis else []
+    if with_ids:  # (split after counting: no surprise list)
+        ids = raw_ids.decode().split("\0") if cis else []
+    else:  # valid UTF-8, decoded a slice at a time (no string of them all)
+        ids, decoder = None, codecs.getincrementaldecoder("utf-8")()
+        for start in range(0, len(raw_ids), 1 << 24):
+            decoder.decode(raw_ids[start:start + (1 << 24)])
+        decoder.decode(b"", final=True)
     del raw_ids
     if not all(isinstance(row, list) and len(row) == 2 and (row[0] is None or isinstance(row[0], str))
                and (row[1] is None or type(row[1]) is int) for row in payloads):
@@ -758,6 +793,11 @@ def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     data_of = [(types.covered if covered else types.of)(frozenset(map(sys.intern, names)))
                for names, covered in edge_data]
     return ids, payload_of, data_of
+
+
+def _nuls(raw) -> int:
+    """How many NUL bytes `raw` (a memoryview) holds, counted a slice at a time (no copy of it all)."""
+    return sum(bytes(raw[start:start + (1 << 24)]).count(b"\0") for start in range(0, len(raw), 1 << 24))
 
 
 def _lay_out_nodes(g, ids: list, payload_of: list, payload, cis: int) -> None:

@@ -3,7 +3,7 @@
 Why: a worker starting from a snapshot file has the view's arrays ~1 s after reading it, and the networkx
 dicts ~4 s later at 1,000,000 CIs (~60 s at 10,000,000). The view can answer impact questions as soon as
 the changes since the file was written are in it; this module puts them there with no dicts but the CIs'
-payloads (`node`: ci_id -> its payload dict, one insert per CI to lay out).
+payloads (`node`: ci_id -> its payload dict; a dict, or a graph.id_table.NodeTable over the view's ids).
 
 How: the changes are applied, by ImpactGraph's own code (so every rule, covered dependencies included, is
 the one the dicts follow), to a graph whose succ and pred dicts hold a CI's row only once that code asks for
@@ -26,6 +26,7 @@ import numpy as np
 
 import networkx as nx
 
+from graph.id_table import names_at
 from graph.impact_graph import ImpactGraph
 
 # The operations, named as ImpactGraph's methods, and how many ends (CI ids) lead their arguments.
@@ -84,8 +85,10 @@ class _Rows(dict):
             raise KeyError(ci_id)
         ids, table, node, removed = self._view.ids, self._view.table, self._node, self._removed
         ends, data = self._row(self._view.index[ci_id])
-        others = list(map(ids.__getitem__, ends.tolist()))
-        for other in others:
+        others = names_at(ids, ends)
+        # A graph.id_table.NodeTable's lookups by position, at once, for a long row (a hub's).
+        held_at = getattr(node, "held_at", None) if len(others) > 64 else None
+        for other in others if held_at is None else [others[j] for j in np.flatnonzero(~held_at(ids, ends)).tolist()]:
             if other not in node and other not in removed:
                 raise ViewOutOfStep(f"the view has an edge of CI {other!r}, which the payloads do not hold")
         row = dict(zip(others, map(table.__getitem__, data.tolist())))
@@ -161,13 +164,18 @@ def lay_out(view, node: dict, tables: ImpactGraph, stop=None) -> "nx.DiGraph":
     laid._types, laid._payloads = tables._types, tables._payloads
     g = laid.graph
     n, ids, table = view.base_n, view.ids, view.table
+    if not isinstance(ids, list):  # a graph.id_table.IdTable: the ids as the dicts will hold them, decoded once
+        ids = list(ids)
     p_indptr, p_tails, p_edata = view._base_predecessors()
     counts, p_counts = memoryview(np.diff(view.indptr)), memoryview(np.diff(p_indptr))
     was_enabled = gc.isenabled()
     gc.disable()  # millions of containers made: no collection walks them meanwhile (none is a cycle)
     try:
+        payloads_at = getattr(node, "payloads_at", None)  # (a graph.id_table.NodeTable: by position)
         for start in range(0, n, LAY_OUT_SLICE):  # the CIs in the view's order, as both sides list them
-            g._node.update(zip(ids[start:min(n, start + LAY_OUT_SLICE)], map(node.get, ids[start:start + LAY_OUT_SLICE])))
+            part = ids[start:min(n, start + LAY_OUT_SLICE)]
+            g._node.update(zip(part, map(node.get, part) if payloads_at is None else
+                               payloads_at(view.ids, np.arange(start, start + len(part)), strict=False)))
         for side, ends, rows, widths in ((g._succ, view.heads, view.edata, counts),
                                          (g._pred, p_tails, p_edata, p_counts)):
             # C-level passes (no Python frame per CI or edge), as graph.snapshot lays a file's dicts out.

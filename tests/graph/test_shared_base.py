@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graph import shared_base, snapshot
+from graph import id_table, shared_base, snapshot
 from tests.graph.conftest import SEMANTICS, build
 from tests.graph.test_compact import answer
 from tests.graph.test_reference_model import random_graph
@@ -59,9 +59,12 @@ def alike(g, p) -> None:
 def mapped(view) -> bool:
     """Whether the view's base arrays are those of its shared base's mapping."""
     base = view.shared_base
+    ids = view.ids
     return base is not None and all(
         np.shares_memory(getattr(view, name), base.arrays[name]) for name in ("indptr", "heads", "edata")) and all(
-        np.shares_memory(mine, base.arrays[name]) for mine, name in zip(view._pred, ("p_indptr", "p_tails", "p_edata")))
+        np.shares_memory(mine, base.arrays[name]) for mine, name in zip(view._pred, ("p_indptr", "p_tails", "p_edata"))
+    ) and isinstance(ids, id_table.IdTable) and all(
+        np.shares_memory(getattr(ids, name), base.arrays[name]) for name in ("keys", "ranks", "order"))
 
 
 @pytest.fixture
@@ -101,7 +104,7 @@ def test_a_second_worker_maps_the_first_ones_base(seed, tmp_path, holder):
     for operation, *arguments in changes:
         getattr(p, operation)(*arguments)
     alike(g, p)
-    g._view = g._view.rebased(g.graph._node)
+    g._view = g._rebased(g._view)
     assert g._view.shared_base is None
     alike(g, p)
 
@@ -137,7 +140,10 @@ def forged(path: Path, change) -> None:
               "edata": data.astype(np.int32),
               "p_indptr": np.concatenate(([0], np.cumsum(np.bincount(heads, minlength=header.cis)))).astype(np.int64),
               "p_tails": tails[order], "p_edata": data.astype(np.int32)[order]}
-    assert shared_base._problem(arrays, counts, ends, data, len(raw["edge_data"])) is None  # the true base passes
+    keys = id_table.keys_of(sections["ids"], header.cis)
+    arrays["keys"], arrays["ranks"], arrays["order"] = id_table.sorted_parts(keys)
+    mapped_alike = {**arrays, "keys": arrays["keys"].view(np.uint8)}  # (a mapping holds the keys' bytes)
+    assert shared_base._problem(mapped_alike, counts, ends, data, len(raw["edge_data"]), keys) is None  # the true base
     change(arrays)
     base = shared_base._made(arrays)
     forged.kept.append(base)
@@ -164,6 +170,13 @@ CASES = {
     "predecessor ranges": lambda a: a["p_edata"].__setitem__(0, 10 ** 6),
     "predecessor order": lambda a: a.__setitem__("p_tails", a["p_tails"][::-1].copy()),
     "predecessors are not the rows' edges": swap_tails_across_heads,
+    # The ids' table: two keys swapped (out of order); two CIs' ranks swapped (each key still another CI's, the
+    # inverse no longer); the greatest key grown (still in order, no longer the file's id).
+    "id table order": lambda a: a.__setitem__("keys", a["keys"][[1, 0, *range(2, len(a["keys"]))]]),
+    "id table ranks": lambda a: a.__setitem__("ranks", a["ranks"][[1, 0, *range(2, len(a["ranks"]))]]),
+    "id table ids": lambda a: a.__setitem__("keys", np.concatenate((a["keys"][:-1], [a["keys"][-1] + b"~"]))
+                                            .astype(a["keys"].dtype)),
+    "id table sizes": lambda a: a.__setitem__("keys", a["keys"].astype(f"S{a['keys'].dtype.itemsize + 1}")),
 }
 
 

@@ -418,15 +418,22 @@ def test_an_index_narrower_than_the_writer_writes_is_refused(shop, tmp_path, sec
 
 
 @pytest.mark.parametrize("edit, reason", [(lambda ids: ids.replace(b"\0", b"-", 1), "ids section"),
-                                           (lambda ids: ids.replace(b"web2", b"web1"), "duplicate CI ids")])
-def test_ids_other_than_the_header_says_are_refused(shop, tmp_path, edit, reason):
-    """Fewer ids than `cis` (counted before the split), or one id twice (two CIs would become one)."""
+                                           (lambda ids: ids.replace(b"web2", b"web1"), "duplicate CI ids"),
+                                           (lambda ids: ids.replace(b"web2", b"web\xff"), "utf-8")])
+@pytest.mark.parametrize("view_first, share", [(False, False), (True, False), (True, True)])
+def test_ids_other_than_the_header_says_are_refused(shop, tmp_path, edit, reason, view_first, share):
+    """Fewer ids than `cis` (counted before the split), one id twice (two CIs would become one), or an id that
+    is not UTF-8; view first too, where the ids are laid out as a table (graph.id_table) and never split, with
+    sharing on as well (the table is refused as it is made, before any base is offered: the second load finds
+    none). Another worker's table that is not the file's is refused by graph.shared_base (test_shared_base)."""
     parts = encoded(shop)
     parts[part("ids")] = edit(parts[part("ids")])
     path = tmp_path / "graph.snapshot"
     seal(path, parts)
-    with pytest.raises(SnapshotRejected, match=reason):
-        load(path)
+    for _ in range(2 if share else 1):
+        with pytest.raises(SnapshotRejected, match=reason):
+            snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0 if view_first else None,
+                          view_first=view_first, share=share)
 
 
 def test_a_file_larger_than_its_header_says_is_refused_unread(shop, tmp_path):

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from graph import ImpactGraph, RelationshipSemantics, compact, reach, snapshot, view_changes
+from graph import ImpactGraph, RelationshipSemantics, compact, id_table, reach, snapshot, view_changes
 from graph.impact_graph import CLASS_KEY, MIN_MEMBERS_KEY, DictsNotLaidOut
 from graph.semantics import COVERED_KEY, TYPES_KEY
 from tests.graph.conftest import SEMANTICS, SHOP_CIS, SHOP_RELATIONSHIPS, build, mirrored
@@ -33,6 +33,8 @@ def saved(g: ImpactGraph, path):
 def view_first(path) -> ImpactGraph:
     g, header = snapshot.load(path, SEMANTICS, schema_revision=SCHEMA, compact_min_cis=0, view_first=True)
     assert not g.dicts_ready and g.compacted and g.applied_seq == header.applied_seq == 7
+    # Its ids a table (graph.id_table), its payloads read off it: no string per CI.
+    assert isinstance(g._view.ids, id_table.IdTable) and isinstance(g.graph._node, id_table.NodeTable)
     return g
 
 
@@ -60,12 +62,18 @@ def asked(p: ImpactGraph, g: ImpactGraph, rng) -> None:
         max_depth = rng.choice([None, None, 1, 2])
         assert answer(g.impact(failed, max_depth=max_depth, types=types)) == \
             answer(p.impact(failed, max_depth=max_depth, types=types)), (failed, types, max_depth)
+        # An answer's classes (an incident's counts): by position off the view's answer, by id off a list.
+        picked = rng.sample(["app", "db", "server", "x", None], 2)
+        theirs = p.impact(failed).impacted
+        assert g.tally(g.impact(failed).impacted, picked) == p.tally(theirs, picked)
+        assert g.tally(list(theirs) + ["nowhere"], picked) == p.tally(list(theirs) + ["nowhere"], picked)
     for ci in rng.sample(names, min(len(names), 3)) + ["nowhere"]:
         assert g.spof(ci) == p.spof(ci)
         assert g.providers(ci) == p.providers(ci)
     symptoms = rng.sample(names, min(len(names), 3))
     assert g.root_cause(symptoms) == p.root_cause(symptoms)
     assert g.classes(names[:3]) == p.classes(names[:3])
+    assert g.classes(names + ["nowhere"]) == p.classes(names + ["nowhere"])
     walked(p, g, rng)
 
 
@@ -116,22 +124,33 @@ def run(seed, cis, rels, tmp_path):
         again = written_and_read(g, tmp_path)
         assert adjacency(again) == adjacency(p) and payloads(again) == payloads(p) and mirrored(again)
         if round_ == 1:  # made fresh from itself, the CIs gone kept; then dropped
-            g._view = g._view.rebased(g.graph._node)
+            g._view = g._rebased(g._view)
             assert g._view.rows == 0 and g._view.made_from == "rebased"
+            # The CIs appended to the table since the file folded into a new one, the payloads' table over it.
+            ids = g._view.ids
+            assert ids.base_n == len(ids) and g.graph._node.table is ids and g._view.kept is None
             asked(p, g, rng)
         if round_ == 2:
             share, compact.REBUILD_SHARE = compact.REBUILD_SHARE, 0
             try:
-                g._view = g._view.rebased(g.graph._node)
+                g._view = g._rebased(g._view)
             finally:
                 compact.REBUILD_SHARE = share
             assert not g._view.gone and len(g._view) == len(p)
+            # The ids numbered again into a new table: the payloads' table made over it (reading its positions).
+            assert g._view.kept is None and (g.graph._node._ids is g._view.ids or isinstance(g._view.ids, list))
     assert not g.dicts_ready
     assert g.lay_out_dicts() and g.dicts_ready and not g.lay_out_dicts()
     assert adjacency(g) == adjacency(p) and payloads(g) == payloads(p) and mirrored(g)
-    # The dicts' keys are the view's strings (one copy of each id).
+    # The dicts' keys are the view's strings (one copy of each id); or, the view's ids a table (graph.id_table),
+    # one copy of each id between the dicts.
     view = g._view
-    assert all(view.ids[view.index[ci]] is ci for ci in g.graph._node)
+    if isinstance(view.ids, list):
+        assert all(view.ids[view.index[ci]] is ci for ci in g.graph._node)
+    else:
+        ids = {ci: ci for ci in g.graph._node}
+        assert all(ids[u] is u and all(ids[v] is v for v in nbrs) for side in (g.graph._succ, g.graph._pred)
+                   for u, nbrs in side.items())
     # The dicts laid out are on the view's very edge data dicts: reading rows again adds none to its table.
     table = {id(d) for d in g._view.table}
     assert all(id(d) in table for nbrs in g.graph._succ.values() for d in nbrs.values())

@@ -744,12 +744,13 @@ class CompactView:
         for ci_id in touched:
             row = succ.get(ci_id)
             if row is not None:
-                at = None if positions_of is None or not row else positions_of(row)
+                at = None if positions_of is None else positions_of(row)
                 if at is None or bool((at < 0).any()):
                     for v in row:
                         if v not in index:  # defensive: every CI the graph gained was touched
                             self._append(v)
-                    at = None if at is None else positions_of(row)
+                    if at is not None:
+                        at = positions_of(row)
                 if at is not None:
                     heads_at[ci_id] = at
         slot, kk, data_index = self.slot, self.kk, self._data_index
@@ -1105,20 +1106,16 @@ class CompactView:
         del p_heads, kept, at
         if drop:  # a CI gone has no edge left
             by_head, tails = remap[by_head].astype(np.int32), remap[tails].astype(np.int32)
-            ids = self.ids.subset(keep) if hasattr(self.ids, "subset") else None  # (graph.id_table's)
-            if ids is None:
-                ids = _names(self.ids, keep)
-                index = _index_of(ids)
-            else:
-                index = ids.index
-        elif getattr(self.ids, "base_n", len(self.ids)) < len(self.ids):
-            # A table of ids (graph.id_table) with CIs appended since it was made: they are folded into a new one
-            # (their strings, and their payloads kept one by one, let go), every CI in its place.
-            ids = self.ids.subset(keep)
-            if ids is None:  # (an appended id that cannot be in a table: the table as it was)
-                ids, index = self.ids, self.index
-            else:
-                index = ids.index
+        # A table of ids (graph.id_table) is made anew when CIs are dropped, and when CIs were appended to it since
+        # it was made (folded in: their strings, and their payloads kept one by one, let go); None when an id
+        # cannot be in one.
+        subset = getattr(self.ids, "subset", None)
+        table = subset(keep) if subset is not None and (drop or self.ids.base_n < len(self.ids)) else None
+        if table is not None:
+            ids, index = table, table.index
+        elif drop:
+            ids = _names(self.ids, keep)
+            index = _index_of(ids)
         else:
             ids, index = self.ids, self.index
         m = len(ids)
@@ -1130,7 +1127,7 @@ class CompactView:
         view.gone = [] if drop else gone
         # The CIs kept, by their index here, when they were numbered again into a table of ids (graph.id_table):
         # the graph's payload table follows (ImpactGraph._rebased), then lets it go.
-        view.kept = keep if ids is not self.ids and not isinstance(ids, list) else None
+        view.kept = keep if table is not None else None
         view._pred = (_frozen(pred_indptr), _frozen(tails), _frozen(rows))
         return view
 

@@ -130,9 +130,6 @@ class IdTable:
         parts = None if keys is None else sorted_parts(keys)
         return None if parts is None else cls(*parts)
 
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.ranks.nbytes + self.order.nbytes
-
     def __len__(self) -> int:
         return self.base_n + len(self._added)
 
@@ -196,14 +193,11 @@ class IdTable:
         at = self._found.get(ci_id)
         if at is not None:
             return at
-        if not isinstance(ci_id, str):
-            return -1
-        try:
-            key = ci_id.encode()
-        except UnicodeEncodeError:
+        key = self._key(ci_id)
+        if key is None:
             return -1
         at = -1
-        if len(key) <= self.width and b"\0" not in key and self.base_n:
+        if self.base_n:
             j = int(self.keys.searchsorted(key))
             if j < self.base_n and self.keys[j] == key:
                 at = int(self.order[j])
@@ -212,6 +206,17 @@ class IdTable:
                 self._found.clear()
             self._found[ci_id] = at
         return at
+
+    def _key(self, ci_id) -> bytes | None:
+        """`ci_id` as the table's keys hold it, None if no key can be it (not a string, not encodable, wider
+        than the table, or holding a NUL, the keys' padding)."""
+        if not isinstance(ci_id, str):
+            return None
+        try:
+            key = ci_id.encode()
+        except UnicodeEncodeError:
+            return None
+        return key if len(key) <= self.width and b"\0" not in key else None
 
     def positions(self, ci_ids) -> np.ndarray:
         """find() of each of `ci_ids` (int64, -1 for those not held)."""
@@ -227,12 +232,9 @@ class IdTable:
                 continue
             if added is not None:
                 out[j] = added
-            elif isinstance(ci_id, str):
-                try:
-                    key = ci_id.encode()
-                except UnicodeEncodeError:
-                    continue
-                if len(key) <= self.width and b"\0" not in key:
+            else:
+                key = self._key(ci_id)
+                if key is not None:
                     keys.append(key)
                     at.append(j)
         if keys:
@@ -428,24 +430,13 @@ class NodeTable(MutableMapping):
         classes of the tens of thousands of CIs an incident holds)."""
         ci_ids = list(ci_ids)
         at = self._ids.positions(ci_ids)
-        held = np.flatnonzero((at >= 0) & (at < self._n))
+        known = np.flatnonzero(at >= 0)
         out = [None] * len(ci_ids)
-        payloads, rows = self._payloads, self._rows
-        for j, row in zip(held.tolist(), rows[at[held]].tolist()):
-            out[j] = payloads[row]
-        if self._out or self._swapped:
-            removed, swapped = self._out, self._swapped
-            for j, i in zip(held.tolist(), at[held].tolist()):
-                if i in removed:
-                    out[j] = None
-                elif i in swapped:
-                    out[j] = swapped[i]
-        if self._extra:
-            extra = self._extra
-            for j, ci_id in enumerate(ci_ids):
-                payload = extra.get(ci_id)
-                if payload is not None:
-                    out[j] = payload
+        for j, payload in zip(known.tolist(), self.payloads_at(self._ids, at[known], strict=False)):
+            out[j] = payload
+        if self._extra:  # CIs the table does not know (a view that fell back to a list of ids appends none)
+            for j in np.flatnonzero(at < 0).tolist():
+                out[j] = self._extra.get(ci_ids[j])
         return out
 
     def payloads_at(self, table, positions: np.ndarray, strict: bool = True) -> list:

@@ -583,10 +583,7 @@ class ImpactGraph:
         if fresh.kept is not None:
             node = self._g._node
             if hasattr(node, "rebased") and node.table is view.ids:  # (else it keeps reading by id: slower)
-                try:
-                    self._g._node = node.rebased(fresh.ids, fresh.kept)
-                except KeyError as exc:  # the view and the payloads disagree: nothing left to trust (broken)
-                    raise ValueError(f"the view holds CI {exc.args[0]!r}, the payloads do not") from exc
+                self._g._node = node.rebased(fresh.ids, fresh.kept)
             fresh.kept = None
         return fresh
 

@@ -1,23 +1,24 @@
 """The compiled view's base arrays, shared by the workers of a host: memory that does not grow with them.
 
-Every worker of a host that starts from the same snapshot file (graph.snapshot, view first) makes the same
-base arrays from it: per CI where its row starts, per edge its head and its edge data row, and the same edges
-by head (the predecessors), and its CIs' ids (graph.id_table: fixed-width bytes sorted, each CI's rank and each
+Every worker of a host that starts from the same snapshot file (graph.snapshot, view first) makes the same base
+arrays from it: per CI where its row starts, per edge its head and its edge data row, and the same edges by
+head (the predecessors), and its CIs' ids (graph.id_table: fixed-width bytes sorted, each CI's rank and each
 rank's CI, 44 bytes a CI for Karta's UUIDs); ~110 MiB at 1,000,000 CIs and 3 million edges, ~1.1 GiB at
-10,000,000. The first
-worker to load a file writes them into a memfd (memory, no file on disk), seals it (F_SEAL_SHRINK, GROW, WRITE
-and SEAL: from then on nobody, root included, can change or truncate it) and lists itself in a registry beside
-the snapshot file; the next ones open it through /proc/<pid>/fd/<fd> of a listed worker still alive, map it
-read-only and list themselves too, so that the base lives as long as one of them holds it.
+10,000,000. The first worker to load a file writes them into a memfd (memory, no file on disk), seals it
+(F_SEAL_SHRINK, GROW, WRITE and SEAL: from then on nobody, root included, can change or truncate it) and lists
+itself in a registry beside the snapshot file; the next ones open it through /proc/<pid>/fd/<fd> of a listed
+worker still alive, map it read-only and list themselves too, so that the base lives as long as one of them
+holds it.
 
-A worker uses no base it did not make before checking it against the file it has just read and checked
-itself: the seals; the rows equal to the file's (starts, heads and edge data rows, element for element); the
-ids' table the file's ids (the keys strictly increasing, the ranks and their inverse permutations of each other,
-each CI's key the file's id), the predecessors the very transposition of those rows (per CI as many as edges into it, each CI's tails in
-strictly increasing order, and the multiset of (tail, head, row) triples equal to the rows', compared by sums
-of a hash keyed with a secret of this process, which a base made to pass the check would need). The checks are
-vectorised passes over the arrays, no sort; sealed, the pages checked are the pages used. Whatever fails (no
-holder alive, /proc not readable, a base that fails a check), the worker makes its own base and offers it.
+A worker uses no base it did not make before checking it against the file it has just read and checked itself:
+the seals; the rows equal to the file's (starts, heads and edge data rows, element for element); the ids' table
+the file's ids (the keys strictly increasing, the ranks and their inverse permutations of each other, each CI's
+key the file's id); the predecessors the very transposition of those rows (per CI as many as edges into it,
+each CI's tails in strictly increasing order, and the multiset of (tail, head, row) triples equal to the rows',
+compared by sums of a hash keyed with a secret of this process, which a base made to pass the check would
+need). The checks are vectorised passes over the arrays, no sort; sealed, the pages checked are the pages used.
+Whatever fails (no holder alive, /proc not readable, a base that fails a check), the worker makes its own base
+and offers it.
 
 Pure: numpy, the standard library and filelock; it never imports app/, a web framework or a database driver.
 """

@@ -759,13 +759,13 @@ def _lay_out(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
 
 def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payloads,
              edge_data, with_ids: bool = True) -> tuple[list | None, list, list]:
-    """The CI ids in the file's order (None unless `with_ids`: they are checked, not decoded), the graph's
-    payload dict of each payload row and its data dict of each edge data row, once the tables are well formed,
-    every index in range and the counts add up to `links` (ValueError otherwise)."""
+    """The CI ids in the file's order (None unless `with_ids`: they are checked, not decoded; their count was
+    then checked by graph.id_table.keys_of), the graph's payload dict of each payload row and its data dict of
+    each edge data row, once the tables are well formed, every index in range and the counts add up to `links`
+    (ValueError otherwise)."""
     cis, links = header.cis, header.links
     raw_ids = bytes(sections["ids"]) if with_ids else sections["ids"]
-    nuls = raw_ids.count(b"\0") if with_ids else _nuls(raw_ids)
-    if nuls != max(cis - 1, 0) or (not cis and len(raw_ids)):  # before splitting: no surprise list
+    if (with_ids and raw_ids.count(b"\0") != max(cis - 1, 0)) or (not cis and len(raw_ids)):  # before splitting
         raise ValueError("the ids section does not hold `cis` ids")
     if with_ids:  # (split after counting: no surprise list)
         ids = raw_ids.decode().split("\0") if cis else []
@@ -793,11 +793,6 @@ def _checked(graph: ImpactGraph, header: SnapshotHeader, sections: dict, payload
     data_of = [(types.covered if covered else types.of)(frozenset(map(sys.intern, names)))
                for names, covered in edge_data]
     return ids, payload_of, data_of
-
-
-def _nuls(raw) -> int:
-    """How many NUL bytes `raw` (a memoryview) holds, counted a slice at a time (no copy of it all)."""
-    return sum(bytes(raw[start:start + (1 << 24)]).count(b"\0") for start in range(0, len(raw), 1 << 24))
 
 
 def _lay_out_nodes(g, ids: list, payload_of: list, payload, cis: int) -> None:

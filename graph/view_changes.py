@@ -85,10 +85,10 @@ class _Rows(dict):
             raise KeyError(ci_id)
         ids, table, node, removed = self._view.ids, self._view.table, self._node, self._removed
         ends, data = self._row(self._view.index[ci_id])
-        others = names_at(ids, ends)
-        # A graph.id_table.NodeTable's lookups by position, at once, for a long row (a hub's).
-        held_at = getattr(node, "held_at", None) if len(others) > 64 else None
-        for other in others if held_at is None else [others[j] for j in np.flatnonzero(~held_at(ids, ends)).tolist()]:
+        others = suspects = names_at(ids, ends)
+        if len(others) > 64 and hasattr(node, "held_at"):  # a graph.id_table.NodeTable: a hub's row by position
+            suspects = [others[j] for j in np.flatnonzero(~node.held_at(ids, ends)).tolist()]
+        for other in suspects:
             if other not in node and other not in removed:
                 raise ViewOutOfStep(f"the view has an edge of CI {other!r}, which the payloads do not hold")
         row = dict(zip(others, map(table.__getitem__, data.tolist())))
